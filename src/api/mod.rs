@@ -1,0 +1,111 @@
+//! The HTTP API: shared state, extractors that speak the API's error shape, and one module per
+//! area. `router.rs` holds the whole route table.
+
+pub mod auth;
+mod health;
+mod objects;
+pub mod openapi;
+mod router;
+mod telemetry;
+mod tenants;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::storage::{DynStore, UrlSigner};
+
+pub use router::router;
+pub use telemetry::install_metrics_recorder;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub store: DynStore,
+    /// Signs and checks `/objects/...` URLs when the local backend is in use.
+    pub url_signer: Option<UrlSigner>,
+    /// SHA-256 of `admin.key` when one is configured.
+    pub configured_admin_key: Option<[u8; 32]>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// `axum::Json` whose rejections use the API's error shape.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Path` whose rejections use the API's error shape.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// `axum::extract::Query` whose rejections use the API's error shape.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// Cursor pagination shared by every list endpoint.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Page {
+    /// Items per page, 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl Page {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(100),
+            Some(n) if (1..=1000).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::invalid("limit must be between 1 and 1000")),
+        }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> List<T> {
+    /// `items` holds up to `limit` entries; a full page may have a successor.
+    pub fn new(items: Vec<T>, limit: i64, id: impl Fn(&T) -> &str) -> Self {
+        let next_cursor = (items.len() as i64 == limit)
+            .then(|| items.last().map(|i| id(i).to_string()))
+            .flatten();
+        Self {
+            data: items,
+            next_cursor,
+        }
+    }
+}
+
+/// A stored Unix-millisecond time as RFC 3339 (`2026-11-23T02:25:50.123Z`).
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}

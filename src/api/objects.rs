@@ -1,0 +1,74 @@
+//! `GET /objects/{key}?expires=…&signature=…`: what a presigned URL of the local backend
+//! points at. Serves byte ranges like S3 does; a bad or expired signature is 403.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{AppState, Path, Query};
+use crate::error::{ApiError, ApiResult};
+use crate::storage::{ByteRange, ObjectKey, StorageError};
+
+#[derive(Debug, Deserialize)]
+pub struct Signed {
+    expires: u64,
+    signature: String,
+}
+
+pub async fn get_object(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(signed): Query<Signed>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let signer = state
+        .url_signer
+        .as_ref()
+        .ok_or_else(|| ApiError::NotFound("no such route".into()))?;
+    let key = ObjectKey::parse(&key)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    if !signer.verify(&key, signed.expires, &signed.signature, now) {
+        return Err(ApiError::Forbidden(
+            "the URL's signature is invalid or has expired".into(),
+        ));
+    }
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(ByteRange::parse_header)
+        .transpose()?;
+    let object = match state.store.get(&key, range).await {
+        Err(StorageError::InvalidRange(_)) => {
+            let size = state.store.head(&key).await?.size;
+            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+            );
+            return Ok(response);
+        }
+        other => other?,
+    };
+    let mut response = Response::new(Body::from(object.body));
+    let h = response.headers_mut();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(ct) = HeaderValue::from_str(&object.meta.content_type) {
+        h.insert(header::CONTENT_TYPE, ct);
+    }
+    if let Some((start, end)) = object.range {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        response.headers_mut().insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {start}-{end}/{}", object.meta.size))
+                .expect("ascii"),
+        );
+    }
+    Ok(response)
+}

@@ -1,0 +1,99 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations, and the `/docs` page.
+
+use axum::response::Html;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{Json, health, tenants};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Ferrocast API", description = "Live and on-demand video: ingest, transcoding, encrypted HLS, playback tokens."),
+    paths(
+        health::healthz, health::readyz, health::metrics,
+        tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::delete_tenant,
+        tenants::create_tenant_api_key,
+        tenants::current_tenant,
+        tenants::create_api_key, tenants::list_api_keys, tenants::get_api_key,
+        tenants::update_api_key, tenants::revoke_api_key,
+    ),
+    modifiers(&BearerKeys),
+    tags(
+        (name = "tenants", description = "Tenants, managed with the admin key"),
+        (name = "api-keys", description = "A tenant's own API keys"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, what) in [
+            ("admin_key", "Admin API key (fca_…)"),
+            ("api_key", "Tenant API key (fck_…)"),
+        ] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(what))
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// A readable page of every operation, rendered here so it works offline; the interactive
+/// Redoc viewer replaces it when the browser can load it.
+pub async fn docs() -> Html<String> {
+    let spec = ApiDoc::openapi();
+    let mut rows = String::new();
+    for (path, item) in &spec.paths.paths {
+        let ops = [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("PUT", &item.put),
+            ("PATCH", &item.patch),
+            ("DELETE", &item.delete),
+        ];
+        for (method, op) in ops {
+            if let Some(op) = op {
+                let summary = op.summary.clone().unwrap_or_default();
+                rows.push_str(&format!(
+                    "<tr><td><code>{method}</code></td><td><code>{}</code></td><td>{}</td></tr>\n",
+                    escape(path),
+                    escape(&summary)
+                ));
+            }
+        }
+    }
+    Html(format!(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Ferrocast API</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem}}td{{padding:.2rem .8rem}}</style></head>
+<body>
+<redoc spec-url="/openapi.json">
+<h1>Ferrocast API</h1>
+<p>Machine-readable spec: <a href="/openapi.json">/openapi.json</a>. Authenticate with
+<code>Authorization: Bearer &lt;key&gt;</code>.</p>
+<table>{rows}</table>
+</redoc>
+<script src="https://cdn.redoc.ly/redoc/v2.1.5/bundles/redoc.standalone.js"></script>
+</body></html>"#
+    ))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -1,0 +1,74 @@
+//! Every route of the server, on one screen.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use super::{AppState, health, objects, openapi, telemetry, tenants};
+use crate::error::ApiError;
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/v1/tenants",
+            post(tenants::create_tenant).get(tenants::list_tenants),
+        )
+        .route(
+            "/v1/tenants/{id}",
+            get(tenants::get_tenant).delete(tenants::delete_tenant),
+        )
+        .route(
+            "/v1/tenants/{id}/api-keys",
+            post(tenants::create_tenant_api_key),
+        )
+        .route("/v1/tenant", get(tenants::current_tenant))
+        .route(
+            "/v1/api-keys",
+            post(tenants::create_api_key).get(tenants::list_api_keys),
+        )
+        .route(
+            "/v1/api-keys/{id}",
+            get(tenants::get_api_key)
+                .patch(tenants::update_api_key)
+                .delete(tenants::revoke_api_key),
+        )
+        .route("/objects/{*key}", get(objects::get_object))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs));
+
+    let request_id = HeaderName::from_static("x-request-id");
+    api.fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("method not allowed on this route".into())
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), telemetry::track))
+        .layer(DefaultBodyLimit::max(state.config.http.max_body_bytes))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(),
+                        request_id = %id, tenant = tracing::field::Empty)
+                }))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+                })),
+        )
+        .with_state(state)
+}

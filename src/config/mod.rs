@@ -1,0 +1,657 @@
+//! Configuration: the embedded, documented defaults (`ferrocast.toml` beside this file),
+//! overlaid by the user's TOML file, overlaid by `FERROCAST_*` environment variables.
+//!
+//! Loading is a pure function of the file text and the environment, so every rule is unit-tested.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+/// The documented defaults, embedded so the binary runs with no file at all.
+pub const DEFAULTS_TOML: &str = include_str!("ferrocast.toml");
+
+/// Environment variable that names the config file.
+pub const CONFIG_ENV: &str = "FERROCAST_CONFIG";
+const ENV_PREFIX: &str = "FERROCAST_";
+
+/// The effective configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub rtmp: RtmpConfig,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    pub keys: KeysConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    pub request_timeout_s: u64,
+    pub shutdown_grace_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Local,
+    S3,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    pub max_presign_s: u64,
+    pub local: LocalStorageConfig,
+    pub s3: S3Config,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalStorageConfig {
+    pub dir: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    pub endpoint: String,
+    pub path_style: bool,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub create_bucket: bool,
+    pub multipart_threshold_bytes: u64,
+    pub part_size_bytes: u64,
+    pub request_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub key: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+/// A secret string: `Debug` and `Serialize` never show it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "[redacted]"
+        })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "[redacted]" })
+    }
+}
+
+/// A database URL; its password is redacted when printed.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("[redacted]"));
+                u.to_string()
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+/// Why the configuration cannot be used; always names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(origin: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            origin: origin.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// The embedded defaults alone.
+    pub fn defaults() -> Self {
+        Self::from_sources(None, std::iter::empty()).expect("embedded defaults are valid")
+    }
+
+    /// Loads the file named by `--config`, else `FERROCAST_CONFIG`, else `./ferrocast.toml`
+    /// when it exists, then applies the process environment.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let path = explicit
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
+            .or_else(|| {
+                let p = PathBuf::from("ferrocast.toml");
+                p.exists().then_some(p)
+            });
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some((path, text))
+            }
+            None => None,
+        };
+        let env = std::env::vars().filter(|(k, _)| k != CONFIG_ENV);
+        Self::from_sources(file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())), env)
+    }
+
+    /// Builds the configuration from an optional file (path, text) and environment pairs.
+    pub fn from_sources(
+        file: Option<(&Path, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut merged: Value = DEFAULTS_TOML.parse().expect("embedded defaults parse");
+        let mut origins: BTreeMap<String, String> = BTreeMap::new();
+        if let Some((path, text)) = file {
+            let user: Value = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    message: e.message().to_string(),
+                })?;
+            merge(
+                &mut merged,
+                user,
+                "",
+                &mut origins,
+                &format!("{}", path.display()),
+            );
+        }
+        let settings = flatten_settings(&DEFAULTS_TOML.parse().expect("embedded defaults parse"));
+        for (name, raw) in env {
+            let Some(suffix) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((dotted, default)) = settings.get(&suffix.to_ascii_lowercase()) else {
+                return Err(ConfigError::invalid(
+                    &name,
+                    "no such setting (see `ferrocast config --defaults` for the list)",
+                ));
+            };
+            let value = parse_env_value(&raw, default)
+                .map_err(|m| ConfigError::invalid(format!("{name} ({dotted})"), m))?;
+            set_path(&mut merged, dotted, value);
+            origins.insert(dotted.clone(), format!("{name} ({dotted})"));
+        }
+        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let path = e.path().to_string();
+            let origin = origins.get(&path).cloned().unwrap_or(path);
+            ConfigError::invalid(origin, e.inner().to_string())
+        })?;
+        config.validate(&origins)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origins: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        let at = |key: &str| origins.get(key).cloned().unwrap_or_else(|| key.to_string());
+        let db = self.database.url.expose();
+        if !(db.is_empty()
+            || db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::invalid(
+                at("database.url"),
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                at("database.max_connections"),
+                "must be at least 1",
+            ));
+        }
+        if !self.http.public_url.is_empty() {
+            match url::Url::parse(&self.http.public_url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        at("http.public_url"),
+                        "must be an http:// or https:// URL",
+                    ));
+                }
+            }
+        }
+        let admin = self.admin.key.expose();
+        if !admin.is_empty() && (admin.len() < 16 || admin.chars().any(char::is_whitespace)) {
+            return Err(ConfigError::invalid(
+                at("admin.key"),
+                "must be at least 16 characters with no whitespace",
+            ));
+        }
+        if self.storage.backend == StorageBackend::S3 {
+            let s3 = &self.storage.s3;
+            if s3.bucket.is_empty() {
+                return Err(ConfigError::invalid(
+                    at("storage.s3.bucket"),
+                    "required when storage.backend = \"s3\"",
+                ));
+            }
+            if !s3.endpoint.is_empty() && url::Url::parse(&s3.endpoint).is_err() {
+                return Err(ConfigError::invalid(at("storage.s3.endpoint"), "not a URL"));
+            }
+            if s3.access_key_id.is_empty() != s3.secret_access_key.is_empty() {
+                return Err(ConfigError::invalid(
+                    at("storage.s3.secret_access_key"),
+                    "access_key_id and secret_access_key must be set together",
+                ));
+            }
+            if s3.part_size_bytes < 5 * 1024 * 1024 {
+                return Err(ConfigError::invalid(
+                    at("storage.s3.part_size_bytes"),
+                    "S3 needs parts of at least 5242880 bytes (5 MiB)",
+                ));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(ConfigError::invalid(at("log.filter"), e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// The database URL in use: the configured one, or the SQLite file under `data_dir`.
+    pub fn database_url(&self) -> String {
+        let url = self.database.url.expose();
+        if url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("ferrocast.db").display()
+            )
+        } else {
+            url.to_string()
+        }
+    }
+
+    /// The folder of the local object store.
+    pub fn local_storage_dir(&self) -> PathBuf {
+        if self.storage.local.dir.is_empty() {
+            self.data_dir.join("objects")
+        } else {
+            PathBuf::from(&self.storage.local.dir)
+        }
+    }
+
+    /// The base URL clients use, without a trailing slash.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        if self.http.public_url.is_empty() {
+            format!("http://{bound}")
+        } else {
+            self.http.public_url.trim_end_matches('/').to_string()
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+/// Every leaf setting: `http_listen` → (`http.listen`, default value).
+fn flatten_settings(defaults: &Value) -> BTreeMap<String, (String, Value)> {
+    fn walk(v: &Value, path: &mut Vec<String>, out: &mut BTreeMap<String, (String, Value)>) {
+        match v {
+            Value::Table(t) => {
+                for (k, child) in t {
+                    path.push(k.clone());
+                    walk(child, path, out);
+                    path.pop();
+                }
+            }
+            leaf => {
+                out.insert(path.join("_"), (path.join("."), leaf.clone()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(defaults, &mut Vec::new(), &mut out);
+    out
+}
+
+/// Parses an environment string as the type of the setting's default.
+fn parse_env_value(raw: &str, default: &Value) -> Result<Value, String> {
+    match default {
+        Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::Integer)
+            .map_err(|_| format!("expected an integer, got {raw:?}")),
+        Value::Float(_) => raw
+            .trim()
+            .parse::<f64>()
+            .map(Value::Float)
+            .map_err(|_| format!("expected a number, got {raw:?}")),
+        Value::Boolean(_) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(Value::Boolean(false)),
+            _ => Err(format!("expected true or false, got {raw:?}")),
+        },
+        _ => Ok(Value::String(raw.to_string())),
+    }
+}
+
+fn set_path(root: &mut Value, dotted: &str, value: Value) {
+    let mut node = root;
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let table = node
+            .as_table_mut()
+            .expect("settings path runs through tables");
+        if parts.peek().is_none() {
+            table.insert(part.to_string(), value);
+            return;
+        }
+        node = table
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Table(Default::default()));
+    }
+}
+
+/// Deep-merges `over` into `base`, remembering which file set each leaf.
+fn merge(
+    base: &mut Value,
+    over: Value,
+    prefix: &str,
+    origins: &mut BTreeMap<String, String>,
+    source: &str,
+) {
+    match (base, over) {
+        (Value::Table(b), Value::Table(o)) => {
+            for (k, v) in o {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match b.get_mut(&k) {
+                    Some(existing) if existing.is_table() && v.is_table() => {
+                        merge(existing, v, &path, origins, source)
+                    }
+                    _ => {
+                        origins.insert(path.clone(), format!("{path} (in {source})"));
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_defaults_are_the_documented_ones() {
+        let c = Config::defaults();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.rtmp.listen.to_string(), "127.0.0.1:1935");
+        assert_eq!(c.storage.backend, StorageBackend::Local);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.database_url().starts_with("sqlite://./data/ferrocast.db"));
+        assert_eq!(c.local_storage_dir(), PathBuf::from("./data/objects"));
+    }
+
+    #[test]
+    fn every_setting_has_a_distinct_environment_name() {
+        let defaults: Value = DEFAULTS_TOML.parse().unwrap();
+        let flat = flatten_settings(&defaults);
+        let mut leaves = 0;
+        fn count(v: &Value, n: &mut usize) {
+            match v {
+                Value::Table(t) => t.values().for_each(|c| count(c, n)),
+                _ => *n += 1,
+            }
+        }
+        count(&defaults, &mut leaves);
+        assert_eq!(
+            flat.len(),
+            leaves,
+            "two settings map to one FERROCAST_ name"
+        );
+        for required in [
+            "data_dir",
+            "http_listen",
+            "rtmp_listen",
+            "database_url",
+            "admin_key",
+        ] {
+            assert!(flat.contains_key(required), "{required}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        let file = "[http]\nlisten = \"127.0.0.1:9000\"\npublic_url = \"https://tv.example\"\n";
+        let c = Config::from_sources(
+            Some((Path::new("f.toml"), file)),
+            env(&[
+                ("FERROCAST_HTTP_LISTEN", "0.0.0.0:7000"),
+                ("FERROCAST_DATA_DIR", "/srv/fc"),
+                ("FERROCAST_DATABASE_URL", "postgres://u:pw@db/fc"),
+                ("FERROCAST_ADMIN_KEY", "0123456789abcdef0123"),
+                ("FERROCAST_STORAGE_S3_PATH_STYLE", "true"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(c.http.public_url, "https://tv.example");
+        assert_eq!(c.data_dir, PathBuf::from("/srv/fc"));
+        assert_eq!(c.database_url(), "postgres://u:pw@db/fc");
+        assert_eq!(c.admin.key.expose(), "0123456789abcdef0123");
+        assert!(c.storage.s3.path_style);
+        assert_eq!(c.local_storage_dir(), PathBuf::from("/srv/fc/objects"));
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting_and_the_reason() {
+        let e = Config::from_sources(None, env(&[("FERROCAST_HTTP_LISTEN", "nowhere")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("FERROCAST_HTTP_LISTEN (http.listen): "),
+            "{e}"
+        );
+        assert!(e.contains("socket address"), "{e}");
+
+        let e = Config::from_sources(
+            Some((Path::new("f.toml"), "[http]\nlisten = 5\n")),
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("http.listen (in f.toml): "), "{e}");
+
+        let e = Config::from_sources(None, env(&[("FERROCAST_DATABASE_MAX_CONNECTIONS", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected an integer"), "{e}");
+
+        let e = Config::from_sources(Some((Path::new("f.toml"), "[htp]\nlisten = 1\n")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `htp`"), "{e}");
+
+        let e = Config::from_sources(None, env(&[("FERROCAST_LISTEN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("FERROCAST_LISTEN: no such setting"), "{e}");
+
+        let e = Config::from_sources(None, env(&[("FERROCAST_STORAGE_BACKEND", "s3")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "storage.s3.bucket: required when storage.backend = \"s3\""
+        );
+
+        let e = Config::from_sources(None, env(&[("FERROCAST_ADMIN_KEY", "short")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("FERROCAST_ADMIN_KEY (admin.key): must be at least 16"),
+            "{e}"
+        );
+
+        let e = Config::from_sources(None, env(&[("FERROCAST_DATABASE_URL", "mysql://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("FERROCAST_DATABASE_URL (database.url): must start"),
+            "{e}"
+        );
+
+        let e = Config::from_sources(Some((Path::new("f.toml"), "[http\n")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("config file f.toml: "), "{e}");
+    }
+
+    #[test]
+    fn printed_config_redacts_secrets() {
+        let c = Config::from_sources(
+            None,
+            env(&[
+                (
+                    "FERROCAST_DATABASE_URL",
+                    "postgres://fc:hunter2secret@db:5432/fc",
+                ),
+                ("FERROCAST_ADMIN_KEY", "adminkey-0123456789abcdef"),
+                ("FERROCAST_STORAGE_S3_SECRET_ACCESS_KEY", "s3secretvalue"),
+                ("FERROCAST_STORAGE_S3_ACCESS_KEY_ID", "AKIA123"),
+            ]),
+        )
+        .unwrap();
+        let text = c.to_redacted_toml();
+        for secret in [
+            "hunter2secret",
+            "adminkey-0123456789abcdef",
+            "s3secretvalue",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+            assert!(
+                !format!("{c:?}").contains(secret),
+                "{secret} leaked in Debug"
+            );
+        }
+        assert!(
+            text.contains("postgres://fc:%5Bredacted%5D@db:5432/fc") || text.contains("[redacted]")
+        );
+        assert!(text.contains("AKIA123"));
+        // The printed form is itself a valid config file.
+        let back: Value = text.parse().unwrap();
+        assert!(back.get("http").is_some());
+    }
+}

@@ -1,0 +1,11 @@
+//! Ferrocast: a media streaming and transcoding server.
+//!
+//! The binary (`main.rs`) only wires these parts together; tests use them directly.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod keys;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,150 @@
+//! `ferrocast`: the command line. Wiring only; the parts live in the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ferrocast::config::{Config, DEFAULTS_TOML, LogFormat};
+use ferrocast::{api, db, server};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "ferrocast",
+    version,
+    about = "Media streaming and transcoding server"
+)]
+struct Cli {
+    /// Config file (default: $FERROCAST_CONFIG, else ./ferrocast.toml if present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Print the effective configuration, secrets redacted.
+    Config {
+        /// Print the documented defaults instead (a starting ferrocast.toml).
+        #[arg(long)]
+        defaults: bool,
+    },
+    /// Manage admin API keys.
+    AdminKey {
+        #[command(subcommand)]
+        action: AdminKeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminKeyAction {
+    /// Create a new admin API key and print it (once).
+    Create {
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Command::Config { defaults: true } = cli.command {
+        print!("{DEFAULTS_TOML}");
+        return std::process::ExitCode::SUCCESS;
+    }
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrocast: invalid configuration: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferrocast: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Config { .. } => {
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::AdminKey {
+            action: AdminKeyAction::Create { name },
+        } => {
+            let db = db::Db::connect(&config.database_url(), 1).await?;
+            let secret = api::auth::create_admin_key(&db, &name).await?;
+            println!("{secret}");
+            Ok(())
+        }
+        Command::Serve => serve(config).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&config.log.filter).context("log.filter")?;
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log.format {
+        LogFormat::Text => subscriber.init(),
+        LogFormat::Json => subscriber.json().init(),
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("listening on {} (http.listen)", config.http.listen))?;
+    let bound = listener.local_addr()?;
+    let public_url = config.public_url(bound);
+    let data_dir = config.data_dir.clone();
+    let keys_dir = config.keys.dir.clone();
+    let database = if config.database.url.expose().is_empty() {
+        "SQLite"
+    } else {
+        "configured"
+    };
+    let (state, startup) = server::build(config, &public_url).await?;
+    tracing::info!(%bound, "serving HTTP");
+
+    println!();
+    println!("Ferrocast {} is serving", env!("CARGO_PKG_VERSION"));
+    println!("  API         {public_url}/v1");
+    println!("  API docs    {public_url}/docs  (spec: {public_url}/openapi.json)");
+    println!("  Health      {public_url}/healthz  {public_url}/readyz");
+    println!("  Metrics     {public_url}/metrics");
+    println!(
+        "  Data        {} (database: {database})",
+        data_dir.display()
+    );
+    if startup.master_key_created {
+        println!(
+            "  Master key  created at {}/master.key (mode 0600; back it up)",
+            keys_dir.display()
+        );
+    }
+    match &startup.bootstrap_admin_key {
+        Some(key) => {
+            println!();
+            println!("  Admin API key (shown once; it is stored hashed):");
+            println!("    {key}");
+            println!();
+            println!("  Create a tenant and get its API key:");
+            println!(
+                "    curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n      -d '{{\"name\":\"demo\"}}' {public_url}/v1/tenants"
+            );
+        }
+        None => {
+            println!("  Admin key   already set up (lost it? `ferrocast admin-key create`)");
+        }
+    }
+    println!();
+
+    server::serve(state, listener, server::shutdown_signal()).await?;
+    Ok(())
+}

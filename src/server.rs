@@ -1,0 +1,137 @@
+//! Start-up and serving: builds the shared state from the configuration (key store, database,
+//! storage, bootstrap admin key) and runs the router on a listener the caller owns, until the
+//! caller's shutdown future resolves.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::api::{self, AppState, auth};
+use crate::config::{Config, StorageBackend};
+use crate::db::Db;
+use crate::keys::MasterKey;
+use crate::storage::{DynStore, LocalStore, S3Settings, S3Store, UrlSigner};
+
+/// What start-up produced, besides the state: things to tell the operator once.
+#[derive(Debug, Default)]
+pub struct Startup {
+    /// A generated admin key, when none existed yet. Shown once, stored hashed.
+    pub bootstrap_admin_key: Option<String>,
+    pub master_key_created: bool,
+}
+
+/// Builds the application state. `public_url` is where clients reach this server.
+pub async fn build(config: Config, public_url: &str) -> anyhow::Result<(AppState, Startup)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
+    let (master, master_key_created) = MasterKey::load_or_create(&config.keys.dir)?;
+
+    let db = Db::connect(&config.database_url(), config.database.max_connections)
+        .await
+        .context("opening the database")?;
+
+    let (store, url_signer): (DynStore, Option<UrlSigner>) = match config.storage.backend {
+        StorageBackend::Local => {
+            let signer = UrlSigner::new(public_url, master.derive("storage-url/v1"));
+            let store = LocalStore::open(config.local_storage_dir(), Some(signer.clone())).await?;
+            (Arc::new(store), Some(signer))
+        }
+        StorageBackend::S3 => {
+            let s3 = &config.storage.s3;
+            let store = S3Store::connect(&S3Settings {
+                bucket: s3.bucket.clone(),
+                region: s3.region.clone(),
+                endpoint: s3.endpoint.clone(),
+                path_style: s3.path_style,
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: s3.secret_access_key.expose().to_string(),
+                create_bucket: s3.create_bucket,
+                multipart_threshold: s3.multipart_threshold_bytes,
+                part_size: s3.part_size_bytes,
+                request_timeout: Duration::from_secs(s3.request_timeout_s),
+            })
+            .await
+            .context("connecting to S3")?;
+            (Arc::new(store), None)
+        }
+    };
+
+    let configured_admin_key = (!config.admin.key.is_empty())
+        .then(|| auth::configured_admin_hash(config.admin.key.expose()));
+    let bootstrap_admin_key = if configured_admin_key.is_none() && db.count_admin_keys().await? == 0
+    {
+        Some(auth::create_admin_key(&db, "bootstrap").await?)
+    } else {
+        None
+    };
+
+    let state = AppState {
+        config: Arc::new(config),
+        db,
+        store,
+        url_signer,
+        configured_admin_key,
+        metrics: api::install_metrics_recorder(),
+    };
+    Ok((
+        state,
+        Startup {
+            bootstrap_admin_key,
+            master_key_created,
+        },
+    ))
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish for up to
+/// `http.shutdown_grace_s` seconds.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = Duration::from_secs(state.config.http.shutdown_grace_s);
+    let db = state.db.clone();
+    let app = api::router(state);
+    let stopping = Arc::new(Notify::new());
+    let notify = stopping.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        notify.notify_one();
+    });
+    let result = tokio::select! {
+        r = server => r,
+        _ = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_s = grace.as_secs(), "grace period over; closing remaining connections");
+            Ok(())
+        }
+    };
+    db.close().await;
+    result
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
