@@ -84,10 +84,10 @@ fn open_new_private(path: &Path) -> std::io::Result<std::fs::File> {
 #[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(path) {
-        if m.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "master key is readable by other users; chmod 600 it");
-        }
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "master key is readable by other users; chmod 600 it");
     }
 }
 

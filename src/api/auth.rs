@@ -92,10 +92,10 @@ impl FromRequestParts<AppState> for Caller {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("Authorization must be: Bearer <key>".into()))?;
         let digest = hash(secret);
-        if let Some(admin) = &state.configured_admin_key {
-            if bool::from(admin.ct_eq(&digest)) {
-                return Ok(Caller::Admin);
-            }
+        if let Some(admin) = &state.configured_admin_key
+            && bool::from(admin.ct_eq(&digest))
+        {
+            return Ok(Caller::Admin);
         }
         let key = state
             .db
@@ -103,10 +103,10 @@ impl FromRequestParts<AppState> for Caller {
             .await?
             .ok_or_else(|| ApiError::Unauthorized("invalid or revoked API key".into()))?;
         let now = now_ms();
-        if key.last_used_at.is_none_or(|t| t < now - 60_000) {
-            if let Err(e) = state.db.touch_api_key(&key.id, now).await {
-                tracing::warn!(error = %e, key_id = %key.id, "could not record API key use");
-            }
+        if key.last_used_at.is_none_or(|t| t < now - 60_000)
+            && let Err(e) = state.db.touch_api_key(&key.id, now).await
+        {
+            tracing::warn!(error = %e, key_id = %key.id, "could not record API key use");
         }
         Ok(match (key.role, key.tenant_id) {
             (Role::Tenant, Some(tenant_id)) => Caller::Tenant {

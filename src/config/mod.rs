@@ -619,6 +619,50 @@ mod tests {
         assert!(e.starts_with("config file f.toml: "), "{e}");
     }
 
+    /// The compose file configures Ferrocast only through environment variables; every one
+    /// must be a real setting, and together they must form a valid configuration.
+    #[test]
+    fn docker_files_use_only_real_settings_with_valid_values() {
+        let compose = include_str!("../../docker/compose.yaml");
+        let mut pairs = Vec::new();
+        for line in compose.lines() {
+            let Some((name, value)) = line.trim().split_once(": ") else {
+                continue;
+            };
+            if !name.starts_with(ENV_PREFIX) {
+                continue;
+            }
+            let value = value.trim().trim_matches('"');
+            // ${VAR:-default} → default; ${VAR:?message} → a value the user must supply.
+            let value = match value.strip_prefix("${") {
+                Some(rest) if rest.contains(":-") => rest
+                    .split_once(":-")
+                    .unwrap()
+                    .1
+                    .trim_end_matches('}')
+                    .to_string(),
+                Some(_) => "compose-admin-key-0123456789".to_string(),
+                None => value.to_string(),
+            };
+            pairs.push((name.to_string(), value));
+        }
+        assert!(pairs.len() >= 10, "compose file lost its settings");
+        let c = Config::from_sources(None, pairs).expect("compose settings form a valid config");
+        assert_eq!(c.storage.backend, StorageBackend::S3);
+        assert!(c.database_url().starts_with("postgres://"));
+
+        let dockerfile = include_str!("../../docker/Dockerfile");
+        let settings = flatten_settings(&DEFAULTS_TOML.parse().unwrap());
+        for word in dockerfile.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if let Some(suffix) = word.strip_prefix(ENV_PREFIX).filter(|s| !s.is_empty()) {
+                assert!(
+                    settings.contains_key(&suffix.to_ascii_lowercase()),
+                    "Dockerfile: {word} is not a setting"
+                );
+            }
+        }
+    }
+
     #[test]
     fn printed_config_redacts_secrets() {
         let c = Config::from_sources(

@@ -263,10 +263,10 @@ impl ObjectStore for LocalStore {
                         if key.starts_with(&prefix) || prefix.starts_with(&format!("{key}/")) {
                             stack.push((entry.path(), key));
                         }
-                    } else if key.starts_with(&prefix) {
-                        if let Ok(k) = ObjectKey::parse(&key) {
-                            out.push(Self::meta(&k, &m));
-                        }
+                    } else if key.starts_with(&prefix)
+                        && let Ok(k) = ObjectKey::parse(&key)
+                    {
+                        out.push(Self::meta(&k, &m));
                     }
                 }
             }

@@ -1,0 +1,81 @@
+# Ferrocast. Two commands:
+#   make run    install what is missing, build (release) and serve with the embedded defaults
+#   make test   install what is missing, check formatting and lints, run every test
+# The build lives outside the clone (CARGO_TARGET_DIR under ~/.cache/ferrocast) so fresh clones
+# and CI runs reuse it; tools the tests need are built once into ~/.cache/ferrocast/tools.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CACHE_DIR ?= $(HOME)/.cache/ferrocast
+export CARGO_TARGET_DIR ?= $(CACHE_DIR)/target
+TOOLS_DIR := $(CACHE_DIR)/tools
+export PATH := $(TOOLS_DIR)/bin:$(HOME)/.cargo/bin:$(PATH)
+export S3S_FS_BIN := $(TOOLS_DIR)/bin/s3s-fs
+S3S_FS_VERSION := 0.14.1
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Build tools, the GStreamer 1.22 stack the media pipeline runs on, ffmpeg (publisher in
+# tests), and psql tools (pg_isready) for the PostgreSQL test variant.
+APT_PACKAGES := build-essential pkg-config git ca-certificates curl postgresql-client \
+	libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-nice \
+	libnice-dev ffmpeg
+
+.PHONY: help run test deps apt-deps rust-toolchain test-tools build release lint
+
+help:
+	@echo "make run    install what is missing, build, serve on http://127.0.0.1:8080"
+	@echo "make test   install what is missing, fmt + clippy, all tests (SQLite, PostgreSQL, local, S3)"
+
+run: apt-deps rust-toolchain release
+	$(CARGO_TARGET_DIR)/release/ferrocast serve
+
+test: apt-deps rust-toolchain test-tools lint
+	@export TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$(.ci/postgres-url)}" && \
+	echo "==> tests (PostgreSQL variant: $${TEST_DATABASE_URL%%\?*})" && \
+	if command -v cargo-nextest >/dev/null; then \
+		cargo nextest run --all-targets --no-fail-fast; \
+	else \
+		cargo test --all-targets --no-fail-fast; \
+	fi
+
+lint:
+	@echo "==> cargo fmt --check"
+	cargo fmt --all -- --check
+	@echo "==> cargo clippy"
+	cargo clippy --all-targets --locked -- -D warnings
+
+build:
+	cargo build --locked
+
+release:
+	cargo build --release --locked
+
+# Debian packages: only the missing ones are installed.
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "==> installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+		echo "==> Debian packages: all present"; \
+	fi
+
+rust-toolchain:
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.95 with rustup (https://rustup.rs), then re-run"; exit 1; }
+	@for c in rustfmt clippy; do \
+		rustup component list --installed 2>/dev/null | grep -q "^$$c" || rustup component add $$c; \
+	done
+
+# s3s-fs: the S3-compatible server the S3 tests run against (built once, cached).
+test-tools: $(S3S_FS_BIN)
+
+$(S3S_FS_BIN):
+	@echo "==> building s3s-fs $(S3S_FS_VERSION) into $(TOOLS_DIR) (once)"
+	cargo install s3s-fs --version $(S3S_FS_VERSION) --features binary --locked --root $(TOOLS_DIR)
