@@ -16,24 +16,28 @@ S3S_FS_VERSION := 0.14.1
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Build tools, the GStreamer 1.22 stack the media pipeline runs on, ffmpeg (publisher in
-# tests), and psql tools (pg_isready) for the PostgreSQL test variant.
-APT_PACKAGES := build-essential pkg-config git ca-certificates curl postgresql-client \
+# Build tools, the GStreamer 1.22 stack the media pipeline runs on, ffmpeg (publisher and
+# ffprobe in tests), Chromium (browser tests), openssl (encryption tests) and psql tools
+# (pg_isready) for the PostgreSQL test variant.
+APT_PACKAGES := build-essential pkg-config git ca-certificates curl jq openssl postgresql-client chromium \
 	libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-nice \
 	libnice-dev ffmpeg
 
-.PHONY: help run test deps apt-deps rust-toolchain test-tools build release lint
+NPM_DIR := $(CACHE_DIR)/npm
+export FERROCAST_NODE_MODULES := $(NPM_DIR)/node_modules
+
+.PHONY: help run test deps apt-deps node-deps rust-toolchain test-tools build release lint
 
 help:
 	@echo "make run    install what is missing, build, serve on http://127.0.0.1:8080"
 	@echo "make test   install what is missing, fmt + clippy, all tests (SQLite, PostgreSQL, local, S3)"
 
-run: apt-deps rust-toolchain release
+run: apt-deps node-deps rust-toolchain release
 	$(CARGO_TARGET_DIR)/release/ferrocast serve
 
-test: apt-deps rust-toolchain test-tools lint
+test: apt-deps node-deps rust-toolchain test-tools lint
 	@export TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$(.ci/postgres-url)}" && \
 	echo "==> tests (PostgreSQL variant: $${TEST_DATABASE_URL%%\?*})" && \
 	if command -v cargo-nextest >/dev/null; then \
@@ -66,6 +70,19 @@ apt-deps:
 	else \
 		echo "==> Debian packages: all present"; \
 	fi
+
+# Node.js (Debian's, unless a node with npm is already there), then hls.js (served by the
+# /play page) and playwright-core (drives Chromium in tests), pinned by tests/browser's lock.
+node-deps: $(NPM_DIR)/node_modules/.installed
+
+$(NPM_DIR)/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
+	@command -v npm >/dev/null || { echo "==> installing Node.js and npm"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }
+	@echo "==> installing hls.js and playwright-core into $(NPM_DIR)"
+	mkdir -p $(NPM_DIR)
+	cp tests/browser/package.json tests/browser/package-lock.json $(NPM_DIR)/
+	cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 rust-toolchain:
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.95 with rustup (https://rustup.rs), then re-run"; exit 1; }

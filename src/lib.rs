@@ -5,7 +5,12 @@
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod drm;
 pub mod error;
+pub mod ingest;
 pub mod keys;
+pub mod live;
+pub mod packager;
+pub mod pipeline;
 pub mod server;
 pub mod storage;

@@ -102,6 +102,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {} (http.listen)", config.http.listen))?;
     let bound = listener.local_addr()?;
     let public_url = config.public_url(bound);
+    let rtmp_listener = tokio::net::TcpListener::bind(config.rtmp.listen)
+        .await
+        .with_context(|| format!("listening on {} (rtmp.listen)", config.rtmp.listen))?;
+    let rtmp_url = config.rtmp_url(rtmp_listener.local_addr()?);
     let data_dir = config.data_dir.clone();
     let keys_dir = config.keys.dir.clone();
     let database = if config.database.url.expose().is_empty() {
@@ -109,7 +113,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         "configured"
     };
-    let (state, startup) = server::build(config, &public_url).await?;
+    let (state, startup) = server::build(config, &public_url, &rtmp_url).await?;
     tracing::info!(%bound, "serving HTTP");
 
     println!();
@@ -118,6 +122,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("  API docs    {public_url}/docs  (spec: {public_url}/openapi.json)");
     println!("  Health      {public_url}/healthz  {public_url}/readyz");
     println!("  Metrics     {public_url}/metrics");
+    println!("  RTMP ingest {rtmp_url}/STREAM_KEY");
     println!(
         "  Data        {} (database: {database})",
         data_dir.display()
@@ -134,10 +139,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             println!("  Admin API key (shown once; it is stored hashed):");
             println!("    {key}");
             println!();
-            println!("  Create a tenant and get its API key:");
-            println!(
-                "    curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n      -d '{{\"name\":\"demo\"}}' {public_url}/v1/tenants"
-            );
+            print_quickstart(key, &public_url);
         }
         None => {
             println!("  Admin key   already set up (lost it? `ferrocast admin-key create`)");
@@ -145,6 +147,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     println!();
 
-    server::serve(state, listener, server::shutdown_signal()).await?;
+    server::serve(
+        state,
+        listener,
+        Some(rtmp_listener),
+        server::shutdown_signal(),
+    )
+    .await?;
     Ok(())
+}
+
+/// From the admin key to a playing stream, as commands that work as printed.
+fn print_quickstart(admin_key: &str, public_url: &str) {
+    let json = "-H 'Content-Type: application/json'";
+    println!("  Try it (needs curl, jq and ffmpeg):");
+    println!(
+        "    TENANT_KEY=$(curl -s -H 'Authorization: Bearer {admin_key}' {json} -d '{{\"name\":\"demo\"}}' {public_url}/v1/tenants | jq -r .api_key)"
+    );
+    println!(
+        "    STREAM=$(curl -s -H \"Authorization: Bearer $TENANT_KEY\" {json} -d '{{\"playback_policy\":\"public\"}}' {public_url}/v1/live-streams)"
+    );
+    println!(
+        "    ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 \\"
+    );
+    println!(
+        "      -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv \"$(echo $STREAM | jq -r .rtmp_url)/$(echo $STREAM | jq -r .stream_key)\""
+    );
+    println!("    # then open: {public_url}/play/$(echo $STREAM | jq -r .playback_id)");
 }

@@ -13,7 +13,10 @@ use tokio::sync::Notify;
 use crate::api::{self, AppState, auth};
 use crate::config::{Config, StorageBackend};
 use crate::db::Db;
+use crate::drm::{ContentKeys, KeyWrapper, PlaybackTokens};
 use crate::keys::MasterKey;
+use crate::live::{LiveDeps, LiveHub};
+use crate::pipeline::preset::Presets;
 use crate::storage::{DynStore, LocalStore, S3Settings, S3Store, UrlSigner};
 
 /// What start-up produced, besides the state: things to tell the operator once.
@@ -24,8 +27,14 @@ pub struct Startup {
     pub master_key_created: bool,
 }
 
-/// Builds the application state. `public_url` is where clients reach this server.
-pub async fn build(config: Config, public_url: &str) -> anyhow::Result<(AppState, Startup)> {
+/// Builds the application state. `public_url` is where clients reach this server over HTTP,
+/// `rtmp_url` where publishers push (without the stream key).
+pub async fn build(
+    config: Config,
+    public_url: &str,
+    rtmp_url: &str,
+) -> anyhow::Result<(AppState, Startup)> {
+    crate::pipeline::init().context("initialising GStreamer")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
     let (master, master_key_created) = MasterKey::load_or_create(&config.keys.dir)?;
@@ -69,6 +78,27 @@ pub async fn build(config: Config, public_url: &str) -> anyhow::Result<(AppState
         None
     };
 
+    let stale = db.reset_active_live_streams().await?;
+    if stale > 0 {
+        tracing::warn!(
+            streams = stale,
+            "live streams left active by a previous run are idle again"
+        );
+    }
+    let presets = Arc::new(Presets::embedded());
+    let content_keys = ContentKeys::new(
+        db.clone(),
+        KeyWrapper::new(master.derive("content-key-kek/v1")),
+    );
+    let live = LiveHub::new(LiveDeps {
+        db: db.clone(),
+        store: store.clone(),
+        content_keys: content_keys.clone(),
+        presets: presets.clone(),
+        config: config.live.clone(),
+        public_url: public_url.to_string(),
+    });
+    let hlsjs = load_hlsjs(&config.delivery.hlsjs_path);
     let state = AppState {
         config: Arc::new(config),
         db,
@@ -76,6 +106,12 @@ pub async fn build(config: Config, public_url: &str) -> anyhow::Result<(AppState
         url_signer,
         configured_admin_key,
         metrics: api::install_metrics_recorder(),
+        presets,
+        tokens: PlaybackTokens::new(master.derive("playback-token/v1")),
+        content_keys,
+        live,
+        rtmp_url: rtmp_url.to_string(),
+        hlsjs,
     };
     Ok((
         state,
@@ -86,21 +122,53 @@ pub async fn build(config: Config, public_url: &str) -> anyhow::Result<(AppState
     ))
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish for up to
-/// `http.shutdown_grace_s` seconds.
+/// The default place `make` installs hls.js (npm), unless `delivery.hlsjs_path` says otherwise.
+fn load_hlsjs(configured: &str) -> Option<bytes::Bytes> {
+    let path = if configured.is_empty() {
+        std::path::PathBuf::from(std::env::var_os("HOME")?)
+            .join(".cache/ferrocast/npm/node_modules/hls.js/dist/hls.min.js")
+    } else {
+        std::path::PathBuf::from(configured)
+    };
+    match std::fs::read(&path) {
+        Ok(js) => Some(js.into()),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "hls.js not found: /play pages cannot play (run make)");
+            None
+        }
+    }
+}
+
+/// Serves HTTP on `http` and RTMP ingest on `rtmp` until `shutdown` resolves; then ends the
+/// broadcasts (their playlists get EXT-X-ENDLIST) and lets in-flight requests finish, for up
+/// to `http.shutdown_grace_s` seconds.
 pub async fn serve(
     state: AppState,
-    listener: TcpListener,
+    http: TcpListener,
+    rtmp: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(state.config.http.shutdown_grace_s);
     let db = state.db.clone();
+    let hub = state.live.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ingest = rtmp.map(|listener| {
+        tokio::spawn(crate::ingest::rtmp::server::serve(
+            listener,
+            hub.clone(),
+            state.config.rtmp.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let app = api::router(state);
     let stopping = Arc::new(Notify::new());
     let notify = stopping.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let live = hub.clone();
+    let server = axum::serve(http, app).with_graceful_shutdown(async move {
         shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
+        tracing::info!("shutting down: ending broadcasts, finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        live.shutdown_all(grace).await;
         notify.notify_one();
     });
     let result = tokio::select! {
@@ -110,6 +178,9 @@ pub async fn serve(
             Ok(())
         }
     };
+    if let Some(task) = ingest {
+        task.abort();
+    }
     db.close().await;
     result
 }

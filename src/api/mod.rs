@@ -2,7 +2,9 @@
 //! area. `router.rs` holds the whole route table.
 
 pub mod auth;
+mod delivery;
 mod health;
+pub mod live;
 mod objects;
 pub mod openapi;
 mod router;
@@ -18,7 +20,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::drm::{ContentKeys, PlaybackTokens};
 use crate::error::ApiError;
+use crate::live::LiveHub;
+use crate::pipeline::preset::Presets;
 use crate::storage::{DynStore, UrlSigner};
 
 pub use router::router;
@@ -35,6 +40,14 @@ pub struct AppState {
     /// SHA-256 of `admin.key` when one is configured.
     pub configured_admin_key: Option<[u8; 32]>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub presets: Arc<Presets>,
+    pub tokens: PlaybackTokens,
+    pub content_keys: ContentKeys,
+    pub live: LiveHub,
+    /// Where publishers push, without the stream key (`rtmp://host:port/live`).
+    pub rtmp_url: String,
+    /// hls.js for the player page, when installed.
+    pub hlsjs: Option<bytes::Bytes>,
 }
 
 /// `axum::Json` whose rejections use the API's error shape.
@@ -97,6 +110,14 @@ impl<T> List<T> {
             next_cursor,
         }
     }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 /// A stored Unix-millisecond time as RFC 3339 (`2026-11-23T02:25:50.123Z`).

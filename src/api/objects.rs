@@ -1,8 +1,6 @@
 //! `GET /objects/{key}?expires=…&signature=…`: what a presigned URL of the local backend
 //! points at. Serves byte ranges like S3 does; a bad or expired signature is 403.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -30,11 +28,7 @@ pub async fn get_object(
         .as_ref()
         .ok_or_else(|| ApiError::NotFound("no such route".into()))?;
     let key = ObjectKey::parse(&key)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    if !signer.verify(&key, signed.expires, &signed.signature, now) {
+    if !signer.verify(&key, signed.expires, &signed.signature, super::unix_now()) {
         return Err(ApiError::Forbidden(
             "the URL's signature is invalid or has expired".into(),
         ));

@@ -4,7 +4,7 @@ use axum::response::Html;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{Json, health, tenants};
+use super::{Json, health, live, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,11 +16,14 @@ use super::{Json, health, tenants};
         tenants::current_tenant,
         tenants::create_api_key, tenants::list_api_keys, tenants::get_api_key,
         tenants::update_api_key, tenants::revoke_api_key,
+        live::create_live_stream, live::list_live_streams, live::get_live_stream,
+        live::delete_live_stream, live::reset_stream_key, live::create_playback_token,
     ),
     modifiers(&BearerKeys),
     tags(
         (name = "tenants", description = "Tenants, managed with the admin key"),
         (name = "api-keys", description = "A tenant's own API keys"),
+        (name = "live", description = "Live streams and playback tokens"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -11,7 +11,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use super::{AppState, health, objects, openapi, telemetry, tenants};
+use super::{AppState, delivery, health, live, objects, openapi, telemetry, tenants};
 use crate::error::ApiError;
 
 pub fn router(state: AppState) -> Router {
@@ -39,6 +39,30 @@ pub fn router(state: AppState) -> Router {
                 .patch(tenants::update_api_key)
                 .delete(tenants::revoke_api_key),
         )
+        .route(
+            "/v1/live-streams",
+            post(live::create_live_stream).get(live::list_live_streams),
+        )
+        .route(
+            "/v1/live-streams/{id}",
+            get(live::get_live_stream).delete(live::delete_live_stream),
+        )
+        .route(
+            "/v1/live-streams/{id}/reset-stream-key",
+            post(live::reset_stream_key),
+        )
+        .route("/v1/playback-tokens", post(live::create_playback_token))
+        .route(
+            "/hls/{playback_id}/master.m3u8",
+            get(delivery::master_playlist),
+        )
+        .route(
+            "/hls/{playback_id}/{rendition}/{file}",
+            get(delivery::rendition_file),
+        )
+        .route("/keys/{key_id}", get(delivery::content_key))
+        .route("/play/hls.min.js", get(delivery::hls_js))
+        .route("/play/{playback_id}", get(delivery::player_page))
         .route("/objects/{*key}", get(objects::get_object))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -25,6 +25,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub http: HttpConfig,
     pub rtmp: RtmpConfig,
+    pub live: LiveConfig,
+    pub delivery: DeliveryConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub keys: KeysConfig,
@@ -46,6 +48,25 @@ pub struct HttpConfig {
 #[serde(deny_unknown_fields)]
 pub struct RtmpConfig {
     pub listen: SocketAddr,
+    pub public_url: String,
+    pub handshake_timeout_s: u64,
+    pub idle_timeout_s: u64,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    pub window_segments: usize,
+    pub key_rotation_segments: u64,
+    pub upload_queue_segments: usize,
+    pub stall_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    pub hlsjs_path: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -347,6 +368,24 @@ impl Config {
                 ));
             }
         }
+        if !self.rtmp.public_url.is_empty() && !self.rtmp.public_url.starts_with("rtmp://") {
+            return Err(ConfigError::invalid(
+                at("rtmp.public_url"),
+                "must be an rtmp:// URL",
+            ));
+        }
+        if self.live.window_segments < 3 {
+            return Err(ConfigError::invalid(
+                at("live.window_segments"),
+                "must be at least 3",
+            ));
+        }
+        if self.live.upload_queue_segments == 0 {
+            return Err(ConfigError::invalid(
+                at("live.upload_queue_segments"),
+                "must be at least 1",
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(ConfigError::invalid(at("log.filter"), e.to_string()));
         }
@@ -363,6 +402,15 @@ impl Config {
             )
         } else {
             url.to_string()
+        }
+    }
+
+    /// The URL publishers push to, without the stream key.
+    pub fn rtmp_url(&self, bound: SocketAddr) -> String {
+        if self.rtmp.public_url.is_empty() {
+            format!("rtmp://{bound}/live")
+        } else {
+            self.rtmp.public_url.trim_end_matches('/').to_string()
         }
     }
 

@@ -4,6 +4,7 @@
 //! Queries are written once in SQL both backends accept (`$n` parameters, TEXT ids,
 //! BIGINT Unix-millisecond times), so handlers never branch on the backend.
 
+mod live;
 mod tenants;
 
 use std::time::Duration;
@@ -11,6 +12,9 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+pub use live::{
+    Asset, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, StoredContentKey,
+};
 pub use tenants::{ApiKey, NewApiKey, Role, Tenant};
 
 /// The database backend behind the pool.
@@ -98,6 +102,23 @@ pub fn now_ms() -> i64 {
 /// A new time-ordered id (UUIDv7), so listing by id lists by creation.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// A random URL-safe secret (stream keys and the like) of `bytes` random bytes.
+pub fn random_secret(bytes: usize) -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut raw = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// A playback id: 128 random bits as lowercase hex (safe in any URL or file name).
+pub fn new_playback_id() -> String {
+    use rand::RngCore;
+    let mut raw = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    hex::encode(raw)
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {

@@ -2,6 +2,8 @@
 //! real S3-compatible server (s3s-fs). Everything started here stops itself on drop.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod media;
+
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,6 +19,8 @@ use tokio::sync::oneshot;
 /// A running server with its own data folder.
 pub struct TestServer {
     pub base: String,
+    /// `rtmp://127.0.0.1:PORT/live`
+    pub rtmp_url: String,
     pub state: AppState,
     pub startup: Startup,
     pub data_dir: PathBuf,
@@ -32,6 +36,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.data_dir = dir.join("data");
     config.keys.dir = dir.join("keys");
     config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
     config.http.shutdown_grace_s = 10;
     config
 }
@@ -54,19 +59,33 @@ impl TestServer {
 
     /// A server on exactly this configuration (the caller owns its folders).
     pub async fn start_config(config: Config) -> Self {
+        // Server logs show with the failing test's output (RUST_LOG overrides the level).
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ferrocast=info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .expect("bind");
         let addr = listener.local_addr().unwrap();
         let base = format!("http://{addr}");
+        let rtmp = tokio::net::TcpListener::bind(config.rtmp.listen)
+            .await
+            .expect("bind RTMP");
+        let rtmp_url = config.rtmp_url(rtmp.local_addr().unwrap());
         let data_dir = config.data_dir.clone();
-        let (state, startup) = server::build(config, &base).await.expect("server builds");
+        let (state, startup) = server::build(config, &base, &rtmp_url)
+            .await
+            .expect("server builds");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(state.clone(), listener, async {
+        let task = tokio::spawn(server::serve(state.clone(), listener, Some(rtmp), async {
             let _ = rx.await;
         }));
         Self {
             base,
+            rtmp_url,
             state,
             startup,
             data_dir,

@@ -1,0 +1,224 @@
+//! Live streams (a stream key to publish with, a playback id to watch) and playback tokens.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Tenant;
+use super::{AppState, Json, List, Page, Path, Query, rfc3339};
+use crate::db::{self, NewLiveStream, PlaybackPolicy, new_playback_id, random_secret};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+/// Longest a playback token may live, in seconds (7 days).
+const MAX_TOKEN_LIFETIME_S: u64 = 7 * 24 * 3600;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLiveStream {
+    /// Ladder preset name (`pipelines/NAME.toml`); default `default`.
+    pub ladder: Option<String>,
+    /// `signed` (default): playback needs a token. `public`: anyone with the URL.
+    pub playback_policy: Option<PlaybackPolicy>,
+    /// Seconds a disconnected publisher may come back and continue the same broadcast (default 60).
+    pub reconnect_window_s: Option<i64>,
+    /// Keep the broadcast as an on-demand asset when it ends (default true).
+    pub record: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveStreamView {
+    pub id: String,
+    /// The RTMP stream name to publish with. A secret: anyone holding it can broadcast.
+    pub stream_key: String,
+    pub playback_id: String,
+    /// RTMP server URL; publish to `{rtmp_url}/{stream_key}`.
+    pub rtmp_url: String,
+    /// `idle` or `active`.
+    pub status: String,
+    pub ladder: String,
+    pub playback_policy: PlaybackPolicy,
+    pub reconnect_window_s: i64,
+    pub record: bool,
+    /// What the publisher is sending while active: codecs, resolution, fps, bitrate, renditions.
+    #[schema(value_type = Option<Object>)]
+    pub ingest: Option<serde_json::Value>,
+    /// Why the last broadcast ended abnormally, if it did.
+    pub last_error: Option<String>,
+    pub created_at: String,
+}
+
+impl LiveStreamView {
+    fn new(s: db::LiveStream, rtmp_url: &str) -> Self {
+        Self {
+            id: s.id,
+            stream_key: s.stream_key,
+            playback_id: s.playback_id,
+            rtmp_url: rtmp_url.to_string(),
+            status: s.status,
+            ladder: s.ladder,
+            playback_policy: s.playback_policy,
+            reconnect_window_s: s.reconnect_window_s,
+            record: s.record,
+            ingest: s.ingest.and_then(|j| serde_json::from_str(&j).ok()),
+            last_error: s.last_error,
+            created_at: rfc3339(s.created_at),
+        }
+    }
+}
+
+/// Create a live stream.
+#[utoipa::path(post, path = "/v1/live-streams", tag = "live", request_body = CreateLiveStream,
+    security(("api_key" = [])),
+    responses((status = 201, body = LiveStreamView), (status = 400, body = ErrorBody)))]
+pub async fn create_live_stream(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Json(body): Json<CreateLiveStream>,
+) -> ApiResult<(StatusCode, Json<LiveStreamView>)> {
+    let ladder = body.ladder.unwrap_or_else(|| "default".into());
+    if state.presets.get(&ladder).is_none() {
+        let known: Vec<_> = state.presets.names().collect();
+        return Err(ApiError::invalid(format!(
+            "unknown ladder {ladder:?}; presets: {}",
+            known.join(", ")
+        )));
+    }
+    let reconnect_window_s = body.reconnect_window_s.unwrap_or(60);
+    if !(0..=1800).contains(&reconnect_window_s) {
+        return Err(ApiError::invalid("reconnect_window_s must be 0 to 1800"));
+    }
+    let stream = state
+        .db
+        .create_live_stream(&NewLiveStream {
+            tenant_id: &caller.tenant_id,
+            stream_key: &random_secret(24),
+            playback_id: &new_playback_id(),
+            ladder: &ladder,
+            playback_policy: body.playback_policy.unwrap_or(PlaybackPolicy::Signed),
+            reconnect_window_s,
+            record: body.record.unwrap_or(true),
+        })
+        .await?;
+    tracing::info!(live_stream = %stream.id, "live stream created");
+    Ok((
+        StatusCode::CREATED,
+        Json(LiveStreamView::new(stream, &state.rtmp_url)),
+    ))
+}
+
+/// List live streams.
+#[utoipa::path(get, path = "/v1/live-streams", tag = "live", params(Page),
+    security(("api_key" = [])), responses((status = 200, body = List<LiveStreamView>)))]
+pub async fn list_live_streams(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<List<LiveStreamView>>> {
+    let limit = page.limit()?;
+    let streams = state
+        .db
+        .list_live_streams(&caller.tenant_id, page.cursor.as_deref(), limit)
+        .await?;
+    let list = List::new(streams, limit, |s| &s.id);
+    Ok(Json(List {
+        data: list
+            .data
+            .into_iter()
+            .map(|s| LiveStreamView::new(s, &state.rtmp_url))
+            .collect(),
+        next_cursor: list.next_cursor,
+    }))
+}
+
+/// Get a live stream, with what its publisher is sending while active.
+#[utoipa::path(get, path = "/v1/live-streams/{id}", tag = "live",
+    security(("api_key" = [])),
+    responses((status = 200, body = LiveStreamView), (status = 404, body = ErrorBody)))]
+pub async fn get_live_stream(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+) -> ApiResult<Json<LiveStreamView>> {
+    let stream = state.db.get_live_stream(&caller.tenant_id, &id).await?;
+    Ok(Json(LiveStreamView::new(stream, &state.rtmp_url)))
+}
+
+/// Delete a live stream; a publisher on it is disconnected.
+#[utoipa::path(delete, path = "/v1/live-streams/{id}", tag = "live",
+    security(("api_key" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_live_stream(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.db.delete_live_stream(&caller.tenant_id, &id).await?;
+    state.live.disconnect(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replace the stream key; a publisher using the old key is disconnected.
+#[utoipa::path(post, path = "/v1/live-streams/{id}/reset-stream-key", tag = "live",
+    security(("api_key" = [])),
+    responses((status = 200, body = LiveStreamView), (status = 404, body = ErrorBody)))]
+pub async fn reset_stream_key(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+) -> ApiResult<Json<LiveStreamView>> {
+    let stream = state
+        .db
+        .set_stream_key(&caller.tenant_id, &id, &random_secret(24))
+        .await?;
+    state.live.disconnect(&id);
+    Ok(Json(LiveStreamView::new(stream, &state.rtmp_url)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlaybackToken {
+    pub playback_id: String,
+    /// Lifetime in seconds (default 3600, at most 604800).
+    pub expires_in: Option<u64>,
+    /// An id of the viewer, carried in the token (for entitlements and analytics).
+    pub viewer: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlaybackToken {
+    pub token: String,
+    pub expires_at: String,
+}
+
+/// Mint a signed playback token for one of the tenant's playback ids.
+#[utoipa::path(post, path = "/v1/playback-tokens", tag = "live", request_body = CreatePlaybackToken,
+    security(("api_key" = [])),
+    responses((status = 201, body = PlaybackToken), (status = 404, body = ErrorBody)))]
+pub async fn create_playback_token(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Json(body): Json<CreatePlaybackToken>,
+) -> ApiResult<(StatusCode, Json<PlaybackToken>)> {
+    let lifetime = body.expires_in.unwrap_or(3600);
+    if lifetime == 0 || lifetime > MAX_TOKEN_LIFETIME_S {
+        return Err(ApiError::invalid(format!(
+            "expires_in must be 1 to {MAX_TOKEN_LIFETIME_S}"
+        )));
+    }
+    match state.db.find_playback_target(&body.playback_id).await? {
+        Some(target) if target.tenant_id == caller.tenant_id => {}
+        _ => return Err(ApiError::NotFound("playback id not found".into())),
+    }
+    let expires_at = super::unix_now() + lifetime;
+    let token = state
+        .tokens
+        .mint(&body.playback_id, expires_at, body.viewer);
+    Ok((
+        StatusCode::CREATED,
+        Json(PlaybackToken {
+            token,
+            expires_at: rfc3339(expires_at as i64 * 1000),
+        }),
+    ))
+}

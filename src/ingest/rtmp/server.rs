@@ -1,0 +1,223 @@
+//! The RTMP listener: sockets in, [`ServerConnection`] in the middle, broadcasts out.
+//! Every connection has a handshake deadline and an idle timeout, and the number of
+//! connections is capped, so no client can hold the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use super::{Amf0Value, Event, Limits, ServerConnection};
+use crate::config::RtmpConfig;
+use crate::live::{IngestMessage, LiveHub, Publisher};
+
+/// The RTMP application publishers push to: `rtmp://host/live/<stream key>`.
+pub const APP: &str = "live";
+
+/// Accepts RTMP connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    hub: LiveHub,
+    config: RtmpConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "RTMP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = config.max_connections, "RTMP connection refused: too many connections");
+            continue;
+        };
+        let hub = hub.clone();
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let span = tracing::info_span!("rtmp", %peer);
+            let result = tracing::Instrument::instrument(
+                connection(socket, peer, hub, config, shutdown),
+                span.clone(),
+            )
+            .await;
+            if let Err(reason) = result {
+                tracing::info!(parent: &span, %reason, "RTMP connection closed");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Serves one connection; returns why it ended when that was not a clean close.
+async fn connection(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    hub: LiveHub,
+    config: RtmpConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let _ = socket.set_nodelay(true);
+    let mut conn = ServerConnection::new(Limits::default());
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut publisher: Option<Publisher> = None;
+    let handshake_deadline =
+        tokio::time::Instant::now() + Duration::from_secs(config.handshake_timeout_s);
+    let idle = Duration::from_secs(config.idle_timeout_s);
+    loop {
+        let deadline = if publisher.is_some() {
+            tokio::time::Instant::now() + idle
+        } else {
+            handshake_deadline
+        };
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, socket.read(&mut buf)) => match r {
+                Ok(r) => r.map_err(|e| format!("read: {e}"))?,
+                Err(_) if publisher.is_some() => return Err(format!("no data for {}s", idle.as_secs())),
+                Err(_) => return Err("did not start publishing in time".into()),
+            },
+            reason = async { publisher.as_mut().expect("guarded").stopped().await }, if publisher.is_some() => {
+                return Err(format!("broadcast ended: {reason}"));
+            }
+            _ = shutdown.wait_for(|stop| *stop) => return Err("server shutting down".into()),
+        };
+        if read == 0 {
+            return Ok(());
+        }
+        let events = conn
+            .feed(&buf[..read])
+            .map_err(|e| format!("protocol error: {e}"))?;
+        let mut close_after_write = None;
+        for event in events {
+            match event {
+                Event::Connected { app, .. } => tracing::debug!(%app, "connected"),
+                Event::PublishRequested {
+                    stream_id,
+                    app,
+                    stream_name,
+                    ..
+                } => {
+                    // OBS and others may append "?query" to the stream name.
+                    let key = stream_name
+                        .split('?')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let refusal = if app.trim_end_matches('/') != APP {
+                        Some((
+                            "NetStream.Publish.BadName",
+                            format!(
+                                "unknown application {app:?}: publish to rtmp://HOST/{APP}/STREAM_KEY"
+                            ),
+                        ))
+                    } else if publisher.is_some() {
+                        Some((
+                            "NetStream.Publish.BadName",
+                            "this connection is already publishing".to_string(),
+                        ))
+                    } else {
+                        match hub.publish(&key).await {
+                            Ok(p) => {
+                                tracing::info!(live_stream = %p.live_stream_id, tenant = %p.tenant_id, %peer, "publishing");
+                                publisher = Some(p);
+                                conn.accept_publish(stream_id);
+                                None
+                            }
+                            Err(r) => Some((r.code, r.description)),
+                        }
+                    };
+                    if let Some((code, description)) = refusal {
+                        tracing::info!(%code, %description, "publish refused");
+                        conn.reject_publish(stream_id, code, &description);
+                        close_after_write = Some(description);
+                    }
+                }
+                Event::Metadata { data, .. } => {
+                    if let Some(p) = publisher.as_mut() {
+                        let fields = data.into_iter().map(|(k, v)| (k, amf_to_json(v))).collect();
+                        p.send(IngestMessage::Metadata(fields))
+                            .await
+                            .map_err(|r| format!("broadcast ended: {r}"))?;
+                    }
+                }
+                Event::Video {
+                    timestamp_ms,
+                    payload,
+                    ..
+                } => {
+                    if let Some(p) = publisher.as_mut() {
+                        p.send(IngestMessage::Video {
+                            timestamp_ms,
+                            body: payload,
+                        })
+                        .await
+                        .map_err(|r| format!("broadcast ended: {r}"))?;
+                    }
+                }
+                Event::Audio {
+                    timestamp_ms,
+                    payload,
+                    ..
+                } => {
+                    if let Some(p) = publisher.as_mut() {
+                        p.send(IngestMessage::Audio {
+                            timestamp_ms,
+                            body: payload,
+                        })
+                        .await
+                        .map_err(|r| format!("broadcast ended: {r}"))?;
+                    }
+                }
+                Event::Unpublished { .. } => {
+                    if publisher.take().is_some() {
+                        tracing::info!("publisher stopped");
+                    }
+                }
+            }
+        }
+        let out = conn.take_output();
+        if !out.is_empty() {
+            socket
+                .write_all(&out)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+        }
+        if let Some(reason) = close_after_write {
+            let _ = socket.shutdown().await;
+            return Err(format!("publish refused: {reason}"));
+        }
+    }
+}
+
+fn amf_to_json(v: Amf0Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        // AMF has only doubles; whole numbers (width, height) read better as integers.
+        Amf0Value::Number(n) if n.fract() == 0.0 && n.abs() < 9e15 => Value::from(n as i64),
+        Amf0Value::Number(n) => serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number),
+        Amf0Value::Boolean(b) => Value::Bool(b),
+        Amf0Value::String(s) => Value::String(s),
+        Amf0Value::Object(pairs) | Amf0Value::EcmaArray(pairs) => Value::Object(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, amf_to_json(v)))
+                .collect(),
+        ),
+        Amf0Value::StrictArray(items) => Value::Array(items.into_iter().map(amf_to_json).collect()),
+        Amf0Value::Date { millis, .. } => {
+            serde_json::Number::from_f64(millis).map_or(Value::Null, Value::Number)
+        }
+        Amf0Value::Null | Amf0Value::Undefined => Value::Null,
+    }
+}

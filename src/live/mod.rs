@@ -1,0 +1,256 @@
+//! Live broadcasts: which publisher feeds which live stream, and each broadcast's lifecycle
+//! (pipeline → packager → storage, ENDLIST on stop, continuation on reconnect within the
+//! window, and at the end a recording asset or a clean-up).
+
+mod session;
+mod uploader;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::LiveConfig;
+use crate::db::Db;
+use crate::drm::ContentKeys;
+use crate::pipeline::preset::Presets;
+use crate::storage::DynStore;
+
+/// What a publisher sends into a broadcast.
+#[derive(Debug)]
+pub enum IngestMessage {
+    /// `onMetaData` fields the publisher announced (width, framerate, videodatarate, …).
+    Metadata(serde_json::Map<String, serde_json::Value>),
+    /// An FLV video tag body and its timestamp.
+    Video { timestamp_ms: u32, body: Bytes },
+    /// An FLV audio tag body and its timestamp.
+    Audio { timestamp_ms: u32, body: Bytes },
+}
+
+/// Why a publish was refused; `code` is the RTMP NetStream status code to answer with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{description}")]
+pub struct Refusal {
+    pub code: &'static str,
+    pub description: String,
+}
+
+/// A publisher's end of a broadcast. Dropping it (or `finish`) ends the publish.
+#[derive(Debug)]
+pub struct Publisher {
+    pub live_stream_id: String,
+    pub tenant_id: String,
+    media: mpsc::Sender<IngestMessage>,
+    /// Becomes `Some(reason)` when the broadcast wants the publisher gone.
+    stop: watch::Receiver<Option<String>>,
+}
+
+impl Publisher {
+    /// Sends media, waiting while the broadcast is busy (backpressure to the socket).
+    /// Fails once the broadcast has ended, with the reason.
+    pub async fn send(&mut self, message: IngestMessage) -> Result<(), String> {
+        if let Some(reason) = self.stop.borrow().clone() {
+            return Err(reason);
+        }
+        self.media.send(message).await.map_err(|_| {
+            self.stop
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| "broadcast ended".into())
+        })
+    }
+
+    /// Resolves when the broadcast asks the publisher to go (stream deleted, key reset, error).
+    pub async fn stopped(&mut self) -> String {
+        loop {
+            if let Some(reason) = self.stop.borrow().clone() {
+                return reason;
+            }
+            if self.stop.changed().await.is_err() {
+                return "broadcast ended".into();
+            }
+        }
+    }
+}
+
+/// Everything a broadcast needs from the rest of the server.
+#[derive(Clone)]
+pub struct LiveDeps {
+    pub db: Db,
+    pub store: DynStore,
+    pub content_keys: ContentKeys,
+    pub presets: Arc<Presets>,
+    pub config: LiveConfig,
+    /// Base URL of this server, for key URIs in playlists.
+    pub public_url: String,
+}
+
+/// A broadcast in progress (publishing, or waiting for its publisher to come back).
+struct Broadcast {
+    /// Hands a reconnecting publisher's media channel to the broadcast task.
+    reconnect: mpsc::Sender<(mpsc::Receiver<IngestMessage>, watch::Sender<Option<String>>)>,
+    /// Ends the broadcast now (stream deleted or key reset), with the reason.
+    cancel: watch::Sender<Option<String>>,
+    publishing: bool,
+}
+
+/// The registry of broadcasts on this server.
+#[derive(Clone)]
+pub struct LiveHub {
+    deps: LiveDeps,
+    broadcasts: Arc<Mutex<HashMap<String, Broadcast>>>,
+}
+
+/// Messages a publisher may have in flight before it must wait.
+const INGEST_QUEUE: usize = 256;
+
+impl LiveHub {
+    pub fn new(deps: LiveDeps) -> Self {
+        Self {
+            deps,
+            broadcasts: Arc::default(),
+        }
+    }
+
+    /// Authenticates a stream key and starts (or resumes, within the reconnect window) the
+    /// stream's broadcast.
+    pub async fn publish(&self, stream_key: &str) -> Result<Publisher, Refusal> {
+        let stream = match self.deps.db.find_live_stream_by_key(stream_key).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return Err(Refusal {
+                    code: "NetStream.Publish.BadName",
+                    description: "unknown stream key".into(),
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "looking up a stream key");
+                return Err(Refusal {
+                    code: "NetStream.Publish.Failed",
+                    description: "the server cannot accept streams right now".into(),
+                });
+            }
+        };
+        let (media_tx, media_rx) = mpsc::channel(INGEST_QUEUE);
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let publisher = Publisher {
+            live_stream_id: stream.id.clone(),
+            tenant_id: stream.tenant_id.clone(),
+            media: media_tx,
+            stop: stop_rx,
+        };
+        let already = Refusal {
+            code: "NetStream.Publish.BadName",
+            description: "this stream already has a publisher".into(),
+        };
+        // Resume a broadcast waiting in its reconnect window.
+        let resume = {
+            let mut map = self.broadcasts.lock().expect("lock");
+            match map.get_mut(&stream.id) {
+                Some(b) if b.publishing => return Err(already),
+                Some(b) => {
+                    b.publishing = true;
+                    Some(b.reconnect.clone())
+                }
+                None => None,
+            }
+        };
+        if let Some(reconnect) = resume {
+            if reconnect.send((media_rx, stop_tx)).await.is_ok() {
+                tracing::info!(live_stream = %stream.id, "publisher reconnected within the window");
+                return Ok(publisher);
+            }
+            return Err(Refusal {
+                code: "NetStream.Publish.Failed",
+                description: "the previous broadcast is closing; try again in a moment".into(),
+            });
+        }
+
+        let broadcast_id = crate::db::new_id();
+        let prefix = format!(
+            "tenants/{}/live/{}/{}/",
+            stream.tenant_id, stream.id, broadcast_id
+        );
+        match self
+            .deps
+            .db
+            .try_activate_live_stream(&stream.id, &prefix)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Err(already),
+            Err(e) => {
+                tracing::error!(error = %e, "activating a live stream");
+                return Err(Refusal {
+                    code: "NetStream.Publish.Failed",
+                    description: "the server cannot accept streams right now".into(),
+                });
+            }
+        }
+        let (reconnect_tx, reconnect_rx) = mpsc::channel(1);
+        let (cancel_tx, cancel_rx) = watch::channel(None);
+        self.broadcasts.lock().expect("lock").insert(
+            stream.id.clone(),
+            Broadcast {
+                reconnect: reconnect_tx,
+                cancel: cancel_tx,
+                publishing: true,
+            },
+        );
+        let hub = self.clone();
+        let stream_id = stream.id.clone();
+        tokio::spawn(async move {
+            session::run(
+                hub.deps.clone(),
+                stream,
+                prefix,
+                (media_rx, stop_tx),
+                reconnect_rx,
+                cancel_rx,
+                hub.clone(),
+            )
+            .await;
+            hub.broadcasts.lock().expect("lock").remove(&stream_id);
+        });
+        Ok(publisher)
+    }
+
+    /// The publisher of `live_stream_id` went away; the broadcast waits for it to return.
+    fn publisher_gone(&self, live_stream_id: &str) {
+        if let Some(b) = self
+            .broadcasts
+            .lock()
+            .expect("lock")
+            .get_mut(live_stream_id)
+        {
+            b.publishing = false;
+        }
+    }
+
+    /// Ends a stream's broadcast now: its publisher is disconnected and it is finalized.
+    pub fn disconnect(&self, live_stream_id: &str) {
+        if let Some(b) = self.broadcasts.lock().expect("lock").get(live_stream_id) {
+            let _ = b.cancel.send(Some(
+                "the live stream was deleted or its key was reset".into(),
+            ));
+        }
+    }
+
+    /// Ends every broadcast (server shutdown) and waits up to `grace` for them to finish
+    /// writing their playlists.
+    pub async fn shutdown_all(&self, grace: std::time::Duration) {
+        for b in self.broadcasts.lock().expect("lock").values() {
+            let _ = b.cancel.send(Some("the server is shutting down".into()));
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.broadcasts() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// How many broadcasts are in progress (publishing or in their reconnect window).
+    pub fn broadcasts(&self) -> usize {
+        self.broadcasts.lock().expect("lock").len()
+    }
+}

@@ -1,0 +1,593 @@
+//! One broadcast of one live stream, from the first publish to its recording (or clean-up).
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::uploader::Uploader;
+use super::{IngestMessage, LiveDeps, LiveHub};
+use crate::db::LiveStream;
+use crate::ingest::flv::{self, AudioTag, TagKind, VideoTag};
+use crate::packager::crypto::{Key128, encrypt_segment, iv_for_sequence};
+use crate::packager::playlist::{
+    KeyRef, MediaPlaylist, PlaylistKind, SegmentEntry, Variant, aac_codec_from_config,
+    avc_codec_from_annexb, avc_codec_from_config, render_master,
+};
+use crate::pipeline::preset::Preset;
+use crate::pipeline::{LivePipeline, PipelineEvent, RenditionOut, Segment};
+use crate::storage::{ObjectKey, Prefix};
+
+type PublisherChannel = (mpsc::Receiver<IngestMessage>, watch::Sender<Option<String>>);
+
+/// How one publish (one publisher connection) ended.
+enum Outcome {
+    /// The publisher stopped; the broadcast may continue if it comes back.
+    Left,
+    /// Something failed; the publisher is disconnected, the broadcast may continue.
+    Failed(String),
+    /// The stream was deleted or its key reset: the broadcast ends now.
+    Cancelled,
+}
+
+/// Seconds to wait for the pipeline to flush its last segments after the publisher stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) async fn run(
+    deps: LiveDeps,
+    stream: LiveStream,
+    prefix: String,
+    first: PublisherChannel,
+    mut reconnect: mpsc::Receiver<PublisherChannel>,
+    mut cancel: watch::Receiver<Option<String>>,
+    hub: LiveHub,
+) {
+    let span =
+        tracing::info_span!("broadcast", live_stream = %stream.id, tenant = %stream.tenant_id);
+    let _enter = span.enter();
+    drop(_enter);
+    let preset = match deps.presets.get(&stream.ladder) {
+        Some(p) => p.clone(),
+        None => {
+            tracing::warn!(ladder = %stream.ladder, "ladder preset no longer exists; using default");
+            deps.presets
+                .get("default")
+                .expect("default preset is embedded")
+                .clone()
+        }
+    };
+    let uploader = Uploader::spawn(
+        deps.store.clone(),
+        deps.config.upload_queue_segments,
+        stream.id.clone(),
+    );
+    let mut packager = Packager::new(&deps, &stream, &prefix, &preset);
+    tracing::info!(parent: &span, %prefix, "broadcast started");
+
+    let mut next = Some(first);
+    while let Some((media, stop)) = next.take() {
+        let outcome = publish_once(
+            &deps,
+            &stream,
+            &preset,
+            &mut packager,
+            &uploader,
+            media,
+            &stop,
+            &mut cancel,
+            &span,
+        )
+        .await;
+        packager.end(&uploader).await;
+        uploader.flush().await;
+        let error = match &outcome {
+            Outcome::Failed(reason) => {
+                tracing::error!(parent: &span, %reason, "broadcast interrupted");
+                let _ = stop.send(Some(reason.clone()));
+                Some(reason.as_str())
+            }
+            Outcome::Left | Outcome::Cancelled => None,
+        };
+        if let Err(e) = deps.db.set_live_idle(&stream.id, error).await {
+            tracing::error!(parent: &span, error = %e, "recording the end of a publish");
+        }
+        hub.publisher_gone(&stream.id);
+        if matches!(outcome, Outcome::Cancelled) {
+            break;
+        }
+        let window = Duration::from_secs(stream.reconnect_window_s.max(0) as u64);
+        tokio::select! {
+            back = reconnect.recv() => {
+                if let Some(channel) = back {
+                    match deps.db.try_activate_live_stream(&stream.id, &prefix).await {
+                        Ok(true) => {
+                            packager.reopen();
+                            next = Some(channel);
+                        }
+                        Ok(false) | Err(_) => {
+                            let _ = channel.1.send(Some("could not resume the broadcast".into()));
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep(window) => {}
+            _ = cancel.changed() => {}
+        }
+    }
+    packager.finalize(&uploader).await;
+    uploader.flush().await;
+    tracing::info!(parent: &span, "broadcast finished");
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publish_once(
+    deps: &LiveDeps,
+    stream: &LiveStream,
+    preset: &Preset,
+    packager: &mut Packager,
+    uploader: &Uploader,
+    mut media: mpsc::Receiver<IngestMessage>,
+    stop: &watch::Sender<Option<String>>,
+    cancel: &mut watch::Receiver<Option<String>>,
+    span: &tracing::Span,
+) -> Outcome {
+    let (events_tx, mut events) = mpsc::channel::<PipelineEvent>(64);
+    let mut pipeline: Option<LivePipeline> = None;
+    let mut ingest = IngestInfo::default();
+    let stall = Duration::from_secs(deps.config.stall_timeout_s.max(1));
+    let mut deadline = Instant::now() + stall;
+    let mut draining = false;
+
+    let outcome = loop {
+        tokio::select! {
+            message = media.recv(), if !draining => {
+                let Some(message) = message else {
+                    // The publisher stopped: flush what the pipeline holds.
+                    match &pipeline {
+                        Some(p) => {
+                            p.finish();
+                            draining = true;
+                            deadline = Instant::now() + DRAIN_TIMEOUT;
+                            continue;
+                        }
+                        None => break Outcome::Left,
+                    }
+                };
+                let tag = match message {
+                    IngestMessage::Metadata(fields) => {
+                        ingest.metadata(&fields);
+                        ingest.save(deps, &stream.id).await;
+                        continue;
+                    }
+                    IngestMessage::Video { timestamp_ms, body } => {
+                        match flv::video_tag(&body) {
+                            VideoTag::Unsupported(id) => break Outcome::Failed(format!(
+                                "unsupported video codec {}: send H.264", flv::video_codec_name(id)
+                            )),
+                            VideoTag::AvcSequenceHeader(record) => {
+                                packager.video_codec = avc_codec_from_config(record);
+                                ingest.video_codec = Some("H.264".into());
+                            }
+                            _ => {}
+                        }
+                        flv::tag(TagKind::Video, timestamp_ms, &body)
+                    }
+                    IngestMessage::Audio { timestamp_ms, body } => {
+                        match flv::audio_tag(&body) {
+                            AudioTag::Unsupported(id) => break Outcome::Failed(format!(
+                                "unsupported audio codec {}: send AAC", flv::audio_codec_name(id)
+                            )),
+                            AudioTag::Mp3Frame => break Outcome::Failed(
+                                "unsupported audio codec MP3: send AAC".into()
+                            ),
+                            AudioTag::AacSequenceHeader(asc) => {
+                                packager.audio_codec = aac_codec_from_config(asc);
+                                ingest.audio_codec = Some("AAC".into());
+                            }
+                            _ => {}
+                        }
+                        flv::tag(TagKind::Audio, timestamp_ms, &body)
+                    }
+                };
+                if pipeline.is_none() {
+                    match LivePipeline::start(preset, events_tx.clone()) {
+                        Ok(p) => {
+                            if let Err(e) = p.push(flv::header()).await {
+                                break Outcome::Failed(format!("pipeline refused input: {e}"));
+                            }
+                            pipeline = Some(p);
+                            deadline = Instant::now() + stall;
+                        }
+                        Err(e) => break Outcome::Failed(format!("could not start the pipeline: {e:#}")),
+                    }
+                }
+                if let Err(e) = pipeline.as_ref().expect("started above").push(tag).await {
+                    break Outcome::Failed(format!("pipeline refused input: {e}"));
+                }
+            }
+            event = events.recv() => match event {
+                Some(PipelineEvent::Renditions(list)) => {
+                    ingest.renditions(&list);
+                    ingest.save(deps, &stream.id).await;
+                    packager.set_renditions(list);
+                }
+                Some(PipelineEvent::Segment(segment)) => {
+                    if let Err(e) = packager.add_segment(segment, uploader).await {
+                        break Outcome::Failed(e);
+                    }
+                    if !draining {
+                        deadline = Instant::now() + stall;
+                    }
+                }
+                Some(PipelineEvent::Finished) => break Outcome::Left,
+                Some(PipelineEvent::Failed(reason)) => break Outcome::Failed(format!("pipeline error: {reason}")),
+                None => break Outcome::Failed("pipeline stopped unexpectedly".into()),
+            },
+            _ = cancel.changed() => {
+                let reason = cancel.borrow().clone().unwrap_or_else(|| "broadcast cancelled".into());
+                let _ = stop.send(Some(reason));
+                break Outcome::Cancelled;
+            }
+            _ = tokio::time::sleep_until(deadline), if pipeline.is_some() => {
+                break Outcome::Failed(if draining {
+                    format!("pipeline did not finish within {}s after the publisher stopped", DRAIN_TIMEOUT.as_secs())
+                } else {
+                    format!("pipeline stalled: no segment for {}s", stall.as_secs())
+                });
+            }
+        }
+    };
+    if let Some(p) = pipeline.take() {
+        // Segments the pipeline finished while stopping still count.
+        drop(p);
+        while let Ok(event) = events.try_recv() {
+            if let PipelineEvent::Segment(segment) = event {
+                let _ = packager.add_segment(segment, uploader).await;
+            }
+        }
+    }
+    tracing::info!(parent: span, "publish ended");
+    outcome
+}
+
+/// What the publisher sends, for `GET /v1/live-streams/{id}`.
+#[derive(Debug, Default)]
+struct IngestInfo {
+    video_codec: Option<String>,
+    audio_codec: Option<String>,
+    fields: serde_json::Map<String, serde_json::Value>,
+    renditions: Vec<serde_json::Value>,
+}
+
+impl IngestInfo {
+    fn metadata(&mut self, m: &serde_json::Map<String, serde_json::Value>) {
+        for (from, to) in [
+            ("width", "width"),
+            ("height", "height"),
+            ("framerate", "fps"),
+            ("videodatarate", "video_bitrate_kbps"),
+            ("audiodatarate", "audio_bitrate_kbps"),
+            ("encoder", "encoder"),
+        ] {
+            if let Some(v) = m.get(from) {
+                self.fields.insert(to.into(), v.clone());
+            }
+        }
+    }
+
+    fn renditions(&mut self, list: &[RenditionOut]) {
+        self.renditions = list
+            .iter()
+            .map(|r| serde_json::json!({"name": r.name, "width": r.width, "height": r.height}))
+            .collect();
+        if let Some(source) = list.iter().find(|r| r.passthrough).or(list.first()) {
+            self.fields.entry("width").or_insert(source.width.into());
+            self.fields.entry("height").or_insert(source.height.into());
+            if let Some(fps) = source.frame_rate {
+                self.fields.entry("fps").or_insert(fps.into());
+            }
+        }
+    }
+
+    async fn save(&self, deps: &LiveDeps, stream_id: &str) {
+        let mut json = self.fields.clone();
+        json.insert("video_codec".into(), self.video_codec.clone().into());
+        json.insert("audio_codec".into(), self.audio_codec.clone().into());
+        json.insert("renditions".into(), self.renditions.clone().into());
+        let text = serde_json::Value::Object(json).to_string();
+        if let Err(e) = deps.db.set_live_ingest(stream_id, &text).await {
+            tracing::warn!(error = %e, "could not record ingest info");
+        }
+    }
+}
+
+/// One rendition's output state.
+struct Output {
+    info: RenditionOut,
+    playlist: MediaPlaylist,
+    codecs: Option<String>,
+    bitrate_bps: Option<u64>,
+    /// Segments out of the live window, kept a while for players still fetching them.
+    stale: VecDeque<SegmentEntry>,
+    total_s: f64,
+}
+
+/// The broadcast's packaging: encryption keys, playlists and what goes to storage.
+struct Packager {
+    tenant_id: String,
+    prefix: String,
+    public_url: String,
+    record: bool,
+    window: usize,
+    rotation: u64,
+    target_duration: u32,
+    content_keys: crate::drm::ContentKeys,
+    db: crate::db::Db,
+    playback_id_policy: crate::db::PlaybackPolicy,
+    live_stream_id: String,
+    outputs: BTreeMap<String, Output>,
+    /// Content keys by rotation period.
+    keys: BTreeMap<u64, (String, Key128)>,
+    discontinuity: HashSet<String>,
+    master_written: bool,
+    video_codec: Option<String>,
+    audio_codec: Option<String>,
+}
+
+impl Packager {
+    fn new(deps: &LiveDeps, stream: &LiveStream, prefix: &str, preset: &Preset) -> Self {
+        Self {
+            tenant_id: stream.tenant_id.clone(),
+            prefix: prefix.to_string(),
+            public_url: deps.public_url.clone(),
+            record: stream.record,
+            window: deps.config.window_segments,
+            rotation: deps.config.key_rotation_segments,
+            target_duration: preset.segment_duration_s,
+            content_keys: deps.content_keys.clone(),
+            db: deps.db.clone(),
+            playback_id_policy: stream.playback_policy,
+            live_stream_id: stream.id.clone(),
+            outputs: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            discontinuity: HashSet::new(),
+            master_written: false,
+            video_codec: None,
+            audio_codec: None,
+        }
+    }
+
+    fn key(&self, name: &str) -> ObjectKey {
+        ObjectKey::parse(&format!("{}{name}", self.prefix)).expect("prefix and names are validated")
+    }
+
+    /// The renditions of a (new) publish; existing playlists continue after a discontinuity.
+    fn set_renditions(&mut self, list: Vec<RenditionOut>) {
+        for info in list {
+            match self.outputs.get_mut(&info.name) {
+                Some(out) => out.info = info,
+                None => {
+                    let window = (!self.record).then_some(self.window);
+                    self.outputs.insert(
+                        info.name.clone(),
+                        Output {
+                            playlist: MediaPlaylist::new(self.target_duration, window),
+                            info,
+                            codecs: None,
+                            bitrate_bps: None,
+                            stale: VecDeque::new(),
+                            total_s: 0.0,
+                        },
+                    );
+                }
+            }
+        }
+        self.master_written = false;
+    }
+
+    /// After a reconnect every rendition's next segment starts a discontinuity.
+    fn reopen(&mut self) {
+        self.discontinuity = self.outputs.keys().cloned().collect();
+    }
+
+    async fn content_key(&mut self, sequence: u64) -> Result<(String, Key128), String> {
+        let period = if self.rotation == 0 {
+            0
+        } else {
+            sequence / self.rotation
+        };
+        if let Some(k) = self.keys.get(&period) {
+            return Ok(k.clone());
+        }
+        let created = self
+            .content_keys
+            .create(&self.tenant_id, &self.prefix)
+            .await
+            .map_err(|e| format!("could not create a content key: {e}"))?;
+        self.keys.insert(period, created.clone());
+        // Renditions move in step; keys two periods back are no longer asked for.
+        while self.keys.len() > 3 {
+            let first = *self.keys.keys().next().expect("non-empty");
+            self.keys.remove(&first);
+        }
+        Ok(created)
+    }
+
+    async fn add_segment(&mut self, segment: Segment, uploader: &Uploader) -> Result<(), String> {
+        let Some(sequence) = self
+            .outputs
+            .get(&segment.rendition)
+            .map(|o| o.playlist.next_sequence())
+        else {
+            tracing::warn!(rendition = %segment.rendition, "segment for an unknown rendition");
+            return Ok(());
+        };
+        let (key_id, key) = self.content_key(sequence).await?;
+        let iv = iv_for_sequence(sequence);
+        let encrypted = Bytes::from(encrypt_segment(&key, &iv, &segment.bytes));
+        let name = segment.rendition.clone();
+        uploader
+            .put(
+                self.key(&format!("{name}/{sequence}.ts")),
+                encrypted,
+                "video/mp2t",
+            )
+            .await;
+
+        let discontinuity = self.discontinuity.remove(&name);
+        let entry = SegmentEntry {
+            sequence,
+            uri: format!("{sequence}.ts"),
+            duration: segment.duration_s,
+            key: Some(KeyRef {
+                uri: format!("{}/keys/{key_id}", self.public_url),
+                iv,
+            }),
+            discontinuity,
+        };
+        let (video_codec, audio_codec) = (self.video_codec.clone(), self.audio_codec.clone());
+        let out = self.outputs.get_mut(&name).expect("checked above");
+        if out.codecs.is_none() {
+            let video = avc_codec_from_annexb(&segment.bytes).or(video_codec);
+            out.codecs = Some(
+                [video, audio_codec]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+        if out.bitrate_bps.is_none() && segment.duration_s > 0.5 {
+            out.bitrate_bps = Some((segment.bytes.len() as f64 * 8.0 / segment.duration_s) as u64);
+        }
+        out.total_s += segment.duration_s;
+        let evicted = out.playlist.push(entry);
+        let playlist = out.playlist.render(PlaylistKind::Live);
+        out.stale.extend(evicted);
+        let mut expired = Vec::new();
+        while out.stale.len() > self.window {
+            expired.push(out.stale.pop_front().expect("non-empty"));
+        }
+        uploader
+            .put(
+                self.key(&format!("{name}/index.m3u8")),
+                Bytes::from(playlist),
+                "application/vnd.apple.mpegurl",
+            )
+            .await;
+        for old in expired {
+            uploader
+                .delete(self.key(&format!("{name}/{}", old.uri)))
+                .await;
+        }
+        if !self.master_written && self.outputs.values().all(|o| o.codecs.is_some()) {
+            self.write_master(uploader).await;
+        }
+        Ok(())
+    }
+
+    async fn write_master(&mut self, uploader: &Uploader) {
+        let variants: Vec<Variant> = self
+            .outputs
+            .values()
+            .map(|o| {
+                let measured = o
+                    .bitrate_bps
+                    .unwrap_or(u64::from(o.info.bitrate_kbps.unwrap_or(1000)) * 1000);
+                Variant {
+                    uri: format!("{}/index.m3u8", o.info.name),
+                    bandwidth: measured * 5 / 4,
+                    average_bandwidth: Some(measured),
+                    width: o.info.width,
+                    height: o.info.height,
+                    frame_rate: o.info.frame_rate,
+                    codecs: o.codecs.clone().unwrap_or_default(),
+                }
+            })
+            .collect();
+        uploader
+            .put(
+                self.key("master.m3u8"),
+                Bytes::from(render_master(&variants)),
+                "application/vnd.apple.mpegurl",
+            )
+            .await;
+        self.master_written = true;
+    }
+
+    /// The publisher stopped: every playlist gets EXT-X-ENDLIST.
+    async fn end(&mut self, uploader: &Uploader) {
+        if !self.master_written && self.outputs.values().any(|o| o.codecs.is_some()) {
+            self.outputs.retain(|_, o| o.codecs.is_some());
+            self.write_master(uploader).await;
+        }
+        for (name, out) in &mut self.outputs {
+            out.playlist.end();
+            let text = out.playlist.render(PlaylistKind::Live);
+            let key =
+                ObjectKey::parse(&format!("{}{name}/index.m3u8", self.prefix)).expect("valid");
+            uploader
+                .put(key, Bytes::from(text), "application/vnd.apple.mpegurl")
+                .await;
+        }
+    }
+
+    /// The broadcast is over: keep it as a VOD asset, or delete everything it stored.
+    async fn finalize(&mut self, uploader: &Uploader) {
+        let has_media = self
+            .outputs
+            .values()
+            .any(|o| o.playlist.segments().next().is_some());
+        if self.record && has_media {
+            for (name, out) in &self.outputs {
+                let text = out.playlist.render(PlaylistKind::Vod);
+                let key =
+                    ObjectKey::parse(&format!("{}{name}/index.m3u8", self.prefix)).expect("valid");
+                uploader
+                    .put(key, Bytes::from(text), "application/vnd.apple.mpegurl")
+                    .await;
+            }
+            uploader.flush().await;
+            let duration_ms = self
+                .outputs
+                .values()
+                .map(|o| (o.total_s * 1000.0) as i64)
+                .max();
+            let playback_id = crate::db::new_playback_id();
+            match self
+                .db
+                .create_asset(
+                    &self.tenant_id,
+                    Some(&self.live_stream_id),
+                    &playback_id,
+                    self.playback_id_policy,
+                    "preparing",
+                    &self.prefix,
+                )
+                .await
+            {
+                Ok(asset) => {
+                    if let Err(e) = self
+                        .db
+                        .finish_asset(&asset.id, "ready", duration_ms, None)
+                        .await
+                    {
+                        tracing::error!(error = %e, "marking the recording ready");
+                    }
+                    tracing::info!(asset = %asset.id, duration_ms, "recording kept as an asset");
+                }
+                Err(e) => tracing::error!(error = %e, "creating the recording asset"),
+            }
+        } else {
+            uploader
+                .delete_prefix(Prefix::parse(&self.prefix).expect("valid prefix"))
+                .await;
+            uploader.flush().await;
+            if let Err(e) = self.db.delete_content_keys(&self.prefix).await {
+                tracing::error!(error = %e, "deleting the broadcast's content keys");
+            }
+        }
+    }
+}

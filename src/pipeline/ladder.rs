@@ -1,0 +1,1063 @@
+//! Live FLV -> ABR ladder of in-memory MPEG-TS HLS segments, on GStreamer 1.22.
+//!
+//! Topology (built in two steps, see `build_branches`):
+//!
+//! ```text
+//! appsrc(video/x-flv, max-bytes, block=false) ! flvdemux
+//!   flvdemux.video ! queue ! h264parse ! capsfilter(byte-stream,au) ! tee vtee   [buffers blocked until built]
+//!   flvdemux.audio ! queue ! aacparse ! tee atee                                 [buffers blocked until built]
+//! on (h264parse src caps known && flvdemux no-more-pads):
+//!   vtee ! queue ! hlssink2 name=hls-source            (passthrough, no re-encode)
+//!   vtee ! queue ! avdec_h264 ! videoconvert ! video/x-raw,format=I420 ! tee rawtee
+//!   rawtee ! queue ! x264enc ! video/x-h264,profile=P ! hlssink2 name=hls-720p  (same size: no scaler)
+//!   rawtee ! queue ! videoscale ! WxH ! tee t480 ; t480 ! queue ! x264enc ! .. ! hlssink2 name=hls-480p
+//!   t480   ! queue ! videoscale ! WxH ! tee t360 ; ...   (chained: each rung scaled from the next larger)
+//!   atee ! queue ! hls-*.audio                          (AAC copied into every rendition)
+//! ```
+//! Each hlssink2 gets `get-fragment-stream` -> `gio::WriteOutputStream` over an in-memory
+//! buffer; the buffer is taken on the `splitmuxsink-fragment-closed` bus message.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gstreamer as gst;
+use gstreamer_app as gst_app;
+
+/// Name used for the passthrough (copied source H.264) rendition.
+pub const SOURCE_RENDITION: &str = "source";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendition {
+    pub name: String,
+    /// Nominal size. `min(width, height)` is the rung ("480p" = 480); the output keeps the
+    /// source aspect ratio, so only that short side is honoured (see [`plan`]).
+    pub width: u32,
+    pub height: u32,
+    pub video_bitrate_kbps: u32,
+    /// baseline | main | high (x264enc picks it from downstream caps)
+    pub profile: String,
+    /// x264 speed preset nick: ultrafast .. veryslow
+    pub x264_preset: String,
+}
+
+/// Performance levers; defaults are the best configuration measured (see README/report).
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// videoscale `method` nick: nearest-neighbour, bilinear, 4-tap, lanczos, ...
+    pub scale_method: String,
+    /// videoscale `n-threads`
+    pub scale_threads: u32,
+    /// scale each rung from the next larger rung instead of from the source
+    pub chained_scaling: bool,
+    /// x264enc `threads` (0 = auto)
+    pub x264_threads: u32,
+    /// x264enc tune=zerolatency (no lookahead, sliced threads)
+    pub zerolatency: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            scale_method: "bilinear".into(),
+            scale_threads: 1,
+            chained_scaling: true,
+            x264_threads: 0,
+            zerolatency: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LadderSpec {
+    pub passthrough: bool,
+    pub renditions: Vec<Rendition>,
+    pub segment_duration_s: u32,
+    /// Overrides the frame rate from the stream caps (used for key-int-max).
+    pub fps_hint: Option<(i32, i32)>,
+    /// appsrc max-bytes: `push` is refused beyond this many queued input bytes.
+    pub max_buffered_input_bytes: u64,
+    pub tuning: Tuning,
+}
+
+impl LadderSpec {
+    pub fn new(passthrough: bool, renditions: Vec<Rendition>, segment_duration_s: u32) -> Self {
+        LadderSpec {
+            passthrough,
+            renditions,
+            segment_duration_s,
+            fps_hint: None,
+            max_buffered_input_bytes: 8 << 20,
+            tuning: Tuning::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Segment {
+    pub rendition: String,
+    /// 0-based per rendition; renditions fed the same input line up index by index.
+    pub index: u64,
+    pub duration_s: f64,
+    pub bytes: bytes::Bytes,
+    pub running_time_start_ns: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct SourceInfo {
+    pub width: u32,
+    pub height: u32,
+    pub fps: Option<(i32, i32)>,
+    pub video_codec: String,
+    /// None = no audio; Some("mp3") etc. = present but not AAC, hence not muxed.
+    pub audio_codec: Option<String>,
+    /// What is actually produced (passthrough first as [`SOURCE_RENDITION`]), real sizes.
+    pub renditions: Vec<Rendition>,
+    pub gop_frames: u32,
+}
+
+#[derive(Clone, Debug)]
+pub enum PipelineEvent {
+    SourceInfo(SourceInfo),
+    Segment(Segment),
+    Eos,
+    Error(String),
+}
+
+#[derive(Debug)]
+pub enum Error {
+    InvalidSpec(String),
+    Gst(String),
+    /// Input queue full: retry later (or drop the publisher). Nothing was queued.
+    Backpressure {
+        queued_bytes: u64,
+        limit: u64,
+    },
+    /// The pipeline failed or is finishing; no more input accepted.
+    Closed,
+    /// The first bytes pushed are not an FLV header.
+    InvalidInput(String),
+    Timeout(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::InvalidSpec(s) => write!(f, "invalid ladder spec: {s}"),
+            Error::Gst(s) => write!(f, "gstreamer: {s}"),
+            Error::Backpressure {
+                queued_bytes,
+                limit,
+            } => {
+                write!(
+                    f,
+                    "input backpressure: {queued_bytes} bytes queued (limit {limit})"
+                )
+            }
+            Error::Closed => write!(f, "pipeline closed"),
+            Error::InvalidInput(s) => write!(f, "invalid input: {s}"),
+            Error::Timeout(s) => write!(f, "timeout: {s}"),
+        }
+    }
+}
+impl std::error::Error for Error {}
+
+impl From<glib::BoolError> for Error {
+    fn from(e: glib::BoolError) -> Self {
+        Error::Gst(e.to_string())
+    }
+}
+
+fn even(x: f64) -> u32 {
+    (((x / 2.0).round() as u32) * 2).max(2)
+}
+
+/// Pure ladder decision. Drops renditions whose rung (short side) exceeds the source's short
+/// side (never upscale); the kept ones get the source aspect ratio with even dimensions,
+/// oriented like the source (a 480p rung of a 720x1280 portrait source is 480x854).
+/// Spec order is preserved.
+pub fn plan(spec: &LadderSpec, source_width: u32, source_height: u32) -> Vec<Rendition> {
+    if source_width == 0 || source_height == 0 {
+        return Vec::new();
+    }
+    let (sw, sh) = (source_width as f64, source_height as f64);
+    let src_short = source_width.min(source_height);
+    spec.renditions
+        .iter()
+        .filter_map(|r| {
+            let rung = r.width.min(r.height);
+            if rung == 0 || rung > src_short {
+                return None;
+            }
+            let (w, h) = if source_width >= source_height {
+                (
+                    even(rung as f64 * sw / sh).min(source_width & !1),
+                    even(rung as f64),
+                )
+            } else {
+                (
+                    even(rung as f64),
+                    even(rung as f64 * sh / sw).min(source_height & !1),
+                )
+            };
+            let (w, h) = if rung == src_short {
+                (source_width & !1, source_height & !1)
+            } else {
+                (w, h)
+            };
+            Some(Rendition {
+                width: w.max(2),
+                height: h.max(2),
+                ..r.clone()
+            })
+        })
+        .collect()
+}
+
+const PRESETS: &[&str] = &[
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+];
+const PROFILES: &[&str] = &["baseline", "constrained-baseline", "main", "high"];
+
+fn validate(spec: &LadderSpec) -> Result<(), Error> {
+    let bad = |s: String| Err(Error::InvalidSpec(s));
+    if spec.segment_duration_s == 0 {
+        return bad("segment_duration_s must be > 0".into());
+    }
+    if !spec.passthrough && spec.renditions.is_empty() {
+        return bad("no outputs".into());
+    }
+    let mut names = std::collections::HashSet::new();
+    for r in &spec.renditions {
+        if r.name.is_empty()
+            || r.name == SOURCE_RENDITION
+            || !r
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return bad(format!("bad rendition name {:?}", r.name));
+        }
+        if !names.insert(r.name.clone()) {
+            return bad(format!("duplicate rendition name {:?}", r.name));
+        }
+        if !PRESETS.contains(&r.x264_preset.as_str()) {
+            return bad(format!(
+                "{}: unknown x264 preset {:?}",
+                r.name, r.x264_preset
+            ));
+        }
+        if !PROFILES.contains(&r.profile.as_str()) {
+            return bad(format!("{}: unknown profile {:?}", r.name, r.profile));
+        }
+        if r.video_bitrate_kbps == 0 {
+            return bad(format!("{}: bitrate 0", r.name));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+type FragBuf = Arc<Mutex<Vec<u8>>>;
+type FragQueue = Arc<Mutex<VecDeque<FragBuf>>>;
+
+/// `Write` target handed to hlssink2 (via gio::WriteOutputStream) for one fragment.
+struct FragWriter(FragBuf);
+impl Write for FragWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+struct VideoCaps {
+    width: u32,
+    height: u32,
+    fps: Option<(i32, i32)>,
+}
+
+#[derive(Default)]
+struct BuildState {
+    video: Option<VideoCaps>,
+    video_pad_seen: bool,
+    audio_codec: Option<String>,
+    aac_branch: bool,
+    no_more_pads: bool,
+    built: bool,
+    blocks: Vec<(gst::Pad, gst::PadProbeId)>,
+}
+
+struct Shared {
+    spec: LadderSpec,
+    build: Mutex<BuildState>,
+    source_info: Mutex<Option<SourceInfo>>,
+    /// hlssink2 rendition name -> FIFO of fragment buffers in get-fragment-stream order.
+    fragments: Mutex<HashMap<String, FragQueue>>,
+    failed: AtomicBool,
+    finishing: AtomicBool,
+    epoch: Instant,
+    first_push_ms: AtomicU64, // 0 = never (stored as ms since epoch + 1)
+    last_push_ms: AtomicU64,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+}
+
+type Done = Arc<(Mutex<Option<Result<(), String>>>, Condvar)>;
+
+pub struct LivePipeline {
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    shared: Arc<Shared>,
+    done: Done,
+    stop: Arc<AtomicBool>,
+    bus_thread: Option<JoinHandle<()>>,
+}
+
+fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, Error> {
+    let mut b = gst::ElementFactory::make(factory);
+    if let Some(n) = name {
+        b = b.name(n);
+    }
+    b.build()
+        .map_err(|e| Error::Gst(format!("cannot create {factory}: {e}")))
+}
+
+/// Compressed/audio queue: bounded by time (and a byte cap), never by buffer count.
+fn queue_time(secs: u64) -> Result<gst::Element, Error> {
+    let q = make("queue", None)?;
+    q.set_property("max-size-buffers", 0u32);
+    q.set_property("max-size-bytes", 64u32 << 20);
+    q.set_property("max-size-time", secs * 1_000_000_000);
+    Ok(q)
+}
+
+/// Raw-video queue: a few frames only (memory), enough to decouple threads.
+fn queue_raw() -> Result<gst::Element, Error> {
+    let q = make("queue", None)?;
+    q.set_property("max-size-buffers", 4u32);
+    q.set_property("max-size-bytes", 0u32);
+    q.set_property("max-size-time", 0u64);
+    Ok(q)
+}
+
+fn post_error(pipeline: &gst::Pipeline, text: &str) {
+    let msg = gst::message::Error::builder(gst::CoreError::Failed, text)
+        .src(pipeline)
+        .build();
+    let _ = pipeline.post_message(msg);
+}
+
+impl LivePipeline {
+    pub fn start(spec: LadderSpec, events: SyncSender<PipelineEvent>) -> Result<Self, Error> {
+        validate(&spec)?;
+        gst::init().map_err(|e| Error::Gst(e.to_string()))?;
+        let pipeline = gst::Pipeline::with_name("ladder");
+        let appsrc = gst_app::AppSrc::builder()
+            .name("src")
+            .caps(&gst::Caps::builder("video/x-flv").build())
+            .format(gst::Format::Bytes)
+            .is_live(false)
+            .block(false)
+            .max_bytes(spec.max_buffered_input_bytes)
+            .build();
+        let demux = make("flvdemux", Some("demux"))?;
+        pipeline.add_many([appsrc.upcast_ref(), &demux])?;
+        appsrc.link(&demux)?;
+
+        let shared = Arc::new(Shared {
+            spec,
+            build: Mutex::new(BuildState::default()),
+            source_info: Mutex::new(None),
+            fragments: Mutex::new(HashMap::new()),
+            failed: AtomicBool::new(false),
+            finishing: AtomicBool::new(false),
+            epoch: Instant::now(),
+            first_push_ms: AtomicU64::new(0),
+            last_push_ms: AtomicU64::new(0),
+        });
+
+        let (sh, pw) = (shared.clone(), pipeline.downgrade());
+        demux.connect_pad_added(move |_, pad| {
+            let Some(p) = pw.upgrade() else { return };
+            if let Err(e) = on_demux_pad(&p, &sh, pad) {
+                post_error(&p, &format!("linking flvdemux pad {}: {e}", pad.name()));
+            }
+        });
+        let (sh, pw) = (shared.clone(), pipeline.downgrade());
+        demux.connect_no_more_pads(move |_| {
+            let Some(p) = pw.upgrade() else { return };
+            let no_video = {
+                let mut st = sh.build.lock().unwrap();
+                st.no_more_pads = true;
+                !st.video_pad_seen
+            };
+            if no_video {
+                post_error(&p, "FLV stream has no video");
+            } else {
+                try_build(&p, &sh);
+            }
+        });
+
+        let done: Done = Arc::new((Mutex::new(None), Condvar::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let bus = pipeline.bus().expect("pipeline bus");
+        let (sh, d, st) = (shared.clone(), done.clone(), stop.clone());
+        let bus_thread = std::thread::Builder::new()
+            .name("ladder-bus".into())
+            .spawn(move || bus_loop(bus, sh, events, d, st))
+            .map_err(|e| Error::Gst(format!("spawn bus thread: {e}")))?;
+
+        let this = LivePipeline {
+            pipeline,
+            appsrc,
+            shared,
+            done,
+            stop,
+            bus_thread: Some(bus_thread),
+        };
+        this.pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| Error::Gst(format!("set PLAYING: {e}")))?;
+        Ok(this)
+    }
+
+    /// Queue FLV bytes. Never blocks and never queues beyond `max_buffered_input_bytes`:
+    /// returns `Error::Backpressure` (nothing queued) when full. Single producer expected.
+    pub fn push(&self, flv_bytes: bytes::Bytes) -> Result<(), Error> {
+        if self.shared.failed.load(Ordering::SeqCst) || self.shared.finishing.load(Ordering::SeqCst)
+        {
+            return Err(Error::Closed);
+        }
+        let now = self.shared.now_ms();
+        if self.shared.first_push_ms.load(Ordering::SeqCst) == 0
+            && flv_bytes.len() >= 3
+            && &flv_bytes[..3] != b"FLV"
+        {
+            return Err(Error::InvalidInput(
+                "stream does not start with an FLV header".into(),
+            ));
+        }
+        let _ =
+            self.shared
+                .first_push_ms
+                .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+        self.shared.last_push_ms.store(now, Ordering::SeqCst);
+        let limit = self.shared.spec.max_buffered_input_bytes;
+        let queued = self.appsrc.current_level_bytes();
+        if queued > 0 && queued + flv_bytes.len() as u64 > limit {
+            return Err(Error::Backpressure {
+                queued_bytes: queued,
+                limit,
+            });
+        }
+        self.appsrc
+            .push_buffer(gst::Buffer::from_slice(flv_bytes))
+            .map(|_| ())
+            .map_err(|e| Error::Gst(format!("appsrc push: {e:?}")))
+    }
+
+    /// Bytes currently queued in appsrc (for callers that want to pace themselves).
+    pub fn queued_input_bytes(&self) -> u64 {
+        self.appsrc.current_level_bytes()
+    }
+
+    /// EOS, wait up to `timeout` for the final segments + Eos event, then tear down.
+    pub fn finish_with_timeout(mut self, timeout: Duration) -> Result<(), Error> {
+        self.shared.finishing.store(true, Ordering::SeqCst);
+        let _ = self.appsrc.end_of_stream();
+        let (lock, cv) = &*self.done;
+        let res = {
+            let g = lock.lock().unwrap();
+            let (g, _) = cv.wait_timeout_while(g, timeout, |r| r.is_none()).unwrap();
+            g.clone()
+        };
+        self.shutdown();
+        match res {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(Error::Gst(e)),
+            None => Err(Error::Timeout(format!("no EOS within {timeout:?}"))),
+        }
+    }
+
+    pub fn finish(self) -> Result<(), Error> {
+        self.finish_with_timeout(Duration::from_secs(10))
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.bus_thread.take() {
+            let _ = t.join();
+        }
+        // Break the (closure -> Shared -> pad) references.
+        self.shared.build.lock().unwrap().blocks.clear();
+    }
+}
+
+impl Drop for LivePipeline {
+    fn drop(&mut self) {
+        if self.bus_thread.is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+// --- dynamic part ----------------------------------------------------------------------------
+
+fn on_demux_pad(p: &gst::Pipeline, sh: &Arc<Shared>, pad: &gst::Pad) -> Result<(), Error> {
+    let caps = pad
+        .current_caps()
+        .ok_or_else(|| Error::Gst("pad without caps".into()))?;
+    let s = caps
+        .structure(0)
+        .ok_or_else(|| Error::Gst("empty caps".into()))?;
+    let media = s.name().to_string();
+    let block = |tee: &gst::Element| -> Result<(), Error> {
+        let sinkpad = tee.static_pad("sink").unwrap();
+        let id = sinkpad
+            .add_probe(
+                gst::PadProbeType::BLOCK
+                    | gst::PadProbeType::BUFFER
+                    | gst::PadProbeType::BUFFER_LIST,
+                |_, _| gst::PadProbeReturn::Ok,
+            )
+            .ok_or_else(|| Error::Gst("add probe".into()))?;
+        sh.build.lock().unwrap().blocks.push((sinkpad, id));
+        Ok(())
+    };
+    if pad.name().starts_with("video") {
+        if media != "video/x-h264" {
+            return Err(Error::Gst(format!(
+                "unsupported video codec {media} (need H.264)"
+            )));
+        }
+        sh.build.lock().unwrap().video_pad_seen = true;
+        let q = queue_time(5)?;
+        let parse = make("h264parse", None)?;
+        // FLV carries SPS/PPS only in codec_data: re-insert them before every IDR so each
+        // passthrough segment decodes on its own (default 0 = only at stream start).
+        parse.set_property("config-interval", -1i32);
+        let cf = make("capsfilter", None)?;
+        cf.set_property(
+            "caps",
+            gst::Caps::builder("video/x-h264")
+                .field("stream-format", "byte-stream")
+                .field("alignment", "au")
+                .build(),
+        );
+        let tee = make("tee", Some("vtee"))?;
+        p.add_many([&q, &parse, &cf, &tee])?;
+        gst::Element::link_many([&q, &parse, &cf, &tee])?;
+        block(&tee)?;
+        let (sh2, pw) = (sh.clone(), p.downgrade());
+        parse.static_pad("src").unwrap().add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                if let Some(gst::PadProbeData::Event(ev)) = &info.data
+                    && let gst::EventView::Caps(c) = ev.view()
+                    && let Some(s) = c.caps().structure(0)
+                    && let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height"))
+                {
+                    let fps = s
+                        .get::<gst::Fraction>("framerate")
+                        .ok()
+                        .filter(|f| f.numer() > 0 && f.denom() > 0);
+                    let first = {
+                        let mut st = sh2.build.lock().unwrap();
+                        let first = st.video.is_none();
+                        if first {
+                            st.video = Some(VideoCaps {
+                                width: w as u32,
+                                height: h as u32,
+                                fps: fps.map(|f| (f.numer(), f.denom())),
+                            });
+                        }
+                        first
+                    };
+                    if first && let Some(p) = pw.upgrade() {
+                        try_build(&p, &sh2);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        for e in [&tee, &cf, &parse, &q] {
+            e.sync_state_with_parent()?;
+        }
+        pad.link(&q.static_pad("sink").unwrap())
+            .map_err(|e| Error::Gst(format!("{e:?}")))?;
+    } else if pad.name().starts_with("audio") {
+        let is_aac = media == "audio/mpeg" && s.get::<i32>("mpegversion").ok() == Some(4);
+        let codec = if is_aac {
+            "aac".to_string()
+        } else if media == "audio/mpeg" {
+            "mp3".to_string()
+        } else {
+            media.clone()
+        };
+        let chain: Vec<gst::Element> = if is_aac {
+            let tee = make("tee", Some("atee"))?;
+            vec![queue_time(10)?, make("aacparse", None)?, tee]
+        } else {
+            vec![make("fakesink", None)?] // non-AAC audio is not muxed (not supported here)
+        };
+        p.add_many(chain.iter())?;
+        gst::Element::link_many(chain.iter())?;
+        if is_aac {
+            block(chain.last().unwrap())?;
+        }
+        for e in chain.iter().rev() {
+            e.sync_state_with_parent()?;
+        }
+        {
+            let mut st = sh.build.lock().unwrap();
+            st.audio_codec = Some(codec);
+            st.aac_branch = is_aac;
+        }
+        pad.link(&chain[0].static_pad("sink").unwrap())
+            .map_err(|e| Error::Gst(format!("{e:?}")))?;
+    }
+    Ok(())
+}
+
+/// Builds the output branches once both the video size and the full set of pads are known.
+/// The decision is taken under the lock, the GStreamer work is done outside it.
+fn try_build(p: &gst::Pipeline, sh: &Arc<Shared>) {
+    let ready = {
+        let mut st = sh.build.lock().unwrap();
+        if st.built || !st.no_more_pads || st.video.is_none() {
+            None
+        } else {
+            st.built = true;
+            Some((
+                st.video.clone().unwrap(),
+                st.aac_branch,
+                st.audio_codec.clone(),
+            ))
+        }
+    };
+    let Some((video, aac, audio_codec)) = ready else {
+        return;
+    };
+    match build_branches(p, sh, &video, aac) {
+        Ok((renditions, gop_frames)) => {
+            *sh.source_info.lock().unwrap() = Some(SourceInfo {
+                width: video.width,
+                height: video.height,
+                fps: video.fps,
+                video_codec: "h264".into(),
+                audio_codec,
+                renditions,
+                gop_frames,
+            });
+            let _ = p.post_message(
+                gst::message::Application::builder(gst::Structure::new_empty("ladder-source-info"))
+                    .src(p)
+                    .build(),
+            );
+        }
+        Err(e) => post_error(p, &format!("building ladder: {e}")),
+    }
+    let blocks = std::mem::take(&mut sh.build.lock().unwrap().blocks);
+    for (pad, id) in blocks {
+        pad.remove_probe(id);
+    }
+}
+
+fn make_hls(sh: &Arc<Shared>, name: &str) -> Result<gst::Element, Error> {
+    let hls = make("hlssink2", Some(&format!("hls-{name}")))?;
+    hls.set_property("target-duration", sh.spec.segment_duration_s);
+    hls.set_property("send-keyframe-requests", false);
+    // Bounded internal state: playlist window and old-location queue; deletion is a no-op
+    // because delete-fragment has a handler (otherwise hlssink2 would unlink files).
+    hls.set_property("playlist-length", 3u32);
+    hls.set_property("max-files", 3u32);
+    hls.set_property("location", format!("{name}-%05d.ts"));
+    hls.connect("delete-fragment", false, |_| None);
+    hls.connect("get-playlist-stream", false, |_| {
+        let s = gio::WriteOutputStream::new(std::io::sink());
+        Some(s.upcast::<gio::OutputStream>().to_value())
+    });
+    let fifo: FragQueue = Arc::default();
+    sh.fragments
+        .lock()
+        .unwrap()
+        .insert(name.to_string(), fifo.clone());
+    hls.connect("get-fragment-stream", false, move |_| {
+        let buf: FragBuf = Arc::new(Mutex::new(Vec::with_capacity(1 << 20)));
+        fifo.lock().unwrap().push_back(buf.clone());
+        let s = gio::WriteOutputStream::new(FragWriter(buf));
+        Some(s.upcast::<gio::OutputStream>().to_value())
+    });
+    Ok(hls)
+}
+
+fn build_branches(
+    p: &gst::Pipeline,
+    sh: &Arc<Shared>,
+    v: &VideoCaps,
+    aac: bool,
+) -> Result<(Vec<Rendition>, u32), Error> {
+    let spec = &sh.spec;
+    let tun = &spec.tuning;
+    let planned = plan(spec, v.width, v.height);
+    if planned.is_empty() && !spec.passthrough {
+        return Err(Error::InvalidSpec(format!(
+            "no rendition fits a {}x{} source and passthrough is off",
+            v.width, v.height
+        )));
+    }
+    let (fn_, fd) = spec.fps_hint.or(v.fps).unwrap_or((30, 1));
+    let gop = ((fn_ as f64 / fd as f64) * spec.segment_duration_s as f64)
+        .round()
+        .max(1.0) as u32;
+    let vtee = p
+        .by_name("vtee")
+        .ok_or_else(|| Error::Gst("no vtee".into()))?;
+    let atee = if aac { p.by_name("atee") } else { None };
+
+    let mut added: Vec<gst::Element> = Vec::new();
+    let mut add = |els: &[&gst::Element]| -> Result<(), Error> {
+        p.add_many(els.iter().copied())?;
+        added.extend(els.iter().map(|e| (*e).clone()));
+        Ok(())
+    };
+    let attach_audio =
+        |hls: &gst::Element, add: &mut dyn FnMut(&[&gst::Element]) -> Result<(), Error>| {
+            if let Some(atee) = &atee {
+                let q = queue_time(10)?;
+                add(&[&q])?;
+                atee.link(&q)?;
+                q.link_pads(Some("src"), hls, Some("audio"))?;
+            }
+            Ok::<(), Error>(())
+        };
+
+    let mut outputs = Vec::new();
+    if spec.passthrough {
+        let hls = make_hls(sh, SOURCE_RENDITION)?;
+        let q = queue_time(5)?;
+        add(&[&q, &hls])?;
+        vtee.link(&q)?;
+        q.link_pads(Some("src"), &hls, Some("video"))?;
+        attach_audio(&hls, &mut add)?;
+        outputs.push(Rendition {
+            name: SOURCE_RENDITION.into(),
+            width: v.width,
+            height: v.height,
+            video_bitrate_kbps: 0,
+            profile: String::new(),
+            x264_preset: String::new(),
+        });
+    }
+    if !planned.is_empty() {
+        let q = queue_time(5)?;
+        let dec = make("avdec_h264", None)?;
+        let conv = make("videoconvert", None)?; // passthrough when the decoder gives I420
+        let cf = make("capsfilter", None)?;
+        cf.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .build(),
+        );
+        let rawtee = make("tee", None)?;
+        add(&[&q, &dec, &conv, &cf, &rawtee])?;
+        vtee.link(&q)?;
+        gst::Element::link_many([&q, &dec, &conv, &cf, &rawtee])?;
+
+        let mut order: Vec<&Rendition> = planned.iter().collect();
+        order.sort_by_key(|r| std::cmp::Reverse(r.width as u64 * r.height as u64));
+        let mut parent = (rawtee.clone(), v.width, v.height);
+        for r in order {
+            let (ptee, pw, ph) = if tun.chained_scaling {
+                parent.clone()
+            } else {
+                (rawtee.clone(), v.width, v.height)
+            };
+            let rtee = if (r.width, r.height) == (v.width, v.height) {
+                rawtee.clone()
+            } else if (r.width, r.height) == (pw, ph) {
+                ptee.clone()
+            } else {
+                let q = queue_raw()?;
+                let scale = make("videoscale", None)?;
+                scale.set_property_from_str("method", &tun.scale_method);
+                scale.set_property("n-threads", tun.scale_threads);
+                scale.set_property("add-borders", false);
+                let cf = make("capsfilter", None)?;
+                cf.set_property(
+                    "caps",
+                    gst::Caps::builder("video/x-raw")
+                        .field("width", r.width as i32)
+                        .field("height", r.height as i32)
+                        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                        .build(),
+                );
+                let t = make("tee", None)?;
+                add(&[&q, &scale, &cf, &t])?;
+                ptee.link(&q)?;
+                gst::Element::link_many([&q, &scale, &cf, &t])?;
+                t
+            };
+            let q = queue_raw()?;
+            let enc = make("x264enc", None)?;
+            enc.set_property("bitrate", r.video_bitrate_kbps);
+            enc.set_property_from_str("speed-preset", &r.x264_preset);
+            if tun.zerolatency {
+                enc.set_property_from_str("tune", "zerolatency");
+            }
+            enc.set_property("key-int-max", gop);
+            enc.set_property("bframes", 0u32);
+            enc.set_property("threads", tun.x264_threads);
+            enc.set_property("option-string", format!("scenecut=0:min-keyint={gop}"));
+            let cf = make("capsfilter", None)?;
+            cf.set_property(
+                "caps",
+                gst::Caps::builder("video/x-h264")
+                    .field("profile", r.profile.as_str())
+                    .field("stream-format", "byte-stream")
+                    .field("alignment", "au")
+                    .build(),
+            );
+            let hls = make_hls(sh, &r.name)?;
+            add(&[&q, &enc, &cf, &hls])?;
+            rtee.link(&q)?;
+            gst::Element::link_many([&q, &enc, &cf])?;
+            cf.link_pads(Some("src"), &hls, Some("video"))?;
+            attach_audio(&hls, &mut add)?;
+            outputs.push(r.clone());
+            parent = (rtee, r.width, r.height);
+        }
+    }
+    for e in added.iter().rev() {
+        e.sync_state_with_parent()?;
+    }
+    Ok((outputs, gop))
+}
+
+// --- bus thread ------------------------------------------------------------------------------
+
+fn rendition_of(msg: &gst::Message) -> Option<String> {
+    // Source is hlssink2's internal splitmuxsink; its parent is our "hls-<name>".
+    let parent = msg.src()?.parent()?;
+    parent.name().strip_prefix("hls-").map(str::to_string)
+}
+
+fn bus_loop(
+    bus: gst::Bus,
+    sh: Arc<Shared>,
+    events: SyncSender<PipelineEvent>,
+    done: Done,
+    stop: Arc<AtomicBool>,
+) {
+    let seg_ms = sh.spec.segment_duration_s as u64 * 1000;
+    let stall_ms = 3 * seg_ms;
+    let mut opened: HashMap<String, u64> = HashMap::new();
+    let mut next_index: HashMap<String, u64> = HashMap::new();
+    let mut last_segment_ms = 0u64;
+    let mut stall_reported = false;
+    let mut ended = false;
+    let set_done = |r: Result<(), String>| {
+        let (l, cv) = &*done;
+        let mut g = l.lock().unwrap();
+        if g.is_none() {
+            *g = Some(r);
+        }
+        cv.notify_all();
+    };
+    let send = |ev: PipelineEvent| {
+        let _ = events.send(ev); // receiver gone: keep draining, drop events
+    };
+    while !stop.load(Ordering::SeqCst) {
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+            use gst::MessageView as M;
+            match msg.view() {
+                M::Element(e) => {
+                    let Some(s) = e.structure() else { continue };
+                    let name = s.name();
+                    if name != "splitmuxsink-fragment-opened"
+                        && name != "splitmuxsink-fragment-closed"
+                    {
+                        continue;
+                    }
+                    let Some(rend) = rendition_of(&msg) else {
+                        continue;
+                    };
+                    let rt = s.get::<u64>("running-time").unwrap_or(0);
+                    if name == "splitmuxsink-fragment-opened" {
+                        opened.insert(rend, rt);
+                        continue;
+                    }
+                    let start = opened.remove(&rend).unwrap_or(rt);
+                    let fifo = sh.fragments.lock().unwrap().get(&rend).cloned();
+                    let buf = fifo.and_then(|f| f.lock().unwrap().pop_front());
+                    let bytes = buf
+                        .map(|b| std::mem::take(&mut *b.lock().unwrap()))
+                        .unwrap_or_default();
+                    let idx = next_index.entry(rend.clone()).or_insert(0);
+                    let seg = Segment {
+                        rendition: rend,
+                        index: *idx,
+                        duration_s: rt.saturating_sub(start) as f64 / 1e9,
+                        bytes: bytes::Bytes::from(bytes),
+                        running_time_start_ns: start,
+                    };
+                    *idx += 1;
+                    last_segment_ms = sh.now_ms();
+                    stall_reported = false;
+                    send(PipelineEvent::Segment(seg));
+                }
+                M::Application(a)
+                    if a.structure().map(|s| s.name() == "ladder-source-info") == Some(true) =>
+                {
+                    if let Some(info) = sh.source_info.lock().unwrap().take() {
+                        send(PipelineEvent::SourceInfo(info));
+                    }
+                }
+                M::Error(err) => {
+                    let src = msg
+                        .src()
+                        .map(|s| s.path_string().to_string())
+                        .unwrap_or_default();
+                    let text = format!(
+                        "{src}: {} ({})",
+                        err.error(),
+                        err.debug().unwrap_or_default()
+                    );
+                    sh.failed.store(true, Ordering::SeqCst);
+                    ended = true;
+                    send(PipelineEvent::Error(text.clone()));
+                    set_done(Err(text));
+                }
+                M::Eos(_) => {
+                    ended = true;
+                    send(PipelineEvent::Eos);
+                    set_done(Ok(()));
+                }
+                _ => {}
+            }
+        }
+        // Stall watchdog: input flowing (pushed recently) but no segment for 3x segment duration.
+        let (first, last) = (
+            sh.first_push_ms.load(Ordering::SeqCst),
+            sh.last_push_ms.load(Ordering::SeqCst),
+        );
+        if !ended && !stall_reported && first > 0 && !sh.finishing.load(Ordering::SeqCst) {
+            let now = sh.now_ms();
+            let since = last_segment_ms.max(first);
+            if now - since > stall_ms && now - last < stall_ms {
+                stall_reported = true;
+                send(PipelineEvent::Error(format!(
+                    "stall: no segment for {:.1}s while input is flowing",
+                    (now - since) as f64 / 1000.0
+                )));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(name: &str, w: u32, h: u32) -> Rendition {
+        Rendition {
+            name: name.into(),
+            width: w,
+            height: h,
+            video_bitrate_kbps: 1000,
+            profile: "main".into(),
+            x264_preset: "veryfast".into(),
+        }
+    }
+    fn spec() -> LadderSpec {
+        LadderSpec::new(
+            true,
+            vec![
+                r("1080p", 1920, 1080),
+                r("720p", 1280, 720),
+                r("480p", 854, 480),
+                r("360p", 640, 360),
+            ],
+            2,
+        )
+    }
+    fn dims(v: &[Rendition]) -> Vec<(&str, u32, u32)> {
+        v.iter()
+            .map(|r| (r.name.as_str(), r.width, r.height))
+            .collect()
+    }
+
+    #[test]
+    fn landscape_720_drops_1080() {
+        assert_eq!(
+            dims(&plan(&spec(), 1280, 720)),
+            [("720p", 1280, 720), ("480p", 854, 480), ("360p", 640, 360)]
+        );
+    }
+    #[test]
+    fn portrait_keeps_orientation() {
+        assert_eq!(
+            dims(&plan(&spec(), 720, 1280)),
+            [("720p", 720, 1280), ("480p", 480, 854), ("360p", 360, 640)]
+        );
+    }
+    #[test]
+    fn four_by_three() {
+        assert_eq!(
+            dims(&plan(&spec(), 640, 480)),
+            [("480p", 640, 480), ("360p", 480, 360)]
+        );
+    }
+    #[test]
+    fn odd_and_tiny_sources() {
+        assert_eq!(
+            dims(&plan(&spec(), 1279, 719)),
+            [("480p", 854, 480), ("360p", 640, 360)]
+        );
+        assert_eq!(dims(&plan(&spec(), 1920, 1080))[0], ("1080p", 1920, 1080));
+        assert!(plan(&spec(), 320, 240).is_empty());
+        assert!(plan(&spec(), 0, 0).is_empty());
+        for (w, h) in [(1366, 768), (1000, 562), (562, 1000), (1920, 800)] {
+            for x in plan(&spec(), w, h) {
+                assert!(
+                    x.width % 2 == 0 && x.height % 2 == 0 && x.width <= w && x.height <= h,
+                    "{x:?}"
+                );
+            }
+        }
+    }
+    #[test]
+    fn validation() {
+        let mut s = spec();
+        s.renditions[1].name = "480p".into();
+        assert!(matches!(validate(&s), Err(Error::InvalidSpec(_))));
+        let mut s = spec();
+        s.renditions[0].x264_preset = "warp".into();
+        assert!(validate(&s).is_err());
+        assert!(validate(&spec()).is_ok());
+    }
+}

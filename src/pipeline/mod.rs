@@ -1,0 +1,177 @@
+//! The only code that names GStreamer. `ladder` builds one pipeline per broadcast (FLV in,
+//! decode once, scale and encode each rendition or copy the source, MPEG-TS segments out in
+//! memory); this module adapts it to the async broadcast: events arrive on a tokio channel
+//! (waiting there when the packager is behind), input waits while the pipeline is full.
+
+mod ladder;
+pub mod preset;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use preset::Preset;
+
+/// Name of the rendition that copies the source without re-encoding.
+pub const SOURCE_RENDITION: &str = ladder::SOURCE_RENDITION;
+
+/// Initialises GStreamer once per process.
+pub fn init() -> anyhow::Result<()> {
+    gstreamer::init()?;
+    Ok(())
+}
+
+/// A rendition as produced for this source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenditionOut {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    /// Target video bitrate of an encoded rendition; `None` for the copied source.
+    pub bitrate_kbps: Option<u32>,
+    pub frame_rate: Option<f64>,
+    /// The source, copied without re-encoding.
+    pub passthrough: bool,
+}
+
+/// One finished MPEG-TS segment of one rendition, in clear.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub rendition: String,
+    pub duration_s: f64,
+    pub bytes: Bytes,
+}
+
+#[derive(Debug)]
+pub enum PipelineEvent {
+    /// The source is known and these renditions will be produced.
+    Renditions(Vec<RenditionOut>),
+    Segment(Segment),
+    /// All input was processed after `finish`.
+    Finished,
+    Failed(String),
+}
+
+/// How long `push` waits for room before reporting the pipeline as stuck.
+const PUSH_PATIENCE: Duration = Duration::from_secs(10);
+
+/// One broadcast's pipeline. Dropping it tears the pipeline down.
+pub struct LivePipeline {
+    inner: Mutex<Option<ladder::LivePipeline>>,
+}
+
+impl LivePipeline {
+    /// Starts a pipeline for `preset`; its events go to `events`.
+    pub fn start(preset: &Preset, events: mpsc::Sender<PipelineEvent>) -> anyhow::Result<Self> {
+        let renditions = preset
+            .renditions
+            .iter()
+            .map(|r| ladder::Rendition {
+                name: r.name.clone(),
+                // The ladder plans by the short side and keeps the source aspect ratio.
+                width: r.height * 16 / 9 / 2 * 2,
+                height: r.height,
+                video_bitrate_kbps: r.video_bitrate_kbps,
+                profile: r.profile.clone(),
+                x264_preset: preset.x264_preset.clone(),
+            })
+            .collect();
+        let spec =
+            ladder::LadderSpec::new(preset.passthrough, renditions, preset.segment_duration_s);
+        let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<ladder::PipelineEvent>(16);
+        // Forward on a plain thread: a full tokio channel then holds GStreamer back, which
+        // is the backpressure we want, without blocking the async runtime.
+        std::thread::Builder::new()
+            .name("pipeline-events".into())
+            .spawn(move || {
+                for event in sync_rx {
+                    let mapped = match event {
+                        ladder::PipelineEvent::SourceInfo(info) => {
+                            let fps = info
+                                .fps
+                                .filter(|(_, d)| *d > 0)
+                                .map(|(n, d)| f64::from(n) / f64::from(d));
+                            PipelineEvent::Renditions(
+                                info.renditions
+                                    .iter()
+                                    .map(|r| {
+                                        let passthrough = r.name == SOURCE_RENDITION;
+                                        RenditionOut {
+                                            name: r.name.clone(),
+                                            width: r.width,
+                                            height: r.height,
+                                            bitrate_kbps: (!passthrough)
+                                                .then_some(r.video_bitrate_kbps),
+                                            frame_rate: fps,
+                                            passthrough,
+                                        }
+                                    })
+                                    .collect(),
+                            )
+                        }
+                        ladder::PipelineEvent::Segment(s) => PipelineEvent::Segment(Segment {
+                            rendition: s.rendition,
+                            duration_s: s.duration_s,
+                            bytes: s.bytes,
+                        }),
+                        ladder::PipelineEvent::Eos => PipelineEvent::Finished,
+                        ladder::PipelineEvent::Error(e) => PipelineEvent::Failed(e),
+                    };
+                    if events.blocking_send(mapped).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        let inner =
+            ladder::LivePipeline::start(spec, sync_tx).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self {
+            inner: Mutex::new(Some(inner)),
+        })
+    }
+
+    /// Queues FLV bytes, waiting (up to a limit) while the pipeline's input is full.
+    pub async fn push(&self, flv: Bytes) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + PUSH_PATIENCE;
+        loop {
+            let result = {
+                let guard = self.inner.lock().expect("lock");
+                match guard.as_ref() {
+                    Some(p) => p.push(flv.clone()),
+                    None => return Err("pipeline is finishing".into()),
+                }
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(ladder::Error::Backpressure { .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Signals end of input; `Finished` (or `Failed`) arrives on the event channel.
+    pub fn finish(&self) {
+        if let Some(p) = self.inner.lock().expect("lock").take() {
+            // Waiting for EOS blocks; do it off the async runtime.
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = p.finish_with_timeout(Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, "pipeline did not finish cleanly");
+                }
+            });
+        }
+    }
+}
+
+impl Drop for LivePipeline {
+    fn drop(&mut self) {
+        if let Some(p) = self.inner.lock().expect("lock").take() {
+            // Tearing down joins GStreamer threads; keep that off the async runtime.
+            tokio::task::spawn_blocking(move || drop(p));
+        }
+    }
+}

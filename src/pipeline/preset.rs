@@ -1,0 +1,259 @@
+//! Ladder presets (`pipelines/*.toml`, embedded at build time) and the pure decision of which
+//! renditions a given source gets: never taller than the source, aspect ratio kept, even sizes.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The presets shipped in `pipelines/`.
+const EMBEDDED: &[(&str, &str)] = &[
+    ("default", include_str!("../../pipelines/default.toml")),
+    (
+        "passthrough",
+        include_str!("../../pipelines/passthrough.toml"),
+    ),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    pub segment_duration_s: u32,
+    pub passthrough: bool,
+    pub x264_preset: String,
+    #[serde(default, rename = "rendition")]
+    pub renditions: Vec<RenditionSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenditionSpec {
+    pub name: String,
+    pub height: u32,
+    pub video_bitrate_kbps: u32,
+    pub profile: String,
+}
+
+/// An encoded rendition sized for one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendition {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    pub video_bitrate_kbps: u32,
+    pub profile: String,
+    pub x264_preset: String,
+}
+
+/// All presets by name.
+#[derive(Debug, Clone)]
+pub struct Presets(BTreeMap<String, Preset>);
+
+impl Presets {
+    /// Parses the embedded presets; a broken preset is a build defect, caught by the tests.
+    pub fn embedded() -> Self {
+        Self(
+            EMBEDDED
+                .iter()
+                .map(|(name, text)| {
+                    let preset =
+                        parse(text).unwrap_or_else(|e| panic!("pipelines/{name}.toml: {e}"));
+                    (name.to_string(), preset)
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Preset> {
+        self.0.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}
+
+/// Parses and checks one preset.
+pub fn parse(text: &str) -> Result<Preset, String> {
+    let preset: Preset = toml::from_str(text).map_err(|e| e.message().to_string())?;
+    if !(1..=10).contains(&preset.segment_duration_s) {
+        return Err("segment_duration_s must be 1 to 10".into());
+    }
+    if !preset.passthrough && preset.renditions.is_empty() {
+        return Err("a ladder needs passthrough or at least one rendition".into());
+    }
+    const SPEEDS: &[&str] = &[
+        "ultrafast",
+        "superfast",
+        "veryfast",
+        "faster",
+        "fast",
+        "medium",
+        "slow",
+        "slower",
+        "veryslow",
+    ];
+    if !SPEEDS.contains(&preset.x264_preset.as_str()) {
+        return Err(format!(
+            "x264_preset {:?} is not an x264 preset",
+            preset.x264_preset
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    for r in &preset.renditions {
+        if !names.insert(&r.name) || r.name == "source" {
+            return Err(format!(
+                "rendition name {:?} is used twice or reserved",
+                r.name
+            ));
+        }
+        if !r
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "rendition name {:?} must be letters, digits, - or _",
+                r.name
+            ));
+        }
+        if r.height < 64 || r.height > 4320 || r.height % 2 != 0 {
+            return Err(format!(
+                "rendition {}: height must be even, 64 to 4320",
+                r.name
+            ));
+        }
+        if !["baseline", "main", "high"].contains(&r.profile.as_str()) {
+            return Err(format!(
+                "rendition {}: profile must be baseline, main or high",
+                r.name
+            ));
+        }
+        if r.video_bitrate_kbps < 64 {
+            return Err(format!(
+                "rendition {}: video_bitrate_kbps must be at least 64",
+                r.name
+            ));
+        }
+    }
+    Ok(preset)
+}
+
+/// The encoded renditions for a `source_width`×`source_height` source: only those no larger
+/// than the source (the preset's height is the short side, so portrait works too), widths
+/// from the source's aspect ratio, rounded to even numbers.
+pub fn plan(preset: &Preset, source_width: u32, source_height: u32) -> Vec<Rendition> {
+    if source_width == 0 || source_height == 0 {
+        return Vec::new();
+    }
+    // Portrait sources: the preset's "height" is the short side.
+    let portrait = source_height > source_width;
+    let short = source_width.min(source_height);
+    preset
+        .renditions
+        .iter()
+        .filter(|r| r.height <= short)
+        .map(|r| {
+            let long = even(
+                (u64::from(r.height) * u64::from(source_width.max(source_height))) as f64
+                    / f64::from(short),
+            );
+            let (width, height) = if portrait {
+                (r.height, long)
+            } else {
+                (long, r.height)
+            };
+            Rendition {
+                name: r.name.clone(),
+                width,
+                height,
+                video_bitrate_kbps: r.video_bitrate_kbps,
+                profile: r.profile.clone(),
+                x264_preset: preset.x264_preset.clone(),
+            }
+        })
+        .collect()
+}
+
+fn even(x: f64) -> u32 {
+    ((x / 2.0).round() as u32).max(1) * 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(r: &[Rendition]) -> Vec<(&str, u32, u32)> {
+        r.iter()
+            .map(|r| (r.name.as_str(), r.width, r.height))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_presets_parse() {
+        let presets = Presets::embedded();
+        assert_eq!(
+            presets.names().collect::<Vec<_>>(),
+            ["default", "passthrough"]
+        );
+        let d = presets.get("default").unwrap();
+        assert!(d.passthrough);
+        assert_eq!(d.segment_duration_s, 2);
+        assert_eq!(d.renditions.len(), 4);
+    }
+
+    #[test]
+    fn renditions_are_never_upscaled_and_keep_the_aspect_ratio() {
+        let d = Presets::embedded().get("default").unwrap().clone();
+        assert_eq!(
+            sizes(&plan(&d, 1280, 720)),
+            [("720p", 1280, 720), ("480p", 854, 480), ("360p", 640, 360)]
+        );
+        assert_eq!(sizes(&plan(&d, 1920, 1080)).len(), 4);
+        assert_eq!(
+            sizes(&plan(&d, 720, 1280)),
+            [("720p", 720, 1280), ("480p", 480, 854), ("360p", 360, 640)]
+        );
+        assert_eq!(
+            sizes(&plan(&d, 640, 480)),
+            [("480p", 640, 480), ("360p", 480, 360)]
+        );
+        assert!(
+            plan(&d, 320, 240).is_empty(),
+            "a tiny source gets passthrough only"
+        );
+        assert!(plan(&d, 0, 0).is_empty());
+        for r in plan(&d, 1366, 768) {
+            assert_eq!(r.width % 2, 0, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn bad_presets_are_refused_with_a_reason() {
+        let base = "segment_duration_s = 2\npassthrough = true\nx264_preset = \"veryfast\"\n";
+        assert!(parse(base).is_ok());
+        assert!(
+            parse(&base.replace("= 2", "= 0"))
+                .unwrap_err()
+                .contains("segment_duration_s")
+        );
+        assert!(
+            parse(&base.replace("veryfast", "warp"))
+                .unwrap_err()
+                .contains("x264")
+        );
+        assert!(
+            parse(&base.replace("true", "false"))
+                .unwrap_err()
+                .contains("passthrough")
+        );
+        let odd = format!(
+            "{base}[[rendition]]\nname = \"a\"\nheight = 721\nvideo_bitrate_kbps = 900\nprofile = \"main\"\n"
+        );
+        assert!(parse(&odd).unwrap_err().contains("even"));
+        let dup = format!(
+            "{base}[[rendition]]\nname = \"a\"\nheight = 720\nvideo_bitrate_kbps = 900\nprofile = \"main\"\n[[rendition]]\nname = \"a\"\nheight = 360\nvideo_bitrate_kbps = 500\nprofile = \"main\"\n"
+        );
+        assert!(parse(&dup).unwrap_err().contains("twice"));
+        assert!(parse(&format!("{base}colour = 1\n")).is_err());
+    }
+}

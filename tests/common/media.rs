@@ -1,0 +1,243 @@
+//! Real media clients for tests: ffmpeg and GStreamer publishers, ffprobe, and headless
+//! Chromium playing the /play page. Each names the Debian package when it is missing.
+
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A child process killed when dropped.
+pub struct Process {
+    child: Child,
+    what: &'static str,
+}
+
+impl Process {
+    fn spawn(mut cmd: Command, what: &'static str, package: &str) -> Self {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {what} ({e}); install the Debian package {package} (make test does)"
+                )
+            });
+        Self { child, what }
+    }
+
+    /// Waits (bounded) for the process to exit; returns whether it succeeded.
+    pub async fn wait(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if !status.success() {
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        use std::io::Read;
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    let tail: String = err
+                        .chars()
+                        .rev()
+                        .take(1500)
+                        .collect::<String>()
+                        .chars()
+                        .rev()
+                        .collect();
+                    eprintln!("{} exited with {status}:\n{tail}", self.what);
+                }
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {limit:?}",
+                self.what
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// ffmpeg publishing `seconds` of a WIDTHxHEIGHT 30 fps test pattern with a tone, in real time,
+/// as H.264 (2 s GOP) + AAC over RTMP.
+pub fn ffmpeg_publish(url: &str, width: u32, height: u32, seconds: u32) -> Process {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={width}x{height}:rate=30"),
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+        ])
+        .args([
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv", url,
+        ]);
+    Process::spawn(cmd, "ffmpeg", "ffmpeg")
+}
+
+/// GStreamer's own RTMP client (`rtmp2sink`) publishing `seconds` of 640x360 H.264 + AAC.
+pub fn gstreamer_publish(url: &str, seconds: u32) -> Process {
+    let frames = seconds * 30;
+    let pipeline = format!(
+        "videotestsrc is-live=true num-buffers={frames} ! video/x-raw,width=640,height=360,framerate=30/1 \
+         ! x264enc tune=zerolatency key-int-max=60 bitrate=800 ! h264parse ! flvmux name=m streamable=true \
+         ! rtmp2sink location={url} \
+         audiotestsrc is-live=true ! audio/x-raw,rate=48000 ! voaacenc ! aacparse ! m."
+    );
+    let mut cmd = Command::new("gst-launch-1.0");
+    cmd.arg("-e").args(pipeline.split_whitespace());
+    Process::spawn(
+        cmd,
+        "gst-launch-1.0 (rtmp2sink)",
+        "gstreamer1.0-tools and gstreamer1.0-plugins-bad",
+    )
+}
+
+/// ffprobe's JSON view (streams and format) of a URL.
+pub async fn ffprobe(url: &str) -> Value {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-print_format",
+                "json",
+                "-show_streams",
+                "-show_format",
+            ])
+            .args(["-allowed_extensions", "ALL"])
+            .arg(&url)
+            .output()
+            .expect("ffprobe runs (Debian package ffmpeg)");
+        assert!(
+            out.status.success(),
+            "ffprobe {url} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("ffprobe prints JSON")
+    })
+    .await
+    .unwrap()
+}
+
+/// What the /play page's player did in headless Chromium.
+#[derive(Debug)]
+pub struct Playback {
+    pub current_time: f64,
+    pub key_loaded: bool,
+    pub fatal: Option<String>,
+    pub key_requests: u64,
+    pub key_failures: u64,
+    pub errors: Vec<String>,
+}
+
+/// Opens `url` in headless Chromium until the video plays past `min_seconds`, or fails, or
+/// `timeout_s` passes.
+pub async fn browser_play(url: &str, min_seconds: u32, timeout_s: u32) -> Playback {
+    let node_modules = std::env::var("FERROCAST_NODE_MODULES").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/ferrocast/npm/node_modules",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    assert!(
+        std::path::Path::new(&node_modules)
+            .join("playwright-core")
+            .exists(),
+        "playwright-core is missing from {node_modules}: run make node-deps (make test does)"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/play.cjs");
+    let url = url.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .env("NODE_PATH", &node_modules)
+            .args([
+                script,
+                &url,
+                &min_seconds.to_string(),
+                &timeout_s.to_string(),
+            ])
+            .output()
+            .expect("node runs (Debian packages nodejs npm; make test installs them)")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "browser run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "browser printed no JSON: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    Playback {
+        current_time: v["currentTime"].as_f64().unwrap_or(0.0),
+        key_loaded: v["keyLoaded"].as_bool().unwrap_or(false),
+        fatal: v["fatal"].as_str().map(str::to_string),
+        key_requests: v["keyRequests"].as_u64().unwrap_or(0),
+        key_failures: v["keyFailures"].as_u64().unwrap_or(0),
+        errors: v["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, failing after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,569 @@
+//! Live: real publishers (ffmpeg, GStreamer's rtmp2sink) push RTMP into a real server; ffprobe
+//! and headless Chromium with hls.js play the encrypted ladder from storage.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use common::media::{browser_play, eventually, ffmpeg_publish, ffprobe, gstreamer_publish};
+use serde_json::{Value, json};
+
+struct Stream {
+    id: String,
+    key: String,
+    playback_id: String,
+    publish_url: String,
+}
+
+async fn create_stream(server: &TestServer, tenant_key: &str, body: Value) -> Stream {
+    let (status, s) = server
+        .call("POST", "/v1/live-streams", Some(tenant_key), Some(body))
+        .await;
+    assert_eq!(status, 201, "{s}");
+    assert_eq!(s["status"], "idle");
+    assert_eq!(s["rtmp_url"], server.rtmp_url.as_str());
+    Stream {
+        id: s["id"].as_str().unwrap().into(),
+        key: s["stream_key"].as_str().unwrap().into(),
+        playback_id: s["playback_id"].as_str().unwrap().into(),
+        publish_url: format!(
+            "{}/{}",
+            s["rtmp_url"].as_str().unwrap(),
+            s["stream_key"].as_str().unwrap()
+        ),
+    }
+}
+
+async fn token(server: &TestServer, tenant_key: &str, playback_id: &str) -> String {
+    let (status, t) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(tenant_key),
+            Some(json!({"playback_id": playback_id, "expires_in": 600})),
+        )
+        .await;
+    assert_eq!(status, 201, "{t}");
+    t["token"].as_str().unwrap().to_string()
+}
+
+async fn get_text(server: &TestServer, path: &str) -> (u16, String) {
+    let resp = server.client.get(server.url(path)).send().await.unwrap();
+    (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_recorded() {
+    let server = TestServer::start_with(|c| c.http.request_timeout_s = 60).await;
+    let (tenant_id, key) = server.create_tenant("Acme TV").await;
+    let stream = create_stream(&server, &key, json!({"reconnect_window_s": 0})).await;
+    let token = token(&server, &key, &stream.playback_id).await;
+    let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 1280, 720, 16);
+
+    // The stream goes active and reports what the publisher sends.
+    let ingest = eventually(
+        "the stream to report its ingest",
+        Duration::from_secs(20),
+        || async {
+            let (_, s) = server
+                .call(
+                    "GET",
+                    &format!("/v1/live-streams/{}", stream.id),
+                    Some(&key),
+                    None,
+                )
+                .await;
+            (s["status"] == "active"
+                && s["ingest"]["renditions"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty()))
+            .then(|| s["ingest"].clone())
+        },
+    )
+    .await;
+    assert_eq!(ingest["video_codec"], "H.264");
+    assert_eq!(ingest["audio_codec"], "AAC");
+    assert_eq!(ingest["width"], 1280);
+    let names: Vec<_> = ingest["renditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["source", "720p", "480p", "360p"],
+        "1080p must not be made from a 720p source"
+    );
+
+    // The master playlist appears, with every rendition; ffprobe reads it through the key.
+    let master_path = format!("/hls/{}/master.m3u8?token={token}", stream.playback_id);
+    let master = eventually("the master playlist", Duration::from_secs(20), || async {
+        let (status, body) = get_text(&server, &master_path).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    for attr in [
+        "BANDWIDTH=",
+        "AVERAGE-BANDWIDTH=",
+        "RESOLUTION=1280x720",
+        "RESOLUTION=854x480",
+        "RESOLUTION=640x360",
+        "FRAME-RATE=30",
+        "CODECS=\"avc1.",
+        "mp4a.40.2",
+    ] {
+        assert!(master.contains(attr), "{attr} missing from:\n{master}");
+    }
+    assert!(
+        master.contains(&format!("index.m3u8?token={token}")),
+        "token not carried into variant URIs"
+    );
+    let probe = ffprobe(&server.url(&master_path)).await;
+    let mut heights: Vec<u64> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["codec_type"] == "video")
+        .map(|s| s["height"].as_u64().unwrap())
+        .collect();
+    heights.sort();
+    heights.dedup();
+    assert_eq!(heights, [360, 480, 720], "{probe}");
+
+    // A media playlist lists AES-128 segments with explicit IVs and key URIs on this server.
+    let (status, media) = get_text(
+        &server,
+        &format!("/hls/{}/720p/index.m3u8?token={token}", stream.playback_id),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        media.contains("#EXT-X-KEY:METHOD=AES-128,URI=\""),
+        "{media}"
+    );
+    assert!(media.contains(",IV=0x"), "{media}");
+    assert!(
+        media.contains("/keys/") && media.contains(&format!("?token={token}")),
+        "{media}"
+    );
+    assert!(
+        !media.contains("#EXT-X-ENDLIST"),
+        "live playlist ended early:\n{media}"
+    );
+
+    // Without a token nothing plays: no playlists, no key.
+    let (status, _) = get_text(&server, &format!("/hls/{}/master.m3u8", stream.playback_id)).await;
+    assert_eq!(status, 401);
+    let key_uri = media
+        .split("URI=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let bare_key = key_uri.split('?').next().unwrap().to_string();
+    let resp = server.client.get(&bare_key).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = server.client.get(&key_uri).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store, private");
+    assert_eq!(resp.bytes().await.unwrap().len(), 16);
+
+    // A viewer's browser plays the live stream with the token, and fetches the key.
+    let played = browser_play(
+        &server.url(&format!("/play/{}?token={token}", stream.playback_id)),
+        5,
+        40,
+    )
+    .await;
+    assert!(
+        played.current_time >= 5.0,
+        "live playback stalled: {played:?}"
+    );
+    assert!(played.key_loaded && played.key_failures == 0, "{played:?}");
+
+    // Publisher stops: ENDLIST within 5 s, and the recording becomes an asset that plays.
+    assert!(ffmpeg.wait(Duration::from_secs(30)).await, "ffmpeg failed");
+    let stopped = std::time::Instant::now();
+    eventually(
+        "EXT-X-ENDLIST after the publisher stopped",
+        Duration::from_secs(5),
+        || async {
+            let (_, media) = get_text(
+                &server,
+                &format!("/hls/{}/720p/index.m3u8?token={token}", stream.playback_id),
+            )
+            .await;
+            media.contains("#EXT-X-ENDLIST").then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "ENDLIST {:?} after the publisher stopped",
+        stopped.elapsed()
+    );
+    let asset = eventually("the recording asset", Duration::from_secs(15), || async {
+        let assets = server
+            .state
+            .db
+            .list_assets(&tenant_id, None, 10)
+            .await
+            .unwrap();
+        assets.into_iter().find(|a| a.status == "ready")
+    })
+    .await;
+    assert_eq!(asset.live_stream_id.as_deref(), Some(stream.id.as_str()));
+    let duration = asset.duration_ms.unwrap() as f64 / 1000.0;
+    assert!(
+        (12.0..=18.0).contains(&duration),
+        "recorded {duration} s of a 16 s broadcast"
+    );
+    let asset_token = self::token(&server, &key, &asset.playback_id).await;
+    let (status, vod) = get_text(
+        &server,
+        &format!(
+            "/hls/{}/360p/index.m3u8?token={asset_token}",
+            asset.playback_id
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        vod.contains("#EXT-X-PLAYLIST-TYPE:VOD") && vod.contains("#EXT-X-ENDLIST"),
+        "{vod}"
+    );
+    let probe = ffprobe(&server.url(&format!(
+        "/hls/{}/master.m3u8?token={asset_token}",
+        asset.playback_id
+    )))
+    .await;
+    let recorded: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (12.0..=18.0).contains(&recorded),
+        "ffprobe sees {recorded} s"
+    );
+
+    // The stream is idle again, ready for the next broadcast.
+    let (_, s) = server
+        .call(
+            "GET",
+            &format!("/v1/live-streams/{}", stream.id),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(s["status"], "idle");
+    assert!(s["last_error"].is_null(), "{s}");
+
+    // Nothing in the database or the storage folder holds a content key in clear.
+    let clear_key = server
+        .client
+        .get(&key_uri)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut files = vec![
+        server.data_dir.join("ferrocast.db"),
+        server.data_dir.join("ferrocast.db-wal"),
+    ];
+    let objects = server
+        .state
+        .store
+        .list(&ferrocast::storage::Prefix::parse("").unwrap())
+        .await
+        .unwrap();
+    files.extend(
+        objects
+            .iter()
+            .map(|o| server.data_dir.join("objects").join(o.key.as_str())),
+    );
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !bytes.windows(16).any(|w| w == &clear_key[..]),
+            "content key in clear in {}",
+            f.display()
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_without_a_token_cannot_get_the_key_and_does_not_play() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(&server, &key, json!({"ladder": "passthrough"})).await;
+    let token = token(&server, &key, &stream.playback_id).await;
+    let _ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 30);
+    eventually("the master playlist", Duration::from_secs(20), || async {
+        let (status, _) = get_text(
+            &server,
+            &format!("/hls/{}/master.m3u8?token={token}", stream.playback_id),
+        )
+        .await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let played = browser_play(&server.url(&format!("/play/{}", stream.playback_id)), 3, 12).await;
+    assert!(
+        played.current_time < 0.5,
+        "played without a token: {played:?}"
+    );
+    assert!(played.fatal.is_some(), "no error reported: {played:?}");
+
+    // A token for another playback id does not unlock this stream's key either.
+    let other = create_stream(&server, &key, json!({})).await;
+    let other_token = self::token(&server, &key, &other.playback_id).await;
+    let (status, _) = get_text(
+        &server,
+        &format!(
+            "/hls/{}/master.m3u8?token={other_token}",
+            stream.playback_id
+        ),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (_, media) = get_text(
+        &server,
+        &format!(
+            "/hls/{}/source/index.m3u8?token={token}",
+            stream.playback_id
+        ),
+    )
+    .await;
+    let key_url = media
+        .split("URI=\"")
+        .nth(1)
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let resp = server
+        .client
+        .get(format!("{key_url}?token={other_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = server
+        .client
+        .get(format!("{key_url}?token={token}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "tampered token");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gstreamer_rtmp2sink_is_an_independent_publisher_that_also_works() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"playback_policy": "public", "reconnect_window_s": 0}),
+    )
+    .await;
+    let mut publisher = gstreamer_publish(&stream.publish_url, 10);
+    let master = eventually("the master playlist", Duration::from_secs(25), || async {
+        let (status, body) =
+            get_text(&server, &format!("/hls/{}/master.m3u8", stream.playback_id)).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert!(master.contains("RESOLUTION=640x360"), "{master}");
+    // Public: no token needed for playlists or keys.
+    let probe = ffprobe(&server.url(&format!("/hls/{}/master.m3u8", stream.playback_id))).await;
+    assert!(
+        probe["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["codec_name"] == "h264"),
+        "{probe}"
+    );
+    assert!(
+        publisher.wait(Duration::from_secs(40)).await,
+        "rtmp2sink failed"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_publishers_are_refused_and_the_server_keeps_serving_others() {
+    let server = TestServer::start_with(|c| c.rtmp.handshake_timeout_s = 2).await;
+    let (_, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"ladder": "passthrough", "playback_policy": "public"}),
+    )
+    .await;
+    let rtmp_addr = server
+        .rtmp_url
+        .trim_start_matches("rtmp://")
+        .trim_end_matches("/live")
+        .to_string();
+
+    // A client that stops mid-handshake, and one that sends garbage.
+    let mut stalled = tokio::net::TcpStream::connect(&rtmp_addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, &[3, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut garbage = tokio::net::TcpStream::connect(&rtmp_addr).await.unwrap();
+    let noise: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut garbage, &noise).await;
+
+    // A wrong stream key is refused promptly.
+    let mut wrong = ffmpeg_publish(&format!("{}/not-a-key", server.rtmp_url), 320, 240, 5);
+    assert!(
+        !wrong.wait(Duration::from_secs(15)).await,
+        "ffmpeg published with a wrong key"
+    );
+
+    // A good publisher still works, and a second one on the same key is refused.
+    let mut good = ffmpeg_publish(&stream.publish_url, 640, 360, 8);
+    eventually("the stream to go live", Duration::from_secs(20), || async {
+        let (status, _) =
+            get_text(&server, &format!("/hls/{}/master.m3u8", stream.playback_id)).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let mut second = ffmpeg_publish(&stream.publish_url, 320, 240, 5);
+    assert!(
+        !second.wait(Duration::from_secs(15)).await,
+        "a second publisher took over the stream"
+    );
+    assert!(good.is_running(), "the first publisher was disturbed");
+
+    // The stalled client was dropped after the handshake deadline.
+    let mut buf = [0u8; 4096];
+    let dropped = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut stalled, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "a half-open handshake held its connection");
+    assert!(good.wait(Duration::from_secs(30)).await);
+    let (status, _) = server.call("GET", "/healthz", None, None).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_reconnects_within_the_window_continues_the_same_playlists() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 30}),
+    )
+    .await;
+    let media_path = format!("/hls/{}/source/index.m3u8", stream.playback_id);
+    let mut first = ffmpeg_publish(&stream.publish_url, 640, 360, 6);
+    assert!(first.wait(Duration::from_secs(30)).await);
+    let ended = eventually(
+        "ENDLIST after the first publish",
+        Duration::from_secs(5),
+        || async {
+            let (_, media) = get_text(&server, &media_path).await;
+            media.contains("#EXT-X-ENDLIST").then_some(media)
+        },
+    )
+    .await;
+    let first_segments = ended.matches("#EXTINF").count();
+    assert!(first_segments >= 2, "{ended}");
+
+    let mut again = ffmpeg_publish(&stream.publish_url, 640, 360, 6);
+    let resumed = eventually(
+        "the playlist to continue",
+        Duration::from_secs(20),
+        || async {
+            let (_, media) = get_text(&server, &media_path).await;
+            (media.matches("#EXTINF").count() > first_segments && !media.contains("#EXT-X-ENDLIST"))
+                .then_some(media)
+        },
+    )
+    .await;
+    assert!(resumed.contains("#EXT-X-DISCONTINUITY"), "{resumed}");
+    assert!(again.wait(Duration::from_secs(30)).await);
+    eventually(
+        "ENDLIST after the second publish",
+        Duration::from_secs(5),
+        || async {
+            let (_, media) = get_text(&server, &media_path).await;
+            media.contains("#EXT-X-ENDLIST").then_some(())
+        },
+    )
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_keys_still_play_in_hls_js() {
+    let server = TestServer::start_with(|c| c.live.key_rotation_segments = 2).await;
+    let (_, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(&server, &key, json!({"ladder": "passthrough"})).await;
+    let token = token(&server, &key, &stream.playback_id).await;
+    let _ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 30);
+    let media = eventually(
+        "three rotation periods",
+        Duration::from_secs(25),
+        || async {
+            let (_, media) = get_text(
+                &server,
+                &format!(
+                    "/hls/{}/source/index.m3u8?token={token}",
+                    stream.playback_id
+                ),
+            )
+            .await;
+            let keys: std::collections::HashSet<&str> = media
+                .split("URI=\"")
+                .skip(1)
+                .map(|s| s.split('?').next().unwrap())
+                .collect();
+            (keys.len() >= 3).then(|| media.clone())
+        },
+    )
+    .await;
+    assert!(media.contains("#EXT-X-KEY"));
+    let played = browser_play(
+        &server.url(&format!("/play/{}?token={token}", stream.playback_id)),
+        5,
+        40,
+    )
+    .await;
+    assert!(
+        played.current_time >= 5.0 && played.key_failures == 0,
+        "{played:?}"
+    );
+    assert!(
+        played.key_requests >= 2,
+        "hls.js fetched only {} keys",
+        played.key_requests
+    );
+    server.stop().await;
+}
