@@ -110,11 +110,14 @@ pub fn ffmpeg_publish(url: &str, width: u32, height: u32, seconds: u32) -> Proce
 /// GStreamer's own RTMP client (`rtmp2sink`) publishing `seconds` of 640x360 H.264 + AAC.
 pub fn gstreamer_publish(url: &str, seconds: u32) -> Process {
     let frames = seconds * 30;
+    // Both sources end together, so the publish ends cleanly (1024-sample buffers at 48 kHz).
+    let audio_buffers = seconds * 48_000 / 1024;
     let pipeline = format!(
         "videotestsrc is-live=true num-buffers={frames} ! video/x-raw,width=640,height=360,framerate=30/1 \
          ! x264enc tune=zerolatency key-int-max=60 bitrate=800 ! h264parse ! flvmux name=m streamable=true \
          ! rtmp2sink location={url} \
-         audiotestsrc is-live=true ! audio/x-raw,rate=48000 ! voaacenc ! aacparse ! m."
+         audiotestsrc is-live=true num-buffers={audio_buffers} samplesperbuffer=1024 ! audio/x-raw,rate=48000 \
+         ! voaacenc ! aacparse ! m."
     );
     let mut cmd = Command::new("gst-launch-1.0");
     cmd.arg("-e").args(pipeline.split_whitespace());

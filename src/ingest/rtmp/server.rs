@@ -72,11 +72,14 @@ async fn connection(
     let mut conn = ServerConnection::new(Limits::default());
     let mut buf = vec![0u8; 64 * 1024];
     let mut publisher: Option<Publisher> = None;
+    let mut published = false;
     let handshake_deadline =
         tokio::time::Instant::now() + Duration::from_secs(config.handshake_timeout_s);
     let idle = Duration::from_secs(config.idle_timeout_s);
     loop {
-        let deadline = if publisher.is_some() {
+        // Before the first publish the handshake deadline applies; after it, the idle timeout
+        // (a client that unpublished may still send deleteStream before closing).
+        let deadline = if published {
             tokio::time::Instant::now() + idle
         } else {
             handshake_deadline
@@ -84,7 +87,7 @@ async fn connection(
         let read = tokio::select! {
             r = tokio::time::timeout_at(deadline, socket.read(&mut buf)) => match r {
                 Ok(r) => r.map_err(|e| format!("read: {e}"))?,
-                Err(_) if publisher.is_some() => return Err(format!("no data for {}s", idle.as_secs())),
+                Err(_) if published => return Err(format!("no data for {}s", idle.as_secs())),
                 Err(_) => return Err("did not start publishing in time".into()),
             },
             reason = async { publisher.as_mut().expect("guarded").stopped().await }, if publisher.is_some() => {
@@ -131,6 +134,7 @@ async fn connection(
                             Ok(p) => {
                                 tracing::info!(live_stream = %p.live_stream_id, tenant = %p.tenant_id, %peer, "publishing");
                                 publisher = Some(p);
+                                published = true;
                                 conn.accept_publish(stream_id);
                                 None
                             }
