@@ -310,6 +310,49 @@ async fn tenants_are_isolated(server: &TestServer) {
     let (status, me) = server.call("GET", "/v1/tenant", Some(&key_b), None).await;
     assert_eq!((status, me["id"].as_str()), (200, Some(b_id.as_str())));
 
+    // The same holds for live streams and their playback ids.
+    let (status, b_stream) = server
+        .call("POST", "/v1/live-streams", Some(&key_b), Some(json!({})))
+        .await;
+    assert_eq!(status, 201);
+    let b_stream_id = b_stream["id"].as_str().unwrap();
+    let path = format!("/v1/live-streams/{b_stream_id}");
+    assert_eq!(server.call("GET", &path, Some(&key_a), None).await.0, 404);
+    assert_eq!(
+        server.call("DELETE", &path, Some(&key_a), None).await.0,
+        404
+    );
+    assert_eq!(
+        server
+            .call(
+                "POST",
+                &format!("{path}/reset-stream-key"),
+                Some(&key_a),
+                None
+            )
+            .await
+            .0,
+        404
+    );
+    let (_, a_streams) = server
+        .call("GET", "/v1/live-streams", Some(&key_a), None)
+        .await;
+    assert!(
+        a_streams["data"].as_array().unwrap().is_empty(),
+        "{a_streams}"
+    );
+    let (status, _) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(&key_a),
+            Some(json!({"playback_id": b_stream["playback_id"]})),
+        )
+        .await;
+    assert_eq!(status, 404, "A minted a token for B's stream");
+    let (_, still) = server.call("GET", &path, Some(&key_b), None).await;
+    assert_eq!(still["stream_key"], b_stream["stream_key"]);
+
     // Tenant keys cannot reach tenant administration at all.
     let (status, _) = server
         .call("GET", &format!("/v1/tenants/{b_id}"), Some(&key_a), None)
@@ -564,6 +607,12 @@ async fn openapi_spec_and_docs_page_describe_every_v1_route() {
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
+        ("/v1/live-streams", "post"),
+        ("/v1/live-streams", "get"),
+        ("/v1/live-streams/{id}", "get"),
+        ("/v1/live-streams/{id}", "delete"),
+        ("/v1/live-streams/{id}/reset-stream-key", "post"),
+        ("/v1/playback-tokens", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -735,4 +784,119 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn live_streams_are_created_listed_reset_and_deleted() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Acme").await;
+    let (status, s) = server
+        .call("POST", "/v1/live-streams", Some(&key), Some(json!({})))
+        .await;
+    assert_eq!(status, 201, "{s}");
+    assert_eq!(s["status"], "idle");
+    assert_eq!(s["ladder"], "default");
+    assert_eq!(s["playback_policy"], "signed");
+    assert_eq!(s["reconnect_window_s"], 60);
+    assert_eq!(s["record"], true);
+    assert_eq!(s["rtmp_url"], server.rtmp_url.as_str());
+    assert!(s["stream_key"].as_str().unwrap().len() >= 32);
+    let id = s["id"].as_str().unwrap();
+
+    let (status, p) = server
+        .call("POST", "/v1/live-streams", Some(&key), Some(json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 5, "record": false})))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        (
+            p["ladder"].as_str(),
+            p["playback_policy"].as_str(),
+            p["record"].as_bool()
+        ),
+        (Some("passthrough"), Some("public"), Some(false))
+    );
+
+    for (body, needle) in [
+        (json!({"ladder": "8k-hdr"}), "unknown ladder"),
+        (json!({"reconnect_window_s": -1}), "reconnect_window_s"),
+        (json!({"playback_policy": "secret"}), "playback_policy"),
+        (json!({"recrod": true}), "unknown field"),
+    ] {
+        let (status, e) = server
+            .call("POST", "/v1/live-streams", Some(&key), Some(body))
+            .await;
+        assert_eq!(status, 400, "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(needle),
+            "{e}"
+        );
+    }
+
+    let (_, list) = server
+        .call("GET", "/v1/live-streams", Some(&key), None)
+        .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+
+    let (status, reset) = server
+        .call(
+            "POST",
+            &format!("/v1/live-streams/{id}/reset-stream-key"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_ne!(reset["stream_key"], s["stream_key"]);
+    assert_eq!(reset["playback_id"], s["playback_id"]);
+
+    let (status, t) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(&key),
+            Some(json!({"playback_id": s["playback_id"], "expires_in": 0})),
+        )
+        .await;
+    assert_eq!(status, 400, "{t}");
+    let (status, t) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(&key),
+            Some(json!({"playback_id": s["playback_id"], "expires_in": 60, "viewer": "v1"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(t["token"].as_str().unwrap().split('.').count(), 3, "a JWT");
+
+    assert_eq!(
+        server
+            .call(
+                "DELETE",
+                &format!("/v1/live-streams/{id}"),
+                Some(&key),
+                None
+            )
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        server
+            .call("GET", &format!("/v1/live-streams/{id}"), Some(&key), None)
+            .await
+            .0,
+        404
+    );
+    // A deleted stream's playback id plays nothing.
+    let (status, _) = server
+        .call(
+            "GET",
+            &format!("/hls/{}/master.m3u8", s["playback_id"].as_str().unwrap()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    server.stop().await;
 }

@@ -3,7 +3,9 @@
 mod common;
 
 use common::PgDatabase;
-use ferrocast::db::{Backend, Db, DbError, NewApiKey, Role};
+use ferrocast::db::{
+    Backend, Db, DbError, NewApiKey, NewLiveStream, PlaybackPolicy, Role, StoredContentKey,
+};
 
 async fn repository_suite(db: &Db) {
     db.ping().await.unwrap();
@@ -148,6 +150,8 @@ async fn repository_suite(db: &Db) {
         "revoking twice keeps the first time"
     );
 
+    live_suite(db, &a.id, &b.id).await;
+
     // Deleting a tenant deletes its keys, and only its keys.
     db.delete_tenant(&a.id).await.unwrap();
     assert!(matches!(
@@ -171,6 +175,175 @@ async fn repository_suite(db: &Db) {
         db.delete_tenant(&a.id).await,
         Err(DbError::NotFound(_))
     ));
+}
+
+/// Live streams, assets, playback targets and content keys, scoped like everything else.
+async fn live_suite(db: &Db, a: &str, b: &str) {
+    let new = |tenant, key, playback| NewLiveStream {
+        tenant_id: tenant,
+        stream_key: key,
+        playback_id: playback,
+        ladder: "default",
+        playback_policy: PlaybackPolicy::Signed,
+        reconnect_window_s: 60,
+        record: true,
+    };
+    let s = db
+        .create_live_stream(&new(a, "key-a", "pb-a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.status.as_str(), s.record, s.reconnect_window_s),
+        ("idle", true, 60)
+    );
+    let dup = db.create_live_stream(&new(b, "key-a", "pb-b")).await;
+    assert!(matches!(dup, Err(DbError::Conflict(_))), "{dup:?}");
+    let sb = db
+        .create_live_stream(&new(b, "key-b", "pb-b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.find_live_stream_by_key("key-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        s.id
+    );
+    assert!(db.find_live_stream_by_key("nope").await.unwrap().is_none());
+    assert!(matches!(
+        db.get_live_stream(b, &s.id).await,
+        Err(DbError::NotFound(_))
+    ));
+    assert_eq!(db.list_live_streams(a, None, 10).await.unwrap().len(), 1);
+
+    // One publisher at a time: activation succeeds once until the stream is idle again.
+    assert!(
+        db.try_activate_live_stream(&s.id, "tenants/a/live/x/1/")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.try_activate_live_stream(&s.id, "tenants/a/live/x/2/")
+            .await
+            .unwrap()
+    );
+    db.set_live_ingest(&s.id, r#"{"width":1280}"#)
+        .await
+        .unwrap();
+    let active = db.get_live_stream(a, &s.id).await.unwrap();
+    assert_eq!(
+        (active.status.as_str(), active.ingest.as_deref()),
+        ("active", Some(r#"{"width":1280}"#))
+    );
+    db.set_live_idle(&s.id, Some("pipeline stalled"))
+        .await
+        .unwrap();
+    let idle = db.get_live_stream(a, &s.id).await.unwrap();
+    assert_eq!(
+        (idle.status.as_str(), idle.last_error.as_deref()),
+        ("idle", Some("pipeline stalled"))
+    );
+    assert_eq!(idle.current_prefix.as_deref(), Some("tenants/a/live/x/1/"));
+    assert!(
+        db.try_activate_live_stream(&s.id, "tenants/a/live/x/1/")
+            .await
+            .unwrap()
+    );
+    assert_eq!(db.reset_active_live_streams().await.unwrap(), 1);
+    let rekeyed = db.set_stream_key(a, &s.id, "key-a2").await.unwrap();
+    assert_eq!(rekeyed.stream_key, "key-a2");
+    assert!(matches!(
+        db.set_stream_key(b, &s.id, "stolen").await,
+        Err(DbError::NotFound(_))
+    ));
+
+    // Playback targets: a live stream's current broadcast, or an asset.
+    let target = db.find_playback_target("pb-a").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            target.tenant_id.as_str(),
+            target.policy,
+            target.prefix.as_deref()
+        ),
+        (a, PlaybackPolicy::Signed, Some("tenants/a/live/x/1/"))
+    );
+    assert_eq!(
+        db.find_playback_target("pb-b")
+            .await
+            .unwrap()
+            .unwrap()
+            .prefix,
+        None
+    );
+    assert!(db.find_playback_target("pb-none").await.unwrap().is_none());
+    let asset = db
+        .create_asset(
+            a,
+            Some(&s.id),
+            "pb-rec",
+            PlaybackPolicy::Public,
+            "preparing",
+            "tenants/a/live/x/1/",
+        )
+        .await
+        .unwrap();
+    db.finish_asset(&asset.id, "ready", Some(12_345), None)
+        .await
+        .unwrap();
+    let ready = db.get_asset(a, &asset.id).await.unwrap();
+    assert_eq!(
+        (
+            ready.status.as_str(),
+            ready.duration_ms,
+            ready.source.as_str()
+        ),
+        ("ready", Some(12_345), "live")
+    );
+    assert!(matches!(
+        db.get_asset(b, &asset.id).await,
+        Err(DbError::NotFound(_))
+    ));
+    assert_eq!(db.list_assets(a, None, 10).await.unwrap().len(), 1);
+    assert!(db.list_assets(b, None, 10).await.unwrap().is_empty());
+    assert_eq!(
+        db.find_playback_target("pb-rec")
+            .await
+            .unwrap()
+            .unwrap()
+            .policy,
+        PlaybackPolicy::Public
+    );
+    assert!(
+        db.scope_is_public("tenants/a/live/x/1/").await.unwrap(),
+        "the public recording shares the scope"
+    );
+    assert!(!db.scope_is_public("tenants/a/live/x/9/").await.unwrap());
+
+    // Content keys are stored as given (wrapped by the caller) and deleted by scope.
+    let ck = StoredContentKey {
+        id: "kid-1".into(),
+        tenant_id: a.into(),
+        scope: "tenants/a/live/x/1/".into(),
+        wrapped: "d3JhcHBlZA==".into(),
+        kek_id: "local:0011".into(),
+        created_at: 1,
+    };
+    db.insert_content_key(&ck).await.unwrap();
+    assert_eq!(db.get_content_key("kid-1").await.unwrap(), Some(ck));
+    assert_eq!(
+        db.delete_content_keys("tenants/a/live/x/1/").await.unwrap(),
+        1
+    );
+    assert!(db.get_content_key("kid-1").await.unwrap().is_none());
+
+    assert_eq!(db.delete_asset(a, &asset.id).await.unwrap().id, asset.id);
+    db.delete_live_stream(a, &s.id).await.unwrap();
+    assert!(matches!(
+        db.delete_live_stream(a, &s.id).await,
+        Err(DbError::NotFound(_))
+    ));
+    db.delete_live_stream(b, &sb.id).await.unwrap();
 }
 
 #[tokio::test]

@@ -393,11 +393,7 @@ impl Packager {
     }
 
     async fn content_key(&mut self, sequence: u64) -> Result<(String, Key128), String> {
-        let period = if self.rotation == 0 {
-            0
-        } else {
-            sequence / self.rotation
-        };
+        let period = sequence.checked_div(self.rotation).unwrap_or(0);
         if let Some(k) = self.keys.get(&period) {
             return Ok(k.clone());
         }

@@ -155,7 +155,7 @@ pub struct Variant {
 /// The master playlist: renditions from the highest bandwidth down.
 pub fn render_master(variants: &[Variant]) -> String {
     let mut sorted = variants.to_vec();
-    sorted.sort_by(|a, b| b.bandwidth.cmp(&a.bandwidth));
+    sorted.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
     let playlist = m3u8_rs::MasterPlaylist {
         version: Some(3),
         independent_segments: true,
