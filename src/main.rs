@@ -138,8 +138,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             println!();
             println!("  Admin API key (shown once; it is stored hashed):");
             println!("    {key}");
-            println!();
-            print_quickstart(key, &public_url);
+            match server::create_demo(&state).await {
+                Ok(demo) => {
+                    println!();
+                    println!(
+                        "  A demo tenant (its API key: {}) has a public live stream. Publish to it:",
+                        demo.tenant_api_key
+                    );
+                    println!(
+                        "    ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv {rtmp_url}/{}",
+                        demo.stream_key
+                    );
+                    println!("  and watch it at {public_url}/play/{}", demo.playback_id);
+                }
+                Err(e) => tracing::warn!(error = %e, "could not create the demo stream"),
+            }
         }
         None => {
             println!("  Admin key   already set up (lost it? `ferrocast admin-key create`)");
@@ -155,23 +168,4 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
-}
-
-/// From the admin key to a playing stream, as commands that work as printed.
-fn print_quickstart(admin_key: &str, public_url: &str) {
-    let json = "-H 'Content-Type: application/json'";
-    println!("  Try it (needs curl, jq and ffmpeg):");
-    println!(
-        "    TENANT_KEY=$(curl -s -H 'Authorization: Bearer {admin_key}' {json} -d '{{\"name\":\"demo\"}}' {public_url}/v1/tenants | jq -r .api_key)"
-    );
-    println!(
-        "    STREAM=$(curl -s -H \"Authorization: Bearer $TENANT_KEY\" {json} -d '{{\"playback_policy\":\"public\"}}' {public_url}/v1/live-streams)"
-    );
-    println!(
-        "    ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 \\"
-    );
-    println!(
-        "      -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv \"$(echo $STREAM | jq -r .rtmp_url)/$(echo $STREAM | jq -r .stream_key)\""
-    );
-    println!("    # then open: {public_url}/play/$(echo $STREAM | jq -r .playback_id)");
 }

@@ -122,6 +122,40 @@ pub async fn build(
     ))
 }
 
+/// A ready-to-use tenant and public live stream, made on the very first start so the printed
+/// ffmpeg line works as printed.
+#[derive(Debug)]
+pub struct Demo {
+    pub tenant_api_key: String,
+    pub stream_key: String,
+    pub playback_id: String,
+}
+
+pub async fn create_demo(state: &AppState) -> anyhow::Result<Demo> {
+    let key = auth::generate(crate::db::Role::Tenant);
+    let (tenant, _) = state
+        .db
+        .create_tenant_with_key("demo", "default", &key.prefix, &key.hash)
+        .await?;
+    let stream = state
+        .db
+        .create_live_stream(&crate::db::NewLiveStream {
+            tenant_id: &tenant.id,
+            stream_key: &crate::db::random_secret(24),
+            playback_id: &crate::db::new_playback_id(),
+            ladder: "default",
+            playback_policy: crate::db::PlaybackPolicy::Public,
+            reconnect_window_s: 60,
+            record: true,
+        })
+        .await?;
+    Ok(Demo {
+        tenant_api_key: key.secret,
+        stream_key: stream.stream_key,
+        playback_id: stream.playback_id,
+    })
+}
+
 /// The default place `make` installs hls.js (npm), unless `delivery.hlsjs_path` says otherwise.
 fn load_hlsjs(configured: &str) -> Option<bytes::Bytes> {
     let path = if configured.is_empty() {
