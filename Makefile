@@ -28,11 +28,12 @@ APT_PACKAGES := build-essential pkg-config git ca-certificates curl jq openssl p
 NPM_DIR := $(CACHE_DIR)/npm
 export FERROCAST_NODE_MODULES := $(NPM_DIR)/node_modules
 
-.PHONY: help run test deps apt-deps node-deps rust-toolchain test-tools build release lint
+.PHONY: help run test bench deps apt-deps node-deps rust-toolchain test-tools build release lint
 
 help:
 	@echo "make run    install what is missing, build, serve on http://127.0.0.1:8080"
 	@echo "make test   install what is missing, fmt + clippy, all tests (SQLite, PostgreSQL, local, S3)"
+	@echo "make bench  Ferrocast side by side with ffmpeg; writes benches/results.md"
 
 run: apt-deps node-deps rust-toolchain release
 	$(CARGO_TARGET_DIR)/release/ferrocast serve
@@ -45,6 +46,10 @@ test: apt-deps node-deps rust-toolchain test-tools lint
 	else \
 		cargo test --all-targets --no-fail-fast; \
 	fi
+
+# Benchmarks against peers, in one run (several minutes: they run in real time).
+bench: apt-deps node-deps rust-toolchain
+	cargo bench --locked --bench ladder
 
 lint:
 	@echo "==> cargo fmt --check"

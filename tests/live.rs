@@ -567,3 +567,63 @@ async fn rotated_keys_still_play_in_hls_js() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_is_stored_in_s3_and_plays_from_there() {
+    let s3 = common::S3Server::start();
+    let server = TestServer::start_with(|c| s3.configure(c, "ferrocast-live")).await;
+    let (_, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 0}),
+    )
+    .await;
+    let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 8);
+    eventually("the master playlist", Duration::from_secs(20), || async {
+        let (status, _) =
+            get_text(&server, &format!("/hls/{}/master.m3u8", stream.playback_id)).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    assert!(ffmpeg.wait(Duration::from_secs(30)).await);
+    eventually("ENDLIST", Duration::from_secs(5), || async {
+        let (_, media) = get_text(
+            &server,
+            &format!("/hls/{}/source/index.m3u8", stream.playback_id),
+        )
+        .await;
+        media.contains("#EXT-X-ENDLIST").then_some(())
+    })
+    .await;
+    // The segments are in the bucket, encrypted; ffprobe plays them through the server.
+    let objects = server
+        .state
+        .store
+        .list(&ferrocast::storage::Prefix::parse("tenants/").unwrap())
+        .await
+        .unwrap();
+    let segments: Vec<_> = objects
+        .iter()
+        .filter(|o| o.key.as_str().ends_with(".ts"))
+        .collect();
+    assert!(segments.len() >= 3, "{objects:?}");
+    let first = server
+        .state
+        .store
+        .get(&segments[0].key, None)
+        .await
+        .unwrap();
+    assert_ne!(
+        first.body[0], 0x47,
+        "a segment is stored in clear (TS sync byte)"
+    );
+    let probe = ffprobe(&server.url(&format!("/hls/{}/master.m3u8", stream.playback_id))).await;
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((6.0..=10.0).contains(&duration), "{duration}");
+    server.stop().await;
+}

@@ -200,7 +200,9 @@ impl LiveHub {
         );
         let hub = self.clone();
         let stream_id = stream.id.clone();
-        tokio::spawn(async move {
+        let span =
+            tracing::info_span!("broadcast", live_stream = %stream.id, tenant = %stream.tenant_id);
+        let task = async move {
             session::run(
                 hub.deps.clone(),
                 stream,
@@ -212,7 +214,8 @@ impl LiveHub {
             )
             .await;
             hub.broadcasts.lock().expect("lock").remove(&stream_id);
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
         Ok(publisher)
     }
 

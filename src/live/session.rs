@@ -44,10 +44,6 @@ pub(super) async fn run(
     mut cancel: watch::Receiver<Option<String>>,
     hub: LiveHub,
 ) {
-    let span =
-        tracing::info_span!("broadcast", live_stream = %stream.id, tenant = %stream.tenant_id);
-    let _enter = span.enter();
-    drop(_enter);
     let preset = match deps.presets.get(&stream.ladder) {
         Some(p) => p.clone(),
         None => {
@@ -64,34 +60,33 @@ pub(super) async fn run(
         stream.id.clone(),
     );
     let mut packager = Packager::new(&deps, &stream, &prefix, &preset);
-    tracing::info!(parent: &span, %prefix, "broadcast started");
+    tracing::info!(%prefix, "broadcast started");
 
     let mut next = Some(first);
     while let Some((media, stop)) = next.take() {
         let outcome = publish_once(
             &deps,
-            &stream,
             &preset,
             &mut packager,
             &uploader,
             media,
             &stop,
             &mut cancel,
-            &span,
+            &stream.id,
         )
         .await;
         packager.end(&uploader).await;
         uploader.flush().await;
         let error = match &outcome {
             Outcome::Failed(reason) => {
-                tracing::error!(parent: &span, %reason, "broadcast interrupted");
+                tracing::error!(%reason, "broadcast interrupted");
                 let _ = stop.send(Some(reason.clone()));
                 Some(reason.as_str())
             }
             Outcome::Left | Outcome::Cancelled => None,
         };
         if let Err(e) = deps.db.set_live_idle(&stream.id, error).await {
-            tracing::error!(parent: &span, error = %e, "recording the end of a publish");
+            tracing::error!(error = %e, "recording the end of a publish");
         }
         hub.publisher_gone(&stream.id);
         if matches!(outcome, Outcome::Cancelled) {
@@ -118,20 +113,19 @@ pub(super) async fn run(
     }
     packager.finalize(&uploader).await;
     uploader.flush().await;
-    tracing::info!(parent: &span, "broadcast finished");
+    tracing::info!("broadcast finished");
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn publish_once(
     deps: &LiveDeps,
-    stream: &LiveStream,
     preset: &Preset,
     packager: &mut Packager,
     uploader: &Uploader,
     mut media: mpsc::Receiver<IngestMessage>,
     stop: &watch::Sender<Option<String>>,
     cancel: &mut watch::Receiver<Option<String>>,
-    span: &tracing::Span,
+    stream_id: &str,
 ) -> Outcome {
     let (events_tx, mut events) = mpsc::channel::<PipelineEvent>(64);
     let mut pipeline: Option<LivePipeline> = None;
@@ -158,7 +152,7 @@ async fn publish_once(
                 let tag = match message {
                     IngestMessage::Metadata(fields) => {
                         ingest.metadata(&fields);
-                        ingest.save(deps, &stream.id).await;
+                        ingest.save(deps, stream_id).await;
                         continue;
                     }
                     IngestMessage::Video { timestamp_ms, body } => {
@@ -210,7 +204,7 @@ async fn publish_once(
             event = events.recv() => match event {
                 Some(PipelineEvent::Renditions(list)) => {
                     ingest.renditions(&list);
-                    ingest.save(deps, &stream.id).await;
+                    ingest.save(deps, stream_id).await;
                     packager.set_renditions(list);
                 }
                 Some(PipelineEvent::Segment(segment)) => {
@@ -248,7 +242,7 @@ async fn publish_once(
             }
         }
     }
-    tracing::info!(parent: span, "publish ended");
+    tracing::info!("publish ended");
     outcome
 }
 
@@ -259,6 +253,8 @@ struct IngestInfo {
     audio_codec: Option<String>,
     fields: serde_json::Map<String, serde_json::Value>,
     renditions: Vec<serde_json::Value>,
+    /// What was last written, so repeated identical metadata costs no write.
+    saved: String,
 }
 
 impl IngestInfo {
@@ -291,12 +287,16 @@ impl IngestInfo {
         }
     }
 
-    async fn save(&self, deps: &LiveDeps, stream_id: &str) {
+    async fn save(&mut self, deps: &LiveDeps, stream_id: &str) {
         let mut json = self.fields.clone();
         json.insert("video_codec".into(), self.video_codec.clone().into());
         json.insert("audio_codec".into(), self.audio_codec.clone().into());
         json.insert("renditions".into(), self.renditions.clone().into());
         let text = serde_json::Value::Object(json).to_string();
+        if text == self.saved {
+            return;
+        }
+        self.saved = text.clone();
         if let Err(e) = deps.db.set_live_ingest(stream_id, &text).await {
             tracing::warn!(error = %e, "could not record ingest info");
         }
