@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 
 struct Stream {
     id: String,
-    key: String,
     playback_id: String,
     publish_url: String,
 }
@@ -25,7 +24,6 @@ async fn create_stream(server: &TestServer, tenant_key: &str, body: Value) -> St
     assert_eq!(s["rtmp_url"], server.rtmp_url.as_str());
     Stream {
         id: s["id"].as_str().unwrap().into(),
-        key: s["stream_key"].as_str().unwrap().into(),
         playback_id: s["playback_id"].as_str().unwrap().into(),
         publish_url: format!(
             "{}/{}",

@@ -186,7 +186,7 @@ async fn publish_once(
                     }
                 };
                 if pipeline.is_none() {
-                    match LivePipeline::start(preset, events_tx.clone()) {
+                    match LivePipeline::start(preset, stall, events_tx.clone()) {
                         Ok(p) => {
                             if let Err(e) = p.push(flv::header()).await {
                                 break Outcome::Failed(format!("pipeline refused input: {e}"));
@@ -202,6 +202,10 @@ async fn publish_once(
                 }
             }
             event = events.recv() => match event {
+                Some(PipelineEvent::Source(source)) => {
+                    tracing::info!(width = source.width, height = source.height, video = %source.video_codec,
+                        audio = ?source.audio_codec, gop_frames = source.gop_frames, "pipeline found the source");
+                }
                 Some(PipelineEvent::Renditions(list)) => {
                     ingest.renditions(&list);
                     ingest.save(deps, stream_id).await;

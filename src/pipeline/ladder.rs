@@ -20,7 +20,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ pub struct Rendition {
     pub x264_preset: String,
 }
 
-/// Performance levers; defaults are the best configuration measured (see README/report).
+/// Performance levers; defaults are the best configuration measured (bench/*.sh).
 #[derive(Clone, Debug)]
 pub struct Tuning {
     /// videoscale `method` nick: nearest-neighbour, bilinear, 4-tap, lanczos, ...
@@ -55,7 +55,8 @@ pub struct Tuning {
     pub scale_threads: u32,
     /// scale each rung from the next larger rung instead of from the source
     pub chained_scaling: bool,
-    /// x264enc `threads` (0 = auto)
+    /// x264enc `threads` (0 = auto). 1 is the cheapest in CPU-s (no slice-thread sync; the
+    /// renditions already run in parallel); use 0 if one stream must use several cores.
     pub x264_threads: u32,
     /// x264enc tune=zerolatency (no lookahead, sliced threads)
     pub zerolatency: bool,
@@ -67,7 +68,7 @@ impl Default for Tuning {
             scale_method: "bilinear".into(),
             scale_threads: 1,
             chained_scaling: true,
-            x264_threads: 0,
+            x264_threads: 1,
             zerolatency: true,
         }
     }
@@ -82,6 +83,8 @@ pub struct LadderSpec {
     pub fps_hint: Option<(i32, i32)>,
     /// appsrc max-bytes: `push` is refused beyond this many queued input bytes.
     pub max_buffered_input_bytes: u64,
+    /// No segment for this long while input flows is reported as a stall.
+    pub stall_timeout: Duration,
     pub tuning: Tuning,
 }
 
@@ -93,6 +96,7 @@ impl LadderSpec {
             segment_duration_s,
             fps_hint: None,
             max_buffered_input_bytes: 8 << 20,
+            stall_timeout: Duration::from_secs(3 * u64::from(segment_duration_s)),
             tuning: Tuning::default(),
         }
     }
@@ -101,11 +105,8 @@ impl LadderSpec {
 #[derive(Clone, Debug)]
 pub struct Segment {
     pub rendition: String,
-    /// 0-based per rendition; renditions fed the same input line up index by index.
-    pub index: u64,
     pub duration_s: f64,
     pub bytes: bytes::Bytes,
-    pub running_time_start_ns: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -478,11 +479,6 @@ impl LivePipeline {
             .map_err(|e| Error::Gst(format!("appsrc push: {e:?}")))
     }
 
-    /// Bytes currently queued in appsrc (for callers that want to pace themselves).
-    pub fn queued_input_bytes(&self) -> u64 {
-        self.appsrc.current_level_bytes()
-    }
-
     /// EOS, wait up to `timeout` for the final segments + Eos event, then tear down.
     pub fn finish_with_timeout(mut self, timeout: Duration) -> Result<(), Error> {
         self.shared.finishing.store(true, Ordering::SeqCst);
@@ -499,10 +495,6 @@ impl LivePipeline {
             Some(Err(e)) => Err(Error::Gst(e)),
             None => Err(Error::Timeout(format!("no EOS within {timeout:?}"))),
         }
-    }
-
-    pub fn finish(self) -> Result<(), Error> {
-        self.finish_with_timeout(Duration::from_secs(10))
     }
 
     fn shutdown(&mut self) {
@@ -554,7 +546,9 @@ fn on_demux_pad(p: &gst::Pipeline, sh: &Arc<Shared>, pad: &gst::Pad) -> Result<(
             )));
         }
         sh.build.lock().unwrap().video_pad_seen = true;
-        let q = queue_time(5)?;
+        // > flvdemux's 6 s no-more-pads timeout (header announces audio that never comes),
+        // otherwise the blocked video would stop flvdemux before it gives up waiting.
+        let q = queue_time(10)?;
         let parse = make("h264parse", None)?;
         // FLV carries SPS/PPS only in codec_data: re-insert them before every IDR so each
         // passthrough segment decodes on its own (default 0 = only at stream start).
@@ -625,16 +619,42 @@ fn on_demux_pad(p: &gst::Pipeline, sh: &Arc<Shared>, pad: &gst::Pad) -> Result<(
         };
         p.add_many(chain.iter())?;
         gst::Element::link_many(chain.iter())?;
-        if is_aac {
-            block(chain.last().unwrap())?;
+        let mut probe = if is_aac {
+            let tee_sink = chain[2].static_pad("sink").unwrap();
+            let id = tee_sink
+                .add_probe(
+                    gst::PadProbeType::BLOCK
+                        | gst::PadProbeType::BUFFER
+                        | gst::PadProbeType::BUFFER_LIST,
+                    |_, _| gst::PadProbeReturn::Ok,
+                )
+                .ok_or_else(|| Error::Gst("add probe".into()))?;
+            Some((tee_sink, id))
+        } else {
+            None
+        };
+        // Register atomically with the build decision: audio that shows up after the branches
+        // were built (flvdemux stops waiting for it after 6 s) cannot join running muxers, so
+        // it is dropped instead of blocking the demuxer.
+        let late = {
+            let mut st = sh.build.lock().unwrap();
+            st.audio_codec = Some(codec);
+            if st.built {
+                true
+            } else {
+                st.aac_branch = is_aac;
+                if let Some(b) = probe.take() {
+                    st.blocks.push(b);
+                }
+                false
+            }
+        };
+        if late && let Some((pad, id)) = probe {
+            pad.remove_probe(id);
+            chain[2].set_property("allow-not-linked", true);
         }
         for e in chain.iter().rev() {
             e.sync_state_with_parent()?;
-        }
-        {
-            let mut st = sh.build.lock().unwrap();
-            st.audio_codec = Some(codec);
-            st.aac_branch = is_aac;
         }
         pad.link(&chain[0].static_pad("sink").unwrap())
             .map_err(|e| Error::Gst(format!("{e:?}")))?;
@@ -873,10 +893,8 @@ fn bus_loop(
     done: Done,
     stop: Arc<AtomicBool>,
 ) {
-    let seg_ms = sh.spec.segment_duration_s as u64 * 1000;
-    let stall_ms = 3 * seg_ms;
+    let stall_ms = sh.spec.stall_timeout.as_millis() as u64;
     let mut opened: HashMap<String, u64> = HashMap::new();
-    let mut next_index: HashMap<String, u64> = HashMap::new();
     let mut last_segment_ms = 0u64;
     let mut stall_reported = false;
     let mut ended = false;
@@ -888,8 +906,21 @@ fn bus_loop(
         }
         cv.notify_all();
     };
-    let send = |ev: PipelineEvent| {
-        let _ = events.send(ev); // receiver gone: keep draining, drop events
+    // Blocking send that still honours `stop`, so shutdown never hangs on a consumer that
+    // stopped reading (e.g. the thread calling finish() is also the receiver).
+    let send = |mut ev: PipelineEvent| {
+        loop {
+            match events.try_send(ev) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(back)) => {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    ev = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
     };
     while !stop.load(Ordering::SeqCst) {
         if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
@@ -913,19 +944,18 @@ fn bus_loop(
                     }
                     let start = opened.remove(&rend).unwrap_or(rt);
                     let fifo = sh.fragments.lock().unwrap().get(&rend).cloned();
-                    let buf = fifo.and_then(|f| f.lock().unwrap().pop_front());
-                    let bytes = buf
-                        .map(|b| std::mem::take(&mut *b.lock().unwrap()))
-                        .unwrap_or_default();
-                    let idx = next_index.entry(rend.clone()).or_insert(0);
+                    let Some(buf) = fifo.and_then(|f| f.lock().unwrap().pop_front()) else {
+                        send(PipelineEvent::Error(format!(
+                            "{rend}: fragment closed but no fragment stream"
+                        )));
+                        continue;
+                    };
+                    let bytes = std::mem::take(&mut *buf.lock().unwrap());
                     let seg = Segment {
                         rendition: rend,
-                        index: *idx,
                         duration_s: rt.saturating_sub(start) as f64 / 1e9,
                         bytes: bytes::Bytes::from(bytes),
-                        running_time_start_ns: start,
                     };
-                    *idx += 1;
                     last_segment_ms = sh.now_ms();
                     stall_reported = false;
                     send(PipelineEvent::Segment(seg));

@@ -36,6 +36,18 @@ pub struct RenditionOut {
     pub passthrough: bool,
 }
 
+/// The source as the pipeline sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSummary {
+    pub width: u32,
+    pub height: u32,
+    pub video_codec: String,
+    /// `None`: no audio track.
+    pub audio_codec: Option<String>,
+    /// Frames between keyframes of the encoded renditions.
+    pub gop_frames: u32,
+}
+
 /// One finished MPEG-TS segment of one rendition, in clear.
 #[derive(Debug, Clone)]
 pub struct Segment {
@@ -48,6 +60,8 @@ pub struct Segment {
 pub enum PipelineEvent {
     /// The source is known and these renditions will be produced.
     Renditions(Vec<RenditionOut>),
+    /// What the pipeline found in the source (for logs).
+    Source(SourceSummary),
     Segment(Segment),
     /// All input was processed after `finish`.
     Finished,
@@ -64,7 +78,12 @@ pub struct LivePipeline {
 
 impl LivePipeline {
     /// Starts a pipeline for `preset`; its events go to `events`.
-    pub fn start(preset: &Preset, events: mpsc::Sender<PipelineEvent>) -> anyhow::Result<Self> {
+    /// `stall_timeout`: no segment for this long while input flows fails the pipeline.
+    pub fn start(
+        preset: &Preset,
+        stall_timeout: Duration,
+        events: mpsc::Sender<PipelineEvent>,
+    ) -> anyhow::Result<Self> {
         let renditions = preset
             .renditions
             .iter()
@@ -78,8 +97,9 @@ impl LivePipeline {
                 x264_preset: preset.x264_preset.clone(),
             })
             .collect();
-        let spec =
+        let mut spec =
             ladder::LadderSpec::new(preset.passthrough, renditions, preset.segment_duration_s);
+        spec.stall_timeout = stall_timeout;
         let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<ladder::PipelineEvent>(16);
         // Forward on a plain thread: a full tokio channel then holds GStreamer back, which
         // is the backpressure we want, without blocking the async runtime.
@@ -89,6 +109,19 @@ impl LivePipeline {
                 for event in sync_rx {
                     let mapped = match event {
                         ladder::PipelineEvent::SourceInfo(info) => {
+                            let summary = SourceSummary {
+                                width: info.width,
+                                height: info.height,
+                                video_codec: info.video_codec.clone(),
+                                audio_codec: info.audio_codec.clone(),
+                                gop_frames: info.gop_frames,
+                            };
+                            if events
+                                .blocking_send(PipelineEvent::Source(summary))
+                                .is_err()
+                            {
+                                break;
+                            }
                             let fps = info
                                 .fps
                                 .filter(|(_, d)| *d > 0)
