@@ -42,9 +42,9 @@ test: apt-deps node-deps rust-toolchain test-tools lint
 	@export TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$(.ci/postgres-url)}" && \
 	echo "==> tests (PostgreSQL variant: $${TEST_DATABASE_URL%%\?*})" && \
 	if command -v cargo-nextest >/dev/null; then \
-		cargo nextest run --all-targets --no-fail-fast; \
+		cargo nextest run --lib --bins --tests --no-fail-fast; \
 	else \
-		cargo test --all-targets --no-fail-fast; \
+		cargo test --lib --bins --tests --no-fail-fast; \
 	fi
 
 # Benchmarks against peers, in one run (several minutes: they run in real time).
