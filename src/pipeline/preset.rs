@@ -1,5 +1,5 @@
-//! Ladder presets (`pipelines/*.toml`, embedded at build time) and the pure decision of which
-//! renditions a given source gets: never taller than the source, aspect ratio kept, even sizes.
+//! Ladder presets (`pipelines/*.toml`, embedded at build time). Which renditions a given
+//! source gets (never upscaled, aspect ratio kept) is decided by `ladder::plan`.
 
 use std::collections::BTreeMap;
 
@@ -31,17 +31,6 @@ pub struct RenditionSpec {
     pub height: u32,
     pub video_bitrate_kbps: u32,
     pub profile: String,
-}
-
-/// An encoded rendition sized for one source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rendition {
-    pub name: String,
-    pub width: u32,
-    pub height: u32,
-    pub video_bitrate_kbps: u32,
-    pub profile: String,
-    pub x264_preset: String,
 }
 
 /// All presets by name.
@@ -138,55 +127,9 @@ pub fn parse(text: &str) -> Result<Preset, String> {
     Ok(preset)
 }
 
-/// The encoded renditions for a `source_width`×`source_height` source: only those no larger
-/// than the source (the preset's height is the short side, so portrait works too), widths
-/// from the source's aspect ratio, rounded to even numbers.
-pub fn plan(preset: &Preset, source_width: u32, source_height: u32) -> Vec<Rendition> {
-    if source_width == 0 || source_height == 0 {
-        return Vec::new();
-    }
-    // Portrait sources: the preset's "height" is the short side.
-    let portrait = source_height > source_width;
-    let short = source_width.min(source_height);
-    preset
-        .renditions
-        .iter()
-        .filter(|r| r.height <= short)
-        .map(|r| {
-            let long = even(
-                (u64::from(r.height) * u64::from(source_width.max(source_height))) as f64
-                    / f64::from(short),
-            );
-            let (width, height) = if portrait {
-                (r.height, long)
-            } else {
-                (long, r.height)
-            };
-            Rendition {
-                name: r.name.clone(),
-                width,
-                height,
-                video_bitrate_kbps: r.video_bitrate_kbps,
-                profile: r.profile.clone(),
-                x264_preset: preset.x264_preset.clone(),
-            }
-        })
-        .collect()
-}
-
-fn even(x: f64) -> u32 {
-    ((x / 2.0).round() as u32).max(1) * 2
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sizes(r: &[Rendition]) -> Vec<(&str, u32, u32)> {
-        r.iter()
-            .map(|r| (r.name.as_str(), r.width, r.height))
-            .collect()
-    }
 
     #[test]
     fn embedded_presets_parse() {
@@ -199,32 +142,6 @@ mod tests {
         assert!(d.passthrough);
         assert_eq!(d.segment_duration_s, 2);
         assert_eq!(d.renditions.len(), 4);
-    }
-
-    #[test]
-    fn renditions_are_never_upscaled_and_keep_the_aspect_ratio() {
-        let d = Presets::embedded().get("default").unwrap().clone();
-        assert_eq!(
-            sizes(&plan(&d, 1280, 720)),
-            [("720p", 1280, 720), ("480p", 854, 480), ("360p", 640, 360)]
-        );
-        assert_eq!(sizes(&plan(&d, 1920, 1080)).len(), 4);
-        assert_eq!(
-            sizes(&plan(&d, 720, 1280)),
-            [("720p", 720, 1280), ("480p", 480, 854), ("360p", 360, 640)]
-        );
-        assert_eq!(
-            sizes(&plan(&d, 640, 480)),
-            [("480p", 640, 480), ("360p", 480, 360)]
-        );
-        assert!(
-            plan(&d, 320, 240).is_empty(),
-            "a tiny source gets passthrough only"
-        );
-        assert!(plan(&d, 0, 0).is_empty());
-        for r in plan(&d, 1366, 768) {
-            assert_eq!(r.width % 2, 0, "{r:?}");
-        }
     }
 
     #[test]
