@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use common::media::{browser_play, eventually, ffmpeg_publish, ffprobe, gstreamer_publish};
+use common::media::{self, browser_play, eventually, ffmpeg_publish, ffprobe, gstreamer_publish};
 use serde_json::{Value, json};
 
 struct Stream {
@@ -436,6 +436,26 @@ async fn bad_publishers_are_refused_and_the_server_keeps_serving_others() {
         "ffmpeg published with a wrong key"
     );
 
+    // A codec other than H.264 is refused, and the stream says why.
+    let mut sorenson = media::ffmpeg_publish_codec(&stream.publish_url, "flv", 5);
+    assert!(
+        !sorenson.wait(Duration::from_secs(20)).await,
+        "a Sorenson H.263 publish was accepted"
+    );
+    let (_, s) = server
+        .call(
+            "GET",
+            &format!("/v1/live-streams/{}", stream.id),
+            Some(&key),
+            None,
+        )
+        .await;
+    let error = s["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("unsupported video codec Sorenson H.263"),
+        "{s}"
+    );
+
     // A good publisher still works, and a second one on the same key is refused.
     let mut good = ffmpeg_publish(&stream.publish_url, 640, 360, 8);
     eventually("the stream to go live", Duration::from_secs(20), || async {
@@ -569,7 +589,11 @@ async fn rotated_keys_still_play_in_hls_js() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_is_stored_in_s3_and_plays_from_there() {
     let s3 = common::S3Server::start();
-    let server = TestServer::start_with(|c| s3.configure(c, "ferrocast-live")).await;
+    let server = TestServer::start_with(|c| {
+        s3.configure(c, "ferrocast-live");
+        c.delivery.redirect_segments = true;
+    })
+    .await;
     let (_, key) = server.create_tenant("Acme").await;
     let stream = create_stream(
         &server,
@@ -615,6 +639,32 @@ async fn a_broadcast_is_stored_in_s3_and_plays_from_there() {
     assert_ne!(
         first.body[0], 0x47,
         "a segment is stored in clear (TS sync byte)"
+    );
+    // Segments are answered with a redirect to a presigned S3 URL; ffprobe follows it.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirects
+        .get(server.url(&format!("/hls/{}/source/0.ts", stream.playback_id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.starts_with(&s3.endpoint) && location.contains("X-Amz-Signature="),
+        "{location}"
+    );
+    let direct = server.client.get(&location).send().await.unwrap();
+    assert_eq!(direct.status(), 200);
+    let first_segment = objects
+        .iter()
+        .find(|o| o.key.as_str().ends_with("/source/0.ts"))
+        .unwrap();
+    assert_eq!(
+        direct.bytes().await.unwrap().len() as u64,
+        first_segment.size
     );
     let probe = ffprobe(&server.url(&format!("/hls/{}/master.m3u8", stream.playback_id))).await;
     let duration: f64 = probe["format"]["duration"]

@@ -19,14 +19,32 @@ pub struct TokenQuery {
     token: Option<String>,
 }
 
+/// Cookie a site may set so that its players need no token in URLs.
+const TOKEN_COOKIE: &str = "ferrocast_token";
+
+/// The playback token: `?token=`, else `Authorization: Bearer`, else the `ferrocast_token` cookie.
 fn token_from(query: &TokenQuery, headers: &HeaderMap) -> Option<String> {
-    query.token.clone().filter(|t| !t.is_empty()).or_else(|| {
+    let header_str = |name| {
         headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_string)
-    })
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    query
+        .token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            header_str(header::AUTHORIZATION)?
+                .strip_prefix("Bearer ")
+                .map(str::to_string)
+        })
+        .or_else(|| {
+            header_str(header::COOKIE)?
+                .split(';')
+                .filter_map(|c| c.trim().split_once('='))
+                .find(|(name, _)| *name == TOKEN_COOKIE)
+                .map(|(_, v)| v.to_string())
+        })
 }
 
 fn token_denied(e: TokenError) -> ApiError {
@@ -99,13 +117,32 @@ async fn serve_object(
         .as_deref()
         .ok_or_else(|| ApiError::NotFound("this stream has not been live yet".into()))?;
     let key = ObjectKey::parse(&format!("{prefix}{path}"))?;
+    let is_playlist = path.ends_with(".m3u8");
+    if !is_playlist && state.config.delivery.redirect_segments {
+        let expiry = std::time::Duration::from_secs(state.config.delivery.redirect_expiry_s);
+        let url = state.store.presign_get(&key, expiry).await?;
+        let mut response = StatusCode::FOUND.into_response();
+        let h = response.headers_mut();
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_str(&url).map_err(|e| ApiError::Internal(e.into()))?,
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        return Ok(response);
+    }
     let object = state.store.get(&key, None).await.map_err(|e| match e {
         crate::storage::StorageError::NotFound(_) => {
             ApiError::NotFound(format!("{path} not found"))
         }
         other => other.into(),
     })?;
-    let is_playlist = path.ends_with(".m3u8");
     let cache = match (is_playlist, policy_private) {
         // Live playlists change every segment; finished ones only when re-packaged.
         (true, _) if !object.body.windows(14).any(|w| w == b"#EXT-X-ENDLIST") => {

@@ -66,6 +66,8 @@ pub struct LiveConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
+    pub redirect_segments: bool,
+    pub redirect_expiry_s: u64,
     pub hlsjs_path: String,
 }
 

@@ -107,6 +107,27 @@ pub fn ffmpeg_publish(url: &str, width: u32, height: u32, seconds: u32) -> Proce
     Process::spawn(cmd, "ffmpeg", "ffmpeg")
 }
 
+/// ffmpeg publishing `seconds` of 320x240 video encoded with `codec` (e.g. `flv` for Sorenson
+/// H.263) and AAC audio.
+pub fn ffmpeg_publish_codec(url: &str, codec: &str, seconds: u32) -> Process {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            codec,
+            "-c:a",
+            "aac",
+            "-f",
+            "flv",
+            url,
+        ]);
+    Process::spawn(cmd, "ffmpeg", "ffmpeg")
+}
+
 /// GStreamer's own RTMP client (`rtmp2sink`) publishing `seconds` of 640x360 H.264 + AAC.
 pub fn gstreamer_publish(url: &str, seconds: u32) -> Process {
     let frames = seconds * 30;
