@@ -168,6 +168,34 @@ async fn storage_suite(store: &dyn ObjectStore) {
 
     presigned_urls(store).await;
     store.delete(&big_key).await.unwrap();
+
+    // Files go in and out without passing through memory whole (multipart on S3).
+    let dir = tempfile::tempdir().unwrap();
+    let upload = dir.path().join("upload.bin");
+    std::fs::write(&upload, &big).unwrap();
+    let file_key = key("tenants/t1/vod/from-file.mp4");
+    store
+        .put_file(&file_key, &upload, "video/mp4")
+        .await
+        .unwrap();
+    assert!(!upload.exists(), "the uploaded file is consumed");
+    assert_eq!(store.head(&file_key).await.unwrap().size, big.len() as u64);
+    let copy = dir.path().join("copy.bin");
+    assert_eq!(
+        store.get_to_file(&file_key, &copy).await.unwrap(),
+        big.len() as u64
+    );
+    assert!(
+        std::fs::read(&copy).unwrap() == big,
+        "file came back different"
+    );
+    assert!(matches!(
+        store
+            .get_to_file(&key("tenants/t1/none.mp4"), &dir.path().join("x"))
+            .await,
+        Err(StorageError::NotFound(_))
+    ));
+    store.delete(&file_key).await.unwrap();
 }
 
 /// A presigned URL works with a plain HTTP client (whole and ranged), and fails once expired.

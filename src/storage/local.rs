@@ -278,6 +278,42 @@ impl ObjectStore for LocalStore {
         .map_err(StorageError::Other)
     }
 
+    async fn put_file(
+        &self,
+        key: &ObjectKey,
+        path: &Path,
+        _content_type: &str,
+    ) -> StorageResult<()> {
+        let target = self.path(key);
+        let result: std::io::Result<()> = async {
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            // Same filesystem: a rename is atomic and free. Otherwise copy via a temp file.
+            if tokio::fs::rename(path, &target).await.is_err() {
+                let temp = self
+                    .root
+                    .join(PARTIAL_DIR)
+                    .join(uuid::Uuid::new_v4().to_string());
+                tokio::fs::copy(path, &temp).await?;
+                tokio::fs::File::open(&temp).await?.sync_all().await?;
+                tokio::fs::rename(&temp, &target).await?;
+                tokio::fs::remove_file(path).await?;
+            }
+            Ok(())
+        }
+        .await;
+        result.map_err(|e| {
+            StorageError::Other(anyhow::Error::new(e).context(format!("storing {key}")))
+        })
+    }
+
+    async fn get_to_file(&self, key: &ObjectKey, path: &Path) -> StorageResult<u64> {
+        tokio::fs::copy(self.path(key), path)
+            .await
+            .map_err(|e| not_found_or(key, e, "copying"))
+    }
+
     async fn presign_get(&self, key: &ObjectKey, expires_in: Duration) -> StorageResult<String> {
         let signer = self.signer.as_ref().ok_or_else(|| {
             StorageError::Other(anyhow::anyhow!(

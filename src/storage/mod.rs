@@ -193,6 +193,16 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn presign_get(&self, key: &ObjectKey, expires_in: Duration) -> StorageResult<String>;
     /// Whether the store is reachable and usable, for readiness checks.
     async fn check(&self) -> StorageResult<()>;
+    /// Stores the file at `path` under `key` without holding it in memory (uploads).
+    /// The file is consumed: it may be moved into the store.
+    async fn put_file(
+        &self,
+        key: &ObjectKey,
+        path: &std::path::Path,
+        content_type: &str,
+    ) -> StorageResult<()>;
+    /// Copies an object into a local file (transcode inputs), without holding it in memory.
+    async fn get_to_file(&self, key: &ObjectKey, path: &std::path::Path) -> StorageResult<u64>;
 }
 
 pub type DynStore = Arc<dyn ObjectStore>;

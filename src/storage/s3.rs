@@ -212,6 +212,100 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// Multipart upload of a file, reading one part at a time (bounded memory).
+    async fn put_file_multipart(
+        &self,
+        key: &ObjectKey,
+        path: &std::path::Path,
+        size: u64,
+        content_type: &str,
+    ) -> StorageResult<()> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| classify(key, e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StorageError::Other(anyhow::anyhow!("S3 returned no upload id")))?
+            .to_string();
+        let result: StorageResult<Vec<CompletedPart>> = async {
+            let mut file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| StorageError::Other(anyhow::Error::new(e)))?;
+            let mut parts = Vec::new();
+            let mut offset = 0u64;
+            let mut number = 1;
+            while offset < size {
+                let len = self.part_size.min(size - offset) as usize;
+                let mut buf = vec![0u8; len];
+                file.seek(std::io::SeekFrom::Start(offset))
+                    .await
+                    .map_err(|e| StorageError::Other(anyhow::Error::new(e)))?;
+                file.read_exact(&mut buf)
+                    .await
+                    .map_err(|e| StorageError::Other(anyhow::Error::new(e)))?;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key.as_str())
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(buf))
+                    .send()
+                    .await
+                    .map_err(|e| classify(key, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .build(),
+                );
+                offset += len as u64;
+                number += 1;
+            }
+            Ok(parts)
+        }
+        .await;
+        let completed = match result {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key.as_str())
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(key, e)),
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key.as_str())
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        completed
+    }
+}
+
 /// Maps an SDK error to the storage error a caller can act on.
 fn classify<E, R>(key: &ObjectKey, e: SdkError<E, R>) -> StorageError
 where
@@ -397,6 +491,71 @@ impl ObjectStore for S3Store {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn put_file(
+        &self,
+        key: &ObjectKey,
+        path: &std::path::Path,
+        content_type: &str,
+    ) -> StorageResult<()> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| {
+                StorageError::Other(
+                    anyhow::Error::new(e).context(format!("reading {}", path.display())),
+                )
+            })?
+            .len();
+        if size > self.multipart_threshold {
+            self.put_file_multipart(key, path, size, content_type)
+                .await?;
+        } else {
+            let body = ByteStream::from_path(path).await.map_err(|e| {
+                StorageError::Other(anyhow::anyhow!("reading {}: {e}", path.display()))
+            })?;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key.as_str())
+                .content_type(content_type)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| classify(key, e))?;
+        }
+        let _ = tokio::fs::remove_file(path).await;
+        Ok(())
+    }
+
+    async fn get_to_file(&self, key: &ObjectKey, path: &std::path::Path) -> StorageResult<u64> {
+        use tokio::io::AsyncWriteExt;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(|e| classify(key, e))?;
+        let mut body = out.body;
+        let io = |e: std::io::Error| {
+            StorageError::Other(
+                anyhow::Error::new(e).context(format!("writing {}", path.display())),
+            )
+        };
+        let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+        let mut written = 0u64;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| StorageError::Unavailable(format!("reading {key}: {e}")))?
+        {
+            file.write_all(&chunk).await.map_err(io)?;
+            written += chunk.len() as u64;
+        }
+        file.sync_all().await.map_err(io)?;
+        Ok(written)
     }
 
     async fn presign_get(&self, key: &ObjectKey, expires_in: Duration) -> StorageResult<String> {
