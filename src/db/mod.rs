@@ -6,6 +6,7 @@
 
 mod live;
 mod tenants;
+mod vod;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ pub use live::{
     Asset, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, StoredContentKey,
 };
 pub use tenants::{ApiKey, NewApiKey, Role, Tenant};
+pub use vod::{Job, Upload};
 
 /// The database backend behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
