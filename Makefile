@@ -26,7 +26,7 @@ APT_PACKAGES := build-essential pkg-config git ca-certificates curl jq openssl p
 	libnice-dev ffmpeg
 
 NPM_DIR := $(CACHE_DIR)/npm
-export FERROCAST_NODE_MODULES := $(NPM_DIR)/node_modules
+export BROWSER_TEST_NODE_MODULES := $(NPM_DIR)/node_modules
 
 .PHONY: help run test bench deps apt-deps node-deps rust-toolchain test-tools build release lint
 

@@ -112,6 +112,9 @@ pub async fn build(
         live,
         rtmp_url: rtmp_url.to_string(),
         hlsjs,
+        public_url: public_url.to_string(),
+        upload_locks: Default::default(),
+        jobs_wakeup: Arc::new(Notify::new()),
     };
     Ok((
         state,

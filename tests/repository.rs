@@ -284,7 +284,7 @@ async fn live_suite(db: &Db, a: &str, b: &str) {
             "pb-rec",
             PlaybackPolicy::Public,
             "preparing",
-            "tenants/a/live/x/1/",
+            Some("tenants/a/live/x/1/"),
         )
         .await
         .unwrap();

@@ -5,6 +5,7 @@ pub mod auth;
 mod delivery;
 mod health;
 pub mod live;
+pub mod uploads;
 mod objects;
 pub mod openapi;
 mod router;
@@ -48,6 +49,11 @@ pub struct AppState {
     pub rtmp_url: String,
     /// hls.js for the player page, when installed.
     pub hlsjs: Option<bytes::Bytes>,
+    /// Base URL of this server (`http.public_url`, or derived from the listener).
+    pub public_url: String,
+    pub upload_locks: uploads::UploadLocks,
+    /// Wakes this process's job workers when a job is queued here.
+    pub jobs_wakeup: Arc<tokio::sync::Notify>,
 }
 
 /// `axum::Json` whose rejections use the API's error shape.

@@ -5,13 +5,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, head, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use super::{AppState, delivery, health, live, objects, openapi, telemetry, tenants};
+use super::{AppState, delivery, health, live, objects, openapi, telemetry, tenants, uploads};
 use crate::error::ApiError;
 
 pub fn router(state: AppState) -> Router {
@@ -52,6 +52,11 @@ pub fn router(state: AppState) -> Router {
             post(live::reset_stream_key),
         )
         .route("/v1/playback-tokens", post(live::create_playback_token))
+        .route("/v1/uploads", post(uploads::create).options(uploads::options))
+        .route(
+            "/v1/uploads/{id}",
+            head(uploads::head).patch(uploads::patch).delete(uploads::terminate).options(uploads::options),
+        )
         .route(
             "/hls/{playback_id}/master.m3u8",
             get(delivery::master_playlist),

@@ -26,6 +26,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub rtmp: RtmpConfig,
     pub live: LiveConfig,
+    pub uploads: UploadsConfig,
+    pub jobs: JobsConfig,
     pub delivery: DeliveryConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
@@ -61,6 +63,22 @@ pub struct LiveConfig {
     pub key_rotation_segments: u64,
     pub upload_queue_segments: usize,
     pub stall_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadsConfig {
+    pub max_size_bytes: u64,
+    pub tenant_quota_bytes: u64,
+    pub expiry_hours: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub lease_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -375,6 +393,12 @@ impl Config {
                 at("rtmp.public_url"),
                 "must be an rtmp:// URL",
             ));
+        }
+        if self.jobs.max_attempts == 0 {
+            return Err(ConfigError::invalid(at("jobs.max_attempts"), "must be at least 1"));
+        }
+        if self.jobs.lease_s < 5 {
+            return Err(ConfigError::invalid(at("jobs.lease_s"), "must be at least 5"));
         }
         if self.live.window_segments < 3 {
             return Err(ConfigError::invalid(

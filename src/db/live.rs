@@ -300,6 +300,7 @@ impl Db {
         Ok(done.rows_affected())
     }
 
+    /// A new asset; `storage_prefix` `None` gives it its own, `tenants/T/assets/ID/`.
     pub async fn create_asset(
         &self,
         tenant_id: &str,
@@ -307,10 +308,12 @@ impl Db {
         playback_id: &str,
         policy: PlaybackPolicy,
         status: &str,
-        storage_prefix: &str,
+        storage_prefix: Option<&str>,
     ) -> DbResult<Asset> {
         let now = now_ms();
         let id = new_id();
+        let storage_prefix = storage_prefix
+            .map_or_else(|| format!("tenants/{tenant_id}/assets/{id}/"), str::to_string);
         sqlx::query(
             "INSERT INTO assets (id, tenant_id, source, live_stream_id, playback_id, playback_policy, \
              status, storage_prefix, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
@@ -322,7 +325,7 @@ impl Db {
         .bind(playback_id)
         .bind(policy.as_str())
         .bind(status)
-        .bind(storage_prefix)
+        .bind(&storage_prefix)
         .bind(now)
         .execute(&self.pool)
         .await?;

@@ -564,7 +564,7 @@ impl Packager {
                     &playback_id,
                     self.playback_id_policy,
                     "preparing",
-                    &self.prefix,
+                    Some(&self.prefix),
                 )
                 .await
             {

@@ -191,7 +191,7 @@ pub struct Playback {
 /// Opens `url` in headless Chromium until the video plays past `min_seconds`, or fails, or
 /// `timeout_s` passes.
 pub async fn browser_play(url: &str, min_seconds: u32, timeout_s: u32) -> Playback {
-    let node_modules = std::env::var("FERROCAST_NODE_MODULES").unwrap_or_else(|_| {
+    let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
         format!(
             "{}/.cache/ferrocast/npm/node_modules",
             std::env::var("HOME").unwrap()

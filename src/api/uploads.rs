@@ -1,0 +1,308 @@
+//! Resumable uploads, speaking tus 1.0 (core, creation, termination, expiration). Bytes land
+//! in a file under `DATA_DIR/uploads` and the stored offset survives restarts; a finished
+//! upload moves into object storage and queues the asset's transcode job.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures::StreamExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use super::auth::Tenant;
+use super::{AppState, Path};
+use crate::db::{PlaybackPolicy, Upload, new_playback_id, now_ms};
+use crate::error::{ApiError, ApiResult};
+use crate::storage::ObjectKey;
+
+const TUS_VERSION: &str = "1.0.0";
+const TUS_EXTENSIONS: &str = "creation,termination,expiration";
+
+/// Uploads with a PATCH in progress: tus allows one writer per upload at a time.
+#[derive(Debug, Default, Clone)]
+pub struct UploadLocks(Arc<Mutex<HashSet<String>>>);
+
+struct Held(UploadLocks, String);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.0.lock().expect("lock").remove(&self.1);
+    }
+}
+
+impl UploadLocks {
+    fn hold(&self, id: &str) -> Option<Held> {
+        self.0
+            .lock()
+            .expect("lock")
+            .insert(id.to_string())
+            .then(|| Held(self.clone(), id.to_string()))
+    }
+}
+
+fn tus(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn require_tus(headers: &HeaderMap) -> ApiResult<()> {
+    match headers.get("tus-resumable").and_then(|v| v.to_str().ok()) {
+        Some(TUS_VERSION) => Ok(()),
+        _ => Err(ApiError::PreconditionFailed(format!("Tus-Resumable: {TUS_VERSION} is required"))),
+    }
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::invalid(format!("{name} must be a non-negative integer")))
+        })
+        .transpose()
+}
+
+/// `Upload-Metadata: key base64,key2 base64` as a JSON object.
+fn parse_metadata(value: Option<&str>) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
+    let mut out = serde_json::Map::new();
+    for pair in value.unwrap_or("").split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, encoded) = pair.split_once(' ').unwrap_or((pair, ""));
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| ApiError::invalid(format!("Upload-Metadata value of {key:?} is not base64 UTF-8")))?;
+        out.insert(key.to_string(), decoded.into());
+    }
+    Ok(out)
+}
+
+fn part_path(state: &AppState, id: &str) -> PathBuf {
+    state.config.data_dir.join("uploads").join(format!("{id}.part"))
+}
+
+fn http_date(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
+        .unwrap_or_default()
+}
+
+/// `OPTIONS /v1/uploads`: what this tus server supports.
+pub async fn options(State(state): State<AppState>) -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+    h.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
+    h.insert("tus-max-size", HeaderValue::from(state.config.uploads.max_size_bytes));
+    tus(r)
+}
+
+/// `POST /v1/uploads` (tus creation): `Upload-Length`, optional `Upload-Metadata` with
+/// `filename` and `playback_policy`. Answers `Location` and the asset the upload becomes.
+pub async fn create(State(state): State<AppState>, caller: Tenant, headers: HeaderMap) -> ApiResult<Response> {
+    require_tus(&headers)?;
+    if headers.contains_key("upload-defer-length") {
+        return Err(ApiError::invalid("Upload-Defer-Length is not supported: send Upload-Length"));
+    }
+    let length = header_u64(&headers, "upload-length")?.ok_or_else(|| ApiError::invalid("Upload-Length is required"))?;
+    let limits = &state.config.uploads;
+    if length > limits.max_size_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the file is {length} bytes; the largest accepted is {} bytes",
+            limits.max_size_bytes
+        )));
+    }
+    if limits.tenant_quota_bytes > 0 {
+        let used = state.db.tenant_upload_bytes(&caller.tenant_id).await?.max(0) as u64;
+        if used + length > limits.tenant_quota_bytes {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "this upload would exceed the tenant's quota: {used} of {} bytes are in use",
+                limits.tenant_quota_bytes
+            )));
+        }
+    }
+    let metadata = parse_metadata(headers.get("upload-metadata").and_then(|v| v.to_str().ok()))?;
+    let policy = match metadata.get("playback_policy").and_then(|v| v.as_str()) {
+        None | Some("signed") => PlaybackPolicy::Signed,
+        Some("public") => PlaybackPolicy::Public,
+        Some(other) => return Err(ApiError::invalid(format!("playback_policy {other:?} must be public or signed"))),
+    };
+    let asset = state
+        .db
+        .create_asset(&caller.tenant_id, None, &new_playback_id(), policy, "uploading", None)
+        .await?;
+    let filename = metadata.get("filename").and_then(|v| v.as_str()).map(str::to_string);
+    state.db.set_asset_upload_info(&asset.id, length as i64, filename.as_deref()).await?;
+    let expires_at = now_ms() + state.config.uploads.expiry_hours as i64 * 3_600_000;
+    let upload = state
+        .db
+        .create_upload(&caller.tenant_id, &asset.id, length as i64, &serde_json::Value::Object(metadata).to_string(), expires_at)
+        .await?;
+    let path = part_path(&state, &upload.id);
+    tokio::fs::create_dir_all(path.parent().expect("has parent"))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("creating the uploads folder")))?;
+    tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("creating the upload file")))?;
+    tracing::info!(upload = %upload.id, asset = %asset.id, length, "upload created");
+    let body = serde_json::json!({"upload_id": upload.id, "asset_id": asset.id, "playback_id": asset.playback_id});
+    let mut r = (StatusCode::CREATED, axum::Json(body)).into_response();
+    let h = r.headers_mut();
+    let location = format!("{}/v1/uploads/{}", state.public_url, upload.id);
+    h.insert(header::LOCATION, HeaderValue::from_str(&location).expect("ascii"));
+    h.insert("upload-expires", HeaderValue::from_str(&http_date(expires_at)).expect("ascii"));
+    Ok(tus(r))
+}
+
+async fn live_upload(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<Upload> {
+    let upload = state.db.get_upload(tenant_id, id).await?;
+    if upload.completed_at.is_none() && upload.expires_at < now_ms() {
+        return Err(ApiError::Gone("this upload has expired; start a new one".into()));
+    }
+    Ok(upload)
+}
+
+/// `HEAD /v1/uploads/{id}`: how many bytes the server has.
+pub async fn head(State(state): State<AppState>, caller: Tenant, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
+    require_tus(&headers)?;
+    let upload = live_upload(&state, &caller.tenant_id, &id).await?;
+    let mut r = StatusCode::OK.into_response();
+    let h = r.headers_mut();
+    h.insert("upload-offset", HeaderValue::from(upload.received));
+    h.insert("upload-length", HeaderValue::from(upload.length));
+    h.insert("upload-expires", HeaderValue::from_str(&http_date(upload.expires_at)).expect("ascii"));
+    Ok(tus(r))
+}
+
+/// `PATCH /v1/uploads/{id}`: appends bytes at `Upload-Offset`.
+pub async fn patch(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    require_tus(&headers)?;
+    if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) != Some("application/offset+octet-stream") {
+        return Err(ApiError::UnsupportedMediaType("Content-Type must be application/offset+octet-stream".into()));
+    }
+    let _held = state
+        .upload_locks
+        .hold(&id)
+        .ok_or_else(|| ApiError::Conflict("another request is writing to this upload".into()))?;
+    let upload = live_upload(&state, &caller.tenant_id, &id).await?;
+    let offset = header_u64(&headers, "upload-offset")?.ok_or_else(|| ApiError::invalid("Upload-Offset is required"))?;
+    if offset as i64 != upload.received {
+        return Err(ApiError::Conflict(format!("Upload-Offset is {offset} but the server has {} bytes", upload.received)));
+    }
+    if upload.completed_at.is_some() {
+        return Err(ApiError::Conflict("this upload is already complete".into()));
+    }
+    let path = part_path(&state, &id);
+    let io = |e: std::io::Error| ApiError::Internal(anyhow::Error::new(e).context("writing an upload"));
+    let mut file = tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(io)?;
+    // Bytes past the stored offset are from a request that died before recording them.
+    file.set_len(offset).await.map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(offset)).await.map_err(io)?;
+    let mut received = offset as i64;
+    let mut stream = body.into_data_stream();
+    let mut failure = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                if received + bytes.len() as i64 > upload.length {
+                    failure = Some(ApiError::PayloadTooLarge(format!(
+                        "more bytes than the Upload-Length of {}",
+                        upload.length
+                    )));
+                    break;
+                }
+                file.write_all(&bytes).await.map_err(io)?;
+                received += bytes.len() as i64;
+            }
+            Err(e) => {
+                // The client went away: keep what arrived, it resumes from there.
+                tracing::info!(upload = %id, received, error = %e, "upload interrupted");
+                break;
+            }
+        }
+    }
+    file.sync_data().await.map_err(io)?;
+    drop(file);
+    state.db.set_upload_received(&id, received).await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if received == upload.length {
+        complete(&state, &upload, &path).await?;
+    }
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut().insert("upload-offset", HeaderValue::from(received));
+    Ok(tus(r))
+}
+
+/// Moves a finished upload into storage and queues its transcode.
+async fn complete(state: &AppState, upload: &Upload, path: &std::path::Path) -> ApiResult<()> {
+    let asset = state.db.get_asset(&upload.tenant_id, &upload.asset_id).await?;
+    let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
+    state.store.put_file(&key, path, "application/octet-stream").await?;
+    state.db.complete_upload(&upload.id).await?;
+    state.db.set_asset_status(&asset.id, "queued", None).await?;
+    state
+        .db
+        .enqueue_job(&upload.tenant_id, &asset.id, "transcode", i64::from(state.config.jobs.max_attempts))
+        .await?;
+    state.jobs_wakeup.notify_waiters();
+    tracing::info!(upload = %upload.id, asset = %asset.id, bytes = upload.length, "upload complete; transcode queued");
+    Ok(())
+}
+
+/// `DELETE /v1/uploads/{id}` (tus termination): drops an unfinished upload and its asset.
+pub async fn terminate(State(state): State<AppState>, caller: Tenant, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
+    require_tus(&headers)?;
+    let upload = state.db.get_upload(&caller.tenant_id, &id).await?;
+    if upload.completed_at.is_some() {
+        return Err(ApiError::Conflict("the upload is complete; delete the asset instead".into()));
+    }
+    let _ = tokio::fs::remove_file(part_path(&state, &id)).await;
+    state.db.delete_upload(&id).await?;
+    state.db.delete_asset(&caller.tenant_id, &upload.asset_id).await?;
+    Ok(tus(StatusCode::NO_CONTENT.into_response()))
+}
+
+/// Deletes unfinished uploads past their expiry (files and rows); returns how many.
+pub async fn delete_expired(state: &AppState) -> anyhow::Result<usize> {
+    let expired = state.db.expired_uploads(now_ms()).await?;
+    for upload in &expired {
+        let _ = tokio::fs::remove_file(part_path(state, &upload.id)).await;
+        state.db.delete_upload(&upload.id).await?;
+        let _ = state.db.delete_asset(&upload.tenant_id, &upload.asset_id).await;
+    }
+    Ok(expired.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_pairs_decode_from_base64() {
+        let m = parse_metadata(Some("filename bXkgdmlkZW8ubXA0,playback_policy cHVibGlj, empty")).unwrap();
+        assert_eq!(m["filename"], "my video.mp4");
+        assert_eq!(m["playback_policy"], "public");
+        assert_eq!(m["empty"], "");
+        assert!(parse_metadata(Some("filename ***")).is_err());
+        assert!(parse_metadata(None).unwrap().is_empty());
+    }
+}
