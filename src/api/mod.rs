@@ -5,12 +5,12 @@ pub mod auth;
 mod delivery;
 mod health;
 pub mod live;
-pub mod uploads;
 mod objects;
 pub mod openapi;
 mod router;
 mod telemetry;
 mod tenants;
+pub mod uploads;
 
 use std::sync::Arc;
 

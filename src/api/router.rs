@@ -52,10 +52,16 @@ pub fn router(state: AppState) -> Router {
             post(live::reset_stream_key),
         )
         .route("/v1/playback-tokens", post(live::create_playback_token))
-        .route("/v1/uploads", post(uploads::create).options(uploads::options))
+        .route(
+            "/v1/uploads",
+            post(uploads::create).options(uploads::options),
+        )
         .route(
             "/v1/uploads/{id}",
-            head(uploads::head).patch(uploads::patch).delete(uploads::terminate).options(uploads::options),
+            head(uploads::head)
+                .patch(uploads::patch)
+                .delete(uploads::terminate)
+                .options(uploads::options),
         )
         .route(
             "/hls/{playback_id}/master.m3u8",

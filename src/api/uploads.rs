@@ -55,7 +55,9 @@ fn tus(mut response: Response) -> Response {
 fn require_tus(headers: &HeaderMap) -> ApiResult<()> {
     match headers.get("tus-resumable").and_then(|v| v.to_str().ok()) {
         Some(TUS_VERSION) => Ok(()),
-        _ => Err(ApiError::PreconditionFailed(format!("Tus-Resumable: {TUS_VERSION} is required"))),
+        _ => Err(ApiError::PreconditionFailed(format!(
+            "Tus-Resumable: {TUS_VERSION} is required"
+        ))),
     }
 }
 
@@ -74,26 +76,42 @@ fn header_u64(headers: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
 /// `Upload-Metadata: key base64,key2 base64` as a JSON object.
 fn parse_metadata(value: Option<&str>) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
     let mut out = serde_json::Map::new();
-    for pair in value.unwrap_or("").split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for pair in value
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let (key, encoded) = pair.split_once(' ').unwrap_or((pair, ""));
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| ApiError::invalid(format!("Upload-Metadata value of {key:?} is not base64 UTF-8")))?;
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "Upload-Metadata value of {key:?} is not base64 UTF-8"
+                ))
+            })?;
         out.insert(key.to_string(), decoded.into());
     }
     Ok(out)
 }
 
 fn part_path(state: &AppState, id: &str) -> PathBuf {
-    state.config.data_dir.join("uploads").join(format!("{id}.part"))
+    state
+        .config
+        .data_dir
+        .join("uploads")
+        .join(format!("{id}.part"))
 }
 
 fn http_date(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -103,18 +121,28 @@ pub async fn options(State(state): State<AppState>) -> Response {
     let h = r.headers_mut();
     h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
     h.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
-    h.insert("tus-max-size", HeaderValue::from(state.config.uploads.max_size_bytes));
+    h.insert(
+        "tus-max-size",
+        HeaderValue::from(state.config.uploads.max_size_bytes),
+    );
     tus(r)
 }
 
 /// `POST /v1/uploads` (tus creation): `Upload-Length`, optional `Upload-Metadata` with
 /// `filename` and `playback_policy`. Answers `Location` and the asset the upload becomes.
-pub async fn create(State(state): State<AppState>, caller: Tenant, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Tenant,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     require_tus(&headers)?;
     if headers.contains_key("upload-defer-length") {
-        return Err(ApiError::invalid("Upload-Defer-Length is not supported: send Upload-Length"));
+        return Err(ApiError::invalid(
+            "Upload-Defer-Length is not supported: send Upload-Length",
+        ));
     }
-    let length = header_u64(&headers, "upload-length")?.ok_or_else(|| ApiError::invalid("Upload-Length is required"))?;
+    let length = header_u64(&headers, "upload-length")?
+        .ok_or_else(|| ApiError::invalid("Upload-Length is required"))?;
     let limits = &state.config.uploads;
     if length > limits.max_size_bytes {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -123,7 +151,11 @@ pub async fn create(State(state): State<AppState>, caller: Tenant, headers: Head
         )));
     }
     if limits.tenant_quota_bytes > 0 {
-        let used = state.db.tenant_upload_bytes(&caller.tenant_id).await?.max(0) as u64;
+        let used = state
+            .db
+            .tenant_upload_bytes(&caller.tenant_id)
+            .await?
+            .max(0) as u64;
         if used + length > limits.tenant_quota_bytes {
             return Err(ApiError::PayloadTooLarge(format!(
                 "this upload would exceed the tenant's quota: {used} of {} bytes are in use",
@@ -135,53 +167,94 @@ pub async fn create(State(state): State<AppState>, caller: Tenant, headers: Head
     let policy = match metadata.get("playback_policy").and_then(|v| v.as_str()) {
         None | Some("signed") => PlaybackPolicy::Signed,
         Some("public") => PlaybackPolicy::Public,
-        Some(other) => return Err(ApiError::invalid(format!("playback_policy {other:?} must be public or signed"))),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "playback_policy {other:?} must be public or signed"
+            )));
+        }
     };
     let asset = state
         .db
-        .create_asset(&caller.tenant_id, None, &new_playback_id(), policy, "uploading", None)
+        .create_asset(
+            &caller.tenant_id,
+            None,
+            &new_playback_id(),
+            policy,
+            "uploading",
+            None,
+        )
         .await?;
-    let filename = metadata.get("filename").and_then(|v| v.as_str()).map(str::to_string);
-    state.db.set_asset_upload_info(&asset.id, length as i64, filename.as_deref()).await?;
+    let filename = metadata
+        .get("filename")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    state
+        .db
+        .set_asset_upload_info(&asset.id, length as i64, filename.as_deref())
+        .await?;
     let expires_at = now_ms() + state.config.uploads.expiry_hours as i64 * 3_600_000;
     let upload = state
         .db
-        .create_upload(&caller.tenant_id, &asset.id, length as i64, &serde_json::Value::Object(metadata).to_string(), expires_at)
+        .create_upload(
+            &caller.tenant_id,
+            &asset.id,
+            length as i64,
+            &serde_json::Value::Object(metadata).to_string(),
+            expires_at,
+        )
         .await?;
     let path = part_path(&state, &upload.id);
     tokio::fs::create_dir_all(path.parent().expect("has parent"))
         .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("creating the uploads folder")))?;
-    tokio::fs::File::create(&path)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("creating the upload file")))?;
+        .map_err(|e| {
+            ApiError::Internal(anyhow::Error::new(e).context("creating the uploads folder"))
+        })?;
+    tokio::fs::File::create(&path).await.map_err(|e| {
+        ApiError::Internal(anyhow::Error::new(e).context("creating the upload file"))
+    })?;
     tracing::info!(upload = %upload.id, asset = %asset.id, length, "upload created");
     let body = serde_json::json!({"upload_id": upload.id, "asset_id": asset.id, "playback_id": asset.playback_id});
     let mut r = (StatusCode::CREATED, axum::Json(body)).into_response();
     let h = r.headers_mut();
     let location = format!("{}/v1/uploads/{}", state.public_url, upload.id);
-    h.insert(header::LOCATION, HeaderValue::from_str(&location).expect("ascii"));
-    h.insert("upload-expires", HeaderValue::from_str(&http_date(expires_at)).expect("ascii"));
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("ascii"),
+    );
+    h.insert(
+        "upload-expires",
+        HeaderValue::from_str(&http_date(expires_at)).expect("ascii"),
+    );
     Ok(tus(r))
 }
 
 async fn live_upload(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<Upload> {
     let upload = state.db.get_upload(tenant_id, id).await?;
     if upload.completed_at.is_none() && upload.expires_at < now_ms() {
-        return Err(ApiError::Gone("this upload has expired; start a new one".into()));
+        return Err(ApiError::Gone(
+            "this upload has expired; start a new one".into(),
+        ));
     }
     Ok(upload)
 }
 
 /// `HEAD /v1/uploads/{id}`: how many bytes the server has.
-pub async fn head(State(state): State<AppState>, caller: Tenant, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn head(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     require_tus(&headers)?;
     let upload = live_upload(&state, &caller.tenant_id, &id).await?;
     let mut r = StatusCode::OK.into_response();
     let h = r.headers_mut();
     h.insert("upload-offset", HeaderValue::from(upload.received));
     h.insert("upload-length", HeaderValue::from(upload.length));
-    h.insert("upload-expires", HeaderValue::from_str(&http_date(upload.expires_at)).expect("ascii"));
+    h.insert(
+        "upload-expires",
+        HeaderValue::from_str(&http_date(upload.expires_at)).expect("ascii"),
+    );
     Ok(tus(r))
 }
 
@@ -194,27 +267,44 @@ pub async fn patch(
     body: Body,
 ) -> ApiResult<Response> {
     require_tus(&headers)?;
-    if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) != Some("application/offset+octet-stream") {
-        return Err(ApiError::UnsupportedMediaType("Content-Type must be application/offset+octet-stream".into()));
+    if headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        != Some("application/offset+octet-stream")
+    {
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be application/offset+octet-stream".into(),
+        ));
     }
     let _held = state
         .upload_locks
         .hold(&id)
         .ok_or_else(|| ApiError::Conflict("another request is writing to this upload".into()))?;
     let upload = live_upload(&state, &caller.tenant_id, &id).await?;
-    let offset = header_u64(&headers, "upload-offset")?.ok_or_else(|| ApiError::invalid("Upload-Offset is required"))?;
+    let offset = header_u64(&headers, "upload-offset")?
+        .ok_or_else(|| ApiError::invalid("Upload-Offset is required"))?;
     if offset as i64 != upload.received {
-        return Err(ApiError::Conflict(format!("Upload-Offset is {offset} but the server has {} bytes", upload.received)));
+        return Err(ApiError::Conflict(format!(
+            "Upload-Offset is {offset} but the server has {} bytes",
+            upload.received
+        )));
     }
     if upload.completed_at.is_some() {
         return Err(ApiError::Conflict("this upload is already complete".into()));
     }
     let path = part_path(&state, &id);
-    let io = |e: std::io::Error| ApiError::Internal(anyhow::Error::new(e).context("writing an upload"));
-    let mut file = tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(io)?;
+    let io =
+        |e: std::io::Error| ApiError::Internal(anyhow::Error::new(e).context("writing an upload"));
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .await
+        .map_err(io)?;
     // Bytes past the stored offset are from a request that died before recording them.
     file.set_len(offset).await.map_err(io)?;
-    file.seek(std::io::SeekFrom::Start(offset)).await.map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(io)?;
     let mut received = offset as i64;
     let mut stream = body.into_data_stream();
     let mut failure = None;
@@ -248,20 +338,32 @@ pub async fn patch(
         complete(&state, &upload, &path).await?;
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
-    r.headers_mut().insert("upload-offset", HeaderValue::from(received));
+    r.headers_mut()
+        .insert("upload-offset", HeaderValue::from(received));
     Ok(tus(r))
 }
 
 /// Moves a finished upload into storage and queues its transcode.
 async fn complete(state: &AppState, upload: &Upload, path: &std::path::Path) -> ApiResult<()> {
-    let asset = state.db.get_asset(&upload.tenant_id, &upload.asset_id).await?;
+    let asset = state
+        .db
+        .get_asset(&upload.tenant_id, &upload.asset_id)
+        .await?;
     let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
-    state.store.put_file(&key, path, "application/octet-stream").await?;
+    state
+        .store
+        .put_file(&key, path, "application/octet-stream")
+        .await?;
     state.db.complete_upload(&upload.id).await?;
     state.db.set_asset_status(&asset.id, "queued", None).await?;
     state
         .db
-        .enqueue_job(&upload.tenant_id, &asset.id, "transcode", i64::from(state.config.jobs.max_attempts))
+        .enqueue_job(
+            &upload.tenant_id,
+            &asset.id,
+            "transcode",
+            i64::from(state.config.jobs.max_attempts),
+        )
         .await?;
     state.jobs_wakeup.notify_waiters();
     tracing::info!(upload = %upload.id, asset = %asset.id, bytes = upload.length, "upload complete; transcode queued");
@@ -269,15 +371,25 @@ async fn complete(state: &AppState, upload: &Upload, path: &std::path::Path) -> 
 }
 
 /// `DELETE /v1/uploads/{id}` (tus termination): drops an unfinished upload and its asset.
-pub async fn terminate(State(state): State<AppState>, caller: Tenant, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn terminate(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     require_tus(&headers)?;
     let upload = state.db.get_upload(&caller.tenant_id, &id).await?;
     if upload.completed_at.is_some() {
-        return Err(ApiError::Conflict("the upload is complete; delete the asset instead".into()));
+        return Err(ApiError::Conflict(
+            "the upload is complete; delete the asset instead".into(),
+        ));
     }
     let _ = tokio::fs::remove_file(part_path(&state, &id)).await;
     state.db.delete_upload(&id).await?;
-    state.db.delete_asset(&caller.tenant_id, &upload.asset_id).await?;
+    state
+        .db
+        .delete_asset(&caller.tenant_id, &upload.asset_id)
+        .await?;
     Ok(tus(StatusCode::NO_CONTENT.into_response()))
 }
 
@@ -287,7 +399,10 @@ pub async fn delete_expired(state: &AppState) -> anyhow::Result<usize> {
     for upload in &expired {
         let _ = tokio::fs::remove_file(part_path(state, &upload.id)).await;
         state.db.delete_upload(&upload.id).await?;
-        let _ = state.db.delete_asset(&upload.tenant_id, &upload.asset_id).await;
+        let _ = state
+            .db
+            .delete_asset(&upload.tenant_id, &upload.asset_id)
+            .await;
     }
     Ok(expired.len())
 }
@@ -298,7 +413,10 @@ mod tests {
 
     #[test]
     fn metadata_pairs_decode_from_base64() {
-        let m = parse_metadata(Some("filename bXkgdmlkZW8ubXA0,playback_policy cHVibGlj, empty")).unwrap();
+        let m = parse_metadata(Some(
+            "filename bXkgdmlkZW8ubXA0,playback_policy cHVibGlj, empty",
+        ))
+        .unwrap();
         assert_eq!(m["filename"], "my video.mp4");
         assert_eq!(m["playback_policy"], "public");
         assert_eq!(m["empty"], "");

@@ -395,10 +395,16 @@ impl Config {
             ));
         }
         if self.jobs.max_attempts == 0 {
-            return Err(ConfigError::invalid(at("jobs.max_attempts"), "must be at least 1"));
+            return Err(ConfigError::invalid(
+                at("jobs.max_attempts"),
+                "must be at least 1",
+            ));
         }
         if self.jobs.lease_s < 5 {
-            return Err(ConfigError::invalid(at("jobs.lease_s"), "must be at least 5"));
+            return Err(ConfigError::invalid(
+                at("jobs.lease_s"),
+                "must be at least 5",
+            ));
         }
         if self.live.window_segments < 3 {
             return Err(ConfigError::invalid(

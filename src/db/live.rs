@@ -312,8 +312,10 @@ impl Db {
     ) -> DbResult<Asset> {
         let now = now_ms();
         let id = new_id();
-        let storage_prefix = storage_prefix
-            .map_or_else(|| format!("tenants/{tenant_id}/assets/{id}/"), str::to_string);
+        let storage_prefix = storage_prefix.map_or_else(
+            || format!("tenants/{tenant_id}/assets/{id}/"),
+            str::to_string,
+        );
         sqlx::query(
             "INSERT INTO assets (id, tenant_id, source, live_stream_id, playback_id, playback_policy, \
              status, storage_prefix, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",

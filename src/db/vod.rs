@@ -99,7 +99,10 @@ impl Db {
     }
 
     pub async fn delete_upload(&self, id: &str) -> DbResult<()> {
-        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -130,18 +133,30 @@ impl Db {
         .await?)
     }
 
-    pub async fn set_asset_upload_info(&self, id: &str, size_bytes: i64, filename: Option<&str>) -> DbResult<()> {
-        sqlx::query("UPDATE assets SET size_bytes = $1, filename = $2, updated_at = $3 WHERE id = $4")
-            .bind(size_bytes)
-            .bind(filename)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn set_asset_upload_info(
+        &self,
+        id: &str,
+        size_bytes: i64,
+        filename: Option<&str>,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE assets SET size_bytes = $1, filename = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(size_bytes)
+        .bind(filename)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    pub async fn set_asset_status(&self, id: &str, status: &str, error: Option<&str>) -> DbResult<()> {
+    pub async fn set_asset_status(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+    ) -> DbResult<()> {
         sqlx::query("UPDATE assets SET status = $1, error = $2, updated_at = $3 WHERE id = $4")
             .bind(status)
             .bind(error)
@@ -152,18 +167,31 @@ impl Db {
         Ok(())
     }
 
-    pub async fn set_asset_media_info(&self, id: &str, media_info_json: &str, duration_ms: Option<i64>) -> DbResult<()> {
-        sqlx::query("UPDATE assets SET media_info = $1, duration_ms = $2, updated_at = $3 WHERE id = $4")
-            .bind(media_info_json)
-            .bind(duration_ms)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn set_asset_media_info(
+        &self,
+        id: &str,
+        media_info_json: &str,
+        duration_ms: Option<i64>,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE assets SET media_info = $1, duration_ms = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(media_info_json)
+        .bind(duration_ms)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    pub async fn enqueue_job(&self, tenant_id: &str, asset_id: &str, kind: &str, max_attempts: i64) -> DbResult<Job> {
+    pub async fn enqueue_job(
+        &self,
+        tenant_id: &str,
+        asset_id: &str,
+        kind: &str,
+        max_attempts: i64,
+    ) -> DbResult<Job> {
         let id = new_id();
         let now = now_ms();
         sqlx::query(
@@ -204,10 +232,14 @@ impl Db {
     pub async fn claim_job(&self, worker: &str, lease_ms: i64) -> DbResult<Option<Job>> {
         let now = now_ms();
         let pick = match self.backend {
-            Backend::Postgres => "SELECT id FROM jobs WHERE (status = 'queued' AND run_after <= $3) \
-                 OR (status = 'running' AND lease_expires_at < $3) ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "SELECT id FROM jobs WHERE (status = 'queued' AND run_after <= $3) \
-                 OR (status = 'running' AND lease_expires_at < $3) ORDER BY created_at LIMIT 1",
+            Backend::Postgres => {
+                "SELECT id FROM jobs WHERE (status = 'queued' AND run_after <= $3) \
+                 OR (status = 'running' AND lease_expires_at < $3) ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+            }
+            Backend::Sqlite => {
+                "SELECT id FROM jobs WHERE (status = 'queued' AND run_after <= $3) \
+                 OR (status = 'running' AND lease_expires_at < $3) ORDER BY created_at LIMIT 1"
+            }
         };
         Ok(sqlx::query_as::<_, Job>(&format!(
             "UPDATE jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
@@ -221,7 +253,13 @@ impl Db {
     }
 
     /// Extends a lease and records progress; `false` when the lease was lost to another worker.
-    pub async fn heartbeat_job(&self, id: &str, worker: &str, lease_ms: i64, progress_permille: i64) -> DbResult<bool> {
+    pub async fn heartbeat_job(
+        &self,
+        id: &str,
+        worker: &str,
+        lease_ms: i64,
+        progress_permille: i64,
+    ) -> DbResult<bool> {
         let now = now_ms();
         let done = sqlx::query(
             "UPDATE jobs SET lease_expires_at = $1, progress_permille = $2, updated_at = $3 \
@@ -252,7 +290,13 @@ impl Db {
 
     /// Records a failure: queued again after `retry_after_ms` while attempts remain, else
     /// failed for good. Returns whether it will be retried.
-    pub async fn fail_job(&self, id: &str, worker: &str, error: &str, retry_after_ms: i64) -> DbResult<bool> {
+    pub async fn fail_job(
+        &self,
+        id: &str,
+        worker: &str,
+        error: &str,
+        retry_after_ms: i64,
+    ) -> DbResult<bool> {
         let job = self.get_job(id).await?;
         let retry = job.attempts < job.max_attempts;
         let now = now_ms();
@@ -272,7 +316,10 @@ impl Db {
     }
 
     pub async fn delete_jobs_for_asset(&self, asset_id: &str) -> DbResult<()> {
-        sqlx::query("DELETE FROM jobs WHERE asset_id = $1").bind(asset_id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM jobs WHERE asset_id = $1")
+            .bind(asset_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

@@ -3,7 +3,6 @@
 //! window, and at the end a recording asset or a clean-up).
 
 mod session;
-mod uploader;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,24 +1,19 @@
 //! One broadcast of one live stream, from the first publish to its recording (or clean-up).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::uploader::Uploader;
 use super::{IngestMessage, LiveDeps, LiveHub};
 use crate::db::LiveStream;
 use crate::ingest::flv::{self, AudioTag, TagKind, VideoTag};
-use crate::packager::crypto::{Key128, encrypt_segment, iv_for_sequence};
-use crate::packager::playlist::{
-    KeyRef, MediaPlaylist, PlaylistKind, SegmentEntry, Variant, aac_codec_from_config,
-    avc_codec_from_annexb, avc_codec_from_config, render_master,
-};
+use crate::packager::output::{HlsOutput, OutputParams};
+use crate::packager::playlist::{aac_codec_from_config, avc_codec_from_config};
+use crate::packager::uploader::Uploader;
 use crate::pipeline::preset::Preset;
-use crate::pipeline::{LivePipeline, PipelineEvent, RenditionOut, Segment};
-use crate::storage::{ObjectKey, Prefix};
+use crate::pipeline::{LivePipeline, PipelineEvent, RenditionOut};
+use crate::storage::Prefix;
 
 type PublisherChannel = (mpsc::Receiver<IngestMessage>, watch::Sender<Option<String>>);
 
@@ -59,7 +54,15 @@ pub(super) async fn run(
         deps.config.upload_queue_segments,
         stream.id.clone(),
     );
-    let mut packager = Packager::new(&deps, &stream, &prefix, &preset);
+    let mut packager = HlsOutput::new(OutputParams {
+        tenant_id: stream.tenant_id.clone(),
+        prefix: prefix.clone(),
+        public_url: deps.public_url.clone(),
+        window: (!stream.record).then_some(deps.config.window_segments),
+        rotation: deps.config.key_rotation_segments,
+        target_duration: preset.segment_duration_s,
+        content_keys: deps.content_keys.clone(),
+    });
     tracing::info!(%prefix, "broadcast started");
 
     let mut next = Some(first);
@@ -111,7 +114,7 @@ pub(super) async fn run(
             _ = cancel.changed() => {}
         }
     }
-    packager.finalize(&uploader).await;
+    finalize(&deps, &stream, &prefix, &mut packager, &uploader).await;
     uploader.flush().await;
     tracing::info!("broadcast finished");
 }
@@ -120,7 +123,7 @@ pub(super) async fn run(
 async fn publish_once(
     deps: &LiveDeps,
     preset: &Preset,
-    packager: &mut Packager,
+    packager: &mut HlsOutput,
     uploader: &Uploader,
     mut media: mpsc::Receiver<IngestMessage>,
     stop: &watch::Sender<Option<String>>,
@@ -307,287 +310,50 @@ impl IngestInfo {
     }
 }
 
-/// One rendition's output state.
-struct Output {
-    info: RenditionOut,
-    playlist: MediaPlaylist,
-    codecs: Option<String>,
-    bitrate_bps: Option<u64>,
-    /// Segments out of the live window, kept a while for players still fetching them.
-    stale: VecDeque<SegmentEntry>,
-    total_s: f64,
-}
-
-/// The broadcast's packaging: encryption keys, playlists and what goes to storage.
-struct Packager {
-    tenant_id: String,
-    prefix: String,
-    public_url: String,
-    record: bool,
-    window: usize,
-    rotation: u64,
-    target_duration: u32,
-    content_keys: crate::drm::ContentKeys,
-    db: crate::db::Db,
-    playback_id_policy: crate::db::PlaybackPolicy,
-    live_stream_id: String,
-    outputs: BTreeMap<String, Output>,
-    /// Content keys by rotation period.
-    keys: BTreeMap<u64, (String, Key128)>,
-    discontinuity: HashSet<String>,
-    master_written: bool,
-    video_codec: Option<String>,
-    audio_codec: Option<String>,
-}
-
-impl Packager {
-    fn new(deps: &LiveDeps, stream: &LiveStream, prefix: &str, preset: &Preset) -> Self {
-        Self {
-            tenant_id: stream.tenant_id.clone(),
-            prefix: prefix.to_string(),
-            public_url: deps.public_url.clone(),
-            record: stream.record,
-            window: deps.config.window_segments,
-            rotation: deps.config.key_rotation_segments,
-            target_duration: preset.segment_duration_s,
-            content_keys: deps.content_keys.clone(),
-            db: deps.db.clone(),
-            playback_id_policy: stream.playback_policy,
-            live_stream_id: stream.id.clone(),
-            outputs: BTreeMap::new(),
-            keys: BTreeMap::new(),
-            discontinuity: HashSet::new(),
-            master_written: false,
-            video_codec: None,
-            audio_codec: None,
-        }
-    }
-
-    fn key(&self, name: &str) -> ObjectKey {
-        ObjectKey::parse(&format!("{}{name}", self.prefix)).expect("prefix and names are validated")
-    }
-
-    /// The renditions of a (new) publish; existing playlists continue after a discontinuity.
-    fn set_renditions(&mut self, list: Vec<RenditionOut>) {
-        for info in list {
-            match self.outputs.get_mut(&info.name) {
-                Some(out) => out.info = info,
-                None => {
-                    let window = (!self.record).then_some(self.window);
-                    self.outputs.insert(
-                        info.name.clone(),
-                        Output {
-                            playlist: MediaPlaylist::new(self.target_duration, window),
-                            info,
-                            codecs: None,
-                            bitrate_bps: None,
-                            stale: VecDeque::new(),
-                            total_s: 0.0,
-                        },
-                    );
-                }
-            }
-        }
-        self.master_written = false;
-    }
-
-    /// After a reconnect every rendition's next segment starts a discontinuity.
-    fn reopen(&mut self) {
-        self.discontinuity = self.outputs.keys().cloned().collect();
-    }
-
-    async fn content_key(&mut self, sequence: u64) -> Result<(String, Key128), String> {
-        let period = sequence.checked_div(self.rotation).unwrap_or(0);
-        if let Some(k) = self.keys.get(&period) {
-            return Ok(k.clone());
-        }
-        let created = self
-            .content_keys
-            .create(&self.tenant_id, &self.prefix)
-            .await
-            .map_err(|e| format!("could not create a content key: {e}"))?;
-        self.keys.insert(period, created.clone());
-        // Renditions move in step; keys two periods back are no longer asked for.
-        while self.keys.len() > 3 {
-            let first = *self.keys.keys().next().expect("non-empty");
-            self.keys.remove(&first);
-        }
-        Ok(created)
-    }
-
-    async fn add_segment(&mut self, segment: Segment, uploader: &Uploader) -> Result<(), String> {
-        let Some(sequence) = self
-            .outputs
-            .get(&segment.rendition)
-            .map(|o| o.playlist.next_sequence())
-        else {
-            tracing::warn!(rendition = %segment.rendition, "segment for an unknown rendition");
-            return Ok(());
-        };
-        let (key_id, key) = self.content_key(sequence).await?;
-        let iv = iv_for_sequence(sequence);
-        let encrypted = Bytes::from(encrypt_segment(&key, &iv, &segment.bytes));
-        let name = segment.rendition.clone();
-        uploader
-            .put(
-                self.key(&format!("{name}/{sequence}.ts")),
-                encrypted,
-                "video/mp2t",
+/// The broadcast is over: keep it as a VOD asset, or delete everything it stored.
+async fn finalize(
+    deps: &LiveDeps,
+    stream: &LiveStream,
+    prefix: &str,
+    output: &mut HlsOutput,
+    uploader: &Uploader,
+) {
+    if stream.record && output.has_media() {
+        output.write_vod_playlists(uploader).await;
+        uploader.flush().await;
+        let playback_id = crate::db::new_playback_id();
+        let created = deps
+            .db
+            .create_asset(
+                &stream.tenant_id,
+                Some(&stream.id),
+                &playback_id,
+                stream.playback_policy,
+                "preparing",
+                Some(prefix),
             )
             .await;
-
-        let discontinuity = self.discontinuity.remove(&name);
-        let entry = SegmentEntry {
-            sequence,
-            uri: format!("{sequence}.ts"),
-            duration: segment.duration_s,
-            key: Some(KeyRef {
-                uri: format!("{}/keys/{key_id}", self.public_url),
-                iv,
-            }),
-            discontinuity,
-        };
-        let (video_codec, audio_codec) = (self.video_codec.clone(), self.audio_codec.clone());
-        let out = self.outputs.get_mut(&name).expect("checked above");
-        if out.codecs.is_none() {
-            let video = avc_codec_from_annexb(&segment.bytes).or(video_codec);
-            out.codecs = Some(
-                [video, audio_codec]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-        }
-        if out.bitrate_bps.is_none() && segment.duration_s > 0.5 {
-            out.bitrate_bps = Some((segment.bytes.len() as f64 * 8.0 / segment.duration_s) as u64);
-        }
-        out.total_s += segment.duration_s;
-        let evicted = out.playlist.push(entry);
-        let playlist = out.playlist.render(PlaylistKind::Live);
-        out.stale.extend(evicted);
-        let mut expired = Vec::new();
-        while out.stale.len() > self.window {
-            expired.push(out.stale.pop_front().expect("non-empty"));
-        }
-        uploader
-            .put(
-                self.key(&format!("{name}/index.m3u8")),
-                Bytes::from(playlist),
-                "application/vnd.apple.mpegurl",
-            )
-            .await;
-        for old in expired {
-            uploader
-                .delete(self.key(&format!("{name}/{}", old.uri)))
-                .await;
-        }
-        if !self.master_written && self.outputs.values().all(|o| o.codecs.is_some()) {
-            self.write_master(uploader).await;
-        }
-        Ok(())
-    }
-
-    async fn write_master(&mut self, uploader: &Uploader) {
-        let variants: Vec<Variant> = self
-            .outputs
-            .values()
-            .map(|o| {
-                let measured = o
-                    .bitrate_bps
-                    .unwrap_or(u64::from(o.info.bitrate_kbps.unwrap_or(1000)) * 1000);
-                Variant {
-                    uri: format!("{}/index.m3u8", o.info.name),
-                    bandwidth: measured * 5 / 4,
-                    average_bandwidth: Some(measured),
-                    width: o.info.width,
-                    height: o.info.height,
-                    frame_rate: o.info.frame_rate,
-                    codecs: o.codecs.clone().unwrap_or_default(),
+        match created {
+            Ok(asset) => {
+                let duration_ms = output.duration_ms();
+                if let Err(e) = deps
+                    .db
+                    .finish_asset(&asset.id, "ready", duration_ms, None)
+                    .await
+                {
+                    tracing::error!(error = %e, "marking the recording ready");
                 }
-            })
-            .collect();
+                tracing::info!(asset = %asset.id, duration_ms, "recording kept as an asset");
+            }
+            Err(e) => tracing::error!(error = %e, "creating the recording asset"),
+        }
+    } else {
         uploader
-            .put(
-                self.key("master.m3u8"),
-                Bytes::from(render_master(&variants)),
-                "application/vnd.apple.mpegurl",
-            )
+            .delete_prefix(Prefix::parse(prefix).expect("valid prefix"))
             .await;
-        self.master_written = true;
-    }
-
-    /// The publisher stopped: every playlist gets EXT-X-ENDLIST.
-    async fn end(&mut self, uploader: &Uploader) {
-        if !self.master_written && self.outputs.values().any(|o| o.codecs.is_some()) {
-            self.outputs.retain(|_, o| o.codecs.is_some());
-            self.write_master(uploader).await;
-        }
-        for (name, out) in &mut self.outputs {
-            out.playlist.end();
-            let text = out.playlist.render(PlaylistKind::Live);
-            let key =
-                ObjectKey::parse(&format!("{}{name}/index.m3u8", self.prefix)).expect("valid");
-            uploader
-                .put(key, Bytes::from(text), "application/vnd.apple.mpegurl")
-                .await;
-        }
-    }
-
-    /// The broadcast is over: keep it as a VOD asset, or delete everything it stored.
-    async fn finalize(&mut self, uploader: &Uploader) {
-        let has_media = self
-            .outputs
-            .values()
-            .any(|o| o.playlist.segments().next().is_some());
-        if self.record && has_media {
-            for (name, out) in &self.outputs {
-                let text = out.playlist.render(PlaylistKind::Vod);
-                let key =
-                    ObjectKey::parse(&format!("{}{name}/index.m3u8", self.prefix)).expect("valid");
-                uploader
-                    .put(key, Bytes::from(text), "application/vnd.apple.mpegurl")
-                    .await;
-            }
-            uploader.flush().await;
-            let duration_ms = self
-                .outputs
-                .values()
-                .map(|o| (o.total_s * 1000.0) as i64)
-                .max();
-            let playback_id = crate::db::new_playback_id();
-            match self
-                .db
-                .create_asset(
-                    &self.tenant_id,
-                    Some(&self.live_stream_id),
-                    &playback_id,
-                    self.playback_id_policy,
-                    "preparing",
-                    Some(&self.prefix),
-                )
-                .await
-            {
-                Ok(asset) => {
-                    if let Err(e) = self
-                        .db
-                        .finish_asset(&asset.id, "ready", duration_ms, None)
-                        .await
-                    {
-                        tracing::error!(error = %e, "marking the recording ready");
-                    }
-                    tracing::info!(asset = %asset.id, duration_ms, "recording kept as an asset");
-                }
-                Err(e) => tracing::error!(error = %e, "creating the recording asset"),
-            }
-        } else {
-            uploader
-                .delete_prefix(Prefix::parse(&self.prefix).expect("valid prefix"))
-                .await;
-            uploader.flush().await;
-            if let Err(e) = self.db.delete_content_keys(&self.prefix).await {
-                tracing::error!(error = %e, "deleting the broadcast's content keys");
-            }
+        uploader.flush().await;
+        if let Err(e) = deps.db.delete_content_keys(prefix).await {
+            tracing::error!(error = %e, "deleting the broadcast's content keys");
         }
     }
 }
