@@ -27,6 +27,8 @@ CREATE TABLE jobs (
     run_after         BIGINT NOT NULL,
     lease_owner       TEXT,
     lease_expires_at  BIGINT,
+    -- When the current attempt started.
+    started_at        BIGINT,
     -- Per-mille done, so both backends store an integer.
     progress_permille BIGINT NOT NULL,
     error             TEXT,

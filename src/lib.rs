@@ -14,3 +14,4 @@ pub mod packager;
 pub mod pipeline;
 pub mod server;
 pub mod storage;
+pub mod vod;

@@ -26,6 +26,9 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve,
+    /// Run only the transcode job workers (scale out beside `serve`, sharing its database
+    /// and storage).
+    Worker,
     /// Print the effective configuration, secrets redacted.
     Config {
         /// Print the documented defaults instead (a starting ferrocast.toml).
@@ -86,16 +89,36 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => serve(config).await,
+        Command::Worker => {
+            init_logging(&config)?;
+            let public_url = config.public_url(config.http.listen);
+            let rtmp_url = config.rtmp_url(config.rtmp.listen);
+            let (state, startup) = server::build(config, &public_url, &rtmp_url).await?;
+            if let Some(key) = startup.bootstrap_admin_key {
+                println!("Admin API key (first start of this database; shown once): {key}");
+            }
+            tracing::info!(
+                workers = state.config.jobs.concurrency,
+                "running job workers only"
+            );
+            server::run_workers(state, server::shutdown_signal()).await;
+            Ok(())
+        }
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.log.filter).context("log.filter")?;
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
     match config.log.format {
         LogFormat::Text => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
     }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config)?;
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await

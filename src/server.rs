@@ -197,6 +197,8 @@ pub async fn serve(
             stop_rx.clone(),
         ))
     });
+    let workers = crate::vod::spawn_workers(&state, stop_rx.clone());
+    tokio::spawn(janitor(state.clone(), stop_rx.clone()));
     let app = api::router(state);
     let stopping = Arc::new(Notify::new());
     let notify = stopping.clone();
@@ -218,8 +220,39 @@ pub async fn serve(
     if let Some(task) = ingest {
         task.abort();
     }
+    // A job cut short here is taken again by a worker once its lease expires.
+    for worker in workers {
+        worker.abort();
+    }
     db.close().await;
     result
+}
+
+/// Housekeeping every few minutes: unfinished uploads past their expiry are deleted.
+async fn janitor(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match api::uploads::delete_expired(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "deleted expired uploads"),
+            Err(e) => tracing::warn!(error = %e, "cleaning up expired uploads"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Runs only the job workers (`ferrocast worker`), until `shutdown` resolves.
+pub async fn run_workers(state: AppState, shutdown: impl Future<Output = ()>) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let workers = crate::vod::spawn_workers(&state, stop_rx);
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for worker in workers {
+        worker.abort();
+    }
+    state.db.close().await;
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

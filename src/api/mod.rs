@@ -1,6 +1,7 @@
 //! The HTTP API: shared state, extractors that speak the API's error shape, and one module per
 //! area. `router.rs` holds the whole route table.
 
+mod assets;
 pub mod auth;
 mod delivery;
 mod health;

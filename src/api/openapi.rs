@@ -4,7 +4,7 @@ use axum::response::Html;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{Json, health, live, tenants};
+use super::{Json, assets, health, live, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,12 +18,14 @@ use super::{Json, health, live, tenants};
         tenants::update_api_key, tenants::revoke_api_key,
         live::create_live_stream, live::list_live_streams, live::get_live_stream,
         live::delete_live_stream, live::reset_stream_key, live::create_playback_token,
+        assets::get_asset, assets::list_assets, assets::delete_asset,
     ),
     modifiers(&BearerKeys),
     tags(
         (name = "tenants", description = "Tenants, managed with the admin key"),
         (name = "api-keys", description = "A tenant's own API keys"),
         (name = "live", description = "Live streams and playback tokens"),
+        (name = "assets", description = "Uploaded files and recorded broadcasts"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -11,7 +11,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use super::{AppState, delivery, health, live, objects, openapi, telemetry, tenants, uploads};
+use super::{
+    AppState, assets, delivery, health, live, objects, openapi, telemetry, tenants, uploads,
+};
 use crate::error::ApiError;
 
 pub fn router(state: AppState) -> Router {
@@ -52,6 +54,11 @@ pub fn router(state: AppState) -> Router {
             post(live::reset_stream_key),
         )
         .route("/v1/playback-tokens", post(live::create_playback_token))
+        .route("/v1/assets", get(assets::list_assets))
+        .route(
+            "/v1/assets/{id}",
+            get(assets::get_asset).delete(assets::delete_asset),
+        )
         .route(
             "/v1/uploads",
             post(uploads::create).options(uploads::options),

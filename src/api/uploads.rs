@@ -213,6 +213,10 @@ pub async fn create(
         ApiError::Internal(anyhow::Error::new(e).context("creating the upload file"))
     })?;
     tracing::info!(upload = %upload.id, asset = %asset.id, length, "upload created");
+    if length == 0 {
+        // Nothing to wait for: an empty file is complete (and will be found not to be media).
+        complete(&state, &upload, &path).await?;
+    }
     let body = serde_json::json!({"upload_id": upload.id, "asset_id": asset.id, "playback_id": asset.playback_id});
     let mut r = (StatusCode::CREATED, axum::Json(body)).into_response();
     let h = r.headers_mut();

@@ -33,6 +33,7 @@ pub struct Job {
     pub run_after: i64,
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<i64>,
+    pub started_at: Option<i64>,
     pub progress_permille: i64,
     pub error: Option<String>,
     pub created_at: i64,
@@ -40,7 +41,7 @@ pub struct Job {
 }
 
 const JOB_COLUMNS: &str = "id, tenant_id, asset_id, kind, status, attempts, max_attempts, run_after, \
-    lease_owner, lease_expires_at, progress_permille, error, created_at, updated_at";
+    lease_owner, lease_expires_at, started_at, progress_permille, error, created_at, updated_at";
 
 impl Db {
     pub async fn create_upload(
@@ -243,7 +244,8 @@ impl Db {
         };
         Ok(sqlx::query_as::<_, Job>(&format!(
             "UPDATE jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
-             attempts = attempts + 1, updated_at = $3 WHERE id = ({pick}) RETURNING {JOB_COLUMNS}"
+             attempts = attempts + 1, started_at = $3, progress_permille = 0, updated_at = $3 \
+             WHERE id = ({pick}) RETURNING {JOB_COLUMNS}"
         ))
         .bind(worker)
         .bind(now + lease_ms)

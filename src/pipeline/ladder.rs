@@ -233,7 +233,7 @@ const PRESETS: &[&str] = &[
 ];
 const PROFILES: &[&str] = &["baseline", "constrained-baseline", "main", "high"];
 
-fn validate(spec: &LadderSpec) -> Result<(), Error> {
+pub(crate) fn validate(spec: &LadderSpec) -> Result<(), Error> {
     let bad = |s: String| Err(Error::InvalidSpec(s));
     if spec.segment_duration_s == 0 {
         return bad("segment_duration_s must be > 0".into());
@@ -843,25 +843,7 @@ fn build_branches(
                 t
             };
             let q = queue_raw()?;
-            let enc = make("x264enc", None)?;
-            enc.set_property("bitrate", r.video_bitrate_kbps);
-            enc.set_property_from_str("speed-preset", &r.x264_preset);
-            if tun.zerolatency {
-                enc.set_property_from_str("tune", "zerolatency");
-            }
-            enc.set_property("key-int-max", gop);
-            enc.set_property("bframes", 0u32);
-            enc.set_property("threads", tun.x264_threads);
-            enc.set_property("option-string", format!("scenecut=0:min-keyint={gop}"));
-            let cf = make("capsfilter", None)?;
-            cf.set_property(
-                "caps",
-                gst::Caps::builder("video/x-h264")
-                    .field("profile", r.profile.as_str())
-                    .field("stream-format", "byte-stream")
-                    .field("alignment", "au")
-                    .build(),
-            );
+            let (enc, cf) = x264_encoder(r, gop, tun)?;
             let hls = make_hls(sh, &r.name)?;
             add(&[&q, &enc, &cf, &hls])?;
             rtee.link(&q)?;
@@ -876,6 +858,36 @@ fn build_branches(
         e.sync_state_with_parent()?;
     }
     Ok((outputs, gop))
+}
+
+/// x264enc + profile capsfilter for one rung. Shared with the VOD pipeline (`vod.rs`) so that
+/// live and VOD renditions are encoded identically (fixed GOP of `gop` frames, no B-frames, no
+/// scenecut: every segment starts with an IDR at the same frame index in every rendition).
+pub(crate) fn x264_encoder(
+    r: &Rendition,
+    gop: u32,
+    tun: &Tuning,
+) -> Result<(gst::Element, gst::Element), Error> {
+    let enc = make("x264enc", None)?;
+    enc.set_property("bitrate", r.video_bitrate_kbps);
+    enc.set_property_from_str("speed-preset", &r.x264_preset);
+    if tun.zerolatency {
+        enc.set_property_from_str("tune", "zerolatency");
+    }
+    enc.set_property("key-int-max", gop);
+    enc.set_property("bframes", 0u32);
+    enc.set_property("threads", tun.x264_threads);
+    enc.set_property("option-string", format!("scenecut=0:min-keyint={gop}"));
+    let cf = make("capsfilter", None)?;
+    cf.set_property(
+        "caps",
+        gst::Caps::builder("video/x-h264")
+            .field("profile", r.profile.as_str())
+            .field("stream-format", "byte-stream")
+            .field("alignment", "au")
+            .build(),
+    );
+    Ok((enc, cf))
 }
 
 // --- bus thread ------------------------------------------------------------------------------

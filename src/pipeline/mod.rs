@@ -5,6 +5,7 @@
 
 mod ladder;
 pub mod preset;
+pub mod vod;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -68,6 +69,22 @@ pub enum PipelineEvent {
     Failed(String),
 }
 
+/// The preset's rungs as the ladder takes them (planned by the short side, never upscaled).
+pub(crate) fn ladder_renditions(preset: &Preset) -> Vec<ladder::Rendition> {
+    preset
+        .renditions
+        .iter()
+        .map(|r| ladder::Rendition {
+            name: r.name.clone(),
+            width: r.height * 16 / 9 / 2 * 2,
+            height: r.height,
+            video_bitrate_kbps: r.video_bitrate_kbps,
+            profile: r.profile.clone(),
+            x264_preset: preset.x264_preset.clone(),
+        })
+        .collect()
+}
+
 /// How long `push` waits for room before reporting the pipeline as stuck.
 const PUSH_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -84,19 +101,7 @@ impl LivePipeline {
         stall_timeout: Duration,
         events: mpsc::Sender<PipelineEvent>,
     ) -> anyhow::Result<Self> {
-        let renditions = preset
-            .renditions
-            .iter()
-            .map(|r| ladder::Rendition {
-                name: r.name.clone(),
-                // The ladder plans by the short side and keeps the source aspect ratio.
-                width: r.height * 16 / 9 / 2 * 2,
-                height: r.height,
-                video_bitrate_kbps: r.video_bitrate_kbps,
-                profile: r.profile.clone(),
-                x264_preset: preset.x264_preset.clone(),
-            })
-            .collect();
+        let renditions = ladder_renditions(preset);
         let mut spec =
             ladder::LadderSpec::new(preset.passthrough, renditions, preset.segment_duration_s);
         spec.stall_timeout = stall_timeout;

@@ -1,0 +1,131 @@
+//! Assets: uploaded files and recorded broadcasts, with their processing state.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth::Tenant;
+use super::{AppState, Json, List, Page, Path, Query, rfc3339};
+use crate::db::{self, PlaybackPolicy};
+use crate::error::{ApiResult, ErrorBody};
+use crate::storage::Prefix;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssetView {
+    pub id: String,
+    /// `uploading`, `queued`, `processing`, `ready` or `errored`.
+    pub status: String,
+    /// `upload` or `live` (a recorded broadcast).
+    pub source: String,
+    pub live_stream_id: Option<String>,
+    pub playback_id: String,
+    pub playback_policy: PlaybackPolicy,
+    pub duration_s: Option<f64>,
+    pub size_bytes: Option<i64>,
+    pub filename: Option<String>,
+    /// What probing found: duration, streams, codecs, resolution.
+    #[schema(value_type = Option<Object>)]
+    pub media_info: Option<serde_json::Value>,
+    /// Percent done while processing.
+    pub progress: Option<f64>,
+    /// Seconds left while processing, estimated from progress so far.
+    pub eta_s: Option<f64>,
+    /// Why processing failed, in words.
+    pub error: Option<String>,
+    pub created_at: String,
+}
+
+async fn view(state: &AppState, a: db::Asset) -> ApiResult<AssetView> {
+    let (progress, eta_s) = if a.status == "processing" {
+        match state.db.latest_job_for_asset(&a.id).await? {
+            Some(job) if job.status == "running" => {
+                let fraction = job.progress_permille as f64 / 1000.0;
+                let started = job.started_at.unwrap_or(job.updated_at);
+                let elapsed = (db::now_ms() - started).max(0) as f64 / 1000.0;
+                let eta = (fraction > 0.02).then(|| (elapsed / fraction - elapsed).max(0.0));
+                (Some((fraction * 1000.0).round() / 10.0), eta)
+            }
+            _ => (Some(0.0), None),
+        }
+    } else {
+        (None, None)
+    };
+    Ok(AssetView {
+        playback_policy: if a.playback_policy == "public" {
+            PlaybackPolicy::Public
+        } else {
+            PlaybackPolicy::Signed
+        },
+        id: a.id,
+        status: a.status,
+        source: a.source,
+        live_stream_id: a.live_stream_id,
+        playback_id: a.playback_id,
+        duration_s: a.duration_ms.map(|ms| ms as f64 / 1000.0),
+        size_bytes: a.size_bytes,
+        filename: a.filename,
+        media_info: a.media_info.and_then(|j| serde_json::from_str(&j).ok()),
+        progress,
+        eta_s,
+        error: a.error,
+        created_at: rfc3339(a.created_at),
+    })
+}
+
+/// Get an asset, with progress and an ETA while it is processing.
+#[utoipa::path(get, path = "/v1/assets/{id}", tag = "assets", security(("api_key" = [])),
+    responses((status = 200, body = AssetView), (status = 404, body = ErrorBody)))]
+pub async fn get_asset(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AssetView>> {
+    let asset = state.db.get_asset(&caller.tenant_id, &id).await?;
+    Ok(Json(view(&state, asset).await?))
+}
+
+/// List assets.
+#[utoipa::path(get, path = "/v1/assets", tag = "assets", params(Page), security(("api_key" = [])),
+    responses((status = 200, body = List<AssetView>)))]
+pub async fn list_assets(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<List<AssetView>>> {
+    let limit = page.limit()?;
+    let assets = state
+        .db
+        .list_assets(&caller.tenant_id, page.cursor.as_deref(), limit)
+        .await?;
+    let list = List::new(assets, limit, |a| &a.id);
+    let mut data = Vec::with_capacity(list.data.len());
+    for a in list.data {
+        data.push(view(&state, a).await?);
+    }
+    Ok(Json(List {
+        data,
+        next_cursor: list.next_cursor,
+    }))
+}
+
+/// Delete an asset and every object and key stored for it.
+#[utoipa::path(delete, path = "/v1/assets/{id}", tag = "assets", security(("api_key" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_asset(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let asset = state.db.get_asset(&caller.tenant_id, &id).await?;
+    // Objects first: if storage fails, the asset remains and the delete can be retried.
+    let removed = state
+        .store
+        .delete_prefix(&Prefix::parse(&asset.storage_prefix)?)
+        .await?;
+    state.db.delete_content_keys(&asset.storage_prefix).await?;
+    state.db.delete_jobs_for_asset(&asset.id).await?;
+    state.db.delete_asset(&caller.tenant_id, &id).await?;
+    tracing::info!(asset = %id, objects = removed, "asset deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

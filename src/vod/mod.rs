@@ -1,0 +1,319 @@
+//! On-demand assets: the job workers that turn an uploaded original into the same encrypted
+//! HLS ladder as live (one pipeline family, one packager output), plus an MP4 download and a
+//! poster. Jobs are claimed from the database with a lease, so any number of `serve` or
+//! `worker` processes sharing the database and storage split the work, and a job whose worker
+//! died is taken again once its lease expires.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::api::AppState;
+use crate::db::Job;
+use crate::packager::output::{HlsOutput, OutputParams};
+use crate::packager::uploader::Uploader;
+use crate::pipeline::vod::{self, Mp4Source, Mp4Spec, Probe, TranscodeSpec, VodEvent};
+use crate::pipeline::{RenditionOut, SOURCE_RENDITION, Segment};
+use crate::storage::{ObjectKey, Prefix};
+
+/// Starts `jobs.concurrency` workers; they stop when `shutdown` turns true.
+pub fn spawn_workers(
+    state: &AppState,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ferrocast".into());
+    (0..state.config.jobs.concurrency)
+        .map(|n| {
+            let worker = format!("{host}/{}/{n}", std::process::id());
+            tokio::spawn(worker_loop(state.clone(), worker, shutdown.clone()))
+        })
+        .collect()
+}
+
+async fn worker_loop(state: AppState, worker: String, mut shutdown: watch::Receiver<bool>) {
+    let lease_ms = state.config.jobs.lease_s as i64 * 1000;
+    tracing::info!(%worker, "job worker started");
+    while !*shutdown.borrow() {
+        match state.db.claim_job(&worker, lease_ms).await {
+            Ok(Some(job)) => {
+                let span = tracing::info_span!("job", job = %job.id, asset = %job.asset_id, attempt = job.attempts);
+                tracing::Instrument::instrument(run_job(&state, &worker, job), span).await;
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = state.jobs_wakeup.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming a job failed; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Why a job ended without success.
+enum JobError {
+    /// The input is not usable media: no retry, the asset is errored with this message.
+    BadMedia(String),
+    /// Anything else: retried with backoff while attempts remain.
+    Failed(String),
+}
+
+async fn run_job(state: &AppState, worker: &str, job: Job) {
+    let work = state.config.data_dir.join("work").join(&job.id);
+    let result = transcode_job(state, worker, &job, &work).await;
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    let db = &state.db;
+    let outcome = match result {
+        Ok(()) => db.finish_job(&job.id, worker).await.map(|_| "done"),
+        Err(JobError::BadMedia(message)) => {
+            tracing::info!(%message, "not playable media");
+            // Nothing is kept of media that cannot play.
+            if let Ok(asset) = db.get_asset(&job.tenant_id, &job.asset_id).await
+                && let Ok(prefix) = Prefix::parse(&asset.storage_prefix)
+                && let Err(e) = state.store.delete_prefix(&prefix).await
+            {
+                tracing::warn!(error = %e, "could not delete the stored original");
+            }
+            let _ = db
+                .delete_content_keys(&format!(
+                    "tenants/{}/assets/{}/",
+                    job.tenant_id, job.asset_id
+                ))
+                .await;
+            let _ = db
+                .set_asset_status(&job.asset_id, "errored", Some(&message))
+                .await;
+            db.finish_job(&job.id, worker).await.map(|_| "bad media")
+        }
+        Err(JobError::Failed(message)) => {
+            let backoff = 5_000 * job.attempts.max(1);
+            match db.fail_job(&job.id, worker, &message, backoff).await {
+                Ok(true) => {
+                    tracing::warn!(%message, retry_in_ms = backoff, "job failed; will retry");
+                    Ok("retry")
+                }
+                Ok(false) => {
+                    tracing::error!(%message, "job failed for good");
+                    db.set_asset_status(&job.asset_id, "errored", Some(&message))
+                        .await
+                        .map(|_| "failed")
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "recording the job's outcome");
+    }
+}
+
+fn media_info_json(p: &Probe) -> serde_json::Value {
+    serde_json::json!({
+        "duration_s": p.duration_s,
+        "container": p.container,
+        "video": p.video.as_ref().map(|v| serde_json::json!({
+            "codec": v.codec, "width": v.width, "height": v.height, "fps": v.fps, "rotation": v.rotation,
+        })),
+        "audio": p.audio.as_ref().map(|a| serde_json::json!({
+            "codec": a.codec, "channels": a.channels, "rate": a.rate,
+        })),
+    })
+}
+
+async fn transcode_job(
+    state: &AppState,
+    worker: &str,
+    job: &Job,
+    work: &Path,
+) -> Result<(), JobError> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| JobError::Failed(format!("{what}: {e}"));
+    let asset = state
+        .db
+        .get_asset(&job.tenant_id, &job.asset_id)
+        .await
+        .map_err(|e| failed("asset", &e))?;
+    state
+        .db
+        .set_asset_status(&asset.id, "processing", None)
+        .await
+        .map_err(|e| failed("asset", &e))?;
+    tokio::fs::create_dir_all(work)
+        .await
+        .map_err(|e| failed("work folder", &e))?;
+    let input = work.join("original");
+    let original = ObjectKey::parse(&format!("{}original", asset.storage_prefix))
+        .map_err(|e| failed("key", &e))?;
+    state
+        .store
+        .get_to_file(&original, &input)
+        .await
+        .map_err(|e| failed("fetching the original", &e))?;
+
+    let probe_input = input.clone();
+    let probed =
+        tokio::task::spawn_blocking(move || vod::probe(&probe_input, Duration::from_secs(60)))
+            .await
+            .map_err(|e| failed("probe", &e))?;
+    let probe = match probed {
+        Ok(p) => p,
+        Err(vod::ProbeError::Timeout(t)) => {
+            return Err(JobError::Failed(format!("probing timed out after {t:?}")));
+        }
+        Err(vod::ProbeError::Io(e)) => {
+            return Err(JobError::Failed(format!("reading the original: {e}")));
+        }
+        Err(e) => return Err(JobError::BadMedia(e.to_string())),
+    };
+    let duration_ms = (probe.duration_s * 1000.0) as i64;
+    state
+        .db
+        .set_asset_media_info(
+            &asset.id,
+            &media_info_json(&probe).to_string(),
+            Some(duration_ms),
+        )
+        .await
+        .map_err(|e| failed("asset", &e))?;
+
+    let preset = state
+        .presets
+        .get("default")
+        .expect("default preset is embedded")
+        .clone();
+    let renditions = crate::pipeline::ladder_renditions(&preset);
+    let mut spec = TranscodeSpec::new(renditions, preset.segment_duration_s);
+    spec.passthrough_h264 = preset.passthrough;
+    spec.mp4 = Some(Mp4Spec {
+        source: Mp4Source::Largest,
+        dir: Some(work.to_path_buf()),
+    });
+    spec.poster_at_s = Some((probe.duration_s / 3.0).min(5.0));
+
+    let uploader = Uploader::spawn(state.store.clone(), 32, format!("asset {}", asset.id));
+    let mut output = HlsOutput::new(OutputParams {
+        tenant_id: asset.tenant_id.clone(),
+        prefix: asset.storage_prefix.clone(),
+        public_url: state.public_url.clone(),
+        window: None,
+        rotation: 0,
+        target_duration: preset.segment_duration_s,
+        content_keys: state.content_keys.clone(),
+    });
+    // Every VOD rendition's audio is the transcode's AAC-LC.
+    output.audio_codec = Some("mp4a.40.2".into());
+
+    let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<VodEvent>(8);
+    let (tx, mut events) = mpsc::channel::<VodEvent>(8);
+    std::thread::spawn(move || {
+        for event in sync_rx {
+            if tx.blocking_send(event).is_err() {
+                break;
+            }
+        }
+    });
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (path, cancel_flag) = (input.clone(), cancel.clone());
+    let transcode =
+        tokio::task::spawn_blocking(move || vod::transcode(&path, &spec, sync_tx, cancel_flag));
+
+    let lease_ms = state.config.jobs.lease_s as i64 * 1000;
+    let mut heartbeat =
+        tokio::time::interval(Duration::from_millis((lease_ms / 3).max(1000) as u64));
+    let mut progress = 0.0f64;
+    let fps = probe.video.as_ref().and_then(|v| v.fps);
+    let result = loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(VodEvent::Progress { fraction }) => progress = fraction,
+                Some(VodEvent::Renditions(list)) => output.set_renditions(
+                    list.into_iter()
+                        .map(|r| {
+                            let passthrough = r.name == SOURCE_RENDITION;
+                            RenditionOut {
+                                bitrate_kbps: (!passthrough).then_some(r.video_bitrate_kbps),
+                                name: r.name,
+                                width: r.width,
+                                height: r.height,
+                                frame_rate: fps,
+                                passthrough,
+                            }
+                        })
+                        .collect(),
+                ),
+                Some(VodEvent::Segment(s)) => {
+                    let segment = Segment { rendition: s.rendition, duration_s: s.duration_s, bytes: s.bytes };
+                    if let Err(e) = output.add_segment(segment, &uploader).await {
+                        cancel.store(true, Ordering::SeqCst);
+                        break Err(JobError::Failed(e));
+                    }
+                }
+                Some(VodEvent::Mp4(file)) => {
+                    if let Err(e) = store_file(state, &asset.storage_prefix, "download.mp4", &file, "video/mp4").await {
+                        cancel.store(true, Ordering::SeqCst);
+                        break Err(failed("storing the MP4", &e));
+                    }
+                }
+                Some(VodEvent::Poster(jpeg)) => {
+                    if let Ok(key) = ObjectKey::parse(&format!("{}poster.jpg", asset.storage_prefix)) {
+                        uploader.put(key, jpeg, "image/jpeg").await;
+                    }
+                }
+                Some(VodEvent::Warning(w)) => tracing::warn!(warning = %w, "transcode"),
+                Some(VodEvent::Done) => break Ok(()),
+                Some(VodEvent::Error(e)) => break Err(JobError::Failed(format!("transcode: {e}"))),
+                None => break Err(JobError::Failed("transcode stopped without a result".into())),
+            },
+            _ = heartbeat.tick() => {
+                let permille = (progress * 1000.0).clamp(0.0, 999.0) as i64;
+                match state.db.heartbeat_job(&job.id, worker, lease_ms, permille).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        cancel.store(true, Ordering::SeqCst);
+                        break Err(JobError::Failed("lost the job's lease to another worker".into()));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+            }
+        }
+    };
+    let _ = transcode.await;
+    result?;
+    if !output.has_media() {
+        return Err(JobError::BadMedia(
+            "no playable video or audio came out of the file".into(),
+        ));
+    }
+    output.write_vod_playlists(&uploader).await;
+    uploader.flush().await;
+    state
+        .db
+        .finish_asset(
+            &asset.id,
+            "ready",
+            output.duration_ms().or(Some(duration_ms)),
+            None,
+        )
+        .await
+        .map_err(|e| failed("asset", &e))?;
+    tracing::info!(duration_ms, "asset ready");
+    Ok(())
+}
+
+async fn store_file(
+    state: &AppState,
+    prefix: &str,
+    name: &str,
+    file: &Path,
+    content_type: &str,
+) -> anyhow::Result<()> {
+    let key = ObjectKey::parse(&format!("{prefix}{name}"))?;
+    state.store.put_file(&key, file, content_type).await?;
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! VOD: a real tus client uploads files made by ffmpeg; jobs transcode them into the same
+//! encrypted HLS ladder as live; ffprobe and headless Chromium play the result.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::TestServer;
+use common::media::{browser_play, eventually, ffprobe};
+use serde_json::Value;
+
+/// A 10 s test file made by ffmpeg with the given output arguments.
+fn make_media(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .arg(&path)
+        .status()
+        .expect("ffmpeg (Debian package ffmpeg)");
+    assert!(status.success(), "ffmpeg could not make {name}");
+    path
+}
+
+fn mp4_720p(dir: &Path) -> PathBuf {
+    make_media(
+        dir,
+        "talk.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            "10",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    )
+}
+
+/// Runs tus-js-client; returns its JSON report.
+fn tus_upload(file: &Path, endpoint: &str, key: &str, stop_after: u64, resume_url: &str) -> Value {
+    let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/ferrocast/npm/node_modules",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    assert!(
+        Path::new(&node_modules).join("tus-js-client").exists(),
+        "tus-js-client is missing from {node_modules}: run make node-deps (make test does)"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/tus_upload.cjs");
+    let out = Command::new("node")
+        .env("NODE_PATH", &node_modules)
+        .arg(script)
+        .arg(file)
+        .args([endpoint, key, &stop_after.to_string(), resume_url])
+        .output()
+        .expect("node runs (Debian packages nodejs npm)");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "tus client printed no JSON: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+async fn only_asset(server: &TestServer, key: &str) -> Value {
+    let (_, list) = server.call("GET", "/v1/assets", Some(key), None).await;
+    let assets = list["data"].as_array().unwrap();
+    assert_eq!(assets.len(), 1, "{list}");
+    assets[0].clone()
+}
+
+async fn wait_until_settled(server: &TestServer, key: &str, id: &str, limit: Duration) -> Value {
+    eventually("the asset to be ready or errored", limit, || async {
+        let (_, a) = server
+            .call("GET", &format!("/v1/assets/{id}"), Some(key), None)
+            .await;
+        matches!(a["status"].as_str(), Some("ready" | "errored")).then_some(a)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_everywhere() {
+    let media = tempfile::tempdir().unwrap();
+    let file = mp4_720p(media.path());
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        size > 600 * 1024,
+        "test file too small to interrupt: {size}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::test_config(dir.path());
+    let server = TestServer::start_config(config.clone()).await;
+    let admin = server.admin_key();
+    let (status, tenant) = server
+        .call(
+            "POST",
+            "/v1/tenants",
+            Some(&admin),
+            Some(serde_json::json!({"name": "Creators"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let key = tenant["api_key"].as_str().unwrap().to_string();
+
+    // The client is killed after ~half the file.
+    let first = tus_upload(&file, &server.url("/v1/uploads"), &key, size / 2, "");
+    let upload_url = first["url"].as_str().expect("upload URL").to_string();
+    let path = upload_url
+        .split_once("/v1/uploads/")
+        .map(|(_, id)| format!("/v1/uploads/{id}"))
+        .unwrap();
+    let asset = only_asset(&server, &key).await;
+    assert_eq!(asset["status"], "uploading");
+    assert_eq!(asset["filename"], "talk.mp4");
+    server.stop().await;
+
+    // The server restarts; the stored offset is still there and the client resumes from it.
+    let server = TestServer::start_config(config).await;
+    let head = server
+        .client
+        .head(server.url(&path))
+        .bearer_auth(&key)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    let offset: u64 = head.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(offset > 0 && offset < size, "offset {offset} of {size}");
+    let second = tus_upload(
+        &file,
+        &server.url("/v1/uploads"),
+        &key,
+        0,
+        &server.url(&path),
+    );
+    assert_eq!(second["finished"], true, "{second}");
+
+    let asset_id = asset["id"].as_str().unwrap().to_string();
+    let ready = wait_until_settled(&server, &key, &asset_id, Duration::from_secs(120)).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let duration = ready["duration_s"].as_f64().unwrap();
+    assert!((9.5..=10.5).contains(&duration), "{duration}");
+    assert_eq!(ready["media_info"]["video"]["width"], 1280);
+    assert_eq!(ready["media_info"]["audio"]["codec"], "aac");
+
+    // The same encrypted ladder as live: ffprobe sees every rendition through the key.
+    let playback = ready["playback_id"].as_str().unwrap();
+    let master = server.url(&format!("/hls/{playback}/master.m3u8"));
+    let probe = ffprobe(&master).await;
+    let mut heights: Vec<u64> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["codec_type"] == "video")
+        .map(|s| s["height"].as_u64().unwrap())
+        .collect();
+    heights.sort();
+    heights.dedup();
+    assert_eq!(heights, [360, 480, 720], "{probe}");
+    let (_, media_playlist) = {
+        let r = server
+            .client
+            .get(server.url(&format!("/hls/{playback}/480p/index.m3u8")))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    };
+    assert!(
+        media_playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD")
+            && media_playlist.contains("METHOD=AES-128"),
+        "{media_playlist}"
+    );
+
+    // The MP4 download is H.264/AAC with its index first (faststart).
+    let prefix = format!(
+        "tenants/{}/assets/{asset_id}/",
+        tenant["id"].as_str().unwrap()
+    );
+    let mp4 = server
+        .state
+        .store
+        .get(
+            &ferrocast::storage::ObjectKey::parse(&format!("{prefix}download.mp4")).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let local = media.path().join("download.mp4");
+    std::fs::write(&local, &mp4.body).unwrap();
+    let probe = ffprobe(local.to_str().unwrap()).await;
+    let codecs: Vec<&str> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap())
+        .collect();
+    assert!(
+        codecs.contains(&"h264") && codecs.contains(&"aac"),
+        "{codecs:?}"
+    );
+    let moov = mp4.body.windows(4).position(|w| w == b"moov").unwrap();
+    let mdat = mp4.body.windows(4).position(|w| w == b"mdat").unwrap();
+    assert!(moov < mdat, "moov after mdat: not faststart");
+
+    // And a browser plays it.
+    let played = browser_play(&server.url(&format!("/play/{playback}")), 3, 40).await;
+    assert!(
+        played.current_time >= 3.0 && played.key_loaded,
+        "{played:?}"
+    );
+
+    // Deleting the asset removes every object stored for it.
+    assert_eq!(
+        server
+            .call(
+                "DELETE",
+                &format!("/v1/assets/{asset_id}"),
+                Some(&key),
+                None
+            )
+            .await
+            .0,
+        204
+    );
+    let left = server
+        .state
+        .store
+        .list(&ferrocast::storage::Prefix::parse(&prefix).unwrap())
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_that_are_not_playable_media_end_errored_with_a_reason_and_leave_nothing() {
+    let media = tempfile::tempdir().unwrap();
+    let text = media.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        "these are not the frames you are looking for\n".repeat(200),
+    )
+    .unwrap();
+    let good = mp4_720p(media.path());
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = media.path().join("truncated.mp4");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 4 / 10]).unwrap();
+    let empty = media.path().join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Creators").await;
+    for (file, expected) in [
+        (&text, "not a media file"),
+        (&truncated, "truncated"),
+        (&empty, "not a media file"),
+    ] {
+        let report = tus_upload(file, &server.url("/v1/uploads"), &key, 0, "");
+        assert_eq!(report["finished"], true, "{report}");
+        let (_, list) = server.call("GET", "/v1/assets", Some(&key), None).await;
+        let id = list["data"].as_array().unwrap().last().unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let settled = wait_until_settled(&server, &key, &id, Duration::from_secs(60)).await;
+        assert_eq!(settled["status"], "errored", "{settled}");
+        let message = settled["error"].as_str().unwrap();
+        assert!(message.contains(expected), "{}: {message}", file.display());
+        let left = server
+            .state
+            .store
+            .list(
+                &ferrocast::storage::Prefix::parse(&format!("tenants/{tenant_id}/assets/{id}/"))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{} left {left:?}", file.display());
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tus_protocol_is_enforced_with_clear_errors_and_limits() {
+    let server = TestServer::start_with(|c| {
+        c.uploads.max_size_bytes = 1000;
+        c.uploads.tenant_quota_bytes = 1500;
+    })
+    .await;
+    let (_, key) = server.create_tenant("Creators").await;
+    let http = &server.client;
+    let tus = |req: reqwest::RequestBuilder| req.bearer_auth(&key).header("Tus-Resumable", "1.0.0");
+
+    let options = http
+        .request(reqwest::Method::OPTIONS, server.url("/v1/uploads"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status(), 204);
+    assert_eq!(options.headers()["tus-version"], "1.0.0");
+    assert!(
+        options.headers()["tus-extension"]
+            .to_str()
+            .unwrap()
+            .contains("creation")
+    );
+
+    let no_version = http
+        .post(server.url("/v1/uploads"))
+        .bearer_auth(&key)
+        .header("Upload-Length", "10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_version.status(), 412);
+    let too_big = tus(http.post(server.url("/v1/uploads")))
+        .header("Upload-Length", "5000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+    assert!(
+        too_big
+            .text()
+            .await
+            .unwrap()
+            .contains("largest accepted is 1000 bytes")
+    );
+
+    let created = tus(http.post(server.url("/v1/uploads")))
+        .header("Upload-Length", "900")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_string();
+    assert!(created.headers().contains_key("upload-expires"));
+    // The quota counts unfinished uploads: a second 900-byte upload would exceed 1500.
+    let over_quota = tus(http.post(server.url("/v1/uploads")))
+        .header("Upload-Length", "900")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over_quota.status(), 413);
+    assert!(over_quota.text().await.unwrap().contains("quota"));
+
+    let patch = |offset: &str, body: Vec<u8>, ct: &str| {
+        tus(http.patch(&location))
+            .header("Upload-Offset", offset)
+            .header("Content-Type", ct)
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        patch("0", vec![1; 10], "application/octet-stream")
+            .await
+            .unwrap()
+            .status(),
+        415
+    );
+    let ok = patch("0", vec![1; 300], "application/offset+octet-stream")
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 204);
+    assert_eq!(ok.headers()["upload-offset"], "300");
+    let conflict = patch("0", vec![1; 10], "application/offset+octet-stream")
+        .await
+        .unwrap();
+    assert_eq!(conflict.status(), 409);
+    let overflow = patch("300", vec![1; 700], "application/offset+octet-stream")
+        .await
+        .unwrap();
+    assert_eq!(overflow.status(), 413);
+    let head = tus(http.head(&location)).send().await.unwrap();
+    assert_eq!(
+        head.headers()["upload-offset"],
+        "300",
+        "a refused PATCH must not move the offset"
+    );
+    assert_eq!(head.headers()["upload-length"], "900");
+    assert_eq!(head.headers()["cache-control"], "no-store");
+
+    // Another tenant cannot see or touch it.
+    let (_, other) = server.create_tenant("Other").await;
+    let foreign = http
+        .head(&location)
+        .bearer_auth(&other)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 404);
+
+    // Termination removes the upload and its asset.
+    assert_eq!(
+        tus(http.delete(&location)).send().await.unwrap().status(),
+        204
+    );
+    assert_eq!(
+        tus(http.head(&location)).send().await.unwrap().status(),
+        404
+    );
+    let (_, list) = server.call("GET", "/v1/assets", Some(&key), None).await;
+    assert!(list["data"].as_array().unwrap().is_empty(), "{list}");
+    server.stop().await;
+}
