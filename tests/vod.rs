@@ -430,3 +430,84 @@ async fn the_tus_protocol_is_enforced_with_clear_errors_and_limits() {
     assert!(list["data"].as_array().unwrap().is_empty(), "{list}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcode_cut_off_by_a_server_stop_is_finished_after_restart() {
+    let media = tempfile::tempdir().unwrap();
+    let file = make_media(
+        media.path(),
+        "long.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            "30",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.jobs.lease_s = 5;
+    let server = TestServer::start_config(config.clone()).await;
+    let admin = server.admin_key();
+    let (_, tenant) = server
+        .call(
+            "POST",
+            "/v1/tenants",
+            Some(&admin),
+            Some(serde_json::json!({"name": "C"})),
+        )
+        .await;
+    let key = tenant["api_key"].as_str().unwrap().to_string();
+    let report = tus_upload(&file, &server.url("/v1/uploads"), &key, 0, "");
+    assert_eq!(report["finished"], true, "{report}");
+    let id = only_asset(&server, &key).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let processing = eventually(
+        "the transcode to make progress",
+        Duration::from_secs(60),
+        || async {
+            let (_, a) = server
+                .call("GET", &format!("/v1/assets/{id}"), Some(&key), None)
+                .await;
+            (a["status"] == "processing" && a["progress"].as_f64().unwrap_or(0.0) > 0.0)
+                .then_some(a)
+        },
+    )
+    .await;
+    assert!(processing["progress"].as_f64().unwrap() < 100.0);
+    server.stop().await;
+
+    let server = TestServer::start_config(config).await;
+    let done = wait_until_settled(&server, &key, &id, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "ready", "{done}");
+    let duration = done["duration_s"].as_f64().unwrap();
+    assert!((29.0..=31.0).contains(&duration), "{duration}");
+    let job = server
+        .state
+        .db
+        .latest_job_for_asset(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        job.attempts, 2,
+        "the job was taken again after its lease expired"
+    );
+    server.stop().await;
+}
