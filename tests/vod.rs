@@ -235,6 +235,51 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
         "{played:?}"
     );
 
+    // Thumbnails: a frame on demand (then kept in storage), and the poster.
+    let thumb = server
+        .client
+        .get(server.url(&format!("/thumbnails/{playback}.jpg?time=5&width=320")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(thumb.status(), 200);
+    assert_eq!(thumb.headers()["content-type"], "image/jpeg");
+    let jpeg = thumb.bytes().await.unwrap();
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8]);
+    let local = media.path().join("thumb.jpg");
+    std::fs::write(&local, &jpeg).unwrap();
+    let probe = ffprobe(local.to_str().unwrap()).await;
+    assert_eq!(
+        (
+            probe["streams"][0]["width"].as_u64(),
+            probe["streams"][0]["height"].as_u64()
+        ),
+        (Some(320), Some(180))
+    );
+    let cached = server
+        .state
+        .store
+        .head(
+            &ferrocast::storage::ObjectKey::parse(&format!("{prefix}thumbnails/5000_320.jpg"))
+                .unwrap(),
+        )
+        .await;
+    assert!(cached.is_ok(), "the thumbnail was not kept");
+    let poster = server
+        .client
+        .get(server.url(&format!("/thumbnails/{playback}.jpg")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poster.status(), 200);
+    let bad = server
+        .client
+        .get(server.url(&format!("/thumbnails/{playback}.jpg?time=-1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
     // Deleting the asset removes every object stored for it.
     assert_eq!(
         server

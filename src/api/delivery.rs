@@ -255,6 +255,102 @@ pub async fn content_key(
     Ok(response)
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct ThumbnailQuery {
+    token: Option<String>,
+    /// Seconds into the media; none: the poster.
+    time: Option<f64>,
+    /// Pixels wide (height follows the aspect ratio), 16 to 1920; default 640.
+    width: Option<u32>,
+}
+
+/// `GET /thumbnails/{playback_id}.jpg?time=12.5&width=320`: a frame of an asset, rendered on
+/// first request from the original and kept in storage for the next.
+pub async fn thumbnail(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    Query(q): Query<ThumbnailQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let playback_id = file
+        .strip_suffix(".jpg")
+        .ok_or_else(|| ApiError::NotFound("thumbnails are .jpg".into()))?;
+    let token = token_from(
+        &TokenQuery {
+            token: q.token.clone(),
+        },
+        &headers,
+    );
+    let target = authorize(&state, playback_id, token.as_deref()).await?;
+    let prefix = target
+        .prefix
+        .as_deref()
+        .ok_or_else(|| ApiError::NotFound("nothing to show yet".into()))?;
+    let width = q.width.unwrap_or(640);
+    if !(16..=1920).contains(&width) {
+        return Err(ApiError::invalid("width must be 16 to 1920"));
+    }
+    let name = match q.time {
+        None if q.width.is_none() => "poster.jpg".to_string(),
+        time => {
+            let t = time.unwrap_or(0.0);
+            if !t.is_finite() || t < 0.0 {
+                return Err(ApiError::invalid(
+                    "time must be a number of seconds, 0 or more",
+                ));
+            }
+            format!("thumbnails/{}_{width}.jpg", (t * 1000.0).round() as u64)
+        }
+    };
+    let key = ObjectKey::parse(&format!("{prefix}{name}"))?;
+    let jpeg = match state.store.get(&key, None).await {
+        Ok(o) => o.body,
+        Err(crate::storage::StorageError::NotFound(_)) if name != "poster.jpg" => {
+            let original = ObjectKey::parse(&format!("{prefix}original"))?;
+            let source = match state
+                .store
+                .presign_get(&original, std::time::Duration::from_secs(300))
+                .await
+            {
+                Ok(url) if state.store.head(&original).await.is_ok() => url,
+                _ => {
+                    return Err(ApiError::NotFound(
+                        "thumbnails are made from uploaded originals; this has none".into(),
+                    ));
+                }
+            };
+            let time = q.time.unwrap_or(0.0);
+            let jpeg = tokio::task::spawn_blocking(move || {
+                crate::pipeline::vod::thumbnail(&source, time, width)
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
+            .map_err(|e| ApiError::Unprocessable(format!("could not render a thumbnail: {e}")))?;
+            let jpeg = bytes::Bytes::from(jpeg);
+            state.store.put(&key, jpeg.clone(), "image/jpeg").await?;
+            jpeg
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let private = target.policy == PlaybackPolicy::Signed;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (
+                header::CACHE_CONTROL,
+                if private {
+                    "private, max-age=3600"
+                } else {
+                    "public, max-age=86400"
+                },
+            ),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        jpeg,
+    )
+        .into_response())
+}
+
 /// `GET /play/{playback_id}`: a minimal hls.js player for the stream.
 pub async fn player_page(
     Path(playback_id): Path<String>,

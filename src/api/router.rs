@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
             get(delivery::rendition_file),
         )
         .route("/keys/{key_id}", get(delivery::content_key))
+        .route("/thumbnails/{file}", get(delivery::thumbnail))
         .route("/play/hls.min.js", get(delivery::hls_js))
         .route("/play/{playback_id}", get(delivery::player_page))
         .route("/objects/{*key}", get(objects::get_object))
