@@ -539,6 +539,36 @@ async fn a_transcode_cut_off_by_a_server_stop_is_finished_after_restart() {
     server.stop().await;
 
     let server = TestServer::start_config(config).await;
+    // Progress streams as Server-Sent Events until the asset is ready.
+    let mut events = server
+        .client
+        .get(server.url(&format!("/v1/assets/{id}/events")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(chunk) = events.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("\"status\":\"ready\"") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no ready event: {text}");
+    let progress: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .filter_map(|v| v["progress"].as_f64())
+        .collect();
+    assert!(
+        progress.iter().any(|p| *p > 0.0 && *p < 100.0),
+        "no progress between 0 and 100: {text}"
+    );
     let done = wait_until_settled(&server, &key, &id, Duration::from_secs(120)).await;
     assert_eq!(done["status"], "ready", "{done}");
     let duration = done["duration_s"].as_f64().unwrap();

@@ -109,6 +109,55 @@ pub async fn list_assets(
     }))
 }
 
+/// Progress as Server-Sent Events: an `asset` event with the asset (status, progress, ETA)
+/// whenever it changes, ending once it is `ready` or `errored`.
+pub async fn asset_events(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+) -> ApiResult<
+    axum::response::sse::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    state.db.get_asset(&caller.tenant_id, &id).await?;
+    let tenant = caller.tenant_id;
+    let stream =
+        futures::stream::unfold((state, String::new(), false), move |(state, last, done)| {
+            let (tenant, id) = (tenant.clone(), id.clone());
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let asset = match state.db.get_asset(&tenant, &id).await {
+                        Ok(a) => a,
+                        Err(_) => {
+                            return Some((
+                                Ok(Event::default().event("deleted").data("{}")),
+                                (state, last, true),
+                            ));
+                        }
+                    };
+                    let Ok(v) = view(&state, asset).await else {
+                        return None;
+                    };
+                    let text = serde_json::to_string(&v).unwrap_or_default();
+                    let finished = v.status == "ready" || v.status == "errored";
+                    if text != last {
+                        return Some((
+                            Ok(Event::default().event("asset").data(text.clone())),
+                            (state, text, finished),
+                        ));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
 /// Delete an asset and every object and key stored for it.
 #[utoipa::path(delete, path = "/v1/assets/{id}", tag = "assets", security(("api_key" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
