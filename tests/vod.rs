@@ -235,6 +235,65 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
         "{played:?}"
     );
 
+    // Subtitles: SRT in, WebVTT stored, offered to players as a SUBTITLES group.
+    let srt =
+        "1\n00:00:01,000 --> 00:00:04,000\nHello\n\n2\n00:00:05,000 --> 00:00:08,000\nWorld\n";
+    let (status, track) = server
+        .call(
+            "POST",
+            &format!("/v1/assets/{asset_id}/subtitles"),
+            Some(&key),
+            Some(serde_json::json!({"language": "en", "name": "English", "content": srt})),
+        )
+        .await;
+    assert_eq!(status, 201, "{track}");
+    assert_eq!(track["cues"], 2);
+    let bad = "1\n00:00:01,000 --> 00:00:02,000\nok\n\n2\n00:00:05,000 --> 00:00:03,000\nbad\n";
+    let (status, e) = server
+        .call(
+            "POST",
+            &format!("/v1/assets/{asset_id}/subtitles"),
+            Some(&key),
+            Some(serde_json::json!({"language": "fr", "content": bad})),
+        )
+        .await;
+    assert_eq!(status, 422, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("line 6"),
+        "{e}"
+    );
+    let master_text = server
+        .client
+        .get(&master)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        master_text.contains("TYPE=SUBTITLES") && master_text.contains("SUBTITLES=\"subs\""),
+        "{master_text}"
+    );
+    let vtt = server
+        .client
+        .get(server.url(&format!("/hls/{playback}/subtitles/en.vtt")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vtt.headers()["content-type"], "text/vtt");
+    assert!(
+        vtt.text()
+            .await
+            .unwrap()
+            .contains("00:00:01.000 --> 00:00:04.000\nHello")
+    );
+    let played = browser_play(&server.url(&format!("/play/{playback}")), 2, 40).await;
+    assert_eq!(
+        played.subtitle_tracks, 1,
+        "hls.js does not offer the track: {played:?}"
+    );
+
     // Thumbnails: a frame on demand (then kept in storage), and the poster.
     let thumb = server
         .client
@@ -584,5 +643,173 @@ async fn a_transcode_cut_off_by_a_server_stop_is_finished_after_restart() {
         job.attempts, 2,
         "the job was taken again after its lease expired"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mov_mkv_webm_portrait_and_audio_only_files_all_become_ready_and_play() {
+    let media = tempfile::tempdir().unwrap();
+    let dir = media.path();
+    let av = |size: &str| -> Vec<String> {
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=30"),
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            "10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let files = [
+        (
+            "clip.mov",
+            [
+                av("640x360"),
+                [
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-c:a",
+                    "aac",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ]
+            .concat(),
+            Some((640, 360)),
+        ),
+        (
+            "clip.mkv",
+            [
+                av("640x360"),
+                [
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-c:a",
+                    "aac",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ]
+            .concat(),
+            Some((640, 360)),
+        ),
+        (
+            "clip.webm",
+            [
+                av("640x360"),
+                [
+                    "-c:v",
+                    "libvpx-vp9",
+                    "-deadline",
+                    "realtime",
+                    "-cpu-used",
+                    "8",
+                    "-c:a",
+                    "libopus",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ]
+            .concat(),
+            Some((640, 360)),
+        ),
+        (
+            "portrait.mp4",
+            [
+                av("1080x1920"),
+                [
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "ultrafast",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-c:a",
+                    "aac",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ]
+            .concat(),
+            Some((1080, 1920)),
+        ),
+        (
+            "song.m4a",
+            [
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440",
+                "-t",
+                "10",
+                "-c:a",
+                "aac",
+            ]
+            .map(String::from)
+            .to_vec(),
+            None,
+        ),
+    ];
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Creators").await;
+    let mut playback_ids = Vec::new();
+    for (name, args, size) in &files {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let file = make_media(dir, name, &args);
+        let report = tus_upload(&file, &server.url("/v1/uploads"), &key, 0, "");
+        assert_eq!(report["finished"], true, "{name}: {report}");
+        let (_, list) = server.call("GET", "/v1/assets", Some(&key), None).await;
+        let id = list["data"].as_array().unwrap().last().unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let asset = wait_until_settled(&server, &key, &id, Duration::from_secs(180)).await;
+        assert_eq!(asset["status"], "ready", "{name}: {asset}");
+        let playback = asset["playback_id"].as_str().unwrap().to_string();
+        let probe = ffprobe(&server.url(&format!("/hls/{playback}/master.m3u8"))).await;
+        let streams = probe["streams"].as_array().unwrap();
+        match size {
+            Some((w, h)) => {
+                let largest = streams
+                    .iter()
+                    .filter(|s| s["codec_type"] == "video")
+                    .max_by_key(|s| s["width"].as_u64())
+                    .unwrap();
+                assert_eq!(
+                    (largest["width"].as_u64(), largest["height"].as_u64()),
+                    (Some(*w), Some(*h)),
+                    "{name}"
+                );
+            }
+            None => assert!(
+                streams.iter().all(|s| s["codec_type"] == "audio"),
+                "{name}: {probe}"
+            ),
+        }
+        playback_ids.push((name.to_string(), playback, size.is_some()));
+    }
+    // One browser session per asset with video plays past 3 s.
+    for (name, playback, video) in &playback_ids {
+        if !video {
+            continue;
+        }
+        let played = browser_play(&server.url(&format!("/play/{playback}")), 3, 40).await;
+        assert!(played.current_time >= 3.0, "{name}: {played:?}");
+    }
     server.stop().await;
 }

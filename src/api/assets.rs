@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::auth::Tenant;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::db::{self, PlaybackPolicy};
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::storage::Prefix;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -156,6 +156,127 @@ pub async fn asset_events(
             }
         });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddSubtitles {
+    /// BCP 47 language code, e.g. `en`, `pt-BR`.
+    pub language: String,
+    /// Label players show; default: the language code.
+    pub name: Option<String>,
+    /// The subtitle file, SRT or WebVTT.
+    pub content: String,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct SubtitleTrack {
+    pub language: String,
+    pub name: String,
+    pub cues: usize,
+}
+
+/// Add (or replace) a subtitle track: SRT or WebVTT, stored as WebVTT and offered by the
+/// master playlist as a SUBTITLES group. A bad file is refused with the line at fault.
+#[utoipa::path(post, path = "/v1/assets/{id}/subtitles", tag = "assets", request_body = AddSubtitles,
+    security(("api_key" = [])),
+    responses((status = 201, body = SubtitleTrack), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn add_subtitles(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+    Json(body): Json<AddSubtitles>,
+) -> ApiResult<(StatusCode, Json<SubtitleTrack>)> {
+    use crate::packager::subtitles;
+    use crate::storage::ObjectKey;
+    let asset = state.db.get_asset(&caller.tenant_id, &id).await?;
+    if asset.status != "ready" {
+        return Err(ApiError::Conflict(format!(
+            "the asset is {}; add subtitles once it is ready",
+            asset.status
+        )));
+    }
+    let lang = body.language.trim();
+    if lang.is_empty()
+        || lang.len() > 16
+        || !lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(ApiError::invalid(
+            "language must be a code like en or pt-BR",
+        ));
+    }
+    let cues = subtitles::parse(&body.content)
+        .map_err(|e| ApiError::Unprocessable(format!("subtitles {e}")))?;
+    let name = body
+        .name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| lang.to_string());
+    let prefix = &asset.storage_prefix;
+    let key = |name: &str| ObjectKey::parse(&format!("{prefix}{name}"));
+    let duration = asset.duration_ms.unwrap_or(0) as f64 / 1000.0;
+    state
+        .store
+        .put(
+            &key(&format!("subtitles/{lang}.vtt"))?,
+            subtitles::to_webvtt(&cues).into(),
+            "text/vtt",
+        )
+        .await?;
+    state
+        .store
+        .put(
+            &key(&format!("subtitles/{lang}.m3u8"))?,
+            subtitles::subtitle_playlist(&format!("{lang}.vtt"), duration).into(),
+            "application/vnd.apple.mpegurl",
+        )
+        .await?;
+    // The track list lives beside the tracks; the master playlist is rebuilt from it.
+    let tracks_key = key("subtitles/tracks.json")?;
+    let mut tracks: Vec<SubtitleTrack> = match state.store.get(&tracks_key, None).await {
+        Ok(o) => serde_json::from_slice(&o.body).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    tracks.retain(|t| t.language != lang);
+    tracks.push(SubtitleTrack {
+        language: lang.to_string(),
+        name: name.clone(),
+        cues: cues.len(),
+    });
+    let master_key = key("master.m3u8")?;
+    let master = state.store.get(&master_key, None).await?;
+    let listed: Vec<subtitles::Track> = tracks
+        .iter()
+        .map(|t| subtitles::Track {
+            language: t.language.clone(),
+            name: t.name.clone(),
+            uri: format!("subtitles/{}.m3u8", t.language),
+        })
+        .collect();
+    let master = subtitles::master_with_subtitles(&String::from_utf8_lossy(&master.body), &listed)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+    state
+        .store
+        .put(
+            &tracks_key,
+            serde_json::to_vec(&tracks)
+                .map_err(|e| ApiError::Internal(e.into()))?
+                .into(),
+            "application/json",
+        )
+        .await?;
+    state
+        .store
+        .put(&master_key, master.into(), "application/vnd.apple.mpegurl")
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SubtitleTrack {
+            language: lang.to_string(),
+            name,
+            cues: cues.len(),
+        }),
+    ))
 }
 
 /// Delete an asset and every object and key stored for it.

@@ -383,10 +383,11 @@ pub async fn player_page(
 const src = "/hls/{playback_id}/master.m3u8{query}";
 const video = document.getElementById("video");
 const status = document.getElementById("status");
-window.player = {{ errors: [], keyLoaded: false, fatal: null }};
+window.player = {{ errors: [], keyLoaded: false, fatal: null, subtitleTracks: 0 }};
 if (window.Hls && Hls.isSupported()) {{
   const hls = new Hls({{ lowLatencyMode: false }});
   hls.on(Hls.Events.KEY_LOADED, () => {{ window.player.keyLoaded = true; }});
+  hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, (_, data) => {{ window.player.subtitleTracks = data.subtitleTracks.length; }});
   hls.on(Hls.Events.ERROR, (_, data) => {{
     window.player.errors.push(data.details);
     if (data.fatal) {{ window.player.fatal = data.details; status.textContent = "error: " + data.details; }}

@@ -18,7 +18,7 @@ use super::{Json, assets, health, live, tenants};
         tenants::update_api_key, tenants::revoke_api_key,
         live::create_live_stream, live::list_live_streams, live::get_live_stream,
         live::delete_live_stream, live::reset_stream_key, live::create_playback_token,
-        assets::get_asset, assets::list_assets, assets::delete_asset,
+        assets::get_asset, assets::list_assets, assets::delete_asset, assets::add_subtitles,
     ),
     modifiers(&BearerKeys),
     tags(

@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/playback-tokens", post(live::create_playback_token))
         .route("/v1/assets", get(assets::list_assets))
         .route("/v1/assets/{id}/events", get(assets::asset_events))
+        .route("/v1/assets/{id}/subtitles", post(assets::add_subtitles))
         .route(
             "/v1/assets/{id}",
             get(assets::get_asset).delete(assets::delete_asset),

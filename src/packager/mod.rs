@@ -5,4 +5,5 @@
 pub mod crypto;
 pub mod output;
 pub mod playlist;
+pub mod subtitles;
 pub mod uploader;

@@ -30,6 +30,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
@@ -218,12 +219,22 @@ fn discover(
             .map_err(|e| ProbeError::Io(format!("discoverer: {e}")))?;
         // The Discoverer's own timeout fires on this context; the extra margin only guards
         // against it never firing.
-        let hard = Instant::now() + timeout + Duration::from_secs(5);
-        while slot.lock().unwrap().is_none() && Instant::now() < hard {
-            if !ctx.iteration(false) {
-                std::thread::sleep(Duration::from_millis(2));
-            }
+        let expired = Arc::new(AtomicBool::new(false));
+        let e = expired.clone();
+        let guard = glib::timeout_source_new(
+            timeout + Duration::from_secs(5),
+            None,
+            glib::Priority::DEFAULT,
+            move || {
+                e.store(true, Ordering::SeqCst);
+                glib::ControlFlow::Break
+            },
+        );
+        guard.attach(Some(&ctx));
+        while slot.lock().unwrap().is_none() && !expired.load(Ordering::SeqCst) {
+            ctx.iteration(true);
         }
+        guard.destroy();
         d.stop();
         let r = slot.lock().unwrap().take();
         r.ok_or(ProbeError::Timeout(timeout))
@@ -270,8 +281,6 @@ fn missing_codec(info: &gst_pbutils::DiscovererInfo) -> String {
         names.join(", ")
     }
 }
-
-use std::str::FromStr;
 
 /// Short codec name from caps (what `ffprobe` would call it).
 fn codec_name(caps: &gst::CapsRef) -> String {
@@ -427,6 +436,7 @@ fn rotation_deg(orientation: &str) -> u32 {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Bmff {
+    /// Not ISO-BMFF (MP4/MOV/M4A); nothing to say.
     Other,
     Complete,
     /// A top-level box extends past the end of the file.
@@ -466,15 +476,16 @@ fn isobmff_scan(path: &Path, len: u64) -> std::io::Result<Bmff> {
         if size < 8 {
             break; // not a box structure we understand; leave it to the demuxer
         }
-        moov |= kind == b"moov";
-        moof |= kind == b"moof";
         if off + size > len {
-            return Ok(if moov || moof {
+            // A cut moov is as bad as none: the index is incomplete.
+            return Ok(if kind != b"moov" && (moov || moof) {
                 Bmff::BoxCut
             } else {
                 Bmff::MoovMissing
             });
         }
+        moov |= kind == b"moov";
+        moof |= kind == b"moof";
         off += size;
     }
     Ok(if moov || moof {
@@ -1636,6 +1647,19 @@ pub fn thumbnail(path_or_uri: &str, time_s: f64, width: u32) -> Result<Vec<u8>, 
             let _ = pad.link(&fs.static_pad("sink").unwrap());
         }
     });
+    // Without a video stream the appsink would never preroll: fail as soon as that is known.
+    let conv_w = conv.downgrade();
+    let pw = p.downgrade();
+    dec.connect_no_more_pads(move |_| {
+        if let (Some(conv), Some(p)) = (conv_w.upgrade(), pw.upgrade())
+            && !conv.static_pad("sink").unwrap().is_linked()
+        {
+            let msg = gst::message::Error::builder(gst::StreamError::WrongType, "no video stream")
+                .src(&p)
+                .build();
+            let _ = p.post_message(msg);
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(20);
     let bus = p.bus().unwrap();
     let wait_preroll = || -> Result<(), String> {
@@ -1660,11 +1684,6 @@ pub fn thumbnail(path_or_uri: &str, time_s: f64, width: u32) -> Result<Vec<u8>, 
         p.set_state(gst::State::Paused)
             .map_err(|_| "cannot open media for thumbnail".to_string())?;
         wait_preroll()?;
-        if sink.static_pad("sink").unwrap().peer().is_none()
-            || !conv.static_pad("sink").unwrap().is_linked()
-        {
-            return Err("no video stream".to_string());
-        }
         let mut t = time_s.max(0.0);
         if let Some(d) = p.query_duration::<gst::ClockTime>() {
             t = t.min((d.nseconds() as f64 / 1e9 - 0.1).max(0.0));
@@ -1708,6 +1727,113 @@ mod tests {
         assert_eq!(fps_fraction(Some(240.0)), (60, 1));
         assert_eq!(fps_fraction(None), (30, 1));
         assert_eq!(fps_fraction(Some(0.0)), (30, 1));
+    }
+
+    fn rung(name: &str, w: u32, h: u32) -> Rendition {
+        Rendition {
+            name: name.into(),
+            width: w,
+            height: h,
+            video_bitrate_kbps: 1000,
+            profile: "main".into(),
+            x264_preset: "veryfast".into(),
+        }
+    }
+
+    fn probe_v(codec: &str, w: u32, h: u32, rotation: u32) -> Probe {
+        Probe {
+            duration_s: 10.0,
+            video: Some(VideoInfo {
+                codec: codec.into(),
+                width: w,
+                height: h,
+                fps: Some(29.97),
+                rotation,
+            }),
+            audio: None,
+            container: "mp4".into(),
+        }
+    }
+
+    fn names(p: &Plan) -> Vec<(&str, u32, u32, bool, bool)> {
+        p.encodes
+            .iter()
+            .map(|e| (e.r.name.as_str(), e.r.width, e.r.height, e.hls, e.mp4))
+            .collect()
+    }
+
+    #[test]
+    fn plans() {
+        let mut spec = TranscodeSpec::new(vec![rung("480p", 854, 480), rung("720p", 1280, 720)], 2);
+        spec.passthrough_h264 = true;
+        spec.mp4 = Some(Mp4Spec {
+            source: Mp4Source::Rendition("1080p".into()), // not produced: falls back to largest
+            dir: None,
+        });
+        let p = make_plan(&probe_v("h264", 1280, 720, 0), &spec).unwrap();
+        assert_eq!((p.fps, p.gop, p.passthrough), ((30000, 1001), 60, true));
+        assert_eq!(
+            names(&p),
+            [
+                ("720p", 1280, 720, true, true),
+                ("480p", 854, 480, true, false)
+            ]
+        );
+        let out: Vec<&str> = p.outputs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(out, ["source", "480p", "720p"]); // passthrough first, then spec order
+        // rotated: no passthrough; tiny source: smallest rung at source size
+        let p = make_plan(&probe_v("h264", 201, 301, 90), &spec).unwrap();
+        assert!(!p.passthrough);
+        assert_eq!(names(&p), [("480p", 200, 300, true, true)]);
+        // own MP4 rendition: extra encode, never upscaled, in chain order
+        spec.mp4.as_mut().unwrap().source = Mp4Source::Own(rung("dl", 1920, 1080));
+        let p = make_plan(&probe_v("vp9", 1280, 720, 0), &spec).unwrap();
+        assert_eq!(
+            names(&p),
+            [
+                ("720p", 1280, 720, true, false),
+                ("dl", 1280, 720, false, true),
+                ("480p", 854, 480, true, false)
+            ]
+        );
+        // audio only
+        let a = Probe {
+            video: None,
+            audio: Some(AudioInfo {
+                codec: "mp3".into(),
+                channels: 2,
+                rate: 44100,
+            }),
+            ..probe_v("h264", 1, 1, 0)
+        };
+        let p = make_plan(&a, &spec).unwrap();
+        assert!(p.encodes.is_empty() && p.audio && !p.video);
+        assert_eq!(p.outputs[0].name, AUDIO_RENDITION);
+    }
+
+    #[test]
+    fn isobmff_boxes() {
+        let bx = |kind: &[u8; 4], len: u32| {
+            let mut v = len.to_be_bytes().to_vec();
+            v.extend_from_slice(kind);
+            v.resize(len as usize, 0);
+            v
+        };
+        let scan = |data: &[u8]| {
+            let f = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(f.path(), data).unwrap();
+            isobmff_scan(f.path(), data.len() as u64).unwrap()
+        };
+        let (ftyp, moov, mdat) = (bx(b"ftyp", 24), bx(b"moov", 100), bx(b"mdat", 1000));
+        let fast = [ftyp.clone(), moov.clone(), mdat.clone()].concat();
+        let slow = [ftyp.clone(), mdat.clone(), moov.clone()].concat();
+        assert_eq!(scan(&fast), Bmff::Complete);
+        assert_eq!(scan(&slow), Bmff::Complete);
+        assert_eq!(scan(&fast[..500]), Bmff::BoxCut);
+        assert_eq!(scan(&slow[..500]), Bmff::MoovMissing);
+        assert_eq!(scan(&slow[..1024]), Bmff::MoovMissing);
+        assert_eq!(scan(&slow[..1040]), Bmff::MoovMissing); // moov header present, body cut
+        assert_eq!(scan(b"hello world, not a box"), Bmff::Other);
     }
 
     #[test]

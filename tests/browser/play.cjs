@@ -19,7 +19,7 @@ const browser = await chromium.launch({
     "--autoplay-policy=no-user-gesture-required",
   ],
 });
-let result = { currentTime: 0, keyLoaded: false, fatal: null, errors: [], keyRequests: 0, keyFailures: 0 };
+let result = { currentTime: 0, keyLoaded: false, fatal: null, errors: [], keyRequests: 0, keyFailures: 0, subtitleTracks: 0 };
 try {
   const page = await browser.newPage();
   page.on("response", (r) => {
@@ -36,6 +36,7 @@ try {
       keyLoaded: window.player.keyLoaded,
       fatal: window.player.fatal,
       errors: window.player.errors,
+      subtitleTracks: window.player.subtitleTracks,
     }));
     Object.assign(result, state);
     if (state.currentTime >= Number(minSeconds) || state.fatal) break;

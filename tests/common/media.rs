@@ -186,6 +186,7 @@ pub struct Playback {
     pub key_requests: u64,
     pub key_failures: u64,
     pub errors: Vec<String>,
+    pub subtitle_tracks: u64,
 }
 
 /// Opens `url` in headless Chromium until the video plays past `min_seconds`, or fails, or
@@ -236,6 +237,7 @@ pub async fn browser_play(url: &str, min_seconds: u32, timeout_s: u32) -> Playba
         fatal: v["fatal"].as_str().map(str::to_string),
         key_requests: v["keyRequests"].as_u64().unwrap_or(0),
         key_failures: v["keyFailures"].as_u64().unwrap_or(0),
+        subtitle_tracks: v["subtitleTracks"].as_u64().unwrap_or(0),
         errors: v["errors"]
             .as_array()
             .map(|a| {
