@@ -110,13 +110,13 @@ impl Db {
     /// Bytes a tenant has in unfinished uploads and stored originals, for its quota.
     pub async fn tenant_upload_bytes(&self, tenant_id: &str) -> DbResult<i64> {
         let (pending,): (i64,) = sqlx::query_as(
-            "SELECT COALESCE(SUM(length), 0) FROM uploads WHERE tenant_id = $1 AND completed_at IS NULL",
+            "SELECT CAST(COALESCE(SUM(length), 0) AS BIGINT) FROM uploads WHERE tenant_id = $1 AND completed_at IS NULL",
         )
         .bind(tenant_id)
         .fetch_one(&self.pool)
         .await?;
         let (stored,): (i64,) = sqlx::query_as(
-            "SELECT COALESCE(SUM(size_bytes), 0) FROM assets WHERE tenant_id = $1 AND source = 'upload'",
+            "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM assets WHERE tenant_id = $1 AND source = 'upload'",
         )
         .bind(tenant_id)
         .fetch_one(&self.pool)
