@@ -349,44 +349,111 @@ async fn live_suite(db: &Db, a: &str, b: &str) {
 
 /// Uploads and the job queue: leases, heartbeats, expiry and retries.
 async fn jobs_suite(db: &Db, tenant: &str, asset: &str) {
-    let upload = db.create_upload(tenant, asset, 1000, r#"{"filename":"a.mp4"}"#, i64::MAX).await.unwrap();
+    let upload = db
+        .create_upload(tenant, asset, 1000, r#"{"filename":"a.mp4"}"#, i64::MAX)
+        .await
+        .unwrap();
     assert_eq!((upload.received, upload.completed_at), (0, None));
     db.set_upload_received(&upload.id, 400).await.unwrap();
-    assert_eq!(db.get_upload(tenant, &upload.id).await.unwrap().received, 400);
-    assert!(matches!(db.get_upload("other-tenant", &upload.id).await, Err(DbError::NotFound(_))));
-    assert_eq!(db.tenant_upload_bytes(tenant).await.unwrap(), 1000, "unfinished uploads count toward the quota");
+    assert_eq!(
+        db.get_upload(tenant, &upload.id).await.unwrap().received,
+        400
+    );
+    assert!(matches!(
+        db.get_upload("other-tenant", &upload.id).await,
+        Err(DbError::NotFound(_))
+    ));
+    assert_eq!(
+        db.tenant_upload_bytes(tenant).await.unwrap(),
+        1000,
+        "unfinished uploads count toward the quota"
+    );
     db.complete_upload(&upload.id).await.unwrap();
-    assert!(db.get_upload(tenant, &upload.id).await.unwrap().completed_at.is_some());
+    assert!(
+        db.get_upload(tenant, &upload.id)
+            .await
+            .unwrap()
+            .completed_at
+            .is_some()
+    );
     let stale = db.create_upload(tenant, asset, 10, "{}", 5).await.unwrap();
-    assert_eq!(db.expired_uploads(10).await.unwrap().iter().map(|u| u.id.clone()).collect::<Vec<_>>(), [stale.id.clone()]);
+    assert_eq!(
+        db.expired_uploads(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| u.id.clone())
+            .collect::<Vec<_>>(),
+        [stale.id.clone()]
+    );
     db.delete_upload(&stale.id).await.unwrap();
 
     let job = db.enqueue_job(tenant, asset, "transcode", 2).await.unwrap();
     assert_eq!((job.status.as_str(), job.attempts), ("queued", 0));
-    let claimed = db.claim_job("w1", 60_000).await.unwrap().expect("a job to claim");
-    assert_eq!((claimed.id.as_str(), claimed.status.as_str(), claimed.attempts), (job.id.as_str(), "running", 1));
+    let claimed = db
+        .claim_job("w1", 60_000)
+        .await
+        .unwrap()
+        .expect("a job to claim");
+    assert_eq!(
+        (
+            claimed.id.as_str(),
+            claimed.status.as_str(),
+            claimed.attempts
+        ),
+        (job.id.as_str(), "running", 1)
+    );
     assert_eq!(claimed.lease_owner.as_deref(), Some("w1"));
-    assert!(db.claim_job("w2", 60_000).await.unwrap().is_none(), "a leased job was claimed twice");
+    assert!(
+        db.claim_job("w2", 60_000).await.unwrap().is_none(),
+        "a leased job was claimed twice"
+    );
     assert!(db.heartbeat_job(&job.id, "w1", 60_000, 420).await.unwrap());
-    assert!(!db.heartbeat_job(&job.id, "w2", 60_000, 1).await.unwrap(), "a stranger extended the lease");
-    assert_eq!(db.latest_job_for_asset(asset).await.unwrap().unwrap().progress_permille, 420);
+    assert!(
+        !db.heartbeat_job(&job.id, "w2", 60_000, 1).await.unwrap(),
+        "a stranger extended the lease"
+    );
+    assert_eq!(
+        db.latest_job_for_asset(asset)
+            .await
+            .unwrap()
+            .unwrap()
+            .progress_permille,
+        420
+    );
 
     // A worker that dies leaves a lease that expires; another worker takes the job.
     assert!(db.heartbeat_job(&job.id, "w1", -1, 500).await.unwrap());
-    let retaken = db.claim_job("w2", 60_000).await.unwrap().expect("the expired lease");
-    assert_eq!((retaken.lease_owner.as_deref(), retaken.attempts), (Some("w2"), 2));
-    assert!(!db.heartbeat_job(&job.id, "w1", 60_000, 600).await.unwrap(), "the old worker lost its lease");
+    let retaken = db
+        .claim_job("w2", 60_000)
+        .await
+        .unwrap()
+        .expect("the expired lease");
+    assert_eq!(
+        (retaken.lease_owner.as_deref(), retaken.attempts),
+        (Some("w2"), 2)
+    );
+    assert!(
+        !db.heartbeat_job(&job.id, "w1", 60_000, 600).await.unwrap(),
+        "the old worker lost its lease"
+    );
 
     // Failures retry while attempts remain; the last one fails for good.
     let retry = db.fail_job(&job.id, "w2", "boom", 0).await.unwrap();
     assert!(!retry, "2 of 2 attempts used");
     let failed = db.get_job(&job.id).await.unwrap();
-    assert_eq!((failed.status.as_str(), failed.error.as_deref()), ("failed", Some("boom")));
+    assert_eq!(
+        (failed.status.as_str(), failed.error.as_deref()),
+        ("failed", Some("boom"))
+    );
     let again = db.enqueue_job(tenant, asset, "transcode", 3).await.unwrap();
     let c = db.claim_job("w3", 60_000).await.unwrap().unwrap();
     assert_eq!(c.id, again.id);
     assert!(db.fail_job(&c.id, "w3", "transient", 60_000).await.unwrap());
-    assert!(db.claim_job("w3", 60_000).await.unwrap().is_none(), "a retry ran before its backoff");
+    assert!(
+        db.claim_job("w3", 60_000).await.unwrap().is_none(),
+        "a retry ran before its backoff"
+    );
     let back = db.get_job(&again.id).await.unwrap();
     assert_eq!(back.status, "queued");
     db.delete_jobs_for_asset(asset).await.unwrap();

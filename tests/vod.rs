@@ -810,3 +810,76 @@ async fn mov_mkv_webm_portrait_and_audio_only_files_all_become_ready_and_play() 
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_worker_process_shares_postgres_and_s3_with_the_api_node() {
+    let pg = common::PgDatabase::create().await;
+    let s3 = common::S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.database.url = ferrocast::config::DatabaseUrl::new(pg.url.clone());
+    s3.configure(&mut config, "ferrocast-vod");
+    // The API node runs no jobs; a worker with its own local folders does.
+    config.jobs.concurrency = 0;
+    let api = TestServer::start_config(config.clone()).await;
+    let worker_dir = tempfile::tempdir().unwrap();
+    let mut worker_config = config.clone();
+    worker_config.jobs.concurrency = 1;
+    worker_config.data_dir = worker_dir.path().join("data");
+    worker_config.keys.dir = dir.path().join("keys"); // the same master key, as a shared secret would be
+    let (worker_state, _) = ferrocast::server::build(worker_config, &api.base, &api.rtmp_url)
+        .await
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(ferrocast::server::run_workers(worker_state, async {
+        let _ = stop_rx.await;
+    }));
+
+    let (_, key) = api.create_tenant("Creators").await;
+    let media = tempfile::tempdir().unwrap();
+    let file = make_media(
+        media.path(),
+        "short.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+            "-t",
+            "6",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    );
+    let report = tus_upload(&file, &api.url("/v1/uploads"), &key, 0, "");
+    assert_eq!(report["finished"], true, "{report}");
+    let id = only_asset(&api, &key).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ready = wait_until_settled(&api, &key, &id, Duration::from_secs(120)).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let playback = ready["playback_id"].as_str().unwrap();
+    let probe = ffprobe(&api.url(&format!("/hls/{playback}/master.m3u8"))).await;
+    assert!(
+        probe["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["height"] == 360),
+        "{probe}"
+    );
+    let _ = stop_tx.send(());
+    worker.await.unwrap();
+    api.stop().await;
+}
