@@ -883,3 +883,81 @@ async fn a_separate_worker_process_shares_postgres_and_s3_with_the_api_node() {
     worker.await.unwrap();
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_file_uploads_in_one_multipart_request_and_an_oversized_one_leaves_nothing() {
+    let media = tempfile::tempdir().unwrap();
+    let file = make_media(
+        media.path(),
+        "small.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    let server =
+        TestServer::start_with(|c| c.uploads.max_size_bytes = bytes.len() as u64 + 10).await;
+    let (_, key) = server.create_tenant("Creators").await;
+    let form = |data: Vec<u8>| {
+        reqwest::multipart::Form::new()
+            .text("playback_policy", "public")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(data).file_name("small.mp4"),
+            )
+    };
+    let resp = server
+        .client
+        .post(server.url("/v1/assets"))
+        .bearer_auth(&key)
+        .multipart(form(bytes.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    let id = created["asset_id"].as_str().unwrap();
+    let ready = wait_until_settled(&server, &key, id, Duration::from_secs(90)).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["filename"], "small.mp4");
+
+    let mut big = bytes.clone();
+    big.extend_from_slice(&[0u8; 4096]);
+    let resp = server
+        .client
+        .post(server.url("/v1/assets"))
+        .bearer_auth(&key)
+        .multipart(form(big))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let (_, list) = server.call("GET", "/v1/assets", Some(&key), None).await;
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "the refused upload left an asset: {list}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(server.data_dir.join("uploads"))
+        .unwrap()
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    server.stop().await;
+}

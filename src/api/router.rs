@@ -54,7 +54,16 @@ pub fn router(state: AppState) -> Router {
             post(live::reset_stream_key),
         )
         .route("/v1/playback-tokens", post(live::create_playback_token))
-        .route("/v1/assets", get(assets::list_assets))
+        .route(
+            "/v1/assets",
+            get(assets::list_assets)
+                .post(uploads::multipart_upload)
+                .layer(DefaultBodyLimit::max(
+                    usize::try_from(state.config.uploads.max_size_bytes)
+                        .unwrap_or(usize::MAX)
+                        .saturating_add(64 * 1024),
+                )),
+        )
         .route("/v1/assets/{id}/events", get(assets::asset_events))
         .route("/v1/assets/{id}/subtitles", post(assets::add_subtitles))
         .route(

@@ -347,6 +347,116 @@ pub async fn patch(
     Ok(tus(r))
 }
 
+/// `POST /v1/assets` with `multipart/form-data`: a small file in one request (field `file`,
+/// optional field `playback_policy`). Answers the asset, already queued.
+pub async fn multipart_upload(
+    State(state): State<AppState>,
+    caller: Tenant,
+    mut form: axum::extract::Multipart,
+) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
+    let dir = state.config.data_dir.join("uploads");
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+        ApiError::Internal(anyhow::Error::new(e).context("creating the uploads folder"))
+    })?;
+    let temp = dir.join(format!("{}.form", uuid::Uuid::new_v4()));
+    let result = receive_form(&state, &caller.tenant_id, &mut form, &temp).await;
+    let _ = tokio::fs::remove_file(&temp).await;
+    result
+}
+
+async fn receive_form(
+    state: &AppState,
+    tenant_id: &str,
+    form: &mut axum::extract::Multipart,
+    temp: &std::path::Path,
+) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::invalid(format!("multipart body: {}", e.body_text()))
+    };
+    let io =
+        |e: std::io::Error| ApiError::Internal(anyhow::Error::new(e).context("writing an upload"));
+    let limit = state.config.uploads.max_size_bytes;
+    let mut policy = PlaybackPolicy::Signed;
+    let mut file: Option<(Option<String>, u64)> = None;
+    while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        match field.name() {
+            Some("playback_policy") => {
+                policy = match field.text().await.map_err(bad)?.as_str() {
+                    "public" => PlaybackPolicy::Public,
+                    "signed" => PlaybackPolicy::Signed,
+                    other => {
+                        return Err(ApiError::invalid(format!(
+                            "playback_policy {other:?} must be public or signed"
+                        )));
+                    }
+                }
+            }
+            Some("file") => {
+                let filename = field.file_name().map(str::to_string);
+                let mut out = tokio::fs::File::create(temp).await.map_err(io)?;
+                let mut size = 0u64;
+                while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                    size += chunk.len() as u64;
+                    if size > limit {
+                        return Err(ApiError::PayloadTooLarge(format!(
+                            "the file is larger than the limit of {limit} bytes"
+                        )));
+                    }
+                    out.write_all(&chunk).await.map_err(io)?;
+                }
+                out.sync_data().await.map_err(io)?;
+                file = Some((filename, size));
+            }
+            _ => {}
+        }
+    }
+    let (filename, size) = file.ok_or_else(|| ApiError::invalid("the form has no `file` field"))?;
+    let quota = state.config.uploads.tenant_quota_bytes;
+    if quota > 0 && state.db.tenant_upload_bytes(tenant_id).await?.max(0) as u64 + size > quota {
+        return Err(ApiError::PayloadTooLarge(
+            "this upload would exceed the tenant's quota".into(),
+        ));
+    }
+    let asset = state
+        .db
+        .create_asset(
+            tenant_id,
+            None,
+            &new_playback_id(),
+            policy,
+            "uploading",
+            None,
+        )
+        .await?;
+    state
+        .db
+        .set_asset_upload_info(&asset.id, size as i64, filename.as_deref())
+        .await?;
+    let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
+    state
+        .store
+        .put_file(&key, temp, "application/octet-stream")
+        .await?;
+    state.db.set_asset_status(&asset.id, "queued", None).await?;
+    state
+        .db
+        .enqueue_job(
+            tenant_id,
+            &asset.id,
+            "transcode",
+            i64::from(state.config.jobs.max_attempts),
+        )
+        .await?;
+    state.jobs_wakeup.notify_waiters();
+    tracing::info!(asset = %asset.id, bytes = size, "form upload stored; transcode queued");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(
+            serde_json::json!({"asset_id": asset.id, "playback_id": asset.playback_id, "status": "queued"}),
+        ),
+    ))
+}
+
 /// Moves a finished upload into storage and queues its transcode.
 async fn complete(state: &AppState, upload: &Upload, path: &std::path::Path) -> ApiResult<()> {
     let asset = state
