@@ -145,6 +145,8 @@ impl From<StorageError> for ApiError {
                 Self::invalid(e.to_string())
             }
             StorageError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            StorageError::Unsupported(_) => Self::Conflict(e.to_string()),
+            StorageError::Refused(_) => Self::invalid(e.to_string()),
             StorageError::Other(_) => Self::Internal(e.into()),
         }
     }

@@ -961,3 +961,107 @@ async fn a_small_file_uploads_in_one_multipart_request_and_an_oversized_one_leav
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_upload_goes_straight_to_s3_in_presigned_parts() {
+    let s3 = common::S3Server::start();
+    let server = TestServer::start_with(|c| s3.configure(c, "ferrocast-direct")).await;
+    let (_, key) = server.create_tenant("Creators").await;
+    let media = tempfile::tempdir().unwrap();
+    let file = make_media(
+        media.path(),
+        "big.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine",
+            "-t",
+            "8",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-b:v",
+            "12M",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(
+        bytes.len() > 8 << 20,
+        "want more than one part: {} bytes",
+        bytes.len()
+    );
+    let (status, created) = server
+        .call("POST", "/v1/direct-uploads", Some(&key), Some(serde_json::json!({"size": bytes.len(), "filename": "big.mp4", "playback_policy": "public"})))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let part_size = created["part_size"].as_u64().unwrap() as usize;
+    let mut parts = Vec::new();
+    for part in created["parts"].as_array().unwrap() {
+        let n = part["part_number"].as_u64().unwrap() as usize;
+        let chunk = bytes[(n - 1) * part_size..(n * part_size).min(bytes.len())].to_vec();
+        // A plain HTTP client, no S3 credentials: the URL carries the signature.
+        let resp = server
+            .client
+            .put(part["url"].as_str().unwrap())
+            .body(chunk)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "part {n}");
+        parts.push(
+            serde_json::json!({"part_number": n, "etag": resp.headers()["etag"].to_str().unwrap()}),
+        );
+    }
+    assert!(parts.len() >= 2);
+    let complete = created["complete_url"]
+        .as_str()
+        .unwrap()
+        .replace(&server.base, "");
+    let (status, done) = server
+        .call(
+            "POST",
+            &complete,
+            Some(&key),
+            Some(serde_json::json!({"parts": parts})),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let id = created["asset_id"].as_str().unwrap();
+    let ready = wait_until_settled(&server, &key, id, Duration::from_secs(120)).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["size_bytes"].as_u64(), Some(bytes.len() as u64));
+    server.stop().await;
+
+    // With local storage there is nothing to upload to directly: a clear refusal.
+    let local = TestServer::start().await;
+    let (_, key) = local.create_tenant("Creators").await;
+    let (status, e) = local
+        .call(
+            "POST",
+            "/v1/direct-uploads",
+            Some(&key),
+            Some(serde_json::json!({"size": 100})),
+        )
+        .await;
+    assert_eq!(status, 409, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("S3"),
+        "{e}"
+    );
+    let (_, list) = local.call("GET", "/v1/assets", Some(&key), None).await;
+    assert!(
+        list["data"].as_array().unwrap().is_empty(),
+        "a refused direct upload left an asset"
+    );
+    local.stop().await;
+}

@@ -70,6 +70,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/assets/{id}",
             get(assets::get_asset).delete(assets::delete_asset),
         )
+        .route("/v1/direct-uploads", post(uploads::create_direct))
+        .route(
+            "/v1/direct-uploads/{id}/complete",
+            post(uploads::complete_direct),
+        )
         .route(
             "/v1/uploads",
             post(uploads::create).options(uploads::options),

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::auth::Tenant;
-use super::{AppState, Path};
+use super::{AppState, Json, Path};
 use crate::db::{PlaybackPolicy, Upload, new_playback_id, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::storage::ObjectKey;
@@ -143,26 +143,7 @@ pub async fn create(
     }
     let length = header_u64(&headers, "upload-length")?
         .ok_or_else(|| ApiError::invalid("Upload-Length is required"))?;
-    let limits = &state.config.uploads;
-    if length > limits.max_size_bytes {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "the file is {length} bytes; the largest accepted is {} bytes",
-            limits.max_size_bytes
-        )));
-    }
-    if limits.tenant_quota_bytes > 0 {
-        let used = state
-            .db
-            .tenant_upload_bytes(&caller.tenant_id)
-            .await?
-            .max(0) as u64;
-        if used + length > limits.tenant_quota_bytes {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "this upload would exceed the tenant's quota: {used} of {} bytes are in use",
-                limits.tenant_quota_bytes
-            )));
-        }
-    }
+    check_size(&state, &caller.tenant_id, length).await?;
     let metadata = parse_metadata(headers.get("upload-metadata").and_then(|v| v.to_str().ok()))?;
     let policy = match metadata.get("playback_policy").and_then(|v| v.as_str()) {
         None | Some("signed") => PlaybackPolicy::Signed,
@@ -454,6 +435,185 @@ async fn receive_form(
         axum::Json(
             serde_json::json!({"asset_id": asset.id, "playback_id": asset.playback_id, "status": "queued"}),
         ),
+    ))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDirectUpload {
+    pub size: u64,
+    pub filename: Option<String>,
+    pub playback_policy: Option<PlaybackPolicy>,
+}
+
+/// Checks an upload's size against the limit and the tenant's quota.
+async fn check_size(state: &AppState, tenant_id: &str, length: u64) -> ApiResult<()> {
+    let limits = &state.config.uploads;
+    if length > limits.max_size_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the file is {length} bytes; the largest accepted is {} bytes",
+            limits.max_size_bytes
+        )));
+    }
+    if limits.tenant_quota_bytes > 0 {
+        let used = state.db.tenant_upload_bytes(tenant_id).await?.max(0) as u64;
+        if used + length > limits.tenant_quota_bytes {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "this upload would exceed the tenant's quota: {used} of {} bytes are in use",
+                limits.tenant_quota_bytes
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v1/direct-uploads` `{size, filename?, playback_policy?}`: the client uploads straight
+/// to S3 with presigned part URLs (Mux-style direct upload), then calls `complete_url`.
+pub async fn create_direct(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Json(body): Json<CreateDirectUpload>,
+) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
+    if body.size == 0 {
+        return Err(ApiError::invalid("size must be at least 1 byte"));
+    }
+    check_size(&state, &caller.tenant_id, body.size).await?;
+    let policy = body.playback_policy.unwrap_or(PlaybackPolicy::Signed);
+    let asset = state
+        .db
+        .create_asset(
+            &caller.tenant_id,
+            None,
+            &new_playback_id(),
+            policy,
+            "uploading",
+            None,
+        )
+        .await?;
+    let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
+    // S3 allows 10 000 parts of at least 5 MiB.
+    let part_size = (8u64 << 20).max(body.size.div_ceil(10_000));
+    let expires_ms = state.config.uploads.expiry_hours as i64 * 3_600_000;
+    let direct = match state
+        .store
+        .create_direct_upload(
+            &key,
+            body.size,
+            part_size,
+            std::time::Duration::from_millis(expires_ms as u64),
+        )
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            state.db.delete_asset(&caller.tenant_id, &asset.id).await?;
+            return Err(e.into());
+        }
+    };
+    state
+        .db
+        .set_asset_upload_info(&asset.id, body.size as i64, body.filename.as_deref())
+        .await?;
+    let metadata =
+        serde_json::json!({"filename": body.filename, "direct_upload_id": direct.upload_id});
+    let upload = state
+        .db
+        .create_upload(
+            &caller.tenant_id,
+            &asset.id,
+            body.size as i64,
+            &metadata.to_string(),
+            now_ms() + expires_ms,
+        )
+        .await?;
+    let parts: Vec<_> = direct
+        .part_urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| serde_json::json!({"part_number": i + 1, "url": url}))
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({
+            "upload_id": upload.id,
+            "asset_id": asset.id,
+            "playback_id": asset.playback_id,
+            "part_size": direct.part_size,
+            "parts": parts,
+            "complete_url": format!("{}/v1/direct-uploads/{}/complete", state.public_url, upload.id),
+            "expires_at": super::rfc3339(upload.expires_at),
+        })),
+    ))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct CompletedPart {
+    pub part_number: i32,
+    pub etag: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteDirectUpload {
+    pub parts: Vec<CompletedPart>,
+}
+
+/// `POST /v1/direct-uploads/{id}/complete` `{parts: [{part_number, etag}]}`: the client has
+/// sent every part; the upload is assembled in S3 and the transcode queued.
+pub async fn complete_direct(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+    Json(body): Json<CompleteDirectUpload>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let upload = live_upload(&state, &caller.tenant_id, &id).await?;
+    if upload.completed_at.is_some() {
+        return Err(ApiError::Conflict("this upload is already complete".into()));
+    }
+    let meta: serde_json::Value = serde_json::from_str(&upload.metadata).unwrap_or_default();
+    let s3_id = meta["direct_upload_id"].as_str().ok_or_else(|| {
+        ApiError::Conflict("this is a tus upload; send its bytes with PATCH".into())
+    })?;
+    let asset = state
+        .db
+        .get_asset(&upload.tenant_id, &upload.asset_id)
+        .await?;
+    let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
+    let parts: Vec<(i32, String)> = body
+        .parts
+        .into_iter()
+        .map(|p| (p.part_number, p.etag))
+        .collect();
+    state
+        .store
+        .complete_direct_upload(&key, s3_id, &parts)
+        .await?;
+    let size = state.store.head(&key).await?.size;
+    if size != upload.length as u64 {
+        state.store.delete(&key).await?;
+        return Err(ApiError::invalid(format!(
+            "the parts hold {size} bytes, not the {} announced",
+            upload.length
+        )));
+    }
+    state
+        .db
+        .set_upload_received(&upload.id, upload.length)
+        .await?;
+    state.db.complete_upload(&upload.id).await?;
+    state.db.set_asset_status(&asset.id, "queued", None).await?;
+    state
+        .db
+        .enqueue_job(
+            &upload.tenant_id,
+            &asset.id,
+            "transcode",
+            i64::from(state.config.jobs.max_attempts),
+        )
+        .await?;
+    state.jobs_wakeup.notify_waiters();
+    Ok(axum::Json(
+        serde_json::json!({"asset_id": asset.id, "status": "queued"}),
     ))
 }
 

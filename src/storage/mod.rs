@@ -158,6 +158,15 @@ pub struct Object {
     pub body: Bytes,
 }
 
+/// An upload a client sends straight to the store: one presigned URL per part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectUpload {
+    pub upload_id: String,
+    pub part_size: u64,
+    /// URLs to `PUT` parts 1, 2, … to; each answer's `ETag` is needed to complete.
+    pub part_urls: Vec<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("object {0} not found")]
@@ -168,6 +177,11 @@ pub enum StorageError {
     InvalidRange(String),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    #[error("{0}")]
+    Unsupported(String),
+    /// The store refused what the client sent (e.g. parts that do not complete an upload).
+    #[error("{0}")]
+    Refused(String),
     #[error("storage: {0}")]
     Other(#[from] anyhow::Error),
 }
@@ -203,6 +217,29 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     ) -> StorageResult<()>;
     /// Copies an object into a local file (transcode inputs), without holding it in memory.
     async fn get_to_file(&self, key: &ObjectKey, path: &std::path::Path) -> StorageResult<u64>;
+    /// Starts an upload the client sends straight to the store in parts (presigned PUT URLs).
+    async fn create_direct_upload(
+        &self,
+        _key: &ObjectKey,
+        _size: u64,
+        _part_size: u64,
+        _expires_in: Duration,
+    ) -> StorageResult<DirectUpload> {
+        Err(StorageError::Unsupported(
+            "direct uploads need the S3 storage backend; use tus uploads".into(),
+        ))
+    }
+    /// Finishes a direct upload from the parts' numbers and ETags, as the client reports them.
+    async fn complete_direct_upload(
+        &self,
+        _key: &ObjectKey,
+        _upload_id: &str,
+        _parts: &[(i32, String)],
+    ) -> StorageResult<()> {
+        Err(StorageError::Unsupported(
+            "direct uploads need the S3 storage backend".into(),
+        ))
+    }
 }
 
 pub type DynStore = Arc<dyn ObjectStore>;

@@ -558,6 +558,83 @@ impl ObjectStore for S3Store {
         Ok(written)
     }
 
+    async fn create_direct_upload(
+        &self,
+        key: &ObjectKey,
+        size: u64,
+        part_size: u64,
+        expires_in: Duration,
+    ) -> StorageResult<super::DirectUpload> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(|e| classify(key, e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StorageError::Other(anyhow::anyhow!("S3 returned no upload id")))?
+            .to_string();
+        let parts = size.div_ceil(part_size).max(1);
+        let mut part_urls = Vec::with_capacity(parts as usize);
+        for number in 1..=parts {
+            let config = PresigningConfig::expires_in(expires_in)
+                .map_err(|e| StorageError::Other(e.into()))?;
+            let req = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key.as_str())
+                .upload_id(&upload_id)
+                .part_number(number as i32)
+                .presigned(config)
+                .await
+                .map_err(|e| classify(key, e))?;
+            part_urls.push(req.uri().to_string());
+        }
+        Ok(super::DirectUpload {
+            upload_id,
+            part_size,
+            part_urls,
+        })
+    }
+
+    async fn complete_direct_upload(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        parts: &[(i32, String)],
+    ) -> StorageResult<()> {
+        let completed = parts
+            .iter()
+            .map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(etag).build())
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| match e.code() {
+                Some("InvalidPart")
+                | Some("InvalidPartOrder")
+                | Some("EntityTooSmall")
+                | Some("NoSuchUpload") => {
+                    StorageError::Refused(format!("the parts do not complete the upload of {key}"))
+                }
+                _ => classify(key, e),
+            })?;
+        Ok(())
+    }
+
     async fn presign_get(&self, key: &ObjectKey, expires_in: Duration) -> StorageResult<String> {
         let config =
             PresigningConfig::expires_in(expires_in).map_err(|e| StorageError::Other(e.into()))?;
