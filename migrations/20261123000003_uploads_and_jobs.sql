@@ -42,3 +42,5 @@ ALTER TABLE assets ADD COLUMN size_bytes BIGINT;
 -- JSON: what probing found (duration, streams, codecs, resolution).
 ALTER TABLE assets ADD COLUMN media_info TEXT;
 ALTER TABLE assets ADD COLUMN filename TEXT;
+-- Ladder preset the asset is transcoded with (pipelines/NAME.toml).
+ALTER TABLE assets ADD COLUMN ladder TEXT;

@@ -339,6 +339,42 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
         .unwrap();
     assert_eq!(bad.status(), 400);
 
+    // A storyboard: a sprite and the WebVTT that points into it, for scrubbing previews.
+    let vtt = server
+        .client
+        .get(server.url(&format!("/storyboards/{playback}.vtt")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vtt.status(), 200);
+    assert_eq!(vtt.headers()["content-type"], "text/vtt");
+    let vtt = vtt.text().await.unwrap();
+    assert!(vtt.starts_with("WEBVTT"), "{vtt}");
+    assert_eq!(vtt.matches("#xywh=").count(), 5, "{vtt}");
+    assert!(
+        vtt.contains(&format!(
+            "00:00:02.000 --> 00:00:04.000\n{playback}.jpg#xywh=160,0,160,90"
+        )),
+        "{vtt}"
+    );
+    let sprite = server
+        .client
+        .get(server.url(&format!("/storyboards/{playback}.jpg")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sprite.status(), 200);
+    let local = media.path().join("sprite.jpg");
+    std::fs::write(&local, sprite.bytes().await.unwrap()).unwrap();
+    let probe = ffprobe(local.to_str().unwrap()).await;
+    assert_eq!(
+        (
+            probe["streams"][0]["width"].as_u64(),
+            probe["streams"][0]["height"].as_u64()
+        ),
+        (Some(800), Some(90))
+    );
+
     // Deleting the asset removes every object stored for it.
     assert_eq!(
         server
@@ -918,6 +954,7 @@ async fn a_small_file_uploads_in_one_multipart_request_and_an_oversized_one_leav
     let form = |data: Vec<u8>| {
         reqwest::multipart::Form::new()
             .text("playback_policy", "public")
+            .text("ladder", "web")
             .part(
                 "file",
                 reqwest::multipart::Part::bytes(data).file_name("small.mp4"),
@@ -931,12 +968,54 @@ async fn a_small_file_uploads_in_one_multipart_request_and_an_oversized_one_leav
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 201);
+    assert_eq!(
+        resp.status(),
+        201,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
     let created: Value = resp.json().await.unwrap();
     let id = created["asset_id"].as_str().unwrap();
     let ready = wait_until_settled(&server, &key, id, Duration::from_secs(90)).await;
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["filename"], "small.mp4");
+    // The `web` preset adds a VP9/Opus WebM download.
+    let (tenant, _) = (
+        server.call("GET", "/v1/tenant", Some(&key), None).await.1,
+        (),
+    );
+    let webm_key = format!(
+        "tenants/{}/assets/{id}/download.webm",
+        tenant["id"].as_str().unwrap()
+    );
+    let webm = server
+        .state
+        .store
+        .get(
+            &ferrocast::storage::ObjectKey::parse(&webm_key).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let local = media.path().join("download.webm");
+    std::fs::write(&local, &webm.body).unwrap();
+    let probe = ffprobe(local.to_str().unwrap()).await;
+    let codecs: Vec<&str> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(codecs, ["vp9", "opus"], "{probe}");
+    let (status, e) = server
+        .call(
+            "POST",
+            "/v1/direct-uploads",
+            Some(&key),
+            Some(serde_json::json!({"size": 10, "ladder": "8k"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{e}");
 
     let mut big = bytes.clone();
     big.extend_from_slice(&[0u8; 4096]);

@@ -351,6 +351,65 @@ pub async fn thumbnail(
         .into_response())
 }
 
+/// `GET /storyboards/{playback_id}.vtt` and `.jpg`: scrubbing previews of an asset, a WebVTT
+/// whose cues point into one sprite image (`#xywh=`); a query token is carried into them.
+pub async fn storyboard(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (playback_id, ext) = file
+        .rsplit_once('.')
+        .ok_or_else(|| ApiError::NotFound("storyboards are .vtt or .jpg".into()))?;
+    if ext != "vtt" && ext != "jpg" {
+        return Err(ApiError::NotFound("storyboards are .vtt or .jpg".into()));
+    }
+    let token = token_from(&q, &headers);
+    let target = authorize(&state, playback_id, token.as_deref()).await?;
+    let prefix = target
+        .prefix
+        .as_deref()
+        .ok_or_else(|| ApiError::NotFound("no storyboard".into()))?;
+    let key = ObjectKey::parse(&format!("{prefix}storyboard.{ext}"))?;
+    let object = state.store.get(&key, None).await.map_err(|e| match e {
+        crate::storage::StorageError::NotFound(_) => {
+            ApiError::NotFound("this asset has no storyboard".into())
+        }
+        other => other.into(),
+    })?;
+    let body = match (ext, q.token.as_deref().filter(|t| !t.is_empty())) {
+        ("vtt", Some(t)) => String::from_utf8_lossy(&object.body)
+            .replace(".jpg#xywh=", &format!(".jpg?token={t}#xywh="))
+            .into(),
+        _ => object.body,
+    };
+    let private = target.policy == PlaybackPolicy::Signed;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                if ext == "vtt" {
+                    "text/vtt"
+                } else {
+                    "image/jpeg"
+                },
+            ),
+            (
+                header::CACHE_CONTROL,
+                if private {
+                    "private, max-age=3600"
+                } else {
+                    "public, max-age=86400"
+                },
+            ),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
 /// `GET /play/{playback_id}`: a minimal hls.js player for the stream.
 pub async fn player_page(
     Path(playback_id): Path<String>,

@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/keys/{key_id}", get(delivery::content_key))
         .route("/thumbnails/{file}", get(delivery::thumbnail))
+        .route("/storyboards/{file}", get(delivery::storyboard))
         .route("/play/hls.min.js", get(delivery::hls_js))
         .route("/play/{playback_id}", get(delivery::player_page))
         .route("/objects/{*key}", get(objects::get_object))

@@ -154,6 +154,7 @@ pub async fn create(
             )));
         }
     };
+    let ladder = ladder_name(&state, metadata.get("ladder").and_then(|v| v.as_str()))?;
     let asset = state
         .db
         .create_asset(
@@ -171,7 +172,7 @@ pub async fn create(
         .map(str::to_string);
     state
         .db
-        .set_asset_upload_info(&asset.id, length as i64, filename.as_deref())
+        .set_asset_upload_info(&asset.id, length as i64, filename.as_deref(), &ladder)
         .await?;
     let expires_at = now_ms() + state.config.uploads.expiry_hours as i64 * 3_600_000;
     let upload = state
@@ -358,6 +359,7 @@ async fn receive_form(
         |e: std::io::Error| ApiError::Internal(anyhow::Error::new(e).context("writing an upload"));
     let limit = state.config.uploads.max_size_bytes;
     let mut policy = PlaybackPolicy::Signed;
+    let mut ladder = None;
     let mut file: Option<(Option<String>, u64)> = None;
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
         match field.name() {
@@ -372,6 +374,7 @@ async fn receive_form(
                     }
                 }
             }
+            Some("ladder") => ladder = Some(field.text().await.map_err(bad)?),
             Some("file") => {
                 let filename = field.file_name().map(str::to_string);
                 let mut out = tokio::fs::File::create(temp).await.map_err(io)?;
@@ -392,6 +395,7 @@ async fn receive_form(
         }
     }
     let (filename, size) = file.ok_or_else(|| ApiError::invalid("the form has no `file` field"))?;
+    let ladder = ladder_name(state, ladder.as_deref())?;
     let quota = state.config.uploads.tenant_quota_bytes;
     if quota > 0 && state.db.tenant_upload_bytes(tenant_id).await?.max(0) as u64 + size > quota {
         return Err(ApiError::PayloadTooLarge(
@@ -411,7 +415,7 @@ async fn receive_form(
         .await?;
     state
         .db
-        .set_asset_upload_info(&asset.id, size as i64, filename.as_deref())
+        .set_asset_upload_info(&asset.id, size as i64, filename.as_deref(), &ladder)
         .await?;
     let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
     state
@@ -444,6 +448,20 @@ pub struct CreateDirectUpload {
     pub size: u64,
     pub filename: Option<String>,
     pub playback_policy: Option<PlaybackPolicy>,
+    pub ladder: Option<String>,
+}
+
+/// The ladder preset an upload asks for (default `default`), if it exists.
+fn ladder_name(state: &AppState, requested: Option<&str>) -> ApiResult<String> {
+    let name = requested.filter(|n| !n.is_empty()).unwrap_or("default");
+    if state.presets.get(name).is_none() {
+        let known: Vec<_> = state.presets.names().collect();
+        return Err(ApiError::invalid(format!(
+            "unknown ladder {name:?}; presets: {}",
+            known.join(", ")
+        )));
+    }
+    Ok(name.to_string())
 }
 
 /// Checks an upload's size against the limit and the tenant's quota.
@@ -478,6 +496,7 @@ pub async fn create_direct(
         return Err(ApiError::invalid("size must be at least 1 byte"));
     }
     check_size(&state, &caller.tenant_id, body.size).await?;
+    let ladder = ladder_name(&state, body.ladder.as_deref())?;
     let policy = body.playback_policy.unwrap_or(PlaybackPolicy::Signed);
     let asset = state
         .db
@@ -512,7 +531,12 @@ pub async fn create_direct(
     };
     state
         .db
-        .set_asset_upload_info(&asset.id, body.size as i64, body.filename.as_deref())
+        .set_asset_upload_info(
+            &asset.id,
+            body.size as i64,
+            body.filename.as_deref(),
+            &ladder,
+        )
         .await?;
     let metadata =
         serde_json::json!({"filename": body.filename, "direct_upload_id": direct.upload_id});

@@ -121,10 +121,11 @@ pub struct Asset {
     pub size_bytes: Option<i64>,
     pub media_info: Option<String>,
     pub filename: Option<String>,
+    pub ladder: Option<String>,
 }
 
 const ASSET_COLUMNS: &str = "id, tenant_id, source, live_stream_id, playback_id, playback_policy, \
-    status, storage_prefix, duration_ms, error, created_at, updated_at, size_bytes, media_info, filename";
+    status, storage_prefix, duration_ms, error, created_at, updated_at, size_bytes, media_info, filename, ladder";
 
 /// What a playback id lets a viewer play.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -139,12 +139,14 @@ impl Db {
         id: &str,
         size_bytes: i64,
         filename: Option<&str>,
+        ladder: &str,
     ) -> DbResult<()> {
         sqlx::query(
-            "UPDATE assets SET size_bytes = $1, filename = $2, updated_at = $3 WHERE id = $4",
+            "UPDATE assets SET size_bytes = $1, filename = $2, ladder = $3, updated_at = $4 WHERE id = $5",
         )
         .bind(size_bytes)
         .bind(filename)
+        .bind(ladder)
         .bind(now_ms())
         .bind(id)
         .execute(&self.pool)

@@ -12,6 +12,7 @@ const EMBEDDED: &[(&str, &str)] = &[
         "passthrough",
         include_str!("../../pipelines/passthrough.toml"),
     ),
+    ("web", include_str!("../../pipelines/web.toml")),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -22,6 +23,16 @@ pub struct Preset {
     pub x264_preset: String,
     #[serde(default, rename = "rendition")]
     pub renditions: Vec<RenditionSpec>,
+    /// A WebM (VP9/Opus) download for on-demand assets, when the preset asks for one.
+    #[serde(default)]
+    pub webm: Option<WebmSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebmSpec {
+    pub height: u32,
+    pub video_bitrate_kbps: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -136,8 +147,13 @@ mod tests {
         let presets = Presets::embedded();
         assert_eq!(
             presets.names().collect::<Vec<_>>(),
-            ["default", "passthrough"]
+            ["default", "passthrough", "web"]
         );
+        assert_eq!(
+            presets.get("web").unwrap().webm.as_ref().map(|w| w.height),
+            Some(720)
+        );
+        assert_eq!(presets.get("default").unwrap().webm, None);
         let d = presets.get("default").unwrap();
         assert!(d.passthrough);
         assert_eq!(d.segment_duration_s, 2);

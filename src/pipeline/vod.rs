@@ -1707,6 +1707,515 @@ pub fn thumbnail(path_or_uri: &str, time_s: f64, width: u32) -> Result<Vec<u8>, 
     res
 }
 
+// ---------------------------------------------------------------------------------------------
+// storyboard (scrubbing previews) and WebM download
+
+/// Most tiles in one storyboard sprite; longer media get a wider interval.
+pub const MAX_STORYBOARD_TILES: usize = 100;
+
+/// A frames sprite for player scrubbing previews (see [`storyboard_vtt`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Storyboard {
+    /// The sprite, JPEG; `min(tiles, columns)` tiles wide, rows of `columns`.
+    pub jpeg: Vec<u8>,
+    pub tile_width: u32,
+    pub tile_height: u32,
+    /// Per tile, in time order: (start s, end s, x, y) with x/y the tile's top-left pixel.
+    pub tiles: Vec<(f64, f64, u32, u32)>,
+}
+
+/// A frame within this of a tile's time counts as that tile's frame (timestamp rounding).
+const TILE_TOLERANCE_S: f64 = 0.005;
+
+/// Frame time in stream time (what `duration_s` and the tile times are in).
+fn stream_time_s(seg: &gst::FormattedSegment<gst::ClockTime>, pts: gst::ClockTime) -> f64 {
+    seg.to_stream_time(pts).unwrap_or(pts).nseconds() as f64 / 1e9
+}
+
+/// Tile start times: every `interval_s` from 0 while before `duration_s`, at most
+/// [`MAX_STORYBOARD_TILES`] (the interval widened to fit).
+fn tile_times(duration_s: f64, interval_s: f64) -> Vec<f64> {
+    let mut n = (duration_s / interval_s - 1e-9).ceil().max(1.0) as usize;
+    let mut interval = interval_s;
+    if n > MAX_STORYBOARD_TILES {
+        n = MAX_STORYBOARD_TILES;
+        interval = duration_s / n as f64;
+    }
+    (0..n).map(|k| k as f64 * interval).collect()
+}
+
+/// One sprite of frames every `interval_s` seconds, `tile_width` wide (height from the display
+/// aspect ratio, even), rows of `columns`. Decodes the file once: a pad probe in front of the
+/// conversion lets through only the frames that become tiles, which are scaled to RGBx and
+/// copied into a canvas; the canvas is JPEG-encoded by a second, one-buffer pipeline.
+///
+/// ```text
+/// uridecodebin(video only) ! [probe: frames at tile times] videoconvert ! videoflip(auto)
+///   ! videoscale ! video/x-raw,RGBx,tile WxH,par=1/1 ! appsink
+/// appsrc(canvas RGBx) ! videoconvert ! jpegenc ! appsink
+/// ```
+pub fn storyboard(
+    path: &Path,
+    duration_s: f64,
+    interval_s: f64,
+    tile_width: u32,
+    columns: u32,
+) -> Result<Storyboard, String> {
+    if !(duration_s > 0.0 && interval_s > 0.0) || tile_width < 2 || columns == 0 {
+        return Err("storyboard: bad duration, interval, width or columns".into());
+    }
+    gst::init().map_err(gerr)?;
+    let uri = file_uri(path)?;
+    let tw = tile_width & !1;
+    let times = Arc::new(tile_times(duration_s, interval_s));
+    let interval = if times.len() > 1 {
+        times[1]
+    } else {
+        duration_s
+    };
+
+    let p = gst::Pipeline::new();
+    p.use_clock(None::<&gst::Clock>);
+    let dec = gst::ElementFactory::make("uridecodebin")
+        .property("uri", &uri)
+        .build()
+        .map_err(gerr)?;
+    // Video only, as in `thumbnail`: audio is not decoded at all.
+    dec.connect("autoplug-continue", false, |args| {
+        let caps = args[2].get::<gst::Caps>().ok();
+        let other = caps
+            .as_ref()
+            .and_then(|c| c.structure(0))
+            .map(|s| !s.name().starts_with("video/"))
+            .unwrap_or(false);
+        Some((!other).to_value())
+    });
+    let conv = make("videoconvert")?;
+    let flip = make("videoflip")?;
+    flip.set_property_from_str("video-direction", "auto");
+    let scale = make("videoscale")?;
+    let cf = make("capsfilter")?;
+    let sink = gst_app::AppSink::builder()
+        .sync(false)
+        .max_buffers(4)
+        .build();
+    p.add_many([&dec, &conv, &flip, &scale, &cf, sink.upcast_ref()])
+        .map_err(gerr)?;
+    gst::Element::link_many([&conv, &flip, &scale, &cf, sink.upcast_ref()]).map_err(gerr)?;
+
+    // Frame picking: drop every decoded frame that does not start a new tile, before any
+    // conversion, so only `times.len()` frames are converted and scaled. (`Handled`, not
+    // `Drop`: the bindings release the buffer and core 1.22.0 then unrefs NULL on `Drop`.)
+    let state = Mutex::new((gst::FormattedSegment::<gst::ClockTime>::new(), 0usize));
+    let t = times.clone();
+    conv.static_pad("sink").unwrap().add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| match &info.data {
+            Some(gst::PadProbeData::Event(ev)) => {
+                if let gst::EventView::Segment(s) = ev.view()
+                    && let Ok(s) = s.segment().clone().downcast::<gst::ClockTime>()
+                {
+                    state.lock().unwrap().0 = s;
+                }
+                gst::PadProbeReturn::Ok
+            }
+            Some(gst::PadProbeData::Buffer(b)) => {
+                let Some(pts) = b.pts() else {
+                    return gst::PadProbeReturn::Handled;
+                };
+                let (seg, next) = &mut *state.lock().unwrap();
+                let next = &mut *next;
+                let st = stream_time_s(seg, pts);
+                if *next < t.len() && t[*next] <= st + TILE_TOLERANCE_S {
+                    while *next < t.len() && t[*next] <= st + TILE_TOLERANCE_S {
+                        *next += 1;
+                    }
+                    gst::PadProbeReturn::Ok
+                } else {
+                    gst::PadProbeReturn::Handled
+                }
+            }
+            _ => gst::PadProbeReturn::Ok,
+        },
+    );
+    // Tile height from the (rotated) input's display aspect ratio, as in `thumbnail`.
+    let cfw = cf.downgrade();
+    scale.static_pad("sink").unwrap().add_probe(
+        gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            if let Some(gst::PadProbeData::Event(ev)) = &info.data
+                && let gst::EventView::Caps(c) = ev.view()
+                && let Some(s) = c.caps().structure(0)
+                && let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height"))
+                && let Some(cf) = cfw.upgrade()
+            {
+                let par = s
+                    .get::<gst::Fraction>("pixel-aspect-ratio")
+                    .unwrap_or(gst::Fraction::new(1, 1));
+                let dw = w as f64 * par.numer() as f64 / par.denom().max(1) as f64;
+                let hh = ((tw as f64 * h as f64 / dw / 2.0).round() as i32 * 2).max(2);
+                cf.set_property(
+                    "caps",
+                    gst::Caps::builder("video/x-raw")
+                        .field("format", "RGBx")
+                        .field("width", tw as i32)
+                        .field("height", hh)
+                        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                        .build(),
+                );
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    link_first_video(&dec, &conv, &p);
+
+    // Collect: tile k gets the first frame at or after its time.
+    let deadline = Instant::now() + Duration::from_secs(60) + Duration::from_secs_f64(duration_s);
+    let bus = p.bus().unwrap();
+    let mut frames: Vec<Vec<u8>> = Vec::new(); // one per tile, in order (repeats possible)
+    let mut th = 0u32;
+    let res = (|| -> Result<(), String> {
+        p.set_state(gst::State::Playing)
+            .map_err(|_| "cannot open media for storyboard".to_string())?;
+        while frames.len() < times.len() {
+            if let Some(m) = bus.pop_filtered(&[gst::MessageType::Error])
+                && let gst::MessageView::Error(e) = m.view()
+            {
+                return Err(e.error().to_string());
+            }
+            if Instant::now() > deadline {
+                return Err("storyboard timed out".into());
+            }
+            let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
+                if sink.is_eos() {
+                    break;
+                }
+                continue;
+            };
+            let caps = sample.caps().ok_or("frame without caps")?;
+            let vi = gstreamer_video::VideoInfo::from_caps(caps).map_err(gerr)?;
+            let buf = sample.buffer().ok_or("empty sample")?;
+            let st = match (sample.segment(), buf.pts()) {
+                (Some(s), Some(pts)) => match s.downcast_ref::<gst::ClockTime>() {
+                    Some(s) => stream_time_s(s, pts),
+                    None => pts.nseconds() as f64 / 1e9,
+                },
+                _ => continue,
+            };
+            th = vi.height();
+            let map = buf.map_readable().map_err(gerr)?;
+            // Packed rows of tw * 4 bytes (the stride may be padded).
+            let stride = vi.stride()[0] as usize;
+            let row = tw as usize * 4;
+            let mut px = Vec::with_capacity(row * th as usize);
+            for y in 0..th as usize {
+                px.extend_from_slice(&map[y * stride..y * stride + row]);
+            }
+            while frames.len() < times.len() && times[frames.len()] <= st + TILE_TOLERANCE_S {
+                frames.push(px.clone());
+            }
+        }
+        Ok(())
+    })();
+    let _ = p.set_state(gst::State::Null);
+    res?;
+    if frames.is_empty() {
+        return Err("no video frame decoded".into());
+    }
+
+    // Canvas: copy rows of each tile into place (RGBx, black background).
+    let n = frames.len() as u32;
+    let cols = columns.min(n);
+    let rows = n.div_ceil(columns);
+    let (cw, ch) = (cols * tw, rows * th);
+    let mut canvas = vec![0u8; (cw * ch * 4) as usize];
+    let mut tiles = Vec::with_capacity(n as usize);
+    for (k, px) in frames.iter().enumerate() {
+        let (x, y) = ((k as u32 % columns) * tw, (k as u32 / columns) * th);
+        let row = tw as usize * 4;
+        for r in 0..th as usize {
+            let dst = ((y as usize + r) * cw as usize + x as usize) * 4;
+            canvas[dst..dst + row].copy_from_slice(&px[r * row..(r + 1) * row]);
+        }
+        let start = times[k];
+        let end = times
+            .get(k + 1)
+            .copied()
+            .unwrap_or(duration_s)
+            .min(duration_s);
+        let end = if end > start { end } else { start + interval };
+        tiles.push((start, end, x, y));
+    }
+    let jpeg = encode_jpeg(canvas, cw, ch)?;
+    Ok(Storyboard {
+        jpeg,
+        tile_width: tw,
+        tile_height: th,
+        tiles,
+    })
+}
+
+/// Links the first raw video pad of `dec` to `conv`; every other pad goes to a fakesink. Posts
+/// "no video" as an error when the decodebin ends its pads without video.
+fn link_first_video(dec: &gst::Element, conv: &gst::Element, p: &gst::Pipeline) {
+    let conv_w = conv.downgrade();
+    let pw = p.downgrade();
+    dec.connect_pad_added(move |_, pad| {
+        let (Some(conv), Some(p)) = (conv_w.upgrade(), pw.upgrade()) else {
+            return;
+        };
+        let raw_video = pad
+            .current_caps()
+            .and_then(|c| c.structure(0).map(|s| s.name() == "video/x-raw"))
+            .unwrap_or(false);
+        let sink = conv.static_pad("sink").unwrap();
+        if raw_video && !sink.is_linked() {
+            let _ = pad.link(&sink);
+        } else {
+            fake_sink_pad(&p, pad);
+        }
+    });
+    let conv_w = conv.downgrade();
+    let pw = p.downgrade();
+    dec.connect_no_more_pads(move |_| {
+        if let (Some(conv), Some(p)) = (conv_w.upgrade(), pw.upgrade())
+            && !conv.static_pad("sink").unwrap().is_linked()
+        {
+            let msg = gst::message::Error::builder(gst::StreamError::WrongType, "no video")
+                .src(&p)
+                .build();
+            let _ = p.post_message(msg);
+        }
+    });
+}
+
+fn fake_sink_pad(p: &gst::Pipeline, pad: &gst::Pad) {
+    if let Ok(fs) = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .build()
+        && p.add(&fs).is_ok()
+    {
+        let _ = fs.sync_state_with_parent();
+        let _ = pad.link(&fs.static_pad("sink").unwrap());
+    }
+}
+
+/// `appsrc ! videoconvert ! jpegenc ! appsink` on one RGBx image.
+fn encode_jpeg(rgbx: Vec<u8>, width: u32, height: u32) -> Result<Vec<u8>, String> {
+    let p = gst::Pipeline::new();
+    p.use_clock(None::<&gst::Clock>);
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "RGBx")
+        .field("width", width as i32)
+        .field("height", height as i32)
+        .field("framerate", gst::Fraction::new(0, 1))
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build();
+    let src = gst_app::AppSrc::builder()
+        .caps(&caps)
+        .format(gst::Format::Time)
+        .build();
+    let conv = make("videoconvert")?;
+    let enc = make("jpegenc")?;
+    let sink = gst_app::AppSink::builder().sync(false).build();
+    p.add_many([src.upcast_ref(), &conv, &enc, sink.upcast_ref()])
+        .map_err(gerr)?;
+    gst::Element::link_many([src.upcast_ref(), &conv, &enc, sink.upcast_ref()]).map_err(gerr)?;
+    let res = (|| -> Result<Vec<u8>, String> {
+        p.set_state(gst::State::Playing)
+            .map_err(|_| "cannot start jpeg encoder".to_string())?;
+        let mut buf = gst::Buffer::from_mut_slice(rgbx);
+        buf.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
+        src.push_buffer(buf).map_err(gerr)?;
+        let _ = src.end_of_stream();
+        let sample = sink
+            .try_pull_sample(gst::ClockTime::from_seconds(20))
+            .ok_or_else(|| {
+                match p
+                    .bus()
+                    .and_then(|b| b.pop_filtered(&[gst::MessageType::Error]))
+                {
+                    Some(m) => match m.view() {
+                        gst::MessageView::Error(e) => format!("jpegenc: {}", e.error()),
+                        _ => "jpegenc: no output".into(),
+                    },
+                    None => "jpegenc: no output".into(),
+                }
+            })?;
+        let map = sample
+            .buffer()
+            .ok_or("empty jpeg")?
+            .map_readable()
+            .map_err(gerr)?;
+        Ok(map.as_slice().to_vec())
+    })();
+    let _ = p.set_state(gst::State::Null);
+    res
+}
+
+/// WebVTT for player scrubbing previews: one cue per tile pointing into the sprite
+/// (`{image_uri}#xywh=x,y,w,h`, the media-fragment syntax players such as video.js,
+/// JW Player and Plyr read).
+pub fn storyboard_vtt(sb: &Storyboard, image_uri: &str) -> String {
+    fn ts(s: f64) -> String {
+        let ms = (s.max(0.0) * 1000.0).round() as u64;
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        )
+    }
+    let mut v = String::from("WEBVTT\n");
+    for (start, end, x, y) in &sb.tiles {
+        v.push_str(&format!(
+            "\n{} --> {}\n{image_uri}#xywh={x},{y},{},{}\n",
+            ts(*start),
+            ts(*end),
+            sb.tile_width,
+            sb.tile_height
+        ));
+    }
+    v
+}
+
+/// A VP9/Opus WebM download at `height` (aspect kept, even, never upscaled). Streams come from
+/// [`probe`]; either may be absent. Runs unclocked (as fast as the CPUs go).
+///
+/// ```text
+/// uridecodebin
+///   video ! queue ! videoconvert ! videoflip(auto) ! videoscale ! I420,WxH,par=1/1
+///         ! vp9enc(realtime, cpu-used=8) ! queue ! webmmux
+///   audio ! queue ! audioconvert ! audioresample ! opusenc ! queue ! webmmux
+///   webmmux ! filesink
+/// ```
+pub fn webm(path: &Path, out: &Path, height: u32, video_bitrate_kbps: u32) -> Result<(), String> {
+    let pr = probe(path, Duration::from_secs(20)).map_err(|e| e.to_string())?;
+    let uri = file_uri(path)?;
+    let p = gst::Pipeline::new();
+    p.use_clock(None::<&gst::Clock>);
+    let dec = gst::ElementFactory::make("uridecodebin")
+        .property("uri", &uri)
+        .build()
+        .map_err(gerr)?;
+    let mux = make("webmmux")?;
+    let fsink = gst::ElementFactory::make("filesink")
+        .property("location", out.to_string_lossy().as_ref())
+        .build()
+        .map_err(gerr)?;
+    p.add_many([&dec, &mux, &fsink]).map_err(gerr)?;
+    mux.link(&fsink).map_err(gerr)?;
+
+    let mut vhead = None;
+    if let Some(v) = &pr.video {
+        let h = (height.min(v.height) & !1).max(2);
+        let w = ((v.width as f64 * h as f64 / v.height as f64 / 2.0).round() as u32 * 2).max(2);
+        let q = queue_raw()?;
+        let conv = make("videoconvert")?;
+        let flip = make("videoflip")?;
+        flip.set_property_from_str("video-direction", "auto");
+        let scale = make("videoscale")?;
+        let cf = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst::Caps::builder("video/x-raw")
+                    .field("format", "I420")
+                    .field("width", w as i32)
+                    .field("height", h as i32)
+                    .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                    .build(),
+            )
+            .build()
+            .map_err(gerr)?;
+        let enc = make("vp9enc")?;
+        enc.set_property("target-bitrate", (video_bitrate_kbps * 1000) as i32);
+        enc.set_property("deadline", 1i64);
+        enc.set_property("cpu-used", 8i32);
+        enc.set_property("threads", 2i32);
+        enc.set_property("row-mt", true);
+        enc.set_property("lag-in-frames", 0i32);
+        enc.set_property_from_str("end-usage", "vbr");
+        enc.set_property("keyframe-max-dist", 150i32);
+        let q2 = queue_time(10)?;
+        p.add_many([&q, &conv, &flip, &scale, &cf, &enc, &q2])
+            .map_err(gerr)?;
+        gst::Element::link_many([&q, &conv, &flip, &scale, &cf, &enc, &q2]).map_err(gerr)?;
+        link_request(&q2, &mux, "video_%u")?;
+        vhead = Some(q);
+    }
+    let mut ahead = None;
+    if pr.audio.is_some() {
+        let q = queue_time(10)?;
+        let conv = make("audioconvert")?;
+        let res = make("audioresample")?;
+        let cf = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst::Caps::builder("audio/x-raw")
+                    .field("channels", gst::IntRange::new(1, 2))
+                    .build(),
+            )
+            .build()
+            .map_err(gerr)?;
+        let enc = make("opusenc")?;
+        enc.set_property("bitrate", 96_000i32);
+        let q2 = queue_time(10)?;
+        p.add_many([&q, &conv, &res, &cf, &enc, &q2])
+            .map_err(gerr)?;
+        gst::Element::link_many([&q, &conv, &res, &cf, &enc, &q2]).map_err(gerr)?;
+        link_request(&q2, &mux, "audio_%u")?;
+        ahead = Some(q);
+    }
+    let pw = p.downgrade();
+    dec.connect_pad_added(move |_, pad| {
+        let Some(p) = pw.upgrade() else { return };
+        let name = pad
+            .current_caps()
+            .and_then(|c| c.structure(0).map(|s| s.name().to_string()))
+            .unwrap_or_default();
+        let head = match name.as_str() {
+            "video/x-raw" => vhead.as_ref(),
+            "audio/x-raw" => ahead.as_ref(),
+            _ => None,
+        };
+        match head.map(|h| h.static_pad("sink").unwrap()) {
+            Some(s) if !s.is_linked() => {
+                let _ = pad.link(&s);
+            }
+            _ => fake_sink_pad(&p, pad),
+        }
+    });
+
+    let deadline = Instant::now() + STALL_TIMEOUT + Duration::from_secs_f64(pr.duration_s * 2.0);
+    let bus = p.bus().unwrap();
+    let res = (|| -> Result<(), String> {
+        p.set_state(gst::State::Playing)
+            .map_err(|_| "cannot start webm pipeline".to_string())?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("webm timed out".into());
+            }
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(left.as_millis() as u64))
+            else {
+                continue;
+            };
+            match msg.view() {
+                gst::MessageView::Eos(_) => return Ok(()),
+                gst::MessageView::Error(e) => return Err(e.error().to_string()),
+                _ => {}
+            }
+        }
+    })();
+    let _ = p.set_state(gst::State::Null);
+    if res.is_err() {
+        let _ = std::fs::remove_file(out);
+    }
+    res
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

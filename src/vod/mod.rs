@@ -184,7 +184,8 @@ async fn transcode_job(
 
     let preset = state
         .presets
-        .get("default")
+        .get(asset.ladder.as_deref().unwrap_or("default"))
+        .or_else(|| state.presets.get("default"))
         .expect("default preset is embedded")
         .clone();
     let renditions = crate::pipeline::ladder_renditions(&preset);
@@ -291,6 +292,7 @@ async fn transcode_job(
         ));
     }
     output.write_vod_playlists(&uploader).await;
+    extras(state, &asset, &probe, &preset, &input, work, &uploader).await?;
     uploader.flush().await;
     state
         .db
@@ -303,6 +305,71 @@ async fn transcode_job(
         .await
         .map_err(|e| failed("asset", &e))?;
     tracing::info!(duration_ms, "asset ready");
+    Ok(())
+}
+
+/// Scrubbing previews (a storyboard sprite and its WebVTT) and, when the preset asks, a WebM
+/// download. They come after the HLS output, from the same local original.
+async fn extras(
+    state: &AppState,
+    asset: &crate::db::Asset,
+    probe: &Probe,
+    preset: &crate::pipeline::preset::Preset,
+    input: &Path,
+    work: &Path,
+    uploader: &Uploader,
+) -> Result<(), JobError> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| JobError::Failed(format!("{what}: {e}"));
+    if probe.video.is_some() {
+        let (path, duration) = (input.to_path_buf(), probe.duration_s);
+        // One tile every 2 s up to 100 tiles; longer media spreads them out.
+        let interval = (duration / 100.0).max(2.0);
+        let board = tokio::task::spawn_blocking(move || {
+            vod::storyboard(&path, duration, interval, 160, 10)
+        })
+        .await
+        .map_err(|e| failed("storyboard", &e))?;
+        match board {
+            Ok(board) => {
+                let vtt = vod::storyboard_vtt(&board, &format!("{}.jpg", asset.playback_id));
+                let key = |name: &str| ObjectKey::parse(&format!("{}{name}", asset.storage_prefix));
+                uploader
+                    .put(
+                        key("storyboard.jpg").map_err(|e| failed("key", &e))?,
+                        board.jpeg.into(),
+                        "image/jpeg",
+                    )
+                    .await;
+                uploader
+                    .put(
+                        key("storyboard.vtt").map_err(|e| failed("key", &e))?,
+                        vtt.into(),
+                        "text/vtt",
+                    )
+                    .await;
+            }
+            Err(e) => tracing::warn!(error = %e, "no storyboard for this asset"),
+        }
+    }
+    if let Some(webm) = &preset.webm {
+        let out = work.join("download.webm");
+        let (path, target, spec) = (input.to_path_buf(), out.clone(), webm.clone());
+        tokio::task::spawn_blocking(move || {
+            vod::webm(&path, &target, spec.height, spec.video_bitrate_kbps)
+        })
+        .await
+        .map_err(|e| failed("webm", &e))?
+        .map_err(|e| JobError::Failed(format!("WebM download: {e}")))?;
+        store_file(
+            state,
+            &asset.storage_prefix,
+            "download.webm",
+            &out,
+            "video/webm",
+        )
+        .await
+        .map_err(|e| failed("storing the WebM", &e))?;
+    }
     Ok(())
 }
 
