@@ -33,6 +33,9 @@ pub enum ApiError {
     PreconditionFailed(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// tus: the request's bytes do not match its `Upload-Checksum`.
+    #[error("the bytes do not match Upload-Checksum; nothing of this request was kept")]
+    ChecksumMismatch,
     /// Well-formed but unusable content (a file that is not playable media, a bad subtitle).
     #[error("{0}")]
     Unprocessable(String),
@@ -62,6 +65,8 @@ impl ApiError {
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            // 460 is the status tus 1.0 defines for this.
+            Self::ChecksumMismatch => StatusCode::from_u16(460).expect("valid status"),
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -80,6 +85,7 @@ impl ApiError {
             Self::PreconditionFailed(_) => "precondition_failed",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unprocessable(_) => "unprocessable",
+            Self::ChecksumMismatch => "checksum_mismatch",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }

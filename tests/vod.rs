@@ -546,6 +546,38 @@ async fn the_tus_protocol_is_enforced_with_clear_errors_and_limits() {
     assert_eq!(head.headers()["upload-length"], "900");
     assert_eq!(head.headers()["cache-control"], "no-store");
 
+    // Checksum extension: a body that does not match its Upload-Checksum is not kept.
+    use base64::Engine;
+    use sha1::Digest;
+    let chunk = vec![7u8; 100];
+    let sum = |b: &[u8]| {
+        format!(
+            "sha1 {}",
+            base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(b))
+        )
+    };
+    let mismatch = tus(http.patch(&location))
+        .header("Upload-Offset", "300")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Checksum", sum(b"something else"))
+        .body(chunk.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mismatch.status().as_u16(), 460);
+    let head = tus(http.head(&location)).send().await.unwrap();
+    assert_eq!(head.headers()["upload-offset"], "300");
+    let matched = tus(http.patch(&location))
+        .header("Upload-Offset", "300")
+        .header("Content-Type", "application/offset+octet-stream")
+        .header("Upload-Checksum", sum(&chunk))
+        .body(chunk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(matched.status(), 204);
+    assert_eq!(matched.headers()["upload-offset"], "400");
+
     // Another tenant cannot see or touch it.
     let (_, other) = server.create_tenant("Other").await;
     let foreign = http

@@ -21,7 +21,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::storage::ObjectKey;
 
 const TUS_VERSION: &str = "1.0.0";
-const TUS_EXTENSIONS: &str = "creation,termination,expiration";
+const TUS_EXTENSIONS: &str = "creation,termination,expiration,checksum";
 
 /// Uploads with a PATCH in progress: tus allows one writer per upload at a time.
 #[derive(Debug, Default, Clone)]
@@ -291,6 +291,19 @@ pub async fn patch(
     file.seek(std::io::SeekFrom::Start(offset))
         .await
         .map_err(io)?;
+    // tus checksum extension: `Upload-Checksum: sha1 BASE64` covers this request's bytes.
+    let checksum = match headers.get("upload-checksum").and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(v) => match v.split_once(' ') {
+            Some(("sha1", b64)) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|_| ApiError::invalid("Upload-Checksum is not base64"))?,
+            ),
+            _ => return Err(ApiError::invalid("Upload-Checksum: only sha1 is supported")),
+        },
+    };
+    let mut hasher = <sha1::Sha1 as sha1::Digest>::new();
     let mut received = offset as i64;
     let mut stream = body.into_data_stream();
     let mut failure = None;
@@ -305,6 +318,7 @@ pub async fn patch(
                     break;
                 }
                 file.write_all(&bytes).await.map_err(io)?;
+                sha1::Digest::update(&mut hasher, &bytes);
                 received += bytes.len() as i64;
             }
             Err(e) => {
@@ -313,6 +327,14 @@ pub async fn patch(
                 break;
             }
         }
+    }
+    if let Some(expected) = checksum
+        && failure.is_none()
+        && sha1::Digest::finalize(hasher).as_slice() != expected.as_slice()
+    {
+        // The bytes are not what the client meant to send: keep none of them.
+        file.set_len(offset).await.map_err(io)?;
+        return Err(ApiError::ChecksumMismatch);
     }
     file.sync_data().await.map_err(io)?;
     drop(file);

@@ -79,6 +79,7 @@ pub struct JobsConfig {
     pub concurrency: usize,
     pub max_attempts: u32,
     pub lease_s: u64,
+    pub poster_time_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -398,6 +399,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 at("jobs.max_attempts"),
                 "must be at least 1",
+            ));
+        }
+        if self.jobs.poster_time_s.is_nan() || self.jobs.poster_time_s < 0.0 {
+            return Err(ConfigError::invalid(
+                at("jobs.poster_time_s"),
+                "must be 0 or more seconds",
             ));
         }
         if self.jobs.lease_s < 5 {

@@ -195,7 +195,7 @@ async fn transcode_job(
         source: Mp4Source::Largest,
         dir: Some(work.to_path_buf()),
     });
-    spec.poster_at_s = Some((probe.duration_s / 3.0).min(5.0));
+    spec.poster_at_s = Some(state.config.jobs.poster_time_s.min(probe.duration_s / 3.0));
 
     let uploader = Uploader::spawn(state.store.clone(), 32, format!("asset {}", asset.id));
     let mut output = HlsOutput::new(OutputParams {
