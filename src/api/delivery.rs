@@ -332,23 +332,29 @@ pub async fn thumbnail(
         }
         Err(e) => return Err(e.into()),
     };
-    let private = target.policy == PlaybackPolicy::Signed;
-    Ok((
+    Ok(still_response(&target, "image/jpeg", jpeg))
+}
+
+/// Thumbnails and storyboards: immutable once made, cacheable by who may see them.
+fn still_response(
+    target: &PlaybackTarget,
+    content_type: &'static str,
+    body: bytes::Bytes,
+) -> Response {
+    let cache = if target.policy == PlaybackPolicy::Signed {
+        "private, max-age=3600"
+    } else {
+        "public, max-age=86400"
+    };
+    (
         [
-            (header::CONTENT_TYPE, "image/jpeg"),
-            (
-                header::CACHE_CONTROL,
-                if private {
-                    "private, max-age=3600"
-                } else {
-                    "public, max-age=86400"
-                },
-            ),
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, cache),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
-        jpeg,
+        body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// `GET /storyboards/{playback_id}.vtt` and `.jpg`: scrubbing previews of an asset, a WebVTT
@@ -384,30 +390,12 @@ pub async fn storyboard(
             .into(),
         _ => object.body,
     };
-    let private = target.policy == PlaybackPolicy::Signed;
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                if ext == "vtt" {
-                    "text/vtt"
-                } else {
-                    "image/jpeg"
-                },
-            ),
-            (
-                header::CACHE_CONTROL,
-                if private {
-                    "private, max-age=3600"
-                } else {
-                    "public, max-age=86400"
-                },
-            ),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-        ],
-        body,
-    )
-        .into_response())
+    let content_type = if ext == "vtt" {
+        "text/vtt"
+    } else {
+        "image/jpeg"
+    };
+    Ok(still_response(&target, content_type, body))
 }
 
 /// `GET /play/{playback_id}`: a minimal hls.js player for the stream.

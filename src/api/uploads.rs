@@ -444,17 +444,7 @@ async fn receive_form(
         .store
         .put_file(&key, temp, "application/octet-stream")
         .await?;
-    state.db.set_asset_status(&asset.id, "queued", None).await?;
-    state
-        .db
-        .enqueue_job(
-            tenant_id,
-            &asset.id,
-            "transcode",
-            i64::from(state.config.jobs.max_attempts),
-        )
-        .await?;
-    state.jobs_wakeup.notify_waiters();
+    queue_transcode(state, tenant_id, &asset.id).await?;
     tracing::info!(asset = %asset.id, bytes = size, "form upload stored; transcode queued");
     Ok((
         StatusCode::CREATED,
@@ -647,20 +637,22 @@ pub async fn complete_direct(
         .set_upload_received(&upload.id, upload.length)
         .await?;
     state.db.complete_upload(&upload.id).await?;
-    state.db.set_asset_status(&asset.id, "queued", None).await?;
-    state
-        .db
-        .enqueue_job(
-            &upload.tenant_id,
-            &asset.id,
-            "transcode",
-            i64::from(state.config.jobs.max_attempts),
-        )
-        .await?;
-    state.jobs_wakeup.notify_waiters();
+    queue_transcode(&state, &upload.tenant_id, &asset.id).await?;
     Ok(axum::Json(
         serde_json::json!({"asset_id": asset.id, "status": "queued"}),
     ))
+}
+
+/// Marks an asset queued and queues its transcode job, waking this node's workers.
+async fn queue_transcode(state: &AppState, tenant_id: &str, asset_id: &str) -> ApiResult<()> {
+    state.db.set_asset_status(asset_id, "queued", None).await?;
+    let attempts = i64::from(state.config.jobs.max_attempts);
+    state
+        .db
+        .enqueue_job(tenant_id, asset_id, "transcode", attempts)
+        .await?;
+    state.jobs_wakeup.notify_waiters();
+    Ok(())
 }
 
 /// Moves a finished upload into storage and queues its transcode.
@@ -675,17 +667,7 @@ async fn complete(state: &AppState, upload: &Upload, path: &std::path::Path) -> 
         .put_file(&key, path, "application/octet-stream")
         .await?;
     state.db.complete_upload(&upload.id).await?;
-    state.db.set_asset_status(&asset.id, "queued", None).await?;
-    state
-        .db
-        .enqueue_job(
-            &upload.tenant_id,
-            &asset.id,
-            "transcode",
-            i64::from(state.config.jobs.max_attempts),
-        )
-        .await?;
-    state.jobs_wakeup.notify_waiters();
+    queue_transcode(state, &upload.tenant_id, &asset.id).await?;
     tracing::info!(upload = %upload.id, asset = %asset.id, bytes = upload.length, "upload complete; transcode queued");
     Ok(())
 }
