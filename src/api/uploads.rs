@@ -197,7 +197,7 @@ pub async fn create(
     tracing::info!(upload = %upload.id, asset = %asset.id, length, "upload created");
     if length == 0 {
         // Nothing to wait for: an empty file is complete (and will be found not to be media).
-        complete(&state, &upload, &path).await?;
+        finish_in_background(&state, upload.clone(), path.clone());
     }
     let body = serde_json::json!({"upload_id": upload.id, "asset_id": asset.id, "playback_id": asset.playback_id});
     let mut r = (StatusCode::CREATED, axum::Json(body)).into_response();
@@ -343,7 +343,7 @@ pub async fn patch(
         return Err(e);
     }
     if received == upload.length {
-        complete(&state, &upload, &path).await?;
+        finish_in_background(&state, upload, path);
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut()
@@ -653,6 +653,25 @@ async fn queue_transcode(state: &AppState, tenant_id: &str, asset_id: &str) -> A
         .await?;
     state.jobs_wakeup.notify_waiters();
     Ok(())
+}
+
+/// Moving a large file into S3 can outlast the request; the client already has every byte, so
+/// the move runs on its own and a failure shows on the asset instead of being lost.
+fn finish_in_background(state: &AppState, upload: Upload, path: PathBuf) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = complete(&state, &upload, &path).await {
+            tracing::error!(upload = %upload.id, asset = %upload.asset_id, error = %e, "storing a finished upload failed");
+            let _ = state
+                .db
+                .set_asset_status(
+                    &upload.asset_id,
+                    "errored",
+                    Some("storing the uploaded file failed; upload it again"),
+                )
+                .await;
+        }
+    });
 }
 
 /// Moves a finished upload into storage and queues its transcode.

@@ -75,18 +75,16 @@ async fn run_job(state: &AppState, worker: &str, job: Job) {
         Err(JobError::BadMedia(message)) => {
             tracing::info!(%message, "not playable media");
             // Nothing is kept of media that cannot play.
-            if let Ok(asset) = db.get_asset(&job.tenant_id, &job.asset_id).await
-                && let Ok(prefix) = Prefix::parse(&asset.storage_prefix)
-                && let Err(e) = state.store.delete_prefix(&prefix).await
-            {
-                tracing::warn!(error = %e, "could not delete the stored original");
+            if let Ok(asset) = db.get_asset(&job.tenant_id, &job.asset_id).await {
+                if let Ok(prefix) = Prefix::parse(&asset.storage_prefix)
+                    && let Err(e) = state.store.delete_prefix(&prefix).await
+                {
+                    tracing::warn!(error = %e, "could not delete the stored original");
+                }
+                if let Err(e) = db.delete_content_keys(&asset.storage_prefix).await {
+                    tracing::warn!(error = %e, "could not delete the asset's content keys");
+                }
             }
-            let _ = db
-                .delete_content_keys(&format!(
-                    "tenants/{}/assets/{}/",
-                    job.tenant_id, job.asset_id
-                ))
-                .await;
             let _ = db
                 .set_asset_status(&job.asset_id, "errored", Some(&message))
                 .await;
