@@ -951,13 +951,6 @@ fn bus_loop(
                     };
                     let rt = s.get::<u64>("running-time").unwrap_or(0);
                     if name == "splitmuxsink-fragment-opened" {
-                        // Tell splitmuxsink where this fragment ends. Otherwise it gathers the
-                        // next whole GOP before deciding to close the fragment, which lists
-                        // every segment one GOP late.
-                        if let Some(splitmux) = msg.src() {
-                            let end = rt + u64::from(sh.spec.segment_duration_s) * 1_000_000_000;
-                            splitmux.emit_by_name::<()>("split-at-running-time", &[&end]);
-                        }
                         opened.insert(rend, rt);
                         continue;
                     }
