@@ -155,25 +155,9 @@ pub async fn create(
         }
     };
     let ladder = ladder_name(&state, metadata.get("ladder").and_then(|v| v.as_str()))?;
-    let asset = state
-        .db
-        .create_asset(
-            &caller.tenant_id,
-            None,
-            &new_playback_id(),
-            policy,
-            "uploading",
-            None,
-        )
-        .await?;
-    let filename = metadata
-        .get("filename")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
-    state
-        .db
-        .set_asset_upload_info(&asset.id, length as i64, filename.as_deref(), &ladder)
-        .await?;
+    let filename = metadata.get("filename").and_then(|v| v.as_str());
+    let asset =
+        new_upload_asset(&state, &caller.tenant_id, policy, length, filename, &ladder).await?;
     let expires_at = now_ms() + state.config.uploads.expiry_hours as i64 * 3_600_000;
     let upload = state
         .db
@@ -424,21 +408,8 @@ async fn receive_form(
             "this upload would exceed the tenant's quota".into(),
         ));
     }
-    let asset = state
-        .db
-        .create_asset(
-            tenant_id,
-            None,
-            &new_playback_id(),
-            policy,
-            "uploading",
-            None,
-        )
-        .await?;
-    state
-        .db
-        .set_asset_upload_info(&asset.id, size as i64, filename.as_deref(), &ladder)
-        .await?;
+    let asset =
+        new_upload_asset(state, tenant_id, policy, size, filename.as_deref(), &ladder).await?;
     let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
     state
         .store
@@ -510,17 +481,15 @@ pub async fn create_direct(
     check_size(&state, &caller.tenant_id, body.size).await?;
     let ladder = ladder_name(&state, body.ladder.as_deref())?;
     let policy = body.playback_policy.unwrap_or(PlaybackPolicy::Signed);
-    let asset = state
-        .db
-        .create_asset(
-            &caller.tenant_id,
-            None,
-            &new_playback_id(),
-            policy,
-            "uploading",
-            None,
-        )
-        .await?;
+    let asset = new_upload_asset(
+        &state,
+        &caller.tenant_id,
+        policy,
+        body.size,
+        body.filename.as_deref(),
+        &ladder,
+    )
+    .await?;
     let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
     // S3 allows 10 000 parts of at least 5 MiB.
     let part_size = (8u64 << 20).max(body.size.div_ceil(10_000));
@@ -541,15 +510,6 @@ pub async fn create_direct(
             return Err(e.into());
         }
     };
-    state
-        .db
-        .set_asset_upload_info(
-            &asset.id,
-            body.size as i64,
-            body.filename.as_deref(),
-            &ladder,
-        )
-        .await?;
     let metadata =
         serde_json::json!({"filename": body.filename, "direct_upload_id": direct.upload_id});
     let upload = state
@@ -641,6 +601,33 @@ pub async fn complete_direct(
     Ok(axum::Json(
         serde_json::json!({"asset_id": asset.id, "status": "queued"}),
     ))
+}
+
+/// A new asset that an upload of `size` bytes will fill.
+async fn new_upload_asset(
+    state: &AppState,
+    tenant_id: &str,
+    policy: PlaybackPolicy,
+    size: u64,
+    filename: Option<&str>,
+    ladder: &str,
+) -> ApiResult<crate::db::Asset> {
+    let asset = state
+        .db
+        .create_asset(
+            tenant_id,
+            None,
+            &new_playback_id(),
+            policy,
+            "uploading",
+            None,
+        )
+        .await?;
+    state
+        .db
+        .set_asset_upload_info(&asset.id, size as i64, filename, ladder)
+        .await?;
+    Ok(asset)
 }
 
 /// Marks an asset queued and queues its transcode job, waking this node's workers.
