@@ -124,12 +124,16 @@ impl S3Store {
         Ok(())
     }
 
+    /// A multipart upload: parts read from `source` and sent a few at a time, so memory
+    /// stays bounded by `PART_CONCURRENCY` parts whatever the object's size. On failure the
+    /// upload is aborted, leaving no orphaned parts billed in the bucket.
     async fn put_multipart(
         &self,
         key: &ObjectKey,
-        body: Bytes,
+        source: PartSource<'_>,
         content_type: &str,
     ) -> StorageResult<()> {
+        let size = source.size();
         let created = self
             .client
             .create_multipart_upload()
@@ -143,21 +147,16 @@ impl S3Store {
             .upload_id()
             .ok_or_else(|| StorageError::Other(anyhow::anyhow!("S3 returned no upload id")))?
             .to_string();
-        let part_size = self.part_size as usize;
-        let chunks: Vec<(i32, Bytes)> = (0..body.len())
-            .step_by(part_size)
+        let ranges: Vec<(i32, u64, u64)> = (0..size)
+            .step_by(self.part_size as usize)
             .enumerate()
-            .map(|(i, start)| {
-                (
-                    i as i32 + 1,
-                    body.slice(start..(start + part_size).min(body.len())),
-                )
-            })
+            .map(|(i, start)| (i as i32 + 1, start, self.part_size.min(size - start)))
             .collect();
-        let parts: Result<Vec<CompletedPart>, StorageError> = futures::stream::iter(chunks)
-            .map(|(number, chunk)| {
-                let upload_id = upload_id.clone();
+        let parts: Result<Vec<CompletedPart>, StorageError> = futures::stream::iter(ranges)
+            .map(|(number, start, len)| {
+                let (upload_id, source) = (upload_id.clone(), &source);
                 async move {
+                    let chunk = source.read(start, len).await?;
                     let out = self
                         .client
                         .upload_part()
@@ -192,102 +191,6 @@ impl S3Store {
                 )
                 .send()
                 .await
-                .map_err(|e| classify(key, e))
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = completed {
-            // Leave no orphaned parts billed in the bucket.
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key.as_str())
-                .upload_id(&upload_id)
-                .send()
-                .await;
-            return Err(e);
-        }
-        Ok(())
-    }
-}
-
-impl S3Store {
-    /// Multipart upload of a file, reading one part at a time (bounded memory).
-    async fn put_file_multipart(
-        &self,
-        key: &ObjectKey,
-        path: &std::path::Path,
-        size: u64,
-        content_type: &str,
-    ) -> StorageResult<()> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key.as_str())
-            .content_type(content_type)
-            .send()
-            .await
-            .map_err(|e| classify(key, e))?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| StorageError::Other(anyhow::anyhow!("S3 returned no upload id")))?
-            .to_string();
-        let result: StorageResult<Vec<CompletedPart>> = async {
-            let mut file = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| StorageError::Other(anyhow::Error::new(e)))?;
-            let mut parts = Vec::new();
-            let mut offset = 0u64;
-            let mut number = 1;
-            while offset < size {
-                let len = self.part_size.min(size - offset) as usize;
-                let mut buf = vec![0u8; len];
-                file.seek(std::io::SeekFrom::Start(offset))
-                    .await
-                    .map_err(|e| StorageError::Other(anyhow::Error::new(e)))?;
-                file.read_exact(&mut buf)
-                    .await
-                    .map_err(|e| StorageError::Other(anyhow::Error::new(e)))?;
-                let out = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(key.as_str())
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .body(ByteStream::from(buf))
-                    .send()
-                    .await
-                    .map_err(|e| classify(key, e))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(out.e_tag().map(str::to_string))
-                        .build(),
-                );
-                offset += len as u64;
-                number += 1;
-            }
-            Ok(parts)
-        }
-        .await;
-        let completed = match result {
-            Ok(parts) => self
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key.as_str())
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
                 .map(|_| ())
                 .map_err(|e| classify(key, e)),
             Err(e) => Err(e),
@@ -303,6 +206,45 @@ impl S3Store {
                 .await;
         }
         completed
+    }
+}
+
+/// Where a multipart upload's parts come from.
+enum PartSource<'a> {
+    Memory(Bytes),
+    File {
+        path: &'a std::path::Path,
+        size: u64,
+    },
+}
+
+impl PartSource<'_> {
+    fn size(&self) -> u64 {
+        match self {
+            Self::Memory(b) => b.len() as u64,
+            Self::File { size, .. } => *size,
+        }
+    }
+
+    async fn read(&self, start: u64, len: u64) -> StorageResult<Bytes> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        match self {
+            Self::Memory(b) => Ok(b.slice(start as usize..(start + len) as usize)),
+            Self::File { path, .. } => {
+                let io = |e: std::io::Error| {
+                    StorageError::Other(
+                        anyhow::Error::new(e).context(format!("reading {}", path.display())),
+                    )
+                };
+                let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+                file.seek(std::io::SeekFrom::Start(start))
+                    .await
+                    .map_err(io)?;
+                let mut buf = vec![0u8; len as usize];
+                file.read_exact(&mut buf).await.map_err(io)?;
+                Ok(Bytes::from(buf))
+            }
+        }
     }
 }
 
@@ -337,7 +279,9 @@ fn total_from_content_range(v: &str) -> Option<u64> {
 impl ObjectStore for S3Store {
     async fn put(&self, key: &ObjectKey, body: Bytes, content_type: &str) -> StorageResult<()> {
         if body.len() as u64 > self.multipart_threshold {
-            return self.put_multipart(key, body, content_type).await;
+            return self
+                .put_multipart(key, PartSource::Memory(body), content_type)
+                .await;
         }
         self.client
             .put_object()
@@ -508,7 +452,7 @@ impl ObjectStore for S3Store {
             })?
             .len();
         if size > self.multipart_threshold {
-            self.put_file_multipart(key, path, size, content_type)
+            self.put_multipart(key, PartSource::File { path, size }, content_type)
                 .await?;
         } else {
             let body = ByteStream::from_path(path).await.map_err(|e| {
