@@ -7,18 +7,18 @@
 //!   flvdemux.video ! queue ! h264parse ! capsfilter(byte-stream,au) ! tee vtee   [buffers blocked until built]
 //!   flvdemux.audio ! queue ! aacparse ! tee atee                                 [buffers blocked until built]
 //! on (h264parse src caps known && flvdemux no-more-pads):
-//!   vtee ! queue ! hlssink2 name=hls-source            (passthrough, no re-encode)
+//!   vtee ! queue ! mpegtsmux ! appsink name=seg-source     (passthrough, no re-encode)
 //!   vtee ! queue ! avdec_h264 ! videoconvert ! video/x-raw,format=I420 ! tee rawtee
-//!   rawtee ! queue ! x264enc ! video/x-h264,profile=P ! hlssink2 name=hls-720p  (same size: no scaler)
-//!   rawtee ! queue ! videoscale ! WxH ! tee t480 ; t480 ! queue ! x264enc ! .. ! hlssink2 name=hls-480p
+//!   rawtee ! queue ! x264enc ! video/x-h264,profile=P ! mpegtsmux ! appsink   (same size: no scaler)
+//!   rawtee ! queue ! videoscale ! WxH ! tee t480 ; t480 ! queue ! x264enc ! .. ! mpegtsmux ! appsink
 //!   t480   ! queue ! videoscale ! WxH ! tee t360 ; ...   (chained: each rung scaled from the next larger)
-//!   atee ! queue ! hls-*.audio                          (AAC copied into every rendition)
+//!   atee ! queue ! mpegtsmux (of every rendition)        (AAC copied into every rendition)
 //! ```
-//! Each hlssink2 gets `get-fragment-stream` -> `gio::WriteOutputStream` over an in-memory
-//! buffer; the buffer is taken on the `splitmuxsink-fragment-closed` bus message.
+//! Each rendition's continuous transport stream is cut at keyframes by a
+//! [`TsSegmenter`](super::segmenter::TsSegmenter) in the appsink's streaming thread; finished
+//! segments go to a queue and a `ladder-segment` bus message tells the bus thread to send one.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::Write;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use gst::prelude::*;
 use gstreamer as gst;
 use gstreamer_app as gst_app;
+
+use super::segmenter::TsSegmenter;
 
 /// Name used for the passthrough (copied source H.264) rendition.
 pub const SOURCE_RENDITION: &str = "source";
@@ -273,21 +275,6 @@ pub(crate) fn validate(spec: &LadderSpec) -> Result<(), Error> {
 
 // ---------------------------------------------------------------------------------------------
 
-type FragBuf = Arc<Mutex<Vec<u8>>>;
-type FragQueue = Arc<Mutex<VecDeque<FragBuf>>>;
-
-/// `Write` target handed to hlssink2 (via gio::WriteOutputStream) for one fragment.
-struct FragWriter(FragBuf);
-impl Write for FragWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[derive(Clone, Debug)]
 struct VideoCaps {
     width: u32,
@@ -310,8 +297,8 @@ struct Shared {
     spec: LadderSpec,
     build: Mutex<BuildState>,
     source_info: Mutex<Option<SourceInfo>>,
-    /// hlssink2 rendition name -> FIFO of fragment buffers in get-fragment-stream order.
-    fragments: Mutex<HashMap<String, FragQueue>>,
+    /// Finished segments, oldest first; one `ladder-segment` bus message was posted for each.
+    segments: Mutex<VecDeque<Segment>>,
     failed: AtomicBool,
     finishing: AtomicBool,
     epoch: Instant,
@@ -391,7 +378,7 @@ impl LivePipeline {
             spec,
             build: Mutex::new(BuildState::default()),
             source_info: Mutex::new(None),
-            fragments: Mutex::new(HashMap::new()),
+            segments: Mutex::new(VecDeque::new()),
             failed: AtomicBool::new(false),
             finishing: AtomicBool::new(false),
             epoch: Instant::now(),
@@ -706,32 +693,64 @@ fn try_build(p: &gst::Pipeline, sh: &Arc<Shared>) {
     }
 }
 
-fn make_hls(sh: &Arc<Shared>, name: &str) -> Result<gst::Element, Error> {
-    let hls = make("hlssink2", Some(&format!("hls-{name}")))?;
-    hls.set_property("target-duration", sh.spec.segment_duration_s);
-    hls.set_property("send-keyframe-requests", false);
-    // Bounded internal state: playlist window and old-location queue; deletion is a no-op
-    // because delete-fragment has a handler (otherwise hlssink2 would unlink files).
-    hls.set_property("playlist-length", 3u32);
-    hls.set_property("max-files", 3u32);
-    hls.set_property("location", format!("{name}-%05d.ts"));
-    hls.connect("delete-fragment", false, |_| None);
-    hls.connect("get-playlist-stream", false, |_| {
-        let s = gio::WriteOutputStream::new(std::io::sink());
-        Some(s.upcast::<gio::OutputStream>().to_value())
-    });
-    let fifo: FragQueue = Arc::default();
-    sh.fragments
-        .lock()
-        .unwrap()
-        .insert(name.to_string(), fifo.clone());
-    hls.connect("get-fragment-stream", false, move |_| {
-        let buf: FragBuf = Arc::new(Mutex::new(Vec::with_capacity(1 << 20)));
-        fifo.lock().unwrap().push_back(buf.clone());
-        let s = gio::WriteOutputStream::new(FragWriter(buf));
-        Some(s.upcast::<gio::OutputStream>().to_value())
-    });
-    Ok(hls)
+/// `mpegtsmux ! appsink` for one rendition; returns the muxer (link its request pads).
+fn make_output(
+    p: &gst::Pipeline,
+    sh: &Arc<Shared>,
+    name: &str,
+    frame_ns: u64,
+) -> Result<(gst::Element, gst::Element), Error> {
+    let mux = make("mpegtsmux", Some(&format!("mux-{name}")))?;
+    let sink = gst_app::AppSink::builder()
+        .name(format!("seg-{name}"))
+        .sync(false)
+        .enable_last_sample(false)
+        .build();
+    let target_ns = u64::from(sh.spec.segment_duration_s) * 1_000_000_000;
+    let segmenter = Arc::new(Mutex::new(TsSegmenter::new(target_ns, frame_ns)));
+    let hand_out = {
+        let (sh, pw, name) = (sh.clone(), p.downgrade(), name.to_string());
+        move |seg: super::segmenter::TsSegment| {
+            sh.segments.lock().unwrap().push_back(Segment {
+                rendition: name.clone(),
+                duration_s: seg.duration_s,
+                bytes: bytes::Bytes::from(seg.bytes),
+            });
+            if let Some(p) = pw.upgrade() {
+                let _ = p.post_message(
+                    gst::message::Application::builder(gst::Structure::new_empty("ladder-segment"))
+                        .src(&p)
+                        .build(),
+                );
+            }
+        }
+    };
+    let hand_out = Arc::new(hand_out);
+    let (seg_a, out_a) = (segmenter.clone(), hand_out.clone());
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let Some(buf) = sample.buffer() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
+                let key = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                let pts = buf.pts().map(|t| t.nseconds());
+                let done = seg_a.lock().unwrap().push(&map, pts, key);
+                if let Some(seg) = done {
+                    out_a(seg);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .eos(move |_| {
+                if let Some(seg) = segmenter.lock().unwrap().finish() {
+                    hand_out(seg);
+                }
+            })
+            .build(),
+    );
+    Ok((mux, sink.upcast()))
 }
 
 fn build_branches(
@@ -753,6 +772,7 @@ fn build_branches(
     let gop = ((fn_ as f64 / fd as f64) * spec.segment_duration_s as f64)
         .round()
         .max(1.0) as u32;
+    let frame_ns = (1e9 * fd as f64 / fn_ as f64) as u64;
     let vtee = p
         .by_name("vtee")
         .ok_or_else(|| Error::Gst("no vtee".into()))?;
@@ -765,24 +785,25 @@ fn build_branches(
         Ok(())
     };
     let attach_audio =
-        |hls: &gst::Element, add: &mut dyn FnMut(&[&gst::Element]) -> Result<(), Error>| {
+        |mux: &gst::Element, add: &mut dyn FnMut(&[&gst::Element]) -> Result<(), Error>| {
             if let Some(atee) = &atee {
                 let q = queue_time(10)?;
                 add(&[&q])?;
                 atee.link(&q)?;
-                q.link_pads(Some("src"), hls, Some("audio"))?;
+                q.link(mux)?;
             }
             Ok::<(), Error>(())
         };
 
     let mut outputs = Vec::new();
     if spec.passthrough {
-        let hls = make_hls(sh, SOURCE_RENDITION)?;
+        let (mux, sink) = make_output(p, sh, SOURCE_RENDITION, frame_ns)?;
         let q = queue_time(5)?;
-        add(&[&q, &hls])?;
+        add(&[&q, &mux, &sink])?;
         vtee.link(&q)?;
-        q.link_pads(Some("src"), &hls, Some("video"))?;
-        attach_audio(&hls, &mut add)?;
+        q.link(&mux)?;
+        mux.link(&sink)?;
+        attach_audio(&mux, &mut add)?;
         outputs.push(Rendition {
             name: SOURCE_RENDITION.into(),
             width: v.width,
@@ -844,12 +865,13 @@ fn build_branches(
             };
             let q = queue_raw()?;
             let (enc, cf) = x264_encoder(r, gop, tun)?;
-            let hls = make_hls(sh, &r.name)?;
-            add(&[&q, &enc, &cf, &hls])?;
+            let (mux, sink) = make_output(p, sh, &r.name, frame_ns)?;
+            add(&[&q, &enc, &cf, &mux, &sink])?;
             rtee.link(&q)?;
             gst::Element::link_many([&q, &enc, &cf])?;
-            cf.link_pads(Some("src"), &hls, Some("video"))?;
-            attach_audio(&hls, &mut add)?;
+            cf.link(&mux)?;
+            mux.link(&sink)?;
+            attach_audio(&mux, &mut add)?;
             outputs.push(r.clone());
             parent = (rtee, r.width, r.height);
         }
@@ -892,12 +914,6 @@ pub(crate) fn x264_encoder(
 
 // --- bus thread ------------------------------------------------------------------------------
 
-fn rendition_of(msg: &gst::Message) -> Option<String> {
-    // Source is hlssink2's internal splitmuxsink; its parent is our "hls-<name>".
-    let parent = msg.src()?.parent()?;
-    parent.name().strip_prefix("hls-").map(str::to_string)
-}
-
 fn bus_loop(
     bus: gst::Bus,
     sh: Arc<Shared>,
@@ -906,7 +922,6 @@ fn bus_loop(
     stop: Arc<AtomicBool>,
 ) {
     let stall_ms = sh.spec.stall_timeout.as_millis() as u64;
-    let mut opened: HashMap<String, u64> = HashMap::new();
     let mut last_segment_ms = 0u64;
     let mut stall_reported = false;
     let mut ended = false;
@@ -938,35 +953,11 @@ fn bus_loop(
         if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
             use gst::MessageView as M;
             match msg.view() {
-                M::Element(e) => {
-                    let Some(s) = e.structure() else { continue };
-                    let name = s.name();
-                    if name != "splitmuxsink-fragment-opened"
-                        && name != "splitmuxsink-fragment-closed"
-                    {
+                M::Application(a)
+                    if a.structure().map(|s| s.name() == "ladder-segment") == Some(true) =>
+                {
+                    let Some(seg) = sh.segments.lock().unwrap().pop_front() else {
                         continue;
-                    }
-                    let Some(rend) = rendition_of(&msg) else {
-                        continue;
-                    };
-                    let rt = s.get::<u64>("running-time").unwrap_or(0);
-                    if name == "splitmuxsink-fragment-opened" {
-                        opened.insert(rend, rt);
-                        continue;
-                    }
-                    let start = opened.remove(&rend).unwrap_or(rt);
-                    let fifo = sh.fragments.lock().unwrap().get(&rend).cloned();
-                    let Some(buf) = fifo.and_then(|f| f.lock().unwrap().pop_front()) else {
-                        send(PipelineEvent::Error(format!(
-                            "{rend}: fragment closed but no fragment stream"
-                        )));
-                        continue;
-                    };
-                    let bytes = std::mem::take(&mut *buf.lock().unwrap());
-                    let seg = Segment {
-                        rendition: rend,
-                        duration_s: rt.saturating_sub(start) as f64 / 1e9,
-                        bytes: bytes::Bytes::from(bytes),
                     };
                     last_segment_ms = sh.now_ms();
                     stall_reported = false;

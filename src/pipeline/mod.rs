@@ -5,6 +5,7 @@
 
 mod ladder;
 pub mod preset;
+mod segmenter;
 pub mod vod;
 
 use std::sync::Mutex;

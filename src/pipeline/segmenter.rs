@@ -1,0 +1,303 @@
+//! Cuts one continuous MPEG-TS stream (mpegtsmux output) into HLS segments at keyframes.
+//!
+//! Pure logic over bytes, so it is unit-tested without GStreamer. The live ladder feeds it
+//! every buffer leaving a rendition's `mpegtsmux`; mpegtsmux marks the buffer that starts a
+//! keyframe's PES as not-a-delta-unit and stamps buffers with their running time. A segment
+//! is handed out the moment the next segment's keyframe arrives, so it is listed right after
+//! its last frame (`splitmuxsink`, inside `hlssink2`, holds a whole extra GOP before it
+//! closes a fragment).
+//!
+//! mpegtsmux repeats PAT/PMT on a timer, not before keyframes, so the latest PAT and PMT are
+//! kept and written at the start of every segment that would not begin with them: each
+//! segment decodes on its own.
+
+pub const TS_PACKET: usize = 188;
+const PAT_PID: u16 = 0;
+
+fn pid(p: &[u8]) -> u16 {
+    (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2])
+}
+
+fn payload_unit_start(p: &[u8]) -> bool {
+    p[1] & 0x40 != 0
+}
+
+/// The first program's PMT PID in a PAT packet.
+fn pmt_pid_from_pat(p: &[u8]) -> Option<u16> {
+    let adaptation = (p[3] >> 4) & 0x3;
+    let mut i = 4;
+    if adaptation & 0x2 != 0 {
+        i += 1 + *p.get(4)? as usize;
+    }
+    if payload_unit_start(p) {
+        i += 1 + *p.get(i)? as usize; // pointer field
+    }
+    // table_id, section_length(2), ts_id(2), version(1), section(1), last(1), then programs.
+    let section_len = ((usize::from(*p.get(i + 1)?) & 0x0f) << 8) | usize::from(*p.get(i + 2)?);
+    let end = (i + 3 + section_len).saturating_sub(4).min(p.len()); // minus CRC
+    let mut j = i + 8;
+    while j + 4 <= end {
+        let program = u16::from_be_bytes([p[j], p[j + 1]]);
+        let pid = (u16::from(p[j + 2] & 0x1f) << 8) | u16::from(p[j + 3]);
+        if program != 0 {
+            return Some(pid);
+        }
+        j += 4;
+    }
+    None
+}
+
+/// A finished segment.
+#[derive(Debug, PartialEq)]
+pub struct TsSegment {
+    pub bytes: Vec<u8>,
+    pub duration_s: f64,
+}
+
+#[derive(Debug)]
+pub struct TsSegmenter {
+    target_ns: u64,
+    frame_ns: u64,
+    cur: Vec<u8>,
+    /// Running time of the keyframe that opened `cur` (None until the first keyframe).
+    start: Option<u64>,
+    /// Latest running time seen, for the duration of the last segment.
+    last_pts: Option<u64>,
+    pat: Option<[u8; TS_PACKET]>,
+    pmt: Option<[u8; TS_PACKET]>,
+    pmt_pid: Option<u16>,
+    /// Bytes of an incomplete packet carried to the next buffer.
+    partial: Vec<u8>,
+}
+
+impl TsSegmenter {
+    /// Segments close at the first keyframe at least `target_ns` (less a tolerance for
+    /// millisecond-rounded timestamps) after the segment's own first keyframe. `frame_ns` is one
+    /// frame's duration, added to the last segment, which ends without a following keyframe.
+    pub fn new(target_ns: u64, frame_ns: u64) -> Self {
+        Self {
+            target_ns,
+            frame_ns,
+            cur: Vec::with_capacity(1 << 20),
+            start: None,
+            last_pts: None,
+            pat: None,
+            pmt: None,
+            pmt_pid: None,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Feeds one buffer; returns the segment it completed, if any. `keyframe` is the buffer's
+    /// not-a-delta-unit flag, `pts_ns` its timestamp.
+    pub fn push(&mut self, data: &[u8], pts_ns: Option<u64>, keyframe: bool) -> Option<TsSegment> {
+        let mut done = None;
+        let mut data = data;
+        let joined;
+        if !self.partial.is_empty() {
+            let mut j = std::mem::take(&mut self.partial);
+            j.extend_from_slice(data);
+            joined = j;
+            data = &joined;
+        }
+        let mut marked = keyframe;
+        let mut chunks = data.chunks_exact(TS_PACKET);
+        for p in &mut chunks {
+            if p[0] != 0x47 {
+                // Not aligned: keep the bytes (the muxer never does this), no segmentation.
+                self.cur.extend_from_slice(p);
+                continue;
+            }
+            let id = pid(p);
+            if id == PAT_PID {
+                self.pat = Some(p.try_into().unwrap());
+                self.pmt_pid = pmt_pid_from_pat(p).or(self.pmt_pid);
+            } else if Some(id) == self.pmt_pid {
+                self.pmt = Some(p.try_into().unwrap());
+            } else if marked && payload_unit_start(p) {
+                marked = false;
+                if let Some(pts) = pts_ns {
+                    done = self.keyframe(pts);
+                }
+            }
+            self.cur.extend_from_slice(p);
+        }
+        self.partial.extend_from_slice(chunks.remainder());
+        if let Some(pts) = pts_ns {
+            self.last_pts = Some(self.last_pts.map_or(pts, |l| l.max(pts)));
+        }
+        done
+    }
+
+    fn keyframe(&mut self, pts: u64) -> Option<TsSegment> {
+        let Some(start) = self.start else {
+            self.start = Some(pts);
+            return None;
+        };
+        let tolerance = self.target_ns / 20;
+        if pts.saturating_sub(start) + tolerance < self.target_ns {
+            return None;
+        }
+        self.start = Some(pts);
+        Some(self.cut(pts.saturating_sub(start)))
+    }
+
+    fn cut(&mut self, duration_ns: u64) -> TsSegment {
+        let mut bytes = std::mem::replace(&mut self.cur, Vec::with_capacity(1 << 20));
+        // The segment that starts now opens with the tables, then its keyframe.
+        if let (Some(pat), Some(pmt)) = (self.pat, self.pmt) {
+            self.cur.extend_from_slice(&pat);
+            self.cur.extend_from_slice(&pmt);
+        }
+        bytes.shrink_to_fit();
+        TsSegment {
+            bytes,
+            duration_s: duration_ns as f64 / 1e9,
+        }
+    }
+
+    /// End of stream: the open segment, if it holds a keyframe.
+    pub fn finish(&mut self) -> Option<TsSegment> {
+        let start = self.start.take()?;
+        let end = self.last_pts.unwrap_or(start) + self.frame_ns;
+        let seg = self.cut(end.saturating_sub(start));
+        self.cur.clear();
+        Some(seg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PMT: u16 = 0x20;
+    const VIDEO: u16 = 0x41;
+    const AUDIO: u16 = 0x42;
+
+    fn packet(pid: u16, pusi: bool, fill: u8) -> Vec<u8> {
+        let mut p = vec![fill; TS_PACKET];
+        p[0] = 0x47;
+        p[1] = (if pusi { 0x40 } else { 0 }) | ((pid >> 8) as u8 & 0x1f);
+        p[2] = pid as u8;
+        p[3] = 0x10;
+        p
+    }
+
+    fn pat() -> Vec<u8> {
+        let mut p = packet(PAT_PID, true, 0xff);
+        // pointer 0; table 0; section length 13; ts id 1; version; 0; 0; program 1 -> PMT.
+        let section = [
+            0x00,
+            0x00,
+            0xb0,
+            13,
+            0,
+            1,
+            0xc1,
+            0,
+            0,
+            0,
+            1,
+            0xe0 | (PMT >> 8) as u8,
+            PMT as u8,
+            1,
+            2,
+            3,
+            4,
+        ];
+        p[4..4 + section.len()].copy_from_slice(&section);
+        p
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    /// Feeds `gops` GOPs of `gop_s` seconds (2 packets per frame at 30 fps, audio between).
+    fn run(seg: &mut TsSegmenter, gops: u64, gop_ms: u64) -> Vec<TsSegment> {
+        let mut out = Vec::new();
+        out.extend(seg.push(&pat(), Some(0), true));
+        out.extend(seg.push(&packet(PMT, true, 1), Some(0), false));
+        let frames = gop_ms * 30 / 1000;
+        for g in 0..gops {
+            for f in 0..frames {
+                let pts = (g * frames + f) * S / 30;
+                out.extend(seg.push(&packet(VIDEO, true, 2), Some(pts), f == 0));
+                out.extend(seg.push(&packet(VIDEO, false, 3), Some(pts), false));
+                out.extend(seg.push(&packet(AUDIO, true, 4), Some(pts), false));
+                if f % 10 == 5 {
+                    out.extend(seg.push(&pat(), Some(pts), false));
+                    out.extend(seg.push(&packet(PMT, true, 1), Some(pts), false));
+                }
+            }
+        }
+        out.extend(seg.finish());
+        out
+    }
+
+    #[test]
+    fn cuts_at_each_keyframe_when_the_gop_is_the_target() {
+        let mut seg = TsSegmenter::new(2 * S, S / 30);
+        let out = run(&mut seg, 5, 2000);
+        assert_eq!(out.len(), 5);
+        for s in &out {
+            assert!((s.duration_s - 2.0).abs() < 1e-6, "{}", s.duration_s);
+            assert_eq!(s.bytes.len() % TS_PACKET, 0);
+            assert_eq!(pid(&s.bytes[0..]), PAT_PID, "segment starts with the PAT");
+            assert_eq!(pid(&s.bytes[TS_PACKET..]), PMT, "then the PMT");
+            let third = &s.bytes[2 * TS_PACKET..];
+            assert_eq!(pid(third), VIDEO, "then the keyframe");
+            assert!(payload_unit_start(third));
+        }
+    }
+
+    #[test]
+    fn short_source_gops_are_gathered_up_to_the_target() {
+        let mut seg = TsSegmenter::new(2 * S, S / 30);
+        let out = run(&mut seg, 7, 1000);
+        let d: Vec<f64> = out.iter().map(|s| s.duration_s).collect();
+        assert_eq!(d.len(), 4, "{d:?}");
+        assert!(d[..3].iter().all(|x| (x - 2.0).abs() < 1e-6), "{d:?}");
+        assert!(
+            (d[3] - 1.0).abs() < 1e-6,
+            "last segment ends after its last frame: {d:?}"
+        );
+    }
+
+    #[test]
+    fn the_segment_is_handed_out_on_the_next_keyframe() {
+        let mut seg = TsSegmenter::new(2 * S, S / 30);
+        let _ = run(&mut seg, 0, 2000);
+        assert!(seg.push(&packet(VIDEO, true, 2), Some(0), true).is_none());
+        for f in 1..60 {
+            assert!(
+                seg.push(&packet(VIDEO, true, 2), Some(f * S / 30), false)
+                    .is_none()
+            );
+        }
+        let s = seg.push(&packet(VIDEO, true, 2), Some(2 * S), true);
+        assert!(
+            s.is_some(),
+            "closed by the keyframe itself, not a GOP later"
+        );
+    }
+
+    #[test]
+    fn packets_split_across_buffers_are_reassembled() {
+        let mut seg = TsSegmenter::new(2 * S, S / 30);
+        let mut stream = pat();
+        stream.extend(packet(PMT, true, 1));
+        let key = packet(VIDEO, true, 2);
+        assert!(seg.push(&stream[..100], Some(0), false).is_none());
+        assert!(seg.push(&stream[100..], Some(0), false).is_none());
+        assert!(seg.push(&key, Some(0), true).is_none());
+        let last = seg.finish().unwrap();
+        assert_eq!(last.bytes.len(), 3 * TS_PACKET);
+        assert_eq!(pmt_pid_from_pat(&pat()), Some(PMT));
+    }
+
+    #[test]
+    fn nothing_before_the_first_keyframe_is_a_segment() {
+        let mut seg = TsSegmenter::new(2 * S, S / 30);
+        assert!(seg.push(&pat(), Some(0), true).is_none());
+        assert!(seg.finish().is_none());
+    }
+}
