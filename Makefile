@@ -23,7 +23,7 @@ APT_PACKAGES := build-essential pkg-config git ca-certificates curl jq openssl p
 	libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-nice \
-	libnice-dev ffmpeg
+	libnice-dev ffmpeg wrk
 
 NPM_DIR := $(CACHE_DIR)/npm
 export BROWSER_TEST_NODE_MODULES := $(NPM_DIR)/node_modules
@@ -33,7 +33,7 @@ export BROWSER_TEST_NODE_MODULES := $(NPM_DIR)/node_modules
 help:
 	@echo "make run    install what is missing, build, serve on http://127.0.0.1:8080"
 	@echo "make test   install what is missing, fmt + clippy, all tests (SQLite, PostgreSQL, local, S3)"
-	@echo "make bench  Ferrocast side by side with ffmpeg; writes benches/results.md"
+	@echo "make bench  Ferrocast side by side with ffmpeg, and the key endpoint under wrk; writes benches/results*.md"
 
 run: apt-deps node-deps rust-toolchain release
 	$(CARGO_TARGET_DIR)/release/ferrocast serve
@@ -50,6 +50,7 @@ test: apt-deps node-deps rust-toolchain test-tools lint
 # Benchmarks against peers, in one run (several minutes: they run in real time).
 bench: apt-deps node-deps rust-toolchain
 	cargo bench --locked --bench ladder
+	cargo bench --locked --bench keys
 
 lint:
 	@echo "==> cargo fmt --check"

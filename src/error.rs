@@ -41,6 +41,9 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Rate limited; retry after this many seconds.
+    #[error("too many requests; retry in {0} s")]
+    TooManyRequests(u64),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -68,6 +71,7 @@ impl ApiError {
             // 460 is the status tus 1.0 defines for this.
             Self::ChecksumMismatch => StatusCode::from_u16(460).expect("valid status"),
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,6 +91,7 @@ impl ApiError {
             Self::Unprocessable(_) => "unprocessable",
             Self::ChecksumMismatch => "checksum_mismatch",
             Self::Unavailable(_) => "unavailable",
+            Self::TooManyRequests(_) => "rate_limited",
             Self::Internal(_) => "internal",
         }
     }
@@ -123,7 +128,16 @@ impl IntoResponse for ApiError {
                 message,
             },
         };
+        let retry_after = match &self {
+            Self::TooManyRequests(s) => Some(*s),
+            _ => None,
+        };
         let mut response = (status, axum::Json(body)).into_response();
+        if let Some(s) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferrocast::config::{Config, DEFAULTS_TOML, LogFormat};
+use ferrocast::drm::ContentKeys;
+use ferrocast::keys::KeyProvider;
 use ferrocast::{api, db, server};
 use tracing_subscriber::EnvFilter;
 
@@ -40,6 +42,24 @@ enum Command {
         #[command(subcommand)]
         action: AdminKeyAction,
     },
+    /// Manage the master key that wraps every content key.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+enum KeysAction {
+    /// Show the key provider, the current master key's fingerprint and how many content
+    /// keys each key-encryption key wraps.
+    Status,
+    /// Make a new master key (file provider; with the env provider, set it there first) and
+    /// re-wrap every content key under it. Media is untouched; running servers keep serving
+    /// and switch to the new key within 30 s. The old key stays accepted until retired.
+    RotateMaster,
+    /// Forget the previous master keys, once no content key needs them.
+    RetirePrevious,
 }
 
 #[derive(Subcommand)]
@@ -88,6 +108,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{secret}");
             Ok(())
         }
+        Command::Keys { action } => keys(action, config).await,
         Command::Serve => serve(config).await,
         Command::Worker => {
             init_logging(&config)?;
@@ -105,6 +126,61 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn keys(action: KeysAction, config: Config) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let provider: Arc<dyn KeyProvider> = Arc::from(ferrocast::keys::provider(&config.keys)?);
+    let db = db::Db::connect(&config.database_url(), 2).await?;
+    let ring = match action {
+        KeysAction::RotateMaster => provider.rotate()?,
+        _ => provider.load()?.0,
+    };
+    let content_keys = ContentKeys::new(db.clone(), provider.clone(), &ring);
+    let current = content_keys.current_kek_id();
+    match action {
+        KeysAction::Status => {}
+        KeysAction::RotateMaster | KeysAction::RetirePrevious => {
+            let report = content_keys.rewrap_all().await?;
+            println!(
+                "re-wrapped {} content keys under {current}",
+                report.rewrapped
+            );
+            if report.unknown_kek > 0 {
+                anyhow::bail!(
+                    "{} content keys are wrapped under a master key this keyring does not hold; \
+                     they were left as they are",
+                    report.unknown_kek
+                );
+            }
+        }
+    }
+    if let KeysAction::RetirePrevious = action {
+        let others: i64 = db
+            .content_keys_per_kek()
+            .await?
+            .iter()
+            .filter(|(kek, _)| *kek != current)
+            .map(|(_, n)| n)
+            .sum();
+        if others > 0 {
+            anyhow::bail!(
+                "{others} content keys still need a previous master key; nothing retired"
+            );
+        }
+        let n = provider.retire_previous()?;
+        println!("retired {n} previous master keys");
+    }
+    let ring = provider.load()?.0;
+    println!("provider: {}", provider.name());
+    println!("current master key: {}", ring.current.fingerprint());
+    println!("previous master keys: {}", ring.previous.len());
+    for (kek, n) in db.content_keys_per_kek().await? {
+        let mark = if kek == current { " (current)" } else { "" };
+        println!("content keys under {kek}{mark}: {n}");
+    }
+    db.close().await;
+    Ok(())
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {

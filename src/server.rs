@@ -10,11 +10,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+use crate::api::KeyLimits;
 use crate::api::{self, AppState, auth};
 use crate::config::{Config, StorageBackend};
 use crate::db::Db;
-use crate::drm::{ContentKeys, KeyWrapper, PlaybackTokens};
-use crate::keys::MasterKey;
+use crate::drm::audit::AuditLog;
+use crate::drm::{ContentKeys, PlaybackTokens};
+use crate::keys::{KeyProvider, Keyring};
 use crate::live::{LiveDeps, LiveHub};
 use crate::pipeline::preset::Presets;
 use crate::storage::{DynStore, LocalStore, S3Settings, S3Store, UrlSigner};
@@ -37,7 +39,11 @@ pub async fn build(
     crate::pipeline::init().context("initialising GStreamer")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
-    let (master, master_key_created) = MasterKey::load_or_create(&config.keys.dir)?;
+    let key_provider: Arc<dyn KeyProvider> = Arc::from(crate::keys::provider(&config.keys)?);
+    let (keyring, master_key_created) = key_provider
+        .load()
+        .with_context(|| format!("loading master keys ({})", key_provider.name()))?;
+    let master = keyring.current.clone();
 
     let db = Db::connect(&config.database_url(), config.database.max_connections)
         .await
@@ -86,10 +92,7 @@ pub async fn build(
         );
     }
     let presets = Arc::new(Presets::embedded());
-    let content_keys = ContentKeys::new(
-        db.clone(),
-        KeyWrapper::new(master.derive("content-key-kek/v1")),
-    );
+    let content_keys = ContentKeys::new(db.clone(), key_provider, &keyring);
     let live = LiveHub::new(LiveDeps {
         db: db.clone(),
         store: store.clone(),
@@ -99,6 +102,20 @@ pub async fn build(
         public_url: public_url.to_string(),
     });
     let hlsjs = load_hlsjs(&config.delivery.hlsjs_path);
+    let geoip = match config.playback.geoip_mmdb.as_str() {
+        "" => None,
+        path => Some(Arc::new(
+            maxminddb::Reader::open_readfile(path)
+                .with_context(|| format!("opening playback.geoip_mmdb {path}"))?,
+        )),
+    };
+    let tokens = PlaybackTokens::new(
+        &token_secrets(&keyring),
+        Some(db.clone()),
+        config.playback.max_token_lifetime_s,
+    );
+    let key_limits = Arc::new(KeyLimits::new(&config.playback));
+    let audit = AuditLog::start(db.clone());
     let state = AppState {
         config: Arc::new(config),
         db,
@@ -107,7 +124,10 @@ pub async fn build(
         configured_admin_key,
         metrics: api::install_metrics_recorder(),
         presets,
-        tokens: PlaybackTokens::new(master.derive("playback-token/v1")),
+        tokens,
+        audit,
+        key_limits,
+        geoip,
         content_keys,
         live,
         rtmp_url: rtmp_url.to_string(),
@@ -123,6 +143,24 @@ pub async fn build(
             master_key_created,
         },
     ))
+}
+
+/// HS256 secrets for Ferrocast-signed playback tokens: the current master key's first.
+pub fn token_secrets(ring: &Keyring) -> Vec<[u8; 32]> {
+    ring.all().map(|m| m.derive("playback-token/v1")).collect()
+}
+
+/// Re-reads the master keys (rotated by `ferrocast keys rotate-master`, maybe while this
+/// process serves): new content keys are wrapped under the current one from now on.
+pub fn reload_keys(state: &AppState) -> anyhow::Result<()> {
+    let before = state.content_keys.current_kek_id();
+    let ring = state.content_keys.reload()?;
+    state.tokens.set_secrets(&token_secrets(&ring));
+    let after = state.content_keys.current_kek_id();
+    if before != after {
+        tracing::info!(from = %before, to = %after, "master key changed; new content keys use it");
+    }
+    Ok(())
 }
 
 /// A ready-to-use tenant and public live stream, made on the very first start so the printed
@@ -203,6 +241,7 @@ pub async fn serve(
     let stopping = Arc::new(Notify::new());
     let notify = stopping.clone();
     let live = hub.clone();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(http, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: ending broadcasts, finishing in-flight requests");
@@ -230,6 +269,19 @@ pub async fn serve(
 
 /// Housekeeping every few minutes: unfinished uploads past their expiry are deleted.
 async fn janitor(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let keys_state = state.clone();
+    let mut keys_stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                _ = keys_stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = reload_keys(&keys_state) {
+                tracing::warn!(error = %e, "reloading master keys");
+            }
+        }
+    });
     loop {
         match api::uploads::delete_expired(&state).await {
             Ok(0) => {}

@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::{AppState, Path, Query};
 use crate::db::{PlaybackPolicy, PlaybackTarget};
-use crate::drm::TokenError;
+use crate::drm::audit::Decision;
+use crate::drm::{AUD_STORYBOARD, AUD_THUMBNAIL, AUD_VIDEO, PlaybackClaims, TokenError};
 use crate::error::{ApiError, ApiResult};
 use crate::storage::ObjectKey;
 
@@ -48,32 +49,238 @@ fn token_from(query: &TokenQuery, headers: &HeaderMap) -> Option<String> {
 }
 
 fn token_denied(e: TokenError) -> ApiError {
-    match e {
-        TokenError::Invalid => ApiError::Unauthorized(e.to_string()),
-        TokenError::Expired | TokenError::WrongPlaybackId => ApiError::Forbidden(e.to_string()),
+    if e.is_forbidden() {
+        ApiError::Forbidden(e.to_string())
+    } else {
+        ApiError::Unauthorized(e.to_string())
     }
 }
 
-/// The playback target, if the request may play it.
+/// A request that may not have what it asked for: the API error and a short reason for
+/// the audit log.
+struct Denied(ApiError, &'static str);
+
+impl From<TokenError> for Denied {
+    fn from(e: TokenError) -> Self {
+        let reason = e.reason();
+        Denied(token_denied(e), reason)
+    }
+}
+
+/// The client's address: the configured proxy header's first entry, else the TCP peer.
+pub struct ClientIp(pub Option<String>);
+
+impl axum::extract::FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header_name = &state.config.playback.client_ip_header;
+        let from_header = (!header_name.is_empty())
+            .then(|| parts.headers.get(header_name.as_str()))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        let peer = || {
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+        };
+        Ok(ClientIp(from_header.or_else(peer)))
+    }
+}
+
+/// The host a page was served from, from `Origin` or `Referer`.
+fn page_host(headers: &HeaderMap) -> Option<String> {
+    [header::ORIGIN, header::REFERER]
+        .iter()
+        .filter_map(|h| headers.get(h)?.to_str().ok())
+        .filter_map(|v| url::Url::parse(v).ok())
+        .find_map(|u| u.host_str().map(str::to_ascii_lowercase))
+}
+
+/// `example.com` allows exactly that host; `*.example.com` any host below it. Entries may be
+/// written as origins (`https://example.com`).
+fn referrer_allowed(allowed: &[String], host: &str) -> bool {
+    allowed.iter().any(|entry| {
+        let entry = entry.trim().to_ascii_lowercase();
+        let entry = url::Url::parse(&entry)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or(entry);
+        match entry.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => entry == host,
+        }
+    })
+}
+
+/// The viewer's country: the trusted header if configured and present, else the GeoIP
+/// database's answer for the client address.
+fn viewer_country(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_ip: Option<&str>,
+) -> Option<String> {
+    let header_name = &state.config.playback.country_header;
+    let from_header = (!header_name.is_empty())
+        .then(|| headers.get(header_name.as_str()))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .map(|c| c.trim().to_ascii_uppercase())
+        .filter(|c| !c.is_empty());
+    from_header.or_else(|| {
+        let ip: std::net::IpAddr = client_ip?.parse().ok()?;
+        let found: maxminddb::geoip2::Country = state.geoip.as_ref()?.lookup(ip).ok()??;
+        Some(found.country?.iso_code?.to_ascii_uppercase())
+    })
+}
+
+/// Checks a token for `target` (and `playback_id`, when the request names one), for one
+/// audience, including its referrer and country restrictions.
+async fn check_token(
+    state: &AppState,
+    target: &PlaybackTarget,
+    token: &str,
+    playback_id: Option<&str>,
+    audience: &str,
+    headers: &HeaderMap,
+    client_ip: Option<&str>,
+) -> Result<PlaybackClaims, Denied> {
+    let verified = state.tokens.verify(token, playback_id, audience).await?;
+    if let Some(signer) = &verified.signed_by_tenant
+        && *signer != target.tenant_id
+    {
+        return Err(Denied(
+            ApiError::Unauthorized("playback token is signed by another tenant's key".into()),
+            "foreign_signing_key",
+        ));
+    }
+    let claims = verified.claims;
+    if let Some(allowed) = &claims.referrer {
+        match page_host(headers) {
+            Some(host) if referrer_allowed(allowed, &host) => {}
+            _ => {
+                return Err(Denied(
+                    ApiError::Forbidden("this page is not allowed to play this video".into()),
+                    "referrer_not_allowed",
+                ));
+            }
+        }
+    }
+    if let Some(allowed) = &claims.country {
+        let country = viewer_country(state, headers, client_ip);
+        match country {
+            Some(c) if allowed.iter().any(|a| a.eq_ignore_ascii_case(&c)) => {}
+            Some(_) => {
+                return Err(Denied(
+                    ApiError::Forbidden("not available in your country".into()),
+                    "country_not_allowed",
+                ));
+            }
+            None => {
+                return Err(Denied(
+                    ApiError::Forbidden(
+                        "this video is limited to some countries and yours is unknown".into(),
+                    ),
+                    "country_unknown",
+                ));
+            }
+        }
+    }
+    Ok(claims)
+}
+
+/// The playback target, if the request may play it, and the token's claims (signed policy).
 async fn authorize(
     state: &AppState,
     playback_id: &str,
     token: Option<&str>,
-) -> ApiResult<PlaybackTarget> {
+    audience: &str,
+    headers: &HeaderMap,
+    client_ip: Option<&str>,
+) -> ApiResult<(PlaybackTarget, Option<PlaybackClaims>)> {
     let target = state
         .db
         .find_playback_target(playback_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("playback id not found".into()))?;
-    if target.policy == PlaybackPolicy::Signed {
-        let token =
-            token.ok_or_else(|| ApiError::Unauthorized("a playback token is required".into()))?;
-        state
-            .tokens
-            .verify(token, playback_id)
-            .map_err(token_denied)?;
+    if target.policy != PlaybackPolicy::Signed {
+        return Ok((target, None));
     }
-    Ok(target)
+    let token =
+        token.ok_or_else(|| ApiError::Unauthorized("a playback token is required".into()))?;
+    let claims = check_token(
+        state,
+        &target,
+        token,
+        Some(playback_id),
+        audience,
+        headers,
+        client_ip,
+    )
+    .await
+    .map_err(|d| d.0)?;
+    Ok((target, Some(claims)))
+}
+
+/// Lines of a `RESOLUTION=WxH` attribute: the short side.
+fn resolution_lines(line: &str) -> Option<u32> {
+    let v = line.split("RESOLUTION=").nth(1)?;
+    let v = v.split(',').next()?;
+    let (w, h) = v.split_once('x')?;
+    Some(w.trim().parse::<u32>().ok()?.min(h.trim().parse().ok()?))
+}
+
+/// A master playlist without the variants above `max_lines`.
+pub fn limit_master(master: &str, max_lines: u32) -> String {
+    let mut out = String::with_capacity(master.len());
+    let mut skip_next_uri = false;
+    for line in master.lines() {
+        if skip_next_uri && !line.starts_with('#') && !line.is_empty() {
+            skip_next_uri = false;
+            continue;
+        }
+        let too_big = resolution_lines(line).is_some_and(|l| l > max_lines);
+        if line.starts_with("#EXT-X-STREAM-INF:") && too_big {
+            skip_next_uri = true;
+            continue;
+        }
+        if line.starts_with("#EXT-X-I-FRAME-STREAM-INF:") && too_big {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The lines (short side) of a rendition, from the master playlist's variant that plays it.
+async fn rendition_lines(
+    state: &AppState,
+    prefix: &str,
+    rendition: &str,
+) -> ApiResult<Option<u32>> {
+    let key = ObjectKey::parse(&format!("{prefix}master.m3u8"))?;
+    let master = match state.store.get(&key, None).await {
+        Ok(o) => String::from_utf8_lossy(&o.body).into_owned(),
+        Err(crate::storage::StorageError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut last = None;
+    for line in master.lines() {
+        if line.starts_with("#EXT-X-STREAM-INF:") {
+            last = resolution_lines(line);
+        } else if !line.starts_with('#') && line.starts_with(&format!("{rendition}/")) {
+            return Ok(last);
+        }
+    }
+    Ok(None)
 }
 
 /// Adds `token=` to every URI in a playlist (segment lines, EXT-X-KEY and EXT-X-MEDIA URIs).
@@ -111,6 +318,7 @@ async fn serve_object(
     policy_private: bool,
     path: &str,
     token: Option<&str>,
+    max_lines: Option<u32>,
 ) -> ApiResult<Response> {
     let prefix = target
         .prefix
@@ -154,9 +362,22 @@ async fn serve_object(
         (false, true) => "private, max-age=86400, immutable".into(),
         (false, false) => "public, max-age=31536000, immutable".into(),
     };
-    let body = match (is_playlist, token) {
-        (true, Some(t)) => Body::from(with_token(&String::from_utf8_lossy(&object.body), t)),
-        _ => Body::from(object.body),
+    let body = if is_playlist && (token.is_some() || max_lines.is_some()) {
+        let mut text = String::from_utf8_lossy(&object.body).into_owned();
+        if let Some(max) = max_lines {
+            text = limit_master(&text, max);
+            if !text.contains("#EXT-X-STREAM-INF:") && path == "master.m3u8" {
+                return Err(ApiError::Forbidden(format!(
+                    "no rendition of this video is within the token's max_resolution ({max}p)"
+                )));
+            }
+        }
+        if let Some(t) = token {
+            text = with_token(&text, t);
+        }
+        Body::from(text)
+    } else {
+        Body::from(object.body)
     };
     let mut response = Response::new(body);
     let h = response.headers_mut();
@@ -180,12 +401,30 @@ pub async fn master_playlist(
     State(state): State<AppState>,
     Path(playback_id): Path<String>,
     Query(q): Query<TokenQuery>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let token = token_from(&q, &headers);
-    let target = authorize(&state, &playback_id, token.as_deref()).await?;
+    let (target, claims) = authorize(
+        &state,
+        &playback_id,
+        token.as_deref(),
+        AUD_VIDEO,
+        &headers,
+        ip.as_deref(),
+    )
+    .await?;
     let private = target.policy == PlaybackPolicy::Signed;
-    serve_object(&state, &target, private, "master.m3u8", token.as_deref()).await
+    let max_lines = claims.as_ref().and_then(PlaybackClaims::max_lines);
+    serve_object(
+        &state,
+        &target,
+        private,
+        "master.m3u8",
+        token.as_deref(),
+        max_lines,
+    )
+    .await
 }
 
 /// `GET /hls/{playback_id}/{rendition}/{file}`: media playlists and segments.
@@ -193,10 +432,29 @@ pub async fn rendition_file(
     State(state): State<AppState>,
     Path((playback_id, rendition, file)): Path<(String, String, String)>,
     Query(q): Query<TokenQuery>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let token = token_from(&q, &headers);
-    let target = authorize(&state, &playback_id, token.as_deref()).await?;
+    let (target, claims) = authorize(
+        &state,
+        &playback_id,
+        token.as_deref(),
+        AUD_VIDEO,
+        &headers,
+        ip.as_deref(),
+    )
+    .await?;
+    if let Some(max) = claims.as_ref().and_then(PlaybackClaims::max_lines)
+        && let Some(prefix) = target.prefix.as_deref()
+        && rendition_lines(&state, prefix, &rendition)
+            .await?
+            .is_some_and(|l| l > max)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "rendition {rendition} is above the token's max_resolution ({max}p)"
+        )));
+    }
     let private = target.policy == PlaybackPolicy::Signed;
     serve_object(
         &state,
@@ -204,40 +462,65 @@ pub async fn rendition_file(
         private,
         &format!("{rendition}/{file}"),
         token.as_deref(),
+        None,
     )
     .await
 }
 
 /// `GET /keys/{key_id}`: the 16-byte content key, to a valid token for media it encrypts
-/// (or to anyone, when that media is public).
+/// (or to anyone, when that media is public and needs no entitlement). Rate-limited per
+/// client address and per viewer; every decision on an existing key is audited.
 pub async fn content_key(
     State(state): State<AppState>,
     Path(key_id): Path<String>,
     Query(q): Query<TokenQuery>,
+    ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
+) -> Response {
+    let mut response = match serve_key(&state, key_id, &q, client_ip, &headers).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    // Neither keys nor refusals may be kept by a cache.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, private"),
+    );
+    response
+}
+
+async fn serve_key(
+    state: &AppState,
+    key_id: String,
+    q: &TokenQuery,
+    client_ip: Option<String>,
+    headers: &HeaderMap,
 ) -> ApiResult<Response> {
+    if let Some(ip) = &client_ip
+        && let Err(wait) = state.key_limits.per_ip.check(ip)
+    {
+        metrics::counter!("ferrocast_key_rate_limited_total", "by" => "ip").increment(1);
+        return Err(ApiError::TooManyRequests(
+            (wait.as_secs_f64().ceil() as u64).max(1),
+        ));
+    }
     let (stored, key) = state
         .content_keys
         .get(&key_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("key not found".into()))?;
-    match token_from(&q, &headers) {
-        Some(token) => {
-            let claims = state.tokens.verify_any(&token).map_err(token_denied)?;
-            let target = state.db.find_playback_target(&claims.sub).await?;
-            if target.and_then(|t| t.prefix) != Some(stored.scope.clone()) {
-                tracing::info!(key_id = %key_id, playback_id = %claims.sub, "key denied: token for other media");
-                return Err(token_denied(TokenError::WrongPlaybackId));
-            }
-        }
-        None => {
-            if !state.db.scope_is_public(&stored.scope).await? {
-                return Err(ApiError::Unauthorized(
-                    "a playback token is required".into(),
-                ));
-            }
-        }
-    }
+    let mut decision = Decision {
+        tenant_id: stored.tenant_id.clone(),
+        key_id: Some(key_id.clone()),
+        client_ip,
+        ..Decision::default()
+    };
+    let result = key_decision(state, &stored, q, headers, &mut decision).await;
+    decision.denied = result.as_ref().err().map(|d| d.1.to_string());
+    state.audit.key(decision).await;
+    let outcome = if result.is_ok() { "granted" } else { "denied" };
+    metrics::counter!("ferrocast_key_requests_total", "result" => outcome).increment(1);
+    result.map_err(|d| d.0)?;
     let mut response = Response::new(Body::from(key.to_vec()));
     let h = response.headers_mut();
     h.insert(
@@ -245,14 +528,97 @@ pub async fn content_key(
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store, private"),
-    );
-    h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
     Ok(response)
+}
+
+/// Whether the key may be handed out; fills in who asked, for the audit log.
+async fn key_decision(
+    state: &AppState,
+    stored: &crate::db::StoredContentKey,
+    q: &TokenQuery,
+    headers: &HeaderMap,
+    decision: &mut Decision,
+) -> Result<(), Denied> {
+    let Some(token) = token_from(q, headers) else {
+        if state
+            .db
+            .scope_is_public(&stored.scope)
+            .await
+            .map_err(internal)?
+        {
+            return Ok(());
+        }
+        return Err(Denied(
+            ApiError::Unauthorized("a playback token is required".into()),
+            "no_token",
+        ));
+    };
+    // The token names a playback id; find it first, to check the token against its owner.
+    let playback_id = jsonwebtoken::dangerous::insecure_decode::<PlaybackClaims>(&token)
+        .map(|d| d.claims.sub)
+        .map_err(|_| Denied::from(TokenError::Invalid))?;
+    decision.playback_id = Some(playback_id.clone());
+    let target = state
+        .db
+        .find_playback_target(&playback_id)
+        .await
+        .map_err(internal)?
+        .filter(|t| t.tenant_id == stored.tenant_id)
+        .ok_or(Denied::from(TokenError::WrongPlaybackId))?;
+    let client_ip = decision.client_ip.clone();
+    let claims = check_token(
+        state,
+        &target,
+        &token,
+        Some(&playback_id),
+        AUD_VIDEO,
+        headers,
+        client_ip.as_deref(),
+    )
+    .await?;
+    decision.viewer = claims.viewer.clone();
+    if target.prefix.as_deref() != Some(stored.scope.as_str()) {
+        tracing::info!(key_id = %stored.id, playback_id = %claims.sub, "key denied: token for other media");
+        return Err(TokenError::WrongPlaybackId.into());
+    }
+    if let Some(viewer) = &claims.viewer
+        && let Err(wait) = state.key_limits.per_viewer.check(viewer)
+    {
+        metrics::counter!("ferrocast_key_rate_limited_total", "by" => "viewer").increment(1);
+        return Err(Denied(
+            ApiError::TooManyRequests((wait.as_secs_f64().ceil() as u64).max(1)),
+            "rate_limited",
+        ));
+    }
+    if target.requires_entitlement {
+        let Some(viewer) = &claims.viewer else {
+            return Err(Denied(
+                ApiError::Forbidden(
+                    "this video needs an entitlement; the token names no viewer".into(),
+                ),
+                "no_viewer",
+            ));
+        };
+        if !state
+            .db
+            .has_entitlement(&target.tenant_id, &claims.sub, viewer)
+            .await
+            .map_err(internal)?
+        {
+            return Err(Denied(
+                ApiError::Forbidden("this viewer has no entitlement to this video".into()),
+                "no_entitlement",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn internal(e: crate::db::DbError) -> Denied {
+    Denied(e.into(), "internal_error")
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +636,7 @@ pub async fn thumbnail(
     State(state): State<AppState>,
     Path(file): Path<String>,
     Query(q): Query<ThumbnailQuery>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let playback_id = file
@@ -281,7 +648,15 @@ pub async fn thumbnail(
         },
         &headers,
     );
-    let target = authorize(&state, playback_id, token.as_deref()).await?;
+    let (target, _) = authorize(
+        &state,
+        playback_id,
+        token.as_deref(),
+        AUD_THUMBNAIL,
+        &headers,
+        ip.as_deref(),
+    )
+    .await?;
     let prefix = target
         .prefix
         .as_deref()
@@ -363,6 +738,7 @@ pub async fn storyboard(
     State(state): State<AppState>,
     Path(file): Path<String>,
     Query(q): Query<TokenQuery>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let (playback_id, ext) = file
@@ -372,7 +748,15 @@ pub async fn storyboard(
         return Err(ApiError::NotFound("storyboards are .vtt or .jpg".into()));
     }
     let token = token_from(&q, &headers);
-    let target = authorize(&state, playback_id, token.as_deref()).await?;
+    let (target, _) = authorize(
+        &state,
+        playback_id,
+        token.as_deref(),
+        AUD_STORYBOARD,
+        &headers,
+        ip.as_deref(),
+    )
+    .await?;
     let prefix = target
         .prefix
         .as_deref()
@@ -476,6 +860,44 @@ pub async fn hls_js(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_resolution_drops_higher_variants() {
+        let master = "#EXTM3U\n\
+#EXT-X-STREAM-INF:BANDWIDTH=5,RESOLUTION=1920x1080\n1080p/index.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=3,RESOLUTION=1280x720\n720p/index.m3u8\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=1,RESOLUTION=1920x1080,URI=\"1080p/i.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=360x640\n360p/index.m3u8\n";
+        let out = limit_master(master, 720);
+        assert!(!out.contains("1080"), "{out}");
+        assert!(out.contains("720p/index.m3u8") && out.contains("360p/index.m3u8"));
+        assert_eq!(
+            resolution_lines("#X:RESOLUTION=360x640,CODECS=\"a\""),
+            Some(360)
+        );
+        assert_eq!(limit_master(master, 2000), master);
+    }
+
+    #[test]
+    fn referrers_match_hosts_wildcards_and_origins() {
+        let allowed = vec![
+            "video.example.com".to_string(),
+            "*.acme.tv".into(),
+            "https://x.org".into(),
+        ];
+        assert!(referrer_allowed(&allowed, "video.example.com"));
+        assert!(!referrer_allowed(&allowed, "evil-video.example.com"));
+        assert!(referrer_allowed(&allowed, "www.acme.tv"));
+        assert!(!referrer_allowed(&allowed, "acme.tv.evil.com"));
+        assert!(!referrer_allowed(&allowed, "notacme.tv"));
+        assert!(referrer_allowed(&allowed, "x.org"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::REFERER,
+            HeaderValue::from_static("https://Video.Example.com/page?x"),
+        );
+        assert_eq!(page_host(&h).as_deref(), Some("video.example.com"));
+    }
 
     #[test]
     fn tokens_are_carried_into_every_uri() {

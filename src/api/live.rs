@@ -8,10 +8,10 @@ use utoipa::ToSchema;
 use super::auth::Tenant;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::db::{self, NewLiveStream, PlaybackPolicy, new_playback_id, random_secret};
+use crate::drm::{AUD_STORYBOARD, AUD_THUMBNAIL, AUD_VIDEO, PlaybackClaims};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// Longest a playback token may live, in seconds (7 days).
-const MAX_TOKEN_LIFETIME_S: u64 = 7 * 24 * 3600;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -179,10 +179,18 @@ pub async fn reset_stream_key(
 #[serde(deny_unknown_fields)]
 pub struct CreatePlaybackToken {
     pub playback_id: String,
-    /// Lifetime in seconds (default 3600, at most 604800).
+    /// Lifetime in seconds (default 3600, at most `playback.max_token_lifetime_s`).
     pub expires_in: Option<u64>,
+    /// `v` (default: playlists, segments, keys), `t` (thumbnails) or `s` (storyboards).
+    pub audience: Option<String>,
     /// An id of the viewer, carried in the token (for entitlements and analytics).
     pub viewer: Option<String>,
+    /// Hosts of the pages allowed to play (checked against Referer/Origin).
+    pub referrer: Option<Vec<String>>,
+    /// ISO 3166-1 alpha-2 countries allowed to play.
+    pub country: Option<Vec<String>>,
+    /// Highest rendition offered, e.g. "720p".
+    pub max_resolution: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -201,19 +209,30 @@ pub async fn create_playback_token(
     Json(body): Json<CreatePlaybackToken>,
 ) -> ApiResult<(StatusCode, Json<PlaybackToken>)> {
     let lifetime = body.expires_in.unwrap_or(3600);
-    if lifetime == 0 || lifetime > MAX_TOKEN_LIFETIME_S {
-        return Err(ApiError::invalid(format!(
-            "expires_in must be 1 to {MAX_TOKEN_LIFETIME_S}"
-        )));
+    let max = state.tokens.max_lifetime_s();
+    if lifetime == 0 || lifetime > max {
+        return Err(ApiError::invalid(format!("expires_in must be 1 to {max}")));
+    }
+    let audience = body.audience.unwrap_or_else(|| AUD_VIDEO.into());
+    if ![AUD_VIDEO, AUD_THUMBNAIL, AUD_STORYBOARD].contains(&audience.as_str()) {
+        return Err(ApiError::invalid("audience must be v, t or s"));
+    }
+    if let Some(r) = &body.max_resolution
+        && (r.trim_end_matches('p').parse::<u32>().is_err())
+    {
+        return Err(ApiError::invalid("max_resolution must look like 720p"));
     }
     match state.db.find_playback_target(&body.playback_id).await? {
         Some(target) if target.tenant_id == caller.tenant_id => {}
         _ => return Err(ApiError::NotFound("playback id not found".into())),
     }
     let expires_at = super::unix_now() + lifetime;
-    let token = state
-        .tokens
-        .mint(&body.playback_id, expires_at, body.viewer);
+    let mut claims = PlaybackClaims::new(&body.playback_id, &audience, expires_at);
+    claims.viewer = body.viewer;
+    claims.referrer = body.referrer;
+    claims.country = body.country;
+    claims.max_resolution = body.max_resolution;
+    let token = state.tokens.mint(&claims);
     Ok((
         StatusCode::CREATED,
         Json(PlaybackToken {

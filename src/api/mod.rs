@@ -9,6 +9,7 @@ pub mod live;
 mod objects;
 pub mod openapi;
 mod router;
+mod security;
 mod telemetry;
 mod tenants;
 pub mod uploads;
@@ -22,6 +23,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::drm::audit::AuditLog;
+use crate::drm::ratelimit::RateLimiter;
 use crate::drm::{ContentKeys, PlaybackTokens};
 use crate::error::ApiError;
 use crate::live::LiveHub;
@@ -44,6 +47,10 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub presets: Arc<Presets>,
     pub tokens: PlaybackTokens,
+    pub audit: AuditLog,
+    pub key_limits: Arc<KeyLimits>,
+    /// Country of a client address (`playback.geoip_mmdb`), when configured.
+    pub geoip: Option<Arc<maxminddb::Reader<Vec<u8>>>>,
     pub content_keys: ContentKeys,
     pub live: LiveHub,
     /// Where publishers push, without the stream key (`rtmp://host:port/live`).
@@ -55,6 +62,22 @@ pub struct AppState {
     pub upload_locks: uploads::UploadLocks,
     /// Wakes this process's job workers when a job is queued here.
     pub jobs_wakeup: Arc<tokio::sync::Notify>,
+}
+
+/// Rate limits of the key endpoint.
+#[derive(Debug)]
+pub struct KeyLimits {
+    pub per_ip: RateLimiter,
+    pub per_viewer: RateLimiter,
+}
+
+impl KeyLimits {
+    pub fn new(c: &crate::config::PlaybackConfig) -> Self {
+        Self {
+            per_ip: RateLimiter::new(c.key_rate_per_ip, c.key_burst_per_ip),
+            per_viewer: RateLimiter::new(c.key_rate_per_viewer, c.key_burst_per_viewer),
+        }
+    }
 }
 
 /// `axum::Json` whose rejections use the API's error shape.

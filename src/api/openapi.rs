@@ -4,7 +4,7 @@ use axum::response::Html;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{Json, assets, health, live, tenants};
+use super::{Json, assets, health, live, security, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,9 @@ use super::{Json, assets, health, live, tenants};
         live::create_live_stream, live::list_live_streams, live::get_live_stream,
         live::delete_live_stream, live::reset_stream_key, live::create_playback_token,
         assets::get_asset, assets::list_assets, assets::delete_asset, assets::add_subtitles,
+        security::create_signing_key, security::list_signing_keys, security::revoke_signing_key,
+        security::update_playback_rules, security::create_entitlement,
+        security::list_entitlements, security::revoke_entitlement, security::list_audit,
     ),
     modifiers(&BearerKeys),
     tags(
@@ -26,6 +29,7 @@ use super::{Json, assets, health, live, tenants};
         (name = "api-keys", description = "A tenant's own API keys"),
         (name = "live", description = "Live streams and playback tokens"),
         (name = "assets", description = "Uploaded files and recorded broadcasts"),
+        (name = "security", description = "Signing keys, playback rules, entitlements, key audit log"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -5,14 +5,15 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{get, head, post};
+use axum::routing::{get, head, patch, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use super::{
-    AppState, assets, delivery, health, live, objects, openapi, telemetry, tenants, uploads,
+    AppState, assets, delivery, health, live, objects, openapi, security, telemetry, tenants,
+    uploads,
 };
 use crate::error::ApiError;
 
@@ -54,6 +55,27 @@ pub fn router(state: AppState) -> Router {
             post(live::reset_stream_key),
         )
         .route("/v1/playback-tokens", post(live::create_playback_token))
+        .route(
+            "/v1/signing-keys",
+            post(security::create_signing_key).get(security::list_signing_keys),
+        )
+        .route(
+            "/v1/signing-keys/{id}",
+            axum::routing::delete(security::revoke_signing_key),
+        )
+        .route(
+            "/v1/playback-ids/{playback_id}",
+            patch(security::update_playback_rules),
+        )
+        .route(
+            "/v1/entitlements",
+            post(security::create_entitlement).get(security::list_entitlements),
+        )
+        .route(
+            "/v1/entitlements/{id}",
+            axum::routing::delete(security::revoke_entitlement),
+        )
+        .route("/v1/audit", get(security::list_audit))
         .route(
             "/v1/assets",
             get(assets::list_assets)

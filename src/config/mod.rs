@@ -29,6 +29,7 @@ pub struct Config {
     pub uploads: UploadsConfig,
     pub jobs: JobsConfig,
     pub delivery: DeliveryConfig,
+    pub playback: PlaybackConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub keys: KeysConfig,
@@ -138,6 +139,29 @@ pub struct S3Config {
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
     pub dir: PathBuf,
+    pub provider: KeyProvider,
+    pub master_key: Secret,
+    pub previous_master_keys: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyProvider {
+    File,
+    Env,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybackConfig {
+    pub max_token_lifetime_s: u64,
+    pub country_header: String,
+    pub geoip_mmdb: String,
+    pub client_ip_header: String,
+    pub key_rate_per_ip: f64,
+    pub key_burst_per_ip: u32,
+    pub key_rate_per_viewer: f64,
+    pub key_burst_per_viewer: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -394,6 +418,46 @@ impl Config {
                 at("rtmp.public_url"),
                 "must be an rtmp:// URL",
             ));
+        }
+        if self.keys.provider == KeyProvider::Env && self.keys.master_key.is_empty() {
+            return Err(ConfigError::invalid(
+                at("keys.master_key"),
+                "required when keys.provider = \"env\" (64 hex digits)",
+            ));
+        }
+        let hex_keys = |s: &str| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .all(|k| k.len() == 64 && k.chars().all(|c| c.is_ascii_hexdigit()))
+        };
+        for (name, value) in [
+            ("keys.master_key", &self.keys.master_key),
+            ("keys.previous_master_keys", &self.keys.previous_master_keys),
+        ] {
+            if !hex_keys(value.expose()) {
+                return Err(ConfigError::invalid(
+                    at(name),
+                    "must be 64 hex digits per key",
+                ));
+            }
+        }
+        if self.playback.max_token_lifetime_s == 0 {
+            return Err(ConfigError::invalid(
+                at("playback.max_token_lifetime_s"),
+                "must be at least 1",
+            ));
+        }
+        for (name, rate) in [
+            ("playback.key_rate_per_ip", self.playback.key_rate_per_ip),
+            (
+                "playback.key_rate_per_viewer",
+                self.playback.key_rate_per_viewer,
+            ),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ConfigError::invalid(at(name), "must be more than 0"));
+            }
         }
         if self.jobs.max_attempts == 0 {
             return Err(ConfigError::invalid(

@@ -134,6 +134,8 @@ pub struct PlaybackTarget {
     pub policy: PlaybackPolicy,
     /// Storage prefix of the HLS output; `None` for a live stream that never went live.
     pub prefix: Option<String>,
+    /// Keys are handed out only to viewers with an entitlement (see `entitlements`).
+    pub requires_entitlement: bool,
 }
 
 /// A content key as stored: wrapped under a key-encryption key.
@@ -397,37 +399,46 @@ impl Db {
         &self,
         playback_id: &str,
     ) -> DbResult<Option<PlaybackTarget>> {
-        let live: Option<(String, String, Option<String>)> = sqlx::query_as(
-            "SELECT tenant_id, playback_policy, current_prefix FROM live_streams WHERE playback_id = $1",
+        let live: Option<(String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT tenant_id, playback_policy, current_prefix, requires_entitlement \
+             FROM live_streams WHERE playback_id = $1",
         )
         .bind(playback_id)
         .fetch_optional(&self.pool)
         .await?;
-        if let Some((tenant_id, policy, prefix)) = live {
+        if let Some((tenant_id, policy, prefix, entitled)) = live {
             return Ok(Some(PlaybackTarget {
                 tenant_id,
                 policy: PlaybackPolicy::parse(&policy),
                 prefix,
+                requires_entitlement: entitled != 0,
             }));
         }
-        let asset: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT tenant_id, playback_policy, storage_prefix FROM assets WHERE playback_id = $1",
+        let asset: Option<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT tenant_id, playback_policy, storage_prefix, requires_entitlement \
+             FROM assets WHERE playback_id = $1",
         )
         .bind(playback_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(asset.map(|(tenant_id, policy, prefix)| PlaybackTarget {
-            tenant_id,
-            policy: PlaybackPolicy::parse(&policy),
-            prefix: Some(prefix),
-        }))
+        Ok(
+            asset.map(|(tenant_id, policy, prefix, entitled)| PlaybackTarget {
+                tenant_id,
+                policy: PlaybackPolicy::parse(&policy),
+                prefix: Some(prefix),
+                requires_entitlement: entitled != 0,
+            }),
+        )
     }
 
-    /// Whether media under `scope` is playable without a token (a public stream or asset).
+    /// Whether media under `scope` is playable without a token (a public stream or asset
+    /// that needs no entitlement).
     pub async fn scope_is_public(&self, scope: &str) -> DbResult<bool> {
         let (n,): (i64,) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM live_streams WHERE current_prefix = $1 AND playback_policy = 'public') \
-             + (SELECT COUNT(*) FROM assets WHERE storage_prefix = $1 AND playback_policy = 'public')",
+            "SELECT (SELECT COUNT(*) FROM live_streams WHERE current_prefix = $1 \
+             AND playback_policy = 'public' AND requires_entitlement = 0) \
+             + (SELECT COUNT(*) FROM assets WHERE storage_prefix = $1 \
+             AND playback_policy = 'public' AND requires_entitlement = 0)",
         )
         .bind(scope)
         .fetch_one(&self.pool)

@@ -5,6 +5,7 @@
 //! BIGINT Unix-millisecond times), so handlers never branch on the backend.
 
 mod live;
+mod security;
 mod tenants;
 mod vod;
 
@@ -16,6 +17,7 @@ use sqlx::{AnyPool, Executor};
 pub use live::{
     Asset, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, StoredContentKey,
 };
+pub use security::{AuditEvent, Entitlement, SigningKey};
 pub use tenants::{ApiKey, NewApiKey, Role, Tenant};
 pub use vod::{Job, Upload};
 

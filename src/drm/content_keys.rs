@@ -8,7 +8,11 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
 use crate::db::{Db, DbResult, StoredContentKey, now_ms};
+use crate::keys::{KeyProvider, Keyring, MasterKey};
 use crate::packager::crypto::{Key128, generate_key};
 
 /// Wraps and unwraps content keys under one key-encryption key (KEK).
@@ -34,6 +38,11 @@ impl KeyWrapper {
             kek_id: format!("local:{}", hex::encode(&fingerprint[..8])),
             cipher: Aes256Gcm::new(&kek.into()),
         }
+    }
+
+    /// The content-key KEK of a master key.
+    pub fn for_master(master: &MasterKey) -> Self {
+        Self::new(master.derive("content-key-kek/v1"))
     }
 
     pub fn kek_id(&self) -> &str {
@@ -83,16 +92,71 @@ impl KeyWrapper {
     }
 }
 
-/// Creates and reads content keys.
-#[derive(Clone, Debug)]
+/// The content-key KEKs of a keyring: the current one wraps, all of them unwrap.
+struct Wrappers {
+    current: KeyWrapper,
+    all: Vec<KeyWrapper>,
+}
+
+impl Wrappers {
+    fn of(ring: &Keyring) -> Self {
+        Self {
+            current: KeyWrapper::for_master(&ring.current),
+            all: ring.all().map(KeyWrapper::for_master).collect(),
+        }
+    }
+
+    fn find(&self, kek_id: &str) -> Option<&KeyWrapper> {
+        self.all.iter().find(|w| w.kek_id == kek_id)
+    }
+}
+
+/// What a re-wrap pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RewrapReport {
+    pub rewrapped: u64,
+    /// Keys wrapped under a KEK this keyring does not hold (left as they are).
+    pub unknown_kek: u64,
+}
+
+/// Creates and reads content keys, under the keyring of a [`KeyProvider`].
+#[derive(Clone)]
 pub struct ContentKeys {
     db: Db,
-    wrapper: KeyWrapper,
+    provider: Arc<dyn KeyProvider>,
+    wrappers: Arc<RwLock<Arc<Wrappers>>>,
+    last_reload: Arc<Mutex<Instant>>,
+}
+
+impl std::fmt::Debug for ContentKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentKeys")
+            .field("provider", &self.provider.name())
+            .field("kek", &self.current_kek_id())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ContentKeys {
-    pub fn new(db: Db, wrapper: KeyWrapper) -> Self {
-        Self { db, wrapper }
+    pub fn new(db: Db, provider: Arc<dyn KeyProvider>, ring: &Keyring) -> Self {
+        Self {
+            db,
+            provider,
+            wrappers: Arc::new(RwLock::new(Arc::new(Wrappers::of(ring)))),
+            last_reload: Arc::new(Mutex::new(Instant::now())),
+        }
+    }
+
+    pub fn current_kek_id(&self) -> String {
+        self.wrappers.read().unwrap().current.kek_id.clone()
+    }
+
+    /// Reads the keyring again (another process may have rotated it); returns it.
+    pub fn reload(&self) -> anyhow::Result<Keyring> {
+        let (ring, _) = self.provider.load()?;
+        *self.wrappers.write().unwrap() = Arc::new(Wrappers::of(&ring));
+        *self.last_reload.lock().unwrap() = Instant::now();
+        Ok(ring)
     }
 
     /// A new key for `scope` (a broadcast's storage prefix); returns its opaque id and bytes.
@@ -101,17 +165,34 @@ impl ContentKeys {
         rand::rngs::OsRng.fill_bytes(&mut raw_id);
         let id = URL_SAFE_NO_PAD.encode(raw_id);
         let key = generate_key();
+        let wrappers = self.wrappers.read().unwrap().clone();
         self.db
             .insert_content_key(&StoredContentKey {
-                wrapped: self.wrapper.wrap(&id, &key),
+                wrapped: wrappers.current.wrap(&id, &key),
                 id: id.clone(),
                 tenant_id: tenant_id.to_string(),
                 scope: scope.to_string(),
-                kek_id: self.wrapper.kek_id().to_string(),
+                kek_id: wrappers.current.kek_id.clone(),
                 created_at: now_ms(),
             })
             .await?;
         Ok((id, key))
+    }
+
+    /// The wrapper for `kek_id`, reading the keyring again (at most once a second) when this
+    /// process does not know it yet.
+    fn wrapper_for(&self, kek_id: &str) -> Option<KeyWrapper> {
+        if let Some(w) = self.wrappers.read().unwrap().find(kek_id) {
+            return Some(w.clone());
+        }
+        let due = self.last_reload.lock().unwrap().elapsed() >= Duration::from_secs(1);
+        if due {
+            match self.reload() {
+                Ok(_) => tracing::info!(kek_id, "keyring reloaded for an unknown KEK"),
+                Err(e) => tracing::warn!(error = %e, "reloading the keyring"),
+            }
+        }
+        self.wrappers.read().unwrap().find(kek_id).cloned()
     }
 
     /// The stored record and the key in clear, if the id exists and unwraps.
@@ -119,11 +200,59 @@ impl ContentKeys {
         let Some(stored) = self.db.get_content_key(id).await? else {
             return Ok(None);
         };
-        let key = self
-            .wrapper
+        let wrapper = self.wrapper_for(&stored.kek_id).ok_or_else(|| {
+            anyhow::anyhow!(
+                "content key {} is wrapped under KEK {}, which this keyring does not hold",
+                stored.id,
+                stored.kek_id
+            )
+        })?;
+        let key = wrapper
             .unwrap(&stored.id, &stored.wrapped)
             .map_err(|e| anyhow::anyhow!("content key {}: {e}", stored.id))?;
         Ok(Some((stored, key)))
+    }
+
+    /// Re-wraps every content key not under the current KEK. Media is not touched; each key
+    /// is replaced only if nobody re-wrapped it meanwhile, so it is safe while serving.
+    pub async fn rewrap_all(&self) -> anyhow::Result<RewrapReport> {
+        let wrappers = self.wrappers.read().unwrap().clone();
+        let current = &wrappers.current;
+        let mut report = RewrapReport::default();
+        let mut skipped = std::collections::HashSet::new();
+        loop {
+            let batch = self
+                .db
+                .content_keys_not_under(&current.kek_id, 500 + skipped.len() as i64)
+                .await?;
+            let mut progressed = false;
+            for stored in batch {
+                if skipped.contains(&stored.id) {
+                    continue;
+                }
+                let Some(old) = wrappers.find(&stored.kek_id) else {
+                    tracing::error!(key_id = %stored.id, kek_id = %stored.kek_id, "content key under an unknown KEK");
+                    skipped.insert(stored.id);
+                    report.unknown_kek += 1;
+                    continue;
+                };
+                let key = old
+                    .unwrap(&stored.id, &stored.wrapped)
+                    .map_err(|e| anyhow::anyhow!("content key {}: {e}", stored.id))?;
+                let wrapped = current.wrap(&stored.id, &key);
+                if self
+                    .db
+                    .rewrap_content_key(&stored.id, &stored.kek_id, &wrapped, &current.kek_id)
+                    .await?
+                {
+                    report.rewrapped += 1;
+                }
+                progressed = true;
+            }
+            if !progressed {
+                return Ok(report);
+            }
+        }
     }
 }
 

@@ -1,8 +1,13 @@
 //! Keys and tokens: content keys (generated, stored wrapped, handed out by the key endpoint)
 //! and the signed playback tokens that gate playlists, segments and keys.
 
+pub mod audit;
 mod content_keys;
+pub mod ratelimit;
+pub mod signing;
 mod token;
 
-pub use content_keys::{ContentKeys, KeyWrapper};
-pub use token::{PlaybackClaims, PlaybackTokens, TokenError};
+pub use content_keys::{ContentKeys, KeyWrapper, RewrapReport};
+pub use token::{
+    AUD_STORYBOARD, AUD_THUMBNAIL, AUD_VIDEO, PlaybackClaims, PlaybackTokens, TokenError, Verified,
+};

@@ -1,12 +1,35 @@
-//! Playback tokens: JWTs (HS256, key derived from the master key) that name one playback id,
-//! an audience and an expiry. Verification pins the algorithm, so `alg: none` or a
-//! public-key algorithm cannot be substituted.
+//! Playback tokens: JWTs that name one playback id (`sub`), an audience and an expiry.
+//!
+//! Two kinds are accepted:
+//! - signed by a tenant's signing key (RS256 or ES256, `kid` = the key's id): Ferrocast keeps
+//!   only the public key, looked up by `kid` and cached; revoking the key drops it from the
+//!   cache at once, and cached entries are re-read after [`KEY_CACHE_TTL`] so a revocation
+//!   made by another server process is seen soon too;
+//! - minted by Ferrocast itself (`POST /v1/playback-tokens`): HS256 with a secret derived from
+//!   the master key, no `kid`. Secrets of earlier master keys still verify until retired.
+//!
+//! Verification pins the algorithm to the key's, so `alg: none` or an algorithm swap (an RSA
+//! public key used as an HMAC secret) cannot pass.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
+use crate::db::Db;
+
 /// Audience of tokens for playlists, segments and keys.
 pub const AUD_VIDEO: &str = "v";
+/// Audience of tokens for thumbnails.
+pub const AUD_THUMBNAIL: &str = "t";
+/// Audience of tokens for storyboards.
+pub const AUD_STORYBOARD: &str = "s";
+
+/// How long a looked-up signing key is trusted before it is read again.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+const KEY_CACHE_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlaybackClaims {
@@ -17,6 +40,35 @@ pub struct PlaybackClaims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub viewer: Option<String>,
+    /// Hosts (or origins) of pages allowed to play; checked against `Referer`/`Origin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<Vec<String>>,
+    /// ISO 3166-1 alpha-2 countries allowed to play.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<Vec<String>>,
+    /// Highest rendition offered, e.g. `"720p"` (the short side, in pixels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_resolution: Option<String>,
+}
+
+impl PlaybackClaims {
+    pub fn new(playback_id: &str, aud: &str, exp: u64) -> Self {
+        Self {
+            sub: playback_id.to_string(),
+            aud: aud.to_string(),
+            exp,
+            viewer: None,
+            referrer: None,
+            country: None,
+            max_resolution: None,
+        }
+    }
+
+    /// `max_resolution` as a number of lines (`"720p"` or `"720"` -> 720).
+    pub fn max_lines(&self) -> Option<u32> {
+        let r = self.max_resolution.as_deref()?;
+        r.trim_end_matches('p').parse().ok()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,15 +77,65 @@ pub enum TokenError {
     Expired,
     #[error("playback token is for another playback id")]
     WrongPlaybackId,
+    #[error("playback token is for another use (audience {0:?})")]
+    WrongAudience(String),
+    #[error("playback token's signing key is unknown")]
+    UnknownKey,
+    #[error("playback token's signing key was revoked")]
+    RevokedKey,
+    #[error("playback token lives longer than the {0} s allowed")]
+    LifetimeTooLong(u64),
     #[error("playback token is invalid")]
     Invalid,
 }
 
-/// Mints and verifies playback tokens.
+impl TokenError {
+    /// 401 for a token that proves nothing, 403 for a genuine token that does not allow this.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(
+            self,
+            Self::Expired | Self::WrongPlaybackId | Self::WrongAudience(_)
+        )
+    }
+
+    /// Short reason for the audit log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::WrongPlaybackId => "wrong_playback_id",
+            Self::WrongAudience(_) => "wrong_audience",
+            Self::UnknownKey => "unknown_signing_key",
+            Self::RevokedKey => "revoked_signing_key",
+            Self::LifetimeTooLong(_) => "lifetime_too_long",
+            Self::Invalid => "invalid_token",
+        }
+    }
+}
+
+/// A verified token: its claims and, for tenant-signed ones, the tenant whose key signed it
+/// (the caller must check that tenant owns the playback id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub claims: PlaybackClaims,
+    pub signed_by_tenant: Option<String>,
+}
+
+#[derive(Clone)]
+struct CachedKey {
+    fetched: Instant,
+    /// None: no such key, or revoked (`revoked` says which).
+    key: Option<(String, Algorithm, Arc<DecodingKey>)>,
+    revoked: bool,
+}
+
+/// Mints Ferrocast-signed tokens and verifies both kinds.
 #[derive(Clone)]
 pub struct PlaybackTokens {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// Signing key (the current secret) and verifying keys (current first, then earlier).
+    secrets: Arc<RwLock<(EncodingKey, Vec<Arc<DecodingKey>>)>>,
+    db: Option<Db>,
+    cache: Arc<Mutex<HashMap<String, CachedKey>>>,
+    max_lifetime_s: u64,
 }
 
 impl std::fmt::Debug for PlaybackTokens {
@@ -43,45 +145,171 @@ impl std::fmt::Debug for PlaybackTokens {
 }
 
 impl PlaybackTokens {
-    pub fn new(secret: [u8; 32]) -> Self {
+    /// `secrets`: the current HS256 secret first, then earlier ones still accepted. `db` finds
+    /// tenants' signing keys (None: only Ferrocast-signed tokens are accepted).
+    pub fn new(secrets: &[[u8; 32]], db: Option<Db>, max_lifetime_s: u64) -> Self {
         Self {
-            encoding: EncodingKey::from_secret(&secret),
-            decoding: DecodingKey::from_secret(&secret),
+            secrets: Arc::new(RwLock::new(Self::keys_of(secrets))),
+            db,
+            cache: Arc::default(),
+            max_lifetime_s,
         }
     }
 
-    pub fn mint(&self, playback_id: &str, expires_at_unix: u64, viewer: Option<String>) -> String {
-        let claims = PlaybackClaims {
-            sub: playback_id.to_string(),
-            aud: AUD_VIDEO.to_string(),
-            exp: expires_at_unix,
-            viewer,
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing cannot fail")
+    fn keys_of(secrets: &[[u8; 32]]) -> (EncodingKey, Vec<Arc<DecodingKey>>) {
+        (
+            EncodingKey::from_secret(&secrets[0]),
+            secrets
+                .iter()
+                .map(|s| Arc::new(DecodingKey::from_secret(s)))
+                .collect(),
+        )
     }
 
-    /// Checks signature, algorithm, audience and expiry, then that it names `playback_id`.
-    pub fn verify(&self, token: &str, playback_id: &str) -> Result<PlaybackClaims, TokenError> {
-        let claims = self.verify_any(token)?;
-        if claims.sub != playback_id {
-            return Err(TokenError::WrongPlaybackId);
+    /// Replaces the HS256 secrets (after the master keys were rotated or retired).
+    pub fn set_secrets(&self, secrets: &[[u8; 32]]) {
+        *self.secrets.write().unwrap() = Self::keys_of(secrets);
+    }
+
+    pub fn max_lifetime_s(&self) -> u64 {
+        self.max_lifetime_s
+    }
+
+    pub fn mint(&self, claims: &PlaybackClaims) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &self.secrets.read().unwrap().0,
+        )
+        .expect("HS256 signing cannot fail")
+    }
+
+    /// Forgets a signing key at once (after revocation).
+    pub fn forget_key(&self, kid: &str) {
+        self.cache.lock().unwrap().remove(kid);
+    }
+
+    /// Checks signature, algorithm, audience, expiry and lifetime, then that it names
+    /// `playback_id` (when given).
+    pub async fn verify(
+        &self,
+        token: &str,
+        playback_id: Option<&str>,
+        audience: &str,
+    ) -> Result<Verified, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let (keys, alg, tenant): (Vec<Arc<DecodingKey>>, Algorithm, Option<String>) =
+            match header.kid.as_deref() {
+                None => (
+                    self.secrets.read().unwrap().1.clone(),
+                    Algorithm::HS256,
+                    None,
+                ),
+                Some(kid) => {
+                    let (tenant, alg, key) = self.signing_key(kid).await?;
+                    (vec![key], alg, Some(tenant))
+                }
+            };
+        if header.alg != alg {
+            return Err(TokenError::Invalid);
         }
-        Ok(claims)
-    }
-
-    /// Checks signature, algorithm, audience and expiry; the caller checks the playback id.
-    pub fn verify_any(&self, token: &str) -> Result<PlaybackClaims, TokenError> {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_audience(&[AUD_VIDEO]);
+        let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        validation.validate_aud = false; // checked below, to say which audience it was
         validation.leeway = 0;
-        let data = jsonwebtoken::decode::<PlaybackClaims>(token, &self.decoding, &validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            })?;
-        Ok(data.claims)
+        let mut last = TokenError::Invalid;
+        for key in &keys {
+            match jsonwebtoken::decode::<PlaybackClaims>(token, key, &validation) {
+                Ok(data) => {
+                    let claims = data.claims;
+                    if claims.aud != audience {
+                        return Err(TokenError::WrongAudience(claims.aud));
+                    }
+                    let now = crate::api::unix_now();
+                    if claims.exp.saturating_sub(now) > self.max_lifetime_s {
+                        return Err(TokenError::LifetimeTooLong(self.max_lifetime_s));
+                    }
+                    if let Some(p) = playback_id
+                        && claims.sub != p
+                    {
+                        return Err(TokenError::WrongPlaybackId);
+                    }
+                    return Ok(Verified {
+                        claims,
+                        signed_by_tenant: tenant,
+                    });
+                }
+                Err(e) if *e.kind() == ErrorKind::ExpiredSignature => {
+                    return Err(TokenError::Expired);
+                }
+                Err(_) => last = TokenError::Invalid,
+            }
+        }
+        Err(last)
+    }
+
+    async fn signing_key(
+        &self,
+        kid: &str,
+    ) -> Result<(String, Algorithm, Arc<DecodingKey>), TokenError> {
+        let cached = self.cache.lock().unwrap().get(kid).cloned();
+        let entry = match cached {
+            Some(c) if c.fetched.elapsed() < KEY_CACHE_TTL => c,
+            _ => {
+                let db = self.db.as_ref().ok_or(TokenError::UnknownKey)?;
+                let stored = db.get_signing_key(kid).await.map_err(|e| {
+                    tracing::warn!(error = %e, "signing key lookup failed");
+                    TokenError::UnknownKey
+                })?;
+                let entry = match stored {
+                    None => CachedKey {
+                        fetched: Instant::now(),
+                        key: None,
+                        revoked: false,
+                    },
+                    Some(k) if k.revoked_at.is_some() => CachedKey {
+                        fetched: Instant::now(),
+                        key: None,
+                        revoked: true,
+                    },
+                    Some(k) => {
+                        let (alg, key) = match k.algorithm.as_str() {
+                            "RS256" => (
+                                Algorithm::RS256,
+                                DecodingKey::from_rsa_pem(k.public_key.as_bytes()),
+                            ),
+                            _ => (
+                                Algorithm::ES256,
+                                DecodingKey::from_ec_pem(k.public_key.as_bytes()),
+                            ),
+                        };
+                        let key = key.map_err(|e| {
+                            tracing::error!(kid, error = %e, "stored public key does not parse");
+                            TokenError::UnknownKey
+                        })?;
+                        CachedKey {
+                            fetched: Instant::now(),
+                            key: Some((k.tenant_id, alg, Arc::new(key))),
+                            revoked: false,
+                        }
+                    }
+                };
+                let mut cache = self.cache.lock().unwrap();
+                if cache.len() >= KEY_CACHE_MAX {
+                    cache.retain(|_, c| c.fetched.elapsed() < KEY_CACHE_TTL);
+                    if cache.len() >= KEY_CACHE_MAX {
+                        cache.clear();
+                    }
+                }
+                cache.insert(kid.to_string(), entry.clone());
+                entry
+            }
+        };
+        match entry.key {
+            Some(k) => Ok(k),
+            None if entry.revoked => Err(TokenError::RevokedKey),
+            None => Err(TokenError::UnknownKey),
+        }
     }
 }
 
@@ -92,55 +320,85 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+        crate::api::unix_now()
     }
 
-    #[test]
-    fn good_tokens_verify_and_bad_ones_say_why() {
-        let tokens = PlaybackTokens::new([9; 32]);
-        let good = tokens.mint("pb1", now() + 60, Some("viewer-7".into()));
-        let claims = tokens.verify(&good, "pb1").unwrap();
-        assert_eq!(claims.viewer.as_deref(), Some("viewer-7"));
+    fn claims(pb: &str, exp: u64) -> PlaybackClaims {
+        PlaybackClaims::new(pb, AUD_VIDEO, exp)
+    }
+
+    #[tokio::test]
+    async fn good_tokens_verify_and_bad_ones_say_why() {
+        let tokens = PlaybackTokens::new(&[[9; 32]], None, 3600);
+        let mut c = claims("pb1", now() + 60);
+        c.viewer = Some("viewer-7".into());
+        let good = tokens.mint(&c);
+        let v = tokens.verify(&good, Some("pb1"), AUD_VIDEO).await.unwrap();
+        assert_eq!(v.claims.viewer.as_deref(), Some("viewer-7"));
+        assert_eq!(v.signed_by_tenant, None);
+        let check = |t: String, pb: &'static str, aud: &'static str| {
+            let tokens = tokens.clone();
+            async move { tokens.verify(&t, Some(pb), aud).await.map(|_| ()) }
+        };
         assert_eq!(
-            tokens.verify(&good, "pb2"),
+            check(good.clone(), "pb2", AUD_VIDEO).await,
             Err(TokenError::WrongPlaybackId)
         );
         assert_eq!(
-            tokens.verify(&tokens.mint("pb1", now() - 1, None), "pb1"),
+            check(good.clone(), "pb1", AUD_THUMBNAIL).await,
+            Err(TokenError::WrongAudience("v".into()))
+        );
+        assert_eq!(
+            check(tokens.mint(&claims("pb1", now() - 1)), "pb1", AUD_VIDEO).await,
             Err(TokenError::Expired)
         );
         assert_eq!(
-            PlaybackTokens::new([8; 32]).verify(&good, "pb1"),
+            check(tokens.mint(&claims("pb1", now() + 7200)), "pb1", AUD_VIDEO).await,
+            Err(TokenError::LifetimeTooLong(3600))
+        );
+        let other = PlaybackTokens::new(&[[8; 32]], None, 3600);
+        assert_eq!(
+            other.verify(&good, Some("pb1"), AUD_VIDEO).await,
             Err(TokenError::Invalid)
         );
+        // An earlier secret still verifies, the current one signs.
+        let rotated = PlaybackTokens::new(&[[8; 32], [9; 32]], None, 3600);
+        assert!(rotated.verify(&good, Some("pb1"), AUD_VIDEO).await.is_ok());
         // Tampered payload, same signature.
         let parts: Vec<&str> = good.split('.').collect();
-        let forged_claims = URL_SAFE_NO_PAD.encode(format!(
-            r#"{{"sub":"pb1","aud":"v","exp":{}}}"#,
-            now() + 99999
-        ));
+        let forged_claims =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"pb1","aud":"v","exp":{}}}"#, now() + 99));
         let forged = format!("{}.{}.{}", parts[0], forged_claims, parts[2]);
-        assert_eq!(tokens.verify(&forged, "pb1"), Err(TokenError::Invalid));
+        assert_eq!(
+            check(forged, "pb1", AUD_VIDEO).await,
+            Err(TokenError::Invalid)
+        );
         // alg: none
         let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
         let unsigned = format!("{none_header}.{}.", parts[1]);
-        assert_eq!(tokens.verify(&unsigned, "pb1"), Err(TokenError::Invalid));
-        // Wrong audience.
-        let thumb = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &PlaybackClaims {
-                sub: "pb1".into(),
-                aud: "t".into(),
-                exp: now() + 60,
-                viewer: None,
-            },
+        assert_eq!(
+            check(unsigned, "pb1", AUD_VIDEO).await,
+            Err(TokenError::Invalid)
+        );
+        // A kid nobody knows (no database: no tenant keys at all).
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("nope".into());
+        let with_kid = jsonwebtoken::encode(
+            &h,
+            &claims("pb1", now() + 60),
             &EncodingKey::from_secret(&[9; 32]),
         )
         .unwrap();
-        assert_eq!(tokens.verify(&thumb, "pb1"), Err(TokenError::Invalid));
-        assert_eq!(tokens.verify("garbage", "pb1"), Err(TokenError::Invalid));
+        assert_eq!(
+            check(with_kid, "pb1", AUD_VIDEO).await,
+            Err(TokenError::UnknownKey)
+        );
+        assert_eq!(
+            check("garbage".into(), "pb1", AUD_VIDEO).await,
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(c.max_lines(), None);
+        c.max_resolution = Some("720p".into());
+        assert_eq!(c.max_lines(), Some(720));
     }
 }

@@ -1,0 +1,242 @@
+//! `make bench`: the key endpoint under load, next to the framework's ceiling.
+//!
+//! A release `ferrocast serve` gets one real broadcast (ffmpeg, 4 s) so a real content key
+//! exists; then `wrk` (Debian package) on loopback:
+//! 1. `GET /keys/{id}` with a valid tenant-signed ES256 token at about 2,000 requests/s
+//!    (20 connections, each pausing 10 ms between requests): p50 / p99 latency;
+//! 2. the most requests/s `GET /keys/{id}` sustains (64 connections), against the same for
+//!    `GET /healthz` (the ceiling: routing, middleware, no work) on the same server.
+//!
+//! Medians of 3 alternated runs. Writes `benches/results-keys.md`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 3;
+const ADMIN_KEY: &str = "bench-admin-key-0123456789";
+
+fn main() {
+    let work = tempfile::tempdir().unwrap();
+    let (http, rtmp) = (free_port(), free_port());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_ferrocast"))
+        .arg("serve")
+        .env("FERROCAST_DATA_DIR", work.path().join("data"))
+        .env("FERROCAST_KEYS_DIR", work.path().join("keys"))
+        .env("FERROCAST_HTTP_LISTEN", format!("127.0.0.1:{http}"))
+        .env("FERROCAST_RTMP_LISTEN", format!("127.0.0.1:{rtmp}"))
+        .env("FERROCAST_ADMIN_KEY", ADMIN_KEY)
+        .env("FERROCAST_LOG_FILTER", "warn")
+        // The limits are per client address, and the load comes from one.
+        .env("FERROCAST_PLAYBACK_KEY_RATE_PER_IP", "1000000")
+        .env("FERROCAST_PLAYBACK_KEY_BURST_PER_IP", "1000000")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (key_url, healthz_url) = rt.block_on(setup(&base));
+
+    let script = work.path().join("paced.lua");
+    std::fs::write(&script, "function delay()\n  return 10\nend\n").unwrap();
+    let (mut p50, mut p99, mut paced_rps) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut key_max, mut health_max) = (Vec::new(), Vec::new());
+    for run in 1..=RUNS {
+        eprintln!("run {run}/{RUNS}");
+        let paced = wrk(&key_url, 20, 20, Some(&script));
+        p50.push(paced.p50_ms);
+        p99.push(paced.p99_ms);
+        paced_rps.push(paced.rps);
+        key_max.push(wrk(&key_url, 64, 10, None).rps);
+        health_max.push(wrk(&healthz_url, 64, 10, None).rps);
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let (p50, p99, paced) = (median(&mut p50), median(&mut p99), median(&mut paced_rps));
+    let (k, h) = (median(&mut key_max), median(&mut health_max));
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let table = format!(
+        "# Ferrocast benchmarks: key endpoint\n\n\
+         Machine: {cpu_model}, {cores} cores (wrk shares them). Command: `make bench`. \
+         Medians of {RUNS} alternated runs.\n\n\
+         | Measure | Ferrocast | Peer | Ratio | Goal |\n\
+         |---|---|---|---|---|\n\
+         | `GET /keys/{{id}}`, ES256 tenant token, paced at {paced:.0} req/s: p50 / p99 | {p50:.2} ms / {p99:.2} ms | | | p99 < 5 ms |\n\
+         | Most req/s, 64 connections: `/keys/{{id}}` vs `/healthz` | {k:.0} | {h:.0} | {:.2}× | |\n",
+        k / h
+    );
+    println!("\n{table}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results-keys.md");
+    std::fs::write(&out, &table).unwrap();
+    eprintln!("written to {}", out.display());
+}
+
+/// A tenant, a broadcast with a content key, a tenant signing key and a token for it;
+/// returns the key URL (with the token) and the healthz URL.
+async fn setup(base: &str) -> (String, String) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let post = |path: &str, key: &str, body: serde_json::Value| {
+        let req = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(key)
+            .json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            assert!(resp.status().is_success(), "{}", resp.status());
+            resp.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let tenant = post(
+        "/v1/tenants",
+        ADMIN_KEY,
+        serde_json::json!({"name": "bench"}),
+    )
+    .await;
+    let key = tenant["api_key"].as_str().unwrap().to_string();
+    let stream = post(
+        "/v1/live-streams",
+        &key,
+        serde_json::json!({"reconnect_window_s": 0, "record": false}),
+    )
+    .await;
+    let url = format!(
+        "{}/{}",
+        stream["rtmp_url"].as_str().unwrap(),
+        stream["stream_key"].as_str().unwrap()
+    );
+    let ok = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-t", "4", "-c:v", "libx264", "-preset", "veryfast", "-g", "60",
+        ])
+        .args(["-c:a", "aac", "-f", "flv", &url])
+        .status()
+        .expect("ffmpeg (Debian package ffmpeg)")
+        .success();
+    assert!(ok, "publishing failed");
+    let playback_id = stream["playback_id"].as_str().unwrap();
+    let signing = post(
+        "/v1/signing-keys",
+        &key,
+        serde_json::json!({"algorithm": "ES256"}),
+    )
+    .await;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(signing["id"].as_str().unwrap().to_string());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let token = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({"sub": playback_id, "aud": "v", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_ec_pem(
+            signing["private_key"].as_str().unwrap().as_bytes(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let playlist = client
+        .get(format!(
+            "{base}/hls/{playback_id}/source/index.m3u8?token={token}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key_uri = playlist
+        .split("URI=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("an EXT-X-KEY line")
+        .to_string();
+    let resp = client.get(&key_uri).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "the key is served");
+    assert_eq!(resp.bytes().await.unwrap().len(), 16);
+    (key_uri, format!("{base}/healthz"))
+}
+
+struct WrkResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn wrk(url: &str, connections: u32, seconds: u32, script: Option<&Path>) -> WrkResult {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t", "2", "-c", &connections.to_string()]).args([
+        "-d",
+        &format!("{seconds}s"),
+        "--latency",
+    ]);
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("wrk (Debian package wrk; make installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "wrk failed: {text}");
+    assert!(
+        !text.contains("Non-2xx"),
+        "some requests were refused: {text}"
+    );
+    let field = |prefix: &str| -> &str {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in wrk output: {text}"))
+            .trim()
+    };
+    WrkResult {
+        rps: field("Requests/sec:").parse().unwrap(),
+        p50_ms: millis(field("50%")),
+        p99_ms: millis(field("99%")),
+    }
+}
+
+/// wrk's `1.23ms` / `456.00us` / `1.20s` as milliseconds.
+fn millis(v: &str) -> f64 {
+    if let Some(n) = v.strip_suffix("us") {
+        n.parse::<f64>().unwrap() / 1000.0
+    } else if let Some(n) = v.strip_suffix("ms") {
+        n.parse().unwrap()
+    } else if let Some(n) = v.strip_suffix('s') {
+        n.parse::<f64>().unwrap() * 1000.0
+    } else {
+        panic!("unexpected wrk latency {v:?}")
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,785 @@
+//! Playback security against a real server: tenants' RS256/ES256 signing keys, every class of
+//! bad token, playback rules (max resolution, referrer, country), entitlements, the audit
+//! log, rate limits, and master-key rotation with a real broadcast that still plays in
+//! ffprobe and headless Chromium afterwards.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::media::{browser_play, eventually, ffmpeg_publish, ffprobe};
+use common::{PgDatabase, TestServer};
+use ferrocast::config::{Config, DatabaseUrl};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const MASTER: &str = "#EXTM3U\n#EXT-X-VERSION:3\n\
+#EXT-X-STREAM-INF:BANDWIDTH=6000000,RESOLUTION=1920x1080,CODECS=\"avc1.640028,mp4a.40.2\"\n1080p/index.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=3000000,RESOLUTION=1280x720,CODECS=\"avc1.4d401f,mp4a.40.2\"\n720p/index.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS=\"avc1.42c01e,mp4a.40.2\"\n360p/index.m3u8\n";
+
+fn now() -> u64 {
+    ferrocast::api::unix_now()
+}
+
+/// A signed live stream that has been live: its master playlist and a content key in place.
+struct Media {
+    playback_id: String,
+    key_id: String,
+    key: Vec<u8>,
+}
+
+async fn media(server: &TestServer, tenant_id: &str, tenant_key: &str) -> Media {
+    let (status, s) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(tenant_key),
+            Some(json!({"playback_policy": "signed"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    let id = s["id"].as_str().unwrap();
+    let prefix = format!("tenants/{tenant_id}/live/{id}/b1/");
+    assert!(
+        server
+            .state
+            .db
+            .try_activate_live_stream(id, &prefix)
+            .await
+            .unwrap()
+    );
+    let state = &server.state;
+    state
+        .store
+        .put(
+            &ferrocast::storage::ObjectKey::parse(&format!("{prefix}master.m3u8")).unwrap(),
+            bytes::Bytes::from_static(MASTER.as_bytes()),
+            "application/vnd.apple.mpegurl",
+        )
+        .await
+        .unwrap();
+    for r in ["1080p", "720p", "360p"] {
+        state
+            .store
+            .put(
+                &ferrocast::storage::ObjectKey::parse(&format!("{prefix}{r}/index.m3u8")).unwrap(),
+                bytes::Bytes::from_static(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n"),
+                "application/vnd.apple.mpegurl",
+            )
+            .await
+            .unwrap();
+    }
+    let (key_id, key) = state.content_keys.create(tenant_id, &prefix).await.unwrap();
+    Media {
+        playback_id: s["playback_id"].as_str().unwrap().into(),
+        key_id,
+        key: key.to_vec(),
+    }
+}
+
+struct SigningKey {
+    id: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+}
+
+async fn signing_key(server: &TestServer, tenant_key: &str, algorithm: &str) -> SigningKey {
+    let (status, k) = server
+        .call(
+            "POST",
+            "/v1/signing-keys",
+            Some(tenant_key),
+            Some(json!({ "algorithm": algorithm })),
+        )
+        .await;
+    assert_eq!(status, 201, "{k}");
+    assert_eq!(k["algorithm"], algorithm);
+    let pem = k["private_key"].as_str().unwrap();
+    let (alg, encoding) = match algorithm {
+        "ES256" => (
+            Algorithm::ES256,
+            EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        ),
+        _ => (
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        ),
+    };
+    SigningKey {
+        id: k["id"].as_str().unwrap().into(),
+        alg,
+        encoding,
+    }
+}
+
+impl SigningKey {
+    fn sign(&self, claims: Value) -> String {
+        let mut h = Header::new(self.alg);
+        h.kid = Some(self.id.clone());
+        jsonwebtoken::encode(&h, &claims, &self.encoding).unwrap()
+    }
+}
+
+fn claims(playback_id: &str) -> Value {
+    json!({"sub": playback_id, "aud": "v", "exp": now() + 600})
+}
+
+/// Status of a GET with optional extra headers.
+async fn status_of(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = server.client.get(server.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+async fn get_key(server: &TestServer, m: &Media, token: &str) -> (u16, Vec<u8>) {
+    let resp = server
+        .client
+        .get(server.url(&format!("/keys/{}?token={token}", m.key_id)))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_signed_tokens_play_and_every_bad_token_is_denied() {
+    let server =
+        TestServer::start_with(|c| c.playback.country_header = "CF-IPCountry".into()).await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let (other_id, other_key) = server.create_tenant("Other").await;
+    let m = media(&server, &tenant_id, &key).await;
+    let m2 = media(&server, &tenant_id, &key).await;
+    let foreign = media(&server, &other_id, &other_key).await;
+    let master = |t: &str| format!("/hls/{}/master.m3u8?token={t}", m.playback_id);
+
+    for algorithm in ["RS256", "ES256"] {
+        let sk = signing_key(&server, &key, algorithm).await;
+        let good = sk.sign(claims(&m.playback_id));
+        assert_eq!(
+            status_of(&server, &master(&good), &[]).await,
+            200,
+            "{algorithm}"
+        );
+        let (status, bytes) = get_key(&server, &m, &good).await;
+        assert_eq!((status, bytes), (200, m.key.clone()), "{algorithm}");
+    }
+
+    let sk = signing_key(&server, &key, "ES256").await;
+    let good = sk.sign(claims(&m.playback_id));
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut c = claims(&m.playback_id);
+    c["exp"] = json!(now() + 3000);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(c.to_string()),
+        parts[2]
+    );
+    let unknown_kid = SigningKey {
+        id: "0190c0de-0000-7000-8000-000000000000".into(),
+        ..signing_key(&server, &key, "ES256").await
+    }
+    .sign(claims(&m.playback_id));
+    let alg_none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","typ":"JWT","kid":"{}"}}"#, sk.id)),
+        parts[1]
+    );
+    let expired = sk.sign(json!({"sub": m.playback_id, "aud": "v", "exp": now() - 5}));
+    let too_long = sk.sign(json!({"sub": m.playback_id, "aud": "v", "exp": now() + 30 * 86400}));
+    let other_playback = sk.sign(claims(&m2.playback_id));
+    let thumbnail_aud = sk.sign(json!({"sub": m.playback_id, "aud": "t", "exp": now() + 600}));
+    let other_tenant_key = signing_key(&server, &other_key, "ES256").await;
+    let foreign_signed = other_tenant_key.sign(claims(&m.playback_id));
+    let denied: [(&str, &str, u16); 9] = [
+        ("tampered signature", &tampered, 401),
+        ("unknown kid", &unknown_kid, 401),
+        ("alg none", &alg_none, 401),
+        ("expired", &expired, 403),
+        ("lifetime over the maximum", &too_long, 401),
+        ("another playback id", &other_playback, 403),
+        ("thumbnail audience", &thumbnail_aud, 403),
+        ("another tenant's key", &foreign_signed, 401),
+        ("not a JWT", "abc.def.ghi", 401),
+    ];
+    for (what, token, want) in denied {
+        assert_eq!(
+            status_of(&server, &master(token), &[]).await,
+            want,
+            "playlist: {what}"
+        );
+        assert_eq!(get_key(&server, &m, token).await.0, want, "key: {what}");
+    }
+    // The other tenant's own media does not open with this tenant's good token.
+    assert_eq!(get_key(&server, &foreign, &good).await.0, 403);
+    // A playback token is not a thumbnail token, and the other way round.
+    let thumb = format!("/thumbnails/{}.jpg?token={good}", m.playback_id);
+    assert_eq!(status_of(&server, &thumb, &[]).await, 403);
+
+    // Referrer allow-list: checked against Origin / Referer.
+    let mut c = claims(&m.playback_id);
+    c["referrer"] = json!(["video.example.com", "*.acme.tv"]);
+    let t = sk.sign(c);
+    assert_eq!(
+        status_of(&server, &master(&t), &[]).await,
+        403,
+        "no referrer"
+    );
+    assert_eq!(
+        status_of(
+            &server,
+            &master(&t),
+            &[("Referer", "https://evil.example/x")]
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        status_of(
+            &server,
+            &master(&t),
+            &[("Referer", "https://video.example.com/p")]
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        status_of(&server, &master(&t), &[("Origin", "https://www.acme.tv")]).await,
+        200
+    );
+
+    // Country allow-list: from the trusted CF-IPCountry header.
+    let mut c = claims(&m.playback_id);
+    c["country"] = json!(["NO", "se"]);
+    let t = sk.sign(c);
+    assert_eq!(
+        status_of(&server, &master(&t), &[]).await,
+        403,
+        "unknown country"
+    );
+    assert_eq!(
+        status_of(&server, &master(&t), &[("CF-IPCountry", "US")]).await,
+        403
+    );
+    assert_eq!(
+        status_of(&server, &master(&t), &[("CF-IPCountry", "SE")]).await,
+        200
+    );
+
+    // max_resolution: renditions above it leave the master playlist and are refused.
+    let mut c = claims(&m.playback_id);
+    c["max_resolution"] = json!("720p");
+    let t = sk.sign(c);
+    let text = server
+        .client
+        .get(server.url(&master(&t)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("1080p/"), "{text}");
+    assert!(
+        text.contains("720p/index.m3u8?token=") && text.contains("360p/"),
+        "{text}"
+    );
+    let rendition = |r: &str| format!("/hls/{}/{r}/index.m3u8?token={t}", m.playback_id);
+    assert_eq!(status_of(&server, &rendition("1080p"), &[]).await, 403);
+    assert_eq!(status_of(&server, &rendition("720p"), &[]).await, 200);
+    // Ferrocast-minted tokens carry the same rules.
+    let (status, minted) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(&key),
+            Some(json!({"playback_id": m.playback_id, "max_resolution": "360p"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let t = minted["token"].as_str().unwrap();
+    let text = server
+        .client
+        .get(server.url(&master(t)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("720p/") && text.contains("360p/"), "{text}");
+
+    // Revoking the key stops its tokens at once; the list keeps it, marked, without secrets.
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/signing-keys/{}", sk.id),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(status_of(&server, &master(&good), &[]).await, 401);
+    assert_eq!(get_key(&server, &m, &good).await.0, 401);
+    let (_, list) = server
+        .call("GET", "/v1/signing-keys", Some(&key), None)
+        .await;
+    let listed = list["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 4);
+    assert!(listed.iter().all(|k| k.get("private_key").is_none()));
+    let revoked = listed.iter().find(|k| k["id"] == sk.id.as_str()).unwrap();
+    assert!(revoked["revoked_at"].is_string());
+    // Another tenant cannot revoke it (or see it).
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/signing-keys/{}", other_tenant_key.id),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+async fn viewer_token(server: &TestServer, key: &str, playback_id: &str, viewer: &str) -> String {
+    let (status, t) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(key),
+            Some(json!({"playback_id": playback_id, "viewer": viewer})),
+        )
+        .await;
+    assert_eq!(status, 201, "{t}");
+    t["token"].as_str().unwrap().to_string()
+}
+
+async fn entitlements_and_audit(server: &TestServer) {
+    let (tenant_id, key) = server.create_tenant("Paid").await;
+    let m = media(server, &tenant_id, &key).await;
+    let alice = viewer_token(server, &key, &m.playback_id, "alice").await;
+    assert_eq!(
+        get_key(server, &m, &alice).await.0,
+        200,
+        "no entitlement needed yet"
+    );
+
+    let (status, rules) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{}", m.playback_id),
+            Some(&key),
+            Some(json!({"requires_entitlement": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rules}");
+    assert_eq!(rules["requires_entitlement"], true);
+    assert_eq!(rules["policy"], "signed");
+    assert_eq!(get_key(server, &m, &alice).await.0, 403, "no entitlement");
+    let anonymous = {
+        let (_, t) = server
+            .call(
+                "POST",
+                "/v1/playback-tokens",
+                Some(&key),
+                Some(json!({"playback_id": m.playback_id})),
+            )
+            .await;
+        t["token"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        get_key(server, &m, &anonymous).await.0,
+        403,
+        "no viewer in the token"
+    );
+
+    let (status, e) = server
+        .call(
+            "POST",
+            "/v1/entitlements",
+            Some(&key),
+            Some(json!({"playback_id": m.playback_id, "viewer": "alice"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
+    let (status, bytes) = get_key(server, &m, &alice).await;
+    assert_eq!((status, bytes), (200, m.key.clone()));
+    let bob = viewer_token(server, &key, &m.playback_id, "bob").await;
+    assert_eq!(
+        get_key(server, &m, &bob).await.0,
+        403,
+        "alice's entitlement is not bob's"
+    );
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/entitlements/{}", e["id"].as_str().unwrap()),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(get_key(server, &m, &alice).await.0, 403, "revoked");
+
+    // A public playback id that needs an entitlement still needs a token for its key.
+    let (status, _) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{}", m.playback_id),
+            Some(&key),
+            Some(json!({"policy": "public"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let no_token = server
+        .client
+        .get(server.url(&format!("/keys/{}", m.key_id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), 401);
+    assert_eq!(no_token.headers()["cache-control"], "no-store, private");
+
+    // Every decision is in the tenant's audit log, with who and why.
+    server.state.audit.flush().await;
+    let (status, grants) = server
+        .call("GET", "/v1/audit?type=key_grant", Some(&key), None)
+        .await;
+    assert_eq!(status, 200, "{grants}");
+    let grants = grants["data"].as_array().unwrap().clone();
+    assert_eq!(grants.len(), 2, "{grants:?}");
+    assert!(
+        grants
+            .iter()
+            .all(|g| g["result"] == "granted" && g["key_id"] == m.key_id.as_str())
+    );
+    assert_eq!(grants[1]["viewer"], "alice");
+    assert_eq!(grants[1]["playback_id"], m.playback_id.as_str());
+    assert_eq!(grants[1]["client_ip"], "127.0.0.1");
+    let (_, denials) = server
+        .call("GET", "/v1/audit?type=key_denial", Some(&key), None)
+        .await;
+    let reasons: Vec<&str> = denials["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "no_entitlement",
+            "no_viewer",
+            "no_entitlement",
+            "no_entitlement",
+            "no_token"
+        ]
+    );
+    // Tenants see only their own log.
+    let (_, other_key) = server.create_tenant("Nosy").await;
+    let (_, theirs) = server
+        .call("GET", "/v1/audit", Some(&other_key), None)
+        .await;
+    assert_eq!(theirs["data"].as_array().unwrap().len(), 0);
+    let (status, _) = server
+        .call("GET", "/v1/audit?type=bogus", Some(&key), None)
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entitlements_gate_keys_and_the_audit_log_says_why_sqlite() {
+    let server = TestServer::start().await;
+    entitlements_and_audit(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entitlements_gate_keys_and_the_audit_log_says_why_postgres() {
+    let pg = PgDatabase::create().await;
+    let url = pg.url.clone();
+    let server = TestServer::start_with(|c| c.database.url = DatabaseUrl::new(url)).await;
+    entitlements_and_audit(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_endpoint_rate_limits_per_address_and_per_viewer() {
+    let server = TestServer::start_with(|c| {
+        c.playback.key_rate_per_ip = 0.1;
+        c.playback.key_burst_per_ip = 6;
+        c.playback.key_rate_per_viewer = 0.1;
+        c.playback.key_burst_per_viewer = 3;
+    })
+    .await;
+    let (tenant_id, key) = server.create_tenant("Busy").await;
+    let m = media(&server, &tenant_id, &key).await;
+    let (_, t) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(&key),
+            Some(json!({"playback_id": m.playback_id, "viewer": "v1"})),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap();
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(get_key(&server, &m, token).await.0);
+        }
+        v
+    };
+    assert_eq!(statuses, [200, 200, 200, 429], "per viewer");
+    let resp = server
+        .client
+        .get(server.url(&format!("/keys/{}?token={token}", m.key_id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry), "Retry-After {retry}");
+    // Five requests so far from 127.0.0.1; the sixth is the burst's last, then 429.
+    let (_, t2) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(&key),
+            Some(json!({"playback_id": m.playback_id, "viewer": "v2"})),
+        )
+        .await;
+    let t2 = t2["token"].as_str().unwrap();
+    assert_eq!(get_key(&server, &m, t2).await.0, 200);
+    assert_eq!(get_key(&server, &m, t2).await.0, 429, "per address");
+    server.stop().await;
+}
+
+/// Runs the `ferrocast` binary against the test server's folders.
+fn ferrocast_cli(config: &Config, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrocast"))
+        .args(args)
+        .env("FERROCAST_DATA_DIR", &config.data_dir)
+        .env("FERROCAST_KEYS_DIR", &config.keys.dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_rotation_rewraps_every_key_while_serving_and_recordings_still_play() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::test_config(dir.path());
+    let server = TestServer::start_config(config.clone()).await;
+    let (tenant_id, key) = server.create_tenant("Rotating").await;
+    let (status, s) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(&key),
+            Some(json!({"reconnect_window_s": 0, "record": true})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let publish = format!(
+        "{}/{}",
+        s["rtmp_url"].as_str().unwrap(),
+        s["stream_key"].as_str().unwrap()
+    );
+    let mut ffmpeg = ffmpeg_publish(&publish, 640, 360, 8);
+    assert!(ffmpeg.wait(Duration::from_secs(40)).await, "ffmpeg failed");
+    let asset = eventually("the recording", Duration::from_secs(20), || async {
+        let assets = server
+            .state
+            .db
+            .list_assets(&tenant_id, None, 10)
+            .await
+            .unwrap();
+        assets.into_iter().find(|a| a.status == "ready")
+    })
+    .await;
+    let sk = signing_key(&server, &key, "RS256").await;
+    let token = sk
+        .sign(json!({"sub": asset.playback_id, "aud": "v", "exp": now() + 600, "viewer": "carol"}));
+    let media_playlist = server
+        .client
+        .get(server.url(&format!(
+            "/hls/{}/source/index.m3u8?token={token}",
+            asset.playback_id
+        )))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key_uri = media_playlist
+        .split("URI=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("an EXT-X-KEY URI")
+        .to_string();
+    let fetch_key = || async {
+        let r = server.client.get(&key_uri).send().await.unwrap();
+        let status = r.status();
+        let body = r.bytes().await.unwrap().to_vec();
+        assert_eq!(status, 200, "{key_uri}: {}", String::from_utf8_lossy(&body));
+        body
+    };
+    let before = fetch_key().await;
+    let old_kek = server.state.content_keys.current_kek_id();
+
+    // Rotate with the CLI while the server runs.
+    let (ok, out) = ferrocast_cli(&config, &["keys", "rotate-master"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("re-wrapped"), "{out}");
+    let per_kek = server.state.db.content_keys_per_kek().await.unwrap();
+    assert_eq!(per_kek.len(), 1, "{per_kek:?}");
+    assert_ne!(per_kek[0].0, old_kek, "every key is under the new KEK");
+    assert!(per_kek[0].1 >= 1);
+    // The running server finds the new KEK by itself and hands out the same key.
+    assert_eq!(fetch_key().await, before);
+    assert!(
+        dir.path().join("keys/previous").read_dir().unwrap().count() == 1,
+        "the old master key is kept until retired"
+    );
+    let (ok, out) = ferrocast_cli(&config, &["keys", "retire-previous"]);
+    assert!(
+        !ok && out.contains("retry in"),
+        "too soon after rotating: {out}"
+    );
+
+    // The recording still plays: ffprobe decrypts it, Chromium plays it with the tenant's
+    // RS256 token, and a viewer without the entitlement it now needs gets no key.
+    let probe = ffprobe(&server.url(&format!(
+        "/hls/{}/master.m3u8?token={token}",
+        asset.playback_id
+    )))
+    .await;
+    let seconds: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(seconds > 5.0, "{probe}");
+    let played = browser_play(
+        &server.url(&format!("/play/{}?token={token}", asset.playback_id)),
+        5,
+        40,
+    )
+    .await;
+    assert!(
+        played.current_time >= 5.0 && played.key_loaded && played.fatal.is_none(),
+        "{played:?}"
+    );
+    let (status, _) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{}", asset.playback_id),
+            Some(&key),
+            Some(json!({"requires_entitlement": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let denied = browser_play(
+        &server.url(&format!("/play/{}?token={token}", asset.playback_id)),
+        2,
+        15,
+    )
+    .await;
+    assert!(
+        denied.current_time == 0.0 && !denied.key_loaded && denied.key_failures > 0,
+        "{denied:?}"
+    );
+
+    // No content key is in clear anywhere on disk, before or after the rotation.
+    let mut files = vec![
+        server.data_dir.join("ferrocast.db"),
+        server.data_dir.join("ferrocast.db-wal"),
+    ];
+    let objects = server
+        .state
+        .store
+        .list(&ferrocast::storage::Prefix::parse("").unwrap())
+        .await
+        .unwrap();
+    files.extend(
+        objects
+            .iter()
+            .map(|o| server.data_dir.join("objects").join(o.key.as_str())),
+    );
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !bytes.windows(16).any(|w| w == &before[..]),
+            "key in clear in {}",
+            f.display()
+        );
+    }
+
+    // A restart reads the new master key and serves the same key (carol is entitled now).
+    let (status, _) = server
+        .call(
+            "POST",
+            "/v1/entitlements",
+            Some(&key),
+            Some(json!({"playback_id": asset.playback_id, "viewer": "carol"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    server.stop().await;
+
+    let server = TestServer::start_config(config.clone()).await;
+    let port_key_uri = key_uri.replace(key_uri.split("/keys/").next().unwrap(), &server.base);
+    let r = server.client.get(&port_key_uri).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), before);
+    let (ok, out) = ferrocast_cli(&config, &["keys", "status"]);
+    assert!(ok && out.contains("previous master keys: 1"), "{out}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_country_header_the_geoip_database_says_where_the_viewer_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let mmdb = dir.path().join("countries.mmdb");
+    let mut writer = mmdb_writer::Writer::new("GeoLite2-Country");
+    writer
+        .insert(
+            "127.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+            &json!({"country": {"iso_code": "NO"}}),
+        )
+        .unwrap();
+    std::fs::write(&mmdb, writer.to_bytes().unwrap()).unwrap();
+    let path = mmdb.display().to_string();
+    let server = TestServer::start_with(|c| c.playback.geoip_mmdb = path).await;
+    let (tenant_id, key) = server.create_tenant("Nordic").await;
+    let m = media(&server, &tenant_id, &key).await;
+    let sk = signing_key(&server, &key, "ES256").await;
+    let master = |t: &str| format!("/hls/{}/master.m3u8?token={t}", m.playback_id);
+    let mut c = claims(&m.playback_id);
+    c["country"] = json!(["NO"]);
+    let norway = sk.sign(c.clone());
+    assert_eq!(status_of(&server, &master(&norway), &[]).await, 200);
+    assert_eq!(get_key(&server, &m, &norway).await.0, 200);
+    c["country"] = json!(["SE", "DK"]);
+    let elsewhere = sk.sign(c);
+    assert_eq!(status_of(&server, &master(&elsewhere), &[]).await, 403);
+    assert_eq!(get_key(&server, &m, &elsewhere).await.0, 403);
+    server.stop().await;
+}
