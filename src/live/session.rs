@@ -167,6 +167,9 @@ async fn publish_once(
                                 packager.video_codec = avc_codec_from_config(record);
                                 ingest.video_codec = Some("H.264".into());
                             }
+                            VideoTag::AvcFrame { keyframe: true } => {
+                                tracing::debug!(timestamp_ms, "keyframe received");
+                            }
                             _ => {}
                         }
                         flv::tag(TagKind::Video, timestamp_ms, &body)

@@ -711,6 +711,7 @@ fn make_output(
     let hand_out = {
         let (sh, pw, name) = (sh.clone(), p.downgrade(), name.to_string());
         move |seg: super::segmenter::TsSegment| {
+            tracing::debug!(rendition = %name, duration_s = seg.duration_s, "segment cut");
             sh.segments.lock().unwrap().push_back(Segment {
                 rendition: name.clone(),
                 duration_s: seg.duration_s,

@@ -2,10 +2,9 @@
 //!
 //! Pure logic over bytes, so it is unit-tested without GStreamer. The live ladder feeds it
 //! every buffer leaving a rendition's `mpegtsmux`; mpegtsmux marks the buffer that starts a
-//! keyframe's PES as not-a-delta-unit and stamps buffers with their running time. A segment
-//! is handed out the moment the next segment's keyframe arrives, so it is listed right after
-//! its last frame (`splitmuxsink`, inside `hlssink2`, holds a whole extra GOP before it
-//! closes a fragment).
+//! keyframe as not-a-delta-unit and stamps buffers with their running time. A segment is
+//! handed out the moment the next segment's keyframe arrives, so it is listed right after its
+//! last frame, and it holds exactly the media its duration says.
 //!
 //! mpegtsmux repeats PAT/PMT on a timer, not before keyframes, so the latest PAT and PMT are
 //! kept and written at the start of every segment that would not begin with them: each
@@ -68,6 +67,8 @@ pub struct TsSegmenter {
     pmt_pid: Option<u16>,
     /// Bytes of an incomplete packet carried to the next buffer.
     partial: Vec<u8>,
+    /// The open segment has no packet yet: it needs the tables before its first one.
+    need_tables: bool,
 }
 
 impl TsSegmenter {
@@ -85,13 +86,19 @@ impl TsSegmenter {
             pmt: None,
             pmt_pid: None,
             partial: Vec::new(),
+            need_tables: false,
         }
     }
 
     /// Feeds one buffer; returns the segment it completed, if any. `keyframe` is the buffer's
-    /// not-a-delta-unit flag, `pts_ns` its timestamp.
+    /// not-a-delta-unit flag, `pts_ns` its timestamp. mpegtsmux puts that flag on the first
+    /// packet it writes for a keyframe, which is the PAT when it writes the tables first (as
+    /// at the start), so a segment begins with the flagged buffer, whatever it holds.
     pub fn push(&mut self, data: &[u8], pts_ns: Option<u64>, keyframe: bool) -> Option<TsSegment> {
-        let mut done = None;
+        let done = match (keyframe, pts_ns) {
+            (true, Some(pts)) => self.keyframe(pts),
+            _ => None,
+        };
         let mut data = data;
         let joined;
         if !self.partial.is_empty() {
@@ -100,11 +107,10 @@ impl TsSegmenter {
             joined = j;
             data = &joined;
         }
-        let mut marked = keyframe;
         let mut chunks = data.chunks_exact(TS_PACKET);
         for p in &mut chunks {
             if p[0] != 0x47 {
-                // Not aligned: keep the bytes (the muxer never does this), no segmentation.
+                // Not aligned: keep the bytes (the muxer never does this).
                 self.cur.extend_from_slice(p);
                 continue;
             }
@@ -114,10 +120,15 @@ impl TsSegmenter {
                 self.pmt_pid = pmt_pid_from_pat(p).or(self.pmt_pid);
             } else if Some(id) == self.pmt_pid {
                 self.pmt = Some(p.try_into().unwrap());
-            } else if marked && payload_unit_start(p) {
-                marked = false;
-                if let Some(pts) = pts_ns {
-                    done = self.keyframe(pts);
+            }
+            if self.need_tables {
+                // A new segment that does not open with the PAT gets the latest tables first.
+                self.need_tables = false;
+                if id != PAT_PID
+                    && let (Some(pat), Some(pmt)) = (self.pat, self.pmt)
+                {
+                    self.cur.extend_from_slice(&pat);
+                    self.cur.extend_from_slice(&pmt);
                 }
             }
             self.cur.extend_from_slice(p);
@@ -144,11 +155,7 @@ impl TsSegmenter {
 
     fn cut(&mut self, duration_ns: u64) -> TsSegment {
         let mut bytes = std::mem::replace(&mut self.cur, Vec::with_capacity(1 << 20));
-        // The segment that starts now opens with the tables, then its keyframe.
-        if let (Some(pat), Some(pmt)) = (self.pat, self.pmt) {
-            self.cur.extend_from_slice(&pat);
-            self.cur.extend_from_slice(&pmt);
-        }
+        self.need_tables = true;
         bytes.shrink_to_fit();
         TsSegment {
             bytes,
@@ -214,13 +221,15 @@ mod tests {
     /// Feeds `gops` GOPs of `gop_s` seconds (2 packets per frame at 30 fps, audio between).
     fn run(seg: &mut TsSegmenter, gops: u64, gop_ms: u64) -> Vec<TsSegment> {
         let mut out = Vec::new();
+        // As mpegtsmux at the start: the tables carry the first keyframe's flag.
         out.extend(seg.push(&pat(), Some(0), true));
         out.extend(seg.push(&packet(PMT, true, 1), Some(0), false));
         let frames = gop_ms * 30 / 1000;
         for g in 0..gops {
             for f in 0..frames {
                 let pts = (g * frames + f) * S / 30;
-                out.extend(seg.push(&packet(VIDEO, true, 2), Some(pts), f == 0));
+                let first = g == 0 && f == 0;
+                out.extend(seg.push(&packet(VIDEO, true, 2), Some(pts), f == 0 && !first));
                 out.extend(seg.push(&packet(VIDEO, false, 3), Some(pts), false));
                 out.extend(seg.push(&packet(AUDIO, true, 4), Some(pts), false));
                 if f % 10 == 5 {
@@ -297,7 +306,29 @@ mod tests {
     #[test]
     fn nothing_before_the_first_keyframe_is_a_segment() {
         let mut seg = TsSegmenter::new(2 * S, S / 30);
-        assert!(seg.push(&pat(), Some(0), true).is_none());
+        assert!(seg.push(&packet(AUDIO, true, 4), Some(0), false).is_none());
         assert!(seg.finish().is_none());
+    }
+
+    #[test]
+    fn the_first_segment_holds_exactly_its_own_duration() {
+        // Regression: when the first keyframe's flag sat on the PAT, the first segment
+        // silently held two GOPs while saying it held one.
+        let mut seg = TsSegmenter::new(2 * S, S / 30);
+        let out = run(&mut seg, 3, 2000);
+        let video_packets = |s: &TsSegment| {
+            s.bytes
+                .chunks(TS_PACKET)
+                .filter(|p| pid(p) == VIDEO)
+                .count()
+        };
+        assert_eq!(out.len(), 3);
+        for s in &out {
+            assert_eq!(
+                video_packets(s),
+                2 * 60,
+                "one GOP of 60 frames, 2 packets each"
+            );
+        }
     }
 }
