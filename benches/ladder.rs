@@ -69,7 +69,12 @@ fn main() {
     );
     println!("\n{table}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results.md");
-    std::fs::write(&out, &table).unwrap();
+    // Hand-written notes below the table (from a line starting "Notes") are kept.
+    let notes = std::fs::read_to_string(&out)
+        .ok()
+        .and_then(|old| old.find("\nNotes").map(|i| old[i..].to_string()))
+        .unwrap_or_default();
+    std::fs::write(&out, format!("{table}{notes}")).unwrap();
     eprintln!("written to {}", out.display());
 }
 
