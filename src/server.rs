@@ -134,6 +134,7 @@ pub async fn build(
         hlsjs,
         public_url: public_url.to_string(),
         upload_locks: Default::default(),
+        whip: Default::default(),
         jobs_wakeup: Arc::new(Notify::new()),
     };
     Ok((

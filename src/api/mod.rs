@@ -13,6 +13,7 @@ mod security;
 mod telemetry;
 mod tenants;
 pub mod uploads;
+pub mod whip;
 
 use std::sync::Arc;
 
@@ -60,6 +61,8 @@ pub struct AppState {
     /// Base URL of this server (`http.public_url`, or derived from the listener).
     pub public_url: String,
     pub upload_locks: uploads::UploadLocks,
+    /// WHIP publishes in progress on this server.
+    pub whip: whip::WhipSessions,
     /// Wakes this process's job workers when a job is queued here.
     pub jobs_wakeup: Arc<tokio::sync::Notify>,
 }

@@ -13,7 +13,7 @@ use tower_http::trace::TraceLayer;
 
 use super::{
     AppState, assets, delivery, health, live, objects, openapi, security, telemetry, tenants,
-    uploads,
+    uploads, whip,
 };
 use crate::error::ApiError;
 
@@ -117,6 +117,20 @@ pub fn router(state: AppState) -> Router {
             get(delivery::rendition_file),
         )
         .route("/keys/{key_id}", get(delivery::content_key))
+        .route(
+            "/whip",
+            post(whip::publish_with_bearer).options(whip::options),
+        )
+        .route(
+            "/whip/{stream_key}",
+            post(whip::publish_with_key).options(whip::options),
+        )
+        .route(
+            "/whip/sessions/{id}",
+            axum::routing::delete(whip::end_session)
+                .patch(whip::patch_session)
+                .options(whip::options),
+        )
         .route("/thumbnails/{file}", get(delivery::thumbnail))
         .route("/storyboards/{file}", get(delivery::storyboard))
         .route("/play/hls.min.js", get(delivery::hls_js))

@@ -26,6 +26,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub rtmp: RtmpConfig,
     pub live: LiveConfig,
+    pub webrtc: WebrtcConfig,
     pub uploads: UploadsConfig,
     pub jobs: JobsConfig,
     pub delivery: DeliveryConfig,
@@ -149,6 +150,15 @@ pub struct KeysConfig {
 pub enum KeyProvider {
     File,
     Env,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebrtcConfig {
+    pub stun_server: String,
+    pub turn_servers: String,
+    pub port_min: u16,
+    pub port_max: u16,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -441,6 +451,18 @@ impl Config {
                     "must be 64 hex digits per key",
                 ));
             }
+        }
+        if self.webrtc.port_min > self.webrtc.port_max {
+            return Err(ConfigError::invalid(
+                at("webrtc.port_min"),
+                "must not be above webrtc.port_max",
+            ));
+        }
+        if !self.webrtc.stun_server.is_empty() && !self.webrtc.stun_server.starts_with("stun://") {
+            return Err(ConfigError::invalid(
+                at("webrtc.stun_server"),
+                "must be a stun://HOST:PORT URL",
+            ));
         }
         if self.playback.max_token_lifetime_s == 0 {
             return Err(ConfigError::invalid(

@@ -29,6 +29,76 @@ pub fn tag(kind: TagKind, timestamp_ms: u32, body: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// One tag read back from an FLV byte stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    /// 8 audio, 9 video, 18 script data.
+    pub kind: u8,
+    pub timestamp_ms: u32,
+    pub body: Bytes,
+}
+
+/// Splits an FLV byte stream (as a muxer writes it, in pieces of any size) into tags.
+/// Bounded: a tag claiming more than `MAX_TAG` bytes is an error, not a buffer that grows.
+#[derive(Debug, Default)]
+pub struct Reader {
+    buf: BytesMut,
+    header_done: bool,
+}
+
+/// Largest tag body accepted (8 MiB; one compressed frame is far smaller).
+pub const MAX_TAG: usize = 8 << 20;
+
+impl Reader {
+    /// Adds bytes; returns the tags completed by them.
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Tag>, String> {
+        self.buf.extend_from_slice(data);
+        let mut tags = Vec::new();
+        if !self.header_done {
+            if self.buf.len() < 9 {
+                return Ok(tags);
+            }
+            if &self.buf[..3] != b"FLV" {
+                return Err("not an FLV stream".into());
+            }
+            let len = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]]);
+            let skip = len as usize + 4; // header, then PreviousTagSize0
+            if !(9..=64).contains(&len) {
+                return Err(format!("FLV header length {len}"));
+            }
+            if self.buf.len() < skip {
+                return Ok(tags);
+            }
+            let _ = self.buf.split_to(skip);
+            self.header_done = true;
+        }
+        while self.buf.len() >= 11 {
+            let size = (usize::from(self.buf[1]) << 16)
+                | (usize::from(self.buf[2]) << 8)
+                | usize::from(self.buf[3]);
+            if size > MAX_TAG {
+                return Err(format!("FLV tag of {size} bytes"));
+            }
+            if self.buf.len() < 11 + size + 4 {
+                break;
+            }
+            let head = self.buf.split_to(11);
+            let body = self.buf.split_to(size).freeze();
+            let _ = self.buf.split_to(4);
+            let timestamp_ms = (u32::from(head[7]) << 24)
+                | (u32::from(head[4]) << 16)
+                | (u32::from(head[5]) << 8)
+                | u32::from(head[6]);
+            tags.push(Tag {
+                kind: head[0] & 0x1f,
+                timestamp_ms,
+                body,
+            });
+        }
+        Ok(tags)
+    }
+}
+
 /// What a video tag body carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoTag<'a> {
@@ -119,6 +189,30 @@ pub fn audio_codec_name(id: u8) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reader_gives_back_what_tag_wrote_in_pieces_of_any_size() {
+        let mut stream = header().to_vec();
+        stream.extend_from_slice(&tag(TagKind::Video, 0x0123_4567, &[0x17, 0, 1, 2]));
+        stream.extend_from_slice(&tag(TagKind::Audio, 40, &[0xaf, 1, 9]));
+        for piece in [1, 3, 7, 1000] {
+            let mut r = Reader::default();
+            let mut tags = Vec::new();
+            for chunk in stream.chunks(piece) {
+                tags.extend(r.push(chunk).unwrap());
+            }
+            assert_eq!(tags.len(), 2, "pieces of {piece}");
+            assert_eq!(tags[0].kind, 9);
+            assert_eq!(tags[0].timestamp_ms, 0x0123_4567);
+            assert_eq!(&tags[0].body[..], &[0x17, 0, 1, 2]);
+            assert_eq!((tags[1].kind, tags[1].timestamp_ms), (8, 40));
+        }
+        assert!(Reader::default().push(b"GIF89a-----").is_err());
+        let mut r = Reader::default();
+        let mut huge = header().to_vec();
+        huge.extend_from_slice(&[9, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(r.push(&huge).is_err());
+    }
 
     #[test]
     fn tags_frame_bodies_with_24_bit_sizes_and_extended_timestamps() {

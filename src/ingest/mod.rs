@@ -4,3 +4,4 @@
 
 pub mod flv;
 pub mod rtmp;
+pub mod sdp;

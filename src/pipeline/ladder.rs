@@ -564,7 +564,13 @@ fn on_demux_pad(p: &gst::Pipeline, sh: &Arc<Shared>, pad: &gst::Pad) -> Result<(
                     let fps = s
                         .get::<gst::Fraction>("framerate")
                         .ok()
-                        .filter(|f| f.numer() > 0 && f.denom() > 0);
+                        // A variable-rate source (WebRTC) may claim 1e9 fps from its
+                        // timestamps' time base: only a plausible rate is a frame rate.
+                        .filter(|f| {
+                            f.numer() > 0
+                                && f.denom() > 0
+                                && (1.0..=240.0).contains(&(f.numer() as f64 / f.denom() as f64))
+                        });
                     let first = {
                         let mut st = sh2.build.lock().unwrap();
                         let first = st.video.is_none();

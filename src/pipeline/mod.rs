@@ -7,6 +7,7 @@ mod ladder;
 pub mod preset;
 mod segmenter;
 pub mod vod;
+pub mod webrtc;
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -1,0 +1,245 @@
+//! WHIP offers: checked and narrowed before the WebRTC stack answers them. Each media section
+//! keeps exactly one codec Ferrocast takes (the publisher's first choice among H.264 with
+//! packetization-mode 1 and VP8 for video, Opus for audio), so the answer names one codec per
+//! section and the pipeline knows what it will receive before the first packet.
+
+/// A codec kept in an offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Codec {
+    /// `H264`, `VP8` or `OPUS`.
+    pub name: String,
+    pub payload_type: u8,
+}
+
+/// An offer narrowed to what Ferrocast takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub sdp: String,
+    pub video: Option<Codec>,
+    pub audio: Option<Codec>,
+}
+
+/// Why an offer was refused (shown to the publisher).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    #[error("not an SDP offer: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+struct Section<'a> {
+    lines: Vec<&'a str>,
+}
+
+fn rtpmap(line: &str) -> Option<(u8, String)> {
+    let rest = line.strip_prefix("a=rtpmap:")?;
+    let (pt, enc) = rest.split_once(' ')?;
+    Some((pt.parse().ok()?, enc.trim().to_string()))
+}
+
+/// The payload type an attribute line is about (`a=rtpmap:96 …`, `a=fmtp:96 …`, `a=rtcp-fb:96 …`).
+fn attribute_pt(line: &str) -> Option<u8> {
+    for prefix in ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"] {
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.split(' ').next()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// Narrows a WHIP offer; see the module docs.
+pub fn prepare_offer(offer: &str) -> Result<Offer, OfferError> {
+    let lines: Vec<&str> = offer
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.first() != Some(&"v=0") {
+        return Err(OfferError::Malformed("it must start with v=0".into()));
+    }
+    if let Some(bad) = lines
+        .iter()
+        .find(|l| l.len() < 2 || l.as_bytes()[1] != b'=')
+    {
+        return Err(OfferError::Malformed(format!(
+            "line {bad:?} is not TYPE=VALUE"
+        )));
+    }
+    let mut session: Vec<&str> = Vec::new();
+    let mut sections: Vec<Section> = Vec::new();
+    for line in &lines {
+        if line.starts_with("m=") {
+            sections.push(Section { lines: vec![line] });
+        } else if let Some(s) = sections.last_mut() {
+            s.lines.push(line);
+        } else {
+            session.push(line);
+        }
+    }
+    if sections.is_empty() {
+        return Err(OfferError::Malformed("it has no media (m=) section".into()));
+    }
+    if sections.len() > 2 {
+        return Err(OfferError::Unsupported(
+            "send at most one video and one audio track".into(),
+        ));
+    }
+    let mut out: Vec<String> = session.iter().map(|l| l.to_string()).collect();
+    let (mut video, mut audio) = (None, None);
+    for section in &sections {
+        let m: Vec<&str> = section.lines[0][2..].split(' ').collect();
+        if m.len() < 4 {
+            return Err(OfferError::Malformed(format!(
+                "media line {:?} is incomplete",
+                section.lines[0]
+            )));
+        }
+        let kind = m[0];
+        let offered: Vec<u8> = m[3..].iter().filter_map(|p| p.parse().ok()).collect();
+        let maps: Vec<(u8, String)> = section.lines.iter().filter_map(|l| rtpmap(l)).collect();
+        let fmtp = |pt: u8| {
+            section
+                .lines
+                .iter()
+                .find_map(|l| l.strip_prefix(&format!("a=fmtp:{pt} ")))
+                .unwrap_or("")
+        };
+        let names: Vec<String> = offered
+            .iter()
+            .filter_map(|pt| maps.iter().find(|(p, _)| p == pt))
+            .map(|(_, e)| e.split('/').next().unwrap_or("").to_string())
+            .collect();
+        let chosen = offered.iter().find_map(|pt| {
+            let (_, enc) = maps.iter().find(|(p, _)| p == pt)?;
+            let enc = enc.to_ascii_uppercase();
+            let ok = match kind {
+                "video" => {
+                    enc == "VP8/90000"
+                        || (enc == "H264/90000"
+                            && fmtp(*pt)
+                                .split(';')
+                                .any(|p| p.trim() == "packetization-mode=1"))
+                }
+                "audio" => enc.starts_with("OPUS/48000"),
+                _ => false,
+            };
+            ok.then(|| Codec {
+                name: enc.split('/').next().unwrap_or("").to_string(),
+                payload_type: *pt,
+            })
+        });
+        let Some(codec) = chosen else {
+            let wanted = match kind {
+                "video" => "H.264 (packetization-mode=1) or VP8",
+                "audio" => "Opus",
+                _ => "audio or video",
+            };
+            return Err(OfferError::Unsupported(format!(
+                "{kind}: none of the offered codecs ({}) is supported; send {wanted}",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        };
+        let slot = if kind == "video" {
+            &mut video
+        } else {
+            &mut audio
+        };
+        if slot.is_some() {
+            return Err(OfferError::Unsupported(format!(
+                "send at most one {kind} track"
+            )));
+        }
+        out.push(format!(
+            "m={} {} {} {}",
+            m[0], m[1], m[2], codec.payload_type
+        ));
+        for line in &section.lines[1..] {
+            match attribute_pt(line) {
+                Some(pt) if pt != codec.payload_type => {}
+                _ => out.push(line.to_string()),
+            }
+        }
+        *slot = Some(codec);
+    }
+    Ok(Offer {
+        sdp: out.join("\r\n") + "\r\n",
+        video,
+        audio,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trimmed from a Chromium 156 offer (fake camera and microphone).
+    const CHROME: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 45\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n\
+a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+a=rtpmap:102 H264/90000\r\na=rtcp-fb:102 nack pli\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n\
+a=rtpmap:45 AV1/90000\r\na=ssrc:1 cname:x\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=sendonly\r\n\
+a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:63 red/48000/2\r\n";
+
+    #[test]
+    fn keeps_the_first_supported_codec_of_each_section() {
+        let o = prepare_offer(CHROME).unwrap();
+        assert_eq!(o.video.as_ref().unwrap().name, "VP8");
+        assert_eq!(o.audio.as_ref().unwrap().payload_type, 111);
+        assert!(
+            o.sdp.contains("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"),
+            "{}",
+            o.sdp
+        );
+        assert!(o.sdp.contains("a=rtcp-fb:96 nack pli\r\n"));
+        assert!(!o.sdp.contains("rtx") && !o.sdp.contains("H264") && !o.sdp.contains("AV1"));
+        assert!(
+            o.sdp.contains("a=ssrc:1 cname:x\r\n"),
+            "other attributes stay"
+        );
+        assert!(o.sdp.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"));
+        assert!(o.sdp.contains("a=group:BUNDLE 0 1\r\n"));
+    }
+
+    #[test]
+    fn h264_needs_packetization_mode_1() {
+        let h264_first = CHROME.replace("SAVPF 96 97 102 103 45", "SAVPF 103 102 96 97 45");
+        let o = prepare_offer(&h264_first).unwrap();
+        assert_eq!(
+            o.video,
+            Some(Codec {
+                name: "H264".into(),
+                payload_type: 102
+            })
+        );
+        assert!(o.sdp.contains("packetization-mode=1") && !o.sdp.contains("packetization-mode=0"));
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let av1_only = CHROME.replace("SAVPF 96 97 102 103 45", "SAVPF 45");
+        let e = prepare_offer(&av1_only).unwrap_err().to_string();
+        assert!(
+            e.contains("video") && e.contains("AV1") && e.contains("VP8"),
+            "{e}"
+        );
+        assert!(matches!(
+            prepare_offer("hello"),
+            Err(OfferError::Malformed(_))
+        ));
+        assert!(matches!(
+            prepare_offer("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"),
+            Err(OfferError::Malformed(_))
+        ));
+        assert!(matches!(
+            prepare_offer("v=0\r\nthis is not sdp\r\n"),
+            Err(OfferError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,412 @@
+//! WHIP ingest on GStreamer's `webrtcbin`: ICE, DTLS and SRTP there; depayloaded media becomes
+//! the same FLV stream an RTMP publisher produces, so a WebRTC publish feeds the same
+//! broadcast (ladder, packager, recording) as RTMP.
+//!
+//! ```text
+//! webrtcbin (answering the narrowed offer, host candidates, no trickle)
+//!   H.264: rtph264depay ! h264parse ! video/x-h264,stream-format=avc ! flvmux.video
+//!   VP8:   rtpvp8depay ! vp8dec ! videoconvert ! x264enc (zerolatency) ! h264parse ! flvmux.video
+//!   Opus:  rtpopusdepay ! opusdec ! audioconvert ! audioresample ! avenc_aac ! aacparse ! flvmux.audio
+//! flvmux (streamable) ! appsink  -> FLV tags -> the caller's channel
+//! ```
+//! Depayloaders ask for keyframes (RTCP PLI) when the stream starts or a loss breaks the
+//! picture. The session ends when the peer connection fails or closes, or the caller stops it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gstreamer as gst;
+use gstreamer_app as gst_app;
+use gstreamer_sdp as gst_sdp;
+use gstreamer_webrtc as gst_webrtc;
+use tokio::sync::mpsc;
+
+use crate::ingest::flv;
+use crate::ingest::sdp::Offer;
+
+/// What the session reports to its owner.
+#[derive(Debug)]
+pub enum WhipEvent {
+    Tag(flv::Tag),
+    /// The session is over (peer gone, failure), with the reason.
+    Ended(String),
+}
+
+/// Network settings for the ICE agent.
+#[derive(Debug, Clone, Default)]
+pub struct IceSettings {
+    /// `stun://host:port`, or empty.
+    pub stun_server: String,
+    /// `turn(s)://user:pass@host:port` URLs.
+    pub turn_servers: Vec<String>,
+    /// UDP port range for media (0, 0: any).
+    pub port_range: (u16, u16),
+}
+
+/// A running WHIP session. Dropping it stops the pipeline.
+pub struct WhipSession {
+    pipeline: gst::Pipeline,
+    stopped: Arc<Mutex<bool>>,
+}
+
+impl std::fmt::Debug for WhipSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WhipSession")
+    }
+}
+
+fn make(factory: &str) -> anyhow::Result<gst::Element> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot create {factory}: {e}"))
+}
+
+fn chain(pipeline: &gst::Pipeline, factories: &[&str]) -> anyhow::Result<Vec<gst::Element>> {
+    let elements = factories
+        .iter()
+        .map(|f| make(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    pipeline.add_many(&elements)?;
+    gst::Element::link_many(&elements)?;
+    Ok(elements)
+}
+
+impl WhipSession {
+    /// Starts a session for `offer` (already narrowed by [`crate::ingest::sdp::prepare_offer`]);
+    /// returns it and the SDP answer with its ICE candidates. Blocks for up to a few seconds
+    /// (candidate gathering): call it off the async runtime.
+    pub fn start(
+        offer: &Offer,
+        ice: &IceSettings,
+        events: mpsc::Sender<WhipEvent>,
+    ) -> anyhow::Result<(Self, String)> {
+        gst::init()?;
+        let pipeline = gst::Pipeline::with_name("whip");
+        let webrtc = make("webrtcbin")?;
+        webrtc.set_property_from_str("bundle-policy", "max-bundle");
+        if !ice.stun_server.is_empty() {
+            webrtc.set_property("stun-server", &ice.stun_server);
+        }
+        for turn in &ice.turn_servers {
+            let _ = webrtc.emit_by_name::<bool>("add-turn-server", &[turn]);
+        }
+        if ice.port_range != (0, 0)
+            && let Some(agent) = webrtc.property::<Option<glib::Object>>("ice-agent")
+            && agent.has_property("min-rtp-port")
+        {
+            agent.set_property("min-rtp-port", u32::from(ice.port_range.0));
+            agent.set_property("max-rtp-port", u32::from(ice.port_range.1));
+        }
+        let flvmux = make("flvmux")?;
+        flvmux.set_property("streamable", true);
+        let sink = gst_app::AppSink::builder()
+            .sync(false)
+            .enable_last_sample(false)
+            .build();
+        pipeline.add_many([&webrtc, &flvmux, sink.upcast_ref()])?;
+        flvmux.link(&sink)?;
+
+        // Muxer inputs exist before media arrives, one per negotiated track.
+        let video_pad = match &offer.video {
+            Some(_) => Some(
+                flvmux
+                    .request_pad_simple("video")
+                    .ok_or_else(|| anyhow::anyhow!("flvmux video pad"))?,
+            ),
+            None => None,
+        };
+        let audio_pad = match &offer.audio {
+            Some(_) => Some(
+                flvmux
+                    .request_pad_simple("audio")
+                    .ok_or_else(|| anyhow::anyhow!("flvmux audio pad"))?,
+            ),
+            None => None,
+        };
+
+        let stopped = Arc::new(Mutex::new(false));
+        let end = {
+            let (events, stopped) = (events.clone(), stopped.clone());
+            move |reason: String| {
+                let mut s = stopped.lock().unwrap();
+                if !*s {
+                    *s = true;
+                    let _ = events.try_send(WhipEvent::Ended(reason));
+                }
+            }
+        };
+        let end = Arc::new(end);
+
+        // FLV out: tags to the caller, in order, waiting when it is behind.
+        let reader = Mutex::new(flv::Reader::default());
+        let (tx, end_a) = (events.clone(), end.clone());
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let Some(buf) = sample.buffer() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    let tags = match reader.lock().unwrap().push(&map) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            end_a(format!("muxer output: {e}"));
+                            return Err(gst::FlowError::Error);
+                        }
+                    };
+                    for tag in tags {
+                        if tag.kind == 8 || tag.kind == 9 {
+                            tx.blocking_send(WhipEvent::Tag(tag))
+                                .map_err(|_| gst::FlowError::Flushing)?;
+                        }
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+
+        // Media from the peer: one depayload chain per track.
+        let pw = pipeline.downgrade();
+        let (vcodec, acodec) = (
+            offer.video.as_ref().map(|c| c.name.clone()),
+            offer.audio.as_ref().map(|c| c.name.clone()),
+        );
+        let end_p = end.clone();
+        let stopped_p = stopped.clone();
+        webrtc.connect_pad_added(move |_, pad| {
+            let Some(pipeline) = pw.upgrade() else { return };
+            if pad.direction() != gst::PadDirection::Src {
+                return;
+            }
+            let media = pad
+                .current_caps()
+                .and_then(|c| c.structure(0).and_then(|s| s.get::<String>("media").ok()));
+            let result = match media.as_deref() {
+                Some("video") => link_video(
+                    &pipeline,
+                    pad,
+                    vcodec.as_deref(),
+                    video_pad.as_ref(),
+                    &stopped_p,
+                ),
+                Some("audio") => link_audio(&pipeline, pad, acodec.as_deref(), audio_pad.as_ref()),
+                other => Err(anyhow::anyhow!("unexpected media {other:?}")),
+            };
+            if let Err(e) = result {
+                end_p(format!("linking received media: {e:#}"));
+            }
+        });
+
+        let end_s = end.clone();
+        webrtc.connect_notify(Some("connection-state"), move |w, _| {
+            use gst_webrtc::WebRTCPeerConnectionState as S;
+            let state = w.property::<S>("connection-state");
+            tracing::debug!(?state, "WHIP connection state");
+            match state {
+                S::Failed => end_s("the connection failed (ICE/DTLS timeout)".into()),
+                S::Closed => end_s("the connection closed".into()),
+                _ => {}
+            }
+        });
+
+        // Errors end the session.
+        let bus = pipeline.bus().expect("bus");
+        let end_b = end.clone();
+        let stopped_b = stopped.clone();
+        std::thread::Builder::new()
+            .name("whip-bus".into())
+            .spawn(move || {
+                while !*stopped_b.lock().unwrap() {
+                    let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+                        continue;
+                    };
+                    if let gst::MessageView::Error(e) = msg.view() {
+                        end_b(format!("{} ({})", e.error(), e.debug().unwrap_or_default()));
+                    }
+                }
+            })?;
+
+        pipeline.set_state(gst::State::Playing)?;
+        let session = WhipSession { pipeline, stopped };
+        let answer = negotiate(&webrtc, &offer.sdp)?;
+        Ok((session, answer))
+    }
+
+    pub fn stop(&self) {
+        *self.stopped.lock().unwrap() = true;
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl Drop for WhipSession {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Remote offer in, local answer out (after candidate gathering: WHIP without trickle).
+fn negotiate(webrtc: &gst::Element, offer_sdp: &str) -> anyhow::Result<String> {
+    let sdp = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
+        .map_err(|_| anyhow::anyhow!("the offer does not parse"))?;
+    let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, sdp);
+    let promise = gst::Promise::new();
+    webrtc.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
+    promise.wait();
+    if let Some(reply) = promise.get_reply()
+        && let Ok(err) = reply.get::<glib::Error>("error")
+    {
+        anyhow::bail!("the offer was not accepted: {err}");
+    }
+    let promise = gst::Promise::new();
+    webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
+    promise.wait();
+    let answer = promise
+        .get_reply()
+        .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
+        .ok_or_else(|| anyhow::anyhow!("no answer could be made for this offer"))?;
+    webrtc.emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+        != gst_webrtc::WebRTCICEGatheringState::Complete
+    {
+        if Instant::now() > deadline {
+            tracing::warn!("ICE gathering not complete after 5 s; answering with what there is");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let local = webrtc
+        .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+        .ok_or_else(|| anyhow::anyhow!("no local description"))?;
+    local
+        .sdp()
+        .as_text()
+        .map_err(|e| anyhow::anyhow!("answer to text: {e}"))
+}
+
+fn keyframe_requests(depay: &gst::Element) {
+    for (name, value) in [("request-keyframe", true), ("wait-for-keyframe", true)] {
+        if depay.has_property(name) {
+            depay.set_property(name, value);
+        }
+    }
+}
+
+fn link_video(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    codec: Option<&str>,
+    mux_pad: Option<&gst::Pad>,
+    stopped: &Arc<Mutex<bool>>,
+) -> anyhow::Result<()> {
+    let mux_pad = mux_pad.ok_or_else(|| anyhow::anyhow!("video was not negotiated"))?;
+    let elements = match codec {
+        Some("H264") => chain(
+            pipeline,
+            &["queue", "rtph264depay", "h264parse", "capsfilter"],
+        )?,
+        Some("VP8") => {
+            let els = chain(
+                pipeline,
+                &[
+                    "queue",
+                    "rtpvp8depay",
+                    "vp8dec",
+                    "videoconvert",
+                    "x264enc",
+                    "h264parse",
+                    "capsfilter",
+                ],
+            )?;
+            let enc = &els[4];
+            enc.set_property_from_str("tune", "zerolatency");
+            enc.set_property_from_str("speed-preset", "veryfast");
+            enc.set_property("key-int-max", 60u32);
+            enc.set_property("bitrate", 2500u32);
+            els
+        }
+        other => anyhow::bail!("video codec {other:?} was not negotiated"),
+    };
+    keyframe_requests(&elements[1]);
+    elements.last().unwrap().set_property(
+        "caps",
+        gst::Caps::builder("video/x-h264")
+            .field("stream-format", "avc")
+            .field("alignment", "au")
+            .build(),
+    );
+    for e in &elements {
+        e.sync_state_with_parent()?;
+    }
+    elements
+        .last()
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .link(mux_pad)?;
+    pad.link(&elements[0].static_pad("sink").unwrap())?;
+    if codec == Some("H264") {
+        // Browsers send an H.264 keyframe only when asked; the copied source rendition
+        // needs one per segment, so ask (RTCP PLI) on that rhythm.
+        let (target, stopped) = (elements.last().unwrap().downgrade(), stopped.clone());
+        std::thread::Builder::new()
+            .name("whip-keyframes".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(KEYFRAME_EVERY);
+                    if *stopped.lock().unwrap() {
+                        return;
+                    }
+                    let Some(element) = target.upgrade() else {
+                        return;
+                    };
+                    let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+                        .all_headers(true)
+                        .build();
+                    element.send_event(event);
+                }
+            })?;
+    }
+    Ok(())
+}
+
+/// How often a WebRTC H.264 publisher is asked for a keyframe: the segment duration.
+const KEYFRAME_EVERY: Duration = Duration::from_secs(2);
+
+fn link_audio(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    codec: Option<&str>,
+    mux_pad: Option<&gst::Pad>,
+) -> anyhow::Result<()> {
+    let mux_pad = mux_pad.ok_or_else(|| anyhow::anyhow!("audio was not negotiated"))?;
+    if codec != Some("OPUS") {
+        anyhow::bail!("audio codec {codec:?} was not negotiated");
+    }
+    let elements = chain(
+        pipeline,
+        &[
+            "queue",
+            "rtpopusdepay",
+            "opusdec",
+            "audioconvert",
+            "audioresample",
+            "avenc_aac",
+            "aacparse",
+        ],
+    )?;
+    elements[5].set_property("bitrate", 128_000i32);
+    for e in &elements {
+        e.sync_state_with_parent()?;
+    }
+    elements
+        .last()
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .link(mux_pad)?;
+    pad.link(&elements[0].static_pad("sink").unwrap())?;
+    Ok(())
+}

@@ -1,0 +1,81 @@
+// Publishes Chromium's fake camera and microphone to a WHIP endpoint for a while.
+// Usage: node whip.cjs WHIP_URL SECONDS [CODEC]   (CODEC: VP8, H264, or any)
+// Prints one JSON line: {status, location, connected, framesSent, codec, error, deleteStatus,
+// candidatePorts (the answer's UDP ICE candidate ports)}.
+// The page is the server's /healthz: 127.0.0.1 is a secure context, as getUserMedia needs.
+const { chromium } = require("playwright-core");
+
+(async () => {
+const [whipUrl, seconds = "10", codec = "any"] = process.argv.slice(2);
+if (!whipUrl) {
+  console.error("usage: node whip.cjs WHIP_URL [SECONDS] [VP8|H264|any]");
+  process.exit(2);
+}
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+  ],
+});
+let result = { status: 0, location: null, connected: false, framesSent: 0, codec: null, error: null, deleteStatus: 0 };
+try {
+  const page = await browser.newPage();
+  await page.goto(new URL("/healthz", whipUrl).toString());
+  const out = await page.evaluate(async ({ whipUrl, seconds, codec }) => {
+    const r = { status: 0, location: null, connected: false, framesSent: 0, codec: null, error: null, deleteStatus: 0 };
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480, frameRate: 30 }, audio: true });
+      const pc = new RTCPeerConnection();
+      const video = pc.addTransceiver(stream.getVideoTracks()[0], { direction: "sendonly" });
+      pc.addTransceiver(stream.getAudioTracks()[0], { direction: "sendonly" });
+      if (codec !== "any") {
+        const codecs = RTCRtpSender.getCapabilities("video").codecs;
+        const wanted = codecs.filter((c) => c.mimeType.toUpperCase() === "VIDEO/" + codec &&
+          (codec !== "H264" || (c.sdpFmtpLine || "").includes("packetization-mode=1")));
+        video.setCodecPreferences([...wanted, ...codecs.filter((c) => !wanted.includes(c))]);
+      }
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise((resolve) => {
+        if (pc.iceGatheringState === "complete") return resolve();
+        pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
+        setTimeout(resolve, 3000);
+      });
+      const resp = await fetch(whipUrl, { method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
+      r.status = resp.status;
+      r.location = resp.headers.get("Location");
+      const answer = await resp.text();
+      if (resp.status !== 201) { r.error = answer; return r; }
+      r.candidatePorts = answer.split(/\r?\n/).filter((l) => l.startsWith("a=candidate:") && l.split(" ")[2].toUpperCase() === "UDP").map((l) => Number(l.split(" ")[5]));
+      await pc.setRemoteDescription({ type: "answer", sdp: answer });
+      const until = Date.now() + seconds * 1000;
+      while (Date.now() < until) {
+        await new Promise((res) => setTimeout(res, 500));
+        if (pc.connectionState === "connected") r.connected = true;
+        if (pc.connectionState === "failed") { r.error = "connection failed"; break; }
+      }
+      const stats = await pc.getStats();
+      stats.forEach((s) => {
+        if (s.type === "outbound-rtp" && s.kind === "video") {
+          r.framesSent = s.framesSent || 0;
+          const c = s.codecId && stats.get(s.codecId);
+          if (c) r.codec = c.mimeType;
+        }
+      });
+      const base = new URL(whipUrl);
+      const del = await fetch(new URL(r.location, base), { method: "DELETE" });
+      r.deleteStatus = del.status;
+      pc.close();
+    } catch (e) {
+      r.error = String(e);
+    }
+    return r;
+  }, { whipUrl, seconds: Number(seconds), codec });
+  Object.assign(result, out);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+})().catch((e) => { console.error(e); process.exit(1); });

@@ -1,0 +1,235 @@
+//! WHIP: headless Chromium publishes its fake camera and microphone over WebRTC into a live
+//! stream (VP8, and H.264 forced with setCodecPreferences); a second Chromium plays the
+//! resulting HLS with hls.js. Bad offers, unsupported codecs and wrong keys are refused.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::TestServer;
+use common::media::{browser_play, eventually};
+use serde_json::{Value, json};
+
+/// Runs tests/browser/whip.cjs in the background; resolves to its JSON report.
+fn whip_publish(url: &str, seconds: u32, codec: &str) -> tokio::task::JoinHandle<Value> {
+    let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/ferrocast/npm/node_modules",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/whip.cjs");
+    let (url, codec) = (url.to_string(), codec.to_string());
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("node")
+            .env("NODE_PATH", &node_modules)
+            .args([script, &url, &seconds.to_string(), &codec])
+            .output()
+            .expect("node runs");
+        assert!(
+            out.status.success(),
+            "publisher failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "publisher printed no JSON: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    })
+}
+
+async fn live_stream(server: &TestServer, key: &str) -> (String, String, String) {
+    let (status, s) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(key),
+            Some(json!({"playback_policy": "public", "reconnect_window_s": 0, "record": false})),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    (
+        s["id"].as_str().unwrap().into(),
+        s["stream_key"].as_str().unwrap().into(),
+        s["playback_id"].as_str().unwrap().into(),
+    )
+}
+
+async fn publish_and_play(server: &TestServer, key: &str, codec: &str, expect_mime: &str) {
+    let (id, stream_key, playback_id) = live_stream(server, key).await;
+    let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 16, codec);
+    let stream = eventually(
+        "the stream to go active",
+        Duration::from_secs(20),
+        || async {
+            let (_, s) = server
+                .call("GET", &format!("/v1/live-streams/{id}"), Some(key), None)
+                .await;
+            (s["status"] == "active"
+                && s["ingest"]["renditions"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty()))
+            .then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(stream["ingest"]["video_codec"], "H.264", "{stream}");
+    let master = server.url(&format!("/hls/{playback_id}/master.m3u8"));
+    eventually("the first segments", Duration::from_secs(20), || async {
+        let r = server.client.get(&master).send().await.unwrap();
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let played = browser_play(&server.url(&format!("/play/{playback_id}")), 3, 30).await;
+    assert!(
+        played.current_time >= 3.0 && played.fatal.is_none(),
+        "{codec}: {played:?}"
+    );
+    let report = publisher.await.unwrap();
+    assert_eq!(report["status"], 201, "{report}");
+    assert_eq!(report["connected"], true, "{report}");
+    assert!(report["framesSent"].as_u64().unwrap() > 100, "{report}");
+    assert_eq!(report["codec"], expect_mime, "{report}");
+    assert_eq!(report["deleteStatus"], 200, "{report}");
+    let ports: Vec<u64> = report["candidatePorts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    assert!(
+        !ports.is_empty() && ports.iter().all(|p| (40100..=40199).contains(p)),
+        "answer candidates within webrtc.port_min..port_max: {ports:?}"
+    );
+    // DELETE ends the broadcast like an RTMP publisher leaving: ENDLIST, then idle.
+    eventually("the stream to end", Duration::from_secs(15), || async {
+        let (_, s) = server
+            .call("GET", &format!("/v1/live-streams/{id}"), Some(key), None)
+            .await;
+        (s["status"] == "idle").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_publishes_over_whip_with_vp8_and_h264_and_hls_js_plays_it() {
+    let server = TestServer::start_with(|c| {
+        c.http.request_timeout_s = 60;
+        c.webrtc.port_min = 40100;
+        c.webrtc.port_max = 40199;
+    })
+    .await;
+    let (_, key) = server.create_tenant("Browser TV").await;
+    publish_and_play(&server, &key, "VP8", "video/VP8").await;
+    publish_and_play(&server, &key, "H264", "video/H264").await;
+    server.stop().await;
+}
+
+const AV1_ONLY: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 45\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtpmap:45 AV1/90000\r\n";
+
+async fn post_sdp(
+    server: &TestServer,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String) {
+    let r = server
+        .client
+        .post(server.url(path))
+        .header("Content-Type", content_type)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_whip_requests_get_a_4xx_with_a_reason_and_the_server_keeps_serving() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Strict").await;
+    let (_, stream_key, _) = live_stream(&server, &key).await;
+    let path = format!("/whip/{stream_key}");
+
+    let (status, body) = post_sdp(&server, &path, "application/sdp", "hello").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("v=0"), "{body}");
+    let (status, body) = post_sdp(&server, &path, "application/sdp", AV1_ONLY).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("AV1") && body.contains("VP8"), "{body}");
+    let (status, _) = post_sdp(&server, &path, "text/plain", AV1_ONLY).await;
+    assert_eq!(status, 415);
+    let (status, body) = post_sdp(
+        &server,
+        "/whip/not-a-key",
+        "application/sdp",
+        &AV1_ONLY.replace("AV1", "VP8"),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let r = server
+        .client
+        .post(server.url("/whip"))
+        .header("Content-Type", "application/sdp")
+        .body("v=0\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "no bearer stream key");
+
+    // CORS preflight, trickle refused, unknown session.
+    let r = server
+        .client
+        .request(reqwest::Method::OPTIONS, server.url(&path))
+        .header("Origin", "https://studio.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert!(
+        r.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert_eq!(r.headers()["accept-post"], "application/sdp");
+    let r = server
+        .client
+        .patch(server.url("/whip/sessions/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let r = server
+        .client
+        .delete(server.url("/whip/sessions/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Nothing of that left the stream active, and the server still answers.
+    let (_, s) = server
+        .call("GET", "/v1/live-streams", Some(&key), None)
+        .await;
+    assert!(
+        s["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "idle"),
+        "{s}"
+    );
+    let r = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    server.stop().await;
+}
