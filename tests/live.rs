@@ -675,3 +675,74 @@ async fn a_broadcast_is_stored_in_s3_and_plays_from_there() {
     assert!((6.0..=10.0).contains(&duration), "{duration}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_outage_mid_broadcast_is_retried_and_loses_no_segment() {
+    let mut s3 = common::S3Server::start();
+    let server = TestServer::start_with(|c| s3.configure(c, "ferrocast-outage")).await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 0, "record": true}),
+    )
+    .await;
+    let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 14);
+    let media_url = format!("/hls/{}/source/index.m3u8", stream.playback_id);
+    eventually("two segments listed", Duration::from_secs(20), || async {
+        let (_, media) = get_text(&server, &media_url).await;
+        (media.matches("#EXTINF").count() >= 2).then_some(())
+    })
+    .await;
+    // S3 goes away for 8 s (longer than the SDK's own retries) while segments keep coming.
+    s3.kill();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    s3.restart();
+    assert!(ffmpeg.wait(Duration::from_secs(40)).await, "ffmpeg failed");
+    let asset = eventually("the recording", Duration::from_secs(40), || async {
+        let assets = server
+            .state
+            .db
+            .list_assets(&tenant_id, None, 10)
+            .await
+            .unwrap();
+        assets.into_iter().find(|a| a.status == "ready")
+    })
+    .await;
+    // Every segment made it: the recording is as long as the broadcast, without gaps, and
+    // each listed segment is in the bucket.
+    let (status, vod) = get_text(
+        &server,
+        &format!("/hls/{}/source/index.m3u8", asset.playback_id),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let total: f64 = vod
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|d| d.trim_end_matches(',').parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        (13.0..=15.0).contains(&total),
+        "{total} s recorded of 14: {vod}"
+    );
+    let uris: Vec<&str> = vod
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    for (i, uri) in uris.iter().enumerate() {
+        assert_eq!(*uri, format!("{i}.ts"), "no gap in the sequence: {vod}");
+        let (status, _) =
+            get_text(&server, &format!("/hls/{}/source/{uri}", asset.playback_id)).await;
+        assert_eq!(status, 200, "{uri}");
+    }
+    // The lag was visible, not silent.
+    let (_, metrics) = get_text(&server, "/metrics").await;
+    let retries: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("storage_write_retries_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(retries >= 1.0, "storage_write_retries_total: {metrics}");
+    server.stop().await;
+}

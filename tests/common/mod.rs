@@ -255,6 +255,7 @@ pub struct S3Server {
     pub endpoint: String,
     pub access_key: String,
     pub secret_key: String,
+    port: u16,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -285,11 +286,34 @@ impl S3Server {
             "ferrocast-test".to_string(),
             "ferrocast-test-secret".to_string(),
         );
+        let child = Self::spawn(port, &access_key, &secret_key, dir.path());
+        Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            access_key,
+            secret_key,
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Starts it again on the same port and folder after `kill` (an outage that ends).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(
+            self.port,
+            &self.access_key,
+            &self.secret_key,
+            self._dir.path(),
+        );
+    }
+
+    fn spawn(port: u16, access_key: &str, secret_key: &str, dir: &std::path::Path) -> Child {
         let bin = s3s_fs_binary();
         let child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", &access_key, "--secret-key", &secret_key])
-            .arg(dir.path())
+            .args(["--access-key", access_key, "--secret-key", secret_key])
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -308,13 +332,7 @@ impl S3Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            access_key,
-            secret_key,
-            child,
-            _dir: dir,
-        }
+        child
     }
 
     /// Store settings for `bucket` on this server.
