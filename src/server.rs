@@ -100,6 +100,7 @@ pub async fn build(
         presets: presets.clone(),
         config: config.live.clone(),
         public_url: public_url.to_string(),
+        taps: Default::default(),
     });
     let hlsjs = load_hlsjs(&config.delivery.hlsjs_path);
     let geoip = match config.playback.geoip_mmdb.as_str() {
@@ -135,6 +136,7 @@ pub async fn build(
         public_url: public_url.to_string(),
         upload_locks: Default::default(),
         whip: Default::default(),
+        whep: Default::default(),
         jobs_wakeup: Arc::new(Notify::new()),
     };
     Ok((

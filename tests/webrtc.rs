@@ -1,6 +1,7 @@
-//! WHIP: headless Chromium publishes its fake camera and microphone over WebRTC into a live
-//! stream (VP8, and H.264 forced with setCodecPreferences); a second Chromium plays the
-//! resulting HLS with hls.js. Bad offers, unsupported codecs and wrong keys are refused.
+//! WHIP and WHEP: headless Chromium publishes its fake camera and microphone over WebRTC into
+//! a live stream (VP8, and H.264 forced with setCodecPreferences); a second Chromium plays the
+//! resulting HLS with hls.js, or the stream itself over WHEP. Bad offers, unsupported codecs,
+//! wrong keys and missing tokens are refused.
 
 mod common;
 
@@ -10,6 +11,36 @@ use std::time::Duration;
 use common::TestServer;
 use common::media::{browser_play, eventually};
 use serde_json::{Value, json};
+
+/// Runs a script of tests/browser with `args`; resolves to its JSON report.
+fn browser_script(script: &'static str, args: Vec<String>) -> tokio::task::JoinHandle<Value> {
+    let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/ferrocast/npm/node_modules",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    let path = format!("{}/tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("node")
+            .env("NODE_PATH", &node_modules)
+            .arg(&path)
+            .args(&args)
+            .output()
+            .expect("node runs");
+        assert!(
+            out.status.success(),
+            "{script} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "{script} printed no JSON: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    })
+}
 
 /// Runs tests/browser/whip.cjs in the background; resolves to its JSON report.
 fn whip_publish(url: &str, seconds: u32, codec: &str) -> tokio::task::JoinHandle<Value> {
@@ -231,5 +262,94 @@ async fn bad_whip_requests_get_a_4xx_with_a_reason_and_the_server_keeps_serving(
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_viewer_watches_a_whip_broadcast_with_a_token() {
+    let server = TestServer::start_with(|c| c.http.request_timeout_s = 60).await;
+    let (_, key) = server.create_tenant("Realtime").await;
+    let (status, s) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(&key),
+            Some(json!({"playback_policy": "signed", "reconnect_window_s": 0, "record": false})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (id, stream_key, playback_id) = (
+        s["id"].as_str().unwrap().to_string(),
+        s["stream_key"].as_str().unwrap().to_string(),
+        s["playback_id"].as_str().unwrap().to_string(),
+    );
+    let whep = server.url(&format!("/whep/{playback_id}"));
+
+    // Not live yet: 409; a signed stream without a token: 401.
+    let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\na=recvonly\r\na=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
+    let post = |token: Option<&str>| {
+        let mut req = server
+            .client
+            .post(&whep)
+            .header("Content-Type", "application/sdp")
+            .body(offer);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 401);
+    let (_, t) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(&key),
+            Some(json!({"playback_id": playback_id, "expires_in": 600})),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        post(Some(&token)).await.unwrap().status(),
+        409,
+        "not live yet"
+    );
+
+    let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 16, "H264");
+    eventually(
+        "the stream to go active",
+        Duration::from_secs(20),
+        || async {
+            let (_, s) = server
+                .call("GET", &format!("/v1/live-streams/{id}"), Some(&key), None)
+                .await;
+            (s["status"] == "active" && s["ingest"]["video_codec"] == "H.264").then_some(())
+        },
+    )
+    .await;
+    let viewer = browser_script("whep.cjs", vec![whep.clone(), "6".into(), token.clone()])
+        .await
+        .unwrap();
+    eprintln!("WHEP viewer: {viewer}");
+    assert_eq!(viewer["status"], 201, "{viewer}");
+    assert_eq!(viewer["connected"], true, "{viewer}");
+    assert_eq!(viewer["codec"], "video/H264", "{viewer}");
+    let frames: Vec<u64> = viewer["framesDecoded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert!(
+        frames.len() >= 4
+            && frames.windows(2).all(|w| w[1] >= w[0])
+            && frames[frames.len() - 1] >= frames[0] + 40,
+        "frames decoded should keep increasing: {frames:?}"
+    );
+    assert!(viewer["audioPackets"].as_u64().unwrap() > 50, "{viewer}");
+    assert_eq!(viewer["deleteStatus"], 200, "{viewer}");
+    let report = publisher.await.unwrap();
+    assert_eq!(report["status"], 201, "{report}");
     server.stop().await;
 }

@@ -24,7 +24,7 @@ pub struct TokenQuery {
 const TOKEN_COOKIE: &str = "ferrocast_token";
 
 /// The playback token: `?token=`, else `Authorization: Bearer`, else the `ferrocast_token` cookie.
-fn token_from(query: &TokenQuery, headers: &HeaderMap) -> Option<String> {
+pub(super) fn token_from(query: &TokenQuery, headers: &HeaderMap) -> Option<String> {
     let header_str = |name| {
         headers
             .get(name)
@@ -197,7 +197,7 @@ async fn check_token(
 }
 
 /// The playback target, if the request may play it, and the token's claims (signed policy).
-async fn authorize(
+pub(super) async fn authorize(
     state: &AppState,
     playback_id: &str,
     token: Option<&str>,

@@ -13,6 +13,7 @@ mod security;
 mod telemetry;
 mod tenants;
 pub mod uploads;
+pub mod whep;
 pub mod whip;
 
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub upload_locks: uploads::UploadLocks,
     /// WHIP publishes in progress on this server.
     pub whip: whip::WhipSessions,
+    /// WHEP viewers on this server.
+    pub whep: whep::WhepViewers,
     /// Wakes this process's job workers when a job is queued here.
     pub jobs_wakeup: Arc<tokio::sync::Notify>,
 }

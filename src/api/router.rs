@@ -13,7 +13,7 @@ use tower_http::trace::TraceLayer;
 
 use super::{
     AppState, assets, delivery, health, live, objects, openapi, security, telemetry, tenants,
-    uploads, whip,
+    uploads, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -124,6 +124,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/whip/{stream_key}",
             post(whip::publish_with_key).options(whip::options),
+        )
+        .route(
+            "/whep/{playback_id}",
+            post(whep::play).options(whip::options),
+        )
+        .route(
+            "/whep/sessions/{id}",
+            axum::routing::delete(whep::end_session)
+                .patch(whip::patch_session)
+                .options(whip::options),
         )
         .route(
             "/whip/sessions/{id}",

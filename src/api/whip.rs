@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{AppState, Path};
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::sdp::{OfferError, prepare_offer};
+use crate::ingest::sdp::{OfferError, WHIP_VIDEO, prepare_offer};
 use crate::live::IngestMessage;
 use crate::pipeline::webrtc::{IceSettings, WhipEvent, WhipSession};
 
@@ -145,7 +145,7 @@ async fn publish(
     }
     let text =
         std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the offer is not UTF-8 text"))?;
-    let offer = prepare_offer(text).map_err(|e| match e {
+    let offer = prepare_offer(text, WHIP_VIDEO).map_err(|e| match e {
         OfferError::Malformed(_) => ApiError::invalid(e.to_string()),
         OfferError::Unsupported(_) => ApiError::Unprocessable(e.to_string()),
     })?;

@@ -431,6 +431,16 @@ impl Db {
         )
     }
 
+    /// The live stream a playback id names, if it names one.
+    pub async fn live_stream_id_for_playback(&self, playback_id: &str) -> DbResult<Option<String>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT id FROM live_streams WHERE playback_id = $1")
+                .bind(playback_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| r.0))
+    }
+
     /// Whether media under `scope` is playable without a token (a public stream or asset
     /// that needs no entitlement).
     pub async fn scope_is_public(&self, scope: &str) -> DbResult<bool> {

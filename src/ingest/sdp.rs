@@ -17,7 +17,14 @@ pub struct Offer {
     pub sdp: String,
     pub video: Option<Codec>,
     pub audio: Option<Codec>,
+    /// `video` / `audio`, in m-line order.
+    pub mlines: Vec<String>,
 }
+
+/// Video codecs a WHIP publisher may send.
+pub const WHIP_VIDEO: &[&str] = &["H264", "VP8"];
+/// Video codecs a WHEP viewer may receive (the source is copied, and it is H.264).
+pub const WHEP_VIDEO: &[&str] = &["H264"];
 
 /// Why an offer was refused (shown to the publisher).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,7 +56,7 @@ fn attribute_pt(line: &str) -> Option<u8> {
 }
 
 /// Narrows a WHIP offer; see the module docs.
-pub fn prepare_offer(offer: &str) -> Result<Offer, OfferError> {
+pub fn prepare_offer(offer: &str, video_codecs: &[&str]) -> Result<Offer, OfferError> {
     let lines: Vec<&str> = offer
         .split('\n')
         .map(|l| l.trim_end_matches('\r'))
@@ -87,6 +94,7 @@ pub fn prepare_offer(offer: &str) -> Result<Offer, OfferError> {
     }
     let mut out: Vec<String> = session.iter().map(|l| l.to_string()).collect();
     let (mut video, mut audio) = (None, None);
+    let mut mlines = Vec::new();
     for section in &sections {
         let m: Vec<&str> = section.lines[0][2..].split(' ').collect();
         if m.len() < 4 {
@@ -115,8 +123,9 @@ pub fn prepare_offer(offer: &str) -> Result<Offer, OfferError> {
             let enc = enc.to_ascii_uppercase();
             let ok = match kind {
                 "video" => {
-                    enc == "VP8/90000"
+                    (enc == "VP8/90000" && video_codecs.contains(&"VP8"))
                         || (enc == "H264/90000"
+                            && video_codecs.contains(&"H264")
                             && fmtp(*pt)
                                 .split(';')
                                 .any(|p| p.trim() == "packetization-mode=1"))
@@ -131,7 +140,8 @@ pub fn prepare_offer(offer: &str) -> Result<Offer, OfferError> {
         });
         let Some(codec) = chosen else {
             let wanted = match kind {
-                "video" => "H.264 (packetization-mode=1) or VP8",
+                "video" if video_codecs.contains(&"VP8") => "H.264 (packetization-mode=1) or VP8",
+                "video" => "H.264 (packetization-mode=1)",
                 "audio" => "Opus",
                 _ => "audio or video",
             };
@@ -165,11 +175,13 @@ pub fn prepare_offer(offer: &str) -> Result<Offer, OfferError> {
             }
         }
         *slot = Some(codec);
+        mlines.push(kind.to_string());
     }
     Ok(Offer {
         sdp: out.join("\r\n") + "\r\n",
         video,
         audio,
+        mlines,
     })
 }
 
@@ -189,7 +201,7 @@ a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:6
 
     #[test]
     fn keeps_the_first_supported_codec_of_each_section() {
-        let o = prepare_offer(CHROME).unwrap();
+        let o = prepare_offer(CHROME, WHIP_VIDEO).unwrap();
         assert_eq!(o.video.as_ref().unwrap().name, "VP8");
         assert_eq!(o.audio.as_ref().unwrap().payload_type, 111);
         assert!(
@@ -210,7 +222,7 @@ a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:6
     #[test]
     fn h264_needs_packetization_mode_1() {
         let h264_first = CHROME.replace("SAVPF 96 97 102 103 45", "SAVPF 103 102 96 97 45");
-        let o = prepare_offer(&h264_first).unwrap();
+        let o = prepare_offer(&h264_first, WHIP_VIDEO).unwrap();
         assert_eq!(
             o.video,
             Some(Codec {
@@ -219,26 +231,32 @@ a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:6
             })
         );
         assert!(o.sdp.contains("packetization-mode=1") && !o.sdp.contains("packetization-mode=0"));
+        assert_eq!(o.mlines, ["video", "audio"]);
+        // A viewer (WHEP) gets the copied H.264 even where it prefers VP8.
+        let o = prepare_offer(CHROME, WHEP_VIDEO).unwrap();
+        assert_eq!(o.video.unwrap().payload_type, 102);
     }
 
     #[test]
     fn refusals_say_why() {
         let av1_only = CHROME.replace("SAVPF 96 97 102 103 45", "SAVPF 45");
-        let e = prepare_offer(&av1_only).unwrap_err().to_string();
+        let e = prepare_offer(&av1_only, WHIP_VIDEO)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("video") && e.contains("AV1") && e.contains("VP8"),
             "{e}"
         );
         assert!(matches!(
-            prepare_offer("hello"),
+            prepare_offer("hello", WHIP_VIDEO),
             Err(OfferError::Malformed(_))
         ));
         assert!(matches!(
-            prepare_offer("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"),
+            prepare_offer("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n", WHIP_VIDEO),
             Err(OfferError::Malformed(_))
         ));
         assert!(matches!(
-            prepare_offer("v=0\r\nthis is not sdp\r\n"),
+            prepare_offer("v=0\r\nthis is not sdp\r\n", WHIP_VIDEO),
             Err(OfferError::Malformed(_))
         ));
     }

@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, watch};
 use crate::config::LiveConfig;
 use crate::db::Db;
 use crate::drm::ContentKeys;
+use crate::ingest::flv::{self, TagKind};
 use crate::pipeline::preset::Presets;
+use crate::pipeline::whep::WhepFanout;
 use crate::storage::DynStore;
 
 /// What a publisher sends into a broadcast.
@@ -73,6 +75,77 @@ impl Publisher {
     }
 }
 
+/// A broadcast's media, available to WebRTC viewers (WHEP): the codec configuration seen so
+/// far and, once a first viewer asked, the fan-out pipeline fed with every tag.
+#[derive(Default)]
+pub struct Tap {
+    /// (video, audio) sequence-header tag bodies.
+    preamble: Mutex<(Option<Bytes>, Option<Bytes>)>,
+    fanout: Mutex<Option<Arc<WhepFanout>>>,
+    /// (timestamp of the first tag fed to the fan-out, the fan-out's running time then):
+    /// tags are re-timed onto the fan-out's clock, so its network sinks neither wait nor drop.
+    base_ms: Mutex<Option<(u32, u32)>>,
+}
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tap")
+    }
+}
+
+impl Tap {
+    /// Every tag of the broadcast passes here.
+    pub(crate) fn feed(&self, kind: TagKind, timestamp_ms: u32, body: &Bytes) {
+        match kind {
+            TagKind::Video
+                if matches!(flv::video_tag(body), flv::VideoTag::AvcSequenceHeader(_)) =>
+            {
+                self.preamble.lock().unwrap().0 = Some(body.clone());
+            }
+            TagKind::Audio
+                if matches!(flv::audio_tag(body), flv::AudioTag::AacSequenceHeader(_)) =>
+            {
+                self.preamble.lock().unwrap().1 = Some(body.clone());
+            }
+            _ => {}
+        }
+        let fanout = self.fanout.lock().unwrap().clone();
+        if let Some(fanout) = fanout {
+            let (base, offset) = *self
+                .base_ms
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| (timestamp_ms, fanout.running_time_ms() + 100));
+            fanout.push(flv::tag(
+                kind,
+                timestamp_ms.saturating_sub(base) + offset,
+                body,
+            ));
+        }
+    }
+
+    /// The fan-out, started now if this is the first viewer.
+    pub fn fanout(&self) -> anyhow::Result<Arc<WhepFanout>> {
+        let mut slot = self.fanout.lock().unwrap();
+        if let Some(f) = slot.as_ref() {
+            return Ok(f.clone());
+        }
+        let (video, audio) = self.preamble.lock().unwrap().clone();
+        let video = video.ok_or_else(|| anyhow::anyhow!("the stream has sent no video yet"))?;
+        let mut preamble = vec![flv::header(), flv::tag(TagKind::Video, 0, &video)];
+        if let Some(audio) = audio {
+            preamble.push(flv::tag(TagKind::Audio, 0, &audio));
+        }
+        *self.base_ms.lock().unwrap() = None;
+        let fanout = WhepFanout::start(&preamble)?;
+        *slot = Some(fanout.clone());
+        Ok(fanout)
+    }
+}
+
+/// Taps of the broadcasts on this server, by live stream id.
+pub type Taps = Arc<Mutex<HashMap<String, Arc<Tap>>>>;
+
 /// Everything a broadcast needs from the rest of the server.
 #[derive(Clone)]
 pub struct LiveDeps {
@@ -83,6 +156,7 @@ pub struct LiveDeps {
     pub config: LiveConfig,
     /// Base URL of this server, for key URIs in playlists.
     pub public_url: String,
+    pub taps: Taps,
 }
 
 /// A broadcast in progress (publishing, or waiting for its publisher to come back).
@@ -110,6 +184,11 @@ impl LiveHub {
             deps,
             broadcasts: Arc::default(),
         }
+    }
+
+    /// The media tap of a live stream's broadcast in progress.
+    pub fn tap(&self, live_stream_id: &str) -> Option<Arc<Tap>> {
+        self.deps.taps.lock().unwrap().get(live_stream_id).cloned()
     }
 
     /// Authenticates a stream key and starts (or resumes, within the reconnect window) the

@@ -64,6 +64,11 @@ pub(super) async fn run(
         content_keys: deps.content_keys.clone(),
     });
     tracing::info!(%prefix, "broadcast started");
+    let tap = std::sync::Arc::new(super::Tap::default());
+    deps.taps
+        .lock()
+        .unwrap()
+        .insert(stream.id.clone(), tap.clone());
 
     let mut next = Some(first);
     while let Some((media, stop)) = next.take() {
@@ -76,6 +81,7 @@ pub(super) async fn run(
             &stop,
             &mut cancel,
             &stream.id,
+            &tap,
         )
         .await;
         packager.end(&uploader).await;
@@ -114,6 +120,8 @@ pub(super) async fn run(
             _ = cancel.changed() => {}
         }
     }
+    deps.taps.lock().unwrap().remove(&stream.id);
+    drop(tap);
     finalize(&deps, &stream, &prefix, &mut packager, &uploader).await;
     uploader.flush().await;
     tracing::info!("broadcast finished");
@@ -129,6 +137,7 @@ async fn publish_once(
     stop: &watch::Sender<Option<String>>,
     cancel: &mut watch::Receiver<Option<String>>,
     stream_id: &str,
+    tap: &super::Tap,
 ) -> Outcome {
     let (events_tx, mut events) = mpsc::channel::<PipelineEvent>(64);
     let mut pipeline: Option<LivePipeline> = None;
@@ -172,6 +181,7 @@ async fn publish_once(
                             }
                             _ => {}
                         }
+                        tap.feed(TagKind::Video, timestamp_ms, &body);
                         flv::tag(TagKind::Video, timestamp_ms, &body)
                     }
                     IngestMessage::Audio { timestamp_ms, body } => {
@@ -188,6 +198,7 @@ async fn publish_once(
                             }
                             _ => {}
                         }
+                        tap.feed(TagKind::Audio, timestamp_ms, &body);
                         flv::tag(TagKind::Audio, timestamp_ms, &body)
                     }
                 };

@@ -8,6 +8,7 @@ pub mod preset;
 mod segmenter;
 pub mod vod;
 pub mod webrtc;
+pub mod whep;
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -85,19 +85,7 @@ impl WhipSession {
         let pipeline = gst::Pipeline::with_name("whip");
         let webrtc = make("webrtcbin")?;
         webrtc.set_property_from_str("bundle-policy", "max-bundle");
-        if !ice.stun_server.is_empty() {
-            webrtc.set_property("stun-server", &ice.stun_server);
-        }
-        for turn in &ice.turn_servers {
-            let _ = webrtc.emit_by_name::<bool>("add-turn-server", &[turn]);
-        }
-        if ice.port_range != (0, 0)
-            && let Some(agent) = webrtc.property::<Option<glib::Object>>("ice-agent")
-            && agent.has_property("min-rtp-port")
-        {
-            agent.set_property("min-rtp-port", u32::from(ice.port_range.0));
-            agent.set_property("max-rtp-port", u32::from(ice.port_range.1));
-        }
+        configure_ice(&webrtc, ice);
         let flvmux = make("flvmux")?;
         flvmux.set_property("streamable", true);
         let sink = gst_app::AppSink::builder()
@@ -200,16 +188,7 @@ impl WhipSession {
         });
 
         let end_s = end.clone();
-        webrtc.connect_notify(Some("connection-state"), move |w, _| {
-            use gst_webrtc::WebRTCPeerConnectionState as S;
-            let state = w.property::<S>("connection-state");
-            tracing::debug!(?state, "WHIP connection state");
-            match state {
-                S::Failed => end_s("the connection failed (ICE/DTLS timeout)".into()),
-                S::Closed => end_s("the connection closed".into()),
-                _ => {}
-            }
-        });
+        watch_connection(&webrtc, move |reason| end_s(reason));
 
         // Errors end the session.
         let bus = pipeline.bus().expect("bus");
@@ -246,8 +225,42 @@ impl Drop for WhipSession {
     }
 }
 
-/// Remote offer in, local answer out (after candidate gathering: WHIP without trickle).
-fn negotiate(webrtc: &gst::Element, offer_sdp: &str) -> anyhow::Result<String> {
+/// STUN/TURN servers and the media port range of a `webrtcbin`.
+pub(super) fn configure_ice(webrtc: &gst::Element, ice: &IceSettings) {
+    if !ice.stun_server.is_empty() {
+        webrtc.set_property("stun-server", &ice.stun_server);
+    }
+    for turn in &ice.turn_servers {
+        let _ = webrtc.emit_by_name::<bool>("add-turn-server", &[turn]);
+    }
+    if ice.port_range != (0, 0)
+        && let Some(agent) = webrtc.property::<Option<glib::Object>>("ice-agent")
+        && agent.has_property("min-rtp-port")
+    {
+        agent.set_property("min-rtp-port", u32::from(ice.port_range.0));
+        agent.set_property("max-rtp-port", u32::from(ice.port_range.1));
+    }
+}
+
+/// Calls `gone` (once per state change to it) when the peer connection fails or closes.
+pub(super) fn watch_connection(
+    webrtc: &gst::Element,
+    gone: impl Fn(String) + Send + Sync + 'static,
+) {
+    webrtc.connect_notify(Some("connection-state"), move |w, _| {
+        use gst_webrtc::WebRTCPeerConnectionState as S;
+        let state = w.property::<S>("connection-state");
+        tracing::debug!(?state, "WebRTC connection state");
+        match state {
+            S::Failed => gone("the connection failed (ICE/DTLS timeout)".into()),
+            S::Closed => gone("the connection closed".into()),
+            _ => {}
+        }
+    });
+}
+
+/// Remote offer in, local answer out (after candidate gathering: no trickle).
+pub(super) fn negotiate(webrtc: &gst::Element, offer_sdp: &str) -> anyhow::Result<String> {
     let sdp = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
         .map_err(|_| anyhow::anyhow!("the offer does not parse"))?;
     let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, sdp);
@@ -259,6 +272,12 @@ fn negotiate(webrtc: &gst::Element, offer_sdp: &str) -> anyhow::Result<String> {
     {
         anyhow::bail!("the offer was not accepted: {err}");
     }
+    answer(webrtc)
+}
+
+/// Creates and sets the local answer to the remote offer already set; returns it with its
+/// candidates once gathering completes (or after 5 s).
+pub(super) fn answer(webrtc: &gst::Element) -> anyhow::Result<String> {
     let promise = gst::Promise::new();
     webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
     promise.wait();

@@ -1,0 +1,165 @@
+//! WHEP: a viewer plays a live stream over WebRTC with sub-second latency, one HTTP request.
+//! The broadcast's H.264 is copied (never re-encoded), its audio encoded to Opus once; every
+//! viewer of a stream shares that one fan-out pipeline. Playback rules apply as for HLS: a
+//! `signed` playback id needs a token (`Authorization: Bearer` or `?token=`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::delivery::{ClientIp, TokenQuery, authorize, token_from};
+use super::{AppState, Path, Query};
+use crate::drm::AUD_VIDEO;
+use crate::error::{ApiError, ApiResult};
+use crate::ingest::sdp::{OfferError, WHEP_VIDEO, prepare_offer};
+use crate::pipeline::webrtc::IceSettings;
+use crate::pipeline::whep::WhepFanout;
+
+/// Viewers on this server: session id -> the fan-out serving it.
+pub type WhepViewers = Arc<Mutex<HashMap<String, Weak<WhepFanout>>>>;
+
+fn cors(h: &mut HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, Link"),
+    );
+}
+
+fn with_cors(r: ApiResult<Response>) -> Response {
+    let mut r = r.unwrap_or_else(IntoResponse::into_response);
+    cors(r.headers_mut());
+    r
+}
+
+/// `POST /whep/{playback_id}`: an SDP offer in, `201` with the answer out.
+pub async fn play(
+    State(state): State<AppState>,
+    Path(playback_id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    with_cors(play_inner(state, playback_id, q, ip, headers, body).await)
+}
+
+async fn play_inner(
+    state: AppState,
+    playback_id: String,
+    q: TokenQuery,
+    ip: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/sdp") {
+        return Err(ApiError::UnsupportedMediaType(
+            "a WHEP offer is Content-Type: application/sdp".into(),
+        ));
+    }
+    let token = token_from(&q, &headers);
+    authorize(
+        &state,
+        &playback_id,
+        token.as_deref(),
+        AUD_VIDEO,
+        &headers,
+        ip.as_deref(),
+    )
+    .await?;
+    let text =
+        std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the offer is not UTF-8 text"))?;
+    let offer = prepare_offer(text, WHEP_VIDEO).map_err(|e| match e {
+        OfferError::Malformed(_) => ApiError::invalid(e.to_string()),
+        OfferError::Unsupported(_) => ApiError::Unprocessable(e.to_string()),
+    })?;
+    let stream_id = state
+        .db
+        .live_stream_id_for_playback(&playback_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound("WebRTC playback is for live streams; play assets over HLS".into())
+        })?;
+    let tap = state
+        .live
+        .tap(&stream_id)
+        .ok_or_else(|| ApiError::Conflict("the stream is not live right now".into()))?;
+    let w = &state.config.webrtc;
+    let ice = IceSettings {
+        stun_server: w.stun_server.clone(),
+        turn_servers: w
+            .turn_servers
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        port_range: (w.port_min, w.port_max),
+    };
+    let viewers = state.whep.clone();
+    let added = tokio::task::spawn_blocking(move || {
+        let fanout = tap.fanout()?;
+        let weak = Arc::downgrade(&fanout);
+        let registry = viewers.clone();
+        let (id, answer) = fanout.add_viewer(&offer, &ice, move |id| {
+            registry.lock().unwrap().remove(&id);
+            let weak = weak.clone();
+            // Not from the element's own signal: tear down on a thread of our own.
+            std::thread::spawn(move || {
+                if let Some(f) = weak.upgrade() {
+                    f.remove_viewer(&id);
+                }
+            });
+        })?;
+        viewers
+            .lock()
+            .unwrap()
+            .insert(id.clone(), Arc::downgrade(&fanout));
+        metrics::gauge!("whep_viewers").set(viewers.lock().unwrap().len() as f64);
+        anyhow::Ok((id, answer))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    let (id, answer) = added.map_err(|e| {
+        tracing::warn!(error = %e, "WHEP viewer not added");
+        ApiError::Unprocessable(format!("could not answer this offer: {e:#}"))
+    })?;
+    tracing::info!(live_stream = %stream_id, viewer = %id, "WHEP viewer joined");
+    let mut response = Response::new(Body::from(answer));
+    *response.status_mut() = StatusCode::CREATED;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/whep/sessions/{id}")).expect("url-safe id"),
+    );
+    Ok(response)
+}
+
+/// `DELETE /whep/sessions/{id}`: the viewer is done.
+pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let fanout = state.whep.lock().unwrap().remove(&id);
+    with_cors(match fanout {
+        Some(weak) => {
+            if let Some(f) = weak.upgrade() {
+                let _ = tokio::task::spawn_blocking(move || f.remove_viewer(&id)).await;
+            }
+            Ok(StatusCode::OK.into_response())
+        }
+        None => Err(ApiError::NotFound("no such WHEP session".into())),
+    })
+}

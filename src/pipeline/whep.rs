@@ -1,0 +1,302 @@
+//! WHEP playback: one fan-out pipeline per broadcast, started when its first WebRTC viewer
+//! arrives, fed with the broadcast's FLV tags (whatever the publisher used: RTMP or WHIP).
+//!
+//! ```text
+//! appsrc(FLV) ! flvdemux
+//!   video: queue ! h264parse ! tee vtee          (H.264 copied: never re-encoded)
+//!   audio: queue ! aacparse ! avdec_aac ! audioconvert ! audioresample ! opusenc ! tee atee
+//! per viewer:
+//!   vtee ! queue(leaky) ! rtph264pay ! webrtcbin.sink_V
+//!   atee ! queue(leaky) ! rtpopuspay ! webrtcbin.sink_A
+//! ```
+//! Demuxing, parsing and the one AAC→Opus encode are shared by every viewer; each viewer costs
+//! only RTP packetisation, SRTP and its ICE/DTLS session.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use gst::prelude::*;
+use gstreamer as gst;
+use gstreamer_app as gst_app;
+use gstreamer_webrtc as gst_webrtc;
+
+use super::webrtc::{IceSettings, watch_connection};
+use crate::ingest::sdp::Offer;
+
+struct Viewer {
+    webrtc: gst::Element,
+    /// (tee request pad, the branch elements after it)
+    branches: Vec<(gst::Pad, Vec<gst::Element>)>,
+}
+
+pub struct WhepFanout {
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    vtee: gst::Element,
+    atee: gst::Element,
+    viewers: Mutex<HashMap<String, Viewer>>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for WhepFanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhepFanout")
+            .field("viewers", &self.viewers.lock().unwrap().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn make(factory: &str) -> anyhow::Result<gst::Element> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot create {factory}: {e}"))
+}
+
+fn chain(pipeline: &gst::Pipeline, factories: &[&str]) -> anyhow::Result<Vec<gst::Element>> {
+    let elements = factories
+        .iter()
+        .map(|f| make(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    pipeline.add_many(&elements)?;
+    gst::Element::link_many(&elements)?;
+    Ok(elements)
+}
+
+impl WhepFanout {
+    /// Starts the shared part; `preamble` is the FLV header and the codec configuration tags.
+    pub fn start(preamble: &[Bytes]) -> anyhow::Result<Arc<Self>> {
+        gst::init()?;
+        let pipeline = gst::Pipeline::with_name("whep-fanout");
+        let appsrc = gst_app::AppSrc::builder()
+            .caps(&gst::Caps::builder("video/x-flv").build())
+            .format(gst::Format::Bytes)
+            .is_live(true)
+            .block(false)
+            .max_bytes(4 << 20)
+            .build();
+        let demux = make("flvdemux")?;
+        pipeline.add_many([appsrc.upcast_ref(), &demux])?;
+        appsrc.link(&demux)?;
+        let video = chain(&pipeline, &["queue", "h264parse", "capsfilter", "tee"])?;
+        video[1].set_property("config-interval", -1i32);
+        video[2].set_property(
+            "caps",
+            gst::Caps::builder("video/x-h264")
+                .field("stream-format", "byte-stream")
+                .field("alignment", "au")
+                .build(),
+        );
+        let audio = chain(
+            &pipeline,
+            &[
+                "queue",
+                "aacparse",
+                "avdec_aac",
+                "audioconvert",
+                "audioresample",
+                "opusenc",
+                "tee",
+            ],
+        )?;
+        let (vtee, atee) = (video[3].clone(), audio[6].clone());
+        for tee in [&vtee, &atee] {
+            tee.set_property("allow-not-linked", true);
+        }
+        let (vsink, asink) = (
+            video[0].static_pad("sink").unwrap(),
+            audio[0].static_pad("sink").unwrap(),
+        );
+        demux.connect_pad_added(move |_, pad| {
+            let target = if pad.name().starts_with("video") {
+                &vsink
+            } else if pad.name().starts_with("audio") {
+                &asink
+            } else {
+                return;
+            };
+            if let Err(e) = pad.link(target) {
+                tracing::warn!(pad = %pad.name(), error = ?e, "WHEP fan-out cannot take this track");
+            }
+        });
+        pipeline.set_state(gst::State::Playing)?;
+        let fanout = Arc::new(Self {
+            pipeline,
+            appsrc,
+            vtee,
+            atee,
+            viewers: Mutex::new(HashMap::new()),
+            dropped: Default::default(),
+        });
+        for bytes in preamble {
+            fanout.push(bytes.clone());
+        }
+        Ok(fanout)
+    }
+
+    /// Queues FLV bytes; never blocks the broadcast (a full queue drops, and says so).
+    pub fn push(&self, flv: Bytes) {
+        if self.appsrc.current_level_bytes() + flv.len() as u64 > self.appsrc.max_bytes() {
+            let n = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n.is_multiple_of(100) {
+                tracing::warn!(dropped = n + 1, "WHEP fan-out is behind; dropping input");
+            }
+            metrics::counter!("whep_fanout_dropped_total").increment(1);
+            return;
+        }
+        let _ = self.appsrc.push_buffer(gst::Buffer::from_slice(flv));
+    }
+
+    /// Milliseconds the fan-out has been playing (its running time).
+    pub fn running_time_ms(&self) -> u32 {
+        self.pipeline
+            .current_running_time()
+            .map_or(0, |t| t.mseconds() as u32)
+    }
+
+    pub fn viewer_count(&self) -> usize {
+        self.viewers.lock().unwrap().len()
+    }
+
+    /// Adds a viewer for `offer` (narrowed to H.264 + Opus); returns its id and the answer.
+    /// `gone` is called with the id once its connection fails or closes. Blocks while ICE
+    /// candidates are gathered: call off the async runtime.
+    pub fn add_viewer(
+        self: &Arc<Self>,
+        offer: &Offer,
+        ice: &IceSettings,
+        gone: impl Fn(String) + Send + Sync + 'static,
+    ) -> anyhow::Result<(String, String)> {
+        let id = crate::db::random_secret(16);
+        let webrtc = make("webrtcbin")?;
+        webrtc.set_property_from_str("bundle-policy", "max-bundle");
+        super::webrtc::configure_ice(&webrtc, ice);
+        self.pipeline.add(&webrtc)?;
+        webrtc.sync_state_with_parent()?;
+        let mut branches = Vec::new();
+        for (index, kind) in offer.mlines.iter().enumerate() {
+            let (tee, pay, caps) = match kind.as_str() {
+                "video" => {
+                    let pt = offer.video.as_ref().map_or(96, |c| c.payload_type);
+                    (
+                        &self.vtee,
+                        "rtph264pay",
+                        gst::Caps::builder("application/x-rtp")
+                            .field("media", "video")
+                            .field("encoding-name", "H264")
+                            .field("clock-rate", 90000i32)
+                            .field("payload", i32::from(pt))
+                            .build(),
+                    )
+                }
+                "audio" => {
+                    let pt = offer.audio.as_ref().map_or(111, |c| c.payload_type);
+                    (
+                        &self.atee,
+                        "rtpopuspay",
+                        gst::Caps::builder("application/x-rtp")
+                            .field("media", "audio")
+                            .field("encoding-name", "OPUS")
+                            .field("clock-rate", 48000i32)
+                            .field("payload", i32::from(pt))
+                            .build(),
+                    )
+                }
+                _ => continue,
+            };
+            let queue = make("queue")?;
+            queue.set_property_from_str("leaky", "downstream");
+            queue.set_property("max-size-buffers", 0u32);
+            queue.set_property("max-size-bytes", 0u32);
+            queue.set_property("max-size-time", 1_000_000_000u64);
+            let payloader = make(pay)?;
+            let pt = caps
+                .structure(0)
+                .and_then(|s| s.get::<i32>("payload").ok())
+                .unwrap_or(96);
+            payloader.set_property("pt", pt as u32);
+            if payloader.has_property("config-interval") {
+                payloader.set_property("config-interval", -1i32);
+            }
+            if payloader.has_property("aggregate-mode") {
+                payloader.set_property_from_str("aggregate-mode", "zero-latency");
+            }
+            let filter = make("capsfilter")?;
+            filter.set_property("caps", &caps);
+            self.pipeline.add_many([&queue, &payloader, &filter])?;
+            gst::Element::link_many([&queue, &payloader, &filter])?;
+            // A sending transceiver per m-line, made before the offer is set so that the
+            // offer's m-lines are matched to them (by kind and codec).
+            let sink = webrtc
+                .request_pad_simple(&format!("sink_{index}"))
+                .ok_or_else(|| anyhow::anyhow!("no webrtcbin sink for m-line {index}"))?;
+            let transceiver = sink.property::<gst_webrtc::WebRTCRTPTransceiver>("transceiver");
+            transceiver.set_property(
+                "direction",
+                gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
+            );
+            transceiver.set_property("codec-preferences", &caps);
+            filter.static_pad("src").unwrap().link(&sink)?;
+            for e in [&filter, &payloader, &queue] {
+                e.sync_state_with_parent()?;
+            }
+            let tee_pad = tee
+                .request_pad_simple("src_%u")
+                .ok_or_else(|| anyhow::anyhow!("tee pad"))?;
+            tee_pad.link(&queue.static_pad("sink").unwrap())?;
+            branches.push((tee_pad, vec![queue, payloader, filter]));
+        }
+        let sdp = gstreamer_sdp::SDPMessage::parse_buffer(offer.sdp.as_bytes())
+            .map_err(|_| anyhow::anyhow!("the offer does not parse"))?;
+        let remote =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, sdp);
+        let promise = gst::Promise::new();
+        webrtc.emit_by_name::<()>("set-remote-description", &[&remote, &promise]);
+        promise.wait();
+        if let Some(reply) = promise.get_reply() {
+            anyhow::bail!("the offer was not accepted: {reply}");
+        }
+
+        let answer = super::webrtc::answer(&webrtc)?;
+        let viewer_id = id.clone();
+        watch_connection(&webrtc, move |reason| {
+            tracing::info!(viewer = %viewer_id, %reason, "WHEP viewer gone");
+            gone(viewer_id.clone());
+        });
+        self.viewers
+            .lock()
+            .unwrap()
+            .insert(id.clone(), Viewer { webrtc, branches });
+        Ok((id, answer))
+    }
+
+    /// Takes a viewer's branch out of the running pipeline.
+    pub fn remove_viewer(&self, id: &str) -> bool {
+        let Some(viewer) = self.viewers.lock().unwrap().remove(id) else {
+            return false;
+        };
+        for (tee_pad, elements) in viewer.branches {
+            if let Some(peer) = tee_pad.peer() {
+                let _ = tee_pad.unlink(&peer);
+            }
+            if let Some(tee) = tee_pad.parent_element() {
+                tee.release_request_pad(&tee_pad);
+            }
+            for e in elements {
+                let _ = e.set_state(gst::State::Null);
+                let _ = self.pipeline.remove(&e);
+            }
+        }
+        let _ = viewer.webrtc.set_state(gst::State::Null);
+        let _ = self.pipeline.remove(&viewer.webrtc);
+        true
+    }
+}
+
+impl Drop for WhepFanout {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}

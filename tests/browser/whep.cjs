@@ -1,0 +1,72 @@
+// Plays a live stream over WHEP in headless Chromium for a while and reports the decoding.
+// Usage: node whep.cjs WHEP_URL SECONDS [TOKEN]
+// Prints one JSON line: {status, connected, framesDecoded: [per second], audioPackets,
+// firstFrameMs (offer sent -> first frame decoded), codec, error, deleteStatus}.
+const { chromium } = require("playwright-core");
+
+(async () => {
+const [whepUrl, seconds = "6", token = ""] = process.argv.slice(2);
+if (!whepUrl) {
+  console.error("usage: node whep.cjs WHEP_URL [SECONDS] [TOKEN]");
+  process.exit(2);
+}
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+let result = {};
+try {
+  const page = await browser.newPage();
+  await page.goto(new URL("/healthz", whepUrl).toString());
+  result = await page.evaluate(async ({ whepUrl, seconds, token }) => {
+    const r = { status: 0, connected: false, framesDecoded: [], audioPackets: 0, firstFrameMs: null, codec: null, error: null, deleteStatus: 0 };
+    try {
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver("video", { direction: "recvonly" });
+      pc.addTransceiver("audio", { direction: "recvonly" });
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise((resolve) => {
+        if (pc.iceGatheringState === "complete") return resolve();
+        pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
+        setTimeout(resolve, 3000);
+      });
+      const headers = { "Content-Type": "application/sdp" };
+      if (token) headers.Authorization = "Bearer " + token;
+      const started = performance.now();
+      const resp = await fetch(whepUrl, { method: "POST", headers, body: pc.localDescription.sdp });
+      r.status = resp.status;
+      const answer = await resp.text();
+      if (resp.status !== 201) { r.error = answer; return r; }
+      const location = resp.headers.get("Location");
+      await pc.setRemoteDescription({ type: "answer", sdp: answer });
+      for (let i = 0; i < seconds * 4; i++) {
+        await new Promise((res) => setTimeout(res, 250));
+        if (pc.connectionState === "connected") r.connected = true;
+        const stats = await pc.getStats();
+        stats.forEach((s) => {
+          if (s.type === "inbound-rtp" && s.kind === "video") {
+            if ((s.framesDecoded || 0) > 0 && r.firstFrameMs === null) r.firstFrameMs = Math.round(performance.now() - started);
+            if (i % 4 === 3) r.framesDecoded.push(s.framesDecoded || 0);
+            const c = s.codecId && stats.get(s.codecId);
+            if (c) r.codec = c.mimeType;
+          }
+          if (s.type === "inbound-rtp" && s.kind === "audio") r.audioPackets = s.packetsReceived || 0;
+        });
+      }
+      const del = await fetch(new URL(location, whepUrl), { method: "DELETE" });
+      r.deleteStatus = del.status;
+      pc.close();
+    } catch (e) {
+      r.error = String(e);
+    }
+    return r;
+  }, { whepUrl, seconds: Number(seconds), token });
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+})().catch((e) => { console.error(e); process.exit(1); });
