@@ -316,7 +316,16 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
         "not live yet"
     );
 
-    let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 16, "H264");
+    // The publisher's video is its own clock, so the viewer can tell glass-to-glass latency.
+    let publisher = browser_script(
+        "whip.cjs",
+        vec![
+            server.url(&format!("/whip/{stream_key}")),
+            "16".into(),
+            "H264".into(),
+            "clock".into(),
+        ],
+    );
     eventually(
         "the stream to go active",
         Duration::from_secs(20),
@@ -349,7 +358,25 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
     );
     assert!(viewer["audioPackets"].as_u64().unwrap() > 50, "{viewer}");
     assert_eq!(viewer["deleteStatus"], 200, "{viewer}");
+    // Reported, not asserted tightly (the machine is shared): publisher canvas -> viewer canvas.
+    let mut lags: Vec<u64> = viewer["glassToGlassMs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    lags.sort_unstable();
     let report = publisher.await.unwrap();
+    eprintln!("WHIP publisher: {report}");
+    assert!(
+        !lags.is_empty(),
+        "the viewer read the publisher's clock: {viewer}"
+    );
+    eprintln!(
+        "glass-to-glass over WHIP -> WHEP: median {} ms, {} samples",
+        lags[lags.len() / 2],
+        lags.len()
+    );
     assert_eq!(report["status"], 201, "{report}");
     server.stop().await;
 }

@@ -1,7 +1,8 @@
 // Plays a live stream over WHEP in headless Chromium for a while and reports the decoding.
 // Usage: node whep.cjs WHEP_URL SECONDS [TOKEN]
 // Prints one JSON line: {status, connected, framesDecoded: [per second], audioPackets,
-// firstFrameMs (offer sent -> first frame decoded), codec, error, deleteStatus}.
+// firstFrameMs (offer sent -> first frame decoded), codec, error, deleteStatus,
+// glassToGlassMs: [samples]} (the last when the publisher draws its clock, see whip.cjs).
 const { chromium } = require("playwright-core");
 
 (async () => {
@@ -23,7 +24,7 @@ try {
   const page = await browser.newPage();
   await page.goto(new URL("/healthz", whepUrl).toString());
   result = await page.evaluate(async ({ whepUrl, seconds, token }) => {
-    const r = { status: 0, connected: false, framesDecoded: [], audioPackets: 0, firstFrameMs: null, codec: null, error: null, deleteStatus: 0 };
+    const r = { status: 0, connected: false, framesDecoded: [], audioPackets: 0, firstFrameMs: null, codec: null, error: null, deleteStatus: 0, glassToGlassMs: [] };
     try {
       const pc = new RTCPeerConnection();
       pc.addTransceiver("video", { direction: "recvonly" });
@@ -43,6 +44,31 @@ try {
       if (resp.status !== 201) { r.error = answer; return r; }
       const location = resp.headers.get("Location");
       await pc.setRemoteDescription({ type: "answer", sdp: answer });
+      const video = document.createElement("video");
+      video.muted = true;
+      video.srcObject = new MediaStream(pc.getReceivers().map((rc) => rc.track));
+      document.body.appendChild(video);
+      video.play().catch(() => {});
+      const canvas = document.createElement("canvas");
+      canvas.width = 640; canvas.height = 480;
+      const ctx = canvas.getContext("2d", { willReadFrequently: true });
+      const readClock = () => {
+        if (!video.videoWidth) return;
+        ctx.drawImage(video, 0, 0, 640, 480);
+        const px = ctx.getImageData(0, 0, 640, 128).data;
+        let t = 0;
+        for (let bit = 0; bit < 20; bit++) {
+          const x = (bit % 10) * 64 + 32, y = Math.floor(bit / 10) * 64 + 32;
+          const i = (y * 640 + x) * 4;
+          const luma = (px[i] + px[i + 1] + px[i + 2]) / 3;
+          // The low bits change every frame and blur at low bitrates: a few ms of error.
+          if (luma > 128) t |= 1 << bit;
+        }
+        const now = Date.now() % (1 << 20);
+        const lag = (now - t + (1 << 20)) % (1 << 20);
+        if (lag < 10000) r.glassToGlassMs.push(lag);
+      };
+      const clockTimer = setInterval(readClock, 100);
       for (let i = 0; i < seconds * 4; i++) {
         await new Promise((res) => setTimeout(res, 250));
         if (pc.connectionState === "connected") r.connected = true;
@@ -57,6 +83,7 @@ try {
           if (s.type === "inbound-rtp" && s.kind === "audio") r.audioPackets = s.packetsReceived || 0;
         });
       }
+      clearInterval(clockTimer);
       const del = await fetch(new URL(location, whepUrl), { method: "DELETE" });
       r.deleteStatus = del.status;
       pc.close();

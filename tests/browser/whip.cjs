@@ -1,12 +1,14 @@
 // Publishes Chromium's fake camera and microphone to a WHIP endpoint for a while.
-// Usage: node whip.cjs WHIP_URL SECONDS [CODEC]   (CODEC: VP8, H264, or any)
+// Usage: node whip.cjs WHIP_URL SECONDS [CODEC] [clock]   (CODEC: VP8, H264, or any)
+// With "clock", the video is a canvas showing the sender's clock (Date.now() in ms, modulo
+// 2^20) as 20 black or white squares, which whep.cjs reads back for glass-to-glass latency.
 // Prints one JSON line: {status, location, connected, framesSent, codec, error, deleteStatus,
 // candidatePorts (the answer's UDP ICE candidate ports)}.
 // The page is the server's /healthz: 127.0.0.1 is a secure context, as getUserMedia needs.
 const { chromium } = require("playwright-core");
 
 (async () => {
-const [whipUrl, seconds = "10", codec = "any"] = process.argv.slice(2);
+const [whipUrl, seconds = "10", codec = "any", clock = ""] = process.argv.slice(2);
 if (!whipUrl) {
   console.error("usage: node whip.cjs WHIP_URL [SECONDS] [VP8|H264|any]");
   process.exit(2);
@@ -24,10 +26,28 @@ let result = { status: 0, location: null, connected: false, framesSent: 0, codec
 try {
   const page = await browser.newPage();
   await page.goto(new URL("/healthz", whipUrl).toString());
-  const out = await page.evaluate(async ({ whipUrl, seconds, codec }) => {
+  const out = await page.evaluate(async ({ whipUrl, seconds, codec, clock }) => {
     const r = { status: 0, location: null, connected: false, framesSent: 0, codec: null, error: null, deleteStatus: 0 };
     try {
-      const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480, frameRate: 30 }, audio: true });
+      let stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480, frameRate: 30 }, audio: true });
+      if (clock) {
+        const canvas = document.createElement("canvas");
+        canvas.width = 640; canvas.height = 480;
+        document.body.appendChild(canvas);
+        const ctx = canvas.getContext("2d");
+        const draw = () => {
+          const t = Date.now() % (1 << 20);
+          ctx.fillStyle = "#808080"; ctx.fillRect(0, 0, 640, 480);
+          for (let bit = 0; bit < 20; bit++) {
+            ctx.fillStyle = (t >> bit) & 1 ? "#ffffff" : "#000000";
+            ctx.fillRect((bit % 10) * 64, Math.floor(bit / 10) * 64, 64, 64);
+          }
+          requestAnimationFrame(draw);
+        };
+        draw();
+        setInterval(draw, 16);
+        stream = new MediaStream([...canvas.captureStream(30).getVideoTracks(), ...stream.getAudioTracks()]);
+      }
       const pc = new RTCPeerConnection();
       const video = pc.addTransceiver(stream.getVideoTracks()[0], { direction: "sendonly" });
       pc.addTransceiver(stream.getAudioTracks()[0], { direction: "sendonly" });
@@ -72,7 +92,7 @@ try {
       r.error = String(e);
     }
     return r;
-  }, { whipUrl, seconds: Number(seconds), codec });
+  }, { whipUrl, seconds: Number(seconds), codec, clock });
   Object.assign(result, out);
 } finally {
   await browser.close();
