@@ -380,3 +380,37 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
     assert_eq!(report["status"], 201, "{report}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_publisher_that_vanishes_without_delete_ends_the_broadcast() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Flaky").await;
+    let (id, stream_key, _) = live_stream(&server, &key).await;
+    let report = browser_script(
+        "whip.cjs",
+        vec![
+            server.url(&format!("/whip/{stream_key}")),
+            "5".into(),
+            "VP8".into(),
+            "vanish".into(),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(report["connected"], true, "{report}");
+    // The browser is gone (no DELETE): the broadcast ends by itself.
+    let gone = std::time::Instant::now();
+    eventually("the broadcast to end", Duration::from_secs(30), || async {
+        let (_, s) = server
+            .call("GET", &format!("/v1/live-streams/{id}"), Some(&key), None)
+            .await;
+        (s["status"] == "idle").then_some(())
+    })
+    .await;
+    eprintln!("vanished publisher dropped after {:?}", gone.elapsed());
+    assert!(
+        server.state.whip.lock().unwrap().is_empty(),
+        "session forgotten"
+    );
+    server.stop().await;
+}

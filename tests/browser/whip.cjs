@@ -1,5 +1,6 @@
 // Publishes Chromium's fake camera and microphone to a WHIP endpoint for a while.
-// Usage: node whip.cjs WHIP_URL SECONDS [CODEC] [clock]   (CODEC: VP8, H264, or any)
+// Usage: node whip.cjs WHIP_URL SECONDS [CODEC] [clock|vanish]   (CODEC: VP8, H264, or any)
+// With "vanish", the browser quits at the end without DELETE (a publisher that disappears).
 // With "clock", the video is a canvas showing the sender's clock (Date.now() in ms, modulo
 // 2^20) as 20 black or white squares, which whep.cjs reads back for glass-to-glass latency.
 // Prints one JSON line: {status, location, connected, framesSent, codec, error, deleteStatus,
@@ -8,7 +9,8 @@
 const { chromium } = require("playwright-core");
 
 (async () => {
-const [whipUrl, seconds = "10", codec = "any", clock = ""] = process.argv.slice(2);
+const [whipUrl, seconds = "10", codec = "any", mode = ""] = process.argv.slice(2);
+const clock = mode === "clock", vanish = mode === "vanish";
 if (!whipUrl) {
   console.error("usage: node whip.cjs WHIP_URL [SECONDS] [VP8|H264|any]");
   process.exit(2);
@@ -26,7 +28,7 @@ let result = { status: 0, location: null, connected: false, framesSent: 0, codec
 try {
   const page = await browser.newPage();
   await page.goto(new URL("/healthz", whipUrl).toString());
-  const out = await page.evaluate(async ({ whipUrl, seconds, codec, clock }) => {
+  const out = await page.evaluate(async ({ whipUrl, seconds, codec, clock, vanish }) => {
     const r = { status: 0, location: null, connected: false, framesSent: 0, codec: null, error: null, deleteStatus: 0 };
     try {
       let stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480, frameRate: 30 }, audio: true });
@@ -84,6 +86,7 @@ try {
           if (c) r.codec = c.mimeType;
         }
       });
+      if (vanish) return r;
       const base = new URL(whipUrl);
       const del = await fetch(new URL(r.location, base), { method: "DELETE" });
       r.deleteStatus = del.status;
@@ -92,7 +95,7 @@ try {
       r.error = String(e);
     }
     return r;
-  }, { whipUrl, seconds: Number(seconds), codec, clock });
+  }, { whipUrl, seconds: Number(seconds), codec, clock, vanish });
   Object.assign(result, out);
 } finally {
   await browser.close();
