@@ -178,7 +178,15 @@ impl KeyProvider for FileProvider {
         let prev_dir = self.dir.join(PREVIOUS_DIR);
         std::fs::create_dir_all(&prev_dir)
             .with_context(|| format!("creating {}", prev_dir.display()))?;
-        let kept = prev_dir.join(format!("master-{:013}.key", crate::db::now_ms()));
+        // Named by the time of the rotation; two rotations in one millisecond take the next.
+        let mut at = crate::db::now_ms();
+        let kept = loop {
+            let path = prev_dir.join(format!("master-{at:013}.key"));
+            if !path.exists() {
+                break path;
+            }
+            at += 1;
+        };
         write_key_file(&kept, &old.current)?;
         // The new key is written beside the old and renamed over it: a crash leaves either.
         let new = MasterKey::generate();
