@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::delivery::{ClientIp, TokenQuery, authorize, token_from};
+use super::whip::{check_sdp_content_type, with_cors};
 use super::{AppState, Path, Query};
 use crate::drm::AUD_VIDEO;
 use crate::error::{ApiError, ApiResult};
@@ -21,23 +22,6 @@ use crate::pipeline::whep::WhepFanout;
 
 /// Viewers on this server: session id -> the fan-out serving it.
 pub type WhepViewers = Arc<Mutex<HashMap<String, Weak<WhepFanout>>>>;
-
-fn cors(h: &mut HeaderMap) {
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, Link"),
-    );
-}
-
-fn with_cors(r: ApiResult<Response>) -> Response {
-    let mut r = r.unwrap_or_else(IntoResponse::into_response);
-    cors(r.headers_mut());
-    r
-}
 
 /// `POST /whep/{playback_id}`: an SDP offer in, `201` with the answer out.
 pub async fn play(
@@ -59,15 +43,7 @@ async fn play_inner(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/sdp") {
-        return Err(ApiError::UnsupportedMediaType(
-            "a WHEP offer is Content-Type: application/sdp".into(),
-        ));
-    }
+    check_sdp_content_type(&headers)?;
     let token = token_from(&q, &headers);
     authorize(
         &state,
@@ -95,18 +71,7 @@ async fn play_inner(
         .live
         .tap(&stream_id)
         .ok_or_else(|| ApiError::Conflict("the stream is not live right now".into()))?;
-    let w = &state.config.webrtc;
-    let ice = IceSettings {
-        stun_server: w.stun_server.clone(),
-        turn_servers: w
-            .turn_servers
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect(),
-        port_range: (w.port_min, w.port_max),
-    };
+    let ice = IceSettings::from_config(&state.config.webrtc);
     let viewers = state.whep.clone();
     let added = tokio::task::spawn_blocking(move || {
         let fanout = tap.fanout()?;

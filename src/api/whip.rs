@@ -122,7 +122,21 @@ pub async fn publish_with_bearer(
     }
 }
 
-fn with_cors(r: ApiResult<Response>) -> Response {
+/// WHIP and WHEP offers are `application/sdp`.
+pub(super) fn check_sdp_content_type(headers: &HeaderMap) -> ApiResult<()> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/sdp") {
+        return Err(ApiError::UnsupportedMediaType(
+            "a WebRTC offer is Content-Type: application/sdp".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn with_cors(r: ApiResult<Response>) -> Response {
     let mut r = r.unwrap_or_else(IntoResponse::into_response);
     cors(r.headers_mut());
     r
@@ -134,15 +148,7 @@ async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with("application/sdp") {
-        return Err(ApiError::UnsupportedMediaType(
-            "a WHIP offer is Content-Type: application/sdp".into(),
-        ));
-    }
+    check_sdp_content_type(&headers)?;
     let text =
         std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the offer is not UTF-8 text"))?;
     let offer = prepare_offer(text, WHIP_VIDEO).map_err(|e| match e {
@@ -158,18 +164,7 @@ async fn publish(
             ApiError::Unavailable(r.description)
         }
     })?;
-    let w = &state.config.webrtc;
-    let ice = IceSettings {
-        stun_server: w.stun_server.clone(),
-        turn_servers: w
-            .turn_servers
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect(),
-        port_range: (w.port_min, w.port_max),
-    };
+    let ice = IceSettings::from_config(&state.config.webrtc);
     let (events_tx, mut events) = mpsc::channel(256);
     let started = tokio::task::spawn_blocking(move || WhipSession::start(&offer, &ice, events_tx))
         .await

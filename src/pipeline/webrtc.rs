@@ -44,6 +44,22 @@ pub struct IceSettings {
     pub port_range: (u16, u16),
 }
 
+impl IceSettings {
+    pub fn from_config(w: &crate::config::WebrtcConfig) -> Self {
+        Self {
+            stun_server: w.stun_server.clone(),
+            turn_servers: w
+                .turn_servers
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
+            port_range: (w.port_min, w.port_max),
+        }
+    }
+}
+
 /// A running WHIP session. Dropping it stops the pipeline.
 pub struct WhipSession {
     pipeline: gst::Pipeline,
@@ -56,13 +72,16 @@ impl std::fmt::Debug for WhipSession {
     }
 }
 
-fn make(factory: &str) -> anyhow::Result<gst::Element> {
+pub(super) fn make(factory: &str) -> anyhow::Result<gst::Element> {
     gst::ElementFactory::make(factory)
         .build()
         .map_err(|e| anyhow::anyhow!("cannot create {factory}: {e}"))
 }
 
-fn chain(pipeline: &gst::Pipeline, factories: &[&str]) -> anyhow::Result<Vec<gst::Element>> {
+pub(super) fn chain(
+    pipeline: &gst::Pipeline,
+    factories: &[&str],
+) -> anyhow::Result<Vec<gst::Element>> {
     let elements = factories
         .iter()
         .map(|f| make(f))

@@ -21,7 +21,7 @@ use gstreamer as gst;
 use gstreamer_app as gst_app;
 use gstreamer_webrtc as gst_webrtc;
 
-use super::webrtc::{IceSettings, watch_connection};
+use super::webrtc::{IceSettings, chain, make, watch_connection};
 use crate::ingest::sdp::Offer;
 
 struct Viewer {
@@ -45,22 +45,6 @@ impl std::fmt::Debug for WhepFanout {
             .field("viewers", &self.viewers.lock().unwrap().len())
             .finish_non_exhaustive()
     }
-}
-
-fn make(factory: &str) -> anyhow::Result<gst::Element> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot create {factory}: {e}"))
-}
-
-fn chain(pipeline: &gst::Pipeline, factories: &[&str]) -> anyhow::Result<Vec<gst::Element>> {
-    let elements = factories
-        .iter()
-        .map(|f| make(f))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    pipeline.add_many(&elements)?;
-    gst::Element::link_many(&elements)?;
-    Ok(elements)
 }
 
 impl WhepFanout {
