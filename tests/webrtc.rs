@@ -133,6 +133,11 @@ async fn publish_and_play(server: &TestServer, key: &str, codec: &str, expect_mi
         !ports.is_empty() && ports.iter().all(|p| (40100..=40199).contains(p)),
         "answer candidates within webrtc.port_min..port_max: {ports:?}"
     );
+    assert_eq!(
+        report["candidateIps"],
+        json!(["127.0.0.1"]),
+        "host candidates carry webrtc.nat_1to1_ips: {report}"
+    );
     // DELETE ends the broadcast like an RTMP publisher leaving: ENDLIST, then idle.
     eventually("the stream to end", Duration::from_secs(15), || async {
         let (_, s) = server
@@ -149,6 +154,8 @@ async fn chromium_publishes_over_whip_with_vp8_and_h264_and_hls_js_plays_it() {
         c.http.request_timeout_s = 60;
         c.webrtc.port_min = 40100;
         c.webrtc.port_max = 40199;
+        // As behind 1:1 NAT, with loopback as the "public" address.
+        c.webrtc.nat_1to1_ips = "127.0.0.1".into();
     })
     .await;
     let (_, key) = server.create_tenant("Browser TV").await;

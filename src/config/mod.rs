@@ -159,6 +159,7 @@ pub struct WebrtcConfig {
     pub turn_servers: String,
     pub port_min: u16,
     pub port_max: u16,
+    pub nat_1to1_ips: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -462,6 +463,18 @@ impl Config {
             return Err(ConfigError::invalid(
                 at("webrtc.stun_server"),
                 "must be a stun://HOST:PORT URL",
+            ));
+        }
+        if let Some(bad) = self
+            .webrtc
+            .nat_1to1_ips
+            .split(',')
+            .map(str::trim)
+            .find(|ip| !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(ConfigError::invalid(
+                at("webrtc.nat_1to1_ips"),
+                format!("{bad:?} is not an IP address"),
             ));
         }
         if self.playback.max_token_lifetime_s == 0 {

@@ -185,6 +185,35 @@ pub fn prepare_offer(offer: &str, video_codecs: &[&str]) -> Result<Offer, OfferE
     })
 }
 
+/// An answer whose host candidates carry the server's public addresses instead of its own
+/// (a server behind 1:1 NAT): each host candidate once per public address, same port.
+pub fn with_public_ips(answer: &str, public_ips: &[String]) -> String {
+    if public_ips.is_empty() {
+        return answer.to_string();
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for line in answer.split("\r\n").filter(|l| !l.is_empty()) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let is_host = line.starts_with("a=candidate:")
+            && fields.len() >= 8
+            && fields[6] == "typ"
+            && fields[7] == "host";
+        if !is_host {
+            out.push(line.to_string());
+            continue;
+        }
+        for ip in public_ips {
+            let mut f = fields.clone();
+            f[4] = ip;
+            if seen.insert((f[2].to_ascii_uppercase(), ip.clone(), f[5].to_string())) {
+                out.push(f.join(" "));
+            }
+        }
+    }
+    out.join("\r\n") + "\r\n"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +264,30 @@ a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:6
         // A viewer (WHEP) gets the copied H.264 even where it prefers VP8.
         let o = prepare_offer(CHROME, WHEP_VIDEO).unwrap();
         assert_eq!(o.video.unwrap().payload_type, 102);
+    }
+
+    #[test]
+    fn host_candidates_take_the_public_address() {
+        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+a=candidate:1 1 UDP 2015363327 10.0.0.5 40123 typ host\r\n\
+a=candidate:2 1 UDP 2015363326 172.17.0.2 40123 typ host\r\n\
+a=candidate:3 1 UDP 1677729535 198.51.100.1 40999 typ srflx raddr 10.0.0.5 rport 40123\r\n";
+        let out = with_public_ips(answer, &["203.0.113.9".to_string()]);
+        assert!(
+            out.contains("a=candidate:1 1 UDP 2015363327 203.0.113.9 40123 typ host\r\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("10.0.0.5 40123 typ host") && !out.contains("172.17.0.2"),
+            "{out}"
+        );
+        assert_eq!(
+            out.matches("203.0.113.9").count(),
+            1,
+            "one per address and port: {out}"
+        );
+        assert!(out.contains("typ srflx"), "other candidates stay");
+        assert_eq!(with_public_ips(answer, &[]), answer);
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct IceSettings {
     pub turn_servers: Vec<String>,
     /// UDP port range for media (0, 0: any).
     pub port_range: (u16, u16),
+    /// Public addresses to put in host candidates (a server behind 1:1 NAT).
+    pub public_ips: Vec<String>,
 }
 
 impl IceSettings {
@@ -56,6 +58,13 @@ impl IceSettings {
                 .map(str::to_string)
                 .collect(),
             port_range: (w.port_min, w.port_max),
+            public_ips: w
+                .nat_1to1_ips
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
         }
     }
 }
@@ -228,7 +237,8 @@ impl WhipSession {
 
         pipeline.set_state(gst::State::Playing)?;
         let session = WhipSession { pipeline, stopped };
-        let answer = negotiate(&webrtc, &offer.sdp)?;
+        let answer =
+            crate::ingest::sdp::with_public_ips(&negotiate(&webrtc, &offer.sdp)?, &ice.public_ips);
         Ok((session, answer))
     }
 

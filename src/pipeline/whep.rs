@@ -243,7 +243,8 @@ impl WhepFanout {
             anyhow::bail!("the offer was not accepted: {reply}");
         }
 
-        let answer = super::webrtc::answer(&webrtc)?;
+        let answer =
+            crate::ingest::sdp::with_public_ips(&super::webrtc::answer(&webrtc)?, &ice.public_ips);
         let viewer_id = id.clone();
         watch_connection(&webrtc, move |reason| {
             tracing::info!(viewer = %viewer_id, %reason, "WHEP viewer gone");

@@ -4,7 +4,7 @@
 // With "clock", the video is a canvas showing the sender's clock (Date.now() in ms, modulo
 // 2^20) as 20 black or white squares, which whep.cjs reads back for glass-to-glass latency.
 // Prints one JSON line: {status, location, connected, framesSent, codec, error, deleteStatus,
-// candidatePorts (the answer's UDP ICE candidate ports)}.
+// candidatePorts and candidateIps (of the answer's UDP ICE candidates)}.
 // The page is the server's /healthz: 127.0.0.1 is a secure context, as getUserMedia needs.
 const { chromium } = require("playwright-core");
 
@@ -70,7 +70,9 @@ try {
       r.location = resp.headers.get("Location");
       const answer = await resp.text();
       if (resp.status !== 201) { r.error = answer; return r; }
-      r.candidatePorts = answer.split(/\r?\n/).filter((l) => l.startsWith("a=candidate:") && l.split(" ")[2].toUpperCase() === "UDP").map((l) => Number(l.split(" ")[5]));
+      const udp = answer.split(/\r?\n/).filter((l) => l.startsWith("a=candidate:") && l.split(" ")[2].toUpperCase() === "UDP");
+      r.candidatePorts = udp.map((l) => Number(l.split(" ")[5]));
+      r.candidateIps = [...new Set(udp.map((l) => l.split(" ")[4]))];
       await pc.setRemoteDescription({ type: "answer", sdp: answer });
       const until = Date.now() + seconds * 1000;
       while (Date.now() < until) {
