@@ -33,7 +33,7 @@ export BROWSER_TEST_NODE_MODULES := $(NPM_DIR)/node_modules
 help:
 	@echo "make run    install what is missing, build, serve on http://127.0.0.1:8080"
 	@echo "make test   install what is missing, fmt + clippy, all tests (SQLite, PostgreSQL, local, S3)"
-	@echo "make bench  Ferrocast side by side with ffmpeg, and the key endpoint under wrk; writes benches/results*.md"
+	@echo "make bench  ladder vs ffmpeg, key endpoint under wrk, WHEP fan-out; writes benches/results*.md"
 
 run: apt-deps node-deps rust-toolchain release
 	$(CARGO_TARGET_DIR)/release/ferrocast serve
@@ -51,6 +51,7 @@ test: apt-deps node-deps rust-toolchain test-tools lint
 bench: apt-deps node-deps rust-toolchain
 	cargo bench --locked --bench ladder
 	cargo bench --locked --bench keys
+	cargo bench --locked --bench webrtc
 
 lint:
 	@echo "==> cargo fmt --check"

@@ -1,0 +1,275 @@
+//! `make bench`: WHEP fan-out cost. A release `ferrocast serve` gets one 720p30 RTMP broadcast
+//! (ffmpeg, no B-frames; HLS passthrough only, so the ladder does not drown the figures); then 0, 4 and 16 WebRTC viewers (GStreamer `webrtcbin` receivers in
+//! this process, media to fakesink, no decoding) watch it over WHEP. The server's CPU with
+//! each count gives the CPU one viewer costs, hence viewers per core. Medians of 3 runs of
+//! 10 s each. Glass-to-glass latency is measured by `tests/webrtc.rs` (Chromium to Chromium).
+//! Writes `benches/results-webrtc.md`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gstreamer as gst;
+use gstreamer_sdp as gst_sdp;
+use gstreamer_webrtc as gst_webrtc;
+
+const ADMIN_KEY: &str = "bench-admin-key-0123456789";
+const COUNTS: [usize; 3] = [0, 4, 16];
+const SECONDS: u64 = 10;
+
+fn main() {
+    gst::init().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (http, rtmp) = (free_port(), free_port());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_ferrocast"))
+        .arg("serve")
+        .env("FERROCAST_DATA_DIR", work.path().join("data"))
+        .env("FERROCAST_KEYS_DIR", work.path().join("keys"))
+        .env("FERROCAST_HTTP_LISTEN", format!("127.0.0.1:{http}"))
+        .env("FERROCAST_RTMP_LISTEN", format!("127.0.0.1:{rtmp}"))
+        .env("FERROCAST_ADMIN_KEY", ADMIN_KEY)
+        .env("FERROCAST_LOG_FILTER", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (rtmp_url, playback_id) = rt.block_on(setup(&base));
+    let total = COUNTS.len() as u64 * 3 * (SECONDS + 8) + 20;
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args([
+            "-t",
+            &total.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+        ])
+        .args([
+            "-bf", "0", "-g", "60", "-b:v", "3000k", "-c:a", "aac", "-f", "flv",
+        ])
+        .arg(&rtmp_url)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
+    std::thread::sleep(Duration::from_secs(6));
+    let whep = format!("{base}/whep/{playback_id}");
+
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); COUNTS.len()];
+    for run in 1..=3 {
+        for (i, &n) in COUNTS.iter().enumerate() {
+            eprintln!("run {run}/3: {n} viewers");
+            let viewers: Vec<Viewer> = (0..n).map(|_| Viewer::connect(&whep)).collect();
+            std::thread::sleep(Duration::from_secs(3));
+            let before = process_cpu(server.id());
+            let t = Instant::now();
+            std::thread::sleep(Duration::from_secs(SECONDS));
+            let used = (process_cpu(server.id()) - before) / t.elapsed().as_secs_f64();
+            let receiving = viewers.iter().filter(|v| v.bytes() > 100_000).count();
+            assert_eq!(receiving, n, "every viewer receives media");
+            cpu[i].push(used);
+            drop(viewers);
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    let _ = ffmpeg.kill();
+    let _ = server.kill();
+    let _ = server.wait();
+    let med: Vec<f64> = cpu.iter_mut().map(|v| median(v)).collect();
+    let per_viewer = (med[2] - med[0]) / COUNTS[2] as f64;
+    let table = format!(
+        "# Ferrocast benchmarks: WHEP fan-out\n\n\
+         Machine: {}, {} cores (the receivers share them). Command: `make bench`. Medians of 3 runs.\n\n\
+         | Measure | Ferrocast |\n|---|---|\n\
+         | Server CPU, one 720p30 broadcast, 0 / {} / {} WHEP viewers (cores) | {:.3} / {:.3} / {:.3} |\n\
+         | CPU per viewer (cores), viewers per core | {:.4}, {:.0} |\n",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        COUNTS[1],
+        COUNTS[2],
+        med[0],
+        med[1],
+        med[2],
+        per_viewer,
+        1.0 / per_viewer.max(1e-6),
+    );
+    println!("\n{table}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results-webrtc.md");
+    std::fs::write(&out, &table).unwrap();
+}
+
+/// A tenant, a public live stream; returns its RTMP publish URL and playback id.
+async fn setup(base: &str) -> (String, String) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/readyz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tenant: serde_json::Value = client
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"name": "bench"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stream: serde_json::Value = client
+        .post(format!("{base}/v1/live-streams"))
+        .bearer_auth(tenant["api_key"].as_str().unwrap())
+        .json(&serde_json::json!({"ladder": "passthrough", "playback_policy": "public", "record": false, "reconnect_window_s": 0}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        format!(
+            "{}/{}",
+            stream["rtmp_url"].as_str().unwrap(),
+            stream["stream_key"].as_str().unwrap()
+        ),
+        stream["playback_id"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A WHEP receiver: webrtcbin, receive-only H.264 + Opus, RTP counted into fakesinks.
+struct Viewer {
+    pipeline: gst::Pipeline,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Viewer {
+    fn connect(url: &str) -> Self {
+        let pipeline = gst::Pipeline::new();
+        let webrtc = gst::ElementFactory::make("webrtcbin").build().unwrap();
+        webrtc.set_property_from_str("bundle-policy", "max-bundle");
+        pipeline.add(&webrtc).unwrap();
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (pw, counter) = (pipeline.downgrade(), received.clone());
+        webrtc.connect_pad_added(move |_, pad| {
+            let Some(p) = pw.upgrade() else { return };
+            let sink = gst::ElementFactory::make("fakesink")
+                .property("sync", false)
+                .build()
+                .unwrap();
+            p.add(&sink).unwrap();
+            sink.sync_state_with_parent().unwrap();
+            let counter = counter.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                    counter.fetch_add(b.size() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                gst::PadProbeReturn::Ok
+            });
+            pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+        });
+        for caps in [
+            "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=102,packetization-mode=(string)1,profile-level-id=(string)42e01f",
+            "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=111",
+        ] {
+            let caps: gst::Caps = caps.parse().unwrap();
+            webrtc.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+                "add-transceiver",
+                &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
+            );
+        }
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let promise = gst::Promise::new();
+        webrtc.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+        promise.wait();
+        let offer = promise
+            .get_reply()
+            .unwrap()
+            .get::<gst_webrtc::WebRTCSessionDescription>("offer")
+            .unwrap();
+        webrtc.emit_by_name::<()>("set-local-description", &[&offer, &None::<gst::Promise>]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+            != gst_webrtc::WebRTCICEGatheringState::Complete
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let local = webrtc
+            .property::<gst_webrtc::WebRTCSessionDescription>("local-description")
+            .sdp()
+            .as_text()
+            .unwrap();
+        let resp = reqwest::blocking::Client::new()
+            .post(url)
+            .header("Content-Type", "application/sdp")
+            .body(local)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "WHEP answer");
+        let answer = resp.text().unwrap();
+        let sdp = gst_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();
+        let answer =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, sdp);
+        webrtc.emit_by_name::<()>("set-remote-description", &[&answer, &None::<gst::Promise>]);
+        Viewer { pipeline, received }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// CPU seconds a process has used so far, from /proc.
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / clock_ticks()
+}
+
+/// Kernel clock ticks per second (`getconf CLK_TCK`), the unit of /proc CPU times.
+fn clock_ticks() -> f64 {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(100.0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
