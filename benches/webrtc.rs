@@ -77,6 +77,7 @@ fn main() {
         }
     }
     let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
     let _ = server.kill();
     let _ = server.wait();
     let med: Vec<f64> = cpu.iter_mut().map(|v| median(v)).collect();
