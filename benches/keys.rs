@@ -9,6 +9,9 @@
 //!
 //! Medians of 3 alternated runs. Writes `benches/results-keys.md`.
 
+mod common;
+use common::*;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,14 +58,7 @@ fn main() {
 
     let (p50, p99, paced) = (median(&mut p50), median(&mut p99), median(&mut paced_rps));
     let (k, h) = (median(&mut key_max), median(&mut health_max));
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let cpu_model = cpu_model();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let table = format!(
         "# Ferrocast benchmarks: key endpoint\n\n\
@@ -237,17 +233,4 @@ fn millis(v: &str) -> f64 {
     } else {
         panic!("unexpected wrk latency {v:?}")
     }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -10,6 +10,9 @@
 //!
 //! Prints a table and writes it to `benches/results.md` with the machine's CPU and core count.
 
+mod common;
+use common::*;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -47,14 +50,7 @@ fn main() {
     let (p50, p95) = (pct(from_start.clone(), 0.5), pct(from_start, 0.95));
     let (e50, e95) = (pct(from_end.clone(), 0.5), pct(from_end, 0.95));
 
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
+    let cpu_model = cpu_model();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let table = format!(
         "# Ferrocast benchmarks\n\n\
@@ -76,11 +72,6 @@ fn main() {
         .unwrap_or_default();
     std::fs::write(&out, format!("{table}{notes}")).unwrap();
     eprintln!("written to {}", out.display());
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// 30 s of 720p30 H.264 (2 s GOP) + AAC, made once.
@@ -112,47 +103,6 @@ fn make_input(work: &Path) -> PathBuf {
         assert!(ok, "could not make the input");
     }
     path
-}
-
-/// CPU seconds a process has used so far, from /proc.
-fn process_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / clock_ticks()
-}
-
-/// Kernel clock ticks per second (`getconf CLK_TCK`), the unit of /proc CPU times.
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        let out = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .expect("getconf");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(100.0)
-    })
-}
-
-/// CPU seconds used by finished children of this process (wait()ed for), from /proc.
-fn children_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[13].parse::<f64>().unwrap() + fields[14].parse::<f64>().unwrap();
-    ticks / clock_ticks()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Ferrocast's CPU for the whole broadcast, and each segment's publish → playlist latency.
