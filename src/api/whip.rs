@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::{AppState, Path};
 use crate::error::{ApiError, ApiResult};
@@ -155,15 +156,22 @@ async fn publish(
         OfferError::Malformed(_) => ApiError::invalid(e.to_string()),
         OfferError::Unsupported(_) => ApiError::Unprocessable(e.to_string()),
     })?;
-    let mut publisher = state.live.publish(&stream_key).await.map_err(|r| {
-        if r.description.contains("unknown") {
-            ApiError::Unauthorized(r.description)
-        } else if r.description.contains("already") {
-            ApiError::Conflict(r.description)
-        } else {
-            ApiError::Unavailable(r.description)
-        }
-    })?;
+    // The broadcast outlives this request: start it outside the request's span, in its own
+    // (as RTMP publishes are in their connection's).
+    let mut publisher = state
+        .live
+        .publish(&stream_key)
+        .instrument(tracing::info_span!(parent: None, "whip"))
+        .await
+        .map_err(|r| {
+            if r.description.contains("unknown") {
+                ApiError::Unauthorized(r.description)
+            } else if r.description.contains("already") {
+                ApiError::Conflict(r.description)
+            } else {
+                ApiError::Unavailable(r.description)
+            }
+        })?;
     let ice = IceSettings::from_config(&state.config.webrtc);
     let (events_tx, mut events) = mpsc::channel(256);
     let started = tokio::task::spawn_blocking(move || WhipSession::start(&offer, &ice, events_tx))
