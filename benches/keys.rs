@@ -13,30 +13,21 @@ mod common;
 use common::*;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 3;
-const ADMIN_KEY: &str = "bench-admin-key-0123456789";
 
 fn main() {
     let work = tempfile::tempdir().unwrap();
-    let (http, rtmp) = (free_port(), free_port());
-    let mut server = Command::new(env!("CARGO_BIN_EXE_ferrocast"))
-        .arg("serve")
-        .env("FERROCAST_DATA_DIR", work.path().join("data"))
-        .env("FERROCAST_KEYS_DIR", work.path().join("keys"))
-        .env("FERROCAST_HTTP_LISTEN", format!("127.0.0.1:{http}"))
-        .env("FERROCAST_RTMP_LISTEN", format!("127.0.0.1:{rtmp}"))
-        .env("FERROCAST_ADMIN_KEY", ADMIN_KEY)
-        .env("FERROCAST_LOG_FILTER", "warn")
-        // The limits are per client address, and the load comes from one.
-        .env("FERROCAST_PLAYBACK_KEY_RATE_PER_IP", "1000000")
-        .env("FERROCAST_PLAYBACK_KEY_BURST_PER_IP", "1000000")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{http}");
+    // The limits are per client address, and the load comes from one.
+    let (mut server, base) = spawn_server(
+        work.path(),
+        &[
+            ("FERROCAST_PLAYBACK_KEY_RATE_PER_IP", "1000000"),
+            ("FERROCAST_PLAYBACK_KEY_BURST_PER_IP", "1000000"),
+        ],
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (key_url, healthz_url) = rt.block_on(setup(&base));
 
@@ -79,12 +70,13 @@ fn main() {
 /// A tenant, a broadcast with a content key, a tenant signing key and a token for it;
 /// returns the key URL (with the token) and the healthz URL.
 async fn setup(base: &str) -> (String, String) {
+    let (key, stream) = tenant_and_stream(
+        base,
+        serde_json::json!({"reconnect_window_s": 0, "record": true}),
+    )
+    .await;
+    let url = publish_url(&stream);
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/readyz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let post = |path: &str, key: &str, body: serde_json::Value| {
         let req = client
             .post(format!("{base}{path}"))
@@ -96,24 +88,6 @@ async fn setup(base: &str) -> (String, String) {
             resp.json::<serde_json::Value>().await.unwrap()
         }
     };
-    let tenant = post(
-        "/v1/tenants",
-        ADMIN_KEY,
-        serde_json::json!({"name": "bench"}),
-    )
-    .await;
-    let key = tenant["api_key"].as_str().unwrap().to_string();
-    let stream = post(
-        "/v1/live-streams",
-        &key,
-        serde_json::json!({"reconnect_window_s": 0, "record": true}),
-    )
-    .await;
-    let url = format!(
-        "{}/{}",
-        stream["rtmp_url"].as_str().unwrap(),
-        stream["stream_key"].as_str().unwrap()
-    );
     let ok = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])

@@ -15,12 +15,11 @@ use common::*;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const MEDIA_SECONDS: f64 = 30.0;
 const RUNS: usize = 3;
-const ADMIN_KEY: &str = "bench-admin-key-0123456789";
 
 fn main() {
     let work = std::env::temp_dir().join("ferrocast-bench");
@@ -108,51 +107,15 @@ fn make_input(work: &Path) -> PathBuf {
 /// Ferrocast's CPU for the whole broadcast, and each segment's publish → playlist latency.
 async fn ferrocast_run(work: &Path, input: &Path) -> (f64, Vec<(f64, f64)>) {
     let dir = tempfile::tempdir_in(work).unwrap();
-    let (http, rtmp) = (free_port(), free_port());
-    let mut server = Command::new(env!("CARGO_BIN_EXE_ferrocast"))
-        .arg("serve")
-        .env("FERROCAST_DATA_DIR", dir.path().join("data"))
-        .env("FERROCAST_KEYS_DIR", dir.path().join("keys"))
-        .env("FERROCAST_HTTP_LISTEN", format!("127.0.0.1:{http}"))
-        .env("FERROCAST_RTMP_LISTEN", format!("127.0.0.1:{rtmp}"))
-        .env("FERROCAST_ADMIN_KEY", ADMIN_KEY)
-        .env("FERROCAST_LOG_FILTER", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{http}");
+    let (mut server, base) = spawn_server(dir.path(), &[]);
+    let (key, stream) = tenant_and_stream(
+        &base,
+        serde_json::json!({"playback_policy": "public", "reconnect_window_s": 0, "record": false}),
+    )
+    .await;
+    let key = key.as_str();
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.get(format!("{base}/readyz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let tenant: serde_json::Value = client
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&serde_json::json!({"name": "bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = tenant["api_key"].as_str().unwrap();
-    let stream: serde_json::Value = client
-        .post(format!("{base}/v1/live-streams"))
-        .bearer_auth(key)
-        .json(&serde_json::json!({"playback_policy": "public", "reconnect_window_s": 0, "record": false}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let url = format!(
-        "{}/{}",
-        stream["rtmp_url"].as_str().unwrap(),
-        stream["stream_key"].as_str().unwrap()
-    );
+    let url = publish_url(&stream);
     let stream_url = format!("{base}/v1/live-streams/{}", stream["id"].as_str().unwrap());
     let playlist_url = format!(
         "{base}/hls/{}/720p/index.m3u8",

@@ -17,26 +17,13 @@ use gstreamer as gst;
 use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
 
-const ADMIN_KEY: &str = "bench-admin-key-0123456789";
 const COUNTS: [usize; 3] = [0, 4, 16];
 const SECONDS: u64 = 10;
 
 fn main() {
     gst::init().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let (http, rtmp) = (free_port(), free_port());
-    let mut server = Command::new(env!("CARGO_BIN_EXE_ferrocast"))
-        .arg("serve")
-        .env("FERROCAST_DATA_DIR", work.path().join("data"))
-        .env("FERROCAST_KEYS_DIR", work.path().join("keys"))
-        .env("FERROCAST_HTTP_LISTEN", format!("127.0.0.1:{http}"))
-        .env("FERROCAST_RTMP_LISTEN", format!("127.0.0.1:{rtmp}"))
-        .env("FERROCAST_ADMIN_KEY", ADMIN_KEY)
-        .env("FERROCAST_LOG_FILTER", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{http}");
+    let (mut server, base) = spawn_server(work.path(), &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (rtmp_url, playback_id) = rt.block_on(setup(&base));
     let total = COUNTS.len() as u64 * 3 * (SECONDS + 8) + 20;
@@ -108,38 +95,13 @@ fn main() {
 
 /// A tenant, a public live stream; returns its RTMP publish URL and playback id.
 async fn setup(base: &str) -> (String, String) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/readyz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let tenant: serde_json::Value = client
-        .post(format!("{base}/v1/tenants"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&serde_json::json!({"name": "bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let stream: serde_json::Value = client
-        .post(format!("{base}/v1/live-streams"))
-        .bearer_auth(tenant["api_key"].as_str().unwrap())
-        .json(&serde_json::json!({"ladder": "passthrough", "playback_policy": "public", "record": false, "reconnect_window_s": 0}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, stream) = tenant_and_stream(
+        base,
+        serde_json::json!({"ladder": "passthrough", "playback_policy": "public", "record": false, "reconnect_window_s": 0}),
+    )
+    .await;
     (
-        format!(
-            "{}/{}",
-            stream["rtmp_url"].as_str().unwrap(),
-            stream["stream_key"].as_str().unwrap()
-        ),
+        publish_url(&stream),
         stream["playback_id"].as_str().unwrap().to_string(),
     )
 }

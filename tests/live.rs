@@ -273,29 +273,7 @@ async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_re
         .bytes()
         .await
         .unwrap();
-    let mut files = vec![
-        server.data_dir.join("ferrocast.db"),
-        server.data_dir.join("ferrocast.db-wal"),
-    ];
-    let objects = server
-        .state
-        .store
-        .list(&ferrocast::storage::Prefix::parse("").unwrap())
-        .await
-        .unwrap();
-    files.extend(
-        objects
-            .iter()
-            .map(|o| server.data_dir.join("objects").join(o.key.as_str())),
-    );
-    for f in files {
-        let bytes = std::fs::read(&f).unwrap_or_default();
-        assert!(
-            !bytes.windows(16).any(|w| w == &clear_key[..]),
-            "content key in clear in {}",
-            f.display()
-        );
-    }
+    server.assert_nowhere_on_disk(&clear_key).await;
     server.stop().await;
 }
 

@@ -708,29 +708,7 @@ async fn master_key_rotation_rewraps_every_key_while_serving_and_recordings_stil
     );
 
     // No content key is in clear anywhere on disk, before or after the rotation.
-    let mut files = vec![
-        server.data_dir.join("ferrocast.db"),
-        server.data_dir.join("ferrocast.db-wal"),
-    ];
-    let objects = server
-        .state
-        .store
-        .list(&ferrocast::storage::Prefix::parse("").unwrap())
-        .await
-        .unwrap();
-    files.extend(
-        objects
-            .iter()
-            .map(|o| server.data_dir.join("objects").join(o.key.as_str())),
-    );
-    for f in files {
-        let bytes = std::fs::read(&f).unwrap_or_default();
-        assert!(
-            !bytes.windows(16).any(|w| w == &before[..]),
-            "key in clear in {}",
-            f.display()
-        );
-    }
+    server.assert_nowhere_on_disk(&before).await;
 
     // A restart reads the new master key and serves the same key (carol is entitled now).
     let (status, _) = server

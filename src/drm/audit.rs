@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{AuditEvent, Db, new_id, now_ms};
 
@@ -26,7 +26,15 @@ pub struct Decision {
 /// Handle to the audit writer. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    tx: mpsc::Sender<AuditEvent>,
+    tx: mpsc::Sender<Entry>,
+}
+
+/// What travels to the writer: events, and markers answered once all before them are stored.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // nearly all entries are events: boxing them would allocate per request
+enum Entry {
+    Event(AuditEvent),
+    Flush(oneshot::Sender<()>),
 }
 
 impl AuditLog {
@@ -55,33 +63,38 @@ impl AuditLog {
             reason: d.denied,
             at: now_ms(),
         };
-        if self.tx.send(event).await.is_err() {
+        if self.tx.send(Entry::Event(event)).await.is_err() {
             tracing::error!("audit writer has stopped; key decision not recorded");
         }
     }
 
     /// Resolves once everything queued before the call is in the database (tests, shutdown).
     pub async fn flush(&self) {
-        for _ in 0..200 {
-            if self.tx.capacity() == self.tx.max_capacity() {
-                // Queue empty; the writer may still hold one batch.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                if self.tx.capacity() == self.tx.max_capacity() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Entry::Flush(done)).await.is_ok() {
+            let _ = wait.await;
         }
     }
 }
 
-async fn writer(db: Db, mut rx: mpsc::Receiver<AuditEvent>) {
+async fn writer(db: Db, mut rx: mpsc::Receiver<Entry>) {
+    let mut received = Vec::with_capacity(BATCH);
     let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
+    let mut flushes = Vec::new();
+    while rx.recv_many(&mut received, BATCH).await > 0 {
+        for entry in received.drain(..) {
+            match entry {
+                Entry::Event(e) => batch.push(e),
+                Entry::Flush(done) => flushes.push(done),
+            }
+        }
         let mut delay = Duration::from_millis(100);
-        loop {
+        while !batch.is_empty() {
             match db.insert_audit_events(&batch).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    metrics::counter!("ferrocast_audit_events_total").increment(batch.len() as u64);
+                    batch.clear();
+                }
                 Err(e) => {
                     // The database is down: keep the batch and retry; the queue fills and
                     // the key endpoint slows down rather than forgetting decisions.
@@ -92,7 +105,8 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<AuditEvent>) {
                 }
             }
         }
-        metrics::counter!("ferrocast_audit_events_total").increment(batch.len() as u64);
-        batch.clear();
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
     }
 }

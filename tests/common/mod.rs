@@ -152,6 +152,33 @@ impl TestServer {
         )
     }
 
+    /// Fails if `needle` (a content key) appears in the SQLite files or any stored object.
+    pub async fn assert_nowhere_on_disk(&self, needle: &[u8]) {
+        let mut files = vec![
+            self.data_dir.join("ferrocast.db"),
+            self.data_dir.join("ferrocast.db-wal"),
+        ];
+        let objects = self
+            .state
+            .store
+            .list(&ferrocast::storage::Prefix::parse("").unwrap())
+            .await
+            .unwrap();
+        files.extend(
+            objects
+                .iter()
+                .map(|o| self.data_dir.join("objects").join(o.key.as_str())),
+        );
+        for f in files {
+            let bytes = std::fs::read(&f).unwrap_or_default();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "content key in clear in {}",
+                f.display()
+            );
+        }
+    }
+
     /// Asks the server to stop and waits until it has.
     pub async fn stop(mut self) {
         self.stop_inner().await;
