@@ -421,3 +421,69 @@ async fn a_whip_publisher_that_vanishes_without_delete_ends_the_broadcast() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_video_packets_are_asked_for_and_resent_both_ways() {
+    // Every 40th video packet is lost on the way in (WHIP) and on the way out (WHEP).
+    let server = TestServer::start_with(|c| {
+        c.http.request_timeout_s = 60;
+        c.webrtc.simulate_loss_every = 40;
+    })
+    .await;
+    let (_, key) = server.create_tenant("Lossy").await;
+    let (id, stream_key, playback_id) = live_stream(&server, &key).await;
+    let publisher = browser_script(
+        "whip.cjs",
+        vec![
+            server.url(&format!("/whip/{stream_key}")),
+            "14".into(),
+            "H264".into(),
+        ],
+    );
+    eventually(
+        "the stream to go active",
+        Duration::from_secs(20),
+        || async {
+            let (_, s) = server
+                .call("GET", &format!("/v1/live-streams/{id}"), Some(&key), None)
+                .await;
+            (s["status"] == "active").then_some(())
+        },
+    )
+    .await;
+    let viewer = browser_script(
+        "whep.cjs",
+        vec![server.url(&format!("/whep/{playback_id}")), "6".into()],
+    )
+    .await
+    .unwrap();
+    let report = publisher.await.unwrap();
+    eprintln!("WHEP viewer: {viewer}\nWHIP publisher: {report}");
+
+    // In: the server's jitter buffer asked for the lost packets, and Chromium resent them
+    // on the RTX stream the answer kept.
+    assert_eq!(report["answerRtx"], true, "{report}");
+    assert!(report["nackCount"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["retransmittedPacketsSent"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    // Out: the viewer asked, the fan-out resent, and the picture kept going.
+    assert_eq!(viewer["answerRtx"], true, "{viewer}");
+    assert!(viewer["nackCount"].as_u64().unwrap() > 0, "{viewer}");
+    assert!(
+        viewer["retransmittedPacketsReceived"].as_u64().unwrap() > 0,
+        "{viewer}"
+    );
+    let frames: Vec<u64> = viewer["framesDecoded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert!(
+        frames.len() >= 4 && frames[frames.len() - 1] >= frames[0] + 40,
+        "frames decoded should keep increasing: {frames:?}"
+    );
+    server.stop().await;
+}

@@ -9,6 +9,9 @@ pub struct Codec {
     /// `H264`, `VP8` or `OPUS`.
     pub name: String,
     pub payload_type: u8,
+    /// Its retransmission (RTX, RFC 4588) payload type, where the offer has one: kept so
+    /// that lost packets are resent (NACK) on their own stream.
+    pub rtx_payload_type: Option<u8>,
 }
 
 /// An offer narrowed to what Ferrocast takes.
@@ -136,9 +139,10 @@ pub fn prepare_offer(offer: &str, video_codecs: &[&str]) -> Result<Offer, OfferE
             ok.then(|| Codec {
                 name: enc.split('/').next().unwrap_or("").to_string(),
                 payload_type: *pt,
+                rtx_payload_type: None,
             })
         });
-        let Some(codec) = chosen else {
+        let Some(mut codec) = chosen else {
             let wanted = match kind {
                 "video" if video_codecs.contains(&"VP8") => "H.264 (packetization-mode=1) or VP8",
                 "video" => "H.264 (packetization-mode=1)",
@@ -164,13 +168,23 @@ pub fn prepare_offer(offer: &str, video_codecs: &[&str]) -> Result<Offer, OfferE
                 "send at most one {kind} track"
             )));
         }
-        out.push(format!(
-            "m={} {} {} {}",
-            m[0], m[1], m[2], codec.payload_type
-        ));
+        codec.rtx_payload_type = offered.iter().copied().find(|pt| {
+            maps.iter()
+                .any(|(p, e)| p == pt && e.to_ascii_lowercase().starts_with("rtx/"))
+                && fmtp(*pt)
+                    .split(';')
+                    .any(|p| p.trim() == format!("apt={}", codec.payload_type))
+        });
+        let kept = |pt: u8| pt == codec.payload_type || Some(pt) == codec.rtx_payload_type;
+        let payload_types = std::iter::once(codec.payload_type)
+            .chain(codec.rtx_payload_type)
+            .map(|pt| pt.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        out.push(format!("m={} {} {} {payload_types}", m[0], m[1], m[2]));
         for line in &section.lines[1..] {
             match attribute_pt(line) {
-                Some(pt) if pt != codec.payload_type => {}
+                Some(pt) if !kept(pt) => {}
                 _ => out.push(line.to_string()),
             }
         }
@@ -234,12 +248,18 @@ a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:6
         assert_eq!(o.video.as_ref().unwrap().name, "VP8");
         assert_eq!(o.audio.as_ref().unwrap().payload_type, 111);
         assert!(
-            o.sdp.contains("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"),
+            o.sdp.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\n"),
             "{}",
             o.sdp
         );
         assert!(o.sdp.contains("a=rtcp-fb:96 nack pli\r\n"));
-        assert!(!o.sdp.contains("rtx") && !o.sdp.contains("H264") && !o.sdp.contains("AV1"));
+        // Its retransmission stream stays (NACK), the other codecs go.
+        assert_eq!(o.video.as_ref().unwrap().rtx_payload_type, Some(97));
+        assert!(
+            o.sdp
+                .contains("a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n")
+        );
+        assert!(!o.sdp.contains("H264") && !o.sdp.contains("AV1"));
         assert!(
             o.sdp.contains("a=ssrc:1 cname:x\r\n"),
             "other attributes stay"
@@ -256,9 +276,11 @@ a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:6
             o.video,
             Some(Codec {
                 name: "H264".into(),
-                payload_type: 102
+                payload_type: 102,
+                rtx_payload_type: None,
             })
         );
+        assert!(!o.sdp.contains("rtx"), "97 is VP8's retransmission stream");
         assert!(o.sdp.contains("packetization-mode=1") && !o.sdp.contains("packetization-mode=0"));
         assert_eq!(o.mlines, ["video", "audio"]);
         // A viewer (WHEP) gets the copied H.264 even where it prefers VP8.

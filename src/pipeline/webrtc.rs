@@ -9,8 +9,9 @@
 //!   Opus:  rtpopusdepay ! opusdec ! audioconvert ! audioresample ! avenc_aac ! aacparse ! flvmux.audio
 //! flvmux (streamable) ! appsink  -> FLV tags -> the caller's channel
 //! ```
-//! Depayloaders ask for keyframes (RTCP PLI) when the stream starts or a loss breaks the
-//! picture. The session ends when the peer connection fails or closes, or the caller stops it.
+//! Lost packets are asked for again (NACK, on every transceiver) and come back on the offer's
+//! RTX stream; depayloaders ask for keyframes (RTCP PLI) when the stream starts or a loss the
+//! resends could not repair breaks the picture. The session ends when the peer connection fails or closes, or the caller stops it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +45,8 @@ pub struct IceSettings {
     pub port_range: (u16, u16),
     /// Public addresses to put in host candidates (a server behind 1:1 NAT).
     pub public_ips: Vec<String>,
+    /// Testing only: drop every Nth video RTP packet (see `webrtc.simulate_loss_every`).
+    pub simulate_loss_every: u32,
 }
 
 impl IceSettings {
@@ -65,6 +68,7 @@ impl IceSettings {
                 .filter(|t| !t.is_empty())
                 .map(str::to_string)
                 .collect(),
+            simulate_loss_every: w.simulate_loss_every,
         }
     }
 }
@@ -114,6 +118,22 @@ impl WhipSession {
         let webrtc = make("webrtcbin")?;
         webrtc.set_property_from_str("bundle-policy", "max-bundle");
         configure_ice(&webrtc, ice);
+        // Lost packets are asked for again (NACK; RTX where the offer has it) before the
+        // jitter buffer gives up on them.
+        webrtc.connect("on-new-transceiver", false, |args| {
+            if let Ok(t) = args[1].get::<gst_webrtc::WebRTCRTPTransceiver>() {
+                t.set_property("do-nack", true);
+            }
+            None
+        });
+        if let Some(video) = offer.video.as_ref().filter(|_| ice.simulate_loss_every > 0) {
+            simulate_loss(
+                &webrtc,
+                "recv_rtp_sink_",
+                video.payload_type,
+                ice.simulate_loss_every,
+            );
+        }
         let flvmux = make("flvmux")?;
         flvmux.set_property("streamable", true);
         let sink = gst_app::AppSink::builder()
@@ -269,6 +289,78 @@ pub(super) fn configure_ice(webrtc: &gst::Element, ice: &IceSettings) {
         agent.set_property("min-rtp-port", u32::from(ice.port_range.0));
         agent.set_property("max-rtp-port", u32::from(ice.port_range.1));
     }
+}
+
+/// Testing only: drops every `every`th RTP packet of payload type `pt` on the pads of
+/// `webrtcbin`'s internal `rtpbin` whose names start with `pad_prefix` (`recv_rtp_sink_`:
+/// received, after SRTP; `send_rtp_src_`: sent, after the retransmission sender, so that the
+/// lost packets can still be resent). Retransmissions have their own payload type and pass.
+pub(super) fn simulate_loss(webrtc: &gst::Element, pad_prefix: &'static str, pt: u8, every: u32) {
+    let Some(rtpbin) = webrtc.downcast_ref::<gst::Bin>().and_then(|b| {
+        b.iterate_recurse()
+            .into_iter()
+            .flatten()
+            .find(|e| e.factory().is_some_and(|f| f.name() == "rtpbin"))
+    }) else {
+        tracing::warn!("simulate_loss: no rtpbin inside webrtcbin");
+        return;
+    };
+    tracing::warn!(
+        every,
+        pad_prefix,
+        "simulating RTP packet loss (webrtc.simulate_loss_every)"
+    );
+    let seen = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let probe = move |pad: &gst::Pad| {
+        let seen = seen.clone();
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, info| {
+                let lose = |buf: &gst::BufferRef| {
+                    let Ok(map) = buf.map_readable() else {
+                        return false;
+                    };
+                    map.len() > 12
+                        && map[1] & 0x7f == pt
+                        && seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % every
+                            == every - 1
+                };
+                match &mut info.data {
+                    Some(gst::PadProbeData::Buffer(buf)) if lose(buf) => {
+                        // Consumed here ("handled"): the pad must not unref it again.
+                        info.data = None;
+                        gst::PadProbeReturn::Handled
+                    }
+                    Some(gst::PadProbeData::BufferList(list)) => {
+                        let doomed: Vec<usize> = list
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, b)| lose(b))
+                            .map(|(i, _)| i)
+                            .collect();
+                        if !doomed.is_empty() {
+                            let list = list.make_mut();
+                            for i in doomed.into_iter().rev() {
+                                list.remove(i..i + 1);
+                            }
+                        }
+                        gst::PadProbeReturn::Ok
+                    }
+                    _ => gst::PadProbeReturn::Ok,
+                }
+            },
+        );
+    };
+    for pad in rtpbin.pads() {
+        if pad.name().starts_with(pad_prefix) {
+            probe(&pad);
+        }
+    }
+    rtpbin.connect_pad_added(move |_, pad| {
+        if pad.name().starts_with(pad_prefix) {
+            probe(pad);
+        }
+    });
 }
 
 /// Calls `gone` (once per state change to it) when the peer connection fails or closes.

@@ -157,6 +157,14 @@ impl WhepFanout {
         let webrtc = make("webrtcbin")?;
         webrtc.set_property_from_str("bundle-policy", "max-bundle");
         super::webrtc::configure_ice(&webrtc, ice);
+        if let Some(video) = offer.video.as_ref().filter(|_| ice.simulate_loss_every > 0) {
+            super::webrtc::simulate_loss(
+                &webrtc,
+                "send_rtp_src_",
+                video.payload_type,
+                ice.simulate_loss_every,
+            );
+        }
         self.pipeline.add(&webrtc)?;
         webrtc.sync_state_with_parent()?;
         let mut branches = Vec::new();
@@ -222,6 +230,8 @@ impl WhepFanout {
                 gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
             );
             transceiver.set_property("codec-preferences", &caps);
+            // Resend what the viewer reports lost (NACK; RTX where its offer has it).
+            transceiver.set_property("do-nack", true);
             filter.static_pad("src").unwrap().link(&sink)?;
             for e in [&filter, &payloader, &queue] {
                 e.sync_state_with_parent()?;

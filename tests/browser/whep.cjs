@@ -2,7 +2,8 @@
 // Usage: node whep.cjs WHEP_URL SECONDS [TOKEN]
 // Prints one JSON line: {status, connected, framesDecoded: [per second], audioPackets,
 // firstFrameMs (offer sent -> first frame decoded), codec, error, deleteStatus,
-// glassToGlassMs: [samples]} (the last when the publisher draws its clock, see whip.cjs).
+// glassToGlassMs: [samples] (when the publisher draws its clock, see whip.cjs), nackCount,
+// retransmittedPacketsReceived, packetsLost, answerRtx}.
 const { chromium } = require("playwright-core");
 
 (async () => {
@@ -43,6 +44,7 @@ try {
       const answer = await resp.text();
       if (resp.status !== 201) { r.error = answer; return r; }
       const location = resp.headers.get("Location");
+      r.answerRtx = /a=rtpmap:\d+ rtx\//.test(answer);
       await pc.setRemoteDescription({ type: "answer", sdp: answer });
       const video = document.createElement("video");
       video.muted = true;
@@ -77,6 +79,9 @@ try {
           if (s.type === "inbound-rtp" && s.kind === "video") {
             if ((s.framesDecoded || 0) > 0 && r.firstFrameMs === null) r.firstFrameMs = Math.round(performance.now() - started);
             if (i % 4 === 3) r.framesDecoded.push(s.framesDecoded || 0);
+            r.nackCount = s.nackCount || 0;
+            r.retransmittedPacketsReceived = s.retransmittedPacketsReceived || 0;
+            r.packetsLost = s.packetsLost || 0;
             const c = s.codecId && stats.get(s.codecId);
             if (c) r.codec = c.mimeType;
           }

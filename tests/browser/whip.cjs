@@ -4,7 +4,8 @@
 // With "clock", the video is a canvas showing the sender's clock (Date.now() in ms, modulo
 // 2^20) as 20 black or white squares, which whep.cjs reads back for glass-to-glass latency.
 // Prints one JSON line: {status, location, connected, framesSent, codec, error, deleteStatus,
-// candidatePorts and candidateIps (of the answer's UDP ICE candidates)}.
+// candidatePorts and candidateIps (of the answer's UDP ICE candidates), answerRtx, nackCount
+// and retransmittedPacketsSent (NACKs from the server and the packets resent for them)}.
 // The page is the server's /healthz: 127.0.0.1 is a secure context, as getUserMedia needs.
 const { chromium } = require("playwright-core");
 
@@ -73,6 +74,7 @@ try {
       const udp = answer.split(/\r?\n/).filter((l) => l.startsWith("a=candidate:") && l.split(" ")[2].toUpperCase() === "UDP");
       r.candidatePorts = udp.map((l) => Number(l.split(" ")[5]));
       r.candidateIps = [...new Set(udp.map((l) => l.split(" ")[4]))];
+      r.answerRtx = /a=rtpmap:\d+ rtx\//.test(answer);
       await pc.setRemoteDescription({ type: "answer", sdp: answer });
       const until = Date.now() + seconds * 1000;
       while (Date.now() < until) {
@@ -84,6 +86,9 @@ try {
       stats.forEach((s) => {
         if (s.type === "outbound-rtp" && s.kind === "video") {
           r.framesSent = s.framesSent || 0;
+          // NACKs the server sent, and the packets resent for them.
+          r.nackCount = s.nackCount || 0;
+          r.retransmittedPacketsSent = s.retransmittedPacketsSent || 0;
           const c = s.codecId && stats.get(s.codecId);
           if (c) r.codec = c.mimeType;
         }
