@@ -28,12 +28,12 @@ APT_PACKAGES := build-essential pkg-config git ca-certificates curl jq openssl p
 NPM_DIR := $(CACHE_DIR)/npm
 export BROWSER_TEST_NODE_MODULES := $(NPM_DIR)/node_modules
 
-.PHONY: help run test bench deps apt-deps node-deps rust-toolchain test-tools build release lint
+.PHONY: help run test bench bench-deps deps apt-deps node-deps rust-toolchain test-tools build release lint
 
 help:
 	@echo "make run    install what is missing, build, serve on http://127.0.0.1:8080"
 	@echo "make test   install what is missing, fmt + clippy, all tests (SQLite, PostgreSQL, local, S3)"
-	@echo "make bench  ladder vs ffmpeg, key endpoint under wrk, WHEP fan-out; writes benches/results*.md"
+	@echo "make bench  side by side with ffmpeg, nginx-rtmp and nginx; writes benches/results.md"
 
 run: apt-deps node-deps rust-toolchain release
 	$(CARGO_TARGET_DIR)/release/ferrocast serve
@@ -47,11 +47,21 @@ test: apt-deps node-deps rust-toolchain test-tools lint
 		cargo test --lib --bins --tests --no-fail-fast; \
 	fi
 
-# Benchmarks against peers, in one run (several minutes: they run in real time).
-bench: apt-deps node-deps rust-toolchain
+# Benchmarks against their peers (ffmpeg, nginx-rtmp, nginx), one table in benches/results.md.
+# About 30 minutes: media runs in real time. One section: cargo bench --bench NAME.
+bench: apt-deps bench-deps node-deps rust-toolchain
 	cargo bench --locked --bench ladder
+	cargo bench --locked --bench ingest
+	cargo bench --locked --bench delivery
 	cargo bench --locked --bench keys
 	cargo bench --locked --bench webrtc
+
+# The benchmarks' peers. Debian's nginx package starts its default site on port 80 where
+# services start on install; `sudo systemctl disable --now nginx` if that is unwanted (the
+# benchmarks run their own nginx on loopback ports).
+BENCH_APT_PACKAGES := nginx libnginx-mod-rtmp
+bench-deps:
+	@$(MAKE) --no-print-directory apt-deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
 
 lint:
 	@echo "==> cargo fmt --check"

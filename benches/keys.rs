@@ -7,12 +7,11 @@
 //! 2. the most requests/s `GET /keys/{id}` sustains (64 connections), against the same for
 //!    `GET /healthz` (the ceiling: routing, middleware, no work) on the same server.
 //!
-//! Medians of 3 alternated runs. Writes `benches/results-keys.md`.
+//! Medians of 3 alternated runs. Its lines go into `benches/results.md`.
 
 mod common;
 use common::*;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -49,22 +48,27 @@ fn main() {
 
     let (p50, p99, paced) = (median(&mut p50), median(&mut p99), median(&mut paced_rps));
     let (k, h) = (median(&mut key_max), median(&mut health_max));
-    let cpu_model = cpu_model();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let table = format!(
-        "# Ferrocast benchmarks: key endpoint\n\n\
-         Machine: {cpu_model}, {cores} cores (wrk shares them). Command: `make bench`. \
-         Medians of {RUNS} alternated runs.\n\n\
-         | Measure | Ferrocast | Peer | Ratio | Goal |\n\
-         |---|---|---|---|---|\n\
-         | `GET /keys/{{id}}`, ES256 tenant token, paced at {paced:.0} req/s: p50 / p99 | {p50:.2} ms / {p99:.2} ms | | | p99 < 5 ms |\n\
-         | Most req/s, 64 connections: `/keys/{{id}}` vs `/healthz` | {k:.0} | {h:.0} | {:.2}× | |\n",
-        k / h
+    record(
+        "keys",
+        &[
+            row(
+                &format!(
+                    "`GET /keys/{{id}}`, ES256 tenant token, paced at {paced:.0} req/s: p50 / p99"
+                ),
+                format!("{p50:.2} ms / {p99:.2} ms"),
+                String::new(),
+                String::new(),
+                "p99 < 5 ms",
+            ),
+            row(
+                "Most req/s, 64 connections: `/keys/{id}` vs `/healthz` on the same server",
+                format!("{k:.0}"),
+                format!("healthz {h:.0}"),
+                ratio(k, h),
+                "",
+            ),
+        ],
     );
-    println!("\n{table}");
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results-keys.md");
-    std::fs::write(&out, &table).unwrap();
-    eprintln!("written to {}", out.display());
 }
 
 /// A tenant, a broadcast with a content key, a tenant signing key and a token for it;
@@ -154,57 +158,4 @@ async fn setup(base: &str) -> (String, String) {
     assert_eq!(resp.status(), 200, "the key is served");
     assert_eq!(resp.bytes().await.unwrap().len(), 16);
     (key_uri, format!("{base}/healthz"))
-}
-
-struct WrkResult {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-fn wrk(url: &str, connections: u32, seconds: u32, script: Option<&Path>) -> WrkResult {
-    let mut cmd = Command::new("wrk");
-    cmd.args(["-t", "2", "-c", &connections.to_string()]).args([
-        "-d",
-        &format!("{seconds}s"),
-        "--latency",
-    ]);
-    if let Some(s) = script {
-        cmd.arg("-s").arg(s);
-    }
-    let out = cmd
-        .arg(url)
-        .output()
-        .expect("wrk (Debian package wrk; make installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "wrk failed: {text}");
-    assert!(
-        !text.contains("Non-2xx"),
-        "some requests were refused: {text}"
-    );
-    let field = |prefix: &str| -> &str {
-        text.lines()
-            .map(str::trim)
-            .find_map(|l| l.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?} in wrk output: {text}"))
-            .trim()
-    };
-    WrkResult {
-        rps: field("Requests/sec:").parse().unwrap(),
-        p50_ms: millis(field("50%")),
-        p99_ms: millis(field("99%")),
-    }
-}
-
-/// wrk's `1.23ms` / `456.00us` / `1.20s` as milliseconds.
-fn millis(v: &str) -> f64 {
-    if let Some(n) = v.strip_suffix("us") {
-        n.parse::<f64>().unwrap() / 1000.0
-    } else if let Some(n) = v.strip_suffix("ms") {
-        n.parse().unwrap()
-    } else if let Some(n) = v.strip_suffix('s') {
-        n.parse::<f64>().unwrap() * 1000.0
-    } else {
-        panic!("unexpected wrk latency {v:?}")
-    }
 }

@@ -1,107 +1,102 @@
 //! `make bench`: the live ladder side by side with ffmpeg, in one run.
 //!
-//! 1. CPU-seconds per media-second: 30 s of 720p30 H.264/AAC pushed over RTMP (`ffmpeg -re
-//!    -c copy`) into a release `ferrocast serve` with the default ladder (source copy + 720p,
-//!    480p, 360p), against `ffmpeg` producing the same renditions with the same x264 settings
-//!    from the same input, in real time, into HLS. Runs alternate; medians of three.
+//! 1. CPU-seconds per media-second: 60 s of 720p30, and of 1080p30, H.264/AAC pushed over
+//!    RTMP (`ffmpeg -re -c copy`) into a release `ferrocast serve` with the default ladder
+//!    (source copy + every rung up to the source's height), against `ffmpeg` producing the same
+//!    renditions with the same x264 settings from the same input, in real time, into HLS.
+//!    Runs alternate; medians of three.
 //! 2. Publish → playlist latency: for each segment, when the 720p media playlist first lists
 //!    it, minus when its first frame was sent (so a segment's own duration is included; the
 //!    goal is segment duration + 0.3 s). The time after its last frame is shown too.
 //!
-//! Prints a table and writes it to `benches/results.md` with the machine's CPU and core count.
+//! Its lines go into `benches/results.md` (see `common::record`).
 
 mod common;
 use common::*;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const MEDIA_SECONDS: f64 = 30.0;
+const MEDIA_SECONDS: u32 = 60;
 const RUNS: usize = 3;
+/// Input heights; the default ladder's rungs (pipelines/default.toml) at or below each.
+const INPUTS: [u32; 2] = [720, 1080];
 
 fn main() {
     let work = std::env::temp_dir().join("ferrocast-bench");
     std::fs::create_dir_all(&work).unwrap();
-    let input = make_input(&work);
     let rt = tokio::runtime::Runtime::new().unwrap();
 
-    let mut ferrocast_cpu = Vec::new();
-    let mut ffmpeg_cpu = Vec::new();
-    let mut latencies = Vec::new();
+    let mut rows = Vec::new();
+    let mut cpu = vec![(Vec::new(), Vec::new()); INPUTS.len()];
+    let mut latencies = vec![Vec::new(); INPUTS.len()];
     for run in 1..=RUNS {
-        eprintln!("run {run}/{RUNS}: ferrocast");
-        let (cpu, lat) = rt.block_on(ferrocast_run(&work, &input));
-        ferrocast_cpu.push(cpu);
-        latencies.extend(lat);
-        eprintln!("run {run}/{RUNS}: ffmpeg");
-        ffmpeg_cpu.push(ffmpeg_run(&work, &input));
+        for (i, &height) in INPUTS.iter().enumerate() {
+            let input = make_input(&work, height, MEDIA_SECONDS);
+            eprintln!("run {run}/{RUNS}, {height}p: ferrocast");
+            let (c, lat) = rt.block_on(ferrocast_run(&work, &input));
+            cpu[i].0.push(c);
+            latencies[i].extend(lat);
+            eprintln!("run {run}/{RUNS}, {height}p: ffmpeg");
+            cpu[i].1.push(ffmpeg_run(&work, &input, height));
+        }
     }
-    let f = median(&mut ferrocast_cpu) / MEDIA_SECONDS;
-    let p = median(&mut ffmpeg_cpu) / MEDIA_SECONDS;
     let pct = |mut v: Vec<f64>, q: f64| {
         v.sort_by(f64::total_cmp);
         v[((v.len() as f64 - 1.0) * q).round() as usize]
     };
-    let from_start: Vec<f64> = latencies.iter().map(|l| l.0).collect();
-    let from_end: Vec<f64> = latencies.iter().map(|l| l.1).collect();
-    let (p50, p95) = (pct(from_start.clone(), 0.5), pct(from_start, 0.95));
-    let (e50, e95) = (pct(from_end.clone(), 0.5), pct(from_end, 0.95));
-
-    let cpu_model = cpu_model();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let table = format!(
-        "# Ferrocast benchmarks\n\n\
-         Machine: {cpu_model}, {cores} cores. Command: `make bench`. Medians of {RUNS} alternated runs.\n\n\
-         | Measure | Ferrocast | Peer | Ratio | Goal |\n\
-         |---|---|---|---|---|\n\
-         | Live ladder, 720p30 in → source + 720p/480p/360p, CPU-s per media-s | {f:.3} | ffmpeg {p:.3} | {:.2}× | ≤ 0.85× |\n\
-         | Publish → segment in playlist, from its first frame, p50 / p95 ({} segments of 2 s) | {p50:.2} s / {p95:.2} s | | | ≤ 2.3 s |\n\
-         | … of which after its last frame, p50 / p95 | {e50:.2} s / {e95:.2} s | | | ≤ 0.3 s |\n",
-        f / p,
-        latencies.len()
-    );
-    println!("\n{table}");
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results.md");
-    // Hand-written notes below the table (from a line starting "Notes") are kept.
-    let notes = std::fs::read_to_string(&out)
-        .ok()
-        .and_then(|old| old.find("\nNotes").map(|i| old[i..].to_string()))
-        .unwrap_or_default();
-    std::fs::write(&out, format!("{table}{notes}")).unwrap();
-    eprintln!("written to {}", out.display());
+    for (i, &height) in INPUTS.iter().enumerate() {
+        let f = median(&mut cpu[i].0) / f64::from(MEDIA_SECONDS);
+        let p = median(&mut cpu[i].1) / f64::from(MEDIA_SECONDS);
+        let rungs: Vec<String> = rungs(height).iter().map(|r| format!("{}p", r.0)).collect();
+        rows.push(row(
+            &format!(
+                "Live ladder, {MEDIA_SECONDS} s of {height}p30 → source + {}: CPU-s per media-s",
+                rungs.join("/")
+            ),
+            format!("{f:.3}"),
+            format!("ffmpeg {p:.3}"),
+            ratio(f, p),
+            "≤ 0.85×",
+        ));
+    }
+    for (i, &height) in INPUTS.iter().enumerate() {
+        let from_start: Vec<f64> = latencies[i].iter().map(|l| l.0).collect();
+        let from_end: Vec<f64> = latencies[i].iter().map(|l| l.1).collect();
+        rows.push(row(
+            &format!(
+                "Publish → segment in the 720p playlist ({height}p in, {} segments of 2 s): \
+                 p50 / p95 from its first frame; p50 / p95 after its last",
+                from_start.len()
+            ),
+            format!(
+                "{:.2} s / {:.2} s; {:.2} s / {:.2} s",
+                pct(from_start.clone(), 0.5),
+                pct(from_start, 0.95),
+                pct(from_end.clone(), 0.5),
+                pct(from_end, 0.95)
+            ),
+            String::new(),
+            String::new(),
+            "≤ 2.3 s; ≤ 0.3 s",
+        ));
+    }
+    record("ladder", &rows);
 }
 
-/// 30 s of 720p30 H.264 (2 s GOP) + AAC, made once.
-fn make_input(work: &Path) -> PathBuf {
-    let path = work.join("in720-30s.flv");
-    if !path.exists() {
-        let ok = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args([
-                "-t", "30", "-c:v", "libx264", "-preset", "veryfast", "-b:v", "4000k",
-            ])
-            .args([
-                "-g",
-                "60",
-                "-keyint_min",
-                "60",
-                "-sc_threshold",
-                "0",
-                "-pix_fmt",
-                "yuv420p",
-            ])
-            .args(["-c:a", "aac", "-b:a", "128k", "-f", "flv"])
-            .arg(&path)
-            .status()
-            .expect("ffmpeg (Debian package ffmpeg)")
-            .success();
-        assert!(ok, "could not make the input");
-    }
-    path
+/// The default ladder's encoded rungs at or below `height`: (height, kbps, profile).
+fn rungs(height: u32) -> Vec<(u32, u32, &'static str)> {
+    [
+        (1080, 5000, "high"),
+        (720, 2800, "high"),
+        (480, 1400, "main"),
+        (360, 800, "main"),
+    ]
+    .into_iter()
+    .filter(|r| r.0 <= height)
+    .collect()
 }
 
 /// Ferrocast's CPU for the whole broadcast, and each segment's publish → playlist latency.
@@ -182,7 +177,7 @@ async fn ferrocast_run(work: &Path, input: &Path) -> (f64, Vec<(f64, f64)>) {
 }
 
 /// ffmpeg's CPU producing the same ladder from the same input, in real time.
-fn ffmpeg_run(work: &Path, input: &Path) -> f64 {
+fn ffmpeg_run(work: &Path, input: &Path, height: u32) -> f64 {
     let out = tempfile::tempdir_in(work).unwrap();
     let x264 = |kbps: u32, profile: &str, name: &str| -> Vec<String> {
         [
@@ -236,10 +231,25 @@ fn ffmpeg_run(work: &Path, input: &Path) -> f64 {
         .map(|s| s.to_string())
         .collect();
     args.push(input.display().to_string());
+    // Decode once, split, scale once per size (the source size is not scaled).
+    let rungs = rungs(height);
+    let mut graph = format!("[0:v]split={}", rungs.len());
+    for r in &rungs {
+        graph.push_str(&format!("[s{}]", r.0));
+    }
+    for r in &rungs {
+        if r.0 == height {
+            graph.push_str(&format!(";[s{0}]null[v{0}]", r.0));
+        } else {
+            graph.push_str(&format!(
+                ";[s{0}]scale={1}:{0}[v{0}]",
+                r.0,
+                (r.0 * 16 / 9).div_ceil(2) * 2
+            ));
+        }
+    }
     args.push("-filter_complex".into());
-    args.push(
-        "[0:v]split=3[a][b][c];[b]scale=854:480[v480];[c]scale=640:360[v360];[a]null[v720]".into(),
-    );
+    args.push(graph);
     // The source rendition is copied, as Ferrocast's passthrough does.
     args.extend(
         [
@@ -259,9 +269,9 @@ fn ffmpeg_run(work: &Path, input: &Path) -> f64 {
         .map(String::from),
     );
     args.push(out.path().join("source.m3u8").display().to_string());
-    args.extend(x264(2800, "high", "v720"));
-    args.extend(x264(1400, "main", "v480"));
-    args.extend(x264(800, "main", "v360"));
+    for r in &rungs {
+        args.extend(x264(r.1, r.2, &format!("v{}", r.0)));
+    }
     let before = children_cpu();
     let status = Command::new("ffmpeg").args(&args).status().expect("ffmpeg");
     assert!(status.success(), "ffmpeg ladder failed");

@@ -2,13 +2,13 @@
 //! (ffmpeg, no B-frames; HLS passthrough only, so the ladder does not drown the figures); then 0, 4 and 16 WebRTC viewers (GStreamer `webrtcbin` receivers in
 //! this process, media to fakesink, no decoding) watch it over WHEP. The server's CPU with
 //! each count gives the CPU one viewer costs, hence viewers per core. Medians of 3 runs of
-//! 10 s each. Glass-to-glass latency is measured by `tests/webrtc.rs` (Chromium to Chromium).
-//! Writes `benches/results-webrtc.md`.
+//! 10 s each. Then glass-to-glass latency: headless Chromium publishes a canvas of its clock
+//! over WHIP (H.264) and a second Chromium reads it back from WHEP; three broadcasts.
+//! Its lines go into `benches/results.md`.
 
 mod common;
 use common::*;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -68,29 +68,100 @@ fn main() {
     }
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
+
+    // Glass-to-glass: Chromium publishes a canvas showing its clock over WHIP; a second
+    // Chromium watches over WHEP and reads the clock back. Three broadcasts.
+    let mut lags = Vec::new();
+    for run in 1..=3 {
+        eprintln!("run {run}/3: glass-to-glass");
+        let (whip, whep) = rt.block_on(whip_stream(&base));
+        let publisher =
+            std::thread::spawn(move || browser_script("whip.cjs", &[&whip, "14", "H264", "clock"]));
+        std::thread::sleep(Duration::from_secs(4));
+        let viewer = browser_script("whep.cjs", &[&whep, "6"]);
+        let _ = publisher.join();
+        let mut samples: Vec<f64> = viewer["glassToGlassMs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_f64)
+            .collect();
+        assert!(samples.len() >= 10, "the viewer read the clock: {viewer}");
+        lags.push(median(&mut samples));
+    }
     let _ = server.kill();
     let _ = server.wait();
     let med: Vec<f64> = cpu.iter_mut().map(|v| median(v)).collect();
     let per_viewer = (med[2] - med[0]) / COUNTS[2] as f64;
-    let table = format!(
-        "# Ferrocast benchmarks: WHEP fan-out\n\n\
-         Machine: {}, {} cores (the receivers share them). Command: `make bench`. Medians of 3 runs.\n\n\
-         | Measure | Ferrocast |\n|---|---|\n\
-         | Server CPU, one 720p30 broadcast, 0 / {} / {} WHEP viewers (cores) | {:.3} / {:.3} / {:.3} |\n\
-         | CPU per viewer (cores), viewers per core | {:.4}, {:.0} |\n",
-        cpu_model(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        COUNTS[1],
-        COUNTS[2],
-        med[0],
-        med[1],
-        med[2],
-        per_viewer,
-        1.0 / per_viewer.max(1e-6),
+    record(
+        "webrtc",
+        &[
+            row(
+                &format!(
+                    "WHEP fan-out: server CPU (cores), one 720p30 broadcast, 0 / {} / {} viewers",
+                    COUNTS[1], COUNTS[2]
+                ),
+                format!("{:.3} / {:.3} / {:.3}", med[0], med[1], med[2]),
+                String::new(),
+                String::new(),
+                "",
+            ),
+            row(
+                "WHEP glass-to-glass, Chromium WHIP publisher → Chromium WHEP viewer, loopback: \
+                 median of 3 broadcasts' medians",
+                format!("{:.0} ms", median(&mut lags)),
+                String::new(),
+                String::new(),
+                "< 500 ms",
+            ),
+            row(
+                "WHEP fan-out: CPU per viewer (cores), viewers per core",
+                format!("{per_viewer:.4}, {:.0}", 1.0 / per_viewer.max(1e-6)),
+                String::new(),
+                String::new(),
+                "",
+            ),
+        ],
     );
-    println!("\n{table}");
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results-webrtc.md");
-    std::fs::write(&out, &table).unwrap();
+}
+
+/// Another public live stream (same tenant key as the admin makes anew); its WHIP and WHEP URLs.
+async fn whip_stream(base: &str) -> (String, String) {
+    let (_, stream) = tenant_and_stream(
+        base,
+        serde_json::json!({"playback_policy": "public", "record": false, "reconnect_window_s": 0}),
+    )
+    .await;
+    (
+        format!("{base}/whip/{}", stream["stream_key"].as_str().unwrap()),
+        format!("{base}/whep/{}", stream["playback_id"].as_str().unwrap()),
+    )
+}
+
+/// Runs a script of tests/browser (playwright-core from make's node_modules); its JSON report.
+fn browser_script(script: &str, args: &[&str]) -> serde_json::Value {
+    let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/ferrocast/npm/node_modules",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    let out = Command::new("node")
+        .env("NODE_PATH", node_modules)
+        .arg(format!(
+            "{}/tests/browser/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(args)
+        .output()
+        .expect("node");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// A tenant, a public live stream; returns its RTMP publish URL and playback id.

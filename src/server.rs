@@ -117,6 +117,9 @@ pub async fn build(
     );
     let key_limits = Arc::new(KeyLimits::new(&config.playback));
     let audit = AuditLog::start(db.clone());
+    let delivery_cache = Arc::new(crate::api::delivery_cache::DeliveryCache::new(
+        config.delivery.cache_mib as usize * 1024 * 1024,
+    ));
     let state = AppState {
         config: Arc::new(config),
         db,
@@ -137,6 +140,7 @@ pub async fn build(
         upload_locks: Default::default(),
         whip: Default::default(),
         whep: Default::default(),
+        delivery_cache,
         jobs_wakeup: Arc::new(Notify::new()),
     };
     Ok((

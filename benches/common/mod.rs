@@ -126,3 +126,237 @@ pub fn clock_ticks() -> f64 {
             .unwrap_or(100.0)
     })
 }
+
+/// One line of the results table.
+pub struct Row {
+    pub measure: String,
+    pub ferrocast: String,
+    pub peer: String,
+    pub ratio: String,
+    pub goal: String,
+}
+
+pub fn row(measure: &str, ferrocast: String, peer: String, ratio: String, goal: &str) -> Row {
+    Row {
+        measure: measure.into(),
+        ferrocast,
+        peer,
+        ratio,
+        goal: goal.into(),
+    }
+}
+
+/// `a / b` as a ratio cell, `1.27×`.
+pub fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}×", a / b)
+}
+
+/// The benchmarks, in the table's order: each is `cargo bench --bench NAME`.
+pub const SECTIONS: [&str; 5] = ["ladder", "ingest", "delivery", "keys", "webrtc"];
+
+/// Stores `rows` as `section`'s lines in `benches/results.json` (the other sections keep
+/// theirs from their last run), re-renders `benches/results.md` as one table, with the
+/// machine and the hand-written notes (from a line starting "Notes") kept, and prints it.
+pub fn record(section: &str, rows: &[Row]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches");
+    let json_path = dir.join("results.json");
+    let mut all: serde_json::Map<String, serde_json::Value> = std::fs::read_to_string(&json_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    all.insert(
+        section.into(),
+        serde_json::json!({
+            "machine": format!("{}, {cores} cores", cpu_model()),
+            "rows": rows.iter().map(|r| [&r.measure, &r.ferrocast, &r.peer, &r.ratio, &r.goal])
+                .collect::<Vec<_>>(),
+        }),
+    );
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&all).unwrap() + "\n",
+    )
+    .unwrap();
+
+    let mut machines: Vec<String> = Vec::new();
+    let mut table =
+        String::from("| Measure | Ferrocast | Peer | Ratio | Goal |\n|---|---|---|---|---|\n");
+    for name in SECTIONS {
+        let Some(s) = all.get(name) else { continue };
+        let machine = s["machine"].as_str().unwrap_or("").to_string();
+        if !machines.contains(&machine) {
+            machines.push(machine);
+        }
+        for r in s["rows"].as_array().into_iter().flatten() {
+            let cells: Vec<&str> = r
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c.as_str().unwrap_or(""))
+                .collect();
+            table.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+    }
+    let md_path = dir.join("results.md");
+    let notes = std::fs::read_to_string(&md_path)
+        .ok()
+        .and_then(|old| old.find("\nNotes").map(|i| old[i..].to_string()))
+        .unwrap_or_default();
+    let text = format!(
+        "# Ferrocast benchmarks\n\n\
+         Machine: {}. Command: `make bench` (one section: `cargo bench --bench NAME`, NAME one of \
+         {}). Each line is measured side by side with its peer in the same run; medians of 3 \
+         alternated runs; CPU figures are CPU time of the server processes, not wall time.\n\n\
+         {table}{notes}",
+        machines.join("; "),
+        SECTIONS.join(", ")
+    );
+    std::fs::write(&md_path, &text).unwrap();
+    println!("\n{text}");
+    eprintln!("written to {}", md_path.display());
+}
+
+/// `seconds` of `height`p30 H.264 (x264 veryfast: B-frames, 2 s GOP) + AAC as FLV, made once
+/// under `work`.
+pub fn make_input(work: &Path, height: u32, seconds: u32) -> std::path::PathBuf {
+    let width = height * 16 / 9;
+    let kbps = match height {
+        1080.. => 6000,
+        720.. => 4000,
+        _ => 2000,
+    };
+    let path = work.join(format!("in{height}-{seconds}s.flv"));
+    if !path.exists() {
+        let ok = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size={width}x{height}:rate=30"),
+            ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", &seconds.to_string(), "-c:v", "libx264"])
+            .args(["-preset", "veryfast", "-b:v", &format!("{kbps}k")])
+            .args(["-g", "60", "-keyint_min", "60", "-sc_threshold", "0"])
+            .args([
+                "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv",
+            ])
+            .arg(&path)
+            .status()
+            .expect("ffmpeg (Debian package ffmpeg)")
+            .success();
+        assert!(ok, "could not make the input");
+    }
+    path
+}
+
+/// What `wrk --latency` reported.
+pub struct WrkResult {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// `wrk -t2 -c CONNECTIONS -d SECONDS --latency [-s SCRIPT] URL`; every response must be 2xx.
+pub fn wrk(url: &str, connections: u32, seconds: u32, script: Option<&Path>) -> WrkResult {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t", "2", "-c", &connections.to_string()]).args([
+        "-d",
+        &format!("{seconds}s"),
+        "--latency",
+    ]);
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("wrk (Debian package wrk; make installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "wrk failed: {text}");
+    assert!(
+        !text.contains("Non-2xx"),
+        "some requests were refused: {text}"
+    );
+    let field = |prefix: &str| -> &str {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in wrk output: {text}"))
+            .trim()
+    };
+    WrkResult {
+        rps: field("Requests/sec:").parse().unwrap(),
+        p50_ms: millis(field("50%")),
+        p99_ms: millis(field("99%")),
+    }
+}
+
+/// wrk's `1.23ms` / `456.00us` / `1.20s` as milliseconds.
+fn millis(v: &str) -> f64 {
+    if let Some(n) = v.strip_suffix("us") {
+        n.parse::<f64>().unwrap() / 1000.0
+    } else if let Some(n) = v.strip_suffix("ms") {
+        n.parse().unwrap()
+    } else if let Some(n) = v.strip_suffix('s') {
+        n.parse::<f64>().unwrap() * 1000.0
+    } else {
+        panic!("unexpected wrk latency {v:?}")
+    }
+}
+
+/// Resident memory of a process now, in MiB (VmRSS).
+pub fn process_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// A peer's config from `benches/NAME` with `@KEY@` placeholders filled in, written to `dir`.
+pub fn peer_config(name: &str, dir: &Path, vars: &[(&str, String)]) -> std::path::PathBuf {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("benches")
+        .join(name);
+    let mut text = std::fs::read_to_string(&template).unwrap();
+    for (k, v) in vars {
+        text = text.replace(&format!("@{k}@"), v);
+    }
+    assert!(!text.contains("@"), "unfilled placeholder in {name}");
+    let out = dir.join(name);
+    std::fs::write(&out, text).unwrap();
+    out
+}
+
+/// `nginx -p DIR -c CONF` in the foreground (the config says `daemon off`), once it accepts
+/// connections on `port`.
+pub fn spawn_nginx(dir: &Path, conf: &Path, port: u16) -> Child {
+    let mut nginx = Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(conf)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("nginx (Debian packages nginx, libnginx-mod-rtmp; make bench installs them)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = nginx.try_wait().unwrap() {
+            panic!(
+                "nginx exited ({status}): {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nginx
+}

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
+use super::delivery_cache::CachedObject;
 use super::{AppState, Path, Query};
 use crate::db::{PlaybackPolicy, PlaybackTarget};
 use crate::drm::audit::Decision;
@@ -207,7 +208,7 @@ pub(super) async fn authorize(
 ) -> ApiResult<(PlaybackTarget, Option<PlaybackClaims>)> {
     let target = state
         .db
-        .find_playback_target(playback_id)
+        .playback_target(playback_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("playback id not found".into()))?;
     if target.policy != PlaybackPolicy::Signed {
@@ -312,6 +313,10 @@ pub fn with_token(playlist: &str, token: &str) -> String {
     out
 }
 
+fn has_endlist(playlist: &[u8]) -> bool {
+    playlist.windows(14).any(|w| w == b"#EXT-X-ENDLIST")
+}
+
 async fn serve_object(
     state: &AppState,
     target: &PlaybackTarget,
@@ -345,17 +350,32 @@ async fn serve_object(
         );
         return Ok(response);
     }
-    let object = state.store.get(&key, None).await.map_err(|e| match e {
-        crate::storage::StorageError::NotFound(_) => {
-            ApiError::NotFound(format!("{path} not found"))
+    let object = match state.delivery_cache.object(key.as_str()) {
+        Some(hit) => hit,
+        None => {
+            let object = state.store.get(&key, None).await.map_err(|e| match e {
+                crate::storage::StorageError::NotFound(_) => {
+                    ApiError::NotFound(format!("{path} not found"))
+                }
+                other => other.into(),
+            })?;
+            let object = CachedObject {
+                body: object.body,
+                content_type: object.meta.content_type,
+            };
+            // Segments never change once written. Playlists do, even after ENDLIST (a
+            // publisher back within the reconnect window, a recording re-packaged).
+            if !is_playlist {
+                state
+                    .delivery_cache
+                    .put_object(key.as_str(), object.clone());
+            }
+            object
         }
-        other => other.into(),
-    })?;
+    };
     let cache = match (is_playlist, policy_private) {
         // Live playlists change every segment; finished ones only when re-packaged.
-        (true, _) if !object.body.windows(14).any(|w| w == b"#EXT-X-ENDLIST") => {
-            "no-cache".to_string()
-        }
+        (true, _) if !has_endlist(&object.body) => "no-cache".to_string(),
         (true, true) => "private, max-age=60".into(),
         (true, false) => "public, max-age=60".into(),
         // Segments never change once written.
@@ -383,7 +403,7 @@ async fn serve_object(
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(&object.meta.content_type).expect("ascii"),
+        HeaderValue::from_str(&object.content_type).expect("ascii"),
     );
     h.insert(
         header::CACHE_CONTROL,

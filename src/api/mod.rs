@@ -4,6 +4,7 @@
 mod assets;
 pub mod auth;
 mod delivery;
+pub mod delivery_cache;
 mod health;
 pub mod live;
 mod objects;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub whip: whip::WhipSessions,
     /// WHEP viewers on this server.
     pub whep: whep::WhepViewers,
+    /// Segments recently served (`delivery.cache_mib`).
+    pub delivery_cache: Arc<delivery_cache::DeliveryCache>,
     /// Wakes this process's job workers when a job is queued here.
     pub jobs_wakeup: Arc<tokio::sync::Notify>,
 }

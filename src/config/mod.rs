@@ -89,6 +89,7 @@ pub struct JobsConfig {
 pub struct DeliveryConfig {
     pub redirect_segments: bool,
     pub redirect_expiry_s: u64,
+    pub cache_mib: u64,
     pub hlsjs_path: String,
 }
 

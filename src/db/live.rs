@@ -127,6 +127,44 @@ pub struct Asset {
 const ASSET_COLUMNS: &str = "id, tenant_id, source, live_stream_id, playback_id, playback_policy, \
     status, storage_prefix, duration_ms, error, created_at, updated_at, size_bytes, media_info, filename, ladder";
 
+/// Playback targets looked up in the last [`TARGET_TTL`], so that every playlist and segment
+/// request does not cost a query. This node's own changes (a broadcast starting, a policy
+/// change, a deletion) clear it at once; another node's are seen within the TTL.
+#[derive(Debug, Default)]
+pub struct TargetCache(
+    std::sync::Mutex<
+        std::collections::HashMap<String, (std::time::Instant, Option<PlaybackTarget>)>,
+    >,
+);
+
+/// How long a looked-up playback target is trusted (media only: keys always ask the database).
+pub const TARGET_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Targets kept at most: a flood of made-up ids cannot grow the cache without bound.
+const MAX_TARGETS: usize = 100_000;
+
+impl TargetCache {
+    fn get(&self, playback_id: &str) -> Option<Option<PlaybackTarget>> {
+        let map = self.0.lock().unwrap();
+        let (at, target) = map.get(playback_id)?;
+        (at.elapsed() < TARGET_TTL).then(|| target.clone())
+    }
+
+    fn put(&self, playback_id: &str, target: Option<PlaybackTarget>) {
+        let mut map = self.0.lock().unwrap();
+        if map.len() >= MAX_TARGETS {
+            map.retain(|_, (at, _)| at.elapsed() < TARGET_TTL);
+            if map.len() >= MAX_TARGETS {
+                map.clear();
+            }
+        }
+        map.insert(playback_id.to_string(), (std::time::Instant::now(), target));
+    }
+
+    pub(super) fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
 /// What a playback id lets a viewer play.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlaybackTarget {
@@ -225,6 +263,7 @@ impl Db {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.targets.clear();
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound("live stream"));
         }
@@ -264,6 +303,7 @@ impl Db {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.targets.clear();
         Ok(done.rows_affected() == 1)
     }
 
@@ -391,7 +431,19 @@ impl Db {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.targets.clear();
         Ok(asset)
+    }
+
+    /// [`Db::find_playback_target`], answered from [`TargetCache`] when it was asked within
+    /// [`TARGET_TTL`]: for media requests (playlists, segments, thumbnails, WHEP), never keys.
+    pub async fn playback_target(&self, playback_id: &str) -> DbResult<Option<PlaybackTarget>> {
+        if let Some(target) = self.targets.get(playback_id) {
+            return Ok(target);
+        }
+        let target = self.find_playback_target(playback_id).await?;
+        self.targets.put(playback_id, target.clone());
+        Ok(target)
     }
 
     /// What a playback id plays: a live stream's current broadcast, or an asset.

@@ -15,7 +15,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use live::{
-    Asset, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, StoredContentKey,
+    Asset, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, StoredContentKey, TargetCache,
 };
 pub use security::{AuditEvent, Entitlement, SigningKey};
 pub use tenants::{ApiKey, NewApiKey, Role, Tenant};
@@ -50,6 +50,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// Playback targets recently looked up (see [`Db::playback_target`]).
+    targets: std::sync::Arc<TargetCache>,
 }
 
 impl Db {
@@ -74,7 +76,11 @@ impl Db {
             });
         }
         let pool = options.connect(url).await?;
-        let db = Self { pool, backend };
+        let db = Self {
+            pool,
+            backend,
+            targets: Default::default(),
+        };
         MIGRATOR.run(&db.pool).await?;
         Ok(db)
     }

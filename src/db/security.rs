@@ -297,6 +297,7 @@ impl Db {
             .await?;
             found |= done.rows_affected() > 0;
         }
+        self.targets.clear();
         if !found {
             return Err(DbError::NotFound("playback id"));
         }

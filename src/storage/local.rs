@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::{
     ByteRange, Object, ObjectKey, ObjectMeta, ObjectStore, Prefix, StorageError, StorageResult,
@@ -162,37 +162,39 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get(&self, key: &ObjectKey, range: Option<ByteRange>) -> StorageResult<Object> {
-        let mut file = tokio::fs::File::open(self.path(key))
-            .await
-            .map_err(|e| not_found_or(key, e, "opening"))?;
-        let m = file
-            .metadata()
-            .await
-            .map_err(|e| not_found_or(key, e, "reading"))?;
-        if m.is_dir() {
-            return Err(StorageError::NotFound(key.clone()));
-        }
-        let meta = Self::meta(key, &m);
-        let (start, end) = match range {
-            None => (0, meta.size.saturating_sub(1)),
-            Some(r) => r
-                .resolve(meta.size)
-                .ok_or_else(|| StorageError::InvalidRange(r.to_header()))?,
-        };
-        let len = if meta.size == 0 { 0 } else { end - start + 1 };
-        let mut buf = vec![0u8; len as usize];
-        let read: std::io::Result<()> = async {
-            file.seek(SeekFrom::Start(start)).await?;
-            file.read_exact(&mut buf).await?;
-            Ok(())
-        }
-        .await;
-        read.map_err(|e| not_found_or(key, e, "reading"))?;
-        Ok(Object {
-            meta,
-            range: range.map(|_| (start, end)),
-            body: Bytes::from(buf),
+        // One trip to the blocking pool for open, stat and read (tokio::fs would take one
+        // per call): this is the path of every playlist and segment served.
+        let (path, key) = (self.path(key), key.clone());
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek};
+            let mut file =
+                std::fs::File::open(&path).map_err(|e| not_found_or(&key, e, "opening"))?;
+            let m = file
+                .metadata()
+                .map_err(|e| not_found_or(&key, e, "reading"))?;
+            if m.is_dir() {
+                return Err(StorageError::NotFound(key.clone()));
+            }
+            let meta = Self::meta(&key, &m);
+            let (start, end) = match range {
+                None => (0, meta.size.saturating_sub(1)),
+                Some(r) => r
+                    .resolve(meta.size)
+                    .ok_or_else(|| StorageError::InvalidRange(r.to_header()))?,
+            };
+            let len = if meta.size == 0 { 0 } else { end - start + 1 };
+            let mut buf = vec![0u8; len as usize];
+            file.seek(SeekFrom::Start(start))
+                .and_then(|_| file.read_exact(&mut buf))
+                .map_err(|e| not_found_or(&key, e, "reading"))?;
+            Ok(Object {
+                meta,
+                range: range.map(|_| (start, end)),
+                body: Bytes::from(buf),
+            })
         })
+        .await
+        .map_err(|e| StorageError::Other(anyhow::anyhow!("reading {e}")))?
     }
 
     async fn head(&self, key: &ObjectKey) -> StorageResult<ObjectMeta> {

@@ -1,0 +1,240 @@
+//! `make bench`: passthrough ingest, Ferrocast against nginx-rtmp, side by side.
+//!
+//! 1, 10 and 50 concurrent RTMP publishers (`ffmpeg -re -c copy` of a pre-encoded 720p30
+//! H.264/AAC file, 20 s) into
+//! - a release `ferrocast serve`, each stream with the `passthrough` ladder (the source copied
+//!   into AES-128 HLS, nothing re-encoded, recorded), and
+//! - nginx with Debian's `libnginx-mod-rtmp` (`hls on`, 2 s fragments, plain TS to disk;
+//!   config in `benches/nginx-rtmp.conf`), one process.
+//!
+//! For each: the server's CPU time from the first publisher's start until every playlist is
+//! final, per publisher and media second; its resident memory above idle at the peak, per
+//! publisher; and whether every stream's playlist holds the whole broadcast. Runs alternate;
+//! medians of three. Its lines go into `benches/results.md`.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MEDIA_SECONDS: u32 = 20;
+const RUNS: usize = 3;
+const PUBLISHERS: [usize; 3] = [1, 10, 50];
+
+struct Outcome {
+    /// CPU-s per publisher per media-s (cores per publisher).
+    cpu: f64,
+    /// MiB per publisher.
+    rss: f64,
+    /// Streams whose playlist covers the whole broadcast.
+    complete: usize,
+}
+
+fn main() {
+    let work = std::env::temp_dir().join("ferrocast-bench");
+    std::fs::create_dir_all(&work).unwrap();
+    let input = make_input(&work, 720, MEDIA_SECONDS);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut results: Vec<(Vec<Outcome>, Vec<Outcome>)> = PUBLISHERS
+        .iter()
+        .map(|_| (Vec::new(), Vec::new()))
+        .collect();
+    for run in 1..=RUNS {
+        for (i, &n) in PUBLISHERS.iter().enumerate() {
+            eprintln!("run {run}/{RUNS}, {n} publishers: ferrocast");
+            results[i]
+                .0
+                .push(rt.block_on(ferrocast_run(&work, &input, n)));
+            eprintln!("run {run}/{RUNS}, {n} publishers: nginx-rtmp");
+            results[i].1.push(nginx_run(&work, &input, n));
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, &n) in PUBLISHERS.iter().enumerate() {
+        let (f, p) = &results[i];
+        let m = |v: &[Outcome], get: fn(&Outcome) -> f64| {
+            median(&mut v.iter().map(get).collect::<Vec<_>>())
+        };
+        let (fc, pc) = (m(f, |o| o.cpu), m(p, |o| o.cpu));
+        let (fr, pr) = (m(f, |o| o.rss), m(p, |o| o.rss));
+        let complete = |v: &[Outcome]| v.iter().map(|o| o.complete).min().unwrap_or(0);
+        rows.push(row(
+            &format!(
+                "Passthrough ingest, {n} RTMP publisher{}: CPU per publisher (% of a core); \
+                 memory per publisher; playlists complete",
+                if n == 1 { "" } else { "s" }
+            ),
+            format!("{:.2} %; {fr:.1} MiB; {}/{n}", fc * 100.0, complete(f)),
+            format!(
+                "nginx-rtmp {:.2} %; {pr:.1} MiB; {}/{n}",
+                pc * 100.0,
+                complete(p)
+            ),
+            ratio(fc, pc),
+            "≤ 1.0× CPU; all complete",
+        ));
+    }
+    record("ingest", &rows);
+}
+
+fn publishers(input: &Path, urls: &[String]) -> Vec<Child> {
+    urls.iter()
+        .map(|url| {
+            Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+                .arg(input)
+                .args(["-c", "copy", "-f", "flv", url])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("ffmpeg")
+        })
+        .collect()
+}
+
+/// Waits for the publishers while sampling `pid`'s memory; returns the peak in MiB.
+fn wait_sampling(pid: u32, mut children: Vec<Child>) -> f64 {
+    let mut peak: f64 = 0.0;
+    while !children.is_empty() {
+        peak = peak.max(process_rss_mib(pid));
+        children.retain_mut(|c| match c.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success(), "a publisher failed");
+                false
+            }
+            None => true,
+        });
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    peak
+}
+
+/// Total duration of the segments a playlist lists.
+fn listed_seconds(playlist: &str) -> f64 {
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .filter_map(|d| d.split(',').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn is_whole(playlist: &str) -> bool {
+    listed_seconds(playlist) >= f64::from(MEDIA_SECONDS) - 2.5
+}
+
+async fn ferrocast_run(work: &Path, input: &Path, n: usize) -> Outcome {
+    let dir = tempfile::tempdir_in(work).unwrap();
+    let (mut server, base) = spawn_server(dir.path(), &[]);
+    let body = serde_json::json!({
+        "ladder": "passthrough", "playback_policy": "public",
+        "reconnect_window_s": 0, "record": true,
+    });
+    let (key, first) = tenant_and_stream(&base, body.clone()).await;
+    let client = reqwest::Client::new();
+    let mut streams = vec![first];
+    while streams.len() < n {
+        let resp = client
+            .post(format!("{base}/v1/live-streams"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.status());
+        streams.push(resp.json().await.unwrap());
+    }
+    let urls: Vec<String> = streams.iter().map(publish_url).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = server.id();
+    let idle_rss = process_rss_mib(pid);
+    let cpu_before = process_cpu(pid);
+    let children = publishers(input, &urls);
+    let peak = tokio::task::spawn_blocking(move || wait_sampling(pid, children))
+        .await
+        .unwrap();
+    // Final: every stream's media playlist has ENDLIST (or 20 s pass).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut complete = 0;
+    for s in &streams {
+        let master = format!(
+            "{base}/hls/{}/master.m3u8",
+            s["playback_id"].as_str().unwrap()
+        );
+        loop {
+            let text = media_playlist(&client, &master).await;
+            if text.contains("#EXT-X-ENDLIST") || Instant::now() > deadline {
+                complete += usize::from(is_whole(&text) && text.contains("#EXT-X-ENDLIST"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let cpu = process_cpu(pid) - cpu_before;
+    let _ = server.kill();
+    let _ = server.wait();
+    Outcome {
+        cpu: cpu / n as f64 / f64::from(MEDIA_SECONDS),
+        rss: (peak - idle_rss).max(0.0) / n as f64,
+        complete,
+    }
+}
+
+/// The first media playlist of a master playlist, or "" while there is none.
+async fn media_playlist(client: &reqwest::Client, master_url: &str) -> String {
+    let get = |url: String| async move {
+        match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+            _ => String::new(),
+        }
+    };
+    let master = get(master_url.to_string()).await;
+    let Some(uri) = master
+        .lines()
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+    else {
+        return String::new();
+    };
+    let base = &master_url[..master_url.rfind('/').unwrap() + 1];
+    get(format!("{base}{uri}")).await
+}
+
+fn nginx_run(work: &Path, input: &Path, n: usize) -> Outcome {
+    let dir = tempfile::tempdir_in(work).unwrap();
+    let port = free_port();
+    let hls = dir.path().join("hls");
+    std::fs::create_dir_all(&hls).unwrap();
+    let conf = peer_config(
+        "nginx-rtmp.conf",
+        dir.path(),
+        &[
+            ("DIR", dir.path().display().to_string()),
+            ("PORT", port.to_string()),
+        ],
+    );
+    let mut nginx = spawn_nginx(dir.path(), &conf, port);
+    let pid = nginx.id();
+    let urls: Vec<String> = (0..n)
+        .map(|i| format!("rtmp://127.0.0.1:{port}/live/s{i}"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss = process_rss_mib(pid);
+    let cpu_before = process_cpu(pid);
+    let peak = wait_sampling(pid, publishers(input, &urls));
+    // nginx-rtmp closes the last fragment when the publisher goes; give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = process_cpu(pid) - cpu_before;
+    let complete = (0..n)
+        .filter(|i| {
+            let path: PathBuf = hls.join(format!("s{i}.m3u8"));
+            std::fs::read_to_string(path).is_ok_and(|t| is_whole(&t))
+        })
+        .count();
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+    Outcome {
+        cpu: cpu / n as f64 / f64::from(MEDIA_SECONDS),
+        rss: (peak - idle_rss).max(0.0) / n as f64,
+        complete,
+    }
+}

@@ -1,0 +1,94 @@
+//! Media objects delivery keeps in memory, as an origin shield would, so that a popular stream
+//! costs no storage read per segment request: objects that never change once written
+//! (segments; not playlists), up to `delivery.cache_mib`, the oldest evicted first. (Playback targets are cached by the database layer: [`crate::db::Db::playback_target`].)
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+#[derive(Clone, Debug)]
+pub struct CachedObject {
+    pub body: Bytes,
+    pub content_type: String,
+}
+
+#[derive(Default)]
+struct Objects {
+    map: HashMap<String, CachedObject>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+pub struct DeliveryCache {
+    objects: Mutex<Objects>,
+    budget: usize,
+}
+
+impl DeliveryCache {
+    /// A cache holding up to `budget_bytes` of objects (0: objects are not kept).
+    pub fn new(budget_bytes: usize) -> Self {
+        Self {
+            objects: Mutex::new(Objects::default()),
+            budget: budget_bytes,
+        }
+    }
+
+    pub fn object(&self, key: &str) -> Option<CachedObject> {
+        self.objects.lock().unwrap().map.get(key).cloned()
+    }
+
+    /// Keeps an immutable object; objects larger than an eighth of the budget are not kept.
+    pub fn put_object(&self, key: &str, object: CachedObject) {
+        let size = object.body.len();
+        if size > self.budget / 8 {
+            return;
+        }
+        let mut o = self.objects.lock().unwrap();
+        if o.map.contains_key(key) {
+            return;
+        }
+        while o.bytes + size > self.budget {
+            let Some(old) = o.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = o.map.remove(&old) {
+                o.bytes -= gone.body.len();
+            }
+        }
+        o.bytes += size;
+        o.order.push_back(key.to_string());
+        o.map.insert(key.to_string(), object);
+        metrics::gauge!("delivery_cache_bytes").set(o.bytes as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(n: usize) -> CachedObject {
+        CachedObject {
+            body: Bytes::from(vec![0u8; n]),
+            content_type: "video/mp2t".into(),
+        }
+    }
+
+    #[test]
+    fn objects_stay_within_the_budget_oldest_out_first() {
+        let cache = DeliveryCache::new(1000);
+        cache.put_object("a", object(100));
+        cache.put_object("b", object(100));
+        cache.put_object("big", object(200)); // over budget / 8: not kept
+        assert!(cache.object("big").is_none());
+        for i in 0..9 {
+            cache.put_object(&format!("c{i}"), object(100));
+        }
+        assert!(cache.object("a").is_none() && cache.object("b").is_none());
+        assert!(cache.object("c0").is_some() && cache.object("c8").is_some());
+        assert!(cache.objects.lock().unwrap().bytes <= 1000);
+        let off = DeliveryCache::new(0);
+        off.put_object("a", object(1));
+        assert!(off.object("a").is_none());
+    }
+}
