@@ -89,7 +89,7 @@ fn main() {
             ("FILES", files.display().to_string()),
         ],
     );
-    let mut nginx = spawn_nginx(nginx_dir.path(), &conf, port);
+    let nginx = spawn_nginx(nginx_dir.path(), &conf, port);
     let nginx_base = format!("http://127.0.0.1:{port}");
     for path in [&segments[0], &playlists[1]] {
         let theirs = client
@@ -113,8 +113,7 @@ fn main() {
                 .push(wrk(&nginx_base, 64, WRK_SECONDS, Some(script)));
         }
     }
-    let _ = nginx.kill();
-    let _ = nginx.wait();
+    stop_nginx(nginx);
     let _ = server.kill();
     let _ = server.wait();
 

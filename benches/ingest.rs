@@ -212,7 +212,7 @@ fn nginx_run(work: &Path, input: &Path, n: usize) -> Outcome {
             ("PORT", port.to_string()),
         ],
     );
-    let mut nginx = spawn_nginx(dir.path(), &conf, port);
+    let nginx = spawn_nginx(dir.path(), &conf, port);
     let pid = nginx.id();
     let urls: Vec<String> = (0..n)
         .map(|i| format!("rtmp://127.0.0.1:{port}/live/s{i}"))
@@ -230,8 +230,7 @@ fn nginx_run(work: &Path, input: &Path, n: usize) -> Outcome {
             std::fs::read_to_string(path).is_ok_and(|t| is_whole(&t))
         })
         .count();
-    let _ = nginx.kill();
-    let _ = nginx.wait();
+    stop_nginx(nginx);
     Outcome {
         cpu: cpu / n as f64 / f64::from(MEDIA_SECONDS),
         rss: (peak - idle_rss).max(0.0) / n as f64,

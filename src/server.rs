@@ -120,7 +120,7 @@ pub async fn build(
     let delivery_cache = Arc::new(crate::api::delivery_cache::DeliveryCache::new(
         config.delivery.cache_mib as usize * 1024 * 1024,
     ));
-    let state = AppState {
+    let state = AppState::new(crate::api::Shared {
         config: Arc::new(config),
         db,
         store,
@@ -142,7 +142,7 @@ pub async fn build(
         whep: Default::default(),
         delivery_cache,
         jobs_wakeup: Arc::new(Notify::new()),
-    };
+    });
     Ok((
         state,
         Startup {

@@ -360,3 +360,20 @@ pub fn spawn_nginx(dir: &Path, conf: &Path, port: u16) -> Child {
     }
     nginx
 }
+
+/// Stops an nginx started by [`spawn_nginx`]: SIGTERM to the master, which stops its workers
+/// (SIGKILL would leave them running), then waits for it.
+pub fn stop_nginx(mut nginx: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &nginx.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nginx.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = nginx.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = nginx.wait();
+}

@@ -269,6 +269,8 @@ pub async fn add_subtitles(
         .store
         .put(&master_key, master.into(), "application/vnd.apple.mpegurl")
         .await?;
+    // Viewers of this node see the new track at once (others within the playlist TTL).
+    state.delivery_cache.forget(master_key.as_str());
     Ok((
         StatusCode::CREATED,
         Json(SubtitleTrack {

@@ -359,16 +359,19 @@ async fn serve_object(
                 }
                 other => other.into(),
             })?;
+            // Segments never change once written. Playlists may (a publisher back within
+            // the reconnect window, subtitles added), so they are kept only briefly, and a
+            // live media playlist, which changes with every segment, not at all.
+            let live_media = is_playlist && path != "master.m3u8" && !has_endlist(&object.body);
             let object = CachedObject {
                 body: object.body,
                 content_type: object.meta.content_type,
+                expires: is_playlist.then(|| {
+                    std::time::Instant::now() + super::delivery_cache::PLAYLIST_TTL
+                }),
             };
-            // Segments never change once written. Playlists do, even after ENDLIST (a
-            // publisher back within the reconnect window, a recording re-packaged).
-            if !is_playlist {
-                state
-                    .delivery_cache
-                    .put_object(key.as_str(), object.clone());
+            if !live_media {
+                state.delivery_cache.put_object(key.as_str(), object.clone());
             }
             object
         }

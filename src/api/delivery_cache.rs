@@ -1,16 +1,25 @@
 //! Media objects delivery keeps in memory, as an origin shield would, so that a popular stream
-//! costs no storage read per segment request: objects that never change once written
-//! (segments; not playlists), up to `delivery.cache_mib`, the oldest evicted first. (Playback targets are cached by the database layer: [`crate::db::Db::playback_target`].)
+//! costs no storage read per request, up to `delivery.cache_mib`, the oldest evicted first:
+//! - segments, which never change once written, until evicted;
+//! - playlists that are not a live media playlist (master playlists, and playlists with
+//!   `#EXT-X-ENDLIST`), for [`PLAYLIST_TTL`]: a subtitle track added to a recording, or a
+//!   publisher back within its reconnect window, shows within that time. (Playback targets are cached by the database layer: [`crate::db::Db::playback_target`].)
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+/// How long a cached playlist is served before storage is read again.
+pub const PLAYLIST_TTL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct CachedObject {
     pub body: Bytes,
     pub content_type: String,
+    /// When it must be read again (playlists); `None`: never (segments).
+    pub expires: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -35,17 +44,34 @@ impl DeliveryCache {
     }
 
     pub fn object(&self, key: &str) -> Option<CachedObject> {
-        self.objects.lock().unwrap().map.get(key).cloned()
+        let o = self.objects.lock().unwrap();
+        let hit = o.map.get(key)?;
+        hit.expires
+            .is_none_or(|at| Instant::now() < at)
+            .then(|| hit.clone())
     }
 
-    /// Keeps an immutable object; objects larger than an eighth of the budget are not kept.
+    /// Drops an object this node just rewrote.
+    pub fn forget(&self, key: &str) {
+        let mut o = self.objects.lock().unwrap();
+        if let Some(gone) = o.map.remove(key) {
+            o.bytes -= gone.body.len();
+            o.order.retain(|k| k != key);
+        }
+    }
+
+    /// Keeps an object (replacing an expired copy); objects larger than an eighth of the
+    /// budget are not kept.
     pub fn put_object(&self, key: &str, object: CachedObject) {
         let size = object.body.len();
         if size > self.budget / 8 {
             return;
         }
         let mut o = self.objects.lock().unwrap();
-        if o.map.contains_key(key) {
+        if let Some(old) = o.map.get_mut(key) {
+            let old_size = old.body.len();
+            *old = object;
+            o.bytes = o.bytes - old_size + size;
             return;
         }
         while o.bytes + size > self.budget {
@@ -71,6 +97,7 @@ mod tests {
         CachedObject {
             body: Bytes::from(vec![0u8; n]),
             content_type: "video/mp2t".into(),
+            expires: None,
         }
     }
 
@@ -90,5 +117,23 @@ mod tests {
         let off = DeliveryCache::new(0);
         off.put_object("a", object(1));
         assert!(off.object("a").is_none());
+    }
+
+    #[test]
+    fn playlists_expire() {
+        let cache = DeliveryCache::new(1000);
+        let mut playlist = object(10);
+        playlist.expires = Some(Instant::now() + PLAYLIST_TTL);
+        cache.put_object("p", playlist.clone());
+        assert!(cache.object("p").is_some());
+        playlist.expires = Some(Instant::now());
+        cache.put_object("p", playlist);
+        assert!(cache.object("p").is_none(), "expired");
+        cache.put_object("p", object(20));
+        assert!(cache.object("p").is_some(), "replaced");
+        assert_eq!(cache.objects.lock().unwrap().bytes, 20);
+        cache.forget("p");
+        assert!(cache.object("p").is_none());
+        assert_eq!(cache.objects.lock().unwrap().bytes, 0);
     }
 }

@@ -37,9 +37,26 @@ use crate::storage::{DynStore, UrlSigner};
 pub use router::router;
 pub use telemetry::install_metrics_recorder;
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach: one pointer, so the several clones each request makes
+/// (extractors, middleware) cost a reference count, not a copy of every field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state behind [`AppState`].
+pub struct Shared {
     pub config: Arc<Config>,
     pub db: Db,
     pub store: DynStore,
