@@ -366,12 +366,13 @@ async fn serve_object(
             let object = CachedObject {
                 body: object.body,
                 content_type: object.meta.content_type,
-                expires: is_playlist.then(|| {
-                    std::time::Instant::now() + super::delivery_cache::PLAYLIST_TTL
-                }),
+                expires: is_playlist
+                    .then(|| std::time::Instant::now() + super::delivery_cache::PLAYLIST_TTL),
             };
             if !live_media {
-                state.delivery_cache.put_object(key.as_str(), object.clone());
+                state
+                    .delivery_cache
+                    .put_object(key.as_str(), object.clone());
             }
             object
         }
