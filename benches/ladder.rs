@@ -148,15 +148,23 @@ async fn ferrocast_run(work: &Path, input: &Path) -> (f64, Vec<(f64, f64)>) {
             && resp.status().is_success()
         {
             let text = resp.text().await.unwrap();
-            let mut end = 0.0;
+            // A live playlist is a sliding window: its first segment is number
+            // EXT-X-MEDIA-SEQUENCE of the broadcast. Segments are seen in order (the window
+            // holds several and this polls every 20 ms), so each new one starts where the last
+            // seen one ended.
+            let first: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
             for (i, d) in text
                 .lines()
                 .filter_map(|l| l.strip_prefix("#EXTINF:"))
                 .enumerate()
             {
-                let start = end;
-                end += d.trim_end_matches(',').parse::<f64>().unwrap_or(0.0);
-                if i >= seen.len() {
+                if first + i == seen.len() {
+                    let start = seen.last().map_or(0.0, |s| s.1);
+                    let end = start + d.trim_end_matches(',').parse::<f64>().unwrap_or(0.0);
                     seen.push((start, end, t0.elapsed().as_secs_f64()));
                 }
             }
