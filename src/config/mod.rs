@@ -161,6 +161,7 @@ pub struct WebrtcConfig {
     pub port_min: u16,
     pub port_max: u16,
     pub nat_1to1_ips: String,
+    pub interface_ips: String,
     pub simulate_loss_every: u32,
 }
 

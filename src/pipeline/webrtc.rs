@@ -45,6 +45,8 @@ pub struct IceSettings {
     pub port_range: (u16, u16),
     /// Public addresses to put in host candidates (a server behind 1:1 NAT).
     pub public_ips: Vec<String>,
+    /// Local addresses to gather host candidates on (empty: every interface).
+    pub interface_ips: Vec<String>,
     /// Testing only: drop every Nth video RTP packet (see `webrtc.simulate_loss_every`).
     pub simulate_loss_every: u32,
 }
@@ -63,6 +65,13 @@ impl IceSettings {
             port_range: (w.port_min, w.port_max),
             public_ips: w
                 .nat_1to1_ips
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
+            interface_ips: w
+                .interface_ips
                 .split(',')
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
@@ -282,19 +291,24 @@ pub(super) fn configure_ice(webrtc: &gst::Element, ice: &IceSettings) {
     for turn in &ice.turn_servers {
         let _ = webrtc.emit_by_name::<bool>("add-turn-server", &[turn]);
     }
-    if ice.port_range != (0, 0)
-        && let Some(agent) = webrtc.property::<Option<glib::Object>>("ice-agent")
-        && agent.has_property("min-rtp-port")
-    {
+    let Some(agent) = webrtc.property::<Option<glib::Object>>("ice-agent") else {
+        return;
+    };
+    if ice.port_range != (0, 0) && agent.has_property("min-rtp-port") {
         agent.set_property("min-rtp-port", u32::from(ice.port_range.0));
         agent.set_property("max-rtp-port", u32::from(ice.port_range.1));
+    }
+    // Naming addresses stops gathering on every other interface.
+    for ip in &ice.interface_ips {
+        if !agent.emit_by_name::<bool>("add-local-ip-address", &[ip]) {
+            tracing::warn!(%ip, "webrtc.interface_ips: not a usable local address");
+        }
     }
 }
 
 /// Testing only: drops every `every`th RTP packet of payload type `pt` on the pads of
 /// `webrtcbin`'s internal `rtpbin` whose names start with `pad_prefix` (`recv_rtp_sink_`:
-/// received, after SRTP; `send_rtp_src_`: sent, after the retransmission sender, so that the
-/// lost packets can still be resent). Retransmissions have their own payload type and pass.
+/// received, after SRTP). Retransmissions have their own payload type and pass.
 pub(super) fn simulate_loss(webrtc: &gst::Element, pad_prefix: &'static str, pt: u8, every: u32) {
     let Some(rtpbin) = webrtc.downcast_ref::<gst::Bin>().and_then(|b| {
         b.iterate_recurse()

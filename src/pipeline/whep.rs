@@ -157,14 +157,6 @@ impl WhepFanout {
         let webrtc = make("webrtcbin")?;
         webrtc.set_property_from_str("bundle-policy", "max-bundle");
         super::webrtc::configure_ice(&webrtc, ice);
-        if let Some(video) = offer.video.as_ref().filter(|_| ice.simulate_loss_every > 0) {
-            super::webrtc::simulate_loss(
-                &webrtc,
-                "send_rtp_src_",
-                video.payload_type,
-                ice.simulate_loss_every,
-            );
-        }
         self.pipeline.add(&webrtc)?;
         webrtc.sync_state_with_parent()?;
         let mut branches = Vec::new();
@@ -230,8 +222,9 @@ impl WhepFanout {
                 gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
             );
             transceiver.set_property("codec-preferences", &caps);
-            // Resend what the viewer reports lost (NACK; RTX where its offer has it).
-            transceiver.set_property("do-nack", true);
+            // No NACK/RTX towards viewers: with it negotiated, Chromium (156) viewers of
+            // webrtcbin 1.22 decode a visibly degraded picture (the clock test in
+            // tests/webrtc.rs can no longer read it). A viewer recovers from loss by PLI.
             filter.static_pad("src").unwrap().link(&sink)?;
             for e in [&filter, &payloader, &queue] {
                 e.sync_state_with_parent()?;
