@@ -191,28 +191,7 @@ async fn recording(base: &str, key: &str) -> String {
 
 /// Page load → first frame, three times, in ms.
 fn first_frames(url: &str) -> Vec<f64> {
-    let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/ferrocast/npm/node_modules",
-            std::env::var("HOME").unwrap()
-        )
-    });
-    let out = Command::new("node")
-        .env("NODE_PATH", node_modules)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/benches/first-frame.cjs"
-        ))
-        .args([url, "3"])
-        .output()
-        .expect("node (make installs playwright-core)");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "first-frame.cjs: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let report = node_script("benches/first-frame.cjs", &[url, "3"]);
     let ms: Vec<f64> = report["firstFrameMs"]
         .as_array()
         .into_iter()

@@ -75,10 +75,11 @@ fn main() {
     for run in 1..=3 {
         eprintln!("run {run}/3: glass-to-glass");
         let (whip, whep) = rt.block_on(whip_stream(&base));
-        let publisher =
-            std::thread::spawn(move || browser_script("whip.cjs", &[&whip, "14", "H264", "clock"]));
+        let publisher = std::thread::spawn(move || {
+            node_script("tests/browser/whip.cjs", &[&whip, "14", "H264", "clock"])
+        });
         std::thread::sleep(Duration::from_secs(4));
-        let viewer = browser_script("whep.cjs", &[&whep, "6"]);
+        let viewer = node_script("tests/browser/whep.cjs", &[&whep, "6"]);
         let _ = publisher.join();
         let mut samples: Vec<f64> = viewer["glassToGlassMs"]
             .as_array()
@@ -146,32 +147,6 @@ async fn whip_stream(base: &str) -> (String, String) {
         format!("{base}/whip/{}", stream["stream_key"].as_str().unwrap()),
         format!("{base}/whep/{}", stream["playback_id"].as_str().unwrap()),
     )
-}
-
-/// Runs a script of tests/browser (playwright-core from make's node_modules); its JSON report.
-fn browser_script(script: &str, args: &[&str]) -> serde_json::Value {
-    let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/ferrocast/npm/node_modules",
-            std::env::var("HOME").unwrap()
-        )
-    });
-    let out = Command::new("node")
-        .env("NODE_PATH", node_modules)
-        .arg(format!(
-            "{}/tests/browser/{script}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .args(args)
-        .output()
-        .expect("node");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "{script}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 /// A tenant, a public live stream; returns its RTMP publish URL and playback id.

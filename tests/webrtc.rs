@@ -72,6 +72,16 @@ fn whip_publish(url: &str, seconds: u32, codec: &str) -> tokio::task::JoinHandle
     })
 }
 
+/// A whep.cjs report's frames decoded, one reading per second.
+fn frames_decoded(viewer: &Value) -> Vec<u64> {
+    viewer["framesDecoded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect()
+}
+
 async fn live_stream(server: &TestServer, key: &str) -> (String, String, String) {
     let (status, s) = server
         .call(
@@ -351,12 +361,7 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
     assert_eq!(viewer["status"], 201, "{viewer}");
     assert_eq!(viewer["connected"], true, "{viewer}");
     assert_eq!(viewer["codec"], "video/H264", "{viewer}");
-    let frames: Vec<u64> = viewer["framesDecoded"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect();
+    let frames = frames_decoded(&viewer);
     assert!(
         frames.len() >= 4
             && frames.windows(2).all(|w| w[1] >= w[0])
@@ -475,12 +480,7 @@ async fn lost_video_packets_from_a_whip_publisher_are_asked_for_and_resent() {
         "{report}"
     );
     // Out: what was repaired reaches a WHEP viewer, whose picture keeps going.
-    let frames: Vec<u64> = viewer["framesDecoded"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect();
+    let frames = frames_decoded(&viewer);
     assert!(
         frames.len() >= 4 && frames[frames.len() - 1] >= frames[0] + 40,
         "frames decoded should keep increasing: {frames:?}"

@@ -377,3 +377,27 @@ pub fn stop_nginx(mut nginx: Child) {
     }
     let _ = nginx.wait();
 }
+
+/// Runs a Node script of this repository (`path` from its root) with playwright-core from the
+/// node_modules `make` installs; returns the JSON report it prints.
+pub fn node_script(path: &str, args: &[&str]) -> serde_json::Value {
+    let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/ferrocast/npm/node_modules",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    let out = Command::new("node")
+        .env("NODE_PATH", node_modules)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .args(args)
+        .output()
+        .expect("node (make installs playwright-core)");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{path}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}

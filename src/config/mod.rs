@@ -280,6 +280,11 @@ pub enum ConfigError {
     Invalid { origin: String, message: String },
 }
 
+/// The items of a comma-separated setting, trimmed, empty ones skipped.
+pub fn comma_list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|v| !v.is_empty())
+}
+
 impl ConfigError {
     fn invalid(origin: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {
@@ -468,17 +473,17 @@ impl Config {
                 "must be a stun://HOST:PORT URL",
             ));
         }
-        if let Some(bad) = self
-            .webrtc
-            .nat_1to1_ips
-            .split(',')
-            .map(str::trim)
-            .find(|ip| !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err())
-        {
-            return Err(ConfigError::invalid(
-                at("webrtc.nat_1to1_ips"),
-                format!("{bad:?} is not an IP address"),
-            ));
+        for (name, value) in [
+            ("webrtc.nat_1to1_ips", &self.webrtc.nat_1to1_ips),
+            ("webrtc.interface_ips", &self.webrtc.interface_ips),
+        ] {
+            if let Some(bad) = comma_list(value).find(|ip| ip.parse::<std::net::IpAddr>().is_err())
+            {
+                return Err(ConfigError::invalid(
+                    at(name),
+                    format!("{bad:?} is not an IP address"),
+                ));
+            }
         }
         if self.playback.max_token_lifetime_s == 0 {
             return Err(ConfigError::invalid(

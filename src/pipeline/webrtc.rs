@@ -53,30 +53,17 @@ pub struct IceSettings {
 
 impl IceSettings {
     pub fn from_config(w: &crate::config::WebrtcConfig) -> Self {
+        let list = |v: &str| {
+            crate::config::comma_list(v)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
         Self {
             stun_server: w.stun_server.clone(),
-            turn_servers: w
-                .turn_servers
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect(),
+            turn_servers: list(&w.turn_servers),
             port_range: (w.port_min, w.port_max),
-            public_ips: w
-                .nat_1to1_ips
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect(),
-            interface_ips: w
-                .interface_ips
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect(),
+            public_ips: list(&w.nat_1to1_ips),
+            interface_ips: list(&w.interface_ips),
             simulate_loss_every: w.simulate_loss_every,
         }
     }
@@ -136,12 +123,7 @@ impl WhipSession {
             None
         });
         if let Some(video) = offer.video.as_ref().filter(|_| ice.simulate_loss_every > 0) {
-            simulate_loss(
-                &webrtc,
-                "recv_rtp_sink_",
-                video.payload_type,
-                ice.simulate_loss_every,
-            );
+            simulate_loss(&webrtc, video.payload_type, ice.simulate_loss_every);
         }
         let flvmux = make("flvmux")?;
         flvmux.set_property("streamable", true);
@@ -306,10 +288,11 @@ pub(super) fn configure_ice(webrtc: &gst::Element, ice: &IceSettings) {
     }
 }
 
-/// Testing only: drops every `every`th RTP packet of payload type `pt` on the pads of
-/// `webrtcbin`'s internal `rtpbin` whose names start with `pad_prefix` (`recv_rtp_sink_`:
-/// received, after SRTP). Retransmissions have their own payload type and pass.
-pub(super) fn simulate_loss(webrtc: &gst::Element, pad_prefix: &'static str, pt: u8, every: u32) {
+/// Testing only: drops every `every`th received RTP packet of payload type `pt`, on the
+/// receiving pads of `webrtcbin`'s internal `rtpbin` (after SRTP). Retransmissions have their
+/// own payload type and pass.
+fn simulate_loss(webrtc: &gst::Element, pt: u8, every: u32) {
+    const PAD_PREFIX: &str = "recv_rtp_sink_";
     let Some(rtpbin) = webrtc.downcast_ref::<gst::Bin>().and_then(|b| {
         b.iterate_recurse()
             .into_iter()
@@ -321,8 +304,7 @@ pub(super) fn simulate_loss(webrtc: &gst::Element, pad_prefix: &'static str, pt:
     };
     tracing::warn!(
         every,
-        pad_prefix,
-        "simulating RTP packet loss (webrtc.simulate_loss_every)"
+        "simulating received RTP packet loss (webrtc.simulate_loss_every)"
     );
     let seen = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let probe = move |pad: &gst::Pad| {
@@ -366,12 +348,12 @@ pub(super) fn simulate_loss(webrtc: &gst::Element, pad_prefix: &'static str, pt:
         );
     };
     for pad in rtpbin.pads() {
-        if pad.name().starts_with(pad_prefix) {
+        if pad.name().starts_with(PAD_PREFIX) {
             probe(&pad);
         }
     }
     rtpbin.connect_pad_added(move |_, pad| {
-        if pad.name().starts_with(pad_prefix) {
+        if pad.name().starts_with(PAD_PREFIX) {
             probe(pad);
         }
     });
