@@ -724,3 +724,123 @@ async fn a_storage_outage_mid_broadcast_is_retried_and_loses_no_segment() {
     assert!(retries >= 1.0, "storage_write_retries_total: {metrics}");
     server.stop().await;
 }
+
+/// Decodes every frame of `url` with ffprobe; returns (video frames, audio frames, errors,
+/// whether the video frames came out in presentation order with evenly spaced timestamps).
+async fn decode_all(url: &str) -> (u64, u64, String, bool) {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-allowed_extensions", "ALL", "-count_frames"])
+            .args([
+                "-show_entries",
+                "stream=codec_type,nb_read_frames:frame=media_type,pts",
+            ])
+            .args(["-of", "json"])
+            .arg(&url)
+            .output()
+            .expect("ffprobe runs (Debian package ffmpeg)");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let frames = |kind: &str| -> u64 {
+            v["streams"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["codec_type"] == kind)
+                .filter_map(|s| s["nb_read_frames"].as_str()?.parse::<u64>().ok())
+                .sum()
+        };
+        let pts: Vec<i64> = v["frames"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["media_type"] == "video")
+            .filter_map(|f| f["pts"].as_i64())
+            .collect();
+        // 90 kHz clock, 30 fps: 3000 ticks apart, give or take FLV's millisecond rounding.
+        let even = pts
+            .windows(2)
+            .all(|w| (2900..=3100).contains(&(w[1] - w[0])));
+        (
+            frames("video"),
+            frames("audio"),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            even,
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthrough_broadcast_with_b_frames_is_rewrapped_frame_for_frame() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"ladder": "passthrough", "reconnect_window_s": 0, "record": true}),
+    )
+    .await;
+    // x264's veryfast preset codes B-frames: composition offsets must survive the re-wrap.
+    let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 1280, 720, 10);
+    let token = token(&server, &key, &stream.playback_id).await;
+    let master = eventually("the master playlist", Duration::from_secs(20), || async {
+        let (status, body) = get_text(
+            &server,
+            &format!("/hls/{}/master.m3u8?token={token}", stream.playback_id),
+        )
+        .await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert!(
+        master.contains("RESOLUTION=1280x720") && master.contains("FRAME-RATE=30"),
+        "{master}"
+    );
+    assert!(
+        master.contains("avc1.64") && master.contains("mp4a.40.2"),
+        "{master}"
+    );
+    assert!(ffmpeg.wait(Duration::from_secs(30)).await, "ffmpeg failed");
+
+    let asset = eventually("the recording asset", Duration::from_secs(20), || async {
+        let assets = server
+            .state
+            .db
+            .list_assets(&tenant_id, None, 10)
+            .await
+            .unwrap();
+        assets.into_iter().find(|a| a.status == "ready")
+    })
+    .await;
+    let asset_token = self::token(&server, &key, &asset.playback_id).await;
+    let (_, media) = get_text(
+        &server,
+        &format!(
+            "/hls/{}/source/index.m3u8?token={asset_token}",
+            asset.playback_id
+        ),
+    )
+    .await;
+    let durations: Vec<f64> = media
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:")?.split(',').next()?.parse().ok())
+        .collect();
+    assert_eq!(durations.len(), 5, "{media}");
+    assert!(
+        durations[..4].iter().all(|d| (d - 2.0).abs() < 0.01),
+        "{media}"
+    );
+    // Every one of the 300 frames and ~469 AAC frames decodes, through the key, without an error.
+    let (video, audio, errors, even) = decode_all(&server.url(&format!(
+        "/hls/{}/source/index.m3u8?token={asset_token}",
+        asset.playback_id
+    )))
+    .await;
+    assert!(errors.trim().is_empty(), "decoder errors: {errors}");
+    assert_eq!(video, 300, "video frames decoded");
+    assert!(even, "video frames out of order or unevenly timed");
+    assert!((460..=475).contains(&audio), "{audio} audio frames decoded");
+    server.stop().await;
+}

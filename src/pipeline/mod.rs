@@ -2,10 +2,14 @@
 //! decode once, scale and encode each rendition or copy the source, MPEG-TS segments out in
 //! memory); this module adapts it to the async broadcast: events arrive on a tokio channel
 //! (waiting there when the packager is behind), input waits while the pipeline is full.
+//! A ladder with nothing to encode (passthrough only) skips GStreamer: `copy` re-wraps the
+//! source into MPEG-TS in Rust (`tsmux`), with the same events.
 
+mod copy;
 mod ladder;
 pub mod preset;
 mod segmenter;
+mod tsmux;
 pub mod vod;
 pub mod webrtc;
 pub mod whep;
@@ -88,12 +92,22 @@ pub(crate) fn ladder_renditions(preset: &Preset) -> Vec<ladder::Rendition> {
         .collect()
 }
 
+/// Input queued ahead of a copying pipeline, as the ladder's appsrc allows.
+const MAX_QUEUED_INPUT_BYTES: u64 = 8 << 20;
+
 /// How long `push` waits for room before reporting the pipeline as stuck.
 const PUSH_PATIENCE: Duration = Duration::from_secs(10);
 
 /// One broadcast's pipeline. Dropping it tears the pipeline down.
 pub struct LivePipeline {
-    inner: Mutex<Option<ladder::LivePipeline>>,
+    inner: Mutex<Option<Engine>>,
+}
+
+enum Engine {
+    /// Decode once, encode the ladder (GStreamer).
+    Ladder(ladder::LivePipeline),
+    /// Passthrough only: the source re-wrapped, nothing decoded.
+    Copy(copy::CopyPipeline),
 }
 
 impl LivePipeline {
@@ -104,6 +118,16 @@ impl LivePipeline {
         stall_timeout: Duration,
         events: mpsc::Sender<PipelineEvent>,
     ) -> anyhow::Result<Self> {
+        if preset.passthrough && preset.renditions.is_empty() {
+            let copy = copy::CopyPipeline::start(
+                preset.segment_duration_s,
+                MAX_QUEUED_INPUT_BYTES,
+                events,
+            );
+            return Ok(Self {
+                inner: Mutex::new(Some(Engine::Copy(copy))),
+            });
+        }
         let renditions = ladder_renditions(preset);
         let mut spec =
             ladder::LadderSpec::new(preset.passthrough, renditions, preset.segment_duration_s);
@@ -168,7 +192,7 @@ impl LivePipeline {
         let inner =
             ladder::LivePipeline::start(spec, sync_tx).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Self {
-            inner: Mutex::new(Some(inner)),
+            inner: Mutex::new(Some(Engine::Ladder(inner))),
         })
     }
 
@@ -179,38 +203,49 @@ impl LivePipeline {
             let result = {
                 let guard = self.inner.lock().expect("lock");
                 match guard.as_ref() {
-                    Some(p) => p.push(flv.clone()),
+                    Some(Engine::Ladder(p)) => p.push(flv.clone()).map_err(|e| match e {
+                        ladder::Error::Backpressure { .. } => None,
+                        e => Some(e.to_string()),
+                    }),
+                    Some(Engine::Copy(p)) => p.push(flv.clone()).map_err(|e| match e {
+                        copy::PushError::Full => None,
+                        copy::PushError::Closed => Some("pipeline closed".to_string()),
+                    }),
                     None => return Err("pipeline is finishing".into()),
                 }
             };
             match result {
                 Ok(()) => return Ok(()),
-                Err(ladder::Error::Backpressure { .. })
-                    if tokio::time::Instant::now() < deadline =>
-                {
+                // Full: wait for room, up to a limit.
+                Err(None) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(None) => return Err("pipeline input stayed full".into()),
+                Err(Some(e)) => return Err(e),
             }
         }
     }
 
     /// Signals end of input; `Finished` (or `Failed`) arrives on the event channel.
     pub fn finish(&self) {
-        if let Some(p) = self.inner.lock().expect("lock").take() {
-            // Waiting for EOS blocks; do it off the async runtime.
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = p.finish_with_timeout(Duration::from_secs(10)) {
-                    tracing::warn!(error = %e, "pipeline did not finish cleanly");
-                }
-            });
+        match self.inner.lock().expect("lock").take() {
+            Some(Engine::Ladder(p)) => {
+                // Waiting for EOS blocks; do it off the async runtime.
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = p.finish_with_timeout(Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, "pipeline did not finish cleanly");
+                    }
+                });
+            }
+            Some(Engine::Copy(mut p)) => p.finish(),
+            None => {}
         }
     }
 }
 
 impl Drop for LivePipeline {
     fn drop(&mut self) {
-        if let Some(p) = self.inner.lock().expect("lock").take() {
+        if let Some(Engine::Ladder(p)) = self.inner.lock().expect("lock").take() {
             // Tearing down joins GStreamer threads; keep that off the async runtime.
             tokio::task::spawn_blocking(move || drop(p));
         }

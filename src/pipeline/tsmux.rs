@@ -1,0 +1,814 @@
+//! MPEG-TS for the copied source, written in Rust: FLV's H.264 (AVCC) and AAC (raw frames) become
+//! Annex B and ADTS in PES packets on 188-byte TS packets, the way an HLS player expects them.
+//!
+//! A passthrough-only broadcast needs no decoding, so it does not go through GStreamer at all:
+//! a GStreamer pipeline per publisher (appsrc, flvdemux, h264parse, mpegtsmux, four queues and
+//! their threads) cost three times nginx-rtmp's CPU per publisher, most of it in thread
+//! hand-offs and per-packet buffers. Everything here is a pure function over bytes.
+
+use super::segmenter::TS_PACKET;
+
+const PAT_PID: u16 = 0;
+/// The PIDs ffmpeg's muxer uses, so segments look familiar in any TS analyser.
+pub const PMT_PID: u16 = 0x1000;
+pub const VIDEO_PID: u16 = 0x100;
+pub const AUDIO_PID: u16 = 0x101;
+const STREAM_TYPE_H264: u8 = 0x1b;
+const STREAM_TYPE_AAC_ADTS: u8 = 0x0f;
+/// Timestamps start 1.4 s in and the PCR runs 0.7 s ahead of decoding (ffmpeg's defaults):
+/// never negative, and a decoder has its buffer time.
+const TS_OFFSET_90K: u64 = 126_000;
+const PCR_LEAD_90K: u64 = 63_000;
+const TS_MASK: u64 = (1 << 33) - 1;
+
+/// 90 kHz timestamp for a millisecond time (33 bits, wrapping as MPEG-TS does).
+pub fn ts90(ms: i64) -> u64 {
+    ((ms * 90) as u64).wrapping_add(TS_OFFSET_90K) & TS_MASK
+}
+
+// --- codec configuration ---------------------------------------------------------------------
+
+/// What an AVCDecoderConfigurationRecord holds that a muxer needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvcConfig {
+    /// Bytes in each NAL unit's length prefix (1, 2 or 4).
+    pub length_size: usize,
+    pub sps: Vec<Vec<u8>>,
+    pub pps: Vec<Vec<u8>>,
+}
+
+pub fn parse_avc_config(record: &[u8]) -> Result<AvcConfig, String> {
+    let bad = || {
+        format!(
+            "malformed AVC decoder configuration ({} bytes)",
+            record.len()
+        )
+    };
+    if record.len() < 7 || record[0] != 1 {
+        return Err(bad());
+    }
+    let length_size = usize::from(record[4] & 0x03) + 1;
+    if length_size == 3 {
+        return Err(bad());
+    }
+    let mut i = 5;
+    let read_sets = |count: usize, i: &mut usize| -> Result<Vec<Vec<u8>>, String> {
+        let mut sets = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = record
+                .get(*i..*i + 2)
+                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                .ok_or_else(bad)?;
+            let set = record.get(*i + 2..*i + 2 + len).ok_or_else(bad)?;
+            sets.push(set.to_vec());
+            *i += 2 + len;
+        }
+        Ok(sets)
+    };
+    let sps_count = usize::from(record[i] & 0x1f);
+    i += 1;
+    let sps = read_sets(sps_count, &mut i)?;
+    let pps_count = usize::from(*record.get(i).ok_or_else(bad)?);
+    i += 1;
+    let pps = read_sets(pps_count, &mut i)?;
+    if sps.is_empty() || pps.is_empty() || sps[0].is_empty() {
+        return Err("AVC decoder configuration without SPS or PPS".into());
+    }
+    Ok(AvcConfig {
+        length_size,
+        sps,
+        pps,
+    })
+}
+
+/// The picture size and frame rate an SPS declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpsInfo {
+    pub width: u32,
+    pub height: u32,
+    /// From the VUI timing info, when present: (numerator, denominator).
+    pub fps: Option<(i32, i32)>,
+}
+
+/// Reads bits MSB first from an RBSP (emulation prevention bytes already removed).
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Bits<'_> {
+    fn bit(&mut self) -> Option<u32> {
+        let byte = *self.data.get(self.pos / 8)?;
+        let b = (byte >> (7 - self.pos % 8)) & 1;
+        self.pos += 1;
+        Some(u32::from(b))
+    }
+    fn bits(&mut self, n: u32) -> Option<u32> {
+        (0..n).try_fold(0u32, |acc, _| Some((acc << 1) | self.bit()?))
+    }
+    /// Exp-Golomb unsigned.
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some(((1u64 << zeros) - 1 + u64::from(self.bits(zeros)?)) as u32)
+    }
+    fn se(&mut self) -> Option<i32> {
+        let k = self.ue()?;
+        Some(if k % 2 == 1 {
+            k.div_ceil(2) as i32
+        } else {
+            -((k / 2) as i32)
+        })
+    }
+}
+
+fn rbsp(nal: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(nal.len());
+    let mut zeros = 0;
+    for &b in nal {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+/// Parses an SPS NAL unit (header byte included) for its display size and frame rate.
+pub fn parse_sps(nal: &[u8]) -> Option<SpsInfo> {
+    if nal.first()? & 0x1f != 7 {
+        return None;
+    }
+    let data = rbsp(&nal[1..]);
+    let r = &mut Bits {
+        data: &data,
+        pos: 0,
+    };
+    let profile = r.bits(8)?;
+    r.bits(16)?; // constraint flags, level
+    r.ue()?; // seq_parameter_set_id
+    let mut chroma_format = 1;
+    if matches!(
+        profile,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
+        chroma_format = r.ue()?;
+        if chroma_format == 3 {
+            r.bit()?; // separate_colour_plane_flag
+        }
+        r.ue()?; // bit_depth_luma_minus8
+        r.ue()?; // bit_depth_chroma_minus8
+        r.bit()?; // qpprime_y_zero_transform_bypass_flag
+        if r.bit()? == 1 {
+            let lists = if chroma_format == 3 { 12 } else { 8 };
+            for i in 0..lists {
+                if r.bit()? == 1 {
+                    let size = if i < 6 { 16 } else { 64 };
+                    let (mut last, mut next) = (8i32, 8i32);
+                    for _ in 0..size {
+                        if next != 0 {
+                            next = (last + r.se()? + 256) % 256;
+                        }
+                        if next != 0 {
+                            last = next;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    r.ue()?; // log2_max_frame_num_minus4
+    match r.ue()? {
+        0 => {
+            r.ue()?; // log2_max_pic_order_cnt_lsb_minus4
+        }
+        1 => {
+            r.bit()?;
+            r.se()?;
+            r.se()?;
+            let cycle = r.ue()?;
+            if cycle > 255 {
+                return None;
+            }
+            for _ in 0..cycle {
+                r.se()?;
+            }
+        }
+        _ => {}
+    }
+    r.ue()?; // max_num_ref_frames
+    r.bit()?; // gaps_in_frame_num_value_allowed_flag
+    let width_mbs = r.ue()? + 1;
+    let height_units = r.ue()? + 1;
+    let frame_mbs_only = r.bit()?;
+    if frame_mbs_only == 0 {
+        r.bit()?; // mb_adaptive_frame_field_flag
+    }
+    r.bit()?; // direct_8x8_inference_flag
+    let (mut crop_x, mut crop_y) = (0, 0);
+    if r.bit()? == 1 {
+        let (left, right, top, bottom) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
+        let (sub_w, sub_h) = match chroma_format {
+            0 => (1, 1),
+            1 => (2, 2),
+            2 => (2, 1),
+            _ => (1, 1),
+        };
+        crop_x = sub_w * (left + right);
+        crop_y = sub_h * (2 - frame_mbs_only) * (top + bottom);
+    }
+    let width = (width_mbs * 16).checked_sub(crop_x)?;
+    let height = ((2 - frame_mbs_only) * height_units * 16).checked_sub(crop_y)?;
+    let fps = vui_frame_rate(r);
+    Some(SpsInfo { width, height, fps })
+}
+
+fn vui_frame_rate(r: &mut Bits) -> Option<(i32, i32)> {
+    if r.bit()? == 0 {
+        return None;
+    }
+    if r.bit()? == 1 && r.bits(8)? == 255 {
+        r.bits(32)?; // sar_width, sar_height
+    }
+    if r.bit()? == 1 {
+        r.bit()?; // overscan_appropriate_flag
+    }
+    if r.bit()? == 1 {
+        r.bits(4)?; // video_format, video_full_range_flag
+        if r.bit()? == 1 {
+            r.bits(24)?; // colour primaries, transfer, matrix
+        }
+    }
+    if r.bit()? == 1 {
+        r.ue()?;
+        r.ue()?;
+    }
+    if r.bit()? == 0 {
+        return None;
+    }
+    let units = u64::from(r.bits(32)?);
+    let scale = u64::from(r.bits(32)?);
+    let (mut n, mut d) = (scale, units * 2);
+    if n == 0 || d == 0 {
+        return None;
+    }
+    let g = gcd(n, d);
+    (n, d) = (n / g, d / g);
+    let rate = n as f64 / d as f64;
+    ((1.0..=240.0).contains(&rate) && n <= i32::MAX as u64 && d <= i32::MAX as u64)
+        .then_some((n as i32, d as i32))
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// What an AAC AudioSpecificConfig holds that an ADTS header repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AacConfig {
+    pub object_type: u8,
+    pub frequency_index: u8,
+    pub channels: u8,
+}
+
+pub fn parse_aac_config(asc: &[u8]) -> Result<AacConfig, String> {
+    let [b0, b1, ..] = asc else {
+        return Err(format!("AAC configuration of {} bytes", asc.len()));
+    };
+    let object_type = b0 >> 3;
+    let frequency_index = ((b0 & 0x07) << 1) | (b1 >> 7);
+    let channels = (b1 >> 3) & 0x0f;
+    if object_type == 0 || object_type == 31 || frequency_index > 12 {
+        return Err(format!(
+            "AAC configuration ADTS cannot carry (object type {object_type}, rate index {frequency_index})"
+        ));
+    }
+    Ok(AacConfig {
+        object_type,
+        frequency_index,
+        channels,
+    })
+}
+
+// --- elementary streams ----------------------------------------------------------------------
+
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+/// Access unit delimiter (primary_pic_type 7: any slice type), which HLS asks for.
+const AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xf0];
+
+/// One FLV/MP4 H.264 frame (length-prefixed NAL units) as an Annex B access unit: an AUD
+/// first, then, on keyframes that do not carry their own, the SPS and PPS, so that every
+/// segment decodes on its own. Appends to `out`.
+pub fn avcc_to_annexb(
+    frame: &[u8],
+    cfg: &AvcConfig,
+    keyframe: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let n = cfg.length_size;
+    let nals = || {
+        let mut rest = frame;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let Some(len) = rest.get(..n) else {
+                rest = &[];
+                return Some(Err("truncated NAL unit length".to_string()));
+            };
+            let len = len.iter().fold(0usize, |a, &b| (a << 8) | usize::from(b));
+            match rest.get(n..n + len) {
+                Some(nal) if !nal.is_empty() => {
+                    rest = &rest[n + len..];
+                    Some(Ok(nal))
+                }
+                _ => {
+                    let have = rest.len() - n;
+                    rest = &[];
+                    Some(Err(format!(
+                        "NAL unit of {len} bytes, {have} left in the frame"
+                    )))
+                }
+            }
+        })
+    };
+    let start = out.len();
+    let mut has_sps = false;
+    for nal in nals() {
+        let nal = nal.inspect_err(|_| out.truncate(start))?;
+        has_sps |= nal[0] & 0x1f == 7;
+    }
+    out.extend_from_slice(&AUD);
+    if keyframe && !has_sps {
+        for set in cfg.sps.iter().chain(&cfg.pps) {
+            out.extend_from_slice(&START_CODE);
+            out.extend_from_slice(set);
+        }
+    }
+    for nal in nals().flatten() {
+        if nal[0] & 0x1f == 9 {
+            continue; // the AUD above replaces any the frame had
+        }
+        out.extend_from_slice(&START_CODE);
+        out.extend_from_slice(nal);
+    }
+    Ok(())
+}
+
+/// The 7-byte ADTS header for one raw AAC frame of `frame_len` bytes.
+pub fn adts_header(cfg: &AacConfig, frame_len: usize) -> [u8; 7] {
+    // ADTS has two profile bits (Main, LC, SSR, LTP); HE-AAC is signalled implicitly as LC.
+    let profile = if cfg.object_type <= 4 {
+        cfg.object_type - 1
+    } else {
+        1
+    };
+    let len = frame_len + 7;
+    [
+        0xff,
+        0xf1,
+        (profile << 6) | (cfg.frequency_index << 2) | ((cfg.channels >> 2) & 1),
+        ((cfg.channels & 3) << 6) | ((len >> 11) & 0x03) as u8,
+        (len >> 3) as u8,
+        (((len & 7) as u8) << 5) | 0x1f,
+        0xfc,
+    ]
+}
+
+// --- transport stream ------------------------------------------------------------------------
+
+/// CRC-32/MPEG-2, as PSI sections carry it.
+fn crc32_mpeg2(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b) << 24;
+        for _ in 0..8 {
+            crc = if crc & 0x8000_0000 != 0 {
+                (crc << 1) ^ 0x04c1_1db7
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// Writes MPEG-TS: tables, then PES packets of video and audio, each PID with its own
+/// continuity counter.
+#[derive(Debug)]
+pub struct TsMuxer {
+    audio: bool,
+    cc_pat: u8,
+    cc_pmt: u8,
+    cc_video: u8,
+    cc_audio: u8,
+    pes: Vec<u8>,
+}
+
+impl TsMuxer {
+    /// `audio`: whether the program has an AAC stream besides the H.264 one.
+    pub fn new(audio: bool) -> Self {
+        Self {
+            audio,
+            cc_pat: 0,
+            cc_pmt: 0,
+            cc_video: 0,
+            cc_audio: 0,
+            pes: Vec::with_capacity(256 << 10),
+        }
+    }
+
+    /// PAT and PMT, written before every keyframe so each segment starts with them.
+    pub fn tables(&mut self, out: &mut Vec<u8>) {
+        let mut pat = vec![0x00, 0xb0, 13, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01];
+        pat.extend_from_slice(&[0xe0 | (PMT_PID >> 8) as u8, PMT_PID as u8]);
+        section(out, PAT_PID, &mut self.cc_pat, pat);
+
+        let streams = if self.audio { 2 } else { 1 };
+        let len = 9 + 5 * streams + 4;
+        let mut pmt = vec![0x02, 0xb0, len as u8, 0x00, 0x01, 0xc1, 0x00, 0x00];
+        pmt.extend_from_slice(&[0xe0 | (VIDEO_PID >> 8) as u8, VIDEO_PID as u8, 0xf0, 0x00]);
+        pmt.extend_from_slice(&[
+            STREAM_TYPE_H264,
+            0xe0 | (VIDEO_PID >> 8) as u8,
+            VIDEO_PID as u8,
+            0xf0,
+            0x00,
+        ]);
+        if self.audio {
+            pmt.extend_from_slice(&[
+                STREAM_TYPE_AAC_ADTS,
+                0xe0 | (AUDIO_PID >> 8) as u8,
+                AUDIO_PID as u8,
+                0xf0,
+                0x00,
+            ]);
+        }
+        section(out, PMT_PID, &mut self.cc_pmt, pmt);
+    }
+
+    /// One Annex B access unit; the PCR rides on its first packet.
+    pub fn video(&mut self, out: &mut Vec<u8>, au: &[u8], dts: u64, pts: u64, keyframe: bool) {
+        self.pes.clear();
+        // Unbounded length (0) is allowed for video; alignment flag set.
+        self.pes.extend_from_slice(&[0, 0, 1, 0xe0, 0, 0, 0x84]);
+        if pts == dts {
+            self.pes.extend_from_slice(&[0x80, 5]);
+            self.pes.extend_from_slice(&timestamp(0x2, pts));
+        } else {
+            self.pes.extend_from_slice(&[0xc0, 10]);
+            self.pes.extend_from_slice(&timestamp(0x3, pts));
+            self.pes.extend_from_slice(&timestamp(0x1, dts));
+        }
+        self.pes.extend_from_slice(au);
+        let pcr = dts.wrapping_sub(PCR_LEAD_90K) & TS_MASK;
+        packetize(
+            out,
+            VIDEO_PID,
+            &mut self.cc_video,
+            &self.pes,
+            Some(pcr),
+            keyframe,
+        );
+    }
+
+    /// One AAC frame with its ADTS header. Ignored when the program has no audio stream.
+    pub fn audio(&mut self, out: &mut Vec<u8>, cfg: &AacConfig, frame: &[u8], pts: u64) {
+        if !self.audio {
+            return;
+        }
+        self.pes.clear();
+        let pes_len = 3 + 5 + 7 + frame.len();
+        let len_field = if pes_len > 0xffff { 0 } else { pes_len as u16 };
+        self.pes.extend_from_slice(&[0, 0, 1, 0xc0]);
+        self.pes.extend_from_slice(&len_field.to_be_bytes());
+        self.pes.extend_from_slice(&[0x84, 0x80, 5]);
+        self.pes.extend_from_slice(&timestamp(0x2, pts));
+        self.pes.extend_from_slice(&adts_header(cfg, frame.len()));
+        self.pes.extend_from_slice(frame);
+        packetize(out, AUDIO_PID, &mut self.cc_audio, &self.pes, None, false);
+    }
+}
+
+/// A PSI section (without CRC) in one packet: pointer field, section, CRC, 0xff fill.
+fn section(out: &mut Vec<u8>, pid: u16, cc: &mut u8, mut body: Vec<u8>) {
+    let crc = crc32_mpeg2(&body);
+    body.extend_from_slice(&crc.to_be_bytes());
+    let mut p = [0xffu8; TS_PACKET];
+    p[..5].copy_from_slice(&[0x47, 0x40 | (pid >> 8) as u8, pid as u8, 0x10 | *cc, 0x00]);
+    p[5..5 + body.len()].copy_from_slice(&body);
+    *cc = (*cc + 1) & 0x0f;
+    out.extend_from_slice(&p);
+}
+
+/// The 5-byte PTS/DTS field with its 4-bit prefix and marker bits.
+fn timestamp(prefix: u8, ts: u64) -> [u8; 5] {
+    [
+        (prefix << 4) | (((ts >> 30) & 0x07) as u8) << 1 | 1,
+        (ts >> 22) as u8,
+        (((ts >> 15) & 0x7f) as u8) << 1 | 1,
+        (ts >> 7) as u8,
+        ((ts & 0x7f) as u8) << 1 | 1,
+    ]
+}
+
+/// Splits one PES packet into TS packets. The first carries the payload-start flag and, when
+/// asked, the PCR and the random-access flag in its adaptation field; the last is padded with
+/// adaptation-field stuffing (never with bytes the decoder would read).
+fn packetize(
+    out: &mut Vec<u8>,
+    pid: u16,
+    cc: &mut u8,
+    pes: &[u8],
+    pcr: Option<u64>,
+    random_access: bool,
+) {
+    out.reserve(pes.len().div_ceil(184) * TS_PACKET + TS_PACKET);
+    let mut rest = pes;
+    let mut first = true;
+    while first || !rest.is_empty() {
+        let mut p = [0xffu8; TS_PACKET];
+        p[0] = 0x47;
+        p[1] = if first { 0x40 } else { 0 } | ((pid >> 8) as u8 & 0x1f);
+        p[2] = pid as u8;
+        let pcr = pcr.filter(|_| first);
+        let flags =
+            if first && random_access { 0x40 } else { 0 } | if pcr.is_some() { 0x10 } else { 0 };
+        // Adaptation field bytes the flags need: length, flags, PCR.
+        let needed = if flags != 0 {
+            2 + if pcr.is_some() { 6 } else { 0 }
+        } else {
+            0
+        };
+        let n = rest.len().min(184 - needed);
+        let af = 184 - n; // adaptation field size, length byte included (stuffing fills it)
+        if af > 0 {
+            p[3] = 0x30 | *cc;
+            p[4] = (af - 1) as u8;
+            if af > 1 {
+                p[5] = flags;
+                if let Some(pcr) = pcr {
+                    p[6..12].copy_from_slice(&[
+                        (pcr >> 25) as u8,
+                        (pcr >> 17) as u8,
+                        (pcr >> 9) as u8,
+                        (pcr >> 1) as u8,
+                        (((pcr & 1) as u8) << 7) | 0x7e,
+                        0x00,
+                    ]);
+                }
+            }
+        } else {
+            p[3] = 0x10 | *cc;
+        }
+        p[4 + af..].copy_from_slice(&rest[..n]);
+        *cc = (*cc + 1) & 0x0f;
+        out.extend_from_slice(&p);
+        rest = &rest[n..];
+        first = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One PES packet read back: PID, payload, PCR, random-access flag.
+    struct Unit(u16, Vec<u8>, Option<u64>, bool);
+
+    /// Reassembles each PID's payload from TS packets, checking framing and counters.
+    fn demux(ts: &[u8]) -> Vec<Unit> {
+        assert_eq!(ts.len() % TS_PACKET, 0);
+        let mut units: Vec<Unit> = Vec::new();
+        let mut cc = std::collections::HashMap::new();
+        for p in ts.chunks(TS_PACKET) {
+            assert_eq!(p[0], 0x47);
+            let pid = (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]);
+            let start = p[1] & 0x40 != 0;
+            let counter = p[3] & 0x0f;
+            if let Some(prev) = cc.insert(pid, counter) {
+                assert_eq!(counter, (prev + 1) & 0x0f, "continuity on PID {pid:#x}");
+            }
+            let mut i = 4;
+            let (mut pcr, mut rai) = (None, false);
+            if p[3] & 0x20 != 0 {
+                let len = usize::from(p[4]);
+                if len > 0 {
+                    rai = p[5] & 0x40 != 0;
+                    if p[5] & 0x10 != 0 {
+                        let b = &p[6..12];
+                        pcr = Some(
+                            (u64::from(b[0]) << 25)
+                                | (u64::from(b[1]) << 17)
+                                | (u64::from(b[2]) << 9)
+                                | (u64::from(b[3]) << 1)
+                                | u64::from(b[4] >> 7),
+                        );
+                    }
+                    assert!(
+                        p[6 + if pcr.is_some() { 6 } else { 0 }..5 + len]
+                            .iter()
+                            .all(|&b| b == 0xff)
+                    );
+                }
+                i = 5 + len;
+            }
+            assert!(p[3] & 0x10 != 0, "every packet carries payload");
+            if start {
+                units.push(Unit(pid, p[i..].to_vec(), pcr, rai));
+            } else {
+                let unit = units.iter_mut().rev().find(|u| u.0 == pid).unwrap();
+                unit.1.extend_from_slice(&p[i..]);
+            }
+        }
+        units
+    }
+
+    #[test]
+    fn the_pat_matches_ffmpegs_byte_for_byte() {
+        let mut out = Vec::new();
+        TsMuxer::new(true).tables(&mut out);
+        // ffmpeg -f mpegts: PAT section for program 1 on PID 0x1000, CRC 2AB104B2.
+        assert_eq!(
+            &out[..21],
+            &[
+                0x47, 0x40, 0x00, 0x10, 0x00, 0x00, 0xb0, 0x0d, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00,
+                0x01, 0xf0, 0x00, 0x2a, 0xb1, 0x04, 0xb2
+            ]
+        );
+        assert!(out[21..188].iter().all(|&b| b == 0xff));
+        // The PMT's CRC covers its section: recomputing over section + CRC gives 0.
+        let pmt = &out[188..];
+        assert_eq!(&pmt[1..3], &[0x50, 0x00]);
+        let len = usize::from(pmt[7]);
+        assert_eq!(len, 9 + 10 + 4);
+        assert_eq!(crc32_mpeg2(&pmt[5..8 + len]), 0);
+        assert_eq!(pmt[17], STREAM_TYPE_H264);
+        assert_eq!(pmt[22], STREAM_TYPE_AAC_ADTS);
+        let mut video_only = Vec::new();
+        TsMuxer::new(false).tables(&mut video_only);
+        assert_eq!(usize::from(video_only[188 + 7]), 9 + 5 + 4);
+    }
+
+    #[test]
+    fn pes_of_every_size_splits_into_whole_packets_and_reassembles() {
+        let mut mux = TsMuxer::new(true);
+        let cfg = AacConfig {
+            object_type: 2,
+            frequency_index: 3,
+            channels: 2,
+        };
+        for size in (1..600).chain([2000, 65_000, 300_000]) {
+            let au: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let mut out = Vec::new();
+            mux.video(&mut out, &au, 90_000, 93_000, size % 2 == 0);
+            mux.audio(&mut out, &cfg, &au[..size.min(1500)], 91_000);
+            let units = demux(&out);
+            assert_eq!(units.len(), 2, "size {size}");
+            let Unit(pid, video, pcr, rai) = &units[0];
+            assert_eq!(*pid, VIDEO_PID);
+            assert_eq!(*pcr, Some(90_000 - PCR_LEAD_90K));
+            assert_eq!(*rai, size % 2 == 0);
+            assert_eq!(&video[..4], &[0, 0, 1, 0xe0]);
+            assert_eq!(video[7], 0xc0, "PTS and DTS");
+            assert_eq!(&video[19..], &au[..], "size {size}");
+            let Unit(pid, audio, pcr, _) = &units[1];
+            assert_eq!((*pid, *pcr), (AUDIO_PID, None));
+            let frame = &au[..size.min(1500)];
+            assert_eq!(
+                usize::from(u16::from_be_bytes([audio[4], audio[5]])),
+                audio.len() - 6
+            );
+            assert_eq!(&audio[14..21], &adts_header(&cfg, frame.len()));
+            assert_eq!(&audio[21..], frame);
+        }
+    }
+
+    #[test]
+    fn timestamps_are_encoded_with_their_marker_bits() {
+        let ts = 0x1_2345_6789u64;
+        let b = timestamp(0x3, ts);
+        let back = (u64::from(b[0] >> 1) & 7) << 30
+            | u64::from(b[1]) << 22
+            | u64::from(b[2] >> 1) << 15
+            | u64::from(b[3]) << 7
+            | u64::from(b[4] >> 1);
+        assert_eq!(back, ts);
+        assert_eq!(b[0] >> 4, 3);
+        assert!(b[0] & 1 == 1 && b[2] & 1 == 1 && b[4] & 1 == 1);
+        assert_eq!(ts90(0), 126_000);
+        assert_eq!(ts90(1000), 216_000);
+    }
+
+    fn cfg() -> AvcConfig {
+        AvcConfig {
+            length_size: 4,
+            sps: vec![vec![0x67, 1, 2]],
+            pps: vec![vec![0x68, 3]],
+        }
+    }
+
+    fn avcc(nals: &[&[u8]]) -> Vec<u8> {
+        nals.iter()
+            .flat_map(|n| {
+                (n.len() as u32)
+                    .to_be_bytes()
+                    .into_iter()
+                    .chain(n.iter().copied())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keyframes_get_an_aud_and_the_parameter_sets() {
+        let mut out = Vec::new();
+        let frame = avcc(&[&[0x09, 0x10], &[0x06, 5], &[0x65, 7, 7]]);
+        avcc_to_annexb(&frame, &cfg(), true, &mut out).unwrap();
+        assert_eq!(
+            out,
+            [
+                &AUD[..],
+                &[0, 0, 0, 1, 0x67, 1, 2],
+                &[0, 0, 0, 1, 0x68, 3],
+                &[0, 0, 0, 1, 0x06, 5],
+                &[0, 0, 0, 1, 0x65, 7, 7]
+            ]
+            .concat()
+        );
+        out.clear();
+        avcc_to_annexb(&avcc(&[&[0x41, 9]]), &cfg(), false, &mut out).unwrap();
+        assert_eq!(out, [&AUD[..], &[0, 0, 0, 1, 0x41, 9]].concat());
+        // A keyframe carrying its own SPS does not get a second one.
+        out.clear();
+        let own = avcc(&[&[0x67, 4], &[0x68, 4], &[0x65, 1]]);
+        avcc_to_annexb(&own, &cfg(), true, &mut out).unwrap();
+        assert_eq!(out.iter().filter(|&&b| b == 0x67).count(), 1);
+    }
+
+    #[test]
+    fn malformed_frames_are_refused_and_leave_nothing_behind() {
+        let mut out = vec![9];
+        let mut truncated = avcc(&[&[0x65, 1, 2, 3]]);
+        truncated.truncate(6);
+        assert!(avcc_to_annexb(&truncated, &cfg(), true, &mut out).is_err());
+        assert!(avcc_to_annexb(&[0, 0], &cfg(), true, &mut out).is_err());
+        assert!(avcc_to_annexb(&[0, 0, 0, 0], &cfg(), true, &mut out).is_err());
+        assert_eq!(out, [9]);
+    }
+
+    #[test]
+    fn avc_and_aac_configurations_are_read() {
+        // avcC: version 1, High 4.0, 4-byte lengths, one SPS, one PPS.
+        let record = [
+            1, 0x64, 0, 0x28, 0xff, 0xe1, 0, 3, 0x67, 0x64, 0, 1, 0, 2, 0x68, 0xee,
+        ];
+        let c = parse_avc_config(&record).unwrap();
+        assert_eq!(c.length_size, 4);
+        assert_eq!(c.sps, vec![vec![0x67, 0x64, 0]]);
+        assert_eq!(c.pps, vec![vec![0x68, 0xee]]);
+        assert!(parse_avc_config(&record[..9]).is_err());
+        assert!(parse_avc_config(&[2, 0, 0, 0, 0xff, 0xe1, 0]).is_err());
+
+        // AAC-LC, 48 kHz, stereo: 0x11 0x90.
+        let a = parse_aac_config(&[0x11, 0x90]).unwrap();
+        assert_eq!((a.object_type, a.frequency_index, a.channels), (2, 3, 2));
+        // ADTS for a 100-byte frame: LC, 48 kHz, 2 channels, length 107.
+        assert_eq!(
+            adts_header(&a, 100),
+            [0xff, 0xf1, 0x4c, 0x80, 0x0d, 0x7f, 0xfc]
+        );
+        assert!(parse_aac_config(&[0x11]).is_err());
+        assert!(parse_aac_config(&[0x17, 0x90]).is_err()); // explicit rate: not in ADTS
+    }
+
+    #[test]
+    fn sps_sizes_and_rates_come_out_of_real_encoders_parameter_sets() {
+        // ffmpeg libx264 (High), 1280x720, 30 fps.
+        let sps_720 = hex("6764001facd9405005bb0110000003001000000303c0f1831960");
+        let i = parse_sps(&sps_720).unwrap();
+        assert_eq!((i.width, i.height, i.fps), (1280, 720, Some((30, 1))));
+        // 1920x1080 is coded as 1088 lines with 8 cropped.
+        let sps_1080 = hex("67640028acd940780227e5c044000003000400000300f03c60c658");
+        let i = parse_sps(&sps_1080).unwrap();
+        assert_eq!((i.width, i.height, i.fps), (1920, 1080, Some((30, 1))));
+        // GStreamer x264enc without profile caps: High 4:4:4 Predictive (chroma fields), 640x360.
+        let sps_444 = hex("67f4001e90d9640280bfe27016a0c0c0c8000003000800000301e478b17240");
+        let i = parse_sps(&sps_444).unwrap();
+        assert_eq!((i.width, i.height, i.fps), (640, 360, Some((30, 1))));
+        assert!(parse_sps(&[0x68, 0]).is_none());
+        assert!(parse_sps(&sps_720[..4]).is_none());
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len() / 2)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    }
+}
