@@ -52,6 +52,7 @@ test: apt-deps node-deps rust-toolchain test-tools lint
 bench: apt-deps bench-deps node-deps rust-toolchain
 	cargo bench --locked --bench ladder
 	cargo bench --locked --bench ingest
+	cargo bench --locked --bench vod
 	cargo bench --locked --bench delivery
 	cargo bench --locked --bench keys
 	cargo bench --locked --bench webrtc

@@ -86,19 +86,6 @@ fn main() {
     record("ladder", &rows);
 }
 
-/// The default ladder's encoded rungs at or below `height`: (height, kbps, profile).
-fn rungs(height: u32) -> Vec<(u32, u32, &'static str)> {
-    [
-        (1080, 5000, "high"),
-        (720, 2800, "high"),
-        (480, 1400, "main"),
-        (360, 800, "main"),
-    ]
-    .into_iter()
-    .filter(|r| r.0 <= height)
-    .collect()
-}
-
 /// Ferrocast's CPU for the whole broadcast, and each segment's publish → playlist latency.
 async fn ferrocast_run(work: &Path, input: &Path) -> (f64, Vec<(f64, f64)>) {
     let dir = tempfile::tempdir_in(work).unwrap();
@@ -187,99 +174,7 @@ async fn ferrocast_run(work: &Path, input: &Path) -> (f64, Vec<(f64, f64)>) {
 /// ffmpeg's CPU producing the same ladder from the same input, in real time.
 fn ffmpeg_run(work: &Path, input: &Path, height: u32) -> f64 {
     let out = tempfile::tempdir_in(work).unwrap();
-    let x264 = |kbps: u32, profile: &str, name: &str| -> Vec<String> {
-        [
-            "-map",
-            &format!("[{name}]"),
-            "-map",
-            "0:a",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            // x264enc's defaults: CBR with a 600 ms VBV buffer.
-            "-tune",
-            "zerolatency",
-            "-profile:v",
-            profile,
-            "-b:v",
-            &format!("{kbps}k"),
-            "-maxrate",
-            &format!("{kbps}k"),
-            "-bufsize",
-            &format!("{}k", kbps * 6 / 10),
-            "-g",
-            "60",
-            "-keyint_min",
-            "60",
-            "-sc_threshold",
-            "0",
-            "-bf",
-            "0",
-            "-c:a",
-            "copy",
-            "-f",
-            "hls",
-            "-hls_time",
-            "2",
-            "-hls_list_size",
-            "0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([out
-            .path()
-            .join(format!("{name}.m3u8"))
-            .display()
-            .to_string()])
-        .collect()
-    };
-    let mut args: Vec<String> = ["-hide_banner", "-loglevel", "error", "-re", "-i"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.push(input.display().to_string());
-    // Decode once, split, scale once per size (the source size is not scaled).
-    let rungs = rungs(height);
-    let mut graph = format!("[0:v]split={}", rungs.len());
-    for r in &rungs {
-        graph.push_str(&format!("[s{}]", r.0));
-    }
-    for r in &rungs {
-        if r.0 == height {
-            graph.push_str(&format!(";[s{0}]null[v{0}]", r.0));
-        } else {
-            graph.push_str(&format!(
-                ";[s{0}]scale={1}:{0}[v{0}]",
-                r.0,
-                (r.0 * 16 / 9).div_ceil(2) * 2
-            ));
-        }
-    }
-    args.push("-filter_complex".into());
-    args.push(graph);
-    // The source rendition is copied, as Ferrocast's passthrough does.
-    args.extend(
-        [
-            "-map",
-            "0:v",
-            "-map",
-            "0:a",
-            "-c",
-            "copy",
-            "-f",
-            "hls",
-            "-hls_time",
-            "2",
-            "-hls_list_size",
-            "0",
-        ]
-        .map(String::from),
-    );
-    args.push(out.path().join("source.m3u8").display().to_string());
-    for r in &rungs {
-        args.extend(x264(r.1, r.2, &format!("v{}", r.0)));
-    }
+    let args = ffmpeg_ladder_args(input, out.path(), height, true);
     let before = children_cpu();
     let status = Command::new("ffmpeg").args(&args).status().expect("ffmpeg");
     assert!(status.success(), "ffmpeg ladder failed");

@@ -152,7 +152,7 @@ pub fn ratio(a: f64, b: f64) -> String {
 }
 
 /// The benchmarks, in the table's order: each is `cargo bench --bench NAME`.
-pub const SECTIONS: [&str; 5] = ["ladder", "ingest", "delivery", "keys", "webrtc"];
+pub const SECTIONS: [&str; 6] = ["ladder", "ingest", "vod", "delivery", "keys", "webrtc"];
 
 /// Stores `rows` as `section`'s lines in `benches/results.json` (the other sections keep
 /// theirs from their last run), re-renders `benches/results.md` as one table, with the
@@ -400,4 +400,112 @@ pub fn node_script(path: &str, args: &[&str]) -> serde_json::Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// The default ladder's encoded rungs (`pipelines/default.toml`) at or below `height`:
+/// (height, kbps, profile).
+pub fn rungs(height: u32) -> Vec<(u32, u32, &'static str)> {
+    [
+        (1080, 5000, "high"),
+        (720, 2800, "high"),
+        (480, 1400, "main"),
+        (360, 800, "main"),
+    ]
+    .into_iter()
+    .filter(|r| r.0 <= height)
+    .collect()
+}
+
+/// ffmpeg arguments that produce Ferrocast's default ladder from `input` (`height`p) as HLS
+/// under `out`: decode once, split, scale once per size, the source and the audio copied, and
+/// each rung encoded with the x264 settings Ferrocast gives x264enc. `live`: read in real time
+/// (`-re`) with `tune=zerolatency`, as the live ladder; otherwise as fast as the CPUs allow,
+/// as a VOD job.
+pub fn ffmpeg_ladder_args(input: &Path, out: &Path, height: u32, live: bool) -> Vec<String> {
+    let hls = |name: &str| -> Vec<String> {
+        ["-f", "hls", "-hls_time", "2", "-hls_list_size", "0"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([out.join(format!("{name}.m3u8")).display().to_string()])
+            .collect()
+    };
+    let x264 = |kbps: u32, profile: &str, name: &str| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "-map",
+            &format!("[{name}]"),
+            "-map",
+            "0:a",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if live {
+            a.extend(["-tune", "zerolatency"].map(String::from));
+        }
+        a.extend(
+            [
+                "-profile:v",
+                profile,
+                // x264enc's defaults: CBR with a 600 ms VBV buffer.
+                "-b:v",
+                &format!("{kbps}k"),
+                "-maxrate",
+                &format!("{kbps}k"),
+                "-bufsize",
+                &format!("{}k", kbps * 6 / 10),
+                "-g",
+                "60",
+                "-keyint_min",
+                "60",
+                "-sc_threshold",
+                "0",
+                "-bf",
+                "0",
+                "-c:a",
+                "copy",
+            ]
+            .map(String::from),
+        );
+        a.extend(hls(name));
+        a
+    };
+    let mut args: Vec<String> = ["-hide_banner", "-loglevel", "error", "-y"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if live {
+        args.push("-re".into());
+    }
+    args.push("-i".into());
+    args.push(input.display().to_string());
+    // Decode once, split, scale once per size (the source size is not scaled).
+    let rungs = rungs(height);
+    let mut graph = format!("[0:v]split={}", rungs.len());
+    for r in &rungs {
+        graph.push_str(&format!("[s{}]", r.0));
+    }
+    for r in &rungs {
+        if r.0 == height {
+            graph.push_str(&format!(";[s{0}]null[v{0}]", r.0));
+        } else {
+            graph.push_str(&format!(
+                ";[s{0}]scale={1}:{0}[v{0}]",
+                r.0,
+                (r.0 * 16 / 9).div_ceil(2) * 2
+            ));
+        }
+    }
+    args.push("-filter_complex".into());
+    args.push(graph);
+    // The source rendition is copied, as Ferrocast's passthrough does.
+    args.extend(["-map", "0:v", "-map", "0:a", "-c", "copy"].map(String::from));
+    args.extend(hls("source"));
+    for r in &rungs {
+        args.extend(x264(r.1, r.2, &format!("v{}", r.0)));
+    }
+    args
 }
