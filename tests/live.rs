@@ -46,6 +46,24 @@ async fn token(server: &TestServer, tenant_key: &str, playback_id: &str) -> Stri
     t["token"].as_str().unwrap().to_string()
 }
 
+/// The tenant's first asset to become ready (a broadcast's recording).
+async fn ready_asset(
+    server: &TestServer,
+    tenant_id: &str,
+    limit: Duration,
+) -> ferrocast::db::Asset {
+    eventually("the recording asset", limit, || async {
+        let assets = server
+            .state
+            .db
+            .list_assets(tenant_id, None, 10)
+            .await
+            .unwrap();
+        assets.into_iter().find(|a| a.status == "ready")
+    })
+    .await
+}
+
 async fn get_text(server: &TestServer, path: &str) -> (u16, String) {
     let resp = server.client.get(server.url(path)).send().await.unwrap();
     (
@@ -206,16 +224,7 @@ async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_re
         "ENDLIST {:?} after the publisher stopped",
         stopped.elapsed()
     );
-    let asset = eventually("the recording asset", Duration::from_secs(15), || async {
-        let assets = server
-            .state
-            .db
-            .list_assets(&tenant_id, None, 10)
-            .await
-            .unwrap();
-        assets.into_iter().find(|a| a.status == "ready")
-    })
-    .await;
+    let asset = ready_asset(&server, &tenant_id, Duration::from_secs(15)).await;
     assert_eq!(asset.live_stream_id.as_deref(), Some(stream.id.as_str()));
     let duration = asset.duration_ms.unwrap() as f64 / 1000.0;
     assert!(
@@ -677,16 +686,7 @@ async fn a_storage_outage_mid_broadcast_is_retried_and_loses_no_segment() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     s3.restart();
     assert!(ffmpeg.wait(Duration::from_secs(40)).await, "ffmpeg failed");
-    let asset = eventually("the recording", Duration::from_secs(40), || async {
-        let assets = server
-            .state
-            .db
-            .list_assets(&tenant_id, None, 10)
-            .await
-            .unwrap();
-        assets.into_iter().find(|a| a.status == "ready")
-    })
-    .await;
+    let asset = ready_asset(&server, &tenant_id, Duration::from_secs(40)).await;
     // Every segment made it: the recording is as long as the broadcast, without gaps, and
     // each listed segment is in the bucket.
     let (status, vod) = get_text(
@@ -804,16 +804,7 @@ async fn a_passthrough_broadcast_with_b_frames_is_rewrapped_frame_for_frame() {
     );
     assert!(ffmpeg.wait(Duration::from_secs(30)).await, "ffmpeg failed");
 
-    let asset = eventually("the recording asset", Duration::from_secs(20), || async {
-        let assets = server
-            .state
-            .db
-            .list_assets(&tenant_id, None, 10)
-            .await
-            .unwrap();
-        assets.into_iter().find(|a| a.status == "ready")
-    })
-    .await;
+    let asset = ready_asset(&server, &tenant_id, Duration::from_secs(20)).await;
     let asset_token = self::token(&server, &key, &asset.playback_id).await;
     let (_, media) = get_text(
         &server,

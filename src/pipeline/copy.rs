@@ -238,10 +238,7 @@ impl Muxing {
         match flv::audio_tag(body) {
             AudioTag::AacSequenceHeader(asc) => {
                 self.audio_codec = Some("aac".into());
-                match tsmux::parse_aac_config(asc) {
-                    Ok(cfg) => self.aac = Some(cfg),
-                    Err(e) => return Err(e),
-                }
+                self.aac = Some(tsmux::parse_aac_config(asc)?);
             }
             AudioTag::AacFrame => {
                 let (Some(cfg), Some(mux), Some(segmenter)) =
@@ -327,6 +324,7 @@ fn segment(seg: super::segmenter::TsSegment) -> PipelineEvent {
 mod tests {
     use super::*;
     use crate::ingest::flv::{TagKind, header, tag};
+    use crate::pipeline::tsmux::tests::hex;
 
     /// avcC with the real 1280x720 x264 SPS and a PPS.
     fn avc_config() -> Vec<u8> {
@@ -339,12 +337,6 @@ mod tests {
         r.extend_from_slice(&(pps.len() as u16).to_be_bytes());
         r.extend_from_slice(&pps);
         r
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len() / 2)
-            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-            .collect()
     }
 
     fn video(ts: u32, key: bool, cts: u32, nal: &[u8]) -> Bytes {

@@ -577,7 +577,7 @@ fn packetize(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// One PES packet read back: PID, payload, PCR, random-access flag.
@@ -806,7 +806,7 @@ mod tests {
         assert!(parse_sps(&sps_720[..4]).is_none());
     }
 
-    fn hex(s: &str) -> Vec<u8> {
+    pub(crate) fn hex(s: &str) -> Vec<u8> {
         (0..s.len() / 2)
             .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
             .collect()
