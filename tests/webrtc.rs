@@ -44,32 +44,10 @@ fn browser_script(script: &'static str, args: Vec<String>) -> tokio::task::JoinH
 
 /// Runs tests/browser/whip.cjs in the background; resolves to its JSON report.
 fn whip_publish(url: &str, seconds: u32, codec: &str) -> tokio::task::JoinHandle<Value> {
-    let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/ferrocast/npm/node_modules",
-            std::env::var("HOME").unwrap()
-        )
-    });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/whip.cjs");
-    let (url, codec) = (url.to_string(), codec.to_string());
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new("node")
-            .env("NODE_PATH", &node_modules)
-            .args([script, &url, &seconds.to_string(), &codec])
-            .output()
-            .expect("node runs");
-        assert!(
-            out.status.success(),
-            "publisher failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-            panic!(
-                "publisher printed no JSON: {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    })
+    browser_script(
+        "whip.cjs",
+        vec![url.to_string(), seconds.to_string(), codec.to_string()],
+    )
 }
 
 /// A whep.cjs report's frames decoded, one reading per second.
@@ -484,6 +462,94 @@ async fn lost_video_packets_from_a_whip_publisher_are_asked_for_and_resent() {
     assert!(
         frames.len() >= 4 && frames[frames.len() - 1] >= frames[0] + 40,
         "frames decoded should keep increasing: {frames:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_viewer_joining_mid_stream_gets_a_keyframe_from_the_whip_publisher_at_once() {
+    // The publisher is asked for a keyframe only once a minute (and never makes one on its
+    // own): a viewer joining in between sees a picture only if its request (RTCP PLI) is
+    // passed on to the publisher.
+    let server = TestServer::start_with(|c| {
+        c.http.request_timeout_s = 60;
+        c.webrtc.keyframe_interval_s = 60;
+        c.live.stall_timeout_s = 60;
+    })
+    .await;
+    let (_, key) = server.create_tenant("Joiner").await;
+    let (status, s) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(&key),
+            Some(json!({"ladder": "passthrough", "playback_policy": "public",
+                        "reconnect_window_s": 0, "record": false})),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    let (id, stream_key, playback_id) = (
+        s["id"].as_str().unwrap().to_string(),
+        s["stream_key"].as_str().unwrap().to_string(),
+        s["playback_id"].as_str().unwrap().to_string(),
+    );
+    let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 20, "H264");
+    eventually(
+        "the stream to go active",
+        Duration::from_secs(20),
+        || async {
+            let (_, s) = server
+                .call("GET", &format!("/v1/live-streams/{id}"), Some(&key), None)
+                .await;
+            (s["status"] == "active").then_some(())
+        },
+    )
+    .await;
+    // Well past the publisher's first keyframe.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let viewer = browser_script(
+        "whep.cjs",
+        vec![server.url(&format!("/whep/{playback_id}")), "5".into()],
+    )
+    .await
+    .unwrap();
+    let report = publisher.await.unwrap();
+    eprintln!("WHEP viewer: {viewer}\nWHIP publisher: {report}");
+    assert_eq!(viewer["status"], 201, "{viewer}");
+    let first_frame = viewer["firstFrameMs"].as_u64();
+    assert!(
+        first_frame.is_some_and(|ms| ms < 3000),
+        "the viewer's first frame should come within a few seconds, not at the next \
+         scheduled keyframe a minute later: {viewer}"
+    );
+    let frames = frames_decoded(&viewer);
+    assert!(
+        frames.last().is_some_and(|&n| n >= 30),
+        "frames decoded should keep increasing: {frames:?}"
+    );
+    // The publisher was asked for a keyframe and made one besides its first.
+    assert!(
+        report["keyframeRequests"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(
+        report["keyFramesEncoded"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("whep_keyframe_requests_total ") && !l.ends_with(" 0")),
+        "keyframe requests counted: {metrics}"
     );
     server.stop().await;
 }

@@ -195,11 +195,14 @@ async fn publish(
     let session_id = id.clone();
     tokio::spawn(async move {
         let mut wait = FIRST_MEDIA;
+        let mut deadline = tokio::time::Instant::now() + wait;
+        let mut keyframes = publisher.keyframe_requests();
         let reason = loop {
             tokio::select! {
-                event = tokio::time::timeout(wait, events.recv()) => match event {
-                    Ok(Some(WhipEvent::Tag(tag))) => {
+                event = events.recv() => match event {
+                    Some(WhipEvent::Tag(tag)) => {
                         wait = MEDIA_GAP;
+                        deadline = tokio::time::Instant::now() + wait;
                         let message = if tag.kind == 9 {
                             IngestMessage::Video { timestamp_ms: tag.timestamp_ms, body: tag.body }
                         } else {
@@ -209,10 +212,14 @@ async fn publish(
                             break e;
                         }
                     }
-                    Ok(Some(WhipEvent::Ended(reason))) => break reason,
-                    Ok(None) => break "the session stopped".to_string(),
-                    Err(_) => break format!("no media for {} s", wait.as_secs()),
+                    Some(WhipEvent::Ended(reason)) => break reason,
+                    None => break "the session stopped".to_string(),
                 },
+                _ = tokio::time::sleep_until(deadline) => {
+                    break format!("no media for {} s", wait.as_secs());
+                }
+                // A WHEP viewer needs a keyframe: ask the browser for one now.
+                Ok(()) = keyframes.changed() => session.request_keyframe(),
                 reason = publisher.stopped() => break reason,
                 _ = stop_rx.changed() => break "the publisher ended the session (DELETE)".to_string(),
             }

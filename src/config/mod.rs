@@ -162,6 +162,7 @@ pub struct WebrtcConfig {
     pub port_max: u16,
     pub nat_1to1_ips: String,
     pub interface_ips: String,
+    pub keyframe_interval_s: u64,
     pub simulate_loss_every: u32,
 }
 
@@ -465,6 +466,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 at("webrtc.port_min"),
                 "must not be above webrtc.port_max",
+            ));
+        }
+        if self.webrtc.keyframe_interval_s == 0 {
+            return Err(ConfigError::invalid(
+                at("webrtc.keyframe_interval_s"),
+                "must be at least 1 (browsers send H.264 keyframes only when asked)",
             ));
         }
         if !self.webrtc.stun_server.is_empty() && !self.webrtc.stun_server.starts_with("stun://") {

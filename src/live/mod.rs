@@ -45,6 +45,8 @@ pub struct Publisher {
     media: mpsc::Sender<IngestMessage>,
     /// Becomes `Some(reason)` when the broadcast wants the publisher gone.
     stop: watch::Receiver<Option<String>>,
+    /// Counts the broadcast's requests for a keyframe (a WebRTC viewer needs one).
+    keyframes: watch::Receiver<u64>,
 }
 
 impl Publisher {
@@ -62,6 +64,12 @@ impl Publisher {
         })
     }
 
+    /// Changes each time a viewer needs a keyframe that the publisher should send as soon as
+    /// it can. Publishers that cannot be asked (RTMP) never look.
+    pub fn keyframe_requests(&self) -> watch::Receiver<u64> {
+        self.keyframes.clone()
+    }
+
     /// Resolves when the broadcast asks the publisher to go (stream deleted, key reset, error).
     pub async fn stopped(&mut self) -> String {
         loop {
@@ -76,9 +84,11 @@ impl Publisher {
 }
 
 /// A broadcast's media, available to WebRTC viewers (WHEP): the codec configuration seen so
-/// far and, once a first viewer asked, the fan-out pipeline fed with every tag.
+/// far and, once a first viewer asked, the fan-out pipeline fed with every tag. Viewers' needs
+/// for a keyframe go the other way, to the publisher.
 #[derive(Default)]
 pub struct Tap {
+    keyframes: Arc<KeyframeRequests>,
     /// (video, audio) sequence-header tag bodies.
     preamble: Mutex<(Option<Bytes>, Option<Bytes>)>,
     fanout: Mutex<Option<Arc<WhepFanout>>>,
@@ -90,6 +100,31 @@ pub struct Tap {
 impl std::fmt::Debug for Tap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Tap")
+    }
+}
+
+/// Keyframe requests from viewers to the publisher, at most one per [`KEYFRAME_REQUEST_GAP`]:
+/// a keyframe costs the publisher's bitrate, and viewers joining together need only one.
+#[derive(Default)]
+struct KeyframeRequests {
+    count: watch::Sender<u64>,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+const KEYFRAME_REQUEST_GAP: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl KeyframeRequests {
+    fn request(&self) {
+        let now = std::time::Instant::now();
+        {
+            let mut last = self.last.lock().unwrap();
+            if last.is_some_and(|t| now.duration_since(t) < KEYFRAME_REQUEST_GAP) {
+                return;
+            }
+            *last = Some(now);
+        }
+        self.count.send_modify(|n| *n += 1);
+        metrics::counter!("whep_keyframe_requests_total").increment(1);
     }
 }
 
@@ -137,7 +172,8 @@ impl Tap {
             preamble.push(flv::tag(TagKind::Audio, 0, &audio));
         }
         *self.base_ms.lock().unwrap() = None;
-        let fanout = WhepFanout::start(&preamble)?;
+        let keyframes = self.keyframes.clone();
+        let fanout = WhepFanout::start(&preamble, move || keyframes.request())?;
         *slot = Some(fanout.clone());
         Ok(fanout)
     }
@@ -161,6 +197,7 @@ pub struct LiveDeps {
 
 /// A broadcast in progress (publishing, or waiting for its publisher to come back).
 struct Broadcast {
+    tap: Arc<Tap>,
     /// Hands a reconnecting publisher's media channel to the broadcast task.
     reconnect: mpsc::Sender<(mpsc::Receiver<IngestMessage>, watch::Sender<Option<String>>)>,
     /// Ends the broadcast now (stream deleted or key reset), with the reason.
@@ -212,11 +249,12 @@ impl LiveHub {
         };
         let (media_tx, media_rx) = mpsc::channel(INGEST_QUEUE);
         let (stop_tx, stop_rx) = watch::channel(None);
-        let publisher = Publisher {
+        let publisher = |tap: &Tap| Publisher {
             live_stream_id: stream.id.clone(),
             tenant_id: stream.tenant_id.clone(),
-            media: media_tx,
-            stop: stop_rx,
+            media: media_tx.clone(),
+            stop: stop_rx.clone(),
+            keyframes: tap.keyframes.count.subscribe(),
         };
         let already = Refusal {
             code: "NetStream.Publish.BadName",
@@ -229,12 +267,12 @@ impl LiveHub {
                 Some(b) if b.publishing => return Err(already),
                 Some(b) => {
                     b.publishing = true;
-                    Some(b.reconnect.clone())
+                    Some((b.reconnect.clone(), publisher(&b.tap)))
                 }
                 None => None,
             }
         };
-        if let Some(reconnect) = resume {
+        if let Some((reconnect, publisher)) = resume {
             if reconnect.send((media_rx, stop_tx)).await.is_ok() {
                 tracing::info!(live_stream = %stream.id, "publisher reconnected within the window");
                 return Ok(publisher);
@@ -268,9 +306,17 @@ impl LiveHub {
         }
         let (reconnect_tx, reconnect_rx) = mpsc::channel(1);
         let (cancel_tx, cancel_rx) = watch::channel(None);
+        let tap = Arc::new(Tap::default());
+        let publisher = publisher(&tap);
+        self.deps
+            .taps
+            .lock()
+            .unwrap()
+            .insert(stream.id.clone(), tap.clone());
         self.broadcasts.lock().expect("lock").insert(
             stream.id.clone(),
             Broadcast {
+                tap: tap.clone(),
                 reconnect: reconnect_tx,
                 cancel: cancel_tx,
                 publishing: true,
@@ -284,6 +330,7 @@ impl LiveHub {
             session::run(
                 hub.deps.clone(),
                 stream,
+                tap,
                 prefix,
                 (media_rx, stop_tx),
                 reconnect_rx,
@@ -333,5 +380,23 @@ impl LiveHub {
     /// How many broadcasts are in progress (publishing or in their reconnect window).
     pub fn broadcasts(&self) -> usize {
         self.broadcasts.lock().expect("lock").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viewers_asking_together_cost_the_publisher_one_keyframe() {
+        let requests = KeyframeRequests::default();
+        let seen = requests.count.subscribe();
+        for _ in 0..5 {
+            requests.request();
+        }
+        assert_eq!(*seen.borrow(), 1);
+        *requests.last.lock().unwrap() = Some(std::time::Instant::now() - KEYFRAME_REQUEST_GAP);
+        requests.request();
+        assert_eq!(*seen.borrow(), 2);
     }
 }

@@ -30,9 +30,11 @@ enum Outcome {
 /// Seconds to wait for the pipeline to flush its last segments after the publisher stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     deps: LiveDeps,
     stream: LiveStream,
+    tap: std::sync::Arc<super::Tap>,
     prefix: String,
     first: PublisherChannel,
     mut reconnect: mpsc::Receiver<PublisherChannel>,
@@ -64,11 +66,6 @@ pub(super) async fn run(
         content_keys: deps.content_keys.clone(),
     });
     tracing::info!(%prefix, "broadcast started");
-    let tap = std::sync::Arc::new(super::Tap::default());
-    deps.taps
-        .lock()
-        .unwrap()
-        .insert(stream.id.clone(), tap.clone());
 
     let mut next = Some(first);
     while let Some((media, stop)) = next.take() {

@@ -11,7 +11,8 @@
 //! ```
 //! Lost packets are asked for again (NACK, on every transceiver) and come back on the offer's
 //! RTX stream; depayloaders ask for keyframes (RTCP PLI) when the stream starts or a loss the
-//! resends could not repair breaks the picture. The session ends when the peer connection fails or closes, or the caller stops it.
+//! resends could not repair breaks the picture; H.264 publishers are also asked every
+//! `webrtc.keyframe_interval_s` and whenever a WHEP viewer needs a keyframe. The session ends when the peer connection fails or closes, or the caller stops it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,6 +48,8 @@ pub struct IceSettings {
     pub public_ips: Vec<String>,
     /// Local addresses to gather host candidates on (empty: every interface).
     pub interface_ips: Vec<String>,
+    /// How often an H.264 publisher is asked for a keyframe (`webrtc.keyframe_interval_s`).
+    pub keyframe_interval: Duration,
     /// Testing only: drop every Nth video RTP packet (see `webrtc.simulate_loss_every`).
     pub simulate_loss_every: u32,
 }
@@ -64,6 +67,7 @@ impl IceSettings {
             port_range: (w.port_min, w.port_max),
             public_ips: list(&w.nat_1to1_ips),
             interface_ips: list(&w.interface_ips),
+            keyframe_interval: Duration::from_secs(w.keyframe_interval_s.max(1)),
             simulate_loss_every: w.simulate_loss_every,
         }
     }
@@ -73,7 +77,11 @@ impl IceSettings {
 pub struct WhipSession {
     pipeline: gst::Pipeline,
     stopped: Arc<Mutex<bool>>,
+    /// Where keyframe requests go in: the end of the video chain, once the track is linked.
+    video_out: KeyframeTarget,
 }
+
+type KeyframeTarget = Arc<Mutex<Option<glib::WeakRef<gst::Element>>>>;
 
 impl std::fmt::Debug for WhipSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,6 +210,8 @@ impl WhipSession {
         );
         let end_p = end.clone();
         let stopped_p = stopped.clone();
+        let video_out = KeyframeTarget::default();
+        let (video_out_p, keyframe_interval) = (video_out.clone(), ice.keyframe_interval);
         webrtc.connect_pad_added(move |_, pad| {
             let Some(pipeline) = pw.upgrade() else { return };
             if pad.direction() != gst::PadDirection::Src {
@@ -217,6 +227,8 @@ impl WhipSession {
                     vcodec.as_deref(),
                     video_pad.as_ref(),
                     &stopped_p,
+                    &video_out_p,
+                    keyframe_interval,
                 ),
                 Some("audio") => link_audio(&pipeline, pad, acodec.as_deref(), audio_pad.as_ref()),
                 other => Err(anyhow::anyhow!("unexpected media {other:?}")),
@@ -247,10 +259,28 @@ impl WhipSession {
             })?;
 
         pipeline.set_state(gst::State::Playing)?;
-        let session = WhipSession { pipeline, stopped };
+        let session = WhipSession {
+            pipeline,
+            stopped,
+            video_out,
+        };
         let answer =
             crate::ingest::sdp::with_public_ips(&negotiate(&webrtc, &offer.sdp)?, &ice.public_ips);
         Ok((session, answer))
+    }
+
+    /// Asks the publisher for a keyframe now (RTCP PLI; for VP8, the re-encoder makes one).
+    /// Does nothing before the video track is linked.
+    pub fn request_keyframe(&self) {
+        let target = self
+            .video_out
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|w| w.upgrade());
+        if let Some(element) = target {
+            request_keyframe(&element);
+        }
     }
 
     pub fn stop(&self) {
@@ -430,12 +460,23 @@ fn keyframe_requests(depay: &gst::Element) {
     }
 }
 
+/// Sends a force-key-unit request upstream from `element`: the depayloader turns it into an
+/// RTCP PLI to the publisher.
+fn request_keyframe(element: &gst::Element) {
+    let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+        .all_headers(true)
+        .build();
+    element.send_event(event);
+}
+
 fn link_video(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
     codec: Option<&str>,
     mux_pad: Option<&gst::Pad>,
     stopped: &Arc<Mutex<bool>>,
+    video_out: &KeyframeTarget,
+    keyframe_interval: Duration,
 ) -> anyhow::Result<()> {
     let mux_pad = mux_pad.ok_or_else(|| anyhow::anyhow!("video was not negotiated"))?;
     let elements = match codec {
@@ -483,6 +524,7 @@ fn link_video(
         .unwrap()
         .link(mux_pad)?;
     pad.link(&elements[0].static_pad("sink").unwrap())?;
+    *video_out.lock().unwrap() = Some(elements.last().unwrap().downgrade());
     if codec == Some("H264") {
         // Browsers send an H.264 keyframe only when asked; the copied source rendition
         // needs one per segment, so ask (RTCP PLI) on that rhythm.
@@ -491,25 +533,19 @@ fn link_video(
             .name("whip-keyframes".into())
             .spawn(move || {
                 loop {
-                    std::thread::sleep(KEYFRAME_EVERY);
+                    std::thread::sleep(keyframe_interval);
                     if *stopped.lock().unwrap() {
                         return;
                     }
                     let Some(element) = target.upgrade() else {
                         return;
                     };
-                    let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
-                        .all_headers(true)
-                        .build();
-                    element.send_event(event);
+                    request_keyframe(&element);
                 }
             })?;
     }
     Ok(())
 }
-
-/// How often a WebRTC H.264 publisher is asked for a keyframe: the segment duration.
-const KEYFRAME_EVERY: Duration = Duration::from_secs(2);
 
 fn link_audio(
     pipeline: &gst::Pipeline,

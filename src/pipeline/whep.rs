@@ -11,6 +11,10 @@
 //! ```
 //! Demuxing, parsing and the one AAC→Opus encode are shared by every viewer; each viewer costs
 //! only RTP packetisation, SRTP and its ICE/DTLS session.
+//!
+//! A viewer that cannot decode (it joined between keyframes, or lost packets) sends RTCP PLI;
+//! `webrtcbin` turns it into an upstream force-key-unit event, which reaches the video tee
+//! and is handed to the caller's `keyframe_wanted` (the broadcast asks its publisher).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -49,7 +53,12 @@ impl std::fmt::Debug for WhepFanout {
 
 impl WhepFanout {
     /// Starts the shared part; `preamble` is the FLV header and the codec configuration tags.
-    pub fn start(preamble: &[Bytes]) -> anyhow::Result<Arc<Self>> {
+    /// `keyframe_wanted` is called (on a streaming thread) each time a viewer asks for a
+    /// keyframe.
+    pub fn start(
+        preamble: &[Bytes],
+        keyframe_wanted: impl Fn() + Send + Sync + 'static,
+    ) -> anyhow::Result<Arc<Self>> {
         gst::init()?;
         let pipeline = gst::Pipeline::with_name("whep-fanout");
         let appsrc = gst_app::AppSrc::builder()
@@ -87,6 +96,20 @@ impl WhepFanout {
         for tee in [&vtee, &atee] {
             tee.set_property("allow-not-linked", true);
         }
+        // The shared chain cannot make a keyframe (the video is copied): the request ends
+        // here and goes to the publisher.
+        vtee.static_pad("sink").unwrap().add_probe(
+            gst::PadProbeType::EVENT_UPSTREAM,
+            move |_, info| match info.event() {
+                Some(e) if gstreamer_video::UpstreamForceKeyUnitEvent::parse(e).is_ok() => {
+                    keyframe_wanted();
+                    // Consumed here: the pad must not release it again.
+                    info.data = None;
+                    gst::PadProbeReturn::Handled
+                }
+                _ => gst::PadProbeReturn::Ok,
+            },
+        );
         let (vsink, asink) = (
             video[0].static_pad("sink").unwrap(),
             audio[0].static_pad("sink").unwrap(),

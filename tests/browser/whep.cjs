@@ -3,7 +3,7 @@
 // Prints one JSON line: {status, connected, framesDecoded: [per second], audioPackets,
 // firstFrameMs (offer sent -> first frame decoded), codec, error, deleteStatus,
 // glassToGlassMs: [samples] (when the publisher draws its clock, see whip.cjs), nackCount,
-// retransmittedPacketsReceived, packetsLost, answerRtx}.
+// retransmittedPacketsReceived, packetsLost, pliCount (keyframe requests sent), answerRtx}.
 const { chromium } = require("playwright-core");
 
 (async () => {
@@ -82,6 +82,7 @@ try {
             r.nackCount = s.nackCount || 0;
             r.retransmittedPacketsReceived = s.retransmittedPacketsReceived || 0;
             r.packetsLost = s.packetsLost || 0;
+            r.pliCount = s.pliCount || 0;
             const c = s.codecId && stats.get(s.codecId);
             if (c) r.codec = c.mimeType;
           }

@@ -5,7 +5,9 @@
 // 2^20) as 20 black or white squares, which whep.cjs reads back for glass-to-glass latency.
 // Prints one JSON line: {status, location, connected, framesSent, codec, error, deleteStatus,
 // candidatePorts and candidateIps (of the answer's UDP ICE candidates), answerRtx, nackCount
-// and retransmittedPacketsSent (NACKs from the server and the packets resent for them)}.
+// and retransmittedPacketsSent (NACKs from the server and the packets resent for them),
+// keyframeRequests and keyFramesEncoded (keyframe requests, PLI or FIR, from the server; keyframes
+// made)}.
 // The page is the server's /healthz: 127.0.0.1 is a secure context, as getUserMedia needs.
 const { chromium } = require("playwright-core");
 
@@ -89,6 +91,9 @@ try {
           // NACKs the server sent, and the packets resent for them.
           r.nackCount = s.nackCount || 0;
           r.retransmittedPacketsSent = s.retransmittedPacketsSent || 0;
+          // Keyframe requests (RTCP PLI) from the server, and the keyframes made.
+          r.keyframeRequests = (s.pliCount || 0) + (s.firCount || 0);
+          r.keyFramesEncoded = s.keyFramesEncoded || 0;
           const c = s.codecId && stats.get(s.codecId);
           if (c) r.codec = c.mimeType;
         }
