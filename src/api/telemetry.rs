@@ -44,7 +44,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let deadline = Duration::from_secs(state.config.http.request_timeout_s);
     let response = match tokio::time::timeout(deadline, next.run(request)).await {
@@ -60,4 +60,20 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a metric label without an allocation per request for the usual ones.
+fn method_label(method: &axum::http::Method) -> metrics::SharedString {
+    use axum::http::Method;
+    let name: &'static str = match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => return method.to_string().into(),
+    };
+    name.into()
 }
