@@ -64,14 +64,6 @@ async fn ready_asset(
     .await
 }
 
-async fn get_text(server: &TestServer, path: &str) -> (u16, String) {
-    let resp = server.client.get(server.url(path)).send().await.unwrap();
-    (
-        resp.status().as_u16(),
-        resp.text().await.unwrap_or_default(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_recorded() {
     let server = TestServer::start_with(|c| c.http.request_timeout_s = 60).await;
@@ -119,7 +111,7 @@ async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_re
     // The master playlist appears, with every rendition; ffprobe reads it through the key.
     let master_path = format!("/hls/{}/master.m3u8?token={token}", stream.playback_id);
     let master = eventually("the master playlist", Duration::from_secs(20), || async {
-        let (status, body) = get_text(&server, &master_path).await;
+        let (status, body) = server.get_text(&master_path).await;
         (status == 200).then_some(body)
     })
     .await;
@@ -152,11 +144,12 @@ async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_re
     assert_eq!(heights, [360, 480, 720], "{probe}");
 
     // A media playlist lists AES-128 segments with explicit IVs and key URIs on this server.
-    let (status, media) = get_text(
-        &server,
-        &format!("/hls/{}/720p/index.m3u8?token={token}", stream.playback_id),
-    )
-    .await;
+    let (status, media) = server
+        .get_text(&format!(
+            "/hls/{}/720p/index.m3u8?token={token}",
+            stream.playback_id
+        ))
+        .await;
     assert_eq!(status, 200);
     assert!(
         media.contains("#EXT-X-KEY:METHOD=AES-128,URI=\""),
@@ -173,7 +166,9 @@ async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_re
     );
 
     // Without a token nothing plays: no playlists, no key.
-    let (status, _) = get_text(&server, &format!("/hls/{}/master.m3u8", stream.playback_id)).await;
+    let (status, _) = server
+        .get_text(&format!("/hls/{}/master.m3u8", stream.playback_id))
+        .await;
     assert_eq!(status, 401);
     let key_uri = media
         .split("URI=\"")
@@ -211,11 +206,12 @@ async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_re
         "EXT-X-ENDLIST after the publisher stopped",
         Duration::from_secs(5),
         || async {
-            let (_, media) = get_text(
-                &server,
-                &format!("/hls/{}/720p/index.m3u8?token={token}", stream.playback_id),
-            )
-            .await;
+            let (_, media) = server
+                .get_text(&format!(
+                    "/hls/{}/720p/index.m3u8?token={token}",
+                    stream.playback_id
+                ))
+                .await;
             media.contains("#EXT-X-ENDLIST").then_some(())
         },
     )
@@ -232,14 +228,12 @@ async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_re
         "recorded {duration} s of a 16 s broadcast"
     );
     let asset_token = self::token(&server, &key, &asset.playback_id).await;
-    let (status, vod) = get_text(
-        &server,
-        &format!(
+    let (status, vod) = server
+        .get_text(&format!(
             "/hls/{}/360p/index.m3u8?token={asset_token}",
             asset.playback_id
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(status, 200);
     assert!(
         vod.contains("#EXT-X-PLAYLIST-TYPE:VOD") && vod.contains("#EXT-X-ENDLIST"),
@@ -294,11 +288,12 @@ async fn a_browser_without_a_token_cannot_get_the_key_and_does_not_play() {
     let token = token(&server, &key, &stream.playback_id).await;
     let _ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 30);
     eventually("the master playlist", Duration::from_secs(20), || async {
-        let (status, _) = get_text(
-            &server,
-            &format!("/hls/{}/master.m3u8?token={token}", stream.playback_id),
-        )
-        .await;
+        let (status, _) = server
+            .get_text(&format!(
+                "/hls/{}/master.m3u8?token={token}",
+                stream.playback_id
+            ))
+            .await;
         (status == 200).then_some(())
     })
     .await;
@@ -312,23 +307,19 @@ async fn a_browser_without_a_token_cannot_get_the_key_and_does_not_play() {
     // A token for another playback id does not unlock this stream's key either.
     let other = create_stream(&server, &key, json!({})).await;
     let other_token = self::token(&server, &key, &other.playback_id).await;
-    let (status, _) = get_text(
-        &server,
-        &format!(
+    let (status, _) = server
+        .get_text(&format!(
             "/hls/{}/master.m3u8?token={other_token}",
             stream.playback_id
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(status, 403);
-    let (_, media) = get_text(
-        &server,
-        &format!(
+    let (_, media) = server
+        .get_text(&format!(
             "/hls/{}/source/index.m3u8?token={token}",
             stream.playback_id
-        ),
-    )
-    .await;
+        ))
+        .await;
     let key_url = media
         .split("URI=\"")
         .nth(1)
@@ -366,8 +357,9 @@ async fn gstreamer_rtmp2sink_is_an_independent_publisher_that_also_works() {
     .await;
     let mut publisher = gstreamer_publish(&stream.publish_url, 10);
     let master = eventually("the master playlist", Duration::from_secs(25), || async {
-        let (status, body) =
-            get_text(&server, &format!("/hls/{}/master.m3u8", stream.playback_id)).await;
+        let (status, body) = server
+            .get_text(&format!("/hls/{}/master.m3u8", stream.playback_id))
+            .await;
         (status == 200).then_some(body)
     })
     .await;
@@ -446,8 +438,9 @@ async fn bad_publishers_are_refused_and_the_server_keeps_serving_others() {
     // A good publisher still works, and a second one on the same key is refused.
     let mut good = ffmpeg_publish(&stream.publish_url, 640, 360, 8);
     eventually("the stream to go live", Duration::from_secs(20), || async {
-        let (status, _) =
-            get_text(&server, &format!("/hls/{}/master.m3u8", stream.playback_id)).await;
+        let (status, _) = server
+            .get_text(&format!("/hls/{}/master.m3u8", stream.playback_id))
+            .await;
         (status == 200).then_some(())
     })
     .await;
@@ -493,7 +486,7 @@ async fn a_publisher_that_reconnects_within_the_window_continues_the_same_playli
         "ENDLIST after the first publish",
         Duration::from_secs(5),
         || async {
-            let (_, media) = get_text(&server, &media_path).await;
+            let (_, media) = server.get_text(&media_path).await;
             media.contains("#EXT-X-ENDLIST").then_some(media)
         },
     )
@@ -506,7 +499,7 @@ async fn a_publisher_that_reconnects_within_the_window_continues_the_same_playli
         "the playlist to continue",
         Duration::from_secs(20),
         || async {
-            let (_, media) = get_text(&server, &media_path).await;
+            let (_, media) = server.get_text(&media_path).await;
             (media.matches("#EXTINF").count() > first_segments && !media.contains("#EXT-X-ENDLIST"))
                 .then_some(media)
         },
@@ -518,7 +511,7 @@ async fn a_publisher_that_reconnects_within_the_window_continues_the_same_playli
         "ENDLIST after the second publish",
         Duration::from_secs(5),
         || async {
-            let (_, media) = get_text(&server, &media_path).await;
+            let (_, media) = server.get_text(&media_path).await;
             media.contains("#EXT-X-ENDLIST").then_some(())
         },
     )
@@ -537,14 +530,12 @@ async fn rotated_keys_still_play_in_hls_js() {
         "three rotation periods",
         Duration::from_secs(25),
         || async {
-            let (_, media) = get_text(
-                &server,
-                &format!(
+            let (_, media) = server
+                .get_text(&format!(
                     "/hls/{}/source/index.m3u8?token={token}",
                     stream.playback_id
-                ),
-            )
-            .await;
+                ))
+                .await;
             let keys: std::collections::HashSet<&str> = media
                 .split("URI=\"")
                 .skip(1)
@@ -590,18 +581,17 @@ async fn a_broadcast_is_stored_in_s3_and_plays_from_there() {
     .await;
     let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 8);
     eventually("the master playlist", Duration::from_secs(20), || async {
-        let (status, _) =
-            get_text(&server, &format!("/hls/{}/master.m3u8", stream.playback_id)).await;
+        let (status, _) = server
+            .get_text(&format!("/hls/{}/master.m3u8", stream.playback_id))
+            .await;
         (status == 200).then_some(())
     })
     .await;
     assert!(ffmpeg.wait(Duration::from_secs(30)).await);
     eventually("ENDLIST", Duration::from_secs(5), || async {
-        let (_, media) = get_text(
-            &server,
-            &format!("/hls/{}/source/index.m3u8", stream.playback_id),
-        )
-        .await;
+        let (_, media) = server
+            .get_text(&format!("/hls/{}/source/index.m3u8", stream.playback_id))
+            .await;
         media.contains("#EXT-X-ENDLIST").then_some(())
     })
     .await;
@@ -677,7 +667,7 @@ async fn a_storage_outage_mid_broadcast_is_retried_and_loses_no_segment() {
     let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 14);
     let media_url = format!("/hls/{}/source/index.m3u8", stream.playback_id);
     eventually("two segments listed", Duration::from_secs(20), || async {
-        let (_, media) = get_text(&server, &media_url).await;
+        let (_, media) = server.get_text(&media_url).await;
         (media.matches("#EXTINF").count() >= 2).then_some(())
     })
     .await;
@@ -689,11 +679,9 @@ async fn a_storage_outage_mid_broadcast_is_retried_and_loses_no_segment() {
     let asset = ready_asset(&server, &tenant_id, Duration::from_secs(40)).await;
     // Every segment made it: the recording is as long as the broadcast, without gaps, and
     // each listed segment is in the bucket.
-    let (status, vod) = get_text(
-        &server,
-        &format!("/hls/{}/source/index.m3u8", asset.playback_id),
-    )
-    .await;
+    let (status, vod) = server
+        .get_text(&format!("/hls/{}/source/index.m3u8", asset.playback_id))
+        .await;
     assert_eq!(status, 200);
     let total: f64 = vod
         .lines()
@@ -710,12 +698,13 @@ async fn a_storage_outage_mid_broadcast_is_retried_and_loses_no_segment() {
         .collect();
     for (i, uri) in uris.iter().enumerate() {
         assert_eq!(*uri, format!("{i}.ts"), "no gap in the sequence: {vod}");
-        let (status, _) =
-            get_text(&server, &format!("/hls/{}/source/{uri}", asset.playback_id)).await;
+        let (status, _) = server
+            .get_text(&format!("/hls/{}/source/{uri}", asset.playback_id))
+            .await;
         assert_eq!(status, 200, "{uri}");
     }
     // The lag was visible, not silent.
-    let (_, metrics) = get_text(&server, "/metrics").await;
+    let (_, metrics) = server.get_text("/metrics").await;
     let retries: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("storage_write_retries_total "))
@@ -786,11 +775,12 @@ async fn a_passthrough_broadcast_with_b_frames_is_rewrapped_frame_for_frame() {
     let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 1280, 720, 10);
     let token = token(&server, &key, &stream.playback_id).await;
     let master = eventually("the master playlist", Duration::from_secs(20), || async {
-        let (status, body) = get_text(
-            &server,
-            &format!("/hls/{}/master.m3u8?token={token}", stream.playback_id),
-        )
-        .await;
+        let (status, body) = server
+            .get_text(&format!(
+                "/hls/{}/master.m3u8?token={token}",
+                stream.playback_id
+            ))
+            .await;
         (status == 200).then_some(body)
     })
     .await;
@@ -806,14 +796,12 @@ async fn a_passthrough_broadcast_with_b_frames_is_rewrapped_frame_for_frame() {
 
     let asset = ready_asset(&server, &tenant_id, Duration::from_secs(20)).await;
     let asset_token = self::token(&server, &key, &asset.playback_id).await;
-    let (_, media) = get_text(
-        &server,
-        &format!(
+    let (_, media) = server
+        .get_text(&format!(
             "/hls/{}/source/index.m3u8?token={asset_token}",
             asset.playback_id
-        ),
-    )
-    .await;
+        ))
+        .await;
     let durations: Vec<f64> = media
         .lines()
         .filter_map(|l| l.strip_prefix("#EXTINF:")?.split(',').next()?.parse().ok())

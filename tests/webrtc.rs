@@ -60,14 +60,14 @@ fn frames_decoded(viewer: &Value) -> Vec<u64> {
         .collect()
 }
 
-async fn live_stream(server: &TestServer, key: &str) -> (String, String, String) {
+/// A public live stream, not recorded, with `options` added; returns (id, stream key, playback id).
+async fn live_stream(server: &TestServer, key: &str, options: Value) -> (String, String, String) {
+    let mut body = json!({"playback_policy": "public", "reconnect_window_s": 0, "record": false});
+    for (k, v) in options.as_object().unwrap() {
+        body[k] = v.clone();
+    }
     let (status, s) = server
-        .call(
-            "POST",
-            "/v1/live-streams",
-            Some(key),
-            Some(json!({"playback_policy": "public", "reconnect_window_s": 0, "record": false})),
-        )
+        .call("POST", "/v1/live-streams", Some(key), Some(body))
         .await;
     assert_eq!(status, 201, "{s}");
     (
@@ -77,23 +77,34 @@ async fn live_stream(server: &TestServer, key: &str) -> (String, String, String)
     )
 }
 
-async fn publish_and_play(server: &TestServer, key: &str, codec: &str, expect_mime: &str) {
-    let (id, stream_key, playback_id) = live_stream(server, key).await;
-    let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 16, codec);
-    let stream = eventually(
+/// Waits (up to 20 s) until the live stream is active and `ready` holds; returns the stream.
+async fn until_active(
+    server: &TestServer,
+    key: &str,
+    id: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(
         "the stream to go active",
         Duration::from_secs(20),
         || async {
             let (_, s) = server
                 .call("GET", &format!("/v1/live-streams/{id}"), Some(key), None)
                 .await;
-            (s["status"] == "active"
-                && s["ingest"]["renditions"]
-                    .as_array()
-                    .is_some_and(|r| !r.is_empty()))
-            .then_some(s)
+            (s["status"] == "active" && ready(&s)).then_some(s)
         },
     )
+    .await
+}
+
+async fn publish_and_play(server: &TestServer, key: &str, codec: &str, expect_mime: &str) {
+    let (id, stream_key, playback_id) = live_stream(server, key, json!({})).await;
+    let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 16, codec);
+    let stream = until_active(server, key, &id, |s| {
+        s["ingest"]["renditions"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    })
     .await;
     assert_eq!(stream["ingest"]["video_codec"], "H.264", "{stream}");
     let master = server.url(&format!("/hls/{playback_id}/master.m3u8"));
@@ -176,7 +187,7 @@ async fn post_sdp(
 async fn bad_whip_requests_get_a_4xx_with_a_reason_and_the_server_keeps_serving() {
     let server = TestServer::start().await;
     let (_, key) = server.create_tenant("Strict").await;
-    let (_, stream_key, _) = live_stream(&server, &key).await;
+    let (_, stream_key, _) = live_stream(&server, &key, json!({})).await;
     let path = format!("/whip/{stream_key}");
 
     let (status, body) = post_sdp(&server, &path, "application/sdp", "hello").await;
@@ -321,16 +332,9 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
             "clock".into(),
         ],
     );
-    eventually(
-        "the stream to go active",
-        Duration::from_secs(20),
-        || async {
-            let (_, s) = server
-                .call("GET", &format!("/v1/live-streams/{id}"), Some(&key), None)
-                .await;
-            (s["status"] == "active" && s["ingest"]["video_codec"] == "H.264").then_some(())
-        },
-    )
+    until_active(&server, &key, &id, |s| {
+        s["ingest"]["video_codec"] == "H.264"
+    })
     .await;
     let viewer = browser_script("whep.cjs", vec![whep.clone(), "6".into(), token.clone()])
         .await
@@ -375,7 +379,7 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
 async fn a_whip_publisher_that_vanishes_without_delete_ends_the_broadcast() {
     let server = TestServer::start().await;
     let (_, key) = server.create_tenant("Flaky").await;
-    let (id, stream_key, _) = live_stream(&server, &key).await;
+    let (id, stream_key, _) = live_stream(&server, &key, json!({})).await;
     let report = browser_script(
         "whip.cjs",
         vec![
@@ -415,7 +419,7 @@ async fn lost_video_packets_from_a_whip_publisher_are_asked_for_and_resent() {
     })
     .await;
     let (_, key) = server.create_tenant("Lossy").await;
-    let (id, stream_key, playback_id) = live_stream(&server, &key).await;
+    let (id, stream_key, playback_id) = live_stream(&server, &key, json!({})).await;
     let publisher = browser_script(
         "whip.cjs",
         vec![
@@ -424,17 +428,7 @@ async fn lost_video_packets_from_a_whip_publisher_are_asked_for_and_resent() {
             "H264".into(),
         ],
     );
-    eventually(
-        "the stream to go active",
-        Duration::from_secs(20),
-        || async {
-            let (_, s) = server
-                .call("GET", &format!("/v1/live-streams/{id}"), Some(&key), None)
-                .await;
-            (s["status"] == "active").then_some(())
-        },
-    )
-    .await;
+    until_active(&server, &key, &id, |_| true).await;
     let viewer = browser_script(
         "whep.cjs",
         vec![server.url(&format!("/whep/{playback_id}")), "6".into()],
@@ -478,33 +472,10 @@ async fn a_whep_viewer_joining_mid_stream_gets_a_keyframe_from_the_whip_publishe
     })
     .await;
     let (_, key) = server.create_tenant("Joiner").await;
-    let (status, s) = server
-        .call(
-            "POST",
-            "/v1/live-streams",
-            Some(&key),
-            Some(json!({"ladder": "passthrough", "playback_policy": "public",
-                        "reconnect_window_s": 0, "record": false})),
-        )
-        .await;
-    assert_eq!(status, 201, "{s}");
-    let (id, stream_key, playback_id) = (
-        s["id"].as_str().unwrap().to_string(),
-        s["stream_key"].as_str().unwrap().to_string(),
-        s["playback_id"].as_str().unwrap().to_string(),
-    );
+    let (id, stream_key, playback_id) =
+        live_stream(&server, &key, json!({"ladder": "passthrough"})).await;
     let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 20, "H264");
-    eventually(
-        "the stream to go active",
-        Duration::from_secs(20),
-        || async {
-            let (_, s) = server
-                .call("GET", &format!("/v1/live-streams/{id}"), Some(&key), None)
-                .await;
-            (s["status"] == "active").then_some(())
-        },
-    )
-    .await;
+    until_active(&server, &key, &id, |_| true).await;
     // Well past the publisher's first keyframe.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let viewer = browser_script(
@@ -536,15 +507,7 @@ async fn a_whep_viewer_joining_mid_stream_gets_a_keyframe_from_the_whip_publishe
         report["keyFramesEncoded"].as_u64().unwrap() >= 2,
         "{report}"
     );
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = server.get_text("/metrics").await;
     assert!(
         metrics
             .lines()

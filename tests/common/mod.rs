@@ -100,6 +100,15 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// `GET path` without a key; returns status and body text.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let resp = self.client.get(self.url(path)).send().await.unwrap();
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
+    }
+
     /// The bootstrap admin key this server generated on start.
     pub fn admin_key(&self) -> String {
         self.startup
