@@ -1176,3 +1176,136 @@ async fn a_direct_upload_goes_straight_to_s3_in_presigned_parts() {
     );
     local.stop().await;
 }
+
+/// Mean grey level of each `tile_width`-wide tile along the first row of a JPEG sprite.
+fn tile_brightness(sprite: &Path, tile_width: usize) -> Vec<f64> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(sprite)
+        .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .expect("ffmpeg (Debian package ffmpeg)");
+    assert!(out.status.success(), "ffmpeg could not decode the sprite");
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=width",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(sprite)
+        .output()
+        .unwrap();
+    let width: usize = String::from_utf8_lossy(&probe.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let rows = out.stdout.len() / width;
+    (0..width / tile_width)
+        .map(|k| {
+            let sum: u64 = (0..rows)
+                .flat_map(|y| {
+                    let at = y * width + k * tile_width;
+                    out.stdout[at..at + tile_width].iter().map(|&v| v as u64)
+                })
+                .sum();
+            sum as f64 / (rows * tile_width) as f64
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_storyboard_tile_shows_the_frame_of_its_own_time() {
+    // A picture that brightens steadily, luma 16 + 20 per second, so every tile's time can be
+    // read back from its brightness; once landscape, once portrait, whose tiles must be
+    // portrait too. The tiles come from the transcode's own frames.
+    let media = tempfile::tempdir().unwrap();
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Creators").await;
+    for (name, size, tile_height) in [("ramp.mp4", "640x360", 90), ("upright.mp4", "360x640", 284)]
+    {
+        let file = make_media(
+            media.path(),
+            name,
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                &format!(
+                    "color=c=black:s={size}:r=30,format=yuv420p,geq=lum='16+20*T':cb=128:cr=128"
+                ),
+                "-f",
+                "lavfi",
+                "-i",
+                "sine",
+                "-t",
+                "10",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+            ],
+        );
+        let form = reqwest::multipart::Form::new()
+            .text("playback_policy", "public")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(std::fs::read(&file).unwrap()).file_name(name),
+            );
+        let resp = server
+            .client
+            .post(server.url("/v1/assets"))
+            .bearer_auth(&key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{name}");
+        let created: Value = resp.json().await.unwrap();
+        let id = created["asset_id"].as_str().unwrap();
+        let asset = wait_until_settled(&server, &key, id, Duration::from_secs(120)).await;
+        assert_eq!(asset["status"], "ready", "{name}: {asset}");
+        let playback = asset["playback_id"].as_str().unwrap().to_string();
+        let (status, vtt) = server
+            .get_text(&format!("/storyboards/{playback}.vtt"))
+            .await;
+        assert_eq!(status, 200, "{name}: {vtt}");
+        assert_eq!(vtt.matches("#xywh=").count(), 5, "{name}: {vtt}");
+        assert!(
+            vtt.contains(&format!(
+                "00:00:08.000 --> 00:00:10.000\n{playback}.jpg#xywh=640,0,160,{tile_height}"
+            )),
+            "{name}: {vtt}"
+        );
+        let sprite = server
+            .client
+            .get(server.url(&format!("/storyboards/{playback}.jpg")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let local = media.path().join(format!("{name}.jpg"));
+        std::fs::write(&local, &sprite).unwrap();
+        let seen = tile_brightness(&local, 160);
+        // Tile k is the frame at 2k s: luma 16 + 40k, full range in the JPEG.
+        let expected: Vec<f64> = (0..5).map(|k| 40.0 * k as f64 * 255.0 / 219.0).collect();
+        assert_eq!(seen.len(), 5, "{name}: {seen:?}");
+        for (k, (s, e)) in seen.iter().zip(&expected).enumerate() {
+            assert!(
+                (s - e).abs() < 8.0,
+                "{name}: tile {k} has brightness {s:.1}, the frame at {} s has {e:.1} \
+                 (all tiles: {seen:?})",
+                2 * k
+            );
+        }
+    }
+    server.stop().await;
+}

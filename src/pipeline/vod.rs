@@ -1,5 +1,6 @@
 //! VOD: local media file -> the same in-memory MPEG-TS HLS segments as the live ladder
-//! (`ladder.rs`), plus an optional faststart MP4 download and a JPEG poster, on GStreamer 1.22.
+//! (`ladder.rs`), plus an optional faststart MP4 download, a JPEG poster and a storyboard
+//! sprite, on GStreamer 1.22.
 //!
 //! Topology (everything is built before PLAYING because [`probe`] already told us the streams;
 //! only the parsebin/decodebin pads are linked dynamically):
@@ -17,6 +18,8 @@
 //!          ! audio/x-raw,channels=[1,2] ! avenc_aac ! aacparse ! tee atee
 //!   atee ! queue ! hls-*.audio                              (one AAC encode, muxed everywhere)
 //!   <mp4 rung tee> ! queue ! h264parse ! mp4mux(faststart) ! filesink ; atee ! queue ! mp4mux
+//!   <smallest rung tee> ! queue [frames at tile times only] ! videoscale ! RGBx ! appsink
+//!                                                    (storyboard tiles: no second decode)
 //!   other parsebin pads (subtitles, 2nd audio, data) ! fakesink
 //! ```
 //! Audio-only inputs get one rendition named [`AUDIO_RENDITION`] (hlssink2 with only its audio
@@ -680,6 +683,8 @@ pub struct TranscodeSpec {
     pub passthrough_h264: bool,
     pub mp4: Option<Mp4Spec>,
     pub poster_at_s: Option<f64>,
+    /// Scrubbing-preview sprite from the transcode's own frames ([`VodEvent::Storyboard`]).
+    pub storyboard: Option<StoryboardSpec>,
     pub audio_bitrate_kbps: u32,
     /// Same levers as the live ladder; `zerolatency` is off by default for VOD.
     pub tuning: Tuning,
@@ -694,6 +699,7 @@ impl TranscodeSpec {
             passthrough_h264: false,
             mp4: None,
             poster_at_s: None,
+            storyboard: None,
             audio_bitrate_kbps: 128,
             tuning: Tuning {
                 // VOD has no latency budget: let x264 use its lookahead/mbtree (better quality
@@ -720,6 +726,9 @@ pub enum VodEvent {
     /// Finished faststart MP4; the receiver owns (moves/deletes) the file.
     Mp4(PathBuf),
     Poster(bytes::Bytes),
+    /// The scrubbing-preview sprite, after the last segment (when [`TranscodeSpec::storyboard`]
+    /// asked and the input has video).
+    Storyboard(Storyboard),
     /// Non-fatal: e.g. the poster could not be made, or no MP4 for an audio-only input.
     Warning(String),
     /// Terminal, success.
@@ -889,6 +898,9 @@ fn validate(spec: &TranscodeSpec) -> Result<(), String> {
     if spec.audio_bitrate_kbps == 0 {
         return Err("audio bitrate 0".into());
     }
+    if let Some(sb) = &spec.storyboard {
+        sb.check()?;
+    }
     Ok(())
 }
 
@@ -1009,6 +1021,7 @@ struct Built {
     pipeline: gst::Pipeline,
     mp4: Option<(PathBuf, PathBuf)>, // (file, faststart scratch file)
     linked: Arc<AtomicU32>,
+    tiles: Option<TileBranch>,
 }
 
 fn link_request(src: &gst::Element, sink: &gst::Element, template: &str) -> Result<(), String> {
@@ -1028,6 +1041,7 @@ fn build(
     path: &Path,
     spec: &TranscodeSpec,
     plan: &Plan,
+    duration_s: f64,
     frags: &Arc<Fragments>,
 ) -> Result<Built, String> {
     let p = gst::Pipeline::with_name("vod");
@@ -1094,6 +1108,7 @@ fn build(
 
     let linked = Arc::new(AtomicU32::new(0));
     let mut entries: Vec<(&'static str, gst::Element)> = Vec::new();
+    let mut tiles = None;
 
     // ---- video
     if plan.video {
@@ -1195,19 +1210,8 @@ fn build(
                 ptee.clone()
             } else {
                 let q = queue_raw()?;
-                let scale = make("videoscale")?;
-                scale.set_property_from_str("method", &spec.tuning.scale_method);
-                scale.set_property("n-threads", spec.tuning.scale_threads);
-                scale.set_property("add-borders", false);
-                let cf = make("capsfilter")?;
-                cf.set_property(
-                    "caps",
-                    gst::Caps::builder("video/x-raw")
-                        .field("width", r.width as i32)
-                        .field("height", r.height as i32)
-                        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                        .build(),
-                );
+                let (scale, cf) =
+                    ladder::scaler(&spec.tuning, r.width, r.height).map_err(|e| e.to_string())?;
                 let t = make("tee")?;
                 add(&[&q, &scale, &cf, &t])?;
                 link(&[&ptee, &q, &scale, &cf, &t])?;
@@ -1236,6 +1240,11 @@ fn build(
                 link_request(&hq, &hls_of[&r.name], "video")?;
             }
             parent = (rtee, r.width, r.height);
+        }
+        // Storyboard tiles from the smallest rung's frames: the file is decoded only once.
+        if let Some(sb) = &spec.storyboard {
+            let (from, pw, ph) = &parent;
+            tiles = Some(TileBranch::attach(&p, from, (*pw, *ph), sb, duration_s)?);
         }
     }
 
@@ -1330,6 +1339,7 @@ fn build(
         pipeline: p,
         mp4,
         linked,
+        tiles,
     })
 }
 
@@ -1422,7 +1432,7 @@ fn run(path: &Path, spec: &TranscodeSpec, tx: &Tx) -> Result<(), String> {
     let probe = probe(path, spec.probe_timeout).map_err(|e| e.to_string())?;
     let plan = make_plan(&probe, spec)?;
     let frags = Arc::new(Fragments::default());
-    let built = build(path, spec, &plan, &frags)?;
+    let built = build(path, spec, &plan, probe.duration_s, &frags)?;
     let mut guard = Teardown {
         pipeline: &built.pipeline,
         frags: &frags,
@@ -1448,6 +1458,12 @@ fn run(path: &Path, spec: &TranscodeSpec, tx: &Tx) -> Result<(), String> {
     if let Some((file, _)) = &built.mp4 {
         guard.keep_mp4 = true;
         tx.send(VodEvent::Mp4(file.clone()))?;
+    }
+    if let Some(tiles) = &built.tiles {
+        match tiles.finish() {
+            Ok(board) => tx.send(VodEvent::Storyboard(board))?,
+            Err(e) => tx.send(VodEvent::Warning(format!("storyboard: {e}")))?,
+        }
     }
     if let (Some(t), Some(top)) = (spec.poster_at_s, plan.encodes.first()) {
         let t = t.min(probe.duration_s - 0.1).max(0.0);
@@ -1744,71 +1760,30 @@ fn tile_times(duration_s: f64, interval_s: f64) -> Vec<f64> {
     (0..n).map(|k| k as f64 * interval).collect()
 }
 
-/// One sprite of frames every `interval_s` seconds, `tile_width` wide (height from the display
-/// aspect ratio, even), rows of `columns`. Decodes the file once: a pad probe in front of the
-/// conversion lets through only the frames that become tiles, which are scaled to RGBx and
-/// copied into a canvas; the canvas is JPEG-encoded by a second, one-buffer pipeline.
-///
-/// ```text
-/// uridecodebin(video only) ! [probe: frames at tile times] videoconvert ! videoflip(auto)
-///   ! videoscale ! video/x-raw,RGBx,tile WxH,par=1/1 ! appsink
-/// appsrc(canvas RGBx) ! videoconvert ! jpegenc ! appsink
-/// ```
-pub fn storyboard(
-    path: &Path,
-    duration_s: f64,
-    interval_s: f64,
-    tile_width: u32,
-    columns: u32,
-) -> Result<Storyboard, String> {
-    if !(duration_s > 0.0 && interval_s > 0.0) || tile_width < 2 || columns == 0 {
-        return Err("storyboard: bad duration, interval, width or columns".into());
+/// Storyboard tiles to take from a transcode's own decoded frames (no second decode of the
+/// file): one every `interval_s` seconds, `tile_width` wide, rows of `columns`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoryboardSpec {
+    pub interval_s: f64,
+    pub tile_width: u32,
+    pub columns: u32,
+}
+
+impl StoryboardSpec {
+    fn check(&self) -> Result<(), String> {
+        if !(self.interval_s > 0.0) || self.tile_width < 2 || self.columns == 0 {
+            return Err("storyboard: bad interval, width or columns".into());
+        }
+        Ok(())
     }
-    gst::init().map_err(gerr)?;
-    let uri = file_uri(path)?;
-    let tw = tile_width & !1;
-    let times = Arc::new(tile_times(duration_s, interval_s));
-    let interval = if times.len() > 1 {
-        times[1]
-    } else {
-        duration_s
-    };
+}
 
-    let p = gst::Pipeline::new();
-    p.use_clock(None::<&gst::Clock>);
-    let dec = gst::ElementFactory::make("uridecodebin")
-        .property("uri", &uri)
-        .build()
-        .map_err(gerr)?;
-    // Video only, as in `thumbnail`: audio is not decoded at all.
-    dec.connect("autoplug-continue", false, |args| {
-        let caps = args[2].get::<gst::Caps>().ok();
-        let other = caps
-            .as_ref()
-            .and_then(|c| c.structure(0))
-            .map(|s| !s.name().starts_with("video/"))
-            .unwrap_or(false);
-        Some((!other).to_value())
-    });
-    let conv = make("videoconvert")?;
-    let flip = make("videoflip")?;
-    flip.set_property_from_str("video-direction", "auto");
-    let scale = make("videoscale")?;
-    let cf = make("capsfilter")?;
-    let sink = gst_app::AppSink::builder()
-        .sync(false)
-        .max_buffers(4)
-        .build();
-    p.add_many([&dec, &conv, &flip, &scale, &cf, sink.upcast_ref()])
-        .map_err(gerr)?;
-    gst::Element::link_many([&conv, &flip, &scale, &cf, sink.upcast_ref()]).map_err(gerr)?;
-
-    // Frame picking: drop every decoded frame that does not start a new tile, before any
-    // conversion, so only `times.len()` frames are converted and scaled. (`Handled`, not
-    // `Drop`: the bindings release the buffer and core 1.22.0 then unrefs NULL on `Drop`.)
+/// Lets through, on `pad`, only the first frame at or after each tile time; every other
+/// buffer is consumed before it costs a conversion. (`Handled`, not `Drop`: the bindings
+/// release the buffer and core 1.22.0 then unrefs NULL on `Drop`.)
+fn pick_tile_frames(pad: &gst::Pad, times: Arc<Vec<f64>>) {
     let state = Mutex::new((gst::FormattedSegment::<gst::ClockTime>::new(), 0usize));
-    let t = times.clone();
-    conv.static_pad("sink").unwrap().add_probe(
+    pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
         move |_, info| match &info.data {
             Some(gst::PadProbeData::Event(ev)) => {
@@ -1824,10 +1799,9 @@ pub fn storyboard(
                     return gst::PadProbeReturn::Handled;
                 };
                 let (seg, next) = &mut *state.lock().unwrap();
-                let next = &mut *next;
                 let st = stream_time_s(seg, pts);
-                if *next < t.len() && t[*next] <= st + TILE_TOLERANCE_S {
-                    while *next < t.len() && t[*next] <= st + TILE_TOLERANCE_S {
+                if *next < times.len() && times[*next] <= st + TILE_TOLERANCE_S {
+                    while *next < times.len() && times[*next] <= st + TILE_TOLERANCE_S {
                         *next += 1;
                     }
                     gst::PadProbeReturn::Ok
@@ -1838,155 +1812,175 @@ pub fn storyboard(
             _ => gst::PadProbeReturn::Ok,
         },
     );
-    // Tile height from the (rotated) input's display aspect ratio, as in `thumbnail`.
-    let cfw = cf.downgrade();
-    scale.static_pad("sink").unwrap().add_probe(
-        gst::PadProbeType::EVENT_DOWNSTREAM,
-        move |_, info| {
-            if let Some(gst::PadProbeData::Event(ev)) = &info.data
-                && let gst::EventView::Caps(c) = ev.view()
-                && let Some(s) = c.caps().structure(0)
-                && let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height"))
-                && let Some(cf) = cfw.upgrade()
-            {
-                let par = s
-                    .get::<gst::Fraction>("pixel-aspect-ratio")
-                    .unwrap_or(gst::Fraction::new(1, 1));
-                let dw = w as f64 * par.numer() as f64 / par.denom().max(1) as f64;
-                let hh = ((tw as f64 * h as f64 / dw / 2.0).round() as i32 * 2).max(2);
-                cf.set_property(
-                    "caps",
-                    gst::Caps::builder("video/x-raw")
-                        .field("format", "RGBx")
-                        .field("width", tw as i32)
-                        .field("height", hh)
-                        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                        .build(),
-                );
-            }
-            gst::PadProbeReturn::Ok
-        },
-    );
-    link_first_video(&dec, &conv, &p);
-
-    // Collect: tile k gets the first frame at or after its time.
-    let deadline = Instant::now() + Duration::from_secs(60) + Duration::from_secs_f64(duration_s);
-    let bus = p.bus().unwrap();
-    let mut frames: Vec<Vec<u8>> = Vec::new(); // one per tile, in order (repeats possible)
-    let mut th = 0u32;
-    let res = (|| -> Result<(), String> {
-        p.set_state(gst::State::Playing)
-            .map_err(|_| "cannot open media for storyboard".to_string())?;
-        while frames.len() < times.len() {
-            if let Some(m) = bus.pop_filtered(&[gst::MessageType::Error])
-                && let gst::MessageView::Error(e) = m.view()
-            {
-                return Err(e.error().to_string());
-            }
-            if Instant::now() > deadline {
-                return Err("storyboard timed out".into());
-            }
-            let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
-                if sink.is_eos() {
-                    break;
-                }
-                continue;
-            };
-            let caps = sample.caps().ok_or("frame without caps")?;
-            let vi = gstreamer_video::VideoInfo::from_caps(caps).map_err(gerr)?;
-            let buf = sample.buffer().ok_or("empty sample")?;
-            let st = match (sample.segment(), buf.pts()) {
-                (Some(s), Some(pts)) => match s.downcast_ref::<gst::ClockTime>() {
-                    Some(s) => stream_time_s(s, pts),
-                    None => pts.nseconds() as f64 / 1e9,
-                },
-                _ => continue,
-            };
-            th = vi.height();
-            let map = buf.map_readable().map_err(gerr)?;
-            // Packed rows of tw * 4 bytes (the stride may be padded).
-            let stride = vi.stride()[0] as usize;
-            let row = tw as usize * 4;
-            let mut px = Vec::with_capacity(row * th as usize);
-            for y in 0..th as usize {
-                px.extend_from_slice(&map[y * stride..y * stride + row]);
-            }
-            while frames.len() < times.len() && times[frames.len()] <= st + TILE_TOLERANCE_S {
-                frames.push(px.clone());
-            }
-        }
-        Ok(())
-    })();
-    let _ = p.set_state(gst::State::Null);
-    res?;
-    if frames.is_empty() {
-        return Err("no video frame decoded".into());
-    }
-
-    // Canvas: copy rows of each tile into place (RGBx, black background).
-    let n = frames.len() as u32;
-    let cols = columns.min(n);
-    let rows = n.div_ceil(columns);
-    let (cw, ch) = (cols * tw, rows * th);
-    let mut canvas = vec![0u8; (cw * ch * 4) as usize];
-    let mut tiles = Vec::with_capacity(n as usize);
-    for (k, px) in frames.iter().enumerate() {
-        let (x, y) = ((k as u32 % columns) * tw, (k as u32 / columns) * th);
-        let row = tw as usize * 4;
-        for r in 0..th as usize {
-            let dst = ((y as usize + r) * cw as usize + x as usize) * 4;
-            canvas[dst..dst + row].copy_from_slice(&px[r * row..(r + 1) * row]);
-        }
-        let start = times[k];
-        let end = times
-            .get(k + 1)
-            .copied()
-            .unwrap_or(duration_s)
-            .min(duration_s);
-        let end = if end > start { end } else { start + interval };
-        tiles.push((start, end, x, y));
-    }
-    let jpeg = encode_jpeg(canvas, cw, ch)?;
-    Ok(Storyboard {
-        jpeg,
-        tile_width: tw,
-        tile_height: th,
-        tiles,
-    })
 }
 
-/// Links the first raw video pad of `dec` to `conv`; every other pad goes to a fakesink. Posts
-/// "no video" as an error when the decodebin ends its pads without video.
-fn link_first_video(dec: &gst::Element, conv: &gst::Element, p: &gst::Pipeline) {
-    let conv_w = conv.downgrade();
-    let pw = p.downgrade();
-    dec.connect_pad_added(move |_, pad| {
-        let (Some(conv), Some(p)) = (conv_w.upgrade(), pw.upgrade()) else {
-            return;
+/// Tile frames collected so far: packed RGBx, one per tile time in order (a frame repeats
+/// when the media has a gap longer than the interval).
+#[derive(Default)]
+struct Tiles {
+    frames: Vec<Vec<u8>>,
+    height: u32,
+}
+
+impl Tiles {
+    /// Takes one picked frame (RGBx, `tile_width` wide) for every tile due by its time.
+    fn take(&mut self, sample: &gst::Sample, times: &[f64], tile_width: u32) -> Result<(), String> {
+        let caps = sample.caps().ok_or("frame without caps")?;
+        let vi = gstreamer_video::VideoInfo::from_caps(caps).map_err(gerr)?;
+        let buf = sample.buffer().ok_or("empty sample")?;
+        let st = match (sample.segment(), buf.pts()) {
+            (Some(s), Some(pts)) => match s.downcast_ref::<gst::ClockTime>() {
+                Some(s) => stream_time_s(s, pts),
+                None => pts.nseconds() as f64 / 1e9,
+            },
+            _ => return Ok(()),
         };
-        let raw_video = pad
-            .current_caps()
-            .and_then(|c| c.structure(0).map(|s| s.name() == "video/x-raw"))
-            .unwrap_or(false);
-        let sink = conv.static_pad("sink").unwrap();
-        if raw_video && !sink.is_linked() {
-            let _ = pad.link(&sink);
+        self.height = vi.height();
+        let map = buf.map_readable().map_err(gerr)?;
+        // Packed rows of tile_width * 4 bytes (the stride may be padded).
+        let stride = vi.stride()[0] as usize;
+        let row = tile_width as usize * 4;
+        let mut px = Vec::with_capacity(row * self.height as usize);
+        for y in 0..self.height as usize {
+            px.extend_from_slice(&map[y * stride..y * stride + row]);
+        }
+        while self.frames.len() < times.len() && times[self.frames.len()] <= st + TILE_TOLERANCE_S {
+            self.frames.push(px.clone());
+        }
+        Ok(())
+    }
+
+    /// The sprite: tiles copied into a canvas (RGBx, black background), JPEG-encoded.
+    fn compose(
+        &self,
+        times: &[f64],
+        duration_s: f64,
+        tile_width: u32,
+        columns: u32,
+    ) -> Result<Storyboard, String> {
+        if self.frames.is_empty() {
+            return Err("no video frame decoded".into());
+        }
+        let interval = if times.len() > 1 {
+            times[1]
         } else {
-            fake_sink_pad(&p, pad);
+            duration_s
+        };
+        let (tw, th) = (tile_width, self.height);
+        let n = self.frames.len() as u32;
+        let cols = columns.min(n);
+        let rows = n.div_ceil(columns);
+        let (cw, ch) = (cols * tw, rows * th);
+        let mut canvas = vec![0u8; (cw * ch * 4) as usize];
+        let mut tiles = Vec::with_capacity(n as usize);
+        for (k, px) in self.frames.iter().enumerate() {
+            let (x, y) = ((k as u32 % columns) * tw, (k as u32 / columns) * th);
+            let row = tw as usize * 4;
+            for r in 0..th as usize {
+                let dst = ((y as usize + r) * cw as usize + x as usize) * 4;
+                canvas[dst..dst + row].copy_from_slice(&px[r * row..(r + 1) * row]);
+            }
+            let start = times[k];
+            let end = times
+                .get(k + 1)
+                .copied()
+                .unwrap_or(duration_s)
+                .min(duration_s);
+            let end = if end > start { end } else { start + interval };
+            tiles.push((start, end, x, y));
         }
-    });
-    let conv_w = conv.downgrade();
-    let pw = p.downgrade();
-    dec.connect_no_more_pads(move |_| {
-        if let (Some(conv), Some(p)) = (conv_w.upgrade(), pw.upgrade())
-            && !conv.static_pad("sink").unwrap().is_linked()
-        {
-            let msg = gst::message::Error::builder(gst::StreamError::WrongType, "no video")
-                .src(&p)
-                .build();
-            let _ = p.post_message(msg);
-        }
-    });
+        let jpeg = encode_jpeg(canvas, cw, ch)?;
+        Ok(Storyboard {
+            jpeg,
+            tile_width: tw,
+            tile_height: th,
+            tiles,
+        })
+    }
+}
+
+/// A storyboard branch on a running transcode: `from` is a tee of raw I420 frames of
+/// `width`x`height` (display-oriented, square pixels). Only the picked frames are scaled and
+/// converted:
+///
+/// ```text
+/// from ! queue [probe: frames at tile times] ! videoscale ! videoconvert
+///      ! video/x-raw,RGBx,tile WxH ! appsink
+/// ```
+struct TileBranch {
+    times: Arc<Vec<f64>>,
+    tiles: Arc<Mutex<Tiles>>,
+    spec: StoryboardSpec,
+    duration_s: f64,
+}
+
+impl TileBranch {
+    fn attach(
+        p: &gst::Pipeline,
+        from: &gst::Element,
+        (width, height): (u32, u32),
+        spec: &StoryboardSpec,
+        duration_s: f64,
+    ) -> Result<Self, String> {
+        let tw = spec.tile_width & !1;
+        let th =
+            ((tw as f64 * height as f64 / width.max(1) as f64 / 2.0).round() as i32 * 2).max(2);
+        let times = Arc::new(tile_times(duration_s, spec.interval_s));
+        let q = queue_raw()?;
+        let scale = make("videoscale")?;
+        let conv = make("videoconvert")?;
+        let cf = make("capsfilter")?;
+        cf.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", "RGBx")
+                .field("width", tw as i32)
+                .field("height", th)
+                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                .build(),
+        );
+        let tiles = Arc::new(Mutex::new(Tiles::default()));
+        let sink = gst_app::AppSink::builder()
+            .sync(false)
+            .enable_last_sample(false)
+            .build();
+        // A few frames in the whole run: the sink takes no part in prerolling.
+        sink.set_property("async", false);
+        let (t, frames) = (times.clone(), tiles.clone());
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if let Err(e) = frames.lock().unwrap().take(&sample, &t, tw) {
+                        tracing::warn!(error = %e, "storyboard frame skipped");
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        p.add_many([&q, &scale, &conv, &cf, sink.upcast_ref()])
+            .map_err(gerr)?;
+        gst::Element::link_many([from, &q, &scale, &conv, &cf, sink.upcast_ref()]).map_err(gerr)?;
+        pick_tile_frames(&q.static_pad("sink").unwrap(), times.clone());
+        Ok(TileBranch {
+            times,
+            tiles,
+            spec: StoryboardSpec {
+                tile_width: tw,
+                ..spec.clone()
+            },
+            duration_s,
+        })
+    }
+
+    fn finish(&self) -> Result<Storyboard, String> {
+        self.tiles.lock().unwrap().compose(
+            &self.times,
+            self.duration_s,
+            self.spec.tile_width,
+            self.spec.columns,
+        )
+    }
 }
 
 fn fake_sink_pad(p: &gst::Pipeline, pad: &gst::Pad) {

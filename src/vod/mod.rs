@@ -15,7 +15,9 @@ use crate::api::AppState;
 use crate::db::Job;
 use crate::packager::output::{HlsOutput, OutputParams};
 use crate::packager::uploader::Uploader;
-use crate::pipeline::vod::{self, Mp4Source, Mp4Spec, Probe, TranscodeSpec, VodEvent};
+use crate::pipeline::vod::{
+    self, Mp4Source, Mp4Spec, Probe, Storyboard, StoryboardSpec, TranscodeSpec, VodEvent,
+};
 use crate::pipeline::{RenditionOut, SOURCE_RENDITION, Segment};
 use crate::storage::{ObjectKey, Prefix};
 
@@ -194,6 +196,7 @@ async fn transcode_job(
         dir: Some(work.to_path_buf()),
     });
     spec.poster_at_s = Some(state.config.jobs.poster_time_s.min(probe.duration_s / 3.0));
+    spec.storyboard = Some(storyboard_spec(probe.duration_s));
 
     let uploader = Uploader::spawn(state.store.clone(), 32, format!("asset {}", asset.id));
     let mut output = HlsOutput::new(OutputParams {
@@ -227,6 +230,7 @@ async fn transcode_job(
         tokio::time::interval(Duration::from_millis((lease_ms / 3).max(1000) as u64));
     let mut progress = 0.0f64;
     let fps = probe.video.as_ref().and_then(|v| v.fps);
+    let mut storyboard = None;
     let result = loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -264,6 +268,7 @@ async fn transcode_job(
                         uploader.put(key, jpeg, "image/jpeg").await;
                     }
                 }
+                Some(VodEvent::Storyboard(board)) => storyboard = Some(board),
                 Some(VodEvent::Warning(w)) => tracing::warn!(warning = %w, "transcode"),
                 Some(VodEvent::Done) => break Ok(()),
                 Some(VodEvent::Error(e)) => break Err(JobError::Failed(format!("transcode: {e}"))),
@@ -290,7 +295,12 @@ async fn transcode_job(
         ));
     }
     output.write_vod_playlists(&uploader).await;
-    extras(state, &asset, &probe, &preset, &input, work, &uploader).await?;
+    match storyboard {
+        Some(board) => store_storyboard(&asset, board, &uploader).await?,
+        None if probe.video.is_some() => tracing::warn!("no storyboard for this asset"),
+        None => {}
+    }
+    extras(state, &asset, &preset, &input, work).await?;
     uploader.flush().await;
     state
         .db
@@ -306,49 +316,46 @@ async fn transcode_job(
     Ok(())
 }
 
-/// Scrubbing previews (a storyboard sprite and its WebVTT) and, when the preset asks, a WebM
-/// download. They come after the HLS output, from the same local original.
+/// One storyboard tile every 2 s, up to 100 tiles (longer media spreads them out).
+fn storyboard_spec(duration_s: f64) -> StoryboardSpec {
+    StoryboardSpec {
+        interval_s: (duration_s / 100.0).max(2.0),
+        tile_width: 160,
+        columns: 10,
+    }
+}
+
+/// The scrubbing previews the transcode made: the sprite and the WebVTT that points into it.
+async fn store_storyboard(
+    asset: &crate::db::Asset,
+    board: Storyboard,
+    uploader: &Uploader,
+) -> Result<(), JobError> {
+    let vtt = vod::storyboard_vtt(&board, &format!("{}.jpg", asset.playback_id));
+    for (name, bytes, content_type) in [
+        (
+            "storyboard.jpg",
+            bytes::Bytes::from(board.jpeg),
+            "image/jpeg",
+        ),
+        ("storyboard.vtt", bytes::Bytes::from(vtt), "text/vtt"),
+    ] {
+        let key = ObjectKey::parse(&format!("{}{name}", asset.storage_prefix))
+            .map_err(|e| JobError::Failed(format!("key: {e}")))?;
+        uploader.put(key, bytes, content_type).await;
+    }
+    Ok(())
+}
+
+/// A WebM download when the preset asks for one, from the same local original.
 async fn extras(
     state: &AppState,
     asset: &crate::db::Asset,
-    probe: &Probe,
     preset: &crate::pipeline::preset::Preset,
     input: &Path,
     work: &Path,
-    uploader: &Uploader,
 ) -> Result<(), JobError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| JobError::Failed(format!("{what}: {e}"));
-    if probe.video.is_some() {
-        let (path, duration) = (input.to_path_buf(), probe.duration_s);
-        // One tile every 2 s up to 100 tiles; longer media spreads them out.
-        let interval = (duration / 100.0).max(2.0);
-        let board = tokio::task::spawn_blocking(move || {
-            vod::storyboard(&path, duration, interval, 160, 10)
-        })
-        .await
-        .map_err(|e| failed("storyboard", &e))?;
-        match board {
-            Ok(board) => {
-                let vtt = vod::storyboard_vtt(&board, &format!("{}.jpg", asset.playback_id));
-                let key = |name: &str| ObjectKey::parse(&format!("{}{name}", asset.storage_prefix));
-                uploader
-                    .put(
-                        key("storyboard.jpg").map_err(|e| failed("key", &e))?,
-                        board.jpeg.into(),
-                        "image/jpeg",
-                    )
-                    .await;
-                uploader
-                    .put(
-                        key("storyboard.vtt").map_err(|e| failed("key", &e))?,
-                        vtt.into(),
-                        "text/vtt",
-                    )
-                    .await;
-            }
-            Err(e) => tracing::warn!(error = %e, "no storyboard for this asset"),
-        }
-    }
     if let Some(webm) = &preset.webm {
         let out = work.join("download.webm");
         let (path, target, spec) = (input.to_path_buf(), out.clone(), webm.clone());
