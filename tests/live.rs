@@ -142,6 +142,13 @@ async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_re
     heights.sort();
     heights.dedup();
     assert_eq!(heights, [360, 480, 720], "{probe}");
+    // The scaled rungs keep the colour matrix of their 720p frames (BT.709 where the source
+    // does not say): none is converted to BT.601 on the way down, and each one says so.
+    for s in probe["streams"].as_array().unwrap() {
+        if s["codec_type"] == "video" && s["height"].as_u64().unwrap() < 720 {
+            assert_eq!(s["color_space"], "bt709", "{s}");
+        }
+    }
 
     // A media playlist lists AES-128 segments with explicit IVs and key URIs on this server.
     let (status, media) = server

@@ -1771,7 +1771,11 @@ pub struct StoryboardSpec {
 
 impl StoryboardSpec {
     fn check(&self) -> Result<(), String> {
-        if !(self.interval_s > 0.0) || self.tile_width < 2 || self.columns == 0 {
+        if self.interval_s.is_nan()
+            || self.interval_s <= 0.0
+            || self.tile_width < 2
+            || self.columns == 0
+        {
             return Err("storyboard: bad interval, width or columns".into());
         }
         Ok(())
