@@ -889,10 +889,12 @@ fn build_branches(
 
 /// `videoscale ! capsfilter` to `width`x`height`, square pixels, keeping the input's colour
 /// matrix. Caps without colorimetry (what avdec_h264 gives for a stream that does not signal
-/// it) default by frame size: BT.709 from 720 lines up, BT.601 below. Left alone, a 480p rung
-/// scaled from 720p frames would be converted pixel by pixel from one matrix to the other,
-/// which more than doubled the scaler's CPU (measured with gst-launch: 5.5 against 2.3 CPU-s
-/// for 60 s of 720p to 480p), and which ffmpeg's scaler does not do either.
+/// it) default by frame size in GStreamer 1.22: BT.709 above 576 lines, BT.601 up to them.
+/// Left alone, a 480p rung scaled from 720p frames would be converted pixel by pixel from one
+/// matrix to the other, which more than doubled the scaler's CPU (measured with gst-launch:
+/// 5.5 against 2.3 CPU-s for 60 s of 720p to 480p), and which ffmpeg's scaler does not do.
+/// (Later GStreamer versions default 2160 lines and more to BT.2020, which this would then
+/// carry into every rung of an untagged 4K source.)
 pub(crate) fn scaler(
     tun: &Tuning,
     width: u32,

@@ -1242,7 +1242,8 @@ fn build(
             parent = (rtee, r.width, r.height);
         }
         // Storyboard tiles from the smallest rung's frames: the file is decoded only once.
-        if let Some(sb) = &spec.storyboard {
+        // Without a duration there are no tile times to pick (and no cue ends to write).
+        if let (Some(sb), true) = (&spec.storyboard, duration_s > 0.0) {
             let (from, pw, ph) = &parent;
             tiles = Some(TileBranch::attach(&p, from, (*pw, *ph), sb, duration_s)?);
         }
@@ -1405,9 +1406,10 @@ impl Drop for Teardown<'_> {
     }
 }
 
-/// Transcodes a local file to the HLS ladder (+ MP4 + poster) on the calling thread, sending
-/// events as it goes; always ends with [`VodEvent::Done`] or [`VodEvent::Error`] (best effort
-/// when cancelled and the channel is full). Returns when everything is finished.
+/// Transcodes a local file to the HLS ladder (+ MP4, poster, storyboard) on the calling
+/// thread, sending events as it goes; always ends with [`VodEvent::Done`] or
+/// [`VodEvent::Error`] (best effort when cancelled and the channel is full). Returns when
+/// everything is finished.
 pub fn transcode(
     path: &Path,
     spec: &TranscodeSpec,
@@ -1948,7 +1950,8 @@ impl TileBranch {
             .sync(false)
             .enable_last_sample(false)
             .build();
-        // A few frames in the whole run: the sink takes no part in prerolling.
+        // Does not hold up the pipeline's start (it may see its first frame only after the
+        // other sinks prerolled); the t = 0 tile still waits in it until PLAYING.
         sink.set_property("async", false);
         let (t, frames) = (times.clone(), tiles.clone());
         sink.set_callbacks(
