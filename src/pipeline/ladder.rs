@@ -916,24 +916,36 @@ pub(crate) fn scaler(
         b.build()
     };
     cf.set_property("caps", caps(None));
-    // The input's colorimetry is known only when its caps arrive: the output is then pinned to
-    // it before the scaler negotiates.
-    let cfw = cf.downgrade();
-    scale.static_pad("sink").unwrap().add_probe(
+    // The input's colorimetry is known only when its caps arrive.
+    follow_input_caps(&scale, &cf, move |input| {
+        let input = gstreamer_video::VideoInfo::from_caps(input).ok()?;
+        Some(caps(Some(&input.colorimetry().to_string())))
+    });
+    Ok((scale, cf))
+}
+
+/// Sets `filter`'s caps from the caps entering `element`, before `element` negotiates its
+/// output: for outputs that depend on the input (its colorimetry, its display aspect ratio).
+/// `output` returning `None` leaves the filter as it is.
+pub(crate) fn follow_input_caps(
+    element: &gst::Element,
+    filter: &gst::Element,
+    output: impl Fn(&gst::CapsRef) -> Option<gst::Caps> + Send + Sync + 'static,
+) {
+    let filter = filter.downgrade();
+    element.static_pad("sink").unwrap().add_probe(
         gst::PadProbeType::EVENT_DOWNSTREAM,
         move |_, info| {
             if let Some(gst::PadProbeData::Event(ev)) = &info.data
                 && let gst::EventView::Caps(c) = ev.view()
-                && let Ok(input) = gstreamer_video::VideoInfo::from_caps(c.caps())
-                && let Some(cf) = cfw.upgrade()
+                && let Some(filter) = filter.upgrade()
+                && let Some(caps) = output(c.caps())
             {
-                let colorimetry = input.colorimetry().to_string();
-                cf.set_property("caps", caps(Some(&colorimetry)));
+                filter.set_property("caps", caps);
             }
             gst::PadProbeReturn::Ok
         },
     );
-    Ok((scale, cf))
 }
 
 /// x264enc + profile capsfilter for one rung. Shared with the VOD pipeline (`vod.rs`) so that

@@ -1613,35 +1613,23 @@ pub fn thumbnail(path_or_uri: &str, time_s: f64, width: u32) -> Result<Vec<u8>, 
     p.add_many([&dec, &conv, &flip, &scale, &cf, &jpeg, sink.upcast_ref()])
         .map_err(gerr)?;
     gst::Element::link_many([&conv, &flip, &scale, &cf, &jpeg, sink.upcast_ref()]).map_err(gerr)?;
-    // The output height is only known once the (rotated) input caps are: set the capsfilter
-    // from the caps event entering videoscale, before videoscale negotiates its output.
-    let cfw = cf.downgrade();
-    scale.static_pad("sink").unwrap().add_probe(
-        gst::PadProbeType::EVENT_DOWNSTREAM,
-        move |_, info| {
-            if let Some(gst::PadProbeData::Event(ev)) = &info.data
-                && let gst::EventView::Caps(c) = ev.view()
-                && let Some(s) = c.caps().structure(0)
-                && let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height"))
-                && let Some(cf) = cfw.upgrade()
-            {
-                let par = s
-                    .get::<gst::Fraction>("pixel-aspect-ratio")
-                    .unwrap_or(gst::Fraction::new(1, 1));
-                let dw = w as f64 * par.numer() as f64 / par.denom().max(1) as f64;
-                let hh = ((width as f64 * h as f64 / dw / 2.0).round() as i32 * 2).max(2);
-                cf.set_property(
-                    "caps",
-                    gst::Caps::builder("video/x-raw")
-                        .field("width", width as i32)
-                        .field("height", hh)
-                        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                        .build(),
-                );
-            }
-            gst::PadProbeReturn::Ok
-        },
-    );
+    // The output height is only known once the (rotated) input caps are.
+    ladder::follow_input_caps(&scale, &cf, move |input| {
+        let s = input.structure(0)?;
+        let (w, h) = (s.get::<i32>("width").ok()?, s.get::<i32>("height").ok()?);
+        let par = s
+            .get::<gst::Fraction>("pixel-aspect-ratio")
+            .unwrap_or(gst::Fraction::new(1, 1));
+        let dw = w as f64 * par.numer() as f64 / par.denom().max(1) as f64;
+        let hh = ((width as f64 * h as f64 / dw / 2.0).round() as i32 * 2).max(2);
+        Some(
+            gst::Caps::builder("video/x-raw")
+                .field("width", width as i32)
+                .field("height", hh)
+                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                .build(),
+        )
+    });
     let conv_w = conv.downgrade();
     let pw = p.downgrade();
     dec.connect_pad_added(move |_, pad| {
@@ -1916,7 +1904,8 @@ impl Tiles {
 struct TileBranch {
     times: Arc<Vec<f64>>,
     tiles: Arc<Mutex<Tiles>>,
-    spec: StoryboardSpec,
+    tile_width: u32,
+    columns: u32,
     duration_s: f64,
 }
 
@@ -1972,10 +1961,8 @@ impl TileBranch {
         Ok(TileBranch {
             times,
             tiles,
-            spec: StoryboardSpec {
-                tile_width: tw,
-                ..spec.clone()
-            },
+            tile_width: tw,
+            columns: spec.columns,
             duration_s,
         })
     }
@@ -1984,8 +1971,8 @@ impl TileBranch {
         self.tiles.lock().unwrap().compose(
             &self.times,
             self.duration_s,
-            self.spec.tile_width,
-            self.spec.columns,
+            self.tile_width,
+            self.columns,
         )
     }
 }
