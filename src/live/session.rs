@@ -137,31 +137,41 @@ async fn publish_once(
     tap: &super::Tap,
 ) -> Outcome {
     let (events_tx, mut events) = mpsc::channel::<PipelineEvent>(64);
+    // Events a copying pipeline returns from `push`/`finish`, handled before the next tag.
+    let mut inline = Vec::new();
     let mut pipeline: Option<LivePipeline> = None;
-    let mut ingest = IngestInfo::default();
-    let stall = Duration::from_secs(deps.config.stall_timeout_s.max(1));
-    let mut deadline = Instant::now() + stall;
-    let mut draining = false;
+    let mut state = PublishState {
+        ingest: IngestInfo::default(),
+        stall: Duration::from_secs(deps.config.stall_timeout_s.max(1)),
+        deadline: Instant::now(),
+        draining: false,
+    };
+    state.deadline = Instant::now() + state.stall;
 
-    let outcome = loop {
+    let outcome = 'publish: loop {
         tokio::select! {
-            message = media.recv(), if !draining => {
+            message = media.recv(), if !state.draining => {
                 let Some(message) = message else {
                     // The publisher stopped: flush what the pipeline holds.
                     match &pipeline {
                         Some(p) => {
-                            p.finish();
-                            draining = true;
-                            deadline = Instant::now() + DRAIN_TIMEOUT;
+                            p.finish(&mut inline);
+                            state.draining = true;
+                            state.deadline = Instant::now() + DRAIN_TIMEOUT;
+                            for event in inline.drain(..) {
+                                if let Some(outcome) = state.on_event(Some(event), deps, packager, uploader, stream_id).await {
+                                    break 'publish outcome;
+                                }
+                            }
                             continue;
                         }
                         None => break Outcome::Left,
                     }
                 };
-                let tag = match message {
+                let (kind, timestamp_ms, body) = match message {
                     IngestMessage::Metadata(fields) => {
-                        ingest.metadata(&fields);
-                        ingest.save(deps, stream_id).await;
+                        state.ingest.metadata(&fields);
+                        state.ingest.save(deps, stream_id).await;
                         continue;
                     }
                     IngestMessage::Video { timestamp_ms, body } => {
@@ -171,15 +181,14 @@ async fn publish_once(
                             )),
                             VideoTag::AvcSequenceHeader(record) => {
                                 packager.video_codec = avc_codec_from_config(record);
-                                ingest.video_codec = Some("H.264".into());
+                                state.ingest.video_codec = Some("H.264".into());
                             }
                             VideoTag::AvcFrame { keyframe: true } => {
                                 tracing::debug!(timestamp_ms, "keyframe received");
                             }
                             _ => {}
                         }
-                        tap.feed(TagKind::Video, timestamp_ms, &body);
-                        flv::tag(TagKind::Video, timestamp_ms, &body)
+                        (TagKind::Video, timestamp_ms, body)
                     }
                     IngestMessage::Audio { timestamp_ms, body } => {
                         match flv::audio_tag(&body) {
@@ -191,62 +200,48 @@ async fn publish_once(
                             ),
                             AudioTag::AacSequenceHeader(asc) => {
                                 packager.audio_codec = aac_codec_from_config(asc);
-                                ingest.audio_codec = Some("AAC".into());
+                                state.ingest.audio_codec = Some("AAC".into());
                             }
                             _ => {}
                         }
-                        tap.feed(TagKind::Audio, timestamp_ms, &body);
-                        flv::tag(TagKind::Audio, timestamp_ms, &body)
+                        (TagKind::Audio, timestamp_ms, body)
                     }
                 };
+                tap.feed(kind, timestamp_ms, &body);
                 if pipeline.is_none() {
-                    match LivePipeline::start(preset, stall, events_tx.clone()) {
+                    match LivePipeline::start(preset, state.stall, events_tx.clone()) {
                         Ok(p) => {
-                            if let Err(e) = p.push(flv::header()).await {
-                                break Outcome::Failed(format!("pipeline refused input: {e}"));
-                            }
                             pipeline = Some(p);
-                            deadline = Instant::now() + stall;
+                            state.deadline = Instant::now() + state.stall;
                         }
                         Err(e) => break Outcome::Failed(format!("could not start the pipeline: {e:#}")),
                     }
                 }
-                if let Err(e) = pipeline.as_ref().expect("started above").push(tag).await {
+                let p = pipeline.as_ref().expect("started above");
+                if let Err(e) = p.push(kind, timestamp_ms, &body, &mut inline).await {
                     break Outcome::Failed(format!("pipeline refused input: {e}"));
                 }
+                for event in inline.drain(..) {
+                    if let Some(outcome) = state.on_event(Some(event), deps, packager, uploader, stream_id).await {
+                        break 'publish outcome;
+                    }
+                }
             }
-            event = events.recv() => match event {
-                Some(PipelineEvent::Source(source)) => {
-                    tracing::info!(width = source.width, height = source.height, video = %source.video_codec,
-                        audio = ?source.audio_codec, gop_frames = source.gop_frames, "pipeline found the source");
+            event = events.recv() => {
+                if let Some(outcome) = state.on_event(event, deps, packager, uploader, stream_id).await {
+                    break outcome;
                 }
-                Some(PipelineEvent::Renditions(list)) => {
-                    ingest.renditions(&list);
-                    ingest.save(deps, stream_id).await;
-                    packager.set_renditions(list);
-                }
-                Some(PipelineEvent::Segment(segment)) => {
-                    if let Err(e) = packager.add_segment(segment, uploader).await {
-                        break Outcome::Failed(e);
-                    }
-                    if !draining {
-                        deadline = Instant::now() + stall;
-                    }
-                }
-                Some(PipelineEvent::Finished) => break Outcome::Left,
-                Some(PipelineEvent::Failed(reason)) => break Outcome::Failed(format!("pipeline error: {reason}")),
-                None => break Outcome::Failed("pipeline stopped unexpectedly".into()),
-            },
+            }
             _ = cancel.changed() => {
                 let reason = cancel.borrow().clone().unwrap_or_else(|| "broadcast cancelled".into());
                 let _ = stop.send(Some(reason));
                 break Outcome::Cancelled;
             }
-            _ = tokio::time::sleep_until(deadline), if pipeline.is_some() => {
-                break Outcome::Failed(if draining {
+            _ = tokio::time::sleep_until(state.deadline), if pipeline.is_some() => {
+                break Outcome::Failed(if state.draining {
                     format!("pipeline did not finish within {}s after the publisher stopped", DRAIN_TIMEOUT.as_secs())
                 } else {
-                    format!("pipeline stalled: no segment for {}s", stall.as_secs())
+                    format!("pipeline stalled: no segment for {}s", state.stall.as_secs())
                 });
             }
         }
@@ -262,6 +257,56 @@ async fn publish_once(
     }
     tracing::info!("publish ended");
     outcome
+}
+
+/// What one publish tracks between events.
+struct PublishState {
+    ingest: IngestInfo,
+    /// No segment for this long while input flows fails the pipeline.
+    stall: Duration,
+    /// When the stall (or, while draining, the drain) timeout fires.
+    deadline: Instant,
+    /// The publisher stopped; the pipeline is flushing its last segments.
+    draining: bool,
+}
+
+impl PublishState {
+    /// Acts on one pipeline event (`None`: the pipeline's channel closed); `Some` ends the
+    /// publish with that outcome.
+    async fn on_event(
+        &mut self,
+        event: Option<PipelineEvent>,
+        deps: &LiveDeps,
+        packager: &mut HlsOutput,
+        uploader: &Uploader,
+        stream_id: &str,
+    ) -> Option<Outcome> {
+        match event {
+            Some(PipelineEvent::Source(source)) => {
+                tracing::info!(width = source.width, height = source.height, video = %source.video_codec,
+                    audio = ?source.audio_codec, gop_frames = source.gop_frames, "pipeline found the source");
+            }
+            Some(PipelineEvent::Renditions(list)) => {
+                self.ingest.renditions(&list);
+                self.ingest.save(deps, stream_id).await;
+                packager.set_renditions(list);
+            }
+            Some(PipelineEvent::Segment(segment)) => {
+                if let Err(e) = packager.add_segment(segment, uploader).await {
+                    return Some(Outcome::Failed(e));
+                }
+                if !self.draining {
+                    self.deadline = Instant::now() + self.stall;
+                }
+            }
+            Some(PipelineEvent::Finished) => return Some(Outcome::Left),
+            Some(PipelineEvent::Failed(reason)) => {
+                return Some(Outcome::Failed(format!("pipeline error: {reason}")));
+            }
+            None => return Some(Outcome::Failed("pipeline stopped unexpectedly".into())),
+        }
+        None
+    }
 }
 
 /// What the publisher sends, for `GET /v1/live-streams/{id}`.

@@ -29,8 +29,17 @@ pub fn iv_hex(iv: &[u8; 16]) -> String {
     format!("0x{}", hex::encode(iv))
 }
 
-pub fn encrypt_segment(key: &Key128, iv: &[u8; 16], plain: &[u8]) -> Vec<u8> {
-    Encryptor::new(key.into(), iv.into()).encrypt_padded_vec_mut::<Pkcs7>(plain)
+/// Encrypts a segment in its own buffer, which grows by the padding (PKCS#7 adds 1 to 16
+/// bytes): a segment-sized allocation fewer per segment than encrypting into a new one.
+pub fn encrypt_segment(key: &Key128, iv: &[u8; 16], mut buf: Vec<u8>) -> Vec<u8> {
+    let len = buf.len();
+    buf.resize(len + 16 - len % 16, 0);
+    let encrypted = Encryptor::new(key.into(), iv.into())
+        .encrypt_padded_mut::<Pkcs7>(&mut buf, len)
+        .expect("the buffer has room for the padding")
+        .len();
+    buf.truncate(encrypted);
+    buf
 }
 
 /// Decrypts a segment; fails on a wrong key or damaged padding.
@@ -64,11 +73,11 @@ mod tests {
         for len in [0usize, 1, 15, 16, 17, 188 * 7, 100_000] {
             let plain: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
             let iv = iv_for_sequence(len as u64);
-            let c = encrypt_segment(&key, &iv, &plain);
+            let c = encrypt_segment(&key, &iv, plain.to_vec());
             assert_eq!(c.len(), (len / 16 + 1) * 16, "PKCS#7 always pads");
             assert_eq!(decrypt_segment(&key, &iv, &c).unwrap(), plain);
         }
-        let c = encrypt_segment(&key, &iv_for_sequence(1), b"hello");
+        let c = encrypt_segment(&key, &iv_for_sequence(1), b"hello".to_vec());
         let mut wrong = key;
         wrong[0] ^= 1;
         assert!(
@@ -104,7 +113,7 @@ mod tests {
             assert!(out.status.success());
             out.stdout
         };
-        let ours = encrypt_segment(&key, &iv, &plain);
+        let ours = encrypt_segment(&key, &iv, plain.to_vec());
         assert_eq!(openssl("-d", &ours), plain);
         let theirs = openssl("-e", &plain);
         assert_eq!(theirs, ours);

@@ -148,7 +148,15 @@ impl HlsOutput {
         };
         let (key_id, key) = self.content_key(sequence).await?;
         let iv = iv_for_sequence(sequence);
-        let encrypted = Bytes::from(encrypt_segment(&key, &iv, &segment.bytes));
+        // What the playlists say of the rendition is read from the first segment in clear.
+        let plain_len = segment.bytes.len();
+        let sniffed_video = self
+            .outputs
+            .get(&segment.rendition)
+            .filter(|o| o.codecs.is_none())
+            .and_then(|_| avc_codec_from_annexb(&segment.bytes));
+        // The segment's own buffer (no copy when nothing else holds it) is encrypted in place.
+        let encrypted = Bytes::from(encrypt_segment(&key, &iv, Vec::from(segment.bytes)));
         let name = segment.rendition.clone();
         uploader
             .put(
@@ -172,7 +180,7 @@ impl HlsOutput {
         let (video_codec, audio_codec) = (self.video_codec.clone(), self.audio_codec.clone());
         let out = self.outputs.get_mut(&name).expect("checked above");
         if out.codecs.is_none() {
-            let video = avc_codec_from_annexb(&segment.bytes).or(video_codec);
+            let video = sniffed_video.or(video_codec);
             out.codecs = Some(
                 [video, audio_codec]
                     .into_iter()
@@ -182,7 +190,7 @@ impl HlsOutput {
             );
         }
         if out.bitrate_bps.is_none() && segment.duration_s > 0.5 {
-            out.bitrate_bps = Some((segment.bytes.len() as f64 * 8.0 / segment.duration_s) as u64);
+            out.bitrate_bps = Some((plain_len as f64 * 8.0 / segment.duration_s) as u64);
         }
         out.total_s += segment.duration_s;
         let evicted = out.playlist.push(entry);

@@ -1,120 +1,20 @@
-//! The passthrough-only broadcast: FLV in, the source's own H.264 and AAC re-wrapped as MPEG-TS
-//! segments out, in Rust, on the runtime (no GStreamer, no threads of its own).
+//! The passthrough-only broadcast: the publisher's H.264 and AAC re-wrapped as MPEG-TS
+//! segments, in Rust, on the broadcast's own task (no GStreamer, no threads or tasks of its
+//! own, no queue: each tag is muxed as the session hands it over, as nginx-rtmp does).
 //!
 //! Same contract as the GStreamer ladder: `Source` and `Renditions` once the first keyframe
 //! arrives, then a `Segment` at every keyframe at least one segment duration after the last
-//! cut, and on `finish` the last segment and `Finished`. Input is bounded in bytes like the
-//! ladder's appsrc; a full queue is backpressure for the caller to wait on.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! cut, and on `finish` the last segment.
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use super::segmenter::TsSegmenter;
 use super::tsmux::{self, AacConfig, AvcConfig, TsMuxer};
 use super::{PipelineEvent, RenditionOut, SOURCE_RENDITION, Segment, SourceSummary};
-use crate::ingest::flv::{self, AudioTag, VideoTag};
-
-/// Why `push` did not queue.
-#[derive(Debug)]
-pub enum PushError {
-    /// The queue holds `limit` bytes already: try again shortly.
-    Full,
-    /// The muxer stopped (finished or failed).
-    Closed,
-}
-
-/// The caller's side: queue FLV bytes, then `finish`.
-pub struct CopyPipeline {
-    tx: Option<mpsc::UnboundedSender<Bytes>>,
-    queued: Arc<AtomicU64>,
-    limit: u64,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CopyPipeline {
-    /// Starts the muxer task on the current runtime; events go to `events`.
-    pub fn start(
-        segment_duration_s: u32,
-        max_queued_bytes: u64,
-        events: mpsc::Sender<PipelineEvent>,
-    ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(run(
-            Muxing::new(segment_duration_s),
-            rx,
-            queued.clone(),
-            events,
-        ));
-        Self {
-            tx: Some(tx),
-            queued,
-            limit: max_queued_bytes,
-            task,
-        }
-    }
-
-    pub fn push(&self, flv: Bytes) -> Result<(), PushError> {
-        let tx = self.tx.as_ref().ok_or(PushError::Closed)?;
-        let len = flv.len() as u64;
-        let queued = self.queued.load(Ordering::Acquire);
-        if queued > 0 && queued + len > self.limit {
-            return Err(PushError::Full);
-        }
-        self.queued.fetch_add(len, Ordering::AcqRel);
-        tx.send(flv).map_err(|_| PushError::Closed)
-    }
-
-    /// End of input: the last segment and `Finished` follow on the event channel.
-    pub fn finish(&mut self) {
-        self.tx = None;
-    }
-}
-
-impl Drop for CopyPipeline {
-    fn drop(&mut self) {
-        // Dropped without `finish`: a teardown, like the ladder's, with nothing more to say.
-        if self.tx.is_some() {
-            self.task.abort();
-        }
-    }
-}
-
-async fn run(
-    mut muxing: Muxing,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    queued: Arc<AtomicU64>,
-    events: mpsc::Sender<PipelineEvent>,
-) {
-    let mut out = Vec::new();
-    while let Some(bytes) = rx.recv().await {
-        queued.fetch_sub(bytes.len() as u64, Ordering::AcqRel);
-        let result = muxing.push(&bytes, &mut out);
-        for event in out.drain(..) {
-            if events.send(event).await.is_err() {
-                return;
-            }
-        }
-        if let Err(e) = result {
-            let _ = events.send(PipelineEvent::Failed(e)).await;
-            return;
-        }
-    }
-    muxing.finish(&mut out);
-    out.push(PipelineEvent::Finished);
-    for event in out {
-        if events.send(event).await.is_err() {
-            return;
-        }
-    }
-}
+use crate::ingest::flv::{self, AudioTag, TagKind, VideoTag};
 
 /// FLV tags to segments: pure and synchronous, so it is tested without a runtime.
 pub(crate) struct Muxing {
-    reader: flv::Reader,
     segment_duration_s: u32,
     avc: Option<AvcConfig>,
     aac: Option<AacConfig>,
@@ -132,7 +32,6 @@ pub(crate) struct Muxing {
 impl Muxing {
     pub(crate) fn new(segment_duration_s: u32) -> Self {
         Self {
-            reader: flv::Reader::default(),
             segment_duration_s,
             avc: None,
             aac: None,
@@ -145,20 +44,18 @@ impl Muxing {
         }
     }
 
-    /// Feeds FLV bytes; appends the events they complete to `events`.
+    /// Feeds one tag's body; appends the events it completes to `events`.
     pub(crate) fn push(
         &mut self,
-        data: &[u8],
+        kind: TagKind,
+        timestamp_ms: u32,
+        body: &[u8],
         events: &mut Vec<PipelineEvent>,
     ) -> Result<(), String> {
-        for tag in self.reader.push(data)? {
-            match tag.kind {
-                9 => self.video(tag.timestamp_ms, &tag.body, events)?,
-                8 => self.audio(tag.timestamp_ms, &tag.body)?,
-                _ => {} // script data: nothing to mux
-            }
+        match kind {
+            TagKind::Video => self.video(timestamp_ms, body, events),
+            TagKind::Audio => self.audio(timestamp_ms, body),
         }
-        Ok(())
     }
 
     /// End of input: the open segment, if it has a keyframe.
@@ -323,8 +220,28 @@ fn segment(seg: super::segmenter::TsSegment) -> PipelineEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::flv::{TagKind, header, tag};
+    use crate::ingest::flv::{Reader, header, tag};
     use crate::pipeline::tsmux::tests::hex;
+
+    /// Feeds every tag of an FLV byte stream, as the session hands them over.
+    fn feed(m: &mut Muxing, flv: &[u8], events: &mut Vec<PipelineEvent>) -> Result<(), String> {
+        let mut reader = Reader::default();
+        let mut flv = flv.to_vec();
+        if !flv.starts_with(b"FLV") {
+            let mut with_header = header().to_vec();
+            with_header.append(&mut flv);
+            flv = with_header;
+        }
+        for t in reader.push(&flv)? {
+            let kind = match t.kind {
+                9 => TagKind::Video,
+                8 => TagKind::Audio,
+                _ => continue,
+            };
+            m.push(kind, t.timestamp_ms, &t.body, events)?;
+        }
+        Ok(())
+    }
 
     /// avcC with the real 1280x720 x264 SPS and a PPS.
     fn avc_config() -> Vec<u8> {
@@ -376,9 +293,7 @@ mod tests {
     fn a_broadcast_becomes_keyframe_aligned_segments_of_the_target_length() {
         let mut m = Muxing::new(2);
         let mut events = Vec::new();
-        for piece in broadcast(9).chunks(1000) {
-            m.push(piece, &mut events).unwrap();
-        }
+        feed(&mut m, &broadcast(9), &mut events).unwrap();
         m.finish(&mut events);
         let PipelineEvent::Source(s) = &events[0] else {
             panic!("{:?}", events[0])
@@ -424,25 +339,22 @@ mod tests {
         seq.extend_from_slice(&avc_config());
         flv.extend_from_slice(&tag(TagKind::Video, 0, &seq));
         flv.extend_from_slice(&video(33, false, 0, &[0x41, 1])); // not a keyframe
-        m.push(&flv, &mut events).unwrap();
+        feed(&mut m, &flv, &mut events).unwrap();
         assert!(events.is_empty());
         // A frame whose NAL length runs past its end is left out; the broadcast goes on.
         let mut broken = vec![0x17, 1, 0, 0, 0, 0, 0, 0x10, 0];
         broken.push(0x65);
-        m.push(&tag(TagKind::Video, 66, &broken), &mut events)
-            .unwrap();
+        m.push(TagKind::Video, 66, &broken, &mut events).unwrap();
         assert_eq!(m.bad_frames, 1);
 
         let mut vp6 = Muxing::new(2);
         let mut flv = header().to_vec();
         flv.extend_from_slice(&tag(TagKind::Video, 0, &[0x14, 0]));
-        let err = vp6.push(&flv, &mut Vec::new()).unwrap_err();
+        let err = feed(&mut vp6, &flv, &mut Vec::new()).unwrap_err();
         assert!(err.contains("VP6"), "{err}");
-        let mut garbage = Muxing::new(2);
-        assert!(garbage.push(b"GIF89a-----", &mut Vec::new()).is_err());
         let mut bad_config = Muxing::new(2);
         let mut flv = header().to_vec();
         flv.extend_from_slice(&tag(TagKind::Video, 0, &[0x17, 0, 0, 0, 0, 1, 2]));
-        assert!(bad_config.push(&flv, &mut Vec::new()).is_err());
+        assert!(feed(&mut bad_config, &flv, &mut Vec::new()).is_err());
     }
 }

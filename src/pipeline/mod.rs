@@ -3,7 +3,8 @@
 //! memory); this module adapts it to the async broadcast: events arrive on a tokio channel
 //! (waiting there when the packager is behind), input waits while the pipeline is full.
 //! A ladder with nothing to encode (passthrough only) skips GStreamer: `copy` re-wraps the
-//! source into MPEG-TS in Rust (`tsmux`), with the same events.
+//! source into MPEG-TS in Rust (`tsmux`) as each tag is pushed, and hands its events straight
+//! back to the caller.
 
 mod copy;
 mod ladder;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::ingest::flv::{self, TagKind};
 use preset::Preset;
 
 /// Name of the rendition that copies the source without re-encoding.
@@ -92,9 +94,6 @@ pub(crate) fn ladder_renditions(preset: &Preset) -> Vec<ladder::Rendition> {
         .collect()
 }
 
-/// Input queued ahead of a copying pipeline, as the ladder's appsrc allows.
-const MAX_QUEUED_INPUT_BYTES: u64 = 8 << 20;
-
 /// How long `push` waits for room before reporting the pipeline as stuck.
 const PUSH_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -106,12 +105,13 @@ pub struct LivePipeline {
 enum Engine {
     /// Decode once, encode the ladder (GStreamer).
     Ladder(ladder::LivePipeline),
-    /// Passthrough only: the source re-wrapped, nothing decoded.
-    Copy(copy::CopyPipeline),
+    /// Passthrough only: the source re-wrapped, nothing decoded, in the caller's task.
+    Copy(Box<copy::Muxing>),
 }
 
 impl LivePipeline {
-    /// Starts a pipeline for `preset`; its events go to `events`.
+    /// Starts a pipeline for `preset`. A GStreamer ladder sends its events to `events`; a
+    /// copying one returns them from `push` and `finish`.
     /// `stall_timeout`: no segment for this long while input flows fails the pipeline.
     pub fn start(
         preset: &Preset,
@@ -119,13 +119,9 @@ impl LivePipeline {
         events: mpsc::Sender<PipelineEvent>,
     ) -> anyhow::Result<Self> {
         if preset.passthrough && preset.renditions.is_empty() {
-            let copy = copy::CopyPipeline::start(
-                preset.segment_duration_s,
-                MAX_QUEUED_INPUT_BYTES,
-                events,
-            );
+            let muxing = copy::Muxing::new(preset.segment_duration_s);
             return Ok(Self {
-                inner: Mutex::new(Some(Engine::Copy(copy))),
+                inner: Mutex::new(Some(Engine::Copy(Box::new(muxing)))),
             });
         }
         let renditions = ladder_renditions(preset);
@@ -191,26 +187,41 @@ impl LivePipeline {
             })?;
         let inner =
             ladder::LivePipeline::start(spec, sync_tx).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // flvdemux reads a byte stream: the header first, then one FLV tag per push.
+        inner
+            .push(flv::header())
+            .map_err(|e| anyhow::anyhow!("pipeline refused input: {e}"))?;
         Ok(Self {
             inner: Mutex::new(Some(Engine::Ladder(inner))),
         })
     }
 
-    /// Queues FLV bytes, waiting (up to a limit) while the pipeline's input is full.
-    pub async fn push(&self, flv: Bytes) -> Result<(), String> {
+    /// Feeds one tag. A copying pipeline muxes it now and appends the events it completes to
+    /// `events`; the GStreamer ladder queues it, waiting (up to a limit) while its input is
+    /// full, and reports on its channel.
+    pub async fn push(
+        &self,
+        kind: TagKind,
+        timestamp_ms: u32,
+        body: &Bytes,
+        events: &mut Vec<PipelineEvent>,
+    ) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + PUSH_PATIENCE;
+        let mut tag = None;
         loop {
             let result = {
-                let guard = self.inner.lock().expect("lock");
-                match guard.as_ref() {
-                    Some(Engine::Ladder(p)) => p.push(flv.clone()).map_err(|e| match e {
-                        ladder::Error::Backpressure { .. } => None,
-                        e => Some(e.to_string()),
-                    }),
-                    Some(Engine::Copy(p)) => p.push(flv.clone()).map_err(|e| match e {
-                        copy::PushError::Full => None,
-                        copy::PushError::Closed => Some("pipeline closed".to_string()),
-                    }),
+                let mut guard = self.inner.lock().expect("lock");
+                match guard.as_mut() {
+                    Some(Engine::Copy(m)) => return m.push(kind, timestamp_ms, body, events),
+                    Some(Engine::Ladder(p)) => p
+                        .push(
+                            tag.get_or_insert_with(|| flv::tag(kind, timestamp_ms, body))
+                                .clone(),
+                        )
+                        .map_err(|e| match e {
+                            ladder::Error::Backpressure { .. } => None,
+                            e => Some(e.to_string()),
+                        }),
                     None => return Err("pipeline is finishing".into()),
                 }
             };
@@ -226,8 +237,9 @@ impl LivePipeline {
         }
     }
 
-    /// Signals end of input; `Finished` (or `Failed`) arrives on the event channel.
-    pub fn finish(&self) {
+    /// Signals end of input. A copying pipeline appends its last segment and `Finished` to
+    /// `events`; the ladder sends `Finished` (or `Failed`) on its channel once it has flushed.
+    pub fn finish(&self, events: &mut Vec<PipelineEvent>) {
         match self.inner.lock().expect("lock").take() {
             Some(Engine::Ladder(p)) => {
                 // Waiting for EOS blocks; do it off the async runtime.
@@ -237,7 +249,10 @@ impl LivePipeline {
                     }
                 });
             }
-            Some(Engine::Copy(mut p)) => p.finish(),
+            Some(Engine::Copy(mut m)) => {
+                m.finish(events);
+                events.push(PipelineEvent::Finished);
+            }
             None => {}
         }
     }

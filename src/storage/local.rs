@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::io::AsyncWriteExt;
 
 use super::{
     ByteRange, Object, ObjectKey, ObjectMeta, ObjectStore, Prefix, StorageError, StorageResult,
@@ -142,23 +141,32 @@ impl ObjectStore for LocalStore {
             .root
             .join(PARTIAL_DIR)
             .join(uuid::Uuid::new_v4().to_string());
-        let result: anyhow::Result<()> = async {
-            if let Some(parent) = target.parent() {
-                tokio::fs::create_dir_all(parent).await?;
+        // One trip to the blocking pool, writing straight from `body`: tokio::fs would take
+        // a trip per call and copy the body into a buffer of its own first.
+        let result = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let write = || -> std::io::Result<()> {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let mut file = std::fs::File::create(&temp)?;
+                file.write_all(&body)?;
+                file.sync_data()?;
+                drop(file);
+                std::fs::rename(&temp, &target)
+            };
+            let result = write();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&temp);
             }
-            let mut file = tokio::fs::File::create(&temp).await?;
-            file.write_all(&body).await?;
-            file.sync_data().await?;
-            drop(file);
-            tokio::fs::rename(&temp, &target).await?;
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = tokio::fs::remove_file(&temp).await;
-            return Err(StorageError::Other(e.context(format!("writing {key}"))));
-        }
-        Ok(())
+            result
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        result.map_err(|e| {
+            StorageError::Other(anyhow::Error::new(e).context(format!("writing {key}")))
+        })
     }
 
     async fn get(&self, key: &ObjectKey, range: Option<ByteRange>) -> StorageResult<Object> {

@@ -76,25 +76,33 @@ async fn connection(
     let handshake_deadline =
         tokio::time::Instant::now() + Duration::from_secs(config.handshake_timeout_s);
     let idle = Duration::from_secs(config.idle_timeout_s);
+    // One timer for the connection, moved only when it fires: re-arming a timeout around
+    // every read would cost a timer-wheel insert and removal per TCP segment.
+    let mut last_read = tokio::time::Instant::now();
+    let timer = tokio::time::sleep_until(handshake_deadline);
+    tokio::pin!(timer);
     loop {
-        // Before the first publish the handshake deadline applies; after it, the idle timeout
-        // (a client that unpublished may still send deleteStream before closing).
-        let deadline = if published {
-            tokio::time::Instant::now() + idle
-        } else {
-            handshake_deadline
-        };
         let read = tokio::select! {
-            r = tokio::time::timeout_at(deadline, socket.read(&mut buf)) => match r {
-                Ok(r) => r.map_err(|e| format!("read: {e}"))?,
-                Err(_) if published => return Err(format!("no data for {}s", idle.as_secs())),
-                Err(_) => return Err("did not start publishing in time".into()),
-            },
+            r = socket.read(&mut buf) => r.map_err(|e| format!("read: {e}"))?,
+            () = &mut timer => {
+                // Before the first publish the handshake deadline applies; after it, the idle
+                // timeout (a client that unpublished may still send deleteStream first).
+                if !published {
+                    return Err("did not start publishing in time".into());
+                }
+                let deadline = last_read + idle;
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(format!("no data for {}s", idle.as_secs()));
+                }
+                timer.as_mut().reset(deadline);
+                continue;
+            }
             reason = async { publisher.as_mut().expect("guarded").stopped().await }, if publisher.is_some() => {
                 return Err(format!("broadcast ended: {reason}"));
             }
             _ = shutdown.wait_for(|stop| *stop) => return Err("server shutting down".into()),
         };
+        last_read = tokio::time::Instant::now();
         if read == 0 {
             return Ok(());
         }
@@ -135,6 +143,7 @@ async fn connection(
                                 tracing::info!(live_stream = %p.live_stream_id, tenant = %p.tenant_id, %peer, "publishing");
                                 publisher = Some(p);
                                 published = true;
+                                timer.as_mut().reset(last_read + idle);
                                 conn.accept_publish(stream_id);
                                 None
                             }
