@@ -71,13 +71,6 @@ enum AdminKeyAction {
     },
 }
 
-/// mimalloc instead of glibc's allocator. A broadcast frees and allocates segment-sized
-/// buffers (about 1 MiB) every two seconds; glibc handed such blocks back to the kernel and
-/// took fresh zero-filled pages for the next one, so page faults were 6 % of a passthrough
-/// publisher's CPU (`perf record`, benches/results.md). mimalloc keeps freed pages for reuse.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Command::Config { defaults: true } = cli.command {
