@@ -30,7 +30,8 @@ pub fn iv_hex(iv: &[u8; 16]) -> String {
 }
 
 /// Encrypts a segment in its own buffer, which grows by the padding (PKCS#7 adds 1 to 16
-/// bytes): a segment-sized allocation fewer per segment than encrypting into a new one.
+/// bytes): without a new allocation when the buffer has that room, as segments from
+/// `TsSegmenter` usually do.
 pub fn encrypt_segment(key: &Key128, iv: &[u8; 16], mut buf: Vec<u8>) -> Vec<u8> {
     let len = buf.len();
     buf.resize(len + 16 - len % 16, 0);
@@ -39,6 +40,11 @@ pub fn encrypt_segment(key: &Key128, iv: &[u8; 16], mut buf: Vec<u8>) -> Vec<u8>
         .expect("the buffer has room for the padding")
         .len();
     buf.truncate(encrypted);
+    // A buffer with much more room than the segment (a small rendition's first segment, or
+    // one that doubled while growing) would carry its slack through the upload queue.
+    if buf.capacity() > encrypted + encrypted / 4 {
+        buf.shrink_to_fit();
+    }
     buf
 }
 

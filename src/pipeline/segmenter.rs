@@ -155,8 +155,8 @@ impl TsSegmenter {
 
     fn cut(&mut self, duration_ns: u64) -> TsSegment {
         // The next segment's buffer is sized after this one, with room to spare, so that it
-        // rarely grows; this one keeps its slack (no shrinking copy), which also leaves the
-        // packager room to pad and encrypt it in place.
+        // rarely grows; this one keeps its slack (no shrinking copy), which usually leaves
+        // the packager room to pad and encrypt it in place.
         let next = self.cur.len() + self.cur.len() / 8 + 4 * TS_PACKET;
         let bytes = std::mem::replace(&mut self.cur, Vec::with_capacity(next));
         self.need_tables = true;

@@ -78,6 +78,8 @@ async fn connection(
     let idle = Duration::from_secs(config.idle_timeout_s);
     // One timer for the connection, moved only when it fires: re-arming a timeout around
     // every read would cost a timer-wheel insert and removal per TCP segment.
+    // When the last read was handled: the idle time counts from there, so that time spent
+    // waiting on a slow broadcast (a full media channel) is never taken for a silent client.
     let mut last_read = tokio::time::Instant::now();
     let timer = tokio::time::sleep_until(handshake_deadline);
     tokio::pin!(timer);
@@ -102,7 +104,6 @@ async fn connection(
             }
             _ = shutdown.wait_for(|stop| *stop) => return Err("server shutting down".into()),
         };
-        last_read = tokio::time::Instant::now();
         if read == 0 {
             return Ok(());
         }
@@ -143,7 +144,7 @@ async fn connection(
                                 tracing::info!(live_stream = %p.live_stream_id, tenant = %p.tenant_id, %peer, "publishing");
                                 publisher = Some(p);
                                 published = true;
-                                timer.as_mut().reset(last_read + idle);
+                                timer.as_mut().reset(tokio::time::Instant::now() + idle);
                                 conn.accept_publish(stream_id);
                                 None
                             }
@@ -210,6 +211,7 @@ async fn connection(
             let _ = socket.shutdown().await;
             return Err(format!("publish refused: {reason}"));
         }
+        last_read = tokio::time::Instant::now();
     }
 }
 
