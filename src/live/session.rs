@@ -140,15 +140,15 @@ async fn publish_once(
     // Events a copying pipeline returns from `push`/`finish`, handled before the next tag.
     let mut inline = Vec::new();
     let mut pipeline: Option<LivePipeline> = None;
+    let stall = Duration::from_secs(deps.config.stall_timeout_s.max(1));
     let mut state = PublishState {
         ingest: IngestInfo::default(),
-        stall: Duration::from_secs(deps.config.stall_timeout_s.max(1)),
-        deadline: Instant::now(),
+        stall,
+        deadline: Instant::now() + stall,
         draining: false,
     };
-    state.deadline = Instant::now() + state.stall;
 
-    let outcome = 'publish: loop {
+    let outcome = loop {
         tokio::select! {
             message = media.recv(), if !state.draining => {
                 let Some(message) = message else {
@@ -158,10 +158,8 @@ async fn publish_once(
                             p.finish(&mut inline);
                             state.draining = true;
                             state.deadline = Instant::now() + DRAIN_TIMEOUT;
-                            for event in inline.drain(..) {
-                                if let Some(outcome) = state.on_event(Some(event), deps, packager, uploader, stream_id).await {
-                                    break 'publish outcome;
-                                }
+                            if let Some(outcome) = state.on_events(&mut inline, deps, packager, uploader, stream_id).await {
+                                break outcome;
                             }
                             continue;
                         }
@@ -221,10 +219,8 @@ async fn publish_once(
                 if let Err(e) = p.push(kind, timestamp_ms, &body, &mut inline).await {
                     break Outcome::Failed(format!("pipeline refused input: {e}"));
                 }
-                for event in inline.drain(..) {
-                    if let Some(outcome) = state.on_event(Some(event), deps, packager, uploader, stream_id).await {
-                        break 'publish outcome;
-                    }
+                if let Some(outcome) = state.on_events(&mut inline, deps, packager, uploader, stream_id).await {
+                    break outcome;
                 }
             }
             event = events.recv() => {
@@ -271,6 +267,26 @@ struct PublishState {
 }
 
 impl PublishState {
+    /// Acts on the events a copying pipeline returned, in order, until one ends the publish.
+    async fn on_events(
+        &mut self,
+        events: &mut Vec<PipelineEvent>,
+        deps: &LiveDeps,
+        packager: &mut HlsOutput,
+        uploader: &Uploader,
+        stream_id: &str,
+    ) -> Option<Outcome> {
+        for event in events.drain(..) {
+            if let Some(outcome) = self
+                .on_event(Some(event), deps, packager, uploader, stream_id)
+                .await
+            {
+                return Some(outcome);
+            }
+        }
+        None
+    }
+
     /// Acts on one pipeline event (`None`: the pipeline's channel closed); `Some` ends the
     /// publish with that outcome.
     async fn on_event(

@@ -225,14 +225,7 @@ mod tests {
 
     /// Feeds every tag of an FLV byte stream, as the session hands them over.
     fn feed(m: &mut Muxing, flv: &[u8], events: &mut Vec<PipelineEvent>) -> Result<(), String> {
-        let mut reader = Reader::default();
-        let mut flv = flv.to_vec();
-        if !flv.starts_with(b"FLV") {
-            let mut with_header = header().to_vec();
-            with_header.append(&mut flv);
-            flv = with_header;
-        }
-        for t in reader.push(&flv)? {
+        for t in Reader::default().push(flv)? {
             let kind = match t.kind {
                 9 => TagKind::Video,
                 8 => TagKind::Audio,

@@ -76,11 +76,11 @@ async fn connection(
     let handshake_deadline =
         tokio::time::Instant::now() + Duration::from_secs(config.handshake_timeout_s);
     let idle = Duration::from_secs(config.idle_timeout_s);
-    // One timer for the connection, moved only when it fires: re-arming a timeout around
-    // every read would cost a timer-wheel insert and removal per TCP segment.
     // When the last read was handled: the idle time counts from there, so that time spent
     // waiting on a slow broadcast (a full media channel) is never taken for a silent client.
     let mut last_read = tokio::time::Instant::now();
+    // One timer for the connection, moved only when it fires: re-arming a timeout around
+    // every read would cost a timer-wheel insert and removal per TCP segment.
     let timer = tokio::time::sleep_until(handshake_deadline);
     tokio::pin!(timer);
     loop {
