@@ -97,6 +97,11 @@ async fn until_active(
     .await
 }
 
+/// Whether a live stream's H.264 video has arrived (a WHEP viewer can join).
+fn has_video(stream: &Value) -> bool {
+    stream["ingest"]["video_codec"] == "H.264"
+}
+
 async fn publish_and_play(server: &TestServer, key: &str, codec: &str, expect_mime: &str) {
     let (id, stream_key, playback_id) = live_stream(server, key, json!({})).await;
     let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 16, codec);
@@ -332,10 +337,7 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
             "clock".into(),
         ],
     );
-    until_active(&server, &key, &id, |s| {
-        s["ingest"]["video_codec"] == "H.264"
-    })
-    .await;
+    until_active(&server, &key, &id, has_video).await;
     let viewer = browser_script("whep.cjs", vec![whep.clone(), "6".into(), token.clone()])
         .await
         .unwrap();
@@ -428,7 +430,7 @@ async fn lost_video_packets_from_a_whip_publisher_are_asked_for_and_resent() {
             "H264".into(),
         ],
     );
-    until_active(&server, &key, &id, |_| true).await;
+    until_active(&server, &key, &id, has_video).await;
     let viewer = browser_script(
         "whep.cjs",
         vec![server.url(&format!("/whep/{playback_id}")), "6".into()],
@@ -457,6 +459,63 @@ async fn lost_video_packets_from_a_whip_publisher_are_asked_for_and_resent() {
         frames.len() >= 4 && frames[frames.len() - 1] >= frames[0] + 40,
         "frames decoded should keep increasing: {frames:?}"
     );
+    // Every 40th video packet to the viewer is lost too: it asks (NACK), the server sends the
+    // same packet again, and nearly nothing stays lost.
+    assert_eq!(
+        viewer["answerRtx"], false,
+        "plain resends, no RTX: {viewer}"
+    );
+    let nacks = viewer["nackCount"].as_u64().unwrap();
+    assert!(nacks > 0, "{viewer}");
+    let (_, metrics) = server.get_text("/metrics").await;
+    let resent = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("whep_resent_packets_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(resent > 0, "the server resent packets: {metrics}");
+    assert!(
+        viewer["packetsLost"].as_i64().unwrap() * 4 <= resent as i64,
+        "most lost packets should be repaired: {resent} resent, {viewer}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_viewer_that_vanishes_without_delete_is_dropped() {
+    let server = TestServer::start_with(|c| c.http.request_timeout_s = 60).await;
+    let (_, key) = server.create_tenant("Vanishing").await;
+    let (id, stream_key, playback_id) =
+        live_stream(&server, &key, json!({"ladder": "passthrough"})).await;
+    let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 25, "H264");
+    until_active(&server, &key, &id, has_video).await;
+    // The browser is killed after 4 s: no DELETE, no DTLS close, no RTCP BYE.
+    let viewer = browser_script(
+        "whep.cjs",
+        vec![
+            server.url(&format!("/whep/{playback_id}")),
+            "4".into(),
+            String::new(),
+            "vanish".into(),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(viewer["connected"], true, "{viewer}");
+    assert_eq!(server.state.whep.lock().unwrap().len(), 1, "still counted");
+    let gone = std::time::Instant::now();
+    eventually(
+        "the viewer to be dropped",
+        Duration::from_secs(25),
+        || async { server.state.whep.lock().unwrap().is_empty().then_some(()) },
+    )
+    .await;
+    eprintln!("vanished viewer dropped after {:?}", gone.elapsed());
+    let report = publisher.await.unwrap();
+    assert_eq!(
+        report["deleteStatus"], 200,
+        "the publisher was unaffected: {report}"
+    );
     server.stop().await;
 }
 
@@ -475,7 +534,7 @@ async fn a_whep_viewer_joining_mid_stream_gets_a_keyframe_from_the_whip_publishe
     let (id, stream_key, playback_id) =
         live_stream(&server, &key, json!({"ladder": "passthrough"})).await;
     let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 20, "H264");
-    until_active(&server, &key, &id, |_| true).await;
+    until_active(&server, &key, &id, has_video).await;
     // Well past the publisher's first keyframe.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let viewer = browser_script(

@@ -78,7 +78,7 @@ async fn play_inner(
         let weak = Arc::downgrade(&fanout);
         let registry = viewers.clone();
         let (id, answer) = fanout.add_viewer(&offer, &ice, move |id| {
-            registry.lock().unwrap().remove(&id);
+            forget(&registry, &id);
             let weak = weak.clone();
             // Not from the element's own signal: tear down on a thread of our own.
             std::thread::spawn(move || {
@@ -87,11 +87,10 @@ async fn play_inner(
                 }
             });
         })?;
-        viewers
-            .lock()
-            .unwrap()
-            .insert(id.clone(), Arc::downgrade(&fanout));
-        metrics::gauge!("whep_viewers").set(viewers.lock().unwrap().len() as f64);
+        let mut registry = viewers.lock().unwrap();
+        registry.insert(id.clone(), Arc::downgrade(&fanout));
+        metrics::gauge!("whep_viewers").set(registry.len() as f64);
+        drop(registry);
         anyhow::Ok((id, answer))
     })
     .await
@@ -117,7 +116,7 @@ async fn play_inner(
 
 /// `DELETE /whep/sessions/{id}`: the viewer is done.
 pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let fanout = state.whep.lock().unwrap().remove(&id);
+    let fanout = forget(&state.whep, &id);
     with_cors(match fanout {
         Some(weak) => {
             if let Some(f) = weak.upgrade() {
@@ -127,4 +126,12 @@ pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) 
         }
         None => Err(ApiError::NotFound("no such WHEP session".into())),
     })
+}
+
+/// Takes a viewer out of the registry; returns its fan-out if it was there.
+fn forget(viewers: &WhepViewers, id: &str) -> Option<Weak<WhepFanout>> {
+    let mut registry = viewers.lock().unwrap();
+    let fanout = registry.remove(id);
+    metrics::gauge!("whep_viewers").set(registry.len() as f64);
+    fanout
 }

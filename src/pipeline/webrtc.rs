@@ -14,6 +14,7 @@
 //! resends could not repair breaks the picture; H.264 publishers are also asked every
 //! `webrtc.keyframe_interval_s` and whenever a WHEP viewer needs a keyframe. The session ends when the peer connection fails or closes, or the caller stops it.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -336,46 +337,14 @@ fn simulate_loss(webrtc: &gst::Element, pt: u8, every: u32) {
         every,
         "simulating received RTP packet loss (webrtc.simulate_loss_every)"
     );
-    let seen = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = Arc::new(AtomicU32::new(0));
     let probe = move |pad: &gst::Pad| {
         let seen = seen.clone();
-        pad.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |_, info| {
-                let lose = |buf: &gst::BufferRef| {
-                    let Ok(map) = buf.map_readable() else {
-                        return false;
-                    };
-                    map.len() > 12
-                        && map[1] & 0x7f == pt
-                        && seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % every
-                            == every - 1
-                };
-                match &mut info.data {
-                    Some(gst::PadProbeData::Buffer(buf)) if lose(buf) => {
-                        // Consumed here ("handled"): the pad must not unref it again.
-                        info.data = None;
-                        gst::PadProbeReturn::Handled
-                    }
-                    Some(gst::PadProbeData::BufferList(list)) => {
-                        let doomed: Vec<usize> = list
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, b)| lose(b))
-                            .map(|(i, _)| i)
-                            .collect();
-                        if !doomed.is_empty() {
-                            let list = list.make_mut();
-                            for i in doomed.into_iter().rev() {
-                                list.remove(i..i + 1);
-                            }
-                        }
-                        gst::PadProbeReturn::Ok
-                    }
-                    _ => gst::PadProbeReturn::Ok,
-                }
-            },
-        );
+        drop_buffers(pad, move |b| {
+            b.len() > 12
+                && b[1] & 0x7f == pt
+                && seen.fetch_add(1, Ordering::Relaxed) % every == every - 1
+        });
     };
     for pad in rtpbin.pads() {
         if pad.name().starts_with(PAD_PREFIX) {
@@ -387,6 +356,159 @@ fn simulate_loss(webrtc: &gst::Element, pt: u8, every: u32) {
             probe(pad);
         }
     });
+}
+
+/// Testing only: drops every `every`th video RTP packet (payload type `pt`) that `webrtcbin`
+/// sends, as it leaves for the network (after SRTP, whose header is in the clear), the first
+/// time only: a resend of the same packet passes, as one answering a NACK would.
+pub(super) fn simulate_send_loss(webrtc: &gst::Element, pt: u8, every: u32) {
+    tracing::warn!(
+        every,
+        "simulating sent RTP packet loss (webrtc.simulate_loss_every)"
+    );
+    on_transport_element(webrtc, "nicesink", move |sink| {
+        // (first transmissions seen, sequence numbers dropped and not yet resent)
+        let state = Mutex::new((0u32, std::collections::HashSet::<u16>::new()));
+        drop_buffers(&sink.static_pad("sink").unwrap(), move |b| {
+            if b.len() <= 12 || b[0] >> 6 != 2 || b[1] & 0x7f != pt {
+                return false;
+            }
+            let seq = u16::from_be_bytes([b[2], b[3]]);
+            let (count, dropped) = &mut *state.lock().unwrap();
+            if dropped.remove(&seq) {
+                return false;
+            }
+            *count += 1;
+            if *count % every != 0 {
+                return false;
+            }
+            if dropped.len() > 512 {
+                dropped.clear();
+            }
+            dropped.insert(seq);
+            true
+        });
+    });
+}
+
+/// Testing only: a probe on `pad` that drops the buffers `lose` picks by their bytes.
+fn drop_buffers(pad: &gst::Pad, lose: impl Fn(&[u8]) -> bool + Send + Sync + 'static) {
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| {
+            let lose = |buf: &gst::BufferRef| buf.map_readable().is_ok_and(|m| lose(&m));
+            match &mut info.data {
+                Some(gst::PadProbeData::Buffer(buf)) if lose(buf) => {
+                    // Consumed here ("handled"): the pad must not unref it again.
+                    info.data = None;
+                    gst::PadProbeReturn::Handled
+                }
+                Some(gst::PadProbeData::BufferList(list)) => {
+                    let doomed: Vec<usize> = list
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, b)| lose(b))
+                        .map(|(i, _)| i)
+                        .collect();
+                    if !doomed.is_empty() {
+                        let list = list.make_mut();
+                        for i in doomed.into_iter().rev() {
+                            list.remove(i..i + 1);
+                        }
+                    }
+                    gst::PadProbeReturn::Ok
+                }
+                _ => gst::PadProbeReturn::Ok,
+            }
+        },
+    );
+}
+
+/// Calls `f` with each element made by `factory` inside `webrtcbin` (its transports are made
+/// when a description is set): those there already, and those added later.
+fn on_transport_element(
+    webrtc: &gst::Element,
+    factory: &'static str,
+    f: impl Fn(&gst::Element) + Send + Sync + 'static,
+) {
+    let is_it = move |e: &gst::Element| e.factory().is_some_and(|x| x.name() == factory);
+    let bin = webrtc
+        .downcast_ref::<gst::Bin>()
+        .expect("webrtcbin is a bin");
+    for e in bin.iterate_recurse().into_iter().flatten() {
+        if is_it(&e) {
+            f(&e);
+        }
+    }
+    bin.connect_deep_element_added(move |_, _, e| {
+        if is_it(e) {
+            f(e);
+        }
+    });
+}
+
+/// Lets SRTP send a packet again under its own sequence number. `srtpenc` refuses that by
+/// default (replay protection); a plain NACK answer (RFC 4585, no RTX stream) needs it, and
+/// is safe because the resent packet is byte for byte the one sent before.
+pub(super) fn allow_plain_resends(webrtc: &gst::Element) {
+    on_transport_element(webrtc, "srtpenc", |enc| {
+        enc.set_property("allow-repeat-tx", true);
+    });
+}
+
+/// Passes the retransmission requests of `webrtcbin`'s RTP session (one per packet a peer's
+/// NACK asks for) to `resender`, an `rtprtxqueue` before `webrtcbin`, which sends those packets
+/// again as they were. `webrtcbin` 1.22 puts an `rtprtxsend` in front of its session even when
+/// no RTX stream was negotiated, and that element swallows the requests: they are taken off
+/// there. Only video is asked for (the offers' audio has no NACK).
+pub(super) fn forward_resend_requests(webrtc: &gst::Element, resender: &gst::Element) {
+    let target = resender.static_pad("src").unwrap().downgrade();
+    on_transport_element(webrtc, "rtprtxsend", move |rtxsend| {
+        let target = target.clone();
+        rtxsend.static_pad("src").unwrap().add_probe(
+            gst::PadProbeType::EVENT_UPSTREAM,
+            move |_, info| {
+                let Some(event) = info.event() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                if !event.has_name("GstRTPRetransmissionRequest") {
+                    return gst::PadProbeReturn::Ok;
+                }
+                if let Some(pad) = target.upgrade() {
+                    pad.send_event(event.clone());
+                }
+                // Consumed here: the pad must not release it again.
+                info.data = None;
+                gst::PadProbeReturn::Handled
+            },
+        );
+    });
+}
+
+/// When the peer last sent anything on the connection (DTLS, SRTP or SRTCP), in milliseconds
+/// of [`since_start_ms`]. A receive-only viewer's receiver reports come every second or so.
+/// Stands in for ICE consent freshness (RFC 7675), which GStreamer 1.22 enables only with a
+/// newer libnice than Debian 12's 0.1.21.
+pub(super) fn track_peer_activity(webrtc: &gst::Element) -> Arc<AtomicU64> {
+    let heard = Arc::new(AtomicU64::new(since_start_ms()));
+    let h = heard.clone();
+    on_transport_element(webrtc, "nicesrc", move |src| {
+        let h = h.clone();
+        src.static_pad("src").unwrap().add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |_, _| {
+                h.store(since_start_ms(), Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            },
+        );
+    });
+    heard
+}
+
+/// Milliseconds since this process first asked (a monotonic clock for atomics).
+pub(super) fn since_start_ms() -> u64 {
+    static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64
 }
 
 /// Calls `gone` (once per state change to it) when the peer connection fails or closes.

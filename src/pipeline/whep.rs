@@ -6,18 +6,26 @@
 //!   video: queue ! h264parse ! tee vtee          (H.264 copied: never re-encoded)
 //!   audio: queue ! aacparse ! avdec_aac ! audioconvert ! audioresample ! opusenc ! tee atee
 //! per viewer:
-//!   vtee ! queue(leaky) ! rtph264pay ! webrtcbin.sink_V
+//!   vtee ! queue(leaky) ! rtph264pay ! rtprtxqueue ! webrtcbin.sink_V
 //!   atee ! queue(leaky) ! rtpopuspay ! webrtcbin.sink_A
 //! ```
 //! Demuxing, parsing and the one AAC→Opus encode are shared by every viewer; each viewer costs
 //! only RTP packetisation, SRTP and its ICE/DTLS session.
 //!
-//! A viewer that cannot decode (it joined between keyframes, or lost packets) sends RTCP PLI;
-//! `webrtcbin` turns it into an upstream force-key-unit event, which reaches the video tee
-//! and is handed to the caller's `keyframe_wanted` (the broadcast asks its publisher).
+//! A viewer that lost packets sends RTCP NACK: each viewer's `rtprtxqueue` keeps its last
+//! second of video packets and sends the ones asked for again, unchanged (RFC 4585 plain
+//! retransmission, no RTX stream). A viewer that cannot decode (it joined between keyframes,
+//! or a loss was not repaired in time) sends RTCP PLI; `webrtcbin` turns it into an upstream
+//! force-key-unit event, which reaches the video tee and is handed to the caller's
+//! `keyframe_wanted` (the broadcast asks its publisher).
+//!
+//! A viewer that goes away without `DELETE` is dropped when its connection fails or closes, or
+//! when it has sent nothing (its receiver reports come every second) for [`PEER_SILENCE`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use gst::prelude::*;
@@ -25,13 +33,26 @@ use gstreamer as gst;
 use gstreamer_app as gst_app;
 use gstreamer_webrtc as gst_webrtc;
 
-use super::webrtc::{IceSettings, chain, make, watch_connection};
+use super::webrtc::{
+    IceSettings, allow_plain_resends, chain, forward_resend_requests, make, simulate_send_loss,
+    since_start_ms, track_peer_activity, watch_connection,
+};
 use crate::ingest::sdp::Offer;
+
+/// How long a viewer may send nothing at all before it counts as gone.
+pub const PEER_SILENCE: Duration = Duration::from_secs(10);
+
+type Gone = Arc<dyn Fn(String) + Send + Sync>;
 
 struct Viewer {
     webrtc: gst::Element,
     /// (tee request pad, the branch elements after it)
     branches: Vec<(gst::Pad, Vec<gst::Element>)>,
+    /// When the viewer last sent anything ([`since_start_ms`]).
+    heard: Arc<AtomicU64>,
+    gone: Gone,
+    /// Its video branch's retransmission queue.
+    resender: Option<gst::Element>,
 }
 
 pub struct WhepFanout {
@@ -138,6 +159,10 @@ impl WhepFanout {
         for bytes in preamble {
             fanout.push(bytes.clone());
         }
+        let weak = Arc::downgrade(&fanout);
+        std::thread::Builder::new()
+            .name("whep-silence".into())
+            .spawn(move || drop_silent_viewers(weak))?;
         Ok(fanout)
     }
 
@@ -177,12 +202,19 @@ impl WhepFanout {
         gone: impl Fn(String) + Send + Sync + 'static,
     ) -> anyhow::Result<(String, String)> {
         let id = crate::db::random_secret(16);
+        let gone: Gone = Arc::new(gone);
         let webrtc = make("webrtcbin")?;
         webrtc.set_property_from_str("bundle-policy", "max-bundle");
         super::webrtc::configure_ice(&webrtc, ice);
+        allow_plain_resends(&webrtc);
+        let heard = track_peer_activity(&webrtc);
+        if let Some(video) = offer.video.as_ref().filter(|_| ice.simulate_loss_every > 0) {
+            simulate_send_loss(&webrtc, video.payload_type, ice.simulate_loss_every);
+        }
         self.pipeline.add(&webrtc)?;
         webrtc.sync_state_with_parent()?;
         let mut branches = Vec::new();
+        let mut resender = None;
         for (index, kind) in offer.mlines.iter().enumerate() {
             let (tee, pay, caps) = match kind.as_str() {
                 "video" => {
@@ -232,8 +264,18 @@ impl WhepFanout {
             }
             let filter = make("capsfilter")?;
             filter.set_property("caps", &caps);
-            self.pipeline.add_many([&queue, &payloader, &filter])?;
-            gst::Element::link_many([&queue, &payloader, &filter])?;
+            let mut elements = vec![queue, payloader];
+            if kind == "video" {
+                // The last second of packets, for the viewer's NACKs.
+                let rtx = make("rtprtxqueue")?;
+                rtx.set_property("max-size-time", 1000u32);
+                rtx.set_property("max-size-packets", 1000u32);
+                resender = Some(rtx.clone());
+                elements.push(rtx);
+            }
+            elements.push(filter);
+            self.pipeline.add_many(&elements)?;
+            gst::Element::link_many(&elements)?;
             // A sending transceiver per m-line, made before the offer is set so that the
             // offer's m-lines are matched to them (by kind and codec).
             let sink = webrtc
@@ -245,18 +287,23 @@ impl WhepFanout {
                 gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
             );
             transceiver.set_property("codec-preferences", &caps);
-            // No NACK/RTX towards viewers: with it negotiated, Chromium (156) viewers of
-            // webrtcbin 1.22 decode a visibly degraded picture (the clock test in
-            // tests/webrtc.rs can no longer read it). A viewer recovers from loss by PLI.
-            filter.static_pad("src").unwrap().link(&sink)?;
-            for e in [&filter, &payloader, &queue] {
+            // Not `do-nack`: that negotiates an RTX stream, and Chromium (156) viewers of
+            // webrtcbin 1.22's RTX decode a visibly degraded picture (the clock test in
+            // tests/webrtc.rs could no longer read it). NACKs are answered by the
+            // rtprtxqueue above, on the stream itself.
+            let last = elements.last().unwrap();
+            last.static_pad("src").unwrap().link(&sink)?;
+            for e in elements.iter().rev() {
                 e.sync_state_with_parent()?;
             }
             let tee_pad = tee
                 .request_pad_simple("src_%u")
                 .ok_or_else(|| anyhow::anyhow!("tee pad"))?;
-            tee_pad.link(&queue.static_pad("sink").unwrap())?;
-            branches.push((tee_pad, vec![queue, payloader, filter]));
+            tee_pad.link(&elements[0].static_pad("sink").unwrap())?;
+            branches.push((tee_pad, elements));
+        }
+        if let Some(rtx) = &resender {
+            forward_resend_requests(&webrtc, rtx);
         }
         let sdp = gstreamer_sdp::SDPMessage::parse_buffer(offer.sdp.as_bytes())
             .map_err(|_| anyhow::anyhow!("the offer does not parse"))?;
@@ -271,15 +318,21 @@ impl WhepFanout {
 
         let answer =
             crate::ingest::sdp::with_public_ips(&super::webrtc::answer(&webrtc)?, &ice.public_ips);
-        let viewer_id = id.clone();
+        let (viewer_id, g) = (id.clone(), gone.clone());
         watch_connection(&webrtc, move |reason| {
             tracing::info!(viewer = %viewer_id, %reason, "WHEP viewer gone");
-            gone(viewer_id.clone());
+            g(viewer_id.clone());
         });
-        self.viewers
-            .lock()
-            .unwrap()
-            .insert(id.clone(), Viewer { webrtc, branches });
+        self.viewers.lock().unwrap().insert(
+            id.clone(),
+            Viewer {
+                webrtc,
+                branches,
+                heard,
+                gone,
+                resender,
+            },
+        );
         Ok((id, answer))
     }
 
@@ -288,6 +341,15 @@ impl WhepFanout {
         let Some(viewer) = self.viewers.lock().unwrap().remove(id) else {
             return false;
         };
+        if let Some(rtx) = &viewer.resender {
+            let (asked, resent) = (
+                rtx.property::<u32>("requests"),
+                rtx.property::<u32>("fulfilled-requests"),
+            );
+            tracing::debug!(viewer = %id, asked, resent, "WHEP viewer's NACKs");
+            metrics::counter!("whep_nacked_packets_total").increment(asked.into());
+            metrics::counter!("whep_resent_packets_total").increment(resent.into());
+        }
         for (tee_pad, elements) in viewer.branches {
             if let Some(peer) = tee_pad.peer() {
                 let _ = tee_pad.unlink(&peer);
@@ -309,5 +371,36 @@ impl WhepFanout {
 impl Drop for WhepFanout {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
+        // The broadcast is over, and so is every viewer's session.
+        let viewers = std::mem::take(&mut *self.viewers.lock().unwrap());
+        for (id, viewer) in viewers {
+            (viewer.gone)(id);
+        }
+    }
+}
+
+/// Drops the viewers of `fanout` that have sent nothing for [`PEER_SILENCE`]: a browser that
+/// vanished (killed, or its network gone) says no goodbye. Ends with the fan-out.
+fn drop_silent_viewers(fanout: Weak<WhepFanout>) {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(f) = fanout.upgrade() else { return };
+        let now = since_start_ms();
+        let silent: Vec<(String, Gone)> = f
+            .viewers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| {
+                now.saturating_sub(v.heard.load(Ordering::Relaxed))
+                    > PEER_SILENCE.as_millis() as u64
+            })
+            .map(|(id, v)| (id.clone(), v.gone.clone()))
+            .collect();
+        drop(f);
+        for (id, gone) in silent {
+            tracing::info!(viewer = %id, "WHEP viewer gone: nothing heard from it for {} s", PEER_SILENCE.as_secs());
+            gone(id);
+        }
     }
 }

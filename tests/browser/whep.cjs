@@ -1,5 +1,7 @@
 // Plays a live stream over WHEP in headless Chromium for a while and reports the decoding.
-// Usage: node whep.cjs WHEP_URL SECONDS [TOKEN]
+// Usage: node whep.cjs WHEP_URL SECONDS [TOKEN] [vanish]
+// With "vanish", the browser is killed at the end (no DELETE, no goodbye of any kind): a viewer
+// that disappears.
 // Prints one JSON line: {status, connected, framesDecoded: [per second], audioPackets,
 // firstFrameMs (offer sent -> first frame decoded), codec, error, deleteStatus,
 // glassToGlassMs: [samples] (when the publisher draws its clock, see whip.cjs), nackCount,
@@ -7,7 +9,8 @@
 const { chromium } = require("playwright-core");
 
 (async () => {
-const [whepUrl, seconds = "6", token = ""] = process.argv.slice(2);
+const [whepUrl, seconds = "6", token = "", mode = ""] = process.argv.slice(2);
+const vanish = mode === "vanish";
 if (!whepUrl) {
   console.error("usage: node whep.cjs WHEP_URL [SECONDS] [TOKEN]");
   process.exit(2);
@@ -24,7 +27,7 @@ let result = {};
 try {
   const page = await browser.newPage();
   await page.goto(new URL("/healthz", whepUrl).toString());
-  result = await page.evaluate(async ({ whepUrl, seconds, token }) => {
+  result = await page.evaluate(async ({ whepUrl, seconds, token, vanish }) => {
     const r = { status: 0, connected: false, framesDecoded: [], audioPackets: 0, firstFrameMs: null, codec: null, error: null, deleteStatus: 0, glassToGlassMs: [] };
     try {
       const pc = new RTCPeerConnection();
@@ -90,6 +93,7 @@ try {
         });
       }
       clearInterval(clockTimer);
+      if (vanish) return r;
       const del = await fetch(new URL(location, whepUrl), { method: "DELETE" });
       r.deleteStatus = del.status;
       pc.close();
@@ -97,8 +101,13 @@ try {
       r.error = String(e);
     }
     return r;
-  }, { whepUrl, seconds: Number(seconds), token });
+  }, { whepUrl, seconds: Number(seconds), token, vanish });
 } finally {
+  if (vanish) {
+    console.log(JSON.stringify(result));
+    // Playwright kills the browser (SIGKILL) as this process exits.
+    process.exit(0);
+  }
   await browser.close();
 }
 console.log(JSON.stringify(result));
