@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::TestServer;
-use common::media::{browser_play, eventually};
+use common::media::{browser_play, eventually, gstreamer_publish};
 use serde_json::{Value, json};
 
 /// Runs a script of tests/browser with `args`; resolves to its JSON report.
@@ -77,16 +77,18 @@ async fn live_stream(server: &TestServer, key: &str, options: Value) -> (String,
     )
 }
 
-/// Waits (up to 20 s) until the live stream is active and `ready` holds; returns the stream.
+/// Waits (up to 40 s) until the live stream is active and `ready` holds; returns the stream.
 async fn until_active(
     server: &TestServer,
     key: &str,
     id: &str,
     ready: impl Fn(&Value) -> bool,
 ) -> Value {
+    // Chromium can take 10 s and more to start when the machine is busy or its files are not
+    // cached (the first test after a build).
     eventually(
         "the stream to go active",
-        Duration::from_secs(20),
+        Duration::from_secs(40),
         || async {
             let (_, s) = server
                 .call("GET", &format!("/v1/live-streams/{id}"), Some(key), None)
@@ -338,9 +340,18 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
         ],
     );
     until_active(&server, &key, &id, has_video).await;
-    let viewer = browser_script("whep.cjs", vec![whep.clone(), "6".into(), token.clone()])
-        .await
-        .unwrap();
+    let viewer = browser_script("whep.cjs", vec![whep.clone(), "6".into(), token.clone()]);
+    eventually("the viewer to join", Duration::from_secs(30), || async {
+        (!server.state.whep.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    let fanout = server.state.live.tap(&id).unwrap().fanout().unwrap();
+    assert!(
+        fanout.copies_audio(),
+        "the publisher's Opus reaches WHEP viewers as it is"
+    );
+    drop(fanout);
+    let viewer = viewer.await.unwrap();
     eprintln!("WHEP viewer: {viewer}");
     assert_eq!(viewer["status"], 201, "{viewer}");
     assert_eq!(viewer["connected"], true, "{viewer}");
@@ -374,6 +385,37 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
         lags.len()
     );
     assert_eq!(report["status"], 201, "{report}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_viewer_watches_an_rtmp_broadcast_with_its_aac_made_opus() {
+    let server = TestServer::start_with(|c| c.http.request_timeout_s = 60).await;
+    let (_, key) = server.create_tenant("Encoder").await;
+    let (id, stream_key, playback_id) =
+        live_stream(&server, &key, json!({"ladder": "passthrough"})).await;
+    // GStreamer's RTMP client: x264 without B-frames, which WebRTC players cannot take.
+    let _publisher = gstreamer_publish(&format!("{}/{stream_key}", server.rtmp_url), 16);
+    until_active(&server, &key, &id, has_video).await;
+    let viewer = browser_script(
+        "whep.cjs",
+        vec![server.url(&format!("/whep/{playback_id}")), "5".into()],
+    )
+    .await
+    .unwrap();
+    eprintln!("WHEP viewer of an RTMP broadcast: {viewer}");
+    assert_eq!(viewer["status"], 201, "{viewer}");
+    assert_eq!(viewer["codec"], "video/H264", "{viewer}");
+    let frames = frames_decoded(&viewer);
+    assert!(
+        frames.len() >= 4 && frames[frames.len() - 1] >= frames[0] + 40,
+        "frames decoded should keep increasing: {frames:?}"
+    );
+    // 5 s of 20 ms Opus packets, encoded once for all viewers from the broadcast's AAC.
+    assert!(viewer["audioPackets"].as_u64().unwrap() > 100, "{viewer}");
+    let fanout = server.state.live.tap(&id).unwrap().fanout().unwrap();
+    assert!(!fanout.copies_audio(), "AAC cannot be copied into WebRTC");
+    drop(fanout);
     server.stop().await;
 }
 
@@ -566,12 +608,19 @@ async fn a_whep_viewer_joining_mid_stream_gets_a_keyframe_from_the_whip_publishe
         report["keyFramesEncoded"].as_u64().unwrap() >= 2,
         "{report}"
     );
+    // The viewer's request went to the publisher. Under load, the publisher can lose packets
+    // as the viewer's browser starts, and make a keyframe for its own depayloader's request
+    // just then: the viewer then needs to ask for none.
     let (_, metrics) = server.get_text("/metrics").await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("whep_keyframe_requests_total ") && !l.ends_with(" 0")),
-        "keyframe requests counted: {metrics}"
-    );
+    if viewer["pliCount"].as_u64().unwrap() > 0 {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("whep_keyframe_requests_total ") && !l.ends_with(" 0")),
+            "keyframe requests counted: {metrics}"
+        );
+    } else {
+        eprintln!("a keyframe came without the viewer asking: {report}");
+    }
     server.stop().await;
 }

@@ -212,6 +212,11 @@ async fn publish(
                             break e;
                         }
                     }
+                    Some(WhipEvent::Opus { timestamp_ms, packet }) => {
+                        if let Err(e) = publisher.send(IngestMessage::Opus { timestamp_ms, packet }).await {
+                            break e;
+                        }
+                    }
                     Some(WhipEvent::Ended(reason)) => break reason,
                     None => break "the session stopped".to_string(),
                 },

@@ -27,6 +27,9 @@ pub enum IngestMessage {
     Video { timestamp_ms: u32, body: Bytes },
     /// An FLV audio tag body and its timestamp.
     Audio { timestamp_ms: u32, body: Bytes },
+    /// A WebRTC publisher's Opus packet, timed like the tags: for WHEP viewers only (the
+    /// broadcast itself has the same sound as AAC).
+    Opus { timestamp_ms: u32, packet: Bytes },
 }
 
 /// Why a publish was refused; `code` is the RTMP NetStream status code to answer with.
@@ -95,7 +98,13 @@ pub struct Tap {
     /// (timestamp of the first tag fed to the fan-out, the fan-out's running time then):
     /// tags are re-timed onto the fan-out's clock, so its network sinks neither wait nor drop.
     base_ms: Mutex<Option<(u32, u32)>>,
+    /// When the publisher last sent an Opus packet of its own (a WebRTC publisher).
+    last_opus: Mutex<Option<std::time::Instant>>,
 }
+
+/// A fan-out that copies a WebRTC publisher's Opus is replaced once AAC comes without Opus
+/// for this long (the publisher reconnected over RTMP).
+const OPUS_GONE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl std::fmt::Debug for Tap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -145,18 +154,45 @@ impl Tap {
             _ => {}
         }
         let fanout = self.fanout.lock().unwrap().clone();
-        if let Some(fanout) = fanout {
-            let (base, offset) = *self
-                .base_ms
-                .lock()
-                .unwrap()
-                .get_or_insert_with(|| (timestamp_ms, fanout.running_time_ms() + 100));
-            fanout.push(flv::tag(
-                kind,
-                timestamp_ms.saturating_sub(base) + offset,
-                body,
-            ));
+        let Some(fanout) = fanout else { return };
+        if kind == TagKind::Audio && fanout.copies_audio() && !self.opus_is_fresh() {
+            tracing::info!("the publisher sends no Opus any more: WHEP viewers start again");
+            let old = self.fanout.lock().unwrap().take();
+            // Stopping a pipeline blocks: not on this task.
+            std::thread::spawn(move || drop((old, fanout)));
+            return;
         }
+        fanout.push(flv::tag(
+            kind,
+            self.fanout_time(&fanout, timestamp_ms),
+            body,
+        ));
+    }
+
+    /// A WebRTC publisher's own Opus packets: WHEP viewers get them as they are.
+    pub(crate) fn feed_opus(&self, timestamp_ms: u32, packet: &Bytes) {
+        *self.last_opus.lock().unwrap() = Some(std::time::Instant::now());
+        let fanout = self.fanout.lock().unwrap().clone();
+        if let Some(fanout) = fanout.filter(|f| f.copies_audio()) {
+            fanout.push_opus(self.fanout_time(&fanout, timestamp_ms), packet);
+        }
+    }
+
+    fn opus_is_fresh(&self) -> bool {
+        self.last_opus
+            .lock()
+            .unwrap()
+            .is_some_and(|t| t.elapsed() < OPUS_GONE)
+    }
+
+    /// A broadcast timestamp on the fan-out's clock (milliseconds of its running time).
+    fn fanout_time(&self, fanout: &WhepFanout, timestamp_ms: u32) -> u32 {
+        let (base, offset) = *self
+            .base_ms
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| (timestamp_ms, fanout.running_time_ms() + 100));
+        timestamp_ms.saturating_sub(base) + offset
     }
 
     /// The fan-out, started now if this is the first viewer.
@@ -173,7 +209,8 @@ impl Tap {
         }
         *self.base_ms.lock().unwrap() = None;
         let keyframes = self.keyframes.clone();
-        let fanout = WhepFanout::start(&preamble, move || keyframes.request())?;
+        let fanout =
+            WhepFanout::start(&preamble, self.opus_is_fresh(), move || keyframes.request())?;
         *slot = Some(fanout.clone());
         Ok(fanout)
     }

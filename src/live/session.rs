@@ -167,6 +167,10 @@ async fn publish_once(
                     }
                 };
                 let (kind, timestamp_ms, body) = match message {
+                    IngestMessage::Opus { timestamp_ms, packet } => {
+                        tap.feed_opus(timestamp_ms, &packet);
+                        continue;
+                    }
                     IngestMessage::Metadata(fields) => {
                         state.ingest.metadata(&fields);
                         state.ingest.save(deps, stream_id).await;

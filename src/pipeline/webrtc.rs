@@ -7,6 +7,7 @@
 //!   H.264: rtph264depay ! h264parse ! video/x-h264,stream-format=avc ! flvmux.video
 //!   VP8:   rtpvp8depay ! vp8dec ! videoconvert ! x264enc (zerolatency) ! h264parse ! flvmux.video
 //!   Opus:  rtpopusdepay ! opusdec ! audioconvert ! audioresample ! avenc_aac ! aacparse ! flvmux.audio
+//!          (and the depayloaded packets as they are, to the caller, for WHEP viewers)
 //! flvmux (streamable) ! appsink  -> FLV tags -> the caller's channel
 //! ```
 //! Lost packets are asked for again (NACK, on every transceiver) and come back on the offer's
@@ -18,6 +19,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use gst::prelude::*;
 use gstreamer as gst;
 use gstreamer_app as gst_app;
@@ -32,6 +34,12 @@ use crate::ingest::sdp::Offer;
 #[derive(Debug)]
 pub enum WhipEvent {
     Tag(flv::Tag),
+    /// An Opus packet as the publisher sent it, timed on the FLV tags' clock (for WHEP viewers,
+    /// who get it without a second encode).
+    Opus {
+        timestamp_ms: u32,
+        packet: Bytes,
+    },
     /// The session is over (peer gone, failure), with the reason.
     Ended(String),
 }
@@ -136,6 +144,11 @@ impl WhipSession {
         }
         let flvmux = make("flvmux")?;
         flvmux.set_property("streamable", true);
+        // Time for the audio (decoded and encoded to AAC here) to catch up with the video:
+        // flvmux stamps a tag that comes after a later one of the other track with that later
+        // time. Without it, the first 13 audio tags of a Chromium publisher came 86-150 ms
+        // late; with it none do, and the video waits no longer than the audio takes.
+        flvmux.set_property("latency", 200_000_000u64);
         let sink = gst_app::AppSink::builder()
             .sync(false)
             .enable_last_sample(false)
@@ -177,6 +190,8 @@ impl WhipSession {
         // FLV out: tags to the caller, in order, waiting when it is behind.
         let reader = Mutex::new(flv::Reader::default());
         let (tx, end_a) = (events.clone(), end.clone());
+        let flv_clock = FlvClock::default();
+        let clock = flv_clock.clone();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
@@ -184,6 +199,10 @@ impl WhipSession {
                     let Some(buf) = sample.buffer() else {
                         return Ok(gst::FlowSuccess::Ok);
                     };
+                    let running_ms = buf
+                        .pts()
+                        .and_then(|pts| running_time(sample.segment()?, pts))
+                        .map(|t| t.mseconds() as i64);
                     let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
                     let tags = match reader.lock().unwrap().push(&map) {
                         Ok(t) => t,
@@ -194,6 +213,13 @@ impl WhipSession {
                     };
                     for tag in tags {
                         if tag.kind == 8 || tag.kind == 9 {
+                            // Video only: flvmux stamps an audio tag with the last video
+                            // tag's time, not its own.
+                            let mut offset = clock.lock().unwrap();
+                            if let (None, Some(ms), 9) = (*offset, running_ms, tag.kind) {
+                                *offset = Some(i64::from(tag.timestamp_ms) - ms);
+                            }
+                            drop(offset);
                             tx.blocking_send(WhipEvent::Tag(tag))
                                 .map_err(|_| gst::FlowError::Flushing)?;
                         }
@@ -213,6 +239,7 @@ impl WhipSession {
         let stopped_p = stopped.clone();
         let video_out = KeyframeTarget::default();
         let (video_out_p, keyframe_interval) = (video_out.clone(), ice.keyframe_interval);
+        let opus_out = events.clone();
         webrtc.connect_pad_added(move |_, pad| {
             let Some(pipeline) = pw.upgrade() else { return };
             if pad.direction() != gst::PadDirection::Src {
@@ -231,7 +258,14 @@ impl WhipSession {
                     &video_out_p,
                     keyframe_interval,
                 ),
-                Some("audio") => link_audio(&pipeline, pad, acodec.as_deref(), audio_pad.as_ref()),
+                Some("audio") => link_audio(
+                    &pipeline,
+                    pad,
+                    acodec.as_deref(),
+                    audio_pad.as_ref(),
+                    &opus_out,
+                    &flv_clock,
+                ),
                 other => Err(anyhow::anyhow!("unexpected media {other:?}")),
             };
             if let Err(e) = result {
@@ -669,11 +703,23 @@ fn link_video(
     Ok(())
 }
 
+/// Milliseconds to add to a running time of a WHIP pipeline to get the FLV timestamp of the
+/// same instant; known once flvmux has put out its first media tag.
+type FlvClock = Arc<Mutex<Option<i64>>>;
+
+fn running_time(segment: &gst::Segment, pts: gst::ClockTime) -> Option<gst::ClockTime> {
+    segment
+        .downcast_ref::<gst::ClockTime>()?
+        .to_running_time(pts)
+}
+
 fn link_audio(
     pipeline: &gst::Pipeline,
     pad: &gst::Pad,
     codec: Option<&str>,
     mux_pad: Option<&gst::Pad>,
+    opus_out: &mpsc::Sender<WhipEvent>,
+    flv_clock: &FlvClock,
 ) -> anyhow::Result<()> {
     let mux_pad = mux_pad.ok_or_else(|| anyhow::anyhow!("audio was not negotiated"))?;
     if codec != Some("OPUS") {
@@ -692,6 +738,33 @@ fn link_audio(
         ],
     )?;
     elements[5].set_property("bitrate", 128_000i32);
+    // The packets as the browser sent them, besides, for WHEP viewers. Never waits: a full
+    // channel drops them (the FLV tags, which the broadcast needs, wait instead).
+    let (tx, clock) = (opus_out.clone(), flv_clock.clone());
+    elements[1].static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::BUFFER,
+        move |pad, info| {
+            let Some(offset) = *clock.lock().unwrap() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Some(buf) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let running = buf.pts().and_then(|pts| {
+                let segment = pad.sticky_event::<gst::event::Segment>(0)?;
+                running_time(segment.segment(), pts)
+            });
+            if let (Some(t), Ok(map)) = (running, buf.map_readable()) {
+                let timestamp_ms = (t.mseconds() as i64 + offset).clamp(0, u32::MAX.into()) as u32;
+                let packet = Bytes::copy_from_slice(&map);
+                let _ = tx.try_send(WhipEvent::Opus {
+                    timestamp_ms,
+                    packet,
+                });
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
     for e in &elements {
         e.sync_state_with_parent()?;
     }

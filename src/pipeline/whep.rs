@@ -5,6 +5,8 @@
 //! appsrc(FLV) ! flvdemux
 //!   video: queue ! h264parse ! tee vtee          (H.264 copied: never re-encoded)
 //!   audio: queue ! aacparse ! avdec_aac ! audioconvert ! audioresample ! opusenc ! tee atee
+//!   or, for a WebRTC publisher's own Opus (copied too; the FLV's AAC is not used):
+//!          appsrc(Opus) ! tee atee
 //! per viewer:
 //!   vtee ! queue(leaky) ! rtph264pay ! rtprtxqueue ! webrtcbin.sink_V
 //!   atee ! queue(leaky) ! rtpopuspay ! webrtcbin.sink_A
@@ -58,6 +60,8 @@ struct Viewer {
 pub struct WhepFanout {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
+    /// Where a WebRTC publisher's Opus comes in (when it is copied).
+    opus_src: Option<gst_app::AppSrc>,
     vtee: gst::Element,
     atee: gst::Element,
     viewers: Mutex<HashMap<String, Viewer>>,
@@ -74,10 +78,12 @@ impl std::fmt::Debug for WhepFanout {
 
 impl WhepFanout {
     /// Starts the shared part; `preamble` is the FLV header and the codec configuration tags.
+    /// With `opus_in`, audio comes by [`Self::push_opus`] instead of the FLV's AAC.
     /// `keyframe_wanted` is called (on a streaming thread) each time a viewer asks for a
     /// keyframe.
     pub fn start(
         preamble: &[Bytes],
+        opus_in: bool,
         keyframe_wanted: impl Fn() + Send + Sync + 'static,
     ) -> anyhow::Result<Arc<Self>> {
         gst::init()?;
@@ -101,19 +107,44 @@ impl WhepFanout {
                 .field("alignment", "au")
                 .build(),
         );
-        let audio = chain(
-            &pipeline,
-            &[
-                "queue",
-                "aacparse",
-                "avdec_aac",
-                "audioconvert",
-                "audioresample",
-                "opusenc",
-                "tee",
-            ],
-        )?;
-        let (vtee, atee) = (video[3].clone(), audio[6].clone());
+        let (audio, opus_src) = if opus_in {
+            let src = gst_app::AppSrc::builder()
+                .caps(
+                    &gst::Caps::builder("audio/x-opus")
+                        .field("channel-mapping-family", 0i32)
+                        .field("channels", 2i32)
+                        .field("rate", 48000i32)
+                        .build(),
+                )
+                .format(gst::Format::Time)
+                .is_live(true)
+                .block(false)
+                .max_bytes(256 << 10)
+                .build();
+            let tee = make("tee")?;
+            // The FLV's AAC goes nowhere.
+            let sink = make("fakesink")?;
+            sink.set_property("sync", false);
+            sink.set_property("async", false);
+            pipeline.add_many([src.upcast_ref(), &tee, &sink])?;
+            src.link(&tee)?;
+            (vec![sink, tee], Some(src))
+        } else {
+            let chain = chain(
+                &pipeline,
+                &[
+                    "queue",
+                    "aacparse",
+                    "avdec_aac",
+                    "audioconvert",
+                    "audioresample",
+                    "opusenc",
+                    "tee",
+                ],
+            )?;
+            (chain, None)
+        };
+        let (vtee, atee) = (video[3].clone(), audio.last().unwrap().clone());
         for tee in [&vtee, &atee] {
             tee.set_property("allow-not-linked", true);
         }
@@ -151,6 +182,7 @@ impl WhepFanout {
         let fanout = Arc::new(Self {
             pipeline,
             appsrc,
+            opus_src,
             vtee,
             atee,
             viewers: Mutex::new(HashMap::new()),
@@ -179,6 +211,24 @@ impl WhepFanout {
             return;
         }
         let _ = self.appsrc.push_buffer(gst::Buffer::from_slice(flv));
+    }
+
+    /// Queues one of the publisher's Opus packets, `pts_ms` on the fan-out's clock.
+    pub fn push_opus(&self, pts_ms: u32, packet: &Bytes) {
+        let Some(src) = &self.opus_src else { return };
+        if src.current_level_bytes() + packet.len() as u64 > src.max_bytes() {
+            metrics::counter!("whep_fanout_dropped_total").increment(1);
+            return;
+        }
+        let mut buf = gst::Buffer::from_slice(packet.clone());
+        let b = buf.get_mut().expect("a new buffer");
+        b.set_pts(gst::ClockTime::from_mseconds(pts_ms.into()));
+        let _ = src.push_buffer(buf);
+    }
+
+    /// Whether viewers get the publisher's own Opus (not an encode of the broadcast's AAC).
+    pub fn copies_audio(&self) -> bool {
+        self.opus_src.is_some()
     }
 
     /// Milliseconds the fan-out has been playing (its running time).
