@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use common::media::{browser_play, eventually, gstreamer_publish};
+use ferrocast::pipeline::webrtc::RawCodec;
 use serde_json::{Value, json};
 
 /// Runs a script of tests/browser with `args`; resolves to its JSON report.
@@ -347,8 +348,8 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
     .await;
     let fanout = server.state.live.tap(&id).unwrap().fanout().unwrap();
     assert!(
-        fanout.copies_audio(),
-        "the publisher's Opus reaches WHEP viewers as it is"
+        fanout.copies(RawCodec::Opus) && fanout.video_codec() == "H264",
+        "the publisher's Opus and H.264 reach WHEP viewers as they are"
     );
     drop(fanout);
     let viewer = viewer.await.unwrap();
@@ -414,8 +415,56 @@ async fn a_whep_viewer_watches_an_rtmp_broadcast_with_its_aac_made_opus() {
     // 5 s of 20 ms Opus packets, encoded once for all viewers from the broadcast's AAC.
     assert!(viewer["audioPackets"].as_u64().unwrap() > 100, "{viewer}");
     let fanout = server.state.live.tap(&id).unwrap().fanout().unwrap();
-    assert!(!fanout.copies_audio(), "AAC cannot be copied into WebRTC");
+    assert!(
+        !fanout.copies(RawCodec::Opus) && fanout.video_codec() == "H264",
+        "AAC cannot be copied into WebRTC; H.264 is"
+    );
     drop(fanout);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whep_viewer_of_a_vp8_whip_broadcast_gets_its_vp8_and_opus_as_they_came() {
+    let server = TestServer::start_with(|c| c.http.request_timeout_s = 60).await;
+    let (_, key) = server.create_tenant("Copier").await;
+    let (id, stream_key, playback_id) =
+        live_stream(&server, &key, json!({"ladder": "passthrough"})).await;
+    let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 16, "VP8");
+    until_active(&server, &key, &id, has_video).await;
+    let viewer = browser_script(
+        "whep.cjs",
+        vec![server.url(&format!("/whep/{playback_id}")), "5".into()],
+    );
+    eventually("the viewer to join", Duration::from_secs(30), || async {
+        (!server.state.whep.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    let fanout = server.state.live.tap(&id).unwrap().fanout().unwrap();
+    assert!(
+        fanout.copies(RawCodec::Vp8) && fanout.copies(RawCodec::Opus),
+        "the publisher's VP8 and Opus reach WHEP viewers as they are"
+    );
+    drop(fanout);
+    let viewer = viewer.await.unwrap();
+    eprintln!("WHEP viewer of a VP8 broadcast: {viewer}");
+    // The broadcast itself (HLS) is H.264; the WebRTC viewer gets the VP8 it was made from.
+    assert_eq!(viewer["codec"], "video/VP8", "{viewer}");
+    let frames = frames_decoded(&viewer);
+    assert!(
+        frames.len() >= 4 && frames[frames.len() - 1] >= frames[0] + 40,
+        "frames decoded should keep increasing: {frames:?}"
+    );
+    // It joined between keyframes: its request reached the browser at once.
+    assert!(
+        viewer["firstFrameMs"].as_u64().is_some_and(|ms| ms < 3000),
+        "{viewer}"
+    );
+    assert!(viewer["audioPackets"].as_u64().unwrap() > 100, "{viewer}");
+    let (_, s) = server
+        .call("GET", &format!("/v1/live-streams/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(s["ingest"]["video_codec"], "H.264", "{s}");
+    assert_eq!(publisher.await.unwrap()["deleteStatus"], 200);
     server.stop().await;
 }
 

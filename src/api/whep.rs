@@ -56,7 +56,7 @@ async fn play_inner(
     .await?;
     let text =
         std::str::from_utf8(&body).map_err(|_| ApiError::invalid("the offer is not UTF-8 text"))?;
-    let offer = prepare_offer(text, WHEP_VIDEO).map_err(|e| match e {
+    prepare_offer(text, WHEP_VIDEO).map_err(|e| match e {
         OfferError::Malformed(_) => ApiError::invalid(e.to_string()),
         OfferError::Unsupported(_) => ApiError::Unprocessable(e.to_string()),
     })?;
@@ -73,8 +73,14 @@ async fn play_inner(
         .ok_or_else(|| ApiError::Conflict("the stream is not live right now".into()))?;
     let ice = IceSettings::from_config(&state.config.webrtc);
     let viewers = state.whep.clone();
+    let text = text.to_string();
     let added = tokio::task::spawn_blocking(move || {
         let fanout = tap.fanout()?;
+        // The video is copied: the viewer gets the codec the stream has.
+        let codec = fanout.video_codec();
+        let offer = prepare_offer(&text, &[codec]).map_err(|_| {
+            anyhow::anyhow!("this stream's video is {codec}, and the offer does not take it")
+        })?;
         let weak = Arc::downgrade(&fanout);
         let registry = viewers.clone();
         let (id, answer) = fanout.add_viewer(&offer, &ice, move |id| {

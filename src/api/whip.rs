@@ -212,8 +212,8 @@ async fn publish(
                             break e;
                         }
                     }
-                    Some(WhipEvent::Opus { timestamp_ms, packet }) => {
-                        if let Err(e) = publisher.send(IngestMessage::Opus { timestamp_ms, packet }).await {
+                    Some(WhipEvent::Raw(frame)) => {
+                        if let Err(e) = publisher.send(IngestMessage::Raw(frame)).await {
                             break e;
                         }
                     }

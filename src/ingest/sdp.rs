@@ -26,8 +26,9 @@ pub struct Offer {
 
 /// Video codecs a WHIP publisher may send.
 pub const WHIP_VIDEO: &[&str] = &["H264", "VP8"];
-/// Video codecs a WHEP viewer may receive (the source is copied, and it is H.264).
-pub const WHEP_VIDEO: &[&str] = &["H264"];
+/// Video codecs a WHEP viewer may receive: the broadcast's H.264, or a WebRTC publisher's
+/// VP8, copied (a viewer's offer is narrowed again to the one its stream has).
+pub const WHEP_VIDEO: &[&str] = &["H264", "VP8"];
 
 /// Why an offer was refused (shown to the publisher).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -283,8 +284,8 @@ a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:6
         assert!(!o.sdp.contains("rtx"), "97 is VP8's retransmission stream");
         assert!(o.sdp.contains("packetization-mode=1") && !o.sdp.contains("packetization-mode=0"));
         assert_eq!(o.mlines, ["video", "audio"]);
-        // A viewer (WHEP) gets the copied H.264 even where it prefers VP8.
-        let o = prepare_offer(CHROME, WHEP_VIDEO).unwrap();
+        // A viewer (WHEP) of an H.264 broadcast gets H.264 even where it prefers VP8.
+        let o = prepare_offer(CHROME, &["H264"]).unwrap();
         assert_eq!(o.video.unwrap().payload_type, 102);
     }
 

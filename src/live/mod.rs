@@ -15,6 +15,7 @@ use crate::db::Db;
 use crate::drm::ContentKeys;
 use crate::ingest::flv::{self, TagKind};
 use crate::pipeline::preset::Presets;
+use crate::pipeline::webrtc::{RawCodec, RawFrame};
 use crate::pipeline::whep::WhepFanout;
 use crate::storage::DynStore;
 
@@ -27,9 +28,9 @@ pub enum IngestMessage {
     Video { timestamp_ms: u32, body: Bytes },
     /// An FLV audio tag body and its timestamp.
     Audio { timestamp_ms: u32, body: Bytes },
-    /// A WebRTC publisher's Opus packet, timed like the tags: for WHEP viewers only (the
-    /// broadcast itself has the same sound as AAC).
-    Opus { timestamp_ms: u32, packet: Bytes },
+    /// A WebRTC publisher's Opus packet or VP8 frame, timed like the tags: for WHEP viewers
+    /// only (the broadcast itself has the same media as AAC and H.264).
+    Raw(RawFrame),
 }
 
 /// Why a publish was refused; `code` is the RTMP NetStream status code to answer with.
@@ -98,13 +99,21 @@ pub struct Tap {
     /// (timestamp of the first tag fed to the fan-out, the fan-out's running time then):
     /// tags are re-timed onto the fan-out's clock, so its network sinks neither wait nor drop.
     base_ms: Mutex<Option<(u32, u32)>>,
-    /// When the publisher last sent an Opus packet of its own (a WebRTC publisher).
-    last_opus: Mutex<Option<std::time::Instant>>,
+    /// When the publisher last sent Opus, and VP8, of its own (a WebRTC publisher).
+    last_raw: Mutex<[Option<std::time::Instant>; 2]>,
 }
 
-/// A fan-out that copies a WebRTC publisher's Opus is replaced once AAC comes without Opus
-/// for this long (the publisher reconnected over RTMP).
-const OPUS_GONE: std::time::Duration = std::time::Duration::from_secs(2);
+/// A fan-out that copies a WebRTC publisher's Opus or VP8 is replaced once the broadcast's
+/// AAC or H.264 comes without it for this long (the publisher came back over RTMP, or with
+/// H.264).
+const RAW_GONE: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn raw_index(codec: RawCodec) -> usize {
+    match codec {
+        RawCodec::Opus => 0,
+        RawCodec::Vp8 => 1,
+    }
+}
 
 impl std::fmt::Debug for Tap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,8 +164,12 @@ impl Tap {
         }
         let fanout = self.fanout.lock().unwrap().clone();
         let Some(fanout) = fanout else { return };
-        if kind == TagKind::Audio && fanout.copies_audio() && !self.opus_is_fresh() {
-            tracing::info!("the publisher sends no Opus any more: WHEP viewers start again");
+        let instead = match kind {
+            TagKind::Audio => RawCodec::Opus,
+            TagKind::Video => RawCodec::Vp8,
+        };
+        if fanout.copies(instead) && !self.is_fresh(instead) {
+            tracing::info!(codec = ?instead, "the publisher sends no more of what WHEP viewers got: they start again");
             let old = self.fanout.lock().unwrap().take();
             // Stopping a pipeline blocks: not on this task.
             std::thread::spawn(move || drop((old, fanout)));
@@ -169,20 +182,19 @@ impl Tap {
         ));
     }
 
-    /// A WebRTC publisher's own Opus packets: WHEP viewers get them as they are.
-    pub(crate) fn feed_opus(&self, timestamp_ms: u32, packet: &Bytes) {
-        *self.last_opus.lock().unwrap() = Some(std::time::Instant::now());
+    /// A WebRTC publisher's own Opus packets and VP8 frames: WHEP viewers get them as they
+    /// are.
+    pub(crate) fn feed_raw(&self, frame: &RawFrame) {
+        self.last_raw.lock().unwrap()[raw_index(frame.codec)] = Some(std::time::Instant::now());
         let fanout = self.fanout.lock().unwrap().clone();
-        if let Some(fanout) = fanout.filter(|f| f.copies_audio()) {
-            fanout.push_opus(self.fanout_time(&fanout, timestamp_ms), packet);
+        if let Some(fanout) = fanout.filter(|f| f.copies(frame.codec)) {
+            let pts_ms = self.fanout_time(&fanout, frame.timestamp_ms);
+            fanout.push_raw(frame, pts_ms);
         }
     }
 
-    fn opus_is_fresh(&self) -> bool {
-        self.last_opus
-            .lock()
-            .unwrap()
-            .is_some_and(|t| t.elapsed() < OPUS_GONE)
+    fn is_fresh(&self, codec: RawCodec) -> bool {
+        self.last_raw.lock().unwrap()[raw_index(codec)].is_some_and(|t| t.elapsed() < RAW_GONE)
     }
 
     /// A broadcast timestamp on the fan-out's clock (milliseconds of its running time).
@@ -209,8 +221,11 @@ impl Tap {
         }
         *self.base_ms.lock().unwrap() = None;
         let keyframes = self.keyframes.clone();
-        let fanout =
-            WhepFanout::start(&preamble, self.opus_is_fresh(), move || keyframes.request())?;
+        let copied: Vec<RawCodec> = [RawCodec::Opus, RawCodec::Vp8]
+            .into_iter()
+            .filter(|&c| self.is_fresh(c))
+            .collect();
+        let fanout = WhepFanout::start(&preamble, &copied, move || keyframes.request())?;
         *slot = Some(fanout.clone());
         Ok(fanout)
     }

@@ -167,8 +167,8 @@ async fn publish_once(
                     }
                 };
                 let (kind, timestamp_ms, body) = match message {
-                    IngestMessage::Opus { timestamp_ms, packet } => {
-                        tap.feed_opus(timestamp_ms, &packet);
+                    IngestMessage::Raw(frame) => {
+                        tap.feed_raw(&frame);
                         continue;
                     }
                     IngestMessage::Metadata(fields) => {

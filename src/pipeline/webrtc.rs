@@ -7,13 +7,14 @@
 //!   H.264: rtph264depay ! h264parse ! video/x-h264,stream-format=avc ! flvmux.video
 //!   VP8:   rtpvp8depay ! vp8dec ! videoconvert ! x264enc (zerolatency) ! h264parse ! flvmux.video
 //!   Opus:  rtpopusdepay ! opusdec ! audioconvert ! audioresample ! avenc_aac ! aacparse ! flvmux.audio
-//!          (and the depayloaded packets as they are, to the caller, for WHEP viewers)
+//!   (VP8 and Opus also leave the depayloader as they are, to the caller, for WHEP viewers)
 //! flvmux (streamable) ! appsink  -> FLV tags -> the caller's channel
 //! ```
 //! Lost packets are asked for again (NACK, on every transceiver) and come back on the offer's
 //! RTX stream; depayloaders ask for keyframes (RTCP PLI) when the stream starts or a loss the
 //! resends could not repair breaks the picture; H.264 publishers are also asked every
-//! `webrtc.keyframe_interval_s` and whenever a WHEP viewer needs a keyframe. The session ends when the peer connection fails or closes, or the caller stops it.
+//! `webrtc.keyframe_interval_s`, and any publisher whenever a WHEP viewer needs a keyframe.
+//! The session ends when the peer connection fails or closes, or the caller stops it.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,14 +35,29 @@ use crate::ingest::sdp::Offer;
 #[derive(Debug)]
 pub enum WhipEvent {
     Tag(flv::Tag),
-    /// An Opus packet as the publisher sent it, timed on the FLV tags' clock (for WHEP viewers,
-    /// who get it without a second encode).
-    Opus {
-        timestamp_ms: u32,
-        packet: Bytes,
-    },
+    /// Media as the publisher sent it, besides (for WHEP viewers).
+    Raw(RawFrame),
     /// The session is over (peer gone, failure), with the reason.
     Ended(String),
+}
+
+/// What a WebRTC publisher sends that WHEP viewers can take as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawCodec {
+    Opus,
+    Vp8,
+}
+
+/// An Opus packet or a VP8 frame as the publisher sent it (depayloaded), timed on the clock
+/// of the FLV tags the same session makes, so that WHEP viewers get it without a second
+/// encode and in step with the rest.
+#[derive(Debug, Clone)]
+pub struct RawFrame {
+    pub codec: RawCodec,
+    pub timestamp_ms: u32,
+    pub data: Bytes,
+    /// A frame that decodes on its own (always, for audio).
+    pub keyframe: bool,
 }
 
 /// Network settings for the ICE agent.
@@ -236,10 +252,16 @@ impl WhipSession {
             offer.audio.as_ref().map(|c| c.name.clone()),
         );
         let end_p = end.clone();
-        let stopped_p = stopped.clone();
+        let schedule = KeyframeSchedule {
+            every: ice.keyframe_interval,
+            stopped: stopped.clone(),
+        };
         let video_out = KeyframeTarget::default();
-        let (video_out_p, keyframe_interval) = (video_out.clone(), ice.keyframe_interval);
-        let opus_out = events.clone();
+        let video_out_p = video_out.clone();
+        let raw_out = RawOut {
+            events: events.clone(),
+            clock: flv_clock,
+        };
         webrtc.connect_pad_added(move |_, pad| {
             let Some(pipeline) = pw.upgrade() else { return };
             if pad.direction() != gst::PadDirection::Src {
@@ -254,17 +276,16 @@ impl WhipSession {
                     pad,
                     vcodec.as_deref(),
                     video_pad.as_ref(),
-                    &stopped_p,
+                    &schedule,
                     &video_out_p,
-                    keyframe_interval,
+                    &raw_out,
                 ),
                 Some("audio") => link_audio(
                     &pipeline,
                     pad,
                     acodec.as_deref(),
                     audio_pad.as_ref(),
-                    &opus_out,
-                    &flv_clock,
+                    &raw_out,
                 ),
                 other => Err(anyhow::anyhow!("unexpected media {other:?}")),
             };
@@ -304,7 +325,7 @@ impl WhipSession {
         Ok((session, answer))
     }
 
-    /// Asks the publisher for a keyframe now (RTCP PLI; for VP8, the re-encoder makes one).
+    /// Asks the publisher for a keyframe now (RTCP PLI).
     /// Does nothing before the video track is linked.
     pub fn request_keyframe(&self) {
         let target = self
@@ -630,9 +651,9 @@ fn link_video(
     pad: &gst::Pad,
     codec: Option<&str>,
     mux_pad: Option<&gst::Pad>,
-    stopped: &Arc<Mutex<bool>>,
+    schedule: &KeyframeSchedule,
     video_out: &KeyframeTarget,
-    keyframe_interval: Duration,
+    raw_out: &RawOut,
 ) -> anyhow::Result<()> {
     let mux_pad = mux_pad.ok_or_else(|| anyhow::anyhow!("video was not negotiated"))?;
     let elements = match codec {
@@ -658,6 +679,8 @@ fn link_video(
             enc.set_property_from_str("speed-preset", "veryfast");
             enc.set_property("key-int-max", 60u32);
             enc.set_property("bitrate", 2500u32);
+            // WHEP viewers get the VP8 as it came.
+            raw_out.tap(&els[1], RawCodec::Vp8);
             els
         }
         other => anyhow::bail!("video codec {other:?} was not negotiated"),
@@ -680,16 +703,24 @@ fn link_video(
         .unwrap()
         .link(mux_pad)?;
     pad.link(&elements[0].static_pad("sink").unwrap())?;
-    *video_out.lock().unwrap() = Some(elements.last().unwrap().downgrade());
+    // Keyframe requests for WHEP viewers go to the browser (PLI) through the depayloader:
+    // viewers get its H.264 or VP8 as it came (not the VP8 re-encode).
+    let target = if codec == Some("VP8") {
+        &elements[2]
+    } else {
+        elements.last().unwrap()
+    };
+    *video_out.lock().unwrap() = Some(target.downgrade());
     if codec == Some("H264") {
         // Browsers send an H.264 keyframe only when asked; the copied source rendition
         // needs one per segment, so ask (RTCP PLI) on that rhythm.
-        let (target, stopped) = (elements.last().unwrap().downgrade(), stopped.clone());
+        let target = elements.last().unwrap().downgrade();
+        let (every, stopped) = (schedule.every, schedule.stopped.clone());
         std::thread::Builder::new()
             .name("whip-keyframes".into())
             .spawn(move || {
                 loop {
-                    std::thread::sleep(keyframe_interval);
+                    std::thread::sleep(every);
                     if *stopped.lock().unwrap() {
                         return;
                     }
@@ -707,6 +738,52 @@ fn link_video(
 /// same instant; known once flvmux has put out its first media tag.
 type FlvClock = Arc<Mutex<Option<i64>>>;
 
+/// How often an H.264 publisher is asked for a keyframe, until the session stops.
+struct KeyframeSchedule {
+    every: Duration,
+    stopped: Arc<Mutex<bool>>,
+}
+
+/// Where depayloaded media goes out as it is.
+struct RawOut {
+    events: mpsc::Sender<WhipEvent>,
+    clock: FlvClock,
+}
+
+impl RawOut {
+    /// Sends every buffer leaving `depay` to the caller as a [`RawFrame`], once the FLV clock
+    /// is known. Never waits: a full channel drops them (the FLV tags, which the broadcast
+    /// needs, wait instead).
+    fn tap(&self, depay: &gst::Element, codec: RawCodec) {
+        let (tx, clock) = (self.events.clone(), self.clock.clone());
+        depay
+            .static_pad("src")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                let Some(offset) = *clock.lock().unwrap() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let Some(buf) = info.buffer() else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let running = buf.pts().and_then(|pts| {
+                    let segment = pad.sticky_event::<gst::event::Segment>(0)?;
+                    running_time(segment.segment(), pts)
+                });
+                if let (Some(t), Ok(map)) = (running, buf.map_readable()) {
+                    let _ = tx.try_send(WhipEvent::Raw(RawFrame {
+                        codec,
+                        timestamp_ms: (t.mseconds() as i64 + offset).clamp(0, u32::MAX.into())
+                            as u32,
+                        data: Bytes::copy_from_slice(&map),
+                        keyframe: !buf.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                    }));
+                }
+                gst::PadProbeReturn::Ok
+            });
+    }
+}
+
 fn running_time(segment: &gst::Segment, pts: gst::ClockTime) -> Option<gst::ClockTime> {
     segment
         .downcast_ref::<gst::ClockTime>()?
@@ -718,8 +795,7 @@ fn link_audio(
     pad: &gst::Pad,
     codec: Option<&str>,
     mux_pad: Option<&gst::Pad>,
-    opus_out: &mpsc::Sender<WhipEvent>,
-    flv_clock: &FlvClock,
+    raw_out: &RawOut,
 ) -> anyhow::Result<()> {
     let mux_pad = mux_pad.ok_or_else(|| anyhow::anyhow!("audio was not negotiated"))?;
     if codec != Some("OPUS") {
@@ -738,33 +814,8 @@ fn link_audio(
         ],
     )?;
     elements[5].set_property("bitrate", 128_000i32);
-    // The packets as the browser sent them, besides, for WHEP viewers. Never waits: a full
-    // channel drops them (the FLV tags, which the broadcast needs, wait instead).
-    let (tx, clock) = (opus_out.clone(), flv_clock.clone());
-    elements[1].static_pad("src").unwrap().add_probe(
-        gst::PadProbeType::BUFFER,
-        move |pad, info| {
-            let Some(offset) = *clock.lock().unwrap() else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let Some(buf) = info.buffer() else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let running = buf.pts().and_then(|pts| {
-                let segment = pad.sticky_event::<gst::event::Segment>(0)?;
-                running_time(segment.segment(), pts)
-            });
-            if let (Some(t), Ok(map)) = (running, buf.map_readable()) {
-                let timestamp_ms = (t.mseconds() as i64 + offset).clamp(0, u32::MAX.into()) as u32;
-                let packet = Bytes::copy_from_slice(&map);
-                let _ = tx.try_send(WhipEvent::Opus {
-                    timestamp_ms,
-                    packet,
-                });
-            }
-            gst::PadProbeReturn::Ok
-        },
-    );
+    // The packets as the browser sent them, besides, for WHEP viewers.
+    raw_out.tap(&elements[1], RawCodec::Opus);
     for e in &elements {
         e.sync_state_with_parent()?;
     }

@@ -5,10 +5,10 @@
 //! appsrc(FLV) ! flvdemux
 //!   video: queue ! h264parse ! tee vtee          (H.264 copied: never re-encoded)
 //!   audio: queue ! aacparse ! avdec_aac ! audioconvert ! audioresample ! opusenc ! tee atee
-//!   or, for a WebRTC publisher's own Opus (copied too; the FLV's AAC is not used):
-//!          appsrc(Opus) ! tee atee
+//! or, for a WebRTC publisher's own VP8 and Opus (copied too; the FLV's track is dropped):
+//!   appsrc(VP8) ! tee vtee;  appsrc(Opus) ! tee atee
 //! per viewer:
-//!   vtee ! queue(leaky) ! rtph264pay ! rtprtxqueue ! webrtcbin.sink_V
+//!   vtee ! queue(leaky) ! rtph264pay|rtpvp8pay ! rtprtxqueue ! webrtcbin.sink_V
 //!   atee ! queue(leaky) ! rtpopuspay ! webrtcbin.sink_A
 //! ```
 //! Demuxing, parsing and the one AAC→Opus encode are shared by every viewer; each viewer costs
@@ -36,8 +36,8 @@ use gstreamer_app as gst_app;
 use gstreamer_webrtc as gst_webrtc;
 
 use super::webrtc::{
-    IceSettings, allow_plain_resends, chain, forward_resend_requests, make, simulate_send_loss,
-    since_start_ms, track_peer_activity, watch_connection,
+    IceSettings, RawCodec, RawFrame, allow_plain_resends, chain, forward_resend_requests, make,
+    simulate_send_loss, since_start_ms, track_peer_activity, watch_connection,
 };
 use crate::ingest::sdp::Offer;
 
@@ -60,8 +60,8 @@ struct Viewer {
 pub struct WhepFanout {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
-    /// Where a WebRTC publisher's Opus comes in (when it is copied).
-    opus_src: Option<gst_app::AppSrc>,
+    /// Where a WebRTC publisher's Opus and VP8 come in (those that are copied).
+    raw_srcs: [Option<gst_app::AppSrc>; 2],
     vtee: gst::Element,
     atee: gst::Element,
     viewers: Mutex<HashMap<String, Viewer>>,
@@ -78,12 +78,12 @@ impl std::fmt::Debug for WhepFanout {
 
 impl WhepFanout {
     /// Starts the shared part; `preamble` is the FLV header and the codec configuration tags.
-    /// With `opus_in`, audio comes by [`Self::push_opus`] instead of the FLV's AAC.
+    /// What is `copied` comes by [`Self::push_raw`] instead of the FLV's AAC or H.264.
     /// `keyframe_wanted` is called (on a streaming thread) each time a viewer asks for a
     /// keyframe.
     pub fn start(
         preamble: &[Bytes],
-        opus_in: bool,
+        copied: &[RawCodec],
         keyframe_wanted: impl Fn() + Send + Sync + 'static,
     ) -> anyhow::Result<Arc<Self>> {
         gst::init()?;
@@ -98,39 +98,34 @@ impl WhepFanout {
         let demux = make("flvdemux")?;
         pipeline.add_many([appsrc.upcast_ref(), &demux])?;
         appsrc.link(&demux)?;
-        let video = chain(&pipeline, &["queue", "h264parse", "capsfilter", "tee"])?;
-        video[1].set_property("config-interval", -1i32);
-        video[2].set_property(
-            "caps",
-            gst::Caps::builder("video/x-h264")
-                .field("stream-format", "byte-stream")
-                .field("alignment", "au")
-                .build(),
-        );
-        let (audio, opus_src) = if opus_in {
-            let src = gst_app::AppSrc::builder()
-                .caps(
-                    &gst::Caps::builder("audio/x-opus")
-                        .field("channel-mapping-family", 0i32)
-                        .field("channels", 2i32)
-                        .field("rate", 48000i32)
-                        .build(),
-                )
-                .format(gst::Format::Time)
-                .is_live(true)
-                .block(false)
-                .max_bytes(256 << 10)
-                .build();
-            let tee = make("tee")?;
-            // The FLV's AAC goes nowhere.
-            let sink = make("fakesink")?;
-            sink.set_property("sync", false);
-            sink.set_property("async", false);
-            pipeline.add_many([src.upcast_ref(), &tee, &sink])?;
-            src.link(&tee)?;
-            (vec![sink, tee], Some(src))
+        let mut raw_srcs = [None, None];
+        let video = if copied.contains(&RawCodec::Vp8) {
+            let (elements, src) = raw_input(&pipeline, gst::Caps::builder("video/x-vp8").build())?;
+            raw_srcs[1] = Some(src);
+            elements
         } else {
-            let chain = chain(
+            let video = chain(&pipeline, &["queue", "h264parse", "capsfilter", "tee"])?;
+            video[1].set_property("config-interval", -1i32);
+            video[2].set_property(
+                "caps",
+                gst::Caps::builder("video/x-h264")
+                    .field("stream-format", "byte-stream")
+                    .field("alignment", "au")
+                    .build(),
+            );
+            video
+        };
+        let audio = if copied.contains(&RawCodec::Opus) {
+            let caps = gst::Caps::builder("audio/x-opus")
+                .field("channel-mapping-family", 0i32)
+                .field("channels", 2i32)
+                .field("rate", 48000i32)
+                .build();
+            let (elements, src) = raw_input(&pipeline, caps)?;
+            raw_srcs[0] = Some(src);
+            elements
+        } else {
+            chain(
                 &pipeline,
                 &[
                     "queue",
@@ -141,10 +136,9 @@ impl WhepFanout {
                     "opusenc",
                     "tee",
                 ],
-            )?;
-            (chain, None)
+            )?
         };
-        let (vtee, atee) = (video[3].clone(), audio.last().unwrap().clone());
+        let (vtee, atee) = (video.last().unwrap().clone(), audio.last().unwrap().clone());
         for tee in [&vtee, &atee] {
             tee.set_property("allow-not-linked", true);
         }
@@ -182,7 +176,7 @@ impl WhepFanout {
         let fanout = Arc::new(Self {
             pipeline,
             appsrc,
-            opus_src,
+            raw_srcs,
             vtee,
             atee,
             viewers: Mutex::new(HashMap::new()),
@@ -213,22 +207,37 @@ impl WhepFanout {
         let _ = self.appsrc.push_buffer(gst::Buffer::from_slice(flv));
     }
 
-    /// Queues one of the publisher's Opus packets, `pts_ms` on the fan-out's clock.
-    pub fn push_opus(&self, pts_ms: u32, packet: &Bytes) {
-        let Some(src) = &self.opus_src else { return };
-        if src.current_level_bytes() + packet.len() as u64 > src.max_bytes() {
+    /// Queues one of the publisher's own packets or frames, `pts_ms` on the fan-out's clock.
+    pub fn push_raw(&self, frame: &RawFrame, pts_ms: u32) {
+        let Some(src) = &self.raw_srcs[raw_index(frame.codec)] else {
+            return;
+        };
+        if src.current_level_bytes() + frame.data.len() as u64 > src.max_bytes() {
             metrics::counter!("whep_fanout_dropped_total").increment(1);
             return;
         }
-        let mut buf = gst::Buffer::from_slice(packet.clone());
+        let mut buf = gst::Buffer::from_slice(frame.data.clone());
         let b = buf.get_mut().expect("a new buffer");
         b.set_pts(gst::ClockTime::from_mseconds(pts_ms.into()));
+        if !frame.keyframe {
+            b.set_flags(gst::BufferFlags::DELTA_UNIT);
+        }
         let _ = src.push_buffer(buf);
     }
 
-    /// Whether viewers get the publisher's own Opus (not an encode of the broadcast's AAC).
-    pub fn copies_audio(&self) -> bool {
-        self.opus_src.is_some()
+    /// Whether viewers get the publisher's own `codec` (not an encode of the broadcast's).
+    pub fn copies(&self, codec: RawCodec) -> bool {
+        self.raw_srcs[raw_index(codec)].is_some()
+    }
+
+    /// The video codec viewers get: `H264` (the broadcast's, copied) or `VP8` (a WebRTC
+    /// publisher's, copied).
+    pub fn video_codec(&self) -> &'static str {
+        if self.copies(RawCodec::Vp8) {
+            "VP8"
+        } else {
+            "H264"
+        }
     }
 
     /// Milliseconds the fan-out has been playing (its running time).
@@ -242,7 +251,8 @@ impl WhepFanout {
         self.viewers.lock().unwrap().len()
     }
 
-    /// Adds a viewer for `offer` (narrowed to H.264 + Opus); returns its id and the answer.
+    /// Adds a viewer for `offer` (narrowed to [`Self::video_codec`] and Opus); returns its id
+    /// and the answer.
     /// `gone` is called with the id once its connection fails or closes. Blocks while ICE
     /// candidates are gathered: call off the async runtime.
     pub fn add_viewer(
@@ -269,12 +279,17 @@ impl WhepFanout {
             let (tee, pay, caps) = match kind.as_str() {
                 "video" => {
                     let pt = offer.video.as_ref().map_or(96, |c| c.payload_type);
+                    let codec = self.video_codec();
                     (
                         &self.vtee,
-                        "rtph264pay",
+                        if codec == "VP8" {
+                            "rtpvp8pay"
+                        } else {
+                            "rtph264pay"
+                        },
                         gst::Caps::builder("application/x-rtp")
                             .field("media", "video")
-                            .field("encoding-name", "H264")
+                            .field("encoding-name", codec)
                             .field("clock-rate", 90000i32)
                             .field("payload", i32::from(pt))
                             .build(),
@@ -308,6 +323,9 @@ impl WhepFanout {
             payloader.set_property("pt", pt as u32);
             if payloader.has_property("config-interval") {
                 payloader.set_property("config-interval", -1i32);
+            }
+            if payloader.has_property("picture-id-mode") {
+                payloader.set_property_from_str("picture-id-mode", "15-bit");
             }
             if payloader.has_property("aggregate-mode") {
                 payloader.set_property_from_str("aggregate-mode", "zero-latency");
@@ -400,20 +418,25 @@ impl WhepFanout {
             metrics::counter!("whep_nacked_packets_total").increment(asked.into());
             metrics::counter!("whep_resent_packets_total").increment(resent.into());
         }
-        for (tee_pad, elements) in viewer.branches {
+        for (tee_pad, _) in &viewer.branches {
             if let Some(peer) = tee_pad.peer() {
                 let _ = tee_pad.unlink(&peer);
             }
             if let Some(tee) = tee_pad.parent_element() {
-                tee.release_request_pad(&tee_pad);
+                tee.release_request_pad(tee_pad);
             }
+        }
+        // `webrtcbin` first: until DTLS is up it holds the branches' media back, and a
+        // branch's queue cannot stop while its thread waits in there (a viewer that never
+        // connected would hang here).
+        let _ = viewer.webrtc.set_state(gst::State::Null);
+        let _ = self.pipeline.remove(&viewer.webrtc);
+        for (_, elements) in viewer.branches {
             for e in elements {
                 let _ = e.set_state(gst::State::Null);
                 let _ = self.pipeline.remove(&e);
             }
         }
-        let _ = viewer.webrtc.set_state(gst::State::Null);
-        let _ = self.pipeline.remove(&viewer.webrtc);
         true
     }
 }
@@ -453,4 +476,44 @@ fn drop_silent_viewers(fanout: Weak<WhepFanout>) {
             gone(id);
         }
     }
+}
+
+fn raw_index(codec: RawCodec) -> usize {
+    match codec {
+        RawCodec::Opus => 0,
+        RawCodec::Vp8 => 1,
+    }
+}
+
+/// An input for a publisher's own media (`caps`) ending in a tee; the FLV demuxer's track
+/// it replaces goes to the first element, a sink that drops it.
+fn raw_input(
+    pipeline: &gst::Pipeline,
+    caps: gst::Caps,
+) -> anyhow::Result<(Vec<gst::Element>, gst_app::AppSrc)> {
+    let src = gst_app::AppSrc::builder()
+        .caps(&caps)
+        .format(gst::Format::Time)
+        .is_live(true)
+        .block(false)
+        .max_bytes(1 << 20)
+        .build();
+    let tee = make("tee")?;
+    let sink = make("fakesink")?;
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    pipeline.add_many([src.upcast_ref(), &tee, &sink])?;
+    src.link(&tee)?;
+    // Each new viewer's branch asks upstream to reconfigure; an appsrc would renegotiate
+    // and query its allocation through every branch, waiting for a viewer not yet connected
+    // (its media is held until DTLS is up). The caps are fixed: nothing to reconfigure.
+    tee.static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::EVENT_UPSTREAM, |_, info| {
+            match info.event() {
+                Some(e) if e.type_() == gst::EventType::Reconfigure => gst::PadProbeReturn::Drop,
+                _ => gst::PadProbeReturn::Ok,
+            }
+        });
+    Ok((vec![sink, tee], src))
 }
