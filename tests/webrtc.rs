@@ -346,7 +346,13 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
         (!server.state.whep.lock().unwrap().is_empty()).then_some(())
     })
     .await;
-    let fanout = server.state.live.tap(&id).unwrap().fanout().unwrap();
+    let fanout = server
+        .state
+        .live
+        .tap(&id)
+        .unwrap()
+        .current_fanout()
+        .expect("the viewer's fan-out");
     assert!(
         fanout.copies(RawCodec::Opus) && fanout.video_codec() == "H264",
         "the publisher's Opus and H.264 reach WHEP viewers as they are"
@@ -414,7 +420,13 @@ async fn a_whep_viewer_watches_an_rtmp_broadcast_with_its_aac_made_opus() {
     );
     // 5 s of 20 ms Opus packets, encoded once for all viewers from the broadcast's AAC.
     assert!(viewer["audioPackets"].as_u64().unwrap() > 100, "{viewer}");
-    let fanout = server.state.live.tap(&id).unwrap().fanout().unwrap();
+    let fanout = server
+        .state
+        .live
+        .tap(&id)
+        .unwrap()
+        .current_fanout()
+        .expect("the viewer's fan-out");
     assert!(
         !fanout.copies(RawCodec::Opus) && fanout.video_codec() == "H264",
         "AAC cannot be copied into WebRTC; H.264 is"
@@ -439,7 +451,13 @@ async fn a_whep_viewer_of_a_vp8_whip_broadcast_gets_its_vp8_and_opus_as_they_cam
         (!server.state.whep.lock().unwrap().is_empty()).then_some(())
     })
     .await;
-    let fanout = server.state.live.tap(&id).unwrap().fanout().unwrap();
+    let fanout = server
+        .state
+        .live
+        .tap(&id)
+        .unwrap()
+        .current_fanout()
+        .expect("the viewer's fan-out");
     assert!(
         fanout.copies(RawCodec::Vp8) && fanout.copies(RawCodec::Opus),
         "the publisher's VP8 and Opus reach WHEP viewers as they are"
@@ -602,6 +620,19 @@ async fn a_whep_viewer_that_vanishes_without_delete_is_dropped() {
     )
     .await;
     eprintln!("vanished viewer dropped after {:?}", gone.elapsed());
+    // And its branch is out of the fan-out (its removal did not hang).
+    let fanout = server
+        .state
+        .live
+        .tap(&id)
+        .unwrap()
+        .current_fanout()
+        .unwrap();
+    eventually("the branch to go", Duration::from_secs(5), || async {
+        (fanout.viewer_count() == 0).then_some(())
+    })
+    .await;
+    drop(fanout);
     let report = publisher.await.unwrap();
     assert_eq!(
         report["deleteStatus"], 200,

@@ -15,9 +15,9 @@ use tracing::Instrument;
 
 use super::{AppState, Path};
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::sdp::{OfferError, WHIP_VIDEO, prepare_offer};
+use crate::ingest::sdp::{Offer, OfferError, WHIP_VIDEO, prepare_offer};
 use crate::live::IngestMessage;
-use crate::pipeline::webrtc::{IceSettings, WhipEvent, WhipSession};
+use crate::pipeline::webrtc::{IceSettings, RawCodec, WhipEvent, WhipSession};
 
 /// Sessions in progress on this server: id -> a switch that ends it.
 pub type WhipSessions = Arc<Mutex<HashMap<String, watch::Sender<bool>>>>;
@@ -160,7 +160,7 @@ async fn publish(
     // (as RTMP publishes are in their connection's).
     let mut publisher = state
         .live
-        .publish(&stream_key)
+        .publish(&stream_key, &raw_supplies(&offer))
         .instrument(tracing::info_span!(parent: None, "whip"))
         .await
         .map_err(|r| {
@@ -277,4 +277,17 @@ pub async fn patch_session() -> Response {
         .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
     cors(r.headers_mut());
     r
+}
+
+/// What a WHIP session for `offer` sends as it came, for WHEP viewers: Opus, and VP8 (H.264
+/// is in the FLV tags as it came already).
+fn raw_supplies(offer: &Offer) -> Vec<RawCodec> {
+    let mut codecs = Vec::new();
+    if offer.audio.as_ref().is_some_and(|c| c.name == "OPUS") {
+        codecs.push(RawCodec::Opus);
+    }
+    if offer.video.as_ref().is_some_and(|c| c.name == "VP8") {
+        codecs.push(RawCodec::Vp8);
+    }
+    codecs
 }

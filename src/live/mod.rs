@@ -99,20 +99,9 @@ pub struct Tap {
     /// (timestamp of the first tag fed to the fan-out, the fan-out's running time then):
     /// tags are re-timed onto the fan-out's clock, so its network sinks neither wait nor drop.
     base_ms: Mutex<Option<(u32, u32)>>,
-    /// When the publisher last sent Opus, and VP8, of its own (a WebRTC publisher).
-    last_raw: Mutex<[Option<std::time::Instant>; 2]>,
-}
-
-/// A fan-out that copies a WebRTC publisher's Opus or VP8 is replaced once the broadcast's
-/// AAC or H.264 comes without it for this long (the publisher came back over RTMP, or with
-/// H.264).
-const RAW_GONE: std::time::Duration = std::time::Duration::from_secs(2);
-
-fn raw_index(codec: RawCodec) -> usize {
-    match codec {
-        RawCodec::Opus => 0,
-        RawCodec::Vp8 => 1,
-    }
+    /// What the current publisher sends of its own besides the FLV tags (a WebRTC
+    /// publisher's Opus, and VP8): what the fan-out copies.
+    supplied: Mutex<Vec<RawCodec>>,
 }
 
 impl std::fmt::Debug for Tap {
@@ -164,47 +153,55 @@ impl Tap {
         }
         let fanout = self.fanout.lock().unwrap().clone();
         let Some(fanout) = fanout else { return };
-        let instead = match kind {
-            TagKind::Audio => RawCodec::Opus,
-            TagKind::Video => RawCodec::Vp8,
-        };
-        if fanout.copies(instead) && !self.is_fresh(instead) {
-            tracing::info!(codec = ?instead, "the publisher sends no more of what WHEP viewers got: they start again");
-            let old = self.fanout.lock().unwrap().take();
-            // Stopping a pipeline blocks: not on this task.
-            std::thread::spawn(move || drop((old, fanout)));
-            return;
-        }
+        let mut base = self.base_ms.lock().unwrap();
+        let (first, offset) =
+            *base.get_or_insert_with(|| (timestamp_ms, fanout.running_time_ms() + 100));
+        drop(base);
         fanout.push(flv::tag(
             kind,
-            self.fanout_time(&fanout, timestamp_ms),
+            fanout_time(first, offset, timestamp_ms),
             body,
         ));
     }
 
     /// A WebRTC publisher's own Opus packets and VP8 frames: WHEP viewers get them as they
-    /// are.
+    /// are. They wait for the first FLV tag to set the fan-out's clock (the FLV tags, which
+    /// come out of a muxer, are later).
     pub(crate) fn feed_raw(&self, frame: &RawFrame) {
-        self.last_raw.lock().unwrap()[raw_index(frame.codec)] = Some(std::time::Instant::now());
         let fanout = self.fanout.lock().unwrap().clone();
-        if let Some(fanout) = fanout.filter(|f| f.copies(frame.codec)) {
-            let pts_ms = self.fanout_time(&fanout, frame.timestamp_ms);
-            fanout.push_raw(frame, pts_ms);
+        let Some(fanout) = fanout.filter(|f| f.copies(frame.codec)) else {
+            return;
+        };
+        let Some((first, offset)) = *self.base_ms.lock().unwrap() else {
+            return;
+        };
+        if frame.timestamp_ms >= first {
+            fanout.push_raw(frame, fanout_time(first, offset, frame.timestamp_ms));
         }
     }
 
-    fn is_fresh(&self, codec: RawCodec) -> bool {
-        self.last_raw.lock().unwrap()[raw_index(codec)].is_some_and(|t| t.elapsed() < RAW_GONE)
+    /// Says what the publisher that just started sends of its own; a fan-out that copies
+    /// something else (the previous publisher's) is stopped, and its viewers' sessions end.
+    pub(crate) fn set_supplied(&self, codecs: &[RawCodec]) {
+        *self.supplied.lock().unwrap() = codecs.to_vec();
+        let stale = {
+            let mut slot = self.fanout.lock().unwrap();
+            if slot.as_ref().is_some_and(|f| !f.copies_exactly(codecs)) {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        if let Some(old) = stale {
+            tracing::info!("the new publisher sends other media: WHEP viewers start again");
+            // Stopping a pipeline blocks: not on this task.
+            std::thread::spawn(move || drop(old));
+        }
     }
 
-    /// A broadcast timestamp on the fan-out's clock (milliseconds of its running time).
-    fn fanout_time(&self, fanout: &WhepFanout, timestamp_ms: u32) -> u32 {
-        let (base, offset) = *self
-            .base_ms
-            .lock()
-            .unwrap()
-            .get_or_insert_with(|| (timestamp_ms, fanout.running_time_ms() + 100));
-        timestamp_ms.saturating_sub(base) + offset
+    /// The fan-out, if a viewer started one.
+    pub fn current_fanout(&self) -> Option<Arc<WhepFanout>> {
+        self.fanout.lock().unwrap().clone()
     }
 
     /// The fan-out, started now if this is the first viewer.
@@ -221,14 +218,17 @@ impl Tap {
         }
         *self.base_ms.lock().unwrap() = None;
         let keyframes = self.keyframes.clone();
-        let copied: Vec<RawCodec> = [RawCodec::Opus, RawCodec::Vp8]
-            .into_iter()
-            .filter(|&c| self.is_fresh(c))
-            .collect();
+        let copied = self.supplied.lock().unwrap().clone();
         let fanout = WhepFanout::start(&preamble, &copied, move || keyframes.request())?;
         *slot = Some(fanout.clone());
         Ok(fanout)
     }
+}
+
+/// A broadcast timestamp on the fan-out's clock (milliseconds of its running time), given the
+/// first tag's timestamp and the fan-out's running time then.
+fn fanout_time(first: u32, offset: u32, timestamp_ms: u32) -> u32 {
+    timestamp_ms.saturating_sub(first).saturating_add(offset)
 }
 
 /// Taps of the broadcasts on this server, by live stream id.
@@ -281,8 +281,13 @@ impl LiveHub {
     }
 
     /// Authenticates a stream key and starts (or resumes, within the reconnect window) the
-    /// stream's broadcast.
-    pub async fn publish(&self, stream_key: &str) -> Result<Publisher, Refusal> {
+    /// stream's broadcast. `supplies` is what the publisher sends of its own besides FLV tags
+    /// (a WebRTC publisher's Opus and VP8, for WHEP viewers).
+    pub async fn publish(
+        &self,
+        stream_key: &str,
+        supplies: &[RawCodec],
+    ) -> Result<Publisher, Refusal> {
         let stream = match self.deps.db.find_live_stream_by_key(stream_key).await {
             Ok(Some(s)) => s,
             Ok(None) => {
@@ -301,12 +306,15 @@ impl LiveHub {
         };
         let (media_tx, media_rx) = mpsc::channel(INGEST_QUEUE);
         let (stop_tx, stop_rx) = watch::channel(None);
-        let publisher = |tap: &Tap| Publisher {
-            live_stream_id: stream.id.clone(),
-            tenant_id: stream.tenant_id.clone(),
-            media: media_tx.clone(),
-            stop: stop_rx.clone(),
-            keyframes: tap.keyframes.count.subscribe(),
+        let publisher = |tap: &Tap| {
+            tap.set_supplied(supplies);
+            Publisher {
+                live_stream_id: stream.id.clone(),
+                tenant_id: stream.tenant_id.clone(),
+                media: media_tx.clone(),
+                stop: stop_rx.clone(),
+                keyframes: tap.keyframes.count.subscribe(),
+            }
         };
         let already = Refusal {
             code: "NetStream.Publish.BadName",

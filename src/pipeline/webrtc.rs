@@ -48,6 +48,16 @@ pub enum RawCodec {
     Vp8,
 }
 
+impl RawCodec {
+    /// A small index, for arrays with one slot per codec.
+    pub fn index(self) -> usize {
+        match self {
+            RawCodec::Opus => 0,
+            RawCodec::Vp8 => 1,
+        }
+    }
+}
+
 /// An Opus packet or a VP8 frame as the publisher sent it (depayloaded), timed on the clock
 /// of the FLV tags the same session makes, so that WHEP viewers get it without a second
 /// encode and in step with the rest.
@@ -752,8 +762,8 @@ struct RawOut {
 
 impl RawOut {
     /// Sends every buffer leaving `depay` to the caller as a [`RawFrame`], once the FLV clock
-    /// is known. Never waits: a full channel drops them (the FLV tags, which the broadcast
-    /// needs, wait instead).
+    /// is known, waiting (as the FLV tags do) when the caller is behind: a VP8 frame lost
+    /// here would break the picture until the next keyframe.
     fn tap(&self, depay: &gst::Element, codec: RawCodec) {
         let (tx, clock) = (self.events.clone(), self.clock.clone());
         depay
@@ -771,7 +781,7 @@ impl RawOut {
                     running_time(segment.segment(), pts)
                 });
                 if let (Some(t), Ok(map)) = (running, buf.map_readable()) {
-                    let _ = tx.try_send(WhipEvent::Raw(RawFrame {
+                    let _ = tx.blocking_send(WhipEvent::Raw(RawFrame {
                         codec,
                         timestamp_ms: (t.mseconds() as i64 + offset).clamp(0, u32::MAX.into())
                             as u32,

@@ -65,7 +65,10 @@ pub struct WhepFanout {
     vtee: gst::Element,
     atee: gst::Element,
     viewers: Mutex<HashMap<String, Viewer>>,
-    dropped: std::sync::atomic::AtomicU64,
+    dropped: AtomicU64,
+    /// A VP8 frame was dropped: its successors cannot be decoded until a keyframe.
+    vp8_broken: std::sync::atomic::AtomicBool,
+    keyframe_wanted: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl std::fmt::Debug for WhepFanout {
@@ -86,6 +89,8 @@ impl WhepFanout {
         copied: &[RawCodec],
         keyframe_wanted: impl Fn() + Send + Sync + 'static,
     ) -> anyhow::Result<Arc<Self>> {
+        let keyframe_wanted: Arc<dyn Fn() + Send + Sync> = Arc::new(keyframe_wanted);
+        let wanted = keyframe_wanted.clone();
         gst::init()?;
         let pipeline = gst::Pipeline::with_name("whep-fanout");
         let appsrc = gst_app::AppSrc::builder()
@@ -148,7 +153,7 @@ impl WhepFanout {
             gst::PadProbeType::EVENT_UPSTREAM,
             move |_, info| match info.event() {
                 Some(e) if gstreamer_video::UpstreamForceKeyUnitEvent::parse(e).is_ok() => {
-                    keyframe_wanted();
+                    wanted();
                     // Consumed here: the pad must not release it again.
                     info.data = None;
                     gst::PadProbeReturn::Handled
@@ -181,6 +186,8 @@ impl WhepFanout {
             atee,
             viewers: Mutex::new(HashMap::new()),
             dropped: Default::default(),
+            vp8_broken: Default::default(),
+            keyframe_wanted,
         });
         for bytes in preamble {
             fanout.push(bytes.clone());
@@ -194,26 +201,42 @@ impl WhepFanout {
 
     /// Queues FLV bytes; never blocks the broadcast (a full queue drops, and says so).
     pub fn push(&self, flv: Bytes) {
-        if self.appsrc.current_level_bytes() + flv.len() as u64 > self.appsrc.max_bytes() {
-            let n = self
-                .dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if n.is_multiple_of(100) {
-                tracing::warn!(dropped = n + 1, "WHEP fan-out is behind; dropping input");
-            }
-            metrics::counter!("whep_fanout_dropped_total").increment(1);
-            return;
+        if self.has_room(&self.appsrc, flv.len()) {
+            let _ = self.appsrc.push_buffer(gst::Buffer::from_slice(flv));
         }
-        let _ = self.appsrc.push_buffer(gst::Buffer::from_slice(flv));
+    }
+
+    /// Whether `src` can take `len` more bytes; if not, the drop is counted and said.
+    fn has_room(&self, src: &gst_app::AppSrc, len: usize) -> bool {
+        if src.current_level_bytes() + len as u64 <= src.max_bytes() {
+            return true;
+        }
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+        if n.is_multiple_of(100) {
+            tracing::warn!(dropped = n + 1, "WHEP fan-out is behind; dropping input");
+        }
+        metrics::counter!("whep_fanout_dropped_total").increment(1);
+        false
     }
 
     /// Queues one of the publisher's own packets or frames, `pts_ms` on the fan-out's clock.
+    /// After a VP8 frame is dropped, the frames that depend on it are too, and the publisher
+    /// is asked for a keyframe.
     pub fn push_raw(&self, frame: &RawFrame, pts_ms: u32) {
-        let Some(src) = &self.raw_srcs[raw_index(frame.codec)] else {
+        let Some(src) = &self.raw_srcs[frame.codec.index()] else {
             return;
         };
-        if src.current_level_bytes() + frame.data.len() as u64 > src.max_bytes() {
-            metrics::counter!("whep_fanout_dropped_total").increment(1);
+        let video = frame.codec == RawCodec::Vp8;
+        if video && frame.keyframe {
+            self.vp8_broken.store(false, Ordering::Relaxed);
+        }
+        if video && self.vp8_broken.load(Ordering::Relaxed) {
+            return;
+        }
+        if !self.has_room(src, frame.data.len()) {
+            if video && !self.vp8_broken.swap(true, Ordering::Relaxed) {
+                (self.keyframe_wanted)();
+            }
             return;
         }
         let mut buf = gst::Buffer::from_slice(frame.data.clone());
@@ -227,7 +250,14 @@ impl WhepFanout {
 
     /// Whether viewers get the publisher's own `codec` (not an encode of the broadcast's).
     pub fn copies(&self, codec: RawCodec) -> bool {
-        self.raw_srcs[raw_index(codec)].is_some()
+        self.raw_srcs[codec.index()].is_some()
+    }
+
+    /// Whether viewers get exactly `codecs` of the publisher's own.
+    pub fn copies_exactly(&self, codecs: &[RawCodec]) -> bool {
+        [RawCodec::Opus, RawCodec::Vp8]
+            .into_iter()
+            .all(|c| self.copies(c) == codecs.contains(&c))
     }
 
     /// The video codec viewers get: `H264` (the broadcast's, copied) or `VP8` (a WebRTC
@@ -386,6 +416,8 @@ impl WhepFanout {
 
         let answer =
             crate::ingest::sdp::with_public_ips(&super::webrtc::answer(&webrtc)?, &ice.public_ips);
+        // Its silence counts from now: gathering candidates took a while.
+        heard.store(since_start_ms(), Ordering::Relaxed);
         let (viewer_id, g) = (id.clone(), gone.clone());
         watch_connection(&webrtc, move |reason| {
             tracing::info!(viewer = %viewer_id, %reason, "WHEP viewer gone");
@@ -409,15 +441,7 @@ impl WhepFanout {
         let Some(viewer) = self.viewers.lock().unwrap().remove(id) else {
             return false;
         };
-        if let Some(rtx) = &viewer.resender {
-            let (asked, resent) = (
-                rtx.property::<u32>("requests"),
-                rtx.property::<u32>("fulfilled-requests"),
-            );
-            tracing::debug!(viewer = %id, asked, resent, "WHEP viewer's NACKs");
-            metrics::counter!("whep_nacked_packets_total").increment(asked.into());
-            metrics::counter!("whep_resent_packets_total").increment(resent.into());
-        }
+        viewer.count_resends(id);
         for (tee_pad, _) in &viewer.branches {
             if let Some(peer) = tee_pad.peer() {
                 let _ = tee_pad.unlink(&peer);
@@ -447,7 +471,23 @@ impl Drop for WhepFanout {
         // The broadcast is over, and so is every viewer's session.
         let viewers = std::mem::take(&mut *self.viewers.lock().unwrap());
         for (id, viewer) in viewers {
+            viewer.count_resends(&id);
             (viewer.gone)(id);
+        }
+    }
+}
+
+impl Viewer {
+    /// Adds what the viewer's NACKs asked for, and what was resent, to the metrics.
+    fn count_resends(&self, id: &str) {
+        if let Some(rtx) = &self.resender {
+            let (asked, resent) = (
+                rtx.property::<u32>("requests"),
+                rtx.property::<u32>("fulfilled-requests"),
+            );
+            tracing::debug!(viewer = %id, asked, resent, "WHEP viewer's NACKs");
+            metrics::counter!("whep_nacked_packets_total").increment(asked.into());
+            metrics::counter!("whep_resent_packets_total").increment(resent.into());
         }
     }
 }
@@ -475,13 +515,6 @@ fn drop_silent_viewers(fanout: Weak<WhepFanout>) {
             tracing::info!(viewer = %id, "WHEP viewer gone: nothing heard from it for {} s", PEER_SILENCE.as_secs());
             gone(id);
         }
-    }
-}
-
-fn raw_index(codec: RawCodec) -> usize {
-    match codec {
-        RawCodec::Opus => 0,
-        RawCodec::Vp8 => 1,
     }
 }
 

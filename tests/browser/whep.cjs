@@ -12,7 +12,7 @@ const { chromium } = require("playwright-core");
 const [whepUrl, seconds = "6", token = "", mode = ""] = process.argv.slice(2);
 const vanish = mode === "vanish";
 if (!whepUrl) {
-  console.error("usage: node whep.cjs WHEP_URL [SECONDS] [TOKEN]");
+  console.error("usage: node whep.cjs WHEP_URL [SECONDS] [TOKEN] [vanish]");
   process.exit(2);
 }
 const browser = await chromium.launch({

@@ -139,7 +139,7 @@ async fn connection(
                             "this connection is already publishing".to_string(),
                         ))
                     } else {
-                        match hub.publish(&key).await {
+                        match hub.publish(&key, &[]).await {
                             Ok(p) => {
                                 tracing::info!(live_stream = %p.live_stream_id, tenant = %p.tenant_id, %peer, "publishing");
                                 publisher = Some(p);
