@@ -118,7 +118,8 @@ pub(super) async fn run(
         }
     }
     deps.taps.lock().unwrap().remove(&stream.id);
-    drop(tap);
+    // Its WHEP fan-out (if viewers came) stops with it: pipelines block while they stop.
+    tokio::task::spawn_blocking(move || drop(tap));
     finalize(&deps, &stream, &prefix, &mut packager, &uploader).await;
     uploader.flush().await;
     tracing::info!("broadcast finished");
