@@ -6,11 +6,13 @@
 mod common;
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestServer;
 use common::media::{browser_play, eventually, gstreamer_publish};
 use ferrocast::pipeline::webrtc::RawCodec;
+use ferrocast::pipeline::whep::WhepFanout;
 use serde_json::{Value, json};
 
 /// Runs a script of tests/browser with `args`; resolves to its JSON report.
@@ -49,6 +51,37 @@ fn whip_publish(url: &str, seconds: u32, codec: &str) -> tokio::task::JoinHandle
         "whip.cjs",
         vec![url.to_string(), seconds.to_string(), codec.to_string()],
     )
+}
+
+/// Runs tests/browser/whep.cjs in the background: a Chromium viewer of `playback_id` for
+/// `seconds`, then `extra` arguments (token, mode); resolves to its JSON report.
+fn whep_watch(
+    server: &TestServer,
+    playback_id: &str,
+    seconds: u32,
+    extra: &[&str],
+) -> tokio::task::JoinHandle<Value> {
+    let mut args = vec![
+        server.url(&format!("/whep/{playback_id}")),
+        seconds.to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    browser_script("whep.cjs", args)
+}
+
+/// Waits until a WHEP viewer has joined live stream `id`; returns the fan-out serving it.
+async fn joined_fanout(server: &TestServer, id: &str) -> Arc<WhepFanout> {
+    eventually("the viewer to join", Duration::from_secs(30), || async {
+        (!server.state.whep.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    server
+        .state
+        .live
+        .tap(id)
+        .unwrap()
+        .current_fanout()
+        .expect("the viewer's fan-out")
 }
 
 /// A whep.cjs report's frames decoded, one reading per second.
@@ -341,18 +374,8 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
         ],
     );
     until_active(&server, &key, &id, has_video).await;
-    let viewer = browser_script("whep.cjs", vec![whep.clone(), "6".into(), token.clone()]);
-    eventually("the viewer to join", Duration::from_secs(30), || async {
-        (!server.state.whep.lock().unwrap().is_empty()).then_some(())
-    })
-    .await;
-    let fanout = server
-        .state
-        .live
-        .tap(&id)
-        .unwrap()
-        .current_fanout()
-        .expect("the viewer's fan-out");
+    let viewer = whep_watch(&server, &playback_id, 6, &[&token]);
+    let fanout = joined_fanout(&server, &id).await;
     assert!(
         fanout.copies(RawCodec::Opus) && fanout.video_codec() == "H264",
         "the publisher's Opus and H.264 reach WHEP viewers as they are"
@@ -404,12 +427,7 @@ async fn a_whep_viewer_watches_an_rtmp_broadcast_with_its_aac_made_opus() {
     // GStreamer's RTMP client: x264 without B-frames, which WebRTC players cannot take.
     let _publisher = gstreamer_publish(&format!("{}/{stream_key}", server.rtmp_url), 16);
     until_active(&server, &key, &id, has_video).await;
-    let viewer = browser_script(
-        "whep.cjs",
-        vec![server.url(&format!("/whep/{playback_id}")), "5".into()],
-    )
-    .await
-    .unwrap();
+    let viewer = whep_watch(&server, &playback_id, 5, &[]).await.unwrap();
     eprintln!("WHEP viewer of an RTMP broadcast: {viewer}");
     assert_eq!(viewer["status"], 201, "{viewer}");
     assert_eq!(viewer["codec"], "video/H264", "{viewer}");
@@ -443,21 +461,8 @@ async fn a_whep_viewer_of_a_vp8_whip_broadcast_gets_its_vp8_and_opus_as_they_cam
         live_stream(&server, &key, json!({"ladder": "passthrough"})).await;
     let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 16, "VP8");
     until_active(&server, &key, &id, has_video).await;
-    let viewer = browser_script(
-        "whep.cjs",
-        vec![server.url(&format!("/whep/{playback_id}")), "5".into()],
-    );
-    eventually("the viewer to join", Duration::from_secs(30), || async {
-        (!server.state.whep.lock().unwrap().is_empty()).then_some(())
-    })
-    .await;
-    let fanout = server
-        .state
-        .live
-        .tap(&id)
-        .unwrap()
-        .current_fanout()
-        .expect("the viewer's fan-out");
+    let viewer = whep_watch(&server, &playback_id, 5, &[]);
+    let fanout = joined_fanout(&server, &id).await;
     assert!(
         fanout.copies(RawCodec::Vp8) && fanout.copies(RawCodec::Opus),
         "the publisher's VP8 and Opus reach WHEP viewers as they are"
@@ -540,12 +545,7 @@ async fn lost_video_packets_from_a_whip_publisher_are_asked_for_and_resent() {
         ],
     );
     until_active(&server, &key, &id, has_video).await;
-    let viewer = browser_script(
-        "whep.cjs",
-        vec![server.url(&format!("/whep/{playback_id}")), "6".into()],
-    )
-    .await
-    .unwrap();
+    let viewer = whep_watch(&server, &playback_id, 6, &[]).await.unwrap();
     let report = publisher.await.unwrap();
     eprintln!("WHEP viewer: {viewer}\nWHIP publisher: {report}");
 
@@ -599,17 +599,9 @@ async fn a_whep_viewer_that_vanishes_without_delete_is_dropped() {
     let publisher = whip_publish(&server.url(&format!("/whip/{stream_key}")), 25, "H264");
     until_active(&server, &key, &id, has_video).await;
     // The browser is killed after 4 s: no DELETE, no DTLS close, no RTCP BYE.
-    let viewer = browser_script(
-        "whep.cjs",
-        vec![
-            server.url(&format!("/whep/{playback_id}")),
-            "4".into(),
-            String::new(),
-            "vanish".into(),
-        ],
-    )
-    .await
-    .unwrap();
+    let viewer = whep_watch(&server, &playback_id, 4, &["", "vanish"])
+        .await
+        .unwrap();
     assert_eq!(viewer["connected"], true, "{viewer}");
     assert_eq!(server.state.whep.lock().unwrap().len(), 1, "still counted");
     let gone = std::time::Instant::now();
@@ -659,12 +651,7 @@ async fn a_whep_viewer_joining_mid_stream_gets_a_keyframe_from_the_whip_publishe
     until_active(&server, &key, &id, has_video).await;
     // Well past the publisher's first keyframe.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let viewer = browser_script(
-        "whep.cjs",
-        vec![server.url(&format!("/whep/{playback_id}")), "5".into()],
-    )
-    .await
-    .unwrap();
+    let viewer = whep_watch(&server, &playback_id, 5, &[]).await.unwrap();
     let report = publisher.await.unwrap();
     eprintln!("WHEP viewer: {viewer}\nWHIP publisher: {report}");
     assert_eq!(viewer["status"], 201, "{viewer}");

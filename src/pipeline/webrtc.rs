@@ -241,11 +241,9 @@ impl WhipSession {
                         if tag.kind == 8 || tag.kind == 9 {
                             // Video only: flvmux stamps an audio tag with the last video
                             // tag's time, not its own.
-                            let mut offset = clock.lock().unwrap();
-                            if let (None, Some(ms), 9) = (*offset, running_ms, tag.kind) {
-                                *offset = Some(i64::from(tag.timestamp_ms) - ms);
+                            if let (Some(ms), 9) = (running_ms, tag.kind) {
+                                let _ = clock.set(i64::from(tag.timestamp_ms) - ms);
                             }
-                            drop(offset);
                             tx.blocking_send(WhipEvent::Tag(tag))
                                 .map_err(|_| gst::FlowError::Flushing)?;
                         }
@@ -746,7 +744,7 @@ fn link_video(
 
 /// Milliseconds to add to a running time of a WHIP pipeline to get the FLV timestamp of the
 /// same instant; known once flvmux has put out its first media tag.
-type FlvClock = Arc<Mutex<Option<i64>>>;
+type FlvClock = Arc<std::sync::OnceLock<i64>>;
 
 /// How often an H.264 publisher is asked for a keyframe, until the session stops.
 struct KeyframeSchedule {
@@ -770,7 +768,7 @@ impl RawOut {
             .static_pad("src")
             .unwrap()
             .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-                let Some(offset) = *clock.lock().unwrap() else {
+                let Some(&offset) = clock.get() else {
                     return gst::PadProbeReturn::Ok;
                 };
                 let Some(buf) = info.buffer() else {
