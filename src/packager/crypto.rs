@@ -32,20 +32,14 @@ pub fn iv_hex(iv: &[u8; 16]) -> String {
 /// Encrypts a segment in its own buffer, which grows by the padding (PKCS#7 adds 1 to 16
 /// bytes): without a new allocation when the buffer has that room, as segments from
 /// `TsSegmenter` usually do.
-pub fn encrypt_segment(key: &Key128, iv: &[u8; 16], mut buf: Vec<u8>) -> Vec<u8> {
+pub fn encrypt_segment(key: &Key128, iv: &[u8; 16], buf: &mut Vec<u8>) {
     let len = buf.len();
     buf.resize(len + 16 - len % 16, 0);
     let encrypted = Encryptor::new(key.into(), iv.into())
-        .encrypt_padded_mut::<Pkcs7>(&mut buf, len)
+        .encrypt_padded_mut::<Pkcs7>(buf, len)
         .expect("the buffer has room for the padding")
         .len();
     buf.truncate(encrypted);
-    // A buffer with much more room than the segment (a small rendition's first segment, or
-    // one that doubled while growing) would carry its slack through the upload queue.
-    if buf.capacity() > encrypted + encrypted / 4 {
-        buf.shrink_to_fit();
-    }
-    buf
 }
 
 /// Decrypts a segment; fails on a wrong key or damaged padding.
@@ -79,11 +73,13 @@ mod tests {
         for len in [0usize, 1, 15, 16, 17, 188 * 7, 100_000] {
             let plain: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
             let iv = iv_for_sequence(len as u64);
-            let c = encrypt_segment(&key, &iv, plain.to_vec());
+            let mut c = plain.clone();
+            encrypt_segment(&key, &iv, &mut c);
             assert_eq!(c.len(), (len / 16 + 1) * 16, "PKCS#7 always pads");
             assert_eq!(decrypt_segment(&key, &iv, &c).unwrap(), plain);
         }
-        let c = encrypt_segment(&key, &iv_for_sequence(1), b"hello".to_vec());
+        let mut c = b"hello".to_vec();
+        encrypt_segment(&key, &iv_for_sequence(1), &mut c);
         let mut wrong = key;
         wrong[0] ^= 1;
         assert!(
@@ -119,7 +115,8 @@ mod tests {
             assert!(out.status.success());
             out.stdout
         };
-        let ours = encrypt_segment(&key, &iv, plain.to_vec());
+        let mut ours = plain.clone();
+        encrypt_segment(&key, &iv, &mut ours);
         assert_eq!(openssl("-d", &ours), plain);
         let theirs = openssl("-e", &plain);
         assert_eq!(theirs, ours);

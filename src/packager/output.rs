@@ -155,8 +155,10 @@ impl HlsOutput {
             .get(&segment.rendition)
             .filter(|o| o.codecs.is_none())
             .and_then(|_| avc_codec_from_annexb(&segment.bytes));
-        // The segment's own buffer (no copy when nothing else holds it) is encrypted in place.
-        let encrypted = Bytes::from(encrypt_segment(&key, &iv, Vec::from(segment.bytes)));
+        // The segment's own buffer is encrypted in place, and shared with the upload as it is.
+        let mut bytes = segment.bytes;
+        encrypt_segment(&key, &iv, bytes.vec_mut());
+        let encrypted = bytes.into_bytes();
         let name = segment.rendition.clone();
         uploader
             .put(

@@ -6,8 +6,6 @@
 //! arrives, then a `Segment` at every keyframe at least one segment duration after the last
 //! cut, and on `finish` the last segment.
 
-use bytes::Bytes;
-
 use super::segmenter::TsSegmenter;
 use super::tsmux::{self, AacConfig, AvcConfig, TsMuxer};
 use super::{PipelineEvent, RenditionOut, SOURCE_RENDITION, Segment, SourceSummary};
@@ -213,7 +211,7 @@ fn segment(seg: super::segmenter::TsSegment) -> PipelineEvent {
     PipelineEvent::Segment(Segment {
         rendition: SOURCE_RENDITION.into(),
         duration_s: seg.duration_s,
-        bytes: Bytes::from(seg.bytes),
+        bytes: seg.bytes,
     })
 }
 
@@ -222,6 +220,7 @@ mod tests {
     use super::*;
     use crate::ingest::flv::{Reader, header, tag};
     use crate::pipeline::tsmux::tests::hex;
+    use bytes::Bytes;
 
     /// Feeds every tag of an FLV byte stream, as the session hands them over.
     fn feed(m: &mut Muxing, flv: &[u8], events: &mut Vec<PipelineEvent>) -> Result<(), String> {

@@ -108,7 +108,7 @@ impl LadderSpec {
 pub struct Segment {
     pub rendition: String,
     pub duration_s: f64,
-    pub bytes: bytes::Bytes,
+    pub bytes: super::SegmentBuf,
 }
 
 #[derive(Clone, Debug)]
@@ -724,7 +724,7 @@ fn make_output(
             sh.segments.lock().unwrap().push_back(Segment {
                 rendition: name.clone(),
                 duration_s: seg.duration_s,
-                bytes: bytes::Bytes::from(seg.bytes),
+                bytes: seg.bytes,
             });
             if let Some(p) = pw.upgrade() {
                 let _ = p.post_message(

@@ -8,6 +8,7 @@
 
 mod copy;
 mod ladder;
+mod pool;
 pub mod preset;
 mod segmenter;
 mod tsmux;
@@ -22,6 +23,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::ingest::flv::{self, TagKind};
+pub use pool::SegmentBuf;
 use preset::Preset;
 
 /// Name of the rendition that copies the source without re-encoding.
@@ -63,7 +65,7 @@ pub struct SourceSummary {
 pub struct Segment {
     pub rendition: String,
     pub duration_s: f64,
-    pub bytes: Bytes,
+    pub bytes: SegmentBuf,
 }
 
 #[derive(Debug)]

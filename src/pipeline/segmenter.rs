@@ -10,6 +10,8 @@
 //! kept and written at the start of every segment that would not begin with them: each
 //! segment decodes on its own.
 
+use super::pool::SegmentBuf;
+
 pub const TS_PACKET: usize = 188;
 const PAT_PID: u16 = 0;
 
@@ -49,7 +51,7 @@ fn pmt_pid_from_pat(p: &[u8]) -> Option<u16> {
 /// A finished segment.
 #[derive(Debug, PartialEq)]
 pub struct TsSegment {
-    pub bytes: Vec<u8>,
+    pub bytes: SegmentBuf,
     pub duration_s: f64,
 }
 
@@ -57,7 +59,7 @@ pub struct TsSegment {
 pub struct TsSegmenter {
     target_ns: u64,
     frame_ns: u64,
-    cur: Vec<u8>,
+    cur: SegmentBuf,
     /// Running time of the keyframe that opened `cur` (None until the first keyframe).
     start: Option<u64>,
     /// Latest running time seen, for the duration of the last segment.
@@ -79,7 +81,7 @@ impl TsSegmenter {
         Self {
             target_ns,
             frame_ns,
-            cur: Vec::with_capacity(1 << 20),
+            cur: SegmentBuf::with_capacity(1 << 20),
             start: None,
             last_pts: None,
             pat: None,
@@ -107,11 +109,12 @@ impl TsSegmenter {
             joined = j;
             data = &joined;
         }
+        let cur = self.cur.vec_mut();
         let mut chunks = data.chunks_exact(TS_PACKET);
         for p in &mut chunks {
             if p[0] != 0x47 {
                 // Not aligned: keep the bytes (the muxer never does this).
-                self.cur.extend_from_slice(p);
+                cur.extend_from_slice(p);
                 continue;
             }
             let id = pid(p);
@@ -127,11 +130,11 @@ impl TsSegmenter {
                 if id != PAT_PID
                     && let (Some(pat), Some(pmt)) = (self.pat, self.pmt)
                 {
-                    self.cur.extend_from_slice(&pat);
-                    self.cur.extend_from_slice(&pmt);
+                    cur.extend_from_slice(&pat);
+                    cur.extend_from_slice(&pmt);
                 }
             }
-            self.cur.extend_from_slice(p);
+            cur.extend_from_slice(p);
         }
         self.partial.extend_from_slice(chunks.remainder());
         if let Some(pts) = pts_ns {
@@ -154,11 +157,11 @@ impl TsSegmenter {
     }
 
     fn cut(&mut self, duration_ns: u64) -> TsSegment {
-        // The next segment's buffer is sized after this one, with room to spare, so that it
-        // rarely grows; this one keeps its slack (no shrinking copy), which usually leaves
-        // the packager room to pad and encrypt it in place.
+        // The next segment's buffer (a reused one, see `pool`) has room for this one's size
+        // and more, so that it rarely grows; this one keeps its slack (no shrinking copy),
+        // which usually leaves the packager room to pad and encrypt it in place.
         let next = self.cur.len() + self.cur.len() / 8 + 4 * TS_PACKET;
-        let bytes = std::mem::replace(&mut self.cur, Vec::with_capacity(next));
+        let bytes = std::mem::replace(&mut self.cur, SegmentBuf::with_capacity(next));
         self.need_tables = true;
         TsSegment {
             bytes,
@@ -171,7 +174,7 @@ impl TsSegmenter {
         let start = self.start.take()?;
         let end = self.last_pts.unwrap_or(start) + self.frame_ns;
         let seg = self.cut(end.saturating_sub(start));
-        self.cur.clear();
+        self.cur = SegmentBuf::default();
         Some(seg)
     }
 }

@@ -1527,7 +1527,7 @@ fn bus_loop(
                     let seg = Segment {
                         rendition: rend,
                         duration_s: rt.saturating_sub(start) as f64 / 1e9,
-                        bytes: bytes::Bytes::from(bytes),
+                        bytes: bytes.into(),
                     };
                     last_activity = Instant::now();
                     tx.send(VodEvent::Segment(seg))?;
