@@ -67,6 +67,10 @@ impl Db {
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10));
         if backend == Backend::Sqlite {
+            // A SQLite connection is a file handle in this process: it cannot go stale the way
+            // a network connection can, so the pool's ping before each query (a round trip to
+            // the connection's thread, as costly as the query) is skipped.
+            options = options.test_before_acquire(false);
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
