@@ -174,9 +174,11 @@ async fn publish(
         })?;
     let ice = IceSettings::from_config(&state.config.webrtc);
     let (events_tx, mut events) = mpsc::channel(256);
-    let started = tokio::task::spawn_blocking(move || WhipSession::start(&offer, &ice, events_tx))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let copying = publisher.copying();
+    let started =
+        tokio::task::spawn_blocking(move || WhipSession::start(&offer, &ice, events_tx, copying))
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
     let (session, answer) = match started {
         Ok(s) => s,
         Err(e) => {
@@ -197,6 +199,7 @@ async fn publish(
         let mut wait = FIRST_MEDIA;
         let mut deadline = tokio::time::Instant::now() + wait;
         let mut keyframes = publisher.keyframe_requests();
+        let mut ended = session.ended();
         let reason = loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -217,9 +220,11 @@ async fn publish(
                             break e;
                         }
                     }
-                    Some(WhipEvent::Ended(reason)) => break reason,
                     None => break "the session stopped".to_string(),
                 },
+                Ok(()) = ended.changed() => {
+                    break ended.borrow().clone().unwrap_or_else(|| "the session ended".into());
+                }
                 _ = tokio::time::sleep_until(deadline) => {
                     break format!("no media for {} s", wait.as_secs());
                 }

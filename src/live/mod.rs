@@ -5,6 +5,7 @@
 mod session;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -51,6 +52,8 @@ pub struct Publisher {
     stop: watch::Receiver<Option<String>>,
     /// Counts the broadcast's requests for a keyframe (a WebRTC viewer needs one).
     keyframes: watch::Receiver<u64>,
+    /// Whether the broadcast copies what the publisher sends of its own (`IngestMessage::Raw`).
+    copying: Arc<AtomicBool>,
 }
 
 impl Publisher {
@@ -72,6 +75,12 @@ impl Publisher {
     /// it can. Publishers that cannot be asked (RTMP) never look.
     pub fn keyframe_requests(&self) -> watch::Receiver<u64> {
         self.keyframes.clone()
+    }
+
+    /// True while the broadcast wants `IngestMessage::Raw` (a WHEP viewer's fan-out copies
+    /// the publisher's own media); until then, sending it is wasted.
+    pub fn copying(&self) -> Arc<AtomicBool> {
+        self.copying.clone()
     }
 
     /// Resolves when the broadcast asks the publisher to go (stream deleted, key reset, error).
@@ -102,6 +111,9 @@ pub struct Tap {
     /// What the current publisher sends of its own besides the FLV tags (a WebRTC
     /// publisher's Opus, and VP8): what the fan-out copies.
     supplied: Mutex<Vec<RawCodec>>,
+    /// Whether a fan-out copies what the publisher sends of its own: until one does, the
+    /// publisher keeps it to itself (about 80 messages a second of a WebRTC publisher).
+    copying: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Tap {
@@ -187,6 +199,7 @@ impl Tap {
         let stale = {
             let mut slot = self.fanout.lock().unwrap();
             if slot.as_ref().is_some_and(|f| !f.copies_exactly(codecs)) {
+                self.copying.store(false, Ordering::Relaxed);
                 slot.take()
             } else {
                 None
@@ -220,6 +233,7 @@ impl Tap {
         let keyframes = self.keyframes.clone();
         let copied = self.supplied.lock().unwrap().clone();
         let fanout = WhepFanout::start(&preamble, &copied, move || keyframes.request())?;
+        self.copying.store(!copied.is_empty(), Ordering::Relaxed);
         *slot = Some(fanout.clone());
         Ok(fanout)
     }
@@ -314,6 +328,7 @@ impl LiveHub {
                 media: media_tx.clone(),
                 stop: stop_rx.clone(),
                 keyframes: tap.keyframes.count.subscribe(),
+                copying: tap.copying.clone(),
             }
         };
         let already = Refusal {

@@ -16,7 +16,7 @@
 //! `webrtc.keyframe_interval_s`, and any publisher whenever a WHEP viewer needs a keyframe.
 //! The session ends when the peer connection fails or closes, or the caller stops it.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use gstreamer as gst;
 use gstreamer_app as gst_app;
 use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::ingest::flv;
 use crate::ingest::sdp::Offer;
@@ -37,8 +37,6 @@ pub enum WhipEvent {
     Tag(flv::Tag),
     /// Media as the publisher sent it, besides (for WHEP viewers).
     Raw(RawFrame),
-    /// The session is over (peer gone, failure), with the reason.
-    Ended(String),
 }
 
 /// What a WebRTC publisher sends that WHEP viewers can take as it is.
@@ -112,6 +110,8 @@ impl IceSettings {
 pub struct WhipSession {
     pipeline: gst::Pipeline,
     stopped: Arc<Mutex<bool>>,
+    /// Why the session is over (peer gone, failure), once it is.
+    ended: Arc<watch::Sender<Option<String>>>,
     /// Where keyframe requests go in: the end of the video chain, once the track is linked.
     video_out: KeyframeTarget,
 }
@@ -145,12 +145,14 @@ pub(super) fn chain(
 
 impl WhipSession {
     /// Starts a session for `offer` (already narrowed by [`crate::ingest::sdp::prepare_offer`]);
-    /// returns it and the SDP answer with its ICE candidates. Blocks for up to a few seconds
-    /// (candidate gathering): call it off the async runtime.
+    /// returns it and the SDP answer with its ICE candidates. Media goes to `events`: FLV tags
+    /// always, the depayloaded Opus and VP8 while `copy_wanted` is set. Blocks for up to a few
+    /// seconds (candidate gathering): call it off the async runtime.
     pub fn start(
         offer: &Offer,
         ice: &IceSettings,
         events: mpsc::Sender<WhipEvent>,
+        copy_wanted: Arc<AtomicBool>,
     ) -> anyhow::Result<(Self, String)> {
         gst::init()?;
         let pipeline = gst::Pipeline::with_name("whip");
@@ -201,13 +203,15 @@ impl WhipSession {
         };
 
         let stopped = Arc::new(Mutex::new(false));
+        // The end is told apart from the media: a full event queue cannot lose it.
+        let ended = Arc::new(watch::Sender::new(None));
         let end = {
-            let (events, stopped) = (events.clone(), stopped.clone());
+            let (ended, stopped) = (ended.clone(), stopped.clone());
             move |reason: String| {
                 let mut s = stopped.lock().unwrap();
                 if !*s {
                     *s = true;
-                    let _ = events.try_send(WhipEvent::Ended(reason));
+                    ended.send_replace(Some(reason));
                 }
             }
         };
@@ -269,6 +273,7 @@ impl WhipSession {
         let raw_out = RawOut {
             events: events.clone(),
             clock: flv_clock,
+            wanted: copy_wanted,
         };
         webrtc.connect_pad_added(move |_, pad| {
             let Some(pipeline) = pw.upgrade() else { return };
@@ -326,11 +331,17 @@ impl WhipSession {
         let session = WhipSession {
             pipeline,
             stopped,
+            ended,
             video_out,
         };
         let answer =
             crate::ingest::sdp::with_public_ips(&negotiate(&webrtc, &offer.sdp)?, &ice.public_ips);
         Ok((session, answer))
+    }
+
+    /// Changes once, to why the session is over (peer gone, failure).
+    pub fn ended(&self) -> watch::Receiver<Option<String>> {
+        self.ended.subscribe()
     }
 
     /// Asks the publisher for a keyframe now (RTCP PLI).
@@ -756,6 +767,8 @@ struct KeyframeSchedule {
 struct RawOut {
     events: mpsc::Sender<WhipEvent>,
     clock: FlvClock,
+    /// Whether anyone takes the frames now (a WHEP fan-out copies them).
+    wanted: Arc<AtomicBool>,
 }
 
 impl RawOut {
@@ -763,12 +776,12 @@ impl RawOut {
     /// is known, waiting (as the FLV tags do) when the caller is behind: a VP8 frame lost
     /// here would break the picture until the next keyframe.
     fn tap(&self, depay: &gst::Element, codec: RawCodec) {
-        let (tx, clock) = (self.events.clone(), self.clock.clone());
+        let (tx, clock, wanted) = (self.events.clone(), self.clock.clone(), self.wanted.clone());
         depay
             .static_pad("src")
             .unwrap()
             .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-                let Some(&offset) = clock.get() else {
+                let Some(&offset) = clock.get().filter(|_| wanted.load(Ordering::Relaxed)) else {
                     return gst::PadProbeReturn::Ok;
                 };
                 let Some(buf) = info.buffer() else {
