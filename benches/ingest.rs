@@ -4,13 +4,16 @@
 //! H.264/AAC file, 20 s) into
 //! - a release `ferrocast serve`, each stream with the `passthrough` ladder (the source copied
 //!   into AES-128 HLS, nothing re-encoded, recorded), and
-//! - nginx with Debian's `libnginx-mod-rtmp` (`hls on`, 2 s fragments, plain TS to disk;
-//!   config in `benches/nginx-rtmp.conf`), one process.
+//! - nginx with Debian's `libnginx-mod-rtmp` (`hls on`, 2 s fragments, TS to disk; config in
+//!   `benches/nginx-rtmp.conf`), one process: once as plain HLS, and once with `hls_keys on`
+//!   (every fragment AES-128, one key per broadcast), which is the work Ferrocast does.
 //!
-//! For each: the server's CPU time from the first publisher's start until every playlist is
-//! final, per publisher and media second; its resident memory above idle at the peak, per
-//! publisher; and whether every stream's playlist holds the whole broadcast. Runs alternate;
-//! medians of three. Its lines go into `benches/results.md`.
+//! For each: the server's CPU time (`perf stat -e task-clock`, all threads, in nanoseconds)
+//! from the first publisher's start until every playlist is final, per publisher and media
+//! second; its resident memory above idle at the peak, per publisher; and whether every
+//! stream's playlist holds the whole broadcast. Runs alternate; medians of five (one
+//! publisher's CPU moves by ±10 % from run to run on a shared 2-core machine). Its lines go
+//! into `benches/results.md`.
 
 mod common;
 use common::*;
@@ -20,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MEDIA_SECONDS: u32 = 20;
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 const PUBLISHERS: [usize; 3] = [1, 10, 50];
 
 struct Outcome {
@@ -37,34 +40,34 @@ fn main() {
     std::fs::create_dir_all(&work).unwrap();
     let input = make_input(&work, 720, MEDIA_SECONDS);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut results: Vec<(Vec<Outcome>, Vec<Outcome>)> = PUBLISHERS
-        .iter()
-        .map(|_| (Vec::new(), Vec::new()))
-        .collect();
+    // Per publisher count: Ferrocast, nginx-rtmp plain, nginx-rtmp encrypting.
+    let mut results: Vec<[Vec<Outcome>; 3]> =
+        PUBLISHERS.iter().map(|_| Default::default()).collect();
     for run in 1..=RUNS {
         for (i, &n) in PUBLISHERS.iter().enumerate() {
             eprintln!("run {run}/{RUNS}, {n} publishers: ferrocast");
-            results[i]
-                .0
-                .push(rt.block_on(ferrocast_run(&work, &input, n)));
+            results[i][0].push(rt.block_on(ferrocast_run(&work, &input, n)));
             eprintln!("run {run}/{RUNS}, {n} publishers: nginx-rtmp");
-            results[i].1.push(nginx_run(&work, &input, n));
+            results[i][1].push(nginx_run(&work, &input, n, false));
+            eprintln!("run {run}/{RUNS}, {n} publishers: nginx-rtmp, hls_keys on");
+            results[i][2].push(nginx_run(&work, &input, n, true));
         }
     }
+    let m = |v: &[Outcome], get: fn(&Outcome) -> f64| {
+        median(&mut v.iter().map(get).collect::<Vec<_>>())
+    };
+    let complete = |v: &[Outcome]| v.iter().map(|o| o.complete).min().unwrap_or(0);
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
     let mut rows = Vec::new();
     for (i, &n) in PUBLISHERS.iter().enumerate() {
-        let (f, p) = &results[i];
-        let m = |v: &[Outcome], get: fn(&Outcome) -> f64| {
-            median(&mut v.iter().map(get).collect::<Vec<_>>())
-        };
+        let [f, p, _] = &results[i];
         let (fc, pc) = (m(f, |o| o.cpu), m(p, |o| o.cpu));
         let (fr, pr) = (m(f, |o| o.rss), m(p, |o| o.rss));
-        let complete = |v: &[Outcome]| v.iter().map(|o| o.complete).min().unwrap_or(0);
         rows.push(row(
             &format!(
                 "Passthrough ingest, {n} RTMP publisher{}: CPU per publisher (% of a core); \
                  memory per publisher; playlists complete",
-                if n == 1 { "" } else { "s" }
+                plural(n)
             ),
             format!("{:.2} %; {fr:.1} MiB; {}/{n}", fc * 100.0, complete(f)),
             format!(
@@ -73,6 +76,25 @@ fn main() {
                 complete(p)
             ),
             ratio(fc, pc),
+            "≤ 1.0× CPU; all complete",
+        ));
+    }
+    for (i, &n) in PUBLISHERS.iter().enumerate() {
+        let [f, _, k] = &results[i];
+        let (fc, kc) = (m(f, |o| o.cpu), m(k, |o| o.cpu));
+        rows.push(row(
+            &format!(
+                "Passthrough ingest, the same work (every segment AES-128): {n} RTMP \
+                 publisher{}: CPU per publisher (% of a core); playlists complete",
+                plural(n)
+            ),
+            format!("{:.2} %; {}/{n}", fc * 100.0, complete(f)),
+            format!(
+                "nginx-rtmp `hls_keys on` {:.2} %; {}/{n}",
+                kc * 100.0,
+                complete(k)
+            ),
+            ratio(fc, kc),
             "≤ 1.0× CPU; all complete",
         ));
     }
@@ -148,7 +170,7 @@ async fn ferrocast_run(work: &Path, input: &Path, n: usize) -> Outcome {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = server.id();
     let idle_rss = process_rss_mib(pid);
-    let cpu_before = process_cpu(pid);
+    let meter = CpuMeter::start(pid);
     let children = publishers(input, &urls);
     let peak = tokio::task::spawn_blocking(move || wait_sampling(pid, children))
         .await
@@ -170,7 +192,7 @@ async fn ferrocast_run(work: &Path, input: &Path, n: usize) -> Outcome {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let cpu = process_cpu(pid) - cpu_before;
+    let cpu = meter.stop();
     let _ = server.kill();
     let _ = server.wait();
     Outcome {
@@ -199,17 +221,29 @@ async fn media_playlist(client: &reqwest::Client, master_url: &str) -> String {
     get(format!("{base}{uri}")).await
 }
 
-fn nginx_run(work: &Path, input: &Path, n: usize) -> Outcome {
+/// One nginx-rtmp run; `encrypted`: every fragment AES-128 (`hls_keys on`).
+fn nginx_run(work: &Path, input: &Path, n: usize, encrypted: bool) -> Outcome {
     let dir = tempfile::tempdir_in(work).unwrap();
     let port = free_port();
     let hls = dir.path().join("hls");
+    let keys = dir.path().join("keys");
     std::fs::create_dir_all(&hls).unwrap();
+    std::fs::create_dir_all(&keys).unwrap();
+    let keys_config = if encrypted {
+        format!(
+            "hls_keys on; hls_key_path {}; hls_fragments_per_key 0;",
+            keys.display()
+        )
+    } else {
+        String::new()
+    };
     let conf = peer_config(
         "nginx-rtmp.conf",
         dir.path(),
         &[
             ("DIR", dir.path().display().to_string()),
             ("PORT", port.to_string()),
+            ("KEYS", keys_config),
         ],
     );
     let nginx = spawn_nginx(dir.path(), &conf, port);
@@ -219,15 +253,16 @@ fn nginx_run(work: &Path, input: &Path, n: usize) -> Outcome {
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = process_rss_mib(pid);
-    let cpu_before = process_cpu(pid);
+    let meter = CpuMeter::start(pid);
     let peak = wait_sampling(pid, publishers(input, &urls));
     // nginx-rtmp closes the last fragment when the publisher goes; give it a moment.
     std::thread::sleep(Duration::from_millis(500));
-    let cpu = process_cpu(pid) - cpu_before;
+    let cpu = meter.stop();
     let complete = (0..n)
         .filter(|i| {
             let path: PathBuf = hls.join(format!("s{i}.m3u8"));
-            std::fs::read_to_string(path).is_ok_and(|t| is_whole(&t))
+            std::fs::read_to_string(path)
+                .is_ok_and(|t| is_whole(&t) && t.contains("METHOD=AES-128") == encrypted)
         })
         .count();
     stop_nginx(nginx);
