@@ -77,8 +77,8 @@ impl Publisher {
         self.keyframes.clone()
     }
 
-    /// True while the broadcast wants `IngestMessage::Raw` (a WHEP viewer's fan-out copies
-    /// the publisher's own media); until then, sending it is wasted.
+    /// True once the broadcast wants `IngestMessage::Raw` (the first WHEP viewer started a
+    /// fan-out that copies the publisher's own media); before, sending it is wasted.
     pub fn copying(&self) -> Arc<AtomicBool> {
         self.copying.clone()
     }
@@ -111,8 +111,9 @@ pub struct Tap {
     /// What the current publisher sends of its own besides the FLV tags (a WebRTC
     /// publisher's Opus, and VP8): what the fan-out copies.
     supplied: Mutex<Vec<RawCodec>>,
-    /// Whether a fan-out copies what the publisher sends of its own: until one does, the
-    /// publisher keeps it to itself (about 80 messages a second of a WebRTC publisher).
+    /// Whether a fan-out copies what the publisher sends of its own. Until the first WHEP
+    /// viewer starts one, the publisher keeps it to itself (about 80 messages a second of a
+    /// WebRTC publisher); the fan-out then lasts as long as the broadcast.
     copying: Arc<AtomicBool>,
 }
 

@@ -110,8 +110,9 @@ impl IceSettings {
 pub struct WhipSession {
     pipeline: gst::Pipeline,
     stopped: Arc<Mutex<bool>>,
-    /// Why the session is over (peer gone, failure), once it is.
-    ended: Arc<watch::Sender<Option<String>>>,
+    /// Why the session is over (peer gone, failure), once it is. Subscribed when the session
+    /// starts, so that its clones see an end that came before they were made.
+    ended: watch::Receiver<Option<String>>,
     /// Where keyframe requests go in: the end of the video chain, once the track is linked.
     video_out: KeyframeTarget,
 }
@@ -204,14 +205,14 @@ impl WhipSession {
 
         let stopped = Arc::new(Mutex::new(false));
         // The end is told apart from the media: a full event queue cannot lose it.
-        let ended = Arc::new(watch::Sender::new(None));
+        let (ended_tx, ended) = watch::channel(None);
         let end = {
-            let (ended, stopped) = (ended.clone(), stopped.clone());
+            let stopped = stopped.clone();
             move |reason: String| {
                 let mut s = stopped.lock().unwrap();
                 if !*s {
                     *s = true;
-                    ended.send_replace(Some(reason));
+                    ended_tx.send_replace(Some(reason));
                 }
             }
         };
@@ -341,7 +342,7 @@ impl WhipSession {
 
     /// Changes once, to why the session is over (peer gone, failure).
     pub fn ended(&self) -> watch::Receiver<Option<String>> {
-        self.ended.subscribe()
+        self.ended.clone()
     }
 
     /// Asks the publisher for a keyframe now (RTCP PLI).
