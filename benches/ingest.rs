@@ -10,7 +10,9 @@
 //!
 //! For each: the server's CPU time (`perf stat -e task-clock`, all threads, in nanoseconds)
 //! from the first publisher's start until every playlist is final, per publisher and media
-//! second; its resident memory above idle at the peak, per publisher; and whether every
+//! second (Ferrocast's also covers what nginx-rtmp does not do: the recording kept as an
+//! asset, each segment synced to disk, the broadcast's database rows, and the bench's own
+//! requests for the playlists until they end); its resident memory above idle at the peak, per publisher; and whether every
 //! stream's playlist holds the whole broadcast. Runs alternate; medians of five (one
 //! publisher's CPU moves by ±10 % from run to run on a shared 2-core machine). Its lines go
 //! into `benches/results.md`.
@@ -29,6 +31,7 @@ const PUBLISHERS: [usize; 3] = [1, 10, 50];
 struct Outcome {
     /// CPU-s per publisher per media-s (cores per publisher).
     cpu: f64,
+    counted: CpuSource,
     /// MiB per publisher.
     rss: f64,
     /// Streams whose playlist covers the whole broadcast.
@@ -58,6 +61,16 @@ fn main() {
     };
     let complete = |v: &[Outcome]| v.iter().map(|o| o.complete).min().unwrap_or(0);
     let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let all_by_perf = results
+        .iter()
+        .flatten()
+        .flatten()
+        .all(|o| o.counted == CpuSource::Perf);
+    let unit = if all_by_perf {
+        "% of a core, perf stat"
+    } else {
+        "% of a core, /proc ticks in some runs"
+    };
     let mut rows = Vec::new();
     for (i, &n) in PUBLISHERS.iter().enumerate() {
         let [f, p, _] = &results[i];
@@ -65,7 +78,7 @@ fn main() {
         let (fr, pr) = (m(f, |o| o.rss), m(p, |o| o.rss));
         rows.push(row(
             &format!(
-                "Passthrough ingest, {n} RTMP publisher{}: CPU per publisher (% of a core); \
+                "Passthrough ingest, {n} RTMP publisher{}: CPU per publisher ({unit}); \
                  memory per publisher; playlists complete",
                 plural(n)
             ),
@@ -84,8 +97,9 @@ fn main() {
         let (fc, kc) = (m(f, |o| o.cpu), m(k, |o| o.cpu));
         rows.push(row(
             &format!(
-                "Passthrough ingest, the same work (every segment AES-128): {n} RTMP \
-                 publisher{}: CPU per publisher (% of a core); playlists complete",
+                "Passthrough ingest, both encrypting every segment (AES-128, one key per \
+                 broadcast), {n} RTMP publisher{}: CPU per publisher ({unit}); playlists \
+                 complete",
                 plural(n)
             ),
             format!("{:.2} %; {}/{n}", fc * 100.0, complete(f)),
@@ -192,11 +206,12 @@ async fn ferrocast_run(work: &Path, input: &Path, n: usize) -> Outcome {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let cpu = meter.stop();
+    let (cpu, counted) = meter.stop();
     let _ = server.kill();
     let _ = server.wait();
     Outcome {
         cpu: cpu / n as f64 / f64::from(MEDIA_SECONDS),
+        counted,
         rss: (peak - idle_rss).max(0.0) / n as f64,
         complete,
     }
@@ -257,7 +272,7 @@ fn nginx_run(work: &Path, input: &Path, n: usize, encrypted: bool) -> Outcome {
     let peak = wait_sampling(pid, publishers(input, &urls));
     // nginx-rtmp closes the last fragment when the publisher goes; give it a moment.
     std::thread::sleep(Duration::from_millis(500));
-    let cpu = meter.stop();
+    let (cpu, counted) = meter.stop();
     let complete = (0..n)
         .filter(|i| {
             let path: PathBuf = hls.join(format!("s{i}.m3u8"));
@@ -268,6 +283,7 @@ fn nginx_run(work: &Path, input: &Path, n: usize, encrypted: bool) -> Outcome {
     stop_nginx(nginx);
     Outcome {
         cpu: cpu / n as f64 / f64::from(MEDIA_SECONDS),
+        counted,
         rss: (peak - idle_rss).max(0.0) / n as f64,
         complete,
     }

@@ -97,11 +97,19 @@ pub fn cpu_model() -> String {
 /// The CPU time a process uses from `start` to `stop`, all its threads (those that end in
 /// between too). `perf stat -e task-clock` counts it in nanoseconds; /proc counts it in
 /// clock ticks (10 ms), which is 5 % of one publisher's CPU over 20 s, so it is used only
-/// where perf cannot watch the process.
+/// where perf cannot watch the process (not root, and `kernel.perf_event_paranoid` above 1,
+/// as Debian sets it): [`CpuMeter::stop`] says which it was.
 pub struct CpuMeter {
     pid: u32,
     perf: Option<(Child, tempfile::TempPath)>,
     proc_before: f64,
+}
+
+/// How a CPU time was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuSource {
+    Perf,
+    ProcTicks,
 }
 
 impl CpuMeter {
@@ -111,12 +119,19 @@ impl CpuMeter {
             .args(["stat", "-x", ",", "-e", "task-clock", "-o"])
             .arg(&out)
             .args(["-p", &pid.to_string()])
+            .env("LC_ALL", "C") // a decimal point, not a comma, in the CSV
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .ok();
-        // perf counts from when it has attached: give it that moment.
-        std::thread::sleep(Duration::from_millis(300));
+        // perf writes its header once it has attached; counting starts then.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while perf.is_some()
+            && std::fs::metadata(&out).map_or(0, |m| m.len()) == 0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Self {
             pid,
             perf: perf.map(|p| (p, out)),
@@ -124,9 +139,12 @@ impl CpuMeter {
         }
     }
 
-    /// CPU seconds since `start`.
-    pub fn stop(self) -> f64 {
-        let by_proc = process_cpu(self.pid) - self.proc_before;
+    /// CPU seconds since `start`, and how they were counted.
+    pub fn stop(self) -> (f64, CpuSource) {
+        let by_proc = (
+            process_cpu(self.pid) - self.proc_before,
+            CpuSource::ProcTicks,
+        );
         let Some((mut perf, out)) = self.perf else {
             return by_proc;
         };
@@ -134,14 +152,16 @@ impl CpuMeter {
             .args(["-INT", &perf.id().to_string()])
             .status();
         let _ = perf.wait();
-        // CSV: "154.96,msec,task-clock,…"
+        // CSV: "154.96,msec,task-clock,…"; "task-clock:u" (user time only, what perf falls
+        // back to when it may not count the kernel's share) is not the whole CPU time.
         let text = std::fs::read_to_string(&out).unwrap_or_default();
         let msec = text
             .lines()
-            .find(|l| l.contains("task-clock"))
-            .and_then(|l| l.split(',').next()?.trim().parse::<f64>().ok());
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f.get(2) == Some(&"task-clock"))
+            .and_then(|f| f[0].trim().parse::<f64>().ok());
         match msec {
-            Some(ms) => ms / 1000.0,
+            Some(ms) => (ms / 1000.0, CpuSource::Perf),
             None => {
                 eprintln!("perf stat could not watch the process; CPU from /proc (10 ms ticks)");
                 by_proc
