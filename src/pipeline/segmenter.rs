@@ -10,7 +10,9 @@
 //! kept and written at the start of every segment that would not begin with them: each
 //! segment decodes on its own.
 
-use super::pool::SegmentBuf;
+use std::sync::Arc;
+
+use super::pool::{SegmentBuf, Spare};
 
 pub const TS_PACKET: usize = 188;
 const PAT_PID: u16 = 0;
@@ -59,6 +61,8 @@ pub struct TsSegment {
 pub struct TsSegmenter {
     target_ns: u64,
     frame_ns: u64,
+    /// The last segment's buffer, once its upload is done: the next one's.
+    spare: Arc<Spare>,
     cur: SegmentBuf,
     /// Running time of the keyframe that opened `cur` (None until the first keyframe).
     start: Option<u64>,
@@ -78,10 +82,12 @@ impl TsSegmenter {
     /// millisecond-rounded timestamps) after the segment's own first keyframe. `frame_ns` is one
     /// frame's duration, added to the last segment, which ends without a following keyframe.
     pub fn new(target_ns: u64, frame_ns: u64) -> Self {
+        let spare = Spare::new();
         Self {
             target_ns,
             frame_ns,
-            cur: SegmentBuf::with_capacity(1 << 20),
+            cur: SegmentBuf::with_capacity(&spare, 1 << 20),
+            spare,
             start: None,
             last_pts: None,
             pat: None,
@@ -157,11 +163,11 @@ impl TsSegmenter {
     }
 
     fn cut(&mut self, duration_ns: u64) -> TsSegment {
-        // The next segment's buffer (a reused one, see `pool`) has room for this one's size
+        // The next segment's buffer (the spare, see `pool`) has room for this one's size
         // and more, so that it rarely grows; this one keeps its slack (no shrinking copy),
         // which usually leaves the packager room to pad and encrypt it in place.
         let next = self.cur.len() + self.cur.len() / 8 + 4 * TS_PACKET;
-        let bytes = std::mem::replace(&mut self.cur, SegmentBuf::with_capacity(next));
+        let bytes = std::mem::replace(&mut self.cur, SegmentBuf::with_capacity(&self.spare, next));
         self.need_tables = true;
         TsSegment {
             bytes,
