@@ -6,16 +6,16 @@
 //!   into AES-128 HLS, nothing re-encoded, recorded), and
 //! - nginx with Debian's `libnginx-mod-rtmp` (`hls on`, 2 s fragments, TS to disk; config in
 //!   `benches/nginx-rtmp.conf`), one process: once as plain HLS, and once with `hls_keys on`
-//!   (every fragment AES-128, one key per broadcast), which is the work Ferrocast does.
+//!   (every fragment AES-128, one key per broadcast), which Ferrocast's output does too.
 //!
 //! For each: the server's CPU time (`perf stat -e task-clock`, all threads, in nanoseconds)
 //! from the first publisher's start until every playlist is final, per publisher and media
 //! second (Ferrocast's also covers what nginx-rtmp does not do: the recording kept as an
 //! asset, each segment synced to disk, the broadcast's database rows, and the bench's own
-//! requests for the playlists until they end); its resident memory above idle at the peak, per publisher; and whether every
-//! stream's playlist holds the whole broadcast. Runs alternate; medians of five (one
-//! publisher's CPU moves by ±10 % from run to run on a shared 2-core machine). Its lines go
-//! into `benches/results.md`.
+//! requests for the playlists until they end); its resident memory above idle at the peak,
+//! per publisher; and whether every stream's playlist holds the whole broadcast. Runs
+//! alternate; medians of five (one publisher's CPU moves by ±10 % from run to run on a shared
+//! 2-core machine). Its lines go into `benches/results.md`.
 
 mod common;
 use common::*;

@@ -159,15 +159,17 @@ impl TsSegmenter {
             return None;
         }
         self.start = Some(pts);
-        Some(self.cut(pts.saturating_sub(start)))
-    }
-
-    fn cut(&mut self, duration_ns: u64) -> TsSegment {
         // The next segment's buffer (the spare, see `pool`) has room for this one's size
         // and more, so that it rarely grows; this one keeps its slack (no shrinking copy),
         // which usually leaves the packager room to pad and encrypt it in place.
-        let next = self.cur.len() + self.cur.len() / 8 + 4 * TS_PACKET;
-        let bytes = std::mem::replace(&mut self.cur, SegmentBuf::with_capacity(&self.spare, next));
+        let room = self.cur.len() + self.cur.len() / 8 + 4 * TS_PACKET;
+        let next = SegmentBuf::with_capacity(&self.spare, room);
+        Some(self.cut(pts.saturating_sub(start), next))
+    }
+
+    /// Hands out the open segment; `next` is the one that opens now.
+    fn cut(&mut self, duration_ns: u64, next: SegmentBuf) -> TsSegment {
+        let bytes = std::mem::replace(&mut self.cur, next);
         self.need_tables = true;
         TsSegment {
             bytes,
@@ -179,9 +181,8 @@ impl TsSegmenter {
     pub fn finish(&mut self) -> Option<TsSegment> {
         let start = self.start.take()?;
         let end = self.last_pts.unwrap_or(start) + self.frame_ns;
-        let seg = self.cut(end.saturating_sub(start));
-        self.cur = SegmentBuf::default();
-        Some(seg)
+        // Nothing follows: no buffer for a next segment.
+        Some(self.cut(end.saturating_sub(start), SegmentBuf::default()))
     }
 }
 
