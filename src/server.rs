@@ -242,7 +242,8 @@ pub async fn serve(
             stop_rx.clone(),
         ))
     });
-    let workers = crate::vod::spawn_workers(&state, stop_rx.clone());
+    let workers =
+        crate::vod::spawn_workers(&state, crate::vod::WorkerHome::WithApi, stop_rx.clone());
     tokio::spawn(janitor(state.clone(), stop_rx.clone()));
     let app = api::router(state);
     let stopping = Arc::new(Notify::new());
@@ -305,7 +306,7 @@ async fn janitor(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) 
 /// Runs only the job workers (`ferrocast worker`), until `shutdown` resolves.
 pub async fn run_workers(state: AppState, shutdown: impl Future<Output = ()>) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let workers = crate::vod::spawn_workers(&state, stop_rx);
+    let workers = crate::vod::spawn_workers(&state, crate::vod::WorkerHome::Alone, stop_rx);
     shutdown.await;
     let _ = stop_tx.send(true);
     for worker in workers {

@@ -382,8 +382,10 @@ async fn jobs_suite(db: &Db, tenant: &str, asset: &str) {
     assert_eq!(expired[0].id, stale.id);
     db.delete_upload(&stale.id).await.unwrap();
 
+    assert_eq!(db.next_job_due().await.unwrap(), None, "an empty queue");
     let job = db.enqueue_job(tenant, asset, "transcode", 2).await.unwrap();
     assert_eq!((job.status.as_str(), job.attempts), ("queued", 0));
+    assert_eq!(db.next_job_due().await.unwrap(), Some(job.run_after));
     let claimed = db
         .claim_job("w1", 60_000)
         .await
@@ -398,6 +400,11 @@ async fn jobs_suite(db: &Db, tenant: &str, asset: &str) {
         (job.id.as_str(), "running", 1)
     );
     assert_eq!(claimed.lease_owner.as_deref(), Some("w1"));
+    assert_eq!(
+        db.next_job_due().await.unwrap(),
+        claimed.lease_expires_at,
+        "an idle worker wakes when the lease runs out"
+    );
     assert!(
         db.claim_job("w2", 60_000).await.unwrap().is_none(),
         "a leased job was claimed twice"
@@ -450,6 +457,11 @@ async fn jobs_suite(db: &Db, tenant: &str, asset: &str) {
     );
     let back = db.get_job(&again.id).await.unwrap();
     assert_eq!(back.status, "queued");
+    assert_eq!(
+        db.next_job_due().await.unwrap(),
+        Some(back.run_after),
+        "an idle worker wakes when the retry comes due"
+    );
     db.delete_jobs_for_asset(asset).await.unwrap();
     assert!(db.latest_job_for_asset(asset).await.unwrap().is_none());
 }

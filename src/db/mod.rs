@@ -19,7 +19,7 @@ pub use live::{
 };
 pub use security::{AuditEvent, Entitlement, SigningKey};
 pub use tenants::{ApiKey, NewApiKey, Role, Tenant};
-pub use vod::{Job, Upload};
+pub use vod::{JOBS_CHANNEL, Job, Upload};
 
 /// The database backend behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,10 @@ use sqlx::FromRow;
 
 use super::{Backend, Db, DbError, DbResult, new_id, now_ms};
 
+/// The PostgreSQL channel that `enqueue_job` notifies, so idle workers in other processes
+/// wake for a new job.
+pub const JOBS_CHANNEL: &str = "ferrocast_jobs";
+
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct Upload {
     pub id: String,
@@ -209,7 +213,35 @@ impl Db {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        if self.backend == Backend::Postgres {
+            // Idle workers in every process sharing this database hear of it at once
+            // (`crate::vod` listens); delivered when the insert above is visible.
+            // Not an error when it fails: the job is queued, and idle workers look again
+            // within a minute anyway.
+            if let Err(e) = sqlx::query(&format!("NOTIFY {JOBS_CHANNEL}"))
+                .execute(&self.pool)
+                .await
+            {
+                tracing::warn!(error = %e, "could not notify other processes of a new job");
+            }
+        }
         self.get_job(&id).await
+    }
+
+    /// When the queue next has work that no worker can claim now: the earliest retry coming
+    /// due, or the earliest lease running out (its worker may have died). `None` when neither
+    /// exists. An idle worker sleeps until then instead of polling.
+    pub async fn next_job_due(&self) -> DbResult<Option<i64>> {
+        let (retry, lease): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT MIN(run_after) FROM jobs WHERE status = 'queued'), \
+             (SELECT MIN(lease_expires_at) FROM jobs WHERE status = 'running')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(match (retry, lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     pub async fn get_job(&self, id: &str) -> DbResult<Job> {

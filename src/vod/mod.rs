@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::AppState;
-use crate::db::Job;
+use crate::db::{Backend, JOBS_CHANNEL, Job, now_ms};
 use crate::packager::output::{HlsOutput, OutputParams};
 use crate::packager::uploader::Uploader;
 use crate::pipeline::vod::{
@@ -21,41 +21,139 @@ use crate::pipeline::vod::{
 use crate::pipeline::{RenditionOut, SOURCE_RENDITION, Segment};
 use crate::storage::{ObjectKey, Prefix};
 
-/// Starts `jobs.concurrency` workers; they stop when `shutdown` turns true.
-pub fn spawn_workers(
-    state: &AppState,
-    shutdown: watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ferrocast".into());
-    (0..state.config.jobs.concurrency)
-        .map(|n| {
-            let worker = format!("{host}/{}/{n}", std::process::id());
-            tokio::spawn(worker_loop(state.clone(), worker, shutdown.clone()))
-        })
-        .collect()
+/// Where a job worker runs, which decides how it hears of new jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerHome {
+    /// In `serve`: this process's API wakes its workers when it queues a job.
+    WithApi,
+    /// In `worker`: the API that queues jobs is another process.
+    Alone,
 }
 
-async fn worker_loop(state: AppState, worker: String, mut shutdown: watch::Receiver<bool>) {
+/// How long an idle worker that hears of new jobs (from its own process's API, or from any
+/// process through PostgreSQL's NOTIFY) waits before looking at the queue anyway, for a job
+/// it could not have heard of (queued while the notification connection was down, say).
+const IDLE_RECHECK: Duration = Duration::from_secs(30);
+/// How often a worker process on SQLite, which cannot hear of the API process's jobs, looks.
+const BLIND_RECHECK: Duration = Duration::from_secs(2);
+
+/// Starts `jobs.concurrency` workers (and, on PostgreSQL, the task that wakes them when any
+/// process queues a job); they stop when `shutdown` turns true.
+pub fn spawn_workers(
+    state: &AppState,
+    home: WorkerHome,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let concurrency = state.config.jobs.concurrency;
+    let postgres = state.db.backend() == Backend::Postgres;
+    let recheck = if postgres || home == WorkerHome::WithApi {
+        IDLE_RECHECK
+    } else {
+        BLIND_RECHECK
+    };
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "ferrocast".into());
+    let mut tasks: Vec<_> = (0..concurrency)
+        .map(|n| {
+            let worker = format!("{host}/{}/{n}", std::process::id());
+            tokio::spawn(worker_loop(
+                state.clone(),
+                worker,
+                recheck,
+                shutdown.clone(),
+            ))
+        })
+        .collect();
+    if postgres && concurrency > 0 {
+        let url = state.config.database.url.expose().to_string();
+        tasks.push(tokio::spawn(listen_for_jobs(
+            url,
+            state.jobs_wakeup.clone(),
+        )));
+    }
+    tasks
+}
+
+/// Claims and runs jobs one at a time. When the queue has nothing to claim, the worker sleeps
+/// until a job is queued (it is woken), a retry or an expired lease comes due, or `recheck`.
+async fn worker_loop(
+    state: AppState,
+    worker: String,
+    recheck: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let lease_ms = state.config.jobs.lease_s as i64 * 1000;
     tracing::info!(%worker, "job worker started");
     while !*shutdown.borrow() {
+        // Listening before looking: a job queued between the look and the sleep still wakes.
+        let news = state.jobs_wakeup.notified();
+        tokio::pin!(news);
+        news.as_mut().enable();
         match state.db.claim_job(&worker, lease_ms).await {
             Ok(Some(job)) => {
                 let span = tracing::info_span!("job", job = %job.id, asset = %job.asset_id, attempt = job.attempts);
                 tracing::Instrument::instrument(run_job(&state, &worker, job), span).await;
             }
             Ok(None) => {
+                let wait = match state.db.next_job_due().await {
+                    // Claiming needs the lease to be past, not at, its expiry: one more ms.
+                    Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(0) as u64 + 1),
+                    Ok(None) => recheck,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading when the next job is due failed");
+                        BLIND_RECHECK
+                    }
+                };
                 tokio::select! {
-                    _ = state.jobs_wakeup.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = &mut news => {}
+                    _ = tokio::time::sleep(wait.min(recheck)) => {}
                     _ = shutdown.changed() => {}
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "claiming a job failed; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(BLIND_RECHECK).await;
             }
         }
+    }
+}
+
+/// PostgreSQL only: wakes this process's idle workers whenever any process queues a job
+/// ([`Db::enqueue_job`](crate::db::Db::enqueue_job) notifies [`JOBS_CHANNEL`]). A lost
+/// connection is made again, with backoff, and the workers look at the queue after each
+/// (re)connection for what was queued while nobody listened.
+async fn listen_for_jobs(url: String, wakeup: Arc<tokio::sync::Notify>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let listening = async {
+            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            listener.listen(JOBS_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listening.await {
+            Ok(mut listener) => {
+                backoff = Duration::from_secs(1);
+                wakeup.notify_waiters();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => wakeup.notify_waiters(),
+                        // The connection dropped; the next call makes it again.
+                        Ok(None) => {
+                            tracing::warn!("job notifications: connection lost; reconnecting");
+                            wakeup.notify_waiters();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "job notifications: reconnecting failed");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "job notifications: cannot listen");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(IDLE_RECHECK);
     }
 }
 
