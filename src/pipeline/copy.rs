@@ -21,8 +21,6 @@ pub(crate) struct Muxing {
     /// Set at the first keyframe, when the program's streams are known.
     mux: Option<TsMuxer>,
     segmenter: Option<TsSegmenter>,
-    annexb: Vec<u8>,
-    ts: Vec<u8>,
     /// Frames that could not be re-wrapped (logged once, then counted).
     bad_frames: u64,
 }
@@ -36,8 +34,6 @@ impl Muxing {
             audio_codec: None,
             mux: None,
             segmenter: None,
-            annexb: Vec::with_capacity(256 << 10),
-            ts: Vec::with_capacity(256 << 10),
             bad_frames: 0,
         }
     }
@@ -104,9 +100,9 @@ impl Muxing {
             .map(|b| (i32::from_be_bytes([b[0], b[1], b[2], 0]) >> 8) as i64)
             .unwrap_or(0);
         let frame = body.get(5..).unwrap_or(&[]);
-        self.annexb.clear();
         let avc = self.avc.as_ref().expect("checked above");
-        if let Err(e) = tsmux::avcc_to_annexb(frame, avc, keyframe, &mut self.annexb) {
+        let mut au = Vec::with_capacity(16);
+        if let Err(e) = tsmux::annexb_parts(frame, avc, keyframe, &mut au) {
             if self.bad_frames == 0 {
                 tracing::warn!(error = %e, timestamp_ms, "malformed H.264 frame left out");
             }
@@ -116,14 +112,15 @@ impl Muxing {
         let dts = tsmux::ts90(i64::from(timestamp_ms));
         let pts = tsmux::ts90(i64::from(timestamp_ms) + cts.max(0));
         let mux = self.mux.as_mut().expect("begun above");
-        self.ts.clear();
-        if keyframe {
-            mux.tables(&mut self.ts);
-        }
-        mux.video(&mut self.ts, &self.annexb, dts, pts, keyframe);
         let segmenter = self.segmenter.as_mut().expect("begun with the muxer");
         let at = u64::from(timestamp_ms) * 1_000_000;
-        if let Some(seg) = segmenter.push(&self.ts, Some(at), keyframe) {
+        let done = segmenter.append(at, keyframe, |out| {
+            if keyframe {
+                mux.tables(out);
+            }
+            mux.video(out, &au, dts, pts, keyframe);
+        });
+        if let Some(seg) = done {
             events.push(segment(seg));
         }
         Ok(())
@@ -145,16 +142,10 @@ impl Muxing {
                 if frame.is_empty() || frame.len() + 7 >= 1 << 13 {
                     return Ok(()); // nothing to play, or more than ADTS can frame
                 }
-                self.ts.clear();
-                mux.audio(
-                    &mut self.ts,
-                    cfg,
-                    frame,
-                    tsmux::ts90(i64::from(timestamp_ms)),
-                );
+                let pts = tsmux::ts90(i64::from(timestamp_ms));
                 // Audio never cuts a segment.
                 let at = u64::from(timestamp_ms) * 1_000_000;
-                let _ = segmenter.push(&self.ts, Some(at), false);
+                let _ = segmenter.append(at, false, |out| mux.audio(out, cfg, frame, pts));
             }
             AudioTag::Mp3Frame => {
                 self.audio_codec.get_or_insert_with(|| "mp3".into());

@@ -149,6 +149,28 @@ impl TsSegmenter {
         done
     }
 
+    /// For a muxer that writes whole packets straight into the open segment, with the tables
+    /// before every keyframe (the copying pipeline): cuts at `keyframe` as [`push`](Self::push)
+    /// does, then lets `write` append to the open segment. No packet is read or copied again.
+    pub fn append(
+        &mut self,
+        pts_ns: u64,
+        keyframe: bool,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Option<TsSegment> {
+        debug_assert!(self.partial.is_empty(), "append after a partial packet");
+        let done = if keyframe {
+            self.keyframe(pts_ns)
+        } else {
+            None
+        };
+        // Segments open at keyframes, which the writer opens with the tables.
+        self.need_tables = false;
+        write(self.cur.vec_mut());
+        self.last_pts = Some(self.last_pts.map_or(pts_ns, |l| l.max(pts_ns)));
+        done
+    }
+
     fn keyframe(&mut self, pts: u64) -> Option<TsSegment> {
         let Some(start) = self.start else {
             self.start = Some(pts);

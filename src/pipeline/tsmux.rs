@@ -303,14 +303,16 @@ const START_CODE: [u8; 4] = [0, 0, 0, 1];
 /// Access unit delimiter (primary_pic_type 7: any slice type), which HLS asks for.
 const AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xf0];
 
-/// One FLV/MP4 H.264 frame (length-prefixed NAL units) as an Annex B access unit: an AUD
-/// first, then, on keyframes that do not carry their own, the SPS and PPS, so that every
-/// segment decodes on its own. Appends to `out`.
-pub fn avcc_to_annexb(
-    frame: &[u8],
-    cfg: &AvcConfig,
+/// One FLV/MP4 H.264 frame (length-prefixed NAL units) as the pieces of an Annex B access
+/// unit, in order: an AUD first, then, on keyframes that do not carry their own, the SPS and
+/// PPS, so that every segment decodes on its own, then each NAL unit after a start code. The
+/// pieces borrow from `frame` and `cfg`, so the muxer copies each byte once, into its packets.
+/// Appends to `parts`; leaves it as it was when the frame is malformed.
+pub fn annexb_parts<'a>(
+    frame: &'a [u8],
+    cfg: &'a AvcConfig,
     keyframe: bool,
-    out: &mut Vec<u8>,
+    parts: &mut Vec<&'a [u8]>,
 ) -> Result<(), String> {
     let n = cfg.length_size;
     let nals = || {
@@ -339,25 +341,21 @@ pub fn avcc_to_annexb(
             }
         })
     };
-    let start = out.len();
     let mut has_sps = false;
     for nal in nals() {
-        let nal = nal.inspect_err(|_| out.truncate(start))?;
-        has_sps |= nal[0] & 0x1f == 7;
+        has_sps |= nal?[0] & 0x1f == 7;
     }
-    out.extend_from_slice(&AUD);
+    parts.push(&AUD);
     if keyframe && !has_sps {
         for set in cfg.sps.iter().chain(&cfg.pps) {
-            out.extend_from_slice(&START_CODE);
-            out.extend_from_slice(set);
+            parts.extend([&START_CODE[..], set.as_slice()]);
         }
     }
     for nal in nals().flatten() {
         if nal[0] & 0x1f == 9 {
             continue; // the AUD above replaces any the frame had
         }
-        out.extend_from_slice(&START_CODE);
-        out.extend_from_slice(nal);
+        parts.extend([&START_CODE[..], nal]);
     }
     Ok(())
 }
@@ -409,7 +407,6 @@ pub struct TsMuxer {
     cc_pmt: u8,
     cc_video: u8,
     cc_audio: u8,
-    pes: Vec<u8>,
 }
 
 impl TsMuxer {
@@ -421,7 +418,6 @@ impl TsMuxer {
             cc_pmt: 0,
             cc_video: 0,
             cc_audio: 0,
-            pes: Vec::with_capacity(256 << 10),
         }
     }
 
@@ -454,29 +450,25 @@ impl TsMuxer {
         section(out, PMT_PID, &mut self.cc_pmt, pmt);
     }
 
-    /// One Annex B access unit; the PCR rides on its first packet.
-    pub fn video(&mut self, out: &mut Vec<u8>, au: &[u8], dts: u64, pts: u64, keyframe: bool) {
-        self.pes.clear();
+    /// One Annex B access unit, given as its pieces in order (see [`annexb_parts`]); the PCR
+    /// rides on its first packet.
+    pub fn video(&mut self, out: &mut Vec<u8>, au: &[&[u8]], dts: u64, pts: u64, keyframe: bool) {
         // Unbounded length (0) is allowed for video; alignment flag set.
-        self.pes.extend_from_slice(&[0, 0, 1, 0xe0, 0, 0, 0x84]);
-        if pts == dts {
-            self.pes.extend_from_slice(&[0x80, 5]);
-            self.pes.extend_from_slice(&timestamp(0x2, pts));
+        let mut header = [0u8; 19];
+        header[..7].copy_from_slice(&[0, 0, 1, 0xe0, 0, 0, 0x84]);
+        let len = if pts == dts {
+            header[7..9].copy_from_slice(&[0x80, 5]);
+            header[9..14].copy_from_slice(&timestamp(0x2, pts));
+            14
         } else {
-            self.pes.extend_from_slice(&[0xc0, 10]);
-            self.pes.extend_from_slice(&timestamp(0x3, pts));
-            self.pes.extend_from_slice(&timestamp(0x1, dts));
-        }
-        self.pes.extend_from_slice(au);
+            header[7..9].copy_from_slice(&[0xc0, 10]);
+            header[9..14].copy_from_slice(&timestamp(0x3, pts));
+            header[14..19].copy_from_slice(&timestamp(0x1, dts));
+            19
+        };
         let pcr = dts.wrapping_sub(PCR_LEAD_90K) & TS_MASK;
-        packetize(
-            out,
-            VIDEO_PID,
-            &mut self.cc_video,
-            &self.pes,
-            Some(pcr),
-            keyframe,
-        );
+        let pes = Gather::new(&header[..len], au);
+        packetize(out, VIDEO_PID, &mut self.cc_video, pes, Some(pcr), keyframe);
     }
 
     /// One AAC frame with its ADTS header. Ignored when the program has no audio stream.
@@ -484,16 +476,48 @@ impl TsMuxer {
         if !self.audio {
             return;
         }
-        self.pes.clear();
         let pes_len = 3 + 5 + 7 + frame.len();
         let len_field = if pes_len > 0xffff { 0 } else { pes_len as u16 };
-        self.pes.extend_from_slice(&[0, 0, 1, 0xc0]);
-        self.pes.extend_from_slice(&len_field.to_be_bytes());
-        self.pes.extend_from_slice(&[0x84, 0x80, 5]);
-        self.pes.extend_from_slice(&timestamp(0x2, pts));
-        self.pes.extend_from_slice(&adts_header(cfg, frame.len()));
-        self.pes.extend_from_slice(frame);
-        packetize(out, AUDIO_PID, &mut self.cc_audio, &self.pes, None, false);
+        let mut header = [0u8; 21];
+        header[..4].copy_from_slice(&[0, 0, 1, 0xc0]);
+        header[4..6].copy_from_slice(&len_field.to_be_bytes());
+        header[6..9].copy_from_slice(&[0x84, 0x80, 5]);
+        header[9..14].copy_from_slice(&timestamp(0x2, pts));
+        header[14..].copy_from_slice(&adts_header(cfg, frame.len()));
+        let payload = [frame];
+        let pes = Gather::new(&header, &payload);
+        packetize(out, AUDIO_PID, &mut self.cc_audio, pes, None, false);
+    }
+}
+
+/// A PES packet as the slices it is made of (its header, then the payload's pieces), read in
+/// order without first copying them together.
+struct Gather<'a> {
+    head: &'a [u8],
+    rest: &'a [&'a [u8]],
+    /// Bytes not yet taken.
+    left: usize,
+}
+
+impl<'a> Gather<'a> {
+    fn new(head: &'a [u8], rest: &'a [&'a [u8]]) -> Self {
+        let left = head.len() + rest.iter().map(|p| p.len()).sum::<usize>();
+        Self { head, rest, left }
+    }
+
+    /// Appends the next `n` bytes (no more than are left) to `out`.
+    fn take_into(&mut self, mut n: usize, out: &mut Vec<u8>) {
+        self.left -= n;
+        while n > 0 {
+            while self.head.is_empty() {
+                let (next, rest) = self.rest.split_first().expect("n is at most what is left");
+                (self.head, self.rest) = (next, rest);
+            }
+            let k = self.head.len().min(n);
+            out.extend_from_slice(&self.head[..k]);
+            self.head = &self.head[k..];
+            n -= k;
+        }
     }
 }
 
@@ -519,21 +543,22 @@ fn timestamp(prefix: u8, ts: u64) -> [u8; 5] {
     ]
 }
 
-/// Splits one PES packet into TS packets. The first carries the payload-start flag and, when
-/// asked, the PCR and the random-access flag in its adaptation field; the last is padded with
-/// adaptation-field stuffing (never with bytes the decoder would read).
+/// Splits one PES packet into TS packets, appended to `out`. The first carries the
+/// payload-start flag and, when asked, the PCR and the random-access flag in its adaptation
+/// field; the last is padded with adaptation-field stuffing (never with bytes the decoder
+/// would read). Each payload byte is copied once, from where it lies into `out`.
 fn packetize(
     out: &mut Vec<u8>,
     pid: u16,
     cc: &mut u8,
-    pes: &[u8],
+    mut pes: Gather,
     pcr: Option<u64>,
     random_access: bool,
 ) {
-    out.reserve(pes.len().div_ceil(184) * TS_PACKET + TS_PACKET);
-    let mut rest = pes;
+    out.reserve(pes.left.div_ceil(184) * TS_PACKET + TS_PACKET);
     let mut first = true;
-    while first || !rest.is_empty() {
+    while first || pes.left > 0 {
+        // The packet header and adaptation field; the payload follows it in `out`.
         let mut p = [0xffu8; TS_PACKET];
         p[0] = 0x47;
         p[1] = if first { 0x40 } else { 0 } | ((pid >> 8) as u8 & 0x1f);
@@ -547,7 +572,7 @@ fn packetize(
         } else {
             0
         };
-        let n = rest.len().min(184 - needed);
+        let n = pes.left.min(184 - needed);
         let af = 184 - n; // adaptation field size, length byte included (stuffing fills it)
         if af > 0 {
             p[3] = 0x30 | *cc;
@@ -568,10 +593,9 @@ fn packetize(
         } else {
             p[3] = 0x10 | *cc;
         }
-        p[4 + af..].copy_from_slice(&rest[..n]);
+        out.extend_from_slice(&p[..4 + af]);
+        pes.take_into(n, out);
         *cc = (*cc + 1) & 0x0f;
-        out.extend_from_slice(&p);
-        rest = &rest[n..];
         first = false;
     }
 }
@@ -667,8 +691,12 @@ pub(crate) mod tests {
         };
         for size in (1..600).chain([2000, 65_000, 300_000]) {
             let au: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            // In pieces, as annexb_parts gives it: empty ones, and cuts that fall anywhere
+            // in a packet.
+            let (a, b) = au.split_at(size / 3);
+            let (b, c) = b.split_at(b.len() / 2);
             let mut out = Vec::new();
-            mux.video(&mut out, &au, 90_000, 93_000, size % 2 == 0);
+            mux.video(&mut out, &[a, &[], b, c], 90_000, 93_000, size % 2 == 0);
             mux.audio(&mut out, &cfg, &au[..size.min(1500)], 91_000);
             let units = demux(&out);
             assert_eq!(units.len(), 2, "size {size}");
@@ -726,13 +754,19 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The access unit as one buffer.
+    fn annexb(frame: &[u8], cfg: &AvcConfig, keyframe: bool) -> Result<Vec<u8>, String> {
+        let mut parts = Vec::new();
+        annexb_parts(frame, cfg, keyframe, &mut parts)?;
+        Ok(parts.concat())
+    }
+
     #[test]
     fn keyframes_get_an_aud_and_the_parameter_sets() {
-        let mut out = Vec::new();
         let frame = avcc(&[&[0x09, 0x10], &[0x06, 5], &[0x65, 7, 7]]);
-        avcc_to_annexb(&frame, &cfg(), true, &mut out).unwrap();
+        let cfg = cfg();
         assert_eq!(
-            out,
+            annexb(&frame, &cfg, true).unwrap(),
             [
                 &AUD[..],
                 &[0, 0, 0, 1, 0x67, 1, 2],
@@ -742,25 +776,26 @@ pub(crate) mod tests {
             ]
             .concat()
         );
-        out.clear();
-        avcc_to_annexb(&avcc(&[&[0x41, 9]]), &cfg(), false, &mut out).unwrap();
-        assert_eq!(out, [&AUD[..], &[0, 0, 0, 1, 0x41, 9]].concat());
+        assert_eq!(
+            annexb(&avcc(&[&[0x41, 9]]), &cfg, false).unwrap(),
+            [&AUD[..], &[0, 0, 0, 1, 0x41, 9]].concat()
+        );
         // A keyframe carrying its own SPS does not get a second one.
-        out.clear();
-        let own = avcc(&[&[0x67, 4], &[0x68, 4], &[0x65, 1]]);
-        avcc_to_annexb(&own, &cfg(), true, &mut out).unwrap();
-        assert_eq!(out.iter().filter(|&&b| b == 0x67).count(), 1);
+        let own = annexb(&avcc(&[&[0x67, 4], &[0x68, 4], &[0x65, 1]]), &cfg, true).unwrap();
+        assert_eq!(own.iter().filter(|&&b| b == 0x67).count(), 1);
     }
 
     #[test]
     fn malformed_frames_are_refused_and_leave_nothing_behind() {
-        let mut out = vec![9];
+        let cfg = cfg();
+        let kept: &[u8] = &[9];
+        let mut parts = vec![kept];
         let mut truncated = avcc(&[&[0x65, 1, 2, 3]]);
         truncated.truncate(6);
-        assert!(avcc_to_annexb(&truncated, &cfg(), true, &mut out).is_err());
-        assert!(avcc_to_annexb(&[0, 0], &cfg(), true, &mut out).is_err());
-        assert!(avcc_to_annexb(&[0, 0, 0, 0], &cfg(), true, &mut out).is_err());
-        assert_eq!(out, [9]);
+        assert!(annexb_parts(&truncated, &cfg, true, &mut parts).is_err());
+        assert!(annexb_parts(&[0, 0], &cfg, true, &mut parts).is_err());
+        assert!(annexb_parts(&[0, 0, 0, 0], &cfg, true, &mut parts).is_err());
+        assert_eq!(parts, [kept]);
     }
 
     #[test]
