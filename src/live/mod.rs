@@ -84,13 +84,17 @@ impl Publisher {
     }
 
     /// Resolves when the broadcast asks the publisher to go (stream deleted, key reset, error).
-    pub async fn stopped(&mut self) -> String {
-        loop {
-            if let Some(reason) = self.stop.borrow().clone() {
-                return reason;
-            }
-            if self.stop.changed().await.is_err() {
-                return "broadcast ended".into();
+    /// The future does not borrow the publisher, so a connection can keep one while it sends.
+    pub fn stopped(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut stop = self.stop.clone();
+        async move {
+            loop {
+                if let Some(reason) = stop.borrow_and_update().clone() {
+                    return reason;
+                }
+                if stop.changed().await.is_err() {
+                    return "broadcast ended".into();
+                }
             }
         }
     }

@@ -149,7 +149,19 @@ async fn publish_once(
         draining: false,
     };
 
+    // Both kept across the loop's turns: making them anew for every tag would register a
+    // waiter with the watch and a timer with the runtime, and take them out again, per tag.
+    let cancelled = async {
+        let _ = cancel.changed().await;
+        cancel.borrow().clone()
+    };
+    tokio::pin!(cancelled);
+    let timeout = tokio::time::sleep_until(state.deadline);
+    tokio::pin!(timeout);
     let outcome = loop {
+        if timeout.deadline() != state.deadline {
+            timeout.as_mut().reset(state.deadline);
+        }
         tokio::select! {
             message = media.recv(), if !state.draining => {
                 let Some(message) = message else {
@@ -233,12 +245,12 @@ async fn publish_once(
                     break outcome;
                 }
             }
-            _ = cancel.changed() => {
-                let reason = cancel.borrow().clone().unwrap_or_else(|| "broadcast cancelled".into());
+            reason = &mut cancelled => {
+                let reason = reason.unwrap_or_else(|| "broadcast cancelled".into());
                 let _ = stop.send(Some(reason));
                 break Outcome::Cancelled;
             }
-            _ = tokio::time::sleep_until(state.deadline), if pipeline.is_some() => {
+            () = &mut timeout, if pipeline.is_some() => {
                 break Outcome::Failed(if state.draining {
                     format!("pipeline did not finish within {}s after the publisher stopped", DRAIN_TIMEOUT.as_secs())
                 } else {

@@ -3,6 +3,7 @@
 //! connections is capped, so no client can hold the server.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +84,11 @@ async fn connection(
     // every read would cost a timer-wheel insert and removal per TCP segment.
     let timer = tokio::time::sleep_until(handshake_deadline);
     tokio::pin!(timer);
+    // Kept across reads, like the timer: made anew for each read, each would register with
+    // its watch channel and leave it again, per TCP segment.
+    let shutting_down = shutdown.wait_for(|stop| *stop);
+    tokio::pin!(shutting_down);
+    let mut stopped: Option<Pin<Box<dyn Future<Output = String> + Send>>> = None;
     loop {
         let read = tokio::select! {
             r = socket.read(&mut buf) => r.map_err(|e| format!("read: {e}"))?,
@@ -99,10 +105,10 @@ async fn connection(
                 timer.as_mut().reset(deadline);
                 continue;
             }
-            reason = async { publisher.as_mut().expect("guarded").stopped().await }, if publisher.is_some() => {
+            reason = async { stopped.as_mut().expect("guarded").await }, if stopped.is_some() => {
                 return Err(format!("broadcast ended: {reason}"));
             }
-            _ = shutdown.wait_for(|stop| *stop) => return Err("server shutting down".into()),
+            _ = &mut shutting_down => return Err("server shutting down".into()),
         };
         if read == 0 {
             return Ok(());
@@ -142,6 +148,7 @@ async fn connection(
                         match hub.publish(&key, &[]).await {
                             Ok(p) => {
                                 tracing::info!(live_stream = %p.live_stream_id, tenant = %p.tenant_id, %peer, "publishing");
+                                stopped = Some(Box::pin(p.stopped()));
                                 publisher = Some(p);
                                 published = true;
                                 timer.as_mut().reset(tokio::time::Instant::now() + idle);
@@ -194,6 +201,7 @@ async fn connection(
                     }
                 }
                 Event::Unpublished { .. } => {
+                    stopped = None;
                     if publisher.take().is_some() {
                         tracing::info!("publisher stopped");
                     }
