@@ -163,6 +163,10 @@ impl ServerConnection {
 
     /// Bytes to write to the socket (handshake replies, command responses, acks). Drains.
     pub fn take_output(&mut self) -> Bytes {
+        if self.output.is_empty() {
+            // Most reads answer nothing; splitting an empty buffer would still make it shared.
+            return Bytes::new();
+        }
         self.output.split().freeze()
     }
 
