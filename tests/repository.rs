@@ -462,6 +462,12 @@ async fn jobs_suite(db: &Db, tenant: &str, asset: &str) {
         Some(back.run_after),
         "an idle worker wakes when the retry comes due"
     );
+    // A retry due in a minute and a lease running out sooner: the sooner counts.
+    let third = db.enqueue_job(tenant, asset, "transcode", 3).await.unwrap();
+    let running = db.claim_job("w4", 1_000).await.unwrap().unwrap();
+    assert_eq!(running.id, third.id);
+    assert!(running.lease_expires_at.unwrap() < back.run_after);
+    assert_eq!(db.next_job_due().await.unwrap(), running.lease_expires_at);
     db.delete_jobs_for_asset(asset).await.unwrap();
     assert!(db.latest_job_for_asset(asset).await.unwrap().is_none());
 }

@@ -215,10 +215,10 @@ impl Db {
         .await?;
         if self.backend == Backend::Postgres {
             // Idle workers in every process sharing this database hear of it at once
-            // (`crate::vod` listens); delivered when the insert above is visible.
-            // Not an error when it fails: the job is queued, and idle workers look again
-            // within a minute anyway.
-            if let Err(e) = sqlx::query(&format!("NOTIFY {JOBS_CHANNEL}"))
+            // (`crate::vod` listens); delivered when the insert above is visible. The name is
+            // quoted, as PgListener quotes the channel it listens on. Not an error when it
+            // fails: the job is queued, and idle workers look at the queue every 30 s anyway.
+            if let Err(e) = sqlx::query(&format!("NOTIFY \"{JOBS_CHANNEL}\""))
                 .execute(&self.pool)
                 .await
             {
@@ -233,8 +233,8 @@ impl Db {
     /// exists. An idle worker sleeps until then instead of polling.
     pub async fn next_job_due(&self) -> DbResult<Option<i64>> {
         let (retry, lease): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT (SELECT MIN(run_after) FROM jobs WHERE status = 'queued'), \
-             (SELECT MIN(lease_expires_at) FROM jobs WHERE status = 'running')",
+            "SELECT (SELECT MIN(run_after) FROM jobs WHERE status = 'queued') AS retry, \
+             (SELECT MIN(lease_expires_at) FROM jobs WHERE status = 'running') AS lease",
         )
         .fetch_one(&self.pool)
         .await?;

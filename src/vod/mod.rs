@@ -36,6 +36,8 @@ pub enum WorkerHome {
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
 /// How often a worker process on SQLite, which cannot hear of the API process's jobs, looks.
 const BLIND_RECHECK: Duration = Duration::from_secs(2);
+/// The shortest sleep of an idle worker.
+const AGAIN_SOON: Duration = Duration::from_millis(50);
 
 /// Starts `jobs.concurrency` workers (and, on PostgreSQL, the task that wakes them when any
 /// process queues a job); they stop when `shutdown` turns true.
@@ -64,10 +66,10 @@ pub fn spawn_workers(
         })
         .collect();
     if postgres && concurrency > 0 {
-        let url = state.config.database.url.expose().to_string();
         tasks.push(tokio::spawn(listen_for_jobs(
-            url,
+            state.config.database_url(),
             state.jobs_wakeup.clone(),
+            shutdown,
         )));
     }
     tasks
@@ -95,8 +97,12 @@ async fn worker_loop(
             }
             Ok(None) => {
                 let wait = match state.db.next_job_due().await {
-                    // Claiming needs the lease to be past, not at, its expiry: one more ms.
-                    Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(0) as u64 + 1),
+                    // Claiming needs the lease to be past, not at, its expiry: one more ms. Work
+                    // due already (a row another worker held as we looked) is looked at again
+                    // shortly, not at once.
+                    Ok(Some(due)) => {
+                        Duration::from_millis((due - now_ms()).max(0) as u64 + 1).max(AGAIN_SOON)
+                    }
                     Ok(None) => recheck,
                     Err(e) => {
                         tracing::warn!(error = %e, "reading when the next job is due failed");
@@ -118,42 +124,58 @@ async fn worker_loop(
 }
 
 /// PostgreSQL only: wakes this process's idle workers whenever any process queues a job
-/// ([`Db::enqueue_job`](crate::db::Db::enqueue_job) notifies [`JOBS_CHANNEL`]). A lost
-/// connection is made again, with backoff, and the workers look at the queue after each
-/// (re)connection for what was queued while nobody listened.
-async fn listen_for_jobs(url: String, wakeup: Arc<tokio::sync::Notify>) {
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let listening = async {
-            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
-            listener.listen(JOBS_CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match listening.await {
-            Ok(mut listener) => {
-                backoff = Duration::from_secs(1);
-                wakeup.notify_waiters();
-                loop {
-                    match listener.try_recv().await {
-                        Ok(Some(_)) => wakeup.notify_waiters(),
-                        // The connection dropped; the next call makes it again.
-                        Ok(None) => {
-                            tracing::warn!("job notifications: connection lost; reconnecting");
-                            wakeup.notify_waiters();
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "job notifications: reconnecting failed");
-                            break;
+/// ([`Db::enqueue_job`](crate::db::Db::enqueue_job) notifies [`JOBS_CHANNEL`]), on a
+/// connection of its own (outside the pool). A connection that fails is made again, with
+/// backoff, and the workers look at the queue after each (re)connection for what was queued
+/// while nobody listened. One that dies without the socket telling (a half-open TCP
+/// connection) is not noticed: the workers then still look every [`IDLE_RECHECK`].
+async fn listen_for_jobs(
+    url: String,
+    wakeup: Arc<tokio::sync::Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listening = async {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let connecting = async {
+                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                // A lost connection is made again (and LISTEN sent again) inside `try_recv`.
+                listener.eager_reconnect(true);
+                listener.listen(JOBS_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            match connecting.await {
+                Ok(mut listener) => {
+                    backoff = Duration::from_secs(1);
+                    wakeup.notify_waiters();
+                    loop {
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => wakeup.notify_waiters(),
+                            // The connection was lost and has been made again.
+                            Ok(None) => {
+                                tracing::warn!(
+                                    "job notifications: connection lost; listening again"
+                                );
+                                wakeup.notify_waiters();
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "job notifications: connection failed");
+                                break;
+                            }
                         }
                     }
                 }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "job notifications: cannot listen");
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "job notifications: cannot listen");
-            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(IDLE_RECHECK);
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(IDLE_RECHECK);
+    };
+    tokio::select! {
+        () = listening => {}
+        _ = shutdown.wait_for(|stop| *stop) => {}
     }
 }
 
