@@ -200,6 +200,9 @@ async fn publish(
         let mut deadline = tokio::time::Instant::now() + wait;
         let mut keyframes = publisher.keyframe_requests();
         let mut ended = session.ended();
+        // Kept across turns: a new one per media message would clone the watch each time.
+        let stopped = publisher.stopped();
+        tokio::pin!(stopped);
         let reason = loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -230,7 +233,7 @@ async fn publish(
                 }
                 // A WHEP viewer needs a keyframe: ask the browser for one now.
                 Ok(()) = keyframes.changed() => session.request_keyframe(),
-                reason = publisher.stopped() => break reason,
+                reason = &mut stopped => break reason,
                 _ = stop_rx.changed() => break "the publisher ended the session (DELETE)".to_string(),
             }
         };
