@@ -57,9 +57,10 @@ bench: apt-deps bench-deps node-deps rust-toolchain
 	cargo bench --locked --bench keys
 	cargo bench --locked --bench webrtc
 
-# The benchmarks' peers, and perf (CPU time of a process to the nanosecond). Debian's nginx package starts its default site on port 80 where
-# services start on install; `sudo systemctl disable --now nginx` if that is unwanted (the
-# benchmarks run their own nginx on loopback ports).
+# The benchmarks' peers, and perf (CPU time of a process to the nanosecond). Debian's nginx
+# package starts its default site on port 80 where services start on install;
+# `sudo systemctl disable --now nginx` if that is unwanted (the benchmarks run their own nginx
+# on loopback ports).
 BENCH_APT_PACKAGES := nginx libnginx-mod-rtmp linux-perf
 bench-deps:
 	@$(MAKE) --no-print-directory apt-deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"

@@ -283,7 +283,8 @@ pub fn record(section: &str, rows: &[Row]) {
         "# Ferrocast benchmarks\n\n\
          Machine: {}. Command: `make bench` (one section: `cargo bench --bench NAME`, NAME one of \
          {}). Each line is measured side by side with its peer in the same run; medians of 3 \
-         alternated runs (5 for passthrough ingest); CPU figures are CPU time of the server processes, not wall time.\n\n\
+         alternated runs (5 for passthrough ingest); CPU figures are CPU time of the server \
+         processes, not wall time.\n\n\
          {table}{notes}",
         machines.join("; "),
         SECTIONS.join(", ")
