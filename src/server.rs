@@ -84,7 +84,9 @@ pub async fn build(
         None
     };
 
-    let stale = db.reset_active_live_streams().await?;
+    let retention_ms =
+        i64::try_from(config.live.ended_retention_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let stale = db.reset_active_live_streams(retention_ms).await?;
     if stale > 0 {
         tracing::warn!(
             streams = stale,
@@ -101,6 +103,7 @@ pub async fn build(
         config: config.live.clone(),
         public_url: public_url.to_string(),
         taps: Default::default(),
+        cleanup_wakeup: Default::default(),
     });
     let hlsjs = load_hlsjs(&config.delivery.hlsjs_path);
     let geoip = match config.playback.geoip_mmdb.as_str() {
@@ -245,6 +248,12 @@ pub async fn serve(
     let workers =
         crate::vod::spawn_workers(&state, crate::vod::WorkerHome::WithApi, stop_rx.clone());
     tokio::spawn(janitor(state.clone(), stop_rx.clone()));
+    tokio::spawn(crate::live::cleanup::run(
+        state.db.clone(),
+        state.store.clone(),
+        state.live.cleanup_wakeup(),
+        stop_rx.clone(),
+    ));
     let app = api::router(state);
     let stopping = Arc::new(Notify::new());
     let notify = stopping.clone();

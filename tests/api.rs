@@ -626,7 +626,12 @@ async fn openapi_spec_and_docs_page_describe_every_v1_route() {
             .send()
             .await
             .unwrap();
+        let status = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(
+            status != 404 && status != 405,
+            "{method} {path} is in the spec but not served: {status} {body}"
+        );
         assert_ne!(
             body["error"]["message"], "no such route",
             "{method} {path} is in the spec but not served"

@@ -6,7 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use common::media::{self, browser_play, eventually, ffmpeg_publish, ffprobe, gstreamer_publish};
+use common::media::{
+    self, Encrypted, browser_play, browser_play_to_end, eventually, ffmpeg_publish, ffprobe,
+    gstreamer_publish,
+};
 use serde_json::{Value, json};
 
 struct Stream {
@@ -200,11 +203,7 @@ async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_re
         40,
     )
     .await;
-    assert!(
-        played.current_time >= 5.0,
-        "live playback stalled: {played:?}"
-    );
-    assert!(played.key_loaded && played.key_failures == 0, "{played:?}");
+    played.assert_plays(5.0, Encrypted::Yes);
 
     // Publisher stops: ENDLIST within 5 s, and the recording becomes an asset that plays.
     assert!(ffmpeg.wait(Duration::from_secs(30)).await, "ffmpeg failed");
@@ -559,10 +558,7 @@ async fn rotated_keys_still_play_in_hls_js() {
         40,
     )
     .await;
-    assert!(
-        played.current_time >= 5.0 && played.key_failures == 0,
-        "{played:?}"
-    );
+    played.assert_plays(5.0, Encrypted::Yes);
     assert!(
         played.key_requests >= 2,
         "hls.js fetched only {} keys",
@@ -615,19 +611,41 @@ async fn a_broadcast_is_stored_in_s3_and_plays_from_there() {
         .filter(|o| o.key.as_str().ends_with(".ts"))
         .collect();
     assert!(segments.len() >= 3, "{objects:?}");
-    let first = server
+    // Stored encrypted: the bytes in the bucket are not TS, and decrypt (openssl, with the key
+    // and IV the playlist names) into TS.
+    let stored = server
         .state
         .store
-        .get(&segments[0].key, None)
+        .get(
+            &segments
+                .iter()
+                .find(|o| o.key.as_str().ends_with("/source/0.ts"))
+                .expect("the first segment is in the bucket")
+                .key,
+            None,
+        )
         .await
         .unwrap();
     assert_ne!(
-        first.body[0], 0x47,
+        stored.body[0], 0x47,
         "a segment is stored in clear (TS sync byte)"
+    );
+    let plain = decrypt_as_a_player(
+        &server,
+        &format!("/hls/{}/source/index.m3u8", stream.playback_id),
+        "0.ts",
+        &stored.body,
+    )
+    .await;
+    assert!(
+        plain.len() % 188 == 0 && plain.chunks(188).all(|p| p[0] == 0x47),
+        "the stored segment does not decrypt into MPEG-TS ({} bytes)",
+        plain.len()
     );
     // Segments are answered with a redirect to a presigned S3 URL; ffprobe follows it.
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
     let resp = no_redirects
@@ -727,16 +745,18 @@ async fn a_storage_outage_mid_broadcast_is_retried_and_loses_no_segment() {
 async fn decode_all(url: &str) -> (u64, u64, String, bool) {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new("ffprobe")
-            .args(["-v", "error", "-allowed_extensions", "ALL", "-count_frames"])
-            .args([
-                "-show_entries",
-                "stream=codec_type,nb_read_frames:frame=media_type,pts",
-            ])
-            .args(["-of", "json"])
-            .arg(&url)
-            .output()
-            .expect("ffprobe runs (Debian package ffmpeg)");
+        let out = common::output_within(
+            std::process::Command::new("ffprobe")
+                .args(["-v", "error", "-allowed_extensions", "ALL", "-count_frames"])
+                .args([
+                    "-show_entries",
+                    "stream=codec_type,nb_read_frames:frame=media_type,pts",
+                ])
+                .args(["-of", "json"])
+                .arg(&url),
+            Duration::from_secs(120),
+            "ffprobe -count_frames (Debian package ffmpeg)",
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         let frames = |kind: &str| -> u64 {
             v["streams"]
@@ -830,4 +850,294 @@ async fn a_passthrough_broadcast_with_b_frames_is_rewrapped_frame_for_frame() {
     assert!(even, "video frames out of order or unevenly timed");
     assert!((460..=475).contains(&audio), "{audio} audio frames decoded");
     server.stop().await;
+}
+
+/// Decrypts `stored`, the bytes of segment `segment` of the media playlist at `playlist_path`,
+/// as a player would: with the key (fetched from its URI) and IV of the `EXT-X-KEY` in force
+/// for that segment, by openssl (AES-128-CBC), not Ferrocast's own code.
+async fn decrypt_as_a_player(
+    server: &TestServer,
+    playlist_path: &str,
+    segment: &str,
+    stored: &[u8],
+) -> Vec<u8> {
+    let (status, playlist) = server.get_text(playlist_path).await;
+    assert_eq!(status, 200, "{playlist}");
+    let mut key_line = None;
+    let mut found = None;
+    for line in playlist.lines() {
+        if line.starts_with("#EXT-X-KEY:") {
+            key_line = Some(line.to_string());
+        } else if line.split('?').next() == Some(segment) {
+            found = key_line.clone();
+            break;
+        }
+    }
+    let key_line = found.unwrap_or_else(|| panic!("no EXT-X-KEY for {segment} in:\n{playlist}"));
+    assert!(key_line.contains("METHOD=AES-128"), "{key_line}");
+    let attr = |name: &str| -> String {
+        let start = key_line
+            .find(&format!("{name}="))
+            .unwrap_or_else(|| panic!("{name} missing: {key_line}"))
+            + name.len()
+            + 1;
+        let rest = key_line[start..].trim_start_matches('"');
+        rest.split(['"', ',']).next().unwrap().to_string()
+    };
+    let key = server
+        .client
+        .get(attr("URI"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(key.len(), 16, "the key URI did not answer a key");
+    let iv = attr("IV");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("segment.enc");
+    std::fs::write(&input, stored).unwrap();
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let out = common::output_within(
+        std::process::Command::new("openssl")
+            .args(["enc", "-d", "-aes-128-cbc", "-K", &hex, "-iv"])
+            .arg(iv.trim_start_matches("0x").trim_start_matches("0X"))
+            .arg("-in")
+            .arg(&input),
+        Duration::from_secs(30),
+        "openssl (Debian package openssl)",
+    );
+    assert!(
+        out.status.success(),
+        "openssl could not decrypt {segment}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A publisher pushes 8 s of 640x360 through the default ladder (source + 360p); a viewer
+/// polls every rendition every 50 ms from the moment the publisher stops. Each one gets
+/// `EXT-X-ENDLIST` within 1.5 s, never an error on the way nor after, and every segment the
+/// final playlists list can be fetched.
+async fn every_rendition_ends_cleanly(record: bool) {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"playback_policy": "public", "reconnect_window_s": 0, "record": record}),
+    )
+    .await;
+    let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 8);
+    let master_path = format!("/hls/{}/master.m3u8", stream.playback_id);
+    let master = eventually("the master playlist", Duration::from_secs(40), || async {
+        let (status, body) = server.get_text(&master_path).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    let renditions: Vec<String> = master
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split('?').next().unwrap().to_string())
+        .collect();
+    assert!(renditions.len() >= 2, "{master}");
+    assert!(ffmpeg.wait(Duration::from_secs(30)).await, "ffmpeg failed");
+    let stopped = std::time::Instant::now();
+    let mut ended_at = vec![None; renditions.len()];
+    let mut last = vec![String::new(); renditions.len()];
+    // ENDLIST is due within 1.5 s; polling goes on to 4.5 s to see that it stays.
+    while stopped.elapsed() < Duration::from_millis(4500) {
+        for (i, rendition) in renditions.iter().enumerate() {
+            let path = format!("/hls/{}/{rendition}", stream.playback_id);
+            let (status, body) = server.get_text(&path).await;
+            assert_eq!(
+                status,
+                200,
+                "{rendition} answered {status} {:?} after the publisher stopped: {body}",
+                stopped.elapsed()
+            );
+            if body.contains("#EXT-X-ENDLIST") {
+                ended_at[i].get_or_insert(stopped.elapsed());
+            } else {
+                assert!(
+                    ended_at[i].is_none(),
+                    "{rendition} lost its ENDLIST: {body}"
+                );
+            }
+            last[i] = body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (rendition, at) in renditions.iter().zip(&ended_at) {
+        let at = at.unwrap_or_else(|| panic!("no ENDLIST on {rendition} within 4.5 s"));
+        eprintln!("record={record}: ENDLIST on {rendition} {at:?} after the publisher stopped");
+        assert!(
+            at <= Duration::from_millis(1500),
+            "ENDLIST on {rendition} {at:?} after the publisher stopped (the README says about 1 s)"
+        );
+    }
+    for (rendition, playlist) in renditions.iter().zip(&last) {
+        let dir = rendition.rsplit_once('/').map_or("", |(d, _)| d);
+        let segments: Vec<&str> = playlist
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .collect();
+        assert!(segments.len() >= 3, "{rendition}: {playlist}");
+        for segment in segments {
+            let url = server.url(&format!("/hls/{}/{dir}/{segment}", stream.playback_id));
+            let resp = server.client.get(&url).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{url}");
+            let body = resp.bytes().await.unwrap();
+            assert!(
+                !body.is_empty() && body.len() % 16 == 0,
+                "{url}: {} bytes is no AES-128 segment",
+                body.len()
+            );
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_that_is_not_recorded_ends_cleanly_on_every_rendition() {
+    every_rendition_ends_cleanly(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_broadcast_ends_cleanly_on_every_rendition() {
+    every_rendition_ends_cleanly(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_behind_the_live_edge_plays_a_broadcast_that_is_not_recorded_to_its_end() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 0, "record": false}),
+    )
+    .await;
+    let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 16);
+    eventually("the master playlist", Duration::from_secs(40), || async {
+        let (status, _) = server
+            .get_text(&format!("/hls/{}/master.m3u8", stream.playback_id))
+            .await;
+        (status == 200).then_some(())
+    })
+    .await;
+    // hls.js starts 3 segments (6 s) behind the live edge, so it is still playing when the
+    // publisher stops; it plays what is left and fires `ended` at the ENDLIST.
+    let played =
+        browser_play_to_end(&server.url(&format!("/play/{}", stream.playback_id)), 60).await;
+    assert!(ffmpeg.wait(Duration::from_secs(30)).await, "ffmpeg failed");
+    eprintln!("{played:?}");
+    assert!(played.ended, "the player never reached the end: {played:?}");
+    played.assert_plays(4.0, Encrypted::Yes);
+    assert_eq!(played.state, "ended", "{played:?}");
+    let (status, page) = server
+        .get_text(&format!("/play/{}", stream.playback_id))
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains(r#"data-state="ended">ended<"#), "{page}");
+    server.stop().await;
+}
+
+/// A broadcast that is not recorded keeps its playlists and segments for
+/// `live.ended_retention_s`, then they and its key are deleted: by the server that ran it,
+/// or, when that stopped within the retention, by the next one to start.
+async fn an_ended_broadcast_is_deleted_after_its_retention(s3: Option<&common::S3Server>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.live.ended_retention_s = 4;
+    if let Some(s3) = s3 {
+        s3.configure(&mut config, "ferrocast-retention");
+    }
+    let server = TestServer::start_config(config.clone()).await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 0, "record": false}),
+    )
+    .await;
+    let media_path = format!("/hls/{}/source/index.m3u8", stream.playback_id);
+    let page_path = format!("/play/{}", stream.playback_id);
+    let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 5);
+    eventually("the first segments", Duration::from_secs(40), || async {
+        let (status, _) = server.get_text(&media_path).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    assert!(ffmpeg.wait(Duration::from_secs(30)).await, "ffmpeg failed");
+    let media = eventually("ENDLIST", Duration::from_secs(5), || async {
+        let (_, media) = server.get_text(&media_path).await;
+        media.contains("#EXT-X-ENDLIST").then_some(media)
+    })
+    .await;
+    let ended = std::time::Instant::now();
+    let prefix = server
+        .state
+        .db
+        .get_live_stream(&tenant_id, &stream.id)
+        .await
+        .unwrap()
+        .current_prefix
+        .expect("the broadcast's prefix");
+    let prefix = ferrocast::storage::Prefix::parse(&prefix).unwrap();
+    let stored = server.state.store.list(&prefix).await.unwrap();
+    assert!(stored.len() >= 3, "{stored:?}");
+    let key_path = media
+        .split("URI=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|uri| uri.find("/keys/").map(|at| uri[at..].to_string()))
+        .expect("a key URI in the playlist");
+    assert_eq!(server.get_text(&key_path).await.0, 200);
+    let (_, page) = server.get_text(&page_path).await;
+    assert!(page.contains(r#"data-state="ended""#), "{page}");
+
+    let server = if s3.is_some() {
+        // The server stops within the retention; the clean-up is due while none runs.
+        server.stop().await;
+        tokio::time::sleep(Duration::from_secs(5).saturating_sub(ended.elapsed())).await;
+        TestServer::start_config(config).await
+    } else {
+        server
+    };
+    eventually(
+        "the ended broadcast's objects to be deleted",
+        Duration::from_secs(10),
+        || async {
+            let left = server.state.store.list(&prefix).await.unwrap();
+            left.is_empty().then_some(())
+        },
+    )
+    .await;
+    let waited = ended.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4),
+        "deleted {waited:?} after the end, before the retention"
+    );
+    assert_eq!(server.get_text(&media_path).await.0, 404);
+    assert_eq!(
+        server.get_text(&key_path).await.0,
+        404,
+        "the key outlived it"
+    );
+    let (_, page) = server.get_text(&page_path).await;
+    assert!(page.contains(r#"data-state="offline""#), "{page}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_broadcast_is_deleted_from_local_storage_after_its_retention() {
+    an_ended_broadcast_is_deleted_after_its_retention(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_broadcast_is_deleted_from_s3_after_its_retention_across_a_restart() {
+    let s3 = common::S3Server::start();
+    an_ended_broadcast_is_deleted_after_its_retention(Some(&s3)).await;
 }

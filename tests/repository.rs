@@ -250,7 +250,7 @@ async fn live_suite(db: &Db, a: &str, b: &str) {
             .await
             .unwrap()
     );
-    assert_eq!(db.reset_active_live_streams().await.unwrap(), 1);
+    assert_eq!(db.reset_active_live_streams(60_000).await.unwrap(), 1);
     let rekeyed = db.set_stream_key(a, &s.id, "key-a2").await.unwrap();
     assert_eq!(rekeyed.stream_key, "key-a2");
     assert!(matches!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::media::{browser_play, eventually, ffmpeg_publish, ffprobe};
+use common::media::{Encrypted, browser_play, eventually, ffmpeg_publish, ffprobe};
 use common::{PgDatabase, TestServer};
 use ferrocast::config::{Config, DatabaseUrl};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -567,12 +567,14 @@ async fn the_key_endpoint_rate_limits_per_address_and_per_viewer() {
 
 /// Runs the `ferrocast` binary against the test server's folders.
 fn ferrocast_cli(config: &Config, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrocast"))
-        .args(args)
-        .env("FERROCAST_DATA_DIR", &config.data_dir)
-        .env("FERROCAST_KEYS_DIR", &config.keys.dir)
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferrocast"))
+            .args(args)
+            .env("FERROCAST_DATA_DIR", &config.data_dir)
+            .env("FERROCAST_KEYS_DIR", &config.keys.dir),
+        std::time::Duration::from_secs(60),
+        "the ferrocast CLI",
+    );
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -683,10 +685,7 @@ async fn master_key_rotation_rewraps_every_key_while_serving_and_recordings_stil
         40,
     )
     .await;
-    assert!(
-        played.current_time >= 5.0 && played.key_loaded && played.fatal.is_none(),
-        "{played:?}"
-    );
+    played.assert_plays(5.0, Encrypted::Yes);
     let (status, _) = server
         .call(
             "PATCH",

@@ -200,7 +200,7 @@ async fn storage_suite(store: &dyn ObjectStore) {
 
 /// A presigned URL works with a plain HTTP client (whole and ranged), and fails once expired.
 async fn presigned_urls(store: &dyn ObjectStore) {
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let k = key("tenants/t1/presign/index.m3u8");
     store
         .put(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestServer;
-use common::media::{browser_play, eventually, gstreamer_publish};
+use common::media::{Encrypted, browser_play, eventually, gstreamer_publish};
 use ferrocast::pipeline::webrtc::RawCodec;
 use ferrocast::pipeline::whep::WhepFanout;
 use serde_json::{Value, json};
@@ -25,12 +25,14 @@ fn browser_script(script: &'static str, args: Vec<String>) -> tokio::task::JoinH
     });
     let path = format!("{}/tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
     tokio::task::spawn_blocking(move || {
-        let out = Command::new("node")
-            .env("NODE_PATH", &node_modules)
-            .arg(&path)
-            .args(&args)
-            .output()
-            .expect("node runs");
+        let out = common::output_within(
+            Command::new("node")
+                .env("NODE_PATH", &node_modules)
+                .arg(&path)
+                .args(&args),
+            Duration::from_secs(180),
+            &format!("node {script} (Debian packages nodejs npm chromium)"),
+        );
         assert!(
             out.status.success(),
             "{script} failed: {}",
@@ -155,10 +157,8 @@ async fn publish_and_play(server: &TestServer, key: &str, codec: &str, expect_mi
     })
     .await;
     let played = browser_play(&server.url(&format!("/play/{playback_id}")), 3, 30).await;
-    assert!(
-        played.current_time >= 3.0 && played.fatal.is_none(),
-        "{codec}: {played:?}"
-    );
+    eprintln!("{codec}: {played:?}");
+    played.assert_plays(3.0, Encrypted::Yes);
     let report = publisher.await.unwrap();
     assert_eq!(report["status"], 201, "{report}");
     assert_eq!(report["connected"], true, "{report}");
@@ -395,7 +395,7 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
     );
     assert!(viewer["audioPackets"].as_u64().unwrap() > 50, "{viewer}");
     assert_eq!(viewer["deleteStatus"], 200, "{viewer}");
-    // Reported, not asserted tightly (the machine is shared): publisher canvas -> viewer canvas.
+    // Publisher canvas -> viewer canvas: sub-second, as the README says, with room to spare.
     let mut lags: Vec<u64> = viewer["glassToGlassMs"]
         .as_array()
         .unwrap()
@@ -409,9 +409,14 @@ a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
         !lags.is_empty(),
         "the viewer read the publisher's clock: {viewer}"
     );
+    let median = lags[lags.len() / 2];
     eprintln!(
-        "glass-to-glass over WHIP -> WHEP: median {} ms, {} samples",
-        lags[lags.len() / 2],
+        "glass-to-glass over WHIP -> WHEP: median {median} ms, {} samples",
+        lags.len()
+    );
+    assert!(
+        median < 500,
+        "glass-to-glass latency {median} ms (median of {}), not sub-second with room: {lags:?}",
         lags.len()
     );
     assert_eq!(report["status"], 201, "{report}");
@@ -509,8 +514,9 @@ async fn a_whip_publisher_that_vanishes_without_delete_ends_the_broadcast() {
     .unwrap();
     assert_eq!(report["connected"], true, "{report}");
     // The browser is gone (no DELETE): the broadcast ends by itself.
+    // Dropped after about 10 s of silence (the README), within 13 s.
     let gone = std::time::Instant::now();
-    eventually("the broadcast to end", Duration::from_secs(30), || async {
+    eventually("the broadcast to end", Duration::from_secs(13), || async {
         let (_, s) = server
             .call("GET", &format!("/v1/live-streams/{id}"), Some(&key), None)
             .await;
@@ -605,9 +611,10 @@ async fn a_whep_viewer_that_vanishes_without_delete_is_dropped() {
     assert_eq!(viewer["connected"], true, "{viewer}");
     assert_eq!(server.state.whep.lock().unwrap().len(), 1, "still counted");
     let gone = std::time::Instant::now();
+    // Dropped after about 10 s of silence (the README), within 13 s.
     eventually(
         "the viewer to be dropped",
-        Duration::from_secs(25),
+        Duration::from_secs(13),
         || async { server.state.whep.lock().unwrap().is_empty().then_some(()) },
     )
     .await;
@@ -657,9 +664,9 @@ async fn a_whep_viewer_joining_mid_stream_gets_a_keyframe_from_the_whip_publishe
     assert_eq!(viewer["status"], 201, "{viewer}");
     let first_frame = viewer["firstFrameMs"].as_u64();
     assert!(
-        first_frame.is_some_and(|ms| ms < 3000),
-        "the viewer's first frame should come within a few seconds, not at the next \
-         scheduled keyframe a minute later: {viewer}"
+        first_frame.is_some_and(|ms| ms <= 1500),
+        "the viewer's first frame should come within 1.5 s (the README: about 1 s), not at \
+         the next scheduled keyframe a minute later: {viewer}"
     );
     let frames = frames_decoded(&viewer);
     assert!(
@@ -675,19 +682,17 @@ async fn a_whep_viewer_joining_mid_stream_gets_a_keyframe_from_the_whip_publishe
         report["keyFramesEncoded"].as_u64().unwrap() >= 2,
         "{report}"
     );
-    // The viewer's request went to the publisher. Under load, the publisher can lose packets
-    // as the viewer's browser starts, and make a keyframe for its own depayloader's request
-    // just then: the viewer then needs to ask for none.
+    // The viewer asked (RTCP PLI) and its request went to the publisher.
     let (_, metrics) = server.get_text("/metrics").await;
-    if viewer["pliCount"].as_u64().unwrap() > 0 {
-        assert!(
-            metrics
-                .lines()
-                .any(|l| l.starts_with("whep_keyframe_requests_total ") && !l.ends_with(" 0")),
-            "keyframe requests counted: {metrics}"
-        );
-    } else {
-        eprintln!("a keyframe came without the viewer asking: {report}");
-    }
+    assert!(
+        viewer["pliCount"].as_u64().unwrap() > 0,
+        "the viewer joined between keyframes and asked for one: {viewer}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("whep_keyframe_requests_total ") && !l.ends_with(" 0")),
+        "keyframe requests counted: {metrics}"
+    );
     server.stop().await;
 }

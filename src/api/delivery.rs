@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::delivery_cache::CachedObject;
 use super::{AppState, Path, Query};
-use crate::db::{PlaybackPolicy, PlaybackTarget};
+use crate::db::{LiveState, PlaybackPolicy, PlaybackTarget};
 use crate::drm::audit::Decision;
 use crate::drm::{AUD_STORYBOARD, AUD_THUMBNAIL, AUD_VIDEO, PlaybackClaims, TokenError};
 use crate::error::{ApiError, ApiResult};
@@ -328,7 +328,7 @@ async fn serve_object(
     let prefix = target
         .prefix
         .as_deref()
-        .ok_or_else(|| ApiError::NotFound("this stream has not been live yet".into()))?;
+        .ok_or_else(|| ApiError::NotFound("this stream is offline".into()))?;
     let key = ObjectKey::parse(&format!("{prefix}{path}"))?;
     let is_playlist = path.ends_with(".m3u8");
     if !is_playlist && state.config.delivery.redirect_segments {
@@ -806,8 +806,11 @@ pub async fn storyboard(
     Ok(still_response(&target, content_type, body))
 }
 
-/// `GET /play/{playback_id}`: a minimal hls.js player for the stream.
+/// `GET /play/{playback_id}`: a minimal hls.js player for the stream. For a live stream it
+/// says whether the broadcast is live, ended (its final playlists are still there) or offline
+/// (nothing to play; it starts playing when the broadcaster goes live).
 pub async fn player_page(
+    State(state): State<AppState>,
     Path(playback_id): Path<String>,
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Html<String>> {
@@ -826,36 +829,62 @@ pub async fn player_page(
     } else {
         format!("?token={token}")
     };
+    let live = state.db.live_state_for_playback(&playback_id).await?;
+    let (page_state, label) = match live {
+        Some(LiveState::Live) => ("live", "loading"),
+        Some(LiveState::Ended) => ("ended", "ended"),
+        Some(LiveState::Offline) => ("offline", "offline: starts when the broadcaster goes live"),
+        None => ("video", "loading"),
+    };
     Ok(Html(format!(
         r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>Ferrocast player</title>
 <style>body{{margin:0;background:#000}}video{{width:100vw;height:100vh}}#status{{position:fixed;top:4px;left:6px;color:#ccc;font:12px monospace}}</style>
 </head><body>
 <video id="video" controls autoplay muted playsinline></video>
-<div id="status">loading</div>
+<div id="status" data-state="{page_state}">{label}</div>
 <script src="/play/hls.min.js"></script>
 <script>
 const src = "/hls/{playback_id}/master.m3u8{query}";
 const video = document.getElementById("video");
 const status = document.getElementById("status");
-window.player = {{ errors: [], keyLoaded: false, fatal: null, subtitleTracks: 0 }};
-if (window.Hls && Hls.isSupported()) {{
-  const hls = new Hls({{ lowLatencyMode: false }});
-  hls.on(Hls.Events.KEY_LOADED, () => {{ window.player.keyLoaded = true; }});
-  hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, (_, data) => {{ window.player.subtitleTracks = data.subtitleTracks.length; }});
-  hls.on(Hls.Events.ERROR, (_, data) => {{
-    window.player.errors.push(data.details);
-    if (data.fatal) {{ window.player.fatal = data.details; status.textContent = "error: " + data.details; }}
-  }});
-  hls.loadSource(src);
-  hls.attachMedia(video);
-  window.hls = hls;
-}} else if (video.canPlayType("application/vnd.apple.mpegurl")) {{
-  video.src = src;
-}} else {{
-  status.textContent = "this browser cannot play HLS";
+window.player = {{ state: "{page_state}", errors: [], keyLoaded: false, fatal: null, subtitleTracks: 0, ended: false }};
+function show(state, text) {{
+  window.player.state = state;
+  status.dataset.state = state;
+  status.textContent = text;
 }}
-video.addEventListener("playing", () => {{ status.textContent = "playing"; }});
+function start() {{
+  if (window.Hls && Hls.isSupported()) {{
+    const hls = new Hls({{ lowLatencyMode: false }});
+    hls.on(Hls.Events.KEY_LOADED, () => {{ window.player.keyLoaded = true; }});
+    hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, (_, data) => {{ window.player.subtitleTracks = data.subtitleTracks.length; }});
+    hls.on(Hls.Events.ERROR, (_, data) => {{
+      window.player.errors.push(data.details);
+      if (data.fatal) {{ window.player.fatal = data.details; show("error", "error: " + data.details); }}
+    }});
+    hls.loadSource(src);
+    hls.attachMedia(video);
+    window.hls = hls;
+  }} else if (video.canPlayType("application/vnd.apple.mpegurl")) {{
+    video.src = src;
+  }} else {{
+    show("error", "this browser cannot play HLS");
+  }}
+}}
+// Offline: look every 5 s (each look bounded) and start when the broadcast does.
+async function waitForBroadcast() {{
+  try {{
+    const r = await fetch(src, {{ cache: "no-store", signal: AbortSignal.timeout(5000) }});
+    if (r.ok) {{ show("live", "loading"); start(); return; }}
+  }} catch (e) {{}}
+  setTimeout(waitForBroadcast, 5000);
+}}
+video.addEventListener("playing", () => {{
+  if (window.player.state !== "ended") show("playing", "playing");
+}});
+video.addEventListener("ended", () => {{ window.player.ended = true; show("ended", "ended"); }});
+if (window.player.state === "offline") setTimeout(waitForBroadcast, 5000); else start();
 </script>
 </body></html>"#
     )))

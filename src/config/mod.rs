@@ -65,6 +65,7 @@ pub struct LiveConfig {
     pub key_rotation_segments: u64,
     pub upload_queue_segments: usize,
     pub stall_timeout_s: u64,
+    pub ended_retention_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -176,6 +176,28 @@ pub struct PlaybackTarget {
     pub requires_entitlement: bool,
 }
 
+/// A live stream as its viewers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveState {
+    /// A broadcast is in progress.
+    Live,
+    /// The last broadcast ended; its playlists (with ENDLIST) are still there: a recording,
+    /// or a broadcast within `live.ended_retention_s`.
+    Ended,
+    /// Nothing to play: never live, or the last broadcast was deleted after its retention.
+    Offline,
+}
+
+impl LiveState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Ended => "ended",
+            Self::Offline => "offline",
+        }
+    }
+}
+
 /// A content key as stored: wrapped under a key-encryption key.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct StoredContentKey {
@@ -332,7 +354,17 @@ impl Db {
     }
 
     /// At start-up nothing is publishing: streams left active by a crash go back to idle.
-    pub async fn reset_active_live_streams(&self) -> DbResult<u64> {
+    /// What such a broadcast stored is deleted after `retention_ms` unless it is recorded.
+    pub async fn reset_active_live_streams(&self, retention_ms: i64) -> DbResult<u64> {
+        sqlx::query(
+            "INSERT INTO live_cleanups (prefix, tenant_id, live_stream_id, delete_after) \
+             SELECT current_prefix, tenant_id, id, $1 FROM live_streams \
+             WHERE status = 'active' AND record = 0 AND current_prefix IS NOT NULL \
+             ON CONFLICT (prefix) DO NOTHING",
+        )
+        .bind(now_ms() + retention_ms)
+        .execute(&self.pool)
+        .await?;
         let done = sqlx::query(
             "UPDATE live_streams SET status = 'idle', last_error = 'server restarted during the broadcast', \
              updated_at = $1 WHERE status = 'active'",
@@ -341,6 +373,79 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Schedules the deletion of an ended broadcast's objects and content keys (under
+    /// `prefix`) at `delete_after` (Unix ms).
+    pub async fn schedule_live_cleanup(
+        &self,
+        prefix: &str,
+        tenant_id: &str,
+        live_stream_id: &str,
+        delete_after: i64,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO live_cleanups (prefix, tenant_id, live_stream_id, delete_after) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (prefix) DO UPDATE SET delete_after = excluded.delete_after",
+        )
+        .bind(prefix)
+        .bind(tenant_id)
+        .bind(live_stream_id)
+        .bind(delete_after)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Prefixes whose clean-up is due at `now` (Unix ms), oldest first, at most `limit`.
+    pub async fn due_live_cleanups(&self, now: i64, limit: i64) -> DbResult<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT prefix FROM live_cleanups WHERE delete_after <= $1 \
+             ORDER BY delete_after, prefix LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// Moves a clean-up that failed to `delete_after` (Unix ms).
+    pub async fn postpone_live_cleanup(&self, prefix: &str, delete_after: i64) -> DbResult<()> {
+        sqlx::query("UPDATE live_cleanups SET delete_after = $1 WHERE prefix = $2")
+            .bind(delete_after)
+            .bind(prefix)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// When the next clean-up is due (Unix ms), if any is scheduled.
+    pub async fn next_live_cleanup_due(&self) -> DbResult<Option<i64>> {
+        let (next,): (Option<i64>,) = sqlx::query_as("SELECT MIN(delete_after) FROM live_cleanups")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(next)
+    }
+
+    /// A clean-up is done (objects and keys deleted): it is forgotten, and a stream whose
+    /// last broadcast it was has nothing left to play.
+    pub async fn finish_live_cleanup(&self, prefix: &str) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE live_streams SET current_prefix = NULL, updated_at = $1 \
+             WHERE current_prefix = $2 AND status = 'idle'",
+        )
+        .bind(now_ms())
+        .bind(prefix)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM live_cleanups WHERE prefix = $1")
+            .bind(prefix)
+            .execute(&self.pool)
+            .await?;
+        self.targets.clear();
+        Ok(())
     }
 
     /// A new asset; `storage_prefix` `None` gives it its own, `tenants/T/assets/ID/`.
@@ -491,6 +596,22 @@ impl Db {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(|r| r.0))
+    }
+
+    /// What a live stream's viewers can see now: `None` if the playback id is not a live
+    /// stream's. See [`LiveState`].
+    pub async fn live_state_for_playback(&self, playback_id: &str) -> DbResult<Option<LiveState>> {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT status, current_prefix FROM live_streams WHERE playback_id = $1",
+        )
+        .bind(playback_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(status, prefix)| match (status.as_str(), prefix) {
+            ("active", _) => LiveState::Live,
+            (_, Some(_)) => LiveState::Ended,
+            (_, None) => LiveState::Offline,
+        }))
     }
 
     /// Whether media under `scope` is playable without a token (a public stream or asset

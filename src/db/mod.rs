@@ -15,7 +15,8 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use live::{
-    Asset, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, StoredContentKey, TargetCache,
+    Asset, LiveState, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, StoredContentKey,
+    TargetCache,
 };
 pub use security::{AuditEvent, Entitlement, SigningKey};
 pub use tenants::{ApiKey, NewApiKey, Role, Tenant};

@@ -1,7 +1,8 @@
 //! Live broadcasts: which publisher feeds which live stream, and each broadcast's lifecycle
 //! (pipeline → packager → storage, ENDLIST on stop, continuation on reconnect within the
-//! window, and at the end a recording asset or a clean-up).
+//! window, and at the end a recording asset or, after a retention period, a clean-up).
 
+pub mod cleanup;
 mod session;
 
 use std::collections::HashMap;
@@ -264,6 +265,8 @@ pub struct LiveDeps {
     /// Base URL of this server, for key URIs in playlists.
     pub public_url: String,
     pub taps: Taps,
+    /// Wakes the clean-up of ended broadcasts (`cleanup::run`) when one is scheduled.
+    pub cleanup_wakeup: Arc<tokio::sync::Notify>,
 }
 
 /// A broadcast in progress (publishing, or waiting for its publisher to come back).
@@ -292,6 +295,11 @@ impl LiveHub {
             deps,
             broadcasts: Arc::default(),
         }
+    }
+
+    /// Notified when a broadcast schedules a clean-up (for `cleanup::run`).
+    pub fn cleanup_wakeup(&self) -> Arc<tokio::sync::Notify> {
+        self.deps.cleanup_wakeup.clone()
     }
 
     /// The media tap of a live stream's broadcast in progress.

@@ -399,7 +399,8 @@ impl IngestInfo {
     }
 }
 
-/// The broadcast is over: keep it as a VOD asset, or delete everything it stored.
+/// The broadcast is over: keep it as a VOD asset, or schedule the deletion of everything it
+/// stored once viewers have had `live.ended_retention_s` to play to its end.
 async fn finalize(
     deps: &LiveDeps,
     stream: &LiveStream,
@@ -437,12 +438,27 @@ async fn finalize(
             Err(e) => tracing::error!(error = %e, "creating the recording asset"),
         }
     } else {
-        uploader
-            .delete_prefix(Prefix::parse(prefix).expect("valid prefix"))
-            .await;
-        uploader.flush().await;
-        if let Err(e) = deps.db.delete_content_keys(prefix).await {
-            tracing::error!(error = %e, "deleting the broadcast's content keys");
+        // Viewers behind the live edge still play to the ENDLIST: the objects and keys are
+        // deleted after the retention period, by `cleanup::run`.
+        let delete_after = crate::db::now_ms()
+            + i64::try_from(deps.config.ended_retention_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        match deps
+            .db
+            .schedule_live_cleanup(prefix, &stream.tenant_id, &stream.id, delete_after)
+            .await
+        {
+            Ok(()) => deps.cleanup_wakeup.notify_one(),
+            Err(e) => {
+                // Better gone now than kept forever with nobody to delete it.
+                tracing::error!(error = %e, "scheduling the broadcast's clean-up; deleting it now");
+                uploader
+                    .delete_prefix(Prefix::parse(prefix).expect("valid prefix"))
+                    .await;
+                uploader.flush().await;
+                if let Err(e) = deps.db.delete_content_keys(prefix).await {
+                    tracing::error!(error = %e, "deleting the broadcast's content keys");
+                }
+            }
         }
     }
 }

@@ -1,45 +1,74 @@
 // Plays a Ferrocast /play page in headless Chromium and reports what the player did.
-// Usage: node play.cjs URL MIN_SECONDS TIMEOUT_SECONDS
-// Prints one JSON line: {currentTime, keyLoaded, fatal, errors, keyRequests, keyFailures}.
+// Usage: node play.cjs URL MIN_SECONDS TIMEOUT_SECONDS [UNTIL]
+// Stops once the video has played MIN_SECONDS (or, with UNTIL=ended, once it fired `ended`),
+// on a fatal player error, or after TIMEOUT_SECONDS.
+// Prints one JSON line: {currentTime, frames, longestFreeze, ended, state, keyLoaded, fatal,
+// errors, keyRequests, keyFailures, subtitleTracks}. `frames` counts decoded video frames;
+// `longestFreeze` is the longest time (s) without a new frame, from the first frame on,
+// while the video was not paused and had not ended.
 // Debian's Chromium (/usr/bin/chromium, or $CHROMIUM) is driven by playwright-core; nothing is
 // downloaded. Run with NODE_PATH pointing at the node_modules `make` installs.
 const { chromium } = require("playwright-core");
 
 (async () => {
-const [url, minSeconds = "5", timeoutSeconds = "40"] = process.argv.slice(2);
+const [url, minSeconds = "5", timeoutSeconds = "40", until = "seconds"] = process.argv.slice(2);
 if (!url) {
-  console.error("usage: node play.cjs URL [MIN_SECONDS] [TIMEOUT_SECONDS]");
+  console.error("usage: node play.cjs URL [MIN_SECONDS] [TIMEOUT_SECONDS] [seconds|ended]");
   process.exit(2);
 }
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  timeout: 30000,
   args: [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
   ],
 });
-let result = { currentTime: 0, keyLoaded: false, fatal: null, errors: [], keyRequests: 0, keyFailures: 0, subtitleTracks: 0 };
+let result = {
+  currentTime: 0, frames: 0, longestFreeze: 0, ended: false, state: null, keyLoaded: false,
+  fatal: null, errors: [], keyRequests: 0, keyFailures: 0, subtitleTracks: 0,
+};
 try {
   const page = await browser.newPage();
+  page.setDefaultTimeout(15000);
   page.on("response", (r) => {
     if (r.url().includes("/keys/")) {
       result.keyRequests += 1;
       if (r.status() !== 200) result.keyFailures += 1;
     }
   });
-  await page.goto(url);
+  await page.goto(url, { timeout: 15000 });
   const deadline = Date.now() + Number(timeoutSeconds) * 1000;
+  let lastFrames = 0;
+  let lastChange = null;
   while (Date.now() < deadline) {
-    const state = await page.evaluate(() => ({
-      currentTime: document.getElementById("video").currentTime,
-      keyLoaded: window.player.keyLoaded,
-      fatal: window.player.fatal,
-      errors: window.player.errors,
-      subtitleTracks: window.player.subtitleTracks,
-    }));
-    Object.assign(result, state);
-    if (state.currentTime >= Number(minSeconds) || state.fatal) break;
+    const state = await page.evaluate(() => {
+      const video = document.getElementById("video");
+      const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+      return {
+        currentTime: video.currentTime,
+        frames: quality ? quality.totalVideoFrames : 0,
+        paused: video.paused,
+        ended: window.player.ended || video.ended,
+        state: window.player.state,
+        keyLoaded: window.player.keyLoaded,
+        fatal: window.player.fatal,
+        errors: window.player.errors,
+        subtitleTracks: window.player.subtitleTracks,
+      };
+    });
+    const now = Date.now();
+    if (state.frames > lastFrames) {
+      lastFrames = state.frames;
+      lastChange = now;
+    } else if (lastChange !== null && !state.paused && !state.ended) {
+      result.longestFreeze = Math.max(result.longestFreeze, (now - lastChange) / 1000);
+    }
+    const { paused, ...report } = state;
+    Object.assign(result, report);
+    if (state.fatal) break;
+    if (until === "ended" ? state.ended : state.currentTime >= Number(minSeconds)) break;
     await new Promise((r) => setTimeout(r, 250));
   }
 } finally {

@@ -42,7 +42,7 @@ try {
       const headers = { "Content-Type": "application/sdp" };
       if (token) headers.Authorization = "Bearer " + token;
       const started = performance.now();
-      const resp = await fetch(whepUrl, { method: "POST", headers, body: pc.localDescription.sdp });
+      const resp = await fetch(whepUrl, { method: "POST", headers, body: pc.localDescription.sdp, signal: AbortSignal.timeout(10000) });
       r.status = resp.status;
       const answer = await resp.text();
       if (resp.status !== 201) { r.error = answer; return r; }
@@ -94,7 +94,7 @@ try {
       }
       clearInterval(clockTimer);
       if (vanish) return r;
-      const del = await fetch(new URL(location, whepUrl), { method: "DELETE" });
+      const del = await fetch(new URL(location, whepUrl), { method: "DELETE", signal: AbortSignal.timeout(10000) });
       r.deleteStatus = del.status;
       pc.close();
     } catch (e) {

@@ -1,6 +1,7 @@
 // Publishes Chromium's fake camera and microphone to a WHIP endpoint for a while.
 // Usage: node whip.cjs WHIP_URL SECONDS [CODEC] [clock|vanish]   (CODEC: VP8, H264, or any)
-// With "vanish", the browser quits at the end without DELETE (a publisher that disappears).
+// With "vanish", the browser is killed (SIGKILL) at the end, without DELETE or any goodbye
+// (a publisher that disappears).
 // With "clock", the video is a canvas showing the sender's clock (Date.now() in ms, modulo
 // 2^20) as 20 black or white squares, which whep.cjs reads back for glass-to-glass latency.
 // Prints one JSON line: {status, location, connected, framesSent, codec, error, deleteStatus,
@@ -68,7 +69,7 @@ try {
         pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
         setTimeout(resolve, 3000);
       });
-      const resp = await fetch(whipUrl, { method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
+      const resp = await fetch(whipUrl, { method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp, signal: AbortSignal.timeout(10000) });
       r.status = resp.status;
       r.location = resp.headers.get("Location");
       const answer = await resp.text();
@@ -100,7 +101,7 @@ try {
       });
       if (vanish) return r;
       const base = new URL(whipUrl);
-      const del = await fetch(new URL(r.location, base), { method: "DELETE" });
+      const del = await fetch(new URL(r.location, base), { method: "DELETE", signal: AbortSignal.timeout(10000) });
       r.deleteStatus = del.status;
       pc.close();
     } catch (e) {
@@ -110,6 +111,12 @@ try {
   }, { whipUrl, seconds: Number(seconds), codec, clock, vanish });
   Object.assign(result, out);
 } finally {
+  if (vanish) {
+    console.log(JSON.stringify(result));
+    // Playwright kills the browser (SIGKILL to its process group) as this process exits:
+    // no DELETE, no DTLS close, no RTCP BYE.
+    process.exit(0);
+  }
   await browser.close();
 }
 console.log(JSON.stringify(result));

@@ -153,19 +153,21 @@ pub fn gstreamer_publish(url: &str, seconds: u32) -> Process {
 pub async fn ffprobe(url: &str) -> Value {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || {
-        let out = Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-print_format",
-                "json",
-                "-show_streams",
-                "-show_format",
-            ])
-            .args(["-allowed_extensions", "ALL"])
-            .arg(&url)
-            .output()
-            .expect("ffprobe runs (Debian package ffmpeg)");
+        let out = super::output_within(
+            Command::new("ffprobe")
+                .args([
+                    "-v",
+                    "error",
+                    "-print_format",
+                    "json",
+                    "-show_streams",
+                    "-show_format",
+                ])
+                .args(["-allowed_extensions", "ALL"])
+                .arg(&url),
+            Duration::from_secs(60),
+            "ffprobe (Debian package ffmpeg)",
+        );
         assert!(
             out.status.success(),
             "ffprobe {url} failed: {}",
@@ -181,6 +183,14 @@ pub async fn ffprobe(url: &str) -> Value {
 #[derive(Debug)]
 pub struct Playback {
     pub current_time: f64,
+    /// Decoded video frames.
+    pub frames: u64,
+    /// Longest time (s) without a new decoded frame, from the first on, while playing.
+    pub longest_freeze_s: f64,
+    /// The video fired `ended` (it played to the ENDLIST).
+    pub ended: bool,
+    /// The page's own state: live, ended, offline, playing, error, …
+    pub state: String,
     pub key_loaded: bool,
     pub fatal: Option<String>,
     pub key_requests: u64,
@@ -189,9 +199,57 @@ pub struct Playback {
     pub subtitle_tracks: u64,
 }
 
+/// Whether the key must have been loaded for playback to count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encrypted {
+    Yes,
+    No,
+}
+
+impl Playback {
+    /// Fails unless the player played as a viewer would say it did: at least `min_seconds`
+    /// of media; decoded frames rising steadily (about 10 a second of media at least, never
+    /// frozen for more than 2 s); no fatal player error; the key loaded if encrypted.
+    pub fn assert_plays(&self, min_seconds: f64, encrypted: Encrypted) {
+        assert!(self.fatal.is_none(), "fatal player error: {self:?}");
+        assert!(
+            self.current_time >= min_seconds,
+            "played {:.1} s of {min_seconds} s: {self:?}",
+            self.current_time
+        );
+        assert!(
+            self.frames as f64 >= 10.0 * self.current_time.min(min_seconds),
+            "{} frames decoded in {:.1} s of media: {self:?}",
+            self.frames,
+            self.current_time
+        );
+        assert!(
+            self.longest_freeze_s <= 2.0,
+            "the picture froze for {:.1} s: {self:?}",
+            self.longest_freeze_s
+        );
+        if encrypted == Encrypted::Yes {
+            assert!(
+                self.key_loaded && self.key_requests > 0 && self.key_failures == 0,
+                "the key was not loaded: {self:?}"
+            );
+        }
+    }
+}
+
 /// Opens `url` in headless Chromium until the video plays past `min_seconds`, or fails, or
 /// `timeout_s` passes.
 pub async fn browser_play(url: &str, min_seconds: u32, timeout_s: u32) -> Playback {
+    run_player(url, min_seconds, timeout_s, "seconds").await
+}
+
+/// Opens `url` in headless Chromium until the video fires `ended` (it played to the
+/// ENDLIST), or fails, or `timeout_s` passes.
+pub async fn browser_play_to_end(url: &str, timeout_s: u32) -> Playback {
+    run_player(url, 0, timeout_s, "ended").await
+}
+
+async fn run_player(url: &str, min_seconds: u32, timeout_s: u32, until: &'static str) -> Playback {
     let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
         format!(
             "{}/.cache/ferrocast/npm/node_modules",
@@ -207,16 +265,18 @@ pub async fn browser_play(url: &str, min_seconds: u32, timeout_s: u32) -> Playba
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/play.cjs");
     let url = url.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .env("NODE_PATH", &node_modules)
-            .args([
+        super::output_within(
+            Command::new("node").env("NODE_PATH", &node_modules).args([
                 script,
                 &url,
                 &min_seconds.to_string(),
                 &timeout_s.to_string(),
-            ])
-            .output()
-            .expect("node runs (Debian packages nodejs npm; make test installs them)")
+                until,
+            ]),
+            // Chromium's start and shutdown on top of the playing time.
+            Duration::from_secs(u64::from(timeout_s) + 60),
+            "node play.cjs (Debian packages nodejs npm chromium; make test installs them)",
+        )
     })
     .await
     .unwrap();
@@ -233,6 +293,10 @@ pub async fn browser_play(url: &str, min_seconds: u32, timeout_s: u32) -> Playba
     });
     Playback {
         current_time: v["currentTime"].as_f64().unwrap_or(0.0),
+        frames: v["frames"].as_u64().unwrap_or(0),
+        longest_freeze_s: v["longestFreeze"].as_f64().unwrap_or(0.0),
+        ended: v["ended"].as_bool().unwrap_or(false),
+        state: v["state"].as_str().unwrap_or_default().to_string(),
         key_loaded: v["keyLoaded"].as_bool().unwrap_or(false),
         fatal: v["fatal"].as_str().map(str::to_string),
         key_requests: v["keyRequests"].as_u64().unwrap_or(0),

@@ -89,7 +89,7 @@ impl TestServer {
             state,
             startup,
             data_dir,
-            client: reqwest::Client::new(),
+            client: http_client(),
             shutdown: Some(tx),
             task: Some(task),
             _dir: None,
@@ -161,8 +161,14 @@ impl TestServer {
         )
     }
 
-    /// Fails if `needle` (a content key) appears in the SQLite files or any stored object.
+    /// Fails if `needle` (a content key) appears in the SQLite files or any stored object of
+    /// the local store. Fails closed: a file that cannot be read, or no object at all, fails.
     pub async fn assert_nowhere_on_disk(&self, needle: &[u8]) {
+        assert_eq!(
+            self.state.config.storage.backend,
+            StorageBackend::Local,
+            "assert_nowhere_on_disk reads the local store's folder"
+        );
         let mut files = vec![
             self.data_dir.join("ferrocast.db"),
             self.data_dir.join("ferrocast.db-wal"),
@@ -173,13 +179,15 @@ impl TestServer {
             .list(&ferrocast::storage::Prefix::parse("").unwrap())
             .await
             .unwrap();
+        assert!(!objects.is_empty(), "no stored object to check");
         files.extend(
             objects
                 .iter()
-                .map(|o| self.data_dir.join("objects").join(o.key.as_str())),
+                .map(|o| self.state.config.local_storage_dir().join(o.key.as_str())),
         );
         for f in files {
-            let bytes = std::fs::read(&f).unwrap_or_default();
+            let bytes = std::fs::read(&f)
+                .unwrap_or_else(|e| panic!("cannot read {} to check it: {e}", f.display()));
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle),
                 "content key in clear in {}",
@@ -220,6 +228,67 @@ impl Drop for TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// An HTTP client whose every request fails after 30 s instead of hanging the test.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client")
+}
+
+/// Runs `cmd` to completion like `Command::output`, but kills it and fails the test, naming
+/// `what` with the end of its stderr, if it has not exited within `limit`.
+pub fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> std::process::Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for a child process") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = stderr.join().unwrap_or_default();
+            let tail = String::from_utf8_lossy(&err[err.len().saturating_sub(2000)..]).into_owned();
+            panic!("{what} did not finish within {limit:?}; its stderr ended with:\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 
