@@ -79,6 +79,15 @@ fn tus_upload(file: &Path, endpoint: &str, key: &str, stop_after: u64, resume_ur
         Duration::from_secs(120),
         "node tus_upload.cjs (Debian packages nodejs npm)",
     );
+    if stop_after > 0 {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "the tus client was to SIGKILL itself: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
         panic!(
             "tus client printed no JSON: {} {}",
@@ -130,8 +139,9 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
     assert_eq!(status, 201);
     let key = tenant["api_key"].as_str().unwrap().to_string();
 
-    // The client is killed after ~half the file.
+    // The client is SIGKILLed after ~half the file, in the middle of a request.
     let first = tus_upload(&file, &server.url("/v1/uploads"), &key, size / 2, "");
+    assert_eq!(first["finished"], false, "{first}");
     let upload_url = first["url"].as_str().expect("upload URL").to_string();
     let path = upload_url
         .split_once("/v1/uploads/")
@@ -903,18 +913,52 @@ async fn a_separate_worker_process_shares_postgres_and_s3_with_the_api_node() {
     // The API node runs no jobs; a worker with its own local folders does.
     config.jobs.concurrency = 0;
     let api = TestServer::start_config(config.clone()).await;
+    // `ferrocast worker`, a process of its own, configured as an operator would: by
+    // environment, with its own data folder and the same master key (a shared secret).
     let worker_dir = tempfile::tempdir().unwrap();
-    let mut worker_config = config.clone();
-    worker_config.jobs.concurrency = 1;
-    worker_config.data_dir = worker_dir.path().join("data");
-    worker_config.keys.dir = dir.path().join("keys"); // the same master key, as a shared secret would be
-    let (worker_state, _) = ferrocast::server::build(worker_config, &api.base, &api.rtmp_url)
-        .await
-        .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(ferrocast::server::run_workers(worker_state, async {
-        let _ = stop_rx.await;
-    }));
+    let worker_log = worker_dir.path().join("worker.log");
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_ferrocast"))
+        .arg("worker")
+        .env("FERROCAST_DATA_DIR", worker_dir.path().join("data"))
+        .env("FERROCAST_KEYS_DIR", dir.path().join("keys"))
+        .env("FERROCAST_DATABASE_URL", &pg.url)
+        .env("FERROCAST_JOBS_CONCURRENCY", "1")
+        .env("FERROCAST_HTTP_PUBLIC_URL", &api.base)
+        .env("FERROCAST_STORAGE_BACKEND", "s3")
+        .env("FERROCAST_STORAGE_S3_BUCKET", "ferrocast-vod")
+        .env("FERROCAST_STORAGE_S3_ENDPOINT", &s3.endpoint)
+        .env("FERROCAST_STORAGE_S3_PATH_STYLE", "true")
+        .env("FERROCAST_STORAGE_S3_ACCESS_KEY_ID", &s3.access_key)
+        .env("FERROCAST_STORAGE_S3_SECRET_ACCESS_KEY", &s3.secret_key)
+        .env("FERROCAST_STORAGE_S3_CREATE_BUCKET", "true")
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&worker_log).unwrap())
+        .stderr(std::fs::File::create(worker_dir.path().join("worker.err")).unwrap())
+        .spawn()
+        .expect("ferrocast worker starts");
+    let worker_output = || {
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&worker_log).unwrap_or_default(),
+            std::fs::read_to_string(worker_dir.path().join("worker.err")).unwrap_or_default()
+        )
+    };
+    // Killed by the guard if the test fails before it stops the worker itself.
+    struct KillOnDrop<'a>(&'a mut std::process::Child);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let worker = KillOnDrop(&mut worker);
+    eventually("the worker to start", Duration::from_secs(20), || async {
+        worker_output()
+            .contains("running job workers only")
+            .then_some(())
+    })
+    .await;
 
     let (_, key) = api.create_tenant("Creators").await;
     let media = tempfile::tempdir().unwrap();
@@ -978,8 +1022,32 @@ async fn a_separate_worker_process_shares_postgres_and_s3_with_the_api_node() {
         "the worker took the job {} ms after it was queued",
         started - created
     );
-    let _ = stop_tx.send(());
-    worker.await.unwrap();
+    // SIGTERM: the worker stops cleanly, as under systemd or Kubernetes.
+    let pid = worker.0.id().to_string();
+    let term = common::output_within(
+        std::process::Command::new("kill").args(["-TERM", &pid]),
+        Duration::from_secs(5),
+        "kill",
+    );
+    assert!(term.status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = worker.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not stop within 15 s of SIGTERM:\n{}",
+            worker_output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        status.success(),
+        "worker exited with {status}:\n{}",
+        worker_output()
+    );
+    drop(worker);
     api.stop().await;
 }
 

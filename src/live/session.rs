@@ -86,7 +86,6 @@ pub(super) async fn run(
         let error = match &outcome {
             Outcome::Failed(reason) => {
                 tracing::error!(%reason, "broadcast interrupted");
-                let _ = stop.send(Some(reason.clone()));
                 Some(reason.as_str())
             }
             Outcome::Left | Outcome::Cancelled => None,
@@ -259,6 +258,10 @@ async fn publish_once(
             }
         }
     };
+    // The publisher learns why before its media channel closes (when `media` drops).
+    if let Outcome::Failed(reason) = &outcome {
+        let _ = stop.send(Some(reason.clone()));
+    }
     if let Some(p) = pipeline.take() {
         // Segments the pipeline finished while stopping still count.
         drop(p);

@@ -2,8 +2,10 @@
 // Usage: node play.cjs URL MIN_SECONDS TIMEOUT_SECONDS [UNTIL]
 // Stops once the video has played MIN_SECONDS (or, with UNTIL=ended, once it fired `ended`),
 // on a fatal player error, or after TIMEOUT_SECONDS.
-// Prints one JSON line: {currentTime, frames, longestFreeze, ended, state, keyLoaded, fatal,
-// errors, keyRequests, keyFailures, subtitleTracks}. `frames` counts decoded video frames;
+// Prints one JSON line: {currentTime, frames, firstFrameTime, longestFreeze, ended, state,
+// keyLoaded, fatal, errors, keyRequests, keyFailures, subtitleTracks}. `frames` counts decoded
+// video frames, `firstFrameTime` is the playhead when the first one was seen (a live stream
+// starts behind its edge, not at 0);
 // `longestFreeze` is the longest time (s) without a new frame, from the first frame on,
 // while the video was not paused and had not ended.
 // Debian's Chromium (/usr/bin/chromium, or $CHROMIUM) is driven by playwright-core; nothing is
@@ -26,7 +28,7 @@ const browser = await chromium.launch({
   ],
 });
 let result = {
-  currentTime: 0, frames: 0, longestFreeze: 0, ended: false, state: null, keyLoaded: false,
+  currentTime: 0, frames: 0, firstFrameTime: null, longestFreeze: 0, ended: false, state: null, keyLoaded: false,
   fatal: null, errors: [], keyRequests: 0, keyFailures: 0, subtitleTracks: 0,
 };
 try {
@@ -59,6 +61,7 @@ try {
       };
     });
     const now = Date.now();
+    if (state.frames > 0 && result.firstFrameTime === null) result.firstFrameTime = state.currentTime;
     if (state.frames > lastFrames) {
       lastFrames = state.frames;
       lastChange = now;

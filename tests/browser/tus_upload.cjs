@@ -1,7 +1,7 @@
 // Uploads a file to Ferrocast with tus-js-client (a real tus 1.0 client).
 // Usage: node tus_upload.cjs FILE ENDPOINT API_KEY [STOP_AFTER_BYTES] [UPLOAD_URL]
-// With STOP_AFTER_BYTES the upload is aborted once that many bytes were sent (like a client
-// killed midway); with UPLOAD_URL it resumes that upload from the server's offset.
+// With STOP_AFTER_BYTES the client SIGKILLs itself once that many bytes were sent (mid-request,
+// after printing its report); with UPLOAD_URL it resumes that upload from the server's offset.
 // Prints one JSON line: {url, bytesSent, finished, error}.
 const fs = require("fs");
 const tus = require("tus-js-client");
@@ -30,11 +30,10 @@ const upload = new tus.Upload(data, {
   onProgress(sent) {
     result.bytesSent = sent;
     if (stop > 0 && sent >= stop) {
-      upload.abort(false).then(() => {
-        result.url = upload.url;
-        console.log(JSON.stringify(result));
-        process.exit(0);
-      });
+      // Killed midway, mid-request: SIGKILL, no abort, no goodbye of any kind.
+      result.url = upload.url;
+      fs.writeSync(1, JSON.stringify(result) + "\n");
+      process.kill(process.pid, "SIGKILL");
     }
   },
   onError(err) {

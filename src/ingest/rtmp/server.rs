@@ -74,6 +74,8 @@ async fn connection(
     let mut buf = vec![0u8; 64 * 1024];
     let mut publisher: Option<Publisher> = None;
     let mut published = false;
+    // The NetStream the current publish is on, to tell the client why it ends.
+    let mut publish_stream = None;
     let handshake_deadline =
         tokio::time::Instant::now() + Duration::from_secs(config.handshake_timeout_s);
     let idle = Duration::from_secs(config.idle_timeout_s);
@@ -91,7 +93,7 @@ async fn connection(
     let mut stopped: Option<Pin<Box<dyn Future<Output = String> + Send>>> = None;
     loop {
         let read = tokio::select! {
-            r = socket.read(&mut buf) => r.map_err(|e| format!("read: {e}"))?,
+            r = socket.read(&mut buf) => Ok(r.map_err(|e| format!("read: {e}"))?),
             () = &mut timer => {
                 // Before the first publish the handshake deadline applies; after it, the idle
                 // timeout (a client that unpublished may still send deleteStream first).
@@ -105,10 +107,18 @@ async fn connection(
                 timer.as_mut().reset(deadline);
                 continue;
             }
+            // Handled after the select: awaiting in here would keep its output (holding a
+            // watch guard, not Send) alive across the await.
             reason = async { stopped.as_mut().expect("guarded").await }, if stopped.is_some() => {
-                return Err(format!("broadcast ended: {reason}"));
+                Err(reason)
             }
             _ = &mut shutting_down => return Err("server shutting down".into()),
+        };
+        let read = match read {
+            Ok(n) => n,
+            Err(reason) => {
+                return Err(end_publish(&mut socket, &mut conn, publish_stream, reason).await);
+            }
         };
         if read == 0 {
             return Ok(());
@@ -151,6 +161,7 @@ async fn connection(
                                 stopped = Some(Box::pin(p.stopped()));
                                 publisher = Some(p);
                                 published = true;
+                                publish_stream = Some(stream_id);
                                 timer.as_mut().reset(tokio::time::Instant::now() + idle);
                                 conn.accept_publish(stream_id);
                                 None
@@ -167,9 +178,11 @@ async fn connection(
                 Event::Metadata { data, .. } => {
                     if let Some(p) = publisher.as_mut() {
                         let fields = data.into_iter().map(|(k, v)| (k, amf_to_json(v))).collect();
-                        p.send(IngestMessage::Metadata(fields))
-                            .await
-                            .map_err(|r| format!("broadcast ended: {r}"))?;
+                        if let Err(r) = p.send(IngestMessage::Metadata(fields)).await {
+                            return Err(
+                                end_publish(&mut socket, &mut conn, publish_stream, r).await
+                            );
+                        }
                     }
                 }
                 Event::Video {
@@ -177,13 +190,15 @@ async fn connection(
                     payload,
                     ..
                 } => {
-                    if let Some(p) = publisher.as_mut() {
-                        p.send(IngestMessage::Video {
-                            timestamp_ms,
-                            body: payload,
-                        })
-                        .await
-                        .map_err(|r| format!("broadcast ended: {r}"))?;
+                    if let Some(p) = publisher.as_mut()
+                        && let Err(r) = p
+                            .send(IngestMessage::Video {
+                                timestamp_ms,
+                                body: payload,
+                            })
+                            .await
+                    {
+                        return Err(end_publish(&mut socket, &mut conn, publish_stream, r).await);
                     }
                 }
                 Event::Audio {
@@ -191,17 +206,20 @@ async fn connection(
                     payload,
                     ..
                 } => {
-                    if let Some(p) = publisher.as_mut() {
-                        p.send(IngestMessage::Audio {
-                            timestamp_ms,
-                            body: payload,
-                        })
-                        .await
-                        .map_err(|r| format!("broadcast ended: {r}"))?;
+                    if let Some(p) = publisher.as_mut()
+                        && let Err(r) = p
+                            .send(IngestMessage::Audio {
+                                timestamp_ms,
+                                body: payload,
+                            })
+                            .await
+                    {
+                        return Err(end_publish(&mut socket, &mut conn, publish_stream, r).await);
                     }
                 }
                 Event::Unpublished { .. } => {
                     stopped = None;
+                    publish_stream = None;
                     if publisher.take().is_some() {
                         tracing::info!("publisher stopped");
                     }
@@ -221,6 +239,31 @@ async fn connection(
         }
         last_read = tokio::time::Instant::now();
     }
+}
+
+/// The broadcast ended the publish (stream deleted, key reset, a codec it cannot take, an
+/// error): the client is told why with onStatus level "error" (ffmpeg prints it as "Server
+/// error: …"), then the connection closes. Returns the reason to log.
+async fn end_publish(
+    socket: &mut TcpStream,
+    conn: &mut ServerConnection,
+    stream_id: Option<u32>,
+    reason: String,
+) -> String {
+    if let Some(id) = stream_id {
+        conn.reject_publish(id, "NetStream.Publish.Failed", &reason);
+        let out = conn.take_output();
+        // What the client still sends is read and dropped until it closes (2 s at most):
+        // closing at once would reset the connection, and with it the status not yet read.
+        let mut sink = vec![0u8; 16 * 1024];
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            socket.write_all(&out).await?;
+            while socket.read(&mut sink).await? > 0 {}
+            socket.shutdown().await
+        })
+        .await;
+    }
+    format!("broadcast ended: {reason}")
 }
 
 fn amf_to_json(v: Amf0Value) -> serde_json::Value {
