@@ -2,20 +2,26 @@
 //! real browser.
 //!
 //! A release `ferrocast serve` records a 20 s 720p30 broadcast (RTMP, `passthrough` ladder:
-//! AES-128 HLS, public playback). While it is live, headless Chromium opens `/play/{id}` three
-//! times (empty cache each time): page load → first frame. Then, on the recording:
+//! AES-128 HLS, `signed` playback: every request carries a tenant-signed ES256 token, as a
+//! customer's site would send it). While it is live, headless Chromium opens
+//! `/play/{id}?token=…` three times (empty cache each time): page load → first frame. Then, on
+//! the recording:
 //! - the same page load → first frame;
 //! - `wrk`, 64 connections, 20 s, cycling through the recording's segments (and, separately,
-//!   its playlists), against Ferrocast and against nginx (`benches/nginx-delivery.conf`)
-//!   serving the very files Ferrocast stored, under the same URLs: requests/s and p99.
+//!   its playlists), each URL with `?token=…`, against Ferrocast, which checks the token on
+//!   every request (signature, expiry, playback id) and writes it into every URI of a playlist
+//!   it serves, and against nginx (`benches/nginx-delivery.conf`: `sendfile`,
+//!   `open_file_cache`, as a tuned nginx), which serves the very files Ferrocast stored, under
+//!   the same URLs, with no token check: requests/s and p99.
 //!
-//! Runs alternate; medians of three. Its lines go into `benches/results.md`.
+//! Runs alternate; medians of three. Every wait has a deadline and fails saying what it waited
+//! for. Its lines go into `benches/results.md`.
 
 mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 3;
@@ -26,38 +32,57 @@ fn main() {
     std::fs::create_dir_all(&work).unwrap();
     let input = make_input(&work, 720, 20);
     let dir = tempfile::tempdir_in(&work).unwrap();
-    let (mut server, base) = spawn_server(dir.path(), &[]);
+    let (server, base) = spawn_server(dir.path(), &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (key, stream) = rt.block_on(tenant_and_stream(
         &base,
-        serde_json::json!({"ladder": "passthrough", "playback_policy": "public",
+        serde_json::json!({"ladder": "passthrough", "playback_policy": "signed",
             "reconnect_window_s": 0, "record": true}),
     ));
+    let signing = rt.block_on(SigningKey::create(&base, &key));
     let mut publisher = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
         .arg(&input)
         .args(["-c", "copy", "-f", "flv", &publish_url(&stream)])
+        .stdin(Stdio::null())
         .spawn()
-        .expect("ffmpeg");
+        .expect("ffmpeg (Debian package ffmpeg)");
     // Live: a few segments in, as a viewer arriving mid-broadcast.
     std::thread::sleep(Duration::from_secs(8));
+    let live_id = stream["playback_id"].as_str().unwrap();
     let live = first_frames(&format!(
-        "{base}/play/{}",
-        stream["playback_id"].as_str().unwrap()
+        "{base}/play/{live_id}?token={}",
+        signing.token(live_id)
     ));
-    assert!(publisher.wait().unwrap().success(), "publisher failed");
+    let status = wait_within(
+        &mut publisher,
+        Duration::from_secs(60),
+        "the publisher (ffmpeg, 20 s of media) to end",
+    );
+    assert!(status.success(), "publisher failed: {status}");
     let playback_id = rt.block_on(recording(&base, &key));
-    let vod = first_frames(&format!("{base}/play/{playback_id}"));
+    let token = signing.token(&playback_id);
+    let query = format!("?token={token}");
+    let vod = first_frames(&format!("{base}/play/{playback_id}{query}"));
 
-    // The recording's files: where Ferrocast stored them, and their URLs.
-    let client = reqwest::blocking::Client::new();
+    // The recording's files: where Ferrocast stored them, and their URLs. Ferrocast writes the
+    // token into every URI of a playlist it serves; the stored file is that without it.
+    let client = http_blocking();
     let get = |path: &str| {
-        let r = client.get(format!("{base}{path}")).send().unwrap();
+        let r = client
+            .get(format!("{base}{path}{query}"))
+            .send()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
         assert!(r.status().is_success(), "{path}: {}", r.status());
         r.bytes().unwrap()
     };
+    let stored = |served: &[u8]| {
+        String::from_utf8_lossy(served)
+            .replace(&query, "")
+            .into_bytes()
+    };
     let prefix = format!("/hls/{playback_id}/");
-    let master = get(&format!("{prefix}master.m3u8"));
+    let master = stored(&get(&format!("{prefix}master.m3u8")));
     let files = find_file(&dir.path().join("data"), "master.m3u8", &master)
         .expect("the stored master playlist")
         .parent()
@@ -67,7 +92,7 @@ fn main() {
     let mut segments = Vec::new();
     for uri in uris(&master) {
         let media_path = format!("{prefix}{uri}");
-        let media = get(&media_path);
+        let media = stored(&get(&media_path));
         let dir_of = &media_path[..media_path.rfind('/').unwrap() + 1];
         segments.extend(uris(&media).map(|s| format!("{dir_of}{s}")));
         playlists.push(media_path);
@@ -91,16 +116,22 @@ fn main() {
     );
     let nginx = spawn_nginx(nginx_dir.path(), &conf, port);
     let nginx_base = format!("http://127.0.0.1:{port}");
-    for path in [&segments[0], &playlists[1]] {
+    for (path, served) in [
+        (&segments[0], get(&segments[0]).to_vec()),
+        (&playlists[1], stored(&get(&playlists[1]))),
+    ] {
         let theirs = client
-            .get(format!("{nginx_base}{path}"))
+            .get(format!("{nginx_base}{path}{query}"))
             .send()
-            .unwrap()
+            .unwrap_or_else(|e| panic!("GET {path} from nginx: {e}"))
             .bytes()
             .unwrap();
-        assert_eq!(theirs, get(path), "nginx serves the same bytes for {path}");
+        assert_eq!(theirs, served, "nginx serves the same bytes for {path}");
     }
 
+    // The same requests, token and all, to both (nginx ignores the query).
+    let segments: Vec<String> = segments.iter().map(|s| format!("{s}{query}")).collect();
+    let playlists: Vec<String> = playlists.iter().map(|p| format!("{p}{query}")).collect();
     let seg_script = wrk_script(nginx_dir.path(), "segments.lua", &segments);
     let pl_script = wrk_script(nginx_dir.path(), "playlists.lua", &playlists);
     let mut results: [(Vec<WrkResult>, Vec<WrkResult>); 2] = Default::default();
@@ -114,8 +145,7 @@ fn main() {
         }
     }
     stop_nginx(nginx);
-    let _ = server.kill();
-    let _ = server.wait();
+    kill_child(server, "ferrocast serve");
 
     let mut rows = Vec::new();
     for (i, what) in [
@@ -134,28 +164,35 @@ fn main() {
         };
         let (f, p) = (&results[i].0, &results[i].1);
         let (frps, prps) = (m(f, |r| r.rps), m(p, |r| r.rps));
-        rows.push(row(
-            &format!(
-                "Delivery of a recording, {what}: req/s; p99 (wrk, 64 connections, {WRK_SECONDS} s)"
+        rows.push(
+            row(
+                &format!(
+                    "Delivery of a recording, {what}, signed playback (Ferrocast checks the \
+                     ES256 token on every request): req/s; p99 (wrk, 64 connections, \
+                     {WRK_SECONDS} s)"
+                ),
+                format!("{frps:.0}; {:.2} ms", m(f, |r| r.p99_ms)),
+                "≥ 0.9×",
+            )
+            .against(
+                "nginx: the same files, no token check, sendfile + open_file_cache",
+                format!("{prps:.0}; {:.2} ms", m(p, |r| r.p99_ms)),
+                ratio(frps, prps),
             ),
-            format!("{frps:.0}; {:.2} ms", m(f, |r| r.p99_ms)),
-            format!("nginx {prps:.0}; {:.2} ms", m(p, |r| r.p99_ms)),
-            ratio(frps, prps),
-            "≥ 0.9×",
-        ));
+        );
     }
-    for (what, mut v) in [
+    for (what, v) in [
         ("live, joining mid-broadcast", live),
         ("the recording", vod),
     ] {
+        let each: Vec<String> = v.iter().map(|ms| format!("{ms:.0}")).collect();
         rows.push(row(
             &format!(
-                "Page load → first frame, Chromium + hls.js, {what}: median of {}",
+                "Page load → first frame, Chromium + hls.js, signed playback, {what}: median \
+                 (n = {}: each load, ms)",
                 v.len()
             ),
-            format!("{:.0} ms", median(&mut v)),
-            String::new(),
-            String::new(),
+            format!("{:.0} ms ({})", median(&mut v.clone()), each.join(", ")),
             "< 1 s",
         ));
     }
@@ -164,18 +201,24 @@ fn main() {
 
 /// The stream's recording, once ready: its playback id.
 async fn recording(base: &str, key: &str) -> String {
-    let client = reqwest::Client::new();
+    let client = http();
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut failures = Failures::default();
+    let mut list = serde_json::Value::Null;
     loop {
-        let list: serde_json::Value = client
+        match client
             .get(format!("{base}/v1/assets"))
             .bearer_auth(key)
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        {
+            Ok(r) if r.status().is_success() => match r.json().await {
+                Ok(l) => list = l,
+                Err(e) => failures.note(e),
+            },
+            Ok(r) => failures.note(r.status()),
+            Err(e) => failures.note(e),
+        }
         if let Some(a) = list["data"]
             .as_array()
             .into_iter()
@@ -184,14 +227,22 @@ async fn recording(base: &str, key: &str) -> String {
         {
             return a["playback_id"].as_str().unwrap().to_string();
         }
-        assert!(Instant::now() < deadline, "no recording: {list}");
+        assert!(
+            Instant::now() < deadline,
+            "waited 60 s for the recording to be `ready` in {base}/v1/assets: {list}; {failures}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Page load → first frame, three times, in ms.
+/// Page load → first frame, three times, in ms; every load must show one.
 fn first_frames(url: &str) -> Vec<f64> {
-    let report = node_script("benches/first-frame.cjs", &[url, "3"]);
+    // Each load may take its 30 s navigation and 15 s frame timeouts, and the launch 30 s.
+    let report = node_script(
+        "benches/first-frame.cjs",
+        &[url, "3"],
+        Duration::from_secs(180),
+    );
     let ms: Vec<f64> = report["firstFrameMs"]
         .as_array()
         .into_iter()

@@ -15,7 +15,9 @@
 //! requests for the playlists until they end); its resident memory above idle at the peak,
 //! per publisher; and whether every stream's playlist holds the whole broadcast. Runs
 //! alternate; medians of five (one publisher's CPU moves by ±10 % from run to run on a shared
-//! 2-core machine). Its lines go into `benches/results.md`.
+//! 2-core machine). Every wait has a deadline: the publishers must end within 60 s of the
+//! media's length, and a playlist not final 20 s after them counts as incomplete, with a line
+//! saying which and why. Its lines go into `benches/results.md`.
 
 mod common;
 use common::*;
@@ -76,41 +78,43 @@ fn main() {
         let [f, p, _] = &results[i];
         let (fc, pc) = (m(f, |o| o.cpu), m(p, |o| o.cpu));
         let (fr, pr) = (m(f, |o| o.rss), m(p, |o| o.rss));
-        rows.push(row(
-            &format!(
-                "Passthrough ingest, {n} RTMP publisher{}: CPU per publisher ({unit}); \
-                 memory per publisher; playlists complete",
-                plural(n)
+        rows.push(
+            row(
+                &format!(
+                    "Passthrough ingest, {n} RTMP publisher{}: CPU per publisher ({unit}); \
+                     memory per publisher; playlists complete",
+                    plural(n)
+                ),
+                format!("{:.2} %; {fr:.1} MiB; {}/{n}", fc * 100.0, complete(f)),
+                "≤ 1.0× CPU; all complete",
+            )
+            .against(
+                "nginx-rtmp",
+                format!("{:.2} %; {pr:.1} MiB; {}/{n}", pc * 100.0, complete(p)),
+                ratio(fc, pc),
             ),
-            format!("{:.2} %; {fr:.1} MiB; {}/{n}", fc * 100.0, complete(f)),
-            format!(
-                "nginx-rtmp {:.2} %; {pr:.1} MiB; {}/{n}",
-                pc * 100.0,
-                complete(p)
-            ),
-            ratio(fc, pc),
-            "≤ 1.0× CPU; all complete",
-        ));
+        );
     }
     for (i, &n) in PUBLISHERS.iter().enumerate() {
         let [f, _, k] = &results[i];
         let (fc, kc) = (m(f, |o| o.cpu), m(k, |o| o.cpu));
-        rows.push(row(
-            &format!(
-                "Passthrough ingest, both encrypting every segment (AES-128, one key per \
-                 broadcast), {n} RTMP publisher{}: CPU per publisher ({unit}); playlists \
-                 complete",
-                plural(n)
+        rows.push(
+            row(
+                &format!(
+                    "Passthrough ingest, both encrypting every segment (AES-128, one key per \
+                     broadcast), {n} RTMP publisher{}: CPU per publisher ({unit}); playlists \
+                     complete",
+                    plural(n)
+                ),
+                format!("{:.2} %; {}/{n}", fc * 100.0, complete(f)),
+                "≤ 1.0× CPU; all complete",
+            )
+            .against(
+                "nginx-rtmp `hls_keys on`",
+                format!("{:.2} %; {}/{n}", kc * 100.0, complete(k)),
+                ratio(fc, kc),
             ),
-            format!("{:.2} %; {}/{n}", fc * 100.0, complete(f)),
-            format!(
-                "nginx-rtmp `hls_keys on` {:.2} %; {}/{n}",
-                kc * 100.0,
-                complete(k)
-            ),
-            ratio(fc, kc),
-            "≤ 1.0× CPU; all complete",
-        ));
+        );
     }
     record("ingest", &rows);
 }
@@ -124,23 +128,37 @@ fn publishers(input: &Path, urls: &[String]) -> Vec<Child> {
                 .args(["-c", "copy", "-f", "flv", url])
                 .stdin(Stdio::null())
                 .spawn()
-                .expect("ffmpeg")
+                .expect("ffmpeg (Debian package ffmpeg)")
         })
         .collect()
 }
 
-/// Waits for the publishers while sampling `pid`'s memory; returns the peak in MiB.
+/// Waits for the publishers while sampling `pid`'s memory; returns the peak in MiB. They must
+/// end within a minute of the media's length (past it, they are killed and the run fails).
 fn wait_sampling(pid: u32, mut children: Vec<Child>) -> f64 {
+    let n = children.len();
+    let deadline = Instant::now() + Duration::from_secs(u64::from(MEDIA_SECONDS) + 60);
     let mut peak: f64 = 0.0;
     while !children.is_empty() {
         peak = peak.max(process_rss_mib(pid));
         children.retain_mut(|c| match c.try_wait().unwrap() {
             Some(status) => {
-                assert!(status.success(), "a publisher failed");
+                assert!(status.success(), "a publisher failed: {status}");
                 false
             }
             None => true,
         });
+        if Instant::now() > deadline && !children.is_empty() {
+            let left = children.len();
+            for c in children {
+                kill_child(c, "a publisher (ffmpeg)");
+            }
+            panic!(
+                "waited {} s for {n} publishers (ffmpeg -re, {MEDIA_SECONDS} s of media) to \
+                 end; {left} were still running, so they were killed",
+                MEDIA_SECONDS + 60
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     peak
@@ -161,13 +179,13 @@ fn is_whole(playlist: &str) -> bool {
 
 async fn ferrocast_run(work: &Path, input: &Path, n: usize) -> Outcome {
     let dir = tempfile::tempdir_in(work).unwrap();
-    let (mut server, base) = spawn_server(dir.path(), &[]);
+    let (server, base) = spawn_server(dir.path(), &[]);
     let body = serde_json::json!({
         "ladder": "passthrough", "playback_policy": "public",
         "reconnect_window_s": 0, "record": true,
     });
     let (key, first) = tenant_and_stream(&base, body.clone()).await;
-    let client = reqwest::Client::new();
+    let client = http();
     let mut streams = vec![first];
     while streams.len() < n {
         let resp = client
@@ -189,26 +207,43 @@ async fn ferrocast_run(work: &Path, input: &Path, n: usize) -> Outcome {
     let peak = tokio::task::spawn_blocking(move || wait_sampling(pid, children))
         .await
         .unwrap();
-    // Final: every stream's media playlist has ENDLIST (or 20 s pass).
+    // Final: every stream's media playlist has ENDLIST within 20 s; one that has not by then
+    // counts as incomplete, and is named with the last thing its requests got.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut complete = 0;
-    for s in &streams {
+    for (i, s) in streams.iter().enumerate() {
         let master = format!(
             "{base}/hls/{}/master.m3u8",
             s["playback_id"].as_str().unwrap()
         );
+        let mut failures = Failures::default();
         loop {
-            let text = media_playlist(&client, &master).await;
-            if text.contains("#EXT-X-ENDLIST") || Instant::now() > deadline {
-                complete += usize::from(is_whole(&text) && text.contains("#EXT-X-ENDLIST"));
+            let text = media_playlist(&client, &master).await.unwrap_or_else(|e| {
+                failures.note(e);
+                String::new()
+            });
+            if text.contains("#EXT-X-ENDLIST") {
+                complete += usize::from(is_whole(&text));
+                if !is_whole(&text) {
+                    eprintln!(
+                        "stream {i}: its final playlist lists {:.1} s of {MEDIA_SECONDS} s",
+                        listed_seconds(&text)
+                    );
+                }
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!(
+                    "stream {i}: waited 20 s after the publishers for #EXT-X-ENDLIST under \
+                     {master}; counted incomplete ({failures})"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     let (cpu, counted) = meter.stop();
-    let _ = server.kill();
-    let _ = server.wait();
+    kill_child(server, "ferrocast serve");
     Outcome {
         cpu: cpu / n as f64 / f64::from(MEDIA_SECONDS),
         counted,
@@ -217,21 +252,23 @@ async fn ferrocast_run(work: &Path, input: &Path, n: usize) -> Outcome {
     }
 }
 
-/// The first media playlist of a master playlist, or "" while there is none.
-async fn media_playlist(client: &reqwest::Client, master_url: &str) -> String {
+/// The first media playlist of a master playlist; an error says which request failed (a 404
+/// is one too, while the stream has not started).
+async fn media_playlist(client: &reqwest::Client, master_url: &str) -> Result<String, String> {
     let get = |url: String| async move {
         match client.get(&url).send().await {
-            Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
-            _ => String::new(),
+            Ok(r) if r.status().is_success() => {
+                r.text().await.map_err(|e| format!("GET {url}: {e}"))
+            }
+            Ok(r) => Err(format!("GET {url}: {}", r.status())),
+            Err(e) => Err(format!("GET {url}: {e}")),
         }
     };
-    let master = get(master_url.to_string()).await;
-    let Some(uri) = master
+    let master = get(master_url.to_string()).await?;
+    let uri = master
         .lines()
         .find(|l| !l.is_empty() && !l.starts_with('#'))
-    else {
-        return String::new();
-    };
+        .ok_or_else(|| format!("{master_url} lists no media playlist"))?;
     let base = &master_url[..master_url.rfind('/').unwrap() + 1];
     get(format!("{base}{uri}")).await
 }

@@ -1,10 +1,13 @@
 //! `make bench`: WHEP fan-out cost. A release `ferrocast serve` gets one 720p30 RTMP broadcast
-//! (ffmpeg, no B-frames; HLS passthrough only, so the ladder does not drown the figures); then 0, 4 and 16 WebRTC viewers (GStreamer `webrtcbin` receivers in
-//! this process, media to fakesink, no decoding) watch it over WHEP. The server's CPU with
-//! each count gives the CPU one viewer costs, hence viewers per core. Medians of 3 runs of
-//! 10 s each. Then glass-to-glass latency: headless Chromium publishes a canvas of its clock
-//! over WHIP (H.264) and a second Chromium reads it back from WHEP; three broadcasts.
-//! Its lines go into `benches/results.md`.
+//! (ffmpeg, no B-frames; HLS passthrough only, so the ladder does not drown the figures); then
+//! 0, 4 and 16 WebRTC viewers (GStreamer `webrtcbin` receivers in this process, media to
+//! fakesink, no decoding) watch it over WHEP. The server's CPU with each count gives the CPU
+//! one viewer costs, hence viewers per core. Medians of 3 runs of 10 s each. Then
+//! glass-to-glass latency: headless Chromium publishes a canvas of its clock over WHIP (H.264)
+//! and a second Chromium reads it back from WHEP; three broadcasts, each reported with its
+//! median and its number of readings (n), however few, and a broadcast with none says so.
+//! Every wait has a deadline and fails saying what it waited for. Its lines go into
+//! `benches/results.md`.
 
 mod common;
 use common::*;
@@ -23,11 +26,11 @@ const SECONDS: u64 = 10;
 fn main() {
     gst::init().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let (mut server, base) = spawn_server(work.path(), &[]);
+    let (server, base) = spawn_server(work.path(), &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (rtmp_url, playback_id) = rt.block_on(setup(&base));
     let total = COUNTS.len() as u64 * 3 * (SECONDS + 8) + 20;
-    let mut ffmpeg = Command::new("ffmpeg")
+    let ffmpeg = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
@@ -43,9 +46,10 @@ fn main() {
             "-bf", "0", "-g", "60", "-b:v", "3000k", "-c:a", "aac", "-f", "flv",
         ])
         .arg(&rtmp_url)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
-        .expect("ffmpeg");
+        .expect("ffmpeg (Debian package ffmpeg)");
     std::thread::sleep(Duration::from_secs(6));
     let whep = format!("{base}/whep/{playback_id}");
 
@@ -66,39 +70,64 @@ fn main() {
             std::thread::sleep(Duration::from_secs(2));
         }
     }
-    let _ = ffmpeg.kill();
-    let _ = ffmpeg.wait();
+    kill_child(ffmpeg, "the RTMP publisher (ffmpeg)");
 
     // Glass-to-glass: Chromium publishes a canvas showing its clock over WHIP; a second
-    // Chromium watches over WHEP and reads the clock back. Three broadcasts.
-    let mut lags = Vec::new();
+    // Chromium watches over WHEP and reads the clock back. Three broadcasts, all reported.
+    let mut broadcasts: Vec<Vec<f64>> = Vec::new();
     for run in 1..=3 {
         eprintln!("run {run}/3: glass-to-glass");
         let (whip, whep) = rt.block_on(whip_stream(&base));
         let publisher = std::thread::spawn(move || {
-            node_script("tests/browser/whip.cjs", &[&whip, "14", "H264", "clock"])
+            node_script(
+                "tests/browser/whip.cjs",
+                &[&whip, "14", "H264", "clock"],
+                Duration::from_secs(120),
+            )
         });
         std::thread::sleep(Duration::from_secs(4));
-        let viewer = node_script("tests/browser/whep.cjs", &[&whep, "6"]);
-        let _ = publisher.join();
-        let mut samples: Vec<f64> = viewer["glassToGlassMs"]
+        let viewer = node_script(
+            "tests/browser/whep.cjs",
+            &[&whep, "6"],
+            Duration::from_secs(120),
+        );
+        // node_script's deadline bounds the thread too; a failed publisher fails the run.
+        if let Err(panic) = publisher.join() {
+            std::panic::resume_unwind(panic);
+        }
+        let samples: Vec<f64> = viewer["glassToGlassMs"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(serde_json::Value::as_f64)
             .collect();
         if samples.len() < 10 {
-            eprintln!("the viewer could not read the clock this time (busy machine?): {viewer}");
-            continue;
+            eprintln!(
+                "broadcast {run}: only {} clock readings (busy machine?): {viewer}",
+                samples.len()
+            );
         }
-        lags.push(median(&mut samples));
+        broadcasts.push(samples);
     }
-    assert!(
-        !lags.is_empty(),
-        "no broadcast gave glass-to-glass readings"
-    );
-    let _ = server.kill();
-    let _ = server.wait();
+    kill_child(server, "ferrocast serve");
+    // Each broadcast: its median and n; the line's figure is the median of those medians.
+    let mut medians: Vec<f64> = Vec::new();
+    let each: Vec<String> = broadcasts
+        .iter_mut()
+        .map(|s| match s.len() {
+            0 => "no reading (n=0)".to_string(),
+            n => {
+                let m = median(s);
+                medians.push(m);
+                format!("{m:.0} ms (n={n})")
+            }
+        })
+        .collect();
+    let overall = if medians.is_empty() {
+        "no reading".to_string()
+    } else {
+        format!("{:.0} ms", median(&mut medians))
+    };
     let med: Vec<f64> = cpu.iter_mut().map(|v| median(v)).collect();
     let per_viewer = (med[2] - med[0]) / COUNTS[2] as f64;
     record(
@@ -110,26 +139,22 @@ fn main() {
                     COUNTS[1], COUNTS[2]
                 ),
                 format!("{:.3} / {:.3} / {:.3}", med[0], med[1], med[2]),
-                String::new(),
-                String::new(),
                 "",
             ),
             row(
                 &format!(
                     "WHEP glass-to-glass, Chromium WHIP publisher → Chromium WHEP viewer, \
-                     loopback: median of {} broadcasts' medians",
-                    lags.len()
+                     loopback: median of the medians of the {} of {} broadcasts with readings \
+                     (each broadcast: its median, n = clock readings)",
+                    medians.len(),
+                    broadcasts.len()
                 ),
-                format!("{:.0} ms", median(&mut lags)),
-                String::new(),
-                String::new(),
+                format!("{overall} ({})", each.join("; ")),
                 "< 500 ms",
             ),
             row(
                 "WHEP fan-out: CPU per viewer (cores), viewers per core",
                 format!("{per_viewer:.4}, {:.0}", 1.0 / per_viewer.max(1e-6)),
-                String::new(),
-                String::new(),
                 "",
             ),
         ],
@@ -204,20 +229,28 @@ impl Viewer {
             );
         }
         pipeline.set_state(gst::State::Playing).unwrap();
-        let promise = gst::Promise::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let promise = gst::Promise::with_change_func(move |reply| {
+            let offer = reply
+                .ok()
+                .flatten()
+                .and_then(|r| r.get::<gst_webrtc::WebRTCSessionDescription>("offer").ok());
+            let _ = tx.send(offer);
+        });
         webrtc.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
-        promise.wait();
-        let offer = promise
-            .get_reply()
-            .unwrap()
-            .get::<gst_webrtc::WebRTCSessionDescription>("offer")
-            .unwrap();
+        let offer = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("waited 10 s for webrtcbin to create an offer")
+            .expect("webrtcbin answered create-offer without an offer");
         webrtc.emit_by_name::<()>("set-local-description", &[&offer, &None::<gst::Promise>]);
         let deadline = Instant::now() + Duration::from_secs(5);
         while webrtc.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
             != gst_webrtc::WebRTCICEGatheringState::Complete
-            && Instant::now() < deadline
         {
+            assert!(
+                Instant::now() < deadline,
+                "waited 5 s for webrtcbin's ICE gathering to complete"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let local = webrtc
@@ -225,12 +258,12 @@ impl Viewer {
             .sdp()
             .as_text()
             .unwrap();
-        let resp = reqwest::blocking::Client::new()
+        let resp = http_blocking()
             .post(url)
             .header("Content-Type", "application/sdp")
             .body(local)
             .send()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
         assert_eq!(resp.status().as_u16(), 201, "WHEP answer");
         let answer = resp.text().unwrap();
         let sdp = gst_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();

@@ -1,11 +1,124 @@
 //! Helpers shared by the benchmarks (`mod common;` in each; a folder, so not a benchmark).
 #![allow(dead_code)] // each benchmark uses part of it
 
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const ADMIN_KEY: &str = "bench-admin-key-0123456789";
+
+/// How long one HTTP request of a benchmark may take before it counts as failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An HTTP client whose every request gives up after [`REQUEST_TIMEOUT`].
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// [`http`], blocking.
+pub fn http_blocking() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// Waits for `child` at most `limit`; past it, kills it and panics saying it waited for
+/// `what`. Every child process of the benchmarks ends through this (or [`output_within`]).
+pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait(); // SIGKILL: the kernel reaps it at once
+                panic!("waited {limit:?} for {what}; it was still running, so it was killed");
+            }
+            Err(e) => panic!("waiting for {what}: {e}"),
+        }
+    }
+}
+
+/// Runs `cmd` (`what` names it, and the package it comes from) with its stdout and stderr
+/// captured, for at most `limit` (see [`wait_within`]).
+pub fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start {what}: {e}"));
+    // Read both pipes while waiting: a child blocked on a full pipe would never end.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = pipe.read_to_end(&mut v);
+            let _ = tx.send(v);
+        });
+        rx
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let status = wait_within(&mut child, limit, what);
+    // A grandchild could hold the pipes open after the child ends: do not wait for it.
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
+    };
+    Output {
+        status,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+    }
+}
+
+/// Failed requests of a polling loop, counted so that they are reported, not swallowed.
+#[derive(Default)]
+pub struct Failures {
+    pub count: usize,
+    last: String,
+}
+
+impl Failures {
+    pub fn note(&mut self, what: impl std::fmt::Display) {
+        self.count += 1;
+        self.last = what.to_string();
+    }
+}
+
+impl std::fmt::Display for Failures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.count {
+            0 => write!(f, "no request failed"),
+            n => write!(f, "{n} requests failed, the last: {}", self.last),
+        }
+    }
+}
+
+/// SIGKILLs a child (a server, a publisher no longer needed) and reaps it.
+pub fn kill_child(mut child: Child, what: &str) {
+    let _ = child.kill();
+    wait_within(&mut child, Duration::from_secs(10), what);
+}
+
+/// Sends `signal` (`INT`, `TERM`) to process `pid` with kill(1).
+pub fn send_signal(pid: u32, signal: &str) {
+    output_within(
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string()),
+        Duration::from_secs(10),
+        "kill(1) (Debian package procps)",
+    );
+}
 
 /// A release `ferrocast serve` with its folders under `dir`, on free loopback ports, logging
 /// warnings only, plus `env` settings; returns it and its base URL.
@@ -32,10 +145,13 @@ pub async fn tenant_and_stream(
     base: &str,
     stream: serde_json::Value,
 ) -> (String, serde_json::Value) {
-    let client = reqwest::Client::new();
+    let client = http();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/readyz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
+    while let Err(e) = client.get(format!("{base}/readyz")).send().await {
+        assert!(
+            Instant::now() < deadline,
+            "waited 30 s for the server to answer {base}/readyz: {e}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let post = |path: &str, key: &str, body: serde_json::Value| {
@@ -58,6 +174,48 @@ pub async fn tenant_and_stream(
     let key = tenant["api_key"].as_str().unwrap().to_string();
     let stream = post("/v1/live-streams", &key, stream).await;
     (key, stream)
+}
+
+/// A tenant's ES256 signing key (`POST /v1/signing-keys`), to mint playback tokens as a
+/// customer's backend does.
+pub struct SigningKey {
+    id: String,
+    private_pem: String,
+}
+
+impl SigningKey {
+    pub async fn create(base: &str, api_key: &str) -> Self {
+        let resp = http()
+            .post(format!("{base}/v1/signing-keys"))
+            .bearer_auth(api_key)
+            .json(&serde_json::json!({"algorithm": "ES256"}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /v1/signing-keys: {e}"));
+        assert!(resp.status().is_success(), "{}", resp.status());
+        let key: serde_json::Value = resp.json().await.unwrap();
+        Self {
+            id: key["id"].as_str().unwrap().to_string(),
+            private_pem: key["private_key"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// A token for `playback_id`'s video and its keys (`aud` "v"), valid for an hour.
+    pub fn token(&self, playback_id: &str) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.id.clone());
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"sub": playback_id, "aud": "v", "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_ec_pem(self.private_pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
 }
 
 /// `rtmp://…/live/STREAM_KEY` of a created stream.
@@ -148,10 +306,12 @@ impl CpuMeter {
         let Some((mut perf, out)) = self.perf else {
             return by_proc;
         };
-        let _ = Command::new("kill")
-            .args(["-INT", &perf.id().to_string()])
-            .status();
-        let _ = perf.wait();
+        send_signal(perf.id(), "INT");
+        wait_within(
+            &mut perf,
+            Duration::from_secs(10),
+            "perf stat to stop after SIGINT",
+        );
         // CSV: "154.96,msec,task-clock,…"; "task-clock:u" (user time only, what perf falls
         // back to when it may not count the kernel's share) is not the whole CPU time.
         let text = std::fs::read_to_string(&out).unwrap_or_default();
@@ -192,10 +352,11 @@ pub fn children_cpu() -> f64 {
 pub fn clock_ticks() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {
-        let out = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .expect("getconf");
+        let out = output_within(
+            Command::new("getconf").arg("CLK_TCK"),
+            Duration::from_secs(10),
+            "getconf CLK_TCK (Debian package libc-bin)",
+        );
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
@@ -203,22 +364,62 @@ pub fn clock_ticks() -> f64 {
     })
 }
 
-/// One line of the results table.
+/// One line of the results table: Ferrocast's figure, and the peer it is compared with.
+/// A measure with two peers (the ladder and VOD against ffmpeg as users run it and against
+/// ffmpeg configured like Ferrocast) is two rows, one per peer, with the same measure.
 pub struct Row {
     pub measure: String,
     pub ferrocast: String,
+    /// Who the figure is compared with, and set up how; empty for a line without a peer.
     pub peer: String,
+    pub peer_figure: String,
+    /// Ferrocast's figure ÷ the peer's.
     pub ratio: String,
     pub goal: String,
 }
 
-pub fn row(measure: &str, ferrocast: String, peer: String, ratio: String, goal: &str) -> Row {
+/// The table's columns, in order; `results.json` stores each row as these cells.
+pub const COLUMNS: [&str; 6] = [
+    "Measure",
+    "Ferrocast",
+    "Peer",
+    "Peer's figure",
+    "Ratio (Ferrocast ÷ peer)",
+    "Goal",
+];
+
+/// A line with no peer; [`Row::against`] adds one.
+pub fn row(measure: &str, ferrocast: String, goal: &str) -> Row {
     Row {
         measure: measure.into(),
         ferrocast,
-        peer,
-        ratio,
+        peer: String::new(),
+        peer_figure: String::new(),
+        ratio: String::new(),
         goal: goal.into(),
+    }
+}
+
+impl Row {
+    /// Compared with `peer` (who, set up how), whose figure is `figure`.
+    pub fn against(self, peer: &str, figure: String, ratio: String) -> Row {
+        Row {
+            peer: peer.into(),
+            peer_figure: figure,
+            ratio,
+            ..self
+        }
+    }
+
+    fn cells(&self) -> [&String; 6] {
+        [
+            &self.measure,
+            &self.ferrocast,
+            &self.peer,
+            &self.peer_figure,
+            &self.ratio,
+            &self.goal,
+        ]
     }
 }
 
@@ -245,8 +446,7 @@ pub fn record(section: &str, rows: &[Row]) {
         section.into(),
         serde_json::json!({
             "machine": format!("{}, {cores} cores", cpu_model()),
-            "rows": rows.iter().map(|r| [&r.measure, &r.ferrocast, &r.peer, &r.ratio, &r.goal])
-                .collect::<Vec<_>>(),
+            "rows": rows.iter().map(Row::cells).collect::<Vec<_>>(),
         }),
     );
     std::fs::write(
@@ -256,8 +456,11 @@ pub fn record(section: &str, rows: &[Row]) {
     .unwrap();
 
     let mut machines: Vec<String> = Vec::new();
-    let mut table =
-        String::from("| Measure | Ferrocast | Peer | Ratio | Goal |\n|---|---|---|---|---|\n");
+    let mut table = format!(
+        "| {} |\n|{}\n",
+        COLUMNS.join(" | "),
+        "---|".repeat(COLUMNS.len())
+    );
     for name in SECTIONS {
         let Some(s) = all.get(name) else { continue };
         let machine = s["machine"].as_str().unwrap_or("").to_string();
@@ -271,6 +474,11 @@ pub fn record(section: &str, rows: &[Row]) {
                 .flatten()
                 .map(|c| c.as_str().unwrap_or(""))
                 .collect();
+            assert_eq!(
+                cells.len(),
+                COLUMNS.len(),
+                "results.json: a {name} row in an older layout; run `cargo bench --bench {name}`"
+            );
             table.push_str(&format!("| {} |\n", cells.join(" | ")));
         }
     }
@@ -284,7 +492,13 @@ pub fn record(section: &str, rows: &[Row]) {
          Machine: {}. Command: `make bench` (one section: `cargo bench --bench NAME`, NAME one of \
          {}). Each line is measured side by side with its peer in the same run; medians of 3 \
          alternated runs (5 for passthrough ingest); CPU figures are CPU time of the server \
-         processes, not wall time.\n\n\
+         processes, not wall time. The ladder and VOD have two peers, a row each: ffmpeg as \
+         users run it (libx264's own threads, every rung scaled from the source with bicubic \
+         swscale), for information, and ffmpeg configured like Ferrocast (x264 threads=1, \
+         bilinear scaling, each rung scaled from the next larger, Ferrocast's x264 settings), \
+         against which the goal is judged. Live latency is timed from the first byte the \
+         publisher sends. Every wait has a deadline: a benchmark that cannot finish fails, \
+         saying what it waited for.\n\n\
          {table}{notes}",
         machines.join("; "),
         SECTIONS.join(", ")
@@ -305,26 +519,34 @@ pub fn make_input(work: &Path, height: u32, seconds: u32) -> std::path::PathBuf 
     };
     let path = work.join(format!("in{height}-{seconds}s.flv"));
     if !path.exists() {
-        let ok = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y"])
-            .args([
-                "-f",
-                "lavfi",
-                "-i",
-                &format!("testsrc2=size={width}x{height}:rate=30"),
-            ])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", &seconds.to_string(), "-c:v", "libx264"])
-            .args(["-preset", "veryfast", "-b:v", &format!("{kbps}k")])
-            .args(["-g", "60", "-keyint_min", "60", "-sc_threshold", "0"])
-            .args([
-                "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv",
-            ])
-            .arg(&path)
-            .status()
-            .expect("ffmpeg (Debian package ffmpeg)")
-            .success();
-        assert!(ok, "could not make the input");
+        // Written under another name first: a run stopped half-way must not leave a short input.
+        let partial = path.with_extension("partial.flv");
+        let out = output_within(
+            Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-y"])
+                .args([
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    &format!("testsrc2=size={width}x{height}:rate=30"),
+                ])
+                .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+                .args(["-t", &seconds.to_string(), "-c:v", "libx264"])
+                .args(["-preset", "veryfast", "-b:v", &format!("{kbps}k")])
+                .args(["-g", "60", "-keyint_min", "60", "-sc_threshold", "0"])
+                .args([
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv",
+                ])
+                .arg(&partial),
+            Duration::from_secs(600),
+            "ffmpeg making the input (Debian package ffmpeg)",
+        );
+        assert!(
+            out.status.success(),
+            "could not make the input: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::rename(&partial, &path).unwrap();
     }
     path
 }
@@ -347,12 +569,17 @@ pub fn wrk(url: &str, connections: u32, seconds: u32, script: Option<&Path>) -> 
     if let Some(s) = script {
         cmd.arg("-s").arg(s);
     }
-    let out = cmd
-        .arg(url)
-        .output()
-        .expect("wrk (Debian package wrk; make installs it)");
+    let out = output_within(
+        cmd.arg(url),
+        Duration::from_secs(u64::from(seconds) + 30),
+        "wrk (Debian package wrk; make installs it)",
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "wrk failed: {text}");
+    assert!(
+        out.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         !text.contains("Non-2xx"),
         "some requests were refused: {text}"
@@ -432,7 +659,10 @@ pub fn spawn_nginx(dir: &Path, conf: &Path, port: u16) -> Child {
                 std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
             );
         }
-        assert!(Instant::now() < deadline, "nginx did not start");
+        assert!(
+            Instant::now() < deadline,
+            "waited 10 s for nginx to accept connections on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     nginx
@@ -441,35 +671,31 @@ pub fn spawn_nginx(dir: &Path, conf: &Path, port: u16) -> Child {
 /// Stops an nginx started by [`spawn_nginx`]: SIGTERM to the master, which stops its workers
 /// (SIGKILL would leave them running), then waits for it.
 pub fn stop_nginx(mut nginx: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &nginx.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while nginx.try_wait().ok().flatten().is_none() {
-        if Instant::now() > deadline {
-            let _ = nginx.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = nginx.wait();
+    send_signal(nginx.id(), "TERM");
+    wait_within(
+        &mut nginx,
+        Duration::from_secs(10),
+        "nginx to stop after SIGTERM",
+    );
 }
 
 /// Runs a Node script of this repository (`path` from its root) with playwright-core from the
-/// node_modules `make` installs; returns the JSON report it prints.
-pub fn node_script(path: &str, args: &[&str]) -> serde_json::Value {
+/// node_modules `make` installs, for at most `limit`; returns the JSON report it prints.
+pub fn node_script(path: &str, args: &[&str], limit: Duration) -> serde_json::Value {
     let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
         format!(
             "{}/.cache/ferrocast/npm/node_modules",
             std::env::var("HOME").unwrap()
         )
     });
-    let out = Command::new("node")
-        .env("NODE_PATH", node_modules)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
-        .args(args)
-        .output()
-        .expect("node (make installs playwright-core)");
+    let out = output_within(
+        Command::new("node")
+            .env("NODE_PATH", node_modules)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+            .args(args),
+        limit,
+        &format!("node {path} (Debian package nodejs; make installs playwright-core)"),
+    );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
         panic!(
             "{path}: {}{}",
@@ -493,96 +719,246 @@ pub fn rungs(height: u32) -> Vec<(u32, u32, &'static str)> {
     .collect()
 }
 
+/// The ffmpeg a ladder line (live or VOD) is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ffmpeg {
+    /// The command as users write it: libx264 with its own threads (sliced threads under
+    /// `-tune zerolatency`), every rung scaled from the source by swscale's default bicubic,
+    /// each rung a separate output (audio copied; for VOD the MP4 copied from the source).
+    AsUsersRunIt,
+    /// Configured like Ferrocast's pipeline (`src/pipeline/ladder.rs`, `vod.rs`): x264
+    /// `threads=1` (`-threads 1`; x264's settings string then matches x264enc's), bilinear
+    /// scaling on one filter thread, each rung scaled from the next larger one, and for VOD
+    /// the AAC encoded once for every rendition and the MP4 muxed from the 720p encode.
+    LikeFerrocast,
+}
+
+impl Ffmpeg {
+    pub const BOTH: [Ffmpeg; 2] = [Ffmpeg::AsUsersRunIt, Ffmpeg::LikeFerrocast];
+
+    /// The peer cell of the results table.
+    pub fn peer(self) -> &'static str {
+        match self {
+            Ffmpeg::AsUsersRunIt => {
+                "ffmpeg as users run it (libx264 default threads, bicubic from the source)"
+            }
+            Ffmpeg::LikeFerrocast => {
+                "ffmpeg configured like Ferrocast (x264 threads=1, bilinear, each rung from \
+                 the next larger)"
+            }
+        }
+    }
+
+    /// Short, for progress lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ffmpeg::AsUsersRunIt => "ffmpeg as users run it",
+            Ffmpeg::LikeFerrocast => "ffmpeg configured like Ferrocast",
+        }
+    }
+
+    /// The goal cell: the parity goal is judged against the like-for-like peer only.
+    pub fn goal(self, goal: &str) -> String {
+        match self {
+            Ffmpeg::AsUsersRunIt => "(for information)".into(),
+            Ffmpeg::LikeFerrocast => goal.into(),
+        }
+    }
+}
+
 /// ffmpeg arguments that produce Ferrocast's default ladder from `input` (`height`p) as HLS
-/// under `out`: decode once, split, scale once per size, the source and the audio copied, and
-/// each rung encoded with the x264 settings Ferrocast gives x264enc. `live`: read in real time
-/// (`-re`) with `tune=zerolatency`, as the live ladder; otherwise as fast as the CPUs allow,
-/// as a VOD job.
-pub fn ffmpeg_ladder_args(input: &Path, out: &Path, height: u32, live: bool) -> Vec<String> {
+/// under `out`, as `peer` runs it: decode once, the source copied as a rendition of its own,
+/// each rung encoded with the x264 settings Ferrocast gives x264enc (`ladder::x264_encoder`:
+/// the preset's speed, CBR with x264enc's 600 ms VBV buffer, a fixed 2 s GOP, no scenecut, no
+/// B-frames, the rung's profile). `vod: false`: read in real time (`-re`) with
+/// `tune=zerolatency`, as the live ladder; `true`: as fast as the CPUs allow, without it, plus
+/// the MP4 download, as a VOD job.
+pub fn ffmpeg_ladder_args(
+    input: &Path,
+    out: &Path,
+    height: u32,
+    vod: bool,
+    peer: Ffmpeg,
+) -> Vec<String> {
+    let rungs = rungs(height);
+    let mut a: Vec<String> = ["-hide_banner", "-loglevel", "error", "-y"]
+        .map(String::from)
+        .into();
+    if !vod {
+        a.push("-re".into());
+    }
+    a.extend(["-i".into(), input.display().to_string()]);
+    if peer == Ffmpeg::LikeFerrocast {
+        // videoscale n-threads=1.
+        a.extend(["-filter_complex_threads", "1"].map(String::from));
+    }
+    a.extend(["-filter_complex".into(), scale_graph(height, &rungs, peer)]);
+    // What every encoded rung shares.
+    let mut x264: Vec<String> = ["-c:v", "libx264", "-preset", "veryfast"]
+        .map(String::from)
+        .into();
+    if !vod {
+        x264.extend(["-tune", "zerolatency"].map(String::from));
+    }
+    x264.extend(
+        [
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "0",
+        ]
+        .map(String::from),
+    );
+    if peer == Ffmpeg::LikeFerrocast {
+        a.extend(like_ferrocast_outputs(out, &rungs, vod, x264));
+        return a;
+    }
     let hls = |name: &str| -> Vec<String> {
         ["-f", "hls", "-hls_time", "2", "-hls_list_size", "0"]
-            .iter()
-            .map(|s| s.to_string())
+            .map(String::from)
+            .into_iter()
             .chain([out.join(format!("{name}.m3u8")).display().to_string()])
             .collect()
     };
-    let x264 = |kbps: u32, profile: &str, name: &str| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "-map",
-            &format!("[{name}]"),
-            "-map",
-            "0:a",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if live {
-            a.extend(["-tune", "zerolatency"].map(String::from));
-        }
+    // The source rendition is copied, as Ferrocast's passthrough does.
+    a.extend(["-map", "0:v", "-map", "0:a", "-c", "copy"].map(String::from));
+    a.extend(hls("source"));
+    for &(h, kbps, profile) in &rungs {
+        a.extend([
+            "-map".into(),
+            format!("[v{h}]"),
+            "-map".into(),
+            "0:a".into(),
+        ]);
+        a.extend(x264.iter().cloned());
+        a.extend(["-profile:v".into(), profile.into()]);
+        a.extend(rate_control(kbps, ":v"));
+        a.extend(["-c:a", "copy"].map(String::from));
+        a.extend(hls(&format!("v{h}")));
+    }
+    if vod {
+        // The MP4 download, copied from the source.
         a.extend(
             [
-                "-profile:v",
-                profile,
-                // x264enc's defaults: CBR with a 600 ms VBV buffer.
-                "-b:v",
-                &format!("{kbps}k"),
-                "-maxrate",
-                &format!("{kbps}k"),
-                "-bufsize",
-                &format!("{}k", kbps * 6 / 10),
-                "-g",
-                "60",
-                "-keyint_min",
-                "60",
-                "-sc_threshold",
-                "0",
-                "-bf",
-                "0",
-                "-c:a",
+                "-map",
+                "0:v",
+                "-map",
+                "0:a",
+                "-c",
                 "copy",
+                "-movflags",
+                "+faststart",
             ]
             .map(String::from),
         );
-        a.extend(hls(name));
-        a
-    };
-    let mut args: Vec<String> = ["-hide_banner", "-loglevel", "error", "-y"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    if live {
-        args.push("-re".into());
+        a.push(out.join("download.mp4").display().to_string());
     }
-    args.push("-i".into());
-    args.push(input.display().to_string());
-    // Decode once, split, scale once per size (the source size is not scaled).
-    let rungs = rungs(height);
-    let mut graph = format!("[0:v]split={}", rungs.len());
-    for r in &rungs {
-        graph.push_str(&format!("[s{}]", r.0));
-    }
-    for r in &rungs {
-        if r.0 == height {
-            graph.push_str(&format!(";[s{0}]null[v{0}]", r.0));
-        } else {
-            graph.push_str(&format!(
-                ";[s{0}]scale={1}:{0}[v{0}]",
-                r.0,
-                (r.0 * 16 / 9).div_ceil(2) * 2
-            ));
+    a
+}
+
+/// x264enc's rate control for `kbps` (CBR: the bitrate is also the VBV's maximum rate, with a
+/// 600 ms buffer) for the streams `stream` names (`:v`, `:v:1`).
+fn rate_control(kbps: u32, stream: &str) -> Vec<String> {
+    vec![
+        format!("-b{stream}"),
+        format!("{kbps}k"),
+        format!("-maxrate{stream}"),
+        format!("{kbps}k"),
+        format!("-bufsize{stream}"),
+        format!("{}k", kbps * 6 / 10),
+    ]
+}
+
+/// The filter graph from the decoded source to `[v{height}]` for every rung. As users run it:
+/// split once, every rung scaled from the source (swscale's default bicubic). Like Ferrocast
+/// (`ladder::build_branches` with chained scaling): each rung scaled bilinearly from the next
+/// larger, a rung of the source's size not scaled. Neither converts the colour matrix
+/// (Ferrocast pins each rung to its input's colorimetry; swscale keeps it unless told).
+fn scale_graph(height: u32, rungs: &[(u32, u32, &str)], peer: Ffmpeg) -> String {
+    let width = |h: u32| (h * 16 / 9).div_ceil(2) * 2;
+    let mut graph = Vec::new();
+    match peer {
+        Ffmpeg::AsUsersRunIt => {
+            let labels: String = rungs.iter().map(|r| format!("[s{}]", r.0)).collect();
+            graph.push(format!("[0:v]split={}{labels}", rungs.len()));
+            for &(h, ..) in rungs {
+                graph.push(if h == height {
+                    format!("[s{h}]null[v{h}]")
+                } else {
+                    format!("[s{h}]scale={}:{h}[v{h}]", width(h))
+                });
+            }
+        }
+        Ffmpeg::LikeFerrocast => {
+            let mut from = "0:v".to_string();
+            for (i, &(h, ..)) in rungs.iter().enumerate() {
+                let scale = if h == height {
+                    "null".to_string()
+                } else {
+                    format!("scale={}:{h}:flags=bilinear", width(h))
+                };
+                if i + 1 == rungs.len() {
+                    graph.push(format!("[{from}]{scale}[v{h}]"));
+                } else {
+                    graph.push(format!("[{from}]{scale},split=2[v{h}][c{h}]"));
+                    from = format!("c{h}");
+                }
+            }
         }
     }
-    args.push("-filter_complex".into());
-    args.push(graph);
-    // The source rendition is copied, as Ferrocast's passthrough does.
-    args.extend(["-map", "0:v", "-map", "0:a", "-c", "copy"].map(String::from));
-    args.extend(hls("source"));
-    for r in &rungs {
-        args.extend(x264(r.1, r.2, &format!("v{}", r.0)));
+    graph.join(";")
+}
+
+/// The outputs of [`Ffmpeg::LikeFerrocast`]: one `tee` output holding every rendition, so each
+/// encode is done once and muxed where Ferrocast muxes it: the rungs (video streams 0..n), the
+/// source copied (stream n) and the audio (copied live; for VOD encoded once to AAC-LC
+/// 128 kbit/s, as Ferrocast's avenc_aac) into every HLS rendition, and for VOD the 720p
+/// encode (the largest rung, `Mp4Source::Largest`) also into the faststart MP4.
+fn like_ferrocast_outputs(
+    out: &Path,
+    rungs: &[(u32, u32, &str)],
+    vod: bool,
+    x264: Vec<String>,
+) -> Vec<String> {
+    let dir = out.display().to_string();
+    assert!(
+        !dir.contains(['|', '[', ']', ':', '\\', '\'']),
+        "the tee muxer cannot take {dir:?}"
+    );
+    let mut a = Vec::new();
+    for &(h, ..) in rungs {
+        a.extend(["-map".into(), format!("[v{h}]")]);
     }
-    args
+    a.extend(["-map", "0:v", "-map", "0:a"].map(String::from));
+    a.extend(x264);
+    for (i, &(_, kbps, profile)) in rungs.iter().enumerate() {
+        a.extend([format!("-profile:v:{i}"), profile.into()]);
+        a.extend(rate_control(kbps, &format!(":v:{i}")));
+    }
+    a.extend([format!("-c:v:{}", rungs.len()), "copy".into()]);
+    if vod {
+        a.extend(["-c:a", "aac", "-b:a", "128k"].map(String::from));
+    } else {
+        a.extend(["-c:a", "copy"].map(String::from));
+    }
+    // x264enc threads=1 (the audio encoder is single-threaded anyway).
+    a.extend(["-threads", "1"].map(String::from));
+    let hls = |stream: usize, name: &str| {
+        format!("[select=\\'v:{stream},a\\':f=hls:hls_time=2:hls_list_size=0]{dir}/{name}.m3u8")
+    };
+    let mut slaves = vec![hls(rungs.len(), "source")];
+    for (i, &(h, ..)) in rungs.iter().enumerate() {
+        slaves.push(hls(i, &format!("v{h}")));
+    }
+    if vod {
+        slaves.push(format!(
+            "[select=\\'v:0,a\\':f=mp4:movflags=+faststart]{dir}/download.mp4"
+        ));
+    }
+    a.extend(["-f".into(), "tee".into(), slaves.join("|")]);
+    a
 }
