@@ -94,6 +94,22 @@ pub async fn build(
         );
     }
     let presets = Arc::new(Presets::embedded());
+    // Viewers behind the live edge need the whole window, and some time to fetch it.
+    let window_s = presets
+        .names()
+        .filter_map(|name| presets.get(name))
+        .map(|p| u64::from(p.segment_duration_s))
+        .max()
+        .unwrap_or(0)
+        * config.live.window_segments as u64;
+    if config.live.ended_retention_s < window_s + 30 {
+        tracing::warn!(
+            ended_retention_s = config.live.ended_retention_s,
+            window_s,
+            "live.ended_retention_s is shorter than the live window plus 30 s: viewers far \
+             behind the live edge of a broadcast that is not recorded may not reach its end"
+        );
+    }
     let content_keys = ContentKeys::new(db.clone(), key_provider, &keyring);
     let live = LiveHub::new(LiveDeps {
         db: db.clone(),
