@@ -84,15 +84,6 @@ pub async fn build(
         None
     };
 
-    let retention_ms =
-        i64::try_from(config.live.ended_retention_s.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let stale = db.reset_active_live_streams(retention_ms).await?;
-    if stale > 0 {
-        tracing::warn!(
-            streams = stale,
-            "live streams left active by a previous run are idle again"
-        );
-    }
     let presets = Arc::new(Presets::embedded());
     // Viewers behind the live edge need the whole window, and some time to fetch it.
     let window_s = presets
@@ -252,6 +243,16 @@ pub async fn serve(
     let grace = Duration::from_secs(state.config.http.shutdown_grace_s);
     let db = state.db.clone();
     let hub = state.live.clone();
+    // Only a serving node takes broadcasts; a `ferrocast worker` beside it must not touch
+    // them.
+    match db.reset_active_live_streams().await {
+        Ok(0) => {}
+        Ok(stale) => tracing::warn!(
+            streams = stale,
+            "live streams left active by a previous run are idle again"
+        ),
+        Err(e) => tracing::warn!(error = %e, "resetting live streams left active"),
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ingest = rtmp.map(|listener| {
         tokio::spawn(crate::ingest::rtmp::server::serve(

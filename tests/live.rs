@@ -36,6 +36,23 @@ async fn create_stream(server: &TestServer, tenant_key: &str, body: Value) -> St
     }
 }
 
+/// A server with the embedded defaults, a tenant "Acme" (its API key) and one live stream.
+async fn server_with_stream(body: Value) -> (TestServer, String, Stream) {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(&server, &key, body).await;
+    (server, key, stream)
+}
+
+/// Waits (up to `limit`) until `path` is served with 200; returns its body.
+async fn until_served(server: &TestServer, path: &str, limit: Duration) -> String {
+    eventually(&format!("{path} to be served"), limit, || async {
+        let (status, body) = server.get_text(path).await;
+        (status == 200).then_some(body)
+    })
+    .await
+}
+
 async fn token(server: &TestServer, tenant_key: &str, playback_id: &str) -> String {
     let (status, t) = server
         .call(
@@ -353,14 +370,8 @@ async fn a_browser_without_a_token_cannot_get_the_key_and_does_not_play() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gstreamer_rtmp2sink_is_an_independent_publisher_that_also_works() {
-    let server = TestServer::start().await;
-    let (_, key) = server.create_tenant("Acme").await;
-    let stream = create_stream(
-        &server,
-        &key,
-        json!({"playback_policy": "public", "reconnect_window_s": 0}),
-    )
-    .await;
+    let (server, _, stream) =
+        server_with_stream(json!({"playback_policy": "public", "reconnect_window_s": 0})).await;
     let mut publisher = gstreamer_publish(&stream.publish_url, 10);
     let master = eventually("the master playlist", Duration::from_secs(25), || async {
         let (status, body) = server
@@ -445,27 +456,22 @@ async fn bad_publishers_are_refused_and_the_server_keeps_serving_others() {
             stderr.contains(&format!("Server error: {why}")),
             "ffmpeg was not told {why:?}: {stderr}"
         );
-        let (_, s) = server
-            .call(
-                "GET",
-                &format!("/v1/live-streams/{}", stream.id),
-                Some(&key),
-                None,
-            )
-            .await;
-        let error = s["last_error"].as_str().unwrap_or_default();
-        assert!(error.contains(why), "{s}");
-        eventually("the stream to be idle", Duration::from_secs(10), || async {
-            let (_, s) = server
-                .call(
-                    "GET",
-                    &format!("/v1/live-streams/{}", stream.id),
-                    Some(&key),
-                    None,
-                )
-                .await;
-            (s["status"] == "idle").then_some(())
-        })
+        eventually(
+            "the stream to be idle and say why",
+            Duration::from_secs(10),
+            || async {
+                let (_, s) = server
+                    .call(
+                        "GET",
+                        &format!("/v1/live-streams/{}", stream.id),
+                        Some(&key),
+                        None,
+                    )
+                    .await;
+                let error = s["last_error"].as_str().unwrap_or_default();
+                (s["status"] == "idle" && error.contains(why)).then_some(())
+            },
+        )
         .await;
     }
 
@@ -505,11 +511,7 @@ async fn bad_publishers_are_refused_and_the_server_keeps_serving_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_reconnects_within_the_window_continues_the_same_playlists() {
-    let server = TestServer::start().await;
-    let (_, key) = server.create_tenant("Acme").await;
-    let stream = create_stream(
-        &server,
-        &key,
+    let (server, _, stream) = server_with_stream(
         json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 30}),
     )
     .await;
@@ -982,21 +984,13 @@ async fn decrypt_as_a_player(
 /// `EXT-X-ENDLIST` within 1.5 s, never an error on the way nor after, and every segment the
 /// final playlists list can be fetched.
 async fn every_rendition_ends_cleanly(record: bool) {
-    let server = TestServer::start().await;
-    let (_, key) = server.create_tenant("Acme").await;
-    let stream = create_stream(
-        &server,
-        &key,
+    let (server, _, stream) = server_with_stream(
         json!({"playback_policy": "public", "reconnect_window_s": 0, "record": record}),
     )
     .await;
     let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 8);
     let master_path = format!("/hls/{}/master.m3u8", stream.playback_id);
-    let master = eventually("the master playlist", Duration::from_secs(40), || async {
-        let (status, body) = server.get_text(&master_path).await;
-        (status == 200).then_some(body)
-    })
-    .await;
+    let master = until_served(&server, &master_path, Duration::from_secs(40)).await;
     let renditions: Vec<String> = master
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -1095,22 +1089,10 @@ async fn a_recorded_broadcast_ends_cleanly_on_every_rendition() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_behind_the_live_edge_plays_a_broadcast_that_is_not_recorded_to_its_end() {
-    let server = TestServer::start().await;
-    let (_, key) = server.create_tenant("Acme").await;
-    let stream = create_stream(
-        &server,
-        &key,
-        json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 0, "record": false}),
-    )
-    .await;
+    let (server, _, stream) = server_with_stream(json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 0, "record": false})).await;
     let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 16);
-    eventually("the master playlist", Duration::from_secs(40), || async {
-        let (status, _) = server
-            .get_text(&format!("/hls/{}/master.m3u8", stream.playback_id))
-            .await;
-        (status == 200).then_some(())
-    })
-    .await;
+    let master_path = format!("/hls/{}/master.m3u8", stream.playback_id);
+    until_served(&server, &master_path, Duration::from_secs(40)).await;
     // hls.js starts 3 segments (6 s) behind the live edge, so it is still playing when the
     // publisher stops; it plays what is left and fires `ended` at the ENDLIST.
     let played =
@@ -1149,11 +1131,7 @@ async fn an_ended_broadcast_is_deleted_after_its_retention(s3: Option<&common::S
     let media_path = format!("/hls/{}/source/index.m3u8", stream.playback_id);
     let page_path = format!("/play/{}", stream.playback_id);
     let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 5);
-    eventually("the first segments", Duration::from_secs(40), || async {
-        let (status, _) = server.get_text(&media_path).await;
-        (status == 200).then_some(())
-    })
-    .await;
+    until_served(&server, &media_path, Duration::from_secs(40)).await;
     assert!(ffmpeg.wait(Duration::from_secs(30)).await, "ffmpeg failed");
     let media = eventually("ENDLIST", Duration::from_millis(1500), || async {
         let (_, media) = server.get_text(&media_path).await;
@@ -1199,6 +1177,16 @@ async fn an_ended_broadcast_is_deleted_after_its_retention(s3: Option<&common::S
         },
     )
     .await;
+    // Its keys go next, and the stream says so last.
+    eventually(
+        "the stream to be offline",
+        Duration::from_secs(2),
+        || async {
+            let (_, page) = server.get_text(&page_path).await;
+            page.contains(r#"data-state="offline""#).then_some(())
+        },
+    )
+    .await;
     // Due 4 s after the broadcast was finalized, which was at most a poll before `ended`.
     let waited = ended.elapsed();
     assert!(
@@ -1211,8 +1199,6 @@ async fn an_ended_broadcast_is_deleted_after_its_retention(s3: Option<&common::S
         404,
         "the key outlived it"
     );
-    let (_, page) = server.get_text(&page_path).await;
-    assert!(page.contains(r#"data-state="offline""#), "{page}");
     server.stop().await;
 }
 
@@ -1229,11 +1215,7 @@ async fn an_ended_broadcast_is_deleted_from_s3_after_its_retention_across_a_rest
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resetting_the_key_or_deleting_the_stream_disconnects_its_publisher() {
-    let server = TestServer::start().await;
-    let (_, key) = server.create_tenant("Acme").await;
-    let stream = create_stream(
-        &server,
-        &key,
+    let (server, key, stream) = server_with_stream(
         json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 30}),
     )
     .await;
@@ -1246,13 +1228,8 @@ async fn resetting_the_key_or_deleting_the_stream_disconnects_its_publisher() {
     // A new key: the publisher on the old one is told and cut off at once, and the
     // broadcast ends without waiting for its reconnect window.
     let mut publisher = ffmpeg_publish(&stream.publish_url, 320, 240, 60);
-    eventually("the first segment", Duration::from_secs(40), || async {
-        let (status, _) = server
-            .get_text(&format!("/hls/{}/source/index.m3u8", stream.playback_id))
-            .await;
-        (status == 200).then_some(())
-    })
-    .await;
+    let media_path = format!("/hls/{}/source/index.m3u8", stream.playback_id);
+    until_served(&server, &media_path, Duration::from_secs(40)).await;
     let (status, reset) = server
         .call(
             "POST",
@@ -1268,12 +1245,18 @@ async fn resetting_the_key_or_deleting_the_stream_disconnects_its_publisher() {
         stderr.contains("Server error: the live stream was deleted or its key was reset"),
         "{stderr}"
     );
-    let (_, s) = server.call("GET", &path, Some(&key), None).await;
-    assert_eq!(s["status"], "idle", "{s}");
-    let (_, media) = server
-        .get_text(&format!("/hls/{}/source/index.m3u8", stream.playback_id))
-        .await;
-    assert!(media.contains("#EXT-X-ENDLIST"), "{media}");
+    eventually(
+        "the broadcast to end at once, with ENDLIST",
+        Duration::from_millis(1500),
+        || async {
+            let (_, s) = server.call("GET", &path, Some(&key), None).await;
+            let (_, media) = server
+                .get_text(&format!("/hls/{}/source/index.m3u8", stream.playback_id))
+                .await;
+            (s["status"] == "idle" && media.contains("#EXT-X-ENDLIST")).then_some(())
+        },
+    )
+    .await;
     // The old key is refused; the new one works.
     let mut old = ffmpeg_publish(&stream.publish_url, 320, 240, 5);
     assert!(
@@ -1304,11 +1287,7 @@ async fn resetting_the_key_or_deleting_the_stream_disconnects_its_publisher() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_stream_takes_its_token_as_bearer_or_cookie_and_says_how_long_to_cache() {
-    let server = TestServer::start().await;
-    let (_, key) = server.create_tenant("Acme").await;
-    let stream = create_stream(
-        &server,
-        &key,
+    let (server, key, stream) = server_with_stream(
         json!({"ladder": "passthrough", "playback_policy": "signed", "reconnect_window_s": 0}),
     )
     .await;

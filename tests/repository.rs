@@ -4,7 +4,8 @@ mod common;
 
 use common::PgDatabase;
 use ferrocast::db::{
-    Backend, Db, DbError, NewApiKey, NewLiveStream, PlaybackPolicy, Role, StoredContentKey,
+    Backend, Db, DbError, LiveState, NewApiKey, NewLiveStream, PlaybackPolicy, Role,
+    StoredContentKey,
 };
 
 async fn repository_suite(db: &Db) {
@@ -151,6 +152,7 @@ async fn repository_suite(db: &Db) {
     );
 
     live_suite(db, &a.id, &b.id).await;
+    cleanup_suite(db, &b.id).await;
 
     // Deleting a tenant deletes its keys, and only its keys.
     db.delete_tenant(&a.id).await.unwrap();
@@ -175,6 +177,74 @@ async fn repository_suite(db: &Db) {
         db.delete_tenant(&a.id).await,
         Err(DbError::NotFound(_))
     ));
+}
+
+/// The clean-up of broadcasts that are not recorded: pending while they run, due after their
+/// retention, and then the stream has nothing left to play.
+async fn cleanup_suite(db: &Db, tenant: &str) {
+    let s = db
+        .create_live_stream(&NewLiveStream {
+            tenant_id: tenant,
+            stream_key: "key-cleanup",
+            playback_id: "pbcleanup",
+            ladder: "default",
+            playback_policy: PlaybackPolicy::Public,
+            reconnect_window_s: 0,
+            record: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        db.live_state_for_playback("pbcleanup").await.unwrap(),
+        Some(LiveState::Offline)
+    );
+    let (one, two) = ("tenants/t/live/c/1/", "tenants/t/live/c/2/");
+    assert!(db.try_activate_live_stream(&s.id, one).await.unwrap());
+    assert_eq!(
+        db.live_state_for_playback("pbcleanup").await.unwrap(),
+        Some(LiveState::Live)
+    );
+    db.add_pending_live_cleanup(one, tenant, &s.id)
+        .await
+        .unwrap();
+    // Pending: never due, and no time to wait for.
+    assert!(db.due_live_cleanups(i64::MAX, 10).await.unwrap().is_empty());
+    assert_eq!(db.next_live_cleanup_due().await.unwrap(), None);
+    db.set_live_idle(&s.id, None).await.unwrap();
+    assert_eq!(
+        db.live_state_for_playback("pbcleanup").await.unwrap(),
+        Some(LiveState::Ended)
+    );
+    db.schedule_live_cleanup(one, tenant, &s.id, 5_000)
+        .await
+        .unwrap();
+    db.schedule_live_cleanup(two, tenant, &s.id, 3_000)
+        .await
+        .unwrap();
+    assert_eq!(db.next_live_cleanup_due().await.unwrap(), Some(3_000));
+    assert_eq!(
+        db.due_live_cleanups(2_999, 10).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(db.due_live_cleanups(4_000, 10).await.unwrap(), [two]);
+    assert_eq!(db.due_live_cleanups(9_000, 1).await.unwrap(), [two]);
+    assert_eq!(db.due_live_cleanups(9_000, 10).await.unwrap(), [two, one]);
+    db.postpone_live_cleanup(two, 8_000).await.unwrap();
+    assert_eq!(db.due_live_cleanups(6_000, 10).await.unwrap(), [one]);
+    // A clean-up of another broadcast leaves the stream's current one alone.
+    db.finish_live_cleanup(two).await.unwrap();
+    assert_eq!(
+        db.live_state_for_playback("pbcleanup").await.unwrap(),
+        Some(LiveState::Ended)
+    );
+    db.finish_live_cleanup(one).await.unwrap();
+    assert_eq!(
+        db.live_state_for_playback("pbcleanup").await.unwrap(),
+        Some(LiveState::Offline)
+    );
+    assert_eq!(db.next_live_cleanup_due().await.unwrap(), None);
+    assert!(db.due_live_cleanups(i64::MAX, 10).await.unwrap().is_empty());
+    db.delete_live_stream(tenant, &s.id).await.unwrap();
 }
 
 /// Live streams, assets, playback targets and content keys, scoped like everything else.
@@ -250,7 +320,7 @@ async fn live_suite(db: &Db, a: &str, b: &str) {
             .await
             .unwrap()
     );
-    assert_eq!(db.reset_active_live_streams(60_000).await.unwrap(), 1);
+    assert_eq!(db.reset_active_live_streams().await.unwrap(), 1);
     let rekeyed = db.set_stream_key(a, &s.id, "key-a2").await.unwrap();
     assert_eq!(rekeyed.stream_key, "key-a2");
     assert!(matches!(

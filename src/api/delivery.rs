@@ -808,11 +808,14 @@ pub async fn storyboard(
 
 /// `GET /play/{playback_id}`: a minimal hls.js player for the stream. For a live stream it
 /// says whether the broadcast is live, ended (its final playlists are still there) or offline
-/// (nothing to play; it starts playing when the broadcaster goes live).
+/// (nothing to play; it starts playing when the broadcaster goes live); of a signed stream
+/// only to a viewer whose token would play it.
 pub async fn player_page(
     State(state): State<AppState>,
     Path(playback_id): Path<String>,
     Query(q): Query<TokenQuery>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
 ) -> ApiResult<Html<String>> {
     if !playback_id.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(ApiError::NotFound("playback id not found".into()));
@@ -829,7 +832,21 @@ pub async fn player_page(
     } else {
         format!("?token={token}")
     };
-    let live = state.db.live_state_for_playback(&playback_id).await?;
+    let allowed = authorize(
+        &state,
+        &playback_id,
+        (!token.is_empty()).then_some(token.as_str()),
+        AUD_VIDEO,
+        &headers,
+        ip.as_deref(),
+    )
+    .await
+    .is_ok();
+    let live = if allowed {
+        state.db.live_state_for_playback(&playback_id).await?
+    } else {
+        None
+    };
     let (page_state, label) = match live {
         Some(LiveState::Live) => ("live", "loading"),
         Some(LiveState::Ended) => ("ended", "ended"),

@@ -354,17 +354,7 @@ impl Db {
     }
 
     /// At start-up nothing is publishing: streams left active by a crash go back to idle.
-    /// What such a broadcast stored is deleted after `retention_ms` unless it is recorded.
-    pub async fn reset_active_live_streams(&self, retention_ms: i64) -> DbResult<u64> {
-        sqlx::query(
-            "INSERT INTO live_cleanups (prefix, tenant_id, live_stream_id, delete_after) \
-             SELECT current_prefix, tenant_id, id, $1 FROM live_streams \
-             WHERE status = 'active' AND record = 0 AND current_prefix IS NOT NULL \
-             ON CONFLICT (prefix) DO NOTHING",
-        )
-        .bind(now_ms() + retention_ms)
-        .execute(&self.pool)
-        .await?;
+    pub async fn reset_active_live_streams(&self) -> DbResult<u64> {
         let done = sqlx::query(
             "UPDATE live_streams SET status = 'idle', last_error = 'server restarted during the broadcast', \
              updated_at = $1 WHERE status = 'active'",
@@ -373,6 +363,26 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Records, as a broadcast that is not recorded starts, that what it stores under
+    /// `prefix` must be deleted once it ends (`delete_after` NULL until then).
+    pub async fn add_pending_live_cleanup(
+        &self,
+        prefix: &str,
+        tenant_id: &str,
+        live_stream_id: &str,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO live_cleanups (prefix, tenant_id, live_stream_id, delete_after) \
+             VALUES ($1, $2, $3, NULL) ON CONFLICT (prefix) DO NOTHING",
+        )
+        .bind(prefix)
+        .bind(tenant_id)
+        .bind(live_stream_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Schedules the deletion of an ended broadcast's objects and content keys (under

@@ -392,6 +392,16 @@ impl LiveHub {
                 });
             }
         }
+        if !stream.record
+            && let Err(e) = self
+                .deps
+                .db
+                .add_pending_live_cleanup(&prefix, &stream.tenant_id, &stream.id)
+                .await
+        {
+            // The broadcast goes on; its end schedules the clean-up all the same.
+            tracing::warn!(error = %e, "recording the broadcast's future clean-up");
+        }
         let (reconnect_tx, reconnect_rx) = mpsc::channel(1);
         let (cancel_tx, cancel_rx) = watch::channel(None);
         let tap = Arc::new(Tap::default());

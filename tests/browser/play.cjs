@@ -1,6 +1,7 @@
 // Plays a Ferrocast /play page in headless Chromium and reports what the player did.
 // Usage: node play.cjs URL MIN_SECONDS TIMEOUT_SECONDS [UNTIL]
-// Stops once the video has played MIN_SECONDS (or, with UNTIL=ended, once it fired `ended`),
+// Stops once the video has played MIN_SECONDS from its first frame (or, with UNTIL=ended,
+// once it fired `ended`),
 // on a fatal player error, or after TIMEOUT_SECONDS.
 // Prints one JSON line: {currentTime, frames, firstFrameTime, longestFreeze, ended, state,
 // keyLoaded, fatal, errors, keyRequests, keyFailures, subtitleTracks}. `frames` counts decoded
@@ -44,6 +45,7 @@ try {
   const deadline = Date.now() + Number(timeoutSeconds) * 1000;
   let lastFrames = 0;
   let lastChange = null;
+  let startTime = null;
   while (Date.now() < deadline) {
     const state = await page.evaluate(() => {
       const video = document.getElementById("video");
@@ -71,7 +73,11 @@ try {
     const { paused, ...report } = state;
     Object.assign(result, report);
     if (state.fatal) break;
-    if (until === "ended" ? state.ended : state.currentTime >= Number(minSeconds)) break;
+    // Audio-only media has no frames: its playhead counts from where it started.
+    if (startTime === null && state.currentTime > 0) startTime = state.currentTime;
+    const base = result.firstFrameTime !== null ? result.firstFrameTime : startTime;
+    const played = base === null ? 0 : state.currentTime - base;
+    if (until === "ended" ? state.ended : played >= Number(minSeconds)) break;
     await new Promise((r) => setTimeout(r, 250));
   }
 } finally {

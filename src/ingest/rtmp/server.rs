@@ -128,6 +128,7 @@ async fn connection(
             .map_err(|e| format!("protocol error: {e}"))?;
         let mut close_after_write = None;
         for event in events {
+            let mut media = None;
             match event {
                 Event::Connected { app, .. } => tracing::debug!(%app, "connected"),
                 Event::PublishRequested {
@@ -176,46 +177,28 @@ async fn connection(
                     }
                 }
                 Event::Metadata { data, .. } => {
-                    if let Some(p) = publisher.as_mut() {
-                        let fields = data.into_iter().map(|(k, v)| (k, amf_to_json(v))).collect();
-                        if let Err(r) = p.send(IngestMessage::Metadata(fields)).await {
-                            return Err(
-                                end_publish(&mut socket, &mut conn, publish_stream, r).await
-                            );
-                        }
-                    }
+                    let fields = data.into_iter().map(|(k, v)| (k, amf_to_json(v))).collect();
+                    media = Some(IngestMessage::Metadata(fields));
                 }
                 Event::Video {
                     timestamp_ms,
                     payload,
                     ..
                 } => {
-                    if let Some(p) = publisher.as_mut()
-                        && let Err(r) = p
-                            .send(IngestMessage::Video {
-                                timestamp_ms,
-                                body: payload,
-                            })
-                            .await
-                    {
-                        return Err(end_publish(&mut socket, &mut conn, publish_stream, r).await);
-                    }
+                    media = Some(IngestMessage::Video {
+                        timestamp_ms,
+                        body: payload,
+                    });
                 }
                 Event::Audio {
                     timestamp_ms,
                     payload,
                     ..
                 } => {
-                    if let Some(p) = publisher.as_mut()
-                        && let Err(r) = p
-                            .send(IngestMessage::Audio {
-                                timestamp_ms,
-                                body: payload,
-                            })
-                            .await
-                    {
-                        return Err(end_publish(&mut socket, &mut conn, publish_stream, r).await);
-                    }
+                    media = Some(IngestMessage::Audio {
+                        timestamp_ms,
+                        body: payload,
+                    });
                 }
                 Event::Unpublished { .. } => {
                     stopped = None;
@@ -224,6 +207,12 @@ async fn connection(
                         tracing::info!("publisher stopped");
                     }
                 }
+            }
+            // Media before a publish (or after it was refused) goes nowhere.
+            if let (Some(message), Some(p)) = (media, publisher.as_mut())
+                && let Err(r) = p.send(message).await
+            {
+                return Err(end_publish(&mut socket, &mut conn, publish_stream, r).await);
             }
         }
         let out = conn.take_output();
