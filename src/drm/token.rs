@@ -128,6 +128,19 @@ struct CachedKey {
     revoked: bool,
 }
 
+/// A token whose signature verified: players send the same token with every playlist and
+/// segment request, and an ES256 or RS256 verification costs far more than serving a
+/// playlist. Keyed by the token's SHA-256, so only the exact token that verified hits.
+#[derive(Clone)]
+struct VerifiedToken {
+    claims: PlaybackClaims,
+    signed_by_tenant: Option<String>,
+    kid: Option<String>,
+}
+
+/// Verified tokens kept at most: made-up tokens never enter, but many viewers do.
+const VERIFIED_MAX: usize = 50_000;
+
 /// Mints Ferrocast-signed tokens and verifies both kinds.
 #[derive(Clone)]
 pub struct PlaybackTokens {
@@ -135,6 +148,7 @@ pub struct PlaybackTokens {
     secrets: Arc<RwLock<(EncodingKey, Vec<Arc<DecodingKey>>)>>,
     db: Option<Db>,
     cache: Arc<Mutex<HashMap<String, CachedKey>>>,
+    verified: Arc<Mutex<HashMap<[u8; 32], VerifiedToken>>>,
     max_lifetime_s: u64,
 }
 
@@ -152,6 +166,7 @@ impl PlaybackTokens {
             secrets: Arc::new(RwLock::new(Self::keys_of(secrets))),
             db,
             cache: Arc::default(),
+            verified: Arc::default(),
             max_lifetime_s,
         }
     }
@@ -169,6 +184,8 @@ impl PlaybackTokens {
     /// Replaces the HS256 secrets (after the master keys were rotated or retired).
     pub fn set_secrets(&self, secrets: &[[u8; 32]]) {
         *self.secrets.write().unwrap() = Self::keys_of(secrets);
+        // A retired secret's tokens must stop verifying.
+        self.verified.lock().unwrap().clear();
     }
 
     pub fn max_lifetime_s(&self) -> u64 {
@@ -197,6 +214,24 @@ impl PlaybackTokens {
         playback_id: Option<&str>,
         audience: &str,
     ) -> Result<Verified, TokenError> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let known = self.verified.lock().unwrap().get(&digest).cloned();
+        if let Some(known) = known {
+            // The signature held; its key may since have been revoked (seen within
+            // KEY_CACHE_TTL, as for any token), and the claims are checked again now.
+            if let Some(kid) = &known.kid {
+                self.signing_key(kid).await?;
+            }
+            if known.claims.exp < crate::api::unix_now() {
+                return Err(TokenError::Expired);
+            }
+            self.check_claims(&known.claims, playback_id, audience)?;
+            return Ok(Verified {
+                claims: known.claims,
+                signed_by_tenant: known.signed_by_tenant,
+            });
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         let (keys, alg, tenant): (Vec<Arc<DecodingKey>>, Algorithm, Option<String>) =
             match header.kid.as_deref() {
@@ -222,18 +257,23 @@ impl PlaybackTokens {
             match jsonwebtoken::decode::<PlaybackClaims>(token, key, &validation) {
                 Ok(data) => {
                     let claims = data.claims;
-                    if claims.aud != audience {
-                        return Err(TokenError::WrongAudience(claims.aud));
+                    self.check_claims(&claims, playback_id, audience)?;
+                    let mut verified = self.verified.lock().unwrap();
+                    if verified.len() >= VERIFIED_MAX {
+                        let now = crate::api::unix_now();
+                        verified.retain(|_, v| v.claims.exp >= now);
+                        if verified.len() >= VERIFIED_MAX {
+                            verified.clear();
+                        }
                     }
-                    let now = crate::api::unix_now();
-                    if claims.exp.saturating_sub(now) > self.max_lifetime_s {
-                        return Err(TokenError::LifetimeTooLong(self.max_lifetime_s));
-                    }
-                    if let Some(p) = playback_id
-                        && claims.sub != p
-                    {
-                        return Err(TokenError::WrongPlaybackId);
-                    }
+                    verified.insert(
+                        digest,
+                        VerifiedToken {
+                            claims: claims.clone(),
+                            signed_by_tenant: tenant.clone(),
+                            kid: header.kid.clone(),
+                        },
+                    );
                     return Ok(Verified {
                         claims,
                         signed_by_tenant: tenant,
@@ -246,6 +286,27 @@ impl PlaybackTokens {
             }
         }
         Err(last)
+    }
+
+    /// What a token's signature does not say: its audience, lifetime and playback id.
+    fn check_claims(
+        &self,
+        claims: &PlaybackClaims,
+        playback_id: Option<&str>,
+        audience: &str,
+    ) -> Result<(), TokenError> {
+        if claims.aud != audience {
+            return Err(TokenError::WrongAudience(claims.aud.clone()));
+        }
+        if claims.exp.saturating_sub(crate::api::unix_now()) > self.max_lifetime_s {
+            return Err(TokenError::LifetimeTooLong(self.max_lifetime_s));
+        }
+        if let Some(p) = playback_id
+            && claims.sub != p
+        {
+            return Err(TokenError::WrongPlaybackId);
+        }
+        Ok(())
     }
 
     async fn signing_key(
@@ -325,6 +386,34 @@ mod tests {
 
     fn claims(pb: &str, exp: u64) -> PlaybackClaims {
         PlaybackClaims::new(pb, AUD_VIDEO, exp)
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_but_still_expires_and_dies_with_its_secret() {
+        let tokens = PlaybackTokens::new(&[[9; 32]], None, 3600);
+        let short = tokens.mint(&claims("pb1", now() + 1));
+        let good = tokens.mint(&claims("pb1", now() + 60));
+        for t in [&short, &good] {
+            assert!(tokens.verify(t, Some("pb1"), AUD_VIDEO).await.is_ok());
+        }
+        assert_eq!(tokens.verified.lock().unwrap().len(), 2);
+        // Remembered, the claims are still checked.
+        assert_eq!(
+            tokens.verify(&good, Some("pb2"), AUD_VIDEO).await,
+            Err(TokenError::WrongPlaybackId)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        assert_eq!(
+            tokens.verify(&short, Some("pb1"), AUD_VIDEO).await,
+            Err(TokenError::Expired)
+        );
+        assert!(tokens.verify(&good, Some("pb1"), AUD_VIDEO).await.is_ok());
+        // The secret is retired: its tokens stop verifying, remembered or not.
+        tokens.set_secrets(&[[8; 32]]);
+        assert_eq!(
+            tokens.verify(&good, Some("pb1"), AUD_VIDEO).await,
+            Err(TokenError::Invalid)
+        );
     }
 
     #[tokio::test]
