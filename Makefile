@@ -48,7 +48,7 @@ test: apt-deps node-deps rust-toolchain test-tools lint
 	fi
 
 # Benchmarks against their peers (ffmpeg, nginx-rtmp, nginx), one table in benches/results.md.
-# About 30 minutes: media runs in real time. One section: cargo bench --bench NAME.
+# About 50 minutes: media runs in real time. One section: cargo bench --bench NAME.
 bench: apt-deps bench-deps node-deps rust-toolchain
 	cargo bench --locked --bench ladder
 	cargo bench --locked --bench ingest
