@@ -53,6 +53,14 @@ async fn until_served(server: &TestServer, path: &str, limit: Duration) -> Strin
     .await
 }
 
+/// `GET /v1/live-streams/{id}`, as its tenant sees it.
+async fn stream_json(server: &TestServer, tenant_key: &str, id: &str) -> Value {
+    let path = format!("/v1/live-streams/{id}");
+    let (status, s) = server.call("GET", &path, Some(tenant_key), None).await;
+    assert_eq!(status, 200, "{s}");
+    s
+}
+
 async fn token(server: &TestServer, tenant_key: &str, playback_id: &str) -> String {
     let (status, t) = server
         .call(
@@ -97,14 +105,7 @@ async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_re
         "the stream to report its ingest",
         Duration::from_secs(20),
         || async {
-            let (_, s) = server
-                .call(
-                    "GET",
-                    &format!("/v1/live-streams/{}", stream.id),
-                    Some(&key),
-                    None,
-                )
-                .await;
+            let s = stream_json(&server, &key, &stream.id).await;
             (s["status"] == "active"
                 && s["ingest"]["renditions"]
                     .as_array()
@@ -278,14 +279,7 @@ async fn ffmpeg_publishes_720p_and_viewers_play_the_encrypted_ladder_live_and_re
     );
 
     // The stream is idle again, ready for the next broadcast.
-    let (_, s) = server
-        .call(
-            "GET",
-            &format!("/v1/live-streams/{}", stream.id),
-            Some(&key),
-            None,
-        )
-        .await;
+    let s = stream_json(&server, &key, &stream.id).await;
     assert_eq!(s["status"], "idle");
     assert!(s["last_error"].is_null(), "{s}");
 
@@ -460,14 +454,7 @@ async fn bad_publishers_are_refused_and_the_server_keeps_serving_others() {
             "the stream to be idle and say why",
             Duration::from_secs(10),
             || async {
-                let (_, s) = server
-                    .call(
-                        "GET",
-                        &format!("/v1/live-streams/{}", stream.id),
-                        Some(&key),
-                        None,
-                    )
-                    .await;
+                let s = stream_json(&server, &key, &stream.id).await;
                 let error = s["last_error"].as_str().unwrap_or_default();
                 (s["status"] == "idle" && error.contains(why)).then_some(())
             },
