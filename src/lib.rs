@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only wires these parts together; tests use them directly.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod drm;

@@ -168,13 +168,7 @@ impl<T> List<T> {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
+pub use crate::clock::unix_now;
 
 /// A stored Unix-millisecond time as RFC 3339 (`2026-11-23T02:25:50.123Z`).
 pub fn rfc3339(ms: i64) -> String {

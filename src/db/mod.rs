@@ -109,10 +109,7 @@ impl Db {
     }
 }
 
-/// Current time in Unix milliseconds, the unit of every stored timestamp.
-pub fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
-}
+pub use crate::clock::now_ms;
 
 /// A new time-ordered id (UUIDv7), so listing by id lists by creation.
 pub fn new_id() -> String {

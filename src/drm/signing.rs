@@ -44,7 +44,7 @@ mod tests {
                 Algorithm::ES256 => DecodingKey::from_ec_pem(public.as_bytes()).unwrap(),
                 _ => DecodingKey::from_rsa_pem(public.as_bytes()).unwrap(),
             };
-            let claims = PlaybackClaims::new("pb", AUD_VIDEO, crate::api::unix_now() + 60);
+            let claims = PlaybackClaims::new("pb", AUD_VIDEO, crate::clock::unix_now() + 60);
             let token = jsonwebtoken::encode(&Header::new(alg), &claims, &enc).unwrap();
             let mut v = Validation::new(alg);
             v.set_audience(&[AUD_VIDEO]);

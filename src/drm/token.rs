@@ -223,7 +223,7 @@ impl PlaybackTokens {
             if let Some(kid) = &known.kid {
                 self.signing_key(kid).await?;
             }
-            if known.claims.exp < crate::api::unix_now() {
+            if known.claims.exp < crate::clock::unix_now() {
                 return Err(TokenError::Expired);
             }
             self.check_claims(&known.claims, playback_id, audience)?;
@@ -260,7 +260,7 @@ impl PlaybackTokens {
                     self.check_claims(&claims, playback_id, audience)?;
                     let mut verified = self.verified.lock().unwrap();
                     if verified.len() >= VERIFIED_MAX {
-                        let now = crate::api::unix_now();
+                        let now = crate::clock::unix_now();
                         verified.retain(|_, v| v.claims.exp >= now);
                         if verified.len() >= VERIFIED_MAX {
                             verified.clear();
@@ -298,7 +298,7 @@ impl PlaybackTokens {
         if claims.aud != audience {
             return Err(TokenError::WrongAudience(claims.aud.clone()));
         }
-        if claims.exp.saturating_sub(crate::api::unix_now()) > self.max_lifetime_s {
+        if claims.exp.saturating_sub(crate::clock::unix_now()) > self.max_lifetime_s {
             return Err(TokenError::LifetimeTooLong(self.max_lifetime_s));
         }
         if let Some(p) = playback_id
@@ -381,7 +381,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn now() -> u64 {
-        crate::api::unix_now()
+        crate::clock::unix_now()
     }
 
     fn claims(pb: &str, exp: u64) -> PlaybackClaims {
