@@ -1,9 +1,12 @@
 //! Helpers shared by the benchmarks (`mod common;` in each; a folder, so not a benchmark).
 #![allow(dead_code)] // each benchmark uses part of it
 
-use std::io::Read;
+#[path = "../../tests/common/process.rs"]
+mod process;
+pub use process::{output_within, wait_within};
+
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const ADMIN_KEY: &str = "bench-admin-key-0123456789";
@@ -27,57 +30,6 @@ pub fn http_blocking() -> reqwest::blocking::Client {
         .connect_timeout(Duration::from_secs(5))
         .build()
         .unwrap()
-}
-
-/// Waits for `child` at most `limit`; past it, kills it and panics saying it waited for
-/// `what`. Every child process of the benchmarks ends through this (or [`output_within`]).
-pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait(); // SIGKILL: the kernel reaps it at once
-                panic!("waited {limit:?} for {what}; it was still running, so it was killed");
-            }
-            Err(e) => panic!("waiting for {what}: {e}"),
-        }
-    }
-}
-
-/// Runs `cmd` (`what` names it, and the package it comes from) with its stdout and stderr
-/// captured, for at most `limit` (see [`wait_within`]).
-pub fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not start {what}: {e}"));
-    // Read both pipes while waiting: a child blocked on a full pipe would never end.
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = pipe.read_to_end(&mut v);
-            let _ = tx.send(v);
-        });
-        rx
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let status = wait_within(&mut child, limit, what);
-    // A grandchild could hold the pipes open after the child ends: do not wait for it.
-    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
-        rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
-    };
-    Output {
-        status,
-        stdout: collect(stdout),
-        stderr: collect(stderr),
-    }
 }
 
 /// Failed requests of a polling loop, counted so that they are reported, not swallowed.

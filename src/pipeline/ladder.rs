@@ -17,6 +17,10 @@
 //! Each rendition's continuous transport stream is cut at keyframes by a
 //! [`TsSegmenter`](super::segmenter::TsSegmenter) in the appsink's streaming thread; finished
 //! segments go to a queue and a `ladder-segment` bus message tells the bus thread to send one.
+//!
+//! Why one file (about 1,080 lines and its tests): it is one pipeline, built in the two steps
+//! above, whose pad callbacks, branch builder and bus loop share `Shared` and its locks. The
+//! pure part (`plan`) and the GStreamer helpers it copies with `vod.rs` move out with #20.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -29,6 +29,10 @@
 //! the CPUs allow. Memory is bounded: raw queues hold 4 frames, compressed queues 10 s, and
 //! `get-fragment-stream` blocks while a rendition already has [`MAX_PENDING_FRAGMENTS`] in-memory
 //! fragments not yet handed to the event consumer, which back-pressures the whole pipeline.
+//!
+//! Why one file (about 2,200 lines): none good. It holds six jobs (probe, plan, transcode,
+//! thumbnail, storyboard, WebM) that issue #20 splits into `pipeline/vod/`, one file each, with
+//! its pure parts (ISO-BMFF scanning, the plan, WebVTT) unit-tested apart. Not done yet.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom, Write};

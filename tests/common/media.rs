@@ -28,36 +28,15 @@ impl Process {
         Self { child, what }
     }
 
-    /// Waits (bounded) for the process to exit; returns whether it succeeded.
+    /// Waits (bounded) for the process to exit; returns whether it succeeded (printing the
+    /// end of its stderr when not).
     pub async fn wait(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                if !status.success() {
-                    let mut err = String::new();
-                    if let Some(mut e) = self.child.stderr.take() {
-                        use std::io::Read;
-                        let _ = e.read_to_string(&mut err);
-                    }
-                    let tail: String = err
-                        .chars()
-                        .rev()
-                        .take(1500)
-                        .collect::<String>()
-                        .chars()
-                        .rev()
-                        .collect();
-                    eprintln!("{} exited with {status}:\n{tail}", self.what);
-                }
-                return status.success();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {limit:?}",
-                self.what
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let (ok, err) = self.wait_output(limit).await;
+        if !ok {
+            let tail = &err[err.floor_char_boundary(err.len().saturating_sub(1500))..];
+            eprintln!("{} failed:\n{tail}", self.what);
         }
+        ok
     }
 
     /// Waits (bounded) for the process to exit; returns whether it succeeded, and its stderr.

@@ -3,6 +3,9 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod media;
+pub mod process;
+
+pub use process::output_within;
 
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
@@ -238,58 +241,6 @@ pub fn http_client() -> reqwest::Client {
         .connect_timeout(Duration::from_secs(5))
         .build()
         .expect("HTTP client")
-}
-
-/// Runs `cmd` to completion like `Command::output`, but kills it and fails the test, naming
-/// `what` with the end of its stderr, if it has not exited within `limit`.
-pub fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> std::process::Output {
-    use std::io::Read;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for a child process") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let err = stderr.join().unwrap_or_default();
-            let tail = String::from_utf8_lossy(&err[err.len().saturating_sub(2000)..]).into_owned();
-            panic!("{what} did not finish within {limit:?}; its stderr ended with:\n{tail}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    std::process::Output {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
 }
 
 /// The PostgreSQL server the tests use: `TEST_DATABASE_URL`, else the local one.

@@ -1,4 +1,7 @@
 //! Server-side RTMP connection: turns received bytes into publish events and protocol replies.
+//!
+//! One file on purpose: the connection is one sans-IO state machine (about 650 lines) and the
+//! rest is its tests, which replay recorded publisher bytes against it and need its internals.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
