@@ -659,8 +659,7 @@ async fn a_whep_viewer_joining_mid_stream_gets_a_keyframe_from_the_whip_publishe
     // Well past the publisher's first keyframe.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let viewer = whep_watch(&server, &playback_id, 5, &[]).await.unwrap();
-    let report = publisher.await.unwrap();
-    eprintln!("WHEP viewer: {viewer}\nWHIP publisher: {report}");
+    eprintln!("WHEP viewer: {viewer}");
     assert_eq!(viewer["status"], 201, "{viewer}");
     let first_frame = viewer["firstFrameMs"].as_u64();
     assert!(
@@ -673,7 +672,36 @@ async fn a_whep_viewer_joining_mid_stream_gets_a_keyframe_from_the_whip_publishe
         frames.last().is_some_and(|&n| n >= 30),
         "frames decoded should keep increasing: {frames:?}"
     );
+    // The viewer asked (RTCP PLI) and its request went to the publisher. Under load the
+    // publisher can make a keyframe of its own just as a viewer joins (its loss recovery with
+    // the server), and that viewer needs to ask for none: then a second one joins, and the
+    // check is made on it.
+    let asked = if viewer["pliCount"].as_u64().unwrap() > 0 {
+        viewer
+    } else {
+        eprintln!("a keyframe came without the viewer asking: a second viewer joins");
+        let again = whep_watch(&server, &playback_id, 3, &[]).await.unwrap();
+        eprintln!("second WHEP viewer: {again}");
+        assert!(
+            again["firstFrameMs"].as_u64().is_some_and(|ms| ms <= 1500),
+            "{again}"
+        );
+        again
+    };
+    assert!(
+        asked["pliCount"].as_u64().unwrap() > 0,
+        "the viewer joined between keyframes and asked for one: {asked}"
+    );
+    let (_, metrics) = server.get_text("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("whep_keyframe_requests_total ") && !l.ends_with(" 0")),
+        "keyframe requests counted: {metrics}"
+    );
     // The publisher was asked for a keyframe and made one besides its first.
+    let report = publisher.await.unwrap();
+    eprintln!("WHIP publisher: {report}");
     assert!(
         report["keyframeRequests"].as_u64().unwrap() >= 1,
         "{report}"
@@ -681,18 +709,6 @@ async fn a_whep_viewer_joining_mid_stream_gets_a_keyframe_from_the_whip_publishe
     assert!(
         report["keyFramesEncoded"].as_u64().unwrap() >= 2,
         "{report}"
-    );
-    // The viewer asked (RTCP PLI) and its request went to the publisher.
-    let (_, metrics) = server.get_text("/metrics").await;
-    assert!(
-        viewer["pliCount"].as_u64().unwrap() > 0,
-        "the viewer joined between keyframes and asked for one: {viewer}"
-    );
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("whep_keyframe_requests_total ") && !l.ends_with(" 0")),
-        "keyframe requests counted: {metrics}"
     );
     server.stop().await;
 }
