@@ -179,7 +179,7 @@ impl KeyProvider for FileProvider {
         std::fs::create_dir_all(&prev_dir)
             .with_context(|| format!("creating {}", prev_dir.display()))?;
         // Named by the time of the rotation; two rotations in one millisecond take the next.
-        let mut at = crate::db::now_ms();
+        let mut at = crate::clock::now_ms();
         let kept = loop {
             let path = prev_dir.join(format!("master-{at:013}.key"));
             if !path.exists() {
@@ -209,7 +209,7 @@ impl KeyProvider for FileProvider {
                 .ok()
         });
         if let Some(t) = newest_ms {
-            let age_s = (crate::db::now_ms() - t) / 1000;
+            let age_s = (crate::clock::now_ms() - t) / 1000;
             if age_s < RETIRE_AFTER_S {
                 anyhow::bail!(
                     "the master key was rotated {age_s} s ago; running servers switch to it within \

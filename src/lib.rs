@@ -1,18 +1,46 @@
 //! Ferrocast: a media streaming and transcoding server.
 //!
 //! The binary (`main.rs`) only wires these parts together; tests use them directly.
+//!
+//! The modules below are in layers, top to bottom. A module uses only modules in the layers
+//! below its own, never one beside it or above it (`tests/layers.rs` holds the code to that,
+//! reading this file). A live byte goes down and back up through them: `ingest` (RTMP socket,
+//! WHIP handler) → `live` (one session per broadcast) → `pipeline` (GStreamer ladder, or the
+//! Rust copy engine) → `packager` (encrypted segments, playlists) → `storage` (S3 or a
+//! folder). A key request is decided in `drm::access`, called by `api`.
 
+// -- wiring: the server, its listeners and background tasks
+pub mod server;
+
+// -- HTTP: routes and handlers
 pub mod api;
-pub mod clock;
-pub mod config;
-pub mod db;
-pub mod drm;
+
+// -- the error type handlers answer with, and its extractors
 pub mod error;
+
+// -- ingest protocols: RTMP and WHIP publishers in
 pub mod ingest;
-pub mod keys;
+
+// -- media services: live broadcasts and VOD jobs
 pub mod live;
+pub mod vod;
+
+// -- media engines: GStreamer pipelines and the HLS packager
 pub mod packager;
 pub mod pipeline;
-pub mod server;
+
+// -- keys and tokens: content keys, playback tokens, access decisions
+pub mod drm;
+
+// -- master keys: the keys that wrap content keys and sign tokens
+pub mod keys;
+
+// -- persistence: SQL metadata and object storage
+pub mod db;
 pub mod storage;
-pub mod vod;
+
+// -- foundations: media formats, configuration, time, ids
+pub mod clock;
+pub mod config;
+pub mod ids;
+pub mod media;

@@ -113,16 +113,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Worker => {
             init_logging(&config)?;
             let public_url = config.public_url(config.http.listen);
-            let rtmp_url = config.rtmp_url(config.rtmp.listen);
-            let (state, startup) = server::build(config, &public_url, &rtmp_url).await?;
+            let (jobs, startup) = server::build_jobs(config, &public_url).await?;
             if let Some(key) = startup.bootstrap_admin_key {
                 println!("Admin API key (first start of this database; shown once): {key}");
             }
             tracing::info!(
-                workers = state.config.jobs.concurrency,
+                workers = jobs.config.jobs.concurrency,
                 "running job workers only"
             );
-            server::run_workers(state, server::shutdown_signal()).await;
+            server::run_workers(jobs, server::shutdown_signal()).await;
             Ok(())
         }
     }

@@ -20,6 +20,7 @@ use crate::keys::{KeyProvider, Keyring};
 use crate::live::{LiveDeps, LiveHub};
 use crate::pipeline::preset::Presets;
 use crate::storage::{DynStore, LocalStore, S3Settings, S3Store, UrlSigner};
+use crate::vod::JobDeps;
 
 /// What start-up produced, besides the state: things to tell the operator once.
 #[derive(Debug, Default)]
@@ -29,13 +30,20 @@ pub struct Startup {
     pub master_key_created: bool,
 }
 
-/// Builds the application state. `public_url` is where clients reach this server over HTTP,
-/// `rtmp_url` where publishers push (without the stream key).
-pub async fn build(
+/// What both the server and a worker process build first: keys, database, storage, presets.
+struct Core {
     config: Config,
-    public_url: &str,
-    rtmp_url: &str,
-) -> anyhow::Result<(AppState, Startup)> {
+    db: Db,
+    store: DynStore,
+    url_signer: Option<UrlSigner>,
+    configured_admin_key: Option<[u8; 32]>,
+    keyring: Keyring,
+    content_keys: ContentKeys,
+    presets: Arc<Presets>,
+    startup: Startup,
+}
+
+async fn build_core(config: Config, public_url: &str) -> anyhow::Result<Core> {
     crate::pipeline::init().context("initialising GStreamer")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data folder {}", config.data_dir.display()))?;
@@ -102,6 +110,56 @@ pub async fn build(
         );
     }
     let content_keys = ContentKeys::new(db.clone(), key_provider, &keyring);
+    Ok(Core {
+        config,
+        db,
+        store,
+        url_signer,
+        configured_admin_key,
+        keyring,
+        content_keys,
+        presets,
+        startup: Startup {
+            bootstrap_admin_key,
+            master_key_created,
+        },
+    })
+}
+
+/// Builds what `ferrocast worker` needs to run jobs: no HTTP state (player, GeoIP, WHIP,
+/// delivery cache), only the job's dependencies.
+pub async fn build_jobs(config: Config, public_url: &str) -> anyhow::Result<(JobDeps, Startup)> {
+    let core = build_core(config, public_url).await?;
+    let jobs = JobDeps {
+        config: Arc::new(core.config),
+        db: core.db,
+        store: core.store,
+        presets: core.presets,
+        content_keys: core.content_keys,
+        public_url: public_url.to_string(),
+        wakeup: Arc::new(Notify::new()),
+    };
+    Ok((jobs, core.startup))
+}
+
+/// Builds the application state. `public_url` is where clients reach this server over HTTP,
+/// `rtmp_url` where publishers push (without the stream key).
+pub async fn build(
+    config: Config,
+    public_url: &str,
+    rtmp_url: &str,
+) -> anyhow::Result<(AppState, Startup)> {
+    let Core {
+        config,
+        db,
+        store,
+        url_signer,
+        configured_admin_key,
+        keyring,
+        content_keys,
+        presets,
+        startup,
+    } = build_core(config, public_url).await?;
     let live = LiveHub::new(LiveDeps {
         db: db.clone(),
         store: store.clone(),
@@ -130,8 +188,18 @@ pub async fn build(
     let delivery_cache = Arc::new(crate::api::delivery_cache::DeliveryCache::new(
         config.delivery.cache_mib as usize * 1024 * 1024,
     ));
+    let config = Arc::new(config);
+    let jobs = JobDeps {
+        config: config.clone(),
+        db: db.clone(),
+        store: store.clone(),
+        presets: presets.clone(),
+        content_keys: content_keys.clone(),
+        public_url: public_url.to_string(),
+        wakeup: Arc::new(Notify::new()),
+    };
     let state = AppState::new(crate::api::Shared {
-        config: Arc::new(config),
+        config,
         db,
         store,
         url_signer,
@@ -151,15 +219,9 @@ pub async fn build(
         whip: Default::default(),
         whep: Default::default(),
         delivery_cache,
-        jobs_wakeup: Arc::new(Notify::new()),
+        jobs,
     });
-    Ok((
-        state,
-        Startup {
-            bootstrap_admin_key,
-            master_key_created,
-        },
-    ))
+    Ok((state, startup))
 }
 
 /// HS256 secrets for Ferrocast-signed playback tokens: the current master key's first.
@@ -199,8 +261,8 @@ pub async fn create_demo(state: &AppState) -> anyhow::Result<Demo> {
         .db
         .create_live_stream(&crate::db::NewLiveStream {
             tenant_id: &tenant.id,
-            stream_key: &crate::db::random_secret(24),
-            playback_id: &crate::db::new_playback_id(),
+            stream_key: &crate::ids::random_secret(24),
+            playback_id: &crate::ids::new_playback_id(),
             ladder: "default",
             playback_policy: crate::db::PlaybackPolicy::Public,
             reconnect_window_s: 60,
@@ -262,8 +324,11 @@ pub async fn serve(
             stop_rx.clone(),
         ))
     });
-    let workers =
-        crate::vod::spawn_workers(&state, crate::vod::WorkerHome::WithApi, stop_rx.clone());
+    let workers = crate::vod::spawn_workers(
+        &state.jobs,
+        crate::vod::WorkerHome::WithApi,
+        stop_rx.clone(),
+    );
     tokio::spawn(janitor(state.clone(), stop_rx.clone()));
     tokio::spawn(crate::live::cleanup::run(
         state.db.clone(),
@@ -330,15 +395,15 @@ async fn janitor(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) 
 }
 
 /// Runs only the job workers (`ferrocast worker`), until `shutdown` resolves.
-pub async fn run_workers(state: AppState, shutdown: impl Future<Output = ()>) {
+pub async fn run_workers(jobs: JobDeps, shutdown: impl Future<Output = ()>) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let workers = crate::vod::spawn_workers(&state, crate::vod::WorkerHome::Alone, stop_rx);
+    let workers = crate::vod::spawn_workers(&jobs, crate::vod::WorkerHome::Alone, stop_rx);
     shutdown.await;
     let _ = stop_tx.send(true);
     for worker in workers {
         worker.abort();
     }
-    state.db.close().await;
+    jobs.db.close().await;
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -21,7 +21,7 @@ const MASTER: &str = "#EXTM3U\n#EXT-X-VERSION:3\n\
 #EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS=\"avc1.42c01e,mp4a.40.2\"\n360p/index.m3u8\n";
 
 fn now() -> u64 {
-    ferrocast::api::unix_now()
+    ferrocast::clock::unix_now()
 }
 
 /// A signed live stream that has been live: its master playlist and a content key in place.

@@ -42,7 +42,7 @@ async fn view(state: &AppState, a: db::Asset) -> ApiResult<AssetView> {
             Some(job) if job.status == "running" => {
                 let fraction = job.progress_permille as f64 / 1000.0;
                 let started = job.started_at.unwrap_or(job.updated_at);
-                let elapsed = (db::now_ms() - started).max(0) as f64 / 1000.0;
+                let elapsed = (crate::clock::now_ms() - started).max(0) as f64 / 1000.0;
                 let eta = (fraction > 0.02).then(|| (elapsed / fraction - elapsed).max(0.0));
                 (Some((fraction * 1000.0).round() / 10.0), eta)
             }

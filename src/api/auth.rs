@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::db::{Db, DbResult, NewApiKey, Role, now_ms};
+use crate::clock::now_ms;
+use crate::db::{Db, DbResult, NewApiKey, Role};
 use crate::error::ApiError;
 
 /// A freshly generated key: the secret (shown once) and what is stored.

@@ -7,9 +7,10 @@ use utoipa::ToSchema;
 
 use super::auth::Tenant;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
-use crate::db::{self, NewLiveStream, PlaybackPolicy, new_playback_id, random_secret};
+use crate::db::{self, NewLiveStream, PlaybackPolicy};
 use crate::drm::{AUD_STORYBOARD, AUD_THUMBNAIL, AUD_VIDEO, PlaybackClaims};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::ids::{new_playback_id, random_secret};
 
 /// Longest a playback token may live, in seconds (7 days).
 
@@ -226,7 +227,7 @@ pub async fn create_playback_token(
         Some(target) if target.tenant_id == caller.tenant_id => {}
         _ => return Err(ApiError::NotFound("playback id not found".into())),
     }
-    let expires_at = super::unix_now() + lifetime;
+    let expires_at = crate::clock::unix_now() + lifetime;
     let mut claims = PlaybackClaims::new(&body.playback_id, &audience, expires_at);
     claims.viewer = body.viewer;
     claims.referrer = body.referrer;

@@ -86,8 +86,8 @@ pub struct Shared {
     pub whep: whep::WhepViewers,
     /// Segments recently served (`delivery.cache_mib`).
     pub delivery_cache: Arc<delivery_cache::DeliveryCache>,
-    /// Wakes this process's job workers when a job is queued here.
-    pub jobs_wakeup: Arc<tokio::sync::Notify>,
+    /// What this process's job workers run with; its `wakeup` tells them a job was queued.
+    pub jobs: crate::vod::JobDeps,
 }
 
 /// Rate limits of the key endpoint.
@@ -167,8 +167,6 @@ impl<T> List<T> {
         }
     }
 }
-
-pub use crate::clock::unix_now;
 
 /// A stored Unix-millisecond time as RFC 3339 (`2026-11-23T02:25:50.123Z`).
 pub fn rfc3339(ms: i64) -> String {

@@ -28,7 +28,12 @@ pub async fn get_object(
         .as_ref()
         .ok_or_else(|| ApiError::NotFound("no such route".into()))?;
     let key = ObjectKey::parse(&key)?;
-    if !signer.verify(&key, signed.expires, &signed.signature, super::unix_now()) {
+    if !signer.verify(
+        &key,
+        signed.expires,
+        &signed.signature,
+        crate::clock::unix_now(),
+    ) {
         return Err(ApiError::Forbidden(
             "the URL's signature is invalid or has expired".into(),
         ));

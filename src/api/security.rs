@@ -223,7 +223,7 @@ pub async fn create_entitlement(
     }
     let expires_at = match body.expires_in {
         Some(0) => return Err(ApiError::invalid("expires_in must be at least 1")),
-        Some(s) => Some(db::now_ms() + (s.min(100 * 365 * 86400) as i64) * 1000),
+        Some(s) => Some(crate::clock::now_ms() + (s.min(100 * 365 * 86400) as i64) * 1000),
         None => None,
     };
     let e = state

@@ -16,8 +16,10 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::auth::Tenant;
 use super::{AppState, Json, Path};
-use crate::db::{PlaybackPolicy, Upload, new_playback_id, now_ms};
+use crate::clock::now_ms;
+use crate::db::{PlaybackPolicy, Upload};
 use crate::error::{ApiError, ApiResult};
+use crate::ids::new_playback_id;
 use crate::storage::ObjectKey;
 
 const TUS_VERSION: &str = "1.0.0";
@@ -638,7 +640,7 @@ async fn queue_transcode(state: &AppState, tenant_id: &str, asset_id: &str) -> A
         .db
         .enqueue_job(tenant_id, asset_id, "transcode", attempts)
         .await?;
-    state.jobs_wakeup.notify_waiters();
+    state.jobs.wakeup.notify_waiters();
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use super::whip::{check_sdp_content_type, with_cors};
 use super::{AppState, Path, Query};
 use crate::drm::AUD_VIDEO;
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::sdp::{OfferError, WHEP_VIDEO, prepare_offer};
+use crate::media::sdp::{OfferError, WHEP_VIDEO, prepare_offer};
 use crate::pipeline::webrtc::IceSettings;
 use crate::pipeline::whep::WhepFanout;
 

@@ -15,8 +15,8 @@ use tracing::Instrument;
 
 use super::{AppState, Path};
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::sdp::{Offer, OfferError, WHIP_VIDEO, prepare_offer};
 use crate::live::IngestMessage;
+use crate::media::sdp::{Offer, OfferError, WHIP_VIDEO, prepare_offer};
 use crate::pipeline::webrtc::{IceSettings, RawCodec, WhipEvent, WhipSession};
 
 /// Sessions in progress on this server: id -> a switch that ends it.
@@ -188,7 +188,7 @@ async fn publish(
             )));
         }
     };
-    let id = crate::db::random_secret(16);
+    let id = crate::ids::random_secret(16);
     let (stop_tx, mut stop_rx) = watch::channel(false);
     state.whip.lock().unwrap().insert(id.clone(), stop_tx);
     tracing::info!(live_stream = %publisher.live_stream_id, session = %id, "WHIP publish started");

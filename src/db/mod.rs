@@ -109,29 +109,8 @@ impl Db {
     }
 }
 
-pub use crate::clock::now_ms;
-
-/// A new time-ordered id (UUIDv7), so listing by id lists by creation.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-/// A random URL-safe secret (stream keys and the like) of `bytes` random bytes.
-pub fn random_secret(bytes: usize) -> String {
-    use base64::Engine;
-    use rand::RngCore;
-    let mut raw = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-/// A playback id: 128 random bits as lowercase hex (safe in any URL or file name).
-pub fn new_playback_id() -> String {
-    use rand::RngCore;
-    let mut raw = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    hex::encode(raw)
-}
+use crate::clock::now_ms;
+use crate::ids::new_id;
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())

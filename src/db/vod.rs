@@ -215,7 +215,7 @@ impl Db {
         .await?;
         if self.backend == Backend::Postgres {
             // Idle workers in every process sharing this database hear of it at once
-            // (`crate::vod` listens); delivered when the insert above is visible. The name is
+            // (the job workers listen); delivered when the insert above is visible. The name is
             // quoted, as PgListener quotes the channel it listens on. Not an error when it
             // fails: the job is queued, and idle workers look at the queue every 30 s anyway.
             if let Err(e) = sqlx::query(&format!("NOTIFY \"{JOBS_CHANNEL}\""))

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{AuditEvent, Db, new_id, now_ms};
+use crate::clock::now_ms;
+use crate::db::{AuditEvent, Db};
+use crate::ids::new_id;
 
 const QUEUE: usize = 20_000;
 const BATCH: usize = 1_000;

@@ -11,9 +11,19 @@ use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::db::{Db, DbResult, StoredContentKey, now_ms};
+use crate::clock::now_ms;
+use crate::db::{Db, DbResult, StoredContentKey};
 use crate::keys::{KeyProvider, Keyring, MasterKey};
-use crate::packager::crypto::{Key128, generate_key};
+
+/// A 128-bit content key.
+pub type Key128 = [u8; 16];
+
+/// A fresh random content key from the OS CSPRNG.
+pub fn generate_key() -> Key128 {
+    let mut key = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    key
+}
 
 /// Wraps and unwraps content keys under one key-encryption key (KEK).
 #[derive(Clone)]

@@ -2,6 +2,4 @@
 //! connection (`rtmp`), and its audio/video payloads become an FLV stream (`flv`) for the
 //! pipeline.
 
-pub mod flv;
 pub mod rtmp;
-pub mod sdp;

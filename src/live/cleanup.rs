@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use crate::db::{Db, now_ms};
+use crate::clock::now_ms;
+use crate::db::Db;
 use crate::storage::{DynStore, Prefix};
 
 /// Longest sleep between looks at the schedule (another node may have added to it).

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::LiveConfig;
 use crate::db::Db;
 use crate::drm::ContentKeys;
-use crate::ingest::flv::{self, TagKind};
+use crate::media::flv::{self, TagKind};
 use crate::pipeline::preset::Presets;
 use crate::pipeline::webrtc::{RawCodec, RawFrame};
 use crate::pipeline::whep::WhepFanout;
@@ -371,7 +371,7 @@ impl LiveHub {
             });
         }
 
-        let broadcast_id = crate::db::new_id();
+        let broadcast_id = crate::ids::new_id();
         let prefix = format!(
             "tenants/{}/live/{}/{}/",
             stream.tenant_id, stream.id, broadcast_id

@@ -7,12 +7,13 @@ use tokio::time::Instant;
 
 use super::{IngestMessage, LiveDeps, LiveHub};
 use crate::db::LiveStream;
-use crate::ingest::flv::{self, AudioTag, TagKind, VideoTag};
+use crate::media::RenditionOut;
+use crate::media::codec::{aac_codec_from_config, avc_codec_from_config};
+use crate::media::flv::{self, AudioTag, TagKind, VideoTag};
 use crate::packager::output::{HlsOutput, OutputParams};
-use crate::packager::playlist::{aac_codec_from_config, avc_codec_from_config};
 use crate::packager::uploader::Uploader;
 use crate::pipeline::preset::Preset;
-use crate::pipeline::{LivePipeline, PipelineEvent, RenditionOut};
+use crate::pipeline::{LivePipeline, PipelineEvent};
 use crate::storage::Prefix;
 
 type PublisherChannel = (mpsc::Receiver<IngestMessage>, watch::Sender<Option<String>>);
@@ -414,7 +415,7 @@ async fn finalize(
     if stream.record && output.has_media() {
         output.write_vod_playlists(uploader).await;
         uploader.flush().await;
-        let playback_id = crate::db::new_playback_id();
+        let playback_id = crate::ids::new_playback_id();
         let created = deps
             .db
             .create_asset(
@@ -443,7 +444,7 @@ async fn finalize(
     } else {
         // Viewers behind the live edge still play to the ENDLIST: the objects and keys are
         // deleted after the retention period, by `cleanup::run`.
-        let delete_after = crate::db::now_ms()
+        let delete_after = crate::clock::now_ms()
             + i64::try_from(deps.config.ended_retention_s.saturating_mul(1000)).unwrap_or(i64::MAX);
         match deps
             .db

@@ -2,20 +2,11 @@
 //! derived from the media sequence number and written explicitly into EXT-X-KEY.
 
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
-use rand::RngCore;
 
 type Encryptor = cbc::Encryptor<aes::Aes128>;
 type Decryptor = cbc::Decryptor<aes::Aes128>;
 
-/// A 128-bit content key.
-pub type Key128 = [u8; 16];
-
-/// A fresh random content key from the OS CSPRNG.
-pub fn generate_key() -> Key128 {
-    let mut key = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut key);
-    key
-}
+pub use crate::drm::Key128;
 
 /// The IV HLS implies for a segment: its media sequence number as a 128-bit big-endian integer.
 pub fn iv_for_sequence(sequence: u64) -> [u8; 16] {
@@ -52,6 +43,7 @@ pub fn decrypt_segment(key: &Key128, iv: &[u8; 16], cipher: &[u8]) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drm::generate_key;
     use std::io::Write;
     use std::process::{Command, Stdio};
 

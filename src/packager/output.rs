@@ -7,13 +7,11 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use bytes::Bytes;
 
 use super::crypto::{Key128, encrypt_segment, iv_for_sequence};
-use super::playlist::{
-    KeyRef, MediaPlaylist, PlaylistKind, SegmentEntry, Variant, avc_codec_from_annexb,
-    render_master,
-};
+use super::playlist::{KeyRef, MediaPlaylist, PlaylistKind, SegmentEntry, Variant, render_master};
 use super::uploader::Uploader;
 use crate::drm::ContentKeys;
-use crate::pipeline::{RenditionOut, Segment};
+use crate::media::codec::avc_codec_from_annexb;
+use crate::media::{RenditionOut, Segment};
 use crate::storage::ObjectKey;
 
 /// One rendition's output state.

@@ -183,42 +183,6 @@ pub fn render_master(variants: &[Variant]) -> String {
     String::from_utf8(out).expect("m3u8-rs writes UTF-8")
 }
 
-/// `avc1.PPCCLL` from an AVCDecoderConfigurationRecord (the FLV/MP4 `avcC` box).
-pub fn avc_codec_from_config(record: &[u8]) -> Option<String> {
-    (record.len() >= 4 && record[0] == 1)
-        .then(|| format!("avc1.{:02x}{:02x}{:02x}", record[1], record[2], record[3]))
-}
-
-/// `avc1.PPCCLL` from the first SPS found in Annex B H.264 bytes (such as an MPEG-TS
-/// segment, where the SPS sits near the start of the first PES payload).
-pub fn avc_codec_from_annexb(bytes: &[u8]) -> Option<String> {
-    bytes.windows(7).find_map(|w| {
-        (w[0] == 0 && w[1] == 0 && w[2] == 1 && w[3] & 0x1f == 7)
-            .then(|| format!("avc1.{:02x}{:02x}{:02x}", w[4], w[5], w[6]))
-    })
-}
-
-/// `avc1.PPCCLL` from x264's profile name and level (e.g. `"high"`, `"3.1"`).
-pub fn avc_codec_from_profile(profile: &str, level: &str) -> Option<String> {
-    let (idc, constraints) = match profile {
-        "constrained-baseline" | "baseline" => (0x42, 0xc0),
-        "main" => (0x4d, 0x40),
-        "high" => (0x64, 0x00),
-        _ => return None,
-    };
-    let level: f64 = level.parse().ok()?;
-    Some(format!(
-        "avc1.{idc:02x}{constraints:02x}{:02x}",
-        (level * 10.0).round() as u32
-    ))
-}
-
-/// `mp4a.40.N` from an AAC AudioSpecificConfig (N = audio object type, 2 for AAC-LC).
-pub fn aac_codec_from_config(asc: &[u8]) -> Option<String> {
-    let object_type = asc.first()? >> 3;
-    (object_type > 0).then(|| format!("mp4a.40.{object_type}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,39 +295,6 @@ mod tests {
         assert_eq!(
             m.variants[0].codecs.as_deref(),
             Some("avc1.64001f,mp4a.40.2")
-        );
-    }
-
-    #[test]
-    fn codec_strings() {
-        assert_eq!(
-            avc_codec_from_config(&[1, 0x64, 0x00, 0x1f, 0xff]).as_deref(),
-            Some("avc1.64001f")
-        );
-        assert_eq!(avc_codec_from_config(&[0, 1, 2]), None);
-        assert_eq!(
-            avc_codec_from_profile("high", "3.1").as_deref(),
-            Some("avc1.64001f")
-        );
-        assert_eq!(
-            avc_codec_from_profile("main", "4").as_deref(),
-            Some("avc1.4d4028")
-        );
-        assert_eq!(
-            avc_codec_from_profile("baseline", "3").as_deref(),
-            Some("avc1.42c01e")
-        );
-        assert_eq!(
-            avc_codec_from_annexb(&[
-                0x47, 0, 0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 0x4d, 0x40, 0x1e, 0xab
-            ])
-            .as_deref(),
-            Some("avc1.4d401e")
-        );
-        assert_eq!(avc_codec_from_annexb(&[0, 0, 1, 0x65, 1, 2, 3]), None);
-        assert_eq!(
-            aac_codec_from_config(&[0x12, 0x10]).as_deref(),
-            Some("mp4a.40.2")
         );
     }
 }

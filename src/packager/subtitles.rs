@@ -1,15 +1,8 @@
 //! Subtitles: SRT or WebVTT in, validated WebVTT out, and the HLS playlists that make players
 //! offer the track (a one-segment subtitle playlist and a SUBTITLES group in the master).
 
-use std::fmt::Write;
-
-/// One cue: times in milliseconds and its text lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cue {
-    pub start_ms: u64,
-    pub end_ms: u64,
-    pub text: String,
-}
+use crate::media::webvtt;
+pub use crate::media::webvtt::Cue;
 
 /// Why a subtitle file was refused, with the 1-based line it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,30 +123,10 @@ pub fn parse(text: &str) -> Result<Vec<Cue>, SubtitleError> {
     Ok(cues)
 }
 
-fn vtt_time(ms: u64) -> String {
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        ms / 3_600_000,
-        ms / 60_000 % 60,
-        ms / 1000 % 60,
-        ms % 1000
-    )
-}
-
 /// The cues as a WebVTT file. The timestamp map ties cue times to the MPEG-TS clock the
 /// segments start at, as HLS requires for WebVTT alongside TS.
 pub fn to_webvtt(cues: &[Cue]) -> String {
-    let mut out = String::from("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000\n");
-    for cue in cues {
-        let _ = write!(
-            out,
-            "\n{} --> {}\n{}\n",
-            vtt_time(cue.start_ms),
-            vtt_time(cue.end_ms),
-            cue.text
-        );
-    }
-    out
+    webvtt::write(&["X-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000"], cues)
 }
 
 /// A VOD subtitle playlist: the whole track as one segment of `duration_s`.

@@ -6,10 +6,12 @@
 //! arrives, then a `Segment` at every keyframe at least one segment duration after the last
 //! cut, and on `finish` the last segment.
 
-use super::segmenter::TsSegmenter;
-use super::tsmux::{self, AacConfig, AvcConfig, TsMuxer};
-use super::{PipelineEvent, RenditionOut, SOURCE_RENDITION, Segment, SourceSummary};
-use crate::ingest::flv::{self, AudioTag, TagKind, VideoTag};
+use super::PipelineEvent;
+use crate::media::codec::{self, AacConfig, AvcConfig};
+use crate::media::flv::{self, AudioTag, TagKind, VideoTag};
+use crate::media::segmenter::TsSegmenter;
+use crate::media::tsmux::{self, TsMuxer};
+use crate::media::{RenditionOut, SOURCE_RENDITION, Segment, SourceSummary};
 
 /// FLV tags to segments: pure and synchronous, so it is tested without a runtime.
 pub(crate) struct Muxing {
@@ -130,7 +132,7 @@ impl Muxing {
         match flv::audio_tag(body) {
             AudioTag::AacSequenceHeader(asc) => {
                 self.audio_codec = Some("aac".into());
-                self.aac = Some(tsmux::parse_aac_config(asc)?);
+                self.aac = Some(codec::parse_aac_config(asc)?);
             }
             AudioTag::AacFrame => {
                 let (Some(cfg), Some(mux), Some(segmenter)) =
@@ -164,7 +166,7 @@ impl Muxing {
     fn begin(&mut self, events: &mut Vec<PipelineEvent>) -> Result<(), String> {
         let avc = self.avc.as_ref().expect("checked by the caller");
         let sps =
-            tsmux::parse_sps(&avc.sps[0]).ok_or("cannot read the H.264 sequence parameter set")?;
+            codec::parse_sps(&avc.sps[0]).ok_or("cannot read the H.264 sequence parameter set")?;
         let (n, d) = sps.fps.unwrap_or((30, 1));
         let fps = f64::from(n) / f64::from(d);
         let gop_frames = (fps * f64::from(self.segment_duration_s)).round().max(1.0) as u32;
@@ -193,12 +195,12 @@ impl Muxing {
 }
 
 fn parse_avc_config_checked(record: &[u8]) -> Result<AvcConfig, String> {
-    let cfg = tsmux::parse_avc_config(record)?;
-    tsmux::parse_sps(&cfg.sps[0]).ok_or("cannot read the H.264 sequence parameter set")?;
+    let cfg = codec::parse_avc_config(record)?;
+    codec::parse_sps(&cfg.sps[0]).ok_or("cannot read the H.264 sequence parameter set")?;
     Ok(cfg)
 }
 
-fn segment(seg: super::segmenter::TsSegment) -> PipelineEvent {
+fn segment(seg: crate::media::segmenter::TsSegment) -> PipelineEvent {
     PipelineEvent::Segment(Segment {
         rendition: SOURCE_RENDITION.into(),
         duration_s: seg.duration_s,
@@ -209,8 +211,8 @@ fn segment(seg: super::segmenter::TsSegment) -> PipelineEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::flv::{Reader, header, tag};
-    use crate::pipeline::tsmux::tests::hex;
+    use crate::media::codec::tests::hex;
+    use crate::media::flv::{Reader, header, tag};
     use bytes::Bytes;
 
     /// Feeds every tag of an FLV byte stream, as the session hands them over.

@@ -24,7 +24,6 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,10 +32,11 @@ use gst::prelude::*;
 use gstreamer as gst;
 use gstreamer_app as gst_app;
 
-use super::segmenter::TsSegmenter;
+use tokio::sync::mpsc;
 
-/// Name used for the passthrough (copied source H.264) rendition.
-pub const SOURCE_RENDITION: &str = "source";
+use super::PipelineEvent;
+use crate::media::segmenter::TsSegmenter;
+use crate::media::{RenditionOut, SOURCE_RENDITION, Segment, SourceSummary};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rendition {
@@ -109,13 +109,6 @@ impl LadderSpec {
 }
 
 #[derive(Clone, Debug)]
-pub struct Segment {
-    pub rendition: String,
-    pub duration_s: f64,
-    pub bytes: super::SegmentBuf,
-}
-
-#[derive(Clone, Debug)]
 pub struct SourceInfo {
     pub width: u32,
     pub height: u32,
@@ -128,12 +121,39 @@ pub struct SourceInfo {
     pub gop_frames: u32,
 }
 
-#[derive(Clone, Debug)]
-pub enum PipelineEvent {
-    SourceInfo(SourceInfo),
-    Segment(Segment),
-    Eos,
-    Error(String),
+impl SourceInfo {
+    /// What the pipeline reports once the source is known: the source, then the renditions.
+    fn events(&self) -> [PipelineEvent; 2] {
+        let fps = self
+            .fps
+            .filter(|(_, d)| *d > 0)
+            .map(|(n, d)| f64::from(n) / f64::from(d));
+        let renditions = self
+            .renditions
+            .iter()
+            .map(|r| {
+                let passthrough = r.name == SOURCE_RENDITION;
+                RenditionOut {
+                    name: r.name.clone(),
+                    width: r.width,
+                    height: r.height,
+                    bitrate_kbps: (!passthrough).then_some(r.video_bitrate_kbps),
+                    frame_rate: fps,
+                    passthrough,
+                }
+            })
+            .collect();
+        [
+            PipelineEvent::Source(SourceSummary {
+                width: self.width,
+                height: self.height,
+                video_codec: self.video_codec.clone(),
+                audio_codec: self.audio_codec.clone(),
+                gop_frames: self.gop_frames,
+            }),
+            PipelineEvent::Renditions(renditions),
+        ]
+    }
 }
 
 #[derive(Debug)]
@@ -362,7 +382,7 @@ fn post_error(pipeline: &gst::Pipeline, text: &str) {
 }
 
 impl LivePipeline {
-    pub fn start(spec: LadderSpec, events: SyncSender<PipelineEvent>) -> Result<Self, Error> {
+    pub fn start(spec: LadderSpec, events: mpsc::Sender<PipelineEvent>) -> Result<Self, Error> {
         validate(&spec)?;
         gst::init().map_err(|e| Error::Gst(e.to_string()))?;
         let pipeline = gst::Pipeline::with_name("ladder");
@@ -723,7 +743,7 @@ fn make_output(
     let segmenter = Arc::new(Mutex::new(TsSegmenter::new(target_ns, frame_ns)));
     let hand_out = {
         let (sh, pw, name) = (sh.clone(), p.downgrade(), name.to_string());
-        move |seg: super::segmenter::TsSegment| {
+        move |seg: crate::media::segmenter::TsSegment| {
             tracing::debug!(rendition = %name, duration_s = seg.duration_s, "segment cut");
             sh.segments.lock().unwrap().push_back(Segment {
                 rendition: name.clone(),
@@ -987,7 +1007,7 @@ pub(crate) fn x264_encoder(
 fn bus_loop(
     bus: gst::Bus,
     sh: Arc<Shared>,
-    events: SyncSender<PipelineEvent>,
+    events: mpsc::Sender<PipelineEvent>,
     done: Done,
     stop: Arc<AtomicBool>,
 ) {
@@ -1003,21 +1023,10 @@ fn bus_loop(
         }
         cv.notify_all();
     };
-    // Blocking send that still honours `stop`, so shutdown never hangs on a consumer that
-    // stopped reading (e.g. the thread calling finish() is also the receiver).
-    let send = |mut ev: PipelineEvent| {
-        loop {
-            match events.try_send(ev) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(back)) => {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    ev = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
-        }
+    // Waits while the consumer is behind: that holds GStreamer back, the backpressure we want.
+    // A consumer that is gone ends the sending, never the loop.
+    let send = |ev: PipelineEvent| {
+        let _ = events.blocking_send(ev);
     };
     while !stop.load(Ordering::SeqCst) {
         if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
@@ -1037,7 +1046,7 @@ fn bus_loop(
                     if a.structure().map(|s| s.name() == "ladder-source-info") == Some(true) =>
                 {
                     if let Some(info) = sh.source_info.lock().unwrap().take() {
-                        send(PipelineEvent::SourceInfo(info));
+                        info.events().into_iter().for_each(send);
                     }
                 }
                 M::Error(err) => {
@@ -1052,12 +1061,12 @@ fn bus_loop(
                     );
                     sh.failed.store(true, Ordering::SeqCst);
                     ended = true;
-                    send(PipelineEvent::Error(text.clone()));
+                    send(PipelineEvent::Failed(text.clone()));
                     set_done(Err(text));
                 }
                 M::Eos(_) => {
                     ended = true;
-                    send(PipelineEvent::Eos);
+                    send(PipelineEvent::Finished);
                     set_done(Ok(()));
                 }
                 _ => {}
@@ -1073,7 +1082,7 @@ fn bus_loop(
             let since = last_segment_ms.max(first);
             if now - since > stall_ms && now - last < stall_ms {
                 stall_reported = true;
-                send(PipelineEvent::Error(format!(
+                send(PipelineEvent::Failed(format!(
                     "stall: no segment for {:.1}s while input is flowing",
                     (now - since) as f64 / 1000.0
                 )));

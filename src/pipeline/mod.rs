@@ -8,10 +8,7 @@
 
 mod copy;
 mod ladder;
-mod pool;
 pub mod preset;
-mod segmenter;
-mod tsmux;
 pub mod vod;
 pub mod webrtc;
 pub mod whep;
@@ -22,50 +19,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::ingest::flv::{self, TagKind};
-pub use pool::SegmentBuf;
+use crate::media::flv::{self, TagKind};
+use crate::media::{RenditionOut, Segment, SourceSummary};
 use preset::Preset;
-
-/// Name of the rendition that copies the source without re-encoding.
-pub const SOURCE_RENDITION: &str = ladder::SOURCE_RENDITION;
 
 /// Initialises GStreamer once per process.
 pub fn init() -> anyhow::Result<()> {
     gstreamer::init()?;
     Ok(())
-}
-
-/// A rendition as produced for this source.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RenditionOut {
-    pub name: String,
-    pub width: u32,
-    pub height: u32,
-    /// Target video bitrate of an encoded rendition; `None` for the copied source.
-    pub bitrate_kbps: Option<u32>,
-    pub frame_rate: Option<f64>,
-    /// The source, copied without re-encoding.
-    pub passthrough: bool,
-}
-
-/// The source as the pipeline sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SourceSummary {
-    pub width: u32,
-    pub height: u32,
-    pub video_codec: String,
-    /// `None`: no audio track.
-    pub audio_codec: Option<String>,
-    /// Frames between keyframes of the encoded renditions.
-    pub gop_frames: u32,
-}
-
-/// One finished MPEG-TS segment of one rendition, in clear.
-#[derive(Debug, Clone)]
-pub struct Segment {
-    pub rendition: String,
-    pub duration_s: f64,
-    pub bytes: SegmentBuf,
 }
 
 #[derive(Debug)]
@@ -130,65 +91,8 @@ impl LivePipeline {
         let mut spec =
             ladder::LadderSpec::new(preset.passthrough, renditions, preset.segment_duration_s);
         spec.stall_timeout = stall_timeout;
-        let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<ladder::PipelineEvent>(16);
-        // Forward on a plain thread: a full tokio channel then holds GStreamer back, which
-        // is the backpressure we want, without blocking the async runtime.
-        std::thread::Builder::new()
-            .name("pipeline-events".into())
-            .spawn(move || {
-                for event in sync_rx {
-                    let mapped = match event {
-                        ladder::PipelineEvent::SourceInfo(info) => {
-                            let summary = SourceSummary {
-                                width: info.width,
-                                height: info.height,
-                                video_codec: info.video_codec.clone(),
-                                audio_codec: info.audio_codec.clone(),
-                                gop_frames: info.gop_frames,
-                            };
-                            if events
-                                .blocking_send(PipelineEvent::Source(summary))
-                                .is_err()
-                            {
-                                break;
-                            }
-                            let fps = info
-                                .fps
-                                .filter(|(_, d)| *d > 0)
-                                .map(|(n, d)| f64::from(n) / f64::from(d));
-                            PipelineEvent::Renditions(
-                                info.renditions
-                                    .iter()
-                                    .map(|r| {
-                                        let passthrough = r.name == SOURCE_RENDITION;
-                                        RenditionOut {
-                                            name: r.name.clone(),
-                                            width: r.width,
-                                            height: r.height,
-                                            bitrate_kbps: (!passthrough)
-                                                .then_some(r.video_bitrate_kbps),
-                                            frame_rate: fps,
-                                            passthrough,
-                                        }
-                                    })
-                                    .collect(),
-                            )
-                        }
-                        ladder::PipelineEvent::Segment(s) => PipelineEvent::Segment(Segment {
-                            rendition: s.rendition,
-                            duration_s: s.duration_s,
-                            bytes: s.bytes,
-                        }),
-                        ladder::PipelineEvent::Eos => PipelineEvent::Finished,
-                        ladder::PipelineEvent::Error(e) => PipelineEvent::Failed(e),
-                    };
-                    if events.blocking_send(mapped).is_err() {
-                        break;
-                    }
-                }
-            })?;
         let inner =
-            ladder::LivePipeline::start(spec, sync_tx).map_err(|e| anyhow::anyhow!("{e}"))?;
+            ladder::LivePipeline::start(spec, events).map_err(|e| anyhow::anyhow!("{e}"))?;
         // flvdemux reads a byte stream: the header first, then one FLV tag per push.
         inner
             .push(flv::header())

@@ -49,7 +49,8 @@ use gstreamer as gst;
 use gstreamer_app as gst_app;
 use gstreamer_pbutils as gst_pbutils;
 
-use super::ladder::{self, Rendition, SOURCE_RENDITION, Segment, Tuning};
+use super::ladder::{self, Rendition, Tuning};
+use crate::media::{SOURCE_RENDITION, Segment};
 
 /// Name of the single rendition produced for inputs without video.
 pub const AUDIO_RENDITION: &str = "audio";

@@ -28,8 +28,8 @@ use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
 use tokio::sync::{mpsc, watch};
 
-use crate::ingest::flv;
-use crate::ingest::sdp::Offer;
+use crate::media::flv;
+use crate::media::sdp::Offer;
 
 /// What the session reports to its owner.
 #[derive(Debug)]
@@ -145,7 +145,7 @@ pub(super) fn chain(
 }
 
 impl WhipSession {
-    /// Starts a session for `offer` (already narrowed by [`crate::ingest::sdp::prepare_offer`]);
+    /// Starts a session for `offer` (already narrowed by [`crate::media::sdp::prepare_offer`]);
     /// returns it and the SDP answer with its ICE candidates. Media goes to `events`: FLV tags
     /// always, the depayloaded Opus and VP8 while `copy_wanted` is set. Blocks for up to a few
     /// seconds (candidate gathering): call it off the async runtime.
@@ -336,7 +336,7 @@ impl WhipSession {
             video_out,
         };
         let answer =
-            crate::ingest::sdp::with_public_ips(&negotiate(&webrtc, &offer.sdp)?, &ice.public_ips);
+            crate::media::sdp::with_public_ips(&negotiate(&webrtc, &offer.sdp)?, &ice.public_ips);
         Ok((session, answer))
     }
 

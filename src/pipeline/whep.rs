@@ -39,7 +39,7 @@ use super::webrtc::{
     IceSettings, RawCodec, RawFrame, allow_plain_resends, chain, forward_resend_requests, make,
     simulate_send_loss, since_start_ms, track_peer_activity, watch_connection,
 };
-use crate::ingest::sdp::Offer;
+use crate::media::sdp::Offer;
 
 /// How long a viewer may send nothing at all before it counts as gone.
 pub const PEER_SILENCE: Duration = Duration::from_secs(10);
@@ -291,7 +291,7 @@ impl WhepFanout {
         ice: &IceSettings,
         gone: impl Fn(String) + Send + Sync + 'static,
     ) -> anyhow::Result<(String, String)> {
-        let id = crate::db::random_secret(16);
+        let id = crate::ids::random_secret(16);
         let gone: Gone = Arc::new(gone);
         let webrtc = make("webrtcbin")?;
         webrtc.set_property_from_str("bundle-policy", "max-bundle");
@@ -415,7 +415,7 @@ impl WhepFanout {
         }
 
         let answer =
-            crate::ingest::sdp::with_public_ips(&super::webrtc::answer(&webrtc)?, &ice.public_ips);
+            crate::media::sdp::with_public_ips(&super::webrtc::answer(&webrtc)?, &ice.public_ips);
         // Its silence counts from now: gathering candidates took a while.
         heard.store(since_start_ms(), Ordering::Relaxed);
         let (viewer_id, g) = (id.clone(), gone.clone());

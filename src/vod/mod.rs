@@ -11,15 +11,33 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::api::AppState;
-use crate::db::{Backend, JOBS_CHANNEL, Job, now_ms};
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::db::Db;
+use crate::db::{Backend, JOBS_CHANNEL, Job};
+use crate::drm::ContentKeys;
+use crate::media::{RenditionOut, SOURCE_RENDITION, Segment};
 use crate::packager::output::{HlsOutput, OutputParams};
 use crate::packager::uploader::Uploader;
+use crate::pipeline::preset::Presets;
 use crate::pipeline::vod::{
     self, Mp4Source, Mp4Spec, Probe, Storyboard, StoryboardSpec, TranscodeSpec, VodEvent,
 };
-use crate::pipeline::{RenditionOut, SOURCE_RENDITION, Segment};
-use crate::storage::{ObjectKey, Prefix};
+use crate::storage::{DynStore, ObjectKey, Prefix};
+
+/// What jobs need, and all a worker is given: a `worker` process builds only this.
+#[derive(Clone)]
+pub struct JobDeps {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub store: DynStore,
+    pub presets: Arc<Presets>,
+    pub content_keys: ContentKeys,
+    /// Base URL of the server that plays what jobs make (key URIs in playlists).
+    pub public_url: String,
+    /// Wakes this process's workers when a job is queued here.
+    pub wakeup: Arc<tokio::sync::Notify>,
+}
 
 /// Where a job worker runs, which decides how it hears of new jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +60,12 @@ const AGAIN_SOON: Duration = Duration::from_millis(50);
 /// Starts `jobs.concurrency` workers (and, on PostgreSQL, the task that wakes them when any
 /// process queues a job); they stop when `shutdown` turns true.
 pub fn spawn_workers(
-    state: &AppState,
+    deps: &JobDeps,
     home: WorkerHome,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let concurrency = state.config.jobs.concurrency;
-    let postgres = state.db.backend() == Backend::Postgres;
+    let concurrency = deps.config.jobs.concurrency;
+    let postgres = deps.db.backend() == Backend::Postgres;
     let recheck = if postgres || home == WorkerHome::WithApi {
         IDLE_RECHECK
     } else {
@@ -57,18 +75,13 @@ pub fn spawn_workers(
     let mut tasks: Vec<_> = (0..concurrency)
         .map(|n| {
             let worker = format!("{host}/{}/{n}", std::process::id());
-            tokio::spawn(worker_loop(
-                state.clone(),
-                worker,
-                recheck,
-                shutdown.clone(),
-            ))
+            tokio::spawn(worker_loop(deps.clone(), worker, recheck, shutdown.clone()))
         })
         .collect();
     if postgres && concurrency > 0 {
         tasks.push(tokio::spawn(listen_for_jobs(
-            state.config.database_url(),
-            state.jobs_wakeup.clone(),
+            deps.config.database_url(),
+            deps.wakeup.clone(),
             shutdown,
         )));
     }
@@ -78,25 +91,25 @@ pub fn spawn_workers(
 /// Claims and runs jobs one at a time. When the queue has nothing to claim, the worker sleeps
 /// until a job is queued (it is woken), a retry or an expired lease comes due, or `recheck`.
 async fn worker_loop(
-    state: AppState,
+    deps: JobDeps,
     worker: String,
     recheck: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let lease_ms = state.config.jobs.lease_s as i64 * 1000;
+    let lease_ms = deps.config.jobs.lease_s as i64 * 1000;
     tracing::info!(%worker, "job worker started");
     while !*shutdown.borrow() {
         // Listening before looking: a job queued between the look and the sleep still wakes.
-        let news = state.jobs_wakeup.notified();
+        let news = deps.wakeup.notified();
         tokio::pin!(news);
         news.as_mut().enable();
-        match state.db.claim_job(&worker, lease_ms).await {
+        match deps.db.claim_job(&worker, lease_ms).await {
             Ok(Some(job)) => {
                 let span = tracing::info_span!("job", job = %job.id, asset = %job.asset_id, attempt = job.attempts);
-                tracing::Instrument::instrument(run_job(&state, &worker, job), span).await;
+                tracing::Instrument::instrument(run_job(&deps, &worker, job), span).await;
             }
             Ok(None) => {
-                let wait = match state.db.next_job_due().await {
+                let wait = match deps.db.next_job_due().await {
                     // Claiming needs the lease to be past, not at, its expiry: one more ms. Work
                     // due already (a row another worker held as we looked) is looked at again
                     // shortly, not at once.
@@ -187,11 +200,11 @@ enum JobError {
     Failed(String),
 }
 
-async fn run_job(state: &AppState, worker: &str, job: Job) {
-    let work = state.config.data_dir.join("work").join(&job.id);
-    let result = transcode_job(state, worker, &job, &work).await;
+async fn run_job(deps: &JobDeps, worker: &str, job: Job) {
+    let work = deps.config.data_dir.join("work").join(&job.id);
+    let result = transcode_job(deps, worker, &job, &work).await;
     let _ = tokio::fs::remove_dir_all(&work).await;
-    let db = &state.db;
+    let db = &deps.db;
     let outcome = match result {
         Ok(()) => db.finish_job(&job.id, worker).await.map(|_| "done"),
         Err(JobError::BadMedia(message)) => {
@@ -199,7 +212,7 @@ async fn run_job(state: &AppState, worker: &str, job: Job) {
             // Nothing is kept of media that cannot play.
             if let Ok(asset) = db.get_asset(&job.tenant_id, &job.asset_id).await {
                 if let Ok(prefix) = Prefix::parse(&asset.storage_prefix)
-                    && let Err(e) = state.store.delete_prefix(&prefix).await
+                    && let Err(e) = deps.store.delete_prefix(&prefix).await
                 {
                     tracing::warn!(error = %e, "could not delete the stored original");
                 }
@@ -248,19 +261,18 @@ fn media_info_json(p: &Probe) -> serde_json::Value {
 }
 
 async fn transcode_job(
-    state: &AppState,
+    deps: &JobDeps,
     worker: &str,
     job: &Job,
     work: &Path,
 ) -> Result<(), JobError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| JobError::Failed(format!("{what}: {e}"));
-    let asset = state
+    let asset = deps
         .db
         .get_asset(&job.tenant_id, &job.asset_id)
         .await
         .map_err(|e| failed("asset", &e))?;
-    state
-        .db
+    deps.db
         .set_asset_status(&asset.id, "processing", None)
         .await
         .map_err(|e| failed("asset", &e))?;
@@ -270,8 +282,7 @@ async fn transcode_job(
     let input = work.join("original");
     let original = ObjectKey::parse(&format!("{}original", asset.storage_prefix))
         .map_err(|e| failed("key", &e))?;
-    state
-        .store
+    deps.store
         .get_to_file(&original, &input)
         .await
         .map_err(|e| failed("fetching the original", &e))?;
@@ -292,8 +303,7 @@ async fn transcode_job(
         Err(e) => return Err(JobError::BadMedia(e.to_string())),
     };
     let duration_ms = (probe.duration_s * 1000.0) as i64;
-    state
-        .db
+    deps.db
         .set_asset_media_info(
             &asset.id,
             &media_info_json(&probe).to_string(),
@@ -302,10 +312,10 @@ async fn transcode_job(
         .await
         .map_err(|e| failed("asset", &e))?;
 
-    let preset = state
+    let preset = deps
         .presets
         .get(asset.ladder.as_deref().unwrap_or("default"))
-        .or_else(|| state.presets.get("default"))
+        .or_else(|| deps.presets.get("default"))
         .expect("default preset is embedded")
         .clone();
     let renditions = crate::pipeline::ladder_renditions(&preset);
@@ -315,18 +325,18 @@ async fn transcode_job(
         source: Mp4Source::Largest,
         dir: Some(work.to_path_buf()),
     });
-    spec.poster_at_s = Some(state.config.jobs.poster_time_s.min(probe.duration_s / 3.0));
+    spec.poster_at_s = Some(deps.config.jobs.poster_time_s.min(probe.duration_s / 3.0));
     spec.storyboard = Some(storyboard_spec(probe.duration_s));
 
-    let uploader = Uploader::spawn(state.store.clone(), 32, format!("asset {}", asset.id));
+    let uploader = Uploader::spawn(deps.store.clone(), 32, format!("asset {}", asset.id));
     let mut output = HlsOutput::new(OutputParams {
         tenant_id: asset.tenant_id.clone(),
         prefix: asset.storage_prefix.clone(),
-        public_url: state.public_url.clone(),
+        public_url: deps.public_url.clone(),
         window: None,
         rotation: 0,
         target_duration: preset.segment_duration_s,
-        content_keys: state.content_keys.clone(),
+        content_keys: deps.content_keys.clone(),
     });
     // Every VOD rendition's audio is the transcode's AAC-LC.
     output.audio_codec = Some("mp4a.40.2".into());
@@ -345,7 +355,7 @@ async fn transcode_job(
     let transcode =
         tokio::task::spawn_blocking(move || vod::transcode(&path, &spec, sync_tx, cancel_flag));
 
-    let lease_ms = state.config.jobs.lease_s as i64 * 1000;
+    let lease_ms = deps.config.jobs.lease_s as i64 * 1000;
     let mut heartbeat =
         tokio::time::interval(Duration::from_millis((lease_ms / 3).max(1000) as u64));
     let mut progress = 0.0f64;
@@ -378,7 +388,7 @@ async fn transcode_job(
                     }
                 }
                 Some(VodEvent::Mp4(file)) => {
-                    if let Err(e) = store_file(state, &asset.storage_prefix, "download.mp4", &file, "video/mp4").await {
+                    if let Err(e) = store_file(deps, &asset.storage_prefix, "download.mp4", &file, "video/mp4").await {
                         cancel.store(true, Ordering::SeqCst);
                         break Err(failed("storing the MP4", &e));
                     }
@@ -396,7 +406,7 @@ async fn transcode_job(
             },
             _ = heartbeat.tick() => {
                 let permille = (progress * 1000.0).clamp(0.0, 999.0) as i64;
-                match state.db.heartbeat_job(&job.id, worker, lease_ms, permille).await {
+                match deps.db.heartbeat_job(&job.id, worker, lease_ms, permille).await {
                     Ok(true) => {}
                     Ok(false) => {
                         cancel.store(true, Ordering::SeqCst);
@@ -420,10 +430,9 @@ async fn transcode_job(
         None if probe.video.is_some() => tracing::warn!("no storyboard for this asset"),
         None => {}
     }
-    extras(state, &asset, &preset, &input, work).await?;
+    extras(deps, &asset, &preset, &input, work).await?;
     uploader.flush().await;
-    state
-        .db
+    deps.db
         .finish_asset(
             &asset.id,
             "ready",
@@ -469,7 +478,7 @@ async fn store_storyboard(
 
 /// A WebM download when the preset asks for one, from the same local original.
 async fn extras(
-    state: &AppState,
+    deps: &JobDeps,
     asset: &crate::db::Asset,
     preset: &crate::pipeline::preset::Preset,
     input: &Path,
@@ -486,7 +495,7 @@ async fn extras(
         .map_err(|e| failed("webm", &e))?
         .map_err(|e| JobError::Failed(format!("WebM download: {e}")))?;
         store_file(
-            state,
+            deps,
             &asset.storage_prefix,
             "download.webm",
             &out,
@@ -499,13 +508,13 @@ async fn extras(
 }
 
 async fn store_file(
-    state: &AppState,
+    deps: &JobDeps,
     prefix: &str,
     name: &str,
     file: &Path,
     content_type: &str,
 ) -> anyhow::Result<()> {
     let key = ObjectKey::parse(&format!("{prefix}{name}"))?;
-    state.store.put_file(&key, file, content_type).await?;
+    deps.store.put_file(&key, file, content_type).await?;
     Ok(())
 }

@@ -1,0 +1,55 @@
+//! Media formats and types, pure Rust over bytes: nothing here does I/O or names GStreamer.
+//! Every layer above (ingest, pipeline, packager) shares them.
+//!
+//! - `flv`: FLV tags, as RTMP carries them and the pipeline reads them.
+//! - `sdp`: SDP offers narrowed for WHIP/WHEP, and answers with public addresses.
+//! - `codec`: parameter sets (avcC, SPS, AudioSpecificConfig) and RFC 6381 codec strings.
+//! - `webvtt`: WebVTT files (subtitles, storyboard previews).
+//! - `tsmux`, `segmenter`, `pool`: MPEG-TS written in Rust, cut at keyframes into segments
+//!   whose buffers are reused.
+
+pub mod codec;
+pub mod flv;
+pub mod pool;
+pub mod sdp;
+pub mod segmenter;
+pub mod tsmux;
+pub mod webvtt;
+
+pub use pool::SegmentBuf;
+
+/// Name of the rendition that copies the source without re-encoding.
+pub const SOURCE_RENDITION: &str = "source";
+
+/// A rendition as produced for this source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenditionOut {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    /// Target video bitrate of an encoded rendition; `None` for the copied source.
+    pub bitrate_kbps: Option<u32>,
+    pub frame_rate: Option<f64>,
+    /// The source, copied without re-encoding.
+    pub passthrough: bool,
+}
+
+/// The source as the pipeline sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSummary {
+    pub width: u32,
+    pub height: u32,
+    pub video_codec: String,
+    /// `None`: no audio track.
+    pub audio_codec: Option<String>,
+    /// Frames between keyframes of the encoded renditions.
+    pub gop_frames: u32,
+}
+
+/// One finished MPEG-TS segment of one rendition, in clear.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub rendition: String,
+    pub duration_s: f64,
+    pub bytes: SegmentBuf,
+}
