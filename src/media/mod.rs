@@ -3,6 +3,7 @@
 //!
 //! - `flv`: FLV tags, as RTMP carries them and the pipeline reads them.
 //! - `sdp`: SDP offers narrowed for WHIP/WHEP, and answers with public addresses.
+//! - `isobmff`: the top-level box layout of MP4 files (complete, cut, index missing).
 //! - `codec`: parameter sets (avcC, SPS, AudioSpecificConfig) and RFC 6381 codec strings.
 //! - `webvtt`: WebVTT files (subtitles, storyboard previews).
 //! - `tsmux`, `segmenter`, `pool`: MPEG-TS written in Rust, cut at keyframes into segments
@@ -10,6 +11,7 @@
 
 pub mod codec;
 pub mod flv;
+pub mod isobmff;
 pub mod pool;
 pub mod sdp;
 pub mod segmenter;

@@ -35,6 +35,9 @@ use gstreamer_app as gst_app;
 use tokio::sync::mpsc;
 
 use super::PipelineEvent;
+use super::gst::{
+    GstError, error_text, make, make_named, next_message, post_error, queue_raw, queue_time,
+};
 use crate::media::segmenter::TsSegmenter;
 use crate::media::{RenditionOut, SOURCE_RENDITION, Segment, SourceSummary};
 
@@ -156,47 +159,34 @@ impl SourceInfo {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("invalid ladder spec: {0}")]
     InvalidSpec(String),
+    #[error("gstreamer: {0}")]
     Gst(String),
     /// Input queue full: retry later (or drop the publisher). Nothing was queued.
-    Backpressure {
-        queued_bytes: u64,
-        limit: u64,
-    },
+    #[error("input backpressure: {queued_bytes} bytes queued (limit {limit})")]
+    Backpressure { queued_bytes: u64, limit: u64 },
     /// The pipeline failed or is finishing; no more input accepted.
+    #[error("pipeline closed")]
     Closed,
     /// The first bytes pushed are not an FLV header.
+    #[error("invalid input: {0}")]
     InvalidInput(String),
+    #[error("timeout: {0}")]
     Timeout(String),
 }
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::InvalidSpec(s) => write!(f, "invalid ladder spec: {s}"),
-            Error::Gst(s) => write!(f, "gstreamer: {s}"),
-            Error::Backpressure {
-                queued_bytes,
-                limit,
-            } => {
-                write!(
-                    f,
-                    "input backpressure: {queued_bytes} bytes queued (limit {limit})"
-                )
-            }
-            Error::Closed => write!(f, "pipeline closed"),
-            Error::InvalidInput(s) => write!(f, "invalid input: {s}"),
-            Error::Timeout(s) => write!(f, "timeout: {s}"),
-        }
-    }
-}
-impl std::error::Error for Error {}
 
 impl From<glib::BoolError> for Error {
     fn from(e: glib::BoolError) -> Self {
         Error::Gst(e.to_string())
+    }
+}
+
+impl From<GstError> for Error {
+    fn from(e: GstError) -> Self {
+        Error::Gst(e.0)
     }
 }
 
@@ -347,40 +337,6 @@ pub struct LivePipeline {
     bus_thread: Option<JoinHandle<()>>,
 }
 
-fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, Error> {
-    let mut b = gst::ElementFactory::make(factory);
-    if let Some(n) = name {
-        b = b.name(n);
-    }
-    b.build()
-        .map_err(|e| Error::Gst(format!("cannot create {factory}: {e}")))
-}
-
-/// Compressed/audio queue: bounded by time (and a byte cap), never by buffer count.
-fn queue_time(secs: u64) -> Result<gst::Element, Error> {
-    let q = make("queue", None)?;
-    q.set_property("max-size-buffers", 0u32);
-    q.set_property("max-size-bytes", 64u32 << 20);
-    q.set_property("max-size-time", secs * 1_000_000_000);
-    Ok(q)
-}
-
-/// Raw-video queue: a few frames only (memory), enough to decouple threads.
-fn queue_raw() -> Result<gst::Element, Error> {
-    let q = make("queue", None)?;
-    q.set_property("max-size-buffers", 4u32);
-    q.set_property("max-size-bytes", 0u32);
-    q.set_property("max-size-time", 0u64);
-    Ok(q)
-}
-
-fn post_error(pipeline: &gst::Pipeline, text: &str) {
-    let msg = gst::message::Error::builder(gst::CoreError::Failed, text)
-        .src(pipeline)
-        .build();
-    let _ = pipeline.post_message(msg);
-}
-
 impl LivePipeline {
     pub fn start(spec: LadderSpec, events: mpsc::Sender<PipelineEvent>) -> Result<Self, Error> {
         validate(&spec)?;
@@ -394,7 +350,7 @@ impl LivePipeline {
             .block(false)
             .max_bytes(spec.max_buffered_input_bytes)
             .build();
-        let demux = make("flvdemux", Some("demux"))?;
+        let demux = make_named("flvdemux", "demux")?;
         pipeline.add_many([appsrc.upcast_ref(), &demux])?;
         appsrc.link(&demux)?;
 
@@ -560,11 +516,11 @@ fn on_demux_pad(p: &gst::Pipeline, sh: &Arc<Shared>, pad: &gst::Pad) -> Result<(
         // > flvdemux's 6 s no-more-pads timeout (header announces audio that never comes),
         // otherwise the blocked video would stop flvdemux before it gives up waiting.
         let q = queue_time(10)?;
-        let parse = make("h264parse", None)?;
+        let parse = make("h264parse")?;
         // FLV carries SPS/PPS only in codec_data: re-insert them before every IDR so each
         // passthrough segment decodes on its own (default 0 = only at stream start).
         parse.set_property("config-interval", -1i32);
-        let cf = make("capsfilter", None)?;
+        let cf = make("capsfilter")?;
         cf.set_property(
             "caps",
             gst::Caps::builder("video/x-h264")
@@ -572,7 +528,7 @@ fn on_demux_pad(p: &gst::Pipeline, sh: &Arc<Shared>, pad: &gst::Pad) -> Result<(
                 .field("alignment", "au")
                 .build(),
         );
-        let tee = make("tee", Some("vtee"))?;
+        let tee = make_named("tee", "vtee")?;
         p.add_many([&q, &parse, &cf, &tee])?;
         gst::Element::link_many([&q, &parse, &cf, &tee])?;
         block(&tee)?;
@@ -629,10 +585,10 @@ fn on_demux_pad(p: &gst::Pipeline, sh: &Arc<Shared>, pad: &gst::Pad) -> Result<(
             media.clone()
         };
         let chain: Vec<gst::Element> = if is_aac {
-            let tee = make("tee", Some("atee"))?;
-            vec![queue_time(10)?, make("aacparse", None)?, tee]
+            let tee = make_named("tee", "atee")?;
+            vec![queue_time(10)?, make("aacparse")?, tee]
         } else {
-            vec![make("fakesink", None)?] // non-AAC audio is not muxed (not supported here)
+            vec![make("fakesink")?] // non-AAC audio is not muxed (not supported here)
         };
         p.add_many(chain.iter())?;
         gst::Element::link_many(chain.iter())?;
@@ -730,7 +686,7 @@ fn make_output(
     name: &str,
     frame_ns: u64,
 ) -> Result<(gst::Element, gst::Element), Error> {
-    let mux = make("mpegtsmux", Some(&format!("mux-{name}")))?;
+    let mux = make_named("mpegtsmux", &format!("mux-{name}"))?;
     // mpegtsmux pushes each muxed frame as a list of 188-byte packet buffers: taking the list
     // whole makes one callback per frame instead of one per packet (37 times fewer).
     let sink = gst_app::AppSink::builder()
@@ -856,16 +812,16 @@ fn build_branches(
     }
     if !planned.is_empty() {
         let q = queue_time(5)?;
-        let dec = make("avdec_h264", None)?;
-        let conv = make("videoconvert", None)?; // passthrough when the decoder gives I420
-        let cf = make("capsfilter", None)?;
+        let dec = make("avdec_h264")?;
+        let conv = make("videoconvert")?; // passthrough when the decoder gives I420
+        let cf = make("capsfilter")?;
         cf.set_property(
             "caps",
             gst::Caps::builder("video/x-raw")
                 .field("format", "I420")
                 .build(),
         );
-        let rawtee = make("tee", None)?;
+        let rawtee = make("tee")?;
         add(&[&q, &dec, &conv, &cf, &rawtee])?;
         vtee.link(&q)?;
         gst::Element::link_many([&q, &dec, &conv, &cf, &rawtee])?;
@@ -886,7 +842,7 @@ fn build_branches(
             } else {
                 let q = queue_raw()?;
                 let (scale, cf) = scaler(tun, r.width, r.height)?;
-                let t = make("tee", None)?;
+                let t = make("tee")?;
                 add(&[&q, &scale, &cf, &t])?;
                 ptee.link(&q)?;
                 gst::Element::link_many([&q, &scale, &cf, &t])?;
@@ -924,11 +880,11 @@ pub(crate) fn scaler(
     width: u32,
     height: u32,
 ) -> Result<(gst::Element, gst::Element), Error> {
-    let scale = make("videoscale", None)?;
+    let scale = make("videoscale")?;
     scale.set_property_from_str("method", &tun.scale_method);
     scale.set_property("n-threads", tun.scale_threads);
     scale.set_property("add-borders", false);
-    let cf = make("capsfilter", None)?;
+    let cf = make("capsfilter")?;
     let caps = move |colorimetry: Option<&str>| {
         let mut b = gst::Caps::builder("video/x-raw")
             .field("width", width as i32)
@@ -980,7 +936,7 @@ pub(crate) fn x264_encoder(
     gop: u32,
     tun: &Tuning,
 ) -> Result<(gst::Element, gst::Element), Error> {
-    let enc = make("x264enc", None)?;
+    let enc = make("x264enc")?;
     enc.set_property("bitrate", r.video_bitrate_kbps);
     enc.set_property_from_str("speed-preset", &r.x264_preset);
     if tun.zerolatency {
@@ -990,7 +946,7 @@ pub(crate) fn x264_encoder(
     enc.set_property("bframes", 0u32);
     enc.set_property("threads", tun.x264_threads);
     enc.set_property("option-string", format!("scenecut=0:min-keyint={gop}"));
-    let cf = make("capsfilter", None)?;
+    let cf = make("capsfilter")?;
     cf.set_property(
         "caps",
         gst::Caps::builder("video/x-h264")
@@ -1029,7 +985,7 @@ fn bus_loop(
         let _ = events.blocking_send(ev);
     };
     while !stop.load(Ordering::SeqCst) {
-        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+        if let Some(msg) = next_message(&bus, Duration::from_millis(100)) {
             use gst::MessageView as M;
             match msg.view() {
                 M::Application(a)
@@ -1049,16 +1005,8 @@ fn bus_loop(
                         info.events().into_iter().for_each(send);
                     }
                 }
-                M::Error(err) => {
-                    let src = msg
-                        .src()
-                        .map(|s| s.path_string().to_string())
-                        .unwrap_or_default();
-                    let text = format!(
-                        "{src}: {} ({})",
-                        err.error(),
-                        err.debug().unwrap_or_default()
-                    );
+                M::Error(_) => {
+                    let text = error_text(&msg).unwrap_or_default();
                     sh.failed.store(true, Ordering::SeqCst);
                     ended = true;
                     send(PipelineEvent::Failed(text.clone()));

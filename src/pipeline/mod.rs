@@ -7,6 +7,7 @@
 //! back to the caller.
 
 mod copy;
+pub mod gst;
 mod ladder;
 pub mod preset;
 pub mod vod;

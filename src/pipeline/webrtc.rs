@@ -28,6 +28,7 @@ use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
 use tokio::sync::{mpsc, watch};
 
+use super::gst::{make, next_message};
 use crate::media::flv;
 use crate::media::sdp::Offer;
 
@@ -125,19 +126,13 @@ impl std::fmt::Debug for WhipSession {
     }
 }
 
-pub(super) fn make(factory: &str) -> anyhow::Result<gst::Element> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot create {factory}: {e}"))
-}
-
 pub(super) fn chain(
     pipeline: &gst::Pipeline,
     factories: &[&str],
 ) -> anyhow::Result<Vec<gst::Element>> {
     let elements = factories
         .iter()
-        .map(|f| make(f))
+        .map(|f| make(f).map_err(anyhow::Error::from))
         .collect::<anyhow::Result<Vec<_>>>()?;
     pipeline.add_many(&elements)?;
     gst::Element::link_many(&elements)?;
@@ -319,7 +314,7 @@ impl WhipSession {
             .name("whip-bus".into())
             .spawn(move || {
                 while !*stopped_b.lock().unwrap() {
-                    let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+                    let Some(msg) = next_message(&bus, Duration::from_millis(200)) else {
                         continue;
                     };
                     if let gst::MessageView::Error(e) = msg.view() {

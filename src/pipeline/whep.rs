@@ -35,8 +35,9 @@ use gstreamer as gst;
 use gstreamer_app as gst_app;
 use gstreamer_webrtc as gst_webrtc;
 
+use super::gst::make;
 use super::webrtc::{
-    IceSettings, RawCodec, RawFrame, allow_plain_resends, chain, forward_resend_requests, make,
+    IceSettings, RawCodec, RawFrame, allow_plain_resends, chain, forward_resend_requests,
     simulate_send_loss, since_start_ms, track_peer_activity, watch_connection,
 };
 use crate::media::sdp::Offer;

@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::db::{Backend, JOBS_CHANNEL, Job};
 use crate::drm::ContentKeys;
-use crate::media::{RenditionOut, SOURCE_RENDITION, Segment};
 use crate::packager::output::{HlsOutput, OutputParams};
 use crate::packager::uploader::Uploader;
 use crate::pipeline::preset::Presets;
@@ -341,47 +340,23 @@ async fn transcode_job(
     // Every VOD rendition's audio is the transcode's AAC-LC.
     output.audio_codec = Some("mp4a.40.2".into());
 
-    let (sync_tx, sync_rx) = std::sync::mpsc::sync_channel::<VodEvent>(8);
     let (tx, mut events) = mpsc::channel::<VodEvent>(8);
-    std::thread::spawn(move || {
-        for event in sync_rx {
-            if tx.blocking_send(event).is_err() {
-                break;
-            }
-        }
-    });
     let cancel = Arc::new(AtomicBool::new(false));
     let (path, cancel_flag) = (input.clone(), cancel.clone());
     let transcode =
-        tokio::task::spawn_blocking(move || vod::transcode(&path, &spec, sync_tx, cancel_flag));
+        tokio::task::spawn_blocking(move || vod::transcode(&path, &spec, tx, cancel_flag));
 
     let lease_ms = deps.config.jobs.lease_s as i64 * 1000;
     let mut heartbeat =
         tokio::time::interval(Duration::from_millis((lease_ms / 3).max(1000) as u64));
     let mut progress = 0.0f64;
-    let fps = probe.video.as_ref().and_then(|v| v.fps);
     let mut storyboard = None;
     let result = loop {
         tokio::select! {
             event = events.recv() => match event {
                 Some(VodEvent::Progress { fraction }) => progress = fraction,
-                Some(VodEvent::Renditions(list)) => output.set_renditions(
-                    list.into_iter()
-                        .map(|r| {
-                            let passthrough = r.name == SOURCE_RENDITION;
-                            RenditionOut {
-                                bitrate_kbps: (!passthrough).then_some(r.video_bitrate_kbps),
-                                name: r.name,
-                                width: r.width,
-                                height: r.height,
-                                frame_rate: fps,
-                                passthrough,
-                            }
-                        })
-                        .collect(),
-                ),
-                Some(VodEvent::Segment(s)) => {
-                    let segment = Segment { rendition: s.rendition, duration_s: s.duration_s, bytes: s.bytes };
+                Some(VodEvent::Renditions(list)) => output.set_renditions(list),
+                Some(VodEvent::Segment(segment)) => {
                     if let Err(e) = output.add_segment(segment, &uploader).await {
                         cancel.store(true, Ordering::SeqCst);
                         break Err(JobError::Failed(e));
@@ -417,6 +392,8 @@ async fn transcode_job(
             }
         }
     };
+    // A transcode still sending learns that nobody reads any more, and stops.
+    drop(events);
     let _ = transcode.await;
     result?;
     if !output.has_media() {
