@@ -8,6 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::db::DbError;
+use crate::drm::access::{Denial, DenialKind};
 use crate::storage::StorageError;
 
 /// An error as the API reports it.
@@ -46,6 +47,17 @@ pub enum ApiError {
     TooManyRequests(u64),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// A refused playback request: 401, 403 or 429, with the decision's own words.
+impl From<Denial> for ApiError {
+    fn from(d: Denial) -> Self {
+        match d.kind() {
+            DenialKind::Unauthenticated => Self::Unauthorized(d.to_string()),
+            DenialKind::Forbidden => Self::Forbidden(d.to_string()),
+            DenialKind::TooManyRequests(wait) => Self::TooManyRequests(wait),
+        }
+    }
 }
 
 impl ApiError {

@@ -1,6 +1,7 @@
 //! The HTTP API: shared state, extractors that speak the API's error shape, and one module per
 //! area. `router.rs` holds the whole route table.
 
+mod access;
 mod assets;
 pub mod auth;
 mod delivery;
@@ -9,8 +10,10 @@ mod health;
 pub mod live;
 mod objects;
 pub mod openapi;
+mod player;
 mod router;
 mod security;
+mod stills;
 mod telemetry;
 mod tenants;
 pub mod uploads;

@@ -14,8 +14,8 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use super::{
-    AppState, assets, delivery, health, live, objects, openapi, security, telemetry, tenants,
-    uploads, whep, whip,
+    AppState, assets, delivery, health, live, objects, openapi, player, security, stills,
+    telemetry, tenants, uploads, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -143,10 +143,10 @@ pub fn router(state: AppState) -> Router {
                 .patch(whip::patch_session)
                 .options(whip::options),
         )
-        .route("/thumbnails/{file}", get(delivery::thumbnail))
-        .route("/storyboards/{file}", get(delivery::storyboard))
-        .route("/play/hls.min.js", get(delivery::hls_js))
-        .route("/play/{playback_id}", get(delivery::player_page))
+        .route("/thumbnails/{file}", get(stills::thumbnail))
+        .route("/storyboards/{file}", get(stills::storyboard))
+        .route("/play/hls.min.js", get(player::hls_js))
+        .route("/play/{playback_id}", get(player::player_page))
         .route("/objects/{*key}", get(objects::get_object))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

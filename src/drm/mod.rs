@@ -1,6 +1,7 @@
 //! Keys and tokens: content keys (generated, stored wrapped, handed out by the key endpoint)
 //! and the signed playback tokens that gate playlists, segments and keys.
 
+pub mod access;
 pub mod audit;
 mod content_keys;
 pub mod ratelimit;

@@ -195,7 +195,7 @@ async fn publish_once(
                                 "unsupported video codec {}: send H.264", flv::video_codec_name(id)
                             )),
                             VideoTag::AvcSequenceHeader(record) => {
-                                packager.video_codec = avc_codec_from_config(record);
+                                packager.set_video_codec(avc_codec_from_config(record));
                                 state.ingest.video_codec = Some("H.264".into());
                             }
                             VideoTag::AvcFrame { keyframe: true } => {
@@ -214,7 +214,7 @@ async fn publish_once(
                                 "unsupported audio codec MP3: send AAC".into()
                             ),
                             AudioTag::AacSequenceHeader(asc) => {
-                                packager.audio_codec = aac_codec_from_config(asc);
+                                packager.set_audio_codec(aac_codec_from_config(asc));
                                 state.ingest.audio_codec = Some("AAC".into());
                             }
                             _ => {}

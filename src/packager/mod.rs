@@ -1,8 +1,10 @@
 //! The packager: Rust between the pipeline and storage. It encrypts segments with AES-128
-//! and writes HLS media and master playlists (`crypto` and `playlist` are pure; `output`
-//! drives them and hands objects to the bounded `uploader`). No GStreamer here.
+//! and writes HLS media and master playlists. `hls` is the pure state machine (with `crypto`
+//! and `playlist`); `output` drives it, creating content keys and handing its objects to the
+//! bounded `uploader`. No GStreamer here.
 
 pub mod crypto;
+pub mod hls;
 pub mod output;
 pub mod playlist;
 pub mod subtitles;

@@ -338,7 +338,7 @@ async fn transcode_job(
         content_keys: deps.content_keys.clone(),
     });
     // Every VOD rendition's audio is the transcode's AAC-LC.
-    output.audio_codec = Some("mp4a.40.2".into());
+    output.set_audio_codec(Some("mp4a.40.2".into()));
 
     let (tx, mut events) = mpsc::channel::<VodEvent>(8);
     let cancel = Arc::new(AtomicBool::new(false));

@@ -8,6 +8,7 @@ use gstreamer as gst;
 use gstreamer_app as gst_app;
 
 use super::*;
+use crate::media::webvtt::{self, Cue};
 use crate::pipeline::gst::{make, queue_raw};
 
 /// Most tiles in one storyboard sprite; longer media get a wider interval.
@@ -348,25 +349,17 @@ pub(super) fn encode_jpeg(rgbx: Vec<u8>, width: u32, height: u32) -> Result<Vec<
 /// (`{image_uri}#xywh=x,y,w,h`, the media-fragment syntax players such as video.js,
 /// JW Player and Plyr read).
 pub fn storyboard_vtt(sb: &Storyboard, image_uri: &str) -> String {
-    fn ts(s: f64) -> String {
-        let ms = (s.max(0.0) * 1000.0).round() as u64;
-        format!(
-            "{:02}:{:02}:{:02}.{:03}",
-            ms / 3_600_000,
-            ms / 60_000 % 60,
-            ms / 1000 % 60,
-            ms % 1000
-        )
-    }
-    let mut v = String::from("WEBVTT\n");
-    for (start, end, x, y) in &sb.tiles {
-        v.push_str(&format!(
-            "\n{} --> {}\n{image_uri}#xywh={x},{y},{},{}\n",
-            ts(*start),
-            ts(*end),
-            sb.tile_width,
-            sb.tile_height
-        ));
-    }
-    v
+    let cues: Vec<Cue> = sb
+        .tiles
+        .iter()
+        .map(|(start, end, x, y)| Cue {
+            start_ms: webvtt::ms(*start),
+            end_ms: webvtt::ms(*end),
+            text: format!(
+                "{image_uri}#xywh={x},{y},{},{}",
+                sb.tile_width, sb.tile_height
+            ),
+        })
+        .collect();
+    webvtt::write(&[], &cues)
 }

@@ -1,0 +1,263 @@
+//! The facts of an access decision as a request brings them: its token (query, bearer or
+//! cookie), client address, page host and country. The decision itself is
+//! [`drm::access::decide`](crate::drm::access::decide).
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use serde::Deserialize;
+
+use super::AppState;
+use crate::db::{PlaybackPolicy, PlaybackTarget};
+use crate::drm::access::{Denial, Facts, decide};
+use crate::drm::audit::Decision;
+use crate::drm::{AUD_VIDEO, PlaybackClaims, TokenError};
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TokenQuery {
+    pub(super) token: Option<String>,
+}
+
+/// Cookie a site may set so that its players need no token in URLs.
+const TOKEN_COOKIE: &str = "ferrocast_token";
+
+/// The playback token: `?token=`, else `Authorization: Bearer`, else the `ferrocast_token` cookie.
+pub(super) fn token_from(query: &TokenQuery, headers: &HeaderMap) -> Option<String> {
+    let header_str = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    query
+        .token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            header_str(header::AUTHORIZATION)?
+                .strip_prefix("Bearer ")
+                .map(str::to_string)
+        })
+        .or_else(|| {
+            header_str(header::COOKIE)?
+                .split(';')
+                .filter_map(|c| c.trim().split_once('='))
+                .find(|(name, _)| *name == TOKEN_COOKIE)
+                .map(|(_, v)| v.to_string())
+        })
+}
+
+/// The client's address: the configured proxy header's first entry, else the TCP peer.
+pub struct ClientIp(pub Option<String>);
+
+impl axum::extract::FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header_name = &state.config.playback.client_ip_header;
+        let from_header = (!header_name.is_empty())
+            .then(|| parts.headers.get(header_name.as_str()))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        let peer = || {
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+        };
+        Ok(ClientIp(from_header.or_else(peer)))
+    }
+}
+
+/// The host a page was served from, from `Origin` or `Referer`.
+fn page_host(headers: &HeaderMap) -> Option<String> {
+    [header::ORIGIN, header::REFERER]
+        .iter()
+        .filter_map(|h| headers.get(h)?.to_str().ok())
+        .filter_map(|v| url::Url::parse(v).ok())
+        .find_map(|u| u.host_str().map(str::to_ascii_lowercase))
+}
+
+/// The viewer's country: the trusted header if configured and present, else the GeoIP
+/// database's answer for the client address.
+fn viewer_country(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_ip: Option<&str>,
+) -> Option<String> {
+    let header_name = &state.config.playback.country_header;
+    let from_header = (!header_name.is_empty())
+        .then(|| headers.get(header_name.as_str()))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .map(|c| c.trim().to_ascii_uppercase())
+        .filter(|c| !c.is_empty());
+    from_header.or_else(|| {
+        let ip: std::net::IpAddr = client_ip?.parse().ok()?;
+        let found: maxminddb::geoip2::Country = state.geoip.as_ref()?.lookup(ip).ok()??;
+        Some(found.country?.iso_code?.to_ascii_uppercase())
+    })
+}
+
+/// The playback target, if the request may play it, and the token's claims (signed policy).
+/// Playlists, segments, stills and WHEP ask this.
+pub(super) async fn authorize(
+    state: &AppState,
+    playback_id: &str,
+    token: Option<&str>,
+    audience: &str,
+    headers: &HeaderMap,
+    client_ip: Option<&str>,
+) -> ApiResult<(PlaybackTarget, Option<PlaybackClaims>)> {
+    let target = state
+        .db
+        .playback_target(playback_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("playback id not found".into()))?;
+    let public = target.policy != PlaybackPolicy::Signed;
+    let token = match token {
+        Some(token) if !public => Some(
+            state
+                .tokens
+                .verify(token, Some(playback_id), audience)
+                .await,
+        ),
+        _ => None,
+    };
+    let host = page_host(headers);
+    let country = || viewer_country(state, headers, client_ip);
+    let grant = decide(Facts {
+        tenant_id: &target.tenant_id,
+        public,
+        token,
+        page_host: host.as_deref(),
+        country: &country,
+        same_media: true,
+        requires_entitlement: false,
+        entitled: false,
+        viewer_limit: None,
+    })?;
+    Ok((target, grant.claims))
+}
+
+/// Why a key request got no key: a denial (audited), or a failure on the way.
+pub(super) enum KeyRefusal {
+    Denied(Denial),
+    Failed(ApiError),
+}
+
+impl From<Denial> for KeyRefusal {
+    fn from(d: Denial) -> Self {
+        Self::Denied(d)
+    }
+}
+
+impl From<crate::db::DbError> for KeyRefusal {
+    fn from(e: crate::db::DbError) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+/// Whether the content key `stored` may be handed out to this request; fills in who asked,
+/// for the audit log.
+pub(super) async fn key_access(
+    state: &AppState,
+    stored: &crate::db::StoredContentKey,
+    q: &TokenQuery,
+    headers: &HeaderMap,
+    decision: &mut Decision,
+) -> Result<(), KeyRefusal> {
+    let host = page_host(headers);
+    let client_ip = decision.client_ip.clone();
+    let country = || viewer_country(state, headers, client_ip.as_deref());
+    let facts = |public, token| Facts {
+        tenant_id: &stored.tenant_id,
+        public,
+        token,
+        page_host: host.as_deref(),
+        country: &country,
+        same_media: true,
+        requires_entitlement: false,
+        entitled: false,
+        viewer_limit: None,
+    };
+    let Some(token) = token_from(q, headers) else {
+        let public = state.db.scope_is_public(&stored.scope).await?;
+        decide(facts(public, None))?;
+        return Ok(());
+    };
+    // The token names a playback id; find it first, to check the token against its owner.
+    let playback_id = jsonwebtoken::dangerous::insecure_decode::<PlaybackClaims>(&token)
+        .map(|d| d.claims.sub)
+        .map_err(|_| Denial::Token(TokenError::Invalid))?;
+    decision.playback_id = Some(playback_id.clone());
+    let target = state
+        .db
+        .find_playback_target(&playback_id)
+        .await?
+        .filter(|t| t.tenant_id == stored.tenant_id)
+        .ok_or(Denial::Token(TokenError::WrongPlaybackId))?;
+    let verified = state
+        .tokens
+        .verify(&token, Some(&playback_id), AUD_VIDEO)
+        .await;
+    let viewer = verified.as_ref().ok().and_then(|v| v.claims.viewer.clone());
+    let entitled = match &viewer {
+        Some(viewer) if target.requires_entitlement => {
+            state
+                .db
+                .has_entitlement(&target.tenant_id, &playback_id, viewer)
+                .await?
+        }
+        _ => false,
+    };
+    let limit = |viewer: &str| state.key_limits.per_viewer.check(viewer);
+    let result = decide(Facts {
+        same_media: target.prefix.as_deref() == Some(stored.scope.as_str()),
+        requires_entitlement: target.requires_entitlement,
+        entitled,
+        viewer_limit: Some(&limit),
+        ..facts(false, Some(verified))
+    });
+    match &result {
+        Ok(grant) => decision.viewer = grant.claims.as_ref().and_then(|c| c.viewer.clone()),
+        Err(Denial::Token(TokenError::WrongPlaybackId)) => {
+            decision.viewer = viewer;
+            tracing::info!(key_id = %stored.id, %playback_id, "key denied: token for other media");
+        }
+        Err(Denial::RateLimited(_)) => {
+            decision.viewer = viewer;
+            metrics::counter!("ferrocast_key_rate_limited_total", "by" => "viewer").increment(1);
+        }
+        Err(Denial::NoViewer | Denial::NoEntitlement) => decision.viewer = viewer,
+        Err(_) => {}
+    }
+    result?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn the_page_host_comes_from_origin_or_referer_in_lower_case() {
+        let mut h = HeaderMap::new();
+        assert_eq!(page_host(&h), None);
+        h.insert(
+            header::REFERER,
+            HeaderValue::from_static("https://Video.Example.com/page?x"),
+        );
+        assert_eq!(page_host(&h).as_deref(), Some("video.example.com"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://shop.test"),
+        );
+        assert_eq!(page_host(&h).as_deref(), Some("shop.test"));
+    }
+}

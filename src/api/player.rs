@@ -1,0 +1,133 @@
+//! The player page: a minimal hls.js player for one playback id, and hls.js itself as `make`
+//! installed it.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::access::{ClientIp, TokenQuery, authorize};
+use super::{AppState, Path, Query};
+use crate::db::LiveState;
+use crate::drm::AUD_VIDEO;
+use crate::error::{ApiError, ApiResult};
+
+/// `GET /play/{playback_id}`: a minimal hls.js player for the stream. For a live stream it
+/// says whether the broadcast is live, ended (its final playlists are still there) or offline
+/// (nothing to play; it starts playing when the broadcaster goes live); of a signed stream
+/// only to a viewer whose token would play it.
+pub async fn player_page(
+    State(state): State<AppState>,
+    Path(playback_id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> ApiResult<Html<String>> {
+    if !playback_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ApiError::NotFound("playback id not found".into()));
+    }
+    let token = q.token.unwrap_or_default();
+    if !token
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ApiError::invalid("malformed token"));
+    }
+    let query = if token.is_empty() {
+        String::new()
+    } else {
+        format!("?token={token}")
+    };
+    let allowed = authorize(
+        &state,
+        &playback_id,
+        (!token.is_empty()).then_some(token.as_str()),
+        AUD_VIDEO,
+        &headers,
+        ip.as_deref(),
+    )
+    .await
+    .is_ok();
+    let live = if allowed {
+        state.db.live_state_for_playback(&playback_id).await?
+    } else {
+        None
+    };
+    let (page_state, label) = match live {
+        Some(LiveState::Live) => ("live", "loading"),
+        Some(LiveState::Ended) => ("ended", "ended"),
+        Some(LiveState::Offline) => ("offline", "offline: starts when the broadcaster goes live"),
+        None => ("video", "loading"),
+    };
+    Ok(Html(format!(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Ferrocast player</title>
+<style>body{{margin:0;background:#000}}video{{width:100vw;height:100vh}}#status{{position:fixed;top:4px;left:6px;color:#ccc;font:12px monospace}}</style>
+</head><body>
+<video id="video" controls autoplay muted playsinline></video>
+<div id="status" data-state="{page_state}">{label}</div>
+<script src="/play/hls.min.js"></script>
+<script>
+const src = "/hls/{playback_id}/master.m3u8{query}";
+const video = document.getElementById("video");
+const status = document.getElementById("status");
+window.player = {{ state: "{page_state}", errors: [], keyLoaded: false, fatal: null, subtitleTracks: 0, ended: false }};
+function show(state, text) {{
+  window.player.state = state;
+  status.dataset.state = state;
+  status.textContent = text;
+}}
+function start() {{
+  if (window.Hls && Hls.isSupported()) {{
+    const hls = new Hls({{ lowLatencyMode: false }});
+    hls.on(Hls.Events.KEY_LOADED, () => {{ window.player.keyLoaded = true; }});
+    hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, (_, data) => {{ window.player.subtitleTracks = data.subtitleTracks.length; }});
+    hls.on(Hls.Events.ERROR, (_, data) => {{
+      window.player.errors.push(data.details);
+      if (data.fatal) {{ window.player.fatal = data.details; show("error", "error: " + data.details); }}
+    }});
+    hls.loadSource(src);
+    hls.attachMedia(video);
+    window.hls = hls;
+  }} else if (video.canPlayType("application/vnd.apple.mpegurl")) {{
+    video.src = src;
+  }} else {{
+    show("error", "this browser cannot play HLS");
+  }}
+}}
+// Offline: look every 5 s (each look bounded) and start when the broadcast does.
+async function waitForBroadcast() {{
+  try {{
+    const r = await fetch(src, {{ cache: "no-store", signal: AbortSignal.timeout(5000) }});
+    if (r.ok) {{ show("live", "loading"); start(); return; }}
+  }} catch (e) {{}}
+  setTimeout(waitForBroadcast, 5000);
+}}
+video.addEventListener("playing", () => {{
+  if (window.player.state !== "ended") show("playing", "playing");
+}});
+video.addEventListener("ended", () => {{ window.player.ended = true; show("ended", "ended"); }});
+if (window.player.state === "offline") setTimeout(waitForBroadcast, 5000); else start();
+</script>
+</body></html>"#
+    )))
+}
+
+/// `GET /play/hls.min.js`: hls.js as installed from npm by `make` (not vendored here).
+pub async fn hls_js(State(state): State<AppState>) -> Response {
+    match &state.hlsjs {
+        Some(js) => (
+            [
+                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                (header::CACHE_CONTROL, "public, max-age=86400"),
+            ],
+            js.clone(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+            "console.error('hls.js is not installed on this server: run make (npm install hls.js) or set delivery.hlsjs_path');",
+        )
+            .into_response(),
+    }
+}

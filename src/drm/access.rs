@@ -1,0 +1,407 @@
+//! The access decision: whether a request may have a playlist, a segment, a still, a WHEP
+//! stream or a content key. [`decide`] judges facts the caller gathered (the token already
+//! verified, the page's host, the viewer's country, the entitlement looked up); it does no
+//! I/O, so each rule is unit-tested here, case by case.
+
+use std::time::Duration;
+
+use super::token::{PlaybackClaims, TokenError, Verified};
+
+/// A rate limit by viewer: `Err(wait)` when the viewer is over it.
+pub type ViewerLimit<'a> = dyn Fn(&str) -> Result<(), Duration> + 'a;
+
+/// What a request brings that access depends on.
+pub struct Facts<'a> {
+    /// The tenant that owns the media.
+    pub tenant_id: &'a str,
+    /// The media plays without a token (public policy). A token presented anyway is still
+    /// judged when the caller passes it.
+    pub public: bool,
+    /// The token presented, as verified for this media and audience; `None`: none presented.
+    pub token: Option<Result<Verified, TokenError>>,
+    /// The host of the page that asked (`Origin`, else `Referer`).
+    pub page_host: Option<&'a str>,
+    /// The viewer's country (ISO 3166 alpha-2), looked up only when a token restricts it.
+    pub country: &'a dyn Fn() -> Option<String>,
+    /// Keys: whether the media the token plays is the media this key encrypts. Always true
+    /// for a request that names its media.
+    pub same_media: bool,
+    /// Keys: hand out only to viewers with an entitlement.
+    pub requires_entitlement: bool,
+    /// Whether the token's viewer holds an entitlement to the media (looked up by the caller
+    /// when `requires_entitlement` and the token names a viewer).
+    pub entitled: bool,
+    /// Keys: the per-viewer rate limit; `Err(wait)` when this viewer is over it.
+    pub viewer_limit: Option<&'a ViewerLimit<'a>>,
+}
+
+/// Access granted, with the token's claims when one was judged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub claims: Option<PlaybackClaims>,
+}
+
+/// Why access was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    #[error("a playback token is required")]
+    NoToken,
+    #[error("{0}")]
+    Token(TokenError),
+    #[error("playback token is signed by another tenant's key")]
+    ForeignSigningKey,
+    #[error("this page is not allowed to play this video")]
+    ReferrerNotAllowed,
+    #[error("not available in your country")]
+    CountryNotAllowed,
+    #[error("this video is limited to some countries and yours is unknown")]
+    CountryUnknown,
+    /// Over the per-viewer rate limit: try again after this many seconds.
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
+    #[error("this video needs an entitlement; the token names no viewer")]
+    NoViewer,
+    #[error("this viewer has no entitlement to this video")]
+    NoEntitlement,
+}
+
+/// How a denial is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialKind {
+    /// No credentials, or credentials that prove nothing: 401.
+    Unauthenticated,
+    /// Valid credentials that do not allow this: 403.
+    Forbidden,
+    /// 429, with the seconds to wait.
+    TooManyRequests(u64),
+}
+
+impl Denial {
+    pub fn kind(&self) -> DenialKind {
+        match self {
+            Self::NoToken | Self::ForeignSigningKey => DenialKind::Unauthenticated,
+            Self::Token(e) if !e.is_forbidden() => DenialKind::Unauthenticated,
+            Self::RateLimited(wait) => DenialKind::TooManyRequests(*wait),
+            _ => DenialKind::Forbidden,
+        }
+    }
+
+    /// A short reason for the audit log and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoToken => "no_token",
+            Self::Token(e) => e.reason(),
+            Self::ForeignSigningKey => "foreign_signing_key",
+            Self::ReferrerNotAllowed => "referrer_not_allowed",
+            Self::CountryNotAllowed => "country_not_allowed",
+            Self::CountryUnknown => "country_unknown",
+            Self::RateLimited(_) => "rate_limited",
+            Self::NoViewer => "no_viewer",
+            Self::NoEntitlement => "no_entitlement",
+        }
+    }
+}
+
+impl From<TokenError> for Denial {
+    fn from(e: TokenError) -> Self {
+        Self::Token(e)
+    }
+}
+
+/// Judges one request. The rules, in order: a public media plays without a token; otherwise
+/// a token is needed, valid for this media and audience (verified by the caller), signed by
+/// Ferrocast or by this tenant; its referrer and country restrictions hold; for a key, the
+/// token plays the media the key encrypts, its viewer is within the rate limit, and holds an
+/// entitlement when the media needs one.
+pub fn decide(facts: Facts) -> Result<Grant, Denial> {
+    let verified = match facts.token {
+        None if facts.public => return Ok(Grant { claims: None }),
+        None => return Err(Denial::NoToken),
+        Some(Err(e)) => return Err(Denial::Token(e)),
+        Some(Ok(verified)) => verified,
+    };
+    if let Some(signer) = &verified.signed_by_tenant
+        && signer != facts.tenant_id
+    {
+        return Err(Denial::ForeignSigningKey);
+    }
+    let claims = verified.claims;
+    if let Some(allowed) = &claims.referrer {
+        match facts.page_host {
+            Some(host) if referrer_allowed(allowed, host) => {}
+            _ => return Err(Denial::ReferrerNotAllowed),
+        }
+    }
+    if let Some(allowed) = &claims.country {
+        match (facts.country)() {
+            Some(c) if allowed.iter().any(|a| a.eq_ignore_ascii_case(&c)) => {}
+            Some(_) => return Err(Denial::CountryNotAllowed),
+            None => return Err(Denial::CountryUnknown),
+        }
+    }
+    if !facts.same_media {
+        return Err(Denial::Token(TokenError::WrongPlaybackId));
+    }
+    if let (Some(viewer), Some(limit)) = (&claims.viewer, facts.viewer_limit)
+        && let Err(wait) = limit(viewer)
+    {
+        return Err(Denial::RateLimited(
+            (wait.as_secs_f64().ceil() as u64).max(1),
+        ));
+    }
+    if facts.requires_entitlement {
+        if claims.viewer.is_none() {
+            return Err(Denial::NoViewer);
+        }
+        if !facts.entitled {
+            return Err(Denial::NoEntitlement);
+        }
+    }
+    Ok(Grant {
+        claims: Some(claims),
+    })
+}
+
+/// `example.com` allows exactly that host; `*.example.com` any host below it. Entries may be
+/// written as origins (`https://example.com`).
+pub fn referrer_allowed(allowed: &[String], host: &str) -> bool {
+    allowed.iter().any(|entry| {
+        let entry = entry.trim().to_ascii_lowercase();
+        let entry = url::Url::parse(&entry)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or(entry);
+        match entry.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => entry == host,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drm::AUD_VIDEO;
+
+    fn claims() -> PlaybackClaims {
+        PlaybackClaims::new("pb", AUD_VIDEO, 4_000_000_000)
+    }
+
+    fn token(claims: PlaybackClaims, tenant: Option<&str>) -> Option<Result<Verified, TokenError>> {
+        Some(Ok(Verified {
+            claims,
+            signed_by_tenant: tenant.map(str::to_string),
+        }))
+    }
+
+    fn no_country() -> Option<String> {
+        None
+    }
+
+    /// A signed media, a valid Ferrocast-signed token with no restrictions.
+    fn facts<'a>() -> Facts<'a> {
+        Facts {
+            tenant_id: "t1",
+            public: false,
+            token: token(claims(), None),
+            page_host: None,
+            country: &no_country,
+            same_media: true,
+            requires_entitlement: false,
+            entitled: false,
+            viewer_limit: None,
+        }
+    }
+
+    #[test]
+    fn public_media_plays_without_a_token_signed_media_needs_one() {
+        let public = Facts {
+            public: true,
+            token: None,
+            ..facts()
+        };
+        assert_eq!(decide(public), Ok(Grant { claims: None }));
+        let signed = Facts {
+            token: None,
+            ..facts()
+        };
+        assert_eq!(decide(signed), Err(Denial::NoToken));
+        assert_eq!(Denial::NoToken.kind(), DenialKind::Unauthenticated);
+    }
+
+    #[test]
+    fn a_token_that_failed_verification_is_refused_with_its_reason() {
+        let expired = Facts {
+            token: Some(Err(TokenError::Expired)),
+            ..facts()
+        };
+        let denial = decide(expired).unwrap_err();
+        assert_eq!(denial, Denial::Token(TokenError::Expired));
+        assert_eq!(
+            (denial.kind(), denial.reason()),
+            (DenialKind::Forbidden, "expired")
+        );
+        let invalid = decide(Facts {
+            token: Some(Err(TokenError::Invalid)),
+            ..facts()
+        });
+        assert_eq!(invalid.unwrap_err().kind(), DenialKind::Unauthenticated);
+        // Even on public media, a key request's token is judged when it is presented.
+        let public = Facts {
+            public: true,
+            token: Some(Err(TokenError::Invalid)),
+            ..facts()
+        };
+        assert!(decide(public).is_err());
+    }
+
+    #[test]
+    fn a_valid_token_grants_with_its_claims() {
+        let grant = decide(facts()).unwrap();
+        assert_eq!(grant.claims.unwrap().sub, "pb");
+    }
+
+    #[test]
+    fn only_the_owning_tenants_signing_key_counts() {
+        assert!(
+            decide(Facts {
+                token: token(claims(), Some("t1")),
+                ..facts()
+            })
+            .is_ok()
+        );
+        let foreign = decide(Facts {
+            token: token(claims(), Some("t2")),
+            ..facts()
+        });
+        assert_eq!(foreign, Err(Denial::ForeignSigningKey));
+    }
+
+    #[test]
+    fn a_referrer_restriction_needs_an_allowed_page() {
+        let mut c = claims();
+        c.referrer = Some(vec!["*.example.com".into(), "https://shop.test".into()]);
+        for (host, ok) in [
+            (Some("www.example.com"), true),
+            (Some("shop.test"), true),
+            (Some("example.com"), false),
+            (Some("evil.test"), false),
+            (None, false),
+        ] {
+            let f = Facts {
+                token: token(c.clone(), None),
+                page_host: host,
+                ..facts()
+            };
+            assert_eq!(decide(f).is_ok(), ok, "{host:?}");
+        }
+        let f = Facts {
+            token: token(c, None),
+            page_host: None,
+            ..facts()
+        };
+        assert_eq!(decide(f).unwrap_err().reason(), "referrer_not_allowed");
+    }
+
+    #[test]
+    fn a_country_restriction_needs_a_known_allowed_country() {
+        let mut c = claims();
+        c.country = Some(vec!["de".into(), "FR".into()]);
+        fn de() -> Option<String> {
+            Some("DE".into())
+        }
+        fn us() -> Option<String> {
+            Some("US".into())
+        }
+        let f = |country: &'static dyn Fn() -> Option<String>| Facts {
+            token: token(c.clone(), None),
+            country,
+            ..facts()
+        };
+        assert!(decide(f(&de)).is_ok());
+        assert_eq!(decide(f(&us)), Err(Denial::CountryNotAllowed));
+        assert_eq!(decide(f(&no_country)), Err(Denial::CountryUnknown));
+        // Without a restriction, the country is never looked up.
+        let never = || -> Option<String> { panic!("looked up") };
+        assert!(
+            decide(Facts {
+                country: &never,
+                ..facts()
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_key_needs_a_token_for_the_media_it_encrypts() {
+        let other = decide(Facts {
+            same_media: false,
+            ..facts()
+        });
+        assert_eq!(other, Err(Denial::Token(TokenError::WrongPlaybackId)));
+    }
+
+    #[test]
+    fn viewers_over_their_rate_limit_wait() {
+        let mut c = claims();
+        c.viewer = Some("v1".into());
+        let over = |viewer: &str| {
+            assert_eq!(viewer, "v1");
+            Err(Duration::from_millis(1200))
+        };
+        let f = Facts {
+            token: token(c.clone(), None),
+            viewer_limit: Some(&over),
+            ..facts()
+        };
+        let denial = decide(f).unwrap_err();
+        assert_eq!(denial, Denial::RateLimited(2));
+        assert_eq!(denial.kind(), DenialKind::TooManyRequests(2));
+        let under = |_: &str| Ok(());
+        let f = Facts {
+            token: token(c, None),
+            viewer_limit: Some(&under),
+            ..facts()
+        };
+        assert!(decide(f).is_ok());
+        // A token without a viewer has no per-viewer limit.
+        assert!(
+            decide(Facts {
+                viewer_limit: Some(&over),
+                ..facts()
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn paid_media_needs_a_named_viewer_with_an_entitlement() {
+        let mut c = claims();
+        c.viewer = Some("v1".into());
+        let paid = |claims: PlaybackClaims, entitled| Facts {
+            token: token(claims, None),
+            requires_entitlement: true,
+            entitled,
+            ..facts()
+        };
+        assert_eq!(decide(paid(claims(), true)), Err(Denial::NoViewer));
+        assert_eq!(decide(paid(c.clone(), false)), Err(Denial::NoEntitlement));
+        assert!(decide(paid(c, true)).is_ok());
+        assert_eq!(Denial::NoEntitlement.kind(), DenialKind::Forbidden);
+    }
+
+    #[test]
+    fn referrers_match_hosts_wildcards_and_origins() {
+        let allowed = vec![
+            "video.example.com".to_string(),
+            "*.acme.tv".into(),
+            "https://x.org".into(),
+        ];
+        assert!(referrer_allowed(&allowed, "video.example.com"));
+        assert!(!referrer_allowed(&allowed, "evil-video.example.com"));
+        assert!(referrer_allowed(&allowed, "www.acme.tv"));
+        assert!(!referrer_allowed(&allowed, "acme.tv.evil.com"));
+        assert!(!referrer_allowed(&allowed, "notacme.tv"));
+        assert!(referrer_allowed(&allowed, "x.org"));
+    }
+}
