@@ -464,8 +464,8 @@ mod tests {
             .iter()
             .position(|l| *l == "#EXT-X-DISCONTINUITY")
             .unwrap();
-        assert!(lines[at..].iter().any(|l| *l == "1.ts"), "{playlist}");
-        assert!(!lines[..at].iter().any(|l| *l == "1.ts"));
+        assert!(lines[at..].contains(&"1.ts"), "{playlist}");
+        assert!(!lines[..at].contains(&"1.ts"));
         let next = text(&h.add("360p", 2), "360p/index.m3u8");
         assert_eq!(next.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{next}");
     }
