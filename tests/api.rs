@@ -569,11 +569,15 @@ async fn requests_carry_an_id_and_are_counted_in_metrics() {
     );
     let text = resp.text().await.unwrap();
     assert!(
-        text.contains(r#"http_requests_total{method="GET",route="/healthz",status="200"}"#),
+        text.contains(
+            r#"ferrocast_http_requests_total{method="GET",route="/healthz",status="200"}"#
+        ),
         "{text}"
     );
     assert!(
-        text.contains(r#"http_requests_total{method="GET",route="/v1/tenants/{id}",status="401"}"#),
+        text.contains(
+            r#"ferrocast_http_requests_total{method="GET",route="/v1/tenants/{id}",status="401"}"#
+        ),
         "{text}"
     );
     assert!(

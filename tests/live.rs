@@ -87,7 +87,9 @@ async fn ready_asset(
             .list_assets(tenant_id, None, 10)
             .await
             .unwrap();
-        assets.into_iter().find(|a| a.status == "ready")
+        assets
+            .into_iter()
+            .find(|a| a.status == ferrocast::db::AssetStatus::Ready)
     })
     .await
 }
@@ -728,7 +730,7 @@ async fn a_storage_outage_mid_broadcast_is_retried_and_loses_no_segment() {
         let (_, metrics) = server.get_text("/metrics").await;
         for depth in metrics
             .lines()
-            .filter(|l| l.starts_with("live_upload_queue_depth{"))
+            .filter(|l| l.starts_with("ferrocast_live_upload_queue_depth{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         {
             assert!(
@@ -776,17 +778,23 @@ async fn a_storage_outage_mid_broadcast_is_retried_and_loses_no_segment() {
     let (_, metrics) = server.get_text("/metrics").await;
     let retries: f64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("storage_write_retries_total "))
+        .find_map(|l| l.strip_prefix("ferrocast_storage_write_retries_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
-    assert!(retries >= 1.0, "storage_write_retries_total: {metrics}");
+    assert!(
+        retries >= 1.0,
+        "ferrocast_storage_write_retries_total: {metrics}"
+    );
     // The broadcast waited for the full queue (backpressure to the publisher's socket).
     let waits: f64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("live_upload_queue_full_total "))
+        .find_map(|l| l.strip_prefix("ferrocast_live_upload_queue_full_total "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
-    assert!(waits >= 1.0, "live_upload_queue_full_total: {metrics}");
+    assert!(
+        waits >= 1.0,
+        "ferrocast_live_upload_queue_full_total: {metrics}"
+    );
     server.stop().await;
 }
 

@@ -353,14 +353,19 @@ async fn live_suite(db: &Db, a: &str, b: &str) {
             Some(&s.id),
             "pb-rec",
             PlaybackPolicy::Public,
-            "preparing",
+            ferrocast::db::AssetStatus::Preparing,
             Some("tenants/a/live/x/1/"),
         )
         .await
         .unwrap();
-    db.finish_asset(&asset.id, "ready", Some(12_345), None)
-        .await
-        .unwrap();
+    db.finish_asset(
+        &asset.id,
+        ferrocast::db::AssetStatus::Ready,
+        Some(12_345),
+        None,
+    )
+    .await
+    .unwrap();
     let ready = db.get_asset(a, &asset.id).await.unwrap();
     assert_eq!(
         (
@@ -526,7 +531,7 @@ async fn jobs_suite(db: &Db, tenant: &str, asset: &str) {
         "a retry ran before its backoff"
     );
     let back = db.get_job(&again.id).await.unwrap();
-    assert_eq!(back.status, "queued");
+    assert_eq!(back.status, ferrocast::db::JobStatus::Queued);
     assert_eq!(
         db.next_job_due().await.unwrap(),
         Some(back.run_after),

@@ -612,7 +612,9 @@ async fn master_key_rotation_rewraps_every_key_while_serving_and_recordings_stil
             .list_assets(&tenant_id, None, 10)
             .await
             .unwrap();
-        assets.into_iter().find(|a| a.status == "ready")
+        assets
+            .into_iter()
+            .find(|a| a.status == ferrocast::db::AssetStatus::Ready)
     })
     .await;
     let sk = signing_key(&server, &key, "RS256").await;

@@ -585,7 +585,7 @@ async fn lost_video_packets_from_a_whip_publisher_are_asked_for_and_resent() {
     let (_, metrics) = server.get_text("/metrics").await;
     let resent = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("whep_resent_packets_total "))
+        .find_map(|l| l.strip_prefix("ferrocast_whep_resent_packets_total "))
         .and_then(|n| n.trim().parse::<u64>().ok())
         .unwrap_or(0);
     assert!(resent > 0, "the server resent packets: {metrics}");
@@ -696,7 +696,7 @@ async fn a_whep_viewer_joining_mid_stream_gets_a_keyframe_from_the_whip_publishe
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("whep_keyframe_requests_total ") && !l.ends_with(" 0")),
+            .any(|l| l.starts_with("ferrocast_whep_keyframe_requests_total ") && !l.ends_with(" 0")),
         "keyframe requests counted: {metrics}"
     );
     // The publisher was asked for a keyframe and made one besides its first.

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::auth::Tenant;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
-use crate::db::{self, PlaybackPolicy};
+use crate::db::{self, AssetStatus, JobStatus, PlaybackPolicy};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::storage::Prefix;
 
@@ -15,7 +15,7 @@ use crate::storage::Prefix;
 pub struct AssetView {
     pub id: String,
     /// `uploading`, `queued`, `processing`, `ready` or `errored`.
-    pub status: String,
+    pub status: AssetStatus,
     /// `upload` or `live` (a recorded broadcast).
     pub source: String,
     pub live_stream_id: Option<String>,
@@ -37,9 +37,9 @@ pub struct AssetView {
 }
 
 async fn view(state: &AppState, a: db::Asset) -> ApiResult<AssetView> {
-    let (progress, eta_s) = if a.status == "processing" {
+    let (progress, eta_s) = if a.status == AssetStatus::Processing {
         match state.db.latest_job_for_asset(&a.id).await? {
-            Some(job) if job.status == "running" => {
+            Some(job) if job.status == JobStatus::Running => {
                 let fraction = job.progress_permille as f64 / 1000.0;
                 let started = job.started_at.unwrap_or(job.updated_at);
                 let elapsed = (crate::clock::now_ms() - started).max(0) as f64 / 1000.0;
@@ -144,7 +144,7 @@ pub async fn asset_events(
                         return None;
                     };
                     let text = serde_json::to_string(&v).unwrap_or_default();
-                    let finished = v.status == "ready" || v.status == "errored";
+                    let finished = matches!(v.status, AssetStatus::Ready | AssetStatus::Errored);
                     if text != last {
                         return Some((
                             Ok(Event::default().event("asset").data(text.clone())),
@@ -190,7 +190,7 @@ pub async fn add_subtitles(
     use crate::packager::subtitles;
     use crate::storage::ObjectKey;
     let asset = state.db.get_asset(&caller.tenant_id, &id).await?;
-    if asset.status != "ready" {
+    if asset.status != AssetStatus::Ready {
         return Err(ApiError::Conflict(format!(
             "the asset is {}; add subtitles once it is ready",
             asset.status

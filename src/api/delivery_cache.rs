@@ -85,7 +85,7 @@ impl DeliveryCache {
         o.bytes += size;
         o.order.push_back(key.to_string());
         o.map.insert(key.to_string(), object);
-        metrics::gauge!("delivery_cache_bytes").set(o.bytes as f64);
+        metrics::gauge!("ferrocast_delivery_cache_bytes").set(o.bytes as f64);
     }
 }
 

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::auth::Tenant;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
-use crate::db::{self, NewLiveStream, PlaybackPolicy};
+use crate::db::{self, LiveStatus, NewLiveStream, PlaybackPolicy};
 use crate::drm::{AUD_STORYBOARD, AUD_THUMBNAIL, AUD_VIDEO, PlaybackClaims};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::ids::{new_playback_id, random_secret};
@@ -35,8 +35,8 @@ pub struct LiveStreamView {
     pub playback_id: String,
     /// RTMP server URL; publish to `{rtmp_url}/{stream_key}`.
     pub rtmp_url: String,
-    /// `idle` or `active`.
-    pub status: String,
+    /// Whether a publisher is live now.
+    pub status: LiveStatus,
     pub ladder: String,
     pub playback_policy: PlaybackPolicy,
     pub reconnect_window_s: i64,

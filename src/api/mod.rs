@@ -84,7 +84,7 @@ pub struct Shared {
     pub public_url: String,
     pub upload_locks: uploads::UploadLocks,
     /// WHIP publishes in progress on this server.
-    pub whip: whip::WhipSessions,
+    pub whip: crate::ingest::whip::WhipSessions,
     /// WHEP viewers on this server.
     pub whep: whep::WhepViewers,
     /// Segments recently served (`delivery.cache_mib`).

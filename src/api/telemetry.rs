@@ -22,7 +22,7 @@ pub fn install_metrics_recorder() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    Matcher::Full("http_request_duration_seconds".into()),
+                    Matcher::Full("ferrocast_http_request_duration_seconds".into()),
                     LATENCY_BUCKETS,
                 )
                 .expect("buckets are non-empty");
@@ -55,9 +55,9 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         }
     };
     let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("ferrocast_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+    metrics::histogram!("ferrocast_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
 }

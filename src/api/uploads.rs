@@ -17,7 +17,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use super::auth::Tenant;
 use super::{AppState, Json, Path};
 use crate::clock::now_ms;
-use crate::db::{PlaybackPolicy, Upload};
+use crate::db::{AssetStatus, PlaybackPolicy, Upload};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::new_playback_id;
 use crate::storage::ObjectKey;
@@ -621,7 +621,7 @@ async fn new_upload_asset(
             None,
             &new_playback_id(),
             policy,
-            "uploading",
+            AssetStatus::Uploading,
             None,
         )
         .await?;
@@ -634,7 +634,10 @@ async fn new_upload_asset(
 
 /// Marks an asset queued and queues its transcode job, waking this node's workers.
 async fn queue_transcode(state: &AppState, tenant_id: &str, asset_id: &str) -> ApiResult<()> {
-    state.db.set_asset_status(asset_id, "queued", None).await?;
+    state
+        .db
+        .set_asset_status(asset_id, AssetStatus::Queued, None)
+        .await?;
     let attempts = i64::from(state.config.jobs.max_attempts);
     state
         .db
@@ -655,7 +658,7 @@ fn finish_in_background(state: &AppState, upload: Upload, path: PathBuf) {
                 .db
                 .set_asset_status(
                     &upload.asset_id,
-                    "errored",
+                    AssetStatus::Errored,
                     Some("storing the uploaded file failed; upload it again"),
                 )
                 .await;

@@ -95,7 +95,7 @@ async fn play_inner(
         })?;
         let mut registry = viewers.lock().unwrap();
         registry.insert(id.clone(), Arc::downgrade(&fanout));
-        metrics::gauge!("whep_viewers").set(registry.len() as f64);
+        metrics::gauge!("ferrocast_whep_viewers").set(registry.len() as f64);
         drop(registry);
         anyhow::Ok((id, answer))
     })
@@ -138,6 +138,6 @@ pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) 
 fn forget(viewers: &WhepViewers, id: &str) -> Option<Weak<WhepFanout>> {
     let mut registry = viewers.lock().unwrap();
     let fanout = registry.remove(id);
-    metrics::gauge!("whep_viewers").set(registry.len() as f64);
+    metrics::gauge!("ferrocast_whep_viewers").set(registry.len() as f64);
     fanout
 }

@@ -1,30 +1,18 @@
-//! WHIP (RFC 9725): a browser publishes into a live stream with one HTTP request. The offer
-//! is narrowed to the codecs Ferrocast takes, answered by a `webrtcbin` session, and the media
-//! feeds the live stream's broadcast exactly as an RTMP publisher's would.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+//! WHIP (RFC 9725) over HTTP: a browser publishes into a live stream with one request. The
+//! offer is narrowed to the codecs Ferrocast takes here; the publish itself is
+//! `ingest::whip`'s, and a refusal becomes an HTTP status.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::{mpsc, watch};
-use tracing::Instrument;
 
 use super::{AppState, Path};
 use crate::error::{ApiError, ApiResult};
-use crate::live::IngestMessage;
-use crate::media::sdp::{Offer, OfferError, WHIP_VIDEO, prepare_offer};
-use crate::pipeline::webrtc::{IceSettings, RawCodec, WhipEvent, WhipSession};
-
-/// Sessions in progress on this server: id -> a switch that ends it.
-pub type WhipSessions = Arc<Mutex<HashMap<String, watch::Sender<bool>>>>;
-
-/// Seconds without media before a publisher counts as gone (first media: connecting too).
-const FIRST_MEDIA: Duration = Duration::from_secs(20);
-const MEDIA_GAP: Duration = Duration::from_secs(10);
+use crate::ingest::whip::{self, Started, WhipError};
+use crate::live::PublishRefusal;
+use crate::media::sdp::{OfferError, WHIP_VIDEO, prepare_offer};
+use crate::pipeline::webrtc::IceSettings;
 
 fn cors(h: &mut HeaderMap) {
     h.insert(
@@ -156,94 +144,22 @@ async fn publish(
         OfferError::Malformed(_) => ApiError::invalid(e.to_string()),
         OfferError::Unsupported(_) => ApiError::Unprocessable(e.to_string()),
     })?;
-    // The broadcast outlives this request: start it outside the request's span, in its own
-    // (as RTMP publishes are in their connection's).
-    let mut publisher = state
-        .live
-        .publish(&stream_key, &raw_supplies(&offer))
-        .instrument(tracing::info_span!(parent: None, "whip"))
-        .await
-        .map_err(|r| {
-            if r.description.contains("unknown") {
-                ApiError::Unauthorized(r.description)
-            } else if r.description.contains("already") {
-                ApiError::Conflict(r.description)
-            } else {
-                ApiError::Unavailable(r.description)
-            }
-        })?;
     let ice = IceSettings::from_config(&state.config.webrtc);
-    let (events_tx, mut events) = mpsc::channel(256);
-    let copying = publisher.copying();
-    let started =
-        tokio::task::spawn_blocking(move || WhipSession::start(&offer, &ice, events_tx, copying))
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
-    let (session, answer) = match started {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "WHIP session did not start");
-            return Err(ApiError::invalid(format!(
-                "could not answer this offer: {e:#}"
-            )));
-        }
-    };
-    let id = crate::ids::random_secret(16);
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    state.whip.lock().unwrap().insert(id.clone(), stop_tx);
-    tracing::info!(live_stream = %publisher.live_stream_id, session = %id, "WHIP publish started");
-
-    let sessions = state.whip.clone();
-    let session_id = id.clone();
-    tokio::spawn(async move {
-        let mut wait = FIRST_MEDIA;
-        let mut deadline = tokio::time::Instant::now() + wait;
-        let mut keyframes = publisher.keyframe_requests();
-        let mut ended = session.ended();
-        // Kept across turns: a new one per media message would clone the watch each time.
-        let stopped = publisher.stopped();
-        tokio::pin!(stopped);
-        let reason = loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Some(WhipEvent::Tag(tag)) => {
-                        wait = MEDIA_GAP;
-                        deadline = tokio::time::Instant::now() + wait;
-                        let message = if tag.kind == 9 {
-                            IngestMessage::Video { timestamp_ms: tag.timestamp_ms, body: tag.body }
-                        } else {
-                            IngestMessage::Audio { timestamp_ms: tag.timestamp_ms, body: tag.body }
-                        };
-                        if let Err(e) = publisher.send(message).await {
-                            break e;
-                        }
-                    }
-                    Some(WhipEvent::Raw(frame)) => {
-                        if let Err(e) = publisher.send(IngestMessage::Raw(frame)).await {
-                            break e;
-                        }
-                    }
-                    None => break "the session stopped".to_string(),
-                },
-                Ok(()) = ended.changed() => {
-                    break ended.borrow().clone().unwrap_or_else(|| "the session ended".into());
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    break format!("no media for {} s", wait.as_secs());
-                }
-                // A WHEP viewer needs a keyframe: ask the browser for one now.
-                Ok(()) = keyframes.changed() => session.request_keyframe(),
-                reason = &mut stopped => break reason,
-                _ = stop_rx.changed() => break "the publisher ended the session (DELETE)".to_string(),
+    let Started { id, answer } = whip::publish(&state.live, &state.whip, &stream_key, offer, ice)
+        .await
+        .map_err(|e| match e {
+            WhipError::Refused(r @ PublishRefusal::UnknownKey) => {
+                ApiError::Unauthorized(r.to_string())
             }
-        };
-        tracing::info!(session = %session_id, %reason, "WHIP publish ended");
-        sessions.lock().unwrap().remove(&session_id);
-        drop(publisher);
-        // Tearing down joins GStreamer threads: off the runtime.
-        let _ = tokio::task::spawn_blocking(move || drop(session)).await;
-    });
-
+            WhipError::Refused(r @ PublishRefusal::AlreadyLive) => {
+                ApiError::Conflict(r.to_string())
+            }
+            WhipError::Refused(
+                r @ (PublishRefusal::PreviousClosing | PublishRefusal::Unavailable),
+            ) => ApiError::Unavailable(r.to_string()),
+            WhipError::Offer(_) => ApiError::invalid(e.to_string()),
+            WhipError::Internal(e) => ApiError::Internal(anyhow::anyhow!(e)),
+        })?;
     let mut response = Response::new(Body::from(answer));
     *response.status_mut() = StatusCode::CREATED;
     let h = response.headers_mut();
@@ -285,17 +201,4 @@ pub async fn patch_session() -> Response {
         .insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
     cors(r.headers_mut());
     r
-}
-
-/// What a WHIP session for `offer` sends as it came, for WHEP viewers: Opus, and VP8 (H.264
-/// is in the FLV tags as it came already).
-fn raw_supplies(offer: &Offer) -> Vec<RawCodec> {
-    let mut codecs = Vec::new();
-    if offer.audio.as_ref().is_some_and(|c| c.name == "OPUS") {
-        codecs.push(RawCodec::Opus);
-    }
-    if offer.video.as_ref().is_some_and(|c| c.name == "VP8") {
-        codecs.push(RawCodec::Vp8);
-    }
-    codecs
 }

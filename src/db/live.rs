@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Db, DbError, DbResult, is_unique_violation, new_id, now_ms};
+use super::{AssetStatus, Db, DbError, DbResult, LiveStatus, is_unique_violation, new_id, now_ms};
 
 /// Who may play: anyone with the URL, or only holders of a signed playback token.
 #[derive(
@@ -41,8 +41,7 @@ pub struct LiveStream {
     pub playback_policy: PlaybackPolicy,
     pub reconnect_window_s: i64,
     pub record: bool,
-    /// `idle` or `active`.
-    pub status: String,
+    pub status: LiveStatus,
     pub current_prefix: Option<String>,
     pub ingest: Option<String>,
     pub last_error: Option<String>,
@@ -60,7 +59,8 @@ struct LiveStreamRow {
     playback_policy: String,
     reconnect_window_s: i64,
     record: i64,
-    status: String,
+    #[sqlx(try_from = "String")]
+    status: LiveStatus,
     current_prefix: Option<String>,
     ingest: Option<String>,
     last_error: Option<String>,
@@ -112,7 +112,8 @@ pub struct Asset {
     pub live_stream_id: Option<String>,
     pub playback_id: String,
     pub playback_policy: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: AssetStatus,
     pub storage_prefix: String,
     pub duration_ms: Option<i64>,
     pub error: Option<String>,
@@ -127,7 +128,7 @@ pub struct Asset {
 const ASSET_COLUMNS: &str = "id, tenant_id, source, live_stream_id, playback_id, playback_policy, \
     status, storage_prefix, duration_ms, error, created_at, updated_at, size_bytes, media_info, filename, ladder";
 
-/// Playback targets looked up in the last [`TARGET_TTL`], so that every playlist and segment
+/// Playback targets looked up in the last `TARGET_TTL`, so that every playlist and segment
 /// request does not cost a query. This node's own changes (a broadcast starting, a policy
 /// change, a deletion) clear it at once; another node's are seen within the TTL.
 #[derive(Debug, Default)]
@@ -465,7 +466,7 @@ impl Db {
         live_stream_id: Option<&str>,
         playback_id: &str,
         policy: PlaybackPolicy,
-        status: &str,
+        status: AssetStatus,
         storage_prefix: Option<&str>,
     ) -> DbResult<Asset> {
         let now = now_ms();
@@ -484,7 +485,7 @@ impl Db {
         .bind(live_stream_id)
         .bind(playback_id)
         .bind(policy.as_str())
-        .bind(status)
+        .bind(status.as_str())
         .bind(&storage_prefix)
         .bind(now)
         .execute(&self.pool)
@@ -522,14 +523,14 @@ impl Db {
     pub async fn finish_asset(
         &self,
         id: &str,
-        status: &str,
+        status: AssetStatus,
         duration_ms: Option<i64>,
         error: Option<&str>,
     ) -> DbResult<()> {
         sqlx::query(
             "UPDATE assets SET status = $1, duration_ms = $2, error = $3, updated_at = $4 WHERE id = $5",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(duration_ms)
         .bind(error)
         .bind(now_ms())
@@ -551,7 +552,7 @@ impl Db {
     }
 
     /// [`Db::find_playback_target`], answered from [`TargetCache`] when it was asked within
-    /// [`TARGET_TTL`]: for media requests (playlists, segments, thumbnails, WHEP), never keys.
+    /// `TARGET_TTL`: for media requests (playlists, segments, thumbnails, WHEP), never keys.
     pub async fn playback_target(&self, playback_id: &str) -> DbResult<Option<PlaybackTarget>> {
         if let Some(target) = self.targets.get(playback_id) {
             return Ok(target);

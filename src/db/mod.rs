@@ -6,6 +6,7 @@
 
 mod live;
 mod security;
+mod status;
 mod tenants;
 mod vod;
 
@@ -19,6 +20,7 @@ pub use live::{
     TargetCache,
 };
 pub use security::{AuditEvent, Entitlement, SigningKey};
+pub use status::{AssetStatus, JobStatus, LiveStatus};
 pub use tenants::{ApiKey, NewApiKey, Role, Tenant};
 pub use vod::{JOBS_CHANNEL, Job, Upload};
 

@@ -3,7 +3,7 @@
 
 use sqlx::FromRow;
 
-use super::{Backend, Db, DbError, DbResult, new_id, now_ms};
+use super::{AssetStatus, Backend, Db, DbError, DbResult, JobStatus, new_id, now_ms};
 
 /// The PostgreSQL channel that `enqueue_job` notifies, so idle workers in other processes
 /// wake for a new job.
@@ -31,7 +31,8 @@ pub struct Job {
     pub tenant_id: String,
     pub asset_id: String,
     pub kind: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
     pub attempts: i64,
     pub max_attempts: i64,
     pub run_after: i64,
@@ -161,11 +162,11 @@ impl Db {
     pub async fn set_asset_status(
         &self,
         id: &str,
-        status: &str,
+        status: AssetStatus,
         error: Option<&str>,
     ) -> DbResult<()> {
         sqlx::query("UPDATE assets SET status = $1, error = $2, updated_at = $3 WHERE id = $4")
-            .bind(status)
+            .bind(status.as_str())
             .bind(error)
             .bind(now_ms())
             .bind(id)

@@ -1,5 +1,5 @@
-//! Ingest: network protocols in, elementary streams out. RTMP is parsed by a sans-IO
-//! connection (`rtmp`), and its audio/video payloads become an FLV stream (`flv`) for the
-//! pipeline.
+//! Ingest: publishers in. RTMP is parsed by a sans-IO connection (`rtmp`), WHIP is a WebRTC
+//! session (`whip`); both feed a live broadcast (`live`) the same FLV tags.
 
 pub mod rtmp;
+pub mod whip;

@@ -52,7 +52,7 @@ async fn run_due(db: &Db, store: &DynStore) -> crate::db::DbResult<Option<i64>> 
             if let Err(e) = clean(db, store, &prefix).await {
                 tracing::warn!(%prefix, error = %e, retry_s = RETRY_AFTER_MS / 1000,
                     "deleting an ended broadcast failed; will retry");
-                metrics::counter!("live_cleanup_failures_total").increment(1);
+                metrics::counter!("ferrocast_live_cleanup_failures_total").increment(1);
                 // Its row is kept; it comes due again later instead of at once.
                 db.postpone_live_cleanup(&prefix, now_ms() + RETRY_AFTER_MS)
                     .await?;

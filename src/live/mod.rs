@@ -35,12 +35,18 @@ pub enum IngestMessage {
     Raw(RawFrame),
 }
 
-/// Why a publish was refused; `code` is the RTMP NetStream status code to answer with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{description}")]
-pub struct Refusal {
-    pub code: &'static str,
-    pub description: String,
+/// Why a publish was refused. RTMP answers with a NetStream status code, WHIP with an HTTP
+/// status (each protocol maps it); the text is what the publisher is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishRefusal {
+    #[error("unknown stream key")]
+    UnknownKey,
+    #[error("this stream already has a publisher")]
+    AlreadyLive,
+    #[error("the previous broadcast is closing; try again in a moment")]
+    PreviousClosing,
+    #[error("the server cannot accept streams right now")]
+    Unavailable,
 }
 
 /// A publisher's end of a broadcast. Dropping it (or `finish`) ends the publish.
@@ -149,7 +155,7 @@ impl KeyframeRequests {
             *last = Some(now);
         }
         self.count.send_modify(|n| *n += 1);
-        metrics::counter!("whep_keyframe_requests_total").increment(1);
+        metrics::counter!("ferrocast_whep_keyframe_requests_total").increment(1);
     }
 }
 
@@ -314,21 +320,15 @@ impl LiveHub {
         &self,
         stream_key: &str,
         supplies: &[RawCodec],
-    ) -> Result<Publisher, Refusal> {
+    ) -> Result<Publisher, PublishRefusal> {
         let stream = match self.deps.db.find_live_stream_by_key(stream_key).await {
             Ok(Some(s)) => s,
             Ok(None) => {
-                return Err(Refusal {
-                    code: "NetStream.Publish.BadName",
-                    description: "unknown stream key".into(),
-                });
+                return Err(PublishRefusal::UnknownKey);
             }
             Err(e) => {
                 tracing::error!(error = %e, "looking up a stream key");
-                return Err(Refusal {
-                    code: "NetStream.Publish.Failed",
-                    description: "the server cannot accept streams right now".into(),
-                });
+                return Err(PublishRefusal::Unavailable);
             }
         };
         let (media_tx, media_rx) = mpsc::channel(INGEST_QUEUE);
@@ -344,10 +344,7 @@ impl LiveHub {
                 copying: tap.copying.clone(),
             }
         };
-        let already = Refusal {
-            code: "NetStream.Publish.BadName",
-            description: "this stream already has a publisher".into(),
-        };
+        let already = PublishRefusal::AlreadyLive;
         // Resume a broadcast waiting in its reconnect window.
         let resume = {
             let mut map = self.broadcasts.lock().expect("lock");
@@ -365,10 +362,7 @@ impl LiveHub {
                 tracing::info!(live_stream = %stream.id, "publisher reconnected within the window");
                 return Ok(publisher);
             }
-            return Err(Refusal {
-                code: "NetStream.Publish.Failed",
-                description: "the previous broadcast is closing; try again in a moment".into(),
-            });
+            return Err(PublishRefusal::PreviousClosing);
         }
 
         let broadcast_id = crate::ids::new_id();
@@ -386,10 +380,7 @@ impl LiveHub {
             Ok(false) => return Err(already),
             Err(e) => {
                 tracing::error!(error = %e, "activating a live stream");
-                return Err(Refusal {
-                    code: "NetStream.Publish.Failed",
-                    description: "the server cannot accept streams right now".into(),
-                });
+                return Err(PublishRefusal::Unavailable);
             }
         }
         if !stream.record

@@ -6,7 +6,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{IngestMessage, LiveDeps, LiveHub};
-use crate::db::LiveStream;
+use crate::db::{AssetStatus, LiveStream};
 use crate::media::RenditionOut;
 use crate::media::codec::{aac_codec_from_config, avc_codec_from_config};
 use crate::media::flv::{self, AudioTag, TagKind, VideoTag};
@@ -423,7 +423,7 @@ async fn finalize(
                 Some(&stream.id),
                 &playback_id,
                 stream.playback_policy,
-                "preparing",
+                AssetStatus::Preparing,
                 Some(prefix),
             )
             .await;
@@ -432,7 +432,7 @@ async fn finalize(
                 let duration_ms = output.duration_ms();
                 if let Err(e) = deps
                     .db
-                    .finish_asset(&asset.id, "ready", duration_ms, None)
+                    .finish_asset(&asset.id, AssetStatus::Ready, duration_ms, None)
                     .await
                 {
                     tracing::error!(error = %e, "marking the recording ready");

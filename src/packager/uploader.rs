@@ -44,11 +44,11 @@ impl Uploader {
 
     async fn enqueue(&self, job: Job) {
         let depth = self.capacity - self.tx.capacity();
-        metrics::gauge!("live_upload_queue_depth", "broadcast" => self.label.clone())
+        metrics::gauge!("ferrocast_live_upload_queue_depth", "broadcast" => self.label.clone())
             .set(depth as f64);
         if self.tx.capacity() == 0 {
             tracing::warn!(broadcast = %self.label, depth, "storage is lagging: upload queue full, slowing ingest");
-            metrics::counter!("live_upload_queue_full_total").increment(1);
+            metrics::counter!("ferrocast_live_upload_queue_full_total").increment(1);
         }
         // The writer task lives as long as this sender; a send only fails if it panicked.
         if self.tx.send(job).await.is_err() {
@@ -112,11 +112,11 @@ async fn run(store: DynStore, mut rx: mpsc::Receiver<Job>, label: String) {
             }
         };
         if let Err(e) = result {
-            metrics::counter!("storage_write_failures_total").increment(1);
+            metrics::counter!("ferrocast_storage_write_failures_total").increment(1);
             tracing::error!(broadcast = %label, object = %what, error = %e, "storage write lost after {MAX_ATTEMPTS} attempts");
         }
     }
-    metrics::gauge!("live_upload_queue_depth", "broadcast" => label).set(0.0);
+    metrics::gauge!("ferrocast_live_upload_queue_depth", "broadcast" => label).set(0.0);
 }
 
 async fn retry<F, Fut>(label: &str, what: &str, mut op: F) -> Result<(), StorageError>
@@ -130,7 +130,7 @@ where
             Ok(()) => return Ok(()),
             Err(e) if attempt < MAX_ATTEMPTS && !matches!(e, StorageError::InvalidKey { .. }) => {
                 let backoff = Duration::from_millis(200 * (1 << attempt.min(6)));
-                metrics::counter!("storage_write_retries_total").increment(1);
+                metrics::counter!("ferrocast_storage_write_retries_total").increment(1);
                 tracing::warn!(broadcast = %label, object = %what, attempt, error = %e, ?backoff, "storage write failed; retrying");
                 tokio::time::sleep(backoff).await;
                 attempt += 1;

@@ -15,12 +15,13 @@
 //!   atee ! queue ! mpegtsmux (of every rendition)        (AAC copied into every rendition)
 //! ```
 //! Each rendition's continuous transport stream is cut at keyframes by a
-//! [`TsSegmenter`](super::segmenter::TsSegmenter) in the appsink's streaming thread; finished
+//! [`TsSegmenter`](crate::media::segmenter::TsSegmenter) in the appsink's streaming thread; finished
 //! segments go to a queue and a `ladder-segment` bus message tells the bus thread to send one.
 //!
 //! Why one file (about 1,080 lines and its tests): it is one pipeline, built in the two steps
-//! above, whose pad callbacks, branch builder and bus loop share `Shared` and its locks. The
-//! pure part (`plan`) and the GStreamer helpers it copies with `vod.rs` move out with #20.
+//! above, whose pad callbacks, branch builder and bus loop share `Shared` and its locks. Its
+//! pure part (`plan`, `validate`) is unit-tested at the end; the helpers it shares with the
+//! other pipelines are `gst.rs`'s.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,7 +56,7 @@ pub struct Rendition {
     pub x264_preset: String,
 }
 
-/// Performance levers; defaults are the best configuration measured (bench/*.sh).
+/// Performance levers; defaults are the best configuration measured (`benches/ladder.rs`).
 #[derive(Clone, Debug)]
 pub struct Tuning {
     /// videoscale `method` nick: nearest-neighbour, bilinear, 4-tap, lanczos, ...

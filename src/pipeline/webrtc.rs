@@ -10,6 +10,11 @@
 //!   (VP8 and Opus also leave the depayloader as they are, to the caller, for WHEP viewers)
 //! flvmux (streamable) ! appsink  -> FLV tags -> the caller's channel
 //! ```
+//!
+//! Why one file (about 850 lines): one `webrtcbin` session, whose pad and connection
+//! callbacks share its state, and the WebRTC helpers `whep.rs` takes from it (ICE settings,
+//! negotiation, resend handling).
+//!
 //! Lost packets are asked for again (NACK, on every transceiver) and come back on the offer's
 //! RTX stream; depayloaders ask for keyframes (RTCP PLI) when the stream starts or a loss the
 //! resends could not repair breaks the picture; H.264 publishers are also asked every

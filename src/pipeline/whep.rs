@@ -216,7 +216,7 @@ impl WhepFanout {
         if n.is_multiple_of(100) {
             tracing::warn!(dropped = n + 1, "WHEP fan-out is behind; dropping input");
         }
-        metrics::counter!("whep_fanout_dropped_total").increment(1);
+        metrics::counter!("ferrocast_whep_fanout_dropped_total").increment(1);
         false
     }
 
@@ -487,8 +487,8 @@ impl Viewer {
                 rtx.property::<u32>("fulfilled-requests"),
             );
             tracing::debug!(viewer = %id, asked, resent, "WHEP viewer's NACKs");
-            metrics::counter!("whep_nacked_packets_total").increment(asked.into());
-            metrics::counter!("whep_resent_packets_total").increment(resent.into());
+            metrics::counter!("ferrocast_whep_nacked_packets_total").increment(asked.into());
+            metrics::counter!("ferrocast_whep_resent_packets_total").increment(resent.into());
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{AssetStatus, Db};
 use crate::db::{Backend, JOBS_CHANNEL, Job};
 use crate::drm::ContentKeys;
 use crate::packager::output::{HlsOutput, OutputParams};
@@ -220,7 +220,7 @@ async fn run_job(deps: &JobDeps, worker: &str, job: Job) {
                 }
             }
             let _ = db
-                .set_asset_status(&job.asset_id, "errored", Some(&message))
+                .set_asset_status(&job.asset_id, AssetStatus::Errored, Some(&message))
                 .await;
             db.finish_job(&job.id, worker).await.map(|_| "bad media")
         }
@@ -233,7 +233,7 @@ async fn run_job(deps: &JobDeps, worker: &str, job: Job) {
                 }
                 Ok(false) => {
                     tracing::error!(%message, "job failed for good");
-                    db.set_asset_status(&job.asset_id, "errored", Some(&message))
+                    db.set_asset_status(&job.asset_id, AssetStatus::Errored, Some(&message))
                         .await
                         .map(|_| "failed")
                 }
@@ -272,7 +272,7 @@ async fn transcode_job(
         .await
         .map_err(|e| failed("asset", &e))?;
     deps.db
-        .set_asset_status(&asset.id, "processing", None)
+        .set_asset_status(&asset.id, AssetStatus::Processing, None)
         .await
         .map_err(|e| failed("asset", &e))?;
     tokio::fs::create_dir_all(work)
@@ -412,7 +412,7 @@ async fn transcode_job(
     deps.db
         .finish_asset(
             &asset.id,
-            "ready",
+            AssetStatus::Ready,
             output.duration_ms().or(Some(duration_ms)),
             None,
         )

@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::{Amf0Value, Event, Limits, ServerConnection};
 use crate::config::RtmpConfig;
-use crate::live::{IngestMessage, LiveHub, Publisher};
+use crate::live::{IngestMessage, LiveHub, PublishRefusal, Publisher};
 
 /// The RTMP application publishers push to: `rtmp://host/live/<stream key>`.
 pub const APP: &str = "live";
@@ -167,7 +167,7 @@ async fn connection(
                                 conn.accept_publish(stream_id);
                                 None
                             }
-                            Err(r) => Some((r.code, r.description)),
+                            Err(r) => Some((netstream_code(r), r.to_string())),
                         }
                     };
                     if let Some((code, description)) = refusal {
@@ -274,5 +274,14 @@ fn amf_to_json(v: Amf0Value) -> serde_json::Value {
             serde_json::Number::from_f64(millis).map_or(Value::Null, Value::Number)
         }
         Amf0Value::Null | Amf0Value::Undefined => Value::Null,
+    }
+}
+
+/// The NetStream status code a refused publish is answered with: `BadName` when the name (the
+/// stream key) cannot be published now, `Failed` when the server cannot take it.
+fn netstream_code(refusal: PublishRefusal) -> &'static str {
+    match refusal {
+        PublishRefusal::UnknownKey | PublishRefusal::AlreadyLive => "NetStream.Publish.BadName",
+        PublishRefusal::PreviousClosing | PublishRefusal::Unavailable => "NetStream.Publish.Failed",
     }
 }

@@ -101,7 +101,7 @@ impl std::fmt::Display for ProbeError {
 impl std::error::Error for ProbeError {}
 
 /// Inspects a local file: streams and duration via GStreamer's Discoverer, then a truncation
-/// check (see [`check_truncation`]). Bounded by `timeout` as a whole (Discoverer's own timeout
+/// check (see `check_truncation`). Bounded by `timeout` as a whole (Discoverer's own timeout
 /// plus the truncation check's deadline).
 pub fn probe(path: &Path, timeout: Duration) -> Result<Probe, ProbeError> {
     let deadline = Instant::now() + timeout;

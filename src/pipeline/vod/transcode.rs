@@ -71,8 +71,9 @@ impl Fragments {
         self.cv.notify_all();
     }
 }
-/// hlssink2 as in the live ladder (in-memory fragments, playlist discarded: the packager
-/// writes playlists), with the blocking fragment FIFO.
+
+/// hlssink2 cutting one rendition at keyframes into in-memory fragments (its playlist is
+/// discarded: the packager writes playlists), with the blocking fragment FIFO.
 pub(super) fn make_hls(
     frags: &Arc<Fragments>,
     name: &str,

@@ -9,7 +9,6 @@ use gstreamer as gst;
 use super::*;
 use crate::pipeline::gst::{link_request, make, queue_raw, queue_time, wait_for};
 
-/// ```
 /// A VP9/Opus WebM download at `height` (aspect kept, even, never upscaled). Streams come from
 /// [`probe`]; either may be absent. Runs unclocked (as fast as the CPUs go).
 ///
@@ -19,6 +18,7 @@ use crate::pipeline::gst::{link_request, make, queue_raw, queue_time, wait_for};
 ///         ! vp9enc(realtime, cpu-used=8) ! queue ! webmmux
 ///   audio ! queue ! audioconvert ! audioresample ! opusenc ! queue ! webmmux
 ///   webmmux ! filesink
+/// ```
 pub fn webm(path: &Path, out: &Path, height: u32, video_bitrate_kbps: u32) -> Result<(), String> {
     let pr = probe(path, Duration::from_secs(20)).map_err(|e| e.to_string())?;
     let uri = file_uri(path)?;
