@@ -330,7 +330,7 @@ impl PublishState {
             }
             Some(PipelineEvent::Segment(segment)) => {
                 if let Err(e) = packager.add_segment(segment, uploader).await {
-                    return Some(Outcome::Failed(e));
+                    return Some(Outcome::Failed(e.to_string()));
                 }
                 if !self.draining {
                     self.deadline = Instant::now() + self.stall;

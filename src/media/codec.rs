@@ -2,6 +2,8 @@
 //! SPS, AudioSpecificConfig) and the RFC 6381 codec strings a master playlist names.
 //! Pure functions over bytes.
 
+use super::Malformed;
+
 /// What an AVCDecoderConfigurationRecord holds that a muxer needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AvcConfig {
@@ -11,12 +13,12 @@ pub struct AvcConfig {
     pub pps: Vec<Vec<u8>>,
 }
 
-pub fn parse_avc_config(record: &[u8]) -> Result<AvcConfig, String> {
+pub fn parse_avc_config(record: &[u8]) -> Result<AvcConfig, Malformed> {
     let bad = || {
-        format!(
+        Malformed(format!(
             "malformed AVC decoder configuration ({} bytes)",
             record.len()
-        )
+        ))
     };
     if record.len() < 7 || record[0] != 1 {
         return Err(bad());
@@ -26,7 +28,7 @@ pub fn parse_avc_config(record: &[u8]) -> Result<AvcConfig, String> {
         return Err(bad());
     }
     let mut i = 5;
-    let read_sets = |count: usize, i: &mut usize| -> Result<Vec<Vec<u8>>, String> {
+    let read_sets = |count: usize, i: &mut usize| -> Result<Vec<Vec<u8>>, Malformed> {
         let mut sets = Vec::with_capacity(count);
         for _ in 0..count {
             let len = record
@@ -252,17 +254,20 @@ pub struct AacConfig {
     pub channels: u8,
 }
 
-pub fn parse_aac_config(asc: &[u8]) -> Result<AacConfig, String> {
+pub fn parse_aac_config(asc: &[u8]) -> Result<AacConfig, Malformed> {
     let [b0, b1, ..] = asc else {
-        return Err(format!("AAC configuration of {} bytes", asc.len()));
+        return Err(Malformed(format!(
+            "AAC configuration of {} bytes",
+            asc.len()
+        )));
     };
     let object_type = b0 >> 3;
     let frequency_index = ((b0 & 0x07) << 1) | (b1 >> 7);
     let channels = (b1 >> 3) & 0x0f;
     if object_type == 0 || object_type == 31 || frequency_index > 12 {
-        return Err(format!(
+        return Err(Malformed(format!(
             "AAC configuration ADTS cannot carry (object type {object_type}, rate index {frequency_index})"
-        ));
+        )));
     }
     Ok(AacConfig {
         object_type,

@@ -4,6 +4,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::Malformed;
+
 /// `FLV`, version 1, audio + video, header length 9, then PreviousTagSize0.
 pub fn header() -> Bytes {
     Bytes::from_static(&[b'F', b'L', b'V', 1, 0x05, 0, 0, 0, 9, 0, 0, 0, 0])
@@ -51,7 +53,7 @@ pub const MAX_TAG: usize = 8 << 20;
 
 impl Reader {
     /// Adds bytes; returns the tags completed by them.
-    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Tag>, String> {
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Tag>, Malformed> {
         self.buf.extend_from_slice(data);
         let mut tags = Vec::new();
         if !self.header_done {
@@ -64,7 +66,7 @@ impl Reader {
             let len = u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]]);
             let skip = len as usize + 4; // header, then PreviousTagSize0
             if !(9..=64).contains(&len) {
-                return Err(format!("FLV header length {len}"));
+                return Err(Malformed(format!("FLV header length {len}")));
             }
             if self.buf.len() < skip {
                 return Ok(tags);
@@ -77,7 +79,7 @@ impl Reader {
                 | (usize::from(self.buf[2]) << 8)
                 | usize::from(self.buf[3]);
             if size > MAX_TAG {
-                return Err(format!("FLV tag of {size} bytes"));
+                return Err(Malformed(format!("FLV tag of {size} bytes")));
             }
             if self.buf.len() < 11 + size + 4 {
                 break;

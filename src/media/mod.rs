@@ -20,6 +20,23 @@ pub mod webvtt;
 
 pub use pool::SegmentBuf;
 
+/// Media bytes that do not parse, and what is wrong with them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
+impl From<String> for Malformed {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
+
+impl From<&str> for Malformed {
+    fn from(text: &str) -> Self {
+        Self(text.to_string())
+    }
+}
+
 /// Name of the rendition that copies the source without re-encoding.
 pub const SOURCE_RENDITION: &str = "source";
 

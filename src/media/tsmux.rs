@@ -6,6 +6,7 @@
 //! their threads) cost three times nginx-rtmp's CPU per publisher, most of it in thread
 //! hand-offs and per-packet buffers. Everything here is a pure function over bytes.
 
+use super::Malformed;
 use super::codec::{AacConfig, AvcConfig};
 use super::segmenter::TS_PACKET;
 
@@ -43,7 +44,7 @@ pub fn annexb_parts<'a>(
     cfg: &'a AvcConfig,
     keyframe: bool,
     parts: &mut Vec<&'a [u8]>,
-) -> Result<(), String> {
+) -> Result<(), Malformed> {
     let n = cfg.length_size;
     let nals = || {
         let mut rest = frame;
@@ -496,7 +497,7 @@ mod tests {
     }
 
     /// The access unit as one buffer.
-    fn annexb(frame: &[u8], cfg: &AvcConfig, keyframe: bool) -> Result<Vec<u8>, String> {
+    fn annexb(frame: &[u8], cfg: &AvcConfig, keyframe: bool) -> Result<Vec<u8>, Malformed> {
         let mut parts = Vec::new();
         annexb_parts(frame, cfg, keyframe, &mut parts)?;
         Ok(parts.concat())

@@ -8,6 +8,13 @@ use crate::drm::ContentKeys;
 use crate::media::{RenditionOut, Segment};
 use crate::storage::ObjectKey;
 
+/// Why a segment could not be packaged.
+#[derive(Debug, thiserror::Error)]
+pub enum PackagerError {
+    #[error("could not create a content key: {0}")]
+    ContentKey(#[source] crate::db::DbError),
+}
+
 /// One HLS output (a broadcast or an asset).
 pub struct HlsOutput {
     tenant_id: String,
@@ -64,13 +71,13 @@ impl HlsOutput {
         &mut self,
         segment: Segment,
         uploader: &Uploader,
-    ) -> Result<(), String> {
+    ) -> Result<(), PackagerError> {
         if let Some(period) = self.state.key_needed(&segment.rendition) {
             let (id, key) = self
                 .content_keys
                 .create(&self.tenant_id, &self.prefix)
                 .await
-                .map_err(|e| format!("could not create a content key: {e}"))?;
+                .map_err(PackagerError::ContentKey)?;
             self.state.add_key(period, id, key);
         }
         let rendition = segment.rendition.clone();

@@ -11,7 +11,7 @@ use crate::media::codec::{self, AacConfig, AvcConfig};
 use crate::media::flv::{self, AudioTag, TagKind, VideoTag};
 use crate::media::segmenter::TsSegmenter;
 use crate::media::tsmux::{self, TsMuxer};
-use crate::media::{RenditionOut, SOURCE_RENDITION, Segment, SourceSummary};
+use crate::media::{Malformed, RenditionOut, SOURCE_RENDITION, Segment, SourceSummary};
 
 /// FLV tags to segments: pure and synchronous, so it is tested without a runtime.
 pub(crate) struct Muxing {
@@ -47,7 +47,7 @@ impl Muxing {
         timestamp_ms: u32,
         body: &[u8],
         events: &mut Vec<PipelineEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Malformed> {
         match kind {
             TagKind::Video => self.video(timestamp_ms, body, events),
             TagKind::Audio => self.audio(timestamp_ms, body),
@@ -72,7 +72,7 @@ impl Muxing {
         timestamp_ms: u32,
         body: &[u8],
         events: &mut Vec<PipelineEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Malformed> {
         let keyframe = match flv::video_tag(body) {
             VideoTag::AvcSequenceHeader(record) => {
                 self.avc = Some(parse_avc_config_checked(record)?);
@@ -80,10 +80,10 @@ impl Muxing {
             }
             VideoTag::AvcFrame { keyframe } => keyframe,
             VideoTag::Unsupported(id) => {
-                return Err(format!(
+                return Err(Malformed(format!(
                     "unsupported video codec {} (need H.264)",
                     flv::video_codec_name(id)
-                ));
+                )));
             }
             VideoTag::AvcEndOfSequence | VideoTag::Empty => return Ok(()),
         };
@@ -128,7 +128,7 @@ impl Muxing {
         Ok(())
     }
 
-    fn audio(&mut self, timestamp_ms: u32, body: &[u8]) -> Result<(), String> {
+    fn audio(&mut self, timestamp_ms: u32, body: &[u8]) -> Result<(), Malformed> {
         match flv::audio_tag(body) {
             AudioTag::AacSequenceHeader(asc) => {
                 self.audio_codec = Some("aac".into());
@@ -163,7 +163,7 @@ impl Muxing {
 
     /// The first keyframe: the source's size is known and the program's streams are fixed
     /// (AAC announced by then is muxed; audio that only starts later is not, as in the ladder).
-    fn begin(&mut self, events: &mut Vec<PipelineEvent>) -> Result<(), String> {
+    fn begin(&mut self, events: &mut Vec<PipelineEvent>) -> Result<(), Malformed> {
         let avc = self.avc.as_ref().expect("checked by the caller");
         let sps =
             codec::parse_sps(&avc.sps[0]).ok_or("cannot read the H.264 sequence parameter set")?;
@@ -194,7 +194,7 @@ impl Muxing {
     }
 }
 
-fn parse_avc_config_checked(record: &[u8]) -> Result<AvcConfig, String> {
+fn parse_avc_config_checked(record: &[u8]) -> Result<AvcConfig, Malformed> {
     let cfg = codec::parse_avc_config(record)?;
     codec::parse_sps(&cfg.sps[0]).ok_or("cannot read the H.264 sequence parameter set")?;
     Ok(cfg)
@@ -216,7 +216,7 @@ mod tests {
     use bytes::Bytes;
 
     /// Feeds every tag of an FLV byte stream, as the session hands them over.
-    fn feed(m: &mut Muxing, flv: &[u8], events: &mut Vec<PipelineEvent>) -> Result<(), String> {
+    fn feed(m: &mut Muxing, flv: &[u8], events: &mut Vec<PipelineEvent>) -> Result<(), Malformed> {
         for t in Reader::default().push(flv)? {
             let kind = match t.kind {
                 9 => TagKind::Video,
@@ -336,7 +336,7 @@ mod tests {
         let mut flv = header().to_vec();
         flv.extend_from_slice(&tag(TagKind::Video, 0, &[0x14, 0]));
         let err = feed(&mut vp6, &flv, &mut Vec::new()).unwrap_err();
-        assert!(err.contains("VP6"), "{err}");
+        assert!(err.0.contains("VP6"), "{err}");
         let mut bad_config = Muxing::new(2);
         let mut flv = header().to_vec();
         flv.extend_from_slice(&tag(TagKind::Video, 0, &[0x17, 0, 0, 0, 0, 1, 2]));

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::media::flv::{self, TagKind};
-use crate::media::{RenditionOut, Segment, SourceSummary};
+use crate::media::{Malformed, RenditionOut, Segment, SourceSummary};
 use preset::Preset;
 
 /// Initialises GStreamer once per process.
@@ -56,6 +56,21 @@ pub(crate) fn ladder_renditions(preset: &Preset) -> Vec<ladder::Rendition> {
             x264_preset: preset.x264_preset.clone(),
         })
         .collect()
+}
+
+/// Why a pipeline took no more input.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The source cannot be copied as it is (the copy engine).
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    /// The GStreamer ladder refused it.
+    #[error(transparent)]
+    Ladder(#[from] ladder::Error),
+    #[error("pipeline input stayed full")]
+    InputFull,
+    #[error("pipeline is finishing")]
+    Finishing,
 }
 
 /// How long `push` waits for room before reporting the pipeline as stuck.
@@ -112,14 +127,16 @@ impl LivePipeline {
         timestamp_ms: u32,
         body: &Bytes,
         events: &mut Vec<PipelineEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PipelineError> {
         let deadline = tokio::time::Instant::now() + PUSH_PATIENCE;
         let mut tag = None;
         loop {
             let result = {
                 let mut guard = self.inner.lock().expect("lock");
                 match guard.as_mut() {
-                    Some(Engine::Copy(m)) => return m.push(kind, timestamp_ms, body, events),
+                    Some(Engine::Copy(m)) => {
+                        return Ok(m.push(kind, timestamp_ms, body, events)?);
+                    }
                     Some(Engine::Ladder(p)) => p
                         .push(
                             tag.get_or_insert_with(|| flv::tag(kind, timestamp_ms, body))
@@ -127,9 +144,9 @@ impl LivePipeline {
                         )
                         .map_err(|e| match e {
                             ladder::Error::Backpressure { .. } => None,
-                            e => Some(e.to_string()),
+                            e => Some(e),
                         }),
-                    None => return Err("pipeline is finishing".into()),
+                    None => return Err(PipelineError::Finishing),
                 }
             };
             match result {
@@ -138,8 +155,8 @@ impl LivePipeline {
                 Err(None) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(None) => return Err("pipeline input stayed full".into()),
-                Err(Some(e)) => return Err(e),
+                Err(None) => return Err(PipelineError::InputFull),
+                Err(Some(e)) => return Err(e.into()),
             }
         }
     }

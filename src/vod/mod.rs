@@ -359,7 +359,7 @@ async fn transcode_job(
                 Some(VodEvent::Segment(segment)) => {
                     if let Err(e) = output.add_segment(segment, &uploader).await {
                         cancel.store(true, Ordering::SeqCst);
-                        break Err(JobError::Failed(e));
+                        break Err(JobError::Failed(e.to_string()));
                     }
                 }
                 Some(VodEvent::Mp4(file)) => {
