@@ -32,14 +32,11 @@ pub struct Startup {
 
 /// What both the server and a worker process build first: keys, database, storage, presets.
 struct Core {
-    config: Config,
-    db: Db,
-    store: DynStore,
+    /// Configuration, database, storage, presets and content keys: all a job needs.
+    jobs: JobDeps,
     url_signer: Option<UrlSigner>,
     configured_admin_key: Option<[u8; 32]>,
     keyring: Keyring,
-    content_keys: ContentKeys,
-    presets: Arc<Presets>,
     startup: Startup,
 }
 
@@ -111,14 +108,18 @@ async fn build_core(config: Config, public_url: &str) -> anyhow::Result<Core> {
     }
     let content_keys = ContentKeys::new(db.clone(), key_provider, &keyring);
     Ok(Core {
-        config,
-        db,
-        store,
+        jobs: JobDeps {
+            config: Arc::new(config),
+            db,
+            store,
+            presets,
+            content_keys,
+            public_url: public_url.to_string(),
+            wakeup: Arc::new(Notify::new()),
+        },
         url_signer,
         configured_admin_key,
         keyring,
-        content_keys,
-        presets,
         startup: Startup {
             bootstrap_admin_key,
             master_key_created,
@@ -130,16 +131,7 @@ async fn build_core(config: Config, public_url: &str) -> anyhow::Result<Core> {
 /// delivery cache), only the job's dependencies.
 pub async fn build_jobs(config: Config, public_url: &str) -> anyhow::Result<(JobDeps, Startup)> {
     let core = build_core(config, public_url).await?;
-    let jobs = JobDeps {
-        config: Arc::new(core.config),
-        db: core.db,
-        store: core.store,
-        presets: core.presets,
-        content_keys: core.content_keys,
-        public_url: public_url.to_string(),
-        wakeup: Arc::new(Notify::new()),
-    };
-    Ok((jobs, core.startup))
+    Ok((core.jobs, core.startup))
 }
 
 /// Builds the application state. `public_url` is where clients reach this server over HTTP,
@@ -150,16 +142,20 @@ pub async fn build(
     rtmp_url: &str,
 ) -> anyhow::Result<(AppState, Startup)> {
     let Core {
-        config,
-        db,
-        store,
+        jobs,
         url_signer,
         configured_admin_key,
         keyring,
-        content_keys,
-        presets,
         startup,
     } = build_core(config, public_url).await?;
+    let JobDeps {
+        config,
+        db,
+        store,
+        presets,
+        content_keys,
+        ..
+    } = jobs.clone();
     let live = LiveHub::new(LiveDeps {
         db: db.clone(),
         store: store.clone(),
@@ -188,16 +184,6 @@ pub async fn build(
     let delivery_cache = Arc::new(crate::api::delivery_cache::DeliveryCache::new(
         config.delivery.cache_mib as usize * 1024 * 1024,
     ));
-    let config = Arc::new(config);
-    let jobs = JobDeps {
-        config: config.clone(),
-        db: db.clone(),
-        store: store.clone(),
-        presets: presets.clone(),
-        content_keys: content_keys.clone(),
-        public_url: public_url.to_string(),
-        wakeup: Arc::new(Notify::new()),
-    };
     let state = AppState::new(crate::api::Shared {
         config,
         db,

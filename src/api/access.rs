@@ -130,17 +130,13 @@ pub(super) async fn authorize(
     };
     let host = page_host(headers);
     let country = || viewer_country(state, headers, client_ip);
-    let grant = decide(Facts {
-        tenant_id: &target.tenant_id,
+    let grant = decide(Facts::media(
+        &target.tenant_id,
         public,
         token,
-        page_host: host.as_deref(),
-        country: &country,
-        same_media: true,
-        requires_entitlement: false,
-        entitled: false,
-        viewer_limit: None,
-    })?;
+        host.as_deref(),
+        &country,
+    ))?;
     Ok((target, grant.claims))
 }
 
@@ -174,17 +170,8 @@ pub(super) async fn key_access(
     let host = page_host(headers);
     let client_ip = decision.client_ip.clone();
     let country = || viewer_country(state, headers, client_ip.as_deref());
-    let facts = |public, token| Facts {
-        tenant_id: &stored.tenant_id,
-        public,
-        token,
-        page_host: host.as_deref(),
-        country: &country,
-        same_media: true,
-        requires_entitlement: false,
-        entitled: false,
-        viewer_limit: None,
-    };
+    let facts =
+        |public, token| Facts::media(&stored.tenant_id, public, token, host.as_deref(), &country);
     let Some(token) = token_from(q, headers) else {
         let public = state.db.scope_is_public(&stored.scope).await?;
         decide(facts(public, None))?;

@@ -35,6 +35,30 @@ pub struct Facts<'a> {
     pub viewer_limit: Option<&'a ViewerLimit<'a>>,
 }
 
+impl<'a> Facts<'a> {
+    /// The facts of a request for media it names (a playlist, a segment, a still, a WHEP
+    /// stream): the key rules (same media, rate, entitlement) do not apply.
+    pub fn media(
+        tenant_id: &'a str,
+        public: bool,
+        token: Option<Result<Verified, TokenError>>,
+        page_host: Option<&'a str>,
+        country: &'a dyn Fn() -> Option<String>,
+    ) -> Self {
+        Self {
+            tenant_id,
+            public,
+            token,
+            page_host,
+            country,
+            same_media: true,
+            requires_entitlement: false,
+            entitled: false,
+            viewer_limit: None,
+        }
+    }
+}
+
 /// Access granted, with the token's claims when one was judged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grant {
@@ -200,17 +224,7 @@ mod tests {
 
     /// A signed media, a valid Ferrocast-signed token with no restrictions.
     fn facts<'a>() -> Facts<'a> {
-        Facts {
-            tenant_id: "t1",
-            public: false,
-            token: token(claims(), None),
-            page_host: None,
-            country: &no_country,
-            same_media: true,
-            requires_entitlement: false,
-            entitled: false,
-            viewer_limit: None,
-        }
+        Facts::media("t1", false, token(claims(), None), None, &no_country)
     }
 
     #[test]

@@ -91,6 +91,39 @@ pub fn link_request(
         .map_err(|e| GstError(format!("link to {}.{template}: {e:?}", sink.name())))
 }
 
+/// Links `pad` to a new fakesink in `pipeline`: a stream nobody uses, drained so that it
+/// never holds the others back.
+pub fn drain_pad(pipeline: &gst::Pipeline, pad: &gst::Pad) {
+    if let Ok(fs) = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .build()
+        && pipeline.add(&fs).is_ok()
+    {
+        let _ = fs.sync_state_with_parent();
+        if let Some(sink) = fs.static_pad("sink") {
+            let _ = pad.link(&sink);
+        }
+    }
+}
+
+/// `h264parse ! video/x-h264,stream-format=byte-stream,alignment=au`, with the SPS and PPS
+/// re-inserted before every IDR so that each segment cut at a keyframe decodes on its own
+/// (FLV and MP4 carry them only in codec data).
+pub fn h264_access_units() -> Result<[gst::Element; 2], GstError> {
+    let parse = make("h264parse")?;
+    parse.set_property("config-interval", -1i32);
+    let caps = make("capsfilter")?;
+    caps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-h264")
+            .field("stream-format", "byte-stream")
+            .field("alignment", "au")
+            .build(),
+    );
+    Ok([parse, caps])
+}
+
 /// Posts an error on `pipeline`'s bus, as an element would (from a callback that cannot
 /// return one).
 pub fn post_error(pipeline: &gst::Pipeline, text: &str) {

@@ -37,7 +37,8 @@ use tokio::sync::mpsc;
 
 use super::PipelineEvent;
 use super::gst::{
-    GstError, error_text, make, make_named, next_message, post_error, queue_raw, queue_time,
+    GstError, error_text, h264_access_units, make, make_named, next_message, post_error, queue_raw,
+    queue_time,
 };
 use crate::media::segmenter::TsSegmenter;
 use crate::media::{RenditionOut, SOURCE_RENDITION, Segment, SourceSummary};
@@ -54,6 +55,22 @@ pub struct Rendition {
     pub profile: String,
     /// x264 speed preset nick: ultrafast .. veryslow
     pub x264_preset: String,
+}
+
+impl Rendition {
+    /// The rendition as produced: [`SOURCE_RENDITION`] is the source copied (no bitrate of
+    /// its own), any other an encode at its target bitrate.
+    pub fn out(&self, frame_rate: Option<f64>) -> RenditionOut {
+        let passthrough = self.name == SOURCE_RENDITION;
+        RenditionOut {
+            name: self.name.clone(),
+            width: self.width,
+            height: self.height,
+            bitrate_kbps: (!passthrough).then_some(self.video_bitrate_kbps),
+            frame_rate,
+            passthrough,
+        }
+    }
 }
 
 /// Performance levers; defaults are the best configuration measured (`benches/ladder.rs`).
@@ -132,21 +149,7 @@ impl SourceInfo {
             .fps
             .filter(|(_, d)| *d > 0)
             .map(|(n, d)| f64::from(n) / f64::from(d));
-        let renditions = self
-            .renditions
-            .iter()
-            .map(|r| {
-                let passthrough = r.name == SOURCE_RENDITION;
-                RenditionOut {
-                    name: r.name.clone(),
-                    width: r.width,
-                    height: r.height,
-                    bitrate_kbps: (!passthrough).then_some(r.video_bitrate_kbps),
-                    frame_rate: fps,
-                    passthrough,
-                }
-            })
-            .collect();
+        let renditions = self.renditions.iter().map(|r| r.out(fps)).collect();
         [
             PipelineEvent::Source(SourceSummary {
                 width: self.width,
@@ -517,18 +520,7 @@ fn on_demux_pad(p: &gst::Pipeline, sh: &Arc<Shared>, pad: &gst::Pad) -> Result<(
         // > flvdemux's 6 s no-more-pads timeout (header announces audio that never comes),
         // otherwise the blocked video would stop flvdemux before it gives up waiting.
         let q = queue_time(10)?;
-        let parse = make("h264parse")?;
-        // FLV carries SPS/PPS only in codec_data: re-insert them before every IDR so each
-        // passthrough segment decodes on its own (default 0 = only at stream start).
-        parse.set_property("config-interval", -1i32);
-        let cf = make("capsfilter")?;
-        cf.set_property(
-            "caps",
-            gst::Caps::builder("video/x-h264")
-                .field("stream-format", "byte-stream")
-                .field("alignment", "au")
-                .build(),
-        );
+        let [parse, cf] = h264_access_units()?;
         let tee = make_named("tee", "vtee")?;
         p.add_many([&q, &parse, &cf, &tee])?;
         gst::Element::link_many([&q, &parse, &cf, &tee])?;

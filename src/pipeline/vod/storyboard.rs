@@ -280,18 +280,6 @@ impl TileBranch {
     }
 }
 
-pub(super) fn fake_sink_pad(p: &gst::Pipeline, pad: &gst::Pad) {
-    if let Ok(fs) = gst::ElementFactory::make("fakesink")
-        .property("sync", false)
-        .property("async", false)
-        .build()
-        && p.add(&fs).is_ok()
-    {
-        let _ = fs.sync_state_with_parent();
-        let _ = pad.link(&fs.static_pad("sink").unwrap());
-    }
-}
-
 /// `appsrc ! videoconvert ! jpegenc ! appsink` on one RGBx image.
 pub(super) fn encode_jpeg(rgbx: Vec<u8>, width: u32, height: u32) -> Result<Vec<u8>, String> {
     let p = gst::Pipeline::new();

@@ -8,7 +8,7 @@ use gstreamer as gst;
 use gstreamer_app as gst_app;
 
 use super::*;
-use crate::pipeline::gst::{make, wait_for};
+use crate::pipeline::gst::{drain_pad, make, wait_for};
 use crate::pipeline::ladder::{self};
 
 /// One JPEG frame at `time_s` (clamped into the media), `width` wide (rounded to even), the
@@ -83,14 +83,8 @@ pub fn thumbnail(path_or_uri: &str, time_s: f64, width: u32) -> Result<Vec<u8>, 
         let sink = conv.static_pad("sink").unwrap();
         if raw_video && !sink.is_linked() {
             let _ = pad.link(&sink);
-        } else if let Ok(fs) = gst::ElementFactory::make("fakesink")
-            .property("sync", false)
-            .property("async", false)
-            .build()
-            && p.add(&fs).is_ok()
-        {
-            let _ = fs.sync_state_with_parent();
-            let _ = pad.link(&fs.static_pad("sink").unwrap());
+        } else {
+            drain_pad(&p, pad);
         }
     });
     // Without a video stream the appsink would never preroll: fail as soon as that is known.

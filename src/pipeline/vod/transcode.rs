@@ -14,8 +14,11 @@ use gstreamer as gst;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::media::{RenditionOut, SOURCE_RENDITION, Segment};
-use crate::pipeline::gst::{error_text, link_request, make, next_message, queue_raw, queue_time};
+use crate::media::{SOURCE_RENDITION, Segment};
+use crate::pipeline::gst::{
+    drain_pad, error_text, h264_access_units, link_request, make, next_message, queue_raw,
+    queue_time,
+};
 use crate::pipeline::ladder::{self};
 
 pub(super) type FragBuf = Arc<Mutex<Vec<u8>>>;
@@ -191,17 +194,7 @@ pub(super) fn build(
         let dec_in = if plan.passthrough {
             let ctee = make("tee")?;
             let q = queue_time(10)?;
-            let parse = make("h264parse")?;
-            // Re-insert SPS/PPS before every IDR so each passthrough segment decodes alone.
-            parse.set_property("config-interval", -1i32);
-            let cf = make("capsfilter")?;
-            cf.set_property(
-                "caps",
-                gst::Caps::builder("video/x-h264")
-                    .field("stream-format", "byte-stream")
-                    .field("alignment", "au")
-                    .build(),
-            );
+            let [parse, cf] = h264_access_units()?;
             add(&[&ctee, &q, &parse, &cf])?;
             link(&[&entry, &ctee, &q, &parse, &cf])?;
             let out = if plan.mp4_from_source {
@@ -388,15 +381,7 @@ pub(super) fn build(
                 return;
             }
         }
-        if let Ok(fs) = gst::ElementFactory::make("fakesink")
-            .property("sync", false)
-            .property("async", false)
-            .build()
-            && p.add(&fs).is_ok()
-        {
-            let _ = fs.sync_state_with_parent();
-            let _ = pad.link(&fs.static_pad("sink").unwrap());
-        }
+        drain_pad(&p, pad);
     });
     // An expected stream that parsebin never exposes would leave its muxer pads waiting
     // forever: end those branches instead.
@@ -501,21 +486,7 @@ pub(super) fn run(path: &Path, spec: &TranscodeSpec, tx: &Tx) -> Result<(), Stri
         keep_mp4: false,
     };
     let fps = probe.video.as_ref().and_then(|v| v.fps);
-    let renditions = plan
-        .outputs
-        .iter()
-        .map(|r| {
-            let passthrough = r.name == SOURCE_RENDITION;
-            RenditionOut {
-                name: r.name.clone(),
-                width: r.width,
-                height: r.height,
-                bitrate_kbps: (!passthrough).then_some(r.video_bitrate_kbps),
-                frame_rate: fps,
-                passthrough,
-            }
-        })
-        .collect();
+    let renditions = plan.outputs.iter().map(|r| r.out(fps)).collect();
     tx.send(VodEvent::Renditions(renditions))?;
     if spec.mp4.is_some() && !plan.video {
         tx.send(VodEvent::Warning("no video stream: no MP4 download".into()))?;

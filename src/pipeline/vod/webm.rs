@@ -7,7 +7,7 @@ use gst::prelude::*;
 use gstreamer as gst;
 
 use super::*;
-use crate::pipeline::gst::{link_request, make, queue_raw, queue_time, wait_for};
+use crate::pipeline::gst::{drain_pad, link_request, make, queue_raw, queue_time, wait_for};
 
 /// A VP9/Opus WebM download at `height` (aspect kept, even, never upscaled). Streams come from
 /// [`probe`]; either may be absent. Runs unclocked (as fast as the CPUs go).
@@ -112,7 +112,7 @@ pub fn webm(path: &Path, out: &Path, height: u32, video_bitrate_kbps: u32) -> Re
             Some(s) if !s.is_linked() => {
                 let _ = pad.link(&s);
             }
-            _ => fake_sink_pad(&p, pad),
+            _ => drain_pad(&p, pad),
         }
     });
 
