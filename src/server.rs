@@ -185,27 +185,21 @@ pub async fn build(
         config.delivery.cache_mib as usize * 1024 * 1024,
     ));
     let state = AppState::new(crate::api::Shared {
-        config,
-        db,
-        store,
+        jobs,
         url_signer,
         configured_admin_key,
         metrics: api::install_metrics_recorder(),
-        presets,
         tokens,
         audit,
         key_limits,
         geoip,
-        content_keys,
         live,
         rtmp_url: rtmp_url.to_string(),
         hlsjs,
-        public_url: public_url.to_string(),
         upload_locks: Default::default(),
         whip: Default::default(),
         whep: Default::default(),
         delivery_cache,
-        jobs,
     });
     Ok((state, startup))
 }
@@ -218,10 +212,10 @@ pub fn token_secrets(ring: &Keyring) -> Vec<[u8; 32]> {
 /// Re-reads the master keys (rotated by `ferrocast keys rotate-master`, maybe while this
 /// process serves): new content keys are wrapped under the current one from now on.
 pub fn reload_keys(state: &AppState) -> anyhow::Result<()> {
-    let before = state.content_keys.current_kek_id();
-    let ring = state.content_keys.reload()?;
+    let before = state.jobs.content_keys.current_kek_id();
+    let ring = state.jobs.content_keys.reload()?;
     state.tokens.set_secrets(&token_secrets(&ring));
-    let after = state.content_keys.current_kek_id();
+    let after = state.jobs.content_keys.current_kek_id();
     if before != after {
         tracing::info!(from = %before, to = %after, "master key changed; new content keys use it");
     }
@@ -240,10 +234,12 @@ pub struct Demo {
 pub async fn create_demo(state: &AppState) -> anyhow::Result<Demo> {
     let key = auth::generate(crate::db::Role::Tenant);
     let (tenant, _) = state
+        .jobs
         .db
         .create_tenant_with_key("demo", "default", &key.prefix, &key.hash)
         .await?;
     let stream = state
+        .jobs
         .db
         .create_live_stream(&crate::db::NewLiveStream {
             tenant_id: &tenant.id,
@@ -288,8 +284,8 @@ pub async fn serve(
     rtmp: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = Duration::from_secs(state.config.http.shutdown_grace_s);
-    let db = state.db.clone();
+    let grace = Duration::from_secs(state.jobs.config.http.shutdown_grace_s);
+    let db = state.jobs.db.clone();
     let hub = state.live.clone();
     // Only a serving node takes broadcasts; a `ferrocast worker` beside it must not touch
     // them.
@@ -306,7 +302,7 @@ pub async fn serve(
         tokio::spawn(crate::ingest::rtmp::server::serve(
             listener,
             hub.clone(),
-            state.config.rtmp.clone(),
+            state.jobs.config.rtmp.clone(),
             stop_rx.clone(),
         ))
     });
@@ -317,8 +313,8 @@ pub async fn serve(
     );
     tokio::spawn(janitor(state.clone(), stop_rx.clone()));
     tokio::spawn(crate::live::cleanup::run(
-        state.db.clone(),
-        state.store.clone(),
+        state.jobs.db.clone(),
+        state.jobs.store.clone(),
         state.live.cleanup_wakeup(),
         stop_rx.clone(),
     ));

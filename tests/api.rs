@@ -373,7 +373,10 @@ async fn tenants_are_isolated_on_postgres() {
     let url = pg.url.clone();
     let server =
         TestServer::start_with(|c| c.database.url = ferrocast::config::DatabaseUrl::new(url)).await;
-    assert_eq!(server.state.db.backend(), ferrocast::db::Backend::Postgres);
+    assert_eq!(
+        server.state.jobs.db.backend(),
+        ferrocast::db::Backend::Postgres
+    );
     tenants_are_isolated(&server).await;
     server.stop().await;
 }
@@ -383,7 +386,7 @@ async fn deleting_a_tenant_removes_its_keys_and_stored_objects() {
     let server = TestServer::start().await;
     let (a_id, key_a) = server.create_tenant("A").await;
     let (b_id, _) = server.create_tenant("B").await;
-    let store = &server.state.store;
+    let store = &server.state.jobs.store;
     for (tenant, name) in [(&a_id, "x.ts"), (&a_id, "live/1/y.ts"), (&b_id, "z.ts")] {
         let key =
             ferrocast::storage::ObjectKey::parse(&format!("tenants/{tenant}/{name}")).unwrap();
@@ -582,7 +585,7 @@ async fn requests_carry_an_id_and_are_counted_in_metrics() {
     );
     assert!(
         text.contains(
-            r#"http_request_duration_seconds_bucket{method="GET",route="/healthz",le="0.005"}"#
+            r#"ferrocast_http_request_duration_seconds_bucket{method="GET",route="/healthz",le="0.005"}"#
         ),
         "{text}"
     );
@@ -696,12 +699,14 @@ async fn local_presigned_urls_are_served_by_the_server_with_ranges() {
     let key = ferrocast::storage::ObjectKey::parse("tenants/t/seg 1.ts").unwrap();
     server
         .state
+        .jobs
         .store
         .put(&key, bytes::Bytes::from_static(b"abcdefghij"), "video/mp2t")
         .await
         .unwrap();
     let url = server
         .state
+        .jobs
         .store
         .presign_get(&key, Duration::from_secs(60))
         .await

@@ -83,6 +83,7 @@ async fn ready_asset(
     eventually("the recording asset", limit, || async {
         let assets = server
             .state
+            .jobs
             .db
             .list_assets(tenant_id, None, 10)
             .await
@@ -621,6 +622,7 @@ async fn a_broadcast_is_stored_in_s3_and_plays_from_there() {
     // The segments are in the bucket, encrypted; ffprobe plays them through the server.
     let objects = server
         .state
+        .jobs
         .store
         .list(&ferrocast::storage::Prefix::parse("tenants/").unwrap())
         .await
@@ -634,6 +636,7 @@ async fn a_broadcast_is_stored_in_s3_and_plays_from_there() {
     // and IV the playlist names) into TS.
     let stored = server
         .state
+        .jobs
         .store
         .get(
             &segments
@@ -1136,6 +1139,7 @@ async fn an_ended_broadcast_is_deleted_after_its_retention(s3: Option<&common::S
     let ended = std::time::Instant::now();
     let prefix = server
         .state
+        .jobs
         .db
         .get_live_stream(&tenant_id, &stream.id)
         .await
@@ -1143,7 +1147,7 @@ async fn an_ended_broadcast_is_deleted_after_its_retention(s3: Option<&common::S
         .current_prefix
         .expect("the broadcast's prefix");
     let prefix = ferrocast::storage::Prefix::parse(&prefix).unwrap();
-    let stored = server.state.store.list(&prefix).await.unwrap();
+    let stored = server.state.jobs.store.list(&prefix).await.unwrap();
     assert!(stored.len() >= 3, "{stored:?}");
     let key_path = media
         .split("URI=\"")
@@ -1167,7 +1171,7 @@ async fn an_ended_broadcast_is_deleted_after_its_retention(s3: Option<&common::S
         "the ended broadcast's objects to be deleted",
         Duration::from_secs(10),
         || async {
-            let left = server.state.store.list(&prefix).await.unwrap();
+            let left = server.state.jobs.store.list(&prefix).await.unwrap();
             left.is_empty().then_some(())
         },
     )

@@ -46,6 +46,7 @@ async fn media(server: &TestServer, tenant_id: &str, tenant_key: &str) -> Media 
     assert!(
         server
             .state
+            .jobs
             .db
             .try_activate_live_stream(id, &prefix)
             .await
@@ -53,6 +54,7 @@ async fn media(server: &TestServer, tenant_id: &str, tenant_key: &str) -> Media 
     );
     let state = &server.state;
     state
+        .jobs
         .store
         .put(
             &ferrocast::storage::ObjectKey::parse(&format!("{prefix}master.m3u8")).unwrap(),
@@ -63,6 +65,7 @@ async fn media(server: &TestServer, tenant_id: &str, tenant_key: &str) -> Media 
         .unwrap();
     for r in ["1080p", "720p", "360p"] {
         state
+            .jobs
             .store
             .put(
                 &ferrocast::storage::ObjectKey::parse(&format!("{prefix}{r}/index.m3u8")).unwrap(),
@@ -72,7 +75,12 @@ async fn media(server: &TestServer, tenant_id: &str, tenant_key: &str) -> Media 
             .await
             .unwrap();
     }
-    let (key_id, key) = state.content_keys.create(tenant_id, &prefix).await.unwrap();
+    let (key_id, key) = state
+        .jobs
+        .content_keys
+        .create(tenant_id, &prefix)
+        .await
+        .unwrap();
     Media {
         playback_id: s["playback_id"].as_str().unwrap().into(),
         key_id,
@@ -608,6 +616,7 @@ async fn master_key_rotation_rewraps_every_key_while_serving_and_recordings_stil
     let asset = eventually("the recording", Duration::from_secs(20), || async {
         let assets = server
             .state
+            .jobs
             .db
             .list_assets(&tenant_id, None, 10)
             .await
@@ -646,13 +655,13 @@ async fn master_key_rotation_rewraps_every_key_while_serving_and_recordings_stil
         body
     };
     let before = fetch_key().await;
-    let old_kek = server.state.content_keys.current_kek_id();
+    let old_kek = server.state.jobs.content_keys.current_kek_id();
 
     // Rotate with the CLI while the server runs.
     let (ok, out) = ferrocast_cli(&config, &["keys", "rotate-master"]);
     assert!(ok, "{out}");
     assert!(out.contains("re-wrapped"), "{out}");
-    let per_kek = server.state.db.content_keys_per_kek().await.unwrap();
+    let per_kek = server.state.jobs.db.content_keys_per_kek().await.unwrap();
     assert_eq!(per_kek.len(), 1, "{per_kek:?}");
     assert_ne!(per_kek[0].0, old_kek, "every key is under the new KEK");
     assert!(per_kek[0].1 >= 1);

@@ -254,7 +254,7 @@ async fn presigned_urls(store: &dyn ObjectStore) {
 #[tokio::test]
 async fn local_folder_backend_passes_the_storage_suite() {
     let server = TestServer::start().await;
-    storage_suite(server.state.store.as_ref()).await;
+    storage_suite(server.state.jobs.store.as_ref()).await;
 
     // Atomic writes leave no temp files behind, and nothing is stored outside the root.
     let root = server.data_dir.join("objects");

@@ -222,6 +222,7 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
     );
     let mp4 = server
         .state
+        .jobs
         .store
         .get(
             &ferrocast::storage::ObjectKey::parse(&format!("{prefix}download.mp4")).unwrap(),
@@ -332,6 +333,7 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
     );
     let cached = server
         .state
+        .jobs
         .store
         .head(
             &ferrocast::storage::ObjectKey::parse(&format!("{prefix}thumbnails/5000_320.jpg"))
@@ -405,6 +407,7 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
     );
     let left = server
         .state
+        .jobs
         .store
         .list(&ferrocast::storage::Prefix::parse(&prefix).unwrap())
         .await
@@ -449,6 +452,7 @@ async fn files_that_are_not_playable_media_end_errored_with_a_reason_and_leave_n
         assert!(message.contains(expected), "{}: {message}", file.display());
         let left = server
             .state
+            .jobs
             .store
             .list(
                 &ferrocast::storage::Prefix::parse(&format!("tenants/{tenant_id}/assets/{id}/"))
@@ -717,6 +721,7 @@ async fn a_transcode_cut_off_by_a_server_stop_is_finished_after_restart() {
     assert!((29.0..=31.0).contains(&duration), "{duration}");
     let job = server
         .state
+        .jobs
         .db
         .latest_job_for_asset(&id)
         .await
@@ -1121,6 +1126,7 @@ async fn a_small_file_uploads_in_one_multipart_request_and_an_oversized_one_leav
     );
     let webm = server
         .state
+        .jobs
         .store
         .get(
             &ferrocast::storage::ObjectKey::parse(&webm_key).unwrap(),

@@ -678,7 +678,7 @@ pub enum Ffmpeg {
     /// `-tune zerolatency`), every rung scaled from the source by swscale's default bicubic,
     /// each rung a separate output (audio copied; for VOD the MP4 copied from the source).
     AsUsersRunIt,
-    /// Configured like Ferrocast's pipeline (`src/pipeline/ladder.rs`, `vod.rs`): x264
+    /// Configured like Ferrocast's pipeline (`src/pipeline/ladder.rs`, `vod/transcode.rs`): x264
     /// `threads=1` (`-threads 1`; x264's settings string then matches x264enc's), bilinear
     /// scaling on one filter thread, each rung scaled from the next larger one, and for VOD
     /// the AAC encoded once for every rendition and the MP4 muxed from the 720p encode.

@@ -55,7 +55,7 @@ impl axum::extract::FromRequestParts<AppState> for ClientIp {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header_name = &state.config.playback.client_ip_header;
+        let header_name = &state.jobs.config.playback.client_ip_header;
         let from_header = (!header_name.is_empty())
             .then(|| parts.headers.get(header_name.as_str()))
             .flatten()
@@ -89,7 +89,7 @@ fn viewer_country(
     headers: &HeaderMap,
     client_ip: Option<&str>,
 ) -> Option<String> {
-    let header_name = &state.config.playback.country_header;
+    let header_name = &state.jobs.config.playback.country_header;
     let from_header = (!header_name.is_empty())
         .then(|| headers.get(header_name.as_str()))
         .flatten()
@@ -114,6 +114,7 @@ pub(super) async fn authorize(
     client_ip: Option<&str>,
 ) -> ApiResult<(PlaybackTarget, Option<PlaybackClaims>)> {
     let target = state
+        .jobs
         .db
         .playback_target(playback_id)
         .await?
@@ -173,7 +174,7 @@ pub(super) async fn key_access(
     let facts =
         |public, token| Facts::media(&stored.tenant_id, public, token, host.as_deref(), &country);
     let Some(token) = token_from(q, headers) else {
-        let public = state.db.scope_is_public(&stored.scope).await?;
+        let public = state.jobs.db.scope_is_public(&stored.scope).await?;
         decide(facts(public, None))?;
         return Ok(());
     };
@@ -183,6 +184,7 @@ pub(super) async fn key_access(
         .map_err(|_| Denial::Token(TokenError::Invalid))?;
     decision.playback_id = Some(playback_id.clone());
     let target = state
+        .jobs
         .db
         .find_playback_target(&playback_id)
         .await?
@@ -193,26 +195,17 @@ pub(super) async fn key_access(
         .verify(&token, Some(&playback_id), AUD_VIDEO)
         .await;
     let viewer = verified.as_ref().ok().and_then(|v| v.claims.viewer.clone());
-    let entitled = match &viewer {
-        Some(viewer) if target.requires_entitlement => {
-            state
-                .db
-                .has_entitlement(&target.tenant_id, &playback_id, viewer)
-                .await?
-        }
-        _ => false,
-    };
     let limit = |viewer: &str| state.key_limits.per_viewer.check(viewer);
     let result = decide(Facts {
         same_media: target.prefix.as_deref() == Some(stored.scope.as_str()),
         requires_entitlement: target.requires_entitlement,
-        entitled,
         viewer_limit: Some(&limit),
         ..facts(false, Some(verified))
     });
+    // The audit log names the viewer of a token that passed its own checks.
     match &result {
-        Ok(grant) => decision.viewer = grant.claims.as_ref().and_then(|c| c.viewer.clone()),
-        Err(Denial::Token(TokenError::WrongPlaybackId)) => {
+        Ok(_) | Err(Denial::NoViewer) => decision.viewer = viewer,
+        Err(Denial::OtherMedia) => {
             decision.viewer = viewer;
             tracing::info!(key_id = %stored.id, %playback_id, "key denied: token for other media");
         }
@@ -220,10 +213,17 @@ pub(super) async fn key_access(
             decision.viewer = viewer;
             metrics::counter!("ferrocast_key_rate_limited_total", "by" => "viewer").increment(1);
         }
-        Err(Denial::NoViewer | Denial::NoEntitlement) => decision.viewer = viewer,
         Err(_) => {}
     }
-    result?;
+    let grant = result?;
+    if let Some(viewer) = &grant.entitlement_of {
+        let holds = state
+            .jobs
+            .db
+            .has_entitlement(&target.tenant_id, &playback_id, viewer)
+            .await?;
+        grant.entitled(holds)?;
+    }
     Ok(())
 }
 

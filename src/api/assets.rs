@@ -38,7 +38,7 @@ pub struct AssetView {
 
 async fn view(state: &AppState, a: db::Asset) -> ApiResult<AssetView> {
     let (progress, eta_s) = if a.status == AssetStatus::Processing {
-        match state.db.latest_job_for_asset(&a.id).await? {
+        match state.jobs.db.latest_job_for_asset(&a.id).await? {
             Some(job) if job.status == JobStatus::Running => {
                 let fraction = job.progress_permille as f64 / 1000.0;
                 let started = job.started_at.unwrap_or(job.updated_at);
@@ -81,7 +81,7 @@ pub async fn get_asset(
     caller: Tenant,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AssetView>> {
-    let asset = state.db.get_asset(&caller.tenant_id, &id).await?;
+    let asset = state.jobs.db.get_asset(&caller.tenant_id, &id).await?;
     Ok(Json(view(&state, asset).await?))
 }
 
@@ -95,6 +95,7 @@ pub async fn list_assets(
 ) -> ApiResult<Json<List<AssetView>>> {
     let limit = page.limit()?;
     let assets = state
+        .jobs
         .db
         .list_assets(&caller.tenant_id, page.cursor.as_deref(), limit)
         .await?;
@@ -121,7 +122,7 @@ pub async fn asset_events(
     >,
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    state.db.get_asset(&caller.tenant_id, &id).await?;
+    state.jobs.db.get_asset(&caller.tenant_id, &id).await?;
     let tenant = caller.tenant_id;
     let stream =
         futures::stream::unfold((state, String::new(), false), move |(state, last, done)| {
@@ -131,7 +132,7 @@ pub async fn asset_events(
                     return None;
                 }
                 loop {
-                    let asset = match state.db.get_asset(&tenant, &id).await {
+                    let asset = match state.jobs.db.get_asset(&tenant, &id).await {
                         Ok(a) => a,
                         Err(_) => {
                             return Some((
@@ -189,7 +190,7 @@ pub async fn add_subtitles(
 ) -> ApiResult<(StatusCode, Json<SubtitleTrack>)> {
     use crate::packager::subtitles;
     use crate::storage::ObjectKey;
-    let asset = state.db.get_asset(&caller.tenant_id, &id).await?;
+    let asset = state.jobs.db.get_asset(&caller.tenant_id, &id).await?;
     if asset.status != AssetStatus::Ready {
         return Err(ApiError::Conflict(format!(
             "the asset is {}; add subtitles once it is ready",
@@ -216,6 +217,7 @@ pub async fn add_subtitles(
     let key = |name: &str| ObjectKey::parse(&format!("{prefix}{name}"));
     let duration = asset.duration_ms.unwrap_or(0) as f64 / 1000.0;
     state
+        .jobs
         .store
         .put(
             &key(&format!("subtitles/{lang}.vtt"))?,
@@ -224,6 +226,7 @@ pub async fn add_subtitles(
         )
         .await?;
     state
+        .jobs
         .store
         .put(
             &key(&format!("subtitles/{lang}.m3u8"))?,
@@ -233,7 +236,7 @@ pub async fn add_subtitles(
         .await?;
     // The track list lives beside the tracks; the master playlist is rebuilt from it.
     let tracks_key = key("subtitles/tracks.json")?;
-    let mut tracks: Vec<SubtitleTrack> = match state.store.get(&tracks_key, None).await {
+    let mut tracks: Vec<SubtitleTrack> = match state.jobs.store.get(&tracks_key, None).await {
         Ok(o) => serde_json::from_slice(&o.body).unwrap_or_default(),
         Err(_) => Vec::new(),
     };
@@ -244,7 +247,7 @@ pub async fn add_subtitles(
         cues: cues.len(),
     });
     let master_key = key("master.m3u8")?;
-    let master = state.store.get(&master_key, None).await?;
+    let master = state.jobs.store.get(&master_key, None).await?;
     let listed: Vec<subtitles::Track> = tracks
         .iter()
         .map(|t| subtitles::Track {
@@ -256,6 +259,7 @@ pub async fn add_subtitles(
     let master = subtitles::master_with_subtitles(&String::from_utf8_lossy(&master.body), &listed)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
     state
+        .jobs
         .store
         .put(
             &tracks_key,
@@ -266,6 +270,7 @@ pub async fn add_subtitles(
         )
         .await?;
     state
+        .jobs
         .store
         .put(&master_key, master.into(), "application/vnd.apple.mpegurl")
         .await?;
@@ -289,15 +294,20 @@ pub async fn delete_asset(
     caller: Tenant,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let asset = state.db.get_asset(&caller.tenant_id, &id).await?;
+    let asset = state.jobs.db.get_asset(&caller.tenant_id, &id).await?;
     // Objects first: if storage fails, the asset remains and the delete can be retried.
     let removed = state
+        .jobs
         .store
         .delete_prefix(&Prefix::parse(&asset.storage_prefix)?)
         .await?;
-    state.db.delete_content_keys(&asset.storage_prefix).await?;
-    state.db.delete_jobs_for_asset(&asset.id).await?;
-    state.db.delete_asset(&caller.tenant_id, &id).await?;
+    state
+        .jobs
+        .db
+        .delete_content_keys(&asset.storage_prefix)
+        .await?;
+    state.jobs.db.delete_jobs_for_asset(&asset.id).await?;
+    state.jobs.db.delete_asset(&caller.tenant_id, &id).await?;
     tracing::info!(asset = %id, objects = removed, "asset deleted");
     Ok(StatusCode::NO_CONTENT)
 }

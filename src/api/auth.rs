@@ -99,13 +99,14 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(Caller::Admin);
         }
         let key = state
+            .jobs
             .db
             .find_active_key_by_hash(&hex::encode(digest))
             .await?
             .ok_or_else(|| ApiError::Unauthorized("invalid or revoked API key".into()))?;
         let now = now_ms();
         if key.last_used_at.is_none_or(|t| t < now - 60_000)
-            && let Err(e) = state.db.touch_api_key(&key.id, now).await
+            && let Err(e) = state.jobs.db.touch_api_key(&key.id, now).await
         {
             tracing::warn!(error = %e, key_id = %key.id, "could not record API key use");
         }

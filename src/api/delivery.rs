@@ -55,7 +55,7 @@ async fn rendition_lines(
     rendition: &str,
 ) -> ApiResult<Option<u32>> {
     let key = ObjectKey::parse(&format!("{prefix}master.m3u8"))?;
-    let master = match state.store.get(&key, None).await {
+    let master = match state.jobs.store.get(&key, None).await {
         Ok(o) => String::from_utf8_lossy(&o.body).into_owned(),
         Err(crate::storage::StorageError::NotFound(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
@@ -118,9 +118,9 @@ async fn serve_object(
         .ok_or_else(|| ApiError::NotFound("this stream is offline".into()))?;
     let key = ObjectKey::parse(&format!("{prefix}{path}"))?;
     let is_playlist = path.ends_with(".m3u8");
-    if !is_playlist && state.config.delivery.redirect_segments {
-        let expiry = std::time::Duration::from_secs(state.config.delivery.redirect_expiry_s);
-        let url = state.store.presign_get(&key, expiry).await?;
+    if !is_playlist && state.jobs.config.delivery.redirect_segments {
+        let expiry = std::time::Duration::from_secs(state.jobs.config.delivery.redirect_expiry_s);
+        let url = state.jobs.store.presign_get(&key, expiry).await?;
         let mut response = StatusCode::FOUND.into_response();
         let h = response.headers_mut();
         h.insert(
@@ -140,12 +140,17 @@ async fn serve_object(
     let object = match state.delivery_cache.object(key.as_str()) {
         Some(hit) => hit,
         None => {
-            let object = state.store.get(&key, None).await.map_err(|e| match e {
-                crate::storage::StorageError::NotFound(_) => {
-                    ApiError::NotFound(format!("{path} not found"))
-                }
-                other => other.into(),
-            })?;
+            let object = state
+                .jobs
+                .store
+                .get(&key, None)
+                .await
+                .map_err(|e| match e {
+                    crate::storage::StorageError::NotFound(_) => {
+                        ApiError::NotFound(format!("{path} not found"))
+                    }
+                    other => other.into(),
+                })?;
             // Segments never change once written. Playlists may (a publisher back within
             // the reconnect window, subtitles added), so they are kept only briefly, and a
             // live media playlist, which changes with every segment, not at all.
@@ -316,6 +321,7 @@ async fn serve_key(
         ));
     }
     let (stored, key) = state
+        .jobs
         .content_keys
         .get(&key_id)
         .await?

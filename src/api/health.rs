@@ -45,14 +45,14 @@ pub async fn healthz() -> Json<Health> {
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let (database, storage) = tokio::join!(
         async {
-            match tokio::time::timeout(CHECK_TIMEOUT, state.db.ping()).await {
+            match tokio::time::timeout(CHECK_TIMEOUT, state.jobs.db.ping()).await {
                 Ok(Ok(())) => "ok".to_string(),
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => "timed out".to_string(),
             }
         },
         async {
-            match tokio::time::timeout(CHECK_TIMEOUT, state.store.check()).await {
+            match tokio::time::timeout(CHECK_TIMEOUT, state.jobs.store.check()).await {
                 Ok(Ok(())) => "ok".to_string(),
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => "timed out".to_string(),

@@ -78,8 +78,8 @@ pub async fn create_live_stream(
     Json(body): Json<CreateLiveStream>,
 ) -> ApiResult<(StatusCode, Json<LiveStreamView>)> {
     let ladder = body.ladder.unwrap_or_else(|| "default".into());
-    if state.presets.get(&ladder).is_none() {
-        let known: Vec<_> = state.presets.names().collect();
+    if state.jobs.presets.get(&ladder).is_none() {
+        let known: Vec<_> = state.jobs.presets.names().collect();
         return Err(ApiError::invalid(format!(
             "unknown ladder {ladder:?}; presets: {}",
             known.join(", ")
@@ -90,6 +90,7 @@ pub async fn create_live_stream(
         return Err(ApiError::invalid("reconnect_window_s must be 0 to 1800"));
     }
     let stream = state
+        .jobs
         .db
         .create_live_stream(&NewLiveStream {
             tenant_id: &caller.tenant_id,
@@ -118,6 +119,7 @@ pub async fn list_live_streams(
 ) -> ApiResult<Json<List<LiveStreamView>>> {
     let limit = page.limit()?;
     let streams = state
+        .jobs
         .db
         .list_live_streams(&caller.tenant_id, page.cursor.as_deref(), limit)
         .await?;
@@ -141,7 +143,11 @@ pub async fn get_live_stream(
     caller: Tenant,
     Path(id): Path<String>,
 ) -> ApiResult<Json<LiveStreamView>> {
-    let stream = state.db.get_live_stream(&caller.tenant_id, &id).await?;
+    let stream = state
+        .jobs
+        .db
+        .get_live_stream(&caller.tenant_id, &id)
+        .await?;
     Ok(Json(LiveStreamView::new(stream, &state.rtmp_url)))
 }
 
@@ -154,7 +160,11 @@ pub async fn delete_live_stream(
     caller: Tenant,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.db.delete_live_stream(&caller.tenant_id, &id).await?;
+    state
+        .jobs
+        .db
+        .delete_live_stream(&caller.tenant_id, &id)
+        .await?;
     state.live.disconnect(&id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -169,6 +179,7 @@ pub async fn reset_stream_key(
     Path(id): Path<String>,
 ) -> ApiResult<Json<LiveStreamView>> {
     let stream = state
+        .jobs
         .db
         .set_stream_key(&caller.tenant_id, &id, &random_secret(24))
         .await?;
@@ -223,7 +234,12 @@ pub async fn create_playback_token(
     {
         return Err(ApiError::invalid("max_resolution must look like 720p"));
     }
-    match state.db.find_playback_target(&body.playback_id).await? {
+    match state
+        .jobs
+        .db
+        .find_playback_target(&body.playback_id)
+        .await?
+    {
         Some(target) if target.tenant_id == caller.tenant_id => {}
         _ => return Err(ApiError::NotFound("playback id not found".into())),
     }

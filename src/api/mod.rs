@@ -27,15 +27,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::config::Config;
-use crate::db::Db;
+use crate::drm::PlaybackTokens;
 use crate::drm::audit::AuditLog;
 use crate::drm::ratelimit::RateLimiter;
-use crate::drm::{ContentKeys, PlaybackTokens};
 use crate::error::ApiError;
 use crate::live::LiveHub;
-use crate::pipeline::preset::Presets;
-use crate::storage::{DynStore, UrlSigner};
+use crate::storage::UrlSigner;
 
 pub use router::router;
 pub use telemetry::install_metrics_recorder;
@@ -60,28 +57,24 @@ impl std::ops::Deref for AppState {
 
 /// The state behind [`AppState`].
 pub struct Shared {
-    pub config: Arc<Config>,
-    pub db: Db,
-    pub store: DynStore,
+    /// Configuration, database, storage, presets, content keys and the public URL: what job
+    /// workers run with too (its `wakeup` tells this process's workers a job was queued).
+    pub jobs: crate::vod::JobDeps,
     /// Signs and checks `/objects/...` URLs when the local backend is in use.
     pub url_signer: Option<UrlSigner>,
     /// SHA-256 of `admin.key` when one is configured.
     pub configured_admin_key: Option<[u8; 32]>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    pub presets: Arc<Presets>,
     pub tokens: PlaybackTokens,
     pub audit: AuditLog,
     pub key_limits: Arc<KeyLimits>,
     /// Country of a client address (`playback.geoip_mmdb`), when configured.
     pub geoip: Option<Arc<maxminddb::Reader<Vec<u8>>>>,
-    pub content_keys: ContentKeys,
     pub live: LiveHub,
     /// Where publishers push, without the stream key (`rtmp://host:port/live`).
     pub rtmp_url: String,
     /// hls.js for the player page, when installed.
     pub hlsjs: Option<bytes::Bytes>,
-    /// Base URL of this server (`http.public_url`, or derived from the listener).
-    pub public_url: String,
     pub upload_locks: uploads::UploadLocks,
     /// WHIP publishes in progress on this server.
     pub whip: crate::ingest::whip::WhipSessions,
@@ -89,8 +82,6 @@ pub struct Shared {
     pub whep: whep::WhepViewers,
     /// Segments recently served (`delivery.cache_mib`).
     pub delivery_cache: Arc<delivery_cache::DeliveryCache>,
-    /// What this process's job workers run with; its `wakeup` tells them a job was queued.
-    pub jobs: crate::vod::JobDeps,
 }
 
 /// Rate limits of the key endpoint.

@@ -43,9 +43,9 @@ pub async fn get_object(
         .and_then(|v| v.to_str().ok())
         .map(ByteRange::parse_header)
         .transpose()?;
-    let object = match state.store.get(&key, range).await {
+    let object = match state.jobs.store.get(&key, range).await {
         Err(StorageError::InvalidRange(_)) => {
-            let size = state.store.head(&key).await?.size;
+            let size = state.jobs.store.head(&key).await?.size;
             let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
             response.headers_mut().insert(
                 header::CONTENT_RANGE,

@@ -48,7 +48,7 @@ pub async fn player_page(
     .await
     .is_ok();
     let live = if allowed {
-        state.db.live_state_for_playback(&playback_id).await?
+        state.jobs.db.live_state_for_playback(&playback_id).await?
     } else {
         None
     };

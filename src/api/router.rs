@@ -83,7 +83,7 @@ pub fn router(state: AppState) -> Router {
             get(assets::list_assets)
                 .post(uploads::multipart_upload)
                 .layer(DefaultBodyLimit::max(
-                    usize::try_from(state.config.uploads.max_size_bytes)
+                    usize::try_from(state.jobs.config.uploads.max_size_bytes)
                         .unwrap_or(usize::MAX)
                         .saturating_add(64 * 1024),
                 )),
@@ -160,7 +160,7 @@ pub fn router(state: AppState) -> Router {
             ApiError::MethodNotAllowed("method not allowed on this route".into())
         })
         .layer(middleware::from_fn_with_state(state.clone(), telemetry::track))
-        .layer(DefaultBodyLimit::max(state.config.http.max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.jobs.config.http.max_body_bytes))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), RandomRequestId))

@@ -77,6 +77,7 @@ pub async fn create_signing_key(
             .await
             .map_err(|e| ApiError::Internal(e.into()))??;
     let stored = state
+        .jobs
         .db
         .insert_signing_key(&caller.tenant_id, &algorithm, &public_key)
         .await?;
@@ -103,6 +104,7 @@ pub async fn list_signing_keys(
 ) -> ApiResult<Json<List<SigningKeyView>>> {
     let limit = page.limit()?;
     let keys = state
+        .jobs
         .db
         .list_signing_keys(&caller.tenant_id, page.cursor.as_deref(), limit)
         .await?;
@@ -119,7 +121,11 @@ pub async fn revoke_signing_key(
     caller: Tenant,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.db.revoke_signing_key(&caller.tenant_id, &id).await?;
+    state
+        .jobs
+        .db
+        .revoke_signing_key(&caller.tenant_id, &id)
+        .await?;
     state.tokens.forget_key(&id);
     tracing::info!(kid = %id, "signing key revoked");
     Ok(StatusCode::NO_CONTENT)
@@ -152,6 +158,7 @@ pub async fn update_playback_rules(
     Json(body): Json<PlaybackRules>,
 ) -> ApiResult<Json<PlaybackRulesView>> {
     state
+        .jobs
         .db
         .set_playback_rules(
             &caller.tenant_id,
@@ -161,6 +168,7 @@ pub async fn update_playback_rules(
         )
         .await?;
     let target = state
+        .jobs
         .db
         .find_playback_target(&playback_id)
         .await?
@@ -217,7 +225,12 @@ pub async fn create_entitlement(
     if body.viewer.is_empty() || body.viewer.len() > 200 {
         return Err(ApiError::invalid("viewer must be 1 to 200 characters"));
     }
-    match state.db.find_playback_target(&body.playback_id).await? {
+    match state
+        .jobs
+        .db
+        .find_playback_target(&body.playback_id)
+        .await?
+    {
         Some(t) if t.tenant_id == caller.tenant_id => {}
         _ => return Err(ApiError::NotFound("playback id not found".into())),
     }
@@ -227,6 +240,7 @@ pub async fn create_entitlement(
         None => None,
     };
     let e = state
+        .jobs
         .db
         .create_entitlement(
             &caller.tenant_id,
@@ -261,6 +275,7 @@ pub async fn list_entitlements(
     }
     .limit()?;
     let items = state
+        .jobs
         .db
         .list_entitlements(
             &caller.tenant_id,
@@ -283,7 +298,11 @@ pub async fn revoke_entitlement(
     caller: Tenant,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EntitlementView>> {
-    let e = state.db.revoke_entitlement(&caller.tenant_id, &id).await?;
+    let e = state
+        .jobs
+        .db
+        .revoke_entitlement(&caller.tenant_id, &id)
+        .await?;
     Ok(Json(e.into()))
 }
 
@@ -333,6 +352,7 @@ pub async fn list_audit(
         return Err(ApiError::invalid("type must be key_grant or key_denial"));
     }
     let events = state
+        .jobs
         .db
         .list_audit_events(
             &caller.tenant_id,

@@ -71,16 +71,17 @@ pub async fn thumbnail(
         }
     };
     let key = ObjectKey::parse(&format!("{prefix}{name}"))?;
-    let jpeg = match state.store.get(&key, None).await {
+    let jpeg = match state.jobs.store.get(&key, None).await {
         Ok(o) => o.body,
         Err(crate::storage::StorageError::NotFound(_)) if name != "poster.jpg" => {
             let original = ObjectKey::parse(&format!("{prefix}original"))?;
             let source = match state
+                .jobs
                 .store
                 .presign_get(&original, std::time::Duration::from_secs(300))
                 .await
             {
-                Ok(url) if state.store.head(&original).await.is_ok() => url,
+                Ok(url) if state.jobs.store.head(&original).await.is_ok() => url,
                 _ => {
                     return Err(ApiError::NotFound(
                         "thumbnails are made from uploaded originals; this has none".into(),
@@ -95,7 +96,11 @@ pub async fn thumbnail(
             .map_err(|e| ApiError::Internal(e.into()))?
             .map_err(|e| ApiError::Unprocessable(format!("could not render a thumbnail: {e}")))?;
             let jpeg = bytes::Bytes::from(jpeg);
-            state.store.put(&key, jpeg.clone(), "image/jpeg").await?;
+            state
+                .jobs
+                .store
+                .put(&key, jpeg.clone(), "image/jpeg")
+                .await?;
             jpeg
         }
         Err(e) => return Err(e.into()),
@@ -155,12 +160,17 @@ pub async fn storyboard(
         .as_deref()
         .ok_or_else(|| ApiError::NotFound("no storyboard".into()))?;
     let key = ObjectKey::parse(&format!("{prefix}storyboard.{ext}"))?;
-    let object = state.store.get(&key, None).await.map_err(|e| match e {
-        crate::storage::StorageError::NotFound(_) => {
-            ApiError::NotFound("this asset has no storyboard".into())
-        }
-        other => other.into(),
-    })?;
+    let object = state
+        .jobs
+        .store
+        .get(&key, None)
+        .await
+        .map_err(|e| match e {
+            crate::storage::StorageError::NotFound(_) => {
+                ApiError::NotFound("this asset has no storyboard".into())
+            }
+            other => other.into(),
+        })?;
     let body = match (ext, q.token.as_deref().filter(|t| !t.is_empty())) {
         ("vtt", Some(t)) => String::from_utf8_lossy(&object.body)
             .replace(".jpg#xywh=", &format!(".jpg?token={t}#xywh="))

@@ -46,7 +46,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = method_label(request.method());
     let started = Instant::now();
-    let deadline = Duration::from_secs(state.config.http.request_timeout_s);
+    let deadline = Duration::from_secs(state.jobs.config.http.request_timeout_s);
     let response = match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {

@@ -123,6 +123,7 @@ pub async fn create_tenant(
     let name = valid_name(&body.name, "name")?;
     let key = auth::generate(Role::Tenant);
     let (tenant, _) = state
+        .jobs
         .db
         .create_tenant_with_key(&name, "default", &key.prefix, &key.hash)
         .await?;
@@ -148,7 +149,11 @@ pub async fn list_tenants(
     Query(page): Query<Page>,
 ) -> ApiResult<Json<List<TenantView>>> {
     let limit = page.limit()?;
-    let tenants = state.db.list_tenants(page.cursor.as_deref(), limit).await?;
+    let tenants = state
+        .jobs
+        .db
+        .list_tenants(page.cursor.as_deref(), limit)
+        .await?;
     let list = List::new(tenants, limit, |t| &t.id);
     Ok(Json(List {
         data: list.data.into_iter().map(TenantView::from).collect(),
@@ -165,7 +170,7 @@ pub async fn get_tenant(
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TenantView>> {
-    Ok(Json(state.db.get_tenant(&id).await?.into()))
+    Ok(Json(state.jobs.db.get_tenant(&id).await?.into()))
 }
 
 /// Delete a tenant with all its keys and stored objects.
@@ -177,11 +182,11 @@ pub async fn delete_tenant(
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.db.get_tenant(&id).await?;
+    state.jobs.db.get_tenant(&id).await?;
     // Objects first: if storage fails, the tenant still exists and the delete can be retried.
     let prefix = Prefix::parse(&tenant_prefix(&id))?;
-    let removed = state.store.delete_prefix(&prefix).await?;
-    state.db.delete_tenant(&id).await?;
+    let removed = state.jobs.store.delete_prefix(&prefix).await?;
+    state.jobs.db.delete_tenant(&id).await?;
     tracing::info!(tenant = %id, objects = removed, "tenant deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -196,7 +201,7 @@ pub async fn create_tenant_api_key(
     Path(id): Path<String>,
     Json(body): Json<CreateApiKey>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
-    state.db.get_tenant(&id).await?;
+    state.jobs.db.get_tenant(&id).await?;
     new_key(&state, &id, body).await
 }
 
@@ -208,6 +213,7 @@ async fn new_key(
     let name = valid_name(body.name.as_deref().unwrap_or("default"), "name")?;
     let key = auth::generate(Role::Tenant);
     let stored = state
+        .jobs
         .db
         .insert_api_key(&NewApiKey {
             tenant_id: Some(tenant_id),
@@ -233,7 +239,9 @@ pub async fn current_tenant(
     State(state): State<AppState>,
     caller: Tenant,
 ) -> ApiResult<Json<TenantView>> {
-    Ok(Json(state.db.get_tenant(&caller.tenant_id).await?.into()))
+    Ok(Json(
+        state.jobs.db.get_tenant(&caller.tenant_id).await?.into(),
+    ))
 }
 
 /// Create an API key for the calling tenant.
@@ -260,6 +268,7 @@ pub async fn list_api_keys(
 ) -> ApiResult<Json<List<ApiKeyView>>> {
     let limit = page.limit()?;
     let keys = state
+        .jobs
         .db
         .list_api_keys(&caller.tenant_id, page.cursor.as_deref(), limit)
         .await?;
@@ -280,7 +289,12 @@ pub async fn get_api_key(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApiKeyView>> {
     Ok(Json(
-        state.db.get_api_key(&caller.tenant_id, &id).await?.into(),
+        state
+            .jobs
+            .db
+            .get_api_key(&caller.tenant_id, &id)
+            .await?
+            .into(),
     ))
 }
 
@@ -297,6 +311,7 @@ pub async fn update_api_key(
     let name = valid_name(&body.name, "name")?;
     Ok(Json(
         state
+            .jobs
             .db
             .rename_api_key(&caller.tenant_id, &id, &name)
             .await?
@@ -313,7 +328,7 @@ pub async fn revoke_api_key(
     caller: Tenant,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApiKeyView>> {
-    let key = state.db.revoke_api_key(&caller.tenant_id, &id).await?;
+    let key = state.jobs.db.revoke_api_key(&caller.tenant_id, &id).await?;
     tracing::info!(key_id = %id, by = %caller.key_id, "API key revoked");
     Ok(Json(key.into()))
 }

@@ -101,6 +101,7 @@ fn parse_metadata(value: Option<&str>) -> ApiResult<serde_json::Map<String, serd
 
 fn part_path(state: &AppState, id: &str) -> PathBuf {
     state
+        .jobs
         .config
         .data_dir
         .join("uploads")
@@ -125,7 +126,7 @@ pub async fn options(State(state): State<AppState>) -> Response {
     h.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
     h.insert(
         "tus-max-size",
-        HeaderValue::from(state.config.uploads.max_size_bytes),
+        HeaderValue::from(state.jobs.config.uploads.max_size_bytes),
     );
     tus(r)
 }
@@ -160,8 +161,9 @@ pub async fn create(
     let filename = metadata.get("filename").and_then(|v| v.as_str());
     let asset =
         new_upload_asset(&state, &caller.tenant_id, policy, length, filename, &ladder).await?;
-    let expires_at = now_ms() + state.config.uploads.expiry_hours as i64 * 3_600_000;
+    let expires_at = now_ms() + state.jobs.config.uploads.expiry_hours as i64 * 3_600_000;
     let upload = state
+        .jobs
         .db
         .create_upload(
             &caller.tenant_id,
@@ -188,7 +190,7 @@ pub async fn create(
     let body = serde_json::json!({"upload_id": upload.id, "asset_id": asset.id, "playback_id": asset.playback_id});
     let mut r = (StatusCode::CREATED, axum::Json(body)).into_response();
     let h = r.headers_mut();
-    let location = format!("{}/v1/uploads/{}", state.public_url, upload.id);
+    let location = format!("{}/v1/uploads/{}", state.jobs.public_url, upload.id);
     h.insert(
         header::LOCATION,
         HeaderValue::from_str(&location).expect("ascii"),
@@ -201,7 +203,7 @@ pub async fn create(
 }
 
 async fn live_upload(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<Upload> {
-    let upload = state.db.get_upload(tenant_id, id).await?;
+    let upload = state.jobs.db.get_upload(tenant_id, id).await?;
     if upload.completed_at.is_none() && upload.expires_at < now_ms() {
         return Err(ApiError::Gone(
             "this upload has expired; start a new one".into(),
@@ -324,7 +326,7 @@ pub async fn patch(
     }
     file.sync_data().await.map_err(io)?;
     drop(file);
-    state.db.set_upload_received(&id, received).await?;
+    state.jobs.db.set_upload_received(&id, received).await?;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -344,7 +346,7 @@ pub async fn multipart_upload(
     caller: Tenant,
     mut form: axum::extract::Multipart,
 ) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
-    let dir = state.config.data_dir.join("uploads");
+    let dir = state.jobs.config.data_dir.join("uploads");
     tokio::fs::create_dir_all(&dir).await.map_err(|e| {
         ApiError::Internal(anyhow::Error::new(e).context("creating the uploads folder"))
     })?;
@@ -365,7 +367,7 @@ async fn receive_form(
     };
     let io =
         |e: std::io::Error| ApiError::Internal(anyhow::Error::new(e).context("writing an upload"));
-    let limit = state.config.uploads.max_size_bytes;
+    let limit = state.jobs.config.uploads.max_size_bytes;
     let mut policy = PlaybackPolicy::Signed;
     let mut ladder = None;
     let mut file: Option<(Option<String>, u64)> = None;
@@ -404,8 +406,9 @@ async fn receive_form(
     }
     let (filename, size) = file.ok_or_else(|| ApiError::invalid("the form has no `file` field"))?;
     let ladder = ladder_name(state, ladder.as_deref())?;
-    let quota = state.config.uploads.tenant_quota_bytes;
-    if quota > 0 && state.db.tenant_upload_bytes(tenant_id).await?.max(0) as u64 + size > quota {
+    let quota = state.jobs.config.uploads.tenant_quota_bytes;
+    if quota > 0 && state.jobs.db.tenant_upload_bytes(tenant_id).await?.max(0) as u64 + size > quota
+    {
         return Err(ApiError::PayloadTooLarge(
             "this upload would exceed the tenant's quota".into(),
         ));
@@ -414,6 +417,7 @@ async fn receive_form(
         new_upload_asset(state, tenant_id, policy, size, filename.as_deref(), &ladder).await?;
     let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
     state
+        .jobs
         .store
         .put_file(&key, temp, "application/octet-stream")
         .await?;
@@ -439,8 +443,8 @@ pub struct CreateDirectUpload {
 /// The ladder preset an upload asks for (default `default`), if it exists.
 fn ladder_name(state: &AppState, requested: Option<&str>) -> ApiResult<String> {
     let name = requested.filter(|n| !n.is_empty()).unwrap_or("default");
-    if state.presets.get(name).is_none() {
-        let known: Vec<_> = state.presets.names().collect();
+    if state.jobs.presets.get(name).is_none() {
+        let known: Vec<_> = state.jobs.presets.names().collect();
         return Err(ApiError::invalid(format!(
             "unknown ladder {name:?}; presets: {}",
             known.join(", ")
@@ -451,7 +455,7 @@ fn ladder_name(state: &AppState, requested: Option<&str>) -> ApiResult<String> {
 
 /// Checks an upload's size against the limit and the tenant's quota.
 async fn check_size(state: &AppState, tenant_id: &str, length: u64) -> ApiResult<()> {
-    let limits = &state.config.uploads;
+    let limits = &state.jobs.config.uploads;
     if length > limits.max_size_bytes {
         return Err(ApiError::PayloadTooLarge(format!(
             "the file is {length} bytes; the largest accepted is {} bytes",
@@ -459,7 +463,7 @@ async fn check_size(state: &AppState, tenant_id: &str, length: u64) -> ApiResult
         )));
     }
     if limits.tenant_quota_bytes > 0 {
-        let used = state.db.tenant_upload_bytes(tenant_id).await?.max(0) as u64;
+        let used = state.jobs.db.tenant_upload_bytes(tenant_id).await?.max(0) as u64;
         if used + length > limits.tenant_quota_bytes {
             return Err(ApiError::PayloadTooLarge(format!(
                 "this upload would exceed the tenant's quota: {used} of {} bytes are in use",
@@ -495,8 +499,9 @@ pub async fn create_direct(
     let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
     // S3 allows 10 000 parts of at least 5 MiB.
     let part_size = (8u64 << 20).max(body.size.div_ceil(10_000));
-    let expires_ms = state.config.uploads.expiry_hours as i64 * 3_600_000;
+    let expires_ms = state.jobs.config.uploads.expiry_hours as i64 * 3_600_000;
     let direct = match state
+        .jobs
         .store
         .create_direct_upload(
             &key,
@@ -508,13 +513,18 @@ pub async fn create_direct(
     {
         Ok(d) => d,
         Err(e) => {
-            state.db.delete_asset(&caller.tenant_id, &asset.id).await?;
+            state
+                .jobs
+                .db
+                .delete_asset(&caller.tenant_id, &asset.id)
+                .await?;
             return Err(e.into());
         }
     };
     let metadata =
         serde_json::json!({"filename": body.filename, "direct_upload_id": direct.upload_id});
     let upload = state
+        .jobs
         .db
         .create_upload(
             &caller.tenant_id,
@@ -538,7 +548,7 @@ pub async fn create_direct(
             "playback_id": asset.playback_id,
             "part_size": direct.part_size,
             "parts": parts,
-            "complete_url": format!("{}/v1/direct-uploads/{}/complete", state.public_url, upload.id),
+            "complete_url": format!("{}/v1/direct-uploads/{}/complete", state.jobs.public_url, upload.id),
             "expires_at": super::rfc3339(upload.expires_at),
         })),
     ))
@@ -573,6 +583,7 @@ pub async fn complete_direct(
         ApiError::Conflict("this is a tus upload; send its bytes with PATCH".into())
     })?;
     let asset = state
+        .jobs
         .db
         .get_asset(&upload.tenant_id, &upload.asset_id)
         .await?;
@@ -583,22 +594,24 @@ pub async fn complete_direct(
         .map(|p| (p.part_number, p.etag))
         .collect();
     state
+        .jobs
         .store
         .complete_direct_upload(&key, s3_id, &parts)
         .await?;
-    let size = state.store.head(&key).await?.size;
+    let size = state.jobs.store.head(&key).await?.size;
     if size != upload.length as u64 {
-        state.store.delete(&key).await?;
+        state.jobs.store.delete(&key).await?;
         return Err(ApiError::invalid(format!(
             "the parts hold {size} bytes, not the {} announced",
             upload.length
         )));
     }
     state
+        .jobs
         .db
         .set_upload_received(&upload.id, upload.length)
         .await?;
-    state.db.complete_upload(&upload.id).await?;
+    state.jobs.db.complete_upload(&upload.id).await?;
     queue_transcode(&state, &upload.tenant_id, &asset.id).await?;
     Ok(axum::Json(
         serde_json::json!({"asset_id": asset.id, "status": "queued"}),
@@ -615,6 +628,7 @@ async fn new_upload_asset(
     ladder: &str,
 ) -> ApiResult<crate::db::Asset> {
     let asset = state
+        .jobs
         .db
         .create_asset(
             tenant_id,
@@ -626,6 +640,7 @@ async fn new_upload_asset(
         )
         .await?;
     state
+        .jobs
         .db
         .set_asset_upload_info(&asset.id, size as i64, filename, ladder)
         .await?;
@@ -635,11 +650,13 @@ async fn new_upload_asset(
 /// Marks an asset queued and queues its transcode job, waking this node's workers.
 async fn queue_transcode(state: &AppState, tenant_id: &str, asset_id: &str) -> ApiResult<()> {
     state
+        .jobs
         .db
         .set_asset_status(asset_id, AssetStatus::Queued, None)
         .await?;
-    let attempts = i64::from(state.config.jobs.max_attempts);
+    let attempts = i64::from(state.jobs.config.jobs.max_attempts);
     state
+        .jobs
         .db
         .enqueue_job(tenant_id, asset_id, "transcode", attempts)
         .await?;
@@ -655,6 +672,7 @@ fn finish_in_background(state: &AppState, upload: Upload, path: PathBuf) {
         if let Err(e) = complete(&state, &upload, &path).await {
             tracing::error!(upload = %upload.id, asset = %upload.asset_id, error = %e, "storing a finished upload failed");
             let _ = state
+                .jobs
                 .db
                 .set_asset_status(
                     &upload.asset_id,
@@ -669,15 +687,17 @@ fn finish_in_background(state: &AppState, upload: Upload, path: PathBuf) {
 /// Moves a finished upload into storage and queues its transcode.
 async fn complete(state: &AppState, upload: &Upload, path: &std::path::Path) -> ApiResult<()> {
     let asset = state
+        .jobs
         .db
         .get_asset(&upload.tenant_id, &upload.asset_id)
         .await?;
     let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
     state
+        .jobs
         .store
         .put_file(&key, path, "application/octet-stream")
         .await?;
-    state.db.complete_upload(&upload.id).await?;
+    state.jobs.db.complete_upload(&upload.id).await?;
     queue_transcode(state, &upload.tenant_id, &asset.id).await?;
     tracing::info!(upload = %upload.id, asset = %asset.id, bytes = upload.length, "upload complete; transcode queued");
     Ok(())
@@ -691,15 +711,16 @@ pub async fn terminate(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     require_tus(&headers)?;
-    let upload = state.db.get_upload(&caller.tenant_id, &id).await?;
+    let upload = state.jobs.db.get_upload(&caller.tenant_id, &id).await?;
     if upload.completed_at.is_some() {
         return Err(ApiError::Conflict(
             "the upload is complete; delete the asset instead".into(),
         ));
     }
     let _ = tokio::fs::remove_file(part_path(&state, &id)).await;
-    state.db.delete_upload(&id).await?;
+    state.jobs.db.delete_upload(&id).await?;
     state
+        .jobs
         .db
         .delete_asset(&caller.tenant_id, &upload.asset_id)
         .await?;
@@ -708,11 +729,12 @@ pub async fn terminate(
 
 /// Deletes unfinished uploads past their expiry (files and rows); returns how many.
 pub async fn delete_expired(state: &AppState) -> anyhow::Result<usize> {
-    let expired = state.db.expired_uploads(now_ms()).await?;
+    let expired = state.jobs.db.expired_uploads(now_ms()).await?;
     for upload in &expired {
         let _ = tokio::fs::remove_file(part_path(state, &upload.id)).await;
-        state.db.delete_upload(&upload.id).await?;
+        state.jobs.db.delete_upload(&upload.id).await?;
         let _ = state
+            .jobs
             .db
             .delete_asset(&upload.tenant_id, &upload.asset_id)
             .await;

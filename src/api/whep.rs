@@ -61,6 +61,7 @@ async fn play_inner(
         OfferError::Unsupported(_) => ApiError::Unprocessable(e.to_string()),
     })?;
     let stream_id = state
+        .jobs
         .db
         .live_stream_id_for_playback(&playback_id)
         .await?
@@ -71,7 +72,7 @@ async fn play_inner(
         .live
         .tap(&stream_id)
         .ok_or_else(|| ApiError::Conflict("the stream is not live right now".into()))?;
-    let ice = IceSettings::from_config(&state.config.webrtc);
+    let ice = IceSettings::from_config(&state.jobs.config.webrtc);
     let viewers = state.whep.clone();
     let text = text.to_string();
     let added = tokio::task::spawn_blocking(move || {

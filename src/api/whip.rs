@@ -26,7 +26,7 @@ fn cors(h: &mut HeaderMap) {
 }
 
 fn ice_links(state: &AppState) -> Vec<String> {
-    let w = &state.config.webrtc;
+    let w = &state.jobs.config.webrtc;
     let mut links = Vec::new();
     if !w.stun_server.is_empty() {
         let url = w.stun_server.replacen("stun://", "stun:", 1);
@@ -144,7 +144,7 @@ async fn publish(
         OfferError::Malformed(_) => ApiError::invalid(e.to_string()),
         OfferError::Unsupported(_) => ApiError::Unprocessable(e.to_string()),
     })?;
-    let ice = IceSettings::from_config(&state.config.webrtc);
+    let ice = IceSettings::from_config(&state.jobs.config.webrtc);
     let Started { id, answer } = whip::publish(&state.live, &state.whip, &stream_key, offer, ice)
         .await
         .map_err(|e| match e {

@@ -26,11 +26,9 @@ pub struct Facts<'a> {
     /// Keys: whether the media the token plays is the media this key encrypts. Always true
     /// for a request that names its media.
     pub same_media: bool,
-    /// Keys: hand out only to viewers with an entitlement.
+    /// Keys: hand out only to viewers with an entitlement (the grant then names the viewer
+    /// whose entitlement the caller looks up last, see [`Grant::entitled`]).
     pub requires_entitlement: bool,
-    /// Whether the token's viewer holds an entitlement to the media (looked up by the caller
-    /// when `requires_entitlement` and the token names a viewer).
-    pub entitled: bool,
     /// Keys: the per-viewer rate limit; `Err(wait)` when this viewer is over it.
     pub viewer_limit: Option<&'a ViewerLimit<'a>>,
 }
@@ -53,7 +51,6 @@ impl<'a> Facts<'a> {
             country,
             same_media: true,
             requires_entitlement: false,
-            entitled: false,
             viewer_limit: None,
         }
     }
@@ -63,6 +60,27 @@ impl<'a> Facts<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grant {
     pub claims: Option<PlaybackClaims>,
+    /// Paid media: the viewer whose entitlement is the last rule, still to be looked up.
+    pub entitlement_of: Option<String>,
+}
+
+impl Grant {
+    fn of(claims: Option<PlaybackClaims>) -> Self {
+        Self {
+            claims,
+            entitlement_of: None,
+        }
+    }
+
+    /// The last rule for paid media: the viewer holds an entitlement (`holds`, looked up by
+    /// the caller once every other rule allowed the request, so that refused requests cost
+    /// no lookup).
+    pub fn entitled(self, holds: bool) -> Result<Grant, Denial> {
+        match self.entitlement_of {
+            Some(_) if !holds => Err(Denial::NoEntitlement),
+            _ => Ok(Grant::of(self.claims)),
+        }
+    }
 }
 
 /// Why access was refused.
@@ -78,6 +96,9 @@ pub enum Denial {
     ReferrerNotAllowed,
     #[error("not available in your country")]
     CountryNotAllowed,
+    /// Keys: the token plays other media than the key encrypts.
+    #[error("{}", TokenError::WrongPlaybackId)]
+    OtherMedia,
     #[error("this video is limited to some countries and yours is unknown")]
     CountryUnknown,
     /// Over the per-viewer rate limit: try again after this many seconds.
@@ -105,6 +126,8 @@ impl Denial {
         match self {
             Self::NoToken | Self::ForeignSigningKey => DenialKind::Unauthenticated,
             Self::Token(e) if !e.is_forbidden() => DenialKind::Unauthenticated,
+            // As a token for another playback id is.
+            Self::OtherMedia => DenialKind::Forbidden,
             Self::RateLimited(wait) => DenialKind::TooManyRequests(*wait),
             _ => DenialKind::Forbidden,
         }
@@ -115,6 +138,7 @@ impl Denial {
         match self {
             Self::NoToken => "no_token",
             Self::Token(e) => e.reason(),
+            Self::OtherMedia => TokenError::WrongPlaybackId.reason(),
             Self::ForeignSigningKey => "foreign_signing_key",
             Self::ReferrerNotAllowed => "referrer_not_allowed",
             Self::CountryNotAllowed => "country_not_allowed",
@@ -135,11 +159,12 @@ impl From<TokenError> for Denial {
 /// Judges one request. The rules, in order: a public media plays without a token; otherwise
 /// a token is needed, valid for this media and audience (verified by the caller), signed by
 /// Ferrocast or by this tenant; its referrer and country restrictions hold; for a key, the
-/// token plays the media the key encrypts, its viewer is within the rate limit, and holds an
-/// entitlement when the media needs one.
+/// token plays the media the key encrypts, its viewer is within the rate limit, and, when the
+/// media needs one, a viewer is named whose entitlement is the last rule
+/// ([`Grant::entitled`]).
 pub fn decide(facts: Facts) -> Result<Grant, Denial> {
     let verified = match facts.token {
-        None if facts.public => return Ok(Grant { claims: None }),
+        None if facts.public => return Ok(Grant::of(None)),
         None => return Err(Denial::NoToken),
         Some(Err(e)) => return Err(Denial::Token(e)),
         Some(Ok(verified)) => verified,
@@ -164,7 +189,7 @@ pub fn decide(facts: Facts) -> Result<Grant, Denial> {
         }
     }
     if !facts.same_media {
-        return Err(Denial::Token(TokenError::WrongPlaybackId));
+        return Err(Denial::OtherMedia);
     }
     if let (Some(viewer), Some(limit)) = (&claims.viewer, facts.viewer_limit)
         && let Err(wait) = limit(viewer)
@@ -173,16 +198,14 @@ pub fn decide(facts: Facts) -> Result<Grant, Denial> {
             (wait.as_secs_f64().ceil() as u64).max(1),
         ));
     }
-    if facts.requires_entitlement {
-        if claims.viewer.is_none() {
-            return Err(Denial::NoViewer);
-        }
-        if !facts.entitled {
-            return Err(Denial::NoEntitlement);
-        }
-    }
+    let entitlement_of = match (facts.requires_entitlement, &claims.viewer) {
+        (false, _) => None,
+        (true, None) => return Err(Denial::NoViewer),
+        (true, Some(viewer)) => Some(viewer.clone()),
+    };
     Ok(Grant {
         claims: Some(claims),
+        entitlement_of,
     })
 }
 
@@ -234,7 +257,7 @@ mod tests {
             token: None,
             ..facts()
         };
-        assert_eq!(decide(public), Ok(Grant { claims: None }));
+        assert_eq!(decide(public), Ok(Grant::of(None)));
         let signed = Facts {
             token: None,
             ..facts()
@@ -351,8 +374,15 @@ mod tests {
         let other = decide(Facts {
             same_media: false,
             ..facts()
-        });
-        assert_eq!(other, Err(Denial::Token(TokenError::WrongPlaybackId)));
+        })
+        .unwrap_err();
+        assert_eq!(other, Denial::OtherMedia);
+        // Answered as a token for another playback id is.
+        let token = Denial::Token(TokenError::WrongPlaybackId);
+        assert_eq!(
+            (other.kind(), other.reason(), other.to_string()),
+            (token.kind(), token.reason(), token.to_string())
+        );
     }
 
     #[test]
@@ -392,16 +422,21 @@ mod tests {
     fn paid_media_needs_a_named_viewer_with_an_entitlement() {
         let mut c = claims();
         c.viewer = Some("v1".into());
-        let paid = |claims: PlaybackClaims, entitled| Facts {
+        let paid = |claims: PlaybackClaims| Facts {
             token: token(claims, None),
             requires_entitlement: true,
-            entitled,
             ..facts()
         };
-        assert_eq!(decide(paid(claims(), true)), Err(Denial::NoViewer));
-        assert_eq!(decide(paid(c.clone(), false)), Err(Denial::NoEntitlement));
-        assert!(decide(paid(c, true)).is_ok());
+        assert_eq!(decide(paid(claims())), Err(Denial::NoViewer));
+        let grant = decide(paid(c)).unwrap();
+        assert_eq!(grant.entitlement_of.as_deref(), Some("v1"));
+        assert_eq!(grant.clone().entitled(false), Err(Denial::NoEntitlement));
+        assert_eq!(grant.entitled(true).unwrap().entitlement_of, None);
         assert_eq!(Denial::NoEntitlement.kind(), DenialKind::Forbidden);
+        // Free media needs no lookup at all.
+        let free = decide(facts()).unwrap();
+        assert_eq!(free.entitlement_of, None);
+        assert!(free.entitled(false).is_ok());
     }
 
     #[test]

@@ -79,12 +79,12 @@ impl KeyWrapper {
         STANDARD.encode(out)
     }
 
-    pub fn unwrap(&self, key_id: &str, wrapped: &str) -> Result<Key128, String> {
+    pub fn unwrap(&self, key_id: &str, wrapped: &str) -> Result<Key128, UnwrapError> {
         let raw = STANDARD
             .decode(wrapped)
-            .map_err(|_| "wrapped key is not base64".to_string())?;
+            .map_err(|_| UnwrapError::NotBase64)?;
         if raw.len() != 12 + 16 + 16 {
-            return Err("wrapped key has the wrong length".into());
+            return Err(UnwrapError::WrongLength);
         }
         let plain = self
             .cipher
@@ -95,11 +95,20 @@ impl KeyWrapper {
                     aad: key_id.as_bytes(),
                 },
             )
-            .map_err(|_| "wrapped key does not open with this KEK".to_string())?;
-        plain
-            .try_into()
-            .map_err(|_| "unwrapped key is not 16 bytes".to_string())
+            .map_err(|_| UnwrapError::WrongKek)?;
+        plain.try_into().map_err(|_| UnwrapError::WrongLength)
     }
+}
+
+/// Why a stored content key could not be unwrapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnwrapError {
+    #[error("wrapped key is not base64")]
+    NotBase64,
+    #[error("wrapped key has the wrong length")]
+    WrongLength,
+    #[error("wrapped key does not open with this KEK")]
+    WrongKek,
 }
 
 /// The content-key KEKs of a keyring: the current one wraps, all of them unwrap.

@@ -8,7 +8,7 @@ pub mod ratelimit;
 pub mod signing;
 mod token;
 
-pub use content_keys::{ContentKeys, Key128, KeyWrapper, RewrapReport, generate_key};
+pub use content_keys::{ContentKeys, Key128, KeyWrapper, RewrapReport, UnwrapError, generate_key};
 pub use token::{
     AUD_STORYBOARD, AUD_THUMBNAIL, AUD_VIDEO, PlaybackClaims, PlaybackTokens, TokenError, Verified,
 };

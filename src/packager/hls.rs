@@ -61,6 +61,9 @@ pub struct HlsState {
     outputs: BTreeMap<String, Output>,
     /// Content keys by rotation period.
     keys: BTreeMap<u64, (String, Key128)>,
+    /// The key given last, for the segment that asked for it even when it is older than the
+    /// kept periods (a rendition that joins late, or lags).
+    given: Option<(u64, String, Key128)>,
     discontinuity: HashSet<String>,
     master_written: bool,
     /// RFC 6381 codecs of the source, for renditions whose segments do not tell.
@@ -82,6 +85,7 @@ impl HlsState {
             target_duration,
             outputs: BTreeMap::new(),
             keys: BTreeMap::new(),
+            given: None,
             discontinuity: HashSet::new(),
             master_written: false,
             video_codec: None,
@@ -130,9 +134,11 @@ impl HlsState {
         (!self.keys.contains_key(&period)).then_some(period)
     }
 
-    /// The content key of one rotation period. Renditions move in step: keys two periods
-    /// back are no longer asked for, and are forgotten.
+    /// The content key of one rotation period, for the next segment of the rendition that
+    /// asked. Renditions move in step: keys two periods back are no longer asked for, and
+    /// are forgotten (a rendition behind them gets a key of its own for each segment).
     pub fn add_key(&mut self, period: u64, id: String, key: Key128) {
+        self.given = Some((period, id.clone(), key));
         self.keys.insert(period, (id, key));
         while self.keys.len() > 3 {
             let first = *self.keys.keys().next().expect("non-empty");
@@ -147,10 +153,15 @@ impl HlsState {
     pub fn add_segment(&mut self, segment: Segment) -> Option<Vec<Op>> {
         let out = self.outputs.get(&segment.rendition)?;
         let sequence = out.playlist.next_sequence();
+        let period = self.period(sequence);
         let (key_id, key) = self
             .keys
-            .get(&self.period(sequence))
+            .get(&period)
             .cloned()
+            .or_else(|| {
+                let (given, id, key) = self.given.clone()?;
+                (given == period).then_some((id, key))
+            })
             .expect("the segment's content key was given");
         let iv = iv_for_sequence(sequence);
         // What the playlists say of the rendition is read from the first segment in clear.
@@ -449,6 +460,33 @@ mod tests {
         }
         assert_eq!(h.state.keys.len(), 3);
         h.add("360p", 6);
+        assert_eq!(h.state.keys.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_rendition_that_joins_periods_later_gets_keys_of_its_own() {
+        let mut h = Harness::new(Some(6), 1, &["360p"]);
+        for n in 0..4 {
+            h.add("360p", n);
+        }
+        assert_eq!(h.keys_given, [0, 1, 2, 3]);
+        // A reconnect at a higher resolution adds a rung: its playlist starts at sequence 0,
+        // a period older than the kept ones.
+        h.state.reopen();
+        h.state
+            .set_renditions(vec![rendition("360p"), rendition("720p")]);
+        let ops = h.add("720p", 0);
+        assert_eq!(h.keys_given, [0, 1, 2, 3, 0]);
+        let playlist = text(&ops, "720p/index.m3u8");
+        assert!(playlist.contains("/keys/k0\""), "{playlist}");
+        let Op::Put { body, .. } = &ops[0] else {
+            panic!()
+        };
+        assert_eq!(
+            decrypt_segment(&[0; 16], &iv_for_sequence(0), body).unwrap(),
+            clear(0)
+        );
+        // The kept periods are the newest three.
         assert_eq!(h.state.keys.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
     }
 

@@ -145,10 +145,15 @@ pub struct Track {
     pub uri: String,
 }
 
+/// A stored master playlist that does not parse (it was not written by this server).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("master playlist: {0}")]
+pub struct BadMaster(String);
+
 /// The master playlist with a `SUBTITLES` group of `tracks`, referenced by every variant.
-pub fn master_with_subtitles(master: &str, tracks: &[Track]) -> Result<String, String> {
+pub fn master_with_subtitles(master: &str, tracks: &[Track]) -> Result<String, BadMaster> {
     let parsed = m3u8_rs::parse_master_playlist_res(master.as_bytes())
-        .map_err(|e| format!("master playlist: {e:?}"))?;
+        .map_err(|e| BadMaster(format!("{e:?}")))?;
     let mut playlist = parsed;
     playlist
         .alternatives
@@ -169,8 +174,10 @@ pub fn master_with_subtitles(master: &str, tracks: &[Track]) -> Result<String, S
         v.subtitles = (!tracks.is_empty()).then(|| "subs".to_string());
     }
     let mut out = Vec::new();
-    playlist.write_to(&mut out).map_err(|e| e.to_string())?;
-    String::from_utf8(out).map_err(|e| e.to_string())
+    playlist
+        .write_to(&mut out)
+        .expect("writing to a Vec cannot fail");
+    Ok(String::from_utf8(out).expect("m3u8-rs writes UTF-8"))
 }
 
 #[cfg(test)]

@@ -450,7 +450,8 @@ impl LivePipeline {
             .map_err(|e| Error::Gst(format!("appsrc push: {e:?}")))
     }
 
-    /// EOS, wait up to `timeout` for the final segments + Eos event, then tear down.
+    /// EOS, wait up to `timeout` for the final segments + Eos event, then tear down. Never
+    /// call it from the task that reads the events: the events wait for their reader.
     pub fn finish_with_timeout(mut self, timeout: Duration) -> Result<(), Error> {
         self.shared.finishing.store(true, Ordering::SeqCst);
         let _ = self.appsrc.end_of_stream();
@@ -921,7 +922,7 @@ pub(crate) fn follow_input_caps(
     );
 }
 
-/// x264enc + profile capsfilter for one rung. Shared with the VOD pipeline (`vod.rs`) so that
+/// x264enc + profile capsfilter for one rung. Shared with the VOD pipeline (`vod/transcode.rs`) so that
 /// live and VOD renditions are encoded identically (fixed GOP of `gop` frames, no B-frames, no
 /// scenecut: every segment starts with an IDR at the same frame index in every rendition).
 pub(crate) fn x264_encoder(
@@ -972,8 +973,10 @@ fn bus_loop(
         }
         cv.notify_all();
     };
-    // Waits while the consumer is behind: that holds GStreamer back, the backpressure we want.
-    // A consumer that is gone ends the sending, never the loop.
+    // Waits while the consumer is behind (finished segments wait in `Shared::segments`
+    // meanwhile, as they did before). A consumer that is gone ends the sending, not the loop.
+    // So the consumer must keep reading, or drop its receiver, until `finish_with_timeout`
+    // or the drop that stops this thread returns (the live session does both).
     let send = |ev: PipelineEvent| {
         let _ = events.blocking_send(ev);
     };

@@ -3,7 +3,7 @@
 //! memory); this module adapts it to the async broadcast: events arrive on a tokio channel
 //! (waiting there when the packager is behind), input waits while the pipeline is full.
 //! A ladder with nothing to encode (passthrough only) skips GStreamer: `copy` re-wraps the
-//! source into MPEG-TS in Rust (`tsmux`) as each tag is pushed, and hands its events straight
+//! source into MPEG-TS in Rust (`media::tsmux`) as each tag is pushed, and hands its events straight
 //! back to the caller.
 
 mod copy;

@@ -168,7 +168,7 @@ impl TestServer {
     /// the local store. Fails closed: a file that cannot be read, or no object at all, fails.
     pub async fn assert_nowhere_on_disk(&self, needle: &[u8]) {
         assert_eq!(
-            self.state.config.storage.backend,
+            self.state.jobs.config.storage.backend,
             StorageBackend::Local,
             "assert_nowhere_on_disk reads the local store's folder"
         );
@@ -178,16 +178,19 @@ impl TestServer {
         ];
         let objects = self
             .state
+            .jobs
             .store
             .list(&ferrocast::storage::Prefix::parse("").unwrap())
             .await
             .unwrap();
         assert!(!objects.is_empty(), "no stored object to check");
-        files.extend(
-            objects
-                .iter()
-                .map(|o| self.state.config.local_storage_dir().join(o.key.as_str())),
-        );
+        files.extend(objects.iter().map(|o| {
+            self.state
+                .jobs
+                .config
+                .local_storage_dir()
+                .join(o.key.as_str())
+        }));
         for f in files {
             let bytes = std::fs::read(&f)
                 .unwrap_or_else(|e| panic!("cannot read {} to check it: {e}", f.display()));

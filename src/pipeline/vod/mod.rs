@@ -70,6 +70,40 @@ const MAX_FPS: f64 = 60.0;
 /// No progress and no segment for this long = stalled pipeline (reported as an error).
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Why a VOD pipeline (transcode, thumbnail, storyboard, WebM) failed; the text is what an
+/// asset's `error` says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VodError {
+    /// The job was cancelled (its lease lost, a storage write failed).
+    #[error("cancelled")]
+    Cancelled,
+    /// The job stopped reading the transcode's events.
+    #[error("event receiver dropped")]
+    ReceiverGone,
+    #[error("stalled: no progress for {0}s")]
+    Stalled(u64),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for VodError {
+    fn from(text: String) -> Self {
+        Self::Failed(text)
+    }
+}
+
+impl From<&str> for VodError {
+    fn from(text: &str) -> Self {
+        Self::Failed(text.to_string())
+    }
+}
+
+impl From<crate::pipeline::gst::GstError> for VodError {
+    fn from(e: crate::pipeline::gst::GstError) -> Self {
+        Self::Failed(e.0)
+    }
+}
+
 /// A GStreamer failure as the text VOD errors carry.
 fn gerr(e: impl std::fmt::Display) -> String {
     format!("gstreamer: {e}")

@@ -131,7 +131,7 @@ pub(super) fn fps_fraction(fps: Option<f64>) -> (i32, i32) {
     (f.round().max(1.0) as i32, 1)
 }
 
-pub(super) fn make_plan(probe: &Probe, spec: &TranscodeSpec) -> Result<Plan, String> {
+pub(super) fn make_plan(probe: &Probe, spec: &TranscodeSpec) -> Result<Plan, VodError> {
     let audio = probe.audio.is_some();
     let Some(v) = &probe.video else {
         return Ok(Plan {
@@ -239,11 +239,13 @@ pub(super) fn make_plan(probe: &Probe, spec: &TranscodeSpec) -> Result<Plan, Str
     })
 }
 
-pub(super) fn validate(spec: &TranscodeSpec) -> Result<(), String> {
+pub(super) fn validate(spec: &TranscodeSpec) -> Result<(), VodError> {
     let l = ladder::LadderSpec::new(false, spec.renditions.clone(), spec.segment_duration_s);
     ladder::validate(&l).map_err(|e| e.to_string())?;
     if spec.renditions.iter().any(|r| r.name == AUDIO_RENDITION) {
-        return Err(format!("rendition name {AUDIO_RENDITION:?} is reserved"));
+        return Err(VodError::Failed(format!(
+            "rendition name {AUDIO_RENDITION:?} is reserved"
+        )));
     }
     if let Some(Mp4Spec {
         source: Mp4Source::Own(r),

@@ -58,7 +58,7 @@ pub struct StoryboardSpec {
 }
 
 impl StoryboardSpec {
-    pub(super) fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), VodError> {
         if self.interval_s.is_nan()
             || self.interval_s <= 0.0
             || self.tile_width < 2
@@ -121,7 +121,7 @@ impl Tiles {
         sample: &gst::Sample,
         times: &[f64],
         tile_width: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), VodError> {
         let caps = sample.caps().ok_or("frame without caps")?;
         let vi = gstreamer_video::VideoInfo::from_caps(caps).map_err(gerr)?;
         let buf = sample.buffer().ok_or("empty sample")?;
@@ -154,7 +154,7 @@ impl Tiles {
         duration_s: f64,
         tile_width: u32,
         columns: u32,
-    ) -> Result<Storyboard, String> {
+    ) -> Result<Storyboard, VodError> {
         if self.frames.is_empty() {
             return Err("no video frame decoded".into());
         }
@@ -219,7 +219,7 @@ impl TileBranch {
         (width, height): (u32, u32),
         spec: &StoryboardSpec,
         duration_s: f64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, VodError> {
         let tw = spec.tile_width & !1;
         let th =
             ((tw as f64 * height as f64 / width.max(1) as f64 / 2.0).round() as i32 * 2).max(2);
@@ -270,7 +270,7 @@ impl TileBranch {
         })
     }
 
-    pub(super) fn finish(&self) -> Result<Storyboard, String> {
+    pub(super) fn finish(&self) -> Result<Storyboard, VodError> {
         self.tiles.lock().unwrap().compose(
             &self.times,
             self.duration_s,
@@ -281,7 +281,7 @@ impl TileBranch {
 }
 
 /// `appsrc ! videoconvert ! jpegenc ! appsink` on one RGBx image.
-pub(super) fn encode_jpeg(rgbx: Vec<u8>, width: u32, height: u32) -> Result<Vec<u8>, String> {
+pub(super) fn encode_jpeg(rgbx: Vec<u8>, width: u32, height: u32) -> Result<Vec<u8>, VodError> {
     let p = gst::Pipeline::new();
     p.use_clock(None::<&gst::Clock>);
     let caps = gst::Caps::builder("video/x-raw")
@@ -301,7 +301,7 @@ pub(super) fn encode_jpeg(rgbx: Vec<u8>, width: u32, height: u32) -> Result<Vec<
     p.add_many([src.upcast_ref(), &conv, &enc, sink.upcast_ref()])
         .map_err(gerr)?;
     gst::Element::link_many([src.upcast_ref(), &conv, &enc, sink.upcast_ref()]).map_err(gerr)?;
-    let res = (|| -> Result<Vec<u8>, String> {
+    let res = (|| -> Result<Vec<u8>, VodError> {
         p.set_state(gst::State::Playing)
             .map_err(|_| "cannot start jpeg encoder".to_string())?;
         let mut buf = gst::Buffer::from_mut_slice(rgbx);

@@ -14,7 +14,7 @@ use crate::pipeline::ladder::{self};
 /// One JPEG frame at `time_s` (clamped into the media), `width` wide (rounded to even), the
 /// height following the display aspect ratio (rotation tags applied) rounded to even. Accurate
 /// seek: decodes from the preceding keyframe, so cost grows with the source GOP length.
-pub fn thumbnail(path_or_uri: &str, time_s: f64, width: u32) -> Result<Vec<u8>, String> {
+pub fn thumbnail(path_or_uri: &str, time_s: f64, width: u32) -> Result<Vec<u8>, VodError> {
     gst::init().map_err(gerr)?;
     let uri = if path_or_uri.contains("://") {
         path_or_uri.to_string()
@@ -102,11 +102,11 @@ pub fn thumbnail(path_or_uri: &str, time_s: f64, width: u32) -> Result<Vec<u8>, 
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     let bus = p.bus().unwrap();
-    let wait_preroll = || -> Result<(), String> {
+    let wait_preroll = || -> Result<(), VodError> {
         wait_for(&bus, deadline, |msg| match msg.view() {
             gst::MessageView::AsyncDone(_) => Some(Ok(())),
-            gst::MessageView::Error(e) => Some(Err(e.error().to_string())),
-            gst::MessageView::Eos(_) => Some(Err("no video frame".to_string())),
+            gst::MessageView::Error(e) => Some(Err(e.error().to_string().into())),
+            gst::MessageView::Eos(_) => Some(Err("no video frame".into())),
             _ => None,
         })
         .unwrap_or_else(|| Err("thumbnail timed out".into()))

@@ -81,7 +81,7 @@ pub(super) fn make_hls(
     frags: &Arc<Fragments>,
     name: &str,
     seg_s: u32,
-) -> Result<gst::Element, String> {
+) -> Result<gst::Element, VodError> {
     let hls = gst::ElementFactory::make("hlssink2")
         .name(format!("hls-{name}"))
         .build()
@@ -119,7 +119,7 @@ pub(super) fn build(
     plan: &Plan,
     duration_s: f64,
     frags: &Arc<Fragments>,
-) -> Result<Built, String> {
+) -> Result<Built, VodError> {
     let p = gst::Pipeline::with_name("vod");
     // No clock: nothing synchronises to it, so the file is processed as fast as possible.
     p.use_clock(None::<&gst::Clock>);
@@ -173,13 +173,13 @@ pub(super) fn build(
         mp4mux = Some(mux);
     }
     // Adds queue ! h264parse ! mp4mux.video_%u after `from`.
-    let attach_mp4_video = |from: &gst::Element| -> Result<(), String> {
+    let attach_mp4_video = |from: &gst::Element| -> Result<(), VodError> {
         let mux = mp4mux.as_ref().unwrap();
         let q = queue_time(10)?;
         let parse = make("h264parse")?;
         add(&[&q, &parse])?;
         link(&[from, &q, &parse])?;
-        link_request(&parse, mux, "video_%u").map_err(String::from)
+        link_request(&parse, mux, "video_%u").map_err(VodError::from)
     };
 
     let linked = Arc::new(AtomicU32::new(0));
@@ -413,13 +413,13 @@ pub(super) struct Tx<'a> {
 }
 
 impl Tx<'_> {
-    pub(super) fn send(&self, ev: VodEvent) -> Result<(), String> {
+    pub(super) fn send(&self, ev: VodEvent) -> Result<(), VodError> {
         if self.cancel.load(Ordering::SeqCst) {
-            return Err("cancelled".into());
+            return Err(VodError::Cancelled);
         }
         self.events
             .blocking_send(ev)
-            .map_err(|_| "event receiver dropped".to_string())
+            .map_err(|_| VodError::ReceiverGone)
     }
 
     /// The last event: delivered unless the consumer is gone.
@@ -459,7 +459,7 @@ pub fn transcode(
     spec: &TranscodeSpec,
     events: mpsc::Sender<VodEvent>,
     cancel: Arc<AtomicBool>,
-) -> Result<(), String> {
+) -> Result<(), VodError> {
     let tx = Tx {
         events: &events,
         cancel: &cancel,
@@ -467,12 +467,12 @@ pub fn transcode(
     let r = run(path, spec, &tx);
     match &r {
         Ok(()) => tx.send_final(VodEvent::Done),
-        Err(e) => tx.send_final(VodEvent::Error(e.clone())),
+        Err(e) => tx.send_final(VodEvent::Error(e.to_string())),
     }
     r
 }
 
-pub(super) fn run(path: &Path, spec: &TranscodeSpec, tx: &Tx) -> Result<(), String> {
+pub(super) fn run(path: &Path, spec: &TranscodeSpec, tx: &Tx) -> Result<(), VodError> {
     validate(spec)?;
     gst::init().map_err(gerr)?;
     let probe = probe(path, spec.probe_timeout).map_err(|e| e.to_string())?;
@@ -536,7 +536,7 @@ pub(super) fn bus_loop(
     frags: &Fragments,
     tx: &Tx,
     duration: Duration,
-) -> Result<(), String> {
+) -> Result<(), VodError> {
     let bus = p.bus().ok_or("pipeline without bus")?;
     let mut opened: HashMap<String, u64> = HashMap::new();
     let mut last_fraction = 0.0f64;
@@ -578,7 +578,7 @@ pub(super) fn bus_loop(
                     last_activity = Instant::now();
                     tx.send(VodEvent::Segment(seg))?;
                 }
-                M::Error(_) => return Err(error_text(&msg).unwrap_or_default()),
+                M::Error(_) => return Err(error_text(&msg).unwrap_or_default().into()),
                 M::Eos(_) => return Ok(()),
                 _ => {}
             }
@@ -596,10 +596,7 @@ pub(super) fn bus_loop(
             }
         }
         if last_activity.elapsed() > STALL_TIMEOUT {
-            return Err(format!(
-                "stalled: no progress for {}s",
-                STALL_TIMEOUT.as_secs()
-            ));
+            return Err(VodError::Stalled(STALL_TIMEOUT.as_secs()));
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::pipeline::gst::{drain_pad, link_request, make, queue_raw, queue_time,
 ///   audio ! queue ! audioconvert ! audioresample ! opusenc ! queue ! webmmux
 ///   webmmux ! filesink
 /// ```
-pub fn webm(path: &Path, out: &Path, height: u32, video_bitrate_kbps: u32) -> Result<(), String> {
+pub fn webm(path: &Path, out: &Path, height: u32, video_bitrate_kbps: u32) -> Result<(), VodError> {
     let pr = probe(path, Duration::from_secs(20)).map_err(|e| e.to_string())?;
     let uri = file_uri(path)?;
     let p = gst::Pipeline::new();
@@ -118,12 +118,12 @@ pub fn webm(path: &Path, out: &Path, height: u32, video_bitrate_kbps: u32) -> Re
 
     let deadline = Instant::now() + STALL_TIMEOUT + Duration::from_secs_f64(pr.duration_s * 2.0);
     let bus = p.bus().unwrap();
-    let res = (|| -> Result<(), String> {
+    let res = (|| -> Result<(), VodError> {
         p.set_state(gst::State::Playing)
             .map_err(|_| "cannot start webm pipeline".to_string())?;
         wait_for(&bus, deadline, |msg| match msg.view() {
             gst::MessageView::Eos(_) => Some(Ok(())),
-            gst::MessageView::Error(e) => Some(Err(e.error().to_string())),
+            gst::MessageView::Error(e) => Some(Err(e.error().to_string().into())),
             _ => None,
         })
         .unwrap_or_else(|| Err("webm timed out".into()))
