@@ -32,12 +32,17 @@ struct Media {
 }
 
 async fn media(server: &TestServer, tenant_id: &str, tenant_key: &str) -> Media {
+    media_with(server, tenant_id, tenant_key, "signed").await
+}
+
+/// A live stream of `policy` that has been live.
+async fn media_with(server: &TestServer, tenant_id: &str, tenant_key: &str, policy: &str) -> Media {
     let (status, s) = server
         .call(
             "POST",
             "/v1/live-streams",
             Some(tenant_key),
-            Some(json!({"playback_policy": "signed"})),
+            Some(json!({"playback_policy": policy})),
         )
         .await;
     assert_eq!(status, 201, "{s}");
@@ -353,6 +358,63 @@ async fn tenant_signed_tokens_play_and_every_bad_token_is_denied() {
         .await;
     assert_eq!(status, 404);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn only_a_verified_token_is_carried_into_playlists_and_it_cannot_add_lines() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let public = media_with(&server, &tenant_id, &key, "public").await;
+    let signed = media(&server, &tenant_id, &key).await;
+    let evil = "x\n#EXT-X-STREAM-INF:BANDWIDTH=9\nhttps://evil.example/s.m3u8";
+    let encoded: String = url::form_urlencoded::byte_serialize(evil.as_bytes()).collect();
+    let master = |m: &Media| format!("/hls/{}/master.m3u8", m.playback_id);
+
+    // Public media: no token is verified, so none is carried, from the query, a bearer
+    // header or the cookie.
+    let (status, plain) = server.get_text(&master(&public)).await;
+    assert_eq!(status, 200);
+    assert_eq!(plain, MASTER);
+    let (status, text) = server
+        .get_text(&format!("{}?token={encoded}", master(&public)))
+        .await;
+    assert_eq!(
+        (status, text.as_str()),
+        (200, MASTER),
+        "query token reflected"
+    );
+    for (header, value) in [
+        ("authorization", format!("Bearer {encoded}")),
+        ("cookie", format!("ferrocast_token={encoded}")),
+    ] {
+        let response = server
+            .client
+            .get(server.url(&master(&public)))
+            .header(header, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), MASTER, "{header} reflected");
+    }
+
+    // Signed media: the token that verified is carried into every URI, and only it.
+    let token = viewer_token(&server, &key, &signed.playback_id, "v1").await;
+    let (status, text) = server
+        .get_text(&format!("{}?token={token}", master(&signed)))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(text.lines().count(), MASTER.lines().count(), "{text}");
+    assert_eq!(
+        text.matches(&format!("?token={token}\n")).count(),
+        3,
+        "{text}"
+    );
+    assert!(!text.contains("evil"));
+    let (status, _) = server
+        .get_text(&format!("{}?token={encoded}", master(&signed)))
+        .await;
+    assert_eq!(status, 401);
 }
 
 async fn viewer_token(server: &TestServer, key: &str, playback_id: &str, viewer: &str) -> String {

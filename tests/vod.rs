@@ -374,6 +374,13 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
         )),
         "{vtt}"
     );
+    // A public asset verifies no token, so none is carried into the cues: it cannot add any.
+    let evil = "x#xywh=0,0,1,1\n\n00:00:00.000 --> 00:00:09.000\nhttps://evil.example/a.jpg";
+    let encoded: String = url::form_urlencoded::byte_serialize(evil.as_bytes()).collect();
+    let (status, injected) = server
+        .get_text(&format!("/storyboards/{playback}.vtt?token={encoded}"))
+        .await;
+    assert_eq!((status, injected.as_str()), (200, vtt.as_str()));
     let sprite = server
         .client
         .get(server.url(&format!("/storyboards/{playback}.jpg")))

@@ -73,6 +73,8 @@ async fn rendition_lines(
 
 /// Adds `token=` to every URI in a playlist (segment lines, EXT-X-KEY and EXT-X-MEDIA URIs).
 pub fn with_token(playlist: &str, token: &str) -> String {
+    // Percent-encoded: whatever the token holds stays inside its URI.
+    let token: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
     let add = |uri: &str| {
         let sep = if uri.contains('?') { '&' } else { '?' };
         format!("{uri}{sep}token={token}")
@@ -232,15 +234,9 @@ pub async fn master_playlist(
     .await?;
     let private = target.policy == PlaybackPolicy::Signed;
     let max_lines = claims.as_ref().and_then(PlaybackClaims::max_lines);
-    serve_object(
-        &state,
-        &target,
-        private,
-        "master.m3u8",
-        token.as_deref(),
-        max_lines,
-    )
-    .await
+    // Only a token that verified is carried into the playlist (public media verify none).
+    let carried = claims.as_ref().and(token.as_deref());
+    serve_object(&state, &target, private, "master.m3u8", carried, max_lines).await
 }
 
 /// `GET /hls/{playback_id}/{rendition}/{file}`: media playlists and segments.
@@ -272,12 +268,14 @@ pub async fn rendition_file(
         )));
     }
     let private = target.policy == PlaybackPolicy::Signed;
+    // Only a token that verified is carried into the playlist (public media verify none).
+    let carried = claims.as_ref().and(token.as_deref());
     serve_object(
         &state,
         &target,
         private,
         &format!("{rendition}/{file}"),
-        token.as_deref(),
+        carried,
         None,
     )
     .await
@@ -393,5 +391,16 @@ mod tests {
         assert!(out.contains("#EXT-X-TARGETDURATION:2\n"));
         let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n720p/index.m3u8\n";
         assert!(with_token(master, "T").ends_with("720p/index.m3u8?token=T\n"));
+        // A JWT is carried as it is; anything else cannot leave its URI.
+        assert!(with_token(master, "a-b_c.d").ends_with("?token=a-b_c.d\n"));
+        let evil = "x\n#EXT-X-STREAM-INF:BANDWIDTH=9\nhttps://evil.example/s.m3u8\"&";
+        let out = with_token(master, evil);
+        assert_eq!(out.lines().count(), 3, "{out}");
+        assert!(
+            out.ends_with(
+                "?token=x%0A%23EXT-X-STREAM-INF%3ABANDWIDTH%3D9%0Ahttps%3A%2F%2Fevil.example%2Fs.m3u8%22%26\n"
+            ),
+            "{out}"
+        );
     }
 }

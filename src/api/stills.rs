@@ -146,7 +146,7 @@ pub async fn storyboard(
         return Err(ApiError::NotFound("storyboards are .vtt or .jpg".into()));
     }
     let token = token_from(&q, &headers);
-    let (target, _) = authorize(
+    let (target, claims) = authorize(
         &state,
         playback_id,
         token.as_deref(),
@@ -171,10 +171,19 @@ pub async fn storyboard(
             }
             other => other.into(),
         })?;
-    let body = match (ext, q.token.as_deref().filter(|t| !t.is_empty())) {
-        ("vtt", Some(t)) => String::from_utf8_lossy(&object.body)
-            .replace(".jpg#xywh=", &format!(".jpg?token={t}#xywh="))
-            .into(),
+    // A query token is carried into the cues only once it verified (public media verify
+    // none), and percent-encoded: whatever it holds stays inside the cue's URI.
+    let carried = claims
+        .as_ref()
+        .and(q.token.as_deref())
+        .filter(|t| !t.is_empty());
+    let body = match (ext, carried) {
+        ("vtt", Some(t)) => {
+            let t: String = url::form_urlencoded::byte_serialize(t.as_bytes()).collect();
+            String::from_utf8_lossy(&object.body)
+                .replace(".jpg#xywh=", &format!(".jpg?token={t}#xywh="))
+                .into()
+        }
         _ => object.body,
     };
     let content_type = if ext == "vtt" {
