@@ -417,6 +417,29 @@ async fn only_a_verified_token_is_carried_into_playlists_and_it_cannot_add_lines
     assert_eq!(status, 401);
 }
 
+#[tokio::test]
+async fn a_token_is_refused_before_its_nbf() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let m = media(&server, &tenant_id, &key).await;
+    let sk = signing_key(&server, &key, "ES256").await;
+    let with_nbf = |nbf: u64| {
+        let mut c = claims(&m.playback_id);
+        c["nbf"] = json!(nbf);
+        sk.sign(c)
+    };
+    let master = |t: &str| format!("/hls/{}/master.m3u8?token={t}", m.playback_id);
+    let year_ahead = with_nbf(now() + 365 * 86400);
+    assert_eq!(status_of(&server, &master(&year_ahead), &[]).await, 403);
+    assert_eq!(get_key(&server, &m, &year_ahead).await.0, 403);
+    // A little ahead (another server's clock) and in the past both play.
+    for nbf in [now() + 30, now() - 60] {
+        let t = with_nbf(nbf);
+        assert_eq!(status_of(&server, &master(&t), &[]).await, 200, "nbf {nbf}");
+        assert_eq!(get_key(&server, &m, &t).await.0, 200, "nbf {nbf}");
+    }
+}
+
 async fn viewer_token(server: &TestServer, key: &str, playback_id: &str, viewer: &str) -> String {
     let (status, t) = server
         .call(

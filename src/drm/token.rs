@@ -31,6 +31,10 @@ pub const AUD_STORYBOARD: &str = "s";
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
 const KEY_CACHE_MAX: usize = 10_000;
 
+/// How far a token's `nbf` may be ahead of this server's clock: clocks of the servers that
+/// mint tokens are a little apart.
+pub const NBF_LEEWAY_S: u64 = 60;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlaybackClaims {
     /// The playback id.
@@ -38,6 +42,9 @@ pub struct PlaybackClaims {
     pub aud: String,
     /// Expiry, Unix seconds.
     pub exp: u64,
+    /// Not before, Unix seconds (RFC 7519 §4.1.5): refused until then, less [`NBF_LEEWAY_S`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub viewer: Option<String>,
     /// Hosts (or origins) of pages allowed to play; checked against `Referer`/`Origin`.
@@ -57,6 +64,7 @@ impl PlaybackClaims {
             sub: playback_id.to_string(),
             aud: aud.to_string(),
             exp,
+            nbf: None,
             viewer: None,
             referrer: None,
             country: None,
@@ -85,6 +93,8 @@ pub enum TokenError {
     RevokedKey,
     #[error("playback token lives longer than the {0} s allowed")]
     LifetimeTooLong(u64),
+    #[error("playback token is not valid yet (nbf)")]
+    NotYetValid,
     #[error("playback token is invalid")]
     Invalid,
 }
@@ -94,7 +104,7 @@ impl TokenError {
     pub fn is_forbidden(&self) -> bool {
         matches!(
             self,
-            Self::Expired | Self::WrongPlaybackId | Self::WrongAudience(_)
+            Self::Expired | Self::NotYetValid | Self::WrongPlaybackId | Self::WrongAudience(_)
         )
     }
 
@@ -107,6 +117,7 @@ impl TokenError {
             Self::UnknownKey => "unknown_signing_key",
             Self::RevokedKey => "revoked_signing_key",
             Self::LifetimeTooLong(_) => "lifetime_too_long",
+            Self::NotYetValid => "not_yet_valid",
             Self::Invalid => "invalid_token",
         }
     }
@@ -298,8 +309,12 @@ impl PlaybackTokens {
         if claims.aud != audience {
             return Err(TokenError::WrongAudience(claims.aud.clone()));
         }
-        if claims.exp.saturating_sub(crate::clock::unix_now()) > self.max_lifetime_s {
+        let now = crate::clock::unix_now();
+        if claims.exp.saturating_sub(now) > self.max_lifetime_s {
             return Err(TokenError::LifetimeTooLong(self.max_lifetime_s));
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now + NBF_LEEWAY_S) {
+            return Err(TokenError::NotYetValid);
         }
         if let Some(p) = playback_id
             && claims.sub != p
