@@ -589,6 +589,25 @@ async fn requests_carry_an_id_and_are_counted_in_metrics() {
         ),
         "{text}"
     );
+
+    // Made-up methods are one label, `other`: they cannot grow the metrics without bound.
+    for n in 0..20 {
+        let method =
+            reqwest::Method::from_bytes(format!("MADEUP{n}{}", "X".repeat(500)).as_bytes())
+                .unwrap();
+        server
+            .client
+            .request(method, server.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (_, text) = server.get_text("/metrics").await;
+    assert!(!text.contains("MADEUP"), "a made-up method became a label");
+    assert!(
+        text.contains(r#"ferrocast_http_requests_total{method="other",route="/healthz""#),
+        "{text}"
+    );
     server.stop().await;
 }
 
