@@ -129,13 +129,13 @@ pub(super) async fn authorize(
         ),
         _ => None,
     };
-    let host = page_host(headers);
+    let host = || page_host(headers);
     let country = || viewer_country(state, headers, client_ip);
     let grant = decide(Facts::media(
         &target.tenant_id,
         public,
         token,
-        host.as_deref(),
+        &host,
         &country,
     ))?;
     Ok((target, grant.claims))
@@ -168,11 +168,10 @@ pub(super) async fn key_access(
     headers: &HeaderMap,
     decision: &mut Decision,
 ) -> Result<(), KeyRefusal> {
-    let host = page_host(headers);
+    let host = || page_host(headers);
     let client_ip = decision.client_ip.clone();
     let country = || viewer_country(state, headers, client_ip.as_deref());
-    let facts =
-        |public, token| Facts::media(&stored.tenant_id, public, token, host.as_deref(), &country);
+    let facts = |public, token| Facts::media(&stored.tenant_id, public, token, &host, &country);
     let Some(token) = token_from(q, headers) else {
         let public = state.jobs.db.scope_is_public(&stored.scope).await?;
         decide(facts(public, None))?;

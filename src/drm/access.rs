@@ -19,8 +19,9 @@ pub struct Facts<'a> {
     pub public: bool,
     /// The token presented, as verified for this media and audience; `None`: none presented.
     pub token: Option<Result<Verified, TokenError>>,
-    /// The host of the page that asked (`Origin`, else `Referer`).
-    pub page_host: Option<&'a str>,
+    /// The host of the page that asked (`Origin`, else `Referer`), looked up only when a
+    /// token restricts it (it parses a URL: not on every segment request).
+    pub page_host: &'a dyn Fn() -> Option<String>,
     /// The viewer's country (ISO 3166 alpha-2), looked up only when a token restricts it.
     pub country: &'a dyn Fn() -> Option<String>,
     /// Keys: whether the media the token plays is the media this key encrypts. Always true
@@ -40,7 +41,7 @@ impl<'a> Facts<'a> {
         tenant_id: &'a str,
         public: bool,
         token: Option<Result<Verified, TokenError>>,
-        page_host: Option<&'a str>,
+        page_host: &'a dyn Fn() -> Option<String>,
         country: &'a dyn Fn() -> Option<String>,
     ) -> Self {
         Self {
@@ -176,8 +177,8 @@ pub fn decide(facts: Facts) -> Result<Grant, Denial> {
     }
     let claims = verified.claims;
     if let Some(allowed) = &claims.referrer {
-        match facts.page_host {
-            Some(host) if referrer_allowed(allowed, host) => {}
+        match (facts.page_host)() {
+            Some(host) if referrer_allowed(allowed, &host) => {}
             _ => return Err(Denial::ReferrerNotAllowed),
         }
     }
@@ -245,9 +246,13 @@ mod tests {
         None
     }
 
+    fn no_host() -> Option<String> {
+        None
+    }
+
     /// A signed media, a valid Ferrocast-signed token with no restrictions.
     fn facts<'a>() -> Facts<'a> {
-        Facts::media("t1", false, token(claims(), None), None, &no_country)
+        Facts::media("t1", false, token(claims(), None), &no_host, &no_country)
     }
 
     #[test]
@@ -325,16 +330,17 @@ mod tests {
             (Some("evil.test"), false),
             (None, false),
         ] {
+            let page = move || host.map(str::to_string);
             let f = Facts {
                 token: token(c.clone(), None),
-                page_host: host,
+                page_host: &page,
                 ..facts()
             };
             assert_eq!(decide(f).is_ok(), ok, "{host:?}");
         }
         let f = Facts {
             token: token(c, None),
-            page_host: None,
+            page_host: &no_host,
             ..facts()
         };
         assert_eq!(decide(f).unwrap_err().reason(), "referrer_not_allowed");

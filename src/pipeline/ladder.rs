@@ -1,5 +1,11 @@
 //! Live FLV -> ABR ladder of in-memory MPEG-TS HLS segments, on GStreamer 1.22.
 //!
+//! Why one file (1,040 lines and 80 of tests): it is one pipeline, built in the two steps
+//! below, whose pad callbacks, branch builder and bus loop share `Shared` and its locks;
+//! split by job, each part would reach into the others' state. Its pure part (`plan`,
+//! `validate`) is unit-tested at the end; what it shares with the other pipelines is in
+//! `gst.rs`.
+//!
 //! Topology (built in two steps, see `build_branches`):
 //!
 //! ```text
@@ -17,11 +23,6 @@
 //! Each rendition's continuous transport stream is cut at keyframes by a
 //! [`TsSegmenter`](crate::media::segmenter::TsSegmenter) in the appsink's streaming thread; finished
 //! segments go to a queue and a `ladder-segment` bus message tells the bus thread to send one.
-//!
-//! Why one file (about 1,080 lines and its tests): it is one pipeline, built in the two steps
-//! above, whose pad callbacks, branch builder and bus loop share `Shared` and its locks. Its
-//! pure part (`plan`, `validate`) is unit-tested at the end; the helpers it shares with the
-//! other pipelines are `gst.rs`'s.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,7 +1,9 @@
 //! Server-side RTMP connection: turns received bytes into publish events and protocol replies.
 //!
-//! One file on purpose: the connection is one sans-IO state machine (about 650 lines) and the
-//! rest is its tests, which replay recorded publisher bytes against it and need its internals.
+//! Why one file (1,094 lines): the connection is one sans-IO state machine (656 lines) whose
+//! handlers share its stream table; the rest is its tests, which replay recorded publisher
+//! bytes against it and need its internals. Chunking, AMF0 and the handshake are already
+//! files of their own.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
