@@ -389,11 +389,13 @@ async fn live_suite(db: &Db, a: &str, b: &str) {
             .policy,
         PlaybackPolicy::Public
     );
-    assert!(
-        db.scope_is_public("tenants/a/live/x/1/").await.unwrap(),
-        "the public recording shares the scope"
-    );
-    assert!(!db.scope_is_public("tenants/a/live/x/9/").await.unwrap());
+    let rules = db.scope_rules("tenants/a/live/x/1/").await.unwrap();
+    // The public recording shares the signed broadcast's media: the strictest rule holds.
+    assert_eq!((rules.owners, rules.signed), (2, true), "{rules:?}");
+    assert!(!rules.public());
+    let none = db.scope_rules("tenants/a/live/x/9/").await.unwrap();
+    assert_eq!(none.owners, 0);
+    assert!(!none.public());
 
     // Content keys are stored as given (wrapped by the caller) and deleted by scope.
     let ck = StoredContentKey {

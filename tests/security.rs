@@ -440,6 +440,277 @@ async fn a_token_is_refused_before_its_nbf() {
     }
 }
 
+#[tokio::test]
+async fn a_token_that_does_not_verify_is_401_and_names_nothing_in_the_audit_log() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let m = media(&server, &tenant_id, &key).await;
+    // Signed with a secret nobody holds; its sub is long and holds HTML.
+    let sub = format!("<img src=x onerror=alert(1)>{}", "a".repeat(5000));
+    let forged = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": sub, "aud": "v", "exp": now() + 600}),
+        &EncodingKey::from_secret(&[7; 32]),
+    )
+    .unwrap();
+    assert_eq!(get_key(&server, &m, &forged).await.0, 401);
+    // The same forgery naming the real playback id: 401 too, not "another playback id".
+    let forged = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(&m.playback_id),
+        &EncodingKey::from_secret(&[7; 32]),
+    )
+    .unwrap();
+    assert_eq!(get_key(&server, &m, &forged).await.0, 401);
+    server.state.audit.flush().await;
+    let (_, denials) = server
+        .call("GET", "/v1/audit?type=key_denial", Some(&key), None)
+        .await;
+    let denials = denials["data"].as_array().unwrap();
+    assert_eq!(denials.len(), 2, "{denials:?}");
+    for d in denials {
+        assert_eq!(d["reason"], "invalid_token");
+        assert!(d["playback_id"].is_null(), "unverified claim logged: {d}");
+    }
+}
+
+/// A live stream's broadcast and the recording asset made of it play the same media.
+#[tokio::test]
+async fn a_recording_locked_down_is_locked_under_the_live_streams_id_too() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let live = media_with(&server, &tenant_id, &key, "public").await;
+    let (_, streams) = server
+        .call("GET", "/v1/live-streams", Some(&key), None)
+        .await;
+    let stream = &streams["data"][0];
+    let prefix = format!(
+        "tenants/{tenant_id}/live/{}/b1/",
+        stream["id"].as_str().unwrap()
+    );
+    let recording_pb = ferrocast::ids::new_playback_id();
+    server
+        .state
+        .jobs
+        .db
+        .create_asset(
+            &tenant_id,
+            stream["id"].as_str(),
+            &recording_pb,
+            ferrocast::db::PlaybackPolicy::Public,
+            ferrocast::db::AssetStatus::Ready,
+            Some(&prefix),
+        )
+        .await
+        .unwrap();
+    let master = format!("/hls/{}/master.m3u8", live.playback_id);
+    let key_url = format!("/keys/{}", live.key_id);
+    assert_eq!(status_of(&server, &master, &[]).await, 200);
+    assert_eq!(status_of(&server, &key_url, &[]).await, 200);
+
+    let (status, rules) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{recording_pb}"),
+            Some(&key),
+            Some(json!({"policy": "signed", "requires_entitlement": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rules}");
+    // Neither id plays it, nor hands out its key, without a token...
+    for pb in [&live.playback_id, &recording_pb] {
+        let path = format!("/hls/{pb}/720p/index.m3u8");
+        assert_eq!(status_of(&server, &path, &[]).await, 401, "{pb}");
+    }
+    assert_eq!(status_of(&server, &master, &[]).await, 401);
+    assert_eq!(status_of(&server, &key_url, &[]).await, 401);
+    // ...nor to a token of either id whose viewer has no entitlement.
+    for pb in [&live.playback_id, &recording_pb] {
+        let t = viewer_token(&server, &key, pb, "mallory").await;
+        assert_eq!(get_key(&server, &live, &t).await.0, 403, "{pb}");
+    }
+    // An entitled viewer of the recording gets its key.
+    let (status, _) = server
+        .call(
+            "POST",
+            "/v1/entitlements",
+            Some(&key),
+            Some(json!({"playback_id": recording_pb, "viewer": "alice"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let alice = viewer_token(&server, &key, &recording_pb, "alice").await;
+    assert_eq!(
+        get_key(&server, &live, &alice).await,
+        (200, live.key.clone())
+    );
+    // The live stream's own rules are its own: it still says public.
+    let (_, own) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{}", live.playback_id),
+            Some(&key),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(own["policy"], "public", "{own}");
+}
+
+/// Stills show the content in the clear: for paid media they follow the key's entitlement
+/// rule. The poster, the frame a buy page shows, needs only the token.
+#[tokio::test]
+async fn stills_of_paid_media_need_an_entitlement_except_the_poster() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let pb = ferrocast::ids::new_playback_id();
+    let asset = server
+        .state
+        .jobs
+        .db
+        .create_asset(
+            &tenant_id,
+            None,
+            &pb,
+            ferrocast::db::PlaybackPolicy::Signed,
+            ferrocast::db::AssetStatus::Ready,
+            None,
+        )
+        .await
+        .unwrap();
+    // Stills already rendered, so that nothing but access decides the answer.
+    for name in ["poster.jpg", "thumbnails/1000_320.jpg", "storyboard.vtt"] {
+        server
+            .state
+            .jobs
+            .store
+            .put(
+                &ferrocast::storage::ObjectKey::parse(&format!("{}{name}", asset.storage_prefix))
+                    .unwrap(),
+                bytes::Bytes::from_static(b"still"),
+                "image/jpeg",
+            )
+            .await
+            .unwrap();
+    }
+    let (status, _) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{pb}"),
+            Some(&key),
+            Some(json!({"requires_entitlement": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let token = |aud: &'static str, viewer: Option<&'static str>| {
+        let server = &server;
+        let key = key.clone();
+        let pb = pb.clone();
+        async move {
+            let mut body = json!({"playback_id": pb, "audience": aud});
+            if let Some(v) = viewer {
+                body["viewer"] = json!(v);
+            }
+            let (status, t) = server
+                .call("POST", "/v1/playback-tokens", Some(&key), Some(body))
+                .await;
+            assert_eq!(status, 201, "{t}");
+            t["token"].as_str().unwrap().to_string()
+        }
+    };
+    let thumb = |t: &str| format!("/thumbnails/{pb}.jpg?time=1&width=320&token={t}");
+    let poster = |t: &str| format!("/thumbnails/{pb}.jpg?token={t}");
+    let board = |t: &str| format!("/storyboards/{pb}.vtt?token={t}");
+    let (t_anon, t_bob) = (token("t", None).await, token("t", Some("bob")).await);
+    let s_bob = token("s", Some("bob")).await;
+    assert_eq!(
+        status_of(&server, &thumb(&t_anon), &[]).await,
+        403,
+        "no viewer"
+    );
+    assert_eq!(
+        status_of(&server, &thumb(&t_bob), &[]).await,
+        403,
+        "not entitled"
+    );
+    assert_eq!(
+        status_of(&server, &board(&s_bob), &[]).await,
+        403,
+        "not entitled"
+    );
+    assert_eq!(
+        status_of(&server, &poster(&t_anon), &[]).await,
+        200,
+        "the poster"
+    );
+    assert_eq!(status_of(&server, &poster("x"), &[]).await, 401);
+    let (status, _) = server
+        .call(
+            "POST",
+            "/v1/entitlements",
+            Some(&key),
+            Some(json!({"playback_id": pb, "viewer": "bob"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(status_of(&server, &thumb(&t_bob), &[]).await, 200);
+    assert_eq!(status_of(&server, &board(&s_bob), &[]).await, 200);
+    // Public but paid: the same rule, a token is needed for the frames.
+    let (status, _) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{pb}"),
+            Some(&key),
+            Some(json!({"policy": "public"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let bare = format!("/thumbnails/{pb}.jpg?time=1&width=320");
+    assert_eq!(status_of(&server, &bare, &[]).await, 401);
+    assert_eq!(status_of(&server, &thumb(&t_bob), &[]).await, 200);
+    assert_eq!(
+        status_of(&server, &format!("/thumbnails/{pb}.jpg"), &[]).await,
+        200
+    );
+}
+
+/// WebRTC plays the content in the clear: paid live streams need the entitlement there too.
+#[tokio::test]
+async fn whep_playback_of_paid_media_needs_an_entitlement() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let m = media(&server, &tenant_id, &key).await;
+    let (status, _) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{}", m.playback_id),
+            Some(&key),
+            Some(json!({"requires_entitlement": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let bob = viewer_token(&server, &key, &m.playback_id, "bob").await;
+    let offer = |token: &str| {
+        server
+            .client
+            .post(server.url(&format!("/whep/{}?token={token}", m.playback_id)))
+            .header("content-type", "application/sdp")
+            .body("v=0\r\n")
+            .send()
+    };
+    assert_eq!(offer(&bob).await.unwrap().status(), 403);
+    let (status, _) = server
+        .call(
+            "POST",
+            "/v1/entitlements",
+            Some(&key),
+            Some(json!({"playback_id": m.playback_id, "viewer": "bob"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // Entitled, the offer itself is judged next (and this one is not an offer).
+    assert_eq!(offer(&bob).await.unwrap().status(), 400);
+}
+
 async fn viewer_token(server: &TestServer, key: &str, playback_id: &str, viewer: &str) -> String {
     let (status, t) = server
         .call(

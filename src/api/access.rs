@@ -103,6 +103,17 @@ fn viewer_country(
     })
 }
 
+/// What a request would be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shown {
+    /// Encrypted playlists and segments (whose key is judged again at `/keys`), the player
+    /// page, and an asset's poster: the token rules.
+    Protected,
+    /// The content in the clear (thumbnails at any time, storyboards, WebRTC): the token
+    /// rules, then, for paid media, an entitlement, as for its keys.
+    Clear,
+}
+
 /// The playback target, if the request may play it, and the token's claims (signed policy).
 /// Playlists, segments, stills and WHEP ask this.
 pub(super) async fn authorize(
@@ -110,6 +121,7 @@ pub(super) async fn authorize(
     playback_id: &str,
     token: Option<&str>,
     audience: &str,
+    shown: Shown,
     headers: &HeaderMap,
     client_ip: Option<&str>,
 ) -> ApiResult<(PlaybackTarget, Option<PlaybackClaims>)> {
@@ -120,8 +132,9 @@ pub(super) async fn authorize(
         .await?
         .ok_or_else(|| ApiError::NotFound("playback id not found".into()))?;
     let public = target.policy != PlaybackPolicy::Signed;
+    let requires_entitlement = target.requires_entitlement && shown == Shown::Clear;
     let token = match token {
-        Some(token) if !public => Some(
+        Some(token) if !public || requires_entitlement => Some(
             state
                 .tokens
                 .verify(token, Some(playback_id), audience)
@@ -131,13 +144,21 @@ pub(super) async fn authorize(
     };
     let host = || page_host(headers);
     let country = || viewer_country(state, headers, client_ip);
-    let grant = decide(Facts::media(
-        &target.tenant_id,
-        public,
-        token,
-        &host,
-        &country,
-    ))?;
+    let grant = decide(Facts {
+        requires_entitlement,
+        ..Facts::media(&target.tenant_id, public, token, &host, &country)
+    })?;
+    let grant = match &grant.entitlement_of {
+        Some(viewer) => {
+            let holds = state
+                .jobs
+                .db
+                .has_entitlement(&target.tenant_id, playback_id, viewer)
+                .await?;
+            grant.entitled(holds)?
+        }
+        None => grant,
+    };
     Ok((target, grant.claims))
 }
 
@@ -173,33 +194,34 @@ pub(super) async fn key_access(
     let country = || viewer_country(state, headers, client_ip.as_deref());
     let facts = |public, token| Facts::media(&stored.tenant_id, public, token, &host, &country);
     let Some(token) = token_from(q, headers) else {
-        let public = state.jobs.db.scope_is_public(&stored.scope).await?;
+        let public = state.jobs.db.scope_rules(&stored.scope).await?.public();
         decide(facts(public, None))?;
         return Ok(());
     };
-    // The token names a playback id; find it first, to check the token against its owner.
-    let playback_id = jsonwebtoken::dangerous::insecure_decode::<PlaybackClaims>(&token)
-        .map(|d| d.claims.sub)
-        .map_err(|_| Denial::Token(TokenError::Invalid))?;
-    decision.playback_id = Some(playback_id.clone());
+    // Verified before anything it says is used: a token that does not verify is refused
+    // for that (401), and what it claims is never looked up or written to the audit log.
+    let verified = state
+        .tokens
+        .verify(&token, None, AUD_VIDEO)
+        .await
+        .map_err(Denial::Token)?;
+    let playback_id = verified.claims.sub.clone();
+    // Judged by the strictest rules of every id that plays this media.
     let target = state
         .jobs
         .db
-        .find_playback_target(&playback_id)
+        .media_target(&playback_id)
         .await?
         .filter(|t| t.tenant_id == stored.tenant_id)
         .ok_or(Denial::Token(TokenError::WrongPlaybackId))?;
-    let verified = state
-        .tokens
-        .verify(&token, Some(&playback_id), AUD_VIDEO)
-        .await;
-    let viewer = verified.as_ref().ok().and_then(|v| v.claims.viewer.clone());
+    decision.playback_id = Some(playback_id.clone());
+    let viewer = verified.claims.viewer.clone();
     let limit = |viewer: &str| state.key_limits.per_viewer.check(viewer);
     let result = decide(Facts {
         same_media: target.prefix.as_deref() == Some(stored.scope.as_str()),
         requires_entitlement: target.requires_entitlement,
         viewer_limit: Some(&limit),
-        ..facts(false, Some(verified))
+        ..facts(false, Some(Ok(verified)))
     });
     // The audit log names the viewer of a token that passed its own checks.
     match &result {

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::access::{ClientIp, KeyRefusal, TokenQuery, authorize, key_access, token_from};
+use super::access::{ClientIp, KeyRefusal, Shown, TokenQuery, authorize, key_access, token_from};
 use super::delivery_cache::CachedObject;
 use super::{AppState, Path, Query};
 use crate::db::{PlaybackPolicy, PlaybackTarget};
@@ -228,6 +228,7 @@ pub async fn master_playlist(
         &playback_id,
         token.as_deref(),
         AUD_VIDEO,
+        Shown::Protected,
         &headers,
         ip.as_deref(),
     )
@@ -253,6 +254,7 @@ pub async fn rendition_file(
         &playback_id,
         token.as_deref(),
         AUD_VIDEO,
+        Shown::Protected,
         &headers,
         ip.as_deref(),
     )

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::access::{ClientIp, TokenQuery, authorize};
+use super::access::{ClientIp, Shown, TokenQuery, authorize};
 use super::{AppState, Path, Query};
 use crate::db::LiveState;
 use crate::drm::AUD_VIDEO;
@@ -42,6 +42,7 @@ pub async fn player_page(
         &playback_id,
         (!token.is_empty()).then_some(token.as_str()),
         AUD_VIDEO,
+        Shown::Protected,
         &headers,
         ip.as_deref(),
     )

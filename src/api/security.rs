@@ -136,7 +136,9 @@ pub async fn revoke_signing_key(
 pub struct PlaybackRules {
     /// `public` or `signed`.
     pub policy: Option<PlaybackPolicy>,
-    /// Keys only to viewers holding an entitlement (the token's `viewer`).
+    /// Keys, and the content in the clear (thumbnails other than the poster, storyboards,
+    /// WebRTC), only to viewers holding an entitlement (the token's `viewer`). Media that
+    /// several ids play (a broadcast and its recording) follows the strictest of their rules.
     pub requires_entitlement: Option<bool>,
 }
 

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::access::{ClientIp, TokenQuery, authorize, token_from};
+use super::access::{ClientIp, Shown, TokenQuery, authorize, token_from};
 use super::{AppState, Path, Query};
 use crate::db::{PlaybackPolicy, PlaybackTarget};
 use crate::drm::{AUD_STORYBOARD, AUD_THUMBNAIL};
@@ -41,11 +41,19 @@ pub async fn thumbnail(
         },
         &headers,
     );
+    // The poster is the one frame shown before a purchase; any other is the content itself.
+    let poster = q.time.is_none() && q.width.is_none();
+    let shown = if poster {
+        Shown::Protected
+    } else {
+        Shown::Clear
+    };
     let (target, _) = authorize(
         &state,
         playback_id,
         token.as_deref(),
         AUD_THUMBNAIL,
+        shown,
         &headers,
         ip.as_deref(),
     )
@@ -151,6 +159,7 @@ pub async fn storyboard(
         playback_id,
         token.as_deref(),
         AUD_STORYBOARD,
+        Shown::Clear,
         &headers,
         ip.as_deref(),
     )

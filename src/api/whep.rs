@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::access::{ClientIp, TokenQuery, authorize, token_from};
+use super::access::{ClientIp, Shown, TokenQuery, authorize, token_from};
 use super::whip::{check_sdp_content_type, with_cors};
 use super::{AppState, Path, Query};
 use crate::drm::AUD_VIDEO;
@@ -50,6 +50,7 @@ async fn play_inner(
         &playback_id,
         token.as_deref(),
         AUD_VIDEO,
+        Shown::Clear,
         &headers,
         ip.as_deref(),
     )

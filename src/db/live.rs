@@ -177,6 +177,22 @@ pub struct PlaybackTarget {
     pub requires_entitlement: bool,
 }
 
+/// The rules of media that one or more playback ids play: the strictest of theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScopeRules {
+    /// Playback ids that play it (none: its owner was deleted).
+    pub owners: u64,
+    pub signed: bool,
+    pub requires_entitlement: bool,
+}
+
+impl ScopeRules {
+    /// Playable without a token: owned, and no owner signed or paid.
+    pub fn public(&self) -> bool {
+        self.owners > 0 && !self.signed && !self.requires_entitlement
+    }
+}
+
 /// A live stream as its viewers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiveState {
@@ -551,18 +567,19 @@ impl Db {
         Ok(asset)
     }
 
-    /// [`Db::find_playback_target`], answered from [`TargetCache`] when it was asked within
+    /// [`Db::media_target`], answered from [`TargetCache`] when it was asked within
     /// `TARGET_TTL`: for media requests (playlists, segments, thumbnails, WHEP), never keys.
     pub async fn playback_target(&self, playback_id: &str) -> DbResult<Option<PlaybackTarget>> {
         if let Some(target) = self.targets.get(playback_id) {
             return Ok(target);
         }
-        let target = self.find_playback_target(playback_id).await?;
+        let target = self.media_target(playback_id).await?;
         self.targets.put(playback_id, target.clone());
         Ok(target)
     }
 
-    /// What a playback id plays: a live stream's current broadcast, or an asset.
+    /// What a playback id plays, a live stream's current broadcast or an asset, with its own
+    /// rules (viewers are judged by [`Db::media_target`]).
     pub async fn find_playback_target(
         &self,
         playback_id: &str,
@@ -625,19 +642,43 @@ impl Db {
         }))
     }
 
-    /// Whether media under `scope` is playable without a token (a public stream or asset
-    /// that needs no entitlement).
-    pub async fn scope_is_public(&self, scope: &str) -> DbResult<bool> {
-        let (n,): (i64,) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM live_streams WHERE current_prefix = $1 \
-             AND playback_policy = 'public' AND requires_entitlement = 0) \
-             + (SELECT COUNT(*) FROM assets WHERE storage_prefix = $1 \
-             AND playback_policy = 'public' AND requires_entitlement = 0)",
+    /// The rules of the media under a storage prefix, from every playback id that plays it
+    /// (a live stream's last broadcast and the recording made of it share one): the strictest
+    /// of them, so that locking one down locks the media under every id.
+    pub async fn scope_rules(&self, scope: &str) -> DbResult<ScopeRules> {
+        let (owners, signed, entitled): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), \
+             COUNT(CASE WHEN playback_policy <> 'public' THEN 1 END), \
+             COUNT(CASE WHEN requires_entitlement <> 0 THEN 1 END) \
+             FROM (SELECT playback_policy, requires_entitlement FROM live_streams \
+                   WHERE current_prefix = $1 \
+                   UNION ALL SELECT playback_policy, requires_entitlement FROM assets \
+                   WHERE storage_prefix = $1) owners",
         )
         .bind(scope)
         .fetch_one(&self.pool)
         .await?;
-        Ok(n > 0)
+        Ok(ScopeRules {
+            owners: owners as u64,
+            signed: signed > 0,
+            requires_entitlement: entitled > 0,
+        })
+    }
+
+    /// What a playback id plays, under the strictest rules of every id that plays the same
+    /// media ([`Db::scope_rules`]): what viewers' requests are judged by.
+    pub async fn media_target(&self, playback_id: &str) -> DbResult<Option<PlaybackTarget>> {
+        let Some(mut target) = self.find_playback_target(playback_id).await? else {
+            return Ok(None);
+        };
+        if let Some(prefix) = &target.prefix {
+            let rules = self.scope_rules(prefix).await?;
+            if rules.signed {
+                target.policy = PlaybackPolicy::Signed;
+            }
+            target.requires_entitlement |= rules.requires_entitlement;
+        }
+        Ok(Some(target))
     }
 
     pub async fn insert_content_key(&self, key: &StoredContentKey) -> DbResult<()> {

@@ -16,8 +16,8 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use live::{
-    Asset, LiveState, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, StoredContentKey,
-    TargetCache,
+    Asset, LiveState, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, ScopeRules,
+    StoredContentKey, TargetCache,
 };
 pub use security::{AuditEvent, Entitlement, SigningKey};
 pub use status::{AssetStatus, JobStatus, LiveStatus};

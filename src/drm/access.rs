@@ -157,7 +157,8 @@ impl From<TokenError> for Denial {
     }
 }
 
-/// Judges one request. The rules, in order: a public media plays without a token; otherwise
+/// Judges one request. The rules, in order: a public media plays without a token unless it
+/// needs an entitlement; otherwise
 /// a token is needed, valid for this media and audience (verified by the caller), signed by
 /// Ferrocast or by this tenant; its referrer and country restrictions hold; for a key, the
 /// token plays the media the key encrypts, its viewer is within the rate limit, and, when the
@@ -165,7 +166,7 @@ impl From<TokenError> for Denial {
 /// ([`Grant::entitled`]).
 pub fn decide(facts: Facts) -> Result<Grant, Denial> {
     let verified = match facts.token {
-        None if facts.public => return Ok(Grant::of(None)),
+        None if facts.public && !facts.requires_entitlement => return Ok(Grant::of(None)),
         None => return Err(Denial::NoToken),
         Some(Err(e)) => return Err(Denial::Token(e)),
         Some(Ok(verified)) => verified,
@@ -434,6 +435,14 @@ mod tests {
             ..facts()
         };
         assert_eq!(decide(paid(claims())), Err(Denial::NoViewer));
+        // Public but paid: no token, no viewer, nothing.
+        let public_paid = Facts {
+            public: true,
+            token: None,
+            requires_entitlement: true,
+            ..facts()
+        };
+        assert_eq!(decide(public_paid), Err(Denial::NoToken));
         let grant = decide(paid(c)).unwrap();
         assert_eq!(grant.entitlement_of.as_deref(), Some("v1"));
         assert_eq!(grant.clone().entitled(false), Err(Denial::NoEntitlement));

@@ -13,6 +13,18 @@ use crate::ids::new_id;
 const QUEUE: usize = 20_000;
 const BATCH: usize = 1_000;
 
+/// Characters kept of any one field: a client address from a proxy header, a viewer or a
+/// playback id cannot make a line longer than this.
+pub const FIELD_MAX: usize = 200;
+
+/// `s`, cut to [`FIELD_MAX`] characters.
+fn bounded(s: Option<String>) -> Option<String> {
+    s.map(|s| match s.char_indices().nth(FIELD_MAX) {
+        Some((end, _)) => s[..end].to_string(),
+        None => s,
+    })
+}
+
 /// What happened, for one audit line.
 #[derive(Debug, Clone, Default)]
 pub struct Decision {
@@ -57,10 +69,10 @@ impl AuditLog {
             id: new_id(),
             tenant_id: d.tenant_id,
             kind: kind.into(),
-            playback_id: d.playback_id,
-            key_id: d.key_id,
-            viewer: d.viewer,
-            client_ip: d.client_ip,
+            playback_id: bounded(d.playback_id),
+            key_id: bounded(d.key_id),
+            viewer: bounded(d.viewer),
+            client_ip: bounded(d.client_ip),
             result: result.into(),
             reason: d.denied,
             at: now_ms(),
@@ -110,5 +122,19 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Entry>) {
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_cut_to_a_bound_on_a_character_boundary() {
+        assert_eq!(bounded(None), None);
+        assert_eq!(bounded(Some("pb1".into())).as_deref(), Some("pb1"));
+        let long = "é".repeat(5000);
+        let cut = bounded(Some(long)).unwrap();
+        assert_eq!(cut.chars().count(), FIELD_MAX);
     }
 }

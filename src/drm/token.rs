@@ -152,6 +152,15 @@ struct VerifiedToken {
 /// Verified tokens kept at most: made-up tokens never enter, but many viewers do.
 const VERIFIED_MAX: usize = 50_000;
 
+/// A longer token is refused unread: a playback token's claims fit in far less.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Whether a `kid` has the shape of a signing key's id (a UUID, as Ferrocast issues them):
+/// anything else is refused before it costs a lookup or a cache entry.
+fn kid_shaped(kid: &str) -> bool {
+    kid.len() == 36 && uuid::Uuid::try_parse(kid).is_ok()
+}
+
 /// Mints Ferrocast-signed tokens and verifies both kinds.
 #[derive(Clone)]
 pub struct PlaybackTokens {
@@ -226,6 +235,9 @@ impl PlaybackTokens {
         audience: &str,
     ) -> Result<Verified, TokenError> {
         use sha2::Digest;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Invalid);
+        }
         let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         let known = self.verified.lock().unwrap().get(&digest).cloned();
         if let Some(known) = known {
@@ -251,6 +263,7 @@ impl PlaybackTokens {
                     Algorithm::HS256,
                     None,
                 ),
+                Some(kid) if !kid_shaped(kid) => return Err(TokenError::UnknownKey),
                 Some(kid) => {
                     let (tenant, alg, key) = self.signing_key(kid).await?;
                     (vec![key], alg, Some(tenant))
@@ -501,8 +514,47 @@ mod tests {
             check("garbage".into(), "pb1", AUD_VIDEO).await,
             Err(TokenError::Invalid)
         );
+        let huge = format!("{}.{}.x", parts[0], "a".repeat(MAX_TOKEN_LEN));
+        assert_eq!(
+            check(huge, "pb1", AUD_VIDEO).await,
+            Err(TokenError::Invalid)
+        );
         assert_eq!(c.max_lines(), None);
         c.max_resolution = Some("720p".into());
         assert_eq!(c.max_lines(), Some(720));
+    }
+
+    #[tokio::test]
+    async fn a_kid_not_shaped_like_a_key_id_costs_no_lookup_and_no_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Db::connect(&url, 1).await.unwrap();
+        let tokens = PlaybackTokens::new(&[[9; 32]], Some(db), 3600);
+        let with_kid = |kid: String| {
+            let mut h = Header::new(Algorithm::ES256);
+            h.kid = Some(kid);
+            let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&h).unwrap());
+            let body =
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims("pb1", now() + 60)).unwrap());
+            format!("{header}.{body}.c2ln")
+        };
+        // The probe's kids: long, and each one new.
+        for i in 0..50 {
+            let kid = format!("{i}{}", "k".repeat(6000));
+            assert_eq!(
+                tokens.verify(&with_kid(kid), Some("pb1"), AUD_VIDEO).await,
+                Err(TokenError::UnknownKey)
+            );
+        }
+        assert_eq!(tokens.cache.lock().unwrap().len(), 0);
+        // A key id's shape is looked up, and an unknown one remembered (bounded, 36 bytes).
+        let unknown = crate::ids::new_id();
+        assert_eq!(
+            tokens
+                .verify(&with_kid(unknown), Some("pb1"), AUD_VIDEO)
+                .await,
+            Err(TokenError::UnknownKey)
+        );
+        assert_eq!(tokens.cache.lock().unwrap().len(), 1);
     }
 }
