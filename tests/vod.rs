@@ -278,6 +278,22 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
         e["error"]["message"].as_str().unwrap().contains("line 6"),
         "{e}"
     );
+    // A name or language that would add a line or an attribute to the master is refused.
+    for (language, name) in [
+        ("de", "a\nhttps://evil.example/b.m3u8\n#"),
+        ("de", "a\",URI=\"https://evil.example/c.m3u8"),
+        ("de\nhttps://evil.example/d.m3u8", "Deutsch"),
+    ] {
+        let (status, e) = server
+            .call(
+                "POST",
+                &format!("/v1/assets/{asset_id}/subtitles"),
+                Some(&key),
+                Some(serde_json::json!({"language": language, "name": name, "content": srt})),
+            )
+            .await;
+        assert_eq!(status, 400, "{name:?}: {e}");
+    }
     let master_text = server
         .client
         .get(&master)
@@ -291,6 +307,7 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
         master_text.contains("TYPE=SUBTITLES") && master_text.contains("SUBTITLES=\"subs\""),
         "{master_text}"
     );
+    assert!(!master_text.contains("evil"), "{master_text}");
     let vtt = server
         .client
         .get(server.url(&format!("/hls/{playback}/subtitles/en.vtt")))

@@ -197,22 +197,14 @@ pub async fn add_subtitles(
             asset.status
         )));
     }
-    let lang = body.language.trim();
-    if lang.is_empty()
-        || lang.len() > 16
-        || !lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        return Err(ApiError::invalid(
-            "language must be a code like en or pt-BR",
-        ));
+    let lang = subtitles::check_language(&body.language).map_err(ApiError::invalid)?;
+    let name = match &body.name {
+        Some(n) if !n.trim().is_empty() => subtitles::check_name(n).map_err(ApiError::invalid)?,
+        _ => lang,
     }
+    .to_string();
     let cues = subtitles::parse(&body.content)
         .map_err(|e| ApiError::Unprocessable(format!("subtitles {e}")))?;
-    let name = body
-        .name
-        .clone()
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or_else(|| lang.to_string());
     let prefix = &asset.storage_prefix;
     let key = |name: &str| ObjectKey::parse(&format!("{prefix}{name}"));
     let duration = asset.duration_ms.unwrap_or(0) as f64 / 1000.0;

@@ -145,6 +145,38 @@ pub struct Track {
     pub uri: String,
 }
 
+/// Characters a track's name may hold at most.
+pub const NAME_MAX: usize = 64;
+
+/// A label players show for a track: 1 to [`NAME_MAX`] characters, none of them a control
+/// character or a `"` (an RFC 8216 quoted-string holds neither), so it stays one attribute.
+pub fn check_name(name: &str) -> Result<&str, &'static str> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > NAME_MAX {
+        return Err("name must be 1 to 64 characters");
+    }
+    if name.chars().any(|c| c.is_control() || c == '"') {
+        return Err("name must not hold quotes, line breaks or other control characters");
+    }
+    Ok(name)
+}
+
+/// A BCP 47 language tag's shape: subtags of 1 to 8 letters or digits joined by `-`, the
+/// first 2 to 8 letters (`en`, `pt-BR`, `zh-Hant-TW`), 35 characters at most.
+pub fn check_language(tag: &str) -> Result<&str, &'static str> {
+    const BAD: &str = "language must be a code like en or pt-BR";
+    let tag = tag.trim();
+    let mut subtags = tag.split('-');
+    let first = subtags.next().unwrap_or_default();
+    let first_ok = (2..=8).contains(&first.len()) && first.chars().all(|c| c.is_ascii_alphabetic());
+    let rest_ok =
+        subtags.all(|s| (1..=8).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric()));
+    if tag.len() > 35 || !first_ok || !rest_ok {
+        return Err(BAD);
+    }
+    Ok(tag)
+}
+
 /// A stored master playlist that does not parse (it was not written by this server).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("master playlist: {0}")]
@@ -159,6 +191,10 @@ pub fn master_with_subtitles(master: &str, tracks: &[Track]) -> Result<String, B
         .alternatives
         .retain(|a| a.media_type != m3u8_rs::AlternativeMediaType::Subtitles);
     for (n, t) in tracks.iter().enumerate() {
+        // Checked when added; a track stored before that check is left out, not written.
+        if check_name(&t.name).is_err() || check_language(&t.language).is_err() {
+            continue;
+        }
         playlist.alternatives.push(m3u8_rs::AlternativeMedia {
             media_type: m3u8_rs::AlternativeMediaType::Subtitles,
             uri: Some(t.uri.clone()),
@@ -207,6 +243,49 @@ mod tests {
         assert_eq!(
             (cues[0].start_ms, cues[0].end_ms, cues[0].text.as_str()),
             (62_000, 63_000, "Hi")
+        );
+    }
+
+    #[test]
+    fn names_and_languages_stay_one_attribute() {
+        assert_eq!(check_name(" English "), Ok("English"));
+        assert_eq!(check_name("Français (CC)"), Ok("Français (CC)"));
+        for bad in [
+            "",
+            "a\nhttps://evil.example/b.m3u8\n#",
+            "a\",URI=\"x",
+            &"n".repeat(65),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["en", "pt-BR", "zh-Hant-TW", "es-419"] {
+            assert_eq!(check_language(good), Ok(good));
+        }
+        for bad in [
+            "",
+            "e",
+            "en-",
+            "-en",
+            "en_US",
+            "en\nx",
+            "1en",
+            "en-toolongsubtag",
+        ] {
+            assert!(check_language(bad).is_err(), "{bad:?}");
+        }
+        // A track stored before the checks is left out of the master, not written into it.
+        let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n";
+        let evil = Track {
+            language: "en".into(),
+            name: "a\nhttps://evil.example/b.m3u8\n#".into(),
+            uri: "subtitles/en.m3u8".into(),
+        };
+        let out = master_with_subtitles(master, &[evil]).unwrap();
+        assert!(!out.contains("evil"), "{out}");
+        assert_eq!(
+            out.lines().filter(|l| !l.starts_with('#')).count(),
+            1,
+            "{out}"
         );
     }
 
