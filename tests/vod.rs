@@ -1202,6 +1202,42 @@ async fn a_small_file_uploads_in_one_multipart_request_and_an_oversized_one_leav
     server.stop().await;
 }
 
+/// A form's text fields are small: one of 64 MiB is refused at its first 4 KiB, and its
+/// content is not echoed back.
+#[tokio::test]
+async fn a_huge_form_text_field_is_refused_without_being_read_whole() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Creators").await;
+    for field in ["ladder", "playback_policy"] {
+        let form = reqwest::multipart::Form::new()
+            .text(field, "x".repeat(64 << 20))
+            .part("file", reqwest::multipart::Part::bytes(vec![0u8; 16]));
+        let resp = server
+            .client
+            .post(server.url("/v1/assets"))
+            .bearer_auth(&key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{field}");
+        let text = resp.text().await.unwrap_or_default();
+        assert!(text.len() < 1024, "{field}: {} bytes answered", text.len());
+        assert!(text.contains("longer than 4096 bytes"), "{field}: {text}");
+    }
+    // A ladder that only copies (live) cannot transcode an upload: refused at once.
+    let (status, e) = server
+        .call(
+            "POST",
+            "/v1/direct-uploads",
+            Some(&key),
+            Some(serde_json::json!({"size": 10, "ladder": "passthrough"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{e}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_upload_goes_straight_to_s3_in_presigned_parts() {
     let s3 = common::S3Server::start();

@@ -374,7 +374,7 @@ async fn receive_form(
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
         match field.name() {
             Some("playback_policy") => {
-                policy = match field.text().await.map_err(bad)?.as_str() {
+                policy = match small_text(&mut field).await?.as_str() {
                     "public" => PlaybackPolicy::Public,
                     "signed" => PlaybackPolicy::Signed,
                     other => {
@@ -384,7 +384,7 @@ async fn receive_form(
                     }
                 }
             }
-            Some("ladder") => ladder = Some(field.text().await.map_err(bad)?),
+            Some("ladder") => ladder = Some(small_text(&mut field).await?),
             Some("file") => {
                 let filename = field.file_name().map(str::to_string);
                 let mut out = tokio::fs::File::create(temp).await.map_err(io)?;
@@ -431,6 +431,30 @@ async fn receive_form(
     ))
 }
 
+/// Bytes a form's text field (not the file) may hold.
+const FORM_TEXT_MAX: usize = 4 * 1024;
+
+/// A text field of a form, read up to [`FORM_TEXT_MAX`] bytes: a longer one is refused as
+/// soon as it passes the limit, never buffered whole.
+async fn small_text(field: &mut axum::extract::multipart::Field<'_>) -> ApiResult<String> {
+    let name = field.name().unwrap_or_default().to_string();
+    let mut text = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| ApiError::invalid(format!("multipart body: {}", e.body_text())))?
+    {
+        if text.len() + chunk.len() > FORM_TEXT_MAX {
+            return Err(ApiError::invalid(format!(
+                "the form field {name} is longer than {FORM_TEXT_MAX} bytes"
+            )));
+        }
+        text.extend_from_slice(&chunk);
+    }
+    String::from_utf8(text)
+        .map_err(|_| ApiError::invalid(format!("the form field {name} is not UTF-8 text")))
+}
+
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDirectUpload {
@@ -443,10 +467,18 @@ pub struct CreateDirectUpload {
 /// The ladder preset an upload asks for (default `default`), if it exists.
 fn ladder_name(state: &AppState, requested: Option<&str>) -> ApiResult<String> {
     let name = requested.filter(|n| !n.is_empty()).unwrap_or("default");
+    if let Some(preset) = state.jobs.presets.get(name)
+        && preset.renditions.is_empty()
+    {
+        return Err(ApiError::invalid(format!(
+            "the {name} ladder only copies a live broadcast; an upload needs a ladder with renditions"
+        )));
+    }
     if state.jobs.presets.get(name).is_none() {
         let known: Vec<_> = state.jobs.presets.names().collect();
+        let shown: String = name.chars().take(64).collect();
         return Err(ApiError::invalid(format!(
-            "unknown ladder {name:?}; presets: {}",
+            "unknown ladder {shown:?}; presets: {}",
             known.join(", ")
         )));
     }
