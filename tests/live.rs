@@ -395,6 +395,116 @@ async fn gstreamer_rtmp2sink_is_an_independent_publisher_that_also_works() {
     server.stop().await;
 }
 
+/// Opens `n` connections to `addr` from the loopback address `from`, each sending one byte
+/// and then nothing, as the probe did. Those the server closes are dropped here too.
+async fn stalled_connections(addr: &str, from: [u8; 4], n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut open = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+        let Ok(mut s) = socket.connect(addr.parse().unwrap()).await else {
+            continue;
+        };
+        if tokio::io::AsyncWriteExt::write_all(&mut s, &[3])
+            .await
+            .is_ok()
+        {
+            open.push(s);
+        }
+    }
+    open
+}
+
+/// How many of `sockets` the server has closed (a read sees the end, or an error).
+async fn closed_by_server(sockets: &mut [tokio::net::TcpStream]) -> usize {
+    let mut closed = 0;
+    for s in sockets.iter_mut() {
+        let mut buf = [0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_millis(20), async {
+            loop {
+                match tokio::io::AsyncReadExt::read(s, &mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => continue, // the server's handshake reply
+                }
+            }
+        })
+        .await;
+        if read == Ok(true) {
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// The probe's lockout, with real sockets: hundreds of connections that send one byte and
+/// stop, from one address and then from many, while a real ffmpeg publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_rtmp_connections_cannot_lock_a_broadcaster_out_or_cut_one_off() {
+    let server = TestServer::start_with(|c| {
+        c.rtmp.max_connections = 64;
+        c.rtmp.max_pending_per_ip = 8;
+        c.rtmp.handshake_timeout_s = 30;
+    })
+    .await;
+    let (_, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"ladder": "passthrough", "playback_policy": "public"}),
+    )
+    .await;
+    let addr = server
+        .rtmp_url
+        .trim_start_matches("rtmp://")
+        .trim_end_matches("/live")
+        .to_string();
+
+    // 300 from one address: 8 are let in, the rest closed at once.
+    let mut one = stalled_connections(&addr, [127, 0, 0, 2], 300).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let closed = closed_by_server(&mut one).await;
+    assert!(
+        one.len() - closed <= 8,
+        "{} of {} kept open",
+        one.len() - closed,
+        one.len()
+    );
+    // From many addresses, enough to fill the server.
+    let mut many = Vec::new();
+    for host in 3..=12u8 {
+        many.extend(stalled_connections(&addr, [127, 0, 0, host], 8).await);
+    }
+
+    // A real broadcaster still gets in, and goes live.
+    let mut publisher = ffmpeg_publish(&stream.publish_url, 320, 240, 12);
+    eventually("the stream to go live", Duration::from_secs(20), || async {
+        (stream_json(&server, &key, &stream.id).await["status"] == "active").then_some(())
+    })
+    .await;
+    // The oldest stalled connections made the room.
+    assert!(closed_by_server(&mut many).await >= 1);
+
+    // Another flood while it publishes: it is never the one dropped.
+    let mut more = Vec::new();
+    for host in 13..=30u8 {
+        more.extend(stalled_connections(&addr, [127, 0, 0, host], 8).await);
+    }
+    assert!(
+        publisher.wait(Duration::from_secs(30)).await,
+        "the broadcaster was cut off"
+    );
+    eventually(
+        "the broadcast to end cleanly",
+        Duration::from_secs(20),
+        || async {
+            (stream_json(&server, &key, &stream.id).await["status"] == "idle").then_some(())
+        },
+    )
+    .await;
+    drop((one, many, more));
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_publishers_are_refused_and_the_server_keeps_serving_others() {
     let server = TestServer::start_with(|c| c.rtmp.handshake_timeout_s = 2).await;

@@ -59,6 +59,7 @@ pub struct RtmpConfig {
     pub handshake_timeout_s: u64,
     pub idle_timeout_s: u64,
     pub max_connections: usize,
+    pub max_pending_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,16 +1,17 @@
 //! The RTMP listener: sockets in, [`ServerConnection`] in the middle, broadcasts out.
-//! Every connection has a handshake deadline and an idle timeout, and the number of
-//! connections is capped, so no client can hold the server.
+//! Every connection has a handshake deadline and an idle timeout, and [`Admission`] caps
+//! connections (per address until they publish, and in all), so no client can hold the
+//! server or lock broadcasters out.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
+use super::admission::{Admission, Admitted};
 use super::{Amf0Value, Event, Limits, ServerConnection};
 use crate::config::RtmpConfig;
 use crate::live::{IngestMessage, LiveHub, PublishRefusal, Publisher};
@@ -25,7 +26,7 @@ pub async fn serve(
     config: RtmpConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let admission = Admission::new(config.max_connections, config.max_pending_per_ip);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -39,9 +40,13 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = config.max_connections, "RTMP connection refused: too many connections");
-            continue;
+        let admitted = match admission.admit(peer.ip()) {
+            Ok(a) => a,
+            Err(refused) => {
+                tracing::warn!(%peer, %refused, "RTMP connection refused");
+                metrics::counter!("ferrocast_rtmp_connections_refused_total").increment(1);
+                continue;
+            }
         };
         let hub = hub.clone();
         let config = config.clone();
@@ -49,16 +54,37 @@ pub async fn serve(
         tokio::spawn(async move {
             let span = tracing::info_span!("rtmp", %peer);
             let result = tracing::Instrument::instrument(
-                connection(socket, peer, hub, config, shutdown),
+                connection(socket, peer, hub, config, shutdown, admitted),
                 span.clone(),
             )
             .await;
             if let Err(reason) = result {
                 tracing::info!(parent: &span, %reason, "RTMP connection closed");
             }
-            drop(slot);
         });
     }
+}
+
+/// Characters of a client's string (an application name) shown back or logged.
+const SHOWN_MAX: usize = 64;
+
+/// A client's string as it is shown back or logged: at most [`SHOWN_MAX`] characters, and
+/// escaped (`{:?}`), so it cannot fill a log or break its line.
+fn shown(s: &str) -> String {
+    let cut: String = s.chars().take(SHOWN_MAX).collect();
+    if cut.len() < s.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+/// Why a publish to an application other than [`APP`] is refused.
+fn unknown_app(app: &str) -> String {
+    format!(
+        "unknown application {}: publish to rtmp://HOST/{APP}/STREAM_KEY",
+        shown(app)
+    )
 }
 
 /// Serves one connection; returns why it ended when that was not a clean close.
@@ -68,6 +94,7 @@ async fn connection(
     hub: LiveHub,
     config: RtmpConfig,
     mut shutdown: watch::Receiver<bool>,
+    mut admitted: Admitted,
 ) -> Result<(), String> {
     let _ = socket.set_nodelay(true);
     let mut conn = ServerConnection::new(Limits::default());
@@ -113,6 +140,9 @@ async fn connection(
                 Err(reason)
             }
             _ = &mut shutting_down => return Err("server shutting down".into()),
+            () = admitted.dropped() => {
+                return Err("dropped to make room: the server was full and this connection had not started publishing".into());
+            }
         };
         let read = match read {
             Ok(n) => n,
@@ -130,7 +160,9 @@ async fn connection(
         for event in events {
             let mut media = None;
             match event {
-                Event::Connected { app, .. } => tracing::debug!(%app, "connected"),
+                Event::Connected { app, .. } => {
+                    tracing::debug!(app = %shown(&app), "connected")
+                }
                 Event::PublishRequested {
                     stream_id,
                     app,
@@ -144,12 +176,7 @@ async fn connection(
                         .unwrap_or_default()
                         .to_string();
                     let refusal = if app.trim_end_matches('/') != APP {
-                        Some((
-                            "NetStream.Publish.BadName",
-                            format!(
-                                "unknown application {app:?}: publish to rtmp://HOST/{APP}/STREAM_KEY"
-                            ),
-                        ))
+                        Some(("NetStream.Publish.BadName", unknown_app(&app)))
                     } else if publisher.is_some() {
                         Some((
                             "NetStream.Publish.BadName",
@@ -162,6 +189,7 @@ async fn connection(
                                 stopped = Some(Box::pin(p.stopped()));
                                 publisher = Some(p);
                                 published = true;
+                                admitted.publishing();
                                 publish_stream = Some(stream_id);
                                 timer.as_mut().reset(tokio::time::Instant::now() + idle);
                                 conn.accept_publish(stream_id);
@@ -283,5 +311,21 @@ fn netstream_code(refusal: PublishRefusal) -> &'static str {
     match refusal {
         PublishRefusal::UnknownKey | PublishRefusal::AlreadyLive => "NetStream.Publish.BadName",
         PublishRefusal::PreviousClosing | PublishRefusal::Unavailable => "NetStream.Publish.Failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_string_is_shown_bounded_and_escaped() {
+        assert_eq!(
+            unknown_app("app"),
+            "unknown application \"app\": publish to rtmp://HOST/live/STREAM_KEY"
+        );
+        let huge = unknown_app(&"a\n".repeat(35_000));
+        assert!(huge.len() < 300, "{} bytes", huge.len());
+        assert!(!huge.contains('\n'));
     }
 }
