@@ -39,7 +39,8 @@ pub mod keys;
 pub mod db;
 pub mod storage;
 
-// -- foundations: media formats, configuration, time, ids
+// -- foundations: media formats, configuration, time, ids, connection admission
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod ids;

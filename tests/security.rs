@@ -711,6 +711,100 @@ async fn whep_playback_of_paid_media_needs_an_entitlement() {
     assert_eq!(offer(&bob).await.unwrap().status(), 400);
 }
 
+/// Opens `n` HTTP connections from the loopback address `from`, each sending the start of a
+/// request and never its end, as the probe did.
+async fn unfinished_requests(
+    addr: std::net::SocketAddr,
+    from: [u8; 4],
+    n: usize,
+) -> Vec<tokio::net::TcpStream> {
+    let mut open = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+        let Ok(mut s) = socket.connect(addr).await else {
+            continue;
+        };
+        if tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .is_ok()
+        {
+            open.push(s);
+        }
+    }
+    open
+}
+
+/// How many of `sockets` the server has closed within `wait`.
+async fn closed_within(sockets: &mut [tokio::net::TcpStream], wait: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut closed = 0;
+    for s in sockets.iter_mut() {
+        let mut buf = [0u8; 1024];
+        let read = tokio::time::timeout_at(
+            deadline.max(tokio::time::Instant::now() + Duration::from_millis(5)),
+            tokio::io::AsyncReadExt::read(s, &mut buf),
+        )
+        .await;
+        if matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// The probe's slow-header flood, with real sockets: connections that never finish their
+/// headers are capped per address, make room at the global cap, and are closed after the
+/// header-read timeout; meanwhile `/healthz` and media are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_http_requests_cannot_hold_the_server() {
+    let server = TestServer::start_with(|c| {
+        c.http.max_connections = 64;
+        c.http.max_pending_per_ip = 8;
+        c.http.header_read_timeout_s = 3;
+    })
+    .await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let m = media_with(&server, &tenant_id, &key, "public").await;
+    let addr: std::net::SocketAddr = server
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+
+    // 300 from one address: 8 are let in, the rest closed at once.
+    let mut one = unfinished_requests(addr, [127, 0, 0, 2], 300).await;
+    let closed = closed_within(&mut one, Duration::from_millis(300)).await;
+    assert!(
+        one.len() - closed <= 8,
+        "{} of {} kept open",
+        one.len() - closed,
+        one.len()
+    );
+    // From many addresses, more than the server holds.
+    let mut many = Vec::new();
+    for host in 3..=12u8 {
+        many.extend(unfinished_requests(addr, [127, 0, 0, host], 8).await);
+    }
+    // At the cap, a new viewer is still served: the oldest silent connection makes room.
+    let fresh = reqwest::Client::new();
+    for path in [
+        "/healthz".to_string(),
+        format!("/hls/{}/master.m3u8", m.playback_id),
+    ] {
+        let response = fresh.get(server.url(&path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    // The unfinished ones are all closed once the header-read timeout has passed.
+    let started = std::time::Instant::now();
+    let still_open = many.len() + one.len();
+    let closed = closed_within(&mut many, Duration::from_secs(6)).await
+        + closed_within(&mut one, Duration::from_secs(1)).await;
+    assert_eq!(closed, still_open, "closed within {:?}", started.elapsed());
+    server.stop().await;
+}
+
 async fn viewer_token(server: &TestServer, key: &str, playback_id: &str, viewer: &str) -> String {
     let (status, t) = server
         .call(

@@ -49,6 +49,10 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub request_timeout_s: u64,
     pub shutdown_grace_s: u64,
+    pub header_read_timeout_s: u64,
+    pub idle_timeout_s: u64,
+    pub max_connections: usize,
+    pub max_pending_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,7 +3,6 @@
 //! [`ServerConnection`], handles the returned [`Event`]s, and writes whatever
 //! [`ServerConnection::take_output`] returns back to the socket.
 
-mod admission;
 pub mod amf0;
 pub mod chunk;
 pub mod connection;

@@ -11,8 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::admission::{Admission, Admitted};
 use super::{Amf0Value, Event, Limits, ServerConnection};
+use crate::admission::{Admission, Admitted};
 use crate::config::RtmpConfig;
 use crate::live::{IngestMessage, LiveHub, PublishRefusal, Publisher};
 
@@ -26,7 +26,7 @@ pub async fn serve(
     config: RtmpConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let admission = Admission::new(config.max_connections, config.max_pending_per_ip);
+    let admission = Admission::new("rtmp", config.max_connections, config.max_pending_per_ip);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -189,7 +189,7 @@ async fn connection(
                                 stopped = Some(Box::pin(p.stopped()));
                                 publisher = Some(p);
                                 published = true;
-                                admitted.publishing();
+                                admitted.established();
                                 publish_stream = Some(stream_id);
                                 timer.as_mut().reset(tokio::time::Instant::now() + idle);
                                 conn.accept_publish(stream_id);

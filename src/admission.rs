@@ -1,8 +1,9 @@
-//! Which RTMP connections are let in. Connections that have not started publishing are cheap
-//! for a client to open and hold (one byte, then silence until the handshake deadline), so
-//! they are capped per address, and at the global cap the oldest of them is dropped to let a
-//! newcomer in. Publishing connections are never dropped: a flood of idle sockets cannot
-//! lock a broadcaster out, nor cut one off.
+//! Which connections are let in, for RTMP ingest and for HTTP. A connection that has not
+//! proved itself yet (an RTMP client not publishing, an HTTP client that has not sent a
+//! whole request) is cheap to open and hold: one byte, then silence until a deadline. So
+//! those are capped per address, and at the global cap the oldest of them is dropped to let
+//! a newcomer in. An established connection is never dropped for room: a flood of idle
+//! sockets can neither lock a broadcaster or a viewer out nor cut one off.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,6 +14,8 @@ use tokio::sync::oneshot;
 /// The connections admitted, shared by the listener and every connection's [`Admitted`].
 #[derive(Debug)]
 pub struct Admission {
+    /// For metrics: `rtmp` or `http`.
+    kind: &'static str,
     max_connections: usize,
     max_pending_per_ip: usize,
     inner: Mutex<Inner>,
@@ -29,22 +32,23 @@ struct Inner {
 #[derive(Debug)]
 struct Connection {
     ip: IpAddr,
-    /// Pending connections hold the sender that drops them; publishing ones hold none.
+    /// Pending connections hold the sender that drops them; established ones hold none.
     drop_it: Option<oneshot::Sender<()>>,
 }
 
 /// Why a connection was not let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    #[error("too many connections from this address that are not publishing")]
+    #[error("too many connections from this address that are not established")]
     AddressPending,
-    #[error("too many connections, all of them publishing")]
+    #[error("too many connections, all of them established")]
     Full,
 }
 
 impl Admission {
-    pub fn new(max_connections: usize, max_pending_per_ip: usize) -> Arc<Self> {
+    pub fn new(kind: &'static str, max_connections: usize, max_pending_per_ip: usize) -> Arc<Self> {
         Arc::new(Self {
+            kind,
             max_connections: max_connections.max(1),
             max_pending_per_ip: max_pending_per_ip.max(1),
             inner: Mutex::default(),
@@ -70,7 +74,8 @@ impl Admission {
             if let Some(tx) = gone.drop_it {
                 let _ = tx.send(());
             }
-            metrics::counter!("ferrocast_rtmp_connections_dropped_total").increment(1);
+            metrics::counter!("ferrocast_connections_dropped_total", "protocol" => self.kind)
+                .increment(1);
         }
         let (tx, rx) = oneshot::channel();
         let id = inner.next_id;
@@ -125,8 +130,42 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    /// The connection started publishing: from now on it is never dropped for room.
-    pub fn publishing(&mut self) {
+    /// The connection proved itself (RTMP: it publishes; HTTP: a whole request came): from
+    /// now on it is never dropped for room.
+    pub fn established(&self) {
+        self.marker().mark();
+    }
+
+    /// A handle that marks this connection established, for the code that sees it happen.
+    pub fn marker(&self) -> Established {
+        Established {
+            admission: self.admission.clone(),
+            id: self.id,
+        }
+    }
+
+    /// Resolves when the connection was dropped to make room; never, once established.
+    pub async fn dropped(&mut self) {
+        if let Some(rx) = self.dropped.as_mut() {
+            if rx.await.is_ok() {
+                return;
+            }
+            // The sender went when the connection was established: never dropped.
+            self.dropped = None;
+        }
+        std::future::pending().await
+    }
+}
+
+/// Marks one admitted connection established ([`Admitted::marker`]).
+#[derive(Debug, Clone)]
+pub struct Established {
+    admission: Arc<Admission>,
+    id: u64,
+}
+
+impl Established {
+    pub fn mark(&self) {
         let mut inner = self.admission.inner.lock().unwrap();
         let ip = match inner.connections.get_mut(&self.id) {
             Some(c) if c.drop_it.is_some() => {
@@ -136,20 +175,6 @@ impl Admitted {
             _ => return,
         };
         inner.unpend(ip);
-        self.dropped = None;
-    }
-
-    /// Resolves when the connection was dropped to make room; never, once publishing.
-    pub async fn dropped(&mut self) {
-        match self.dropped.as_mut() {
-            Some(rx) => {
-                if rx.await.is_err() {
-                    // The sender went with a publishing mark: never dropped.
-                    std::future::pending::<()>().await;
-                }
-            }
-            None => std::future::pending().await,
-        }
     }
 }
 
@@ -169,23 +194,23 @@ mod tests {
 
     #[test]
     fn pending_connections_are_capped_per_address() {
-        let a = Admission::new(100, 2);
+        let a = Admission::new("test", 100, 2);
         let _one = a.admit(ip(1)).unwrap();
-        let mut two = a.admit(ip(1)).unwrap();
+        let two = a.admit(ip(1)).unwrap();
         assert_eq!(a.admit(ip(1)).unwrap_err(), Refused::AddressPending);
         assert!(a.admit(ip(2)).is_ok(), "other addresses are not counted");
         // A publishing connection no longer counts as pending.
-        two.publishing();
+        two.established();
         let _three = a.admit(ip(1)).unwrap();
         drop(two);
         assert_eq!(a.admit(ip(1)).unwrap_err(), Refused::AddressPending);
     }
 
     #[tokio::test]
-    async fn at_the_cap_the_oldest_pending_is_dropped_never_a_publisher() {
-        let a = Admission::new(3, 10);
+    async fn at_the_cap_the_oldest_pending_is_dropped_never_an_established_one() {
+        let a = Admission::new("test", 3, 10);
         let mut publisher = a.admit(ip(1)).unwrap();
-        publisher.publishing();
+        publisher.established();
         let mut old = a.admit(ip(2)).unwrap();
         let mut newer = a.admit(ip(2)).unwrap();
         let _newcomer = a.admit(ip(3)).unwrap();
@@ -201,8 +226,8 @@ mod tests {
         drop(old);
         assert_eq!(a.len(), 3);
         let mut all_publishing = vec![publisher];
-        for mut c in [newer, _newcomer] {
-            c.publishing();
+        for c in [newer, _newcomer] {
+            c.established();
             all_publishing.push(c);
         }
         assert_eq!(a.admit(ip(4)).unwrap_err(), Refused::Full);

@@ -10,6 +10,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+mod http;
+
 use crate::api::KeyLimits;
 use crate::api::{self, AppState, auth};
 use crate::config::{Config, StorageBackend};
@@ -285,6 +287,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(state.jobs.config.http.shutdown_grace_s);
+    let app_config = state.jobs.config.clone();
     let db = state.jobs.db.clone();
     let hub = state.live.clone();
     // Only a serving node takes broadcasts; a `ferrocast worker` beside it must not touch
@@ -319,19 +322,22 @@ pub async fn serve(
         stop_rx.clone(),
     ));
     let app = api::router(state);
+    let (http_stop_tx, http_stop_rx) = tokio::sync::watch::channel(false);
     let stopping = Arc::new(Notify::new());
     let notify = stopping.clone();
     let live = hub.clone();
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(http, app).with_graceful_shutdown(async move {
+    tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: ending broadcasts, finishing in-flight requests");
         let _ = stop_tx.send(true);
         live.shutdown_all(grace).await;
+        let _ = http_stop_tx.send(true);
         notify.notify_one();
     });
+    let http_config = app_config.http.clone();
+    let server = http::serve(http, app, &http_config, http_stop_rx);
     let result = tokio::select! {
-        r = server => r,
+        () = server => Ok(()),
         _ = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_s = grace.as_secs(), "grace period over; closing remaining connections");
             Ok(())
