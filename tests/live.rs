@@ -395,6 +395,61 @@ async fn gstreamer_rtmp2sink_is_an_independent_publisher_that_also_works() {
     server.stop().await;
 }
 
+/// Deleting a tenant ends its broadcasts first: the publisher is disconnected and nothing
+/// is written under the deleted tenant afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_tenant_disconnects_its_publishers_and_leaves_nothing() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Leaving").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"ladder": "passthrough", "playback_policy": "public", "record": true}),
+    )
+    .await;
+    let mut publisher = ffmpeg_publish(&stream.publish_url, 320, 240, 60);
+    eventually("the stream to go live", Duration::from_secs(20), || async {
+        (stream_json(&server, &key, &stream.id).await["status"] == "active").then_some(())
+    })
+    .await;
+    let (status, body) = server
+        .call(
+            "DELETE",
+            &format!("/v1/tenants/{tenant_id}"),
+            Some(&server.admin_key()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let cut_off = tokio::time::Instant::now() + Duration::from_secs(10);
+    while publisher.is_running() && tokio::time::Instant::now() < cut_off {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!publisher.is_running(), "the publisher still runs");
+    assert_eq!(server.state.live.broadcasts(), 0);
+    // Nothing appears under the tenant afterwards (a broadcast still writing would).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let left = server
+        .state
+        .jobs
+        .store
+        .list(&ferrocast::storage::Prefix::parse(&format!("tenants/{tenant_id}/")).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "{} objects written after the delete",
+        left.len()
+    );
+    // Its stream key no longer publishes.
+    let mut again = ffmpeg_publish(&stream.publish_url, 320, 240, 5);
+    assert!(
+        !again.wait(Duration::from_secs(15)).await,
+        "published to a deleted tenant"
+    );
+    server.stop().await;
+}
+
 /// Opens `n` connections to `addr` from the loopback address `from`, each sending one byte
 /// and then nothing, as the probe did. Those the server closes are dropped here too.
 async fn stalled_connections(addr: &str, from: [u8; 4], n: usize) -> Vec<tokio::net::TcpStream> {

@@ -9,6 +9,7 @@ use super::auth::{self, Admin, Tenant};
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::db::{self, NewApiKey, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::ids::random_secret;
 use crate::storage::Prefix;
 
 /// Storage prefix under which every object of a tenant lives.
@@ -183,7 +184,30 @@ pub async fn delete_tenant(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     state.jobs.db.get_tenant(&id).await?;
-    // Objects first: if storage fails, the tenant still exists and the delete can be retried.
+    // Its broadcasts end first, their keys retired so that none starts again: nothing is
+    // written under the tenant once its objects go.
+    let mut streams = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = state
+            .jobs
+            .db
+            .list_live_streams(&id, after.as_deref(), 500)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        for stream in page {
+            state
+                .jobs
+                .db
+                .set_stream_key(&id, &stream.id, &random_secret(24))
+                .await?;
+            streams.push(stream.id);
+        }
+    }
+    let grace = std::time::Duration::from_secs(state.jobs.config.http.shutdown_grace_s);
+    state.live.end_all_of(&streams, grace).await;
+    // Objects next: if storage fails, the tenant still exists and the delete can be retried.
     let prefix = Prefix::parse(&tenant_prefix(&id))?;
     let removed = state.jobs.store.delete_prefix(&prefix).await?;
     state.jobs.db.delete_tenant(&id).await?;

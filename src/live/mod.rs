@@ -466,6 +466,22 @@ impl LiveHub {
         }
     }
 
+    /// Ends the broadcasts of these streams (their keys were already retired, so none can
+    /// start again) and waits up to `grace` for them to finish writing.
+    pub async fn end_all_of(&self, live_stream_ids: &[String], grace: std::time::Duration) {
+        for id in live_stream_ids {
+            self.disconnect(id);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        let running = || {
+            let broadcasts = self.broadcasts.lock().expect("lock");
+            live_stream_ids.iter().any(|id| broadcasts.contains_key(id))
+        };
+        while running() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// How many broadcasts are in progress (publishing or in their reconnect window).
     pub fn broadcasts(&self) -> usize {
         self.broadcasts.lock().expect("lock").len()
