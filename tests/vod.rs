@@ -646,6 +646,97 @@ async fn the_tus_protocol_is_enforced_with_clear_errors_and_limits() {
     server.stop().await;
 }
 
+/// The probe's tus edge cases: each answered cleanly, none a 500, none with two winners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tus_edge_cases_get_clean_answers_and_one_winner() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Creators").await;
+    let http = &server.client;
+    let tus = |req: reqwest::RequestBuilder| req.bearer_auth(&key).header("Tus-Resumable", "1.0.0");
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+
+    // Lengths are digits; metadata is bounded and clean.
+    for (length, metadata) in [
+        ("+5".to_string(), String::new()),
+        ("5".into(), format!("filename {}", b64("a\nb.mp4"))),
+        ("5".into(), format!("filename {}", b64("a\0b.mp4"))),
+        ("5".into(), format!("filename {}", b64(&"x".repeat(5000)))),
+    ] {
+        let mut req = tus(http.post(server.url("/v1/uploads"))).header("Upload-Length", &length);
+        if !metadata.is_empty() {
+            req = req.header("Upload-Metadata", &metadata);
+        }
+        let response = req.send().await.unwrap();
+        assert_eq!(response.status(), 400, "{length} {metadata:.40}");
+    }
+
+    let srv = &server;
+    let create = |length: u64| async move {
+        let created = tus(http.post(srv.url("/v1/uploads")))
+            .header("Upload-Length", length.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        created.headers()["location"].to_str().unwrap().to_string()
+    };
+    let patch = |location: String, offset: u64, body: Vec<u8>| async move {
+        tus(http.patch(&location))
+            .header("Upload-Offset", offset.to_string())
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    };
+
+    // An empty PATCH at the final offset, while the upload finishes and after: a no-op.
+    let done = create(10).await;
+    assert_eq!(patch(done.clone(), 0, vec![1; 10]).await.status(), 204);
+    for _ in 0..2 {
+        let again = patch(done.clone(), 10, Vec::new()).await;
+        assert_eq!(again.status(), 204);
+        assert_eq!(again.headers()["upload-offset"], "10");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(patch(done.clone(), 10, vec![1; 3]).await.status(), 413);
+
+    // A DELETE during a PATCH: the DELETE wins, and the PATCH is told it lost.
+    let location = create(100).await;
+    let url = reqwest::Url::parse(&location).unwrap();
+    let mut socket = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
+        .await
+        .unwrap();
+    let head = format!(
+        "PATCH {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nTus-Resumable: 1.0.0\r\n\
+         Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n\
+         Content-Length: 100\r\nConnection: close\r\n\r\n",
+        url.path()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&[2; 50]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deleted = tus(http.delete(&location)).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    socket.write_all(&[2; 50]).await.unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert_eq!(
+        tus(http.head(&location)).send().await.unwrap().status(),
+        404
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(server.data_dir.join("uploads"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transcode_cut_off_by_a_server_stop_is_finished_after_restart() {
     let media = tempfile::tempdir().unwrap();

@@ -63,28 +63,50 @@ fn require_tus(headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
+/// A tus length or offset: digits only (tus: "a non-negative integer"), so `+5`, `-0` and
+/// `1e3` are refused rather than read.
 fn header_u64(headers: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
     headers
         .get(name)
         .map(|v| {
             v.to_str()
                 .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(|| ApiError::invalid(format!("{name} must be a non-negative integer")))
         })
         .transpose()
 }
 
-/// `Upload-Metadata: key base64,key2 base64` as a JSON object.
+/// Bytes of `Upload-Metadata` accepted (names, types and policies fit in far less).
+const METADATA_MAX: usize = 4 * 1024;
+/// Pairs of `Upload-Metadata` accepted.
+const METADATA_PAIRS_MAX: usize = 32;
+
+/// `Upload-Metadata: key base64,key2 base64` as a JSON object. Keys are ASCII without
+/// spaces or commas (tus), unique; values are UTF-8 text without NUL, line breaks or other
+/// control characters, so they can be stored, listed and logged as they are.
 fn parse_metadata(value: Option<&str>) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
+    let value = value.unwrap_or("");
+    if value.len() > METADATA_MAX {
+        return Err(ApiError::invalid(format!(
+            "Upload-Metadata is longer than {METADATA_MAX} bytes"
+        )));
+    }
     let mut out = serde_json::Map::new();
-    for pair in value
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if out.len() == METADATA_PAIRS_MAX {
+            return Err(ApiError::invalid(format!(
+                "Upload-Metadata has more than {METADATA_PAIRS_MAX} pairs"
+            )));
+        }
         let (key, encoded) = pair.split_once(' ').unwrap_or((pair, ""));
+        if !key.bytes().all(|b| b.is_ascii_graphic()) || out.contains_key(key) {
+            return Err(ApiError::invalid(
+                "Upload-Metadata keys must be unique and printable ASCII",
+            ));
+        }
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .ok()
@@ -94,6 +116,11 @@ fn parse_metadata(value: Option<&str>) -> ApiResult<serde_json::Map<String, serd
                     "Upload-Metadata value of {key:?} is not base64 UTF-8"
                 ))
             })?;
+        if decoded.chars().any(char::is_control) {
+            return Err(ApiError::invalid(format!(
+                "Upload-Metadata value of {key:?} holds a control character"
+            )));
+        }
         out.insert(key.to_string(), decoded.into());
     }
     Ok(out)
@@ -263,17 +290,30 @@ pub async fn patch(
             upload.received
         )));
     }
-    if upload.completed_at.is_some() {
-        return Err(ApiError::Conflict("this upload is already complete".into()));
+    if upload.received == upload.length {
+        // Every byte is here (the upload may be finishing, or done): an empty PATCH at the
+        // final offset is a no-op, as a client resending its last request expects.
+        if header_u64(&headers, "content-length")?.unwrap_or(0) > 0 {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "more bytes than the Upload-Length of {}",
+                upload.length
+            )));
+        }
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        r.headers_mut()
+            .insert("upload-offset", HeaderValue::from(upload.received));
+        return Ok(tus(r));
     }
     let path = part_path(&state, &id);
     let io =
         |e: std::io::Error| ApiError::Internal(anyhow::Error::new(e).context("writing an upload"));
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .await
-        .map_err(io)?;
+    let terminated = || ApiError::NotFound("this upload was terminated".into());
+    let mut file = match tokio::fs::OpenOptions::new().write(true).open(&path).await {
+        Ok(f) => f,
+        // A DELETE took it away between the lookup and here.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(terminated()),
+        Err(e) => return Err(io(e)),
+    };
     // Bytes past the stored offset are from a request that died before recording them.
     file.set_len(offset).await.map_err(io)?;
     file.seek(std::io::SeekFrom::Start(offset))
@@ -326,7 +366,11 @@ pub async fn patch(
     }
     file.sync_data().await.map_err(io)?;
     drop(file);
-    state.jobs.db.set_upload_received(&id, received).await?;
+    if !state.jobs.db.set_upload_received(&id, received).await? {
+        // Terminated while this PATCH ran: the DELETE won; what this one wrote goes too.
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(terminated());
+    }
     if let Some(e) = failure {
         return Err(e);
     }
@@ -789,5 +833,32 @@ mod tests {
         assert_eq!(m["empty"], "");
         assert!(parse_metadata(Some("filename ***")).is_err());
         assert!(parse_metadata(None).unwrap().is_empty());
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        for bad in [
+            format!("filename {}", b64("a\0b")),
+            format!("filename {}", b64("a\nb")),
+            format!("filename {},filename {}", b64("a"), b64("b")),
+            format!("filename {}", b64(&"x".repeat(METADATA_MAX))),
+            (0..40)
+                .map(|i| format!("k{i} {}", b64("v")))
+                .collect::<Vec<_>>()
+                .join(","),
+        ] {
+            assert!(parse_metadata(Some(&bad)).is_err(), "{bad:.60}");
+        }
+    }
+
+    #[test]
+    fn lengths_and_offsets_are_digits_only() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("upload-length", HeaderValue::from_static(v));
+            header_u64(&h, "upload-length")
+        };
+        assert_eq!(with("5").unwrap(), Some(5));
+        assert_eq!(with(" 900 ").unwrap(), Some(900));
+        for bad in ["+5", "-0", "1e3", "", "0x10", "99999999999999999999999"] {
+            assert!(with(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -86,13 +86,14 @@ impl Db {
     }
 
     /// Records how many bytes are safely stored.
-    pub async fn set_upload_received(&self, id: &str, received: i64) -> DbResult<()> {
-        sqlx::query("UPDATE uploads SET received = $1 WHERE id = $2")
+    /// Records how many bytes an upload has; false if the upload is gone (terminated).
+    pub async fn set_upload_received(&self, id: &str, received: i64) -> DbResult<bool> {
+        let done = sqlx::query("UPDATE uploads SET received = $1 WHERE id = $2")
             .bind(received)
             .bind(id)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn complete_upload(&self, id: &str) -> DbResult<()> {
