@@ -326,6 +326,19 @@ async fn tenant_signed_tokens_play_and_every_bad_token_is_denied() {
         .await
         .unwrap();
     assert!(!text.contains("720p/") && text.contains("360p/"), "{text}");
+    // A max_resolution that does not read is refused, at minting and in a tenant's token.
+    let (status, _) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(&key),
+            Some(json!({"playback_id": m.playback_id, "max_resolution": "720pp"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let mut c = claims(&m.playback_id);
+    c["max_resolution"] = json!("720pp");
+    assert_eq!(status_of(&server, &master(&sk.sign(c)), &[]).await, 401);
 
     // Revoking the key stops its tokens at once; the list keeps it, marked, without secrets.
     let (status, _) = server

@@ -230,7 +230,7 @@ pub async fn create_playback_token(
         return Err(ApiError::invalid("audience must be v, t or s"));
     }
     if let Some(r) = &body.max_resolution
-        && (r.trim_end_matches('p').parse::<u32>().is_err())
+        && crate::drm::resolution_lines(r).is_none()
     {
         return Err(ApiError::invalid("max_resolution must look like 720p"));
     }

@@ -11,4 +11,5 @@ mod token;
 pub use content_keys::{ContentKeys, Key128, KeyWrapper, RewrapReport, UnwrapError, generate_key};
 pub use token::{
     AUD_STORYBOARD, AUD_THUMBNAIL, AUD_VIDEO, PlaybackClaims, PlaybackTokens, TokenError, Verified,
+    resolution_lines,
 };

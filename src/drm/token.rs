@@ -72,11 +72,21 @@ impl PlaybackClaims {
         }
     }
 
-    /// `max_resolution` as a number of lines (`"720p"` or `"720"` -> 720).
+    /// `max_resolution` as a number of lines (`"720p"` or `"720"` -> 720). A token whose
+    /// `max_resolution` does not read so is refused when verified ([`resolution_lines`]).
     pub fn max_lines(&self) -> Option<u32> {
-        let r = self.max_resolution.as_deref()?;
-        r.trim_end_matches('p').parse().ok()
+        resolution_lines(self.max_resolution.as_deref()?)
     }
+}
+
+/// `"720p"` or `"720"` as 720: digits, at most one `p`, 1 to 8640 lines; anything else
+/// (`"720pp"`, `"p"`, `"+720"`) is `None`.
+pub fn resolution_lines(r: &str) -> Option<u32> {
+    let digits = r.strip_suffix('p').unwrap_or(r);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|l| (1..=8640).contains(l))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -329,6 +339,14 @@ impl PlaybackTokens {
         if claims.nbf.is_some_and(|nbf| nbf > now + NBF_LEEWAY_S) {
             return Err(TokenError::NotYetValid);
         }
+        // A restriction that does not read is refused, never ignored.
+        if claims
+            .max_resolution
+            .as_deref()
+            .is_some_and(|r| resolution_lines(r).is_none())
+        {
+            return Err(TokenError::Invalid);
+        }
         if let Some(p) = playback_id
             && claims.sub != p
         {
@@ -522,6 +540,17 @@ mod tests {
         assert_eq!(c.max_lines(), None);
         c.max_resolution = Some("720p".into());
         assert_eq!(c.max_lines(), Some(720));
+        for bad in ["720pp", "p", "+720", "0", "99999", " 720", "720P"] {
+            assert_eq!(resolution_lines(bad), None, "{bad:?}");
+            c.max_resolution = Some(bad.into());
+            let t = tokens.mint(&c);
+            assert_eq!(
+                check(t, "pb1", AUD_VIDEO).await,
+                Err(TokenError::Invalid),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(resolution_lines("1080"), Some(1080));
     }
 
     #[tokio::test]
