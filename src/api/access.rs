@@ -31,11 +31,7 @@ pub(super) fn token_from(query: &TokenQuery, headers: &HeaderMap) -> Option<Stri
         .token
         .clone()
         .filter(|t| !t.is_empty())
-        .or_else(|| {
-            header_str(header::AUTHORIZATION)?
-                .strip_prefix("Bearer ")
-                .map(str::to_string)
-        })
+        .or_else(|| super::auth::bearer(header_str(header::AUTHORIZATION)?).map(str::to_string))
         .or_else(|| {
             header_str(header::COOKIE)?
                 .split(';')
@@ -252,6 +248,19 @@ pub(super) async fn key_access(
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn a_bearer_token_is_read_whatever_the_case_of_its_scheme() {
+        let q = TokenQuery::default();
+        for value in ["Bearer abc", "bearer abc", "BEARER  abc "] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            assert_eq!(token_from(&q, &h).as_deref(), Some("abc"), "{value:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(token_from(&q, &h), None);
+    }
 
     #[test]
     fn the_page_host_comes_from_origin_or_referer_in_lower_case() {

@@ -75,6 +75,14 @@ pub enum Caller {
     Tenant { tenant_id: String, key_id: String },
 }
 
+/// The credentials of an `Authorization: Bearer <credentials>` value; the scheme is
+/// matched without regard to case (RFC 9110 §11.1), as for API keys so for playback tokens.
+pub(super) fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    let credentials = credentials.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -82,16 +90,10 @@ impl FromRequestParts<AppState> for Caller {
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             ApiError::Unauthorized("missing API key: send Authorization: Bearer <key>".into())
         })?;
-        let secret = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("Authorization must be: Bearer <key>".into()))?;
+        let secret =
+            header.to_str().ok().and_then(bearer).ok_or_else(|| {
+                ApiError::Unauthorized("Authorization must be: Bearer <key>".into())
+            })?;
         let digest = hash(secret);
         if let Some(admin) = &state.configured_admin_key
             && bool::from(admin.ct_eq(&digest))
