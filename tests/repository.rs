@@ -556,10 +556,29 @@ async fn sqlite_passes_the_repository_suite() {
     let db = Db::connect(&url, 4).await.unwrap();
     assert_eq!(db.backend(), Backend::Sqlite);
     repository_suite(&db).await;
+    // The file holds wrapped keys and key hashes: this user's only, its WAL too.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |file: &str| {
+        std::fs::metadata(dir.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for file in ["fc.db", "fc.db-wal"] {
+        assert_eq!(mode(file), 0o600, "{file}: {:o}", mode(file));
+    }
     db.close().await;
+    // A file made readable by others is made private again when opened.
+    std::fs::set_permissions(
+        dir.path().join("fc.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     // Migrations are idempotent: reopening the same file runs nothing new and loses nothing.
     let db = Db::connect(&url, 4).await.unwrap();
     assert_eq!(db.list_tenants(None, 10).await.unwrap().len(), 1);
+    assert_eq!(mode("fc.db"), 0o600);
 }
 
 #[tokio::test]

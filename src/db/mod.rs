@@ -57,6 +57,48 @@ pub struct Db {
     targets: std::sync::Arc<TargetCache>,
 }
 
+/// The SQLite file of `url`, created empty and readable by this user only (0600) before
+/// SQLite opens it, or tightened to that if it exists: it holds wrapped keys, API key hashes
+/// and viewers' entitlements. SQLite gives its `-wal` and `-shm` files the same mode.
+fn private_sqlite_file(url: &str) -> DbResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(':') {
+        return Ok(()); // in memory
+    }
+    let io = |e: std::io::Error| {
+        DbError::Sqlx(sqlx::Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("securing the database file {path}: {e}"),
+        )))
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+                tracing::warn!(
+                    path,
+                    "the database file was readable by others; it is 0600 now"
+                );
+            }
+            Ok(())
+        }
+        // The folder may not exist yet, or the URL names no plain path: SQLite says why.
+        Err(_) => Ok(()),
+    }
+}
+
 impl Db {
     /// Connects to `url` (creating a SQLite file if needed) and runs pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> DbResult<Self> {
@@ -81,6 +123,9 @@ impl Db {
                     Ok(())
                 })
             });
+        }
+        if backend == Backend::Sqlite {
+            private_sqlite_file(url)?;
         }
         let pool = options.connect(url).await?;
         let db = Self {
