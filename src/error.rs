@@ -172,11 +172,20 @@ impl From<DbError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::NotFound(key) => Self::NotFound(format!("object {key} not found")),
-            StorageError::InvalidKey { .. } | StorageError::InvalidRange(_) => {
-                Self::invalid(e.to_string())
+            // Storage keys name tenants and layouts: they go to the log, never to the client.
+            StorageError::NotFound(key) => {
+                tracing::debug!(%key, "object not found");
+                Self::NotFound("not found".into())
             }
-            StorageError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            StorageError::InvalidKey { key, reason } => {
+                tracing::debug!(key = %key.escape_debug(), reason, "invalid object key");
+                Self::invalid(format!("invalid path: {reason}"))
+            }
+            StorageError::InvalidRange(_) => Self::invalid(e.to_string()),
+            StorageError::Unavailable(detail) => {
+                tracing::warn!(%detail, "storage unavailable");
+                Self::Unavailable("storage is unavailable; retry shortly".into())
+            }
             StorageError::Unsupported(_) => Self::Conflict(e.to_string()),
             StorageError::Refused(_) => Self::invalid(e.to_string()),
             StorageError::Other(_) => Self::Internal(e.into()),

@@ -818,6 +818,29 @@ async fn unfinished_http_requests_cannot_hold_the_server() {
     server.stop().await;
 }
 
+/// What a viewer is told never names where things are stored.
+#[tokio::test]
+async fn errors_shown_to_viewers_name_no_storage_keys() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let m = media_with(&server, &tenant_id, &key, "public").await;
+    for path in [
+        format!("/hls/{}/999p/index.m3u8", m.playback_id),
+        format!("/hls/{}/720p/seg_00001.ts", m.playback_id),
+        format!("/hls/{}/subtitles/xx.vtt", m.playback_id),
+        format!("/hls/{}/a%20b/index.m3u8", m.playback_id),
+        format!("/thumbnails/{}.jpg", m.playback_id),
+        format!("/storyboards/{}.vtt", m.playback_id),
+    ] {
+        let (status, text) = server.get_text(&path).await;
+        assert!((400..500).contains(&status), "{path}: {status}");
+        assert!(
+            !text.contains("tenants/") && !text.contains(&tenant_id),
+            "{path}: {text}"
+        );
+    }
+}
+
 async fn viewer_token(server: &TestServer, key: &str, playback_id: &str, viewer: &str) -> String {
     let (status, t) = server
         .call(
