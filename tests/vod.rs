@@ -125,7 +125,10 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let config = common::test_config(dir.path());
+    let mut config = common::test_config(dir.path());
+    // Four thumbnail renders from one address, then one a hundred seconds.
+    config.playback.thumbnail_render_burst_per_ip = 4;
+    config.playback.thumbnail_renders_per_ip = 0.01;
     let server = TestServer::start_config(config.clone()).await;
     let admin = server.admin_key();
     let (status, tenant) = server
@@ -372,6 +375,47 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    // Renders are bounded: times and widths snap to a grid (5.4 s at 300 px is the frame
+    // already kept), widths stop at the source's, times past the end are refused, and one
+    // address gets a few renders before it must wait.
+    let width_of = |path: &'static str| {
+        let (server, dir) = (&server, media.path());
+        async move {
+            let response = server.client.get(server.url(path)).send().await.unwrap();
+            if response.status() != 200 {
+                return (response.status().as_u16(), 0);
+            }
+            let local = dir.join("snapped.jpg");
+            std::fs::write(&local, response.bytes().await.unwrap()).unwrap();
+            let probe = ffprobe(local.to_str().unwrap()).await;
+            (200, probe["streams"][0]["width"].as_u64().unwrap())
+        }
+    };
+    let thumbs = |server: &TestServer| {
+        let prefix = ferrocast::storage::Prefix::parse(&format!("{prefix}thumbnails/")).unwrap();
+        let store = server.state.jobs.store.clone();
+        async move { store.list(&prefix).await.unwrap().len() }
+    };
+    let path = |q: &str| -> &'static str {
+        Box::leak(format!("/thumbnails/{playback}.jpg?{q}").into_boxed_str())
+    };
+    assert_eq!(width_of(path("time=5.4&width=300")).await, (200, 320));
+    assert_eq!(
+        thumbs(&server).await,
+        1,
+        "no second render for the same frame"
+    );
+    assert_eq!(width_of(path("time=5&width=1920")).await, (200, 1280));
+    assert_eq!(width_of(path("time=10.5&width=320")).await.0, 400);
+    assert_eq!(width_of(path("time=1&width=320")).await.0, 200);
+    assert_eq!(width_of(path("time=2&width=320")).await.0, 200);
+    assert_eq!(width_of(path("time=3&width=320")).await.0, 429);
+    assert_eq!(
+        width_of(path("time=5&width=320")).await.0,
+        200,
+        "kept ones are served"
+    );
+    assert_eq!(thumbs(&server).await, 4);
 
     // A storyboard: a sprite and the WebVTT that points into it, for scrubbing previews.
     let vtt = server

@@ -13,7 +13,7 @@ pub mod openapi;
 mod player;
 mod router;
 mod security;
-mod stills;
+pub mod stills;
 mod telemetry;
 mod tenants;
 pub mod uploads;
@@ -82,6 +82,8 @@ pub struct Shared {
     pub whep: whep::WhepViewers,
     /// Segments recently served (`delivery.cache_mib`).
     pub delivery_cache: Arc<delivery_cache::DeliveryCache>,
+    /// How many thumbnails are rendered, per address and at once.
+    pub renders: Arc<stills::RenderLimits>,
 }
 
 /// Rate limits of the key endpoint.

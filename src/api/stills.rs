@@ -1,6 +1,8 @@
 //! Stills: thumbnails (a frame of an asset at a time, rendered on first request and kept) and
 //! storyboards (the scrubbing-preview sprite and its WebVTT), under the same access rules as
-//! the video.
+//! the video. Renders are bounded: times snap to a grid of at most [`TIME_STEPS`] steps over
+//! the video, widths to [`WIDTHS`] capped at the source's, so an asset has at most
+//! 201 × 9 thumbnails kept; and renders are rate-limited per address and run a few at once.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -23,8 +25,80 @@ pub struct ThumbnailQuery {
     width: Option<u32>,
 }
 
+/// Widths a thumbnail is rendered at: a request gets the first at or above what it asked,
+/// no wider than the source.
+pub const WIDTHS: [u32; 9] = [80, 160, 240, 320, 480, 640, 960, 1280, 1920];
+/// Steps a video's duration is cut into for thumbnails (each at least a second long).
+pub const TIME_STEPS: u64 = 200;
+
+/// The frame a thumbnail request is served: `(milliseconds, width)` on the grid, or why none.
+pub fn snap(
+    time_s: f64,
+    width: u32,
+    duration_ms: Option<u64>,
+    source_width: Option<u32>,
+) -> Result<(u64, u32), String> {
+    if !(16..=1920).contains(&width) {
+        return Err("width must be 16 to 1920".into());
+    }
+    if !time_s.is_finite() || time_s < 0.0 {
+        return Err("time must be a number of seconds, 0 or more".into());
+    }
+    let ms = (time_s * 1000.0).round() as u64;
+    let step = match duration_ms {
+        Some(d) if ms > d => {
+            return Err(format!(
+                "time is past the end of the video ({:.3} s)",
+                d as f64 / 1000.0
+            ));
+        }
+        Some(d) => d.div_ceil(TIME_STEPS).max(1000),
+        None => 1000,
+    };
+    let width = WIDTHS.into_iter().find(|w| *w >= width).unwrap_or(1920);
+    let width = source_width.map_or(width, |s| width.min(s.max(16)) & !1);
+    Ok((ms / step * step, width))
+}
+
+/// How many thumbnails are rendered: per address (`playback.thumbnail_renders_per_ip`), and
+/// at once on this server (one per core: the rest wait their turn).
+#[derive(Debug)]
+pub struct RenderLimits {
+    per_ip: crate::drm::ratelimit::RateLimiter,
+    at_once: tokio::sync::Semaphore,
+}
+
+impl RenderLimits {
+    pub fn new(c: &crate::config::PlaybackConfig) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            per_ip: crate::drm::ratelimit::RateLimiter::new(
+                c.thumbnail_renders_per_ip,
+                c.thumbnail_render_burst_per_ip,
+            ),
+            at_once: tokio::sync::Semaphore::new(cores),
+        }
+    }
+}
+
+/// The displayed width of an asset's video, from its media info (turned by its rotation).
+fn source_width(asset: &crate::db::Asset) -> Option<u32> {
+    let info: serde_json::Value = serde_json::from_str(asset.media_info.as_deref()?).ok()?;
+    let video = info.get("video")?;
+    let (w, h) = (
+        video.get("width")?.as_u64()?,
+        video.get("height")?.as_u64()?,
+    );
+    let turned = matches!(
+        video.get("rotation").and_then(|r| r.as_i64()),
+        Some(90 | 270 | -90)
+    );
+    u32::try_from(if turned { h } else { w }).ok()
+}
+
 /// `GET /thumbnails/{playback_id}.jpg?time=12.5&width=320`: a frame of an asset, rendered on
-/// first request from the original and kept in storage for the next.
+/// first request from the original and kept in storage for the next. Times snap to the grid
+/// and widths to [`WIDTHS`] ([`snap`]).
 pub async fn thumbnail(
     State(state): State<AppState>,
     Path(file): Path<String>,
@@ -62,21 +136,25 @@ pub async fn thumbnail(
         .prefix
         .as_deref()
         .ok_or_else(|| ApiError::NotFound("nothing to show yet".into()))?;
-    let width = q.width.unwrap_or(640);
-    if !(16..=1920).contains(&width) {
-        return Err(ApiError::invalid("width must be 16 to 1920"));
-    }
-    let name = match q.time {
-        None if q.width.is_none() => "poster.jpg".to_string(),
-        time => {
-            let t = time.unwrap_or(0.0);
-            if !t.is_finite() || t < 0.0 {
-                return Err(ApiError::invalid(
-                    "time must be a number of seconds, 0 or more",
-                ));
-            }
-            format!("thumbnails/{}_{width}.jpg", (t * 1000.0).round() as u64)
-        }
+    let asset = if poster {
+        None
+    } else {
+        state.jobs.db.asset_by_playback_id(playback_id).await?
+    };
+    let (time_ms, width) = snap(
+        q.time.unwrap_or(0.0),
+        q.width.unwrap_or(640),
+        asset
+            .as_ref()
+            .and_then(|a| a.duration_ms)
+            .map(|d| d.max(0) as u64),
+        asset.as_ref().and_then(source_width),
+    )
+    .map_err(ApiError::invalid)?;
+    let name = if poster {
+        "poster.jpg".to_string()
+    } else {
+        format!("thumbnails/{time_ms}_{width}.jpg")
     };
     let key = ObjectKey::parse(&format!("{prefix}{name}"))?;
     let jpeg = match state.jobs.store.get(&key, None).await {
@@ -96,7 +174,21 @@ pub async fn thumbnail(
                     ));
                 }
             };
-            let time = q.time.unwrap_or(0.0);
+            if let Some(ip) = &ip
+                && let Err(wait) = state.renders.per_ip.check(ip)
+            {
+                metrics::counter!("ferrocast_thumbnail_renders_limited_total").increment(1);
+                return Err(ApiError::TooManyRequests(
+                    (wait.as_secs_f64().ceil() as u64).max(1),
+                ));
+            }
+            let _turn = state
+                .renders
+                .at_once
+                .acquire()
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            let time = time_ms as f64 / 1000.0;
             let jpeg = tokio::task::spawn_blocking(move || {
                 crate::pipeline::vod::thumbnail(&source, time, width)
             })
@@ -201,4 +293,37 @@ pub async fn storyboard(
         "image/jpeg"
     };
     Ok(still_response(&target, content_type, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbnails_snap_to_a_bounded_grid() {
+        let ten_s = Some(10_000);
+        assert_eq!(snap(5.0, 320, ten_s, Some(1280)), Ok((5000, 320)));
+        assert_eq!(snap(5.4, 300, ten_s, Some(1280)), Ok((5000, 320)));
+        assert_eq!(snap(5.0, 1920, ten_s, Some(1280)), Ok((5000, 1280)));
+        assert_eq!(snap(0.0, 1920, ten_s, Some(853)), Ok((0, 852)));
+        assert_eq!(snap(10.0, 16, ten_s, None), Ok((10_000, 80)));
+        assert!(
+            snap(10.5, 320, ten_s, None)
+                .unwrap_err()
+                .contains("past the end")
+        );
+        assert!(snap(-1.0, 320, ten_s, None).is_err());
+        assert!(snap(f64::NAN, 320, ten_s, None).is_err());
+        assert!(snap(1.0, 2000, ten_s, None).is_err());
+        // A two-hour video: 36 s steps, so at most 201 times.
+        let two_h = 7_200_000;
+        let times: std::collections::HashSet<u64> = (0..=7200)
+            .map(|t| snap(t as f64, 320, Some(two_h), None).unwrap().0)
+            .collect();
+        assert_eq!(times.len(), 201);
+        let widths: std::collections::HashSet<u32> = (16..=1920)
+            .map(|w| snap(0.0, w, None, None).unwrap().1)
+            .collect();
+        assert_eq!(widths.len(), WIDTHS.len());
+    }
 }

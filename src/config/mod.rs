@@ -186,6 +186,8 @@ pub struct PlaybackConfig {
     pub key_burst_per_ip: u32,
     pub key_rate_per_viewer: f64,
     pub key_burst_per_viewer: u32,
+    pub thumbnail_renders_per_ip: f64,
+    pub thumbnail_render_burst_per_ip: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -536,6 +536,16 @@ impl Db {
         .await?)
     }
 
+    /// The asset a playback id plays, if it plays one.
+    pub async fn asset_by_playback_id(&self, playback_id: &str) -> DbResult<Option<Asset>> {
+        Ok(sqlx::query_as::<_, Asset>(&format!(
+            "SELECT {ASSET_COLUMNS} FROM assets WHERE playback_id = $1"
+        ))
+        .bind(playback_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     pub async fn finish_asset(
         &self,
         id: &str,

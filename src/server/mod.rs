@@ -194,6 +194,7 @@ pub async fn build(
         tokens,
         audit,
         key_limits,
+        renders: Arc::new(crate::api::stills::RenderLimits::new(&config.playback)),
         geoip,
         live,
         rtmp_url: rtmp_url.to_string(),
