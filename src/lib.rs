@@ -21,7 +21,8 @@ pub mod error;
 // -- ingest protocols: RTMP and WHIP publishers in
 pub mod ingest;
 
-// -- media services: live broadcasts and VOD jobs
+// -- media services: live broadcasts, VOD jobs, viewer analytics
+pub mod analytics;
 pub mod live;
 pub mod vod;
 

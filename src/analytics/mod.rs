@@ -1,0 +1,4 @@
+//! Viewer analytics: what players report (beacons), folded into views with Mux Data's
+//! metric definitions ([`view`]).
+
+pub mod view;

@@ -1,0 +1,440 @@
+//! One view, from its player events to its metrics, by Mux Data's definitions
+//! (docs.mux.com/guides/data). [`summarize`] is pure: the aggregator feeds it what a view's
+//! beacons brought, the tests feed it the fixtures under `tests/fixtures/analytics/`.
+//!
+//! - A **view** is one play attempt: pause and resume stay in it. It ends at `viewend`, a
+//!   fatal error, or 60 minutes without an event ([`VIEW_TIMEOUT_MS`]).
+//! - **Watch time** runs from the play request to the end, paused time excluded: it includes
+//!   startup, rebuffering and seeking. **Playing time** is the part spent playing.
+//! - **Video startup time** runs from the play request (`play`) to the first frame with the
+//!   playhead moving (`playing`).
+//! - A **rebuffer** is a stall of at least [`MIN_REBUFFER_MS`] after the first frame, outside
+//!   a seek. Rebuffer percentage = rebuffer duration ÷ watch time; frequency = rebuffers per
+//!   minute of watch time.
+//! - **Exit before video start**: a play request, no first frame, no fatal error.
+//!   **Startup failure**: a fatal error before the first frame. **Playback failure**: any
+//!   fatal error. A key denied for policy, entitlement or country (HTTP 403 on a key or
+//!   licence) is a **business exception**, counted as neither.
+//! - **Upscale / downscale**: the player's size against the rendition's (the fitting scale
+//!   `min(player_w / w, player_h / h)`), `scale − 1` or `1 − scale` when positive, weighted by
+//!   playing time. **Weighted average bitrate** likewise.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A view with no event for this long has ended (Mux: 60 minutes).
+pub const VIEW_TIMEOUT_MS: i64 = 60 * 60 * 1000;
+/// Stalls shorter than this are not rebuffers.
+pub const MIN_REBUFFER_MS: i64 = 250;
+/// A VOD view is complete once its playhead reached this share of the duration.
+pub const COMPLETION_SHARE: f64 = 0.9;
+
+/// What a player reports. Times are the viewer's clock (ms since the epoch); `seq` orders
+/// a view's events and makes a resent batch idempotent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u32,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    /// Viewer clock, milliseconds since the Unix epoch.
+    pub t: i64,
+    /// Playhead, milliseconds into the media.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playhead_ms: Option<i64>,
+    /// The player's size in CSS pixels, when it is known or changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub player_w: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub player_h: Option<u32>,
+    /// `renditionchange`: the rendition now playing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// `error`: whether playback stopped for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fatal: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `error`: what failed (`key`, `manifest`, `segment`, `media`, `other`) and its HTTP
+    /// status, when a request failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Viewinit,
+    Play,
+    Playing,
+    Pause,
+    Seeking,
+    Seeked,
+    Rebufferstart,
+    Rebufferend,
+    Renditionchange,
+    Error,
+    Ended,
+    Heartbeat,
+    Viewend,
+}
+
+/// A view's metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// When the view started (its first event), viewer clock.
+    pub started_at: i64,
+    /// When it ended, or its last event so far.
+    pub ended_at: i64,
+    /// Ended: `viewend`, a fatal error or the timeout.
+    pub finished: bool,
+    pub video_startup_time_ms: Option<i64>,
+    pub watch_time_ms: i64,
+    pub playing_time_ms: i64,
+    pub rebuffer_count: u32,
+    pub rebuffer_duration_ms: i64,
+    pub exit_before_video_start: bool,
+    pub startup_failure: bool,
+    pub playback_failure: bool,
+    pub business_exception: bool,
+    /// The fatal error, if any: `code: message`.
+    pub error: Option<String>,
+    /// Time-weighted over playing time, as fractions (0.5 = 50 %).
+    pub upscale: f64,
+    pub downscale: f64,
+    pub max_upscale: f64,
+    pub weighted_bitrate: Option<f64>,
+    pub max_playhead_ms: i64,
+    /// VOD only: the playhead reached [`COMPLETION_SHARE`] of the duration.
+    pub completed: Option<bool>,
+    /// Events after a 60-minute gap, left out (they belong to no open view).
+    pub ignored_after_timeout: u32,
+}
+
+impl Summary {
+    /// Rebuffer duration ÷ watch time.
+    pub fn rebuffer_percentage(&self) -> f64 {
+        ratio(self.rebuffer_duration_ms as f64, self.watch_time_ms as f64)
+    }
+
+    /// Rebuffers per minute of watch time.
+    pub fn rebuffer_frequency(&self) -> f64 {
+        ratio(
+            f64::from(self.rebuffer_count),
+            self.watch_time_ms as f64 / 60_000.0,
+        )
+    }
+
+    /// Mux's Startup Time Score: `8 / (8 + startup seconds) × 100`; none for EBVS views.
+    pub fn startup_score(&self) -> Option<f64> {
+        let s = self.video_startup_time_ms? as f64 / 1000.0;
+        Some(8.0 / (8.0 + s) * 100.0)
+    }
+
+    /// Mux's Smoothness Score: the mean of `100 / √(1 + (rebuffers / 2)²)` and
+    /// `100 · e^(−10 · rebuffer fraction)`; none for EBVS views.
+    pub fn smoothness_score(&self) -> Option<f64> {
+        self.video_startup_time_ms?;
+        let count = f64::from(self.rebuffer_count);
+        let by_count = 100.0 / (1.0 + (count / 2.0).powi(2)).sqrt();
+        let by_share = 100.0 * (-10.0 * self.rebuffer_percentage()).exp();
+        Some((by_count + by_share) / 2.0)
+    }
+
+    /// Mux's Video Quality Score: `100 · e^(−0.33 · (0.15 · max upscale + 0.85 · mean
+    /// upscale))`; none for EBVS views.
+    pub fn quality_score(&self) -> Option<f64> {
+        self.video_startup_time_ms?;
+        Some(100.0 * (-0.33 * (0.15 * self.max_upscale + 0.85 * self.upscale)).exp())
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before the play request.
+    Idle,
+    /// Play requested, no first frame yet.
+    Starting,
+    Playing,
+    Paused,
+    Seeking {
+        was_paused: bool,
+    },
+    /// A stall after the first frame, since this time.
+    Stalled {
+        since: i64,
+    },
+    Over,
+}
+
+/// The metrics of one view from its events (any order; duplicates by `seq` count once).
+/// `duration_ms`: the VOD asset's length (completion), `None` for live.
+pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
+    let ordered: BTreeMap<u32, &Event> = events.iter().map(|e| (e.seq, e)).collect();
+    let mut s = Summary::default();
+    let Some(first) = ordered.values().next() else {
+        return s;
+    };
+    s.started_at = first.t;
+    let mut state = State::Idle;
+    let mut last_t = first.t;
+    let mut play_at = None;
+    // Sizes, width by height: the player's and the rendition's.
+    let mut player: Option<(u32, u32)> = None;
+    let mut rendition: Option<(u32, u32)> = None;
+    let mut bitrate: Option<u64> = None;
+    let (mut bitrate_ms, mut bitrate_sum, mut scaled_ms) = (0i64, 0f64, 0i64);
+    for (i, e) in ordered.values().enumerate() {
+        if state == State::Over {
+            break;
+        }
+        // Out-of-order clocks never make time run backwards.
+        let t = e.t.max(last_t);
+        if t - last_t > VIEW_TIMEOUT_MS {
+            s.ignored_after_timeout = (ordered.len() - i) as u32;
+            s.finished = true;
+            break;
+        }
+        let dt = t - last_t;
+        match state {
+            State::Starting | State::Seeking { .. } | State::Stalled { .. } => {
+                s.watch_time_ms += dt
+            }
+            State::Playing => {
+                s.watch_time_ms += dt;
+                s.playing_time_ms += dt;
+                if let Some(b) = bitrate {
+                    bitrate_ms += dt;
+                    bitrate_sum += b as f64 * dt as f64;
+                }
+                if let (Some((pw, ph)), Some((w, h))) = (player, rendition)
+                    && w > 0
+                    && h > 0
+                {
+                    let scale = (f64::from(pw) / f64::from(w)).min(f64::from(ph) / f64::from(h));
+                    let up = (scale - 1.0).max(0.0);
+                    s.upscale += up * dt as f64;
+                    s.downscale += (1.0 - scale).max(0.0) * dt as f64;
+                    s.max_upscale = s.max_upscale.max(up);
+                    scaled_ms += dt;
+                }
+            }
+            State::Idle | State::Paused | State::Over => {}
+        }
+        last_t = t;
+        if let (Some(w), Some(h)) = (e.player_w, e.player_h) {
+            player = Some((w, h));
+        }
+        if let Some(p) = e.playhead_ms {
+            s.max_playhead_ms = s.max_playhead_ms.max(p);
+        }
+        state = match (e.kind, state) {
+            (EventKind::Play, State::Idle) => {
+                play_at = Some(t);
+                State::Starting
+            }
+            (EventKind::Play, State::Paused) => State::Playing,
+            (EventKind::Playing, State::Starting) => {
+                s.video_startup_time_ms = play_at.map(|p| t - p);
+                State::Playing
+            }
+            (EventKind::Playing, State::Paused | State::Stalled { .. }) => {
+                end_stall(&mut s, state, t);
+                State::Playing
+            }
+            (EventKind::Pause, State::Playing | State::Stalled { .. }) => {
+                end_stall(&mut s, state, t);
+                State::Paused
+            }
+            (EventKind::Seeking, State::Playing | State::Stalled { .. }) => {
+                // A stall that turns into a seek was the seek's.
+                State::Seeking { was_paused: false }
+            }
+            (EventKind::Seeking, State::Paused) => State::Seeking { was_paused: true },
+            (EventKind::Seeked, State::Seeking { was_paused }) => {
+                if was_paused {
+                    State::Paused
+                } else {
+                    State::Playing
+                }
+            }
+            // Stalls during startup or a seek are part of them.
+            (EventKind::Rebufferstart, State::Playing) => State::Stalled { since: t },
+            (EventKind::Rebufferend, State::Stalled { .. }) => {
+                end_stall(&mut s, state, t);
+                State::Playing
+            }
+            (EventKind::Renditionchange, _) => {
+                if let (Some(w), Some(h)) = (e.width, e.height) {
+                    rendition = Some((w, h));
+                }
+                bitrate = e.bitrate.or(bitrate);
+                state
+            }
+            (EventKind::Error, _) if e.fatal == Some(true) => {
+                end_stall(&mut s, state, t);
+                let business = e.http_status == Some(403)
+                    && matches!(e.context.as_deref(), Some("key" | "licence" | "license"));
+                if business {
+                    s.business_exception = true;
+                } else {
+                    s.playback_failure = true;
+                    s.startup_failure = s.video_startup_time_ms.is_none();
+                }
+                s.error = Some(format!(
+                    "{}: {}",
+                    e.code.as_deref().unwrap_or("error"),
+                    e.message.as_deref().unwrap_or("")
+                ));
+                s.finished = true;
+                State::Over
+            }
+            (EventKind::Ended, _) => {
+                end_stall(&mut s, state, t);
+                State::Paused
+            }
+            (EventKind::Viewend, _) => {
+                end_stall(&mut s, state, t);
+                s.finished = true;
+                State::Over
+            }
+            (_, state) => state,
+        };
+    }
+    s.ended_at = last_t;
+    s.exit_before_video_start = s.finished
+        && play_at.is_some()
+        && s.video_startup_time_ms.is_none()
+        && !s.playback_failure
+        && !s.business_exception;
+    if scaled_ms > 0 {
+        s.upscale /= scaled_ms as f64;
+        s.downscale /= scaled_ms as f64;
+    }
+    s.weighted_bitrate = (bitrate_ms > 0).then(|| bitrate_sum / bitrate_ms as f64);
+    s.completed = duration_ms
+        .filter(|d| *d > 0)
+        .map(|d| s.max_playhead_ms as f64 >= COMPLETION_SHARE * d as f64);
+    s
+}
+
+/// A stall that ends at `t`: a rebuffer if it lasted [`MIN_REBUFFER_MS`] or more, else as
+/// if it never happened (its time was playing).
+fn end_stall(s: &mut Summary, state: State, t: i64) {
+    if let State::Stalled { since } = state {
+        if t - since >= MIN_REBUFFER_MS {
+            s.rebuffer_count += 1;
+            s.rebuffer_duration_ms += t - since;
+        } else {
+            s.playing_time_ms += t - since;
+        }
+    }
+}
+
+/// A view still open after this long without an event has ended (the aggregator's clock).
+pub fn timed_out(last_event_at: i64, now: i64) -> bool {
+    now - last_event_at > VIEW_TIMEOUT_MS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u32, kind: EventKind, t: i64) -> Event {
+        Event {
+            seq,
+            kind,
+            t,
+            playhead_ms: None,
+            player_w: None,
+            player_h: None,
+            bitrate: None,
+            width: None,
+            height: None,
+            fatal: None,
+            code: None,
+            message: None,
+            context: None,
+            http_status: None,
+        }
+    }
+
+    #[test]
+    fn scores_follow_the_published_examples() {
+        let s = |startup: i64| Summary {
+            video_startup_time_ms: Some(startup),
+            ..Summary::default()
+        };
+        for (ms, score) in [(400, 95.0), (2000, 80.0), (8000, 50.0), (20_000, 29.0)] {
+            assert!((s(ms).startup_score().unwrap() - score).abs() < 0.5, "{ms}");
+        }
+        assert_eq!(Summary::default().startup_score(), None, "EBVS: no score");
+        let mut q = s(1000);
+        q.upscale = 0.5;
+        q.max_upscale = 0.5;
+        assert!((q.quality_score().unwrap() - 85.0).abs() < 0.5);
+        let mut smooth = s(1000);
+        assert_eq!(smooth.smoothness_score(), Some(100.0));
+        smooth.rebuffer_count = 4;
+        smooth.rebuffer_duration_ms = 60_000;
+        smooth.watch_time_ms = 20 * 60_000;
+        // Mux's example, four 15 s rebuffers in 20 minutes: about the mean of 44 and 60.
+        assert!((smooth.smoothness_score().unwrap() - 52.7).abs() < 2.0);
+    }
+
+    /// Every fixture under `tests/fixtures/analytics/`: its events, and the values its view
+    /// must have (a float within 1e-6).
+    #[test]
+    fn the_fixtures_give_their_expected_metrics() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analytics");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let fixture: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let name = path.file_stem().unwrap().to_string_lossy().to_string();
+            let events: Vec<Event> = serde_json::from_value(fixture["events"].clone())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let summary = summarize(&events, fixture["duration_ms"].as_i64());
+            let got = serde_json::to_value(&summary).unwrap();
+            for (field, want) in fixture["expect"].as_object().unwrap() {
+                let have = &got[field];
+                let same = match (want.as_f64(), have.as_f64()) {
+                    (Some(w), Some(h)) => (w - h).abs() < 1e-6,
+                    _ => want == have,
+                };
+                assert!(same, "{name}: {field} is {have}, expected {want}");
+            }
+            checked += 1;
+        }
+        assert!(checked >= 11, "only {checked} fixtures");
+    }
+
+    #[test]
+    fn a_resent_or_reordered_batch_gives_the_same_view() {
+        let events = vec![
+            ev(1, EventKind::Viewinit, 0),
+            ev(2, EventKind::Play, 100),
+            ev(3, EventKind::Playing, 600),
+            ev(4, EventKind::Viewend, 10_600),
+        ];
+        let once = summarize(&events, None);
+        let mut twice: Vec<Event> = events.iter().rev().cloned().collect();
+        twice.extend(events.clone());
+        assert_eq!(summarize(&twice, None), once);
+        assert_eq!(once.watch_time_ms, 10_500);
+        assert_eq!(once.playing_time_ms, 10_000);
+    }
+}
