@@ -2,14 +2,21 @@
 //! proved itself yet (an RTMP client not publishing, an HTTP client that has not sent a
 //! whole request) is cheap to open and hold: one byte, then silence until a deadline. So
 //! those are capped per address, and at the global cap the oldest of them is dropped to let
-//! a newcomer in. An established connection is never dropped for room: a flood of idle
-//! sockets can neither lock a broadcaster or a viewer out nor cut one off.
+//! a newcomer in. Next in line, for HTTP, is a kept-alive connection that has moved no byte
+//! for [`IDLE_EVICTABLE_MS`], the longest idle first. A publisher is never dropped for room,
+//! nor a connection with bytes in flight: a flood of sockets, silent or sending a request now
+//! and then, can neither lock a broadcaster or a viewer out nor cut one off.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
+
+/// An established HTTP connection idle this long may be closed to make room.
+pub const IDLE_EVICTABLE_MS: u64 = 2_000;
 
 /// The connections admitted, shared by the listener and every connection's [`Admitted`].
 #[derive(Debug)]
@@ -18,6 +25,8 @@ pub struct Admission {
     kind: &'static str,
     max_connections: usize,
     max_pending_per_ip: usize,
+    /// Activity times are milliseconds after this.
+    epoch: Instant,
     inner: Mutex<Inner>,
 }
 
@@ -25,15 +34,20 @@ pub struct Admission {
 struct Inner {
     next_id: u64,
     /// By admission order (ids only grow), so the first pending one is the oldest.
-    connections: std::collections::BTreeMap<u64, Connection>,
+    connections: BTreeMap<u64, Connection>,
     pending_by_ip: HashMap<IpAddr, usize>,
 }
 
 #[derive(Debug)]
 struct Connection {
     ip: IpAddr,
-    /// Pending connections hold the sender that drops them; established ones hold none.
+    /// Not established yet: counted against its address.
+    pending: bool,
+    /// The sender that drops it; none once it may never be dropped (a publisher).
     drop_it: Option<oneshot::Sender<()>>,
+    /// Established HTTP: when a byte last moved ([`Admission::now_ms`] terms); evictable
+    /// once idle.
+    activity: Option<Arc<AtomicU64>>,
 }
 
 /// Why a connection was not let in.
@@ -41,7 +55,7 @@ struct Connection {
 pub enum Refused {
     #[error("too many connections from this address that are not established")]
     AddressPending,
-    #[error("too many connections, all of them established")]
+    #[error("too many connections, none of them idle")]
     Full,
 }
 
@@ -51,26 +65,32 @@ impl Admission {
             kind,
             max_connections: max_connections.max(1),
             max_pending_per_ip: max_pending_per_ip.max(1),
+            epoch: Instant::now(),
             inner: Mutex::default(),
         })
     }
 
-    /// Lets a connection from `ip` in, dropping the oldest pending connection when the
-    /// server is full. The [`Admitted`] frees its place when dropped; `dropped` resolves when
-    /// the connection must end to make room.
+    /// Milliseconds since this admission began: the clock of activity marks.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The instant [`Admission::now_ms`] counts from.
+    pub fn clock(&self) -> Instant {
+        self.epoch
+    }
+
+    /// Lets a connection from `ip` in, making room when the server is full. The
+    /// [`Admitted`] frees its place when dropped; `dropped` resolves when the connection must
+    /// end to make room.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refused> {
         let mut inner = self.inner.lock().unwrap();
         if inner.pending_by_ip.get(&ip).copied().unwrap_or(0) >= self.max_pending_per_ip {
             return Err(Refused::AddressPending);
         }
         if inner.connections.len() >= self.max_connections {
-            let oldest = inner
-                .connections
-                .iter()
-                .find(|(_, c)| c.drop_it.is_some())
-                .map(|(id, _)| *id)
-                .ok_or(Refused::Full)?;
-            let gone = inner.remove(oldest).expect("found above");
+            let victim = inner.victim(self.now_ms()).ok_or(Refused::Full)?;
+            let gone = inner.remove(victim).expect("found above");
             if let Some(tx) = gone.drop_it {
                 let _ = tx.send(());
             }
@@ -84,7 +104,9 @@ impl Admission {
             id,
             Connection {
                 ip,
+                pending: true,
                 drop_it: Some(tx),
+                activity: None,
             },
         );
         *inner.pending_by_ip.entry(ip).or_default() += 1;
@@ -95,7 +117,6 @@ impl Admission {
         })
     }
 
-    /// Connections admitted now (pending and publishing).
     #[cfg(test)]
     fn len(&self) -> usize {
         self.inner.lock().unwrap().connections.len()
@@ -103,9 +124,24 @@ impl Admission {
 }
 
 impl Inner {
+    /// Who makes room: the oldest pending connection, else the longest-idle established
+    /// one that may be dropped.
+    fn victim(&self, now_ms: u64) -> Option<u64> {
+        if let Some((id, _)) = self.connections.iter().find(|(_, c)| c.pending) {
+            return Some(*id);
+        }
+        self.connections
+            .iter()
+            .filter(|(_, c)| c.drop_it.is_some())
+            .filter_map(|(id, c)| Some((*id, c.activity.as_ref()?.load(Ordering::Relaxed))))
+            .filter(|(_, at)| now_ms.saturating_sub(*at) >= IDLE_EVICTABLE_MS)
+            .min_by_key(|(_, at)| *at)
+            .map(|(id, _)| id)
+    }
+
     fn remove(&mut self, id: u64) -> Option<Connection> {
         let gone = self.connections.remove(&id)?;
-        if gone.drop_it.is_some() {
+        if gone.pending {
             self.unpend(gone.ip);
         }
         Some(gone)
@@ -119,6 +155,23 @@ impl Inner {
             }
         }
     }
+
+    /// Marks `id` established; `activity` None: never dropped from now on.
+    fn establish(&mut self, id: u64, activity: Option<Arc<AtomicU64>>) {
+        let Some(c) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if !c.pending {
+            return;
+        }
+        c.pending = false;
+        let ip = c.ip;
+        match activity {
+            None => c.drop_it = None,
+            Some(a) => c.activity = Some(a),
+        }
+        self.unpend(ip);
+    }
 }
 
 /// One admitted connection's place; freed on drop.
@@ -130,27 +183,38 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    /// The connection proved itself (RTMP: it publishes; HTTP: a whole request came): from
-    /// now on it is never dropped for room.
+    /// The connection proved itself and may never be dropped for room (RTMP: it publishes).
     pub fn established(&self) {
-        self.marker().mark();
+        self.admission
+            .inner
+            .lock()
+            .unwrap()
+            .establish(self.id, None);
     }
 
-    /// A handle that marks this connection established, for the code that sees it happen.
-    pub fn marker(&self) -> Established {
+    /// A handle that marks this connection established once it proves itself (HTTP: a
+    /// whole request came), after which it is dropped for room only while `activity` says
+    /// it has been idle for [`IDLE_EVICTABLE_MS`].
+    pub fn marker(&self, activity: Arc<AtomicU64>) -> Established {
         Established {
             admission: self.admission.clone(),
             id: self.id,
+            activity,
         }
     }
 
-    /// Resolves when the connection was dropped to make room; never, once established.
+    /// The admission's clock ([`Admission::now_ms`]).
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// Resolves when the connection was dropped to make room; never, once it cannot be.
     pub async fn dropped(&mut self) {
         if let Some(rx) = self.dropped.as_mut() {
             if rx.await.is_ok() {
                 return;
             }
-            // The sender went when the connection was established: never dropped.
+            // The sender went when the connection became undroppable.
             self.dropped = None;
         }
         std::future::pending().await
@@ -162,19 +226,16 @@ impl Admitted {
 pub struct Established {
     admission: Arc<Admission>,
     id: u64,
+    activity: Arc<AtomicU64>,
 }
 
 impl Established {
     pub fn mark(&self) {
-        let mut inner = self.admission.inner.lock().unwrap();
-        let ip = match inner.connections.get_mut(&self.id) {
-            Some(c) if c.drop_it.is_some() => {
-                c.drop_it = None;
-                c.ip
-            }
-            _ => return,
-        };
-        inner.unpend(ip);
+        self.admission
+            .inner
+            .lock()
+            .unwrap()
+            .establish(self.id, Some(self.activity.clone()));
     }
 }
 
@@ -187,9 +248,16 @@ impl Drop for Admitted {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
+    }
+
+    async fn is_dropped(a: &mut Admitted) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), a.dropped())
+            .await
+            .is_ok()
     }
 
     #[test]
@@ -199,7 +267,7 @@ mod tests {
         let two = a.admit(ip(1)).unwrap();
         assert_eq!(a.admit(ip(1)).unwrap_err(), Refused::AddressPending);
         assert!(a.admit(ip(2)).is_ok(), "other addresses are not counted");
-        // A publishing connection no longer counts as pending.
+        // An established connection no longer counts as pending.
         two.established();
         let _three = a.admit(ip(1)).unwrap();
         drop(two);
@@ -207,31 +275,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn at_the_cap_the_oldest_pending_is_dropped_never_an_established_one() {
+    async fn at_the_cap_the_oldest_pending_is_dropped_never_a_publisher() {
         let a = Admission::new("test", 3, 10);
         let mut publisher = a.admit(ip(1)).unwrap();
         publisher.established();
         let mut old = a.admit(ip(2)).unwrap();
         let mut newer = a.admit(ip(2)).unwrap();
-        let _newcomer = a.admit(ip(3)).unwrap();
+        let newcomer = a.admit(ip(3)).unwrap();
         assert_eq!(a.len(), 3);
-        tokio::time::timeout(std::time::Duration::from_secs(1), old.dropped())
-            .await
-            .expect("the oldest pending connection is told to go");
-        let pending = tokio::time::timeout(std::time::Duration::from_millis(50), newer.dropped());
-        assert!(pending.await.is_err(), "only the oldest goes");
-        let never = tokio::time::timeout(std::time::Duration::from_millis(50), publisher.dropped());
-        assert!(never.await.is_err(), "a publisher is never dropped");
+        assert!(is_dropped(&mut old).await, "the oldest pending one goes");
+        assert!(!is_dropped(&mut newer).await, "only the oldest goes");
+        assert!(!is_dropped(&mut publisher).await, "a publisher never goes");
         // The dropped one's place was taken at once; its own drop frees nothing twice.
         drop(old);
         assert_eq!(a.len(), 3);
-        let mut all_publishing = vec![publisher];
-        for c in [newer, _newcomer] {
-            c.established();
-            all_publishing.push(c);
-        }
+        newer.established();
+        newcomer.established();
         assert_eq!(a.admit(ip(4)).unwrap_err(), Refused::Full);
-        drop(all_publishing);
+        drop((publisher, newer, newcomer));
         assert_eq!(a.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_an_idle_kept_alive_connection_makes_room_a_busy_one_never() {
+        let a = Admission::new("test", 2, 10);
+        let (busy_at, idle_at) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let mut busy = a.admit(ip(1)).unwrap();
+        busy.marker(busy_at.clone()).mark();
+        let mut idle = a.admit(ip(1)).unwrap();
+        idle.marker(idle_at.clone()).mark();
+        // Both moved a byte just now: nobody can be dropped.
+        busy_at.store(a.now_ms(), Ordering::Relaxed);
+        idle_at.store(a.now_ms(), Ordering::Relaxed);
+        assert_eq!(a.admit(ip(2)).unwrap_err(), Refused::Full);
+        // Later, one has stayed silent past the limit: it makes room.
+        tokio::time::sleep(Duration::from_millis(IDLE_EVICTABLE_MS + 100)).await;
+        busy_at.store(a.now_ms(), Ordering::Relaxed);
+        let _newcomer = a.admit(ip(2)).unwrap();
+        assert!(is_dropped(&mut idle).await);
+        assert!(!is_dropped(&mut busy).await);
     }
 }

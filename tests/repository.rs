@@ -396,6 +396,41 @@ async fn live_suite(db: &Db, a: &str, b: &str) {
     let none = db.scope_rules("tenants/a/live/x/9/").await.unwrap();
     assert_eq!(none.owners, 0);
     assert!(!none.public());
+    // A recording takes its broadcast's rules; an entitlement to either id plays both.
+    db.set_playback_rules(a, "pb-a", None, Some(true))
+        .await
+        .unwrap();
+    db.copy_rules_to_recording(&s.id, &asset.id).await.unwrap();
+    let rec = db.find_playback_target("pb-rec").await.unwrap().unwrap();
+    assert_eq!(
+        (rec.policy, rec.requires_entitlement),
+        (PlaybackPolicy::Signed, true)
+    );
+    let prefix = Some("tenants/a/live/x/1/");
+    assert!(
+        !db.has_entitlement_to_media(a, "pb-rec", prefix, "ann")
+            .await
+            .unwrap()
+    );
+    db.create_entitlement(a, "pb-a", "ann", None).await.unwrap();
+    assert!(
+        db.has_entitlement_to_media(a, "pb-rec", prefix, "ann")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.has_entitlement_to_media(b, "pb-rec", prefix, "ann")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.has_entitlement_to_media(a, "pb-rec", None, "ann")
+            .await
+            .unwrap()
+    );
+    db.set_playback_rules(a, "pb-a", None, Some(false))
+        .await
+        .unwrap();
 
     // Content keys are stored as given (wrapped by the caller) and deleted by scope.
     let ck = StoredContentKey {

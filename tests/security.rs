@@ -557,6 +557,18 @@ async fn a_recording_locked_down_is_locked_under_the_live_streams_id_too() {
         get_key(&server, &live, &alice).await,
         (200, live.key.clone())
     );
+    // An entitlement to the live stream's id plays the same media under the recording's.
+    let (status, _) = server
+        .call(
+            "POST",
+            "/v1/entitlements",
+            Some(&key),
+            Some(json!({"playback_id": live.playback_id, "viewer": "carol"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let carol = viewer_token(&server, &key, &recording_pb, "carol").await;
+    assert_eq!(get_key(&server, &live, &carol).await.0, 200);
     // The live stream's own rules are its own: it still says public.
     let (_, own) = server
         .call(
@@ -586,6 +598,18 @@ async fn stills_of_paid_media_need_an_entitlement_except_the_poster() {
             &pb,
             ferrocast::db::PlaybackPolicy::Signed,
             ferrocast::db::AssetStatus::Ready,
+            None,
+        )
+        .await
+        .unwrap();
+    server
+        .state
+        .jobs
+        .db
+        .finish_asset(
+            &asset.id,
+            ferrocast::db::AssetStatus::Ready,
+            Some(10_000),
             None,
         )
         .await
@@ -667,6 +691,10 @@ async fn stills_of_paid_media_need_an_entitlement_except_the_poster() {
     assert_eq!(status, 201);
     assert_eq!(status_of(&server, &thumb(&t_bob), &[]).await, 200);
     assert_eq!(status_of(&server, &board(&s_bob), &[]).await, 200);
+    // The same stills are not reachable as if they were a rendition's files.
+    let v_bob = token("v", Some("bob")).await;
+    let beside = format!("/hls/{pb}/thumbnails/1000_320.jpg?token={v_bob}");
+    assert_eq!(status_of(&server, &beside, &[]).await, 404);
     // Public but paid: the same rule, a token is needed for the frames.
     let (status, _) = server
         .call(
@@ -680,6 +708,14 @@ async fn stills_of_paid_media_need_an_entitlement_except_the_poster() {
     let bare = format!("/thumbnails/{pb}.jpg?time=1&width=320");
     assert_eq!(status_of(&server, &bare, &[]).await, 401);
     assert_eq!(status_of(&server, &thumb(&t_bob), &[]).await, 200);
+    // Paid frames are never cached for anyone else, even on public media.
+    let response = server
+        .client
+        .get(server.url(&thumb(&t_bob)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["cache-control"], "private, max-age=3600");
     assert_eq!(
         status_of(&server, &format!("/thumbnails/{pb}.jpg"), &[]).await,
         200

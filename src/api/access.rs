@@ -149,7 +149,12 @@ pub(super) async fn authorize(
             let holds = state
                 .jobs
                 .db
-                .has_entitlement(&target.tenant_id, playback_id, viewer)
+                .has_entitlement_to_media(
+                    &target.tenant_id,
+                    playback_id,
+                    target.prefix.as_deref(),
+                    viewer,
+                )
                 .await?;
             grant.entitled(holds)?
         }
@@ -237,7 +242,12 @@ pub(super) async fn key_access(
         let holds = state
             .jobs
             .db
-            .has_entitlement(&target.tenant_id, &playback_id, viewer)
+            .has_entitlement_to_media(
+                &target.tenant_id,
+                &playback_id,
+                target.prefix.as_deref(),
+                viewer,
+            )
             .await?;
         grant.entitled(holds)?;
     }

@@ -248,6 +248,12 @@ pub async fn rendition_file(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    // Playlists, segments and subtitles only: the stills beside them (thumbnails) show the
+    // content in the clear and have their own route and rules.
+    let kind = file.rsplit_once('.').map(|(_, ext)| ext);
+    if !matches!(kind, Some("m3u8" | "ts" | "m4s" | "mp4" | "aac" | "vtt")) {
+        return Err(ApiError::NotFound("not found".into()));
+    }
     let token = token_from(&q, &headers);
     let (target, claims) = authorize(
         &state,

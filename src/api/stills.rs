@@ -65,7 +65,7 @@ pub fn snap(
 #[derive(Debug)]
 pub struct RenderLimits {
     per_ip: crate::drm::ratelimit::RateLimiter,
-    at_once: tokio::sync::Semaphore,
+    at_once: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl RenderLimits {
@@ -76,7 +76,7 @@ impl RenderLimits {
                 c.thumbnail_renders_per_ip,
                 c.thumbnail_render_burst_per_ip,
             ),
-            at_once: tokio::sync::Semaphore::new(cores),
+            at_once: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
         }
     }
 }
@@ -141,6 +141,12 @@ pub async fn thumbnail(
     } else {
         state.jobs.db.asset_by_playback_id(playback_id).await?
     };
+    // The grid needs the duration: an asset still being prepared has no frames to give.
+    if asset.as_ref().is_some_and(|a| a.duration_ms.is_none()) {
+        return Err(ApiError::Conflict(
+            "the asset is still being prepared; thumbnails come once it is ready".into(),
+        ));
+    }
     let (time_ms, width) = snap(
         q.time.unwrap_or(0.0),
         q.width.unwrap_or(640),
@@ -182,14 +188,17 @@ pub async fn thumbnail(
                     (wait.as_secs_f64().ceil() as u64).max(1),
                 ));
             }
-            let _turn = state
+            // Held by the render itself: a request cut short does not free its turn early.
+            let turn = state
                 .renders
                 .at_once
-                .acquire()
+                .clone()
+                .acquire_owned()
                 .await
                 .map_err(|e| ApiError::Internal(e.into()))?;
             let time = time_ms as f64 / 1000.0;
             let jpeg = tokio::task::spawn_blocking(move || {
+                let _turn = turn;
                 crate::pipeline::vod::thumbnail(&source, time, width)
             })
             .await
@@ -214,7 +223,7 @@ fn still_response(
     content_type: &'static str,
     body: bytes::Bytes,
 ) -> Response {
-    let cache = if target.policy == PlaybackPolicy::Signed {
+    let cache = if target.policy == PlaybackPolicy::Signed || target.requires_entitlement {
         "private, max-age=3600"
     } else {
         "public, max-age=86400"

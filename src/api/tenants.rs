@@ -206,7 +206,12 @@ pub async fn delete_tenant(
         }
     }
     let grace = std::time::Duration::from_secs(state.jobs.config.http.shutdown_grace_s);
-    state.live.end_all_of(&streams, grace).await;
+    if !state.live.end_all_of(&streams, grace).await {
+        // Nothing is deleted under a broadcast still writing; the delete can be retried.
+        return Err(ApiError::Unavailable(
+            "the tenant's broadcasts are still finishing; retry the delete shortly".into(),
+        ));
+    }
     // Objects next: if storage fails, the tenant still exists and the delete can be retried.
     let prefix = Prefix::parse(&tenant_prefix(&id))?;
     let removed = state.jobs.store.delete_prefix(&prefix).await?;

@@ -793,8 +793,9 @@ pub async fn terminate(
             "the upload is complete; delete the asset instead".into(),
         ));
     }
-    let _ = tokio::fs::remove_file(part_path(&state, &id)).await;
+    // The row first: a PATCH still writing then finds its upload gone and loses cleanly.
     state.jobs.db.delete_upload(&id).await?;
+    let _ = tokio::fs::remove_file(part_path(&state, &id)).await;
     state
         .jobs
         .db

@@ -515,6 +515,10 @@ impl Config {
                 "playback.key_rate_per_viewer",
                 self.playback.key_rate_per_viewer,
             ),
+            (
+                "playback.thumbnail_renders_per_ip",
+                self.playback.thumbnail_renders_per_ip,
+            ),
         ] {
             if !(rate.is_finite() && rate > 0.0) {
                 return Err(ConfigError::invalid(at(name), "must be more than 0"));

@@ -83,14 +83,24 @@ fn private_sqlite_file(url: &str) -> DbResult<()> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io)?;
-                tracing::warn!(
-                    path,
-                    "the database file was readable by others; it is 0600 now"
-                );
+            // SQLite gives its -wal and -shm files the database's mode only when it creates
+            // them: files left by an earlier run are tightened too.
+            for file in [
+                path.to_string(),
+                format!("{path}-wal"),
+                format!("{path}-shm"),
+            ] {
+                let Ok(meta) = std::fs::metadata(&file) else {
+                    continue;
+                };
+                if meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                        .map_err(io)?;
+                    tracing::warn!(
+                        file,
+                        "a database file was readable by others; it is 0600 now"
+                    );
+                }
             }
             Ok(())
         }

@@ -251,25 +251,51 @@ impl Db {
         }
         self.get_entitlement(tenant_id, id).await
     }
-
-    /// Whether `viewer` holds a current (unrevoked, unexpired) entitlement to `playback_id`.
-    pub async fn has_entitlement(
+    /// Whether `viewer` holds a live entitlement to `playback_id` or to any other id that
+    /// plays the same media (under `prefix`: a broadcast and its recording).
+    pub async fn has_entitlement_to_media(
         &self,
         tenant_id: &str,
         playback_id: &str,
+        prefix: Option<&str>,
         viewer: &str,
     ) -> DbResult<bool> {
         let (n,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM entitlements WHERE playback_id = $1 AND viewer = $2 \
-             AND tenant_id = $3 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $4)",
+            "SELECT COUNT(*) FROM entitlements WHERE viewer = $1 AND tenant_id = $2 \
+             AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3) \
+             AND (playback_id = $4 OR playback_id IN ( \
+                 SELECT playback_id FROM live_streams WHERE current_prefix = $5 \
+                 UNION SELECT playback_id FROM assets WHERE storage_prefix = $5))",
         )
-        .bind(playback_id)
         .bind(viewer)
         .bind(tenant_id)
         .bind(now_ms())
+        .bind(playback_id)
+        .bind(prefix.unwrap_or(""))
         .fetch_one(&self.pool)
         .await?;
         Ok(n > 0)
+    }
+
+    /// A recording takes its broadcast's playback rules (policy and entitlement), so that it
+    /// stays as locked as the broadcast once the next broadcast moves the stream on.
+    pub async fn copy_rules_to_recording(
+        &self,
+        live_stream_id: &str,
+        asset_id: &str,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE assets SET \
+             playback_policy = (SELECT playback_policy FROM live_streams WHERE id = $1), \
+             requires_entitlement = (SELECT requires_entitlement FROM live_streams WHERE id = $1) \
+             WHERE id = $2",
+        )
+        .bind(live_stream_id)
+        .bind(asset_id)
+        .execute(&self.pool)
+        .await?;
+        self.targets.clear();
+        Ok(())
     }
 
     /// Changes a tenant's playback id's policy and/or entitlement requirement, on the live

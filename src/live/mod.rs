@@ -467,8 +467,9 @@ impl LiveHub {
     }
 
     /// Ends the broadcasts of these streams (their keys were already retired, so none can
-    /// start again) and waits up to `grace` for them to finish writing.
-    pub async fn end_all_of(&self, live_stream_ids: &[String], grace: std::time::Duration) {
+    /// start again) and waits up to `grace` for them to finish writing; false if some are
+    /// still writing then.
+    pub async fn end_all_of(&self, live_stream_ids: &[String], grace: std::time::Duration) -> bool {
         for id in live_stream_ids {
             self.disconnect(id);
         }
@@ -480,6 +481,7 @@ impl LiveHub {
         while running() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        !running()
     }
 
     /// How many broadcasts are in progress (publishing or in their reconnect window).

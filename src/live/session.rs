@@ -429,6 +429,9 @@ async fn finalize(
             .await;
         match created {
             Ok(asset) => {
+                if let Err(e) = deps.db.copy_rules_to_recording(&stream.id, &asset.id).await {
+                    tracing::error!(error = %e, "giving the recording its broadcast's rules");
+                }
                 let duration_ms = output.duration_ms();
                 if let Err(e) = deps
                     .db

@@ -3,8 +3,8 @@
 //! `http.header_read_timeout_s` (also the keep-alive idle time between requests), a
 //! connection that moves no byte for `http.idle_timeout_s` is closed, and [`Admission`] caps
 //! connections per address until they send a whole request, and in all. At the cap, the
-//! oldest connection that never sent one makes room: a flood of silent sockets cannot keep
-//! viewers from `/healthz` or their media.
+//! oldest connection that never sent one makes room, else the longest-idle kept-alive one:
+//! a flood of sockets cannot keep viewers from `/healthz` or their media.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -98,14 +98,16 @@ async fn connection(
     _open: watch::Receiver<()>,
 ) {
     let _ = socket.set_nodelay(true);
-    let activity = Arc::new(AtomicU64::new(0));
-    let started = tokio::time::Instant::now();
+    // When a byte last moved, on the admission's clock: the idle timeout here, and whether
+    // this connection may make room for a newcomer there.
+    let clock = admitted.admission().clock();
+    let activity = Arc::new(AtomicU64::new(admitted.admission().now_ms()));
     let io = TokioIo::new(Watched {
         inner: socket,
-        started,
+        clock,
         activity: activity.clone(),
     });
-    let established = admitted.marker();
+    let established = admitted.marker(activity.clone());
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         // Its headers came whole: this client is no longer a silent socket.
         established.mark();
@@ -131,7 +133,8 @@ async fn connection(
                 return;
             }
             () = &mut idle_check => {
-                let last = started + Duration::from_millis(activity.load(Ordering::Relaxed));
+                let last = tokio::time::Instant::from_std(clock)
+                    + Duration::from_millis(activity.load(Ordering::Relaxed));
                 let deadline = last + limits.idle;
                 if tokio::time::Instant::now() >= deadline {
                     tracing::debug!(%peer, idle_s = limits.idle.as_secs(), "HTTP connection closed: no bytes moved");
@@ -151,16 +154,16 @@ async fn connection(
     }
 }
 
-/// A socket that notes when a byte last moved (milliseconds after `started`).
+/// A socket that notes when a byte last moved (milliseconds after `clock`).
 struct Watched {
     inner: TcpStream,
-    started: tokio::time::Instant,
+    clock: std::time::Instant,
     activity: Arc<AtomicU64>,
 }
 
 impl Watched {
     fn moved(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
+        let ms = self.clock.elapsed().as_millis() as u64;
         self.activity.store(ms, Ordering::Relaxed);
     }
 }

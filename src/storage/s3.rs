@@ -572,7 +572,7 @@ impl ObjectStore for S3Store {
                 | Some("InvalidPartOrder")
                 | Some("EntityTooSmall")
                 | Some("NoSuchUpload") => {
-                    StorageError::Refused(format!("the parts do not complete the upload of {key}"))
+                    StorageError::Refused("the parts do not complete the upload".into())
                 }
                 _ => classify(key, e),
             })?;

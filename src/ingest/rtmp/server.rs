@@ -155,7 +155,7 @@ async fn connection(
         }
         let events = conn
             .feed(&buf[..read])
-            .map_err(|e| format!("protocol error: {e}"))?;
+            .map_err(|e| format!("protocol error: {}", shown(&e.to_string())))?;
         let mut close_after_write = None;
         for event in events {
             let mut media = None;
@@ -183,13 +183,15 @@ async fn connection(
                             "this connection is already publishing".to_string(),
                         ))
                     } else {
+                        // A client that got this far proved itself: it is not dropped for
+                        // room while its publish is decided (refused, it closes anyway).
+                        admitted.established();
                         match hub.publish(&key, &[]).await {
                             Ok(p) => {
                                 tracing::info!(live_stream = %p.live_stream_id, tenant = %p.tenant_id, %peer, "publishing");
                                 stopped = Some(Box::pin(p.stopped()));
                                 publisher = Some(p);
                                 published = true;
-                                admitted.established();
                                 publish_stream = Some(stream_id);
                                 timer.as_mut().reset(tokio::time::Instant::now() + idle);
                                 conn.accept_publish(stream_id);
