@@ -1,4 +1,10 @@
-//! Viewer analytics: what players report (beacons), folded into views with Mux Data's
-//! metric definitions ([`view`]).
+//! Viewer analytics: what players report (beacons, [`beacon`]), queued to an aggregator
+//! that holds open views in memory and writes each as it ends ([`aggregator`]), with Mux
+//! Data's metric definitions ([`view`]).
 
+pub mod agent;
+pub mod aggregator;
+pub mod beacon;
 pub mod view;
+
+pub use aggregator::{Analytics, Arrival, Dimensions, QueueFull};

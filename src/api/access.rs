@@ -80,7 +80,7 @@ fn page_host(headers: &HeaderMap) -> Option<String> {
 
 /// The viewer's country: the trusted header if configured and present, else the GeoIP
 /// database's answer for the client address.
-fn viewer_country(
+pub(super) fn viewer_country(
     state: &AppState,
     headers: &HeaderMap,
     client_ip: Option<&str>,

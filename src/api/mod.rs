@@ -2,6 +2,7 @@
 //! area. `router.rs` holds the whole route table.
 
 mod access;
+mod analytics;
 mod assets;
 pub mod auth;
 mod delivery;
@@ -84,6 +85,8 @@ pub struct Shared {
     pub delivery_cache: Arc<delivery_cache::DeliveryCache>,
     /// How many thumbnails are rendered, per address and at once.
     pub renders: Arc<stills::RenderLimits>,
+    /// The view aggregator beacons are queued to.
+    pub analytics: crate::analytics::Analytics,
 }
 
 /// Rate limits of the key endpoint.

@@ -4,7 +4,7 @@ use axum::response::Html;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{Json, assets, health, live, security, tenants};
+use super::{Json, analytics, assets, health, live, security, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use super::{Json, assets, health, live, security, tenants};
         security::create_signing_key, security::list_signing_keys, security::revoke_signing_key,
         security::update_playback_rules, security::create_entitlement,
         security::list_entitlements, security::revoke_entitlement, security::list_audit,
+        analytics::beacons, analytics::list_views, analytics::get_view,
     ),
     modifiers(&BearerKeys),
     tags(
@@ -30,6 +31,7 @@ use super::{Json, assets, health, live, security, tenants};
         (name = "live", description = "Live streams and playback tokens"),
         (name = "assets", description = "Uploaded files and recorded broadcasts"),
         (name = "security", description = "Signing keys, playback rules, entitlements, key audit log"),
+        (name = "analytics", description = "Player beacons in; views and their metrics out"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

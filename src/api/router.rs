@@ -14,8 +14,8 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use super::{
-    AppState, assets, delivery, health, live, objects, openapi, player, security, stills,
-    telemetry, tenants, uploads, whep, whip,
+    AppState, analytics, assets, delivery, health, live, objects, openapi, player, security,
+    stills, telemetry, tenants, uploads, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -78,6 +78,14 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(security::revoke_entitlement),
         )
         .route("/v1/audit", get(security::list_audit))
+        .route(
+            "/v1/beacons",
+            post(analytics::beacons).layer(DefaultBodyLimit::max(
+                crate::analytics::beacon::MAX_BYTES + 1,
+            )),
+        )
+        .route("/v1/analytics/views", get(analytics::list_views))
+        .route("/v1/analytics/views/{id}", get(analytics::get_view))
         .route(
             "/v1/assets",
             get(assets::list_assets)

@@ -34,6 +34,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub delivery: DeliveryConfig,
     pub playback: PlaybackConfig,
+    pub analytics: AnalyticsConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub keys: KeysConfig,
@@ -64,6 +65,15 @@ pub struct RtmpConfig {
     pub idle_timeout_s: u64,
     pub max_connections: usize,
     pub max_pending_per_ip: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    pub queue_batches: usize,
+    pub flush_s: u64,
+    pub raw_retention_days: u64,
+    pub max_open_views: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -522,6 +532,21 @@ impl Config {
         ] {
             if !(rate.is_finite() && rate > 0.0) {
                 return Err(ConfigError::invalid(at(name), "must be more than 0"));
+            }
+        }
+        for (name, value) in [
+            (
+                "analytics.queue_batches",
+                self.analytics.queue_batches as u64,
+            ),
+            ("analytics.flush_s", self.analytics.flush_s),
+            (
+                "analytics.max_open_views",
+                self.analytics.max_open_views as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(at(name), "must be at least 1"));
             }
         }
         if self.jobs.max_attempts == 0 {

@@ -4,6 +4,7 @@
 //! Queries are written once in SQL both backends accept (`$n` parameters, TEXT ids,
 //! BIGINT Unix-millisecond times), so handlers never branch on the backend.
 
+mod analytics;
 mod live;
 mod security;
 mod status;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+pub use analytics::StoredView;
 pub use live::{
     Asset, LiveState, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, ScopeRules,
     StoredContentKey, TargetCache,

@@ -195,6 +195,7 @@ pub async fn build(
         audit,
         key_limits,
         renders: Arc::new(crate::api::stills::RenderLimits::new(&config.playback)),
+        analytics: crate::analytics::Analytics::start(db.clone(), config.analytics.clone()),
         geoip,
         live,
         rtmp_url: rtmp_url.to_string(),
@@ -322,6 +323,7 @@ pub async fn serve(
         state.live.cleanup_wakeup(),
         stop_rx.clone(),
     ));
+    let analytics = state.analytics.clone();
     let app = api::router(state);
     let (http_stop_tx, http_stop_rx) = tokio::sync::watch::channel(false);
     let stopping = Arc::new(Notify::new());
@@ -351,6 +353,8 @@ pub async fn serve(
     for worker in workers {
         worker.abort();
     }
+    // Views still open are written, so that a restart picks them up.
+    analytics.flush().await;
     db.close().await;
     result
 }

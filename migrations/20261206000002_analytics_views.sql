@@ -1,0 +1,31 @@
+-- Viewer analytics: one row per view (a play attempt), written by the aggregator when the
+-- view ends and every `analytics.flush_s` while it is open. The metrics are Mux Data's
+-- (src/analytics/view.rs); `summary` holds them all as JSON, `events` the player's events
+-- (the view's timeline) until `analytics.raw_retention_days` after the view.
+CREATE TABLE analytics_views (
+    tenant_id              TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    id                     TEXT NOT NULL,
+    playback_id            TEXT NOT NULL,
+    viewer_id              TEXT,
+    started_at             BIGINT NOT NULL,
+    ended_at               BIGINT NOT NULL,
+    finished               BIGINT NOT NULL,
+    video_startup_time_ms  BIGINT,
+    watch_time_ms          BIGINT NOT NULL,
+    playing_time_ms        BIGINT NOT NULL,
+    rebuffer_count         BIGINT NOT NULL,
+    rebuffer_duration_ms   BIGINT NOT NULL,
+    country                TEXT,
+    browser                TEXT NOT NULL,
+    os                     TEXT NOT NULL,
+    device_type            TEXT NOT NULL,
+    player                 TEXT NOT NULL,
+    sources                TEXT NOT NULL,
+    summary                TEXT NOT NULL,
+    events                 TEXT,
+    updated_at             BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+CREATE INDEX analytics_views_by_playback ON analytics_views (tenant_id, playback_id, started_at);
+CREATE INDEX analytics_views_by_viewer ON analytics_views (tenant_id, viewer_id);
+CREATE INDEX analytics_views_by_end ON analytics_views (ended_at);

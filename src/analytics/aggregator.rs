@@ -1,0 +1,286 @@
+//! The view aggregator: beacon batches come through a bounded queue (the HTTP handler never
+//! waits on SQL), open views are held in memory, and a view is written when it ends and at
+//! least every `analytics.flush_s` while it is open. A crash loses at most that much of the
+//! views still open. A view seen again after a restart picks up its stored events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::beacon::Batch;
+use super::view::{Event, EventKind, Summary, VIEW_TIMEOUT_MS, summarize};
+use crate::clock::now_ms;
+use crate::config::AnalyticsConfig;
+use crate::db::{Db, StoredView};
+
+/// Events kept per view at most (about 13 hours of heartbeats); later heartbeats are left
+/// out, other events still counted up to twice that.
+const MAX_EVENTS_PER_VIEW: usize = 5_000;
+
+/// Where a view is watched from, as the server sees the beacon requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dimensions {
+    pub country: Option<String>,
+    pub browser: &'static str,
+    pub os: &'static str,
+    pub device_type: &'static str,
+}
+
+/// A checked batch, with what the server knows of it.
+#[derive(Debug)]
+pub struct Arrival {
+    pub tenant_id: String,
+    pub batch: Batch,
+    pub dims: Dimensions,
+    pub received_ms: i64,
+}
+
+enum Entry {
+    Batch(Box<Arrival>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The queue is full: the batch was not taken (the caller answers 503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the analytics queue is full; retry later")]
+pub struct QueueFull;
+
+/// Handle to the aggregator. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Analytics {
+    tx: mpsc::Sender<Entry>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Entry")
+    }
+}
+
+impl Analytics {
+    /// Starts the aggregator on the current runtime; it writes every open view and stops
+    /// once every handle is gone (call [`Analytics::flush`] at shutdown).
+    pub fn start(db: Db, config: AnalyticsConfig) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue_batches.max(1));
+        tokio::spawn(run(db, config, rx));
+        Self { tx }
+    }
+
+    /// Queues a batch without waiting.
+    pub fn offer(&self, arrival: Arrival) -> Result<(), QueueFull> {
+        metrics::counter!("ferrocast_analytics_events_total")
+            .increment(arrival.batch.events.len() as u64);
+        self.tx
+            .try_send(Entry::Batch(Box::new(arrival)))
+            .map_err(|_| {
+                metrics::counter!("ferrocast_analytics_dropped_total").increment(1);
+                QueueFull
+            })
+    }
+
+    /// Resolves once everything queued before it is applied and every open view written
+    /// (tests, shutdown).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Entry::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// A view being watched.
+struct OpenView {
+    tenant_id: String,
+    id: String,
+    playback_id: String,
+    viewer_id: Option<String>,
+    player: String,
+    dims: Dimensions,
+    duration_ms: Option<i64>,
+    events: BTreeMap<u32, Event>,
+    /// Server time minus the viewer's clock, from the view's first batch.
+    skew_ms: i64,
+    last_arrival_ms: i64,
+    dirty: bool,
+}
+
+async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
+    let mut open: HashMap<(String, String), OpenView> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(config.flush_s.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            entry = rx.recv() => match entry {
+                Some(Entry::Batch(arrival)) => {
+                    take(&db, &config, &mut open, *arrival).await;
+                }
+                Some(Entry::Flush(done)) => {
+                    write_all(&db, &mut open, now_ms()).await;
+                    let _ = done.send(());
+                }
+                None => break,
+            },
+            _ = tick.tick() => write_all(&db, &mut open, now_ms()).await,
+            _ = prune.tick() => {
+                let keep_ms = config.raw_retention_days as i64 * 86_400_000;
+                if let Err(e) = db.prune_view_events(now_ms() - keep_ms).await {
+                    tracing::warn!(error = %e, "pruning old view events");
+                }
+            }
+        }
+    }
+    write_all(&db, &mut open, now_ms()).await;
+}
+
+/// Applies one batch: to its open view, or to a view opened now (with what a previous run
+/// stored of it).
+async fn take(
+    db: &Db,
+    config: &AnalyticsConfig,
+    open: &mut HashMap<(String, String), OpenView>,
+    a: Arrival,
+) {
+    let key = (a.tenant_id.clone(), a.batch.view_id.clone());
+    if !open.contains_key(&key) {
+        if open.len() >= config.max_open_views {
+            close_longest_silent(db, open).await;
+        }
+        let mut events = BTreeMap::new();
+        match db.get_view(&a.tenant_id, &a.batch.view_id).await {
+            // A finished view takes no more events: a new one needs a new id.
+            Ok(Some(v)) if v.finished != 0 => return,
+            Ok(Some(v)) => {
+                let stored: Vec<Event> = v
+                    .events
+                    .as_deref()
+                    .and_then(|e| serde_json::from_str(e).ok())
+                    .unwrap_or_default();
+                events.extend(stored.into_iter().map(|e| (e.seq, e)));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "reading a stored view"),
+        }
+        let newest = a
+            .batch
+            .events
+            .iter()
+            .map(|e| e.t)
+            .max()
+            .unwrap_or(a.received_ms);
+        // A VOD asset's duration, for completion (none for live).
+        let duration_ms = match db.asset_by_playback_id(&a.batch.playback_id).await {
+            Ok(asset) => asset.and_then(|x| x.duration_ms),
+            Err(e) => {
+                tracing::warn!(error = %e, "looking up a viewed asset");
+                None
+            }
+        };
+        let player = match (&a.batch.player.name, &a.batch.player.version) {
+            (Some(n), Some(v)) => format!("{n} {v}"),
+            (Some(n), None) => n.clone(),
+            _ => "unknown".into(),
+        };
+        open.insert(
+            key.clone(),
+            OpenView {
+                tenant_id: a.tenant_id.clone(),
+                id: a.batch.view_id.clone(),
+                playback_id: a.batch.playback_id.clone(),
+                viewer_id: a.batch.viewer_id.clone(),
+                player,
+                dims: a.dims.clone(),
+                duration_ms,
+                events,
+                skew_ms: a.received_ms - newest,
+                last_arrival_ms: a.received_ms,
+                dirty: true,
+            },
+        );
+    }
+    let view = open.get_mut(&key).expect("inserted above");
+    if view.playback_id != a.batch.playback_id {
+        // One view plays one thing; a batch claiming otherwise is not this view's.
+        return;
+    }
+    let mut ends = false;
+    for e in a.batch.events {
+        let full = view.events.len() >= MAX_EVENTS_PER_VIEW;
+        if (full && e.kind == EventKind::Heartbeat) || view.events.len() >= 2 * MAX_EVENTS_PER_VIEW
+        {
+            continue;
+        }
+        ends |=
+            e.kind == EventKind::Viewend || (e.kind == EventKind::Error && e.fatal == Some(true));
+        view.events.entry(e.seq).or_insert(e);
+    }
+    view.last_arrival_ms = a.received_ms;
+    view.dirty = true;
+    if ends {
+        let view = open.remove(&key).expect("present");
+        write(db, &view, true).await;
+    }
+}
+
+/// Writes every view that changed; ends those silent for the view timeout.
+async fn write_all(db: &Db, open: &mut HashMap<(String, String), OpenView>, now: i64) {
+    let timed_out: Vec<_> = open
+        .iter()
+        .filter(|(_, v)| now - v.last_arrival_ms > VIEW_TIMEOUT_MS)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in timed_out {
+        if let Some(view) = open.remove(&key) {
+            write(db, &view, true).await;
+        }
+    }
+    for view in open.values_mut().filter(|v| v.dirty) {
+        write(db, view, false).await;
+        view.dirty = false;
+    }
+}
+
+async fn close_longest_silent(db: &Db, open: &mut HashMap<(String, String), OpenView>) {
+    let oldest = open
+        .iter()
+        .min_by_key(|(_, v)| v.last_arrival_ms)
+        .map(|(k, _)| k.clone());
+    if let Some(view) = oldest.and_then(|k| open.remove(&k)) {
+        write(db, &view, true).await;
+    }
+}
+
+/// Writes a view; `ended`: it takes no more events.
+async fn write(db: &Db, view: &OpenView, ended: bool) {
+    let events: Vec<Event> = view.events.values().cloned().collect();
+    let mut s: Summary = summarize(&events, view.duration_ms);
+    s.finished |= ended;
+    let row = StoredView {
+        tenant_id: view.tenant_id.clone(),
+        id: view.id.clone(),
+        playback_id: view.playback_id.clone(),
+        viewer_id: view.viewer_id.clone(),
+        started_at: s.started_at + view.skew_ms,
+        ended_at: s.ended_at + view.skew_ms,
+        finished: i64::from(s.finished),
+        video_startup_time_ms: s.video_startup_time_ms,
+        watch_time_ms: s.watch_time_ms,
+        playing_time_ms: s.playing_time_ms,
+        rebuffer_count: i64::from(s.rebuffer_count),
+        rebuffer_duration_ms: s.rebuffer_duration_ms,
+        country: view.dims.country.clone(),
+        browser: view.dims.browser.to_string(),
+        os: view.dims.os.to_string(),
+        device_type: view.dims.device_type.to_string(),
+        player: view.player.clone(),
+        sources: "beacon".into(),
+        summary: serde_json::to_string(&s).expect("a summary serializes"),
+        events: Some(serde_json::to_string(&events).expect("events serialize")),
+        updated_at: now_ms(),
+    };
+    if let Err(e) = db.upsert_view(&row).await {
+        metrics::counter!("ferrocast_analytics_write_errors_total").increment(1);
+        tracing::warn!(error = %e, view = %row.id, "writing a view");
+    }
+}
