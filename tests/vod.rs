@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::TestServer;
-use common::media::{Encrypted, browser_play, eventually, ffprobe};
+use common::media::{Encrypted, browser_play, browser_play_with_headers, eventually, ffprobe};
 use serde_json::Value;
 
 /// A 10 s test file made by ffmpeg with the given output arguments.
@@ -126,6 +126,8 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::test_config(dir.path());
+    // The country of a view comes from this header (as a CDN would set it).
+    config.playback.country_header = "x-country".into();
     // Four thumbnail renders from one address, then one a hundred seconds.
     config.playback.thumbnail_render_burst_per_ip = 4;
     config.playback.thumbnail_renders_per_ip = 0.01;
@@ -250,9 +252,53 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
     let mdat = mp4.body.windows(4).position(|w| w == b"mdat").unwrap();
     assert!(moov < mdat, "moov after mdat: not faststart");
 
-    // And a browser plays it.
-    let played = browser_play(&server.url(&format!("/play/{playback}")), 3, 40).await;
-    played.assert_plays(3.0, Encrypted::Yes);
+    // And a browser plays it, its page reporting the view.
+    let played = browser_play_with_headers(
+        &server.url(&format!("/play/{playback}")),
+        8,
+        40,
+        &[("x-country", "NL")],
+    )
+    .await;
+    played.assert_plays(8.0, Encrypted::Yes);
+    let view_id = played.view_id.clone().expect("the page made a view");
+    let view = eventually("the view to end", Duration::from_secs(10), || async {
+        server.state.analytics.flush().await;
+        let (status, v) = server
+            .call(
+                "GET",
+                &format!("/v1/analytics/views/{view_id}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        (status == 200 && v["finished"] == true).then_some(v)
+    })
+    .await;
+    let page_startup = played.startup_ms.expect("the page measured startup") as f64;
+    let startup = view["video_startup_time_ms"].as_f64().unwrap();
+    assert!(
+        (startup - page_startup).abs() <= 0.2 * page_startup.max(50.0),
+        "startup {startup} ms, the page measured {page_startup} ms"
+    );
+    let watch = view["watch_time_ms"].as_i64().unwrap();
+    let page_watch = played.watch_ms.expect("the page measured watch time");
+    assert!(
+        (watch - page_watch).abs() <= 2000,
+        "watch {watch} ms, the page {page_watch} ms"
+    );
+    assert_eq!(
+        (
+            view["browser"].as_str(),
+            view["os"].as_str(),
+            view["country"].as_str()
+        ),
+        (Some("Chrome"), Some("Linux"), Some("NL")),
+        "{view}"
+    );
+    assert_eq!(view["playback_id"], playback);
+    assert_eq!(view["sources"], serde_json::json!(["beacon"]));
+    assert_eq!(view["playback_failure"], false);
 
     // Subtitles: SRT in, WebVTT stored, offered to players as a SUBTITLES group.
     let srt =

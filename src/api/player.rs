@@ -64,14 +64,24 @@ pub async fn player_page(
 <html><head><meta charset="utf-8"><title>Ferrocast player</title>
 <style>body{{margin:0;background:#000}}video{{width:100vw;height:100vh}}#status{{position:fixed;top:4px;left:6px;color:#ccc;font:12px monospace}}</style>
 </head><body>
-<video id="video" controls autoplay muted playsinline></video>
+<video id="video" controls muted playsinline></video>
 <div id="status" data-state="{page_state}">{label}</div>
 <script src="/play/hls.min.js"></script>
+<script src="/player/ferrocast-data.js"></script>
 <script>
 const src = "/hls/{playback_id}/master.m3u8{query}";
 const video = document.getElementById("video");
 const status = document.getElementById("status");
-window.player = {{ state: "{page_state}", errors: [], keyLoaded: false, fatal: null, subtitleTracks: 0, ended: false }};
+window.player = {{ state: "{page_state}", errors: [], keyLoaded: false, fatal: null, subtitleTracks: 0, ended: false, viewId: null, playAt: null, startupMs: null }};
+// The page's own measure of startup: from the play request to the first frame.
+video.addEventListener("play", () => {{ if (window.player.playAt === null) window.player.playAt = Date.now(); }});
+video.addEventListener("playing", () => {{
+  if (window.player.startupMs === null) window.player.startupMs = Date.now() - window.player.playAt;
+}}, {{ once: true }});
+function monitor(hls) {{
+  const data = window.FerrocastData && FerrocastData.monitor(video, {{ playbackId: "{playback_id}", hls }});
+  if (data) window.player.viewId = data.viewId;
+}}
 function show(state, text) {{
   window.player.state = state;
   status.dataset.state = state;
@@ -86,11 +96,15 @@ function start() {{
       window.player.errors.push(data.details);
       if (data.fatal) {{ window.player.fatal = data.details; show("error", "error: " + data.details); }}
     }});
+    monitor(hls);
     hls.loadSource(src);
     hls.attachMedia(video);
     window.hls = hls;
+    video.play().catch(() => {{}});
   }} else if (video.canPlayType("application/vnd.apple.mpegurl")) {{
+    monitor(null);
     video.src = src;
+    video.play().catch(() => {{}});
   }} else {{
     show("error", "this browser cannot play HLS");
   }}
@@ -111,6 +125,20 @@ if (window.player.state === "offline") setTimeout(waitForBroadcast, 5000); else 
 </script>
 </body></html>"#
     )))
+}
+
+/// `GET /player/ferrocast-data.js`: the analytics script players embed (no build step): it
+/// reports a view's events to `POST /v1/beacons`.
+pub async fn data_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        include_str!("ferrocast-data.js"),
+    )
+        .into_response()
 }
 
 /// `GET /play/hls.min.js`: hls.js as installed from npm by `make` (not vendored here).

@@ -4,7 +4,9 @@
 // once it fired `ended`),
 // on a fatal player error, or after TIMEOUT_SECONDS.
 // Prints one JSON line: {currentTime, frames, firstFrameTime, longestFreeze, ended, state,
-// keyLoaded, fatal, errors, keyRequests, keyFailures, subtitleTracks}. `frames` counts decoded
+// keyLoaded, fatal, errors, keyRequests, keyFailures, subtitleTracks, viewId, startupMs, watchMs}:
+// the last three are the page's own analytics view id and its measures of startup and watch
+// time (from the play request to leaving the page, which ends the view). `frames` counts decoded
 // video frames, `firstFrameTime` is the playhead when the first one was seen (a live stream
 // starts behind its edge, not at 0);
 // `longestFreeze` is the longest time (s) without a new frame, from the first frame on,
@@ -34,6 +36,8 @@ let result = {
 };
 try {
   const page = await browser.newPage();
+  // PLAY_HEADERS: extra request headers as JSON (a country header a CDN would add).
+  if (process.env.PLAY_HEADERS) await page.setExtraHTTPHeaders(JSON.parse(process.env.PLAY_HEADERS));
   page.setDefaultTimeout(15000);
   page.on("response", (r) => {
     if (r.url().includes("/keys/")) {
@@ -60,6 +64,8 @@ try {
         fatal: window.player.fatal,
         errors: window.player.errors,
         subtitleTracks: window.player.subtitleTracks,
+        viewId: window.player.viewId,
+        startupMs: window.player.startupMs,
       };
     });
     const now = Date.now();
@@ -80,6 +86,10 @@ try {
     if (until === "ended" ? state.ended : played >= Number(minSeconds)) break;
     await new Promise((r) => setTimeout(r, 250));
   }
+  // Leave the page as a viewer would: its analytics end the view on pagehide.
+  result.watchMs = await page.evaluate(() => window.player.playAt === null ? null : Date.now() - window.player.playAt);
+  await page.goto("about:blank", { timeout: 5000 }).catch(() => {});
+  await new Promise((r) => setTimeout(r, 500));
 } finally {
   await browser.close();
 }

@@ -190,6 +190,10 @@ pub struct Playback {
     pub key_failures: u64,
     pub errors: Vec<String>,
     pub subtitle_tracks: u64,
+    /// The page's analytics view, and its own measures of startup and watch time.
+    pub view_id: Option<String>,
+    pub startup_ms: Option<i64>,
+    pub watch_ms: Option<i64>,
 }
 
 /// Whether the key must have been loaded for playback to count.
@@ -232,16 +236,37 @@ impl Playback {
 /// Opens `url` in headless Chromium until the video has played `min_seconds` from its first
 /// frame, or fails, or `timeout_s` passes.
 pub async fn browser_play(url: &str, min_seconds: u32, timeout_s: u32) -> Playback {
-    run_player(url, min_seconds, timeout_s, "seconds").await
+    run_player(url, min_seconds, timeout_s, "seconds", &[]).await
+}
+
+/// [`browser_play`], the page's requests carrying `headers` too (as a CDN would add them).
+pub async fn browser_play_with_headers(
+    url: &str,
+    min_seconds: u32,
+    timeout_s: u32,
+    headers: &[(&str, &str)],
+) -> Playback {
+    run_player(url, min_seconds, timeout_s, "seconds", headers).await
 }
 
 /// Opens `url` in headless Chromium until the video fires `ended` (it played to the
 /// ENDLIST), or fails, or `timeout_s` passes.
 pub async fn browser_play_to_end(url: &str, timeout_s: u32) -> Playback {
-    run_player(url, 0, timeout_s, "ended").await
+    run_player(url, 0, timeout_s, "ended", &[]).await
 }
 
-async fn run_player(url: &str, min_seconds: u32, timeout_s: u32, until: &'static str) -> Playback {
+async fn run_player(
+    url: &str,
+    min_seconds: u32,
+    timeout_s: u32,
+    until: &'static str,
+    headers: &[(&str, &str)],
+) -> Playback {
+    let headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(*v)))
+        .collect();
+    let headers = Value::Object(headers).to_string();
     let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
         format!(
             "{}/.cache/ferrocast/npm/node_modules",
@@ -258,13 +283,16 @@ async fn run_player(url: &str, min_seconds: u32, timeout_s: u32, until: &'static
     let url = url.to_string();
     let out = tokio::task::spawn_blocking(move || {
         super::output_within(
-            Command::new("node").env("NODE_PATH", &node_modules).args([
-                script,
-                &url,
-                &min_seconds.to_string(),
-                &timeout_s.to_string(),
-                until,
-            ]),
+            Command::new("node")
+                .env("NODE_PATH", &node_modules)
+                .env("PLAY_HEADERS", &headers)
+                .args([
+                    script,
+                    &url,
+                    &min_seconds.to_string(),
+                    &timeout_s.to_string(),
+                    until,
+                ]),
             // Chromium's start and shutdown on top of the playing time.
             Duration::from_secs(u64::from(timeout_s) + 60),
             "node play.cjs (Debian packages nodejs npm chromium; make test installs them)",
@@ -295,6 +323,9 @@ async fn run_player(url: &str, min_seconds: u32, timeout_s: u32, until: &'static
         key_requests: v["keyRequests"].as_u64().unwrap_or(0),
         key_failures: v["keyFailures"].as_u64().unwrap_or(0),
         subtitle_tracks: v["subtitleTracks"].as_u64().unwrap_or(0),
+        view_id: v["viewId"].as_str().map(str::to_string),
+        startup_ms: v["startupMs"].as_i64(),
+        watch_ms: v["watchMs"].as_i64(),
         errors: v["errors"]
             .as_array()
             .map(|a| {

@@ -1,0 +1,175 @@
+// Ferrocast Data: reports what a viewer's player does to Ferrocast (POST /v1/beacons), to
+// become a view with Mux Data's metrics. No build step, no dependency, no cookie: the viewer
+// id is a random id in localStorage, and Do Not Track is respected.
+//
+//   <script src="/player/ferrocast-data.js"></script>
+//   const monitor = FerrocastData.monitor(video, { playbackId, hls, sampleRate: 1 });
+//
+// Events carry the view id, a sequence number, the viewer's clock and the playhead. They go
+// in batches (300 events at most), at once on play, error, ended and viewend, else every
+// 10 s; a batch the server could not take (5xx, 429, network) is retried with backoff. The
+// last batch, on pagehide, goes by navigator.sendBeacon.
+(function () {
+  "use strict";
+  var MAX_EVENTS = 300;
+  var HEARTBEAT_MS = 10000;
+  var MIN_STALL_MS = 250;
+
+  function randomId() {
+    var bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) {
+      return (b < 16 ? "0" : "") + b.toString(16);
+    }).join("");
+  }
+
+  function viewerId() {
+    try {
+      var v = localStorage.getItem("ferrocast_viewer");
+      if (!v) {
+        v = randomId();
+        localStorage.setItem("ferrocast_viewer", v);
+      }
+      return v;
+    } catch (e) {
+      return undefined; // storage blocked: views without a viewer
+    }
+  }
+
+  // What failed, from an hls.js error's details.
+  function context(details) {
+    if (/^key/i.test(details)) return "key";
+    if (/^(manifest|level|audioTrack|subtitleTrack)/i.test(details)) return "manifest";
+    if (/^frag/i.test(details)) return "segment";
+    return "media";
+  }
+
+  function monitor(video, options) {
+    options = options || {};
+    if (navigator.doNotTrack === "1" || window.doNotTrack === "1") return null;
+    var rate = options.sampleRate == null ? 1 : options.sampleRate;
+    if (Math.random() >= rate) return null;
+    var url = options.beaconUrl || "/v1/beacons";
+    var viewer = viewerId();
+    var view = { id: randomId(), seq: 0, queue: [], over: false };
+    var started = false, firstFrame = false, seeking = false;
+    var stallAt = null, stallSent = false, stallTimer = null;
+
+    function emit(type, extra, now) {
+      if (view.over) return;
+      var e = {
+        seq: ++view.seq, type: type, t: Date.now(),
+        playhead_ms: Math.max(0, Math.round((video.currentTime || 0) * 1000)),
+      };
+      for (var k in extra || {}) if (extra[k] !== undefined && extra[k] !== null) e[k] = extra[k];
+      view.queue.push(e);
+      if (now || view.queue.length >= MAX_EVENTS) flush(false);
+    }
+
+    function size() {
+      return { player_w: Math.round(video.clientWidth), player_h: Math.round(video.clientHeight) };
+    }
+
+    function body(events) {
+      var player = { name: options.playerName || "ferrocast-data", version: "1" };
+      var batch = { view_id: view.id, playback_id: options.playbackId, player: player, events: events };
+      if (viewer) batch.viewer_id = viewer;
+      return JSON.stringify(batch);
+    }
+
+    function send(text, attempt) {
+      fetch(url, { method: "POST", body: text, headers: { "Content-Type": "text/plain" }, keepalive: text.length < 60000 })
+        .then(function (r) { if (r.status >= 500 || r.status === 429) throw new Error("retry"); })
+        .catch(function () {
+          if (attempt < 6) setTimeout(function () { send(text, attempt + 1); }, Math.min(30000, 1000 * Math.pow(2, attempt)));
+        });
+    }
+
+    function flush(leaving) {
+      while (view.queue.length) {
+        var text = body(view.queue.splice(0, MAX_EVENTS));
+        if (leaving && navigator.sendBeacon && navigator.sendBeacon(url, new Blob([text], { type: "text/plain" }))) continue;
+        send(text, 0);
+      }
+    }
+
+    function endStall() {
+      clearTimeout(stallTimer);
+      if (stallAt !== null && stallSent) emit("rebufferend");
+      stallAt = null;
+      stallSent = false;
+    }
+
+    emit("viewinit", size());
+    video.addEventListener("play", function () {
+      if (!started) {
+        started = true;
+        emit("play", size(), true);
+      } else {
+        emit("play");
+      }
+    });
+    video.addEventListener("playing", function () {
+      if (!firstFrame) {
+        firstFrame = true;
+        emit("playing", size());
+      } else {
+        endStall();
+        emit("playing");
+      }
+    });
+    video.addEventListener("timeupdate", function () { if (stallAt !== null && !video.paused) endStall(); });
+    video.addEventListener("waiting", function () {
+      // Before the first frame it is startup; during a seek it is the seek's.
+      if (!firstFrame || seeking || stallAt !== null) return;
+      stallAt = Date.now();
+      stallTimer = setTimeout(function () {
+        stallSent = true;
+        emit("rebufferstart", { t: stallAt });
+      }, MIN_STALL_MS);
+    });
+    video.addEventListener("pause", function () { if (!video.ended) { endStall(); emit("pause"); } });
+    video.addEventListener("seeking", function () { seeking = true; clearTimeout(stallTimer); stallAt = null; emit("seeking"); });
+    video.addEventListener("seeked", function () { seeking = false; emit("seeked"); });
+    video.addEventListener("ended", function () { endStall(); emit("ended", null, true); });
+    video.addEventListener("resize", function () {
+      if (!options.hls) emit("renditionchange", { width: video.videoWidth, height: video.videoHeight });
+    });
+    video.addEventListener("error", function () {
+      if (options.hls) return; // hls.js reports its own
+      var err = video.error || {};
+      emit("error", { code: "media_error_" + (err.code || 0), message: err.message || "", fatal: true, context: "media" }, true);
+    });
+    if (options.hls && window.Hls) {
+      var hls = options.hls;
+      hls.on(Hls.Events.LEVEL_SWITCHED, function (_, data) {
+        var level = hls.levels && hls.levels[data.level];
+        if (level) emit("renditionchange", { bitrate: level.bitrate, width: level.width, height: level.height });
+      });
+      hls.on(Hls.Events.ERROR, function (_, data) {
+        var status = data.response && data.response.code ? data.response.code : undefined;
+        emit("error", {
+          code: String(data.details || data.type).slice(0, 64),
+          message: String((data.error && data.error.message) || data.reason || "").slice(0, 500),
+          fatal: !!data.fatal, context: context(String(data.details || "")), http_status: status,
+        }, true);
+      });
+    }
+    var heartbeat = setInterval(function () {
+      if (started && !video.paused && !video.ended) emit("heartbeat");
+      flush(false);
+    }, HEARTBEAT_MS);
+    function end() {
+      if (view.over) return;
+      endStall();
+      emit("viewend", size());
+      view.over = true;
+      clearInterval(heartbeat);
+      flush(true);
+    }
+    window.addEventListener("pagehide", end);
+    return { viewId: view.id, end: end };
+  }
+
+  window.FerrocastData = { monitor: monitor };
+})();
