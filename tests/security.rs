@@ -543,30 +543,14 @@ async fn a_recording_locked_down_is_locked_under_the_live_streams_id_too() {
         assert_eq!(get_key(&server, &live, &t).await.0, 403, "{pb}");
     }
     // An entitled viewer of the recording gets its key.
-    let (status, _) = server
-        .call(
-            "POST",
-            "/v1/entitlements",
-            Some(&key),
-            Some(json!({"playback_id": recording_pb, "viewer": "alice"})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    entitle(&server, &key, &recording_pb, "alice").await;
     let alice = viewer_token(&server, &key, &recording_pb, "alice").await;
     assert_eq!(
         get_key(&server, &live, &alice).await,
         (200, live.key.clone())
     );
     // An entitlement to the live stream's id plays the same media under the recording's.
-    let (status, _) = server
-        .call(
-            "POST",
-            "/v1/entitlements",
-            Some(&key),
-            Some(json!({"playback_id": live.playback_id, "viewer": "carol"})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    entitle(&server, &key, &live.playback_id, "carol").await;
     let carol = viewer_token(&server, &key, &recording_pb, "carol").await;
     assert_eq!(get_key(&server, &live, &carol).await.0, 200);
     // The live stream's own rules are its own: it still says public.
@@ -680,15 +664,7 @@ async fn stills_of_paid_media_need_an_entitlement_except_the_poster() {
         "the poster"
     );
     assert_eq!(status_of(&server, &poster("x"), &[]).await, 401);
-    let (status, _) = server
-        .call(
-            "POST",
-            "/v1/entitlements",
-            Some(&key),
-            Some(json!({"playback_id": pb, "viewer": "bob"})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    entitle(&server, &key, &pb, "bob").await;
     assert_eq!(status_of(&server, &thumb(&t_bob), &[]).await, 200);
     assert_eq!(status_of(&server, &board(&s_bob), &[]).await, 200);
     // The same stills are not reachable as if they were a rendition's files.
@@ -747,59 +723,9 @@ async fn whep_playback_of_paid_media_needs_an_entitlement() {
             .send()
     };
     assert_eq!(offer(&bob).await.unwrap().status(), 403);
-    let (status, _) = server
-        .call(
-            "POST",
-            "/v1/entitlements",
-            Some(&key),
-            Some(json!({"playback_id": m.playback_id, "viewer": "bob"})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    entitle(&server, &key, &m.playback_id, "bob").await;
     // Entitled, the offer itself is judged next (and this one is not an offer).
     assert_eq!(offer(&bob).await.unwrap().status(), 400);
-}
-
-/// Opens `n` HTTP connections from the loopback address `from`, each sending the start of a
-/// request and never its end, as the probe did.
-async fn unfinished_requests(
-    addr: std::net::SocketAddr,
-    from: [u8; 4],
-    n: usize,
-) -> Vec<tokio::net::TcpStream> {
-    let mut open = Vec::new();
-    for _ in 0..n {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
-        let Ok(mut s) = socket.connect(addr).await else {
-            continue;
-        };
-        if tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .is_ok()
-        {
-            open.push(s);
-        }
-    }
-    open
-}
-
-/// How many of `sockets` the server has closed within `wait`.
-async fn closed_within(sockets: &mut [tokio::net::TcpStream], wait: Duration) -> usize {
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut closed = 0;
-    for s in sockets.iter_mut() {
-        let mut buf = [0u8; 1024];
-        let read = tokio::time::timeout_at(
-            deadline.max(tokio::time::Instant::now() + Duration::from_millis(5)),
-            tokio::io::AsyncReadExt::read(s, &mut buf),
-        )
-        .await;
-        if matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
-            closed += 1;
-        }
-    }
-    closed
 }
 
 /// The probe's slow-header flood, with real sockets: connections that never finish their
@@ -823,8 +749,9 @@ async fn unfinished_http_requests_cannot_hold_the_server() {
         .unwrap();
 
     // 300 from one address: 8 are let in, the rest closed at once.
-    let mut one = unfinished_requests(addr, [127, 0, 0, 2], 300).await;
-    let closed = closed_within(&mut one, Duration::from_millis(300)).await;
+    let unfinished = b"GET /healthz HTTP/1.1\r\nHost: x\r\n";
+    let mut one = common::stalled_connections(addr, [127, 0, 0, 2], 300, unfinished).await;
+    let closed = common::closed_within(&mut one, Duration::from_millis(300)).await;
     assert!(
         one.len() - closed <= 8,
         "{} of {} kept open",
@@ -834,7 +761,7 @@ async fn unfinished_http_requests_cannot_hold_the_server() {
     // From many addresses, more than the server holds.
     let mut many = Vec::new();
     for host in 3..=12u8 {
-        many.extend(unfinished_requests(addr, [127, 0, 0, host], 8).await);
+        many.extend(common::stalled_connections(addr, [127, 0, 0, host], 8, unfinished).await);
     }
     // At the cap, a new viewer is still served: the oldest silent connection makes room.
     let fresh = reqwest::Client::new();
@@ -848,8 +775,8 @@ async fn unfinished_http_requests_cannot_hold_the_server() {
     // The unfinished ones are all closed once the header-read timeout has passed.
     let started = std::time::Instant::now();
     let still_open = many.len() + one.len();
-    let closed = closed_within(&mut many, Duration::from_secs(6)).await
-        + closed_within(&mut one, Duration::from_secs(1)).await;
+    let closed = common::closed_within(&mut many, Duration::from_secs(6)).await
+        + common::closed_within(&mut one, Duration::from_secs(1)).await;
     assert_eq!(closed, still_open, "closed within {:?}", started.elapsed());
     server.stop().await;
 }
@@ -875,6 +802,19 @@ async fn errors_shown_to_viewers_name_no_storage_keys() {
             "{path}: {text}"
         );
     }
+}
+
+/// Gives `viewer` an entitlement to `playback_id`.
+async fn entitle(server: &TestServer, key: &str, playback_id: &str, viewer: &str) {
+    let (status, e) = server
+        .call(
+            "POST",
+            "/v1/entitlements",
+            Some(key),
+            Some(json!({"playback_id": playback_id, "viewer": viewer})),
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
 }
 
 async fn viewer_token(server: &TestServer, key: &str, playback_id: &str, viewer: &str) -> String {
@@ -1243,15 +1183,7 @@ async fn master_key_rotation_rewraps_every_key_while_serving_and_recordings_stil
     server.assert_nowhere_on_disk(&before).await;
 
     // A restart reads the new master key and serves the same key (carol is entitled now).
-    let (status, _) = server
-        .call(
-            "POST",
-            "/v1/entitlements",
-            Some(&key),
-            Some(json!({"playback_id": asset.playback_id, "viewer": "carol"})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    entitle(&server, &key, &asset.playback_id, "carol").await;
     server.stop().await;
 
     let server = TestServer::start_config(config.clone()).await;

@@ -441,3 +441,58 @@ impl Drop for S3Server {
         self.kill();
     }
 }
+
+/// Opens `n` TCP connections to `addr` from the loopback address `from` (any of 127/8), each
+/// sending `first` and then nothing, as a slow-connection attacker does. Those refused or
+/// closed at once are left out.
+#[allow(dead_code)] // not every test binary floods
+pub async fn stalled_connections(
+    addr: std::net::SocketAddr,
+    from: [u8; 4],
+    n: usize,
+    first: &[u8],
+) -> Vec<tokio::net::TcpStream> {
+    let mut open = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+        let Ok(mut s) = socket.connect(addr).await else {
+            continue;
+        };
+        if tokio::io::AsyncWriteExt::write_all(&mut s, first)
+            .await
+            .is_ok()
+        {
+            open.push(s);
+        }
+    }
+    open
+}
+
+/// How many of `sockets` the server closed (a read sees the end, or an error) by `wait` from
+/// now; bytes the server sends first (a handshake reply) are read past.
+#[allow(dead_code)] // not every test binary floods
+pub async fn closed_within(
+    sockets: &mut [tokio::net::TcpStream],
+    wait: std::time::Duration,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut closed = 0;
+    for s in sockets.iter_mut() {
+        let at_least = tokio::time::Instant::now() + std::time::Duration::from_millis(5);
+        let read = tokio::time::timeout_at(deadline.max(at_least), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match tokio::io::AsyncReadExt::read(s, &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        if read.is_ok() {
+            closed += 1;
+        }
+    }
+    closed
+}
