@@ -15,6 +15,17 @@ CREATE TABLE analytics_views (
     playing_time_ms        BIGINT NOT NULL,
     rebuffer_count         BIGINT NOT NULL,
     rebuffer_duration_ms   BIGINT NOT NULL,
+    exit_before_video_start BIGINT NOT NULL,
+    startup_failure        BIGINT NOT NULL,
+    playback_failure       BIGINT NOT NULL,
+    business_exception     BIGINT NOT NULL,
+    -- Time-weighted fractions (0.5 = 50 %) and bits per second.
+    upscale                DOUBLE PRECISION NOT NULL,
+    downscale              DOUBLE PRECISION NOT NULL,
+    max_upscale            DOUBLE PRECISION NOT NULL,
+    weighted_bitrate       DOUBLE PRECISION,
+    -- VOD: 1 when 90 % was reached; NULL for live.
+    completed              BIGINT,
     country                TEXT,
     browser                TEXT NOT NULL,
     os                     TEXT NOT NULL,
@@ -29,3 +40,4 @@ CREATE TABLE analytics_views (
 CREATE INDEX analytics_views_by_playback ON analytics_views (tenant_id, playback_id, started_at);
 CREATE INDEX analytics_views_by_viewer ON analytics_views (tenant_id, viewer_id);
 CREATE INDEX analytics_views_by_end ON analytics_views (ended_at);
+CREATE INDEX analytics_views_by_time ON analytics_views (tenant_id, started_at);

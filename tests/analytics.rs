@@ -60,12 +60,16 @@ fn fixture_events(name: &str) -> Vec<Value> {
 }
 
 async fn post(server: &TestServer, body: &str) -> (u16, Value) {
+    post_as(server, body, CHROME, "DE").await
+}
+
+async fn post_as(server: &TestServer, body: &str, agent: &str, country: &str) -> (u16, Value) {
     let response = server
         .client
         .post(server.url("/v1/beacons"))
         .header("content-type", "text/plain;charset=UTF-8")
-        .header("user-agent", CHROME)
-        .header("x-country", "DE")
+        .header("user-agent", agent)
+        .header("x-country", country)
         .body(body.to_string())
         .send()
         .await
@@ -225,6 +229,101 @@ async fn beacons_become_views(server: &TestServer) {
         );
     }
 
+    // A third view, from Firefox on Windows in France.
+    let firefox =
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:120.0) Gecko/20100101 Firefox/120.0";
+    let third = fixture_events("pause_and_resume_stay_one_view");
+    let (status, _) = post_as(
+        server,
+        &batch("view-0000000003", &pb, &third),
+        firefox,
+        "FR",
+    )
+    .await;
+    assert_eq!(status, 202);
+    server.state.analytics.flush().await;
+
+    // Metrics over the views: overall, filtered, broken down, over time.
+    let metric = |path: String, tenant_key: String| async move {
+        server.call("GET", &path, Some(&tenant_key), None).await
+    };
+    let overall =
+        |m: &str, query: &str| format!("/v1/analytics/metrics/{m}/overall?timeframe=1h{query}");
+    let (status, all) = metric(overall("views", ""), key.clone()).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(
+        (all["value"].as_f64(), all["views"].as_u64()),
+        (Some(3.0), Some(3))
+    );
+    let (_, de) = metric(
+        overall("views", "&filters=country:DE,browser:Chrome"),
+        key.clone(),
+    )
+    .await;
+    assert_eq!(de["value"], 2.0, "{de}");
+    let (_, ebvs) = metric(overall("exits_before_video_start", ""), key.clone()).await;
+    assert!(
+        (ebvs["value"].as_f64().unwrap() - 100.0 / 3.0).abs() < 1e-9,
+        "{ebvs}"
+    );
+    let (_, startup) = metric(overall("video_startup_time", ""), key.clone()).await;
+    assert_eq!(startup["value"], 1000.0, "{startup}");
+    let (_, watch) = metric(overall("watch_time", "&filters=country:FR"), key.clone()).await;
+    assert_eq!(watch["value"], 21_500.0, "{watch}");
+    let (status, by) = metric(
+        "/v1/analytics/metrics/watch_time/breakdown?timeframe=1h&group_by=country,browser".into(),
+        key.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{by}");
+    let groups = by["data"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{by}");
+    assert_eq!(
+        groups[0]["dimensions"],
+        json!({"country": "DE", "browser": "Chrome"})
+    );
+    assert_eq!(
+        (groups[0]["views"].as_u64(), groups[0]["value"].as_f64()),
+        (Some(2), Some(65_000.0))
+    );
+    assert_eq!(
+        groups[1]["dimensions"],
+        json!({"country": "FR", "browser": "Firefox"})
+    );
+    let (status, series) = metric(
+        "/v1/analytics/metrics/views/timeseries?timeframe=2h&granularity=minute".into(),
+        key.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{series}");
+    let points = series["data"].as_array().unwrap();
+    assert_eq!(
+        points
+            .iter()
+            .map(|p| p["views"].as_u64().unwrap())
+            .sum::<u64>(),
+        3
+    );
+    for (path, want) in [
+        ("/v1/analytics/metrics/nope/overall".to_string(), 404),
+        (overall("views", "&filters=colour:red"), 400),
+        (
+            "/v1/analytics/metrics/views/overall?timeframe=5y".into(),
+            400,
+        ),
+        (
+            "/v1/analytics/metrics/views/breakdown?group_by=bogus".into(),
+            400,
+        ),
+        (
+            "/v1/analytics/metrics/views/timeseries?timeframe=300d&granularity=minute".into(),
+            400,
+        ),
+    ] {
+        let (status, body) = metric(path.clone(), key.clone()).await;
+        assert_eq!(status, want, "{path}: {body}");
+    }
+
     // Another tenant sees none of it.
     let (_, other) = server.create_tenant("Other").await;
     assert!(views(server, &other, "").await.is_empty());
@@ -237,7 +336,9 @@ async fn beacons_become_views(server: &TestServer) {
         )
         .await;
     assert_eq!(status, 404);
-    assert_eq!(views(server, &key, "").await.len(), 2);
+    let (_, theirs) = metric(overall("views", ""), other.clone()).await;
+    assert_eq!(theirs["views"], 0, "{theirs}");
+    assert_eq!(views(server, &key, "").await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod aggregator;
 pub mod beacon;
+pub mod metrics;
 pub mod view;
 
 pub use aggregator::{Analytics, Arrival, Dimensions, QueueFull};

@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::access::{ClientIp, viewer_country};
 use super::auth::Tenant;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
+use crate::analytics::metrics::{self, Metric};
 use crate::analytics::view::Summary;
 use crate::analytics::{Arrival, Dimensions, agent, beacon};
 use crate::db::StoredView;
@@ -251,5 +252,277 @@ pub async fn get_view(
             .events
             .as_deref()
             .and_then(|e| serde_json::from_str(e).ok()),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricQuery {
+    /// `24h` (default), `30m`, `7d` (up to 366 days back from now), or an RFC 3339 range
+    /// `2026-12-01T00:00:00Z..2026-12-06T00:00:00Z`. Views count by when they started.
+    pub timeframe: Option<String>,
+    /// `country:DE,browser:Chrome`: dimensions `playback_id`, `viewer_id`, `country`,
+    /// `browser`, `os`, `device_type`, `player`, `sources`.
+    pub filters: Option<String>,
+    /// Breakdown: one to three dimensions, comma-separated.
+    pub group_by: Option<String>,
+    /// Timeseries: `minute`, `hour` (default) or `day`.
+    pub granularity: Option<String>,
+}
+
+/// The period a query covers, in Unix milliseconds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timeframe {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Overall {
+    pub metric: String,
+    /// Null when no view in the timeframe has a value for the metric.
+    pub value: Option<f64>,
+    pub views: usize,
+    pub timeframe: Timeframe,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Group {
+    #[schema(value_type = Object)]
+    pub dimensions: serde_json::Map<String, serde_json::Value>,
+    pub value: Option<f64>,
+    pub views: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Breakdown {
+    pub metric: String,
+    pub group_by: Vec<String>,
+    /// Largest groups (by views) first.
+    pub data: Vec<Group>,
+    pub timeframe: Timeframe,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Point {
+    pub time: String,
+    pub value: Option<f64>,
+    pub views: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timeseries {
+    pub metric: String,
+    pub granularity: String,
+    pub data: Vec<Point>,
+    pub timeframe: Timeframe,
+}
+
+/// Points a timeseries may have at most.
+const MAX_POINTS: i64 = 10_000;
+
+fn timeframe(q: &MetricQuery, now: i64) -> ApiResult<(i64, i64)> {
+    let text = q.timeframe.as_deref().unwrap_or("24h");
+    if let Some((from, to)) = text.split_once("..") {
+        let at = |s: &str| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                .map_err(|_| ApiError::invalid("timeframe times must be RFC 3339"))
+        };
+        let (from, to) = (at(from)?, at(to)?);
+        if from >= to {
+            return Err(ApiError::invalid("timeframe must start before it ends"));
+        }
+        return Ok((from, to));
+    }
+    let (n, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = n
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::invalid("timeframe must be like 24h, 30m, 7d or FROM..TO"))?;
+    let unit_ms = match unit {
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(ApiError::invalid("timeframe units are m, h or d")),
+    };
+    let span = n.saturating_mul(unit_ms);
+    if span > 366 * 86_400_000 {
+        return Err(ApiError::invalid("timeframe reaches back 366 days at most"));
+    }
+    Ok((now - span, now + 1))
+}
+
+fn filters(q: &MetricQuery) -> ApiResult<Vec<(&'static str, String)>> {
+    let mut out = Vec::new();
+    for part in q
+        .filters
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = part
+            .split_once(':')
+            .ok_or_else(|| ApiError::invalid("filters are dimension:value, comma-separated"))?;
+        let column = crate::db::FILTER_COLUMNS
+            .iter()
+            .find(|c| **c == name)
+            .ok_or_else(|| ApiError::invalid(format!("no dimension {:?}", cut(name))))?;
+        out.push((*column, value.to_string()));
+    }
+    if out.len() > crate::db::FILTER_COLUMNS.len() {
+        return Err(ApiError::invalid("too many filters"));
+    }
+    Ok(out)
+}
+
+fn cut(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+fn metric(name: &str) -> ApiResult<Metric> {
+    Metric::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = Metric::ALL.iter().map(|(n, _)| *n).collect();
+        ApiError::NotFound(format!(
+            "no metric {:?}; metrics: {}",
+            cut(name),
+            known.join(", ")
+        ))
+    })
+}
+
+async fn views_in(
+    state: &AppState,
+    tenant_id: &str,
+    q: &MetricQuery,
+) -> ApiResult<(Vec<StoredView>, Timeframe)> {
+    let (from, to) = timeframe(q, crate::clock::now_ms())?;
+    let filters = filters(q)?;
+    let views = state
+        .jobs
+        .db
+        .views_for_metrics(tenant_id, from, to, &filters)
+        .await?;
+    Ok((
+        views,
+        Timeframe {
+            from: rfc3339(from),
+            to: rfc3339(to),
+        },
+    ))
+}
+
+/// A metric over every view in the timeframe that matches the filters.
+#[utoipa::path(get, path = "/v1/analytics/metrics/{metric}/overall", tag = "analytics",
+    params(MetricQuery), security(("api_key" = [])),
+    responses((status = 200, body = Overall), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn overall(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(name): Path<String>,
+    Query(q): Query<MetricQuery>,
+) -> ApiResult<Json<Overall>> {
+    let m = metric(&name)?;
+    let (views, timeframe) = views_in(&state, &caller.tenant_id, &q).await?;
+    let all: Vec<&StoredView> = views.iter().collect();
+    Ok(Json(Overall {
+        metric: name,
+        value: m.value(&all),
+        views: all.len(),
+        timeframe,
+    }))
+}
+
+/// A metric for each combination of the `group_by` dimensions' values.
+#[utoipa::path(get, path = "/v1/analytics/metrics/{metric}/breakdown", tag = "analytics",
+    params(MetricQuery), security(("api_key" = [])),
+    responses((status = 200, body = Breakdown), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn breakdown(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(name): Path<String>,
+    Query(q): Query<MetricQuery>,
+) -> ApiResult<Json<Breakdown>> {
+    let m = metric(&name)?;
+    let dims: Vec<&'static str> = q
+        .group_by
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            crate::db::FILTER_COLUMNS
+                .iter()
+                .find(|c| **c == d)
+                .copied()
+                .ok_or_else(|| ApiError::invalid(format!("no dimension {:?}", cut(d))))
+        })
+        .collect::<ApiResult<_>>()?;
+    if dims.is_empty() || dims.len() > 3 {
+        return Err(ApiError::invalid("group_by names one to three dimensions"));
+    }
+    let (views, timeframe) = views_in(&state, &caller.tenant_id, &q).await?;
+    let mut data: Vec<Group> = metrics::group_by(&views, &dims)
+        .into_iter()
+        .map(|(key, group)| Group {
+            dimensions: dims
+                .iter()
+                .zip(key)
+                .map(|(d, v)| (d.to_string(), v.into()))
+                .collect(),
+            value: m.value(&group),
+            views: group.len(),
+        })
+        .collect();
+    data.sort_by_key(|g| std::cmp::Reverse(g.views));
+    Ok(Json(Breakdown {
+        metric: name,
+        group_by: dims.iter().map(|d| d.to_string()).collect(),
+        data,
+        timeframe,
+    }))
+}
+
+/// A metric per minute, hour or day (by when views started); periods without views are left
+/// out.
+#[utoipa::path(get, path = "/v1/analytics/metrics/{metric}/timeseries", tag = "analytics",
+    params(MetricQuery), security(("api_key" = [])),
+    responses((status = 200, body = Timeseries), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn timeseries(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(name): Path<String>,
+    Query(q): Query<MetricQuery>,
+) -> ApiResult<Json<Timeseries>> {
+    let m = metric(&name)?;
+    let granularity = q.granularity.clone().unwrap_or_else(|| "hour".into());
+    let bucket = match granularity.as_str() {
+        "minute" => 60_000,
+        "hour" => 3_600_000,
+        "day" => 86_400_000,
+        _ => return Err(ApiError::invalid("granularity is minute, hour or day")),
+    };
+    let (from, to) = timeframe(&q, crate::clock::now_ms())?;
+    if (to - from) / bucket > MAX_POINTS {
+        return Err(ApiError::invalid(format!(
+            "more than {MAX_POINTS} points: use a coarser granularity or a shorter timeframe"
+        )));
+    }
+    let (views, timeframe) = views_in(&state, &caller.tenant_id, &q).await?;
+    let data = metrics::by_time(&views, bucket)
+        .into_iter()
+        .map(|(at, group)| Point {
+            time: rfc3339(at),
+            value: m.value(&group),
+            views: group.len(),
+        })
+        .collect();
+    Ok(Json(Timeseries {
+        metric: name,
+        granularity,
+        data,
+        timeframe,
     }))
 }

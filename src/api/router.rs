@@ -87,6 +87,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/analytics/views", get(analytics::list_views))
         .route("/v1/analytics/views/{id}", get(analytics::get_view))
         .route(
+            "/v1/analytics/metrics/{metric}/overall",
+            get(analytics::overall),
+        )
+        .route(
+            "/v1/analytics/metrics/{metric}/breakdown",
+            get(analytics::breakdown),
+        )
+        .route(
+            "/v1/analytics/metrics/{metric}/timeseries",
+            get(analytics::timeseries),
+        )
+        .route(
             "/v1/assets",
             get(assets::list_assets)
                 .post(uploads::multipart_upload)

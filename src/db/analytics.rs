@@ -19,6 +19,15 @@ pub struct StoredView {
     pub playing_time_ms: i64,
     pub rebuffer_count: i64,
     pub rebuffer_duration_ms: i64,
+    pub exit_before_video_start: i64,
+    pub startup_failure: i64,
+    pub playback_failure: i64,
+    pub business_exception: i64,
+    pub upscale: f64,
+    pub downscale: f64,
+    pub max_upscale: f64,
+    pub weighted_bitrate: Option<f64>,
+    pub completed: Option<i64>,
     pub country: Option<String>,
     pub browser: String,
     pub os: String,
@@ -35,8 +44,28 @@ pub struct StoredView {
 
 const VIEW_COLUMNS: &str = "tenant_id, id, playback_id, viewer_id, started_at, ended_at, \
     finished, video_startup_time_ms, watch_time_ms, playing_time_ms, rebuffer_count, \
-    rebuffer_duration_ms, country, browser, os, device_type, player, sources, summary, events, \
-    updated_at";
+    rebuffer_duration_ms, exit_before_video_start, startup_failure, playback_failure, \
+    business_exception, upscale, downscale, max_upscale, weighted_bitrate, completed, country, \
+    browser, os, device_type, player, sources, summary, events, updated_at";
+
+/// The dimensions views can be filtered and grouped by.
+pub const FILTER_COLUMNS: [&str; 8] = [
+    "playback_id",
+    "viewer_id",
+    "country",
+    "browser",
+    "os",
+    "device_type",
+    "player",
+    "sources",
+];
+
+/// Every column but the large ones (the summary and the events).
+const VIEW_COLUMNS_LIGHT: &str = "tenant_id, id, playback_id, viewer_id, started_at, ended_at, \
+    finished, video_startup_time_ms, watch_time_ms, playing_time_ms, rebuffer_count, \
+    rebuffer_duration_ms, exit_before_video_start, startup_failure, playback_failure, \
+    business_exception, upscale, downscale, max_upscale, weighted_bitrate, completed, country, \
+    browser, os, device_type, player, sources, '' AS summary, NULL AS events, updated_at";
 
 impl Db {
     /// Writes a view, replacing what an earlier flush stored of it.
@@ -44,12 +73,19 @@ impl Db {
         sqlx::query(&format!(
             "INSERT INTO analytics_views ({VIEW_COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-             $19, $20, $21) \
+             $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
              ON CONFLICT (tenant_id, id) DO UPDATE SET ended_at = excluded.ended_at, \
              finished = excluded.finished, video_startup_time_ms = excluded.video_startup_time_ms, \
              watch_time_ms = excluded.watch_time_ms, playing_time_ms = excluded.playing_time_ms, \
              rebuffer_count = excluded.rebuffer_count, \
-             rebuffer_duration_ms = excluded.rebuffer_duration_ms, sources = excluded.sources, \
+             rebuffer_duration_ms = excluded.rebuffer_duration_ms, \
+             exit_before_video_start = excluded.exit_before_video_start, \
+             startup_failure = excluded.startup_failure, \
+             playback_failure = excluded.playback_failure, \
+             business_exception = excluded.business_exception, upscale = excluded.upscale, \
+             downscale = excluded.downscale, max_upscale = excluded.max_upscale, \
+             weighted_bitrate = excluded.weighted_bitrate, completed = excluded.completed, \
+             sources = excluded.sources, \
              summary = excluded.summary, events = excluded.events, updated_at = excluded.updated_at"
         ))
         .bind(&v.tenant_id)
@@ -64,6 +100,15 @@ impl Db {
         .bind(v.playing_time_ms)
         .bind(v.rebuffer_count)
         .bind(v.rebuffer_duration_ms)
+        .bind(v.exit_before_video_start)
+        .bind(v.startup_failure)
+        .bind(v.playback_failure)
+        .bind(v.business_exception)
+        .bind(v.upscale)
+        .bind(v.downscale)
+        .bind(v.max_upscale)
+        .bind(v.weighted_bitrate)
+        .bind(v.completed)
         .bind(&v.country)
         .bind(&v.browser)
         .bind(&v.os)
@@ -109,6 +154,33 @@ impl Db {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// The tenant's views that started in `[from_ms, to_ms)`, matching every filter given
+    /// (`(column, value)`, columns from [`FILTER_COLUMNS`]), for metric queries.
+    pub async fn views_for_metrics(
+        &self,
+        tenant_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        filters: &[(&str, String)],
+    ) -> DbResult<Vec<StoredView>> {
+        let mut sql = format!(
+            "SELECT {VIEW_COLUMNS_LIGHT} FROM analytics_views WHERE tenant_id = $1 \
+             AND started_at >= $2 AND started_at < $3"
+        );
+        for (i, (column, _)) in filters.iter().enumerate() {
+            assert!(FILTER_COLUMNS.contains(column), "filter on {column}");
+            sql.push_str(&format!(" AND {column} = ${}", i + 4));
+        }
+        let mut query = sqlx::query_as(&sql)
+            .bind(tenant_id)
+            .bind(from_ms)
+            .bind(to_ms);
+        for (_, value) in filters {
+            query = query.bind(value);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
     }
 
     /// Forgets the raw events of views that ended before `before_ms`; returns how many.
