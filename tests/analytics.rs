@@ -406,3 +406,44 @@ async fn an_open_view_survives_a_restart_and_continues() {
     );
     server.stop().await;
 }
+
+/// Past its queue, ingest answers 503 and counts the drop; media keeps being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_past_the_queue_gets_503s_counted_and_media_keeps_flowing() {
+    let server = TestServer::start_with(|c| {
+        c.analytics.queue_batches = 1;
+        // Hundreds of connections open at once from this one address.
+        c.http.max_pending_per_ip = 1000;
+    })
+    .await;
+    let (tenant_id, _) = server.create_tenant("Flooded").await;
+    let pb = asset(&server, &tenant_id, 60_000).await;
+    let now = ferrocast::clock::now_ms();
+    let posts = (0..400).map(|i| {
+        let body = batch(
+            &format!("flood-view-{i:06}"),
+            &pb,
+            &[json!({"seq": 1, "type": "play", "t": now})],
+        );
+        let server = &server;
+        async move { post(server, &body).await.0 }
+    });
+    let statuses = futures::future::join_all(posts).await;
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert!(refused > 0, "no 503 in {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 202 || *s == 503),
+        "{statuses:?}"
+    );
+    let (_, metrics) = server.get_text("/metrics").await;
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ferrocast_analytics_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the drop counter is exported");
+    assert!(dropped >= refused as f64, "{dropped} < {refused}");
+    // The playback path is not behind the analytics queue.
+    let (status, _) = server.get_text("/healthz").await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
