@@ -139,6 +139,7 @@ async fn beacons_become_views(server: &TestServer) {
     assert_eq!(v["country"], "DE");
     assert_eq!(v["player"], "ferrocast-data 1");
     assert_eq!(v["sources"], json!(["beacon"]));
+    assert!(v["cmcd"].is_null(), "{v}");
     assert!(v["scores"]["startup"].as_f64().unwrap() > 85.0);
     let (status, detail) = server
         .call(
@@ -445,5 +446,93 @@ async fn a_flood_past_the_queue_gets_503s_counted_and_media_keeps_flowing() {
     // The playback path is not behind the analytics queue.
     let (status, _) = server.get_text("/healthz").await;
     assert_eq!(status, 200);
+    server.stop().await;
+}
+
+/// A player without the script but with CMCD (any CTA-5004 player) is still counted: its
+/// media requests make a view. CMCD changes nothing about who gets the media.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmcd_on_media_requests_makes_a_view_and_changes_no_access() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Cmcd").await;
+    let pb = asset(&server, &tenant_id, 60_000).await;
+    let asset_row = server
+        .state
+        .jobs
+        .db
+        .asset_by_playback_id(&pb)
+        .await
+        .unwrap()
+        .unwrap();
+    for (name, body) in [
+        (
+            "master.m3u8",
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\n360p/index.m3u8\n",
+        ),
+        ("360p/seg_00001.ts", "segment one"),
+        ("360p/seg_00002.ts", "segment two"),
+    ] {
+        let key = format!("{}{name}", asset_row.storage_prefix);
+        server
+            .state
+            .jobs
+            .store
+            .put(
+                &ferrocast::storage::ObjectKey::parse(&key).unwrap(),
+                bytes::Bytes::from(body),
+                "application/octet-stream",
+            )
+            .await
+            .unwrap();
+    }
+    let cmcd =
+        |data: &str| url::form_urlencoded::byte_serialize(data.as_bytes()).collect::<String>();
+    let sid = r#"sid="cmcd-view-0001""#;
+    let requests = [
+        format!(
+            "/hls/{pb}/master.m3u8?CMCD={}",
+            cmcd(&format!("ot=m,su,{sid}"))
+        ),
+        format!(
+            "/hls/{pb}/360p/seg_00001.ts?CMCD={}",
+            cmcd(&format!("ot=v,d=4000,br=800,mtp=9000,su,{sid}"))
+        ),
+        format!(
+            "/hls/{pb}/360p/seg_00002.ts?CMCD={}",
+            cmcd(&format!("ot=v,d=4000,br=800,mtp=7000,bs,{sid}"))
+        ),
+    ];
+    for path in &requests {
+        let (status, _) = server.get_text(path).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    server.state.analytics.flush().await;
+    let (status, view) = server
+        .call(
+            "GET",
+            "/v1/analytics/views/cmcd-view-0001",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["sources"], json!(["cmcd"]));
+    assert_eq!(view["watch_time_ms"], 8000);
+    assert_eq!(view["cmcd"]["requests"], 3);
+    assert_eq!(view["cmcd"]["buffer_starvations"], 1);
+    assert_eq!(view["cmcd"]["mean_throughput_kbps"], 8000.0);
+
+    // Signed: CMCD without a token is refused as any request without one is.
+    let (status, _) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{pb}"),
+            Some(&key),
+            Some(json!({"policy": "signed"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = server.get_text(&requests[1]).await;
+    assert_eq!(status, 401);
     server.stop().await;
 }

@@ -297,7 +297,15 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
         "{view}"
     );
     assert_eq!(view["playback_id"], playback);
-    assert_eq!(view["sources"], serde_json::json!(["beacon"]));
+    // The page's hls.js sent CMCD with the same session id: one view, fed by both.
+    assert_eq!(
+        view["sources"],
+        serde_json::json!(["beacon", "cmcd"]),
+        "{view}"
+    );
+    let cmcd = &view["cmcd"];
+    assert!(cmcd["requests"].as_u64().unwrap() >= 3, "{cmcd}");
+    assert!(cmcd["media_ms"].as_u64().unwrap() >= 6000, "{cmcd}");
     assert_eq!(view["playback_failure"], false);
 
     // Subtitles: SRT in, WebVTT stored, offered to players as a SUBTITLES group.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::beacon::Batch;
+use super::cmcd::{Cmcd, CmcdTotals};
 use super::view::{Event, EventKind, Summary, VIEW_TIMEOUT_MS, summarize};
 use crate::clock::now_ms;
 use crate::config::AnalyticsConfig;
@@ -36,8 +37,19 @@ pub struct Arrival {
     pub received_ms: i64,
 }
 
+/// The CMCD of one media request whose session id names a view.
+#[derive(Debug)]
+pub struct CmcdArrival {
+    pub tenant_id: String,
+    pub playback_id: String,
+    pub cmcd: Cmcd,
+    pub dims: Dimensions,
+    pub received_ms: i64,
+}
+
 enum Entry {
     Batch(Box<Arrival>),
+    Cmcd(Box<CmcdArrival>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -79,6 +91,13 @@ impl Analytics {
             })
     }
 
+    /// Queues a media request's CMCD without waiting; a full queue drops it, counted.
+    pub fn observe(&self, arrival: CmcdArrival) {
+        if self.tx.try_send(Entry::Cmcd(Box::new(arrival))).is_err() {
+            metrics::counter!("ferrocast_analytics_dropped_total").increment(1);
+        }
+    }
+
     /// Resolves once everything queued before it is applied and every open view written
     /// (tests, shutdown).
     pub async fn flush(&self) {
@@ -101,7 +120,11 @@ struct OpenView {
     events: BTreeMap<u32, Event>,
     /// Server time minus the viewer's clock, from the view's first batch.
     skew_ms: i64,
+    first_arrival_ms: i64,
     last_arrival_ms: i64,
+    /// What fed it: `beacon`, `cmcd`.
+    sources: std::collections::BTreeSet<&'static str>,
+    cmcd: CmcdTotals,
     dirty: bool,
 }
 
@@ -115,6 +138,9 @@ async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
             entry = rx.recv() => match entry {
                 Some(Entry::Batch(arrival)) => {
                     take(&db, &config, &mut open, *arrival).await;
+                }
+                Some(Entry::Cmcd(arrival)) => {
+                    take_cmcd(&db, &config, &mut open, *arrival).await;
                 }
                 Some(Entry::Flush(done)) => {
                     write_all(&db, &mut open, now_ms()).await;
@@ -134,23 +160,28 @@ async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
     write_all(&db, &mut open, now_ms()).await;
 }
 
-/// Applies one batch: to its open view, or to a view opened now (with what a previous run
-/// stored of it).
-async fn take(
+/// The open view `key`, opened now if needed (with what a previous run stored of it);
+/// `None` if the view was finished before (a new view needs a new id).
+#[allow(clippy::too_many_arguments)]
+async fn open_view<'a>(
     db: &Db,
     config: &AnalyticsConfig,
-    open: &mut HashMap<(String, String), OpenView>,
-    a: Arrival,
-) {
-    let key = (a.tenant_id.clone(), a.batch.view_id.clone());
-    if !open.contains_key(&key) {
+    open: &'a mut HashMap<(String, String), OpenView>,
+    key: &(String, String),
+    playback_id: &str,
+    dims: &Dimensions,
+    player: String,
+    received_ms: i64,
+    skew_ms: i64,
+) -> Option<&'a mut OpenView> {
+    if !open.contains_key(key) {
         if open.len() >= config.max_open_views {
             close_longest_silent(db, open).await;
         }
         let mut events = BTreeMap::new();
-        match db.get_view(&a.tenant_id, &a.batch.view_id).await {
-            // A finished view takes no more events: a new one needs a new id.
-            Ok(Some(v)) if v.finished != 0 => return,
+        let mut sources = std::collections::BTreeSet::new();
+        match db.get_view(&key.0, &key.1).await {
+            Ok(Some(v)) if v.finished != 0 => return None,
             Ok(Some(v)) => {
                 let stored: Vec<Event> = v
                     .events
@@ -158,51 +189,94 @@ async fn take(
                     .and_then(|e| serde_json::from_str(e).ok())
                     .unwrap_or_default();
                 events.extend(stored.into_iter().map(|e| (e.seq, e)));
+                for s in v.sources.split(',') {
+                    match s {
+                        "beacon" => sources.insert("beacon"),
+                        "cmcd" => sources.insert("cmcd"),
+                        _ => false,
+                    };
+                }
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "reading a stored view"),
         }
-        let newest = a
-            .batch
-            .events
-            .iter()
-            .map(|e| e.t)
-            .max()
-            .unwrap_or(a.received_ms);
         // A VOD asset's duration, for completion (none for live).
-        let duration_ms = match db.asset_by_playback_id(&a.batch.playback_id).await {
+        let duration_ms = match db.asset_by_playback_id(playback_id).await {
             Ok(asset) => asset.and_then(|x| x.duration_ms),
             Err(e) => {
                 tracing::warn!(error = %e, "looking up a viewed asset");
                 None
             }
         };
-        let player = match (&a.batch.player.name, &a.batch.player.version) {
-            (Some(n), Some(v)) => format!("{n} {v}"),
-            (Some(n), None) => n.clone(),
-            _ => "unknown".into(),
-        };
         open.insert(
             key.clone(),
             OpenView {
-                tenant_id: a.tenant_id.clone(),
-                id: a.batch.view_id.clone(),
-                playback_id: a.batch.playback_id.clone(),
-                viewer_id: a.batch.viewer_id.clone(),
+                tenant_id: key.0.clone(),
+                id: key.1.clone(),
+                playback_id: playback_id.to_string(),
+                viewer_id: None,
                 player,
-                dims: a.dims.clone(),
+                dims: dims.clone(),
                 duration_ms,
                 events,
-                skew_ms: a.received_ms - newest,
-                last_arrival_ms: a.received_ms,
+                skew_ms,
+                first_arrival_ms: received_ms,
+                last_arrival_ms: received_ms,
+                sources,
+                cmcd: CmcdTotals::default(),
                 dirty: true,
             },
         );
     }
-    let view = open.get_mut(&key).expect("inserted above");
-    if view.playback_id != a.batch.playback_id {
-        // One view plays one thing; a batch claiming otherwise is not this view's.
+    let view = open.get_mut(key).expect("inserted above");
+    // One view plays one thing; what claims otherwise is not this view's.
+    (view.playback_id == playback_id).then_some(view)
+}
+
+/// Applies one batch to its view.
+async fn take(
+    db: &Db,
+    config: &AnalyticsConfig,
+    open: &mut HashMap<(String, String), OpenView>,
+    a: Arrival,
+) {
+    let key = (a.tenant_id.clone(), a.batch.view_id.clone());
+    let newest = a
+        .batch
+        .events
+        .iter()
+        .map(|e| e.t)
+        .max()
+        .unwrap_or(a.received_ms);
+    let player = match (&a.batch.player.name, &a.batch.player.version) {
+        (Some(n), Some(v)) => format!("{n} {v}"),
+        (Some(n), None) => n.clone(),
+        _ => "unknown".into(),
+    };
+    let skew = a.received_ms - newest;
+    let Some(view) = open_view(
+        db,
+        config,
+        open,
+        &key,
+        &a.batch.playback_id,
+        &a.dims,
+        player.clone(),
+        a.received_ms,
+        skew,
+    )
+    .await
+    else {
         return;
+    };
+    if !view.sources.contains("beacon") {
+        // The first beacon of a view CMCD opened: its clock and player are the player's.
+        view.skew_ms = skew;
+        view.player = player;
+    }
+    view.sources.insert("beacon");
+    if view.viewer_id.is_none() {
+        view.viewer_id = a.batch.viewer_id.clone();
     }
     let mut ends = false;
     for e in a.batch.events {
@@ -221,6 +295,39 @@ async fn take(
         let view = open.remove(&key).expect("present");
         write(db, &view, true).await;
     }
+}
+
+/// Applies one request's CMCD to the view its session id names (opening a CMCD-only view
+/// for a player without the script).
+async fn take_cmcd(
+    db: &Db,
+    config: &AnalyticsConfig,
+    open: &mut HashMap<(String, String), OpenView>,
+    a: CmcdArrival,
+) {
+    let Some(sid) = a.cmcd.sid.clone() else {
+        return;
+    };
+    let key = (a.tenant_id.clone(), sid);
+    let Some(view) = open_view(
+        db,
+        config,
+        open,
+        &key,
+        &a.playback_id,
+        &a.dims,
+        "unknown".into(),
+        a.received_ms,
+        0,
+    )
+    .await
+    else {
+        return;
+    };
+    view.cmcd.add(&a.cmcd);
+    view.sources.insert("cmcd");
+    view.last_arrival_ms = a.received_ms;
+    view.dirty = true;
 }
 
 /// Writes every view that changed; ends those silent for the view timeout.
@@ -256,13 +363,25 @@ async fn write(db: &Db, view: &OpenView, ended: bool) {
     let events: Vec<Event> = view.events.values().cloned().collect();
     let mut s: Summary = summarize(&events, view.duration_ms);
     s.finished |= ended;
+    let (started_at, ended_at) = if events.is_empty() {
+        // CMCD alone: the media it requested is what it watched.
+        s.watch_time_ms = view.cmcd.media_ms as i64;
+        s.playing_time_ms = view.cmcd.media_ms as i64;
+        (view.first_arrival_ms, view.last_arrival_ms)
+    } else {
+        (s.started_at + view.skew_ms, s.ended_at + view.skew_ms)
+    };
+    let mut summary = serde_json::to_value(&s).expect("a summary serializes");
+    if view.cmcd.requests > 0 {
+        summary["cmcd"] = serde_json::to_value(&view.cmcd).expect("totals serialize");
+    }
     let row = StoredView {
         tenant_id: view.tenant_id.clone(),
         id: view.id.clone(),
         playback_id: view.playback_id.clone(),
         viewer_id: view.viewer_id.clone(),
-        started_at: s.started_at + view.skew_ms,
-        ended_at: s.ended_at + view.skew_ms,
+        started_at,
+        ended_at,
         finished: i64::from(s.finished),
         video_startup_time_ms: s.video_startup_time_ms,
         watch_time_ms: s.watch_time_ms,
@@ -283,8 +402,8 @@ async fn write(db: &Db, view: &OpenView, ended: bool) {
         os: view.dims.os.to_string(),
         device_type: view.dims.device_type.to_string(),
         player: view.player.clone(),
-        sources: "beacon".into(),
-        summary: serde_json::to_string(&s).expect("a summary serializes"),
+        sources: view.sources.iter().copied().collect::<Vec<_>>().join(","),
+        summary: summary.to_string(),
         events: Some(serde_json::to_string(&events).expect("events serialize")),
         updated_at: now_ms(),
     };

@@ -53,7 +53,8 @@ pub enum BadBatch {
     Range(u32),
 }
 
-fn id_shaped(s: &str) -> bool {
+/// A view or viewer id's shape: 8 to 64 letters, digits, `-` or `_`.
+pub fn id_shaped(s: &str) -> bool {
     (8..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

@@ -5,7 +5,8 @@
 pub mod agent;
 pub mod aggregator;
 pub mod beacon;
+pub mod cmcd;
 pub mod metrics;
 pub mod view;
 
-pub use aggregator::{Analytics, Arrival, Dimensions, QueueFull};
+pub use aggregator::{Analytics, Arrival, CmcdArrival, Dimensions, QueueFull};

@@ -15,6 +15,9 @@ use crate::error::{ApiError, ApiResult};
 #[derive(Debug, Default, Deserialize)]
 pub struct TokenQuery {
     pub(super) token: Option<String>,
+    /// CMCD in query mode: observed for analytics, never part of access or caching.
+    #[serde(rename = "CMCD")]
+    pub(super) cmcd: Option<String>,
 }
 
 /// Cookie a site may set so that its players need no token in URLs.

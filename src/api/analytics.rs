@@ -13,7 +13,7 @@ use super::auth::Tenant;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::analytics::metrics::{self, Metric};
 use crate::analytics::view::Summary;
-use crate::analytics::{Arrival, Dimensions, agent, beacon};
+use crate::analytics::{Arrival, CmcdArrival, Dimensions, agent, beacon, cmcd};
 use crate::db::StoredView;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
@@ -51,6 +51,50 @@ pub async fn beacons(
     response
 }
 
+/// Where a request comes from, as views are broken down.
+fn dimensions(state: &AppState, headers: &HeaderMap, ip: Option<&str>) -> Dimensions {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (browser, os, device_type) = agent::parse(agent);
+    Dimensions {
+        country: viewer_country(state, headers, ip),
+        browser,
+        os,
+        device_type,
+    }
+}
+
+/// Hands a media request's CMCD (query mode, or the `CMCD-*` headers) to the aggregator when
+/// its session id can name a view. Called after access was granted; it changes nothing about
+/// the answer.
+pub(super) fn observe_cmcd(
+    state: &AppState,
+    tenant_id: &str,
+    playback_id: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    ip: Option<&str>,
+) {
+    let from_headers = ["cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"]
+        .iter()
+        .filter_map(|h| headers.get(*h)?.to_str().ok());
+    let Some(cmcd) = cmcd::parse(query.into_iter().chain(from_headers)) else {
+        return;
+    };
+    if !cmcd.sid.as_deref().is_some_and(beacon::id_shaped) {
+        return;
+    }
+    state.analytics.observe(CmcdArrival {
+        tenant_id: tenant_id.to_string(),
+        playback_id: playback_id.to_string(),
+        cmcd,
+        dims: dimensions(state, headers, ip),
+        received_ms: crate::clock::now_ms(),
+    });
+}
+
 fn too_large() -> ApiError {
     ApiError::PayloadTooLarge(format!("a batch is {} bytes at most", beacon::MAX_BYTES))
 }
@@ -72,17 +116,7 @@ async fn take_beacons(
         .playback_target(&batch.playback_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("unknown playback_id".into()))?;
-    let agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let (browser, os, device_type) = agent::parse(agent);
-    let dims = Dimensions {
-        country: viewer_country(state, headers, ip),
-        browser,
-        os,
-        device_type,
-    };
+    let dims = dimensions(state, headers, ip);
     let accepted = batch.events.len();
     state
         .analytics
@@ -149,6 +183,9 @@ pub struct ViewView {
     /// What fed the view: `beacon`, `cmcd`, `server`.
     pub sources: Vec<String>,
     pub scores: Scores,
+    /// What the player's CMCD said over the view's requests, when it sent any.
+    #[schema(value_type = Option<Object>)]
+    pub cmcd: Option<serde_json::Value>,
 }
 
 /// A view with its player events, in order.
@@ -164,6 +201,9 @@ pub struct ViewDetail {
 impl From<&StoredView> for ViewView {
     fn from(v: &StoredView) -> Self {
         let s: Summary = serde_json::from_str(&v.summary).unwrap_or_default();
+        let cmcd = serde_json::from_str::<serde_json::Value>(&v.summary)
+            .ok()
+            .and_then(|j| j.get("cmcd").cloned());
         Self {
             id: v.id.clone(),
             playback_id: v.playback_id.clone(),
@@ -199,6 +239,7 @@ impl From<&StoredView> for ViewView {
                 smoothness: s.smoothness_score(),
                 quality: s.quality_score(),
             },
+            cmcd,
         }
     }
 }

@@ -233,6 +233,14 @@ pub async fn master_playlist(
         ip.as_deref(),
     )
     .await?;
+    super::analytics::observe_cmcd(
+        &state,
+        &target.tenant_id,
+        &playback_id,
+        q.cmcd.as_deref(),
+        &headers,
+        ip.as_deref(),
+    );
     let private = target.policy == PlaybackPolicy::Signed;
     let max_lines = claims.as_ref().and_then(PlaybackClaims::max_lines);
     // Only a token that verified is carried into the playlist (public media verify none).
@@ -265,6 +273,14 @@ pub async fn rendition_file(
         ip.as_deref(),
     )
     .await?;
+    super::analytics::observe_cmcd(
+        &state,
+        &target.tenant_id,
+        &playback_id,
+        q.cmcd.as_deref(),
+        &headers,
+        ip.as_deref(),
+    );
     if let Some(max) = claims.as_ref().and_then(PlaybackClaims::max_lines)
         && let Some(prefix) = target.prefix.as_deref()
         && rendition_lines(&state, prefix, &rendition)

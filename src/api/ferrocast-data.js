@@ -3,7 +3,12 @@
 // id is a random id in localStorage, and Do Not Track is respected.
 //
 //   <script src="/player/ferrocast-data.js"></script>
-//   const monitor = FerrocastData.monitor(video, { playbackId, hls, sampleRate: 1 });
+//   const viewId = FerrocastData.newViewId();
+//   const hls = new Hls({ cmcd: { sessionId: viewId, contentId: playbackId } });
+//   const monitor = FerrocastData.monitor(video, { playbackId, hls, viewId, sampleRate: 1 });
+//
+// With the same view id as hls.js's CMCD session id, the beacons and the CMCD on media
+// requests feed one view.
 //
 // Events carry the view id, a sequence number, the viewer's clock and the playhead. They go
 // in batches (300 events at most), at once on play, error, ended and viewend, else every
@@ -51,7 +56,9 @@
     if (Math.random() >= rate) return null;
     var url = options.beaconUrl || "/v1/beacons";
     var viewer = viewerId();
-    var view = { id: randomId(), seq: 0, queue: [], over: false };
+    // A view id given (the one hls.js sends as CMCD sid) joins both sources in one view.
+    var given = /^[A-Za-z0-9_-]{8,64}$/.test(options.viewId || "") ? options.viewId : null;
+    var view = { id: given || randomId(), seq: 0, queue: [], over: false };
     var started = false, firstFrame = false, seeking = false;
     var stallAt = null, stallSent = false, stallTimer = null;
 
@@ -171,5 +178,5 @@
     return { viewId: view.id, end: end };
   }
 
-  window.FerrocastData = { monitor: monitor };
+  window.FerrocastData = { monitor: monitor, newViewId: randomId };
 })();

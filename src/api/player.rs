@@ -78,8 +78,8 @@ video.addEventListener("play", () => {{ if (window.player.playAt === null) windo
 video.addEventListener("playing", () => {{
   if (window.player.startupMs === null) window.player.startupMs = Date.now() - window.player.playAt;
 }}, {{ once: true }});
-function monitor(hls) {{
-  const data = window.FerrocastData && FerrocastData.monitor(video, {{ playbackId: "{playback_id}", hls }});
+function monitor(hls, viewId) {{
+  const data = window.FerrocastData && FerrocastData.monitor(video, {{ playbackId: "{playback_id}", hls, viewId }});
   if (data) window.player.viewId = data.viewId;
 }}
 function show(state, text) {{
@@ -89,14 +89,18 @@ function show(state, text) {{
 }}
 function start() {{
   if (window.Hls && Hls.isSupported()) {{
-    const hls = new Hls({{ lowLatencyMode: false }});
+    // One view id for the beacons and for CMCD on every media request (query mode: no
+    // preflight).
+    const viewId = window.FerrocastData ? FerrocastData.newViewId() : undefined;
+    const cmcd = viewId ? {{ sessionId: viewId, contentId: "{playback_id}", useHeaders: false }} : undefined;
+    const hls = new Hls({{ lowLatencyMode: false, cmcd }});
     hls.on(Hls.Events.KEY_LOADED, () => {{ window.player.keyLoaded = true; }});
     hls.on(Hls.Events.SUBTITLE_TRACKS_UPDATED, (_, data) => {{ window.player.subtitleTracks = data.subtitleTracks.length; }});
     hls.on(Hls.Events.ERROR, (_, data) => {{
       window.player.errors.push(data.details);
       if (data.fatal) {{ window.player.fatal = data.details; show("error", "error: " + data.details); }}
     }});
-    monitor(hls);
+    monitor(hls, viewId);
     hls.loadSource(src);
     hls.attachMedia(video);
     window.hls = hls;

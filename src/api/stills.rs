@@ -112,6 +112,7 @@ pub async fn thumbnail(
     let token = token_from(
         &TokenQuery {
             token: q.token.clone(),
+            cmcd: None,
         },
         &headers,
     );
