@@ -10,6 +10,8 @@ CREATE TABLE analytics_views (
     started_at             BIGINT NOT NULL,
     ended_at               BIGINT NOT NULL,
     finished               BIGINT NOT NULL,
+    -- 1 when the viewer asked to play (or a player requested media): what counts as a view.
+    play_requested         BIGINT NOT NULL,
     video_startup_time_ms  BIGINT,
     watch_time_ms          BIGINT NOT NULL,
     playing_time_ms        BIGINT NOT NULL,

@@ -15,6 +15,14 @@ use crate::clock::now_ms;
 use crate::config::AnalyticsConfig;
 use crate::db::{Db, StoredView};
 
+/// How long an ended view stays open for batches still on their way (a retry, a flush that
+/// raced the page's last beacon).
+const ENDED_GRACE_MS: i64 = 30_000;
+
+/// Views a client address may open from CMCD alone, per second and in a burst: anyone who
+/// can fetch a public segment can name a session id.
+const CMCD_VIEWS_PER_IP: (f64, u32) = (0.2, 5);
+
 /// Events kept per view at most (about 13 hours of heartbeats); later heartbeats are left
 /// out, other events still counted up to twice that.
 const MAX_EVENTS_PER_VIEW: usize = 5_000;
@@ -40,6 +48,8 @@ pub struct Arrival {
 /// The CMCD of one media request whose session id names a view.
 #[derive(Debug)]
 pub struct CmcdArrival {
+    /// The client address, for the limit on views opened by CMCD alone.
+    pub ip: Option<String>,
     pub tenant_id: String,
     pub playback_id: String,
     pub cmcd: Cmcd,
@@ -125,11 +135,15 @@ struct OpenView {
     /// What fed it: `beacon`, `cmcd`.
     sources: std::collections::BTreeSet<&'static str>,
     cmcd: CmcdTotals,
+    /// When it ended (`viewend` or a fatal error): kept open [`ENDED_GRACE_MS`] more.
+    ended_ms: Option<i64>,
     dirty: bool,
 }
 
 async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
     let mut open: HashMap<(String, String), OpenView> = HashMap::new();
+    let cmcd_views =
+        crate::drm::ratelimit::RateLimiter::new(CMCD_VIEWS_PER_IP.0, CMCD_VIEWS_PER_IP.1);
     let mut tick = tokio::time::interval(Duration::from_secs(config.flush_s.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
@@ -140,7 +154,7 @@ async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
                     take(&db, &config, &mut open, *arrival).await;
                 }
                 Some(Entry::Cmcd(arrival)) => {
-                    take_cmcd(&db, &config, &mut open, *arrival).await;
+                    take_cmcd(&db, &config, &mut open, &cmcd_views, *arrival).await;
                 }
                 Some(Entry::Flush(done)) => {
                     write_all(&db, &mut open, now_ms()).await;
@@ -180,9 +194,16 @@ async fn open_view<'a>(
         }
         let mut events = BTreeMap::new();
         let mut sources = std::collections::BTreeSet::new();
+        let mut restored_cmcd = CmcdTotals::default();
         match db.get_view(&key.0, &key.1).await {
             Ok(Some(v)) if v.finished != 0 => return None,
             Ok(Some(v)) => {
+                if let Some(totals) = serde_json::from_str::<serde_json::Value>(&v.summary)
+                    .ok()
+                    .and_then(|j| serde_json::from_value(j.get("cmcd")?.clone()).ok())
+                {
+                    restored_cmcd = totals;
+                }
                 let stored: Vec<Event> = v
                     .events
                     .as_deref()
@@ -223,7 +244,8 @@ async fn open_view<'a>(
                 first_arrival_ms: received_ms,
                 last_arrival_ms: received_ms,
                 sources,
-                cmcd: CmcdTotals::default(),
+                cmcd: restored_cmcd,
+                ended_ms: None,
                 dirty: true,
             },
         );
@@ -291,9 +313,10 @@ async fn take(
     }
     view.last_arrival_ms = a.received_ms;
     view.dirty = true;
-    if ends {
-        let view = open.remove(&key).expect("present");
-        write(db, &view, true).await;
+    if ends || view.ended_ms.is_some() {
+        view.ended_ms.get_or_insert(a.received_ms);
+        write(db, view, true).await;
+        view.dirty = false;
     }
 }
 
@@ -303,12 +326,20 @@ async fn take_cmcd(
     db: &Db,
     config: &AnalyticsConfig,
     open: &mut HashMap<(String, String), OpenView>,
+    limit: &crate::drm::ratelimit::RateLimiter,
     a: CmcdArrival,
 ) {
     let Some(sid) = a.cmcd.sid.clone() else {
         return;
     };
     let key = (a.tenant_id.clone(), sid);
+    if !open.contains_key(&key)
+        && let Some(ip) = &a.ip
+        && limit.check(ip).is_err()
+    {
+        metrics::counter!("ferrocast_analytics_cmcd_views_limited_total").increment(1);
+        return;
+    }
     let Some(view) = open_view(
         db,
         config,
@@ -334,7 +365,10 @@ async fn take_cmcd(
 async fn write_all(db: &Db, open: &mut HashMap<(String, String), OpenView>, now: i64) {
     let timed_out: Vec<_> = open
         .iter()
-        .filter(|(_, v)| now - v.last_arrival_ms > VIEW_TIMEOUT_MS)
+        .filter(|(_, v)| {
+            now - v.last_arrival_ms > VIEW_TIMEOUT_MS
+                || v.ended_ms.is_some_and(|at| now - at > ENDED_GRACE_MS)
+        })
         .map(|(k, _)| k.clone())
         .collect();
     for key in timed_out {
@@ -353,8 +387,9 @@ async fn close_longest_silent(db: &Db, open: &mut HashMap<(String, String), Open
         .iter()
         .min_by_key(|(_, v)| v.last_arrival_ms)
         .map(|(k, _)| k.clone());
+    // Written, not ended: a later batch of it reopens it from the database.
     if let Some(view) = oldest.and_then(|k| open.remove(&k)) {
-        write(db, &view, true).await;
+        write(db, &view, view.ended_ms.is_some()).await;
     }
 }
 
@@ -363,8 +398,10 @@ async fn write(db: &Db, view: &OpenView, ended: bool) {
     let events: Vec<Event> = view.events.values().cloned().collect();
     let mut s: Summary = summarize(&events, view.duration_ms);
     s.finished |= ended;
+    s.settle();
     let (started_at, ended_at) = if events.is_empty() {
         // CMCD alone: the media it requested is what it watched.
+        s.play_requested = true;
         s.watch_time_ms = view.cmcd.media_ms as i64;
         s.playing_time_ms = view.cmcd.media_ms as i64;
         (view.first_arrival_ms, view.last_arrival_ms)
@@ -383,6 +420,7 @@ async fn write(db: &Db, view: &OpenView, ended: bool) {
         started_at,
         ended_at,
         finished: i64::from(s.finished),
+        play_requested: i64::from(s.play_requested),
         video_startup_time_ms: s.video_startup_time_ms,
         watch_time_ms: s.watch_time_ms,
         playing_time_ms: s.playing_time_ms,

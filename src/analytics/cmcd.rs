@@ -86,14 +86,11 @@ pub struct CmcdTotals {
     pub buffer_starvations: u64,
     /// Media time requested in video (or muxed) segments, ms.
     pub media_ms: u64,
-    /// Mean of the measured throughputs reported, kbps.
+    /// Mean of the measured throughputs reported, kbps, over this many reports.
     pub mean_throughput_kbps: Option<f64>,
+    pub throughput_reports: u64,
     /// Highest encoded bitrate requested, kbps.
     pub max_encoded_bitrate_kbps: Option<u64>,
-    #[serde(skip)]
-    throughput_sum: f64,
-    #[serde(skip)]
-    throughput_n: u64,
 }
 
 impl CmcdTotals {
@@ -104,9 +101,10 @@ impl CmcdTotals {
             self.media_ms += c.d.unwrap_or(0).min(60_000);
         }
         if let Some(mtp) = c.mtp {
-            self.throughput_sum += mtp as f64;
-            self.throughput_n += 1;
-            self.mean_throughput_kbps = Some(self.throughput_sum / self.throughput_n as f64);
+            let n = self.throughput_reports as f64;
+            let mean = self.mean_throughput_kbps.unwrap_or(0.0);
+            self.mean_throughput_kbps = Some((mean * n + mtp as f64) / (n + 1.0));
+            self.throughput_reports += 1;
         }
         if let Some(br) = c.br {
             self.max_encoded_bitrate_kbps =

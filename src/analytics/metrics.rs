@@ -208,7 +208,6 @@ pub fn dimension<'a>(v: &'a StoredView, name: &str) -> Option<&'a str> {
         "os" => Some(&v.os),
         "device_type" => Some(&v.device_type),
         "player" => Some(&v.player),
-        "sources" => Some(&v.sources),
         _ => None,
     }
 }
@@ -254,6 +253,7 @@ mod tests {
             started_at: 60_000 * watch,
             ended_at: 0,
             finished: 1,
+            play_requested: 1,
             video_startup_time_ms: startup,
             watch_time_ms: watch,
             playing_time_ms: watch - rebuffer_ms - startup.unwrap_or(0),

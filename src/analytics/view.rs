@@ -96,6 +96,8 @@ pub struct Summary {
     pub ended_at: i64,
     /// Ended: `viewend`, a fatal error or the timeout.
     pub finished: bool,
+    /// The viewer asked to play (a page opened and left without it is no view).
+    pub play_requested: bool,
     pub video_startup_time_ms: Option<i64>,
     pub watch_time_ms: i64,
     pub playing_time_ms: i64,
@@ -120,6 +122,16 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Derives what depends on the view having ended: call again after marking it finished
+    /// from outside (a timeout the aggregator saw).
+    pub fn settle(&mut self) {
+        self.exit_before_video_start = self.finished
+            && self.play_requested
+            && self.video_startup_time_ms.is_none()
+            && !self.playback_failure
+            && !self.business_exception;
+    }
+
     /// Rebuffer duration ÷ watch time.
     pub fn rebuffer_percentage(&self) -> f64 {
         ratio(self.rebuffer_duration_ms as f64, self.watch_time_ms as f64)
@@ -168,6 +180,8 @@ enum State {
     /// Play requested, no first frame yet.
     Starting,
     Playing,
+    /// Play asked again after a pause; playing once a frame moves.
+    Resuming,
     Paused,
     Seeking {
         was_paused: bool,
@@ -179,12 +193,15 @@ enum State {
     Over,
 }
 
-/// The metrics of one view from its events (any order; duplicates by `seq` count once).
-/// `duration_ms`: the VOD asset's length (completion), `None` for live.
+/// The metrics of one view from its events (any order, placed by their own times;
+/// duplicates by `seq` count once). `duration_ms`: the VOD asset's length (completion),
+/// `None` for live.
 pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
-    let ordered: BTreeMap<u32, &Event> = events.iter().map(|e| (e.seq, e)).collect();
+    let unique: BTreeMap<u32, &Event> = events.iter().map(|e| (e.seq, e)).collect();
+    let mut ordered: Vec<&Event> = unique.into_values().collect();
+    ordered.sort_by_key(|e| (e.t, e.seq));
     let mut s = Summary::default();
-    let Some(first) = ordered.values().next() else {
+    let Some(first) = ordered.first() else {
         return s;
     };
     s.started_at = first.t;
@@ -196,7 +213,7 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
     let mut rendition: Option<(u32, u32)> = None;
     let mut bitrate: Option<u64> = None;
     let (mut bitrate_ms, mut bitrate_sum, mut scaled_ms) = (0i64, 0f64, 0i64);
-    for (i, e) in ordered.values().enumerate() {
+    for (i, e) in ordered.iter().enumerate() {
         if state == State::Over {
             break;
         }
@@ -209,7 +226,7 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
         }
         let dt = t - last_t;
         match state {
-            State::Starting | State::Seeking { .. } | State::Stalled { .. } => {
+            State::Starting | State::Resuming | State::Seeking { .. } | State::Stalled { .. } => {
                 s.watch_time_ms += dt
             }
             State::Playing => {
@@ -243,22 +260,27 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
         state = match (e.kind, state) {
             (EventKind::Play, State::Idle) => {
                 play_at = Some(t);
+                s.play_requested = true;
                 State::Starting
             }
-            (EventKind::Play, State::Paused) => State::Playing,
+            // Paused before the first frame (autoplay refused, say): startup starts again
+            // at the next play request.
+            (EventKind::Pause, State::Starting) => State::Idle,
+            (EventKind::Play, State::Paused) => State::Resuming,
             (EventKind::Playing, State::Starting) => {
                 s.video_startup_time_ms = play_at.map(|p| t - p);
                 State::Playing
             }
-            (EventKind::Playing, State::Paused | State::Stalled { .. }) => {
+            (EventKind::Playing, State::Paused | State::Resuming | State::Stalled { .. }) => {
                 end_stall(&mut s, state, t);
                 State::Playing
             }
-            (EventKind::Pause, State::Playing | State::Stalled { .. }) => {
+            (EventKind::Pause, State::Playing | State::Resuming | State::Stalled { .. }) => {
                 end_stall(&mut s, state, t);
                 State::Paused
             }
-            (EventKind::Seeking, State::Playing | State::Stalled { .. }) => {
+            (EventKind::Pause, State::Seeking { .. }) => State::Seeking { was_paused: true },
+            (EventKind::Seeking, State::Playing | State::Resuming | State::Stalled { .. }) => {
                 // A stall that turns into a seek was the seek's.
                 State::Seeking { was_paused: false }
             }
@@ -314,11 +336,7 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
         };
     }
     s.ended_at = last_t;
-    s.exit_before_video_start = s.finished
-        && play_at.is_some()
-        && s.video_startup_time_ms.is_none()
-        && !s.playback_failure
-        && !s.business_exception;
+    s.settle();
     if scaled_ms > 0 {
         s.upscale /= scaled_ms as f64;
         s.downscale /= scaled_ms as f64;
@@ -419,7 +437,17 @@ mod tests {
             }
             checked += 1;
         }
-        assert!(checked >= 11, "only {checked} fixtures");
+        assert!(checked >= 14, "only {checked} fixtures");
+    }
+
+    #[test]
+    fn a_view_ended_from_outside_before_its_first_frame_is_an_exit_before_start() {
+        let events = vec![ev(1, EventKind::Play, 0), ev(2, EventKind::Heartbeat, 5000)];
+        let mut s = summarize(&events, None);
+        assert!(!s.finished && !s.exit_before_video_start, "still open");
+        s.finished = true; // the aggregator's timeout
+        s.settle();
+        assert!(s.exit_before_video_start);
     }
 
     #[test]

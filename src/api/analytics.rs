@@ -27,8 +27,10 @@ pub struct Accepted {
 /// batch of up to 300 events and 500 KB, as JSON (`text/plain` too, so no preflight).
 /// Public: the playback id must exist. 202 once queued; 503 when the queue is full.
 #[utoipa::path(post, path = "/v1/beacons", tag = "analytics",
+    request_body(content = String, description = "The batch as JSON: {view_id, viewer_id?, playback_id, player?, events}", content_type = "text/plain"),
     responses((status = 202, body = Accepted), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 pub async fn beacons(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -87,12 +89,28 @@ pub(super) fn observe_cmcd(
         return;
     }
     state.analytics.observe(CmcdArrival {
+        ip: ip.map(str::to_string),
         tenant_id: tenant_id.to_string(),
         playback_id: playback_id.to_string(),
         cmcd,
         dims: dimensions(state, headers, ip),
         received_ms: crate::clock::now_ms(),
     });
+}
+
+/// `OPTIONS /v1/beacons`: the preflight of a page that posts `application/json` from another
+/// origin (`text/plain` needs none).
+pub async fn beacons_preflight() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (header::ACCESS_CONTROL_ALLOW_METHODS, "POST, OPTIONS"),
+            (header::ACCESS_CONTROL_ALLOW_HEADERS, "content-type"),
+            (header::ACCESS_CONTROL_MAX_AGE, "86400"),
+        ],
+    )
+        .into_response()
 }
 
 fn too_large() -> ApiError {
@@ -303,7 +321,7 @@ pub struct MetricQuery {
     /// `2026-12-01T00:00:00Z..2026-12-06T00:00:00Z`. Views count by when they started.
     pub timeframe: Option<String>,
     /// `country:DE,browser:Chrome`: dimensions `playback_id`, `viewer_id`, `country`,
-    /// `browser`, `os`, `device_type`, `player`, `sources`.
+    /// `browser`, `os`, `device_type`, `player`.
     pub filters: Option<String>,
     /// Breakdown: one to three dimensions, comma-separated.
     pub group_by: Option<String>,
@@ -311,7 +329,7 @@ pub struct MetricQuery {
     pub granularity: Option<String>,
 }
 
-/// The period a query covers, in Unix milliseconds.
+/// The period a query covers (RFC 3339).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Timeframe {
     pub from: String,
@@ -359,6 +377,9 @@ pub struct Timeseries {
     pub timeframe: Timeframe,
 }
 
+/// The longest timeframe a query covers.
+const MAX_SPAN_MS: i64 = 366 * 86_400_000;
+
 /// Points a timeseries may have at most.
 const MAX_POINTS: i64 = 10_000;
 
@@ -374,9 +395,17 @@ fn timeframe(q: &MetricQuery, now: i64) -> ApiResult<(i64, i64)> {
         if from >= to {
             return Err(ApiError::invalid("timeframe must start before it ends"));
         }
+        if to - from > MAX_SPAN_MS {
+            return Err(ApiError::invalid("a timeframe spans 366 days at most"));
+        }
         return Ok((from, to));
     }
-    let (n, unit) = text.split_at(text.len().saturating_sub(1));
+    if !text.is_ascii() || text.len() < 2 {
+        return Err(ApiError::invalid(
+            "timeframe must be like 24h, 30m, 7d or FROM..TO",
+        ));
+    }
+    let (n, unit) = text.split_at(text.len() - 1);
     let n: i64 = n
         .parse()
         .ok()
@@ -389,7 +418,7 @@ fn timeframe(q: &MetricQuery, now: i64) -> ApiResult<(i64, i64)> {
         _ => return Err(ApiError::invalid("timeframe units are m, h or d")),
     };
     let span = n.saturating_mul(unit_ms);
-    if span > 366 * 86_400_000 {
+    if span > MAX_SPAN_MS {
         return Err(ApiError::invalid("timeframe reaches back 366 days at most"));
     }
     Ok((now - span, now + 1))

@@ -19,6 +19,12 @@
   var MAX_EVENTS = 300;
   var HEARTBEAT_MS = 10000;
   var MIN_STALL_MS = 250;
+  // After this long without an event the server has ended the view: a new one begins.
+  var VIEW_TIMEOUT_MS = 60 * 60 * 1000;
+
+  function tracking() {
+    return !(navigator.doNotTrack === "1" || window.doNotTrack === "1");
+  }
 
   function randomId() {
     var bytes = new Uint8Array(16);
@@ -51,19 +57,28 @@
 
   function monitor(video, options) {
     options = options || {};
-    if (navigator.doNotTrack === "1" || window.doNotTrack === "1") return null;
+    if (!tracking()) return null;
     var rate = options.sampleRate == null ? 1 : options.sampleRate;
-    if (Math.random() >= rate) return null;
+    // A view id given was sampled when it was made.
+    if (!options.viewId && Math.random() >= rate) return null;
     var url = options.beaconUrl || "/v1/beacons";
     var viewer = viewerId();
     // A view id given (the one hls.js sends as CMCD sid) joins both sources in one view.
     var given = /^[A-Za-z0-9_-]{8,64}$/.test(options.viewId || "") ? options.viewId : null;
-    var view = { id: given || randomId(), seq: 0, queue: [], over: false };
+    var view = { id: given || randomId(), seq: 0, queue: [], over: false, last: Date.now() };
     var started = false, firstFrame = false, seeking = false;
     var stallAt = null, stallSent = false, stallTimer = null;
 
     function emit(type, extra, now) {
       if (view.over) return;
+      if (Date.now() - view.last > VIEW_TIMEOUT_MS) {
+        // Back after the view timed out: what follows is a new view.
+        flush(false);
+        view = { id: randomId(), seq: 0, queue: [], over: false, last: Date.now() };
+        started = false;
+        firstFrame = false;
+      }
+      view.last = Date.now();
       var e = {
         seq: ++view.seq, type: type, t: Date.now(),
         playhead_ms: Math.max(0, Math.round((video.currentTime || 0) * 1000)),
@@ -159,7 +174,7 @@
           code: String(data.details || data.type).slice(0, 64),
           message: String((data.error && data.error.message) || data.reason || "").slice(0, 500),
           fatal: !!data.fatal, context: context(String(data.details || "")), http_status: status,
-        }, true);
+        }, !!data.fatal);
       });
     }
     var heartbeat = setInterval(function () {
@@ -178,5 +193,12 @@
     return { viewId: view.id, end: end };
   }
 
-  window.FerrocastData = { monitor: monitor, newViewId: randomId };
+  // A view id for hls.js's CMCD session and the monitor; null when the viewer asked not to be
+  // tracked (Do Not Track) or `sampleRate` leaves this view out.
+  function newViewId(sampleRate) {
+    var rate = sampleRate == null ? 1 : sampleRate;
+    return tracking() && Math.random() < rate ? randomId() : null;
+  }
+
+  window.FerrocastData = { monitor: monitor, newViewId: newViewId };
 })();

@@ -79,6 +79,7 @@ video.addEventListener("playing", () => {{
   if (window.player.startupMs === null) window.player.startupMs = Date.now() - window.player.playAt;
 }}, {{ once: true }});
 function monitor(hls, viewId) {{
+  if (hls && !viewId) return;
   const data = window.FerrocastData && FerrocastData.monitor(video, {{ playbackId: "{playback_id}", hls, viewId }});
   if (data) window.player.viewId = data.viewId;
 }}
@@ -91,7 +92,8 @@ function start() {{
   if (window.Hls && Hls.isSupported()) {{
     // One view id for the beacons and for CMCD on every media request (query mode: no
     // preflight).
-    const viewId = window.FerrocastData ? FerrocastData.newViewId() : undefined;
+    // None under Do Not Track: then neither beacons nor CMCD.
+    const viewId = window.FerrocastData ? FerrocastData.newViewId() : null;
     const cmcd = viewId ? {{ sessionId: viewId, contentId: "{playback_id}", useHeaders: false }} : undefined;
     const hls = new Hls({{ lowLatencyMode: false, cmcd }});
     hls.on(Hls.Events.KEY_LOADED, () => {{ window.player.keyLoaded = true; }});

@@ -80,9 +80,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(security::list_audit))
         .route(
             "/v1/beacons",
-            post(analytics::beacons).layer(DefaultBodyLimit::max(
-                crate::analytics::beacon::MAX_BYTES + 1,
-            )),
+            post(analytics::beacons)
+                .options(analytics::beacons_preflight)
+                .layer(DefaultBodyLimit::max(
+                    crate::analytics::beacon::MAX_BYTES + 1,
+                )),
         )
         .route("/v1/analytics/views", get(analytics::list_views))
         .route("/v1/analytics/views/{id}", get(analytics::get_view))

@@ -14,6 +14,7 @@ pub struct StoredView {
     pub started_at: i64,
     pub ended_at: i64,
     pub finished: i64,
+    pub play_requested: i64,
     pub video_startup_time_ms: Option<i64>,
     pub watch_time_ms: i64,
     pub playing_time_ms: i64,
@@ -43,13 +44,13 @@ pub struct StoredView {
 }
 
 const VIEW_COLUMNS: &str = "tenant_id, id, playback_id, viewer_id, started_at, ended_at, \
-    finished, video_startup_time_ms, watch_time_ms, playing_time_ms, rebuffer_count, \
+    finished, play_requested, video_startup_time_ms, watch_time_ms, playing_time_ms, rebuffer_count, \
     rebuffer_duration_ms, exit_before_video_start, startup_failure, playback_failure, \
     business_exception, upscale, downscale, max_upscale, weighted_bitrate, completed, country, \
     browser, os, device_type, player, sources, summary, events, updated_at";
 
 /// The dimensions views can be filtered and grouped by.
-pub const FILTER_COLUMNS: [&str; 8] = [
+pub const FILTER_COLUMNS: [&str; 7] = [
     "playback_id",
     "viewer_id",
     "country",
@@ -57,12 +58,11 @@ pub const FILTER_COLUMNS: [&str; 8] = [
     "os",
     "device_type",
     "player",
-    "sources",
 ];
 
 /// Every column but the large ones (the summary and the events).
 const VIEW_COLUMNS_LIGHT: &str = "tenant_id, id, playback_id, viewer_id, started_at, ended_at, \
-    finished, video_startup_time_ms, watch_time_ms, playing_time_ms, rebuffer_count, \
+    finished, play_requested, video_startup_time_ms, watch_time_ms, playing_time_ms, rebuffer_count, \
     rebuffer_duration_ms, exit_before_video_start, startup_failure, playback_failure, \
     business_exception, upscale, downscale, max_upscale, weighted_bitrate, completed, country, \
     browser, os, device_type, player, sources, '' AS summary, NULL AS events, updated_at";
@@ -73,9 +73,12 @@ impl Db {
         sqlx::query(&format!(
             "INSERT INTO analytics_views ({VIEW_COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-             $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30) \
-             ON CONFLICT (tenant_id, id) DO UPDATE SET ended_at = excluded.ended_at, \
-             finished = excluded.finished, video_startup_time_ms = excluded.video_startup_time_ms, \
+             $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31) \
+             ON CONFLICT (tenant_id, id) DO UPDATE SET started_at = excluded.started_at, \
+             ended_at = excluded.ended_at, viewer_id = excluded.viewer_id, \
+             player = excluded.player, country = excluded.country, \
+             browser = excluded.browser, os = excluded.os, device_type = excluded.device_type, \
+             finished = excluded.finished, play_requested = excluded.play_requested, video_startup_time_ms = excluded.video_startup_time_ms, \
              watch_time_ms = excluded.watch_time_ms, playing_time_ms = excluded.playing_time_ms, \
              rebuffer_count = excluded.rebuffer_count, \
              rebuffer_duration_ms = excluded.rebuffer_duration_ms, \
@@ -95,6 +98,7 @@ impl Db {
         .bind(v.started_at)
         .bind(v.ended_at)
         .bind(v.finished)
+        .bind(v.play_requested)
         .bind(v.video_startup_time_ms)
         .bind(v.watch_time_ms)
         .bind(v.playing_time_ms)
@@ -167,7 +171,7 @@ impl Db {
     ) -> DbResult<Vec<StoredView>> {
         let mut sql = format!(
             "SELECT {VIEW_COLUMNS_LIGHT} FROM analytics_views WHERE tenant_id = $1 \
-             AND started_at >= $2 AND started_at < $3"
+             AND started_at >= $2 AND started_at < $3 AND play_requested = 1"
         );
         for (i, (column, _)) in filters.iter().enumerate() {
             assert!(FILTER_COLUMNS.contains(column), "filter on {column}");
