@@ -90,6 +90,10 @@ fn batch(view: &str, pb: &str, events: &[Value]) -> String {
     .to_string()
 }
 
+async fn get_as(server: &TestServer, key: &str, path: &str) -> (u16, Value) {
+    server.call("GET", path, Some(key), None).await
+}
+
 async fn views(server: &TestServer, key: &str, query: &str) -> Vec<Value> {
     let (status, list) = server
         .call(
@@ -141,14 +145,7 @@ async fn beacons_become_views(server: &TestServer) {
     assert_eq!(v["sources"], json!(["beacon"]));
     assert!(v["cmcd"].is_null(), "{v}");
     assert!(v["scores"]["startup"].as_f64().unwrap() > 85.0);
-    let (status, detail) = server
-        .call(
-            "GET",
-            "/v1/analytics/views/view-0000000001",
-            Some(&key),
-            None,
-        )
-        .await;
+    let (status, detail) = get_as(server, &key, "/v1/analytics/views/view-0000000001").await;
     assert_eq!(status, 200, "{detail}");
     assert_eq!(detail["events"].as_array().unwrap().len(), 7);
 
@@ -156,25 +153,11 @@ async fn beacons_become_views(server: &TestServer) {
     let ebvs = fixture_events("exit_before_video_start");
     post(server, &batch("view-0000000002", &pb, &ebvs[..2])).await;
     server.state.analytics.flush().await;
-    let (_, open) = server
-        .call(
-            "GET",
-            "/v1/analytics/views/view-0000000002",
-            Some(&key),
-            None,
-        )
-        .await;
+    let (_, open) = get_as(server, &key, "/v1/analytics/views/view-0000000002").await;
     assert_eq!(open["finished"], false, "{open}");
     post(server, &batch("view-0000000002", &pb, &ebvs[2..])).await;
     server.state.analytics.flush().await;
-    let (_, done) = server
-        .call(
-            "GET",
-            "/v1/analytics/views/view-0000000002",
-            Some(&key),
-            None,
-        )
-        .await;
+    let (_, done) = get_as(server, &key, "/v1/analytics/views/view-0000000002").await;
     assert_eq!(
         (
             done["finished"].as_bool(),
@@ -334,14 +317,7 @@ async fn beacons_become_views(server: &TestServer) {
     // Another tenant sees none of it.
     let (_, other) = server.create_tenant("Other").await;
     assert!(views(server, &other, "").await.is_empty());
-    let (status, _) = server
-        .call(
-            "GET",
-            "/v1/analytics/views/view-0000000001",
-            Some(&other),
-            None,
-        )
-        .await;
+    let (status, _) = get_as(server, &other, "/v1/analytics/views/view-0000000001").await;
     assert_eq!(status, 404);
     let (_, theirs) = metric(overall("views", ""), other.clone()).await;
     assert_eq!(theirs["views"], 0, "{theirs}");
@@ -382,26 +358,12 @@ async fn an_open_view_survives_a_restart_and_continues() {
     server.stop().await;
 
     let server = TestServer::start_config(config).await;
-    let (_, before) = server
-        .call(
-            "GET",
-            "/v1/analytics/views/view-restart-01",
-            Some(&key),
-            None,
-        )
-        .await;
+    let (_, before) = get_as(&server, &key, "/v1/analytics/views/view-restart-01").await;
     assert_eq!(before["finished"], false, "{before}");
     assert_eq!(before["playing_time_ms"], 10_000);
     post(&server, &batch("view-restart-01", &pb, &events[3..])).await;
     server.state.analytics.flush().await;
-    let (_, after) = server
-        .call(
-            "GET",
-            "/v1/analytics/views/view-restart-01",
-            Some(&key),
-            None,
-        )
-        .await;
+    let (_, after) = get_as(&server, &key, "/v1/analytics/views/view-restart-01").await;
     assert_eq!(
         (
             after["finished"].as_bool(),
@@ -513,14 +475,7 @@ async fn cmcd_on_media_requests_makes_a_view_and_changes_no_access() {
         assert_eq!(status, 200, "{path}");
     }
     server.state.analytics.flush().await;
-    let (status, view) = server
-        .call(
-            "GET",
-            "/v1/analytics/views/cmcd-view-0001",
-            Some(&key),
-            None,
-        )
-        .await;
+    let (status, view) = get_as(&server, &key, "/v1/analytics/views/cmcd-view-0001").await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["sources"], json!(["cmcd"]));
     assert_eq!(view["watch_time_ms"], 8000);

@@ -521,15 +521,13 @@ async fn a_recording_locked_down_is_locked_under_the_live_streams_id_too() {
     assert_eq!(status_of(&server, &master, &[]).await, 200);
     assert_eq!(status_of(&server, &key_url, &[]).await, 200);
 
-    let (status, rules) = server
-        .call(
-            "PATCH",
-            &format!("/v1/playback-ids/{recording_pb}"),
-            Some(&key),
-            Some(json!({"policy": "signed", "requires_entitlement": true})),
-        )
-        .await;
-    assert_eq!(status, 200, "{rules}");
+    set_rules(
+        &server,
+        &key,
+        &recording_pb,
+        json!({"policy": "signed", "requires_entitlement": true}),
+    )
+    .await;
     // Neither id plays it, nor hands out its key, without a token...
     for pb in [&live.playback_id, &recording_pb] {
         let path = format!("/hls/{pb}/720p/index.m3u8");
@@ -613,15 +611,7 @@ async fn stills_of_paid_media_need_an_entitlement_except_the_poster() {
             .await
             .unwrap();
     }
-    let (status, _) = server
-        .call(
-            "PATCH",
-            &format!("/v1/playback-ids/{pb}"),
-            Some(&key),
-            Some(json!({"requires_entitlement": true})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_rules(&server, &key, &pb, json!({"requires_entitlement": true})).await;
     let token = |aud: &'static str, viewer: Option<&'static str>| {
         let server = &server;
         let key = key.clone();
@@ -672,15 +662,7 @@ async fn stills_of_paid_media_need_an_entitlement_except_the_poster() {
     let beside = format!("/hls/{pb}/thumbnails/1000_320.jpg?token={v_bob}");
     assert_eq!(status_of(&server, &beside, &[]).await, 404);
     // Public but paid: the same rule, a token is needed for the frames.
-    let (status, _) = server
-        .call(
-            "PATCH",
-            &format!("/v1/playback-ids/{pb}"),
-            Some(&key),
-            Some(json!({"policy": "public"})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_rules(&server, &key, &pb, json!({"policy": "public"})).await;
     let bare = format!("/thumbnails/{pb}.jpg?time=1&width=320");
     assert_eq!(status_of(&server, &bare, &[]).await, 401);
     assert_eq!(status_of(&server, &thumb(&t_bob), &[]).await, 200);
@@ -704,15 +686,13 @@ async fn whep_playback_of_paid_media_needs_an_entitlement() {
     let server = TestServer::start().await;
     let (tenant_id, key) = server.create_tenant("Acme").await;
     let m = media(&server, &tenant_id, &key).await;
-    let (status, _) = server
-        .call(
-            "PATCH",
-            &format!("/v1/playback-ids/{}", m.playback_id),
-            Some(&key),
-            Some(json!({"requires_entitlement": true})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_rules(
+        &server,
+        &key,
+        &m.playback_id,
+        json!({"requires_entitlement": true}),
+    )
+    .await;
     let bob = viewer_token(&server, &key, &m.playback_id, "bob").await;
     let offer = |token: &str| {
         server
@@ -804,6 +784,20 @@ async fn errors_shown_to_viewers_name_no_storage_keys() {
     }
 }
 
+/// Sets a playback id's rules (`PATCH /v1/playback-ids/{id}`); returns them.
+async fn set_rules(server: &TestServer, key: &str, playback_id: &str, rules: Value) -> Value {
+    let (status, body) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{playback_id}"),
+            Some(key),
+            Some(rules),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// Gives `viewer` an entitlement to `playback_id`.
 async fn entitle(server: &TestServer, key: &str, playback_id: &str, viewer: &str) {
     let (status, e) = server
@@ -840,15 +834,13 @@ async fn entitlements_and_audit(server: &TestServer) {
         "no entitlement needed yet"
     );
 
-    let (status, rules) = server
-        .call(
-            "PATCH",
-            &format!("/v1/playback-ids/{}", m.playback_id),
-            Some(&key),
-            Some(json!({"requires_entitlement": true})),
-        )
-        .await;
-    assert_eq!(status, 200, "{rules}");
+    let rules = set_rules(
+        server,
+        &key,
+        &m.playback_id,
+        json!({"requires_entitlement": true}),
+    )
+    .await;
     assert_eq!(rules["requires_entitlement"], true);
     assert_eq!(rules["policy"], "signed");
     assert_eq!(get_key(server, &m, &alice).await.0, 403, "no entitlement");
@@ -898,15 +890,7 @@ async fn entitlements_and_audit(server: &TestServer) {
     assert_eq!(get_key(server, &m, &alice).await.0, 403, "revoked");
 
     // A public playback id that needs an entitlement still needs a token for its key.
-    let (status, _) = server
-        .call(
-            "PATCH",
-            &format!("/v1/playback-ids/{}", m.playback_id),
-            Some(&key),
-            Some(json!({"policy": "public"})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_rules(server, &key, &m.playback_id, json!({"policy": "public"})).await;
     let no_token = server
         .client
         .get(server.url(&format!("/keys/{}", m.key_id)))
@@ -1159,15 +1143,13 @@ async fn master_key_rotation_rewraps_every_key_while_serving_and_recordings_stil
     )
     .await;
     played.assert_plays(5.0, Encrypted::Yes);
-    let (status, _) = server
-        .call(
-            "PATCH",
-            &format!("/v1/playback-ids/{}", asset.playback_id),
-            Some(&key),
-            Some(json!({"requires_entitlement": true})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_rules(
+        &server,
+        &key,
+        &asset.playback_id,
+        json!({"requires_entitlement": true}),
+    )
+    .await;
     let denied = browser_play(
         &server.url(&format!("/play/{}?token={token}", asset.playback_id)),
         2,
