@@ -84,6 +84,7 @@ impl Admission {
     /// [`Admitted`] frees its place when dropped; `dropped` resolves when the connection must
     /// end to make room.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refused> {
+        let ip = client_of(ip);
         let mut inner = self.inner.lock().unwrap();
         if inner.pending_by_ip.get(&ip).copied().unwrap_or(0) >= self.max_pending_per_ip {
             return Err(Refused::AddressPending);
@@ -120,6 +121,21 @@ impl Admission {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.inner.lock().unwrap().connections.len()
+    }
+}
+
+/// Who a connection counts against: its IPv4 address, or its IPv6 /64 (one subscriber's
+/// network gets a whole /64 to pick addresses from). IPv4-mapped IPv6 counts as IPv4.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -258,6 +274,31 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(50), a.dropped())
             .await
             .is_ok()
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_address() {
+        let a = Admission::new("test", 100, 2);
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, last]);
+        let _one = a.admit(v6(1)).unwrap();
+        let _two = a.admit(v6(2)).unwrap();
+        assert_eq!(
+            a.admit(v6(3)).unwrap_err(),
+            Refused::AddressPending,
+            "same /64"
+        );
+        assert!(
+            a.admit(IpAddr::from([0x2001, 0xdb8, 1, 3, 0, 0, 0, 1]))
+                .is_ok()
+        );
+        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
+        let _m = a.admit(mapped).unwrap();
+        let _m2 = a.admit(ip(9)).unwrap();
+        assert_eq!(
+            a.admit(ip(9)).unwrap_err(),
+            Refused::AddressPending,
+            "mapped is IPv4"
+        );
     }
 
     #[test]

@@ -192,8 +192,9 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(mut config: Config) -> anyhow::Result<()> {
     init_logging(&config)?;
+    server::fit_to_open_files(&mut config);
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await

@@ -279,6 +279,64 @@ fn load_hlsjs(configured: &str) -> Option<bytes::Bytes> {
     }
 }
 
+/// File descriptors kept for everything but client connections: the database pool, storage,
+/// GStreamer, logs, uploads.
+const FDS_RESERVED: u64 = 1024;
+
+/// Raises this process's open-file limit to its hard limit, and lowers `http.max_connections`
+/// and `rtmp.max_connections` to fit in it if they do not: past the limit `accept` fails
+/// before admission can make room, and the database and storage starve with it.
+pub fn fit_to_open_files(config: &mut Config) {
+    let limit = raise_open_files();
+    let (http, rtmp) = fit_connections(
+        config.http.max_connections as u64,
+        config.rtmp.max_connections as u64,
+        limit,
+    );
+    if (http, rtmp)
+        != (
+            config.http.max_connections as u64,
+            config.rtmp.max_connections as u64,
+        )
+    {
+        tracing::warn!(
+            open_files = limit,
+            http.max_connections = http,
+            rtmp.max_connections = rtmp,
+            "connection limits lowered to fit the open-file limit (raise it with ulimit -n)"
+        );
+        config.http.max_connections = http as usize;
+        config.rtmp.max_connections = rtmp as usize;
+    }
+}
+
+/// The soft open-file limit after raising it to the hard one (`u64::MAX`: unlimited).
+fn raise_open_files() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum || (lim.current.is_some() && lim.maximum.is_none()) {
+        let raised = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return lim.maximum.unwrap_or(u64::MAX);
+        }
+    }
+    lim.current.unwrap_or(u64::MAX)
+}
+
+/// HTTP and RTMP connection limits that fit in `open_files` beside [`FDS_RESERVED`], each
+/// lowered in proportion (at least 16 each).
+fn fit_connections(http: u64, rtmp: u64, open_files: u64) -> (u64, u64) {
+    let room = open_files.saturating_sub(FDS_RESERVED).max(32);
+    if http + rtmp <= room {
+        return (http, rtmp);
+    }
+    let http_share = (room as u128 * http as u128 / (http + rtmp) as u128) as u64;
+    (http_share.max(16), (room - http_share.min(room)).max(16))
+}
+
 /// Serves HTTP on `http` and RTMP ingest on `rtmp` until `shutdown` resolves; then ends the
 /// broadcasts (their playlists get EXT-X-ENDLIST) and lets in-flight requests finish, for up
 /// to `http.shutdown_grace_s` seconds.
@@ -418,5 +476,20 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod fd_tests {
+    use super::*;
+
+    #[test]
+    fn connection_limits_fit_the_open_file_limit() {
+        assert_eq!(fit_connections(8192, 256, 1_048_576), (8192, 256));
+        let (http, rtmp) = fit_connections(8192, 256, 1024 + 4224);
+        assert!(http + rtmp <= 4224, "{http} + {rtmp}");
+        assert_eq!((http, rtmp), (4096, 128));
+        // A tiny limit still leaves each a few.
+        assert_eq!(fit_connections(8192, 256, 100), (31, 16));
     }
 }
