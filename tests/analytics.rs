@@ -530,3 +530,62 @@ async fn cmcd_on_media_requests_makes_a_view_and_changes_no_access() {
     assert_eq!(status, 401);
     server.stop().await;
 }
+
+/// Concurrent viewers now: playing ones count, paused and gone ones do not, per playback id,
+/// and only the tenant's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_counts_viewers_playing_now() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Live").await;
+    let (pb1, pb2) = (
+        asset(&server, &tenant_id, 60_000).await,
+        asset(&server, &tenant_id, 60_000).await,
+    );
+    let now = ferrocast::clock::now_ms();
+    let ev = |seq: u32, kind: &str, ago: i64| json!({"seq": seq, "type": kind, "t": now - ago});
+    let playing = [ev(1, "play", 3000), ev(2, "playing", 2500)];
+    for (view, pb) in [
+        ("rt-view-0001", &pb1),
+        ("rt-view-0002", &pb1),
+        ("rt-view-0003", &pb2),
+    ] {
+        assert_eq!(post(&server, &batch(view, pb, &playing)).await.0, 202);
+    }
+    // One paused, one never started playing but is starting (counts), one left.
+    post(
+        &server,
+        &batch("rt-view-0002", &pb1, &[ev(3, "pause", 1000)]),
+    )
+    .await;
+    post(&server, &batch("rt-view-0004", &pb2, &[ev(1, "play", 500)])).await;
+    let left = [
+        ev(1, "play", 3000),
+        ev(2, "playing", 2000),
+        ev(3, "viewend", 1000),
+    ];
+    post(&server, &batch("rt-view-0005", &pb2, &left)).await;
+    server.state.analytics.flush().await;
+    let (status, now_watching) = get_as(&server, &key, "/v1/analytics/realtime").await;
+    assert_eq!(status, 200, "{now_watching}");
+    assert_eq!(now_watching["concurrent_viewers"], 3, "{now_watching}");
+    let by_id: std::collections::HashMap<String, u64> = now_watching["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["playback_id"].as_str().unwrap().to_string(),
+                c["concurrent_viewers"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        (by_id.get(&pb1), by_id.get(&pb2)),
+        (Some(&1), Some(&2)),
+        "{now_watching}"
+    );
+    let (_, other) = server.create_tenant("Other").await;
+    let (_, theirs) = get_as(&server, &other, "/v1/analytics/realtime").await;
+    assert_eq!(theirs["concurrent_viewers"], 0);
+    server.stop().await;
+}

@@ -61,7 +61,12 @@ enum Entry {
     Batch(Box<Arrival>),
     Cmcd(Box<CmcdArrival>),
     Flush(oneshot::Sender<()>),
+    Realtime(String, oneshot::Sender<BTreeMap<String, u64>>),
 }
+
+/// A view heard from within this long may be a concurrent viewer (heartbeats come every
+/// 10 s while playing).
+const CONCURRENT_WINDOW_MS: i64 = 30_000;
 
 /// The queue is full: the batch was not taken (the caller answers 503).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +111,21 @@ impl Analytics {
         if self.tx.try_send(Entry::Cmcd(Box::new(arrival))).is_err() {
             metrics::counter!("ferrocast_analytics_dropped_total").increment(1);
         }
+    }
+
+    /// Concurrent viewers of a tenant now, by playback id: open views heard from in the last
+    /// 30 s whose viewer is starting, playing, rebuffering or seeking (not paused).
+    pub async fn realtime(&self, tenant_id: &str) -> BTreeMap<String, u64> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Entry::Realtime(tenant_id.to_string(), tx))
+            .await
+            .is_err()
+        {
+            return BTreeMap::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Resolves once everything queued before it is applied and every open view written
@@ -155,6 +175,9 @@ async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
                 }
                 Some(Entry::Cmcd(arrival)) => {
                     take_cmcd(&db, &config, &mut open, &cmcd_views, *arrival).await;
+                }
+                Some(Entry::Realtime(tenant, answer)) => {
+                    let _ = answer.send(concurrent(&open, &tenant, now_ms()));
                 }
                 Some(Entry::Flush(done)) => {
                     write_all(&db, &mut open, now_ms()).await;
@@ -359,6 +382,30 @@ async fn take_cmcd(
     view.sources.insert("cmcd");
     view.last_arrival_ms = a.received_ms;
     view.dirty = true;
+}
+
+fn concurrent(
+    open: &HashMap<(String, String), OpenView>,
+    tenant: &str,
+    now: i64,
+) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for view in open.values().filter(|v| {
+        v.tenant_id == tenant
+            && v.ended_ms.is_none()
+            && now - v.last_arrival_ms <= CONCURRENT_WINDOW_MS
+    }) {
+        let active = if view.events.is_empty() {
+            true // CMCD alone: it is requesting media
+        } else {
+            let events: Vec<Event> = view.events.values().cloned().collect();
+            summarize(&events, view.duration_ms).active
+        };
+        if active {
+            *counts.entry(view.playback_id.clone()).or_insert(0) += 1;
+        }
+    }
+    counts
 }
 
 /// Writes every view that changed; ends those silent for the view timeout.

@@ -98,6 +98,9 @@ pub struct Summary {
     pub finished: bool,
     /// The viewer asked to play (a page opened and left without it is no view).
     pub play_requested: bool,
+    /// At its last event the viewer was starting, playing, rebuffering or seeking: a
+    /// concurrent viewer (paused ones are not).
+    pub active: bool,
     pub video_startup_time_ms: Option<i64>,
     pub watch_time_ms: i64,
     pub playing_time_ms: i64,
@@ -336,6 +339,14 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
         };
     }
     s.ended_at = last_t;
+    s.active = matches!(
+        state,
+        State::Starting
+            | State::Playing
+            | State::Resuming
+            | State::Stalled { .. }
+            | State::Seeking { was_paused: false }
+    );
     s.settle();
     if scaled_ms > 0 {
         s.upscale /= scaled_ms as f64;
@@ -448,6 +459,19 @@ mod tests {
         s.finished = true; // the aggregator's timeout
         s.settle();
         assert!(s.exit_before_video_start);
+    }
+
+    #[test]
+    fn a_viewer_is_active_unless_paused_or_gone() {
+        let mut events = vec![ev(1, EventKind::Play, 0)];
+        assert!(summarize(&events, None).active, "starting counts");
+        events.push(ev(2, EventKind::Playing, 500));
+        assert!(summarize(&events, None).active);
+        events.push(ev(3, EventKind::Pause, 5000));
+        assert!(!summarize(&events, None).active, "paused does not");
+        events.push(ev(4, EventKind::Play, 6000));
+        events.push(ev(5, EventKind::Viewend, 7000));
+        assert!(!summarize(&events, None).active, "gone does not");
     }
 
     #[test]

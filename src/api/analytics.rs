@@ -596,3 +596,38 @@ pub async fn timeseries(
         timeframe,
     }))
 }
+
+/// Concurrent viewers of one playback id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Concurrent {
+    pub playback_id: String,
+    pub concurrent_viewers: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Realtime {
+    /// Viewers now, in every stream and asset of the tenant.
+    pub concurrent_viewers: u64,
+    /// By playback id, most watched first.
+    pub data: Vec<Concurrent>,
+}
+
+/// Concurrent viewers now: views heard from in the last 30 s whose viewer is starting,
+/// playing, rebuffering or seeking (paused ones do not count), per playback id.
+#[utoipa::path(get, path = "/v1/analytics/realtime", tag = "analytics",
+    security(("api_key" = [])), responses((status = 200, body = Realtime)))]
+pub async fn realtime(State(state): State<AppState>, caller: Tenant) -> Json<Realtime> {
+    let counts = state.analytics.realtime(&caller.tenant_id).await;
+    let mut data: Vec<Concurrent> = counts
+        .into_iter()
+        .map(|(playback_id, concurrent_viewers)| Concurrent {
+            playback_id,
+            concurrent_viewers,
+        })
+        .collect();
+    data.sort_by_key(|c| std::cmp::Reverse(c.concurrent_viewers));
+    Json(Realtime {
+        concurrent_viewers: data.iter().map(|c| c.concurrent_viewers).sum(),
+        data,
+    })
+}

@@ -23,7 +23,7 @@ use super::{Json, analytics, assets, health, live, security, tenants};
         security::update_playback_rules, security::create_entitlement,
         security::list_entitlements, security::revoke_entitlement, security::list_audit,
         analytics::beacons, analytics::list_views, analytics::get_view,
-        analytics::overall, analytics::breakdown, analytics::timeseries,
+        analytics::overall, analytics::breakdown, analytics::timeseries, analytics::realtime,
     ),
     modifiers(&BearerKeys),
     tags(

@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/analytics/views", get(analytics::list_views))
         .route("/v1/analytics/views/{id}", get(analytics::get_view))
+        .route("/v1/analytics/realtime", get(analytics::realtime))
         .route(
             "/v1/analytics/metrics/{metric}/overall",
             get(analytics::overall),
