@@ -372,11 +372,6 @@ fn end_stall(s: &mut Summary, state: State, t: i64) {
     }
 }
 
-/// A view still open after this long without an event has ended (the aggregator's clock).
-pub fn timed_out(last_event_at: i64, now: i64) -> bool {
-    now - last_event_at > VIEW_TIMEOUT_MS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

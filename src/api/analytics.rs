@@ -218,10 +218,9 @@ pub struct ViewDetail {
 
 impl From<&StoredView> for ViewView {
     fn from(v: &StoredView) -> Self {
-        let s: Summary = serde_json::from_str(&v.summary).unwrap_or_default();
-        let cmcd = serde_json::from_str::<serde_json::Value>(&v.summary)
-            .ok()
-            .and_then(|j| j.get("cmcd").cloned());
+        let mut summary: serde_json::Value = serde_json::from_str(&v.summary).unwrap_or_default();
+        let cmcd = summary.get_mut("cmcd").map(serde_json::Value::take);
+        let s: Summary = serde_json::from_value(summary).unwrap_or_default();
         Self {
             id: v.id.clone(),
             playback_id: v.playback_id.clone(),
