@@ -898,9 +898,15 @@ async fn a_transcode_cut_off_by_a_server_stop_is_finished_after_restart() {
     server.stop().await;
 
     let server = TestServer::start_config(config).await;
-    // Progress streams as Server-Sent Events until the asset is ready.
-    let mut events = server
-        .client
+    // Progress streams as Server-Sent Events until the asset is ready. The
+    // stream outlives the shared client's 30 s request limit on a loaded
+    // machine, so this one bounds each read instead of the whole response.
+    let sse = reqwest::Client::builder()
+        .read_timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut events = sse
         .get(server.url(&format!("/v1/assets/{id}/events")))
         .bearer_auth(&key)
         .send()
