@@ -252,6 +252,19 @@ async fn beacons_become_views(server: &TestServer) {
     );
     let (_, startup) = metric(overall("video_startup_time", ""), key.clone()).await;
     assert_eq!(startup["value"], 1000.0, "{startup}");
+    let (_, success) = metric(overall("playback_success_score", ""), key.clone()).await;
+    assert!(success["value"].as_f64().is_some(), "{success}");
+    let (status, by_source) = metric(
+        "/v1/analytics/metrics/views/breakdown?timeframe=1h&group_by=sources".into(),
+        key.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{by_source}");
+    assert_eq!(
+        by_source["data"][0]["dimensions"],
+        json!({"sources": "beacon"}),
+        "{by_source}"
+    );
     let (_, watch) = metric(overall("watch_time", "&filters=country:FR"), key.clone()).await;
     assert_eq!(watch["value"], 21_500.0, "{watch}");
     let (status, by) = metric(
@@ -373,6 +386,21 @@ async fn an_open_view_survives_a_restart_and_continues() {
         (Some(true), Some(21_500), Some(20_000)),
         "{after}"
     );
+    // Written before the restart, then twice after: the roll-ups count it once, with its
+    // final values.
+    for (metric, want) in [
+        ("views", 1.0),
+        ("watch_time", 21_500.0),
+        ("playing_time", 20_000.0),
+    ] {
+        let (_, got) = get_as(
+            &server,
+            &key,
+            &format!("/v1/analytics/metrics/{metric}/overall?timeframe=1h"),
+        )
+        .await;
+        assert_eq!(got["value"].as_f64(), Some(want), "{metric}: {got}");
+    }
     server.stop().await;
 }
 

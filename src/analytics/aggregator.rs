@@ -492,7 +492,7 @@ async fn write(db: &Db, view: &OpenView, ended: bool) {
         events: Some(serde_json::to_string(&events).expect("events serialize")),
         updated_at: now_ms(),
     };
-    if let Err(e) = db.upsert_view(&row).await {
+    if let Err(e) = db.write_view(&row).await {
         metrics::counter!("ferrocast_analytics_write_errors_total").increment(1);
         tracing::warn!(error = %e, view = %row.id, "writing a view");
     }

@@ -1,10 +1,8 @@
-//! Metrics over many views, as Mux Data reports them: each is computed from the views that
-//! have a value for it ([`Metric::value`]); a breakdown groups views by dimensions first, a
-//! timeseries by the minute, hour or day they started in.
+//! Metrics over many views, as Mux Data reports them. Every metric but the startup-time
+//! percentiles is computed from the sums of a roll-up ([`Rollup`]): views count where they
+//! have a value for the metric. The percentiles need the views' startup times themselves.
 
-use std::collections::BTreeMap;
-
-use crate::db::StoredView;
+use super::rollup::Rollup;
 
 /// A metric the API reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +32,12 @@ pub enum Metric {
     StartupScore,
     SmoothnessScore,
     QualityScore,
+    PlaybackSuccessScore,
+    ViewerExperienceScore,
 }
 
 impl Metric {
-    pub const ALL: [(&'static str, Metric); 18] = [
+    pub const ALL: [(&'static str, Metric); 20] = [
         ("views", Metric::Views),
         ("watch_time", Metric::WatchTime),
         ("playing_time", Metric::PlayingTime),
@@ -65,131 +65,57 @@ impl Metric {
         ("startup_score", Metric::StartupScore),
         ("smoothness_score", Metric::SmoothnessScore),
         ("quality_score", Metric::QualityScore),
+        ("playback_success_score", Metric::PlaybackSuccessScore),
+        ("viewer_experience_score", Metric::ViewerExperienceScore),
     ];
 
     pub fn parse(name: &str) -> Option<Metric> {
         Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
     }
 
-    /// The metric over `views`; `None` when no view has a value for it.
-    pub fn value(self, views: &[&StoredView]) -> Option<f64> {
-        let started: Vec<&&StoredView> = views
-            .iter()
-            .filter(|v| v.video_startup_time_ms.is_some())
-            .collect();
-        let count = views.len() as f64;
-        let share = |n: usize| (count > 0.0).then(|| n as f64 / count * 100.0);
-        let watch: f64 = views.iter().map(|v| v.watch_time_ms as f64).sum();
-        let playing: f64 = views.iter().map(|v| v.playing_time_ms as f64).sum();
-        let mean =
-            |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
-        let weighted = |f: fn(&StoredView) -> f64| {
-            (playing > 0.0).then(|| {
-                views
-                    .iter()
-                    .map(|v| f(v) * v.playing_time_ms as f64)
-                    .sum::<f64>()
-                    / playing
-            })
-        };
+    /// The percentile metrics, computed from the views' startup times (the `q` quantile).
+    pub fn quantile(self) -> Option<f64> {
         match self {
-            Metric::Views => Some(count),
+            Metric::VideoStartupTime => Some(0.5),
+            Metric::VideoStartupTimeP95 => Some(0.95),
+            _ => None,
+        }
+    }
+
+    /// The metric over the views summed in `r`; `None` when no view has a value for it
+    /// (and for the percentile metrics, see [`Metric::quantile`]).
+    pub fn value(self, r: &Rollup) -> Option<f64> {
+        let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+        let share = |n: i64| ratio(n as f64 * 100.0, r.views as f64);
+        let watch = r.watch_time_ms as f64;
+        let playing = r.playing_time_ms as f64;
+        let started = r.started_views as f64;
+        match self {
+            Metric::Views => Some(r.views as f64),
             Metric::WatchTime => Some(watch),
             Metric::PlayingTime => Some(playing),
-            Metric::VideoStartupTime | Metric::VideoStartupTimeP95 => {
-                let mut times: Vec<i64> = started
-                    .iter()
-                    .filter_map(|v| v.video_startup_time_ms)
-                    .collect();
-                let q = if self == Metric::VideoStartupTime {
-                    0.5
-                } else {
-                    0.95
-                };
-                percentile(&mut times, q)
-            }
-            Metric::RebufferPercentage => (watch > 0.0).then(|| {
-                views
-                    .iter()
-                    .map(|v| v.rebuffer_duration_ms as f64)
-                    .sum::<f64>()
-                    / watch
-                    * 100.0
-            }),
-            Metric::RebufferFrequency => (watch > 0.0).then(|| {
-                views.iter().map(|v| v.rebuffer_count as f64).sum::<f64>() / (watch / 60_000.0)
-            }),
-            Metric::ExitsBeforeVideoStart => share(
-                views
-                    .iter()
-                    .filter(|v| v.exit_before_video_start != 0)
-                    .count(),
-            ),
-            Metric::PlaybackFailurePercentage => {
-                share(views.iter().filter(|v| v.playback_failure != 0).count())
-            }
-            Metric::VideoStartupFailurePercentage => {
-                share(views.iter().filter(|v| v.startup_failure != 0).count())
-            }
-            Metric::BusinessExceptionPercentage => {
-                share(views.iter().filter(|v| v.business_exception != 0).count())
-            }
-            Metric::UpscalePercentage => weighted(|v| v.upscale * 100.0),
-            Metric::DownscalePercentage => weighted(|v| v.downscale * 100.0),
-            Metric::WeightedAverageBitrate => {
-                let with: Vec<&&StoredView> = views
-                    .iter()
-                    .filter(|v| v.weighted_bitrate.is_some())
-                    .collect();
-                let time: f64 = with.iter().map(|v| v.playing_time_ms as f64).sum();
-                (time > 0.0).then(|| {
-                    with.iter()
-                        .map(|v| v.weighted_bitrate.unwrap_or(0.0) * v.playing_time_ms as f64)
-                        .sum::<f64>()
-                        / time
-                })
-            }
-            Metric::CompletionRate => {
-                let vod: Vec<i64> = views.iter().filter_map(|v| v.completed).collect();
-                (!vod.is_empty()).then(|| {
-                    vod.iter().filter(|c| **c != 0).count() as f64 / vod.len() as f64 * 100.0
-                })
-            }
-            Metric::StartupScore => mean(
-                started
-                    .iter()
-                    .filter_map(|v| v.video_startup_time_ms)
-                    .map(|ms| 8.0 / (8.0 + ms as f64 / 1000.0) * 100.0)
-                    .collect(),
-            ),
-            Metric::SmoothnessScore => mean(
-                started
-                    .iter()
-                    .map(|v| {
-                        let count = v.rebuffer_count as f64;
-                        let share = if v.watch_time_ms > 0 {
-                            v.rebuffer_duration_ms as f64 / v.watch_time_ms as f64
-                        } else {
-                            0.0
-                        };
-                        (100.0 / (1.0 + (count / 2.0).powi(2)).sqrt()
-                            + 100.0 * (-10.0 * share).exp())
-                            / 2.0
-                    })
-                    .collect(),
-            ),
-            Metric::QualityScore => mean(
-                started
-                    .iter()
-                    .map(|v| 100.0 * (-0.33 * (0.15 * v.max_upscale + 0.85 * v.upscale)).exp())
-                    .collect(),
-            ),
+            Metric::VideoStartupTime | Metric::VideoStartupTimeP95 => None,
+            Metric::RebufferPercentage => ratio(r.rebuffer_duration_ms as f64 * 100.0, watch),
+            Metric::RebufferFrequency => ratio(r.rebuffer_count as f64, watch / 60_000.0),
+            Metric::ExitsBeforeVideoStart => share(r.exits_before_video_start),
+            Metric::PlaybackFailurePercentage => share(r.playback_failures),
+            Metric::VideoStartupFailurePercentage => share(r.startup_failures),
+            Metric::BusinessExceptionPercentage => share(r.business_exceptions),
+            Metric::UpscalePercentage => ratio(r.upscale_ms * 100.0, playing),
+            Metric::DownscalePercentage => ratio(r.downscale_ms * 100.0, playing),
+            Metric::WeightedAverageBitrate => ratio(r.bitrate_ms, r.bitrate_playing_ms as f64),
+            Metric::CompletionRate => ratio(r.completed_views as f64 * 100.0, r.vod_views as f64),
+            Metric::StartupScore => ratio(r.startup_score, started),
+            Metric::SmoothnessScore => ratio(r.smoothness_score, started),
+            Metric::QualityScore => ratio(r.quality_score, started),
+            Metric::PlaybackSuccessScore => ratio(r.success_score, r.scored_views as f64),
+            Metric::ViewerExperienceScore => ratio(r.experience_score, r.scored_views as f64),
         }
     }
 }
 
 /// The `q` quantile (nearest rank) of `values`.
-fn percentile(values: &mut [i64], q: f64) -> Option<f64> {
+pub fn percentile(values: &mut [i64], q: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
@@ -198,51 +124,10 @@ fn percentile(values: &mut [i64], q: f64) -> Option<f64> {
     Some(values[rank - 1] as f64)
 }
 
-/// A view's value of a dimension (see `db::FILTER_COLUMNS`).
-pub fn dimension<'a>(v: &'a StoredView, name: &str) -> Option<&'a str> {
-    match name {
-        "playback_id" => Some(&v.playback_id),
-        "viewer_id" => v.viewer_id.as_deref(),
-        "country" => v.country.as_deref(),
-        "browser" => Some(&v.browser),
-        "os" => Some(&v.os),
-        "device_type" => Some(&v.device_type),
-        "player" => Some(&v.player),
-        _ => None,
-    }
-}
-
-/// Views grouped by the values of `dimensions` (a missing value is `""`).
-pub fn group_by<'a>(
-    views: &'a [StoredView],
-    dimensions: &[&str],
-) -> BTreeMap<Vec<String>, Vec<&'a StoredView>> {
-    let mut groups: BTreeMap<Vec<String>, Vec<&StoredView>> = BTreeMap::new();
-    for v in views {
-        let key = dimensions
-            .iter()
-            .map(|d| dimension(v, d).unwrap_or_default().to_string())
-            .collect();
-        groups.entry(key).or_default().push(v);
-    }
-    groups
-}
-
-/// Views grouped by the start of the `bucket_ms` period they started in.
-pub fn by_time(views: &[StoredView], bucket_ms: i64) -> BTreeMap<i64, Vec<&StoredView>> {
-    let mut buckets: BTreeMap<i64, Vec<&StoredView>> = BTreeMap::new();
-    for v in views {
-        buckets
-            .entry(v.started_at.div_euclid(bucket_ms) * bucket_ms)
-            .or_default()
-            .push(v);
-    }
-    buckets
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::StoredView;
 
     fn view(startup: Option<i64>, watch: i64, rebuffer_ms: i64, country: &str) -> StoredView {
         StoredView {
@@ -280,6 +165,14 @@ mod tests {
         }
     }
 
+    fn sum(views: &[StoredView]) -> Rollup {
+        let mut r = Rollup::default();
+        for v in views {
+            r.add(&Rollup::of(v).unwrap().1, 1);
+        }
+        r
+    }
+
     #[test]
     fn metrics_over_views_follow_their_definitions() {
         let views = [
@@ -288,29 +181,46 @@ mod tests {
             view(None, 4_000, 0, "FR"),
             view(Some(500), 30_000, 0, "FR"),
         ];
-        let all: Vec<&StoredView> = views.iter().collect();
-        let v = |m| Metric::value(m, &all).unwrap();
+        let all = sum(&views);
+        let v = |m: Metric| m.value(&all).unwrap();
         assert_eq!(v(Metric::Views), 4.0);
         assert_eq!(v(Metric::WatchTime), 214_000.0);
+        let mut startups: Vec<i64> = views
+            .iter()
+            .filter_map(|v| v.video_startup_time_ms)
+            .collect();
         assert_eq!(
-            v(Metric::VideoStartupTime),
-            1000.0,
+            percentile(&mut startups, Metric::VideoStartupTime.quantile().unwrap()),
+            Some(1000.0),
             "median of 500, 1000, 3000"
         );
-        assert_eq!(v(Metric::VideoStartupTimeP95), 3000.0);
+        assert_eq!(
+            percentile(
+                &mut startups,
+                Metric::VideoStartupTimeP95.quantile().unwrap()
+            ),
+            Some(3000.0)
+        );
+        assert_eq!(Metric::VideoStartupTime.value(&all), None);
         assert!((v(Metric::RebufferPercentage) - 6_000.0 / 214_000.0 * 100.0).abs() < 1e-9);
         assert!((v(Metric::RebufferFrequency) - 1.0 / (214_000.0 / 60_000.0)).abs() < 1e-9);
         assert_eq!(v(Metric::ExitsBeforeVideoStart), 25.0);
         assert_eq!(Metric::CompletionRate.value(&all), None, "no VOD views");
-        let groups = group_by(&views, &["country"]);
-        let de = Metric::Views.value(&groups[&vec!["DE".to_string()]]);
-        assert_eq!(de, Some(2.0));
-        let minutes = by_time(&views, 60_000);
-        assert_eq!(minutes.len(), 4);
+        let startup_scores: f64 = [1.0, 3.0, 0.5]
+            .iter()
+            .map(|s| 8.0 / (8.0 + s) * 100.0)
+            .sum();
+        assert!((v(Metric::StartupScore) - startup_scores / 3.0).abs() < 1e-9);
+        // Three played (100), one left after 4 s (50).
+        assert!((v(Metric::PlaybackSuccessScore) - 350.0 / 4.0).abs() < 1e-9);
+        let de = sum(&views[..2]);
+        assert_eq!(Metric::Views.value(&de), Some(2.0));
         assert_eq!(
             Metric::parse("rebuffer_percentage"),
             Some(Metric::RebufferPercentage)
         );
         assert_eq!(Metric::parse("nope"), None);
+        assert_eq!(Metric::Views.value(&Rollup::default()), Some(0.0));
+        assert_eq!(Metric::RebufferPercentage.value(&Rollup::default()), None);
     }
 }

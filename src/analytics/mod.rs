@@ -7,6 +7,7 @@ pub mod aggregator;
 pub mod beacon;
 pub mod cmcd;
 pub mod metrics;
+pub mod rollup;
 pub mod view;
 
 pub use aggregator::{Analytics, Arrival, CmcdArrival, Dimensions, QueueFull};

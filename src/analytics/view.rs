@@ -172,6 +172,49 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// Mux's Playback Success Score: 0 for a playback (or startup) failure, 50 for an exit
+    /// before video start, 100 for a view that played without failing. None for an exit
+    /// within 1 s of the play request, for a view without a play request, and for a business
+    /// exception (a key refused by policy is not a failure of the service; Mux's text
+    /// leaves this case open).
+    pub fn success_score(&self) -> Option<f64> {
+        if !self.play_requested || self.business_exception {
+            return None;
+        }
+        if self.playback_failure || self.startup_failure {
+            return Some(0.0);
+        }
+        if self.video_startup_time_ms.is_some() {
+            return Some(100.0);
+        }
+        if self.exit_before_video_start {
+            return (self.watch_time_ms >= 1000).then_some(50.0);
+        }
+        None // still starting
+    }
+
+    /// The overall Viewer Experience Score, Mux's `success × (T(smooth, quality) +
+    /// T(smooth, startup) + T(startup, quality)) / 3` with success as a 0–1 factor. Mux does
+    /// not publish its tradeoff function `T`; here it is the geometric mean `√(a·b)`, which
+    /// weighs the worse of two scores more than their average does. A view without a first
+    /// frame scores its success score alone (0 or 50).
+    pub fn experience_score(&self) -> Option<f64> {
+        let success = self.success_score()?;
+        let (Some(startup), Some(smooth), Some(quality)) = (
+            self.startup_score(),
+            self.smoothness_score(),
+            self.quality_score(),
+        ) else {
+            return Some(success);
+        };
+        let t = |a: f64, b: f64| (a * b).sqrt();
+        Some(
+            success / 100.0 * (t(smooth, quality) + t(smooth, startup) + t(startup, quality)) / 3.0,
+        )
+    }
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
@@ -416,6 +459,33 @@ mod tests {
         smooth.watch_time_ms = 20 * 60_000;
         // Mux's example, four 15 s rebuffers in 20 minutes: about the mean of 44 and 60.
         assert!((smooth.smoothness_score().unwrap() - 52.7).abs() < 2.0);
+        // Playback success: played 100, failed 0, left before the first frame 50 (no score
+        // when that took under a second), a key refused by policy no score.
+        let mut played = s(1000);
+        played.play_requested = true;
+        assert_eq!(played.success_score(), Some(100.0));
+        let overall = played.experience_score().unwrap();
+        let startup: f64 = 8.0 / 9.0 * 100.0;
+        assert!((overall - (100.0 + 2.0 * startup.sqrt() * 10.0) / 3.0).abs() < 1e-9);
+        let mut failed = played.clone();
+        failed.playback_failure = true;
+        assert_eq!(failed.success_score(), Some(0.0));
+        assert_eq!(failed.experience_score(), Some(0.0));
+        let mut left = Summary {
+            play_requested: true,
+            finished: true,
+            watch_time_ms: 4000,
+            ..Summary::default()
+        };
+        left.settle();
+        assert_eq!(left.success_score(), Some(50.0));
+        assert_eq!(left.experience_score(), Some(50.0));
+        left.watch_time_ms = 900;
+        assert_eq!(left.success_score(), None);
+        let mut refused = left.clone();
+        refused.business_exception = true;
+        refused.exit_before_video_start = false;
+        assert_eq!(refused.success_score(), None);
     }
 
     /// Every fixture under `tests/fixtures/analytics/`: its events, and the values its view

@@ -1,6 +1,8 @@
 //! Viewer analytics over HTTP: beacons in (public, checked field by field, queued without
 //! waiting on SQL) and a tenant's views out.
 
+use std::collections::BTreeMap;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -163,6 +165,9 @@ pub struct Scores {
     pub startup: Option<f64>,
     pub smoothness: Option<f64>,
     pub quality: Option<f64>,
+    pub playback_success: Option<f64>,
+    /// The overall Viewer Experience Score.
+    pub viewer_experience: Option<f64>,
 }
 
 /// A view: one play attempt, with its metrics.
@@ -255,6 +260,8 @@ impl From<&StoredView> for ViewView {
                 startup: s.startup_score(),
                 smoothness: s.smoothness_score(),
                 quality: s.quality_score(),
+                playback_success: s.success_score(),
+                viewer_experience: s.experience_score(),
             },
             cmcd,
         }
@@ -319,8 +326,8 @@ pub struct MetricQuery {
     /// `24h` (default), `30m`, `7d` (up to 366 days back from now), or an RFC 3339 range
     /// `2026-12-01T00:00:00Z..2026-12-06T00:00:00Z`. Views count by when they started.
     pub timeframe: Option<String>,
-    /// `country:DE,browser:Chrome`: dimensions `playback_id`, `viewer_id`, `country`,
-    /// `browser`, `os`, `device_type`, `player`.
+    /// `country:DE,browser:Chrome`: dimensions `playback_id`, `country`, `browser`, `os`,
+    /// `device_type`, `player`, `sources` (as a view lists them: `beacon,cmcd`).
     pub filters: Option<String>,
     /// Breakdown: one to three dimensions, comma-separated.
     pub group_by: Option<String>,
@@ -340,7 +347,7 @@ pub struct Overall {
     pub metric: String,
     /// Null when no view in the timeframe has a value for the metric.
     pub value: Option<f64>,
-    pub views: usize,
+    pub views: i64,
     pub timeframe: Timeframe,
 }
 
@@ -349,7 +356,7 @@ pub struct Group {
     #[schema(value_type = Object)]
     pub dimensions: serde_json::Map<String, serde_json::Value>,
     pub value: Option<f64>,
-    pub views: usize,
+    pub views: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -365,7 +372,7 @@ pub struct Breakdown {
 pub struct Point {
     pub time: String,
     pub value: Option<f64>,
-    pub views: usize,
+    pub views: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -462,20 +469,46 @@ fn metric(name: &str) -> ApiResult<Metric> {
     })
 }
 
-async fn views_in(
+/// The metric for each group (`(period start, dimension values)`) of the tenant's views in
+/// the query's timeframe and filters, with the group's view count; groups without views are
+/// left out.
+async fn groups(
     state: &AppState,
     tenant_id: &str,
+    m: Metric,
     q: &MetricQuery,
-) -> ApiResult<(Vec<StoredView>, Timeframe)> {
+    group_by: &[&'static str],
+    bucket_ms: Option<i64>,
+) -> ApiResult<(Vec<(i64, Vec<String>, Option<f64>, i64)>, Timeframe)> {
     let (from, to) = timeframe(q, crate::clock::now_ms())?;
     let filters = filters(q)?;
-    let views = state
-        .jobs
-        .db
-        .views_for_metrics(tenant_id, from, to, &filters)
+    let db = &state.jobs.db;
+    let rollups = db
+        .rollups(tenant_id, from, to, &filters, group_by, bucket_ms)
         .await?;
+    let mut samples: BTreeMap<(i64, Vec<String>), Vec<i64>> = BTreeMap::new();
+    if m.quantile().is_some() {
+        for s in db
+            .startup_times(tenant_id, from, to, &filters, group_by, bucket_ms)
+            .await?
+        {
+            samples.entry((s.at, s.key)).or_default().push(s.startup_ms);
+        }
+    }
+    let data = rollups
+        .into_iter()
+        .map(|g| {
+            let value = match m.quantile() {
+                Some(q) => samples
+                    .get_mut(&(g.at, g.key.clone()))
+                    .and_then(|times| metrics::percentile(times, q)),
+                None => m.value(&g.sums),
+            };
+            (g.at, g.key, value, g.sums.views)
+        })
+        .collect();
     Ok((
-        views,
+        data,
         Timeframe {
             from: rfc3339(from),
             to: rfc3339(to),
@@ -494,12 +527,15 @@ pub async fn overall(
     Query(q): Query<MetricQuery>,
 ) -> ApiResult<Json<Overall>> {
     let m = metric(&name)?;
-    let (views, timeframe) = views_in(&state, &caller.tenant_id, &q).await?;
-    let all: Vec<&StoredView> = views.iter().collect();
+    let (data, timeframe) = groups(&state, &caller.tenant_id, m, &q, &[], None).await?;
+    let (value, views) = data
+        .into_iter()
+        .next()
+        .map_or((m.value(&Default::default()), 0), |(_, _, v, n)| (v, n));
     Ok(Json(Overall {
         metric: name,
-        value: m.value(&all),
-        views: all.len(),
+        value,
+        views,
         timeframe,
     }))
 }
@@ -532,17 +568,17 @@ pub async fn breakdown(
     if dims.is_empty() || dims.len() > 3 {
         return Err(ApiError::invalid("group_by names one to three dimensions"));
     }
-    let (views, timeframe) = views_in(&state, &caller.tenant_id, &q).await?;
-    let mut data: Vec<Group> = metrics::group_by(&views, &dims)
+    let (data, timeframe) = groups(&state, &caller.tenant_id, m, &q, &dims, None).await?;
+    let mut data: Vec<Group> = data
         .into_iter()
-        .map(|(key, group)| Group {
+        .map(|(_, key, value, views)| Group {
             dimensions: dims
                 .iter()
                 .zip(key)
                 .map(|(d, v)| (d.to_string(), v.into()))
                 .collect(),
-            value: m.value(&group),
-            views: group.len(),
+            value,
+            views,
         })
         .collect();
     data.sort_by_key(|g| std::cmp::Reverse(g.views));
@@ -579,13 +615,14 @@ pub async fn timeseries(
             "more than {MAX_POINTS} points: use a coarser granularity or a shorter timeframe"
         )));
     }
-    let (views, timeframe) = views_in(&state, &caller.tenant_id, &q).await?;
-    let data = metrics::by_time(&views, bucket)
+    let (mut data, timeframe) = groups(&state, &caller.tenant_id, m, &q, &[], Some(bucket)).await?;
+    data.sort_by_key(|(at, ..)| *at);
+    let data: Vec<Point> = data
         .into_iter()
-        .map(|(at, group)| Point {
+        .map(|(at, _, value, views)| Point {
             time: rfc3339(at),
-            value: m.value(&group),
-            views: group.len(),
+            value,
+            views,
         })
         .collect();
     Ok(Json(Timeseries {

@@ -1,8 +1,10 @@
-//! Viewer analytics rows: one per view, upserted by the aggregator.
+//! Viewer analytics rows: one per view, upserted by the aggregator, and the per-minute
+//! roll-ups that each write of a view changes in the same transaction.
 
-use sqlx::FromRow;
+use sqlx::{AnyConnection, FromRow, Row};
 
 use super::{Db, DbResult};
+use crate::analytics::rollup::{self, Rollup, RollupKey};
 
 /// A view as stored.
 #[derive(Debug, Clone, PartialEq, FromRow)]
@@ -49,16 +51,66 @@ const VIEW_COLUMNS: &str = "tenant_id, id, playback_id, viewer_id, started_at, e
     business_exception, upscale, downscale, max_upscale, weighted_bitrate, completed, country, \
     browser, os, device_type, player, sources, summary, events, updated_at";
 
-/// The dimensions views can be filtered and grouped by.
+/// The dimensions metrics can be filtered and grouped by: columns of both the views and
+/// their roll-ups.
 pub const FILTER_COLUMNS: [&str; 7] = [
     "playback_id",
-    "viewer_id",
     "country",
     "browser",
     "os",
     "device_type",
     "player",
+    "sources",
 ];
+
+/// The roll-up sums, in [`Rollup`]'s order.
+const ROLLUP_SUMS: [&str; 23] = [
+    "views",
+    "started_views",
+    "startup_time_ms",
+    "watch_time_ms",
+    "playing_time_ms",
+    "rebuffer_count",
+    "rebuffer_duration_ms",
+    "exits_before_video_start",
+    "startup_failures",
+    "playback_failures",
+    "business_exceptions",
+    "vod_views",
+    "completed_views",
+    "upscale_ms",
+    "downscale_ms",
+    "bitrate_playing_ms",
+    "bitrate_ms",
+    "startup_score",
+    "smoothness_score",
+    "quality_score",
+    "success_score",
+    "scored_views",
+    "experience_score",
+];
+
+/// Which of [`ROLLUP_SUMS`] are floating point.
+fn is_real(column: &str) -> bool {
+    column.ends_with("_score") || matches!(column, "upscale_ms" | "downscale_ms" | "bitrate_ms")
+}
+
+/// One group of a metric query: its time bucket (0 when not by time), its dimension values
+/// and its sums.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupGroup {
+    pub at: i64,
+    pub key: Vec<String>,
+    pub sums: Rollup,
+}
+
+/// One view's startup time, with its group (as [`RollupGroup`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartupSample {
+    pub at: i64,
+    pub key: Vec<String>,
+    pub startup_ms: i64,
+}
 
 /// Every column but the large ones (the summary and the events).
 const VIEW_COLUMNS_LIGHT: &str = "tenant_id, id, playback_id, viewer_id, started_at, ended_at, \
@@ -67,64 +119,305 @@ const VIEW_COLUMNS_LIGHT: &str = "tenant_id, id, playback_id, viewer_id, started
     business_exception, upscale, downscale, max_upscale, weighted_bitrate, completed, country, \
     browser, os, device_type, player, sources, '' AS summary, NULL AS events, updated_at";
 
+/// Writes a view, replacing what an earlier flush stored of it.
+async fn upsert_view(conn: &mut AnyConnection, v: &StoredView) -> DbResult<()> {
+    sqlx::query(&format!(
+        "INSERT INTO analytics_views ({VIEW_COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+         $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31) \
+         ON CONFLICT (tenant_id, id) DO UPDATE SET started_at = excluded.started_at, \
+         ended_at = excluded.ended_at, viewer_id = excluded.viewer_id, \
+         player = excluded.player, country = excluded.country, \
+         browser = excluded.browser, os = excluded.os, device_type = excluded.device_type, \
+         finished = excluded.finished, play_requested = excluded.play_requested, video_startup_time_ms = excluded.video_startup_time_ms, \
+         watch_time_ms = excluded.watch_time_ms, playing_time_ms = excluded.playing_time_ms, \
+         rebuffer_count = excluded.rebuffer_count, \
+         rebuffer_duration_ms = excluded.rebuffer_duration_ms, \
+         exit_before_video_start = excluded.exit_before_video_start, \
+         startup_failure = excluded.startup_failure, \
+         playback_failure = excluded.playback_failure, \
+         business_exception = excluded.business_exception, upscale = excluded.upscale, \
+         downscale = excluded.downscale, max_upscale = excluded.max_upscale, \
+         weighted_bitrate = excluded.weighted_bitrate, completed = excluded.completed, \
+         sources = excluded.sources, \
+         summary = excluded.summary, events = excluded.events, updated_at = excluded.updated_at"
+    ))
+    .bind(&v.tenant_id)
+    .bind(&v.id)
+    .bind(&v.playback_id)
+    .bind(&v.viewer_id)
+    .bind(v.started_at)
+    .bind(v.ended_at)
+    .bind(v.finished)
+    .bind(v.play_requested)
+    .bind(v.video_startup_time_ms)
+    .bind(v.watch_time_ms)
+    .bind(v.playing_time_ms)
+    .bind(v.rebuffer_count)
+    .bind(v.rebuffer_duration_ms)
+    .bind(v.exit_before_video_start)
+    .bind(v.startup_failure)
+    .bind(v.playback_failure)
+    .bind(v.business_exception)
+    .bind(v.upscale)
+    .bind(v.downscale)
+    .bind(v.max_upscale)
+    .bind(v.weighted_bitrate)
+    .bind(v.completed)
+    .bind(&v.country)
+    .bind(&v.browser)
+    .bind(&v.os)
+    .bind(&v.device_type)
+    .bind(&v.player)
+    .bind(&v.sources)
+    .bind(&v.summary)
+    .bind(&v.events)
+    .bind(v.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds `sums` to the roll-up row `key` of a tenant.
+async fn add_rollup(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    key: &RollupKey,
+    sums: &Rollup,
+) -> DbResult<()> {
+    let columns = ROLLUP_SUMS.join(", ");
+    let values: Vec<String> = (0..ROLLUP_SUMS.len())
+        .map(|i| format!("${}", i + 10))
+        .collect();
+    let updates: Vec<String> = ROLLUP_SUMS
+        .iter()
+        .map(|c| format!("{c} = analytics_minutes.{c} + excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO analytics_minutes (tenant_id, minute, playback_id, country, browser, os, \
+         device_type, player, sources, {columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {}) \
+         ON CONFLICT (tenant_id, minute, playback_id, country, browser, os, device_type, player, \
+         sources) DO UPDATE SET {}",
+        values.join(", "),
+        updates.join(", ")
+    );
+    let r = sums;
+    sqlx::query(&sql)
+        .bind(tenant_id)
+        .bind(key.minute)
+        .bind(&key.playback_id)
+        .bind(&key.country)
+        .bind(&key.browser)
+        .bind(&key.os)
+        .bind(&key.device_type)
+        .bind(&key.player)
+        .bind(&key.sources)
+        .bind(r.views)
+        .bind(r.started_views)
+        .bind(r.startup_time_ms)
+        .bind(r.watch_time_ms)
+        .bind(r.playing_time_ms)
+        .bind(r.rebuffer_count)
+        .bind(r.rebuffer_duration_ms)
+        .bind(r.exits_before_video_start)
+        .bind(r.startup_failures)
+        .bind(r.playback_failures)
+        .bind(r.business_exceptions)
+        .bind(r.vod_views)
+        .bind(r.completed_views)
+        .bind(r.upscale_ms)
+        .bind(r.downscale_ms)
+        .bind(r.bitrate_playing_ms)
+        .bind(r.bitrate_ms)
+        .bind(r.startup_score)
+        .bind(r.smoothness_score)
+        .bind(r.quality_score)
+        .bind(r.success_score)
+        .bind(r.scored_views)
+        .bind(r.experience_score)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The `WHERE` clause of a metric query (tenant, time range, filters from `$4` on).
+fn metric_scope(time_column: &str, filters: &[(&str, String)]) -> String {
+    let mut sql = format!("WHERE tenant_id = $1 AND {time_column} >= $2 AND {time_column} < $3");
+    for (i, (column, _)) in filters.iter().enumerate() {
+        assert!(FILTER_COLUMNS.contains(column), "filter on {column}");
+        sql.push_str(&format!(" AND {column} = ${}", i + 4));
+    }
+    sql
+}
+
 impl Db {
-    /// Writes a view, replacing what an earlier flush stored of it.
-    pub async fn upsert_view(&self, v: &StoredView) -> DbResult<()> {
-        sqlx::query(&format!(
-            "INSERT INTO analytics_views ({VIEW_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-             $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31) \
-             ON CONFLICT (tenant_id, id) DO UPDATE SET started_at = excluded.started_at, \
-             ended_at = excluded.ended_at, viewer_id = excluded.viewer_id, \
-             player = excluded.player, country = excluded.country, \
-             browser = excluded.browser, os = excluded.os, device_type = excluded.device_type, \
-             finished = excluded.finished, play_requested = excluded.play_requested, video_startup_time_ms = excluded.video_startup_time_ms, \
-             watch_time_ms = excluded.watch_time_ms, playing_time_ms = excluded.playing_time_ms, \
-             rebuffer_count = excluded.rebuffer_count, \
-             rebuffer_duration_ms = excluded.rebuffer_duration_ms, \
-             exit_before_video_start = excluded.exit_before_video_start, \
-             startup_failure = excluded.startup_failure, \
-             playback_failure = excluded.playback_failure, \
-             business_exception = excluded.business_exception, upscale = excluded.upscale, \
-             downscale = excluded.downscale, max_upscale = excluded.max_upscale, \
-             weighted_bitrate = excluded.weighted_bitrate, completed = excluded.completed, \
-             sources = excluded.sources, \
-             summary = excluded.summary, events = excluded.events, updated_at = excluded.updated_at"
+    /// Writes a view and adds its change to the roll-ups, in one transaction.
+    pub async fn write_view(&self, v: &StoredView) -> DbResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let old: Option<StoredView> = sqlx::query_as(&format!(
+            "SELECT {VIEW_COLUMNS_LIGHT} FROM analytics_views WHERE tenant_id = $1 AND id = $2"
         ))
         .bind(&v.tenant_id)
         .bind(&v.id)
-        .bind(&v.playback_id)
-        .bind(&v.viewer_id)
-        .bind(v.started_at)
-        .bind(v.ended_at)
-        .bind(v.finished)
-        .bind(v.play_requested)
-        .bind(v.video_startup_time_ms)
-        .bind(v.watch_time_ms)
-        .bind(v.playing_time_ms)
-        .bind(v.rebuffer_count)
-        .bind(v.rebuffer_duration_ms)
-        .bind(v.exit_before_video_start)
-        .bind(v.startup_failure)
-        .bind(v.playback_failure)
-        .bind(v.business_exception)
-        .bind(v.upscale)
-        .bind(v.downscale)
-        .bind(v.max_upscale)
-        .bind(v.weighted_bitrate)
-        .bind(v.completed)
-        .bind(&v.country)
-        .bind(&v.browser)
-        .bind(&v.os)
-        .bind(&v.device_type)
-        .bind(&v.player)
-        .bind(&v.sources)
-        .bind(&v.summary)
-        .bind(&v.events)
-        .bind(v.updated_at)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        upsert_view(&mut tx, v).await?;
+        for (key, sums) in rollup::changes(old.as_ref(), v) {
+            add_rollup(&mut tx, &v.tenant_id, &key, &sums).await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Roll-up sums of a tenant's views that started in `[from_ms, to_ms)` (whole minutes),
+    /// matching every filter (`(column, value)`, columns from [`FILTER_COLUMNS`]), grouped by
+    /// the `group_by` columns and, with `bucket_ms`, by period.
+    pub async fn rollups(
+        &self,
+        tenant_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        filters: &[(&str, String)],
+        group_by: &[&str],
+        bucket_ms: Option<i64>,
+    ) -> DbResult<Vec<RollupGroup>> {
+        let mut keys: Vec<String> = group_by
+            .iter()
+            .map(|c| {
+                assert!(FILTER_COLUMNS.contains(c), "group by {c}");
+                c.to_string()
+            })
+            .collect();
+        let at = match bucket_ms {
+            Some(b) => {
+                let at = format!("(minute / {b}) * {b}");
+                keys.insert(0, at.clone());
+                at
+            }
+            None => "0".to_string(),
+        };
+        let sums: Vec<String> = ROLLUP_SUMS
+            .iter()
+            .map(|c| {
+                let kind = if is_real(c) {
+                    "DOUBLE PRECISION"
+                } else {
+                    "BIGINT"
+                };
+                format!("CAST(COALESCE(SUM({c}), 0) AS {kind})")
+            })
+            .collect();
+        let selected: Vec<String> = std::iter::once(format!("CAST({at} AS BIGINT)"))
+            .chain(group_by.iter().map(|c| c.to_string()))
+            .collect();
+        let grouped = if keys.is_empty() {
+            String::new()
+        } else {
+            format!(" GROUP BY {}", keys.join(", "))
+        };
+        let sql = format!(
+            "SELECT {}, {} FROM analytics_minutes {}{grouped}",
+            selected.join(", "),
+            sums.join(", "),
+            metric_scope("minute", filters),
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(from_ms.div_euclid(60_000) * 60_000)
+            .bind(to_ms);
+        for (_, value) in filters {
+            query = query.bind(value);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let n = group_by.len();
+        rows.iter()
+            .map(|row| {
+                let at: i64 = row.try_get(0)?;
+                let key = (1..=n)
+                    .map(|i| row.try_get::<String, _>(i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let i = |k: usize| row.try_get::<i64, _>(n + 1 + k);
+                let f = |k: usize| row.try_get::<f64, _>(n + 1 + k);
+                let sums = Rollup {
+                    views: i(0)?,
+                    started_views: i(1)?,
+                    startup_time_ms: i(2)?,
+                    watch_time_ms: i(3)?,
+                    playing_time_ms: i(4)?,
+                    rebuffer_count: i(5)?,
+                    rebuffer_duration_ms: i(6)?,
+                    exits_before_video_start: i(7)?,
+                    startup_failures: i(8)?,
+                    playback_failures: i(9)?,
+                    business_exceptions: i(10)?,
+                    vod_views: i(11)?,
+                    completed_views: i(12)?,
+                    upscale_ms: f(13)?,
+                    downscale_ms: f(14)?,
+                    bitrate_playing_ms: i(15)?,
+                    bitrate_ms: f(16)?,
+                    startup_score: f(17)?,
+                    smoothness_score: f(18)?,
+                    quality_score: f(19)?,
+                    success_score: f(20)?,
+                    scored_views: i(21)?,
+                    experience_score: f(22)?,
+                };
+                Ok(RollupGroup { at, key, sums })
+            })
+            .filter(|g: &DbResult<RollupGroup>| !matches!(g, Ok(g) if g.sums.views == 0))
+            .collect()
+    }
+
+    /// The startup times of a tenant's views that started in `[from_ms, to_ms)`, matching the
+    /// filters, with their groups as [`Db::rollups`] gives them (for the percentiles, which
+    /// sums cannot give). Reads the view rows, never the events.
+    pub async fn startup_times(
+        &self,
+        tenant_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        filters: &[(&str, String)],
+        group_by: &[&str],
+        bucket_ms: Option<i64>,
+    ) -> DbResult<Vec<StartupSample>> {
+        let at = match bucket_ms {
+            Some(b) => format!("(started_at / {b}) * {b}"),
+            None => "0".to_string(),
+        };
+        let keys: Vec<String> = group_by
+            .iter()
+            .map(|c| {
+                assert!(FILTER_COLUMNS.contains(c), "group by {c}");
+                format!("COALESCE({c}, '')")
+            })
+            .collect();
+        let sql = format!(
+            "SELECT CAST({at} AS BIGINT), {}video_startup_time_ms FROM analytics_views {} \
+             AND play_requested = 1 AND video_startup_time_ms IS NOT NULL",
+            keys.iter().map(|k| format!("{k}, ")).collect::<String>(),
+            metric_scope("started_at", filters)
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(tenant_id)
+            .bind(from_ms.div_euclid(60_000) * 60_000)
+            .bind(to_ms);
+        for (_, value) in filters {
+            query = query.bind(value);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let n = group_by.len();
+        rows.iter()
+            .map(|row| {
+                Ok(StartupSample {
+                    at: row.try_get(0)?,
+                    key: (1..=n)
+                        .map(|i| row.try_get::<String, _>(i))
+                        .collect::<Result<Vec<_>, _>>()?,
+                    startup_ms: row.try_get(n + 1)?,
+                })
+            })
+            .collect()
     }
 
     pub async fn get_view(&self, tenant_id: &str, id: &str) -> DbResult<Option<StoredView>> {
@@ -158,33 +451,6 @@ impl Db {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
-    }
-
-    /// The tenant's views that started in `[from_ms, to_ms)`, matching every filter given
-    /// (`(column, value)`, columns from [`FILTER_COLUMNS`]), for metric queries.
-    pub async fn views_for_metrics(
-        &self,
-        tenant_id: &str,
-        from_ms: i64,
-        to_ms: i64,
-        filters: &[(&str, String)],
-    ) -> DbResult<Vec<StoredView>> {
-        let mut sql = format!(
-            "SELECT {VIEW_COLUMNS_LIGHT} FROM analytics_views WHERE tenant_id = $1 \
-             AND started_at >= $2 AND started_at < $3 AND play_requested = 1"
-        );
-        for (i, (column, _)) in filters.iter().enumerate() {
-            assert!(FILTER_COLUMNS.contains(column), "filter on {column}");
-            sql.push_str(&format!(" AND {column} = ${}", i + 4));
-        }
-        let mut query = sqlx::query_as(&sql)
-            .bind(tenant_id)
-            .bind(from_ms)
-            .bind(to_ms);
-        for (_, value) in filters {
-            query = query.bind(value);
-        }
-        Ok(query.fetch_all(&self.pool).await?)
     }
 
     /// Forgets the raw events of views that ended before `before_ms`; returns how many.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
-pub use analytics::{FILTER_COLUMNS, StoredView};
+pub use analytics::{FILTER_COLUMNS, RollupGroup, StartupSample, StoredView};
 pub use live::{
     Asset, LiveState, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, ScopeRules,
     StoredContentKey, TargetCache,
