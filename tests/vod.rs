@@ -308,6 +308,61 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
     assert!(cmcd["media_ms"].as_u64().unwrap() >= 6000, "{cmcd}");
     assert_eq!(view["playback_failure"], false);
 
+    // ffmpeg reading the HLS sends no beacon and no CMCD: the server counts it from the
+    // segments it fetched, as a `server` view with the minutes it got.
+    let hls = server.url(&format!("/hls/{playback}/master.m3u8"));
+    let out = tokio::task::spawn_blocking(move || {
+        common::output_within(
+            Command::new("ffmpeg").args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-i",
+                &hls,
+                "-c",
+                "copy",
+                "-f",
+                "null",
+                "-",
+            ]),
+            Duration::from_secs(60),
+            "ffmpeg reading the HLS",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let read = eventually("a server view", Duration::from_secs(10), || async {
+        server.state.analytics.flush().await;
+        let (_, list) = server
+            .call(
+                "GET",
+                &format!("/v1/analytics/views?playback_id={playback}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["sources"] == serde_json::json!(["server"]))
+            .cloned()
+    })
+    .await;
+    let watch = read["watch_time_ms"].as_i64().unwrap();
+    assert!((9_000..=11_000).contains(&watch), "{read}");
+    assert_eq!(
+        (
+            read["browser"].as_str(),
+            read["player"].as_str(),
+            read["completed"].as_bool()
+        ),
+        (Some("FFmpeg"), Some("FFmpeg"), Some(true)),
+        "{read}"
+    );
+    assert!(read["server"]["segments"].as_u64().unwrap() >= 2, "{read}");
+
     // Subtitles: SRT in, WebVTT stored, offered to players as a SUBTITLES group.
     let srt =
         "1\n00:00:01,000 --> 00:00:04,000\nHello\n\n2\n00:00:05,000 --> 00:00:08,000\nWorld\n";

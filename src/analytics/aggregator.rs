@@ -57,9 +57,32 @@ pub struct CmcdArrival {
     pub received_ms: i64,
 }
 
+/// One media segment fetched by a client that named no view (no CMCD session id).
+#[derive(Debug)]
+pub struct ServerArrival {
+    pub ip: Option<String>,
+    pub tenant_id: String,
+    pub playback_id: String,
+    /// A hash of the user agent: with the address, what tells one client from another.
+    pub agent_hash: u64,
+    pub dims: Dimensions,
+    /// The segment's file name and duration.
+    pub segment: String,
+    pub media_ms: u32,
+    pub received_ms: i64,
+}
+
+/// A view from server requests alone ends after this much silence (a player that stops
+/// fetching has stopped watching; its next request starts a new view).
+const SERVER_VIEW_IDLE_MS: i64 = 120_000;
+
+/// Distinct segments a server view counts at most.
+const MAX_SERVER_SEGMENTS: usize = 25_000;
+
 enum Entry {
     Batch(Box<Arrival>),
     Cmcd(Box<CmcdArrival>),
+    Server(Box<ServerArrival>),
     Flush(oneshot::Sender<()>),
     Realtime(String, oneshot::Sender<BTreeMap<String, u64>>),
 }
@@ -77,6 +100,8 @@ pub struct QueueFull;
 #[derive(Clone, Debug)]
 pub struct Analytics {
     tx: mpsc::Sender<Entry>,
+    /// Segment durations of the playlists read, for server views.
+    pub durations: std::sync::Arc<super::server::SegmentDurations>,
 }
 
 impl std::fmt::Debug for Entry {
@@ -91,7 +116,10 @@ impl Analytics {
     pub fn start(db: Db, config: AnalyticsConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_batches.max(1));
         tokio::spawn(run(db, config, rx));
-        Self { tx }
+        Self {
+            tx,
+            durations: Default::default(),
+        }
     }
 
     /// Queues a batch without waiting.
@@ -109,6 +137,14 @@ impl Analytics {
     /// Queues a media request's CMCD without waiting; a full queue drops it, counted.
     pub fn observe(&self, arrival: CmcdArrival) {
         if self.tx.try_send(Entry::Cmcd(Box::new(arrival))).is_err() {
+            metrics::counter!("ferrocast_analytics_dropped_total").increment(1);
+        }
+    }
+
+    /// Queues a segment fetched without a view id, for server views; a full queue drops it,
+    /// counted.
+    pub fn observe_server(&self, arrival: ServerArrival) {
+        if self.tx.try_send(Entry::Server(Box::new(arrival))).is_err() {
             metrics::counter!("ferrocast_analytics_dropped_total").increment(1);
         }
     }
@@ -155,6 +191,9 @@ struct OpenView {
     /// What fed it: `beacon`, `cmcd`.
     sources: std::collections::BTreeSet<&'static str>,
     cmcd: CmcdTotals,
+    /// Server views: the distinct segments fetched and their summed duration.
+    server_segments: std::collections::HashSet<String>,
+    server_ms: i64,
     /// When it ended (`viewend` or a fatal error): kept open [`ENDED_GRACE_MS`] more.
     ended_ms: Option<i64>,
     dirty: bool,
@@ -162,6 +201,8 @@ struct OpenView {
 
 async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
     let mut open: HashMap<(String, String), OpenView> = HashMap::new();
+    // (tenant, playback id, address, agent hash) → the server view it feeds now.
+    let mut server_views: HashMap<(String, String, String, u64), String> = HashMap::new();
     let cmcd_views =
         crate::drm::ratelimit::RateLimiter::new(CMCD_VIEWS_PER_IP.0, CMCD_VIEWS_PER_IP.1);
     let mut tick = tokio::time::interval(Duration::from_secs(config.flush_s.max(1)));
@@ -176,6 +217,10 @@ async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
                 Some(Entry::Cmcd(arrival)) => {
                     take_cmcd(&db, &config, &mut open, &cmcd_views, *arrival).await;
                 }
+                Some(Entry::Server(arrival)) => {
+                    take_server(&db, &config, &mut open, &mut server_views, &cmcd_views, *arrival)
+                        .await;
+                }
                 Some(Entry::Realtime(tenant, answer)) => {
                     let _ = answer.send(concurrent(&open, &tenant, now_ms()));
                 }
@@ -185,7 +230,10 @@ async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
                 }
                 None => break,
             },
-            _ = tick.tick() => write_all(&db, &mut open, now_ms()).await,
+            _ = tick.tick() => {
+                write_all(&db, &mut open, now_ms()).await;
+                server_views.retain(|k, id| open.contains_key(&(k.0.clone(), id.clone())));
+            }
             _ = prune.tick() => {
                 let keep_ms = config.raw_retention_days as i64 * 86_400_000;
                 if let Err(e) = db.prune_view_events(now_ms() - keep_ms).await {
@@ -268,6 +316,8 @@ async fn open_view<'a>(
                 last_arrival_ms: received_ms,
                 sources,
                 cmcd: restored_cmcd,
+                server_segments: Default::default(),
+                server_ms: 0,
                 ended_ms: None,
                 dirty: true,
             },
@@ -384,6 +434,63 @@ async fn take_cmcd(
     view.dirty = true;
 }
 
+/// Applies a segment fetched without a view id to the server view of its client (opening
+/// one, within the per-address limit, when it has none open).
+async fn take_server(
+    db: &Db,
+    config: &AnalyticsConfig,
+    open: &mut HashMap<(String, String), OpenView>,
+    server_views: &mut HashMap<(String, String, String, u64), String>,
+    limit: &crate::drm::ratelimit::RateLimiter,
+    a: ServerArrival,
+) {
+    let client = (
+        a.tenant_id.clone(),
+        a.playback_id.clone(),
+        a.ip.clone().unwrap_or_default(),
+        a.agent_hash,
+    );
+    let current = server_views
+        .get(&client)
+        .map(|id| (a.tenant_id.clone(), id.clone()))
+        .filter(|key| open.get(key).is_some_and(|v| v.ended_ms.is_none()));
+    let key = match current {
+        Some(key) => key,
+        None => {
+            if let Some(ip) = &a.ip
+                && limit.check(ip).is_err()
+            {
+                metrics::counter!("ferrocast_analytics_server_views_limited_total").increment(1);
+                return;
+            }
+            let id = format!("srv_{}", uuid::Uuid::new_v4().simple());
+            server_views.insert(client, id.clone());
+            (a.tenant_id.clone(), id)
+        }
+    };
+    let Some(view) = open_view(
+        db,
+        config,
+        open,
+        &key,
+        &a.playback_id,
+        &a.dims,
+        a.dims.browser.to_string(),
+        a.received_ms,
+        0,
+    )
+    .await
+    else {
+        return;
+    };
+    view.sources.insert("server");
+    if view.server_segments.len() < MAX_SERVER_SEGMENTS && view.server_segments.insert(a.segment) {
+        view.server_ms += i64::from(a.media_ms);
+    }
+    view.last_arrival_ms = a.received_ms;
+    view.dirty = true;
+}
+
 fn concurrent(
     open: &HashMap<(String, String), OpenView>,
     tenant: &str,
@@ -413,7 +520,9 @@ async fn write_all(db: &Db, open: &mut HashMap<(String, String), OpenView>, now:
     let timed_out: Vec<_> = open
         .iter()
         .filter(|(_, v)| {
+            let server_only = v.events.is_empty() && v.cmcd.requests == 0;
             now - v.last_arrival_ms > VIEW_TIMEOUT_MS
+                || (server_only && now - v.last_arrival_ms > SERVER_VIEW_IDLE_MS)
                 || v.ended_ms.is_some_and(|at| now - at > ENDED_GRACE_MS)
         })
         .map(|(k, _)| k.clone())
@@ -447,10 +556,14 @@ async fn write(db: &Db, view: &OpenView, ended: bool) {
     s.finished |= ended;
     s.settle();
     let (started_at, ended_at) = if events.is_empty() {
-        // CMCD alone: the media it requested is what it watched.
+        // CMCD or server requests alone: the media it requested is what it watched.
+        let media_ms = view.cmcd.media_ms as i64 + view.server_ms;
         s.play_requested = true;
-        s.watch_time_ms = view.cmcd.media_ms as i64;
-        s.playing_time_ms = view.cmcd.media_ms as i64;
+        s.watch_time_ms = media_ms;
+        s.playing_time_ms = media_ms;
+        s.completed = view
+            .duration_ms
+            .map(|d| media_ms as f64 >= super::view::COMPLETION_SHARE * d as f64);
         (view.first_arrival_ms, view.last_arrival_ms)
     } else {
         (s.started_at + view.skew_ms, s.ended_at + view.skew_ms)
@@ -458,6 +571,12 @@ async fn write(db: &Db, view: &OpenView, ended: bool) {
     let mut summary = serde_json::to_value(&s).expect("a summary serializes");
     if view.cmcd.requests > 0 {
         summary["cmcd"] = serde_json::to_value(&view.cmcd).expect("totals serialize");
+    }
+    if !view.server_segments.is_empty() {
+        summary["server"] = serde_json::json!({
+            "segments": view.server_segments.len(),
+            "media_ms": view.server_ms,
+        });
     }
     let row = StoredView {
         tenant_id: view.tenant_id.clone(),

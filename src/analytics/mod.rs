@@ -8,6 +8,7 @@ pub mod beacon;
 pub mod cmcd;
 pub mod metrics;
 pub mod rollup;
+pub mod server;
 pub mod view;
 
-pub use aggregator::{Analytics, Arrival, CmcdArrival, Dimensions, QueueFull};
+pub use aggregator::{Analytics, Arrival, CmcdArrival, Dimensions, QueueFull, ServerArrival};

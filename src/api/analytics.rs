@@ -15,7 +15,7 @@ use super::auth::Tenant;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::analytics::metrics::{self, Metric};
 use crate::analytics::view::Summary;
-use crate::analytics::{Arrival, CmcdArrival, Dimensions, agent, beacon, cmcd};
+use crate::analytics::{Arrival, CmcdArrival, Dimensions, ServerArrival, agent, beacon, cmcd};
 use crate::db::StoredView;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
@@ -71,8 +71,8 @@ fn dimensions(state: &AppState, headers: &HeaderMap, ip: Option<&str>) -> Dimens
 }
 
 /// Hands a media request's CMCD (query mode, or the `CMCD-*` headers) to the aggregator when
-/// its session id can name a view. Called after access was granted; it changes nothing about
-/// the answer.
+/// its session id can name a view; returns whether it did. Called after access was granted;
+/// it changes nothing about the answer.
 pub(super) fn observe_cmcd(
     state: &AppState,
     tenant_id: &str,
@@ -80,15 +80,15 @@ pub(super) fn observe_cmcd(
     query: Option<&str>,
     headers: &HeaderMap,
     ip: Option<&str>,
-) {
+) -> bool {
     let from_headers = ["cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"]
         .iter()
         .filter_map(|h| headers.get(*h)?.to_str().ok());
     let Some(cmcd) = cmcd::parse(query.into_iter().chain(from_headers)) else {
-        return;
+        return false;
     };
     if !cmcd.sid.as_deref().is_some_and(beacon::id_shaped) {
-        return;
+        return false;
     }
     state.analytics.observe(CmcdArrival {
         ip: ip.map(str::to_string),
@@ -97,6 +97,66 @@ pub(super) fn observe_cmcd(
         cmcd,
         dims: dimensions(state, headers, ip),
         received_ms: crate::clock::now_ms(),
+    });
+    true
+}
+
+/// Counts a media segment fetched without a view id toward its client's server view. Its
+/// duration comes from the rendition playlist (`playlist_key`), read from storage when not
+/// known; that happens off the request, which never waits for it.
+pub(super) fn observe_server(
+    state: &AppState,
+    tenant_id: &str,
+    playback_id: &str,
+    playlist_key: crate::storage::ObjectKey,
+    segment: &str,
+    headers: &HeaderMap,
+    ip: Option<&str>,
+) {
+    use std::hash::{Hash, Hasher};
+    let agent = headers
+        .get(header::USER_AGENT)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    agent.hash(&mut hasher);
+    let arrival = ServerArrival {
+        ip: ip.map(str::to_string),
+        tenant_id: tenant_id.to_string(),
+        playback_id: playback_id.to_string(),
+        agent_hash: hasher.finish(),
+        dims: dimensions(state, headers, ip),
+        segment: segment.to_string(),
+        media_ms: 0,
+        received_ms: crate::clock::now_ms(),
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        let durations = &state.analytics.durations;
+        let known = match durations.lookup(playlist_key.as_str(), &arrival.segment) {
+            Ok(known) => known,
+            Err(()) => match state.jobs.store.get(&playlist_key, None).await {
+                Ok(object) => {
+                    durations.remember(
+                        playlist_key.as_str(),
+                        &String::from_utf8_lossy(&object.body),
+                    );
+                    durations
+                        .lookup(playlist_key.as_str(), &arrival.segment)
+                        .unwrap_or(None)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading a playlist for a server view");
+                    None
+                }
+            },
+        };
+        if let Some(media_ms) = known {
+            state.analytics.observe_server(ServerArrival {
+                media_ms,
+                ..arrival
+            });
+        }
     });
 }
 
@@ -209,6 +269,9 @@ pub struct ViewView {
     /// What the player's CMCD said over the view's requests, when it sent any.
     #[schema(value_type = Option<Object>)]
     pub cmcd: Option<serde_json::Value>,
+    /// Server views: the distinct segments fetched and their media time.
+    #[schema(value_type = Option<Object>)]
+    pub server: Option<serde_json::Value>,
 }
 
 /// A view with its player events, in order.
@@ -225,6 +288,7 @@ impl From<&StoredView> for ViewView {
     fn from(v: &StoredView) -> Self {
         let mut summary: serde_json::Value = serde_json::from_str(&v.summary).unwrap_or_default();
         let cmcd = summary.get_mut("cmcd").map(serde_json::Value::take);
+        let server = summary.get_mut("server").map(serde_json::Value::take);
         let s: Summary = serde_json::from_value(summary).unwrap_or_default();
         Self {
             id: v.id.clone(),
@@ -264,6 +328,7 @@ impl From<&StoredView> for ViewView {
                 viewer_experience: s.experience_score(),
             },
             cmcd,
+            server,
         }
     }
 }

@@ -273,7 +273,7 @@ pub async fn rendition_file(
         ip.as_deref(),
     )
     .await?;
-    super::analytics::observe_cmcd(
+    let named_a_view = super::analytics::observe_cmcd(
         &state,
         &target.tenant_id,
         &playback_id,
@@ -281,6 +281,21 @@ pub async fn rendition_file(
         &headers,
         ip.as_deref(),
     );
+    if !named_a_view
+        && matches!(kind, Some("ts" | "m4s" | "aac"))
+        && let Some(prefix) = target.prefix.as_deref()
+        && let Ok(playlist) = ObjectKey::parse(&format!("{prefix}{rendition}/index.m3u8"))
+    {
+        super::analytics::observe_server(
+            &state,
+            &target.tenant_id,
+            &playback_id,
+            playlist,
+            &file,
+            &headers,
+            ip.as_deref(),
+        );
+    }
     if let Some(max) = claims.as_ref().and_then(PlaybackClaims::max_lines)
         && let Some(prefix) = target.prefix.as_deref()
         && rendition_lines(&state, prefix, &rendition)
