@@ -56,6 +56,7 @@ bench: apt-deps bench-deps node-deps rust-toolchain
 	cargo bench --locked --bench delivery
 	cargo bench --locked --bench keys
 	cargo bench --locked --bench webrtc
+	TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$(.ci/postgres-url)}" cargo bench --locked --bench analytics
 
 # The benchmarks' peers, and perf (CPU time of a process to the nanosecond). Debian's nginx
 # package starts its default site on port 80 where services start on install;

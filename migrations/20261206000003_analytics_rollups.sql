@@ -1,3 +1,7 @@
+-- Live: the median latency a view's player reported (its clock, corrected by the view's
+-- clock skew, less the playhead's EXT-X-PROGRAM-DATE-TIME).
+ALTER TABLE analytics_views ADD COLUMN live_latency_ms BIGINT;
+
 -- Per-minute roll-ups of views: one row per (tenant, minute the views started in, playback
 -- id, dimension values), with sums from which every metric but the startup-time percentiles
 -- is computed (src/analytics/rollup.rs). The aggregator adds each view's change in the same
@@ -39,5 +43,8 @@ CREATE TABLE analytics_minutes (
     success_score            DOUBLE PRECISION NOT NULL,
     scored_views             BIGINT NOT NULL,
     experience_score         DOUBLE PRECISION NOT NULL,
+    -- Live views that reported a latency, and the sum of their latencies.
+    latency_views            BIGINT NOT NULL,
+    live_latency_ms          BIGINT NOT NULL,
     PRIMARY KEY (tenant_id, minute, playback_id, country, browser, os, device_type, player, sources)
 );

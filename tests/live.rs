@@ -1212,7 +1212,7 @@ async fn a_recorded_broadcast_ends_cleanly_on_every_rendition() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_behind_the_live_edge_plays_a_broadcast_that_is_not_recorded_to_its_end() {
-    let (server, _, stream) = server_with_stream(json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 0, "record": false})).await;
+    let (server, key, stream) = server_with_stream(json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 0, "record": false})).await;
     let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 16);
     let master_path = format!("/hls/{}/master.m3u8", stream.playback_id);
     until_served(&server, &master_path, Duration::from_secs(40)).await;
@@ -1230,6 +1230,51 @@ async fn a_viewer_behind_the_live_edge_plays_a_broadcast_that_is_not_recorded_to
         .await;
     assert_eq!(status, 200);
     assert!(page.contains(r#"data-state="ended">ended<"#), "{page}");
+
+    // The page reported the live view: its startup and watch time as the page measured
+    // them, fed by beacons and CMCD, with the latency the playlist's program date-times give.
+    let view_id = played.view_id.clone().expect("the page made a view");
+    let view = eventually("the live view", Duration::from_secs(10), || async {
+        server.state.analytics.flush().await;
+        let (status, v) = server
+            .call(
+                "GET",
+                &format!("/v1/analytics/views/{view_id}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        (status == 200 && v["watch_time_ms"].as_i64() > Some(0)).then_some(v)
+    })
+    .await;
+    let page_startup = played.startup_ms.expect("the page measured startup") as f64;
+    let startup = view["video_startup_time_ms"].as_f64().unwrap();
+    assert!(
+        (startup - page_startup).abs() <= 0.2 * page_startup.max(50.0),
+        "startup {startup} ms, the page measured {page_startup} ms"
+    );
+    let page_watch = played.watch_ms.expect("the page measured watch time");
+    let watch = view["watch_time_ms"].as_i64().unwrap();
+    assert!(
+        (watch - page_watch).abs() <= 2000,
+        "watch {watch} ms, the page {page_watch} ms: {view}"
+    );
+    assert_eq!(
+        (view["browser"].as_str(), view["os"].as_str()),
+        (Some("Chrome"), Some("Linux")),
+        "{view}"
+    );
+    assert_eq!(view["sources"], json!(["beacon", "cmcd"]), "{view}");
+    // hls.js starts about three 2 s segments behind the live edge; a segment's program
+    // date-time is its first frame's arrival, so the latency is several seconds, not zero
+    // and not minutes.
+    let latency = view["live_latency_ms"].as_i64().expect("a live latency");
+    assert!((2_000..=20_000).contains(&latency), "{latency} ms: {view}");
+    let media = server
+        .get_text(&format!("/hls/{}/source/index.m3u8", stream.playback_id))
+        .await
+        .1;
+    assert!(media.contains("#EXT-X-PROGRAM-DATE-TIME:"), "{media}");
     server.stop().await;
 }
 

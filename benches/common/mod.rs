@@ -381,7 +381,15 @@ pub fn ratio(a: f64, b: f64) -> String {
 }
 
 /// The benchmarks, in the table's order: each is `cargo bench --bench NAME`.
-pub const SECTIONS: [&str; 6] = ["ladder", "ingest", "vod", "delivery", "keys", "webrtc"];
+pub const SECTIONS: [&str; 7] = [
+    "ladder",
+    "ingest",
+    "vod",
+    "delivery",
+    "keys",
+    "webrtc",
+    "analytics",
+];
 
 /// Stores `rows` as `section`'s lines in `benches/results.json` (the other sections keep
 /// theirs from their last run), re-renders `benches/results.md` as one table, with the

@@ -199,8 +199,76 @@ struct OpenView {
     dirty: bool,
 }
 
+/// Views written at once, at most; more are written in the next transaction.
+const MAX_ROWS_PER_WRITE: usize = 500;
+
+/// Rows kept for the next try while the database is down, at most (then the oldest are
+/// dropped, counted).
+const MAX_PENDING_ROWS: usize = 20_000;
+
+/// The open views, and the rows of views waiting to be written: writes go to the database
+/// in one transaction per [`flush_rows`] (on every tick of a quarter second, and at once
+/// when a view leaves memory), not one per view.
+#[derive(Default)]
+struct Open {
+    views: HashMap<(String, String), OpenView>,
+    pending: Vec<StoredView>,
+    /// Playback id → its asset's duration (None: live or unknown), and when it was read.
+    durations: HashMap<String, (Option<i64>, i64)>,
+}
+
+impl std::ops::Deref for Open {
+    type Target = HashMap<(String, String), OpenView>;
+    fn deref(&self) -> &Self::Target {
+        &self.views
+    }
+}
+
+impl std::ops::DerefMut for Open {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.views
+    }
+}
+
+/// Writes the pending rows. When a transaction fails, the rows are tried one by one: one
+/// the database refuses (its tenant was deleted) is dropped and counted; when the database
+/// cannot be reached, the rest are kept for the next try.
+async fn flush_rows(db: &Db, open: &mut Open) {
+    while !open.pending.is_empty() {
+        let n = open.pending.len().min(MAX_ROWS_PER_WRITE);
+        let Err(e) = db.write_views(&open.pending[..n]).await else {
+            open.pending.drain(..n);
+            continue;
+        };
+        metrics::counter!("ferrocast_analytics_write_errors_total").increment(1);
+        tracing::warn!(error = %e, views = n, "writing views; trying them one by one");
+        for _ in 0..n {
+            match db.write_view(&open.pending[0]).await {
+                Ok(()) => {
+                    open.pending.remove(0);
+                }
+                Err(crate::db::DbError::Sqlx(sqlx::Error::Database(e))) => {
+                    let row = open.pending.remove(0);
+                    metrics::counter!("ferrocast_analytics_views_dropped_total").increment(1);
+                    tracing::warn!(error = %e, view = %row.id, "the database refuses a view; dropped");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the database is unreachable; views kept for the next try");
+                    let excess = open.pending.len().saturating_sub(MAX_PENDING_ROWS);
+                    if excess > 0 {
+                        open.pending.drain(..excess);
+                        metrics::counter!("ferrocast_analytics_views_dropped_total")
+                            .increment(excess as u64);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
-    let mut open: HashMap<(String, String), OpenView> = HashMap::new();
+    let mut open = Open::default();
     // (tenant, playback id, address, agent hash) → the server view it feeds now.
     let mut server_views: HashMap<(String, String, String, u64), String> = HashMap::new();
     let cmcd_views =
@@ -208,6 +276,8 @@ async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
     let mut tick = tokio::time::interval(Duration::from_secs(config.flush_s.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    let mut rows_tick = tokio::time::interval(Duration::from_millis(250));
+    rows_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             entry = rx.recv() => match entry {
@@ -230,6 +300,7 @@ async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
                 }
                 None => break,
             },
+            _ = rows_tick.tick() => flush_rows(&db, &mut open).await,
             _ = tick.tick() => {
                 write_all(&db, &mut open, now_ms()).await;
                 server_views.retain(|k, id| open.contains_key(&(k.0.clone(), id.clone())));
@@ -251,7 +322,7 @@ async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
 async fn open_view<'a>(
     db: &Db,
     config: &AnalyticsConfig,
-    open: &'a mut HashMap<(String, String), OpenView>,
+    open: &'a mut Open,
     key: &(String, String),
     playback_id: &str,
     dims: &Dimensions,
@@ -292,13 +363,30 @@ async fn open_view<'a>(
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "reading a stored view"),
         }
-        // A VOD asset's duration, for completion (none for live).
-        let duration_ms = match db.asset_by_playback_id(playback_id).await {
-            Ok(asset) => asset.and_then(|x| x.duration_ms),
-            Err(e) => {
-                tracing::warn!(error = %e, "looking up a viewed asset");
-                None
-            }
+        // A VOD asset's duration, for completion (none for live); known ones are kept a
+        // minute, so a popular asset's views do not each look it up.
+        let now = now_ms();
+        let known = open
+            .durations
+            .get(playback_id)
+            .filter(|(_, at)| now - at < 60_000)
+            .map(|(d, _)| *d);
+        let duration_ms = match known {
+            Some(d) => d,
+            None => match db.asset_by_playback_id(playback_id).await {
+                Ok(asset) => {
+                    let d = asset.and_then(|x| x.duration_ms);
+                    if open.durations.len() >= 10_000 {
+                        open.durations.clear();
+                    }
+                    open.durations.insert(playback_id.to_string(), (d, now));
+                    d
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking up a viewed asset");
+                    None
+                }
+            },
         };
         open.insert(
             key.clone(),
@@ -329,12 +417,7 @@ async fn open_view<'a>(
 }
 
 /// Applies one batch to its view.
-async fn take(
-    db: &Db,
-    config: &AnalyticsConfig,
-    open: &mut HashMap<(String, String), OpenView>,
-    a: Arrival,
-) {
+async fn take(db: &Db, config: &AnalyticsConfig, open: &mut Open, a: Arrival) {
     let key = (a.tenant_id.clone(), a.batch.view_id.clone());
     let newest = a
         .batch
@@ -388,8 +471,12 @@ async fn take(
     view.dirty = true;
     if ends || view.ended_ms.is_some() {
         view.ended_ms.get_or_insert(a.received_ms);
-        write(db, view, true).await;
         view.dirty = false;
+        let row = row(view, true);
+        open.pending.push(row);
+        if open.pending.len() >= MAX_ROWS_PER_WRITE {
+            flush_rows(db, open).await;
+        }
     }
 }
 
@@ -398,7 +485,7 @@ async fn take(
 async fn take_cmcd(
     db: &Db,
     config: &AnalyticsConfig,
-    open: &mut HashMap<(String, String), OpenView>,
+    open: &mut Open,
     limit: &crate::drm::ratelimit::RateLimiter,
     a: CmcdArrival,
 ) {
@@ -439,7 +526,7 @@ async fn take_cmcd(
 async fn take_server(
     db: &Db,
     config: &AnalyticsConfig,
-    open: &mut HashMap<(String, String), OpenView>,
+    open: &mut Open,
     server_views: &mut HashMap<(String, String, String, u64), String>,
     limit: &crate::drm::ratelimit::RateLimiter,
     a: ServerArrival,
@@ -516,7 +603,7 @@ fn concurrent(
 }
 
 /// Writes every view that changed; ends those silent for the view timeout.
-async fn write_all(db: &Db, open: &mut HashMap<(String, String), OpenView>, now: i64) {
+async fn write_all(db: &Db, open: &mut Open, now: i64) {
     let timed_out: Vec<_> = open
         .iter()
         .filter(|(_, v)| {
@@ -527,30 +614,35 @@ async fn write_all(db: &Db, open: &mut HashMap<(String, String), OpenView>, now:
         })
         .map(|(k, _)| k.clone())
         .collect();
+    let mut rows = Vec::new();
     for key in timed_out {
         if let Some(view) = open.remove(&key) {
-            write(db, &view, true).await;
+            rows.push(row(&view, true));
         }
     }
     for view in open.values_mut().filter(|v| v.dirty) {
-        write(db, view, false).await;
+        rows.push(row(view, false));
         view.dirty = false;
     }
+    open.pending.extend(rows);
+    flush_rows(db, open).await;
 }
 
-async fn close_longest_silent(db: &Db, open: &mut HashMap<(String, String), OpenView>) {
+async fn close_longest_silent(db: &Db, open: &mut Open) {
     let oldest = open
         .iter()
         .min_by_key(|(_, v)| v.last_arrival_ms)
         .map(|(k, _)| k.clone());
     // Written, not ended: a later batch of it reopens it from the database.
     if let Some(view) = oldest.and_then(|k| open.remove(&k)) {
-        write(db, &view, view.ended_ms.is_some()).await;
+        let row = row(&view, view.ended_ms.is_some());
+        open.pending.push(row);
+        flush_rows(db, open).await;
     }
 }
 
-/// Writes a view; `ended`: it takes no more events.
-async fn write(db: &Db, view: &OpenView, ended: bool) {
+/// The row of a view; `ended`: it takes no more events.
+fn row(view: &OpenView, ended: bool) -> StoredView {
     let events: Vec<Event> = view.events.values().cloned().collect();
     let mut s: Summary = summarize(&events, view.duration_ms);
     s.finished |= ended;
@@ -578,7 +670,7 @@ async fn write(db: &Db, view: &OpenView, ended: bool) {
             "media_ms": view.server_ms,
         });
     }
-    let row = StoredView {
+    StoredView {
         tenant_id: view.tenant_id.clone(),
         id: view.id.clone(),
         playback_id: view.playback_id.clone(),
@@ -601,6 +693,7 @@ async fn write(db: &Db, view: &OpenView, ended: bool) {
         max_upscale: s.max_upscale,
         weighted_bitrate: s.weighted_bitrate,
         completed: s.completed.map(i64::from),
+        live_latency_ms: s.live_latency_ms.map(|l| l + view.skew_ms),
         country: view.dims.country.clone(),
         browser: view.dims.browser.to_string(),
         os: view.dims.os.to_string(),
@@ -610,9 +703,5 @@ async fn write(db: &Db, view: &OpenView, ended: bool) {
         summary: summary.to_string(),
         events: Some(serde_json::to_string(&events).expect("events serialize")),
         updated_at: now_ms(),
-    };
-    if let Err(e) = db.write_view(&row).await {
-        metrics::counter!("ferrocast_analytics_write_errors_total").increment(1);
-        tracing::warn!(error = %e, view = %row.id, "writing a view");
     }
 }

@@ -108,6 +108,9 @@ pub fn parse(body: &[u8], now_ms: i64) -> Result<Batch, BadBatch> {
             || e.bitrate.is_some_and(|b| b > 1_000_000_000)
             || e.playhead_ms
                 .is_some_and(|p| !(0..=366 * 86_400_000).contains(&p))
+            // A live latency is under an hour, and never negative by more than clocks differ.
+            || e.program_date_ms
+                .is_some_and(|d| !(-MAX_AHEAD_MS..=3_600_000).contains(&(e.t - d)))
         {
             return Err(BadBatch::Range(e.seq));
         }

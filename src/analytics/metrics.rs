@@ -34,10 +34,12 @@ pub enum Metric {
     QualityScore,
     PlaybackSuccessScore,
     ViewerExperienceScore,
+    /// Milliseconds, the mean of live views' median latencies.
+    LiveLatency,
 }
 
 impl Metric {
-    pub const ALL: [(&'static str, Metric); 20] = [
+    pub const ALL: [(&'static str, Metric); 21] = [
         ("views", Metric::Views),
         ("watch_time", Metric::WatchTime),
         ("playing_time", Metric::PlayingTime),
@@ -67,6 +69,7 @@ impl Metric {
         ("quality_score", Metric::QualityScore),
         ("playback_success_score", Metric::PlaybackSuccessScore),
         ("viewer_experience_score", Metric::ViewerExperienceScore),
+        ("live_latency", Metric::LiveLatency),
     ];
 
     pub fn parse(name: &str) -> Option<Metric> {
@@ -110,6 +113,7 @@ impl Metric {
             Metric::QualityScore => ratio(r.quality_score, started),
             Metric::PlaybackSuccessScore => ratio(r.success_score, r.scored_views as f64),
             Metric::ViewerExperienceScore => ratio(r.experience_score, r.scored_views as f64),
+            Metric::LiveLatency => ratio(r.live_latency_ms as f64, r.latency_views as f64),
         }
     }
 }
@@ -153,6 +157,7 @@ mod tests {
             max_upscale: 0.0,
             weighted_bitrate: None,
             completed: None,
+            live_latency_ms: None,
             country: Some(country.into()),
             browser: "Chrome".into(),
             os: "Linux".into(),

@@ -53,6 +53,9 @@ pub struct Rollup {
     pub success_score: f64,
     pub scored_views: i64,
     pub experience_score: f64,
+    /// Live views that reported a latency, and the sum of their latencies.
+    pub latency_views: i64,
+    pub live_latency_ms: i64,
 }
 
 /// The per-view values a stored row keeps, back as a summary for the score formulas.
@@ -128,6 +131,8 @@ impl Rollup {
             success_score: success.unwrap_or(0.0),
             scored_views: i64::from(success.is_some()),
             experience_score: experience.unwrap_or(0.0),
+            latency_views: i64::from(v.live_latency_ms.is_some()),
+            live_latency_ms: v.live_latency_ms.unwrap_or(0),
         };
         Some((key, sums))
     }
@@ -158,6 +163,8 @@ impl Rollup {
         self.success_score += f * other.success_score;
         self.scored_views += sign * other.scored_views;
         self.experience_score += f * other.experience_score;
+        self.latency_views += sign * other.latency_views;
+        self.live_latency_ms += sign * other.live_latency_ms;
     }
 
     pub fn is_zero(&self) -> bool {
@@ -216,6 +223,7 @@ mod tests {
             max_upscale: 0.5,
             weighted_bitrate: Some(1_000_000.0),
             completed: Some(0),
+            live_latency_ms: None,
             country: country.map(str::to_string),
             browser: "Chrome".into(),
             os: "Linux".into(),

@@ -67,6 +67,10 @@ pub struct Event {
     pub context: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
+    /// Live: the wall-clock time of the frame at the playhead (from the playlist's
+    /// `EXT-X-PROGRAM-DATE-TIME`), ms since the epoch; `t` minus it is the viewer's latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_date_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -118,6 +122,10 @@ pub struct Summary {
     pub max_upscale: f64,
     pub weighted_bitrate: Option<f64>,
     pub max_playhead_ms: i64,
+    /// Live: the median of the latencies the player reported while playing (its clock less
+    /// the playhead's program date-time), on the viewer's clock; the aggregator corrects it
+    /// by the view's clock skew.
+    pub live_latency_ms: Option<i64>,
     /// VOD only: the playhead reached [`COMPLETION_SHARE`] of the duration.
     pub completed: Option<bool>,
     /// Events after a 60-minute gap, left out (they belong to no open view).
@@ -259,6 +267,7 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
     let mut rendition: Option<(u32, u32)> = None;
     let mut bitrate: Option<u64> = None;
     let (mut bitrate_ms, mut bitrate_sum, mut scaled_ms) = (0i64, 0f64, 0i64);
+    let mut latencies: Vec<i64> = Vec::new();
     for (i, e) in ordered.iter().enumerate() {
         if state == State::Over {
             break;
@@ -302,6 +311,11 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
         }
         if let Some(p) = e.playhead_ms {
             s.max_playhead_ms = s.max_playhead_ms.max(p);
+        }
+        if let Some(date) = e.program_date_ms
+            && state == State::Playing
+        {
+            latencies.push(e.t - date);
         }
         state = match (e.kind, state) {
             (EventKind::Play, State::Idle) => {
@@ -396,6 +410,8 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
         s.downscale /= scaled_ms as f64;
     }
     s.weighted_bitrate = (bitrate_ms > 0).then(|| bitrate_sum / bitrate_ms as f64);
+    latencies.sort_unstable();
+    s.live_latency_ms = latencies.get(latencies.len() / 2).copied();
     s.completed = duration_ms
         .filter(|d| *d > 0)
         .map(|d| s.max_playhead_ms as f64 >= COMPLETION_SHARE * d as f64);
@@ -435,6 +451,7 @@ mod tests {
             message: None,
             context: None,
             http_status: None,
+            program_date_ms: None,
         }
     }
 

@@ -190,6 +190,11 @@ async fn take_beacons(
     }
     let now = crate::clock::now_ms();
     let batch = beacon::parse(body, now).map_err(|e| ApiError::invalid(e.to_string()))?;
+    if state.jobs.config.analytics.discard_beacons {
+        return Ok(Accepted {
+            accepted: batch.events.len(),
+        });
+    }
     let target = state
         .jobs
         .db
@@ -258,6 +263,9 @@ pub struct ViewView {
     pub weighted_average_bitrate: Option<f64>,
     /// VOD: the playhead reached 90 % of the asset.
     pub completed: Option<bool>,
+    /// Live: the median latency the player reported (from the playlist's
+    /// `EXT-X-PROGRAM-DATE-TIME`), corrected by its clock's offset from the server's.
+    pub live_latency_ms: Option<i64>,
     pub country: Option<String>,
     pub browser: String,
     pub os: String,
@@ -314,6 +322,7 @@ impl From<&StoredView> for ViewView {
             max_upscale_percentage: s.max_upscale * 100.0,
             weighted_average_bitrate: s.weighted_bitrate,
             completed: s.completed,
+            live_latency_ms: v.live_latency_ms,
             country: v.country.clone(),
             browser: v.browser.clone(),
             os: v.os.clone(),

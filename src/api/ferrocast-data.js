@@ -83,9 +83,23 @@
         seq: ++view.seq, type: type, t: Date.now(),
         playhead_ms: Math.max(0, Math.round((video.currentTime || 0) * 1000)),
       };
+      var date = programDate();
+      if (date) e.program_date_ms = date;
       for (var k in extra || {}) if (extra[k] !== undefined && extra[k] !== null) e[k] = extra[k];
       view.queue.push(e);
       if (now || view.queue.length >= MAX_EVENTS) flush(false);
+    }
+
+    // Live: the wall-clock time of the frame shown (EXT-X-PROGRAM-DATE-TIME), from hls.js or
+    // from Safari's native player; null for VOD or when the playlist carries none.
+    function programDate() {
+      var at = null;
+      if (options.hls && options.hls.playingDate) at = options.hls.playingDate.getTime();
+      else if (video.getStartDate) {
+        var start = video.getStartDate().getTime();
+        if (!isNaN(start)) at = start + Math.round((video.currentTime || 0) * 1000);
+      }
+      return at && isFinite(at) ? Math.round(at) : null;
     }
 
     function size() {

@@ -74,6 +74,8 @@ pub struct AnalyticsConfig {
     pub flush_s: u64,
     pub raw_retention_days: u64,
     pub max_open_views: usize,
+    /// Beacons are checked, answered and dropped: `make bench`'s ceiling.
+    pub discard_beacons: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -31,6 +31,7 @@ pub struct StoredView {
     pub max_upscale: f64,
     pub weighted_bitrate: Option<f64>,
     pub completed: Option<i64>,
+    pub live_latency_ms: Option<i64>,
     pub country: Option<String>,
     pub browser: String,
     pub os: String,
@@ -48,8 +49,8 @@ pub struct StoredView {
 const VIEW_COLUMNS: &str = "tenant_id, id, playback_id, viewer_id, started_at, ended_at, \
     finished, play_requested, video_startup_time_ms, watch_time_ms, playing_time_ms, rebuffer_count, \
     rebuffer_duration_ms, exit_before_video_start, startup_failure, playback_failure, \
-    business_exception, upscale, downscale, max_upscale, weighted_bitrate, completed, country, \
-    browser, os, device_type, player, sources, summary, events, updated_at";
+    business_exception, upscale, downscale, max_upscale, weighted_bitrate, completed, \
+    live_latency_ms, country, browser, os, device_type, player, sources, summary, events, updated_at";
 
 /// The dimensions metrics can be filtered and grouped by: columns of both the views and
 /// their roll-ups.
@@ -64,7 +65,7 @@ pub const FILTER_COLUMNS: [&str; 7] = [
 ];
 
 /// The roll-up sums, in [`Rollup`]'s order.
-const ROLLUP_SUMS: [&str; 23] = [
+const ROLLUP_SUMS: [&str; 25] = [
     "views",
     "started_views",
     "startup_time_ms",
@@ -88,6 +89,8 @@ const ROLLUP_SUMS: [&str; 23] = [
     "success_score",
     "scored_views",
     "experience_score",
+    "latency_views",
+    "live_latency_ms",
 ];
 
 /// Which of [`ROLLUP_SUMS`] are floating point.
@@ -116,15 +119,16 @@ pub struct StartupSample {
 const VIEW_COLUMNS_LIGHT: &str = "tenant_id, id, playback_id, viewer_id, started_at, ended_at, \
     finished, play_requested, video_startup_time_ms, watch_time_ms, playing_time_ms, rebuffer_count, \
     rebuffer_duration_ms, exit_before_video_start, startup_failure, playback_failure, \
-    business_exception, upscale, downscale, max_upscale, weighted_bitrate, completed, country, \
-    browser, os, device_type, player, sources, '' AS summary, NULL AS events, updated_at";
+    business_exception, upscale, downscale, max_upscale, weighted_bitrate, completed, \
+    live_latency_ms, country, browser, os, device_type, player, sources, '' AS summary, \
+    NULL AS events, updated_at";
 
 /// Writes a view, replacing what an earlier flush stored of it.
 async fn upsert_view(conn: &mut AnyConnection, v: &StoredView) -> DbResult<()> {
     sqlx::query(&format!(
         "INSERT INTO analytics_views ({VIEW_COLUMNS}) VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-         $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31) \
+         $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32) \
          ON CONFLICT (tenant_id, id) DO UPDATE SET started_at = excluded.started_at, \
          ended_at = excluded.ended_at, viewer_id = excluded.viewer_id, \
          player = excluded.player, country = excluded.country, \
@@ -139,7 +143,7 @@ async fn upsert_view(conn: &mut AnyConnection, v: &StoredView) -> DbResult<()> {
          business_exception = excluded.business_exception, upscale = excluded.upscale, \
          downscale = excluded.downscale, max_upscale = excluded.max_upscale, \
          weighted_bitrate = excluded.weighted_bitrate, completed = excluded.completed, \
-         sources = excluded.sources, \
+         live_latency_ms = excluded.live_latency_ms, sources = excluded.sources, \
          summary = excluded.summary, events = excluded.events, updated_at = excluded.updated_at"
     ))
     .bind(&v.tenant_id)
@@ -164,6 +168,7 @@ async fn upsert_view(conn: &mut AnyConnection, v: &StoredView) -> DbResult<()> {
     .bind(v.max_upscale)
     .bind(v.weighted_bitrate)
     .bind(v.completed)
+    .bind(v.live_latency_ms)
     .bind(&v.country)
     .bind(&v.browser)
     .bind(&v.os)
@@ -235,6 +240,8 @@ async fn add_rollup(
         .bind(r.success_score)
         .bind(r.scored_views)
         .bind(r.experience_score)
+        .bind(r.latency_views)
+        .bind(r.live_latency_ms)
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -251,22 +258,37 @@ fn metric_scope(time_column: &str, filters: &[(&str, String)]) -> String {
 }
 
 impl Db {
-    /// Writes a view and adds its change to the roll-ups, in one transaction.
-    pub async fn write_view(&self, v: &StoredView) -> DbResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let old: Option<StoredView> = sqlx::query_as(&format!(
-            "SELECT {VIEW_COLUMNS_LIGHT} FROM analytics_views WHERE tenant_id = $1 AND id = $2"
-        ))
-        .bind(&v.tenant_id)
-        .bind(&v.id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        upsert_view(&mut tx, v).await?;
-        for (key, sums) in rollup::changes(old.as_ref(), v) {
-            add_rollup(&mut tx, &v.tenant_id, &key, &sums).await?;
+    /// Writes views (in order; one may come more than once) and adds each change to the
+    /// roll-ups, all in one transaction. On SQLite it takes the write lock first, so a writer
+    /// elsewhere makes it wait (`busy_timeout`) rather than fail.
+    pub async fn write_views(&self, views: &[StoredView]) -> DbResult<()> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        let mut tx = match self.backend {
+            super::Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            super::Backend::Postgres => self.pool.begin().await?,
+        };
+        for v in views {
+            let old: Option<StoredView> = sqlx::query_as(&format!(
+                "SELECT {VIEW_COLUMNS_LIGHT} FROM analytics_views WHERE tenant_id = $1 AND id = $2"
+            ))
+            .bind(&v.tenant_id)
+            .bind(&v.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            upsert_view(&mut tx, v).await?;
+            for (key, sums) in rollup::changes(old.as_ref(), v) {
+                add_rollup(&mut tx, &v.tenant_id, &key, &sums).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Writes one view (see [`Db::write_views`]).
+    pub async fn write_view(&self, v: &StoredView) -> DbResult<()> {
+        self.write_views(std::slice::from_ref(v)).await
     }
 
     /// Roll-up sums of a tenant's views that started in `[from_ms, to_ms)` (whole minutes),
@@ -362,6 +384,8 @@ impl Db {
                     success_score: f(20)?,
                     scored_views: i(21)?,
                     experience_score: f(22)?,
+                    latency_views: i(23)?,
+                    live_latency_ms: i(24)?,
                 };
                 Ok(RollupGroup { at, key, sums })
             })

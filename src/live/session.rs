@@ -65,6 +65,7 @@ pub(super) async fn run(
         rotation: deps.config.key_rotation_segments,
         target_duration: preset.segment_duration_s,
         content_keys: deps.content_keys.clone(),
+        program_date_time: true,
     });
     tracing::info!(%prefix, "broadcast started");
 

@@ -69,6 +69,11 @@ pub struct HlsState {
     /// RFC 6381 codecs of the source, for renditions whose segments do not tell.
     pub video_codec: Option<String>,
     pub audio_codec: Option<String>,
+    /// Live: the wall clock that stamps each segment's program date-time (ms since the
+    /// epoch), and the time given to each sequence number, so every rendition's segment N
+    /// carries the same one.
+    clock: Option<fn() -> i64>,
+    program_date_times: BTreeMap<u64, i64>,
 }
 
 impl HlsState {
@@ -90,7 +95,15 @@ impl HlsState {
             master_written: false,
             video_codec: None,
             audio_codec: None,
+            clock: None,
+            program_date_times: BTreeMap::new(),
         }
+    }
+
+    /// Stamps every segment from now on with `EXT-X-PROGRAM-DATE-TIME` read from `clock`
+    /// (live outputs).
+    pub fn stamp_program_date_time(&mut self, clock: fn() -> i64) {
+        self.clock = Some(clock);
     }
 
     /// The renditions of a (new) publish; existing playlists continue after a discontinuity.
@@ -181,9 +194,21 @@ impl HlsState {
             content_type: SEGMENT_TYPE,
         }];
 
+        // A segment is cut once its last frame is in: its first frame came one duration ago.
+        let program_date_time_ms = self.clock.map(|now| {
+            let at = *self
+                .program_date_times
+                .entry(sequence)
+                .or_insert_with(|| now() - (segment.duration_s * 1000.0).round() as i64);
+            while self.program_date_times.len() > 4096 {
+                self.program_date_times.pop_first();
+            }
+            at
+        });
         let entry = SegmentEntry {
             sequence,
             uri: format!("{sequence}.ts"),
+            program_date_time_ms,
             duration: segment.duration_s,
             key: Some(KeyRef {
                 uri: format!("{}/keys/{key_id}", self.public_url),
@@ -375,6 +400,42 @@ mod tests {
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no {wanted} in {:?}", names(ops)))
+    }
+
+    /// A live output stamps segment N of every rendition with one program date-time: the
+    /// wall clock when the first rendition's segment N was cut, less its duration.
+    #[test]
+    fn live_segments_carry_one_program_date_time_per_sequence() {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        static NOW: AtomicI64 = AtomicI64::new(1_765_000_010_000);
+        let mut h = Harness::new(Some(3), 0, &["360p", "720p"]);
+        h.state
+            .stamp_program_date_time(|| NOW.fetch_add(150, Ordering::SeqCst));
+        let low = h.add("360p", 1);
+        let high = h.add("720p", 1);
+        let stamp = |ops: &[Op], rendition: &str| {
+            let playlist = text(ops, &format!("{rendition}/index.m3u8"));
+            let m = match m3u8_rs::parse_playlist_res(playlist.as_bytes()).unwrap() {
+                m3u8_rs::Playlist::MediaPlaylist(m) => m,
+                _ => panic!("a media playlist"),
+            };
+            m.segments[0]
+                .program_date_time
+                .expect("EXT-X-PROGRAM-DATE-TIME")
+        };
+        assert_eq!(stamp(&low, "360p"), stamp(&high, "720p"));
+        assert_eq!(
+            stamp(&low, "360p").timestamp_millis(),
+            1_765_000_010_000 - 2000,
+            "cut at the clock's time, two seconds after its first frame"
+        );
+        assert!(
+            text(&low, "360p/index.m3u8")
+                .contains("#EXT-X-PROGRAM-DATE-TIME:2025-12-06T05:46:48.000Z")
+        );
+        // Without a clock (VOD), none.
+        let mut vod = Harness::new(None, 0, &["360p"]);
+        assert!(!text(&vod.add("360p", 1), "360p/index.m3u8").contains("PROGRAM-DATE-TIME"));
     }
 
     #[test]

@@ -35,15 +35,21 @@ pub struct OutputParams {
     pub rotation: u64,
     pub target_duration: u32,
     pub content_keys: ContentKeys,
+    /// Live: every segment carries `EXT-X-PROGRAM-DATE-TIME` from the wall clock.
+    pub program_date_time: bool,
 }
 
 impl HlsOutput {
     pub fn new(p: OutputParams) -> Self {
+        let mut state = HlsState::new(p.public_url, p.window, p.rotation, p.target_duration);
+        if p.program_date_time {
+            state.stamp_program_date_time(crate::clock::now_ms);
+        }
         Self {
             tenant_id: p.tenant_id,
             prefix: p.prefix,
             content_keys: p.content_keys,
-            state: HlsState::new(p.public_url, p.window, p.rotation, p.target_duration),
+            state,
         }
     }
 

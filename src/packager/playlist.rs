@@ -24,6 +24,9 @@ pub struct SegmentEntry {
     pub key: Option<KeyRef>,
     /// The first segment after an encoder change (a publisher reconnecting).
     pub discontinuity: bool,
+    /// Live: the wall-clock time of the segment's first frame (ms since the Unix epoch),
+    /// written as `EXT-X-PROGRAM-DATE-TIME` so players can tell their latency.
+    pub program_date_time_ms: Option<i64>,
 }
 
 /// How the playlist presents itself to players.
@@ -118,6 +121,9 @@ impl MediaPlaylist {
                     uri: s.uri.clone(),
                     duration: s.duration as f32,
                     discontinuity: s.discontinuity,
+                    program_date_time: s.program_date_time_ms.and_then(|ms| {
+                        chrono::DateTime::from_timestamp_millis(ms).map(|t| t.fixed_offset())
+                    }),
                     key: s.key.as_ref().map(|k| Key {
                         method: KeyMethod::AES128,
                         uri: Some(k.uri.clone()),
@@ -198,6 +204,7 @@ mod tests {
                 iv: iv_for_sequence(seq),
             }),
             discontinuity,
+            program_date_time_ms: None,
         }
     }
 

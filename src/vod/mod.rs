@@ -336,6 +336,7 @@ async fn transcode_job(
         rotation: 0,
         target_duration: preset.segment_duration_s,
         content_keys: deps.content_keys.clone(),
+        program_date_time: false,
     });
     // Every VOD rendition's audio is the transcode's AAC-LC.
     output.set_audio_codec(Some("mp4a.40.2".into()));
