@@ -370,7 +370,7 @@ async fn an_open_view_survives_a_restart_and_continues() {
     assert_eq!(status, 202);
     server.stop().await;
 
-    let server = TestServer::start_config(config).await;
+    let server = TestServer::start_config(config.clone()).await;
     let (_, before) = get_as(&server, &key, "/v1/analytics/views/view-restart-01").await;
     assert_eq!(before["finished"], false, "{before}");
     assert_eq!(before["playing_time_ms"], 10_000);
@@ -401,6 +401,36 @@ async fn an_open_view_survives_a_restart_and_continues() {
         .await;
         assert_eq!(got["value"].as_f64(), Some(want), "{metric}: {got}");
     }
+    server.stop().await;
+
+    // After another restart, a batch naming the finished view (a late retry, or a player
+    // reusing the id) changes nothing: a new view needs a new id.
+    let server = TestServer::start_config(config).await;
+    let now = ferrocast::clock::now_ms();
+    let (status, _) = post(
+        &server,
+        &batch(
+            "view-restart-01",
+            &pb,
+            &[
+                json!({"seq": 100, "type": "play", "t": now - 5000}),
+                json!({"seq": 101, "type": "playing", "t": now - 4000}),
+                json!({"seq": 102, "type": "viewend", "t": now}),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(status, 202);
+    server.state.analytics.flush().await;
+    let (_, again) = get_as(&server, &key, "/v1/analytics/views/view-restart-01").await;
+    assert_eq!(again["watch_time_ms"], 21_500, "{again}");
+    let (_, views) = get_as(
+        &server,
+        &key,
+        "/v1/analytics/metrics/views/overall?timeframe=1h",
+    )
+    .await;
+    assert_eq!(views["value"].as_f64(), Some(1.0), "{views}");
     server.stop().await;
 }
 

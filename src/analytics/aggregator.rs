@@ -115,7 +115,10 @@ impl Analytics {
     /// once every handle is gone (call [`Analytics::flush`] at shutdown).
     pub fn start(db: Db, config: AnalyticsConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_batches.max(1));
-        tokio::spawn(run(db, config, rx));
+        let (jobs, job_rx) = mpsc::channel(DB_JOBS);
+        let (restored_tx, restored) = mpsc::unbounded_channel();
+        tokio::spawn(db_task(db, job_rx, restored_tx));
+        tokio::spawn(run(DbLink { jobs }, config, rx, restored));
         Self {
             tx,
             durations: Default::default(),
@@ -194,6 +197,8 @@ struct OpenView {
     /// Server views: the distinct segments fetched and their summed duration.
     server_segments: std::collections::HashSet<String>,
     server_ms: i64,
+    /// Waiting for what the database holds of it: not written until then.
+    restoring: bool,
     /// When it ended (`viewend` or a fatal error): kept open [`ENDED_GRACE_MS`] more.
     ended_ms: Option<i64>,
     dirty: bool,
@@ -202,13 +207,9 @@ struct OpenView {
 /// Views written at once, at most; more are written in the next transaction.
 const MAX_ROWS_PER_WRITE: usize = 500;
 
-/// Rows kept for the next try while the database is down, at most (then the oldest are
-/// dropped, counted).
-const MAX_PENDING_ROWS: usize = 20_000;
-
-/// The open views, and the rows of views waiting to be written: writes go to the database
-/// in one transaction per [`flush_rows`] (on every tick of a quarter second, and at once
-/// when a view leaves memory), not one per view.
+/// The open views, and the rows of views waiting to be written: they go to the database
+/// task in transactions of up to [`MAX_ROWS_PER_WRITE`] ([`flush_rows`], every quarter
+/// second, and at once when a view leaves memory), not one per view.
 #[derive(Default)]
 struct Open {
     views: HashMap<(String, String), OpenView>,
@@ -230,44 +231,198 @@ impl std::ops::DerefMut for Open {
     }
 }
 
-/// Writes the pending rows. When a transaction fails, the rows are tried one by one: one
-/// the database refuses (its tenant was deleted) is dropped and counted; when the database
-/// cannot be reached, the rest are kept for the next try.
-async fn flush_rows(db: &Db, open: &mut Open) {
-    while !open.pending.is_empty() {
-        let n = open.pending.len().min(MAX_ROWS_PER_WRITE);
-        let Err(e) = db.write_views(&open.pending[..n]).await else {
-            open.pending.drain(..n);
-            continue;
-        };
-        metrics::counter!("ferrocast_analytics_write_errors_total").increment(1);
-        tracing::warn!(error = %e, views = n, "writing views; trying them one by one");
-        for _ in 0..n {
-            match db.write_view(&open.pending[0]).await {
-                Ok(()) => {
-                    open.pending.remove(0);
-                }
-                Err(crate::db::DbError::Sqlx(sqlx::Error::Database(e))) => {
-                    let row = open.pending.remove(0);
-                    metrics::counter!("ferrocast_analytics_views_dropped_total").increment(1);
-                    tracing::warn!(error = %e, view = %row.id, "the database refuses a view; dropped");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the database is unreachable; views kept for the next try");
-                    let excess = open.pending.len().saturating_sub(MAX_PENDING_ROWS);
-                    if excess > 0 {
-                        open.pending.drain(..excess);
-                        metrics::counter!("ferrocast_analytics_views_dropped_total")
-                            .increment(excess as u64);
+/// Jobs queued for the database task at most; past that the aggregator waits for it.
+const DB_JOBS: usize = 64;
+
+/// What the aggregator asks of the database. One task does these in order, so a view
+/// looked up after it was written is found, and the aggregator never waits on SQL (unless
+/// the database falls [`DB_JOBS`] behind).
+enum DbJob {
+    Write(Vec<StoredView>),
+    /// What is stored of a view seen for the first time (a continuation after a restart,
+    /// or a view id that already finished), and the asset's duration when not known.
+    Lookup {
+        key: (String, String),
+        playback_id: Option<String>,
+    },
+    Barrier(oneshot::Sender<()>),
+    /// Forget the raw events of views that ended before this time.
+    Prune(i64),
+}
+
+/// The answer to a [`DbJob::Lookup`].
+struct Restored {
+    key: (String, String),
+    stored: Option<StoredView>,
+    /// `Some` when asked: the asset's duration (None for live).
+    duration: Option<(String, Option<i64>)>,
+}
+
+/// The aggregator's side of the database task.
+struct DbLink {
+    jobs: mpsc::Sender<DbJob>,
+}
+
+impl DbLink {
+    async fn send(&self, job: DbJob) {
+        if self.jobs.send(job).await.is_err() {
+            tracing::warn!("the analytics database task has stopped");
+        }
+    }
+}
+
+async fn db_task(
+    db: Db,
+    mut jobs: mpsc::Receiver<DbJob>,
+    restored: mpsc::UnboundedSender<Restored>,
+) {
+    while let Some(job) = jobs.recv().await {
+        match job {
+            DbJob::Write(rows) => write_rows(&db, rows).await,
+            DbJob::Lookup { key, playback_id } => {
+                let stored = match db.get_view(&key.0, &key.1).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading a stored view");
+                        None
                     }
-                    return;
+                };
+                let duration = match playback_id {
+                    Some(pb) => match db.asset_by_playback_id(&pb).await {
+                        Ok(asset) => Some((pb, asset.and_then(|a| a.duration_ms))),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "looking up a viewed asset");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let _ = restored.send(Restored {
+                    key,
+                    stored,
+                    duration,
+                });
+            }
+            DbJob::Barrier(done) => {
+                let _ = done.send(());
+            }
+            DbJob::Prune(before_ms) => {
+                if let Err(e) = db.prune_view_events(before_ms).await {
+                    tracing::warn!(error = %e, "pruning old view events");
                 }
             }
         }
     }
 }
 
-async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
+/// Writes rows in one transaction. When it fails, the rows are tried one by one: one the
+/// database refuses (its tenant was deleted) is dropped and counted; while the database
+/// cannot be reached, the write is retried every second (the aggregator waits once
+/// [`DB_JOBS`] writes are queued, and then the beacon queue answers 503).
+async fn write_rows(db: &Db, mut rows: Vec<StoredView>) {
+    loop {
+        let Err(e) = db.write_views(&rows).await else {
+            return;
+        };
+        metrics::counter!("ferrocast_analytics_write_errors_total").increment(1);
+        tracing::warn!(error = %e, views = rows.len(), "writing views; trying them one by one");
+        while !rows.is_empty() {
+            match db.write_view(&rows[0]).await {
+                Ok(()) => {
+                    rows.remove(0);
+                }
+                Err(crate::db::DbError::Sqlx(sqlx::Error::Database(e))) => {
+                    let row = rows.remove(0);
+                    metrics::counter!("ferrocast_analytics_views_dropped_total").increment(1);
+                    tracing::warn!(error = %e, view = %row.id, "the database refuses a view; dropped");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the database is unreachable; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Hands the pending rows (views that are not being restored) to the database task, up to
+/// [`MAX_ROWS_PER_WRITE`] per transaction.
+async fn flush_rows(db: &DbLink, open: &mut Open) {
+    while !open.pending.is_empty() {
+        let n = open.pending.len().min(MAX_ROWS_PER_WRITE);
+        let rows: Vec<StoredView> = open.pending.drain(..n).collect();
+        db.send(DbJob::Write(rows)).await;
+    }
+}
+
+/// Takes what the database holds of a view opened before it answered: a view that had
+/// finished is dropped with what came since (its id was reused); otherwise its stored
+/// events join the new ones.
+fn restore(open: &mut Open, r: Restored) {
+    if let Some((pb, d)) = r.duration {
+        if open.durations.len() >= 10_000 {
+            open.durations.clear();
+        }
+        open.durations.insert(pb, (d, now_ms()));
+    }
+    let Some(view) = open.views.get_mut(&r.key) else {
+        return;
+    };
+    if let Some((Some(d), _)) = open.durations.get(&view.playback_id) {
+        view.duration_ms = Some(*d);
+    }
+    view.restoring = false;
+    match r.stored {
+        Some(v) if v.finished != 0 => {
+            open.views.remove(&r.key);
+            return;
+        }
+        Some(v) => {
+            if let Some(totals) = serde_json::from_str::<serde_json::Value>(&v.summary)
+                .ok()
+                .and_then(|j| serde_json::from_value::<CmcdTotals>(j.get("cmcd")?.clone()).ok())
+            {
+                view.cmcd.merge(&totals);
+            }
+            let stored: Vec<Event> = v
+                .events
+                .as_deref()
+                .and_then(|e| serde_json::from_str(e).ok())
+                .unwrap_or_default();
+            for e in stored {
+                view.events.entry(e.seq).or_insert(e);
+            }
+            for s in v.sources.split(',') {
+                match s {
+                    "beacon" => view.sources.insert("beacon"),
+                    "cmcd" => view.sources.insert("cmcd"),
+                    _ => false,
+                };
+            }
+            if v.viewer_id.is_some() && view.viewer_id.is_none() {
+                view.viewer_id = v.viewer_id;
+            }
+        }
+        None => {}
+    }
+    view.dirty = true;
+    if view.ended_ms.is_some() {
+        view.dirty = false;
+        let row = row(view, true);
+        open.pending.push(row);
+    }
+}
+
+async fn run(
+    db: DbLink,
+    config: AnalyticsConfig,
+    mut rx: mpsc::Receiver<Entry>,
+    mut restored: mpsc::UnboundedReceiver<Restored>,
+) {
     let mut open = Open::default();
     // (tenant, playback id, address, agent hash) → the server view it feeds now.
     let mut server_views: HashMap<(String, String, String, u64), String> = HashMap::new();
@@ -295,11 +450,13 @@ async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
                     let _ = answer.send(concurrent(&open, &tenant, now_ms()));
                 }
                 Some(Entry::Flush(done)) => {
+                    settle(&db, &mut open, &mut restored).await;
                     write_all(&db, &mut open, now_ms()).await;
-                    let _ = done.send(());
+                    db.send(DbJob::Barrier(done)).await;
                 }
                 None => break,
             },
+            Some(r) = restored.recv() => restore(&mut open, r),
             _ = rows_tick.tick() => flush_rows(&db, &mut open).await,
             _ = tick.tick() => {
                 write_all(&db, &mut open, now_ms()).await;
@@ -307,20 +464,34 @@ async fn run(db: Db, config: AnalyticsConfig, mut rx: mpsc::Receiver<Entry>) {
             }
             _ = prune.tick() => {
                 let keep_ms = config.raw_retention_days as i64 * 86_400_000;
-                if let Err(e) = db.prune_view_events(now_ms() - keep_ms).await {
-                    tracing::warn!(error = %e, "pruning old view events");
-                }
+                db.send(DbJob::Prune(now_ms() - keep_ms)).await;
             }
         }
     }
+    settle(&db, &mut open, &mut restored).await;
     write_all(&db, &mut open, now_ms()).await;
+    let (done, written) = oneshot::channel();
+    db.send(DbJob::Barrier(done)).await;
+    let _ = written.await;
 }
 
-/// The open view `key`, opened now if needed (with what a previous run stored of it);
-/// `None` if the view was finished before (a new view needs a new id).
+/// Waits until the database task has answered every lookup asked so far, and takes the
+/// answers: no view is left restoring (flushes, shutdown).
+async fn settle(db: &DbLink, open: &mut Open, restored: &mut mpsc::UnboundedReceiver<Restored>) {
+    let (done, answered) = oneshot::channel();
+    db.send(DbJob::Barrier(done)).await;
+    let _ = answered.await;
+    while let Ok(r) = restored.try_recv() {
+        restore(open, r);
+    }
+}
+
+/// The open view `key`, opened now if needed: the database task is asked what it holds of
+/// it (a continuation, or an id that finished before), and until it answers the view is
+/// `restoring` and not written. `None`: the view plays something else than this claims.
 #[allow(clippy::too_many_arguments)]
 async fn open_view<'a>(
-    db: &Db,
+    db: &DbLink,
     config: &AnalyticsConfig,
     open: &'a mut Open,
     key: &(String, String),
@@ -334,35 +505,6 @@ async fn open_view<'a>(
         if open.len() >= config.max_open_views {
             close_longest_silent(db, open).await;
         }
-        let mut events = BTreeMap::new();
-        let mut sources = std::collections::BTreeSet::new();
-        let mut restored_cmcd = CmcdTotals::default();
-        match db.get_view(&key.0, &key.1).await {
-            Ok(Some(v)) if v.finished != 0 => return None,
-            Ok(Some(v)) => {
-                if let Some(totals) = serde_json::from_str::<serde_json::Value>(&v.summary)
-                    .ok()
-                    .and_then(|j| serde_json::from_value(j.get("cmcd")?.clone()).ok())
-                {
-                    restored_cmcd = totals;
-                }
-                let stored: Vec<Event> = v
-                    .events
-                    .as_deref()
-                    .and_then(|e| serde_json::from_str(e).ok())
-                    .unwrap_or_default();
-                events.extend(stored.into_iter().map(|e| (e.seq, e)));
-                for s in v.sources.split(',') {
-                    match s {
-                        "beacon" => sources.insert("beacon"),
-                        "cmcd" => sources.insert("cmcd"),
-                        _ => false,
-                    };
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "reading a stored view"),
-        }
         // A VOD asset's duration, for completion (none for live); known ones are kept a
         // minute, so a popular asset's views do not each look it up.
         let now = now_ms();
@@ -371,23 +513,11 @@ async fn open_view<'a>(
             .get(playback_id)
             .filter(|(_, at)| now - at < 60_000)
             .map(|(d, _)| *d);
-        let duration_ms = match known {
-            Some(d) => d,
-            None => match db.asset_by_playback_id(playback_id).await {
-                Ok(asset) => {
-                    let d = asset.and_then(|x| x.duration_ms);
-                    if open.durations.len() >= 10_000 {
-                        open.durations.clear();
-                    }
-                    open.durations.insert(playback_id.to_string(), (d, now));
-                    d
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "looking up a viewed asset");
-                    None
-                }
-            },
-        };
+        db.send(DbJob::Lookup {
+            key: key.clone(),
+            playback_id: known.is_none().then(|| playback_id.to_string()),
+        })
+        .await;
         open.insert(
             key.clone(),
             OpenView {
@@ -397,16 +527,17 @@ async fn open_view<'a>(
                 viewer_id: None,
                 player,
                 dims: dims.clone(),
-                duration_ms,
-                events,
+                duration_ms: known.flatten(),
+                events: BTreeMap::new(),
                 skew_ms,
                 first_arrival_ms: received_ms,
                 last_arrival_ms: received_ms,
-                sources,
-                cmcd: restored_cmcd,
+                sources: Default::default(),
+                cmcd: CmcdTotals::default(),
                 server_segments: Default::default(),
                 server_ms: 0,
                 ended_ms: None,
+                restoring: true,
                 dirty: true,
             },
         );
@@ -417,7 +548,7 @@ async fn open_view<'a>(
 }
 
 /// Applies one batch to its view.
-async fn take(db: &Db, config: &AnalyticsConfig, open: &mut Open, a: Arrival) {
+async fn take(db: &DbLink, config: &AnalyticsConfig, open: &mut Open, a: Arrival) {
     let key = (a.tenant_id.clone(), a.batch.view_id.clone());
     let newest = a
         .batch
@@ -471,11 +602,14 @@ async fn take(db: &Db, config: &AnalyticsConfig, open: &mut Open, a: Arrival) {
     view.dirty = true;
     if ends || view.ended_ms.is_some() {
         view.ended_ms.get_or_insert(a.received_ms);
-        view.dirty = false;
-        let row = row(view, true);
-        open.pending.push(row);
-        if open.pending.len() >= MAX_ROWS_PER_WRITE {
-            flush_rows(db, open).await;
+        // A view still being restored is written once the database has answered.
+        if !view.restoring {
+            view.dirty = false;
+            let row = row(view, true);
+            open.pending.push(row);
+            if open.pending.len() >= MAX_ROWS_PER_WRITE {
+                flush_rows(db, open).await;
+            }
         }
     }
 }
@@ -483,7 +617,7 @@ async fn take(db: &Db, config: &AnalyticsConfig, open: &mut Open, a: Arrival) {
 /// Applies one request's CMCD to the view its session id names (opening a CMCD-only view
 /// for a player without the script).
 async fn take_cmcd(
-    db: &Db,
+    db: &DbLink,
     config: &AnalyticsConfig,
     open: &mut Open,
     limit: &crate::drm::ratelimit::RateLimiter,
@@ -524,7 +658,7 @@ async fn take_cmcd(
 /// Applies a segment fetched without a view id to the server view of its client (opening
 /// one, within the per-address limit, when it has none open).
 async fn take_server(
-    db: &Db,
+    db: &DbLink,
     config: &AnalyticsConfig,
     open: &mut Open,
     server_views: &mut HashMap<(String, String, String, u64), String>,
@@ -603,9 +737,10 @@ fn concurrent(
 }
 
 /// Writes every view that changed; ends those silent for the view timeout.
-async fn write_all(db: &Db, open: &mut Open, now: i64) {
+async fn write_all(db: &DbLink, open: &mut Open, now: i64) {
     let timed_out: Vec<_> = open
         .iter()
+        .filter(|(_, v)| !v.restoring)
         .filter(|(_, v)| {
             let server_only = v.events.is_empty() && v.cmcd.requests == 0;
             now - v.last_arrival_ms > VIEW_TIMEOUT_MS
@@ -620,7 +755,7 @@ async fn write_all(db: &Db, open: &mut Open, now: i64) {
             rows.push(row(&view, true));
         }
     }
-    for view in open.values_mut().filter(|v| v.dirty) {
+    for view in open.values_mut().filter(|v| v.dirty && !v.restoring) {
         rows.push(row(view, false));
         view.dirty = false;
     }
@@ -628,9 +763,10 @@ async fn write_all(db: &Db, open: &mut Open, now: i64) {
     flush_rows(db, open).await;
 }
 
-async fn close_longest_silent(db: &Db, open: &mut Open) {
+async fn close_longest_silent(db: &DbLink, open: &mut Open) {
     let oldest = open
         .iter()
+        .filter(|(_, v)| !v.restoring)
         .min_by_key(|(_, v)| v.last_arrival_ms)
         .map(|(k, _)| k.clone());
     // Written, not ended: a later batch of it reopens it from the database.

@@ -94,6 +94,23 @@ pub struct CmcdTotals {
 }
 
 impl CmcdTotals {
+    /// Adds the totals of other requests of the same view (stored before a restart).
+    pub fn merge(&mut self, o: &CmcdTotals) {
+        let n = self.throughput_reports + o.throughput_reports;
+        if n > 0 {
+            let sum = self.mean_throughput_kbps.unwrap_or(0.0) * self.throughput_reports as f64
+                + o.mean_throughput_kbps.unwrap_or(0.0) * o.throughput_reports as f64;
+            self.mean_throughput_kbps = Some(sum / n as f64);
+        }
+        self.requests += o.requests;
+        self.buffer_starvations += o.buffer_starvations;
+        self.media_ms += o.media_ms;
+        self.throughput_reports = n;
+        self.max_encoded_bitrate_kbps = self
+            .max_encoded_bitrate_kbps
+            .max(o.max_encoded_bitrate_kbps);
+    }
+
     pub fn add(&mut self, c: &Cmcd) {
         self.requests += 1;
         self.buffer_starvations += u64::from(c.bs);
