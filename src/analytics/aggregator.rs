@@ -232,7 +232,7 @@ impl std::ops::DerefMut for Open {
 }
 
 /// Jobs queued for the database task at most; past that the aggregator waits for it.
-const DB_JOBS: usize = 64;
+const DB_JOBS: usize = 4;
 
 /// What the aggregator asks of the database. One task does these in order, so a view
 /// looked up after it was written is found, and the aggregator never waits on SQL (unless

@@ -85,6 +85,32 @@ impl Metric {
         }
     }
 
+    /// The roll-up sums the metric is computed from (besides `views`, always read): a query
+    /// reads only these columns.
+    pub fn sums(self) -> &'static [&'static str] {
+        match self {
+            Metric::Views | Metric::VideoStartupTime | Metric::VideoStartupTimeP95 => &[],
+            Metric::WatchTime => &["watch_time_ms"],
+            Metric::PlayingTime => &["playing_time_ms"],
+            Metric::RebufferPercentage => &["rebuffer_duration_ms", "watch_time_ms"],
+            Metric::RebufferFrequency => &["rebuffer_count", "watch_time_ms"],
+            Metric::ExitsBeforeVideoStart => &["exits_before_video_start"],
+            Metric::PlaybackFailurePercentage => &["playback_failures"],
+            Metric::VideoStartupFailurePercentage => &["startup_failures"],
+            Metric::BusinessExceptionPercentage => &["business_exceptions"],
+            Metric::UpscalePercentage => &["upscale_ms", "playing_time_ms"],
+            Metric::DownscalePercentage => &["downscale_ms", "playing_time_ms"],
+            Metric::WeightedAverageBitrate => &["bitrate_ms", "bitrate_playing_ms"],
+            Metric::CompletionRate => &["completed_views", "vod_views"],
+            Metric::StartupScore => &["startup_score", "started_views"],
+            Metric::SmoothnessScore => &["smoothness_score", "started_views"],
+            Metric::QualityScore => &["quality_score", "started_views"],
+            Metric::PlaybackSuccessScore => &["success_score", "scored_views"],
+            Metric::ViewerExperienceScore => &["experience_score", "scored_views"],
+            Metric::LiveLatency => &["live_latency_ms", "latency_views"],
+        }
+    }
+
     /// The metric over the views summed in `r`; `None` when no view has a value for it
     /// (and for the percentile metrics, see [`Metric::quantile`]).
     pub fn value(self, r: &Rollup) -> Option<f64> {
@@ -170,6 +196,40 @@ mod tests {
         }
     }
 
+    /// `r` with only `views` and the named sums kept, as a query that reads only them.
+    fn keep(r: &Rollup, names: &[&str]) -> Rollup {
+        let has = |n: &str| names.contains(&n);
+        let i = |n: &str, v: i64| if has(n) { v } else { 0 };
+        let f = |n: &str, v: f64| if has(n) { v } else { 0.0 };
+        Rollup {
+            views: r.views,
+            started_views: i("started_views", r.started_views),
+            startup_time_ms: i("startup_time_ms", r.startup_time_ms),
+            watch_time_ms: i("watch_time_ms", r.watch_time_ms),
+            playing_time_ms: i("playing_time_ms", r.playing_time_ms),
+            rebuffer_count: i("rebuffer_count", r.rebuffer_count),
+            rebuffer_duration_ms: i("rebuffer_duration_ms", r.rebuffer_duration_ms),
+            exits_before_video_start: i("exits_before_video_start", r.exits_before_video_start),
+            startup_failures: i("startup_failures", r.startup_failures),
+            playback_failures: i("playback_failures", r.playback_failures),
+            business_exceptions: i("business_exceptions", r.business_exceptions),
+            vod_views: i("vod_views", r.vod_views),
+            completed_views: i("completed_views", r.completed_views),
+            upscale_ms: f("upscale_ms", r.upscale_ms),
+            downscale_ms: f("downscale_ms", r.downscale_ms),
+            bitrate_playing_ms: i("bitrate_playing_ms", r.bitrate_playing_ms),
+            bitrate_ms: f("bitrate_ms", r.bitrate_ms),
+            startup_score: f("startup_score", r.startup_score),
+            smoothness_score: f("smoothness_score", r.smoothness_score),
+            quality_score: f("quality_score", r.quality_score),
+            success_score: f("success_score", r.success_score),
+            scored_views: i("scored_views", r.scored_views),
+            experience_score: f("experience_score", r.experience_score),
+            latency_views: i("latency_views", r.latency_views),
+            live_latency_ms: i("live_latency_ms", r.live_latency_ms),
+        }
+    }
+
     fn sum(views: &[StoredView]) -> Rollup {
         let mut r = Rollup::default();
         for v in views {
@@ -226,6 +286,23 @@ mod tests {
         );
         assert_eq!(Metric::parse("nope"), None);
         assert_eq!(Metric::Views.value(&Rollup::default()), Some(0.0));
+        // Each metric reads only the sums it names: computed from those alone, it is the same.
+        let mut rich = views.clone();
+        rich[0].weighted_bitrate = Some(2e6);
+        rich[0].upscale = 0.3;
+        rich[0].completed = Some(1);
+        rich[1].completed = Some(0);
+        rich[1].live_latency_ms = Some(4000);
+        let full = sum(&rich);
+        for (name, m) in Metric::ALL {
+            let only = keep(&full, m.sums());
+            assert_eq!(
+                m.value(&only),
+                m.value(&full),
+                "{name} reads more than {:?}",
+                m.sums()
+            );
+        }
         assert_eq!(Metric::RebufferPercentage.value(&Rollup::default()), None);
     }
 }

@@ -558,7 +558,15 @@ async fn groups(
     let filters = filters(q)?;
     let db = &state.jobs.db;
     let rollups = db
-        .rollups(tenant_id, from, to, &filters, group_by, bucket_ms)
+        .rollups(
+            tenant_id,
+            from,
+            to,
+            &filters,
+            group_by,
+            bucket_ms,
+            Some(m.sums()),
+        )
         .await?;
     let mut samples: BTreeMap<(i64, Vec<String>), Vec<i64>> = BTreeMap::new();
     if m.quantile().is_some() {

@@ -293,7 +293,9 @@ impl Db {
 
     /// Roll-up sums of a tenant's views that started in `[from_ms, to_ms)` (whole minutes),
     /// matching every filter (`(column, value)`, columns from [`FILTER_COLUMNS`]), grouped by
-    /// the `group_by` columns and, with `bucket_ms`, by period.
+    /// the `group_by` columns and, with `bucket_ms`, by period. Only `views` and the sums
+    /// named in `only` are read (all with `None`); the others come back 0.
+    #[allow(clippy::too_many_arguments)]
     pub async fn rollups(
         &self,
         tenant_id: &str,
@@ -302,6 +304,7 @@ impl Db {
         filters: &[(&str, String)],
         group_by: &[&str],
         bucket_ms: Option<i64>,
+        only: Option<&[&str]>,
     ) -> DbResult<Vec<RollupGroup>> {
         let mut keys: Vec<String> = group_by
             .iter()
@@ -326,7 +329,11 @@ impl Db {
                 } else {
                     "BIGINT"
                 };
-                format!("CAST(COALESCE(SUM({c}), 0) AS {kind})")
+                if *c == "views" || only.is_none_or(|o| o.contains(c)) {
+                    format!("CAST(COALESCE(SUM({c}), 0) AS {kind})")
+                } else {
+                    format!("CAST(0 AS {kind})")
+                }
             })
             .collect();
         let selected: Vec<String> = std::iter::once(format!("CAST({at} AS BIGINT)"))
