@@ -272,7 +272,7 @@ fn query_bench(dir: &Path, database_url: Option<&str>, rt: &tokio::runtime::Runt
         let (tenant_id, key) = tenant(&base).await;
         let db = Db::connect(&url, 8).await.unwrap();
         let started = Instant::now();
-        fill(&db, &tenant_id, database_url.is_some()).await;
+        fill(&db, &tenant_id).await;
         eprintln!(
             "{VIEWS} views written in {:.1} s ({})",
             started.elapsed().as_secs_f64(),
@@ -311,7 +311,7 @@ fn query_bench(dir: &Path, database_url: Option<&str>, rt: &tokio::runtime::Runt
 
 /// Writes the views: started over the last 30 days, 100 events each, dimensions drawn from
 /// realistic spreads (a few countries and browsers dominate).
-async fn fill(db: &Db, tenant_id: &str, parallel: bool) {
+async fn fill(db: &Db, tenant_id: &str) {
     const COUNTRIES: [&str; 12] = [
         "US", "US", "US", "DE", "DE", "GB", "FR", "BR", "IN", "JP", "NL", "CA",
     ];
@@ -372,23 +372,10 @@ async fn fill(db: &Db, tenant_id: &str, parallel: bool) {
             updated_at: now,
         }
     };
-    // In transactions of 500 views, as the aggregator writes them.
-    let writers = if parallel { 4 } else { 1 };
-    let chunks: Vec<Vec<usize>> = (0..VIEWS)
-        .collect::<Vec<_>>()
-        .chunks(500)
-        .map(<[usize]>::to_vec)
-        .collect();
-    let tasks = (0..writers).map(|w| {
-        let db = db.clone();
-        let make = &make;
-        let chunks = &chunks;
-        async move {
-            for chunk in chunks.iter().skip(w).step_by(writers) {
-                let rows: Vec<StoredView> = chunk.iter().map(|i| make(*i)).collect();
-                db.write_views(&rows).await.unwrap();
-            }
-        }
-    });
-    futures::future::join_all(tasks).await;
+    // In transactions of 500 views, one after another, as the aggregator's database task
+    // writes them.
+    for start in (0..VIEWS).step_by(500) {
+        let rows: Vec<StoredView> = (start..(start + 500).min(VIEWS)).map(make).collect();
+        db.write_views(&rows).await.unwrap();
+    }
 }

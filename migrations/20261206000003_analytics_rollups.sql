@@ -6,7 +6,8 @@ ALTER TABLE analytics_views ADD COLUMN live_latency_ms BIGINT;
 -- id, dimension values), with sums from which every metric but the startup-time percentiles
 -- is computed (src/analytics/rollup.rs). The aggregator adds each view's change in the same
 -- transaction that writes the view, so a view flushed many times counts once. Metric queries
--- read these rows, never the events.
+-- read these rows, never the events. On SQLite, Db::connect adds a covering index of every
+-- column (src/db/analytics.rs: PostgreSQL allows 32 columns in an index, and does not need it).
 CREATE TABLE analytics_minutes (
     tenant_id                TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     minute                   BIGINT NOT NULL,

@@ -146,6 +146,9 @@ impl Db {
             targets: Default::default(),
         };
         MIGRATOR.run(&db.pool).await?;
+        if backend == Backend::Sqlite {
+            analytics::sqlite_covering_index(&db.pool).await?;
+        }
         Ok(db)
     }
 

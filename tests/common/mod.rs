@@ -496,3 +496,53 @@ pub async fn closed_within(
     }
     closed
 }
+
+/// The view a /play page reported (its analytics view), once the server shows it with some
+/// watch time (and, when `finished`, ended). Checks it against what the page measured
+/// itself: startup within 20 %, watch time within 2 s, Chrome on Linux, fed by the page's
+/// beacons and its hls.js CMCD (one session id: one view).
+pub async fn reported_view(
+    server: &TestServer,
+    key: &str,
+    played: &media::Playback,
+    finished: bool,
+) -> serde_json::Value {
+    let view_id = played.view_id.clone().expect("the page made a view");
+    let view = media::eventually("the page's view", Duration::from_secs(10), || async {
+        server.state.analytics.flush().await;
+        let (status, v) = server
+            .call(
+                "GET",
+                &format!("/v1/analytics/views/{view_id}"),
+                Some(key),
+                None,
+            )
+            .await;
+        let ready = v["watch_time_ms"].as_i64() > Some(0) && (!finished || v["finished"] == true);
+        (status == 200 && ready).then_some(v)
+    })
+    .await;
+    let page_startup = played.startup_ms.expect("the page measured startup") as f64;
+    let startup = view["video_startup_time_ms"].as_f64().unwrap();
+    assert!(
+        (startup - page_startup).abs() <= 0.2 * page_startup.max(50.0),
+        "startup {startup} ms, the page measured {page_startup} ms"
+    );
+    let watch = view["watch_time_ms"].as_i64().unwrap();
+    let page_watch = played.watch_ms.expect("the page measured watch time");
+    assert!(
+        (watch - page_watch).abs() <= 2000,
+        "watch {watch} ms, the page {page_watch} ms: {view}"
+    );
+    assert_eq!(
+        (view["browser"].as_str(), view["os"].as_str()),
+        (Some("Chrome"), Some("Linux")),
+        "{view}"
+    );
+    assert_eq!(
+        view["sources"],
+        serde_json::json!(["beacon", "cmcd"]),
+        "{view}"
+    );
+    view
+}
