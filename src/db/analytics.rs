@@ -304,11 +304,13 @@ impl Db {
             super::Backend::Postgres => self.pool.begin().await?,
         };
         for v in views {
+            // Planned at each use (see `get_view`).
             let old: Option<StoredView> = sqlx::query_as(&format!(
                 "SELECT {VIEW_COLUMNS_LIGHT} FROM analytics_views WHERE tenant_id = $1 AND id = $2"
             ))
             .bind(&v.tenant_id)
             .bind(&v.id)
+            .persistent(false)
             .fetch_optional(&mut *tx)
             .await?;
             upsert_view(&mut tx, v).await?;
@@ -475,12 +477,17 @@ impl Db {
             .collect()
     }
 
+    /// One view. The statement is planned at each use, not prepared once: PostgreSQL plans
+    /// a prepared statement for good while the table is still empty and unanalysed, and then
+    /// chose the `(tenant_id, started_at)` index, reading every view of the tenant per
+    /// lookup (measured: 150 views/s written at 20,000 views, all CPU).
     pub async fn get_view(&self, tenant_id: &str, id: &str) -> DbResult<Option<StoredView>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {VIEW_COLUMNS} FROM analytics_views WHERE tenant_id = $1 AND id = $2"
         ))
         .bind(tenant_id)
         .bind(id)
+        .persistent(false)
         .fetch_optional(&self.pool)
         .await?)
     }
