@@ -9,6 +9,7 @@ pub mod cmcd;
 pub mod metrics;
 pub mod rollup;
 pub mod server;
+mod store;
 pub mod view;
 
 pub use aggregator::{Analytics, Arrival, CmcdArrival, Dimensions, QueueFull, ServerArrival};

@@ -32,15 +32,15 @@ struct Durations {
 }
 
 impl SegmentDurations {
-    /// The duration of `file` as the playlist `playlist_key` gives it: `Ok(Some)` when known,
-    /// `Ok(None)` when the playlist was read recently and does not name it, `Err(())` when the
-    /// playlist should be (re)read first.
-    pub fn lookup(&self, playlist_key: &str, file: &str) -> Result<Option<u32>, ()> {
+    /// The duration of `file` as the playlist `playlist_key` gives it: `Some(Some(ms))` when
+    /// known, `Some(None)` when the playlist was read recently and does not name it, `None`
+    /// when the playlist should be (re)read first.
+    pub fn lookup(&self, playlist_key: &str, file: &str) -> Option<Option<u32>> {
         let playlists = self.playlists.lock().expect("durations lock");
         match playlists.get(playlist_key) {
-            Some(d) if d.files.contains_key(file) => Ok(d.files.get(file).copied()),
-            Some(d) if d.read.elapsed() < FRESH => Ok(None),
-            _ => Err(()),
+            Some(d) if d.files.contains_key(file) => Some(d.files.get(file).copied()),
+            Some(d) if d.read.elapsed() < FRESH => Some(None),
+            _ => None,
         }
     }
 
@@ -78,13 +78,14 @@ pub fn parse(playlist: &str) -> HashMap<String, u32> {
                 .ok()
                 .filter(|s| s.is_finite() && *s >= 0.0 && *s < 3600.0)
                 .map(|s| (s * 1000.0).round() as u32);
-        } else if !line.is_empty() && !line.starts_with('#') {
-            if let Some(ms) = pending.take() {
-                let name = line.split('?').next().unwrap_or(line);
-                let name = name.rsplit('/').next().unwrap_or(name);
-                if out.len() < MAX_SEGMENTS {
-                    out.insert(name.to_string(), ms);
-                }
+        } else if !line.is_empty()
+            && !line.starts_with('#')
+            && let Some(ms) = pending.take()
+        {
+            let name = line.split('?').next().unwrap_or(line);
+            let name = name.rsplit('/').next().unwrap_or(name);
+            if out.len() < MAX_SEGMENTS {
+                out.insert(name.to_string(), ms);
             }
         }
     }
@@ -106,12 +107,12 @@ mod tests {
         assert_eq!(d.get("2.ts"), None, "not a duration");
         assert_eq!(d.get("3.ts"), None, "negative");
         let cache = SegmentDurations::default();
-        assert_eq!(cache.lookup("p", "0.ts"), Err(()));
+        assert_eq!(cache.lookup("p", "0.ts"), None);
         cache.remember("p", playlist);
-        assert_eq!(cache.lookup("p", "0.ts"), Ok(Some(4000)));
+        assert_eq!(cache.lookup("p", "0.ts"), Some(Some(4000)));
         assert_eq!(
             cache.lookup("p", "9.ts"),
-            Ok(None),
+            Some(None),
             "read just now: not there"
         );
     }

@@ -134,8 +134,8 @@ pub(super) fn observe_server(
     tokio::spawn(async move {
         let durations = &state.analytics.durations;
         let known = match durations.lookup(playlist_key.as_str(), &arrival.segment) {
-            Ok(known) => known,
-            Err(()) => match state.jobs.store.get(&playlist_key, None).await {
+            Some(known) => known,
+            None => match state.jobs.store.get(&playlist_key, None).await {
                 Ok(object) => {
                     durations.remember(
                         playlist_key.as_str(),
@@ -143,7 +143,7 @@ pub(super) fn observe_server(
                     );
                     durations
                         .lookup(playlist_key.as_str(), &arrival.segment)
-                        .unwrap_or(None)
+                        .flatten()
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "reading a playlist for a server view");

@@ -1,0 +1,126 @@
+//! The aggregator's database task: it writes views in batches and answers lookups of stored
+//! views, in the order asked, so the aggregator itself never waits on SQL.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::{Db, StoredView};
+
+/// Jobs queued for the database task at most; past that the aggregator waits for it.
+pub(super) const DB_JOBS: usize = 4;
+
+/// What the aggregator asks of the database. One task does these in order, so a view
+/// looked up after it was written is found, and the aggregator never waits on SQL (unless
+/// the database falls [`DB_JOBS`] behind).
+pub(super) enum DbJob {
+    Write(Vec<StoredView>),
+    /// What is stored of a view seen for the first time (a continuation after a restart,
+    /// or a view id that already finished), and the asset's duration when not known.
+    Lookup {
+        key: (String, String),
+        playback_id: Option<String>,
+    },
+    Barrier(oneshot::Sender<()>),
+    /// Forget the raw events of views that ended before this time.
+    Prune(i64),
+}
+
+/// The answer to a [`DbJob::Lookup`].
+pub(super) struct Restored {
+    pub key: (String, String),
+    pub stored: Option<StoredView>,
+    /// `Some` when asked: the asset's duration (None for live).
+    pub duration: Option<(String, Option<i64>)>,
+}
+
+/// The aggregator's side of the database task.
+pub(super) struct DbLink {
+    pub jobs: mpsc::Sender<DbJob>,
+}
+
+impl DbLink {
+    pub async fn send(&self, job: DbJob) {
+        if self.jobs.send(job).await.is_err() {
+            tracing::warn!("the analytics database task has stopped");
+        }
+    }
+}
+
+pub(super) async fn db_task(
+    db: Db,
+    mut jobs: mpsc::Receiver<DbJob>,
+    restored: mpsc::UnboundedSender<Restored>,
+) {
+    while let Some(job) = jobs.recv().await {
+        match job {
+            DbJob::Write(rows) => write_rows(&db, rows).await,
+            DbJob::Lookup { key, playback_id } => {
+                let stored = match db.get_view(&key.0, &key.1).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading a stored view");
+                        None
+                    }
+                };
+                let duration = match playback_id {
+                    Some(pb) => match db.asset_by_playback_id(&pb).await {
+                        Ok(asset) => Some((pb, asset.and_then(|a| a.duration_ms))),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "looking up a viewed asset");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let _ = restored.send(Restored {
+                    key,
+                    stored,
+                    duration,
+                });
+            }
+            DbJob::Barrier(done) => {
+                let _ = done.send(());
+            }
+            DbJob::Prune(before_ms) => {
+                if let Err(e) = db.prune_view_events(before_ms).await {
+                    tracing::warn!(error = %e, "pruning old view events");
+                }
+            }
+        }
+    }
+}
+
+/// Writes rows in one transaction. When it fails, the rows are tried one by one: one the
+/// database refuses (its tenant was deleted) is dropped and counted; while the database
+/// cannot be reached, the write is retried every second (the aggregator waits once
+/// [`DB_JOBS`] writes are queued, and then the beacon queue answers 503).
+async fn write_rows(db: &Db, mut rows: Vec<StoredView>) {
+    loop {
+        let Err(e) = db.write_views(&rows).await else {
+            return;
+        };
+        metrics::counter!("ferrocast_analytics_write_errors_total").increment(1);
+        tracing::warn!(error = %e, views = rows.len(), "writing views; trying them one by one");
+        while !rows.is_empty() {
+            match db.write_view(&rows[0]).await {
+                Ok(()) => {
+                    rows.remove(0);
+                }
+                Err(crate::db::DbError::Sqlx(sqlx::Error::Database(e))) => {
+                    let row = rows.remove(0);
+                    metrics::counter!("ferrocast_analytics_views_dropped_total").increment(1);
+                    tracing::warn!(error = %e, view = %row.id, "the database refuses a view; dropped");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the database is unreachable; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+    }
+}
