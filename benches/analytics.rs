@@ -9,7 +9,7 @@
 //!    then dropped): the ceiling of HTTP + JSON here.
 //! 2. **Breakdown query.** 100,000 views holding 10 million events (100 per view, kept as
 //!    each view's timeline) over the last 30 days, written through the aggregator's own write
-//!    path (`Db::write_view`: the view row and its roll-up change in one transaction), on
+//!    path (`Db::write_views`: view rows and their roll-up changes in one transaction), on
 //!    SQLite and on PostgreSQL. Then `GET /v1/analytics/metrics/watch_time/breakdown` by
 //!    country × browser over 30 days, 40 times in a row over HTTP: p50 and p95 (after
 //!    `ANALYZE`, as autovacuum would have run).
@@ -380,6 +380,8 @@ async fn fill(db: &Db, tenant_id: &str) {
     // writes them.
     for start in (0..VIEWS).step_by(500) {
         let rows: Vec<StoredView> = (start..(start + 500).min(VIEWS)).map(make).collect();
-        db.write_views(&rows).await.unwrap();
+        db.write_views(&rows, ferrocast::analytics::rollup::of)
+            .await
+            .unwrap();
     }
 }

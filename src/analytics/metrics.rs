@@ -233,7 +233,7 @@ mod tests {
     fn sum(views: &[StoredView]) -> Rollup {
         let mut r = Rollup::default();
         for v in views {
-            r.add(&Rollup::of(v).unwrap().1, 1);
+            r.add(&super::super::rollup::of(v).unwrap().1, 1);
         }
         r
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::rollup;
 use crate::db::{Db, StoredView};
 
 /// Jobs queued for the database task at most; past that the aggregator waits for it.
@@ -97,13 +98,13 @@ pub(super) async fn db_task(
 /// [`DB_JOBS`] writes are queued, and then the beacon queue answers 503).
 async fn write_rows(db: &Db, mut rows: Vec<StoredView>) {
     loop {
-        let Err(e) = db.write_views(&rows).await else {
+        let Err(e) = db.write_views(&rows, rollup::of).await else {
             return;
         };
         metrics::counter!("ferrocast_analytics_write_errors_total").increment(1);
         tracing::warn!(error = %e, views = rows.len(), "writing views; trying them one by one");
         while !rows.is_empty() {
-            match db.write_view(&rows[0]).await {
+            match db.write_view(&rows[0], rollup::of).await {
                 Ok(()) => {
                     rows.remove(0);
                 }

@@ -3,8 +3,8 @@
 
 use sqlx::{AnyConnection, FromRow, Row};
 
+use super::rollup::{self, Rollup, RollupKey, RollupOf};
 use super::{Db, DbResult};
-use crate::analytics::rollup::{self, Rollup, RollupKey};
 
 /// A view as stored.
 #[derive(Debug, Clone, PartialEq, FromRow)]
@@ -293,9 +293,10 @@ fn scoped<'q>(
 
 impl Db {
     /// Writes views (in order; one may come more than once) and adds each change to the
-    /// roll-ups, all in one transaction. On SQLite it takes the write lock first, so a writer
-    /// elsewhere makes it wait (`busy_timeout`) rather than fail.
-    pub async fn write_views(&self, views: &[StoredView]) -> DbResult<()> {
+    /// roll-ups (what a view adds: `of`), all in one transaction. On SQLite it takes the
+    /// write lock first, so a writer elsewhere makes it wait (`busy_timeout`) rather than
+    /// fail.
+    pub async fn write_views(&self, views: &[StoredView], of: RollupOf) -> DbResult<()> {
         if views.is_empty() {
             return Ok(());
         }
@@ -314,7 +315,7 @@ impl Db {
             .fetch_optional(&mut *tx)
             .await?;
             upsert_view(&mut tx, v).await?;
-            for (key, sums) in rollup::changes(old.as_ref(), v) {
+            for (key, sums) in rollup::changes(old.as_ref(), v, of) {
                 add_rollup(&mut tx, &v.tenant_id, &key, &sums).await?;
             }
         }
@@ -323,8 +324,8 @@ impl Db {
     }
 
     /// Writes one view (see [`Db::write_views`]).
-    pub async fn write_view(&self, v: &StoredView) -> DbResult<()> {
-        self.write_views(std::slice::from_ref(v)).await
+    pub async fn write_view(&self, v: &StoredView, of: RollupOf) -> DbResult<()> {
+        self.write_views(std::slice::from_ref(v), of).await
     }
 
     /// Roll-up sums of a tenant's views that started in `[from_ms, to_ms)` (whole minutes),

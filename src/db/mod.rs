@@ -6,6 +6,7 @@
 
 mod analytics;
 mod live;
+pub mod rollup;
 mod security;
 mod status;
 mod tenants;
