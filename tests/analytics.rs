@@ -368,6 +368,8 @@ async fn an_open_view_survives_a_restart_and_continues() {
     let events = fixture_events("pause_and_resume_stay_one_view");
     let (status, _) = post(&server, &batch("view-restart-01", &pb, &events[..3])).await;
     assert_eq!(status, 202);
+    let (status, _) = post(&server, &batch("view-restart-02", &pb, &events[..3])).await;
+    assert_eq!(status, 202);
     server.stop().await;
 
     let server = TestServer::start_config(config.clone()).await;
@@ -375,7 +377,20 @@ async fn an_open_view_survives_a_restart_and_continues() {
     assert_eq!(before["finished"], false, "{before}");
     assert_eq!(before["playing_time_ms"], 10_000);
     post(&server, &batch("view-restart-01", &pb, &events[3..])).await;
+    // The same id naming another video is not this view: it is left as it was.
+    let other = asset(&server, &tenant_id, 50_000).await;
+    post(&server, &batch("view-restart-02", &other, &events[3..])).await;
     server.state.analytics.flush().await;
+    let (_, kept) = get_as(&server, &key, "/v1/analytics/views/view-restart-02").await;
+    assert_eq!(
+        (
+            kept["playback_id"].as_str(),
+            kept["finished"].as_bool(),
+            kept["playing_time_ms"].as_i64()
+        ),
+        (Some(pb.as_str()), Some(false), Some(10_000)),
+        "{kept}"
+    );
     let (_, after) = get_as(&server, &key, "/v1/analytics/views/view-restart-01").await;
     assert_eq!(
         (
@@ -387,11 +402,15 @@ async fn an_open_view_survives_a_restart_and_continues() {
         "{after}"
     );
     // Written before the restart, then twice after: the roll-ups count it once, with its
-    // final values.
+    // final values (beside the other open view, as it was).
+    let (w2, p2) = (
+        kept["watch_time_ms"].as_f64().unwrap(),
+        kept["playing_time_ms"].as_f64().unwrap(),
+    );
     for (metric, want) in [
-        ("views", 1.0),
-        ("watch_time", 21_500.0),
-        ("playing_time", 20_000.0),
+        ("views", 2.0),
+        ("watch_time", 21_500.0 + w2),
+        ("playing_time", 20_000.0 + p2),
     ] {
         let (_, got) = get_as(
             &server,
@@ -430,7 +449,7 @@ async fn an_open_view_survives_a_restart_and_continues() {
         "/v1/analytics/metrics/views/overall?timeframe=1h",
     )
     .await;
-    assert_eq!(views["value"].as_f64(), Some(1.0), "{views}");
+    assert_eq!(views["value"].as_f64(), Some(2.0), "{views}");
     server.stop().await;
 }
 

@@ -260,7 +260,9 @@ fn restore(open: &mut Open, r: Restored) {
     }
     view.restoring = false;
     match r.stored {
-        Some(v) if v.finished != 0 => {
+        // A finished view takes no more events; one stored as playing something else is not
+        // this (a reused id, or a CMCD session id across videos): both are dropped.
+        Some(v) if v.finished != 0 || v.playback_id != view.playback_id => {
             open.views.remove(&r.key);
             return;
         }

@@ -71,7 +71,7 @@ fn bounded(field: &'static str, s: &Option<String>, max: usize) -> Result<(), Ba
 
 /// Parses and checks a batch against the server's clock `now_ms`.
 pub fn parse(body: &[u8], now_ms: i64) -> Result<Batch, BadBatch> {
-    let batch: Batch =
+    let mut batch: Batch =
         serde_json::from_slice(body).map_err(|e| BadBatch::Json(cut(&e.to_string(), 200)))?;
     if batch.events.is_empty() || batch.events.len() > MAX_EVENTS {
         return Err(BadBatch::EventCount);
@@ -108,11 +108,19 @@ pub fn parse(body: &[u8], now_ms: i64) -> Result<Batch, BadBatch> {
             || e.bitrate.is_some_and(|b| b > 1_000_000_000)
             || e.playhead_ms
                 .is_some_and(|p| !(0..=366 * 86_400_000).contains(&p))
-            // A live latency is under an hour, and never negative by more than clocks differ.
-            || e.program_date_ms
-                .is_some_and(|d| !(-MAX_AHEAD_MS..=3_600_000).contains(&(e.t - d)))
         {
             return Err(BadBatch::Range(e.seq));
+        }
+    }
+    // A latency counts when it is under an hour and not negative by more than clocks
+    // differ; otherwise (a recording watched long after, a clock far off) it is left out,
+    // and the event kept.
+    for e in &mut batch.events {
+        if e.program_date_ms.is_some_and(|d| {
+            e.t.checked_sub(d)
+                .is_none_or(|l| !(-MAX_AHEAD_MS..=3_600_000).contains(&l))
+        }) {
+            e.program_date_ms = None;
         }
     }
     Ok(batch)
@@ -143,6 +151,23 @@ mod tests {
         .unwrap();
         assert_eq!(b.events.len(), 1);
         assert_eq!(b.player.name.as_deref(), Some("ferrocast"));
+        // A live latency over an hour (a recording watched long after) or from a date far
+        // ahead is left out; the events are kept.
+        let min = i64::MIN;
+        let b = parse(
+            body(&format!(
+                r#"[{{"seq":1,"type":"heartbeat","t":{NOW},"program_date_ms":{}}},
+                    {{"seq":2,"type":"heartbeat","t":{NOW},"program_date_ms":{min}}},
+                    {{"seq":3,"type":"heartbeat","t":{NOW},"program_date_ms":{}}}]"#,
+                NOW - 7_200_000,
+                NOW - 4000
+            ))
+            .as_bytes(),
+            NOW,
+        )
+        .unwrap();
+        let dates: Vec<Option<i64>> = b.events.iter().map(|e| e.program_date_ms).collect();
+        assert_eq!(dates, [None, None, Some(NOW - 4000)]);
     }
 
     #[test]

@@ -92,11 +92,13 @@ pub(super) async fn db_task(
     }
 }
 
-/// Writes rows in one transaction. When it fails, the rows are tried one by one: one the
-/// database refuses (its tenant was deleted) is dropped and counted; while the database
-/// cannot be reached, the write is retried every second (the aggregator waits once
-/// [`DB_JOBS`] writes are queued, and then the beacon queue answers 503).
+/// Writes rows in one transaction. When it fails, the rows are tried one by one. A row the
+/// database refuses (a foreign key: its tenant was deleted) is dropped and counted, and so
+/// is one refused with another database error 5 times over. While the database cannot be
+/// reached, the write is retried every second (the aggregator waits once [`DB_JOBS`]
+/// writes are queued, and then the beacon queue answers 503).
 async fn write_rows(db: &Db, mut rows: Vec<StoredView>) {
+    let mut refusals = 0;
     loop {
         let Err(e) = db.write_views(&rows, rollup::of).await else {
             return;
@@ -107,14 +109,21 @@ async fn write_rows(db: &Db, mut rows: Vec<StoredView>) {
             match db.write_view(&rows[0], rollup::of).await {
                 Ok(()) => {
                     rows.remove(0);
+                    refusals = 0;
                 }
-                Err(crate::db::DbError::Sqlx(sqlx::Error::Database(e))) => {
+                Err(crate::db::DbError::Sqlx(sqlx::Error::Database(e)))
+                    if e.kind() == sqlx::error::ErrorKind::ForeignKeyViolation || refusals >= 4 =>
+                {
                     let row = rows.remove(0);
+                    refusals = 0;
                     metrics::counter!("ferrocast_analytics_views_dropped_total").increment(1);
                     tracing::warn!(error = %e, view = %row.id, "the database refuses a view; dropped");
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "the database is unreachable; retrying in 1 s");
+                    if matches!(e, crate::db::DbError::Sqlx(sqlx::Error::Database(_))) {
+                        refusals += 1;
+                    }
+                    tracing::warn!(error = %e, "writing a view failed; retrying in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     break;
                 }

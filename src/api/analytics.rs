@@ -146,6 +146,8 @@ pub(super) fn observe_server(
                         .flatten()
                 }
                 Err(e) => {
+                    // Remembered as naming nothing, so it is read again a second later at most.
+                    durations.remember(playlist_key.as_str(), "");
                     tracing::debug!(error = %e, "reading a playlist for a server view");
                     None
                 }

@@ -281,6 +281,29 @@ pub async fn rendition_file(
         &headers,
         ip.as_deref(),
     );
+    if let Some(max) = claims.as_ref().and_then(PlaybackClaims::max_lines)
+        && let Some(prefix) = target.prefix.as_deref()
+        && rendition_lines(&state, prefix, &rendition)
+            .await?
+            .is_some_and(|l| l > max)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "rendition {rendition} is above the token's max_resolution ({max}p)"
+        )));
+    }
+    let private = target.policy == PlaybackPolicy::Signed;
+    // Only a token that verified is carried into the playlist (public media verify none).
+    let carried = claims.as_ref().and(token.as_deref());
+    let response = serve_object(
+        &state,
+        &target,
+        private,
+        &format!("{rendition}/{file}"),
+        carried,
+        None,
+    )
+    .await?;
+    // A segment served (or redirected to) without a view id counts toward a server view.
     if !named_a_view
         && matches!(kind, Some("ts" | "m4s" | "aac"))
         && let Some(prefix) = target.prefix.as_deref()
@@ -296,28 +319,7 @@ pub async fn rendition_file(
             ip.as_deref(),
         );
     }
-    if let Some(max) = claims.as_ref().and_then(PlaybackClaims::max_lines)
-        && let Some(prefix) = target.prefix.as_deref()
-        && rendition_lines(&state, prefix, &rendition)
-            .await?
-            .is_some_and(|l| l > max)
-    {
-        return Err(ApiError::Forbidden(format!(
-            "rendition {rendition} is above the token's max_resolution ({max}p)"
-        )));
-    }
-    let private = target.policy == PlaybackPolicy::Signed;
-    // Only a token that verified is carried into the playlist (public media verify none).
-    let carried = claims.as_ref().and(token.as_deref());
-    serve_object(
-        &state,
-        &target,
-        private,
-        &format!("{rendition}/{file}"),
-        carried,
-        None,
-    )
-    .await
+    Ok(response)
 }
 
 /// `GET /keys/{key_id}`: the 16-byte content key, to a valid token for media it encrypts

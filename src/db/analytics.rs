@@ -130,6 +130,7 @@ async fn upsert_view(conn: &mut AnyConnection, v: &StoredView) -> DbResult<()> {
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
          $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32) \
          ON CONFLICT (tenant_id, id) DO UPDATE SET started_at = excluded.started_at, \
+         playback_id = excluded.playback_id, \
          ended_at = excluded.ended_at, viewer_id = excluded.viewer_id, \
          player = excluded.player, country = excluded.country, \
          browser = excluded.browser, os = excluded.os, device_type = excluded.device_type, \
@@ -281,10 +282,13 @@ fn scoped<'q>(
     to_ms: i64,
     filters: &'q [(&str, String)],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    // Whole minutes at both ends, for the roll-ups (keyed by minute) and the views alike.
+    let to_minute =
+        to_ms.div_euclid(60_000) * 60_000 + if to_ms % 60_000 == 0 { 0 } else { 60_000 };
     let mut query = sqlx::query(sql)
         .bind(tenant_id)
         .bind(from_ms.div_euclid(60_000) * 60_000)
-        .bind(to_ms);
+        .bind(to_minute);
     for (_, value) in filters {
         query = query.bind(value.as_str());
     }

@@ -195,11 +195,18 @@ impl HlsState {
         }];
 
         // A segment is cut once its last frame is in: its first frame came one duration ago.
+        // Segment N of another rendition cut about then shares its stamp; one cut far from it
+        // (a rendition that joined at sequence 0 after a reconnect) gets its own.
+        let target_ms = i64::from(self.target_duration.max(1)) * 1000;
         let program_date_time_ms = self.clock.map(|now| {
-            let at = *self
-                .program_date_times
-                .entry(sequence)
-                .or_insert_with(|| now() - (segment.duration_s * 1000.0).round() as i64);
+            let fresh = now() - (segment.duration_s * 1000.0).round() as i64;
+            let at = match self.program_date_times.get(&sequence) {
+                Some(t) if (t - fresh).abs() <= target_ms => *t,
+                _ => {
+                    self.program_date_times.insert(sequence, fresh);
+                    fresh
+                }
+            };
             while self.program_date_times.len() > 4096 {
                 self.program_date_times.pop_first();
             }

@@ -411,8 +411,14 @@ pub async fn serve(
     for worker in workers {
         worker.abort();
     }
-    // Views still open are written, so that a restart picks them up.
-    analytics.flush().await;
+    // Views still open are written, so that a restart picks them up (within 15 s: a
+    // database that cannot be reached does not hold the shutdown).
+    if tokio::time::timeout(std::time::Duration::from_secs(15), analytics.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("views still open could not be written before shutdown");
+    }
     db.close().await;
     result
 }
