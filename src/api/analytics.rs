@@ -114,6 +114,13 @@ pub(super) fn observe_server(
     ip: Option<&str>,
 ) {
     use std::hash::{Hash, Hasher};
+    let durations = &state.analytics.durations;
+    // Known or known absent: no task, no storage read; a segment the playlist does not name
+    // counts for nothing.
+    let known = durations.lookup(playlist_key.as_str(), segment);
+    if known == Some(None) {
+        return;
+    }
     let agent = headers
         .get(header::USER_AGENT)
         .map(|v| v.as_bytes())
@@ -127,33 +134,29 @@ pub(super) fn observe_server(
         agent_hash: hasher.finish(),
         dims: dimensions(state, headers, ip),
         segment: segment.to_string(),
-        media_ms: 0,
+        media_ms: known.flatten().unwrap_or(0),
         received_ms: crate::clock::now_ms(),
     };
+    if known.is_some() {
+        state.analytics.observe_server(arrival);
+        return;
+    }
     let state = state.clone();
     tokio::spawn(async move {
         let durations = &state.analytics.durations;
-        let known = match durations.lookup(playlist_key.as_str(), &arrival.segment) {
-            Some(known) => known,
-            None => match state.jobs.store.get(&playlist_key, None).await {
-                Ok(object) => {
-                    durations.remember(
-                        playlist_key.as_str(),
-                        &String::from_utf8_lossy(&object.body),
-                    );
-                    durations
-                        .lookup(playlist_key.as_str(), &arrival.segment)
-                        .flatten()
-                }
-                Err(e) => {
-                    // Remembered as naming nothing, so it is read again a second later at most.
-                    durations.remember(playlist_key.as_str(), "");
-                    tracing::debug!(error = %e, "reading a playlist for a server view");
-                    None
-                }
-            },
+        let text = match state.jobs.store.get(&playlist_key, None).await {
+            Ok(object) => String::from_utf8_lossy(&object.body).into_owned(),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading a playlist for a server view");
+                // Remembered as naming nothing: read again a second later at most.
+                String::new()
+            }
         };
-        if let Some(media_ms) = known {
+        durations.remember(playlist_key.as_str(), &text);
+        if let Some(media_ms) = durations
+            .lookup(playlist_key.as_str(), &arrival.segment)
+            .flatten()
+        {
             state.analytics.observe_server(ServerArrival {
                 media_ms,
                 ..arrival

@@ -1,10 +1,10 @@
-//! Live FLV -> ABR ladder of in-memory MPEG-TS HLS segments, on GStreamer 1.22.
-//!
 //! Why one file (1,120 lines, 80 of them tests): it is one pipeline, built in the two steps
 //! below, whose pad callbacks, branch builder and bus loop share `Shared` and its locks;
 //! split by job, each part would reach into the others' state. Its pure part (`plan`,
 //! `validate`) is unit-tested at the end; what it shares with the other pipelines is in
 //! `gst.rs`.
+//!
+//! Live FLV -> ABR ladder of in-memory MPEG-TS HLS segments, on GStreamer 1.22.
 //!
 //! Topology (built in two steps, see `build_branches`):
 //!

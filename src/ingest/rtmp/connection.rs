@@ -1,9 +1,9 @@
-//! Server-side RTMP connection: turns received bytes into publish events and protocol replies.
-//!
 //! Why one file (1,096 lines): the connection is one sans-IO state machine (656 lines) whose
 //! handlers share its stream table; the rest is its tests, which replay recorded publisher
 //! bytes against it and need its internals. Chunking, AMF0 and the handshake are already
 //! files of their own.
+//!
+//! Server-side RTMP connection: turns received bytes into publish events and protocol replies.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
