@@ -23,6 +23,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ferrocast::analytics::view::Event;
 use ferrocast::db::{Db, StoredView};
 
 const RUNS: usize = 3;
@@ -335,10 +336,11 @@ async fn fill(db: &Db, tenant_id: &str) {
         };
         let started_at = now - span + (next() % span as u64) as i64;
         let watch = 60_000 + (next() % 1_200_000) as i64;
-        let events: Vec<serde_json::Value> = (1..=EVENTS_PER_VIEW)
+        let events: Vec<Event> = (1..=EVENTS_PER_VIEW)
             .map(|seq| {
-                serde_json::json!({"seq": seq, "type": "heartbeat",
-                    "t": started_at + seq as i64 * 10_000, "playhead_ms": seq as i64 * 10_000})
+                serde_json::from_value(serde_json::json!({"seq": seq, "type": "heartbeat",
+                    "t": started_at + seq as i64 * 10_000, "playhead_ms": seq as i64 * 10_000}))
+                .unwrap()
             })
             .collect();
         StoredView {
@@ -351,6 +353,7 @@ async fn fill(db: &Db, tenant_id: &str) {
             finished: 1,
             play_requested: 1,
             video_startup_time_ms: Some(300 + (next() % 3000) as i64),
+            key_fetch_time_ms: None,
             watch_time_ms: watch,
             playing_time_ms: watch - 2000,
             rebuffer_count: (next() % 3) as i64,
@@ -372,7 +375,9 @@ async fn fill(db: &Db, tenant_id: &str) {
             player: "ferrocast-data 1".to_string(),
             sources: "beacon,cmcd".to_string(),
             summary: "{}".to_string(),
-            events: Some(serde_json::to_string(&events).unwrap()),
+            events: None,
+            timeline: Some(ferrocast::analytics::timeline::pack(&events)),
+            watched: None,
             updated_at: now,
         }
     };

@@ -335,6 +335,48 @@ async fn beacons_become_views(server: &TestServer) {
     let (_, theirs) = metric(overall("views", ""), other.clone()).await;
     assert_eq!(theirs["views"], 0, "{theirs}");
     assert_eq!(views(server, &key, "").await.len(), 3);
+
+    // A view that fetched its key during startup, and one playing now.
+    let keyed = fixture_events("key_fetch_time_within_startup");
+    let (status, _) = post(server, &batch("view-0000000004", &pb, &keyed)).await;
+    assert_eq!(status, 202);
+    let now = ferrocast::clock::now_ms();
+    let playing = [
+        json!({"seq": 1, "type": "play", "t": now - 2000, "playhead_ms": 0}),
+        json!({"seq": 2, "type": "playing", "t": now - 1500, "playhead_ms": 0}),
+    ];
+    let (status, _) = post(server, &batch("view-0000000005", &pb, &playing)).await;
+    assert_eq!(status, 202);
+    server.state.analytics.flush().await;
+    let (_, keys) = metric(overall("key_fetch_time", ""), key.clone()).await;
+    assert_eq!(keys["value"], 400.0, "{keys}");
+    // Its timeline, stored packed, comes back whole.
+    let (_, detail) = get_as(server, &key, "/v1/analytics/views/view-0000000004").await;
+    assert_eq!(detail["key_fetch_time_ms"], 400, "{detail}");
+    let timeline = detail["events"].as_array().unwrap();
+    assert_eq!(timeline.len(), keyed.len(), "{detail}");
+    assert_eq!(
+        (&timeline[1]["type"], &timeline[1]["duration_ms"]),
+        (&json!("keyloaded"), &json!(200))
+    );
+    // One viewer at a time, at most.
+    let (status, peaks) = get_as(
+        server,
+        &key,
+        "/v1/analytics/concurrency?timeframe=1h&granularity=minute",
+    )
+    .await;
+    assert_eq!(status, 200, "{peaks}");
+    let most = peaks["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["peak_concurrent_viewers"].as_i64())
+        .max();
+    assert_eq!(most, Some(1), "{peaks}");
+    let (status, curve) = get_as(server, &key, &format!("/v1/analytics/retention/{pb}")).await;
+    assert_eq!(status, 200, "{curve}");
+    assert_eq!(curve["data"].as_array().map(Vec::len), Some(100), "{curve}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,7 +651,7 @@ async fn cmcd_on_media_requests_makes_a_view_and_changes_no_access() {
 }
 
 /// Concurrent viewers now: playing ones count, paused and gone ones do not, per playback id,
-/// and only the tenant's own.
+/// and only the tenant's own; and their peak per minute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_counts_viewers_playing_now() {
     let server = TestServer::start().await;
@@ -664,5 +706,112 @@ async fn realtime_counts_viewers_playing_now() {
     let (_, other) = server.create_tenant("Other").await;
     let (_, theirs) = get_as(&server, &other, "/v1/analytics/realtime").await;
     assert_eq!(theirs["concurrent_viewers"], 0);
+
+    // The peak per minute: of the tenant, and of one playback id (the flush took a sample;
+    // one taken earlier saw at most as many).
+    let peak = |query: String, key: String| {
+        let server = &server;
+        async move {
+            let (status, body) = get_as(
+                server,
+                &key,
+                &format!("/v1/analytics/concurrency?timeframe=10m&granularity=minute{query}"),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            let points = body["data"].as_array().unwrap().clone();
+            points
+                .iter()
+                .map(|p| p["peak_concurrent_viewers"].as_i64().unwrap())
+                .max()
+        }
+    };
+    assert_eq!(peak(String::new(), key.clone()).await, Some(3));
+    assert_eq!(
+        peak(format!("&playback_id={pb2}"), key.clone()).await,
+        Some(2)
+    );
+    assert_eq!(
+        peak(String::new(), other.clone()).await,
+        None,
+        "not another tenant's"
+    );
+    let (status, body) = get_as(&server, &key, "/v1/analytics/concurrency?playback_id=../x").await;
+    assert_eq!(status, 400, "{body}");
+    server.stop().await;
+}
+
+/// An asset's audience retention curve: each percent of its duration counts the views that
+/// played it; another tenant gets a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_curve_counts_the_parts_each_view_played() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Retention").await;
+    let pb = asset(&server, &tenant_id, 100_000).await;
+    let t0 = ferrocast::clock::now_ms() - 200_000;
+    let ev = |seq: u32, kind: &str, t: i64, playhead: i64| json!({"seq": seq, "type": kind, "t": t0 + t, "playhead_ms": playhead});
+    // One view plays it all; one leaves after 10 s; one seeks from 20 % to 90 %.
+    let mut whole = vec![ev(1, "play", 0, 0), ev(2, "playing", 500, 0)];
+    for i in 1..=10 {
+        whole.push(ev(
+            2 + i,
+            "heartbeat",
+            500 + i as i64 * 10_000,
+            i as i64 * 10_000,
+        ));
+    }
+    whole.push(ev(13, "ended", 100_600, 100_000));
+    whole.push(ev(14, "viewend", 101_000, 100_000));
+    let short = [
+        ev(1, "play", 0, 0),
+        ev(2, "playing", 500, 0),
+        ev(3, "heartbeat", 10_500, 10_000),
+        ev(4, "viewend", 11_000, 10_000),
+    ];
+    let seek = [
+        ev(1, "play", 0, 0),
+        ev(2, "playing", 500, 0),
+        ev(3, "seeking", 20_500, 20_000),
+        ev(4, "seeked", 21_000, 90_000),
+        ev(5, "ended", 31_000, 100_000),
+        ev(6, "viewend", 31_500, 100_000),
+    ];
+    for (view, events) in [
+        ("ret-view-0001", &whole[..]),
+        ("ret-view-0002", &short[..]),
+        ("ret-view-0003", &seek[..]),
+    ] {
+        let (status, body) = post(&server, &batch(view, &pb, events)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    server.state.analytics.flush().await;
+    let (status, curve) = get_as(&server, &key, &format!("/v1/analytics/retention/{pb}")).await;
+    assert_eq!(status, 200, "{curve}");
+    assert_eq!(
+        (curve["views"].as_i64(), curve["duration_ms"].as_i64()),
+        (Some(3), Some(100_000))
+    );
+    let views: Vec<i64> = curve["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["views"].as_i64().unwrap())
+        .collect();
+    assert_eq!(views.len(), 100);
+    assert_eq!(
+        (views[0], views[10], views[11], views[20]),
+        (3, 3, 2, 2),
+        "{views:?}"
+    );
+    assert_eq!(
+        (views[21], views[89], views[90], views[99]),
+        (1, 1, 2, 2),
+        "{views:?}"
+    );
+    assert!((curve["data"][50]["share"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+
+    let (_, other) = server.create_tenant("Other").await;
+    let (status, _) = get_as(&server, &other, &format!("/v1/analytics/retention/{pb}")).await;
+    assert_eq!(status, 404, "another tenant's asset");
     server.stop().await;
 }

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::beacon::Batch;
 use super::cmcd::{Cmcd, CmcdTotals};
+use super::peaks::Peaks;
 use super::store::{DB_JOBS, DbJob, DbLink, Restored, db_task};
 use super::view::{Event, EventKind, Summary, VIEW_TIMEOUT_MS, summarize};
 use crate::clock::now_ms;
@@ -200,9 +201,19 @@ struct OpenView {
     server_ms: i64,
     /// Waiting for what the database holds of it: not written until then.
     restoring: bool,
+    /// Whether its viewer was starting, playing, rebuffering or seeking at its last event,
+    /// as of its last summary (every write; CMCD and server views: requesting media).
+    active: bool,
     /// When it ended (`viewend` or a fatal error): kept open [`ENDED_GRACE_MS`] more.
     ended_ms: Option<i64>,
     dirty: bool,
+}
+
+impl OpenView {
+    /// A concurrent viewer at `now`: not ended, heard from within the window, and active.
+    fn concurrent(&self, now: i64) -> bool {
+        self.active && self.ended_ms.is_none() && now - self.last_arrival_ms <= CONCURRENT_WINDOW_MS
+    }
 }
 
 /// Views written at once, at most; more are written in the next transaction.
@@ -273,11 +284,10 @@ fn restore(open: &mut Open, r: Restored) {
             {
                 view.cmcd.merge(&totals);
             }
-            let stored: Vec<Event> = v
-                .events
-                .as_deref()
-                .and_then(|e| serde_json::from_str(e).ok())
-                .unwrap_or_default();
+            let stored = super::timeline::stored(&v).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, view = %v.id, "restoring a view without its events");
+                Vec::new()
+            });
             for e in stored {
                 view.events.entry(e.seq).or_insert(e);
             }
@@ -309,6 +319,7 @@ async fn run(
     mut restored: mpsc::UnboundedReceiver<Restored>,
 ) {
     let mut open = Open::default();
+    let mut peaks = Peaks::default();
     // (tenant, playback id, address, agent hash) → the server view it feeds now.
     let mut server_views: HashMap<(String, String, String, u64), String> = HashMap::new();
     let cmcd_views =
@@ -336,7 +347,11 @@ async fn run(
                 }
                 Some(Entry::Flush(done)) => {
                     settle(&db, &mut open, &mut restored).await;
-                    write_all(&db, &mut open, now_ms()).await;
+                    let now = now_ms();
+                    write_all(&db, &mut open, now).await;
+                    let mut minutes = sample(&mut peaks, &open, now);
+                    minutes.extend(peaks.current());
+                    db.send(DbJob::Peaks(minutes)).await;
                     db.send(DbJob::Barrier(done)).await;
                 }
                 None => break,
@@ -344,7 +359,12 @@ async fn run(
             Some(r) = restored.recv() => restore(&mut open, r),
             _ = rows_tick.tick() => flush_rows(&db, &mut open).await,
             _ = tick.tick() => {
-                write_all(&db, &mut open, now_ms()).await;
+                let now = now_ms();
+                write_all(&db, &mut open, now).await;
+                let passed = sample(&mut peaks, &open, now);
+                if !passed.is_empty() {
+                    db.send(DbJob::Peaks(passed)).await;
+                }
                 server_views.retain(|k, id| open.contains_key(&(k.0.clone(), id.clone())));
             }
             _ = prune.tick() => {
@@ -355,9 +375,21 @@ async fn run(
     }
     settle(&db, &mut open, &mut restored).await;
     write_all(&db, &mut open, now_ms()).await;
+    db.send(DbJob::Peaks(peaks.take_before(None))).await;
     let (done, written) = oneshot::channel();
     db.send(DbJob::Barrier(done)).await;
     let _ = written.await;
+}
+
+/// Samples the concurrent viewers (right after [`write_all`], when every view's `active` is
+/// fresh); returns the peaks of the minutes that have passed.
+fn sample(peaks: &mut Peaks, open: &Open, now: i64) -> Vec<crate::db::Peak> {
+    let viewers = open
+        .values()
+        .filter(|v| v.concurrent(now))
+        .map(|v| (v.tenant_id.as_str(), v.playback_id.as_str()));
+    peaks.sample(viewers, now);
+    peaks.take_before(Some(now))
 }
 
 /// Waits until the database task has answered every lookup asked so far, and takes the
@@ -423,6 +455,7 @@ async fn open_view<'a>(
                 server_ms: 0,
                 ended_ms: None,
                 restoring: true,
+                active: true,
                 dirty: true,
             },
         );
@@ -636,8 +669,11 @@ async fn write_all(db: &DbLink, open: &mut Open, now: i64) {
         .collect();
     let mut rows = Vec::new();
     for key in timed_out {
-        if let Some(view) = open.remove(&key) {
-            rows.push(row(&view, true));
+        // An ended view was written when it ended: again only if a batch came since.
+        if let Some(mut view) = open.remove(&key)
+            && (view.ended_ms.is_none() || view.dirty)
+        {
+            rows.push(row(&mut view, true));
         }
     }
     for view in open.values_mut().filter(|v| v.dirty && !v.restoring) {
@@ -655,17 +691,19 @@ async fn close_longest_silent(db: &DbLink, open: &mut Open) {
         .min_by_key(|(_, v)| v.last_arrival_ms)
         .map(|(k, _)| k.clone());
     // Written, not ended: a later batch of it reopens it from the database.
-    if let Some(view) = oldest.and_then(|k| open.remove(&k)) {
-        let row = row(&view, view.ended_ms.is_some());
+    if let Some(mut view) = oldest.and_then(|k| open.remove(&k)) {
+        let ended = view.ended_ms.is_some();
+        let row = row(&mut view, ended);
         open.pending.push(row);
         flush_rows(db, open).await;
     }
 }
 
-/// The row of a view; `ended`: it takes no more events.
-fn row(view: &OpenView, ended: bool) -> StoredView {
+/// The row of a view; `ended`: it takes no more events. Notes whether it is active.
+fn row(view: &mut OpenView, ended: bool) -> StoredView {
     let events: Vec<Event> = view.events.values().cloned().collect();
     let mut s: Summary = summarize(&events, view.duration_ms);
+    view.active = events.is_empty() || s.active;
     s.finished |= ended;
     s.settle();
     let (started_at, ended_at) = if events.is_empty() {
@@ -701,6 +739,7 @@ fn row(view: &OpenView, ended: bool) -> StoredView {
         finished: i64::from(s.finished),
         play_requested: i64::from(s.play_requested),
         video_startup_time_ms: s.video_startup_time_ms,
+        key_fetch_time_ms: s.key_fetch_time_ms,
         watch_time_ms: s.watch_time_ms,
         playing_time_ms: s.playing_time_ms,
         rebuffer_count: i64::from(s.rebuffer_count),
@@ -722,7 +761,9 @@ fn row(view: &OpenView, ended: bool) -> StoredView {
         player: view.player.clone(),
         sources: view.sources.iter().copied().collect::<Vec<_>>().join(","),
         summary: summary.to_string(),
-        events: Some(serde_json::to_string(&events).expect("events serialize")),
+        events: None,
+        timeline: Some(super::timeline::pack(&events)),
+        watched: s.watched.map(|w| w.to_le_bytes().to_vec()),
         updated_at: now_ms(),
     }
 }

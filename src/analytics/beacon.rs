@@ -108,6 +108,7 @@ pub fn parse(body: &[u8], now_ms: i64) -> Result<Batch, BadBatch> {
             || e.bitrate.is_some_and(|b| b > 1_000_000_000)
             || e.playhead_ms
                 .is_some_and(|p| !(0..=366 * 86_400_000).contains(&p))
+            || e.duration_ms.is_some_and(|d| !(0..=600_000).contains(&d))
         {
             return Err(BadBatch::Range(e.seq));
         }

@@ -36,10 +36,12 @@ pub enum Metric {
     ViewerExperienceScore,
     /// Milliseconds, the mean of live views' median latencies.
     LiveLatency,
+    /// Milliseconds, the mean key fetch time of views that fetched a key during startup.
+    KeyFetchTime,
 }
 
 impl Metric {
-    pub const ALL: [(&'static str, Metric); 21] = [
+    pub const ALL: [(&'static str, Metric); 22] = [
         ("views", Metric::Views),
         ("watch_time", Metric::WatchTime),
         ("playing_time", Metric::PlayingTime),
@@ -70,6 +72,7 @@ impl Metric {
         ("playback_success_score", Metric::PlaybackSuccessScore),
         ("viewer_experience_score", Metric::ViewerExperienceScore),
         ("live_latency", Metric::LiveLatency),
+        ("key_fetch_time", Metric::KeyFetchTime),
     ];
 
     pub fn parse(name: &str) -> Option<Metric> {
@@ -108,6 +111,7 @@ impl Metric {
             Metric::PlaybackSuccessScore => &["success_score", "scored_views"],
             Metric::ViewerExperienceScore => &["experience_score", "scored_views"],
             Metric::LiveLatency => &["live_latency_ms", "latency_views"],
+            Metric::KeyFetchTime => &["key_fetch_time_ms", "key_views"],
         }
     }
 
@@ -140,6 +144,7 @@ impl Metric {
             Metric::PlaybackSuccessScore => ratio(r.success_score, r.scored_views as f64),
             Metric::ViewerExperienceScore => ratio(r.experience_score, r.scored_views as f64),
             Metric::LiveLatency => ratio(r.live_latency_ms as f64, r.latency_views as f64),
+            Metric::KeyFetchTime => ratio(r.key_fetch_time_ms as f64, r.key_views as f64),
         }
     }
 }
@@ -170,6 +175,7 @@ mod tests {
             finished: 1,
             play_requested: 1,
             video_startup_time_ms: startup,
+            key_fetch_time_ms: None,
             watch_time_ms: watch,
             playing_time_ms: watch - rebuffer_ms - startup.unwrap_or(0),
             rebuffer_count: i64::from(rebuffer_ms > 0),
@@ -192,6 +198,8 @@ mod tests {
             sources: "beacon".into(),
             summary: String::new(),
             events: None,
+            timeline: None,
+            watched: None,
             updated_at: 0,
         }
     }
@@ -227,6 +235,8 @@ mod tests {
             experience_score: f("experience_score", r.experience_score),
             latency_views: i("latency_views", r.latency_views),
             live_latency_ms: i("live_latency_ms", r.live_latency_ms),
+            key_views: i("key_views", r.key_views),
+            key_fetch_time_ms: i("key_fetch_time_ms", r.key_fetch_time_ms),
         }
     }
 

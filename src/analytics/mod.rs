@@ -7,9 +7,11 @@ pub mod aggregator;
 pub mod beacon;
 pub mod cmcd;
 pub mod metrics;
+mod peaks;
 pub mod rollup;
 pub mod server;
 mod store;
+pub mod timeline;
 pub mod view;
 
 pub use aggregator::{Analytics, Arrival, CmcdArrival, Dimensions, QueueFull, ServerArrival};

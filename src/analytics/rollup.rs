@@ -14,6 +14,7 @@ pub fn summary_of(v: &StoredView) -> Summary {
         finished: v.finished != 0,
         play_requested: v.play_requested != 0,
         video_startup_time_ms: v.video_startup_time_ms,
+        key_fetch_time_ms: v.key_fetch_time_ms,
         watch_time_ms: v.watch_time_ms,
         playing_time_ms: v.playing_time_ms,
         rebuffer_count: u32::try_from(v.rebuffer_count).unwrap_or(u32::MAX),
@@ -82,6 +83,8 @@ pub fn of(v: &StoredView) -> Option<(RollupKey, Rollup)> {
         experience_score: experience.unwrap_or(0.0),
         latency_views: i64::from(v.live_latency_ms.is_some()),
         live_latency_ms: v.live_latency_ms.unwrap_or(0),
+        key_views: i64::from(v.key_fetch_time_ms.is_some()),
+        key_fetch_time_ms: v.key_fetch_time_ms.unwrap_or(0),
     };
     Some((key, sums))
 }
@@ -101,6 +104,7 @@ mod tests {
             finished: 0,
             play_requested: 1,
             video_startup_time_ms: Some(500),
+            key_fetch_time_ms: None,
             watch_time_ms: watch,
             playing_time_ms: watch - 500,
             rebuffer_count: 0,
@@ -123,6 +127,8 @@ mod tests {
             sources: "beacon".into(),
             summary: String::new(),
             events: None,
+            timeline: None,
+            watched: None,
             updated_at: 0,
         }
     }

@@ -25,6 +25,8 @@ pub(super) enum DbJob {
     Barrier(oneshot::Sender<()>),
     /// Forget the raw events of views that ended before this time.
     Prune(i64),
+    /// Peak concurrent viewers of minutes that have passed.
+    Peaks(Vec<crate::db::Peak>),
 }
 
 /// The answer to a [`DbJob::Lookup`].
@@ -82,6 +84,12 @@ pub(super) async fn db_task(
             }
             DbJob::Barrier(done) => {
                 let _ = done.send(());
+            }
+            DbJob::Peaks(peaks) => {
+                if let Err(e) = db.record_peaks(&peaks).await {
+                    metrics::counter!("ferrocast_analytics_write_errors_total").increment(1);
+                    tracing::warn!(error = %e, minutes = peaks.len(), "writing peak concurrent viewers; dropped");
+                }
             }
             DbJob::Prune(before_ms) => {
                 if let Err(e) = db.prune_view_events(before_ms).await {

@@ -7,7 +7,9 @@
 //! - **Watch time** runs from the play request to the end, paused time excluded: it includes
 //!   startup, rebuffering and seeking. **Playing time** is the part spent playing.
 //! - **Video startup time** runs from the play request (`play`) to the first frame with the
-//!   playhead moving (`playing`).
+//!   playhead moving (`playing`). **Key fetch time** is the part of it the player spent
+//!   fetching keys or licences (`keyloaded` spans within it, overlaps once; a key fetched
+//!   before the play request costs the viewer nothing).
 //! - A **rebuffer** is a stall of at least [`MIN_REBUFFER_MS`] after the first frame, outside
 //!   a seek. Rebuffer percentage = rebuffer duration ÷ watch time; frequency = rebuffers per
 //!   minute of watch time.
@@ -71,6 +73,9 @@ pub struct Event {
     /// `EXT-X-PROGRAM-DATE-TIME`), ms since the epoch; `t` minus it is the viewer's latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub program_date_ms: Option<i64>,
+    /// `keyloaded`: how long the request took, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,6 +94,9 @@ pub enum EventKind {
     Ended,
     Heartbeat,
     Viewend,
+    /// A key or licence request answered (hls.js `KEY_LOADED`); `duration_ms` says how long
+    /// it took, ending at `t`.
+    Keyloaded,
 }
 
 /// A view's metrics.
@@ -106,6 +114,10 @@ pub struct Summary {
     /// concurrent viewer (paused ones are not).
     pub active: bool,
     pub video_startup_time_ms: Option<i64>,
+    /// The part of the startup time spent fetching keys or licences: their requests'
+    /// spans, merged, within the play request to the first frame. None when no key was
+    /// fetched before the first frame (clear media), or no frame came.
+    pub key_fetch_time_ms: Option<i64>,
     pub watch_time_ms: i64,
     pub playing_time_ms: i64,
     pub rebuffer_count: u32,
@@ -128,6 +140,11 @@ pub struct Summary {
     pub live_latency_ms: Option<i64>,
     /// VOD only: the playhead reached [`COMPLETION_SHARE`] of the duration.
     pub completed: Option<bool>,
+    /// VOD only: bit `i` set when the viewer played part of the duration's `i`-th percent
+    /// (the playhead moving through it while playing); the audience retention curve sums
+    /// these over views.
+    #[serde(skip)]
+    pub watched: Option<u128>,
     /// Events after a 60-minute gap, left out (they belong to no open view).
     pub ignored_after_timeout: u32,
 }
@@ -223,6 +240,23 @@ impl Summary {
     }
 }
 
+/// The time `spans` cover within `from..to`, overlaps counted once; None without spans.
+fn time_within(spans: &mut [(i64, i64)], from: i64, to: i64) -> Option<i64> {
+    if spans.is_empty() {
+        return None;
+    }
+    spans.sort_unstable();
+    let (mut covered, mut reached) = (0, from);
+    for &(start, end) in spans.iter() {
+        let (start, end) = (start.max(reached), end.min(to));
+        if end > start {
+            covered += end - start;
+            reached = end;
+        }
+    }
+    Some(covered)
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
@@ -268,6 +302,11 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
     let mut bitrate: Option<u64> = None;
     let (mut bitrate_ms, mut bitrate_sum, mut scaled_ms) = (0i64, 0f64, 0i64);
     let mut latencies: Vec<i64> = Vec::new();
+    // Spans of the key requests answered before the first frame.
+    let mut key_spans: Vec<(i64, i64)> = Vec::new();
+    let duration = duration_ms.filter(|d| *d > 0);
+    let mut watched = 0u128;
+    let mut last_playhead: Option<i64> = None;
     for (i, e) in ordered.iter().enumerate() {
         if state == State::Over {
             break;
@@ -287,6 +326,9 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
             State::Playing => {
                 s.watch_time_ms += dt;
                 s.playing_time_ms += dt;
+                if let (Some(d), Some(from), Some(to)) = (duration, last_playhead, e.playhead_ms) {
+                    watched |= played_through(from, to, dt, d);
+                }
                 if let Some(b) = bitrate {
                     bitrate_ms += dt;
                     bitrate_sum += b as f64 * dt as f64;
@@ -311,6 +353,7 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
         }
         if let Some(p) = e.playhead_ms {
             s.max_playhead_ms = s.max_playhead_ms.max(p);
+            last_playhead = Some(p);
         }
         if let Some(date) = e.program_date_ms
             && state == State::Playing
@@ -327,8 +370,15 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
             // at the next play request.
             (EventKind::Pause, State::Starting) => State::Idle,
             (EventKind::Play, State::Paused) => State::Resuming,
+            (EventKind::Keyloaded, State::Idle | State::Starting) => {
+                if let Some(d) = e.duration_ms {
+                    key_spans.push((t - d, t));
+                }
+                state
+            }
             (EventKind::Playing, State::Starting) => {
                 s.video_startup_time_ms = play_at.map(|p| t - p);
+                s.key_fetch_time_ms = play_at.and_then(|p| time_within(&mut key_spans, p, t));
                 State::Playing
             }
             (EventKind::Playing, State::Paused | State::Resuming | State::Stalled { .. }) => {
@@ -412,10 +462,21 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
     s.weighted_bitrate = (bitrate_ms > 0).then(|| bitrate_sum / bitrate_ms as f64);
     latencies.sort_unstable();
     s.live_latency_ms = latencies.get(latencies.len() / 2).copied();
-    s.completed = duration_ms
-        .filter(|d| *d > 0)
-        .map(|d| s.max_playhead_ms as f64 >= COMPLETION_SHARE * d as f64);
+    s.completed = duration.map(|d| s.max_playhead_ms as f64 >= COMPLETION_SHARE * d as f64);
+    s.watched = duration.map(|_| watched);
     s
+}
+
+/// The percents of a duration `d` the playhead crossed going from `from` to `to` while
+/// playing for `dt` ms, as bits; none when it moved backwards or much faster than time
+/// (a jump the player did not report as a seek).
+fn played_through(from: i64, to: i64, dt: i64, d: i64) -> u128 {
+    if to < from || to - from > 2 * dt + 1000 {
+        return 0;
+    }
+    let percent = |p: i64| (p.clamp(0, d) as i128 * 100 / d as i128).min(99) as u32;
+    let (a, b) = (percent(from), percent(to));
+    ((1u128 << (b + 1)) - 1) & !((1u128 << a) - 1)
 }
 
 /// A stall that ends at `t`: a rebuffer if it lasted [`MIN_REBUFFER_MS`] or more, else as
@@ -452,6 +513,7 @@ mod tests {
             context: None,
             http_status: None,
             program_date_ms: None,
+            duration_ms: None,
         }
     }
 
@@ -531,6 +593,42 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 14, "only {checked} fixtures");
+    }
+
+    /// The percents a VOD view played: from the first frame, skipping what a seek jumped
+    /// over, through to the end; none for live.
+    #[test]
+    fn the_percents_played_skip_what_a_seek_jumped_over() {
+        let at = |seq, kind, t, playhead| {
+            let mut e = ev(seq, kind, t);
+            e.playhead_ms = Some(playhead);
+            e
+        };
+        let events = vec![
+            at(1, EventKind::Play, 0, 0),
+            at(2, EventKind::Playing, 500, 0),
+            at(3, EventKind::Heartbeat, 10_500, 10_000),
+            at(4, EventKind::Seeking, 15_500, 15_000),
+            at(5, EventKind::Seeked, 16_000, 80_000),
+            at(6, EventKind::Heartbeat, 26_000, 90_000),
+            at(7, EventKind::Ended, 36_000, 100_000),
+        ];
+        let bits = summarize(&events, Some(100_000)).watched.unwrap();
+        let percents: Vec<u32> = (0..100).filter(|i| bits & (1 << i) != 0).collect();
+        let want: Vec<u32> = (0..=15).chain(80..=99).collect();
+        assert_eq!(percents, want);
+        assert_eq!(
+            summarize(&events, None).watched,
+            None,
+            "live has no duration"
+        );
+        // A jump the player did not report as a seek marks nothing.
+        let jumped = vec![
+            at(1, EventKind::Play, 0, 0),
+            at(2, EventKind::Playing, 500, 0),
+            at(3, EventKind::Heartbeat, 10_500, 60_000),
+        ];
+        assert_eq!(summarize(&jumped, Some(100_000)).watched, Some(0));
     }
 
     #[test]

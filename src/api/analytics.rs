@@ -251,6 +251,9 @@ pub struct ViewView {
     /// Ended (`viewend`, a fatal error, or 60 minutes silent); else still open.
     pub finished: bool,
     pub video_startup_time_ms: Option<i64>,
+    /// The part of the startup time spent fetching keys or licences (None: none fetched
+    /// before the first frame).
+    pub key_fetch_time_ms: Option<i64>,
     pub watch_time_ms: i64,
     pub playing_time_ms: i64,
     pub rebuffer_count: i64,
@@ -311,6 +314,7 @@ impl From<&StoredView> for ViewView {
             ended_at: rfc3339(v.ended_at),
             finished: v.finished != 0,
             video_startup_time_ms: v.video_startup_time_ms,
+            key_fetch_time_ms: v.key_fetch_time_ms,
             watch_time_ms: v.watch_time_ms,
             playing_time_ms: v.playing_time_ms,
             rebuffer_count: v.rebuffer_count,
@@ -392,10 +396,14 @@ pub async fn get_view(
         .ok_or_else(|| ApiError::NotFound("view not found".into()))?;
     Ok(Json(ViewDetail {
         view: ViewView::from(&row),
-        events: row
-            .events
-            .as_deref()
-            .and_then(|e| serde_json::from_str(e).ok()),
+        events: match crate::analytics::timeline::stored(&row) {
+            _ if row.timeline.is_none() && row.events.is_none() => None,
+            Ok(events) => Some(serde_json::to_value(events).expect("events serialize")),
+            Err(e) => {
+                tracing::warn!(error = %e, view = %row.id, "a view's stored events");
+                None
+            }
+        },
     }))
 }
 
@@ -468,8 +476,9 @@ const MAX_SPAN_MS: i64 = 366 * 86_400_000;
 /// Points a timeseries may have at most.
 const MAX_POINTS: i64 = 10_000;
 
-fn timeframe(q: &MetricQuery, now: i64) -> ApiResult<(i64, i64)> {
-    let text = q.timeframe.as_deref().unwrap_or("24h");
+/// A query's `timeframe` (default `24h`) as (from, to) in ms.
+pub(super) fn timeframe(text: Option<&str>, now: i64) -> ApiResult<(i64, i64)> {
+    let text = text.unwrap_or("24h");
     if let Some((from, to)) = text.split_once("..") {
         let at = |s: &str| {
             time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
@@ -559,7 +568,7 @@ async fn groups(
     group_by: &[&'static str],
     bucket_ms: Option<i64>,
 ) -> ApiResult<(Vec<(i64, Vec<String>, Option<f64>, i64)>, Timeframe)> {
-    let (from, to) = timeframe(q, crate::clock::now_ms())?;
+    let (from, to) = timeframe(q.timeframe.as_deref(), crate::clock::now_ms())?;
     let filters = filters(q)?;
     let db = &state.jobs.db;
     let rollups = db
@@ -689,19 +698,8 @@ pub async fn timeseries(
     Query(q): Query<MetricQuery>,
 ) -> ApiResult<Json<Timeseries>> {
     let m = metric(&name)?;
-    let granularity = q.granularity.clone().unwrap_or_else(|| "hour".into());
-    let bucket = match granularity.as_str() {
-        "minute" => 60_000,
-        "hour" => 3_600_000,
-        "day" => 86_400_000,
-        _ => return Err(ApiError::invalid("granularity is minute, hour or day")),
-    };
-    let (from, to) = timeframe(&q, crate::clock::now_ms())?;
-    if (to - from) / bucket > MAX_POINTS {
-        return Err(ApiError::invalid(format!(
-            "more than {MAX_POINTS} points: use a coarser granularity or a shorter timeframe"
-        )));
-    }
+    let (from, to) = timeframe(q.timeframe.as_deref(), crate::clock::now_ms())?;
+    let (granularity, bucket) = granularity(q.granularity.as_deref(), from, to)?;
     let (mut data, timeframe) = groups(&state, &caller.tenant_id, m, &q, &[], Some(bucket)).await?;
     data.sort_by_key(|(at, ..)| *at);
     let data: Vec<Point> = data
@@ -718,6 +716,23 @@ pub async fn timeseries(
         data,
         timeframe,
     }))
+}
+
+/// A timeseries' `granularity` (default `hour`) and its period in ms, for a timeframe.
+pub(super) fn granularity(text: Option<&str>, from: i64, to: i64) -> ApiResult<(String, i64)> {
+    let granularity = text.unwrap_or("hour");
+    let bucket = match granularity {
+        "minute" => 60_000,
+        "hour" => 3_600_000,
+        "day" => 86_400_000,
+        _ => return Err(ApiError::invalid("granularity is minute, hour or day")),
+    };
+    if (to - from) / bucket > MAX_POINTS {
+        return Err(ApiError::invalid(format!(
+            "more than {MAX_POINTS} points: use a coarser granularity or a shorter timeframe"
+        )));
+    }
+    Ok((granularity.to_string(), bucket))
 }
 
 /// Concurrent viewers of one playback id.

@@ -4,6 +4,7 @@
 mod access;
 mod analytics;
 mod assets;
+mod audience;
 pub mod auth;
 mod delivery;
 pub mod delivery_cache;

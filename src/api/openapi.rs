@@ -4,7 +4,7 @@ use axum::response::Html;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{Json, analytics, assets, health, live, security, tenants};
+use super::{Json, analytics, assets, audience, health, live, security, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ use super::{Json, analytics, assets, health, live, security, tenants};
         security::list_entitlements, security::revoke_entitlement, security::list_audit,
         analytics::beacons, analytics::list_views, analytics::get_view,
         analytics::overall, analytics::breakdown, analytics::timeseries, analytics::realtime,
+        audience::concurrency, audience::retention,
     ),
     modifiers(&BearerKeys),
     tags(

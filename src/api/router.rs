@@ -14,8 +14,8 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use super::{
-    AppState, analytics, assets, delivery, health, live, objects, openapi, player, security,
-    stills, telemetry, tenants, uploads, whep, whip,
+    AppState, analytics, assets, audience, delivery, health, live, objects, openapi, player,
+    security, stills, telemetry, tenants, uploads, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -89,6 +89,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/analytics/views", get(analytics::list_views))
         .route("/v1/analytics/views/{id}", get(analytics::get_view))
         .route("/v1/analytics/realtime", get(analytics::realtime))
+        .route("/v1/analytics/concurrency", get(audience::concurrency))
+        .route(
+            "/v1/analytics/retention/{playback_id}",
+            get(audience::retention),
+        )
         .route(
             "/v1/analytics/metrics/{metric}/overall",
             get(analytics::overall),

@@ -5,6 +5,7 @@
 //! BIGINT Unix-millisecond times), so handlers never branch on the backend.
 
 mod analytics;
+mod concurrency;
 mod live;
 pub mod rollup;
 mod security;
@@ -18,6 +19,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use analytics::{FILTER_COLUMNS, RollupGroup, StartupSample, StoredView};
+pub use concurrency::Peak;
 pub use live::{
     Asset, LiveState, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, ScopeRules,
     StoredContentKey, TargetCache,

@@ -53,6 +53,9 @@ pub struct Rollup {
     /// Live views that reported a latency, and the sum of their latencies.
     pub latency_views: i64,
     pub live_latency_ms: i64,
+    /// Started views that fetched a key during startup, and the sum of their key fetch times.
+    pub key_views: i64,
+    pub key_fetch_time_ms: i64,
 }
 
 impl Rollup {
@@ -84,6 +87,8 @@ impl Rollup {
         self.experience_score += f * other.experience_score;
         self.latency_views += sign * other.latency_views;
         self.live_latency_ms += sign * other.live_latency_ms;
+        self.key_views += sign * other.key_views;
+        self.key_fetch_time_ms += sign * other.key_fetch_time_ms;
     }
 
     pub fn is_zero(&self) -> bool {

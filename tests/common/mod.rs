@@ -500,7 +500,8 @@ pub async fn closed_within(
 /// The view a /play page reported (its analytics view), once the server shows it with some
 /// watch time (and, when `finished`, ended). Checks it against what the page measured
 /// itself: startup within 20 %, watch time within 2 s, Chrome on Linux, fed by the page's
-/// beacons and its hls.js CMCD (one session id: one view).
+/// beacons and its hls.js CMCD (one session id: one view), and a key fetch time within the
+/// startup time when the page fetched a key.
 pub async fn reported_view(
     server: &TestServer,
     key: &str,
@@ -544,5 +545,14 @@ pub async fn reported_view(
         serde_json::json!(["beacon", "cmcd"]),
         "{view}"
     );
+    // Every segment is encrypted: the key was fetched before the first frame, and the
+    // part of startup spent on it is within startup.
+    if played.key_loaded {
+        let key_ms = view["key_fetch_time_ms"].as_f64();
+        assert!(
+            key_ms.is_some_and(|k| (0.0..=startup).contains(&k)),
+            "key fetch time {key_ms:?} within startup {startup} ms: {view}"
+        );
+    }
     view
 }
