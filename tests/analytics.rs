@@ -798,13 +798,14 @@ async fn the_retention_curve_counts_the_parts_each_view_played() {
         .map(|p| p["views"].as_i64().unwrap())
         .collect();
     assert_eq!(views.len(), 100);
+    // Played up to 10 s (10 %) is percents 0 to 9; the seek left at 20 s and landed at 90 s.
     assert_eq!(
-        (views[0], views[10], views[11], views[20]),
+        (views[0], views[9], views[10], views[19]),
         (3, 3, 2, 2),
         "{views:?}"
     );
     assert_eq!(
-        (views[21], views[89], views[90], views[99]),
+        (views[20], views[89], views[90], views[99]),
         (1, 1, 2, 2),
         "{views:?}"
     );

@@ -25,8 +25,8 @@ const ENDED_GRACE_MS: i64 = 30_000;
 /// can fetch a public segment can name a session id.
 const CMCD_VIEWS_PER_IP: (f64, u32) = (0.2, 5);
 
-/// Events kept per view at most (about 13 hours of heartbeats); later heartbeats are left
-/// out, other events still counted up to twice that.
+/// Events kept per view at most (about 13 hours of heartbeats); later heartbeats and key
+/// loads are left out, other events still counted up to twice that.
 const MAX_EVENTS_PER_VIEW: usize = 5_000;
 
 /// Where a view is watched from, as the server sees the beacon requests.
@@ -210,9 +210,17 @@ struct OpenView {
 }
 
 impl OpenView {
-    /// A concurrent viewer at `now`: not ended, heard from within the window, and active.
+    /// A concurrent viewer at `now`: not ended, heard from within the window, and active
+    /// (worked out afresh for a view still being restored, which no write summarized yet).
     fn concurrent(&self, now: i64) -> bool {
-        self.active && self.ended_ms.is_none() && now - self.last_arrival_ms <= CONCURRENT_WINDOW_MS
+        if self.ended_ms.is_some() || now - self.last_arrival_ms > CONCURRENT_WINDOW_MS {
+            return false;
+        }
+        if self.restoring && !self.events.is_empty() {
+            let events: Vec<Event> = self.events.values().cloned().collect();
+            return summarize(&events, self.duration_ms).active;
+        }
+        self.active
     }
 }
 
@@ -508,8 +516,8 @@ async fn take(db: &DbLink, config: &AnalyticsConfig, open: &mut Open, a: Arrival
     let mut ends = false;
     for e in a.batch.events {
         let full = view.events.len() >= MAX_EVENTS_PER_VIEW;
-        if (full && e.kind == EventKind::Heartbeat) || view.events.len() >= 2 * MAX_EVENTS_PER_VIEW
-        {
+        let routine = matches!(e.kind, EventKind::Heartbeat | EventKind::Keyloaded);
+        if (full && routine) || view.events.len() >= 2 * MAX_EVENTS_PER_VIEW {
             continue;
         }
         ends |=

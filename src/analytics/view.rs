@@ -467,15 +467,15 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
     s
 }
 
-/// The percents of a duration `d` the playhead crossed going from `from` to `to` while
-/// playing for `dt` ms, as bits; none when it moved backwards or much faster than time
-/// (a jump the player did not report as a seek).
+/// The percents of a duration `d` the playhead played going from `from` to `to` (the end
+/// excluded) while playing for `dt` ms, as bits; none when it did not move forward, or
+/// moved much faster than time (a jump the player did not report as a seek).
 fn played_through(from: i64, to: i64, dt: i64, d: i64) -> u128 {
-    if to < from || to - from > 2 * dt + 1000 {
+    if to <= from || to - from > 2 * dt + 1000 {
         return 0;
     }
     let percent = |p: i64| (p.clamp(0, d) as i128 * 100 / d as i128).min(99) as u32;
-    let (a, b) = (percent(from), percent(to));
+    let (a, b) = (percent(from), percent(to - 1));
     ((1u128 << (b + 1)) - 1) & !((1u128 << a) - 1)
 }
 
@@ -615,7 +615,7 @@ mod tests {
         ];
         let bits = summarize(&events, Some(100_000)).watched.unwrap();
         let percents: Vec<u32> = (0..100).filter(|i| bits & (1 << i) != 0).collect();
-        let want: Vec<u32> = (0..=15).chain(80..=99).collect();
+        let want: Vec<u32> = (0..=14).chain(80..=99).collect();
         assert_eq!(percents, want);
         assert_eq!(
             summarize(&events, None).watched,
@@ -629,6 +629,9 @@ mod tests {
             at(3, EventKind::Heartbeat, 10_500, 60_000),
         ];
         assert_eq!(summarize(&jumped, Some(100_000)).watched, Some(0));
+        // Standing still plays nothing; stopping on a boundary does not reach past it.
+        assert_eq!(played_through(5_000, 5_000, 1_000, 100_000), 0);
+        assert_eq!(played_through(0, 2_000, 2_000, 100_000), 0b11);
     }
 
     #[test]

@@ -182,8 +182,9 @@
         var level = hls.levels && hls.levels[data.level];
         if (level) emit("renditionchange", { bitrate: level.bitrate, width: level.width, height: level.height });
       });
-      // Key fetch time: from hls.js asking for a key (or licence) to having it, one request
-      // per key URI at a time.
+      // Key fetch time before the first frame (what startup waits for): from hls.js asking
+      // for a key (or licence) to having it, one request per key URI at a time. Later ones
+      // are not reported (hls.js asks again for every segment, answered from its cache).
       var keyAsked = {};
       var keyUri = function (data) {
         var key = data.frag && data.frag.decryptdata;
@@ -191,17 +192,17 @@
       };
       hls.on(Hls.Events.KEY_LOADING, function (_, data) {
         var uri = keyUri(data);
-        if (!(uri in keyAsked)) keyAsked[uri] = Date.now();
+        if (!firstFrame && !(uri in keyAsked)) keyAsked[uri] = Date.now();
       });
       hls.on(Hls.Events.KEY_LOADED, function (_, data) {
         var uri = keyUri(data);
-        if (!(uri in keyAsked)) return;
+        if (firstFrame || !(uri in keyAsked)) return;
         var took = Date.now() - keyAsked[uri];
         delete keyAsked[uri];
         emit("keyloaded", { duration_ms: Math.min(600000, Math.max(0, took)) });
       });
       hls.on(Hls.Events.ERROR, function (_, data) {
-        if (data.frag) delete keyAsked[keyUri(data)];
+        if (/^key/i.test(String(data.details || ""))) delete keyAsked[keyUri(data)];
         var status = data.response && data.response.code ? data.response.code : undefined;
         emit("error", {
           code: String(data.details || data.type).slice(0, 64),

@@ -551,6 +551,13 @@ impl Config {
                 return Err(ConfigError::invalid(at(name), "must be at least 1"));
             }
         }
+        if self.analytics.flush_s > 60 {
+            // Peak concurrent viewers are sampled at each flush: every minute needs one.
+            return Err(ConfigError::invalid(
+                at("analytics.flush_s"),
+                "must be 60 at most",
+            ));
+        }
         if self.jobs.max_attempts == 0 {
             return Err(ConfigError::invalid(
                 at("jobs.max_attempts"),

@@ -554,7 +554,9 @@ impl Db {
         from_ms: i64,
         to_ms: i64,
     ) -> DbResult<(i64, [i64; 100])> {
-        let rows = sqlx::query(
+        use futures::TryStreamExt;
+        // Summed as the rows come: an asset's views are never all in memory.
+        let mut rows = sqlx::query(
             "SELECT watched FROM analytics_views WHERE tenant_id = $1 AND playback_id = $2 \
              AND started_at >= $3 AND started_at < $4 AND play_requested = 1 \
              AND watched IS NOT NULL",
@@ -563,17 +565,17 @@ impl Db {
         .bind(playback_id)
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut counts = [0i64; 100];
-        for row in &rows {
+        .fetch(&self.pool);
+        let (mut views, mut counts) = (0, [0i64; 100]);
+        while let Some(row) = rows.try_next().await? {
             let bytes: Vec<u8> = row.try_get(0)?;
             let bits = <[u8; 16]>::try_from(bytes.as_slice()).map_or(0, u128::from_le_bytes);
+            views += 1;
             for (i, count) in counts.iter_mut().enumerate() {
                 *count += ((bits >> i) & 1) as i64;
             }
         }
-        Ok((rows.len() as i64, counts))
+        Ok((views, counts))
     }
 
     /// Forgets the raw events of views that ended before `before_ms`; returns how many.

@@ -17,16 +17,21 @@ pub struct Peak {
 
 impl Db {
     /// Records peaks, keeping the larger where a minute already has one (a sample after a
-    /// restart within the minute).
+    /// restart within the minute). A deleted tenant's are left out. On SQLite it takes the
+    /// write lock first (as `write_views`).
     pub async fn record_peaks(&self, peaks: &[Peak]) -> DbResult<()> {
         if peaks.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = match self.backend {
+            super::Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            super::Backend::Postgres => self.pool.begin().await?,
+        };
         for p in peaks {
             sqlx::query(
                 "INSERT INTO analytics_concurrency (tenant_id, minute, playback_id, peak) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, playback_id, minute) DO UPDATE \
+                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1) \
+                 ON CONFLICT (tenant_id, playback_id, minute) DO UPDATE \
                  SET peak = CASE WHEN excluded.peak > analytics_concurrency.peak \
                  THEN excluded.peak ELSE analytics_concurrency.peak END",
             )
