@@ -173,4 +173,36 @@ mod tests {
         assert_eq!(of(&unrequested), None);
         assert!(crate::db::rollup::changes(Some(&writes[3]), &writes[3], of).is_empty());
     }
+
+    /// In one transaction, a view written twice (a flush and its end) and one written
+    /// before: each counts once in the summed roll-ups, with its last values.
+    #[tokio::test]
+    async fn one_write_of_many_views_counts_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = crate::db::Db::connect(&url, 2).await.unwrap();
+        let (tenant, _) = db
+            .create_tenant_with_key("t", "k", "fck_x", "hash")
+            .await
+            .unwrap();
+        let at = |id: &str, watch: i64| StoredView {
+            tenant_id: tenant.id.clone(),
+            id: id.into(),
+            ..view(60_000, watch, Some("DE"))
+        };
+        db.write_views(&[at("b", 2_000)], of).await.unwrap();
+        let batch = [
+            at("a", 3_000),
+            at("b", 4_000),
+            at("a", 7_000),
+            at("c", 1_000),
+        ];
+        db.write_views(&batch, of).await.unwrap();
+        let groups = db
+            .rollups(&tenant.id, 0, 3_600_000, &[], &[], None, None)
+            .await
+            .unwrap();
+        let sums = &groups[0].sums;
+        assert_eq!((sums.views, sums.watch_time_ms), (3, 7_000 + 4_000 + 1_000));
+    }
 }

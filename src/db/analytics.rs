@@ -1,6 +1,9 @@
 //! Viewer analytics rows: one per view, upserted by the aggregator, and the per-minute
 //! roll-ups that each write of a view changes in the same transaction.
 
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use sqlx::{AnyConnection, FromRow, Row};
 
 use super::rollup::{self, Rollup, RollupKey, RollupOf};
@@ -201,6 +204,40 @@ async fn upsert_view(conn: &mut AnyConnection, v: &StoredView) -> DbResult<()> {
     Ok(())
 }
 
+/// What is stored of `views` (without their summary and events), by (tenant, id): one
+/// query per tenant and 500 views.
+async fn stored_views(
+    conn: &mut AnyConnection,
+    views: &[StoredView],
+) -> DbResult<HashMap<(String, String), StoredView>> {
+    let mut ids: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for v in views {
+        ids.entry(&v.tenant_id).or_default().insert(&v.id);
+    }
+    let mut stored = HashMap::new();
+    for (tenant_id, ids) in ids {
+        let ids: Vec<&str> = ids.into_iter().collect();
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            // Planned at each use (see `get_view`); its length varies anyway.
+            let sql = format!(
+                "SELECT {VIEW_COLUMNS_LIGHT} FROM analytics_views WHERE tenant_id = $1 AND id IN ({})",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query_as::<_, StoredView>(&sql)
+                .bind(tenant_id)
+                .persistent(false);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for v in query.fetch_all(&mut *conn).await? {
+                stored.insert((v.tenant_id.clone(), v.id.clone()), v);
+            }
+        }
+    }
+    Ok(stored)
+}
+
 /// Adds `sums` to the roll-up row `key` of a tenant.
 async fn add_rollup(
     conn: &mut AnyConnection,
@@ -320,9 +357,11 @@ fn scoped<'q>(
 
 impl Db {
     /// Writes views (in order; one may come more than once) and adds each change to the
-    /// roll-ups (what a view adds: `of`), all in one transaction. On SQLite it takes the
-    /// write lock first, so a writer elsewhere makes it wait (`busy_timeout`) rather than
-    /// fail.
+    /// roll-ups (what a view adds: `of`), all in one transaction. What is stored of the views
+    /// is read in one query per tenant, and the changes are summed per roll-up row before
+    /// they are written: views of one stream in one minute from one kind of client make one
+    /// roll-up write. On SQLite it takes the write lock first, so a writer elsewhere makes it
+    /// wait (`busy_timeout`) rather than fail.
     pub async fn write_views(&self, views: &[StoredView], of: RollupOf) -> DbResult<()> {
         if views.is_empty() {
             return Ok(());
@@ -331,19 +370,25 @@ impl Db {
             super::Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             super::Backend::Postgres => self.pool.begin().await?,
         };
+        let mut stored = stored_views(&mut tx, views).await?;
+        let mut changes: Vec<(String, RollupKey, Rollup)> = Vec::new();
+        let mut at: HashMap<(String, RollupKey), usize> = HashMap::new();
         for v in views {
-            // Planned at each use (see `get_view`).
-            let old: Option<StoredView> = sqlx::query_as(&format!(
-                "SELECT {VIEW_COLUMNS_LIGHT} FROM analytics_views WHERE tenant_id = $1 AND id = $2"
-            ))
-            .bind(&v.tenant_id)
-            .bind(&v.id)
-            .persistent(false)
-            .fetch_optional(&mut *tx)
-            .await?;
             upsert_view(&mut tx, v).await?;
+            let old = stored.insert((v.tenant_id.clone(), v.id.clone()), v.clone());
             for (key, sums) in rollup::changes(old.as_ref(), v, of) {
-                add_rollup(&mut tx, &v.tenant_id, &key, &sums).await?;
+                match at.entry((v.tenant_id.clone(), key)) {
+                    Entry::Occupied(i) => changes[*i.get()].2.add(&sums, 1),
+                    Entry::Vacant(slot) => {
+                        changes.push((v.tenant_id.clone(), slot.key().1.clone(), sums));
+                        slot.insert(changes.len() - 1);
+                    }
+                }
+            }
+        }
+        for (tenant_id, key, sums) in &changes {
+            if !sums.is_zero() {
+                add_rollup(&mut tx, tenant_id, key, sums).await?;
             }
         }
         tx.commit().await?;

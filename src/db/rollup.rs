@@ -6,7 +6,7 @@ use super::StoredView;
 
 /// Where a view's sums go: the minute it started in and its dimension values (`""` when
 /// unknown).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RollupKey {
     pub minute: i64,
     pub playback_id: String,
