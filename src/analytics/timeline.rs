@@ -168,24 +168,9 @@ pub fn unpack(bytes: &[u8]) -> Result<Vec<Event>, Corrupt> {
         let has = |f: Field| flags & f.bit() != 0;
         seq = seq.wrapping_add(r.zigzag()?);
         t = t.wrapping_add(r.zigzag()?);
-        let mut e = Event {
-            seq: u32::try_from(seq).map_err(|_| Corrupt("sequence number out of range"))?,
-            kind,
-            t,
-            playhead_ms: None,
-            player_w: None,
-            player_h: None,
-            bitrate: None,
-            width: None,
-            height: None,
-            fatal: has(Field::Fatal).then(|| has(Field::FatalTrue)),
-            code: None,
-            message: None,
-            context: None,
-            http_status: None,
-            program_date_ms: None,
-            duration_ms: None,
-        };
+        let number = u32::try_from(seq).map_err(|_| Corrupt("sequence number out of range"))?;
+        let mut e = Event::new(number, kind, t);
+        e.fatal = has(Field::Fatal).then(|| has(Field::FatalTrue));
         if has(Field::Playhead) {
             playhead = playhead.wrapping_add(r.zigzag()?);
             e.playhead_ms = Some(playhead);
@@ -285,24 +270,7 @@ mod tests {
     use super::*;
 
     fn event(seq: u32, kind: EventKind, t: i64) -> Event {
-        Event {
-            seq,
-            kind,
-            t,
-            playhead_ms: None,
-            player_w: None,
-            player_h: None,
-            bitrate: None,
-            width: None,
-            height: None,
-            fatal: None,
-            code: None,
-            message: None,
-            context: None,
-            http_status: None,
-            program_date_ms: None,
-            duration_ms: None,
-        }
+        Event::new(seq, kind, t)
     }
 
     /// Every fixture's events, and one event with every field at its extremes, come back

@@ -78,6 +78,30 @@ pub struct Event {
     pub duration_ms: Option<i64>,
 }
 
+impl Event {
+    /// An event with no optional field.
+    pub fn new(seq: u32, kind: EventKind, t: i64) -> Event {
+        Event {
+            seq,
+            kind,
+            t,
+            playhead_ms: None,
+            player_w: None,
+            player_h: None,
+            bitrate: None,
+            width: None,
+            height: None,
+            fatal: None,
+            code: None,
+            message: None,
+            context: None,
+            http_status: None,
+            program_date_ms: None,
+            duration_ms: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
@@ -497,24 +521,7 @@ mod tests {
     use super::*;
 
     fn ev(seq: u32, kind: EventKind, t: i64) -> Event {
-        Event {
-            seq,
-            kind,
-            t,
-            playhead_ms: None,
-            player_w: None,
-            player_h: None,
-            bitrate: None,
-            width: None,
-            height: None,
-            fatal: None,
-            code: None,
-            message: None,
-            context: None,
-            http_status: None,
-            program_date_ms: None,
-            duration_ms: None,
-        }
+        Event::new(seq, kind, t)
     }
 
     #[test]
