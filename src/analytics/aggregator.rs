@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::beacon::Batch;
 use super::cmcd::{Cmcd, CmcdTotals};
 use super::peaks::Peaks;
-use super::store::{DB_JOBS, DbJob, DbLink, Restored, db_task};
+use super::store::{DB_JOBS, DbJob, DbLink, Lookup, Restored, db_task};
 use super::view::{Event, EventKind, Summary, VIEW_TIMEOUT_MS, summarize};
 use crate::clock::now_ms;
 use crate::config::AnalyticsConfig;
@@ -234,6 +234,9 @@ const MAX_ROWS_PER_WRITE: usize = 500;
 struct Open {
     views: HashMap<(String, String), OpenView>,
     pending: Vec<StoredView>,
+    /// Views opened and not yet asked of the database: asked together with the pending
+    /// rows (after them: a row written before is found).
+    lookups: Vec<Lookup>,
     /// Playback id → its asset's duration (None: live or unknown), and when it was read.
     durations: HashMap<String, (Option<i64>, i64)>,
 }
@@ -252,12 +255,16 @@ impl std::ops::DerefMut for Open {
 }
 
 /// Hands the pending rows (views that are not being restored) to the database task, up to
-/// [`MAX_ROWS_PER_WRITE`] per transaction.
+/// [`MAX_ROWS_PER_WRITE`] per transaction, then the lookups of views opened since.
 async fn flush_rows(db: &DbLink, open: &mut Open) {
     while !open.pending.is_empty() {
         let n = open.pending.len().min(MAX_ROWS_PER_WRITE);
         let rows: Vec<StoredView> = open.pending.drain(..n).collect();
         db.send(DbJob::Write(rows)).await;
+    }
+    if !open.lookups.is_empty() {
+        db.send(DbJob::Lookup(std::mem::take(&mut open.lookups)))
+            .await;
     }
 }
 
@@ -403,6 +410,7 @@ fn sample(peaks: &mut Peaks, open: &Open, now: i64) -> Vec<crate::db::Peak> {
 /// Waits until the database task has answered every lookup asked so far, and takes the
 /// answers: no view is left restoring (flushes, shutdown).
 async fn settle(db: &DbLink, open: &mut Open, restored: &mut mpsc::UnboundedReceiver<Restored>) {
+    flush_rows(db, open).await;
     let (done, answered) = oneshot::channel();
     db.send(DbJob::Barrier(done)).await;
     let _ = answered.await;
@@ -412,8 +420,8 @@ async fn settle(db: &DbLink, open: &mut Open, restored: &mut mpsc::UnboundedRece
 }
 
 /// The open view `key`, opened now if needed: the database task is asked what it holds of
-/// it (a continuation, or an id that finished before), and until it answers the view is
-/// `restoring` and not written. `None`: the view plays something else than this claims.
+/// it (a continuation, or an id that finished before; asked with the other views opened in
+/// the same quarter second), and until it answers the view is `restoring` and not written. `None`: the view plays something else than this claims.
 #[allow(clippy::too_many_arguments)]
 async fn open_view<'a>(
     db: &DbLink,
@@ -438,11 +446,13 @@ async fn open_view<'a>(
             .get(playback_id)
             .filter(|(_, at)| now - at < 60_000)
             .map(|(d, _)| *d);
-        db.send(DbJob::Lookup {
+        open.lookups.push(Lookup {
             key: key.clone(),
             playback_id: known.is_none().then(|| playback_id.to_string()),
-        })
-        .await;
+        });
+        if open.lookups.len() >= MAX_ROWS_PER_WRITE {
+            flush_rows(db, open).await;
+        }
         open.insert(
             key.clone(),
             OpenView {

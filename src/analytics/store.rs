@@ -16,12 +16,9 @@ pub(super) const DB_JOBS: usize = 4;
 /// the database falls [`DB_JOBS`] behind).
 pub(super) enum DbJob {
     Write(Vec<StoredView>),
-    /// What is stored of a view seen for the first time (a continuation after a restart,
-    /// or a view id that already finished), and the asset's duration when not known.
-    Lookup {
-        key: (String, String),
-        playback_id: Option<String>,
-    },
+    /// What is stored of views seen for the first time (a continuation after a restart,
+    /// or a view id that already finished), and their assets' durations when not known.
+    Lookup(Vec<Lookup>),
     Barrier(oneshot::Sender<()>),
     /// Forget the raw events of views that ended before this time.
     Prune(i64),
@@ -29,7 +26,13 @@ pub(super) enum DbJob {
     Peaks(Vec<crate::db::Peak>),
 }
 
-/// The answer to a [`DbJob::Lookup`].
+/// One view to look up: its key, and its playback id when the asset's duration is wanted.
+pub(super) struct Lookup {
+    pub key: (String, String),
+    pub playback_id: Option<String>,
+}
+
+/// The answer to a [`DbJob::Lookup`], one per view.
 pub(super) struct Restored {
     pub key: (String, String),
     pub stored: Option<StoredView>,
@@ -58,30 +61,7 @@ pub(super) async fn db_task(
     while let Some(job) = jobs.recv().await {
         match job {
             DbJob::Write(rows) => write_rows(&db, rows).await,
-            DbJob::Lookup { key, playback_id } => {
-                let stored = match db.get_view(&key.0, &key.1).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading a stored view");
-                        None
-                    }
-                };
-                let duration = match playback_id {
-                    Some(pb) => match db.asset_by_playback_id(&pb).await {
-                        Ok(asset) => Some((pb, asset.and_then(|a| a.duration_ms))),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "looking up a viewed asset");
-                            None
-                        }
-                    },
-                    None => None,
-                };
-                let _ = restored.send(Restored {
-                    key,
-                    stored,
-                    duration,
-                });
-            }
+            DbJob::Lookup(lookups) => look_up(&db, lookups, &restored).await,
             DbJob::Barrier(done) => {
                 let _ = done.send(());
             }
@@ -97,6 +77,45 @@ pub(super) async fn db_task(
                 }
             }
         }
+    }
+}
+
+/// Answers lookups: the stored views in one query per tenant (when they cannot be read,
+/// the views are taken as new, as before a first write), and the durations of the assets
+/// named.
+async fn look_up(db: &Db, lookups: Vec<Lookup>, restored: &mpsc::UnboundedSender<Restored>) {
+    let keys = || lookups.iter().map(|l| (l.key.0.as_str(), l.key.1.as_str()));
+    let mut stored = match db.get_views(keys()).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::warn!(error = %e, views = lookups.len(), "reading stored views");
+            Default::default()
+        }
+    };
+    let mut durations: std::collections::HashMap<String, Option<i64>> = Default::default();
+    for l in lookups {
+        let duration = match l.playback_id {
+            Some(pb) => match durations.get(&pb) {
+                Some(d) => Some((pb, *d)),
+                None => match db.asset_by_playback_id(&pb).await {
+                    Ok(asset) => {
+                        let d = asset.and_then(|a| a.duration_ms);
+                        durations.insert(pb.clone(), d);
+                        Some((pb, d))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "looking up a viewed asset");
+                        None
+                    }
+                },
+            },
+            None => None,
+        };
+        let _ = restored.send(Restored {
+            stored: stored.remove(&l.key),
+            key: l.key,
+            duration,
+        });
     }
 }
 
