@@ -602,6 +602,83 @@ async fn cmcd_on_media_requests_makes_a_view_and_changes_no_access() {
     assert_eq!(view["cmcd"]["buffer_starvations"], 1);
     assert_eq!(view["cmcd"]["mean_throughput_kbps"], 8000.0);
 
+    // The key server's side: a key granted to the first view; then, once the asset needs an
+    // entitlement, refused (403) to it and to a second view that only ever got refusals, a
+    // business exception. A key request opens no view of its own.
+    let (key_id, _) = server
+        .state
+        .jobs
+        .content_keys
+        .create(&tenant_id, &asset_row.storage_prefix)
+        .await
+        .unwrap();
+    let second = r#"sid="cmcd-view-0002""#;
+    let path = format!(
+        "/hls/{pb}/360p/seg_00001.ts?CMCD={}",
+        cmcd(&format!("ot=v,d=4000,{second}"))
+    );
+    assert_eq!(server.get_text(&path).await.0, 200);
+    let key_path = |sid: &str, token: Option<&str>| {
+        let token = token.map(|t| format!("&token={t}")).unwrap_or_default();
+        format!(
+            "/keys/{key_id}?CMCD={}{token}",
+            cmcd(&format!("ot=k,{sid}"))
+        )
+    };
+    assert_eq!(server.get_text(&key_path(sid, None)).await.0, 200);
+    let (status, _) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{pb}"),
+            Some(&key),
+            Some(json!({"requires_entitlement": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, minted) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(&key),
+            Some(json!({"playback_id": pb})),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let token = minted["token"].as_str().unwrap();
+    for (who, sid) in [
+        ("first", sid),
+        ("second", second),
+        ("nobody", r#"sid="cmcd-view-none""#),
+    ] {
+        let (status, _) = server.get_text(&key_path(sid, Some(token))).await;
+        assert_eq!(status, 403, "{who}: no viewer in the token, no entitlement");
+    }
+    server.state.analytics.flush().await;
+    let (_, first) = get_as(&server, &key, "/v1/analytics/views/cmcd-view-0001").await;
+    assert_eq!(
+        (
+            &first["cmcd"]["keys_granted"],
+            &first["cmcd"]["keys_forbidden"]
+        ),
+        (&json!(1), &json!(1)),
+        "{first}"
+    );
+    assert_eq!(first["business_exception"], false, "it got a key: {first}");
+    let (_, refused) = get_as(&server, &key, "/v1/analytics/views/cmcd-view-0002").await;
+    assert_eq!(refused["cmcd"]["keys_forbidden"], 1, "{refused}");
+    assert_eq!(refused["business_exception"], true, "{refused}");
+    let (status, _) = get_as(&server, &key, "/v1/analytics/views/cmcd-view-none").await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{pb}"),
+            Some(&key),
+            Some(json!({"requires_entitlement": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+
     // Made-up session ids from one address open a few views, then no more.
     for i in 0..8 {
         let sid = format!(r#"sid="made-up-sid-{i:04}""#);

@@ -60,6 +60,17 @@ pub struct CmcdArrival {
     pub received_ms: i64,
 }
 
+/// The key server's answer to a key request whose CMCD session id names a view.
+#[derive(Debug)]
+pub struct KeyArrival {
+    pub tenant_id: String,
+    pub view_id: String,
+    pub granted: bool,
+    /// Refused with 403 (policy, entitlement, country): a business exception.
+    pub forbidden: bool,
+    pub received_ms: i64,
+}
+
 /// One media segment fetched by a client that named no view (no CMCD session id).
 #[derive(Debug)]
 pub struct ServerArrival {
@@ -86,6 +97,7 @@ enum Entry {
     Batch(Box<Arrival>),
     Cmcd(Box<CmcdArrival>),
     Server(Box<ServerArrival>),
+    Key(Box<KeyArrival>),
     Flush(oneshot::Sender<()>),
     Realtime(String, oneshot::Sender<BTreeMap<String, u64>>),
 }
@@ -143,6 +155,13 @@ impl Analytics {
     /// Queues a media request's CMCD without waiting; a full queue drops it, counted.
     pub fn observe(&self, arrival: CmcdArrival) {
         if self.tx.try_send(Entry::Cmcd(Box::new(arrival))).is_err() {
+            metrics::counter!("ferrocast_analytics_dropped_total").increment(1);
+        }
+    }
+
+    /// Queues a key request's answer for the view it names; a full queue drops it, counted.
+    pub fn observe_key(&self, arrival: KeyArrival) {
+        if self.tx.try_send(Entry::Key(Box::new(arrival))).is_err() {
             metrics::counter!("ferrocast_analytics_dropped_total").increment(1);
         }
     }
@@ -358,6 +377,7 @@ async fn run(
                     take_server(&db, &config, &mut open, &mut server_views, &cmcd_views, *arrival)
                         .await;
                 }
+                Some(Entry::Key(arrival)) => take_key(&mut open, *arrival),
                 Some(Entry::Realtime(tenant, answer)) => {
                     let _ = answer.send(concurrent(&open, &tenant, now_ms()));
                 }
@@ -591,6 +611,20 @@ async fn take_cmcd(
     view.dirty = true;
 }
 
+/// Applies a key request's answer to the open view it names (a key request alone opens
+/// none: its session id is checked against nothing else).
+fn take_key(open: &mut Open, a: KeyArrival) {
+    let Some(view) = open.get_mut(&(a.tenant_id, a.view_id)) else {
+        metrics::counter!("ferrocast_analytics_key_reports_unmatched_total").increment(1);
+        return;
+    };
+    view.cmcd.keys_granted += u64::from(a.granted);
+    view.cmcd.keys_forbidden += u64::from(a.forbidden);
+    view.sources.insert("cmcd");
+    view.last_arrival_ms = a.received_ms;
+    view.dirty = true;
+}
+
 /// Applies a segment fetched without a view id to the server view of its client (opening
 /// one, within the per-address limit, when it has none open).
 async fn take_server(
@@ -732,6 +766,8 @@ fn row(view: &mut OpenView, ended: bool) -> StoredView {
         s.completed = view
             .duration_ms
             .map(|d| media_ms as f64 >= super::view::COMPLETION_SHARE * d as f64);
+        // The key server refused every key it was asked for (403): a business exception.
+        s.business_exception = view.cmcd.keys_forbidden > 0 && view.cmcd.keys_granted == 0;
         (view.first_arrival_ms, view.last_arrival_ms)
     } else {
         (s.started_at + view.skew_ms, s.ended_at + view.skew_ms)

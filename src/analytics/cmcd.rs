@@ -91,6 +91,12 @@ pub struct CmcdTotals {
     pub throughput_reports: u64,
     /// Highest encoded bitrate requested, kbps.
     pub max_encoded_bitrate_kbps: Option<u64>,
+    /// Key requests naming the view that the key server granted, and that it refused with
+    /// 403 (policy, entitlement, country).
+    #[serde(default)]
+    pub keys_granted: u64,
+    #[serde(default)]
+    pub keys_forbidden: u64,
 }
 
 impl CmcdTotals {
@@ -105,6 +111,8 @@ impl CmcdTotals {
         self.requests += o.requests;
         self.buffer_starvations += o.buffer_starvations;
         self.media_ms += o.media_ms;
+        self.keys_granted += o.keys_granted;
+        self.keys_forbidden += o.keys_forbidden;
         self.throughput_reports = n;
         self.max_encoded_bitrate_kbps = self
             .max_encoded_bitrate_kbps

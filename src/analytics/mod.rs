@@ -14,4 +14,6 @@ mod store;
 pub mod timeline;
 pub mod view;
 
-pub use aggregator::{Analytics, Arrival, CmcdArrival, Dimensions, QueueFull, ServerArrival};
+pub use aggregator::{
+    Analytics, Arrival, CmcdArrival, Dimensions, KeyArrival, QueueFull, ServerArrival,
+};

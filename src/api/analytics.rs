@@ -15,7 +15,9 @@ use super::auth::Tenant;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::analytics::metrics::{self, Metric};
 use crate::analytics::view::Summary;
-use crate::analytics::{Arrival, CmcdArrival, Dimensions, ServerArrival, agent, beacon, cmcd};
+use crate::analytics::{
+    Arrival, CmcdArrival, Dimensions, KeyArrival, ServerArrival, agent, beacon, cmcd,
+};
 use crate::db::StoredView;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
@@ -81,15 +83,9 @@ pub(super) fn observe_cmcd(
     headers: &HeaderMap,
     ip: Option<&str>,
 ) -> bool {
-    let from_headers = ["cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"]
-        .iter()
-        .filter_map(|h| headers.get(*h)?.to_str().ok());
-    let Some(cmcd) = cmcd::parse(query.into_iter().chain(from_headers)) else {
+    let Some(cmcd) = request_cmcd(query, headers) else {
         return false;
     };
-    if !cmcd.sid.as_deref().is_some_and(beacon::id_shaped) {
-        return false;
-    }
     state.analytics.observe(CmcdArrival {
         ip: ip.map(str::to_string),
         tenant_id: tenant_id.to_string(),
@@ -99,6 +95,40 @@ pub(super) fn observe_cmcd(
         received_ms: crate::clock::now_ms(),
     });
     true
+}
+
+/// A request's CMCD, when its session id can name a view.
+fn request_cmcd(query: Option<&str>, headers: &HeaderMap) -> Option<cmcd::Cmcd> {
+    let from_headers = ["cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"]
+        .iter()
+        .filter_map(|h| headers.get(*h)?.to_str().ok());
+    let cmcd = cmcd::parse(query.into_iter().chain(from_headers))?;
+    cmcd.sid
+        .as_deref()
+        .is_some_and(beacon::id_shaped)
+        .then_some(cmcd)
+}
+
+/// Hands the answer to a key request whose CMCD session id names a view to the aggregator:
+/// the key server's side of that view (a key granted, or refused with 403: by policy,
+/// entitlement or country). It changes nothing about the answer.
+pub(super) fn observe_key(
+    state: &AppState,
+    tenant_id: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    granted: bool,
+    forbidden: bool,
+) {
+    if let Some(cmcd) = request_cmcd(query, headers) {
+        state.analytics.observe_key(KeyArrival {
+            tenant_id: tenant_id.to_string(),
+            view_id: cmcd.sid.unwrap_or_default(),
+            granted,
+            forbidden,
+            received_ms: crate::clock::now_ms(),
+        });
+    }
 }
 
 /// Counts a media segment fetched without a view id toward its client's server view. Its

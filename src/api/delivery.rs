@@ -12,6 +12,7 @@ use super::access::{ClientIp, KeyRefusal, Shown, TokenQuery, authorize, key_acce
 use super::delivery_cache::CachedObject;
 use super::{AppState, Path, Query};
 use crate::db::{PlaybackPolicy, PlaybackTarget};
+use crate::drm::access::DenialKind;
 use crate::drm::audit::Decision;
 use crate::drm::{AUD_VIDEO, PlaybackClaims};
 use crate::error::{ApiError, ApiResult};
@@ -380,6 +381,16 @@ async fn serve_key(
     state.audit.key(decision).await;
     let outcome = if result.is_ok() { "granted" } else { "denied" };
     metrics::counter!("ferrocast_key_requests_total", "result" => outcome).increment(1);
+    let forbidden =
+        matches!(&result, Err(KeyRefusal::Denied(d)) if d.kind() == DenialKind::Forbidden);
+    super::analytics::observe_key(
+        state,
+        &stored.tenant_id,
+        q.cmcd.as_deref(),
+        headers,
+        result.is_ok(),
+        forbidden,
+    );
     match result {
         Ok(()) => {}
         Err(KeyRefusal::Denied(d)) => return Err(d.into()),
