@@ -893,3 +893,99 @@ async fn the_retention_curve_counts_the_parts_each_view_played() {
     assert_eq!(status, 404, "another tenant's asset");
     server.stop().await;
 }
+
+/// CMCD v2 event reports, as hls.js posts them: a player without the script gets a view
+/// with startup and rebuffering from its play states; bad reports are refused by reason;
+/// a view the script reports keeps the script's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmcd_event_reports_make_a_view() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Cmcd v2").await;
+    let pb = asset(&server, &tenant_id, 60_000).await;
+    let t0 = ferrocast::clock::now_ms() - 30_000;
+    let line = |sid: &str, sn: u32, rest: &str, dt: i64| {
+        format!(
+            r#"cid="{pb}",{rest},sf=h,sid="{sid}",sn={sn},ts={},v=2"#,
+            t0 + dt
+        )
+    };
+    let report = |lines: Vec<String>| {
+        let body = lines.join("\n") + "\n";
+        let server = &server;
+        async move {
+            let response = server
+                .client
+                .post(server.url("/v1/cmcd"))
+                .header("content-type", "application/cmcd")
+                .header("user-agent", CHROME)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let sid = "cmcd-v2-view-0001";
+    let (status, body) = report(vec![
+        line(sid, 0, "e=ps,sta=s", 0),
+        line(sid, 1, "br=(2400),e=bc", 300),
+        line(sid, 2, "e=ps,pt=0,sta=p", 900),
+    ])
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = report(vec![
+        line(sid, 3, "e=t,pt=9100,sta=p", 10_000),
+        line(sid, 4, "e=ps,pt=9500,sta=r", 10_400),
+        line(sid, 5, "e=ps,pt=9500,sta=p", 11_400),
+        line(sid, 6, "e=ps,pt=12000,sta=e", 14_000),
+    ])
+    .await;
+    assert_eq!(status, 204);
+    server.state.analytics.flush().await;
+    let (status, v) = get_as(&server, &key, &format!("/v1/analytics/views/{sid}")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["sources"], json!(["cmcd"]), "{v}");
+    assert_eq!(v["player"], "cmcd 2");
+    assert_eq!(v["video_startup_time_ms"], 900, "{v}");
+    assert_eq!(
+        (&v["rebuffer_count"], &v["rebuffer_duration_ms"]),
+        (&json!(1), &json!(1000))
+    );
+    assert_eq!(v["watch_time_ms"], 14_000, "{v}");
+
+    // Refused by reason: an unknown playback id, a line without a view.
+    let (status, body) = report(vec![
+        line(sid, 7, "e=t", 15_000).replace(&pb, "nosuchplaybackid"),
+    ])
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = report(vec![
+        line(sid, 7, "e=t", 15_000).replace(&format!(r#"sid="{sid}","#), ""),
+    ])
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("line 1: sid"), "{body}");
+
+    // A view the script reports: its CMCD play states are not counted again.
+    let both = "both-sources-view-01";
+    let events = fixture_events("pause_and_resume_stay_one_view");
+    assert_eq!(post(&server, &batch(both, &pb, &events)).await.0, 202);
+    server.state.analytics.flush().await;
+    let (_, before) = get_as(&server, &key, &format!("/v1/analytics/views/{both}")).await;
+    let (status, _) = report(vec![
+        line(both, 0, "e=ps,sta=s", 0),
+        line(both, 1, "e=ps,sta=p", 5000),
+    ])
+    .await;
+    assert_eq!(status, 204);
+    server.state.analytics.flush().await;
+    let (_, after) = get_as(&server, &key, &format!("/v1/analytics/views/{both}")).await;
+    assert_eq!(after["sources"], json!(["beacon", "cmcd"]), "{after}");
+    assert_eq!(
+        after["video_startup_time_ms"],
+        before["video_startup_time_ms"]
+    );
+    assert_eq!(after["watch_time_ms"], before["watch_time_ms"]);
+    server.stop().await;
+}

@@ -43,6 +43,8 @@ pub struct Dimensions {
 #[derive(Debug)]
 pub struct Arrival {
     pub tenant_id: String,
+    /// `beacon` (the script), or `cmcd` (CMCD v2 event reports).
+    pub source: &'static str,
     pub batch: Batch,
     pub dims: Dimensions,
     pub received_ms: i64,
@@ -535,17 +537,24 @@ async fn take(db: &DbLink, config: &AnalyticsConfig, open: &mut Open, a: Arrival
     else {
         return;
     };
-    if !view.sources.contains("beacon") {
-        // The first beacon of a view CMCD opened: its clock and player are the player's.
+    // The script's events are the view's: the same player's CMCD reports would count its
+    // play states twice.
+    let mut events = a.batch.events;
+    if a.source == "cmcd" && view.sources.contains("beacon") {
+        events.clear();
+    }
+    if view.events.is_empty() {
+        // The view's first events (CMCD may have opened it): their clock and player are
+        // the player's.
         view.skew_ms = skew;
         view.player = player;
     }
-    view.sources.insert("beacon");
+    view.sources.insert(a.source);
     if view.viewer_id.is_none() {
         view.viewer_id = a.batch.viewer_id.clone();
     }
     let mut ends = false;
-    view.events.add(a.batch.events, |e, held| {
+    view.events.add(events, |e, held| {
         let routine = matches!(e.kind, EventKind::Heartbeat | EventKind::Keyloaded);
         if (held >= MAX_EVENTS_PER_VIEW && routine) || held >= 2 * MAX_EVENTS_PER_VIEW {
             return false;

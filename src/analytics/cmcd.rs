@@ -27,6 +27,13 @@ pub struct Cmcd {
     pub st: Option<String>,
     /// Object duration, ms (`d`).
     pub d: Option<u64>,
+    /// CMCD v2 event reports: the event (`e`), its time in ms since the epoch (`ts`), its
+    /// sequence number (`sn`), the player state (`sta`) and the playhead, ms (`pt`).
+    pub e: Option<String>,
+    pub ts: Option<u64>,
+    pub sn: Option<u64>,
+    pub sta: Option<String>,
+    pub pt: Option<u64>,
 }
 
 /// Bytes of CMCD data read at most: the spec's keys fit in far less.
@@ -48,6 +55,13 @@ pub fn parse<'a>(parts: impl IntoIterator<Item = &'a str>) -> Option<Cmcd> {
             };
             any = true;
             let number = || value.and_then(|v| v.parse::<u64>().ok());
+            // v2 sends some numbers as an inner list, `(3200)`: its first.
+            let first = || {
+                value.and_then(|v| {
+                    let v = v.strip_prefix('(').map_or(v, |v| v.trim_end_matches(')'));
+                    v.split(' ').next()?.parse::<u64>().ok()
+                })
+            };
             let string = || {
                 value
                     .and_then(|v| v.strip_prefix('"')?.strip_suffix('"'))
@@ -63,7 +77,7 @@ pub fn parse<'a>(parts: impl IntoIterator<Item = &'a str>) -> Option<Cmcd> {
             match key {
                 "sid" => c.sid = string(),
                 "cid" => c.cid = string(),
-                "br" => c.br = number(),
+                "br" => c.br = first(),
                 "bl" => c.bl = number(),
                 "bs" => c.bs = flag(),
                 "mtp" => c.mtp = number(),
@@ -71,6 +85,11 @@ pub fn parse<'a>(parts: impl IntoIterator<Item = &'a str>) -> Option<Cmcd> {
                 "su" => c.su = flag(),
                 "st" => c.st = token(),
                 "d" => c.d = number(),
+                "e" => c.e = token(),
+                "ts" => c.ts = number(),
+                "sn" => c.sn = number(),
+                "sta" => c.sta = token(),
+                "pt" => c.pt = number(),
                 _ => {}
             }
         }

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod aggregator;
 pub mod beacon;
 pub mod cmcd;
+pub mod cmcd_events;
 pub mod metrics;
 mod peaks;
 pub mod rollup;

@@ -419,6 +419,8 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
                 State::Seeking { was_paused: false }
             }
             (EventKind::Seeking, State::Paused) => State::Seeking { was_paused: true },
+            // Playing again after a seek without a `seeked` (CMCD's play states have none).
+            (EventKind::Playing, State::Seeking { .. }) => State::Playing,
             (EventKind::Seeked, State::Seeking { was_paused }) => {
                 if was_paused {
                     State::Paused

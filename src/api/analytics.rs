@@ -58,7 +58,7 @@ pub async fn beacons(
 }
 
 /// Where a request comes from, as views are broken down.
-fn dimensions(state: &AppState, headers: &HeaderMap, ip: Option<&str>) -> Dimensions {
+pub(super) fn dimensions(state: &AppState, headers: &HeaderMap, ip: Option<&str>) -> Dimensions {
     let agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -195,8 +195,8 @@ pub(super) fn observe_server(
     });
 }
 
-/// `OPTIONS /v1/beacons`: the preflight of a page that posts `application/json` from another
-/// origin (`text/plain` needs none).
+/// `OPTIONS /v1/beacons` and `/v1/cmcd`: the preflight of a page that posts
+/// `application/json` or `application/cmcd` from another origin (`text/plain` needs none).
 pub async fn beacons_preflight() -> Response {
     (
         StatusCode::NO_CONTENT,
@@ -210,7 +210,7 @@ pub async fn beacons_preflight() -> Response {
         .into_response()
 }
 
-fn too_large() -> ApiError {
+pub(super) fn too_large() -> ApiError {
     ApiError::PayloadTooLarge(format!("a batch is {} bytes at most", beacon::MAX_BYTES))
 }
 
@@ -242,6 +242,7 @@ async fn take_beacons(
         .analytics
         .offer(Arrival {
             tenant_id: target.tenant_id,
+            source: "beacon",
             batch,
             dims,
             received_ms: now,

@@ -6,6 +6,7 @@ mod analytics;
 mod assets;
 mod audience;
 pub mod auth;
+mod cmcd_reports;
 mod delivery;
 pub mod delivery_cache;
 mod health;

@@ -4,7 +4,7 @@ use axum::response::Html;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{Json, analytics, assets, audience, health, live, security, tenants};
+use super::{Json, analytics, assets, audience, cmcd_reports, health, live, security, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,7 +22,7 @@ use super::{Json, analytics, assets, audience, health, live, security, tenants};
         security::create_signing_key, security::list_signing_keys, security::revoke_signing_key,
         security::update_playback_rules, security::create_entitlement,
         security::list_entitlements, security::revoke_entitlement, security::list_audit,
-        analytics::beacons, analytics::list_views, analytics::get_view,
+        analytics::beacons, cmcd_reports::report, analytics::list_views, analytics::get_view,
         analytics::overall, analytics::breakdown, analytics::timeseries, analytics::realtime,
         audience::concurrency, audience::retention,
     ),

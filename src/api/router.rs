@@ -14,8 +14,8 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use super::{
-    AppState, analytics, assets, audience, delivery, health, live, objects, openapi, player,
-    security, stills, telemetry, tenants, uploads, whep, whip,
+    AppState, analytics, assets, audience, cmcd_reports, delivery, health, live, objects, openapi,
+    player, security, stills, telemetry, tenants, uploads, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -81,6 +81,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/beacons",
             post(analytics::beacons)
+                .options(analytics::beacons_preflight)
+                .layer(DefaultBodyLimit::max(
+                    crate::analytics::beacon::MAX_BYTES + 1,
+                )),
+        )
+        .route(
+            "/v1/cmcd",
+            post(cmcd_reports::report)
                 .options(analytics::beacons_preflight)
                 .layer(DefaultBodyLimit::max(
                     crate::analytics::beacon::MAX_BYTES + 1,
