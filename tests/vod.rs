@@ -269,6 +269,40 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
     assert!(cmcd["media_ms"].as_u64().unwrap() >= 6000, "{cmcd}");
     assert_eq!(view["playback_failure"], false);
 
+    // A page with plain hls.js and CMCD v2 event reports (no Ferrocast script): a `cmcd`
+    // view of its own, its startup close to what the page measured.
+    let v2 = common::media::browser_cmcd_v2(&server.url(""), playback, 4, 40).await;
+    assert!(
+        v2["fatal"].is_null() && v2["playedS"].as_f64() >= Some(4.0),
+        "{v2}"
+    );
+    let sid = v2["sessionId"].as_str().unwrap().to_string();
+    let page_startup = v2["startupMs"].as_f64().unwrap();
+    let view = eventually("the CMCD v2 view", Duration::from_secs(10), || async {
+        server.state.analytics.flush().await;
+        let (status, v) = server
+            .call(
+                "GET",
+                &format!("/v1/analytics/views/{sid}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        (status == 200 && v["video_startup_time_ms"].is_number()).then_some(v)
+    })
+    .await;
+    assert_eq!(view["sources"], serde_json::json!(["cmcd"]), "{view}");
+    assert_eq!(view["player"], "cmcd 2", "{view}");
+    let startup = view["video_startup_time_ms"].as_f64().unwrap();
+    assert!(
+        (startup - page_startup).abs() <= 0.2 * page_startup.max(250.0),
+        "startup {startup} ms, the page measured {page_startup} ms: {view}"
+    );
+    assert!(
+        view["watch_time_ms"].as_i64() >= Some(2000),
+        "heartbeats every 2 s: {view}"
+    );
+
     // ffmpeg reading the HLS sends no beacon and no CMCD: the server counts it from the
     // segments it fetched, as a `server` view with the minutes it got.
     let hls = server.url(&format!("/hls/{playback}/master.m3u8"));

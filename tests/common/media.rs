@@ -337,6 +337,49 @@ async fn run_player(
     }
 }
 
+/// Plays `playback_id` from the server at `base` with plain hls.js (no Ferrocast script),
+/// its CMCD v2 event reports going to `POST /v1/cmcd`, for `seconds` from the first frame.
+/// Returns the page's JSON: `{sessionId, startupMs, playedS, fatal}`.
+#[allow(dead_code)] // not every test binary uses it
+pub async fn browser_cmcd_v2(base: &str, playback_id: &str, seconds: u32, timeout_s: u32) -> Value {
+    let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/ferrocast/npm/node_modules",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/cmcd_v2.cjs");
+    let args = [
+        script.to_string(),
+        base.to_string(),
+        playback_id.to_string(),
+        seconds.to_string(),
+        timeout_s.to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        super::output_within(
+            Command::new("node")
+                .env("NODE_PATH", &node_modules)
+                .args(&args),
+            Duration::from_secs(u64::from(timeout_s) + 60),
+            "node cmcd_v2.cjs (Debian packages nodejs npm chromium; make test installs them)",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON from cmcd_v2.cjs: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, failing after `limit`.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
