@@ -392,6 +392,7 @@ async fn fill(db: &Db, tenant_id: &str) {
             device_type: DEVICES[(next() % 3) as usize].to_string(),
             player: "ferrocast-data 1".to_string(),
             sources: "beacon,cmcd".to_string(),
+            rendition: ["1080p", "720p", "720p", "480p"][(next() % 4) as usize].to_string(),
             summary: "{}".to_string(),
             events: None,
             timeline: Some(ferrocast::analytics::timeline::pack(&events)),

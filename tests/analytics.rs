@@ -141,7 +141,21 @@ async fn beacons_become_views(server: &TestServer) {
         (Some("Chrome"), Some("Linux"), Some("desktop"))
     );
     assert_eq!(v["country"], "DE");
+    assert_eq!(v["rendition"], "720p", "30 of its 60 s: {v}");
     assert_eq!(v["player"], "ferrocast-data 1");
+    let (status, by_rendition) = get_as(
+        server,
+        &key,
+        "/v1/analytics/metrics/playing_time/breakdown?timeframe=1h&group_by=rendition",
+    )
+    .await;
+    assert_eq!(status, 200, "{by_rendition}");
+    assert_eq!(
+        by_rendition["data"][0]["dimensions"],
+        json!({"rendition": "720p"}),
+        "{by_rendition}"
+    );
+    assert_eq!(by_rendition["data"][0]["value"], 60_000.0, "{by_rendition}");
     assert_eq!(v["sources"], json!(["beacon"]));
     assert!(v["cmcd"].is_null(), "{v}");
     assert!(v["scores"]["startup"].as_f64().unwrap() > 85.0);

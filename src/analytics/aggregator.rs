@@ -822,6 +822,7 @@ fn row(view: &mut OpenView, ended: bool) -> StoredView {
         device_type: view.dims.device_type.to_string(),
         player: view.player.clone(),
         sources: view.sources.iter().copied().collect::<Vec<_>>().join(","),
+        rendition: s.rendition.clone().unwrap_or_default(),
         summary: summary.to_string(),
         events: None,
         timeline: Some(view.events.bytes().to_vec()),

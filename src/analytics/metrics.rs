@@ -196,6 +196,7 @@ mod tests {
             device_type: "desktop".into(),
             player: "p".into(),
             sources: "beacon".into(),
+            rendition: String::new(),
             summary: String::new(),
             events: None,
             timeline: None,

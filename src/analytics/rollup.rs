@@ -56,6 +56,7 @@ pub fn of(v: &StoredView) -> Option<(RollupKey, Rollup)> {
         device_type: v.device_type.clone(),
         player: v.player.clone(),
         sources: v.sources.clone(),
+        rendition: v.rendition.clone(),
     };
     let sums = Rollup {
         views: 1,
@@ -125,6 +126,7 @@ mod tests {
             device_type: "desktop".into(),
             player: "p".into(),
             sources: "beacon".into(),
+            rendition: String::new(),
             summary: String::new(),
             events: None,
             timeline: None,

@@ -171,6 +171,8 @@ pub struct Summary {
     pub watched: Option<u128>,
     /// Events after a 60-minute gap, left out (they belong to no open view).
     pub ignored_after_timeout: u32,
+    /// The rendition played longest, by its height (`720p`); None when none was reported.
+    pub rendition: Option<String>,
 }
 
 impl Summary {
@@ -330,6 +332,8 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
     let mut key_spans: Vec<(i64, i64)> = Vec::new();
     let duration = duration_ms.filter(|d| *d > 0);
     let mut watched = 0u128;
+    // Playing time per rendition (width, height).
+    let mut played: BTreeMap<(u32, u32), i64> = BTreeMap::new();
     let mut last_playhead: Option<i64> = None;
     for (i, e) in ordered.iter().enumerate() {
         if state == State::Over {
@@ -352,6 +356,9 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
                 s.playing_time_ms += dt;
                 if let (Some(d), Some(from), Some(to)) = (duration, last_playhead, e.playhead_ms) {
                     watched |= played_through(from, to, dt, d);
+                }
+                if let Some(r) = rendition {
+                    *played.entry(r).or_default() += dt;
                 }
                 if let Some(b) = bitrate {
                     bitrate_ms += dt;
@@ -490,6 +497,11 @@ pub fn summarize(events: &[Event], duration_ms: Option<i64>) -> Summary {
     s.live_latency_ms = latencies.get(latencies.len() / 2).copied();
     s.completed = duration.map(|d| s.max_playhead_ms as f64 >= COMPLETION_SHARE * d as f64);
     s.watched = duration.map(|_| watched);
+    s.rendition = played
+        .iter()
+        .max_by_key(|(_, ms)| **ms)
+        .filter(|(_, ms)| **ms > 0)
+        .map(|((_, h), _)| format!("{h}p"));
     s
 }
 

@@ -312,6 +312,8 @@ pub struct ViewView {
     pub player: String,
     /// What fed the view: `beacon`, `cmcd`, `server`.
     pub sources: Vec<String>,
+    /// The rendition it played longest (`720p`); null when none was reported.
+    pub rendition: Option<String>,
     pub scores: Scores,
     /// What the player's CMCD said over the view's requests, when it sent any.
     #[schema(value_type = Option<Object>)]
@@ -369,6 +371,7 @@ impl From<&StoredView> for ViewView {
             device_type: v.device_type.clone(),
             player: v.player.clone(),
             sources: v.sources.split(',').map(str::to_string).collect(),
+            rendition: Some(v.rendition.clone()).filter(|r| !r.is_empty()),
             scores: Scores {
                 startup: s.startup_score(),
                 smoothness: s.smoothness_score(),
@@ -445,7 +448,8 @@ pub struct MetricQuery {
     /// `2026-12-01T00:00:00Z..2026-12-06T00:00:00Z`. Views count by when they started.
     pub timeframe: Option<String>,
     /// `country:DE,browser:Chrome`: dimensions `playback_id`, `country`, `browser`, `os`,
-    /// `device_type`, `player`, `sources` (as a view lists them: `beacon,cmcd`).
+    /// `device_type`, `player`, `sources` (as a view lists them: `beacon,cmcd`), `rendition`
+    /// (the one a view played longest: `720p`).
     pub filters: Option<String>,
     /// Breakdown: one to three dimensions, comma-separated.
     pub group_by: Option<String>,

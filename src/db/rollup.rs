@@ -16,6 +16,7 @@ pub struct RollupKey {
     pub device_type: String,
     pub player: String,
     pub sources: String,
+    pub rendition: String,
 }
 
 /// Additive sums over views.
