@@ -46,10 +46,14 @@ pub async fn beacons(
         // Past the route's body limit the body is refused unread.
         Err(_) => Err(too_large()),
     };
-    let mut response = match taken {
+    any_origin(match taken {
         Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
         Err(e) => e.into_response(),
-    };
+    })
+}
+
+/// A public report endpoint's answer, readable by a page of any origin.
+pub(super) fn any_origin(mut response: Response) -> Response {
     response.headers_mut().insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),

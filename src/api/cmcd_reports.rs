@@ -3,12 +3,12 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::access::ClientIp;
-use super::analytics::{dimensions, too_large};
+use super::analytics::{any_origin, dimensions, too_large};
 use crate::analytics::{Arrival, beacon, cmcd_events};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
@@ -31,15 +31,10 @@ pub async fn report(
         Ok(body) => take(&state, ip.as_deref(), &headers, &body).await,
         Err(_) => Err(too_large()),
     };
-    let mut response = match taken {
+    any_origin(match taken {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
-    };
-    response.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    response
+    })
 }
 
 async fn take(

@@ -4,19 +4,11 @@
 // Prints one JSON line: {sessionId, startupMs, playedS, fatal}: the CMCD session id (the
 // view), the page's own measure of startup (play request to first frame), and how far it
 // played. Debian's Chromium, driven by playwright-core; run with NODE_PATH set as for play.cjs.
-const { chromium } = require("playwright-core");
+const { launch } = require("./chromium.cjs");
 
 (async () => {
 const [base, playbackId, seconds = "6", timeoutSeconds = "40"] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  timeout: 30000,
-  args: [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 let result = { sessionId: null, startupMs: null, playedS: 0, fatal: null };
 try {
   const page = await browser.newPage();

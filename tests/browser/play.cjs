@@ -13,7 +13,7 @@
 // while the video was not paused and had not ended.
 // Debian's Chromium (/usr/bin/chromium, or $CHROMIUM) is driven by playwright-core; nothing is
 // downloaded. Run with NODE_PATH pointing at the node_modules `make` installs.
-const { chromium } = require("playwright-core");
+const { launch } = require("./chromium.cjs");
 
 (async () => {
 const [url, minSeconds = "5", timeoutSeconds = "40", until = "seconds"] = process.argv.slice(2);
@@ -21,15 +21,7 @@ if (!url) {
   console.error("usage: node play.cjs URL [MIN_SECONDS] [TIMEOUT_SECONDS] [seconds|ended]");
   process.exit(2);
 }
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  timeout: 30000,
-  args: [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 let result = {
   currentTime: 0, frames: 0, firstFrameTime: null, longestFreeze: 0, ended: false, state: null, keyLoaded: false,
   fatal: null, errors: [], keyRequests: 0, keyFailures: 0, subtitleTracks: 0,
