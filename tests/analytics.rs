@@ -1001,5 +1001,32 @@ async fn cmcd_event_reports_make_a_view() {
         before["video_startup_time_ms"]
     );
     assert_eq!(after["watch_time_ms"], before["watch_time_ms"]);
+
+    // Reports that come before the script's first batch are not counted with it either.
+    let first = "cmcd-first-view-01";
+    let (status, _) = report(vec![
+        line(first, 0, "e=ps,sta=s", 0),
+        line(first, 1, "e=ps,sta=p", 5000),
+    ])
+    .await;
+    assert_eq!(status, 204);
+    server.state.analytics.flush().await;
+    assert_eq!(post(&server, &batch(first, &pb, &events)).await.0, 202);
+    server.state.analytics.flush().await;
+    let (_, v) = get_as(&server, &key, &format!("/v1/analytics/views/{first}")).await;
+    assert_eq!(v["sources"], json!(["beacon", "cmcd"]), "{v}");
+    assert_eq!(
+        (
+            &v["video_startup_time_ms"],
+            &v["watch_time_ms"],
+            &v["player"]
+        ),
+        (
+            &before["video_startup_time_ms"],
+            &before["watch_time_ms"],
+            &json!("ferrocast-data 1")
+        ),
+        "the script's view: {v}"
+    );
     server.stop().await;
 }

@@ -543,9 +543,9 @@ async fn take(db: &DbLink, config: &AnalyticsConfig, open: &mut Open, a: Arrival
     if a.source == "cmcd" && view.sources.contains("beacon") {
         events.clear();
     }
-    if view.events.is_empty() {
-        // The view's first events (CMCD may have opened it): their clock and player are
-        // the player's.
+    if view.events.is_empty() || (a.source == "beacon" && !view.sources.contains("beacon")) {
+        // The view's first events, or the script's first (CMCD may have come first): their
+        // clock and player are the view's.
         view.skew_ms = skew;
         view.player = player;
     }
@@ -761,7 +761,12 @@ async fn close_longest_silent(db: &DbLink, open: &mut Open) {
 
 /// The row of a view; `ended`: it takes no more events. Notes whether it is active.
 fn row(view: &mut OpenView, ended: bool) -> StoredView {
-    let events = view.events.events();
+    let mut events = view.events.events();
+    if view.sources.contains("beacon") {
+        // The script's events are the view's: CMCD event reports that came before it (or
+        // before the view was restored) are not counted twice.
+        events.retain(|e| e.seq < super::cmcd_events::SEQ_BASE);
+    }
     let mut s: Summary = summarize(&events, view.duration_ms);
     view.active = events.is_empty() || s.active;
     s.finished |= ended;
@@ -782,7 +787,7 @@ fn row(view: &mut OpenView, ended: bool) -> StoredView {
         (s.started_at + view.skew_ms, s.ended_at + view.skew_ms)
     };
     let mut summary = serde_json::to_value(&s).expect("a summary serializes");
-    if view.cmcd.requests > 0 {
+    if view.cmcd.requests > 0 || view.cmcd.keys_granted + view.cmcd.keys_forbidden > 0 {
         summary["cmcd"] = serde_json::to_value(&view.cmcd).expect("totals serialize");
     }
     if !view.server_segments.is_empty() {

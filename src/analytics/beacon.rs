@@ -91,6 +91,10 @@ pub fn parse(body: &[u8], now_ms: i64) -> Result<Batch, BadBatch> {
     bounded("player.name", &batch.player.name, 64)?;
     bounded("player.version", &batch.player.version, 32)?;
     for e in &batch.events {
+        if e.seq >= super::cmcd_events::SEQ_BASE {
+            // Above are CMCD event reports' (`cmcd_events`).
+            return Err(BadBatch::Range(e.seq));
+        }
         let ahead = e.t - now_ms;
         if ahead > MAX_AHEAD_MS || -ahead > MAX_PAST_MS {
             let how = if ahead > 0 {

@@ -31,7 +31,12 @@ pub enum BadReport {
     Missing(usize, &'static str),
     #[error("line {0}: its time is out of range of the server's clock")]
     Time(usize),
+    #[error("a report names {MAX_VIEWS} views at most")]
+    Views,
 }
+
+/// Views one report may name (a player reports its own session; a new one after a reset).
+const MAX_VIEWS: usize = 4;
 
 /// Reads a report into one batch per (view, playback id), events in the order given;
 /// lines of events Ferrocast does not use are skipped.
@@ -77,11 +82,13 @@ pub fn parse(body: &[u8], now_ms: i64) -> Result<Vec<Batch>, BadReport> {
         let Some(event) = event_of(&c, SEQ_BASE + sn, t) else {
             continue;
         };
+        let views = batches.len();
         match batches
             .iter_mut()
             .find(|b| b.view_id == view_id && b.playback_id == playback_id)
         {
             Some(b) => b.events.push(event),
+            None if views >= MAX_VIEWS => return Err(BadReport::Views),
             None => batches.push(Batch {
                 view_id,
                 viewer_id: None,
@@ -214,6 +221,14 @@ mod tests {
                 "line 1: its time",
             ),
             (ok.replace("sn=0", "sn=4294967295").into_bytes(), "sn"),
+            (
+                (0..5)
+                    .map(|i| ok.replace("6e2fb550c4574ed8", &format!("6e2fb550c457400{i}")))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .into_bytes(),
+                "4 views at most",
+            ),
         ];
         for (body, reason) in cases {
             let err = parse(&body, NOW).unwrap_err().to_string();
