@@ -48,8 +48,10 @@ try {
             ctx.fillStyle = (t >> bit) & 1 ? "#ffffff" : "#000000";
             ctx.fillRect((bit % 10) * 64, Math.floor(bit / 10) * 64, 64, 64);
           }
-          requestAnimationFrame(draw);
         };
+        // One timer, never more: a draw that also scheduled itself by requestAnimationFrame
+        // added a drawing chain every 16 ms, and after 10 s the page was drawing hundreds of
+        // times a frame; its starved capture then sent no video for seconds.
         draw();
         setInterval(draw, 16);
         stream = new MediaStream([...canvas.captureStream(30).getVideoTracks(), ...stream.getAudioTracks()]);
