@@ -21,8 +21,9 @@ pub mod error;
 // -- ingest protocols: RTMP and WHIP publishers in
 pub mod ingest;
 
-// -- media services: live broadcasts, VOD jobs, viewer analytics
+// -- services: live broadcasts, VOD jobs, viewer analytics, commerce
 pub mod analytics;
+pub mod commerce;
 pub mod live;
 pub mod vod;
 

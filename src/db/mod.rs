@@ -5,6 +5,7 @@
 //! BIGINT Unix-millisecond times), so handlers never branch on the backend.
 
 mod analytics;
+mod commerce;
 mod concurrency;
 mod live;
 pub mod rollup;
@@ -19,6 +20,9 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use analytics::{FILTER_COLUMNS, RollupGroup, StartupSample, StoredView};
+pub use commerce::{
+    Cart, CartItem, Customer, DiscountCode, MAX_CART_ITEMS, NewPrice, Price, Product, TaxRate,
+};
 pub use concurrency::Peak;
 pub use live::{
     Asset, LiveState, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, ScopeRules,
