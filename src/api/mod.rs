@@ -6,6 +6,8 @@ mod analytics;
 mod assets;
 mod audience;
 pub mod auth;
+mod carts;
+mod catalogue;
 mod cmcd_reports;
 mod delivery;
 pub mod delivery_cache;

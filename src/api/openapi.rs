@@ -4,7 +4,10 @@ use axum::response::Html;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{Json, analytics, assets, audience, cmcd_reports, health, live, security, tenants};
+use super::{
+    Json, analytics, assets, audience, carts, catalogue, cmcd_reports, health, live, security,
+    tenants,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +28,12 @@ use super::{Json, analytics, assets, audience, cmcd_reports, health, live, secur
         analytics::beacons, cmcd_reports::report, analytics::list_views, analytics::get_view,
         analytics::overall, analytics::breakdown, analytics::timeseries, analytics::realtime,
         audience::concurrency, audience::retention,
+        catalogue::create_product, catalogue::get_product, catalogue::list_products,
+        catalogue::create_price, catalogue::get_price, catalogue::list_prices,
+        catalogue::create_tax_rate, catalogue::list_tax_rates,
+        catalogue::create_discount_code, catalogue::list_discount_codes,
+        catalogue::create_customer, catalogue::get_customer, catalogue::list_customers,
+        carts::create_cart, carts::get_cart, carts::set_item, carts::apply_code, carts::remove_code,
     ),
     modifiers(&BearerKeys),
     tags(
@@ -34,6 +43,7 @@ use super::{Json, analytics, assets, audience, cmcd_reports, health, live, secur
         (name = "assets", description = "Uploaded files and recorded broadcasts"),
         (name = "security", description = "Signing keys, playback rules, entitlements, key audit log"),
         (name = "analytics", description = "Player beacons in; views and their metrics out"),
+        (name = "commerce", description = "Products, prices, tax rates, discount codes, customers and carts"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -14,8 +14,8 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use super::{
-    AppState, analytics, assets, audience, cmcd_reports, delivery, health, live, objects, openapi,
-    player, security, stills, telemetry, tenants, uploads, whep, whip,
+    AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, delivery, health, live,
+    objects, openapi, player, security, stills, telemetry, tenants, uploads, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -78,6 +78,36 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(security::revoke_entitlement),
         )
         .route("/v1/audit", get(security::list_audit))
+        .route(
+            "/v1/products",
+            post(catalogue::create_product).get(catalogue::list_products),
+        )
+        .route("/v1/products/{id}", get(catalogue::get_product))
+        .route(
+            "/v1/prices",
+            post(catalogue::create_price).get(catalogue::list_prices),
+        )
+        .route("/v1/prices/{id}", get(catalogue::get_price))
+        .route(
+            "/v1/tax-rates",
+            post(catalogue::create_tax_rate).get(catalogue::list_tax_rates),
+        )
+        .route(
+            "/v1/discount-codes",
+            post(catalogue::create_discount_code).get(catalogue::list_discount_codes),
+        )
+        .route(
+            "/v1/customers",
+            post(catalogue::create_customer).get(catalogue::list_customers),
+        )
+        .route("/v1/customers/{id}", get(catalogue::get_customer))
+        .route("/v1/carts", post(carts::create_cart))
+        .route("/v1/carts/{id}", get(carts::get_cart))
+        .route("/v1/carts/{id}/items", post(carts::set_item))
+        .route(
+            "/v1/carts/{id}/discount",
+            post(carts::apply_code).delete(carts::remove_code),
+        )
         .route(
             "/v1/beacons",
             post(analytics::beacons)
