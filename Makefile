@@ -23,12 +23,15 @@ APT_PACKAGES := build-essential pkg-config git ca-certificates curl jq openssl p
 	libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-nice \
-	libnice-dev ffmpeg wrk
+	libnice-dev ffmpeg wrk python3-venv
 
 NPM_DIR := $(CACHE_DIR)/npm
 export BROWSER_TEST_NODE_MODULES := $(NPM_DIR)/node_modules
+# Python for the payment provider fakes (tests/fakes), with the official stripe client.
+VENV_DIR := $(CACHE_DIR)/venv
+export FERROCAST_TEST_PYTHON := $(VENV_DIR)/bin/python
 
-.PHONY: help run test bench bench-deps deps apt-deps node-deps rust-toolchain test-tools build release lint
+.PHONY: help run test bench bench-deps deps apt-deps node-deps py-deps rust-toolchain test-tools build release lint
 
 help:
 	@echo "make run    install what is missing, build, serve on http://127.0.0.1:8080"
@@ -38,7 +41,7 @@ help:
 run: apt-deps node-deps rust-toolchain release
 	$(CARGO_TARGET_DIR)/release/ferrocast serve
 
-test: apt-deps node-deps rust-toolchain test-tools lint
+test: apt-deps node-deps py-deps rust-toolchain test-tools lint
 	@export TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$(.ci/postgres-url)}" && \
 	echo "==> tests (PostgreSQL variant: $${TEST_DATABASE_URL%%\?*})" && \
 	if command -v cargo-nextest >/dev/null; then \
@@ -102,6 +105,15 @@ $(NPM_DIR)/node_modules/.installed: tests/browser/package.json tests/browser/pac
 	mkdir -p $(NPM_DIR)
 	cp tests/browser/package.json tests/browser/package-lock.json $(NPM_DIR)/
 	cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# A virtual environment with tests/fakes/requirements.txt (pinned), made once.
+py-deps: $(VENV_DIR)/.installed
+
+$(VENV_DIR)/.installed: tests/fakes/requirements.txt
+	@echo "==> installing the Python test fakes' packages into $(VENV_DIR)"
+	python3 -m venv $(VENV_DIR)
+	$(VENV_DIR)/bin/pip install --quiet --disable-pip-version-check -r tests/fakes/requirements.txt
 	touch $@
 
 rust-toolchain:

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::paid::{Media, get_key, media_with};
+use common::stripe::FakeStripe;
 use common::{PgDatabase, TestServer};
 use ferrocast::config::DatabaseUrl;
 use serde_json::{Value, json};
@@ -556,4 +558,522 @@ async fn bad_catalogue_requests_are_refused_and_tenants_see_only_their_own() {
     .await;
     assert_eq!(status, 404);
     server.stop().await;
+}
+
+/// A tenant selling a signed, paid live stream through (the fake) Stripe: (tenant key,
+/// media, price id, webhook URL).
+async fn paid_setup(server: &TestServer, stripe: &FakeStripe) -> (String, Media, String, String) {
+    let (tenant_id, key) = server.create_tenant("Creator").await;
+    let media = media_with(server, &tenant_id, &key, "signed").await;
+    let (status, rules) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{}", media.playback_id),
+            Some(&key),
+            Some(json!({"requires_entitlement": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rules}");
+    let (status, provider) = server
+        .call(
+            "PUT",
+            "/v1/payment-providers/stripe",
+            Some(&key),
+            Some(json!({"secret_key": common::stripe::SECRET_KEY,
+                "webhook_secret": common::stripe::WEBHOOK_SECRET, "base_url": stripe.base_url})),
+        )
+        .await;
+    assert_eq!(status, 200, "{provider}");
+    let webhook_url = provider["webhook_url"].as_str().unwrap().to_string();
+    assert!(webhook_url.ends_with(&format!("/v1/webhooks/stripe/{tenant_id}")));
+    let product = post(
+        server,
+        &key,
+        "/v1/products",
+        json!({"name": "Cup final", "playback_ids": [media.playback_id]}),
+    )
+    .await;
+    let price = post(
+        server,
+        &key,
+        "/v1/prices",
+        json!({"product_id": product["id"], "type": "one_time", "unit_amount": 999, "currency": "eur"}),
+    )
+    .await;
+    post(
+        server,
+        &key,
+        "/v1/tax-rates",
+        json!({"country": "DE", "percentage": "19"}),
+    )
+    .await;
+    post(
+        server,
+        &key,
+        "/v1/discount-codes",
+        json!({"code": "FINAL20", "percent_off": "20", "max_per_customer": 1}),
+    )
+    .await;
+    (
+        key,
+        media,
+        price["id"].as_str().unwrap().to_string(),
+        webhook_url,
+    )
+}
+
+/// A cart of `price_id` with FINAL20, checked out with Stripe: (order id, session id,
+/// customer id).
+async fn checkout(
+    server: &TestServer,
+    key: &str,
+    price_id: &str,
+    email: &str,
+) -> (String, String, String) {
+    let cart = post(
+        server,
+        key,
+        "/v1/carts",
+        json!({"currency": "eur", "country": "DE"}),
+    )
+    .await;
+    let id = cart["id"].as_str().unwrap();
+    post(
+        server,
+        key,
+        &format!("/v1/carts/{id}/items"),
+        json!({"price_id": price_id, "quantity": 1}),
+    )
+    .await;
+    post(
+        server,
+        key,
+        &format!("/v1/carts/{id}/discount"),
+        json!({"code": "FINAL20"}),
+    )
+    .await;
+    let out = post(
+        server,
+        key,
+        &format!("/v1/carts/{id}/checkout"),
+        json!({"provider": "stripe", "email": email,
+            "success_url": "https://example.com/thanks", "cancel_url": "https://example.com/cart"}),
+    )
+    .await;
+    // 999 − 199.8 → 200 = 799, + 19 % = 151.81 → 152: 951.
+    assert_eq!(
+        (&out["total"], &out["currency"]),
+        (&json!(951), &json!("eur"))
+    );
+    let redirect = out["redirect_url"].as_str().unwrap();
+    let session = redirect.rsplit('/').next().unwrap().to_string();
+    assert!(session.starts_with("cs_test_"), "{redirect}");
+    // The cart is closed now.
+    let (status, _) = server
+        .call(
+            "POST",
+            &format!("/v1/carts/{id}/items"),
+            Some(key),
+            Some(json!({"price_id": price_id, "quantity": 2})),
+        )
+        .await;
+    assert_eq!(status, 409);
+    (
+        out["order_id"].as_str().unwrap().to_string(),
+        session,
+        out["customer_id"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn viewer_key(server: &TestServer, key: &str, media: &Media, viewer: &str) -> u16 {
+    let (status, t) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(key),
+            Some(json!({"playback_id": media.playback_id, "viewer": viewer})),
+        )
+        .await;
+    assert_eq!(status, 201, "{t}");
+    let (status, bytes) = get_key(server, media, t["token"].as_str().unwrap()).await;
+    if status == 200 {
+        assert_eq!(bytes, media.key);
+    }
+    status
+}
+
+async fn order(server: &TestServer, key: &str, id: &str) -> Value {
+    let (status, o) = server
+        .call("GET", &format!("/v1/orders/{id}"), Some(key), None)
+        .await;
+    assert_eq!(status, 200, "{o}");
+    o
+}
+
+async fn paying_gets_the_key_and_a_full_refund_takes_it_away(server: &TestServer) {
+    let stripe = FakeStripe::start();
+    let (key, media, price_id, hook) = paid_setup(server, &stripe).await;
+    let (order_id, session, customer) = checkout(server, &key, &price_id, "fan@example.com").await;
+    let o = order(server, &key, &order_id).await;
+    assert_eq!(
+        (
+            &o["status"],
+            &o["discount"],
+            &o["tax"],
+            &o["lines"][0]["total"]
+        ),
+        (&json!("pending"), &json!(200), &json!(152), &json!(951))
+    );
+    assert_eq!(
+        viewer_key(server, &key, &media, &customer).await,
+        403,
+        "not paid yet"
+    );
+
+    // The customer pays; Stripe's events arrive, signed.
+    let events = stripe.pay(&session).await;
+    let answers = stripe.deliver(&hook, &events, 1, 1, 0, false).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(
+        answers[2].1["result"], "paid: 1 entitlements granted",
+        "{answers:?}"
+    );
+    let o = order(server, &key, &order_id).await;
+    assert_eq!(o["status"], "paid", "{o}");
+    assert_eq!(viewer_key(server, &key, &media, &customer).await, 200);
+    assert_eq!(viewer_key(server, &key, &media, "someone-else").await, 403);
+    // Stripe retries a delivery: nothing happens twice.
+    let again = stripe.deliver(&hook, &events[2..], 1, 1, 0, false).await;
+    assert_eq!(again[0].1["duplicate"], true, "{again:?}");
+
+    // A partial refund keeps access; Stripe's own charge.refunded that follows changes nothing.
+    let (status, o) = server
+        .call(
+            "POST",
+            &format!("/v1/orders/{order_id}/refunds"),
+            Some(&key),
+            Some(json!({"amount": 500})),
+        )
+        .await;
+    assert_eq!(status, 200, "{o}");
+    assert_eq!(
+        (&o["status"], &o["amount_refunded"]),
+        (&json!("paid"), &json!(500))
+    );
+    let payment = events[0]["data"]["object"]["id"].as_str().unwrap();
+    let refunded = stripe.charge_event("charge.refunded", payment).await;
+    let answers = stripe.deliver(&hook, &refunded, 1, 1, 0, false).await;
+    assert_eq!(
+        answers[0].1["result"], "refunded 500 of 951: access kept",
+        "{answers:?}"
+    );
+    assert_eq!(viewer_key(server, &key, &media, &customer).await, 200);
+    // More than is left is refused; the rest ends access at the next key request.
+    let (status, _) = server
+        .call(
+            "POST",
+            &format!("/v1/orders/{order_id}/refunds"),
+            Some(&key),
+            Some(json!({"amount": 452})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, o) = server
+        .call(
+            "POST",
+            &format!("/v1/orders/{order_id}/refunds"),
+            Some(&key),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{o}");
+    assert_eq!(
+        (&o["status"], &o["amount_refunded"]),
+        (&json!("refunded"), &json!(951))
+    );
+    assert_eq!(viewer_key(server, &key, &media, &customer).await, 403);
+    let refunded = stripe.charge_event("charge.refunded", payment).await;
+    let answers = stripe.deliver(&hook, &refunded, 1, 1, 0, false).await;
+    assert_eq!(
+        answers[0].1["result"], "refunded in full: 0 entitlements revoked",
+        "{answers:?}"
+    );
+    // Every POST to Stripe carried an idempotency key.
+    let keys = stripe.idempotency_keys().await;
+    assert!(
+        keys.contains(&format!("ferrocast-checkout-{order_id}"))
+            && keys
+                .iter()
+                .filter(|k| k.starts_with("ferrocast-refund-"))
+                .count()
+                == 2,
+        "{keys:?}"
+    );
+
+    // The customer used FINAL20 once (max_per_customer 1) — but that order is refunded now,
+    // so a second checkout may use it; the code's use count went up with the payment.
+    let (_, codes) = server
+        .call("GET", "/v1/discount-codes", Some(&key), None)
+        .await;
+    assert_eq!(codes["data"][0]["times_redeemed"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paying_gets_the_key_and_a_full_refund_takes_it_away_sqlite() {
+    let server = TestServer::start_with(|c| c.commerce.allow_plain_http_providers = true).await;
+    paying_gets_the_key_and_a_full_refund_takes_it_away(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paying_gets_the_key_and_a_full_refund_takes_it_away_postgres() {
+    let pg = PgDatabase::create().await;
+    let url = pg.url.clone();
+    let server = TestServer::start_with(|c| {
+        c.database.url = DatabaseUrl::new(url);
+        c.commerce.allow_plain_http_providers = true;
+    })
+    .await;
+    paying_gets_the_key_and_a_full_refund_takes_it_away(&server).await;
+    server.stop().await;
+}
+
+async fn webhooks_are_verified_and_processed_once_in_any_order(server: &TestServer) {
+    let stripe = FakeStripe::start();
+    let (key, media, price_id, hook) = paid_setup(server, &stripe).await;
+
+    // 20 concurrent copies of one completion: one entitlement.
+    let (order_id, session, customer) = checkout(server, &key, &price_id, "a@example.com").await;
+    let events = stripe.pay(&session).await;
+    let completed = [events[2].clone()];
+    let answers = stripe.deliver(&hook, &completed, 20, 20, 0, false).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    let processed = answers
+        .iter()
+        .filter(|(_, b)| b["duplicate"] == false)
+        .count();
+    assert_eq!(processed, 1, "{answers:?}");
+    let (_, ents) = server
+        .call(
+            "GET",
+            &format!("/v1/entitlements?viewer={customer}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(ents["data"].as_array().unwrap().len(), 1, "{ents}");
+    assert_eq!(order(server, &key, &order_id).await["status"], "paid");
+
+    // A bad signature, and a stale one: 400, stored as unverified, nothing done.
+    let (order2, session2, customer2) = checkout(server, &key, &price_id, "b@example.com").await;
+    let events2 = stripe.pay(&session2).await;
+    let done2 = [events2[2].clone()];
+    let bad = stripe.deliver(&hook, &done2, 1, 1, 0, true).await;
+    assert_eq!(bad[0].0, 400, "{bad:?}");
+    assert!(
+        bad[0].1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no v1 signature matches")
+    );
+    let stale = stripe.deliver(&hook, &done2, 1, 1, 400, false).await;
+    assert_eq!(stale[0].0, 400, "{stale:?}");
+    assert!(
+        stale[0].1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("300 s")
+    );
+    assert_eq!(order(server, &key, &order2).await["status"], "pending");
+    // A type Ferrocast does not act on: 200, stored.
+    let mut unknown = events2[0].clone();
+    unknown["id"] = json!("evt_test_unknown");
+    unknown["type"] = json!("customer.created");
+    let answers = stripe.deliver(&hook, &[unknown], 1, 1, 0, false).await;
+    assert_eq!(answers[0].0, 200);
+    assert_eq!(answers[0].1["result"], "customer.created: not acted on");
+
+    // Out of order: the creator refunds in Stripe's dashboard, and the refund's event comes
+    // before the payment's. The order is refunded and grants nothing.
+    let payment2 = events2[0]["data"]["object"]["id"].as_str().unwrap();
+    stripe.refund(payment2, 951).await;
+    let refunded = stripe.charge_event("charge.refunded", payment2).await;
+    let answers = stripe.deliver(&hook, &refunded, 1, 1, 0, false).await;
+    assert_eq!(answers[0].0, 200, "{answers:?}");
+    let answers = stripe.deliver(&hook, &done2, 1, 1, 0, false).await;
+    assert_eq!(
+        answers[0].1["result"], "refunded before it was paid: nothing granted",
+        "{answers:?}"
+    );
+    assert_eq!(order(server, &key, &order2).await["status"], "refunded");
+    assert_eq!(viewer_key(server, &key, &media, &customer2).await, 403);
+
+    // The inbox: every delivery, verified or not; a processed event replays to no effect.
+    let (_, inbox) = server
+        .call("GET", "/v1/webhook-events?limit=1000", Some(&key), None)
+        .await;
+    let inbox = inbox["data"].as_array().unwrap();
+    assert_eq!(inbox.iter().filter(|e| e["verified"] == false).count(), 2);
+    let first = inbox
+        .iter()
+        .find(|e| e["event_id"] == completed[0]["id"])
+        .unwrap();
+    assert_eq!(first["result"], "paid: 1 entitlements granted");
+    let (status, replayed) = server
+        .call(
+            "POST",
+            &format!(
+                "/v1/webhook-events/{}/replay",
+                first["id"].as_str().unwrap()
+            ),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["result"], "order already paid");
+    let unverified = inbox.iter().find(|e| e["verified"] == false).unwrap();
+    let (status, _) = server
+        .call(
+            "POST",
+            &format!(
+                "/v1/webhook-events/{}/replay",
+                unverified["id"].as_str().unwrap()
+            ),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    // Another tenant's URL, or one with no Stripe set up, takes nothing.
+    let (other_id, _) = server.create_tenant("Other").await;
+    let other = hook.replace(hook.rsplit('/').next().unwrap(), &other_id);
+    let answers = stripe.deliver(&other, &done2, 1, 1, 0, false).await;
+    assert_eq!(answers[0].0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_verified_and_processed_once_in_any_order_sqlite() {
+    let server = TestServer::start_with(|c| c.commerce.allow_plain_http_providers = true).await;
+    webhooks_are_verified_and_processed_once_in_any_order(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_verified_and_processed_once_in_any_order_postgres() {
+    let pg = PgDatabase::create().await;
+    let url = pg.url.clone();
+    let server = TestServer::start_with(|c| {
+        c.database.url = DatabaseUrl::new(url);
+        c.commerce.allow_plain_http_providers = true;
+    })
+    .await;
+    webhooks_are_verified_and_processed_once_in_any_order(&server).await;
+    server.stop().await;
+}
+
+/// Stripe down at checkout: 503, and the cart stays the buyer's to try again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_stripe_cannot_take_leaves_the_cart_open() {
+    let server = TestServer::start_with(|c| c.commerce.allow_plain_http_providers = true).await;
+    let stripe = FakeStripe::start();
+    let (key, _, price_id, _) = paid_setup(&server, &stripe).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (status, _) = server
+        .call(
+            "PUT",
+            "/v1/payment-providers/stripe",
+            Some(&key),
+            Some(json!({"secret_key": "sk_test_x", "webhook_secret": "whsec_x", "base_url": dead})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let cart = post(&server, &key, "/v1/carts", json!({"currency": "eur"})).await;
+    let id = cart["id"].as_str().unwrap();
+    post(
+        &server,
+        &key,
+        &format!("/v1/carts/{id}/items"),
+        json!({"price_id": price_id, "quantity": 1}),
+    )
+    .await;
+    let body = json!({"provider": "stripe", "email": "c@example.com",
+        "success_url": "https://example.com/ok", "cancel_url": "https://example.com/no"});
+    let (status, err) = server
+        .call(
+            "POST",
+            &format!("/v1/carts/{id}/checkout"),
+            Some(&key),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, 503, "{err}");
+    let (_, cart) = server
+        .call("GET", &format!("/v1/carts/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(cart["status"], "open");
+    let (_, orders) = server.call("GET", "/v1/orders", Some(&key), None).await;
+    assert_eq!(orders["data"], json!([]));
+    // A wrong key: Stripe refuses (401), the checkout is 422 and the cart open.
+    let (status, _) = server
+        .call(
+            "PUT",
+            "/v1/payment-providers/stripe",
+            Some(&key),
+            Some(json!({"secret_key": "sk_test_wrong", "webhook_secret": "whsec_x", "base_url": stripe.base_url})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, err) = server
+        .call(
+            "POST",
+            &format!("/v1/carts/{id}/checkout"),
+            Some(&key),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 422, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid API Key"),
+        "{err}"
+    );
+    // Plain http:// provider URLs are refused unless configured for tests.
+    let strict = TestServer::start().await;
+    let (_, k) = strict.create_tenant("T").await;
+    let (status, _) = strict
+        .call(
+            "PUT",
+            "/v1/payment-providers/stripe",
+            Some(&k),
+            Some(json!({"secret_key": "sk", "webhook_secret": "wh", "base_url": stripe.base_url})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    strict.stop().await;
+    server.stop().await;
+}
+
+/// The official Stripe client against the fake: every answer it gives parses in Stripe's own
+/// models, idempotency and errors behave as Stripe's do, and its signatures verify.
+#[test]
+fn the_stripe_fake_speaks_stripes_wire_format() {
+    let out = common::output_within(
+        std::process::Command::new(common::stripe::python())
+            .arg(common::stripe::script())
+            .arg("--selftest"),
+        std::time::Duration::from_secs(60),
+        "python3 with stripe (make py-deps)",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"selftest\": \"ok\""));
 }

@@ -10,87 +10,19 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::media::{Encrypted, browser_play, eventually, ffmpeg_publish, ffprobe};
+use common::paid::{MASTER, Media, get_key, media_with};
 use common::{PgDatabase, TestServer};
 use ferrocast::config::{Config, DatabaseUrl};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-const MASTER: &str = "#EXTM3U\n#EXT-X-VERSION:3\n\
-#EXT-X-STREAM-INF:BANDWIDTH=6000000,RESOLUTION=1920x1080,CODECS=\"avc1.640028,mp4a.40.2\"\n1080p/index.m3u8\n\
-#EXT-X-STREAM-INF:BANDWIDTH=3000000,RESOLUTION=1280x720,CODECS=\"avc1.4d401f,mp4a.40.2\"\n720p/index.m3u8\n\
-#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS=\"avc1.42c01e,mp4a.40.2\"\n360p/index.m3u8\n";
-
 fn now() -> u64 {
     ferrocast::clock::unix_now()
 }
 
-/// A signed live stream that has been live: its master playlist and a content key in place.
-struct Media {
-    playback_id: String,
-    key_id: String,
-    key: Vec<u8>,
-}
-
+/// A signed live stream that has been live.
 async fn media(server: &TestServer, tenant_id: &str, tenant_key: &str) -> Media {
     media_with(server, tenant_id, tenant_key, "signed").await
-}
-
-/// A live stream of `policy` that has been live.
-async fn media_with(server: &TestServer, tenant_id: &str, tenant_key: &str, policy: &str) -> Media {
-    let (status, s) = server
-        .call(
-            "POST",
-            "/v1/live-streams",
-            Some(tenant_key),
-            Some(json!({"playback_policy": policy})),
-        )
-        .await;
-    assert_eq!(status, 201, "{s}");
-    let id = s["id"].as_str().unwrap();
-    let prefix = format!("tenants/{tenant_id}/live/{id}/b1/");
-    assert!(
-        server
-            .state
-            .jobs
-            .db
-            .try_activate_live_stream(id, &prefix)
-            .await
-            .unwrap()
-    );
-    let state = &server.state;
-    state
-        .jobs
-        .store
-        .put(
-            &ferrocast::storage::ObjectKey::parse(&format!("{prefix}master.m3u8")).unwrap(),
-            bytes::Bytes::from_static(MASTER.as_bytes()),
-            "application/vnd.apple.mpegurl",
-        )
-        .await
-        .unwrap();
-    for r in ["1080p", "720p", "360p"] {
-        state
-            .jobs
-            .store
-            .put(
-                &ferrocast::storage::ObjectKey::parse(&format!("{prefix}{r}/index.m3u8")).unwrap(),
-                bytes::Bytes::from_static(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n"),
-                "application/vnd.apple.mpegurl",
-            )
-            .await
-            .unwrap();
-    }
-    let (key_id, key) = state
-        .jobs
-        .content_keys
-        .create(tenant_id, &prefix)
-        .await
-        .unwrap();
-    Media {
-        playback_id: s["playback_id"].as_str().unwrap().into(),
-        key_id,
-        key: key.to_vec(),
-    }
 }
 
 struct SigningKey {
@@ -147,16 +79,6 @@ async fn status_of(server: &TestServer, path: &str, headers: &[(&str, &str)]) ->
         req = req.header(*k, *v);
     }
     req.send().await.unwrap().status().as_u16()
-}
-
-async fn get_key(server: &TestServer, m: &Media, token: &str) -> (u16, Vec<u8>) {
-    let resp = server
-        .client
-        .get(server.url(&format!("/keys/{}?token={token}", m.key_id)))
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    Json, analytics, assets, audience, carts, catalogue, cmcd_reports, health, live, security,
-    tenants,
+    Json, analytics, assets, audience, carts, catalogue, cmcd_reports, health, live, orders,
+    provider_webhooks, security, tenants,
 };
 
 #[derive(OpenApi)]
@@ -34,6 +34,9 @@ use super::{
         catalogue::create_discount_code, catalogue::list_discount_codes,
         catalogue::create_customer, catalogue::get_customer, catalogue::list_customers,
         carts::create_cart, carts::get_cart, carts::set_item, carts::apply_code, carts::remove_code,
+        orders::put_provider, orders::list_providers, orders::checkout, orders::get_order,
+        orders::list_orders, orders::refund, provider_webhooks::stripe_in,
+        provider_webhooks::list_events, provider_webhooks::replay,
     ),
     modifiers(&BearerKeys),
     tags(

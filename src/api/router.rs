@@ -15,7 +15,8 @@ use tower_http::trace::TraceLayer;
 
 use super::{
     AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, delivery, health, live,
-    objects, openapi, player, security, stills, telemetry, tenants, uploads, whep, whip,
+    objects, openapi, orders, player, provider_webhooks, security, stills, telemetry, tenants,
+    uploads, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -107,6 +108,25 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/carts/{id}/discount",
             post(carts::apply_code).delete(carts::remove_code),
+        )
+        .route("/v1/carts/{id}/checkout", post(orders::checkout))
+        .route("/v1/orders", get(orders::list_orders))
+        .route("/v1/orders/{id}", get(orders::get_order))
+        .route("/v1/orders/{id}/refunds", post(orders::refund))
+        .route("/v1/payment-providers", get(orders::list_providers))
+        .route(
+            "/v1/payment-providers/{provider}",
+            axum::routing::put(orders::put_provider),
+        )
+        .route(
+            "/v1/webhooks/stripe/{tenant_id}",
+            post(provider_webhooks::stripe_in)
+                .layer(DefaultBodyLimit::max(provider_webhooks::MAX_BYTES)),
+        )
+        .route("/v1/webhook-events", get(provider_webhooks::list_events))
+        .route(
+            "/v1/webhook-events/{id}/replay",
+            post(provider_webhooks::replay),
         )
         .route(
             "/v1/beacons",

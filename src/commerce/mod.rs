@@ -5,4 +5,6 @@
 #![deny(clippy::float_arithmetic)]
 
 pub mod cart;
+pub mod fulfil;
 pub mod money;
+pub mod stripe;

@@ -35,6 +35,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub playback: PlaybackConfig,
     pub analytics: AnalyticsConfig,
+    pub commerce: CommerceConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub keys: KeysConfig,
@@ -76,6 +77,13 @@ pub struct AnalyticsConfig {
     pub max_open_views: usize,
     /// Beacons are checked, answered and dropped: `make bench`'s ceiling.
     pub discard_beacons: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommerceConfig {
+    /// Payment provider base URLs may be plain `http://` (tests' local fakes only).
+    pub allow_plain_http_providers: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ mod analytics;
 mod commerce;
 mod concurrency;
 mod live;
+mod orders;
 pub mod rollup;
 mod security;
 mod status;
@@ -28,6 +29,7 @@ pub use live::{
     Asset, LiveState, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, ScopeRules,
     StoredContentKey, TargetCache,
 };
+pub use orders::{Inbox, Order, OrderLine, ProviderSettings, WebhookEvent};
 pub use security::{AuditEvent, Entitlement, SigningKey};
 pub use status::{AssetStatus, JobStatus, LiveStatus};
 pub use tenants::{ApiKey, NewApiKey, Role, Tenant};

@@ -260,20 +260,37 @@ impl Db {
         prefix: Option<&str>,
         viewer: &str,
     ) -> DbResult<bool> {
-        let (n,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM entitlements WHERE viewer = $1 AND tenant_id = $2 \
+        // `*`: an order for a product of all the tenant's content. A rental counted from
+        // the first play has its clock started by this, its first key request.
+        const MATCH: &str = "viewer = $1 AND tenant_id = $2 \
              AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3) \
-             AND (playback_id = $4 OR playback_id IN ( \
+             AND (playback_id = $4 OR playback_id = '*' OR playback_id IN ( \
                  SELECT playback_id FROM live_streams WHERE current_prefix = $5 \
-                 UNION SELECT playback_id FROM assets WHERE storage_prefix = $5))",
-        )
+                 UNION SELECT playback_id FROM assets WHERE storage_prefix = $5))";
+        let now = now_ms();
+        let (n, unstarted): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT COUNT(*), COUNT(play_window_ms) FROM entitlements WHERE {MATCH}"
+        ))
         .bind(viewer)
         .bind(tenant_id)
-        .bind(now_ms())
+        .bind(now)
         .bind(playback_id)
         .bind(prefix.unwrap_or(""))
         .fetch_one(&self.pool)
         .await?;
+        if unstarted > 0 {
+            sqlx::query(&format!(
+                "UPDATE entitlements SET expires_at = $3 + play_window_ms, play_window_ms = NULL \
+                 WHERE play_window_ms IS NOT NULL AND {MATCH}"
+            ))
+            .bind(viewer)
+            .bind(tenant_id)
+            .bind(now)
+            .bind(playback_id)
+            .bind(prefix.unwrap_or(""))
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(n > 0)
     }
 

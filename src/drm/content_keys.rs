@@ -79,6 +79,45 @@ impl KeyWrapper {
         STANDARD.encode(out)
     }
 
+    /// Seals a secret of any length (a payment provider's API key) as `base64(nonce ||
+    /// ciphertext || tag)`, bound to `aad` (what it is the secret of).
+    pub fn seal(&self, aad: &str, secret: &[u8]) -> String {
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: secret,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .expect("AES-GCM encryption of a short secret cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        STANDARD.encode(out)
+    }
+
+    /// Opens what [`Self::seal`] sealed with the same `aad`.
+    pub fn open(&self, aad: &str, sealed: &str) -> Result<Vec<u8>, UnwrapError> {
+        let raw = STANDARD
+            .decode(sealed)
+            .map_err(|_| UnwrapError::NotBase64)?;
+        if raw.len() < 12 + 16 {
+            return Err(UnwrapError::WrongLength);
+        }
+        self.cipher
+            .decrypt(
+                Nonce::from_slice(&raw[..12]),
+                Payload {
+                    msg: &raw[12..],
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| UnwrapError::WrongKek)
+    }
+
     pub fn unwrap(&self, key_id: &str, wrapped: &str) -> Result<Key128, UnwrapError> {
         let raw = STANDARD
             .decode(wrapped)
@@ -176,6 +215,27 @@ impl ContentKeys {
         *self.wrappers.write().unwrap() = Arc::new(Wrappers::of(&ring));
         *self.last_reload.lock().unwrap() = Instant::now();
         Ok(ring)
+    }
+
+    /// Seals `secret` under the current KEK; returns (its KEK id, the sealed text).
+    pub fn seal_secret(&self, aad: &str, secret: &[u8]) -> (String, String) {
+        let wrappers = self.wrappers.read().unwrap().clone();
+        (
+            wrappers.current.kek_id.clone(),
+            wrappers.current.seal(aad, secret),
+        )
+    }
+
+    /// Opens a secret sealed by [`Self::seal_secret`] under KEK `kek_id`.
+    pub fn open_secret(
+        &self,
+        kek_id: &str,
+        aad: &str,
+        sealed: &str,
+    ) -> Result<Vec<u8>, UnwrapError> {
+        self.wrapper_for(kek_id)
+            .ok_or(UnwrapError::WrongKek)?
+            .open(aad, sealed)
     }
 
     /// A new key for `scope` (a broadcast's storage prefix); returns its opaque id and bytes.

@@ -3,7 +3,9 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod media;
+pub mod paid;
 pub mod process;
+pub mod stripe;
 
 pub use process::output_within;
 

@@ -1,0 +1,98 @@
+-- Commerce, second part: a tenant's payment provider settings (secrets sealed under the
+-- master key's KEK, like content keys), orders frozen at checkout with their lines, the
+-- inbox of provider webhook events (each processed once by event id), and entitlements that
+-- come from an order.
+
+CREATE TABLE payment_providers (
+    tenant_id       TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    provider        TEXT NOT NULL CHECK (provider IN ('stripe', 'paypal', 'coinbase')),
+    base_url        TEXT NOT NULL,
+    kek_id          TEXT NOT NULL,
+    -- Sealed (src/drm/content_keys.rs KeyWrapper::seal), bound to tenant and provider.
+    secret_key      TEXT NOT NULL,
+    webhook_secret  TEXT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, provider)
+);
+
+CREATE TABLE orders (
+    id               TEXT PRIMARY KEY,
+    tenant_id        TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    cart_id          TEXT NOT NULL,
+    customer_id      TEXT NOT NULL,
+    currency         TEXT NOT NULL,
+    country          TEXT,
+    region           TEXT,
+    discount_code_id TEXT,
+    subtotal         BIGINT NOT NULL,
+    discount         BIGINT NOT NULL,
+    tax              BIGINT NOT NULL,
+    total            BIGINT NOT NULL,
+    -- 'payment' or 'subscription', as Stripe Checkout's mode.
+    mode             TEXT NOT NULL,
+    provider         TEXT NOT NULL,
+    -- The provider's checkout (Stripe Checkout Session id) and payment (PaymentIntent id).
+    provider_session TEXT,
+    payment_ref      TEXT,
+    status           TEXT NOT NULL CHECK (status IN ('pending', 'paid', 'failed', 'canceled', 'refunded')),
+    -- Refunded so far (minor units), as the provider counts it.
+    refunded         BIGINT NOT NULL,
+    disputed         BIGINT NOT NULL,
+    created_at       BIGINT NOT NULL,
+    paid_at          BIGINT,
+    updated_at       BIGINT NOT NULL
+);
+CREATE INDEX orders_by_tenant ON orders (tenant_id, id);
+CREATE INDEX orders_by_customer ON orders (tenant_id, customer_id);
+
+-- What was bought, frozen: a refund reverses these amounts and never prices again.
+CREATE TABLE order_lines (
+    order_id         TEXT NOT NULL REFERENCES orders (id) ON DELETE CASCADE,
+    line_no          BIGINT NOT NULL,
+    price_id         TEXT NOT NULL,
+    product_id       TEXT NOT NULL,
+    product_name     TEXT NOT NULL,
+    type             TEXT NOT NULL,
+    quantity         BIGINT NOT NULL,
+    unit_amount      BIGINT NOT NULL,
+    subtotal         BIGINT NOT NULL,
+    discount         BIGINT NOT NULL,
+    tax              BIGINT NOT NULL,
+    total            BIGINT NOT NULL,
+    tax_rate         BIGINT NOT NULL,
+    tax_behavior     TEXT NOT NULL,
+    rental_hours     BIGINT,
+    rental_starts    TEXT,
+    billing_interval TEXT,
+    trial_days       BIGINT,
+    tier             TEXT NOT NULL,
+    PRIMARY KEY (order_id, line_no)
+);
+
+-- Every webhook delivery, raw, with its verification result. A verified event id is stored
+-- once per tenant and provider; it is processed by whoever claims it first.
+CREATE TABLE webhook_events (
+    id            TEXT PRIMARY KEY,
+    tenant_id     TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    provider      TEXT NOT NULL,
+    event_id      TEXT,
+    type          TEXT,
+    body          TEXT NOT NULL,
+    verified      BIGINT NOT NULL,
+    -- Why verification failed.
+    error         TEXT,
+    received_at   BIGINT NOT NULL,
+    claimed_at    BIGINT,
+    processed_at  BIGINT,
+    -- What processing did, in words.
+    result        TEXT
+);
+CREATE UNIQUE INDEX webhook_events_once ON webhook_events (tenant_id, provider, event_id) WHERE verified = 1;
+CREATE INDEX webhook_events_by_tenant ON webhook_events (tenant_id, id);
+
+ALTER TABLE entitlements ADD COLUMN order_id TEXT;
+CREATE INDEX entitlements_by_order ON entitlements (order_id);
+-- A rental counted from the first play: its length, until the first key request starts it
+-- (expires_at is then set, and this cleared).
+ALTER TABLE entitlements ADD COLUMN play_window_ms BIGINT;

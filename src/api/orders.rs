@@ -1,0 +1,558 @@
+//! Checkout, orders, refunds and the tenant's payment provider settings. Checkout freezes
+//! the cart into an order (amounts, tax and discount as priced now) and opens the provider's
+//! hosted checkout; the provider's signed webhook (api/provider_webhooks.rs) marks it paid,
+//! which grants the customer entitlements to what the products grant.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Tenant;
+use super::{AppState, Json, List, Page, Path, Query, rfc3339};
+use crate::commerce::cart::{self, CodeFacts, check_code};
+use crate::commerce::money::Currency;
+use crate::commerce::stripe;
+use crate::db;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutProvider {
+    /// The provider's secret API key (`sk_live_…`). Stored sealed under the master key.
+    pub secret_key: String,
+    /// The secret webhook deliveries are signed with (`whsec_…`).
+    pub webhook_secret: String,
+    /// The provider's API (default `https://api.stripe.com`).
+    pub base_url: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderView {
+    pub provider: String,
+    pub base_url: String,
+    /// Where the provider must send events.
+    pub webhook_url: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+fn provider_view(state: &AppState, p: db::ProviderSettings) -> ProviderView {
+    ProviderView {
+        webhook_url: format!(
+            "{}/v1/webhooks/{}/{}",
+            state.jobs.public_url.trim_end_matches('/'),
+            p.provider,
+            p.tenant_id
+        ),
+        provider: p.provider,
+        base_url: p.base_url,
+        created_at: rfc3339(p.created_at),
+        updated_at: rfc3339(p.updated_at),
+    }
+}
+
+/// What a sealed provider secret is bound to.
+fn secret_aad(tenant_id: &str, provider: &str, which: &str) -> String {
+    format!("payment-provider/{tenant_id}/{provider}/{which}")
+}
+
+/// Set a payment provider's keys for this tenant (only `stripe` so far).
+#[utoipa::path(put, path = "/v1/payment-providers/{provider}", tag = "commerce",
+    request_body(content = PutProvider, example = json!({"secret_key": "sk_live_…", "webhook_secret": "whsec_…"})),
+    security(("api_key" = [])),
+    responses((status = 200, body = ProviderView), (status = 400, body = ErrorBody)))]
+pub async fn put_provider(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(provider): Path<String>,
+    Json(body): Json<PutProvider>,
+) -> ApiResult<Json<ProviderView>> {
+    if provider != "stripe" {
+        return Err(ApiError::NotFound(
+            "providers: stripe (PayPal and Coinbase Commerce are not built yet)".into(),
+        ));
+    }
+    for (what, v) in [
+        ("secret_key", &body.secret_key),
+        ("webhook_secret", &body.webhook_secret),
+    ] {
+        if v.is_empty() || v.len() > 512 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::invalid(format!(
+                "{what} must be 1 to 512 printable ASCII characters"
+            )));
+        }
+    }
+    let base_url = body
+        .base_url
+        .unwrap_or_else(|| "https://api.stripe.com".into());
+    let parsed = url::Url::parse(&base_url)
+        .map_err(|_| ApiError::invalid("base_url must be an absolute URL"))?;
+    let plain_ok = state.jobs.config.commerce.allow_plain_http_providers;
+    if !(parsed.scheme() == "https" || (plain_ok && parsed.scheme() == "http"))
+        || parsed.host().is_none()
+        || base_url.len() > 500
+    {
+        return Err(ApiError::invalid("base_url must be an https:// URL"));
+    }
+    let keys = &state.jobs.content_keys;
+    let tenant = &caller.tenant_id;
+    let (kek_id, secret_key) = keys.seal_secret(
+        &secret_aad(tenant, &provider, "secret_key"),
+        body.secret_key.as_bytes(),
+    );
+    let (_, webhook_secret) = keys.seal_secret(
+        &secret_aad(tenant, &provider, "webhook_secret"),
+        body.webhook_secret.as_bytes(),
+    );
+    let now = crate::clock::now_ms();
+    let settings = db::ProviderSettings {
+        tenant_id: tenant.clone(),
+        provider: provider.clone(),
+        base_url,
+        kek_id,
+        secret_key,
+        webhook_secret,
+        created_at: now,
+        updated_at: now,
+    };
+    state.jobs.db.put_provider(&settings).await?;
+    let stored = state.jobs.db.get_provider(tenant, &provider).await?;
+    Ok(Json(provider_view(&state, stored)))
+}
+
+#[utoipa::path(get, path = "/v1/payment-providers", tag = "commerce", security(("api_key" = [])),
+    responses((status = 200, body = List<ProviderView>)))]
+pub async fn list_providers(
+    State(state): State<AppState>,
+    caller: Tenant,
+) -> ApiResult<Json<List<ProviderView>>> {
+    let items = state.jobs.db.list_providers(&caller.tenant_id).await?;
+    Ok(Json(List {
+        data: items
+            .into_iter()
+            .map(|p| provider_view(&state, p))
+            .collect(),
+        next_cursor: None,
+    }))
+}
+
+/// A tenant's provider settings with their secrets opened: (client, webhook secret).
+pub(super) async fn stripe_of(
+    state: &AppState,
+    tenant_id: &str,
+) -> ApiResult<(stripe::Client, String)> {
+    let p = match state.jobs.db.get_provider(tenant_id, "stripe").await {
+        Ok(p) => p,
+        Err(db::DbError::NotFound(_)) => {
+            return Err(ApiError::Conflict(
+                "Stripe is not set up: PUT /v1/payment-providers/stripe".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let open = |which: &str, sealed: &str| -> ApiResult<String> {
+        let bytes = state
+            .jobs
+            .content_keys
+            .open_secret(&p.kek_id, &secret_aad(tenant_id, "stripe", which), sealed)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("opening the Stripe {which}: {e}")))?;
+        String::from_utf8(bytes)
+            .map_err(|_| ApiError::Internal(anyhow::anyhow!("the Stripe {which} is not text")))
+    };
+    Ok((
+        stripe::Client::new(&p.base_url, &open("secret_key", &p.secret_key)?),
+        open("webhook_secret", &p.webhook_secret)?,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Checkout {
+    /// `stripe`.
+    pub provider: String,
+    /// Where the provider sends the buyer after paying.
+    pub success_url: String,
+    /// Where the provider sends a buyer who gives up.
+    pub cancel_url: String,
+    /// The buyer, if the cart has none yet (an anonymous cart becomes theirs here).
+    pub customer_id: Option<String>,
+    /// Or the buyer's email: a customer is created for it.
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckoutView {
+    pub order_id: String,
+    /// Send the buyer here: the provider's hosted checkout.
+    pub redirect_url: String,
+    pub customer_id: String,
+    pub total: i64,
+    pub currency: String,
+}
+
+fn web_url(what: &str, u: &str) -> ApiResult<()> {
+    match url::Url::parse(u) {
+        Ok(p) if (p.scheme() == "https" || p.scheme() == "http") && u.len() <= 2000 => Ok(()),
+        _ => Err(ApiError::invalid(format!(
+            "{what} must be an http(s) URL of at most 2000 characters"
+        ))),
+    }
+}
+
+/// Check a cart out: its prices, tax and code are checked again and frozen into an order,
+/// and the buyer is sent to the provider's hosted checkout.
+#[utoipa::path(post, path = "/v1/carts/{id}/checkout", tag = "commerce",
+    request_body(content = Checkout, example = json!({"provider": "stripe", "email": "viewer@example.com",
+        "success_url": "https://example.com/thanks", "cancel_url": "https://example.com/cart"})),
+    security(("api_key" = [])),
+    responses((status = 201, body = CheckoutView), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn checkout(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+    Json(body): Json<Checkout>,
+) -> ApiResult<(StatusCode, Json<CheckoutView>)> {
+    if body.provider != "stripe" {
+        return Err(ApiError::invalid(
+            "provider must be stripe (PayPal and Coinbase Commerce are not built yet)",
+        ));
+    }
+    web_url("success_url", &body.success_url)?;
+    web_url("cancel_url", &body.cancel_url)?;
+    let db = &state.jobs.db;
+    let tenant = &caller.tenant_id;
+    let now = crate::clock::now_ms();
+    let priced = cart::load(db, tenant, &id, now).await?;
+    if priced.cart.status != "open" {
+        return Err(ApiError::Conflict("the cart is already checked out".into()));
+    }
+    if priced.lines.is_empty() {
+        return Err(ApiError::invalid("the cart is empty"));
+    }
+    if let Some(l) = priced.lines.iter().find(|l| l.price.active == 0) {
+        return Err(ApiError::Conflict(format!(
+            "price {} is no longer sold",
+            l.price.id
+        )));
+    }
+    // The buyer.
+    let customer_id = match (&priced.cart.customer_id, &body.customer_id, &body.email) {
+        (Some(c), _, _) => c.clone(),
+        (None, Some(c), _) => db.get_customer(tenant, c).await?.id,
+        (None, None, Some(email)) => {
+            if email.len() > 254 || !email.contains('@') || email.contains(char::is_whitespace) {
+                return Err(ApiError::invalid("email must be an address"));
+            }
+            db.create_customer(tenant, Some(email), None, priced.cart.country.as_deref())
+                .await?
+                .id
+        }
+        (None, None, None) => {
+            return Err(ApiError::invalid(
+                "the cart has no customer: give customer_id or email",
+            ));
+        }
+    };
+    // The code, checked again with this customer's own uses.
+    if let Some(refusal) = &priced.code_refusal {
+        return Err(ApiError::Conflict(format!(
+            "the discount code does not apply: {refusal}"
+        )));
+    }
+    if let Some(code) = &priced.code {
+        let products: Vec<&str> = priced
+            .lines
+            .iter()
+            .map(|l| l.price.product_id.as_str())
+            .collect();
+        let used = db
+            .code_uses_by_customer(tenant, &code.id, &customer_id)
+            .await?;
+        let currency = Currency::parse(&priced.cart.currency).unwrap_or(priced.currency);
+        if let Err(refusal) = check_code(
+            code,
+            &CodeFacts {
+                now_ms: now,
+                currency,
+                subtotal: priced.totals.subtotal,
+                customer_redemptions: used,
+                products: &products,
+            },
+        ) {
+            return Err(ApiError::Conflict(format!(
+                "the discount code does not apply: {refusal}"
+            )));
+        }
+    }
+    let (client, _) = stripe_of(&state, tenant).await?;
+    let order_id = crate::ids::new_id();
+    let rate = priced.tax_rate.as_ref().map_or(0, |t| t.rate);
+    let lines: Vec<db::OrderLine> = priced
+        .lines
+        .iter()
+        .zip(&priced.totals.lines)
+        .enumerate()
+        .map(|(i, (l, t))| db::OrderLine {
+            order_id: order_id.clone(),
+            line_no: i as i64,
+            price_id: l.price.id.clone(),
+            product_id: l.price.product_id.clone(),
+            product_name: l.product_name.clone(),
+            r#type: l.price.r#type.clone(),
+            quantity: l.quantity,
+            unit_amount: l.price.unit_amount,
+            subtotal: t.subtotal,
+            discount: t.discount,
+            tax: t.tax,
+            total: t.total,
+            tax_rate: rate,
+            tax_behavior: l.price.tax_behavior.clone(),
+            rental_hours: l.price.rental_hours,
+            rental_starts: l.price.rental_starts.clone(),
+            billing_interval: l.price.billing_interval.clone(),
+            trial_days: l.price.trial_days,
+            tier: l.price.tier.clone(),
+        })
+        .collect();
+    let subscription = lines.iter().any(|l| l.r#type == "recurring");
+    let order = db::Order {
+        id: order_id.clone(),
+        tenant_id: tenant.clone(),
+        cart_id: priced.cart.id.clone(),
+        customer_id: customer_id.clone(),
+        currency: priced.cart.currency.clone(),
+        country: priced.cart.country.clone(),
+        region: priced.cart.region.clone(),
+        discount_code_id: priced.code.as_ref().map(|c| c.id.clone()),
+        subtotal: priced.totals.subtotal,
+        discount: priced.totals.discount,
+        tax: priced.totals.tax,
+        total: priced.totals.total,
+        mode: if subscription {
+            "subscription"
+        } else {
+            "payment"
+        }
+        .into(),
+        provider: "stripe".into(),
+        provider_session: None,
+        payment_ref: None,
+        status: "pending".into(),
+        refunded: 0,
+        disputed: 0,
+        created_at: now,
+        paid_at: None,
+        updated_at: now,
+    };
+    db.create_order(&order, &lines).await?;
+    let session = match client
+        .create_checkout_session(&order, &lines, &body.success_url, &body.cancel_url)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(order = %order.id, error = %e, "Stripe checkout failed; the cart is open again");
+            db.abandon_order(&order).await?;
+            return Err(match e {
+                stripe::StripeError::Unreachable(_) => {
+                    ApiError::Unavailable(format!("the payment provider is unavailable: {e}"))
+                }
+                stripe::StripeError::Refused { .. } => {
+                    ApiError::Unprocessable(format!("the payment provider refused: {e}"))
+                }
+            });
+        }
+    };
+    db.set_order_session(&order.id, &session.id).await?;
+    tracing::info!(order = %order.id, total = order.total, currency = %order.currency, "checkout started");
+    Ok((
+        StatusCode::CREATED,
+        Json(CheckoutView {
+            order_id,
+            redirect_url: session.url,
+            customer_id,
+            total: order.total,
+            currency: order.currency.to_ascii_lowercase(),
+        }),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderLineView {
+    pub price_id: String,
+    pub product_id: String,
+    pub product_name: String,
+    pub r#type: String,
+    pub quantity: i64,
+    pub unit_amount: i64,
+    pub subtotal: i64,
+    pub discount: i64,
+    pub tax: i64,
+    pub total: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderView {
+    pub id: String,
+    /// `pending`, `paid`, `failed`, `canceled` or `refunded` (in full).
+    pub status: String,
+    pub customer_id: String,
+    pub currency: String,
+    pub country: Option<String>,
+    pub subtotal: i64,
+    pub discount: i64,
+    pub tax: i64,
+    pub total: i64,
+    /// Refunded so far.
+    pub amount_refunded: i64,
+    pub disputed: bool,
+    /// `payment` or `subscription`.
+    pub mode: String,
+    pub provider: String,
+    pub lines: Vec<OrderLineView>,
+    pub created_at: String,
+    pub paid_at: Option<String>,
+}
+
+async fn order_view(db: &db::Db, o: db::Order) -> ApiResult<OrderView> {
+    let lines = db
+        .order_lines(&o.id)
+        .await?
+        .into_iter()
+        .map(|l| OrderLineView {
+            price_id: l.price_id,
+            product_id: l.product_id,
+            product_name: l.product_name,
+            r#type: l.r#type,
+            quantity: l.quantity,
+            unit_amount: l.unit_amount,
+            subtotal: l.subtotal,
+            discount: l.discount,
+            tax: l.tax,
+            total: l.total,
+        })
+        .collect();
+    Ok(OrderView {
+        id: o.id,
+        status: o.status,
+        customer_id: o.customer_id,
+        currency: o.currency.to_ascii_lowercase(),
+        country: o.country,
+        subtotal: o.subtotal,
+        discount: o.discount,
+        tax: o.tax,
+        total: o.total,
+        amount_refunded: o.refunded,
+        disputed: o.disputed != 0,
+        mode: o.mode,
+        provider: o.provider,
+        lines,
+        created_at: rfc3339(o.created_at),
+        paid_at: o.paid_at.map(rfc3339),
+    })
+}
+
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "commerce", security(("api_key" = [])),
+    responses((status = 200, body = OrderView), (status = 404, body = ErrorBody)))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OrderView>> {
+    let o = state.jobs.db.get_order(&caller.tenant_id, &id).await?;
+    Ok(Json(order_view(&state.jobs.db, o).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrderFilter {
+    pub customer_id: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/orders", tag = "commerce", params(OrderFilter), security(("api_key" = [])),
+    responses((status = 200, body = List<OrderView>)))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Query(f): Query<OrderFilter>,
+) -> ApiResult<Json<List<OrderView>>> {
+    let limit = Page {
+        limit: f.limit,
+        cursor: None,
+    }
+    .limit()?;
+    let orders = state
+        .jobs
+        .db
+        .list_orders(
+            &caller.tenant_id,
+            f.customer_id.as_deref(),
+            f.cursor.as_deref(),
+            limit,
+        )
+        .await?;
+    let mut views = Vec::with_capacity(orders.len());
+    for o in orders {
+        views.push(order_view(&state.jobs.db, o).await?);
+    }
+    Ok(Json(List::new(views, limit, |o| &o.id)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefund {
+    /// Minor units; none: all that is not refunded yet. A refund of the whole order ends
+    /// the customer's access at their next key request; a partial one keeps it.
+    pub amount: Option<i64>,
+}
+
+/// Refund a paid order, in full or in part, through its provider.
+#[utoipa::path(post, path = "/v1/orders/{id}/refunds", tag = "commerce",
+    request_body(content = CreateRefund, example = json!({"amount": 500})),
+    security(("api_key" = [])),
+    responses((status = 200, body = OrderView), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn refund(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+    Json(body): Json<CreateRefund>,
+) -> ApiResult<Json<OrderView>> {
+    let db = &state.jobs.db;
+    let order = db.get_order(&caller.tenant_id, &id).await?;
+    if order.status != "paid" {
+        return Err(ApiError::Conflict(format!(
+            "only a paid order can be refunded; this one is {}",
+            order.status
+        )));
+    }
+    let left = order.total - order.refunded;
+    let amount = body.amount.unwrap_or(left);
+    if amount < 1 || amount > left {
+        return Err(ApiError::invalid(format!(
+            "amount must be 1 to {left} (what is not refunded yet)"
+        )));
+    }
+    let Some(payment) = order.payment_ref.clone() else {
+        return Err(ApiError::Conflict(
+            "the order has no payment to refund".into(),
+        ));
+    };
+    let (client, _) = stripe_of(&state, &caller.tenant_id).await?;
+    // Refunded so far + this: a retried request is the same refund.
+    let key = format!("ferrocast-refund-{}-{}-{amount}", order.id, order.refunded);
+    client
+        .refund(&payment, body.amount, &key)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the payment provider: {e}")))?;
+    let result = db
+        .record_refund(&caller.tenant_id, &order.id, order.refunded + amount)
+        .await?;
+    tracing::info!(order = %order.id, amount, %result, "refund");
+    let o = db.get_order(&caller.tenant_id, &id).await?;
+    Ok(Json(order_view(db, o).await?))
+}

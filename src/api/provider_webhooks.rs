@@ -1,0 +1,196 @@
+//! Payment provider events in: `POST /v1/webhooks/stripe/{tenant_id}`. Every delivery is
+//! stored raw with its verification result; a verified event is processed once by its id
+//! (a second copy, concurrent or late, is answered 200 and changes nothing), and events may
+//! come in any order (commerce/fulfil.rs). A failed processing answers 500 so the provider
+//! retries, and the retry takes the event over. Stored events can be listed and replayed.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth::Tenant;
+use super::orders::stripe_of;
+use super::{AppState, Json, List, Page, Path, Query, rfc3339};
+use crate::commerce::{fulfil, stripe};
+use crate::db;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+/// The largest delivery taken (Stripe's events are a few KiB).
+pub const MAX_BYTES: usize = 256 * 1024;
+/// What is kept of a delivery that failed verification.
+const UNVERIFIED_KEEP: usize = 16 * 1024;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Received {
+    pub received: bool,
+    /// The event was seen before: nothing was done again.
+    pub duplicate: bool,
+    /// What processing did.
+    pub result: Option<String>,
+}
+
+/// Stripe's events for a tenant, signed with its webhook secret (`Stripe-Signature`).
+#[utoipa::path(post, path = "/v1/webhooks/stripe/{tenant_id}", tag = "commerce",
+    request_body(content = String, description = "A Stripe event, as Stripe sends it"),
+    responses((status = 200, body = Received), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn stripe_in(
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Received>> {
+    let db = &state.jobs.db;
+    let secret = match stripe_of(&state, &tenant_id).await {
+        Ok((_, secret)) => secret,
+        Err(ApiError::Conflict(_)) => {
+            return Err(ApiError::NotFound(
+                "no Stripe account is set up here".into(),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let text = String::from_utf8_lossy(&body);
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    let now_s = crate::clock::now_ms() / 1000;
+    if let Err(e) = stripe::verify_signature(signature, &body, &secret, now_s) {
+        let kept: String = text.chars().take(UNVERIFIED_KEEP).collect();
+        db.store_unverified_event(&tenant_id, "stripe", &kept, &e.to_string())
+            .await?;
+        metrics::counter!("ferrocast_webhooks_in_total", "provider" => "stripe", "result" => "unverified")
+            .increment(1);
+        return Err(ApiError::invalid(format!("signature: {e}")));
+    }
+    let Some(event) = stripe::Event::parse(&body) else {
+        db.store_unverified_event(&tenant_id, "stripe", &text, "not a Stripe event")
+            .await?;
+        return Err(ApiError::invalid("the body is not a Stripe event"));
+    };
+    let claim = db
+        .claim_event(&tenant_id, "stripe", &event.id, &event.kind, &text)
+        .await?;
+    let id = match claim {
+        db::Inbox::Duplicate => {
+            metrics::counter!("ferrocast_webhooks_in_total", "provider" => "stripe", "result" => "duplicate")
+                .increment(1);
+            return Ok(Json(Received {
+                received: true,
+                duplicate: true,
+                result: None,
+            }));
+        }
+        db::Inbox::Claimed(id) | db::Inbox::Reclaimed(id) => id,
+    };
+    process(&state, &tenant_id, &id, &event)
+        .await
+        .map(|result| {
+            Json(Received {
+                received: true,
+                duplicate: false,
+                result: Some(result),
+            })
+        })
+}
+
+/// Applies a claimed event and records the outcome; an error leaves it to be claimed again.
+async fn process(
+    state: &AppState,
+    tenant_id: &str,
+    id: &str,
+    event: &stripe::Event,
+) -> ApiResult<String> {
+    let db = &state.jobs.db;
+    match fulfil::apply_stripe(db, tenant_id, event).await {
+        Ok(result) => {
+            db.finish_event(id, true, &result).await?;
+            tracing::info!(event = %event.id, kind = %event.kind, %result, "Stripe event processed");
+            metrics::counter!("ferrocast_webhooks_in_total", "provider" => "stripe", "result" => "processed")
+                .increment(1);
+            Ok(result)
+        }
+        Err(e) => {
+            let message = format!("failed: {e}");
+            let _ = db.finish_event(id, false, &message).await;
+            tracing::warn!(event = %event.id, error = %e, "Stripe event failed; the retry takes it");
+            metrics::counter!("ferrocast_webhooks_in_total", "provider" => "stripe", "result" => "failed")
+                .increment(1);
+            Err(e.into())
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookEventView {
+    pub id: String,
+    pub provider: String,
+    /// The provider's event id (none for a delivery that failed verification).
+    pub event_id: Option<String>,
+    pub r#type: Option<String>,
+    pub verified: bool,
+    /// Why verification failed.
+    pub error: Option<String>,
+    pub received_at: String,
+    pub processed_at: Option<String>,
+    pub result: Option<String>,
+}
+
+impl From<db::WebhookEvent> for WebhookEventView {
+    fn from(e: db::WebhookEvent) -> Self {
+        Self {
+            id: e.id,
+            provider: e.provider,
+            event_id: e.event_id,
+            r#type: e.r#type,
+            verified: e.verified != 0,
+            error: e.error,
+            received_at: rfc3339(e.received_at),
+            processed_at: e.processed_at.map(rfc3339),
+            result: e.result,
+        }
+    }
+}
+
+/// The payment provider events received, verified or not.
+#[utoipa::path(get, path = "/v1/webhook-events", tag = "commerce", params(Page), security(("api_key" = [])),
+    responses((status = 200, body = List<WebhookEventView>)))]
+pub async fn list_events(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Query(page): Query<Page>,
+) -> ApiResult<Json<List<WebhookEventView>>> {
+    let limit = page.limit()?;
+    let items = state
+        .jobs
+        .db
+        .list_webhook_events(&caller.tenant_id, page.cursor.as_deref(), limit)
+        .await?;
+    let views: Vec<WebhookEventView> = items.into_iter().map(Into::into).collect();
+    Ok(Json(List::new(views, limit, |e| &e.id)))
+}
+
+/// Process a stored, verified event again (after fixing what made it fail). Processing is
+/// idempotent: a replay of a processed event changes nothing.
+#[utoipa::path(post, path = "/v1/webhook-events/{id}/replay", tag = "commerce", security(("api_key" = [])),
+    responses((status = 200, body = WebhookEventView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn replay(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<WebhookEventView>)> {
+    let db = &state.jobs.db;
+    let stored = db.claim_for_replay(&caller.tenant_id, &id).await?;
+    let Some(event) = stripe::Event::parse(stored.body.as_bytes()) else {
+        db.finish_event(&id, true, "not a Stripe event").await?;
+        return Err(ApiError::Conflict(
+            "the stored body is not a Stripe event".into(),
+        ));
+    };
+    process(&state, &caller.tenant_id, &id, &event).await?;
+    Ok((
+        StatusCode::OK,
+        Json(db.get_webhook_event(&caller.tenant_id, &id).await?.into()),
+    ))
+}

@@ -1,0 +1,461 @@
+//! Stripe: the webhook signature scheme, the events Ferrocast acts on, and the few API calls
+//! it makes (Checkout Sessions, Refunds, subscription cancel), form-encoded as Stripe's API
+//! wants, each POST with an `Idempotency-Key` so a retry never charges or refunds twice.
+//!
+//! Ferrocast prices the order itself (money.rs); the Checkout Session charges those frozen
+//! amounts: one line item per order line, its amount the line's total (discount taken off,
+//! tax in), so Stripe's `amount_total` is the order's total to the minor unit.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::db;
+
+/// How old a signed delivery may be (Stripe's default tolerance).
+pub const TOLERANCE_S: i64 = 300;
+
+/// Why a delivery's `Stripe-Signature` does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("no Stripe-Signature header")]
+    Missing,
+    #[error("Stripe-Signature has no timestamp or no v1 signature")]
+    Malformed,
+    #[error("the signature's timestamp is more than {TOLERANCE_S} s from now")]
+    Stale,
+    #[error("no v1 signature matches")]
+    Mismatch,
+}
+
+/// Checks `header` (`t=…,v1=…[,v1=…]`) against `body`: HMAC-SHA256 of `t.body` under
+/// `secret`, any `v1` may match (a secret being rolled signs with both), compared in constant
+/// time, and `t` within [`TOLERANCE_S`] of `now_s`.
+pub fn verify_signature(
+    header: Option<&str>,
+    body: &[u8],
+    secret: &str,
+    now_s: i64,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let mut timestamp = None;
+    let mut signatures = Vec::new();
+    for part in header.split(',').take(16) {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
+            Some(("v1", s)) => {
+                if let Ok(bytes) = hex::decode(s) {
+                    signatures.push(bytes);
+                }
+            }
+            _ => {}
+        }
+    }
+    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
+    if signatures.is_empty() {
+        return Err(SignatureError::Malformed);
+    }
+    if (now_s - timestamp).abs() > TOLERANCE_S {
+        return Err(SignatureError::Stale);
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    let mut ok = subtle::Choice::from(0);
+    for s in &signatures {
+        ok |= subtle::ConstantTimeEq::ct_eq(expected.as_slice(), s.as_slice());
+    }
+    if bool::from(ok) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// A verified event, read as far as Ferrocast needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub kind: String,
+    pub object: Value,
+}
+
+impl Event {
+    /// Reads an event body; none if it is not a Stripe event.
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        let v: Value = serde_json::from_slice(body).ok()?;
+        let id = v.get("id")?.as_str()?;
+        let kind = v.get("type")?.as_str()?;
+        if id.is_empty() || id.len() > 255 || kind.len() > 255 || v.get("object")? != "event" {
+            return None;
+        }
+        Some(Self {
+            id: id.into(),
+            kind: kind.into(),
+            object: v.get("data")?.get("object")?.clone(),
+        })
+    }
+
+    /// The order an event is about: `client_reference_id` of a Checkout Session, else the
+    /// `order_id` of its metadata (Ferrocast sets it on sessions, payment intents and
+    /// subscriptions, and Stripe copies a payment intent's metadata to its charges).
+    pub fn order_id(&self) -> Option<&str> {
+        self.object
+            .get("client_reference_id")
+            .and_then(Value::as_str)
+            .or_else(|| self.object.get("metadata")?.get("order_id")?.as_str())
+            .filter(|s| !s.is_empty() && s.len() <= 64)
+    }
+
+    fn str(&self, field: &str) -> Option<&str> {
+        self.object.get(field).and_then(Value::as_str)
+    }
+
+    fn int(&self, field: &str) -> Option<i64> {
+        self.object.get(field).and_then(Value::as_i64)
+    }
+
+    /// What the event means for an order.
+    pub fn action(&self) -> Action {
+        match self.kind.as_str() {
+            "checkout.session.completed" => match self.str("payment_status") {
+                Some("paid") | Some("no_payment_required") => Action::Paid {
+                    payment_ref: self
+                        .str("payment_intent")
+                        .or_else(|| self.str("subscription"))
+                        .map(Into::into),
+                },
+                // Bank debits and the like: wait for async_payment_succeeded or _failed.
+                _ => Action::Wait,
+            },
+            "checkout.session.async_payment_succeeded" => Action::Paid {
+                payment_ref: self.str("payment_intent").map(Into::into),
+            },
+            "checkout.session.async_payment_failed" | "payment_intent.payment_failed" => {
+                Action::Failed
+            }
+            "checkout.session.expired" => Action::Expired,
+            "charge.refunded" => match self.int("amount_refunded") {
+                Some(total) if total >= 0 => Action::Refunded { total },
+                _ => Action::Ignore,
+            },
+            "charge.dispute.created" => Action::Disputed,
+            _ => Action::Ignore,
+        }
+    }
+}
+
+/// What an event does to its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Paid {
+        payment_ref: Option<String>,
+    },
+    /// Paid later, or not: nothing yet.
+    Wait,
+    Failed,
+    Expired,
+    /// `total` refunded so far.
+    Refunded {
+        total: i64,
+    },
+    Disputed,
+    /// A type Ferrocast does not act on (stored, answered 200).
+    Ignore,
+}
+
+/// Why a call to Stripe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StripeError {
+    #[error("Stripe could not be reached: {0}")]
+    Unreachable(String),
+    /// Stripe answered with an error object.
+    #[error("Stripe said {status}: {message}")]
+    Refused { status: u16, message: String },
+}
+
+/// A Checkout Session, as Ferrocast needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub url: String,
+}
+
+/// Calls to one tenant's Stripe account.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base_url: String,
+    secret_key: String,
+    http: reqwest::Client,
+}
+
+/// Attempts per call; each waits longer (0.2 s, 0.4 s) and reuses the idempotency key.
+const ATTEMPTS: u32 = 3;
+
+impl Client {
+    pub fn new(base_url: &str, secret_key: &str) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            secret_key: secret_key.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .expect("HTTP client"),
+        }
+    }
+
+    /// POSTs `form` to `path` with `key` as Idempotency-Key; retries network failures and
+    /// 5xx/429 answers, never a 4xx.
+    async fn post(
+        &self,
+        path: &str,
+        key: &str,
+        form: &[(String, String)],
+    ) -> Result<Value, StripeError> {
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << (attempt - 1))).await;
+            }
+            let sent = self
+                .http
+                .post(format!("{}{path}", self.base_url))
+                .bearer_auth(&self.secret_key)
+                .header("Idempotency-Key", key)
+                .header("Stripe-Version", "2024-06-20")
+                .form(form)
+                .send()
+                .await;
+            let resp = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    last = Some(StripeError::Unreachable(e.to_string()));
+                    continue;
+                }
+            };
+            let status = resp.status().as_u16();
+            let body: Value = match resp.json().await {
+                Ok(b) => b,
+                Err(e) => {
+                    last = Some(StripeError::Unreachable(format!("unreadable answer: {e}")));
+                    continue;
+                }
+            };
+            if (200..300).contains(&status) {
+                return Ok(body);
+            }
+            let message = body["error"]["message"]
+                .as_str()
+                .unwrap_or("no message")
+                .chars()
+                .take(300)
+                .collect();
+            let err = StripeError::Refused { status, message };
+            if status == 429 || status >= 500 {
+                last = Some(err);
+                continue;
+            }
+            return Err(err);
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// A Checkout Session for `order` (payment, or subscription when it has recurring lines).
+    pub async fn create_checkout_session(
+        &self,
+        order: &db::Order,
+        lines: &[db::OrderLine],
+        success_url: &str,
+        cancel_url: &str,
+    ) -> Result<Session, StripeError> {
+        let currency = order.currency.to_ascii_lowercase();
+        let mut form: Vec<(String, String)> = vec![
+            ("mode".into(), order.mode.clone()),
+            ("client_reference_id".into(), order.id.clone()),
+            ("success_url".into(), success_url.into()),
+            ("cancel_url".into(), cancel_url.into()),
+            ("metadata[order_id]".into(), order.id.clone()),
+            ("metadata[tenant_id]".into(), order.tenant_id.clone()),
+        ];
+        let copy_to = if order.mode == "subscription" {
+            "subscription_data"
+        } else {
+            "payment_intent_data"
+        };
+        form.push((format!("{copy_to}[metadata][order_id]"), order.id.clone()));
+        if let Some(days) = lines.iter().filter_map(|l| l.trial_days).max() {
+            form.push((
+                "subscription_data[trial_period_days]".into(),
+                days.to_string(),
+            ));
+        }
+        for (i, l) in lines.iter().enumerate() {
+            let p = format!("line_items[{i}]");
+            let name = if l.quantity > 1 {
+                format!("{} × {}", l.product_name, l.quantity)
+            } else {
+                l.product_name.clone()
+            };
+            form.extend([
+                (format!("{p}[quantity]"), "1".into()),
+                (format!("{p}[price_data][currency]"), currency.clone()),
+                (format!("{p}[price_data][unit_amount]"), l.total.to_string()),
+                (format!("{p}[price_data][product_data][name]"), name),
+                (
+                    format!("{p}[price_data][product_data][metadata][product_id]"),
+                    l.product_id.clone(),
+                ),
+            ]);
+            if let Some(interval) = &l.billing_interval {
+                form.push((
+                    format!("{p}[price_data][recurring][interval]"),
+                    interval.clone(),
+                ));
+            }
+        }
+        let body = self
+            .post(
+                "/v1/checkout/sessions",
+                &format!("ferrocast-checkout-{}", order.id),
+                &form,
+            )
+            .await?;
+        match (body["id"].as_str(), body["url"].as_str()) {
+            (Some(id), Some(url)) => Ok(Session {
+                id: id.into(),
+                url: url.into(),
+            }),
+            _ => Err(StripeError::Refused {
+                status: 200,
+                message: "the Checkout Session has no id or url".into(),
+            }),
+        }
+    }
+
+    /// Refunds `amount` (all that is left, if none) of payment intent `payment_intent`;
+    /// `key` makes a retried request the same refund. Returns the refund's id.
+    pub async fn refund(
+        &self,
+        payment_intent: &str,
+        amount: Option<i64>,
+        key: &str,
+    ) -> Result<String, StripeError> {
+        let mut form = vec![("payment_intent".to_string(), payment_intent.to_string())];
+        if let Some(a) = amount {
+            form.push(("amount".into(), a.to_string()));
+        }
+        let body = self.post("/v1/refunds", key, &form).await?;
+        body["id"]
+            .as_str()
+            .map(Into::into)
+            .ok_or(StripeError::Refused {
+                status: 200,
+                message: "the refund has no id".into(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign(secret: &str, t: i64, body: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.{body}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    #[test]
+    fn signatures_verify_by_stripes_scheme() {
+        let body = r#"{"id":"evt_1"}"#;
+        let good = sign("whsec_a", 1000, body);
+        let header = format!("t=1000,v1={good}");
+        assert_eq!(
+            verify_signature(Some(&header), body.as_bytes(), "whsec_a", 1100),
+            Ok(())
+        );
+        // Any of several v1 values; other schemes are ignored.
+        let header = format!("t=1000,v0=abc,v1={},v1={good}", sign("old", 1000, body));
+        assert_eq!(
+            verify_signature(Some(&header), body.as_bytes(), "whsec_a", 1000),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signature(Some(&header), b"{}", "whsec_a", 1000),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(
+                Some(&format!("t=1000,v1={good}")),
+                body.as_bytes(),
+                "whsec_a",
+                1301
+            ),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify_signature(
+                Some(&format!("v1={good}")),
+                body.as_bytes(),
+                "whsec_a",
+                1000
+            ),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_signature(Some("t=1000"), body.as_bytes(), "whsec_a", 1000),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_signature(None, body.as_bytes(), "whsec_a", 1000),
+            Err(SignatureError::Missing)
+        );
+    }
+
+    #[test]
+    fn events_say_what_they_do_to_an_order() {
+        let e = |kind: &str, object: Value| {
+            Event::parse(
+                serde_json::to_vec(
+                    &serde_json::json!({"id": "evt_1", "object": "event", "type": kind, "data": {"object": object}}),
+                )
+                .unwrap()
+                .as_slice(),
+            )
+            .unwrap()
+        };
+        let done = e(
+            "checkout.session.completed",
+            serde_json::json!({"client_reference_id": "ord", "payment_status": "paid", "payment_intent": "pi_1"}),
+        );
+        assert_eq!(done.order_id(), Some("ord"));
+        assert_eq!(
+            done.action(),
+            Action::Paid {
+                payment_ref: Some("pi_1".into())
+            }
+        );
+        let unpaid = e(
+            "checkout.session.completed",
+            serde_json::json!({"client_reference_id": "ord", "payment_status": "unpaid"}),
+        );
+        assert_eq!(unpaid.action(), Action::Wait);
+        let refund = e(
+            "charge.refunded",
+            serde_json::json!({"amount_refunded": 500, "metadata": {"order_id": "ord"}}),
+        );
+        assert_eq!(refund.order_id(), Some("ord"));
+        assert_eq!(refund.action(), Action::Refunded { total: 500 });
+        assert_eq!(
+            e("customer.created", serde_json::json!({})).action(),
+            Action::Ignore
+        );
+        assert!(Event::parse(b"{\"id\":\"x\",\"type\":\"t\"}").is_none());
+        assert!(Event::parse(b"not json").is_none());
+    }
+}

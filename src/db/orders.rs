@@ -1,0 +1,689 @@
+//! Orders and what happens to them: frozen at checkout with their lines, paid (granting
+//! entitlements), refunded (revoking them when the refund is full), disputed, failed. Each
+//! change is one transaction and idempotent, so a provider's events may come twice or in any
+//! order. Also the tenants' payment provider settings and the webhook inbox.
+
+use sqlx::FromRow;
+
+use super::{Db, DbError, DbResult, is_unique_violation, new_id, now_ms};
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ProviderSettings {
+    pub tenant_id: String,
+    pub provider: String,
+    pub base_url: String,
+    pub kek_id: String,
+    pub secret_key: String,
+    pub webhook_secret: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Order {
+    pub id: String,
+    pub tenant_id: String,
+    pub cart_id: String,
+    pub customer_id: String,
+    pub currency: String,
+    pub country: Option<String>,
+    pub region: Option<String>,
+    pub discount_code_id: Option<String>,
+    pub subtotal: i64,
+    pub discount: i64,
+    pub tax: i64,
+    pub total: i64,
+    pub mode: String,
+    pub provider: String,
+    pub provider_session: Option<String>,
+    pub payment_ref: Option<String>,
+    pub status: String,
+    pub refunded: i64,
+    pub disputed: i64,
+    pub created_at: i64,
+    pub paid_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct OrderLine {
+    pub order_id: String,
+    pub line_no: i64,
+    pub price_id: String,
+    pub product_id: String,
+    pub product_name: String,
+    pub r#type: String,
+    pub quantity: i64,
+    pub unit_amount: i64,
+    pub subtotal: i64,
+    pub discount: i64,
+    pub tax: i64,
+    pub total: i64,
+    pub tax_rate: i64,
+    pub tax_behavior: String,
+    pub rental_hours: Option<i64>,
+    pub rental_starts: Option<String>,
+    pub billing_interval: Option<String>,
+    pub trial_days: Option<i64>,
+    pub tier: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct WebhookEvent {
+    pub id: String,
+    pub tenant_id: String,
+    pub provider: String,
+    pub event_id: Option<String>,
+    pub r#type: Option<String>,
+    pub body: String,
+    pub verified: i64,
+    pub error: Option<String>,
+    pub received_at: i64,
+    pub claimed_at: Option<i64>,
+    pub processed_at: Option<i64>,
+    pub result: Option<String>,
+}
+
+/// What storing a verified event found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbox {
+    /// New: the caller claimed it and processes it.
+    Claimed(String),
+    /// Seen before and processed (or being processed by another delivery).
+    Duplicate,
+    /// Seen before, never finished, and now claimed by this delivery.
+    Reclaimed(String),
+}
+
+const PROVIDER_COLUMNS: &str = "tenant_id, provider, base_url, kek_id, secret_key, \
+     webhook_secret, created_at, updated_at";
+const ORDER_COLUMNS: &str = "id, tenant_id, cart_id, customer_id, currency, country, region, \
+     discount_code_id, subtotal, discount, tax, total, mode, provider, provider_session, \
+     payment_ref, status, refunded, disputed, created_at, paid_at, updated_at";
+const LINE_COLUMNS: &str = "order_id, line_no, price_id, product_id, product_name, type, \
+     quantity, unit_amount, subtotal, discount, tax, total, tax_rate, tax_behavior, \
+     rental_hours, rental_starts, billing_interval, trial_days, tier";
+const EVENT_COLUMNS: &str = "id, tenant_id, provider, event_id, type, body, verified, error, \
+     received_at, claimed_at, processed_at, result";
+
+/// A claim on an event that was never finished lapses after this long (the claimant died).
+const CLAIM_LAPSE_MS: i64 = 60_000;
+
+impl Db {
+    /// A transaction that writes: on SQLite it takes the write lock first, so two changes to
+    /// one order are serialised (PostgreSQL locks the row at the first UPDATE).
+    async fn write_tx(&self) -> DbResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            super::Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            super::Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    pub async fn put_provider(&self, s: &ProviderSettings) -> DbResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO payment_providers ({PROVIDER_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (tenant_id, provider) DO UPDATE SET base_url = $3, kek_id = $4, \
+             secret_key = $5, webhook_secret = $6, updated_at = $8"
+        ))
+        .bind(&s.tenant_id)
+        .bind(&s.provider)
+        .bind(&s.base_url)
+        .bind(&s.kek_id)
+        .bind(&s.secret_key)
+        .bind(&s.webhook_secret)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_provider(
+        &self,
+        tenant_id: &str,
+        provider: &str,
+    ) -> DbResult<ProviderSettings> {
+        sqlx::query_as(&format!(
+            "SELECT {PROVIDER_COLUMNS} FROM payment_providers WHERE tenant_id = $1 AND provider = $2"
+        ))
+        .bind(tenant_id)
+        .bind(provider)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(DbError::NotFound("payment provider"))
+    }
+
+    pub async fn list_providers(&self, tenant_id: &str) -> DbResult<Vec<ProviderSettings>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PROVIDER_COLUMNS} FROM payment_providers WHERE tenant_id = $1 ORDER BY provider"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Stores a new order and its lines and closes its cart, in one transaction; a cart
+    /// already checked out is a conflict.
+    pub async fn create_order(&self, order: &Order, lines: &[OrderLine]) -> DbResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let closed = sqlx::query(
+            "UPDATE carts SET status = 'checked_out', customer_id = $1, updated_at = $2 \
+             WHERE id = $3 AND tenant_id = $4 AND status = 'open'",
+        )
+        .bind(&order.customer_id)
+        .bind(order.created_at)
+        .bind(&order.cart_id)
+        .bind(&order.tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        if closed.rows_affected() == 0 {
+            return Err(DbError::Conflict("the cart is already checked out".into()));
+        }
+        sqlx::query(&format!(
+            "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+        ))
+        .bind(&order.id)
+        .bind(&order.tenant_id)
+        .bind(&order.cart_id)
+        .bind(&order.customer_id)
+        .bind(&order.currency)
+        .bind(&order.country)
+        .bind(&order.region)
+        .bind(&order.discount_code_id)
+        .bind(order.subtotal)
+        .bind(order.discount)
+        .bind(order.tax)
+        .bind(order.total)
+        .bind(&order.mode)
+        .bind(&order.provider)
+        .bind(&order.provider_session)
+        .bind(&order.payment_ref)
+        .bind(&order.status)
+        .bind(order.refunded)
+        .bind(order.disputed)
+        .bind(order.created_at)
+        .bind(order.paid_at)
+        .bind(order.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        for l in lines {
+            sqlx::query(&format!(
+                "INSERT INTO order_lines ({LINE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                 $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+            ))
+            .bind(&l.order_id)
+            .bind(l.line_no)
+            .bind(&l.price_id)
+            .bind(&l.product_id)
+            .bind(&l.product_name)
+            .bind(&l.r#type)
+            .bind(l.quantity)
+            .bind(l.unit_amount)
+            .bind(l.subtotal)
+            .bind(l.discount)
+            .bind(l.tax)
+            .bind(l.total)
+            .bind(l.tax_rate)
+            .bind(&l.tax_behavior)
+            .bind(l.rental_hours)
+            .bind(&l.rental_starts)
+            .bind(&l.billing_interval)
+            .bind(l.trial_days)
+            .bind(&l.tier)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The provider's checkout for an order.
+    pub async fn set_order_session(&self, order_id: &str, session: &str) -> DbResult<()> {
+        sqlx::query("UPDATE orders SET provider_session = $1, updated_at = $2 WHERE id = $3")
+            .bind(session)
+            .bind(now_ms())
+            .bind(order_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Undoes an order the provider never took: deleted, its cart open again.
+    pub async fn abandon_order(&self, order: &Order) -> DbResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM orders WHERE id = $1 AND status = 'pending'")
+            .bind(&order.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE carts SET status = 'open', updated_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(&order.cart_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_order(&self, tenant_id: &str, id: &str) -> DbResult<Order> {
+        sqlx::query_as(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND tenant_id = $2"
+        ))
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(DbError::NotFound("order"))
+    }
+
+    pub async fn list_orders(
+        &self,
+        tenant_id: &str,
+        customer_id: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> DbResult<Vec<Order>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = $1 \
+             AND ($2 = '' OR customer_id = $2) AND id > $3 ORDER BY id LIMIT $4"
+        ))
+        .bind(tenant_id)
+        .bind(customer_id.unwrap_or(""))
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn order_lines(&self, order_id: &str) -> DbResult<Vec<OrderLine>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {LINE_COLUMNS} FROM order_lines WHERE order_id = $1 ORDER BY line_no"
+        ))
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Paid orders of `customer_id` that used code `code_id`.
+    pub async fn code_uses_by_customer(
+        &self,
+        tenant_id: &str,
+        code_id: &str,
+        customer_id: &str,
+    ) -> DbResult<i64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM orders WHERE tenant_id = $1 AND discount_code_id = $2 \
+             AND customer_id = $3 AND status = 'paid'",
+        )
+        .bind(tenant_id)
+        .bind(code_id)
+        .bind(customer_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
+    /// The order is paid: a pending order becomes `paid` and its customer is entitled to what
+    /// its lines' products grant (rentals for their hours, from now or from the first play);
+    /// one refunded in full before this becomes `refunded` and grants nothing. Says what it
+    /// did; anything but a pending order is left as it is.
+    pub async fn mark_order_paid(
+        &self,
+        tenant_id: &str,
+        order_id: &str,
+        payment_ref: Option<&str>,
+    ) -> DbResult<String> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        // One statement decides, on the row as it is once locked: a refund that came first
+        // (the provider's events may arrive in any order) is seen here.
+        let changed = sqlx::query(
+            "UPDATE orders SET status = CASE WHEN refunded >= total AND total > 0 \
+             THEN 'refunded' ELSE 'paid' END, paid_at = $1, updated_at = $1, \
+             payment_ref = COALESCE($2, payment_ref) \
+             WHERE id = $3 AND tenant_id = $4 AND status = 'pending'",
+        )
+        .bind(now)
+        .bind(payment_ref)
+        .bind(order_id)
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        let order: Order = sqlx::query_as(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND tenant_id = $2"
+        ))
+        .bind(order_id)
+        .bind(tenant_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(DbError::NotFound("order"))?;
+        if changed.rows_affected() == 0 {
+            return Ok(format!("order already {}", order.status));
+        }
+        if order.status == "refunded" {
+            tx.commit().await?;
+            return Ok("refunded before it was paid: nothing granted".into());
+        }
+        let lines: Vec<OrderLine> = sqlx::query_as(&format!(
+            "SELECT {LINE_COLUMNS} FROM order_lines WHERE order_id = $1 ORDER BY line_no"
+        ))
+        .bind(order_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut granted = 0;
+        for line in &lines {
+            let (all,): (i64,) = sqlx::query_as("SELECT all_content FROM products WHERE id = $1")
+                .bind(&line.product_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or((0,));
+            let ids: Vec<String> = if all != 0 {
+                vec!["*".into()]
+            } else {
+                sqlx::query_as::<_, (String,)>(
+                    "SELECT playback_id FROM product_playback_ids WHERE product_id = $1",
+                )
+                .bind(&line.product_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|(i,)| i)
+                .collect()
+            };
+            let window = line.rental_hours.map(|h| h * 3_600_000);
+            let (expires_at, play_window) = match (window, line.rental_starts.as_deref()) {
+                (Some(w), Some("first_play")) => (None, Some(w)),
+                (Some(w), _) => (Some(now + w), None),
+                (None, _) => (None, None),
+            };
+            for playback_id in ids {
+                sqlx::query(
+                    "INSERT INTO entitlements (id, tenant_id, playback_id, viewer, expires_at, \
+                     created_at, revoked_at, order_id, play_window_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)",
+                )
+                .bind(new_id())
+                .bind(tenant_id)
+                .bind(&playback_id)
+                .bind(&order.customer_id)
+                .bind(expires_at)
+                .bind(now)
+                .bind(order_id)
+                .bind(play_window)
+                .execute(&mut *tx)
+                .await?;
+                granted += 1;
+            }
+        }
+        if let Some(code) = &order.discount_code_id {
+            sqlx::query("UPDATE discount_codes SET redemptions = redemptions + 1 WHERE id = $1")
+                .bind(code)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(format!("paid: {granted} entitlements granted"))
+    }
+
+    /// The provider says `refunded_total` of the order has been refunded so far (its running
+    /// total, so late and repeated events change nothing). In full, the order is `refunded`
+    /// and its entitlements are revoked now; in part, access stays.
+    pub async fn record_refund(
+        &self,
+        tenant_id: &str,
+        order_id: &str,
+        refunded_total: i64,
+    ) -> DbResult<String> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        // A pending order keeps its status: the paid event that follows sees the refund.
+        let done = sqlx::query(
+            "UPDATE orders SET \
+             refunded = CASE WHEN refunded > $1 THEN refunded \
+                 WHEN $1 > total THEN total ELSE $1 END, \
+             status = CASE WHEN status = 'paid' AND $1 >= total AND total > 0 \
+                 THEN 'refunded' ELSE status END, \
+             updated_at = $2 WHERE id = $3 AND tenant_id = $4",
+        )
+        .bind(refunded_total)
+        .bind(now)
+        .bind(order_id)
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound("order"));
+        }
+        let (refunded, total): (i64, i64) =
+            sqlx::query_as("SELECT refunded, total FROM orders WHERE id = $1")
+                .bind(order_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let full = refunded >= total && total > 0;
+        let mut revoked = 0;
+        if full {
+            revoked = sqlx::query(
+                "UPDATE entitlements SET revoked_at = $1 WHERE order_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(if full {
+            format!("refunded in full: {revoked} entitlements revoked")
+        } else {
+            format!("refunded {refunded} of {total}: access kept")
+        })
+    }
+
+    /// A chargeback or dispute: access ends at the next key request.
+    pub async fn record_dispute(&self, tenant_id: &str, order_id: &str) -> DbResult<String> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE orders SET disputed = 1, updated_at = $1 WHERE id = $2 AND tenant_id = $3",
+        )
+        .bind(now)
+        .bind(order_id)
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound("order"));
+        }
+        let revoked = sqlx::query(
+            "UPDATE entitlements SET revoked_at = $1 WHERE order_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(format!("disputed: {revoked} entitlements revoked"))
+    }
+
+    /// A pending order's payment failed or its checkout expired (`failed`, `canceled`).
+    pub async fn end_pending_order(
+        &self,
+        tenant_id: &str,
+        order_id: &str,
+        status: &str,
+    ) -> DbResult<String> {
+        let done = sqlx::query(
+            "UPDATE orders SET status = $1, updated_at = $2 \
+             WHERE id = $3 AND tenant_id = $4 AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(now_ms())
+        .bind(order_id)
+        .bind(tenant_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(if done.rows_affected() == 1 {
+            format!("order {status}")
+        } else {
+            "order was not pending: unchanged".into()
+        })
+    }
+
+    /// Stores a delivery that failed verification (kept for the record, never processed).
+    pub async fn store_unverified_event(
+        &self,
+        tenant_id: &str,
+        provider: &str,
+        body: &str,
+        error: &str,
+    ) -> DbResult<String> {
+        let id = new_id();
+        sqlx::query(&format!(
+            "INSERT INTO webhook_events ({EVENT_COLUMNS}) \
+             VALUES ($1, $2, $3, NULL, NULL, $4, 0, $5, $6, NULL, NULL, NULL)"
+        ))
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(provider)
+        .bind(body)
+        .bind(error)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Stores a verified event once by its id and claims it for processing; a second copy
+    /// finds the first (and claims it only if the first's claim lapsed unfinished).
+    pub async fn claim_event(
+        &self,
+        tenant_id: &str,
+        provider: &str,
+        event_id: &str,
+        kind: &str,
+        body: &str,
+    ) -> DbResult<Inbox> {
+        let id = new_id();
+        let now = now_ms();
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO webhook_events ({EVENT_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, 1, NULL, $7, $7, NULL, NULL)"
+        ))
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(provider)
+        .bind(event_id)
+        .bind(kind)
+        .bind(body)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => return Ok(Inbox::Claimed(id)),
+            Err(e) if is_unique_violation(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (existing,): (String,) = sqlx::query_as(
+            "SELECT id FROM webhook_events WHERE tenant_id = $1 AND provider = $2 \
+             AND event_id = $3 AND verified = 1",
+        )
+        .bind(tenant_id)
+        .bind(provider)
+        .bind(event_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if self.reclaim_event(&existing, now).await? {
+            Inbox::Reclaimed(existing)
+        } else {
+            Inbox::Duplicate
+        })
+    }
+
+    /// Claims a stored, unfinished event whose claim lapsed.
+    async fn reclaim_event(&self, id: &str, now: i64) -> DbResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_events SET claimed_at = $1 WHERE id = $2 AND verified = 1 \
+             AND processed_at IS NULL AND (claimed_at IS NULL OR claimed_at < $3)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now - CLAIM_LAPSE_MS)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Claims a stored verified event again to replay it, unless another delivery holds a
+    /// live claim on it.
+    pub async fn claim_for_replay(&self, tenant_id: &str, id: &str) -> DbResult<WebhookEvent> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE webhook_events SET claimed_at = $1, processed_at = NULL \
+             WHERE id = $2 AND tenant_id = $3 AND verified = 1 \
+             AND (processed_at IS NOT NULL OR claimed_at IS NULL OR claimed_at < $4)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(tenant_id)
+        .bind(now - CLAIM_LAPSE_MS)
+        .execute(&self.pool)
+        .await?;
+        let event = self.get_webhook_event(tenant_id, id).await?;
+        if event.verified == 0 {
+            return Err(DbError::Conflict(
+                "an event that failed verification is never processed".into(),
+            ));
+        }
+        if done.rows_affected() == 0 {
+            return Err(DbError::Conflict("the event is being processed now".into()));
+        }
+        Ok(event)
+    }
+
+    /// Records what processing a claimed event did (or, `ok` false, that it failed and may
+    /// be claimed again at once).
+    pub async fn finish_event(&self, id: &str, ok: bool, result: &str) -> DbResult<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE webhook_events SET processed_at = $1, claimed_at = $2, result = $3 WHERE id = $4",
+        )
+        .bind(ok.then_some(now))
+        // A failed claim lapses at once: the provider's retry takes it.
+        .bind(if ok { now } else { 0 })
+        .bind(result)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_webhook_event(&self, tenant_id: &str, id: &str) -> DbResult<WebhookEvent> {
+        sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = $1 AND tenant_id = $2"
+        ))
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(DbError::NotFound("webhook event"))
+    }
+
+    pub async fn list_webhook_events(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> DbResult<Vec<WebhookEvent>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE tenant_id = $1 AND id > $2 \
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(tenant_id)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

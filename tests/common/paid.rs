@@ -1,0 +1,91 @@
+//! Paid media for tests: a live stream that has been live, with its playlists and a content
+//! key in place (no broadcast needed), and its key fetched with a token.
+
+use serde_json::json;
+
+use super::TestServer;
+
+pub const MASTER: &str = "#EXTM3U\n#EXT-X-VERSION:3\n\
+#EXT-X-STREAM-INF:BANDWIDTH=6000000,RESOLUTION=1920x1080,CODECS=\"avc1.640028,mp4a.40.2\"\n1080p/index.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=3000000,RESOLUTION=1280x720,CODECS=\"avc1.4d401f,mp4a.40.2\"\n720p/index.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS=\"avc1.42c01e,mp4a.40.2\"\n360p/index.m3u8\n";
+
+/// A live stream that has been live: its master playlist and a content key in place.
+pub struct Media {
+    pub playback_id: String,
+    pub key_id: String,
+    pub key: Vec<u8>,
+}
+
+/// A live stream of `policy` that has been live.
+pub async fn media_with(
+    server: &TestServer,
+    tenant_id: &str,
+    tenant_key: &str,
+    policy: &str,
+) -> Media {
+    let (status, s) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(tenant_key),
+            Some(json!({"playback_policy": policy})),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    let id = s["id"].as_str().unwrap();
+    let prefix = format!("tenants/{tenant_id}/live/{id}/b1/");
+    assert!(
+        server
+            .state
+            .jobs
+            .db
+            .try_activate_live_stream(id, &prefix)
+            .await
+            .unwrap()
+    );
+    let state = &server.state;
+    state
+        .jobs
+        .store
+        .put(
+            &ferrocast::storage::ObjectKey::parse(&format!("{prefix}master.m3u8")).unwrap(),
+            bytes::Bytes::from_static(MASTER.as_bytes()),
+            "application/vnd.apple.mpegurl",
+        )
+        .await
+        .unwrap();
+    for r in ["1080p", "720p", "360p"] {
+        state
+            .jobs
+            .store
+            .put(
+                &ferrocast::storage::ObjectKey::parse(&format!("{prefix}{r}/index.m3u8")).unwrap(),
+                bytes::Bytes::from_static(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n"),
+                "application/vnd.apple.mpegurl",
+            )
+            .await
+            .unwrap();
+    }
+    let (key_id, key) = state
+        .jobs
+        .content_keys
+        .create(tenant_id, &prefix)
+        .await
+        .unwrap();
+    Media {
+        playback_id: s["playback_id"].as_str().unwrap().into(),
+        key_id,
+        key: key.to_vec(),
+    }
+}
+
+pub async fn get_key(server: &TestServer, m: &Media, token: &str) -> (u16, Vec<u8>) {
+    let resp = server
+        .client
+        .get(server.url(&format!("/keys/{}?token={token}", m.key_id)))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+}

@@ -1,0 +1,382 @@
+"""A local stand-in for Stripe's API, for tests: Stripe's servers cannot be reached here.
+
+It speaks Stripe's wire format: form-encoded requests with bracketed keys, bearer secret
+keys, Idempotency-Key (a key reused with other parameters is refused as Stripe refuses it),
+Stripe's JSON objects and error objects. It keeps Checkout Sessions, PaymentIntents, Charges
+and Refunds. What a customer does on the hosted page, and what Stripe then sends, tests ask
+for through /_fake/ endpoints: pay a session, build the events that follow a payment or a
+refund, and deliver events to a webhook URL, signed with the official library's
+stripe.WebhookSignature, in any order and any number of times.
+
+    python stripe_fake.py --secret-key sk_test_x [--lifetime 600]   prints {"port": N}
+    python stripe_fake.py --selftest   the official `stripe` client against this fake
+
+Listens on 127.0.0.1 only and stops after --lifetime seconds or when stdin closes.
+"""
+
+import argparse
+import hashlib
+import json
+import secrets
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import stripe
+
+LOCK = threading.Lock()
+STATE = {"sessions": {}, "payment_intents": {}, "charges": {}, "refunds": {}, "idempotency": {}}
+
+
+def new_id(prefix):
+    return f"{prefix}_test_{secrets.token_hex(12)}"
+
+
+def parse_form(body):
+    """Stripe's bracketed form keys (a[b][0][c]=1) into nested dicts and lists."""
+    root = {}
+    for key, value in urllib.parse.parse_qsl(body, keep_blank_values=True):
+        parts = key.replace("]", "").split("[")
+        node = root
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+    return lists(root)
+
+
+def lists(node):
+    if isinstance(node, dict):
+        node = {k: lists(v) for k, v in node.items()}
+        if node and all(k.isdigit() for k in node):
+            return [node[k] for k in sorted(node, key=int)]
+    return node
+
+
+def error(status, message, kind="invalid_request_error", param=None):
+    body = {"error": {"type": kind, "message": message}}
+    if param:
+        body["error"]["param"] = param
+    return status, body
+
+
+class Fake:
+    def __init__(self, secret_key, port_holder):
+        self.secret_key = secret_key
+        self.port = port_holder
+
+    # --- Stripe's API -----------------------------------------------------------------
+
+    def create_session(self, p):
+        for field in ("mode", "success_url"):
+            if not p.get(field):
+                return error(400, f"Missing required param: {field}.", param=field)
+        if p["mode"] not in ("payment", "subscription", "setup"):
+            return error(400, "Invalid mode", param="mode")
+        items = p.get("line_items") or []
+        if not isinstance(items, list) or not items:
+            return error(400, "Missing required param: line_items.", param="line_items")
+        total, currency = 0, None
+        for i, item in enumerate(items):
+            data = item.get("price_data") or {}
+            try:
+                amount, quantity = int(data["unit_amount"]), int(item.get("quantity", "1"))
+            except (KeyError, ValueError):
+                return error(400, f"Invalid line_items[{i}]", param=f"line_items[{i}]")
+            if not (data.get("product_data") or {}).get("name"):
+                return error(400, f"Missing required param: line_items[{i}][price_data][product_data][name].")
+            if currency and data.get("currency") != currency:
+                return error(400, "All line items must have the same currency.")
+            currency = data.get("currency")
+            if data.get("recurring") and p["mode"] != "subscription":
+                return error(400, "You specified `payment` mode but passed a recurring price.")
+            total += amount * quantity
+        session = {
+            "id": new_id("cs"), "object": "checkout.session", "livemode": False,
+            "mode": p["mode"], "status": "open", "payment_status": "unpaid",
+            "client_reference_id": p.get("client_reference_id"),
+            "metadata": p.get("metadata") or {}, "currency": currency,
+            "amount_subtotal": total, "amount_total": total,
+            "success_url": p["success_url"], "cancel_url": p.get("cancel_url"),
+            "customer": None, "payment_intent": None, "subscription": None,
+            "created": int(time.time()), "expires_at": int(time.time()) + 86400,
+            "url": None,
+        }
+        session["url"] = f"http://127.0.0.1:{self.port[0]}/pay/{session['id']}"
+        session["_payment_intent_metadata"] = (p.get("payment_intent_data") or {}).get("metadata") or {}
+        STATE["sessions"][session["id"]] = session
+        return 200, public(session)
+
+    def refund(self, p):
+        pi_id = p.get("payment_intent")
+        pi = STATE["payment_intents"].get(pi_id)
+        if not pi:
+            return error(404, f"No such payment_intent: '{pi_id}'", param="payment_intent")
+        charge = STATE["charges"][pi["latest_charge"]]
+        left = charge["amount"] - charge["amount_refunded"]
+        amount = int(p["amount"]) if p.get("amount") else left
+        if amount <= 0 or amount > left:
+            return error(400, f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})",
+                         param="amount")
+        charge["amount_refunded"] += amount
+        charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+        refund = {"id": new_id("re"), "object": "refund", "amount": amount, "charge": charge["id"],
+                  "payment_intent": pi_id, "currency": charge["currency"], "status": "succeeded",
+                  "created": int(time.time()), "metadata": {}}
+        STATE["refunds"][refund["id"]] = refund
+        return 200, refund
+
+    # --- What the customer and Stripe do (tests drive these) ---------------------------
+
+    def pay(self, session_id):
+        """The customer pays on the hosted page: the session completes; returns its events."""
+        s = STATE["sessions"].get(session_id)
+        if not s:
+            return error(404, "no such session")
+        if s["status"] != "open":
+            return error(400, "session is not open")
+        pi = {"id": new_id("pi"), "object": "payment_intent", "amount": s["amount_total"],
+              "currency": s["currency"], "status": "succeeded", "metadata": s["_payment_intent_metadata"],
+              "latest_charge": None, "livemode": False}
+        charge = {"id": new_id("ch"), "object": "charge", "amount": s["amount_total"], "amount_refunded": 0,
+                  "refunded": False, "currency": s["currency"], "payment_intent": pi["id"], "paid": True,
+                  "status": "succeeded", "metadata": pi["metadata"], "livemode": False, "disputed": False}
+        pi["latest_charge"] = charge["id"]
+        STATE["payment_intents"][pi["id"]] = pi
+        STATE["charges"][charge["id"]] = charge
+        s.update(status="complete", payment_status="paid", payment_intent=pi["id"])
+        return 200, {"events": [event("payment_intent.succeeded", pi), event("charge.succeeded", charge),
+                                event("checkout.session.completed", public(s))]}
+
+    def charge_event(self, kind, payment_intent):
+        pi = STATE["payment_intents"].get(payment_intent)
+        if not pi:
+            return error(404, "no such payment_intent")
+        return 200, {"events": [event(kind, STATE["charges"][pi["latest_charge"]])]}
+
+
+def public(obj):
+    return {k: v for k, v in obj.items() if not k.startswith("_")}
+
+
+def event(kind, obj):
+    return {"id": new_id("evt"), "object": "event", "api_version": "2024-06-20",
+            "created": int(time.time()), "type": kind, "livemode": False, "pending_webhooks": 1,
+            "data": {"object": json.loads(json.dumps(public(obj)))}}
+
+
+def deliver(url, secret, events, copies=1, concurrency=1, age_s=0, bad_signature=False):
+    """POSTs each event `copies` times (up to `concurrency` at once), signed as Stripe signs."""
+    jobs = [e for e in events for _ in range(copies)]
+
+    def send(e):
+        payload = json.dumps(e)
+        header = stripe.WebhookSignature.generate_signature_header(
+            payload, "whsec_wrong" if bad_signature else secret, int(time.time()) - age_s)
+        req = urllib.request.Request(url, data=payload.encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "Stripe-Signature": header})
+        try:
+            with urllib.request.urlopen(req, timeout=20) as resp:
+                return {"status": resp.status, "body": json.loads(resp.read() or b"null")}
+        except urllib.error.HTTPError as err:
+            return {"status": err.code, "body": json.loads(err.read() or b"null")}
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return list(pool.map(send, jobs))
+
+
+def make_handler(fake):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def reply(self, status, body, headers=()):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Request-Id", "req_" + secrets.token_hex(7))
+            for k, v in headers:
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def body(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            if n > 1 << 20:
+                return None
+            return self.rfile.read(n).decode()
+
+        def authorised(self):
+            auth = self.headers.get("Authorization", "")
+            if auth != f"Bearer {fake.secret_key}":
+                self.reply(*error(401, "Invalid API Key provided: " + auth[7:15] + "****"))
+                return False
+            return True
+
+        def do_GET(self):
+            path = urllib.parse.urlparse(self.path).path
+            if not self.authorised():
+                return
+            kinds = {"/v1/checkout/sessions/": "sessions", "/v1/payment_intents/": "payment_intents",
+                     "/v1/charges/": "charges", "/v1/refunds/": "refunds"}
+            for prefix, kind in kinds.items():
+                if path.startswith(prefix):
+                    obj = STATE[kind].get(path[len(prefix):])
+                    if obj:
+                        return self.reply(200, public(obj))
+                    return self.reply(*error(404, f"No such {kind[:-1]}: '{path[len(prefix):]}'"))
+            self.reply(*error(404, f"Unrecognized request URL (GET: {path})."))
+
+        def do_POST(self):
+            path = urllib.parse.urlparse(self.path).path
+            raw = self.body()
+            if raw is None:
+                return self.reply(*error(413, "request too large"))
+            if path.startswith("/_fake/"):
+                return self.fake_control(path, json.loads(raw or "{}"))
+            if not self.authorised():
+                return
+            params = parse_form(raw)
+            key = self.headers.get("Idempotency-Key")
+            digest = hashlib.sha256(f"{path}\n{raw}".encode()).hexdigest()
+            with LOCK:
+                if key and key in STATE["idempotency"]:
+                    first_digest, status, body = STATE["idempotency"][key]
+                    if first_digest != digest:
+                        return self.reply(*error(
+                            400, "Keys for idempotent requests can only be used with the same parameters "
+                                 "they were first used with. Try using a key other than "
+                                 f"'{key}' if you meant to execute a different request.",
+                            kind="idempotency_error"))
+                    return self.reply(status, body, [("Idempotent-Replayed", "true")])
+                if path == "/v1/checkout/sessions":
+                    status, body = fake.create_session(params)
+                elif path == "/v1/refunds":
+                    status, body = fake.refund(params)
+                else:
+                    status, body = error(404, f"Unrecognized request URL (POST: {path}).")
+                if key and status < 500:
+                    STATE["idempotency"][key] = (digest, status, body)
+            self.reply(status, body)
+
+        def fake_control(self, path, p):
+            with LOCK:
+                if path.startswith("/_fake/pay/"):
+                    return self.reply(*fake.pay(path[len("/_fake/pay/"):]))
+                if path == "/_fake/charge-event":
+                    return self.reply(*fake.charge_event(p["type"], p["payment_intent"]))
+                if path == "/_fake/requests":
+                    return self.reply(200, {"idempotency_keys": sorted(STATE["idempotency"])})
+            if path == "/_fake/deliver":
+                results = deliver(p["url"], p["secret"], p["events"], p.get("copies", 1),
+                                  p.get("concurrency", 1), p.get("age_s", 0), p.get("bad_signature", False))
+                return self.reply(200, {"results": results})
+            self.reply(*error(404, "no such control"))
+
+    return Handler
+
+
+def serve(secret_key, lifetime, announce=True):
+    port = [0]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Fake(secret_key, port)))
+    server.daemon_threads = True
+    port[0] = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    if announce:
+        print(json.dumps({"port": port[0]}), flush=True)
+    return server, port[0]
+
+
+def selftest():
+    """Stripe's own client against this fake: every response must parse into its models."""
+    _, port = serve("sk_test_self", 60, announce=False)
+    stripe.api_key = "sk_test_self"
+    stripe.api_base = f"http://127.0.0.1:{port}"
+    stripe.max_network_retries = 0
+    session = stripe.checkout.Session.create(
+        mode="payment", success_url="https://example.com/ok", cancel_url="https://example.com/no",
+        client_reference_id="ord_1", metadata={"order_id": "ord_1"},
+        payment_intent_data={"metadata": {"order_id": "ord_1"}},
+        line_items=[{"quantity": 1, "price_data": {"currency": "eur", "unit_amount": 1902,
+                                                   "product_data": {"name": "Cup final × 2"}}}],
+        idempotency_key="self-1")
+    assert isinstance(session, stripe.checkout.Session), type(session)
+    assert session.amount_total == 1902 and session.url.startswith("http://127.0.0.1"), session
+    again = stripe.checkout.Session.create(
+        mode="payment", success_url="https://example.com/ok", cancel_url="https://example.com/no",
+        client_reference_id="ord_1", metadata={"order_id": "ord_1"},
+        payment_intent_data={"metadata": {"order_id": "ord_1"}},
+        line_items=[{"quantity": 1, "price_data": {"currency": "eur", "unit_amount": 1902,
+                                                   "product_data": {"name": "Cup final × 2"}}}],
+        idempotency_key="self-1")
+    assert again.id == session.id, "an idempotent retry returns the first session"
+    try:
+        stripe.checkout.Session.create(mode="payment", success_url="https://example.com/ok",
+                                       line_items=[{"quantity": 1, "price_data": {
+                                           "currency": "eur", "unit_amount": 1, "product_data": {"name": "x"}}}],
+                                       idempotency_key="self-1")
+        raise AssertionError("a reused key with other parameters must fail")
+    except stripe.IdempotencyError:
+        pass
+    try:
+        stripe.checkout.Session.create(mode="payment", success_url="https://example.com/ok", line_items=[])
+        raise AssertionError("no line items must fail")
+    except stripe.InvalidRequestError:
+        pass
+    with LOCK:
+        events = Fake("sk_test_self", [port]).pay(session.id)[1]["events"]
+    completed = stripe.Event.construct_from(events[-1], stripe.api_key)
+    assert completed.type == "checkout.session.completed"
+    paid = stripe.checkout.Session.retrieve(session.id)
+    assert paid.payment_status == "paid" and paid.payment_intent.startswith("pi_"), paid
+    pi = stripe.PaymentIntent.retrieve(paid.payment_intent)
+    charge = stripe.Charge.retrieve(pi.latest_charge)
+    assert charge.metadata["order_id"] == "ord_1", charge
+    refund = stripe.Refund.create(payment_intent=pi.id, amount=500, idempotency_key="r-1")
+    assert isinstance(refund, stripe.Refund) and refund.amount == 500, refund
+    assert stripe.Charge.retrieve(charge.id).amount_refunded == 500
+    try:
+        stripe.Refund.create(payment_intent=pi.id, amount=5000)
+        raise AssertionError("refunding more than is left must fail")
+    except stripe.InvalidRequestError:
+        pass
+    # A delivery signed here verifies with the official library.
+    payload = json.dumps(events[-1])
+    header = stripe.WebhookSignature.generate_signature_header(payload, "whsec_self")
+    assert stripe.Webhook.construct_event(payload, header, "whsec_self").id == events[-1]["id"]
+    try:
+        stripe.checkout.Session.retrieve(session.id, api_key="sk_test_wrong")
+        raise AssertionError("a wrong key must fail")
+    except stripe.AuthenticationError:
+        pass
+    print(json.dumps({"selftest": "ok", "stripe": stripe.VERSION}))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--secret-key", default="sk_test_ferrocast")
+    parser.add_argument("--lifetime", type=float, default=600)
+    parser.add_argument("--selftest", action="store_true")
+    args = parser.parse_args()
+    if args.selftest:
+        return selftest()
+    serve(args.secret_key, args.lifetime)
+    deadline = time.time() + args.lifetime
+    # Ends with its test: stdin closing (the test process gone) or the lifetime.
+    watcher = threading.Thread(target=lambda: sys.stdin.read(), daemon=True)
+    watcher.start()
+    while time.time() < deadline and watcher.is_alive():
+        time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    main()
