@@ -630,6 +630,32 @@ async fn checkout(
     price_id: &str,
     email: &str,
 ) -> (String, String, String) {
+    let out = try_checkout(server, key, price_id, json!({"email": email})).await;
+    assert_eq!(out.0, 201, "{}", out.1);
+    let out = out.1;
+    // 999 − 199.8 → 200 = 799, + 19 % = 151.81 → 152: 951.
+    assert_eq!(
+        (&out["total"], &out["currency"]),
+        (&json!(951), &json!("eur"))
+    );
+    let redirect = out["redirect_url"].as_str().unwrap();
+    let session = redirect.rsplit('/').next().unwrap().to_string();
+    assert!(session.starts_with("cs_test_"), "{redirect}");
+    (
+        out["order_id"].as_str().unwrap().to_string(),
+        session,
+        out["customer_id"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A cart of `price_id` with FINAL20, checked out with Stripe as `buyer` (email or
+/// customer_id); the checkout's status and answer. The cart is closed after a 201.
+async fn try_checkout(
+    server: &TestServer,
+    key: &str,
+    price_id: &str,
+    buyer: Value,
+) -> (u16, Value) {
     let cart = post(
         server,
         key,
@@ -652,37 +678,32 @@ async fn checkout(
         json!({"code": "FINAL20"}),
     )
     .await;
-    let out = post(
-        server,
-        key,
-        &format!("/v1/carts/{id}/checkout"),
-        json!({"provider": "stripe", "email": email,
-            "success_url": "https://example.com/thanks", "cancel_url": "https://example.com/cart"}),
-    )
-    .await;
-    // 999 − 199.8 → 200 = 799, + 19 % = 151.81 → 152: 951.
-    assert_eq!(
-        (&out["total"], &out["currency"]),
-        (&json!(951), &json!("eur"))
-    );
-    let redirect = out["redirect_url"].as_str().unwrap();
-    let session = redirect.rsplit('/').next().unwrap().to_string();
-    assert!(session.starts_with("cs_test_"), "{redirect}");
-    // The cart is closed now.
-    let (status, _) = server
+    let mut body = json!({"provider": "stripe",
+        "success_url": "https://example.com/thanks", "cancel_url": "https://example.com/cart"});
+    for (k, v) in buyer.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (status, out) = server
         .call(
             "POST",
-            &format!("/v1/carts/{id}/items"),
+            &format!("/v1/carts/{id}/checkout"),
             Some(key),
-            Some(json!({"price_id": price_id, "quantity": 2})),
+            Some(body),
         )
         .await;
-    assert_eq!(status, 409);
-    (
-        out["order_id"].as_str().unwrap().to_string(),
-        session,
-        out["customer_id"].as_str().unwrap().to_string(),
-    )
+    if status == 201 {
+        // The cart is closed now.
+        let (closed, _) = server
+            .call(
+                "POST",
+                &format!("/v1/carts/{id}/items"),
+                Some(key),
+                Some(json!({"price_id": price_id, "quantity": 2})),
+            )
+            .await;
+        assert_eq!(closed, 409);
+    }
+    (status, out)
 }
 
 async fn viewer_key(server: &TestServer, key: &str, media: &Media, viewer: &str) -> u16 {
@@ -1076,4 +1097,70 @@ fn the_stripe_fake_speaks_stripes_wire_format() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"selftest\": \"ok\""));
+}
+
+/// A pass to everything the creator has, rented for 48 hours from the first play; the
+/// customer's second use of a once-per-customer code is refused at checkout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_all_content_rental_starts_at_the_first_play_and_codes_count_per_customer() {
+    let server = TestServer::start_with(|c| c.commerce.allow_plain_http_providers = true).await;
+    let stripe = FakeStripe::start();
+    let (key, media, price_id, hook) = paid_setup(&server, &stripe).await;
+    let pass = post(
+        &server,
+        &key,
+        "/v1/products",
+        json!({"name": "Weekend pass", "all_content": true}),
+    )
+    .await;
+    let rental = post(
+        &server,
+        &key,
+        "/v1/prices",
+        json!({"product_id": pass["id"], "type": "rental", "unit_amount": 999, "currency": "eur",
+            "rental_hours": 48, "rental_starts": "first_play"}),
+    )
+    .await;
+    let rental_id = rental["id"].as_str().unwrap();
+    let (_, session, customer) = checkout(&server, &key, rental_id, "pass@example.com").await;
+    let events = stripe.pay(&session).await;
+    let answers = stripe.deliver(&hook, &events, 1, 1, 0, false).await;
+    assert_eq!(
+        answers[2].1["result"], "paid: 1 entitlements granted",
+        "{answers:?}"
+    );
+    let url = format!("/v1/entitlements?viewer={customer}");
+    let e = server.call("GET", &url, Some(&key), None).await.1;
+    assert_eq!(
+        (&e["data"][0]["playback_id"], &e["data"][0]["expires_at"]),
+        (&json!("*"), &Value::Null),
+        "the clock has not started: {e}"
+    );
+    // The first key request starts the 48 hours.
+    let before = ferrocast::clock::unix_now() as i64;
+    assert_eq!(viewer_key(&server, &key, &media, &customer).await, 200);
+    let e = server.call("GET", &url, Some(&key), None).await.1;
+    let expires = e["data"][0]["expires_at"].as_str().expect("started");
+    let from_now = chrono::DateTime::parse_from_rfc3339(expires)
+        .unwrap()
+        .timestamp()
+        - before;
+    assert!(
+        (48 * 3600 - 60..=48 * 3600 + 60).contains(&from_now),
+        "{from_now} s"
+    );
+    assert_eq!(viewer_key(&server, &key, &media, &customer).await, 200);
+
+    // FINAL20 is once per customer: this customer's next checkout with it is refused.
+    let (status, err) =
+        try_checkout(&server, &key, &price_id, json!({ "customer_id": customer })).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("used the code as often"),
+        "{err}"
+    );
+    server.stop().await;
 }

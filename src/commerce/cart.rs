@@ -181,7 +181,7 @@ pub fn price_cart(
                 now_ms,
                 currency,
                 subtotal: undiscounted.subtotal,
-                // Counted from paid orders once checkout exists (issue 23).
+                // Checked again at checkout, where the buyer is known (api/orders.rs).
                 customer_redemptions: 0,
                 products: &products,
             },
