@@ -29,7 +29,7 @@ NPM_DIR := $(CACHE_DIR)/npm
 export BROWSER_TEST_NODE_MODULES := $(NPM_DIR)/node_modules
 # Python for the payment provider fakes (tests/fakes), with the official stripe client.
 VENV_DIR := $(CACHE_DIR)/venv
-export FERROCAST_TEST_PYTHON := $(VENV_DIR)/bin/python
+export TEST_FAKES_PYTHON := $(VENV_DIR)/bin/python
 
 .PHONY: help run test bench bench-deps deps apt-deps node-deps py-deps rust-toolchain test-tools build release lint
 

@@ -96,3 +96,23 @@ CREATE INDEX entitlements_by_order ON entitlements (order_id);
 -- A rental counted from the first play: its length, until the first key request starts it
 -- (expires_at is then set, and this cleared).
 ALTER TABLE entitlements ADD COLUMN play_window_ms BIGINT;
+
+-- A subscription bought by an order: the provider's (Stripe's sub_…), its status as the
+-- provider last said, and the end of the period paid for. Its order's entitlements last
+-- until that end plus commerce.subscription_grace_s.
+CREATE TABLE subscriptions (
+    id                   TEXT PRIMARY KEY,
+    tenant_id            TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    order_id             TEXT NOT NULL,
+    customer_id          TEXT NOT NULL,
+    provider             TEXT NOT NULL,
+    provider_ref         TEXT NOT NULL,
+    -- The provider's: trialing, active, past_due, canceled, unpaid, …
+    status               TEXT NOT NULL,
+    current_period_end   BIGINT,
+    cancel_at_period_end BIGINT NOT NULL,
+    created_at           BIGINT NOT NULL,
+    updated_at           BIGINT NOT NULL,
+    UNIQUE (tenant_id, provider, provider_ref)
+);
+CREATE INDEX subscriptions_by_order ON subscriptions (order_id);

@@ -1164,3 +1164,124 @@ async fn an_all_content_rental_starts_at_the_first_play_and_codes_count_per_cust
     );
     server.stop().await;
 }
+
+/// A monthly subscription: paid, its access runs to the period's end plus the grace; a
+/// renewal extends it; canceled at period end it keeps playing until Stripe deletes it at
+/// that end, and then the key is refused; a late renewal event changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_renews_and_ends_at_its_period_end() {
+    let server = TestServer::start_with(|c| {
+        c.commerce.allow_plain_http_providers = true;
+        c.commerce.subscription_grace_s = 3600;
+    })
+    .await;
+    let stripe = FakeStripe::start();
+    let (key, media, _, hook) = paid_setup(&server, &stripe).await;
+    let (_, products) = server.call("GET", "/v1/products", Some(&key), None).await;
+    let monthly = post(
+        &server,
+        &key,
+        "/v1/prices",
+        json!({"product_id": products["data"][0]["id"], "type": "recurring", "unit_amount": 1189,
+            "currency": "eur", "tax_behavior": "inclusive", "interval": "month"}),
+    )
+    .await;
+    let (status, out) = try_checkout(
+        &server,
+        &key,
+        monthly["id"].as_str().unwrap(),
+        json!({"email": "sub@example.com"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    let session = out["redirect_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let customer = out["customer_id"].as_str().unwrap();
+    let events = stripe.pay(session).await;
+    let answers = stripe.deliver(&hook, &events, 1, 1, 0, false).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(viewer_key(&server, &key, &media, customer).await, 200);
+    let (_, subs) = server
+        .call(
+            "GET",
+            &format!("/v1/subscriptions?customer_id={customer}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    let sub = &subs["data"][0];
+    assert_eq!(
+        (&sub["status"], &sub["cancel_at_period_end"]),
+        (&json!("active"), &json!(false)),
+        "{subs}"
+    );
+    let period_end = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .timestamp()
+    };
+    let first_end = period_end(&sub["current_period_end"]);
+    let url = format!("/v1/entitlements?viewer={customer}");
+    let access_end = |e: Value| period_end(&e["data"][0]["expires_at"]);
+    assert_eq!(
+        access_end(server.call("GET", &url, Some(&key), None).await.1),
+        first_end + 3600
+    );
+
+    // Renewed: the access follows the new period.
+    let provider_sub = sub["provider_subscription"].as_str().unwrap();
+    let renewal = stripe.renew(provider_sub).await;
+    let answers = stripe.deliver(&hook, &renewal, 1, 1, 0, false).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    let second_end = first_end + 30 * 86400;
+    assert_eq!(
+        access_end(server.call("GET", &url, Some(&key), None).await.1),
+        second_end + 3600
+    );
+
+    // Canceled at the period's end: still playing until then.
+    let (status, canceled) = server
+        .call(
+            "POST",
+            &format!("/v1/subscriptions/{}/cancel", sub["id"].as_str().unwrap()),
+            Some(&key),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{canceled}");
+    assert_eq!(
+        (&canceled["status"], &canceled["cancel_at_period_end"]),
+        (&json!("active"), &json!(true))
+    );
+    assert_eq!(viewer_key(&server, &key, &media, customer).await, 200);
+    // Stripe deletes it at the period's end: the key is refused from then on.
+    let deleted = stripe.end(provider_sub).await;
+    let answers = stripe.deliver(&hook, &deleted, 1, 1, 0, false).await;
+    assert_eq!(
+        answers[0].1["result"], "subscription canceled: 1 entitlements ended",
+        "{answers:?}"
+    );
+    assert_eq!(viewer_key(&server, &key, &media, customer).await, 403);
+    // The renewal's events again, late and out of order: still ended.
+    let mut late = renewal.clone();
+    for e in &mut late {
+        e["id"] = json!(format!("{}_late", e["id"].as_str().unwrap()));
+    }
+    let answers = stripe.deliver(&hook, &late, 1, 1, 0, false).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(viewer_key(&server, &key, &media, customer).await, 403);
+    let (_, subs) = server
+        .call(
+            "GET",
+            &format!("/v1/subscriptions?customer_id={customer}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(subs["data"][0]["status"], "canceled");
+    server.stop().await;
+}

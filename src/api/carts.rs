@@ -222,6 +222,9 @@ pub async fn set_item(
     }
     let db = &state.jobs.db;
     let cart = db.get_cart(&caller.tenant_id, &id).await?;
+    if cart.status != "open" {
+        return Err(ApiError::Conflict("the cart is checked out".into()));
+    }
     let price = db.get_price(&caller.tenant_id, &body.price_id).await?;
     if body.quantity > 0 {
         if price.active == 0 {
@@ -233,20 +236,25 @@ pub async fn set_item(
                 price.currency, cart.currency
             )));
         }
-        if price.r#type == "recurring" {
-            if body.quantity != 1 {
-                return Err(ApiError::invalid("a subscription's quantity is 1"));
+        if price.r#type == "recurring" && body.quantity != 1 {
+            return Err(ApiError::invalid("a subscription's quantity is 1"));
+        }
+        // Subscriptions are bought on their own: a subscription's end ends its order's
+        // access, which must not take a one-time purchase with it.
+        for item in db.cart_items(&cart.id).await? {
+            let other = db.get_price(&caller.tenant_id, &item.price_id).await?;
+            if other.id == price.id {
+                continue;
             }
-            for item in db.cart_items(&cart.id).await? {
-                let other = db.get_price(&caller.tenant_id, &item.price_id).await?;
-                if other.id != price.id
-                    && other.r#type == "recurring"
-                    && other.billing_interval != price.billing_interval
-                {
-                    return Err(ApiError::invalid(
-                        "a cart's subscriptions all renew on one interval (month or year)",
-                    ));
-                }
+            if (other.r#type == "recurring") != (price.r#type == "recurring") {
+                return Err(ApiError::invalid(
+                    "subscriptions are checked out in a cart of their own",
+                ));
+            }
+            if other.billing_interval != price.billing_interval {
+                return Err(ApiError::invalid(
+                    "a cart's subscriptions all renew on one interval (month or year)",
+                ));
             }
         }
     }

@@ -21,6 +21,7 @@ mod provider_webhooks;
 mod router;
 mod security;
 pub mod stills;
+mod subscriptions;
 mod telemetry;
 mod tenants;
 pub mod uploads;

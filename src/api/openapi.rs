@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     Json, analytics, assets, audience, carts, catalogue, cmcd_reports, health, live, orders,
-    provider_webhooks, security, tenants,
+    provider_webhooks, security, subscriptions, tenants,
 };
 
 #[derive(OpenApi)]
@@ -37,6 +37,7 @@ use super::{
         orders::put_provider, orders::list_providers, orders::checkout, orders::get_order,
         orders::list_orders, orders::refund, provider_webhooks::stripe_in,
         provider_webhooks::list_events, provider_webhooks::replay,
+        subscriptions::list, subscriptions::cancel,
     ),
     modifiers(&BearerKeys),
     tags(

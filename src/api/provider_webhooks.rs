@@ -103,7 +103,14 @@ async fn process(
     event: &stripe::Event,
 ) -> ApiResult<String> {
     let db = &state.jobs.db;
-    match fulfil::apply_stripe(db, tenant_id, event).await {
+    let grace_ms = state
+        .jobs
+        .config
+        .commerce
+        .subscription_grace_s
+        .min(365 * 86400) as i64
+        * 1000;
+    match fulfil::apply_stripe(db, tenant_id, event, grace_ms).await {
         Ok(result) => {
             db.finish_event(id, true, &result).await?;
             tracing::info!(event = %event.id, kind = %event.kind, %result, "Stripe event processed");

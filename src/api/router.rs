@@ -15,8 +15,8 @@ use tower_http::trace::TraceLayer;
 
 use super::{
     AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, delivery, health, live,
-    objects, openapi, orders, player, provider_webhooks, security, stills, telemetry, tenants,
-    uploads, whep, whip,
+    objects, openapi, orders, player, provider_webhooks, security, stills, subscriptions,
+    telemetry, tenants, uploads, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -113,6 +113,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orders", get(orders::list_orders))
         .route("/v1/orders/{id}", get(orders::get_order))
         .route("/v1/orders/{id}/refunds", post(orders::refund))
+        .route("/v1/subscriptions", get(subscriptions::list))
+        .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
         .route("/v1/payment-providers", get(orders::list_providers))
         .route(
             "/v1/payment-providers/{provider}",

@@ -3,21 +3,49 @@
 //! and order-free (db/orders.rs), so duplicates and late events change nothing more.
 
 use super::stripe::{Action, Event};
-use crate::db::{Db, DbError, DbResult};
+use crate::db::{Db, DbError, DbResult, SubscriptionState};
 
-/// Applies a Stripe event to the order it names; returns what it did, in words.
-pub async fn apply_stripe(db: &Db, tenant_id: &str, event: &Event) -> DbResult<String> {
+/// Applies a Stripe event to the order it names; returns what it did, in words. A
+/// subscription's access lasts `grace_ms` past the end of the period paid.
+pub async fn apply_stripe(
+    db: &Db,
+    tenant_id: &str,
+    event: &Event,
+    grace_ms: i64,
+) -> DbResult<String> {
     let action = event.action();
     if action == Action::Ignore {
         return Ok(format!("{}: not acted on", event.kind));
     }
-    let Some(order_id) = event.order_id() else {
+    let known = match (event.order_id(), event.subscription_ref()) {
+        (Some(o), _) => Some(o.to_string()),
+        (None, Some(r)) => db.order_of_subscription(tenant_id, r).await?,
+        (None, None) => None,
+    };
+    let Some(order_id) = known.as_deref() else {
         return Ok(format!("{}: names no Ferrocast order", event.kind));
     };
     let result = match action {
         Action::Paid { payment_ref } => {
-            db.mark_order_paid(tenant_id, order_id, payment_ref.as_deref())
+            db.mark_order_paid(tenant_id, order_id, payment_ref.as_deref(), grace_ms)
                 .await
+        }
+        Action::Subscription {
+            provider_ref,
+            status,
+            period_end_ms,
+            cancel_at_period_end,
+        } => {
+            let state = SubscriptionState {
+                provider_ref: &provider_ref,
+                status: &status,
+                current_period_end: period_end_ms,
+                cancel_at_period_end,
+            };
+            match db.note_subscription(tenant_id, order_id, &state).await {
+                Ok(sub) => db.apply_subscription_access(&sub, grace_ms).await,
+                Err(e) => Err(e),
+            }
         }
         Action::Wait => Ok("payment not settled yet: waiting".into()),
         Action::Failed => db.end_pending_order(tenant_id, order_id, "failed").await,

@@ -104,11 +104,70 @@ impl Event {
     /// `order_id` of its metadata (Ferrocast sets it on sessions, payment intents and
     /// subscriptions, and Stripe copies a payment intent's metadata to its charges).
     pub fn order_id(&self) -> Option<&str> {
-        self.object
-            .get("client_reference_id")
+        fn metadata(m: Option<&Value>) -> Option<&str> {
+            m?.get("order_id")?.as_str()
+        }
+        let o = &self.object;
+        o.get("client_reference_id")
             .and_then(Value::as_str)
-            .or_else(|| self.object.get("metadata")?.get("order_id")?.as_str())
+            .or_else(|| metadata(o.get("metadata")))
+            // An invoice carries its subscription's metadata (API 2024-06-20, and later
+            // under `parent`).
+            .or_else(|| metadata(o.get("subscription_details")?.get("metadata")))
+            .or_else(|| {
+                metadata(
+                    o.get("parent")?
+                        .get("subscription_details")?
+                        .get("metadata"),
+                )
+            })
             .filter(|s| !s.is_empty() && s.len() <= 64)
+    }
+
+    /// The subscription an event is about (`sub_…`).
+    pub fn subscription_ref(&self) -> Option<&str> {
+        let o = &self.object;
+        match o.get("object").and_then(Value::as_str) {
+            Some("subscription") => o.get("id").and_then(Value::as_str),
+            _ => o.get("subscription").and_then(Value::as_str).or_else(|| {
+                o.get("parent")?
+                    .get("subscription_details")?
+                    .get("subscription")?
+                    .as_str()
+            }),
+        }
+        .filter(|s| !s.is_empty() && s.len() <= 255)
+    }
+
+    /// A subscription's period end in milliseconds: `current_period_end` (on the
+    /// subscription, or on its items in later API versions), or an invoice's latest line
+    /// period's end.
+    fn period_end_ms(&self) -> Option<i64> {
+        let o = &self.object;
+        let items = || {
+            o.get("items")?
+                .get("data")?
+                .as_array()?
+                .iter()
+                .filter_map(|i| i.get("current_period_end")?.as_i64())
+                .max()
+        };
+        let lines = || {
+            o.get("lines")?
+                .get("data")?
+                .as_array()?
+                .iter()
+                .filter_map(|l| l.get("period")?.get("end")?.as_i64())
+                .max()
+        };
+        let seconds = o
+            .get("current_period_end")
+            .and_then(Value::as_i64)
+            .or_else(items)
+            .or_else(lines)?;
+        (0..=253_402_300_799)
+            .contains(&seconds)
+            .then(|| seconds * 1000)
     }
 
     fn str(&self, field: &str) -> Option<&str> {
@@ -144,6 +203,37 @@ impl Event {
                 _ => Action::Ignore,
             },
             "charge.dispute.created" => Action::Disputed,
+            "customer.subscription.created"
+            | "customer.subscription.updated"
+            | "customer.subscription.deleted" => match self.subscription_ref() {
+                Some(r) => Action::Subscription {
+                    provider_ref: r.into(),
+                    status: if self.kind == "customer.subscription.deleted" {
+                        "canceled".into()
+                    } else {
+                        self.str("status")
+                            .filter(|s| s.len() <= 32)
+                            .unwrap_or("active")
+                            .into()
+                    },
+                    period_end_ms: self.period_end_ms(),
+                    cancel_at_period_end: self
+                        .object
+                        .get("cancel_at_period_end")
+                        .and_then(Value::as_bool),
+                },
+                None => Action::Ignore,
+            },
+            // A renewal (or the first period) paid.
+            "invoice.paid" => match self.subscription_ref() {
+                Some(r) => Action::Subscription {
+                    provider_ref: r.into(),
+                    status: "active".into(),
+                    period_end_ms: self.period_end_ms(),
+                    cancel_at_period_end: None,
+                },
+                None => Action::Ignore,
+            },
             _ => Action::Ignore,
         }
     }
@@ -164,6 +254,13 @@ pub enum Action {
         total: i64,
     },
     Disputed,
+    /// What the provider says of the order's subscription now.
+    Subscription {
+        provider_ref: String,
+        status: String,
+        period_end_ms: Option<i64>,
+        cancel_at_period_end: Option<bool>,
+    },
     /// A type Ferrocast does not act on (stored, answered 200).
     Ignore,
 }
@@ -217,6 +314,16 @@ impl Client {
         key: &str,
         form: &[(String, String)],
     ) -> Result<Value, StripeError> {
+        self.send(reqwest::Method::POST, path, key, form).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        form: &[(String, String)],
+    ) -> Result<Value, StripeError> {
         let mut last = None;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
@@ -224,7 +331,7 @@ impl Client {
             }
             let sent = self
                 .http
-                .post(format!("{}{path}", self.base_url))
+                .request(method.clone(), format!("{}{path}", self.base_url))
                 .bearer_auth(&self.secret_key)
                 .header("Idempotency-Key", key)
                 .header("Stripe-Version", "2024-06-20")
@@ -335,6 +442,41 @@ impl Client {
                 message: "the Checkout Session has no id or url".into(),
             }),
         }
+    }
+
+    /// Cancels subscription `provider_ref` at the end of its period (the customer keeps
+    /// what they paid for), or at once. Returns (its status, whether it ends at period end).
+    pub async fn cancel_subscription(
+        &self,
+        provider_ref: &str,
+        at_period_end: bool,
+    ) -> Result<(String, bool), StripeError> {
+        let path = format!("/v1/subscriptions/{provider_ref}");
+        let body = if at_period_end {
+            self.post(
+                &path,
+                &format!("ferrocast-cancel-{provider_ref}"),
+                &[("cancel_at_period_end".into(), "true".into())],
+            )
+            .await?
+        } else {
+            self.send(
+                reqwest::Method::DELETE,
+                &path,
+                &format!("ferrocast-end-{provider_ref}"),
+                &[],
+            )
+            .await?
+        };
+        Ok((
+            body["status"]
+                .as_str()
+                .unwrap_or("unknown")
+                .chars()
+                .take(32)
+                .collect(),
+            body["cancel_at_period_end"].as_bool().unwrap_or(false),
+        ))
     }
 
     /// Refunds `amount` (all that is left, if none) of payment intent `payment_intent`;

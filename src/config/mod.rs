@@ -84,6 +84,9 @@ pub struct AnalyticsConfig {
 pub struct CommerceConfig {
     /// Payment provider base URLs may be plain `http://` (tests' local fakes only).
     pub allow_plain_http_providers: bool,
+    /// A subscription's access lasts this long past the end of the period paid (a renewal
+    /// that is late, or retried by the bank).
+    pub subscription_grace_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ mod orders;
 pub mod rollup;
 mod security;
 mod status;
+mod subscriptions;
 mod tenants;
 mod vod;
 
@@ -32,6 +33,7 @@ pub use live::{
 pub use orders::{Inbox, Order, OrderLine, ProviderSettings, WebhookEvent};
 pub use security::{AuditEvent, Entitlement, SigningKey};
 pub use status::{AssetStatus, JobStatus, LiveStatus};
+pub use subscriptions::{Subscription, SubscriptionState};
 pub use tenants::{ApiKey, NewApiKey, Role, Tenant};
 pub use vod::{JOBS_CHANNEL, Job, Upload};
 

@@ -325,7 +325,8 @@ impl Db {
     }
 
     /// The order is paid: a pending order becomes `paid` and its customer is entitled to what
-    /// its lines' products grant (rentals for their hours, from now or from the first play);
+    /// its lines' products grant (rentals for their hours, from now or from the first play;
+    /// subscriptions to the end of the period paid, as far as known, plus `grace_ms`);
     /// one refunded in full before this becomes `refunded` and grants nothing. Says what it
     /// did; anything but a pending order is left as it is.
     pub async fn mark_order_paid(
@@ -333,6 +334,7 @@ impl Db {
         tenant_id: &str,
         order_id: &str,
         payment_ref: Option<&str>,
+        grace_ms: i64,
     ) -> DbResult<String> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
@@ -371,6 +373,14 @@ impl Db {
         .bind(order_id)
         .fetch_all(&mut *tx)
         .await?;
+        // A subscription's own events may have come first and told its period.
+        let period_end: Option<i64> = sqlx::query_as::<_, (Option<i64>,)>(
+            "SELECT current_period_end FROM subscriptions WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .and_then(|(e,)| e);
         let mut granted = 0;
         for line in &lines {
             let (all,): (i64,) = sqlx::query_as("SELECT all_content FROM products WHERE id = $1")
@@ -395,6 +405,9 @@ impl Db {
             let (expires_at, play_window) = match (window, line.rental_starts.as_deref()) {
                 (Some(w), Some("first_play")) => (None, Some(w)),
                 (Some(w), _) => (Some(now + w), None),
+                (None, _) if line.billing_interval.is_some() => {
+                    (Some(period_end.unwrap_or(now).max(now) + grace_ms), None)
+                }
                 (None, _) => (None, None),
             };
             for playback_id in ids {

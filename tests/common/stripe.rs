@@ -12,7 +12,7 @@ pub const WEBHOOK_SECRET: &str = "whsec_ferrocast_fake";
 
 /// The Python with the official `stripe` package (`make py-deps`).
 pub fn python() -> String {
-    std::env::var("FERROCAST_TEST_PYTHON").unwrap_or_else(|_| {
+    std::env::var("TEST_FAKES_PYTHON").unwrap_or_else(|_| {
         format!(
             "{}/.cache/ferrocast/venv/bin/python",
             std::env::var("HOME").unwrap()
@@ -74,6 +74,24 @@ impl FakeStripe {
     /// The customer pays checkout session `id`; returns the events Stripe would send.
     pub async fn pay(&self, session_id: &str) -> Vec<Value> {
         self.control(&format!("pay/{session_id}"), json!({})).await["events"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// The next period of subscription `id` is paid; returns the events Stripe would send.
+    pub async fn renew(&self, subscription: &str) -> Vec<Value> {
+        self.control(&format!("renew/{subscription}"), json!({}))
+            .await["events"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Subscription `id` ends (its cancellation reached the period's end); its event.
+    pub async fn end(&self, subscription: &str) -> Vec<Value> {
+        self.control(&format!("end/{subscription}"), json!({}))
+            .await["events"]
             .as_array()
             .unwrap()
             .clone()

@@ -29,7 +29,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import stripe
 
 LOCK = threading.Lock()
-STATE = {"sessions": {}, "payment_intents": {}, "charges": {}, "refunds": {}, "idempotency": {}}
+STATE = {"sessions": {}, "payment_intents": {}, "charges": {}, "refunds": {}, "subscriptions": {},
+         "invoices": {}, "idempotency": {}}
+DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
 
 
 def new_id(prefix):
@@ -110,6 +112,13 @@ class Fake:
         }
         session["url"] = f"http://127.0.0.1:{self.port[0]}/pay/{session['id']}"
         session["_payment_intent_metadata"] = (p.get("payment_intent_data") or {}).get("metadata") or {}
+        sub_data = p.get("subscription_data") or {}
+        session["_subscription_metadata"] = sub_data.get("metadata") or {}
+        session["_trial_days"] = int(sub_data.get("trial_period_days") or 0)
+        intervals = [(i.get("price_data") or {}).get("recurring", {}).get("interval") for i in items]
+        session["_interval"] = next((i for i in intervals if i), None)
+        if p["mode"] == "subscription" and not session["_interval"]:
+            return error(400, "You must provide at least one recurring price in `subscription` mode.")
         STATE["sessions"][session["id"]] = session
         return 200, public(session)
 
@@ -141,6 +150,8 @@ class Fake:
             return error(404, "no such session")
         if s["status"] != "open":
             return error(400, "session is not open")
+        if s["mode"] == "subscription":
+            return self.subscribe(s)
         pi = {"id": new_id("pi"), "object": "payment_intent", "amount": s["amount_total"],
               "currency": s["currency"], "status": "succeeded", "metadata": s["_payment_intent_metadata"],
               "latest_charge": None, "livemode": False}
@@ -153,6 +164,69 @@ class Fake:
         s.update(status="complete", payment_status="paid", payment_intent=pi["id"])
         return 200, {"events": [event("payment_intent.succeeded", pi), event("charge.succeeded", charge),
                                 event("checkout.session.completed", public(s))]}
+
+    def subscribe(self, s):
+        now = int(time.time())
+        trial = s["_trial_days"]
+        end = now + 86400 * (trial or DAYS[s["_interval"]])
+        sub = {"id": new_id("sub"), "object": "subscription", "status": "trialing" if trial else "active",
+               "customer": new_id("cus"), "current_period_start": now, "current_period_end": end,
+               "cancel_at_period_end": False, "canceled_at": None, "ended_at": None,
+               "metadata": s["_subscription_metadata"], "currency": s["currency"], "livemode": False,
+               "items": {"object": "list", "data": [{"id": new_id("si"), "object": "subscription_item",
+                                                     "current_period_start": now, "current_period_end": end}]},
+               "_interval": s["_interval"], "_amount": s["amount_total"]}
+        STATE["subscriptions"][sub["id"]] = sub
+        invoice = self.invoice(sub, 0 if trial else s["amount_total"], now, end)
+        s.update(status="complete", payment_status="no_payment_required" if trial else "paid",
+                 subscription=sub["id"], customer=sub["customer"])
+        return 200, {"events": [event("customer.subscription.created", sub), event("invoice.paid", invoice),
+                                event("checkout.session.completed", public(s))]}
+
+    def invoice(self, sub, amount, start, end):
+        inv = {"id": new_id("in"), "object": "invoice", "status": "paid", "subscription": sub["id"],
+               "customer": sub["customer"], "amount_paid": amount, "currency": sub["currency"],
+               "subscription_details": {"metadata": sub["metadata"]}, "livemode": False,
+               "lines": {"object": "list", "data": [{"id": new_id("il"), "object": "line_item", "amount": amount,
+                                                     "period": {"start": start, "end": end}}]}}
+        STATE["invoices"][inv["id"]] = inv
+        return inv
+
+    def renew(self, sub_id):
+        """A period ends and the next is paid: invoice.paid, then the subscription's update."""
+        sub = STATE["subscriptions"].get(sub_id)
+        if not sub or sub["status"] == "canceled":
+            return error(400, "no such running subscription")
+        start = sub["current_period_end"]
+        end = start + 86400 * DAYS[sub["_interval"]]
+        sub.update(status="active", current_period_start=start, current_period_end=end)
+        sub["items"]["data"][0].update(current_period_start=start, current_period_end=end)
+        invoice = self.invoice(sub, sub["_amount"], start, end)
+        return 200, {"events": [event("invoice.paid", invoice), event("customer.subscription.updated", sub)]}
+
+    def update_subscription(self, sub_id, p):
+        sub = STATE["subscriptions"].get(sub_id)
+        if not sub:
+            return error(404, f"No such subscription: '{sub_id}'", param="id")
+        if "cancel_at_period_end" in p:
+            sub["cancel_at_period_end"] = p["cancel_at_period_end"] == "true"
+            sub["canceled_at"] = int(time.time()) if sub["cancel_at_period_end"] else None
+        return 200, public(sub)
+
+    def delete_subscription(self, sub_id):
+        sub = STATE["subscriptions"].get(sub_id)
+        if not sub:
+            return error(404, f"No such subscription: '{sub_id}'", param="id")
+        sub.update(status="canceled", ended_at=int(time.time()), canceled_at=int(time.time()))
+        return 200, public(sub)
+
+    def end(self, sub_id):
+        """A subscription set to cancel reaches its period's end (or is deleted): its event."""
+        sub = STATE["subscriptions"].get(sub_id)
+        if not sub:
+            return error(404, "no such subscription")
+        sub.update(status="canceled", ended_at=int(time.time()))
+        return 200, {"events": [event("customer.subscription.deleted", sub)]}
 
     def charge_event(self, kind, payment_intent):
         pi = STATE["payment_intents"].get(payment_intent)
@@ -227,7 +301,8 @@ def make_handler(fake):
             if not self.authorised():
                 return
             kinds = {"/v1/checkout/sessions/": "sessions", "/v1/payment_intents/": "payment_intents",
-                     "/v1/charges/": "charges", "/v1/refunds/": "refunds"}
+                     "/v1/charges/": "charges", "/v1/refunds/": "refunds", "/v1/subscriptions/": "subscriptions",
+                     "/v1/invoices/": "invoices"}
             for prefix, kind in kinds.items():
                 if path.startswith(prefix):
                     obj = STATE[kind].get(path[len(prefix):])
@@ -262,16 +337,32 @@ def make_handler(fake):
                     status, body = fake.create_session(params)
                 elif path == "/v1/refunds":
                     status, body = fake.refund(params)
+                elif path.startswith("/v1/subscriptions/"):
+                    status, body = fake.update_subscription(path[len("/v1/subscriptions/"):], params)
                 else:
                     status, body = error(404, f"Unrecognized request URL (POST: {path}).")
                 if key and status < 500:
                     STATE["idempotency"][key] = (digest, status, body)
             self.reply(status, body)
 
+        def do_DELETE(self):
+            path = urllib.parse.urlparse(self.path).path
+            self.body()
+            if not self.authorised():
+                return
+            if path.startswith("/v1/subscriptions/"):
+                with LOCK:
+                    return self.reply(*fake.delete_subscription(path[len("/v1/subscriptions/"):]))
+            self.reply(*error(404, f"Unrecognized request URL (DELETE: {path})."))
+
         def fake_control(self, path, p):
             with LOCK:
                 if path.startswith("/_fake/pay/"):
                     return self.reply(*fake.pay(path[len("/_fake/pay/"):]))
+                if path.startswith("/_fake/renew/"):
+                    return self.reply(*fake.renew(path[len("/_fake/renew/"):]))
+                if path.startswith("/_fake/end/"):
+                    return self.reply(*fake.end(path[len("/_fake/end/"):]))
                 if path == "/_fake/charge-event":
                     return self.reply(*fake.charge_event(p["type"], p["payment_intent"]))
                 if path == "/_fake/requests":
@@ -349,6 +440,22 @@ def selftest():
         raise AssertionError("refunding more than is left must fail")
     except stripe.InvalidRequestError:
         pass
+    sub_session = stripe.checkout.Session.create(
+        mode="subscription", success_url="https://example.com/ok",
+        subscription_data={"metadata": {"order_id": "ord_2"}, "trial_period_days": 7},
+        line_items=[{"quantity": 1, "price_data": {"currency": "eur", "unit_amount": 499,
+                                                   "recurring": {"interval": "month"},
+                                                   "product_data": {"name": "Monthly"}}}])
+    with LOCK:
+        sub_events = Fake("sk_test_self", [port]).pay(sub_session.id)[1]["events"]
+    sub = stripe.Subscription.retrieve(stripe.checkout.Session.retrieve(sub_session.id).subscription)
+    assert sub.status == "trialing" and sub.metadata["order_id"] == "ord_2", sub
+    invoice = stripe.Event.construct_from(sub_events[1], stripe.api_key).data.object
+    assert invoice.object == "invoice" and invoice.subscription == sub.id, invoice
+    canceling = stripe.Subscription.modify(sub.id, cancel_at_period_end=True)
+    assert canceling.cancel_at_period_end is True, canceling
+    ended = stripe.Subscription.cancel(sub.id)
+    assert ended.status == "canceled", ended
     # A delivery signed here verifies with the official library.
     payload = json.dumps(events[-1])
     header = stripe.WebhookSignature.generate_signature_header(payload, "whsec_self")

@@ -1,0 +1,211 @@
+//! Subscriptions bought by orders, as their provider last described them, and the access
+//! they keep: the order's entitlements last until the paid period's end plus a grace. Events
+//! may come late or twice: a period end only moves forward, and a canceled subscription stays
+//! canceled.
+
+use sqlx::FromRow;
+
+use super::{Db, DbError, DbResult, new_id, now_ms};
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Subscription {
+    pub id: String,
+    pub tenant_id: String,
+    pub order_id: String,
+    pub customer_id: String,
+    pub provider: String,
+    pub provider_ref: String,
+    pub status: String,
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What the provider says of a subscription now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionState<'a> {
+    pub provider_ref: &'a str,
+    pub status: &'a str,
+    /// Milliseconds.
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: Option<bool>,
+}
+
+const COLUMNS: &str = "id, tenant_id, order_id, customer_id, provider, provider_ref, status, \
+     current_period_end, cancel_at_period_end, created_at, updated_at";
+
+/// Statuses after which a subscription gives no access.
+const ENDED: &[&str] = &["canceled", "unpaid", "incomplete_expired"];
+
+impl Db {
+    /// Records `state` for the subscription of `order_id`; returns it as stored.
+    pub async fn note_subscription(
+        &self,
+        tenant_id: &str,
+        order_id: &str,
+        state: &SubscriptionState<'_>,
+    ) -> DbResult<Subscription> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let (customer,): (String,) =
+            sqlx::query_as("SELECT customer_id FROM orders WHERE id = $1 AND tenant_id = $2")
+                .bind(order_id)
+                .bind(tenant_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(DbError::NotFound("order"))?;
+        sqlx::query(&format!(
+            "INSERT INTO subscriptions ({COLUMNS}) \
+             VALUES ($1, $2, $3, $4, 'stripe', $5, $6, $7, COALESCE($8, 0), $9, $9) \
+             ON CONFLICT (tenant_id, provider, provider_ref) DO UPDATE SET \
+             status = CASE WHEN subscriptions.status IN ('canceled', 'incomplete_expired') \
+                 THEN subscriptions.status ELSE $6 END, \
+             current_period_end = CASE WHEN subscriptions.current_period_end IS NULL \
+                 OR $7 > subscriptions.current_period_end THEN $7 \
+                 ELSE subscriptions.current_period_end END, \
+             cancel_at_period_end = COALESCE($8, subscriptions.cancel_at_period_end), \
+             updated_at = $9"
+        ))
+        .bind(new_id())
+        .bind(tenant_id)
+        .bind(order_id)
+        .bind(&customer)
+        .bind(state.provider_ref)
+        .bind(state.status)
+        .bind(state.current_period_end)
+        .bind(state.cancel_at_period_end.map(i64::from))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let sub: Subscription = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 AND provider = 'stripe' \
+             AND provider_ref = $2"
+        ))
+        .bind(tenant_id)
+        .bind(state.provider_ref)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(sub)
+    }
+
+    /// The subscription an order bought, if known yet.
+    pub async fn subscription_of_order(&self, order_id: &str) -> DbResult<Option<Subscription>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE order_id = $1"
+        ))
+        .bind(order_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn get_subscription(&self, tenant_id: &str, id: &str) -> DbResult<Subscription> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE id = $1 AND tenant_id = $2"
+        ))
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(DbError::NotFound("subscription"))
+    }
+
+    /// The order of a provider's subscription, for events that name only the subscription.
+    pub async fn order_of_subscription(
+        &self,
+        tenant_id: &str,
+        provider_ref: &str,
+    ) -> DbResult<Option<String>> {
+        Ok(sqlx::query_as::<_, (String,)>(
+            "SELECT order_id FROM subscriptions WHERE tenant_id = $1 AND provider_ref = $2",
+        )
+        .bind(tenant_id)
+        .bind(provider_ref)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|(o,)| o))
+    }
+
+    pub async fn list_subscriptions(
+        &self,
+        tenant_id: &str,
+        customer_id: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> DbResult<Vec<Subscription>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 \
+             AND ($2 = '' OR customer_id = $2) AND id > $3 ORDER BY id LIMIT $4"
+        ))
+        .bind(tenant_id)
+        .bind(customer_id.unwrap_or(""))
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Sets how long the order's entitlements last from its subscription: to its period end
+    /// plus `grace_ms` while it runs (never shortened by a late event), to now once it ended.
+    /// Returns what it did.
+    pub async fn apply_subscription_access(
+        &self,
+        sub: &Subscription,
+        grace_ms: i64,
+    ) -> DbResult<String> {
+        let now = now_ms();
+        if ENDED.contains(&sub.status.as_str()) {
+            let n = sqlx::query(
+                "UPDATE entitlements SET expires_at = $1 WHERE order_id = $2 \
+                 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)",
+            )
+            .bind(now)
+            .bind(&sub.order_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            return Ok(format!(
+                "subscription {}: {n} entitlements ended",
+                sub.status
+            ));
+        }
+        let Some(end) = sub.current_period_end else {
+            return Ok(format!("subscription {}: no period yet", sub.status));
+        };
+        let until = end + grace_ms;
+        let n = sqlx::query(
+            "UPDATE entitlements SET expires_at = $1 WHERE order_id = $2 \
+             AND revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at < $1",
+        )
+        .bind(until)
+        .bind(&sub.order_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(format!(
+            "subscription {}: {n} entitlements extended to the period end",
+            sub.status
+        ))
+    }
+
+    /// Records the provider's answer to a cancel request.
+    pub async fn set_subscription_cancel(
+        &self,
+        id: &str,
+        status: &str,
+        cancel_at_period_end: bool,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE subscriptions SET status = CASE WHEN status = 'canceled' THEN status \
+             ELSE $1 END, cancel_at_period_end = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(status)
+        .bind(i64::from(cancel_at_period_end))
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
