@@ -116,3 +116,15 @@ CREATE TABLE subscriptions (
     UNIQUE (tenant_id, provider, provider_ref)
 );
 CREATE INDEX subscriptions_by_order ON subscriptions (order_id);
+
+-- Publishable keys (fcp_…): a tenant's key for viewers' browsers, good only for carts and
+-- checkout. Only the SHA-256 of the secret is kept, as for API keys.
+CREATE TABLE publishable_keys (
+    id           TEXT PRIMARY KEY,
+    tenant_id    TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    prefix       TEXT NOT NULL,
+    secret_hash  TEXT NOT NULL UNIQUE,
+    created_at   BIGINT NOT NULL,
+    revoked_at   BIGINT
+);
+CREATE INDEX publishable_keys_by_tenant ON publishable_keys (tenant_id, id);

@@ -1285,3 +1285,219 @@ async fn a_subscription_renews_and_ends_at_its_period_end() {
     assert_eq!(subs["data"][0]["status"], "canceled");
     server.stop().await;
 }
+
+/// The whole story: a creator sells a pay-per-view live stream with a 20 % code; a viewer,
+/// in headless Chromium with the tenant's publishable key, fills a cart, applies the code,
+/// checks out and pays on the (fake) Stripe page; the signed webhook comes; the viewer's token
+/// now gets the key and hls.js plays the broadcast; a full refund follows, and the next key
+/// request is denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_buys_in_chromium_plays_with_hls_js_and_a_refund_takes_the_key_away() {
+    let server = TestServer::start_with(|c| c.commerce.allow_plain_http_providers = true).await;
+    let stripe = FakeStripe::start();
+    let (tenant_id, key) = server.create_tenant("Creator").await;
+    let (status, stream) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(&key),
+            Some(json!({"playback_policy": "signed", "ladder": "passthrough", "record": false})),
+        )
+        .await;
+    assert_eq!(status, 201, "{stream}");
+    let playback_id = stream["playback_id"].as_str().unwrap().to_string();
+    let (status, _) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{playback_id}"),
+            Some(&key),
+            Some(json!({"requires_entitlement": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, provider) = server
+        .call(
+            "PUT",
+            "/v1/payment-providers/stripe",
+            Some(&key),
+            Some(json!({"secret_key": common::stripe::SECRET_KEY,
+                "webhook_secret": common::stripe::WEBHOOK_SECRET, "base_url": stripe.base_url})),
+        )
+        .await;
+    stripe
+        .send_events_to(provider["webhook_url"].as_str().unwrap())
+        .await;
+    assert!(
+        provider["webhook_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&tenant_id)
+    );
+    let product = post(
+        &server,
+        &key,
+        "/v1/products",
+        json!({"name": "Cup final live", "playback_ids": [playback_id]}),
+    )
+    .await;
+    let price = post(
+        &server,
+        &key,
+        "/v1/prices",
+        json!({"product_id": product["id"], "type": "one_time", "unit_amount": 999, "currency": "eur"}),
+    )
+    .await;
+    post(
+        &server,
+        &key,
+        "/v1/tax-rates",
+        json!({"country": "DE", "percentage": "19"}),
+    )
+    .await;
+    post(
+        &server,
+        &key,
+        "/v1/discount-codes",
+        json!({"code": "FINAL20", "percent_off": "20"}),
+    )
+    .await;
+    let publishable = post(&server, &key, "/v1/publishable-keys", json!({})).await;
+    let publishable = publishable["key"].as_str().unwrap().to_string();
+    // The publishable key does carts and checkout, and nothing else.
+    for path in [
+        "/v1/orders",
+        "/v1/products",
+        "/v1/entitlements",
+        "/v1/live-streams",
+    ] {
+        let (status, _) = server.call("GET", path, Some(&publishable), None).await;
+        assert_eq!(status, 401, "{path}");
+    }
+
+    // The broadcast is live.
+    let publish_url = format!(
+        "{}/{}",
+        stream["rtmp_url"].as_str().unwrap(),
+        stream["stream_key"].as_str().unwrap()
+    );
+    let _ffmpeg = common::media::ffmpeg_publish(&publish_url, 640, 360, 60);
+
+    // The viewer buys in the browser.
+    let bought = common::media::browser_script(
+        "checkout.cjs",
+        vec![
+            server.url(""),
+            publishable.clone(),
+            price["id"].as_str().unwrap().to_string(),
+            "final20".into(),
+            "fan@example.com".into(),
+        ],
+        90,
+    )
+    .await;
+    eprintln!("checkout in Chromium: {bought}");
+    assert_eq!(bought["error"], Value::Null, "{bought}");
+    assert_eq!(
+        (&bought["cart"]["discount"], &bought["cart"]["total"]),
+        (&json!(200), &json!(951))
+    );
+    assert!(
+        bought["hosted"].as_str().unwrap().contains("951 eur"),
+        "{bought}"
+    );
+    assert!(
+        bought["landed"]
+            .as_str()
+            .unwrap()
+            .contains("/healthz?paid="),
+        "{bought}"
+    );
+    let order_id = bought["checkout"]["order_id"].as_str().unwrap();
+    let customer = bought["checkout"]["customer_id"].as_str().unwrap();
+    assert_eq!(order(&server, &key, order_id).await["status"], "paid");
+
+    // The buyer's token plays: hls.js gets the key.
+    let (_, t) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(&key),
+            Some(json!({"playback_id": playback_id, "viewer": customer, "expires_in": 600})),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap().to_string();
+    common::media::eventually(
+        "the master playlist",
+        std::time::Duration::from_secs(30),
+        || async {
+            let (status, _) = server
+                .get_text(&format!("/hls/{playback_id}/master.m3u8?token={token}"))
+                .await;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    let played = common::media::browser_play(
+        &server.url(&format!("/play/{playback_id}?token={token}")),
+        4,
+        40,
+    )
+    .await;
+    played.assert_plays(4.0, common::media::Encrypted::Yes);
+    let (_, media) = server
+        .get_text(&format!(
+            "/hls/{playback_id}/source/index.m3u8?token={token}"
+        ))
+        .await;
+    let key_uri = media
+        .split("URI=\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no key in {media}"))
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let key_status = |uri: String| {
+        let client = server.client.clone();
+        async move { client.get(&uri).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(key_status(key_uri.clone()).await, 200);
+    // Another viewer's token gets no key.
+    let (_, other) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(&key),
+            Some(json!({"playback_id": playback_id, "viewer": "freeloader"})),
+        )
+        .await;
+    let other_uri = key_uri.replace(&token, other["token"].as_str().unwrap());
+    assert_eq!(key_status(other_uri).await, 403);
+
+    // A full refund, from Stripe: the next key request is denied.
+    let (_, o) = server
+        .call("GET", &format!("/v1/orders/{order_id}"), Some(&key), None)
+        .await;
+    assert_eq!(o["amount_refunded"], 0);
+    let (_, inbox) = server
+        .call("GET", "/v1/webhook-events", Some(&key), None)
+        .await;
+    let payment = inbox["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "payment_intent.succeeded")
+        .expect("the payment's events arrived");
+    assert_eq!(payment["verified"], true);
+    let (status, o) = server
+        .call(
+            "POST",
+            &format!("/v1/orders/{order_id}/refunds"),
+            Some(&key),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!((status, &o["status"]), (200, &json!("refunded")), "{o}");
+    assert_eq!(key_status(key_uri).await, 403);
+    server.stop().await;
+}

@@ -162,6 +162,63 @@ impl FromRequestParts<AppState> for Tenant {
     }
 }
 
+/// A caller of the cart and checkout endpoints: a tenant's API key, or its publishable key
+/// (`fcp_…`, made for viewers' browsers) that can do nothing else.
+#[derive(Debug)]
+pub struct Shop {
+    pub tenant_id: String,
+    /// The caller holds only a publishable key.
+    pub publishable: bool,
+}
+
+/// A publishable key's secret: 30 random bytes, like API keys.
+pub fn generate_publishable() -> GeneratedKey {
+    let mut raw = [0u8; 30];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    let secret = format!(
+        "fcp_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    GeneratedKey {
+        prefix: secret[..12].to_string(),
+        hash: hash_hex(&secret),
+        secret,
+    }
+}
+
+impl FromRequestParts<AppState> for Shop {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let publishable = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(bearer)
+            .filter(|s| s.starts_with("fcp_"));
+        if let Some(secret) = publishable {
+            let tenant_id = state
+                .jobs
+                .db
+                .publishable_key_tenant(&hash_hex(secret))
+                .await?
+                .ok_or_else(|| {
+                    ApiError::Unauthorized("invalid or revoked publishable key".into())
+                })?;
+            tracing::Span::current().record("tenant", tenant_id.as_str());
+            return Ok(Shop {
+                tenant_id,
+                publishable: true,
+            });
+        }
+        let t = Tenant::from_request_parts(parts, state).await?;
+        Ok(Shop {
+            tenant_id: t.tenant_id,
+            publishable: false,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::access::{ClientIp, viewer_country};
-use super::auth::Tenant;
+use super::auth::Shop;
 use super::catalogue::{country_code, normalise_code, region_code};
 use super::{AppState, Json, Path};
 use crate::commerce::cart::{self, PricedCart};
@@ -144,7 +144,7 @@ async fn priced(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<CartVi
     responses((status = 201, body = CartView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn create_cart(
     State(state): State<AppState>,
-    caller: Tenant,
+    caller: Shop,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Json(body): Json<CreateCart>,
@@ -189,7 +189,7 @@ pub async fn create_cart(
     responses((status = 200, body = CartView), (status = 404, body = ErrorBody)))]
 pub async fn get_cart(
     State(state): State<AppState>,
-    caller: Tenant,
+    caller: Shop,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CartView>> {
     Ok(Json(priced(&state, &caller.tenant_id, &id).await?))
@@ -211,7 +211,7 @@ pub struct SetCartItem {
         (status = 409, body = ErrorBody)))]
 pub async fn set_item(
     State(state): State<AppState>,
-    caller: Tenant,
+    caller: Shop,
     Path(id): Path<String>,
     Json(body): Json<SetCartItem>,
 ) -> ApiResult<Json<CartView>> {
@@ -277,7 +277,7 @@ pub struct ApplyCode {
     responses((status = 200, body = CartView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn apply_code(
     State(state): State<AppState>,
-    caller: Tenant,
+    caller: Shop,
     Path(id): Path<String>,
     Json(body): Json<ApplyCode>,
 ) -> ApiResult<Json<CartView>> {
@@ -314,7 +314,7 @@ pub async fn apply_code(
     responses((status = 200, body = CartView), (status = 404, body = ErrorBody)))]
 pub async fn remove_code(
     State(state): State<AppState>,
-    caller: Tenant,
+    caller: Shop,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CartView>> {
     let db = &state.jobs.db;

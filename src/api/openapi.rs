@@ -37,7 +37,8 @@ use super::{
         orders::put_provider, orders::list_providers, orders::checkout, orders::get_order,
         orders::list_orders, orders::refund, provider_webhooks::stripe_in,
         provider_webhooks::list_events, provider_webhooks::replay,
-        subscriptions::list, subscriptions::cancel,
+        subscriptions::list, subscriptions::cancel, orders::create_publishable_key,
+        orders::list_publishable_keys, orders::revoke_publishable_key,
     ),
     modifiers(&BearerKeys),
     tags(

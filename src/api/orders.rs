@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::Tenant;
+use super::auth::{Shop, Tenant};
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::commerce::cart::{self, CodeFacts, check_code};
 use crate::commerce::money::Currency;
@@ -210,10 +210,15 @@ fn web_url(what: &str, u: &str) -> ApiResult<()> {
         (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn checkout(
     State(state): State<AppState>,
-    caller: Tenant,
+    caller: Shop,
     Path(id): Path<String>,
     Json(body): Json<Checkout>,
 ) -> ApiResult<(StatusCode, Json<CheckoutView>)> {
+    if caller.publishable && body.customer_id.is_some() {
+        return Err(ApiError::Forbidden(
+            "a publishable key cannot name a customer: give the buyer's email".into(),
+        ));
+    }
     if body.provider != "stripe" {
         return Err(ApiError::invalid(
             "provider must be stripe (PayPal and Coinbase Commerce are not built yet)",
@@ -377,6 +382,79 @@ pub async fn checkout(
             currency: order.currency.to_ascii_lowercase(),
         }),
     ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublishableKeyView {
+    pub id: String,
+    /// The key itself, shown only when it is made.
+    pub key: Option<String>,
+    pub prefix: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl From<db::PublishableKey> for PublishableKeyView {
+    fn from(k: db::PublishableKey) -> Self {
+        Self {
+            id: k.id,
+            key: None,
+            prefix: k.prefix,
+            created_at: rfc3339(k.created_at),
+            revoked_at: k.revoked_at.map(rfc3339),
+        }
+    }
+}
+
+/// Make a publishable key (`fcp_…`) for viewers' browsers: it can create carts, fill them,
+/// apply codes and check out, and nothing else.
+#[utoipa::path(post, path = "/v1/publishable-keys", tag = "commerce", security(("api_key" = [])),
+    responses((status = 201, body = PublishableKeyView)))]
+pub async fn create_publishable_key(
+    State(state): State<AppState>,
+    caller: Tenant,
+) -> ApiResult<(StatusCode, Json<PublishableKeyView>)> {
+    let generated = super::auth::generate_publishable();
+    let k = state
+        .jobs
+        .db
+        .create_publishable_key(&caller.tenant_id, &generated.prefix, &generated.hash)
+        .await?;
+    let mut view = PublishableKeyView::from(k);
+    view.key = Some(generated.secret);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[utoipa::path(get, path = "/v1/publishable-keys", tag = "commerce", security(("api_key" = [])),
+    responses((status = 200, body = List<PublishableKeyView>)))]
+pub async fn list_publishable_keys(
+    State(state): State<AppState>,
+    caller: Tenant,
+) -> ApiResult<Json<List<PublishableKeyView>>> {
+    let keys = state
+        .jobs
+        .db
+        .list_publishable_keys(&caller.tenant_id)
+        .await?;
+    Ok(Json(List {
+        data: keys.into_iter().map(Into::into).collect(),
+        next_cursor: None,
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/publishable-keys/{id}", tag = "commerce", security(("api_key" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn revoke_publishable_key(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .jobs
+        .db
+        .revoke_publishable_key(&caller.tenant_id, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -113,6 +113,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orders", get(orders::list_orders))
         .route("/v1/orders/{id}", get(orders::get_order))
         .route("/v1/orders/{id}/refunds", post(orders::refund))
+        .route(
+            "/v1/publishable-keys",
+            post(orders::create_publishable_key).get(orders::list_publishable_keys),
+        )
+        .route(
+            "/v1/publishable-keys/{id}",
+            axum::routing::delete(orders::revoke_publishable_key),
+        )
         .route("/v1/subscriptions", get(subscriptions::list))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
         .route("/v1/payment-providers", get(orders::list_providers))

@@ -716,3 +716,79 @@ impl Db {
         Ok(())
     }
 }
+
+/// A publishable key as stored (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct PublishableKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub prefix: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl Db {
+    pub async fn create_publishable_key(
+        &self,
+        tenant_id: &str,
+        prefix: &str,
+        secret_hash: &str,
+    ) -> DbResult<PublishableKey> {
+        let k = PublishableKey {
+            id: new_id(),
+            tenant_id: tenant_id.into(),
+            prefix: prefix.into(),
+            created_at: now_ms(),
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO publishable_keys (id, tenant_id, prefix, secret_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&k.id)
+        .bind(&k.tenant_id)
+        .bind(&k.prefix)
+        .bind(secret_hash)
+        .bind(k.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(k)
+    }
+
+    /// The tenant of an unrevoked publishable key, by its secret's hash.
+    pub async fn publishable_key_tenant(&self, secret_hash: &str) -> DbResult<Option<String>> {
+        Ok(sqlx::query_as::<_, (String,)>(
+            "SELECT tenant_id FROM publishable_keys WHERE secret_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(secret_hash)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|(t,)| t))
+    }
+
+    pub async fn list_publishable_keys(&self, tenant_id: &str) -> DbResult<Vec<PublishableKey>> {
+        Ok(sqlx::query_as(
+            "SELECT id, tenant_id, prefix, created_at, revoked_at FROM publishable_keys \
+             WHERE tenant_id = $1 ORDER BY id LIMIT 1000",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn revoke_publishable_key(&self, tenant_id: &str, id: &str) -> DbResult<()> {
+        let done = sqlx::query(
+            "UPDATE publishable_keys SET revoked_at = $1 \
+             WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(tenant_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound("publishable key"));
+        }
+        Ok(())
+    }
+}

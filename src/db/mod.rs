@@ -23,7 +23,8 @@ use sqlx::{AnyPool, Executor};
 
 pub use analytics::{FILTER_COLUMNS, RollupGroup, StartupSample, StoredView};
 pub use commerce::{
-    Cart, CartItem, Customer, DiscountCode, MAX_CART_ITEMS, NewPrice, Price, Product, TaxRate,
+    Cart, CartItem, Customer, DiscountCode, MAX_CART_ITEMS, NewPrice, Price, Product,
+    PublishableKey, TaxRate,
 };
 pub use concurrency::Peak;
 pub use live::{

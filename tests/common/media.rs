@@ -342,27 +342,39 @@ async fn run_player(
 /// Returns the page's JSON: `{sessionId, startupMs, playedS, fatal}`.
 #[allow(dead_code)] // not every test binary uses it
 pub async fn browser_cmcd_v2(base: &str, playback_id: &str, seconds: u32, timeout_s: u32) -> Value {
+    browser_script(
+        "cmcd_v2.cjs",
+        vec![
+            base.to_string(),
+            playback_id.to_string(),
+            seconds.to_string(),
+            timeout_s.to_string(),
+        ],
+        u64::from(timeout_s) + 60,
+    )
+    .await
+}
+
+/// Runs `tests/browser/{script}` with `args` under node (its Chromium headless), killed past
+/// `timeout_s`; returns the JSON line it prints.
+pub async fn browser_script(script: &str, args: Vec<String>, timeout_s: u64) -> Value {
     let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
         format!(
             "{}/.cache/ferrocast/npm/node_modules",
             std::env::var("HOME").unwrap()
         )
     });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/cmcd_v2.cjs");
-    let args = [
-        script.to_string(),
-        base.to_string(),
-        playback_id.to_string(),
-        seconds.to_string(),
-        timeout_s.to_string(),
-    ];
+    let path = format!("{}/tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
+    let what =
+        format!("node {script} (Debian packages nodejs npm chromium; make test installs them)");
     let out = tokio::task::spawn_blocking(move || {
         super::output_within(
             Command::new("node")
                 .env("NODE_PATH", &node_modules)
+                .arg(&path)
                 .args(&args),
-            Duration::from_secs(u64::from(timeout_s) + 60),
-            "node cmcd_v2.cjs (Debian packages nodejs npm chromium; make test installs them)",
+            Duration::from_secs(timeout_s),
+            &what,
         )
     })
     .await
@@ -374,7 +386,7 @@ pub async fn browser_cmcd_v2(base: &str, playback_id: &str, seconds: u32, timeou
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
         panic!(
-            "no JSON from cmcd_v2.cjs: {}",
+            "no JSON from {script}: {}",
             String::from_utf8_lossy(&out.stdout)
         )
     })

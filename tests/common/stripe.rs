@@ -151,6 +151,15 @@ impl FakeStripe {
         assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
     }
 
+    /// Where payments made on the hosted page send their events.
+    pub async fn send_events_to(&self, webhook_url: &str) {
+        self.control(
+            "config",
+            json!({"webhook_url": webhook_url, "webhook_secret": WEBHOOK_SECRET}),
+        )
+        .await;
+    }
+
     /// The idempotency keys Ferrocast's requests carried.
     pub async fn idempotency_keys(&self) -> Vec<String> {
         self.control("requests", json!({})).await["idempotency_keys"]

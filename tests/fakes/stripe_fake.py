@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import stripe
 
 LOCK = threading.Lock()
+# Where the hosted page's payments send their events (set by /_fake/config).
+WEBHOOK = {"url": None, "secret": None}
 STATE = {"sessions": {}, "payment_intents": {}, "charges": {}, "refunds": {}, "subscriptions": {},
          "invoices": {}, "idempotency": {}}
 DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
@@ -298,6 +300,8 @@ def make_handler(fake):
 
         def do_GET(self):
             path = urllib.parse.urlparse(self.path).path
+            if path.startswith("/pay/"):
+                return self.hosted_page(path[len("/pay/"):])
             if not self.authorised():
                 return
             kinds = {"/v1/checkout/sessions/": "sessions", "/v1/payment_intents/": "payment_intents",
@@ -311,11 +315,41 @@ def make_handler(fake):
                     return self.reply(*error(404, f"No such {kind[:-1]}: '{path[len(prefix):]}'"))
             self.reply(*error(404, f"Unrecognized request URL (GET: {path})."))
 
+        def hosted_page(self, session_id):
+            """Stripe's hosted checkout, as far as a buyer sees it: the amount and a pay button."""
+            s = STATE["sessions"].get(session_id)
+            if not s:
+                return self.reply(*error(404, "no such session"))
+            amount = s["amount_total"]
+            html = (f"<!doctype html><title>Pay</title><h1>Pay {amount} {s['currency']} (minor units)</h1>"
+                    f"<form method=post action='/pay/{session_id}'><button id=pay>Pay</button></form>").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(html)))
+            self.end_headers()
+            self.wfile.write(html)
+
+        def pay_and_return(self, session_id):
+            """The buyer pays: the session completes, its events go to the webhook, in order,
+            and the browser goes back to the success URL."""
+            with LOCK:
+                status, body = fake.pay(session_id)
+            if status != 200:
+                return self.reply(status, body)
+            if WEBHOOK["url"]:
+                deliver(WEBHOOK["url"], WEBHOOK["secret"], body["events"])
+            self.send_response(303)
+            self.send_header("Location", STATE["sessions"][session_id]["success_url"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def do_POST(self):
             path = urllib.parse.urlparse(self.path).path
             raw = self.body()
             if raw is None:
                 return self.reply(*error(413, "request too large"))
+            if path.startswith("/pay/"):
+                return self.pay_and_return(path[len("/pay/"):])
             if path.startswith("/_fake/"):
                 return self.fake_control(path, json.loads(raw or "{}"))
             if not self.authorised():
@@ -365,6 +399,9 @@ def make_handler(fake):
                     return self.reply(*fake.end(path[len("/_fake/end/"):]))
                 if path == "/_fake/charge-event":
                     return self.reply(*fake.charge_event(p["type"], p["payment_intent"]))
+                if path == "/_fake/config":
+                    WEBHOOK.update(url=p["webhook_url"], secret=p["webhook_secret"])
+                    return self.reply(200, {"ok": True})
                 if path == "/_fake/requests":
                     return self.reply(200, {"idempotency_keys": sorted(STATE["idempotency"])})
             if path == "/_fake/deliver":
