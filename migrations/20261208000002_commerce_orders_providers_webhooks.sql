@@ -128,3 +128,36 @@ CREATE TABLE publishable_keys (
     revoked_at   BIGINT
 );
 CREATE INDEX publishable_keys_by_tenant ON publishable_keys (tenant_id, id);
+
+-- Invoices and credit notes, immutable once issued, numbered per tenant and kind without
+-- gaps: the counter moves in the transaction that stores the document.
+CREATE TABLE invoice_counters (
+    tenant_id  TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    kind       TEXT NOT NULL,
+    last       BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, kind)
+);
+
+CREATE TABLE invoices (
+    id             TEXT PRIMARY KEY,
+    tenant_id      TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    kind           TEXT NOT NULL CHECK (kind IN ('invoice', 'credit_note')),
+    number         TEXT NOT NULL,
+    order_id       TEXT NOT NULL,
+    customer_id    TEXT NOT NULL,
+    customer_email TEXT,
+    country        TEXT,
+    currency       TEXT NOT NULL,
+    -- JSON: the lines as issued.
+    lines          TEXT NOT NULL,
+    subtotal       BIGINT NOT NULL,
+    discount       BIGINT NOT NULL,
+    tax            BIGINT NOT NULL,
+    total          BIGINT NOT NULL,
+    -- Credit notes: the order's refunded total this one brings its credits to; 0 for invoices.
+    covers         BIGINT NOT NULL,
+    issued_at      BIGINT NOT NULL,
+    UNIQUE (tenant_id, kind, number),
+    UNIQUE (order_id, kind, covers)
+);
+CREATE INDEX invoices_by_tenant ON invoices (tenant_id, id);

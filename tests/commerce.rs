@@ -590,7 +590,7 @@ async fn paid_setup(server: &TestServer, stripe: &FakeStripe) -> (String, Media,
         server,
         &key,
         "/v1/products",
-        json!({"name": "Cup final", "playback_ids": [media.playback_id]}),
+        json!({"name": "Cup <final> & \"more\"", "playback_ids": [media.playback_id]}),
     )
     .await;
     let price = post(
@@ -829,6 +829,47 @@ async fn paying_gets_the_key_and_a_full_refund_takes_it_away(server: &TestServer
                 .count()
                 == 2,
         "{keys:?}"
+    );
+
+    // Its invoice, and a credit note per refund: numbered in sequence, the refunds' tax the
+    // order's own (500 of 951 carries 500 × 152 / 951 = 79.9 → 80 of tax; the rest 72).
+    let (_, docs) = server
+        .call("GET", &format!("/v1/invoices?order_id={order_id}"), Some(&key), None)
+        .await;
+    let docs = docs["data"].as_array().unwrap().clone();
+    let summary: Vec<(String, i64, i64)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["number"].as_str().unwrap().to_string(),
+                d["total"].as_i64().unwrap(),
+                d["tax"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("INV-000001".to_string(), 951, 152),
+            ("CN-000001".to_string(), 500, 80),
+            ("CN-000002".to_string(), 451, 72),
+        ],
+        "{docs:?}"
+    );
+    assert_eq!(docs[0]["lines"][0]["tax_rate"], "19");
+    let page = server
+        .client
+        .get(server.url(&format!("/v1/invoices/{}.html", docs[0]["id"].as_str().unwrap())))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Invoice INV-000001") && page.contains("9.51 EUR"), "{page}");
+    assert!(
+        page.contains("Cup &lt;final&gt; &amp; &quot;more&quot;") && !page.contains("<final>"),
+        "the product name is escaped: {page}"
     );
 
     // The customer used FINAL20 once (max_per_customer 1) — but that order is refunded now,

@@ -12,6 +12,7 @@ mod cmcd_reports;
 mod delivery;
 pub mod delivery_cache;
 mod health;
+mod invoices;
 pub mod live;
 mod objects;
 pub mod openapi;

@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    Json, analytics, assets, audience, carts, catalogue, cmcd_reports, health, live, orders,
-    provider_webhooks, security, subscriptions, tenants,
+    Json, analytics, assets, audience, carts, catalogue, cmcd_reports, health, invoices, live,
+    orders, provider_webhooks, security, subscriptions, tenants,
 };
 
 #[derive(OpenApi)]
@@ -38,7 +38,7 @@ use super::{
         orders::list_orders, orders::refund, provider_webhooks::stripe_in,
         provider_webhooks::list_events, provider_webhooks::replay,
         subscriptions::list, subscriptions::cancel, orders::create_publishable_key,
-        orders::list_publishable_keys, orders::revoke_publishable_key,
+        orders::list_publishable_keys, orders::revoke_publishable_key, invoices::list, invoices::get,
     ),
     modifiers(&BearerKeys),
     tags(

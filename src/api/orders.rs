@@ -630,6 +630,7 @@ pub async fn refund(
     let result = db
         .record_refund(&caller.tenant_id, &order.id, order.refunded + amount)
         .await?;
+    crate::commerce::invoicing::settle(db, &caller.tenant_id, &order.id).await?;
     tracing::info!(order = %order.id, amount, %result, "refund");
     let o = db.get_order(&caller.tenant_id, &id).await?;
     Ok(Json(order_view(db, o).await?))

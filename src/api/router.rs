@@ -14,9 +14,9 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use super::{
-    AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, delivery, health, live,
-    objects, openapi, orders, player, provider_webhooks, security, stills, subscriptions,
-    telemetry, tenants, uploads, whep, whip,
+    AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, delivery, health,
+    invoices, live, objects, openapi, orders, player, provider_webhooks, security, stills,
+    subscriptions, telemetry, tenants, uploads, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -121,6 +121,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/publishable-keys/{id}",
             axum::routing::delete(orders::revoke_publishable_key),
         )
+        .route("/v1/invoices", get(invoices::list))
+        .route("/v1/invoices/{id}", get(invoices::get))
         .route("/v1/subscriptions", get(subscriptions::list))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
         .route("/v1/payment-providers", get(orders::list_providers))

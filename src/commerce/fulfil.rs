@@ -57,6 +57,12 @@ pub async fn apply_stripe(
     match result {
         // An order of another tenant, or none: nothing to do, and nothing to retry.
         Err(DbError::NotFound(_)) => Ok(format!("{}: no such order here", event.kind)),
+        Ok(done) => {
+            // Its invoice once paid, a credit note for a refund: issued once, so an event
+            // retried after a failure here issues what is missing and nothing twice.
+            super::invoicing::settle(db, tenant_id, order_id).await?;
+            Ok(done)
+        }
         other => other,
     }
 }

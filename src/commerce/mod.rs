@@ -6,5 +6,6 @@
 
 pub mod cart;
 pub mod fulfil;
+pub mod invoicing;
 pub mod money;
 pub mod stripe;

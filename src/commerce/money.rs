@@ -189,6 +189,15 @@ impl fmt::Display for Rate {
     }
 }
 
+/// `amount × part ÷ whole`, rounded half-up (all ≥ 0; 0 when `whole` is 0): a share of a
+/// stored amount in a stored proportion.
+pub fn share(amount: i64, part: i64, whole: i64) -> i64 {
+    if whole <= 0 || amount <= 0 || part <= 0 {
+        return 0;
+    }
+    round_half_up(i128::from(amount) * i128::from(part), i128::from(whole))
+}
+
 /// `n / d` rounded half-up, for `n ≥ 0` and `d > 0`.
 fn round_half_up(n: i128, d: i128) -> i64 {
     debug_assert!(n >= 0 && d > 0);

@@ -7,6 +7,7 @@
 mod analytics;
 mod commerce;
 mod concurrency;
+mod invoices;
 mod live;
 mod orders;
 pub mod rollup;
@@ -27,6 +28,7 @@ pub use commerce::{
     PublishableKey, TaxRate,
 };
 pub use concurrency::Peak;
+pub use invoices::{Invoice, InvoiceLine};
 pub use live::{
     Asset, LiveState, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, ScopeRules,
     StoredContentKey, TargetCache,

@@ -112,7 +112,7 @@ const CLAIM_LAPSE_MS: i64 = 60_000;
 impl Db {
     /// A transaction that writes: on SQLite it takes the write lock first, so two changes to
     /// one order are serialised (PostgreSQL locks the row at the first UPDATE).
-    async fn write_tx(&self) -> DbResult<sqlx::Transaction<'static, sqlx::Any>> {
+    pub(super) async fn write_tx(&self) -> DbResult<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.backend {
             super::Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             super::Backend::Postgres => self.pool.begin().await?,
