@@ -52,7 +52,7 @@ test: apt-deps node-deps py-deps rust-toolchain test-tools lint
 
 # Benchmarks against their peers (ffmpeg, nginx-rtmp, nginx), one table in benches/results.md.
 # About 50 minutes: media runs in real time. One section: cargo bench --bench NAME.
-bench: apt-deps bench-deps node-deps rust-toolchain
+bench: apt-deps bench-deps node-deps py-deps rust-toolchain
 	cargo bench --locked --bench ladder
 	cargo bench --locked --bench ingest
 	cargo bench --locked --bench vod
@@ -60,6 +60,7 @@ bench: apt-deps bench-deps node-deps rust-toolchain
 	cargo bench --locked --bench keys
 	cargo bench --locked --bench webrtc
 	TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$(.ci/postgres-url)}" cargo bench --locked --bench analytics
+	cargo bench --locked --bench commerce
 
 # The benchmarks' peers, and perf (CPU time of a process to the nanosecond). Debian's nginx
 # package starts its default site on port 80 where services start on install;

@@ -834,7 +834,12 @@ async fn paying_gets_the_key_and_a_full_refund_takes_it_away(server: &TestServer
     // Its invoice, and a credit note per refund: numbered in sequence, the refunds' tax the
     // order's own (500 of 951 carries 500 × 152 / 951 = 79.9 → 80 of tax; the rest 72).
     let (_, docs) = server
-        .call("GET", &format!("/v1/invoices?order_id={order_id}"), Some(&key), None)
+        .call(
+            "GET",
+            &format!("/v1/invoices?order_id={order_id}"),
+            Some(&key),
+            None,
+        )
         .await;
     let docs = docs["data"].as_array().unwrap().clone();
     let summary: Vec<(String, i64, i64)> = docs
@@ -859,14 +864,20 @@ async fn paying_gets_the_key_and_a_full_refund_takes_it_away(server: &TestServer
     assert_eq!(docs[0]["lines"][0]["tax_rate"], "19");
     let page = server
         .client
-        .get(server.url(&format!("/v1/invoices/{}.html", docs[0]["id"].as_str().unwrap())))
+        .get(server.url(&format!(
+            "/v1/invoices/{}.html",
+            docs[0]["id"].as_str().unwrap()
+        )))
         .bearer_auth(&key)
         .send()
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
     let page = page.text().await.unwrap();
-    assert!(page.contains("Invoice INV-000001") && page.contains("9.51 EUR"), "{page}");
+    assert!(
+        page.contains("Invoice INV-000001") && page.contains("9.51 EUR"),
+        "{page}"
+    );
     assert!(
         page.contains("Cup &lt;final&gt; &amp; &quot;more&quot;") && !page.contains("<final>"),
         "the product name is escaped: {page}"

@@ -381,7 +381,7 @@ pub fn ratio(a: f64, b: f64) -> String {
 }
 
 /// The benchmarks, in the table's order: each is `cargo bench --bench NAME`.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "ladder",
     "ingest",
     "vod",
@@ -389,6 +389,7 @@ pub const SECTIONS: [&str; 7] = [
     "keys",
     "webrtc",
     "analytics",
+    "commerce",
 ];
 
 /// Stores `rows` as `section`'s lines in `benches/results.json` (the other sections keep
