@@ -34,7 +34,12 @@ fn main() {
     let (fake, fake_url) = spawn_fake();
     let (server, base) = spawn_server(
         work.path(),
-        &[("FERROCAST_COMMERCE_ALLOW_PLAIN_HTTP_PROVIDERS", "true")],
+        &[
+            ("FERROCAST_COMMERCE_ALLOW_PLAIN_HTTP_PROVIDERS", "true"),
+            // 200 clients from one address: real buyers come from 200 (http.max_pending_per_ip
+            // would rightly drop most of one address's 200 new connections).
+            ("FERROCAST_HTTP_MAX_PENDING_PER_IP", "1024"),
+        ],
     );
     let result = rt.block_on(run(&base, &fake_url));
     kill_child(server, "ferrocast serve");

@@ -196,14 +196,9 @@ impl Db {
     }
 
     pub async fn get_product(&self, tenant_id: &str, id: &str) -> DbResult<Product> {
-        let row: ProductRow = sqlx::query_as(&format!(
-            "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1 AND tenant_id = $2"
-        ))
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(DbError::NotFound("product"))?;
+        let row: ProductRow = self
+            .tenant_row("products", PRODUCT_COLUMNS, tenant_id, id, "product")
+            .await?;
         self.with_playback_ids(row).await
     }
 
@@ -231,15 +226,9 @@ impl Db {
         after: Option<&str>,
         limit: i64,
     ) -> DbResult<Vec<Product>> {
-        let rows: Vec<ProductRow> = sqlx::query_as(&format!(
-            "SELECT {PRODUCT_COLUMNS} FROM products WHERE tenant_id = $1 AND id > $2 \
-             ORDER BY id LIMIT $3"
-        ))
-        .bind(tenant_id)
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<ProductRow> = self
+            .tenant_page("products", PRODUCT_COLUMNS, tenant_id, None, after, limit)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             out.push(self.with_playback_ids(row).await?);
@@ -288,14 +277,8 @@ impl Db {
     }
 
     pub async fn get_price(&self, tenant_id: &str, id: &str) -> DbResult<Price> {
-        sqlx::query_as(&format!(
-            "SELECT {PRICE_COLUMNS} FROM prices WHERE id = $1 AND tenant_id = $2"
-        ))
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(DbError::NotFound("price"))
+        self.tenant_row("prices", PRICE_COLUMNS, tenant_id, id, "price")
+            .await
     }
 
     pub async fn list_prices(
@@ -305,16 +288,9 @@ impl Db {
         after: Option<&str>,
         limit: i64,
     ) -> DbResult<Vec<Price>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {PRICE_COLUMNS} FROM prices WHERE tenant_id = $1 \
-             AND ($2 = '' OR product_id = $2) AND id > $3 ORDER BY id LIMIT $4"
-        ))
-        .bind(tenant_id)
-        .bind(product_id.unwrap_or(""))
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        let filter = product_id.map(|p| ("product_id", p));
+        self.tenant_page("prices", PRICE_COLUMNS, tenant_id, filter, after, limit)
+            .await
     }
 
     /// Stores a tax rate; a second rate for the same country and region is a conflict.
@@ -461,14 +437,15 @@ impl Db {
     }
 
     pub async fn get_discount_code(&self, tenant_id: &str, id: &str) -> DbResult<DiscountCode> {
-        let row: DiscountCodeRow = sqlx::query_as(&format!(
-            "SELECT {CODE_COLUMNS} FROM discount_codes WHERE id = $1 AND tenant_id = $2"
-        ))
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(DbError::NotFound("discount code"))?;
+        let row: DiscountCodeRow = self
+            .tenant_row(
+                "discount_codes",
+                CODE_COLUMNS,
+                tenant_id,
+                id,
+                "discount code",
+            )
+            .await?;
         self.code_with_products(row).await
     }
 
@@ -497,15 +474,16 @@ impl Db {
         after: Option<&str>,
         limit: i64,
     ) -> DbResult<Vec<DiscountCode>> {
-        let rows: Vec<DiscountCodeRow> = sqlx::query_as(&format!(
-            "SELECT {CODE_COLUMNS} FROM discount_codes WHERE tenant_id = $1 AND id > $2 \
-             ORDER BY id LIMIT $3"
-        ))
-        .bind(tenant_id)
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<DiscountCodeRow> = self
+            .tenant_page(
+                "discount_codes",
+                CODE_COLUMNS,
+                tenant_id,
+                None,
+                after,
+                limit,
+            )
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push(self.code_with_products(r).await?);
@@ -543,14 +521,8 @@ impl Db {
     }
 
     pub async fn get_customer(&self, tenant_id: &str, id: &str) -> DbResult<Customer> {
-        sqlx::query_as(&format!(
-            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1 AND tenant_id = $2"
-        ))
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(DbError::NotFound("customer"))
+        self.tenant_row("customers", CUSTOMER_COLUMNS, tenant_id, id, "customer")
+            .await
     }
 
     pub async fn list_customers(
@@ -559,15 +531,8 @@ impl Db {
         after: Option<&str>,
         limit: i64,
     ) -> DbResult<Vec<Customer>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND id > $2 \
-             ORDER BY id LIMIT $3"
-        ))
-        .bind(tenant_id)
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        self.tenant_page("customers", CUSTOMER_COLUMNS, tenant_id, None, after, limit)
+            .await
     }
 
     pub async fn create_cart(
@@ -610,14 +575,8 @@ impl Db {
     }
 
     pub async fn get_cart(&self, tenant_id: &str, id: &str) -> DbResult<Cart> {
-        sqlx::query_as(&format!(
-            "SELECT {CART_COLUMNS} FROM carts WHERE id = $1 AND tenant_id = $2"
-        ))
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(DbError::NotFound("cart"))
+        self.tenant_row("carts", CART_COLUMNS, tenant_id, id, "cart")
+            .await
     }
 
     pub async fn cart_items(&self, cart_id: &str) -> DbResult<Vec<CartItem>> {

@@ -138,14 +138,8 @@ impl Db {
     }
 
     pub async fn get_invoice(&self, tenant_id: &str, id: &str) -> DbResult<Invoice> {
-        sqlx::query_as(&format!(
-            "SELECT {INVOICE_COLUMNS} FROM invoices WHERE id = $1 AND tenant_id = $2"
-        ))
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(DbError::NotFound("invoice"))
+        self.tenant_row("invoices", INVOICE_COLUMNS, tenant_id, id, "invoice")
+            .await
     }
 
     pub async fn list_invoices(
@@ -155,15 +149,8 @@ impl Db {
         after: Option<&str>,
         limit: i64,
     ) -> DbResult<Vec<Invoice>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {INVOICE_COLUMNS} FROM invoices WHERE tenant_id = $1 \
-             AND ($2 = '' OR order_id = $2) AND id > $3 ORDER BY id LIMIT $4"
-        ))
-        .bind(tenant_id)
-        .bind(order_id.unwrap_or(""))
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        let filter = order_id.map(|o| ("order_id", o));
+        self.tenant_page("invoices", INVOICE_COLUMNS, tenant_id, filter, after, limit)
+            .await
     }
 }

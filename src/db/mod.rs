@@ -180,6 +180,55 @@ impl Db {
         Ok(())
     }
 
+    /// The row `id` of `table` (its `columns`), if it is `tenant_id`'s; else `what` not found.
+    async fn tenant_row<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        tenant_id: &str,
+        id: &str,
+        what: &'static str,
+    ) -> DbResult<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        sqlx::query_as(&format!(
+            "SELECT {columns} FROM {table} WHERE id = $1 AND tenant_id = $2"
+        ))
+        .bind(id)
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(DbError::NotFound(what))
+    }
+
+    /// A page of `tenant_id`'s rows of `table` in id order after `after`, optionally only
+    /// those whose `filter.0` column equals `filter.1` (the column name is the caller's).
+    async fn tenant_page<T>(
+        &self,
+        table: &str,
+        columns: &str,
+        tenant_id: &str,
+        filter: Option<(&str, &str)>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> DbResult<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        let (column, value) = filter.unwrap_or(("tenant_id", tenant_id));
+        Ok(sqlx::query_as(&format!(
+            "SELECT {columns} FROM {table} WHERE tenant_id = $1 AND {column} = $2 \
+             AND id > $3 ORDER BY id LIMIT $4"
+        ))
+        .bind(tenant_id)
+        .bind(value)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

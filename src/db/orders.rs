@@ -267,14 +267,8 @@ impl Db {
     }
 
     pub async fn get_order(&self, tenant_id: &str, id: &str) -> DbResult<Order> {
-        sqlx::query_as(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND tenant_id = $2"
-        ))
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(DbError::NotFound("order"))
+        self.tenant_row("orders", ORDER_COLUMNS, tenant_id, id, "order")
+            .await
     }
 
     pub async fn list_orders(
@@ -284,16 +278,9 @@ impl Db {
         after: Option<&str>,
         limit: i64,
     ) -> DbResult<Vec<Order>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE tenant_id = $1 \
-             AND ($2 = '' OR customer_id = $2) AND id > $3 ORDER BY id LIMIT $4"
-        ))
-        .bind(tenant_id)
-        .bind(customer_id.unwrap_or(""))
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        let filter = customer_id.map(|c| ("customer_id", c));
+        self.tenant_page("orders", ORDER_COLUMNS, tenant_id, filter, after, limit)
+            .await
     }
 
     pub async fn order_lines(&self, order_id: &str) -> DbResult<Vec<OrderLine>> {
@@ -673,14 +660,14 @@ impl Db {
     }
 
     pub async fn get_webhook_event(&self, tenant_id: &str, id: &str) -> DbResult<WebhookEvent> {
-        sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE id = $1 AND tenant_id = $2"
-        ))
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(DbError::NotFound("webhook event"))
+        self.tenant_row(
+            "webhook_events",
+            EVENT_COLUMNS,
+            tenant_id,
+            id,
+            "webhook event",
+        )
+        .await
     }
 
     pub async fn list_webhook_events(
@@ -689,14 +676,14 @@ impl Db {
         after: Option<&str>,
         limit: i64,
     ) -> DbResult<Vec<WebhookEvent>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {EVENT_COLUMNS} FROM webhook_events WHERE tenant_id = $1 AND id > $2 \
-             ORDER BY id LIMIT $3"
-        ))
-        .bind(tenant_id)
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        self.tenant_page(
+            "webhook_events",
+            EVENT_COLUMNS,
+            tenant_id,
+            None,
+            after,
+            limit,
+        )
+        .await
     }
 }

@@ -101,14 +101,8 @@ impl Db {
     }
 
     pub async fn get_subscription(&self, tenant_id: &str, id: &str) -> DbResult<Subscription> {
-        sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM subscriptions WHERE id = $1 AND tenant_id = $2"
-        ))
-        .bind(id)
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or(DbError::NotFound("subscription"))
+        self.tenant_row("subscriptions", COLUMNS, tenant_id, id, "subscription")
+            .await
     }
 
     /// The order of a provider's subscription, for events that name only the subscription.
@@ -134,16 +128,9 @@ impl Db {
         after: Option<&str>,
         limit: i64,
     ) -> DbResult<Vec<Subscription>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM subscriptions WHERE tenant_id = $1 \
-             AND ($2 = '' OR customer_id = $2) AND id > $3 ORDER BY id LIMIT $4"
-        ))
-        .bind(tenant_id)
-        .bind(customer_id.unwrap_or(""))
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        let filter = customer_id.map(|c| ("customer_id", c));
+        self.tenant_page("subscriptions", COLUMNS, tenant_id, filter, after, limit)
+            .await
     }
 
     /// Sets how long the order's entitlements last from its subscription: to its period end
