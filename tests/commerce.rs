@@ -883,6 +883,57 @@ async fn paying_gets_the_key_and_a_full_refund_takes_it_away(server: &TestServer
         "the product name is escaped: {page}"
     );
 
+    // Revenue: paid, then refunded in full; by playback id with its (no) views.
+    let (status, rev) = server
+        .call(
+            "GET",
+            "/v1/analytics/revenue?group_by=product&timeframe=24h",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{rev}");
+    let row = &rev["data"][0];
+    assert_eq!(
+        (
+            &row["gross"],
+            &row["refunded"],
+            &row["net"],
+            &row["orders"],
+            &row["currency"]
+        ),
+        (
+            &json!(951),
+            &json!(951),
+            &json!(0),
+            &json!(1),
+            &json!("eur")
+        ),
+        "{rev}"
+    );
+    let (_, rev) = server
+        .call(
+            "GET",
+            "/v1/analytics/revenue?group_by=playback_id",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(rev["data"][0]["key"], json!(media.playback_id), "{rev}");
+    assert_eq!(
+        (&rev["data"][0]["views"], &rev["data"][0]["purchases"]),
+        (&json!(0), &json!(1))
+    );
+    let (status, _) = server
+        .call(
+            "GET",
+            "/v1/analytics/revenue?group_by=color",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+
     // The customer used FINAL20 once (max_per_customer 1) — but that order is refunded now,
     // so a second checkout may use it; the code's use count went up with the payment.
     let (_, codes) = server

@@ -19,6 +19,7 @@ pub mod openapi;
 mod orders;
 mod player;
 mod provider_webhooks;
+mod revenue;
 mod router;
 mod security;
 pub mod stills;

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     Json, analytics, assets, audience, carts, catalogue, cmcd_reports, health, invoices, live,
-    orders, provider_webhooks, security, subscriptions, tenants,
+    orders, provider_webhooks, revenue, security, subscriptions, tenants,
 };
 
 #[derive(OpenApi)]
@@ -27,7 +27,7 @@ use super::{
         security::list_entitlements, security::revoke_entitlement, security::list_audit,
         analytics::beacons, cmcd_reports::report, analytics::list_views, analytics::get_view,
         analytics::overall, analytics::breakdown, analytics::timeseries, analytics::realtime,
-        audience::concurrency, audience::retention,
+        audience::concurrency, audience::retention, revenue::revenue,
         catalogue::create_product, catalogue::get_product, catalogue::list_products,
         catalogue::create_price, catalogue::get_price, catalogue::list_prices,
         catalogue::create_tax_rate, catalogue::list_tax_rates,

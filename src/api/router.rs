@@ -15,7 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use super::{
     AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, delivery, health,
-    invoices, live, objects, openapi, orders, player, provider_webhooks, security, stills,
+    invoices, live, objects, openapi, orders, player, provider_webhooks, revenue, security, stills,
     subscriptions, telemetry, tenants, uploads, whep, whip,
 };
 use crate::error::ApiError;
@@ -160,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/analytics/views/{id}", get(analytics::get_view))
         .route("/v1/analytics/realtime", get(analytics::realtime))
         .route("/v1/analytics/concurrency", get(audience::concurrency))
+        .route("/v1/analytics/revenue", get(revenue::revenue))
         .route(
             "/v1/analytics/retention/{playback_id}",
             get(audience::retention),

@@ -8,4 +8,5 @@ pub mod cart;
 pub mod fulfil;
 pub mod invoicing;
 pub mod money;
+pub mod revenue;
 pub mod stripe;

@@ -33,7 +33,7 @@ pub use live::{
     Asset, LiveState, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, ScopeRules,
     StoredContentKey, TargetCache,
 };
-pub use orders::{Inbox, Order, OrderLine, ProviderSettings, WebhookEvent};
+pub use orders::{Inbox, Order, OrderLine, ProviderSettings, RevenueLine, WebhookEvent};
 pub use security::{AuditEvent, Entitlement, SigningKey};
 pub use status::{AssetStatus, JobStatus, LiveStatus};
 pub use subscriptions::{Subscription, SubscriptionState};

@@ -687,3 +687,71 @@ impl Db {
         .await
     }
 }
+
+/// One paid order line, for revenue figures.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct RevenueLine {
+    pub order_id: String,
+    pub customer_id: String,
+    pub line_no: i64,
+    pub product_id: String,
+    pub product_name: String,
+    pub currency: String,
+    pub total: i64,
+    pub order_total: i64,
+    pub order_refunded: i64,
+    pub paid_at: i64,
+}
+
+impl Db {
+    /// The lines of `tenant_id`'s orders paid in `[from, to)` (refunded since or not).
+    pub async fn revenue_lines(
+        &self,
+        tenant_id: &str,
+        from: i64,
+        to: i64,
+    ) -> DbResult<Vec<RevenueLine>> {
+        Ok(sqlx::query_as(
+            "SELECT o.id AS order_id, o.customer_id, l.line_no, l.product_id, l.product_name, \
+             o.currency, l.total, o.total AS order_total, o.refunded AS order_refunded, \
+             o.paid_at FROM orders o JOIN order_lines l ON l.order_id = o.id \
+             WHERE o.tenant_id = $1 AND o.paid_at >= $2 AND o.paid_at < $3 \
+             AND o.status IN ('paid', 'refunded') ORDER BY o.paid_at, o.id, l.line_no \
+             LIMIT 1000000",
+        )
+        .bind(tenant_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// (product id, playback id) of every product of the tenant that names playback ids.
+    pub async fn product_playback_ids(&self, tenant_id: &str) -> DbResult<Vec<(String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT p.product_id, p.playback_id FROM product_playback_ids p \
+             JOIN products r ON r.id = p.product_id WHERE r.tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Views started in `[from, to)` per playback id (from the analytics roll-ups).
+    pub async fn views_by_playback_id(
+        &self,
+        tenant_id: &str,
+        from: i64,
+        to: i64,
+    ) -> DbResult<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT playback_id, CAST(SUM(views) AS BIGINT) FROM analytics_minutes \
+             WHERE tenant_id = $1 AND minute >= $2 AND minute < $3 GROUP BY playback_id",
+        )
+        .bind(tenant_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
