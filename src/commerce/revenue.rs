@@ -4,7 +4,7 @@
 //! remainder; a line of a product granting several playback ids is split among them the same
 //! way. Conversion: purchases (distinct buyers) per view of the playback id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::money::allocate;
 use crate::db::RevenueLine;
@@ -43,6 +43,9 @@ pub struct Revenue {
     pub net: i64,
 }
 
+/// A group's figures, with the orders and buyers seen (counted at the end).
+type Tally = (Revenue, BTreeSet<String>, BTreeSet<String>);
+
 /// Groups `lines` by `by`; `grants` maps a product to its playback ids (none: all content,
 /// grouped as `*`).
 pub fn group(lines: &[RevenueLine], by: GroupBy, grants: &[(String, String)]) -> Vec<Revenue> {
@@ -61,14 +64,7 @@ pub fn group(lines: &[RevenueLine], by: GroupBy, grants: &[(String, String)]) ->
             refunds.insert((order, l.line_no), s);
         }
     }
-    let mut out: BTreeMap<
-        (String, String),
-        (
-            Revenue,
-            std::collections::BTreeSet<String>,
-            std::collections::BTreeSet<String>,
-        ),
-    > = BTreeMap::new();
+    let mut out: BTreeMap<(String, String), Tally> = BTreeMap::new();
     for l in lines {
         let refunded = refunds
             .get(&(l.order_id.as_str(), l.line_no))
