@@ -988,6 +988,21 @@ async fn webhooks_are_verified_and_processed_once_in_any_order(server: &TestServ
     assert_eq!(ents["data"].as_array().unwrap().len(), 1, "{ents}");
     assert_eq!(order(server, &key, &order_id).await["status"], "paid");
 
+    // A dispute (its own object, naming only the payment): access ends at once.
+    assert_eq!(viewer_key(server, &key, &media, &customer).await, 200);
+    let payment1 = events[0]["data"]["object"]["id"].as_str().unwrap();
+    let dispute = stripe
+        .charge_event("charge.dispute.created", payment1)
+        .await;
+    assert_eq!(dispute[0]["data"]["object"]["object"], "dispute");
+    let answers = stripe.deliver(&hook, &dispute, 1, 1, 0, false).await;
+    assert_eq!(
+        answers[0].1["result"], "disputed: 1 entitlements revoked",
+        "{answers:?}"
+    );
+    assert_eq!(viewer_key(server, &key, &media, &customer).await, 403);
+    assert_eq!(order(server, &key, &order_id).await["disputed"], true);
+
     // A bad signature, and a stale one: 400, stored as unverified, nothing done.
     let (order2, session2, customer2) = checkout(server, &key, &price_id, "b@example.com").await;
     let events2 = stripe.pay(&session2).await;
@@ -1179,6 +1194,22 @@ async fn a_checkout_stripe_cannot_take_leaves_the_cart_open() {
         )
         .await;
     assert_eq!(status, 400);
+    // Nor any host but Stripe's (an internal address, say).
+    for (url, want) in [
+        ("https://10.0.0.1", 400),
+        ("https://api.stripe.com:8443", 400),
+        ("https://api.stripe.com", 200),
+    ] {
+        let (status, _) = strict
+            .call(
+                "PUT",
+                "/v1/payment-providers/stripe",
+                Some(&k),
+                Some(json!({"secret_key": "sk", "webhook_secret": "wh", "base_url": url})),
+            )
+            .await;
+        assert_eq!(status, want, "{url}");
+    }
     strict.stop().await;
     server.stop().await;
 }
@@ -1476,6 +1507,23 @@ async fn a_viewer_buys_in_chromium_plays_with_hls_js_and_a_refund_takes_the_key_
         let (status, _) = server.call("GET", path, Some(&publishable), None).await;
         assert_eq!(status, 401, "{path}");
     }
+    // Nor can it name a customer: the buyer gives an email at checkout.
+    let someone = post(
+        &server,
+        &key,
+        "/v1/customers",
+        json!({"email": "x@example.com"}),
+    )
+    .await;
+    let (status, _) = server
+        .call(
+            "POST",
+            "/v1/carts",
+            Some(&publishable),
+            Some(json!({"currency": "eur", "customer_id": someone["id"]})),
+        )
+        .await;
+    assert_eq!(status, 403);
 
     // The broadcast is live.
     let publish_url = format!(

@@ -149,6 +149,11 @@ pub async fn create_cart(
     headers: HeaderMap,
     Json(body): Json<CreateCart>,
 ) -> ApiResult<(StatusCode, Json<CartView>)> {
+    if caller.publishable && body.customer_id.is_some() {
+        return Err(ApiError::Forbidden(
+            "a publishable key cannot name a customer: the buyer gives an email at checkout".into(),
+        ));
+    }
     let currency = crate::commerce::money::Currency::parse(&body.currency)
         .ok_or_else(|| ApiError::invalid("currency must be an ISO 4217 code, such as eur"))?;
     let customer = match &body.customer_id {

@@ -88,12 +88,15 @@ pub async fn put_provider(
         .unwrap_or_else(|| "https://api.stripe.com".into());
     let parsed = url::Url::parse(&base_url)
         .map_err(|_| ApiError::invalid("base_url must be an absolute URL"))?;
-    let plain_ok = state.jobs.config.commerce.allow_plain_http_providers;
-    if !(parsed.scheme() == "https" || (plain_ok && parsed.scheme() == "http"))
-        || parsed.host().is_none()
-        || base_url.len() > 500
-    {
-        return Err(ApiError::invalid("base_url must be an https:// URL"));
+    // Stripe's own API only: a tenant must not make this server call hosts of its choice
+    // (an internal address). Tests' local fakes are let in by a setting that is never on in
+    // production.
+    let any_host = state.jobs.config.commerce.allow_plain_http_providers;
+    let stripes = parsed.scheme() == "https"
+        && parsed.host_str() == Some("api.stripe.com")
+        && parsed.port().is_none();
+    if !(stripes || any_host && parsed.host().is_some() && base_url.len() <= 500) {
+        return Err(ApiError::invalid("base_url must be https://api.stripe.com"));
     }
     let keys = &state.jobs.content_keys;
     let tenant = &caller.tenant_id;

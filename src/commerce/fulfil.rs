@@ -17,10 +17,16 @@ pub async fn apply_stripe(
     if action == Action::Ignore {
         return Ok(format!("{}: not acted on", event.kind));
     }
-    let known = match (event.order_id(), event.subscription_ref()) {
-        (Some(o), _) => Some(o.to_string()),
-        (None, Some(r)) => db.order_of_subscription(tenant_id, r).await?,
-        (None, None) => None,
+    let known = match (
+        event.order_id(),
+        event.subscription_ref(),
+        event.payment_intent(),
+    ) {
+        (Some(o), _, _) => Some(o.to_string()),
+        (None, Some(r), _) => db.order_of_subscription(tenant_id, r).await?,
+        // A dispute names only its charge and payment intent.
+        (None, None, Some(pi)) => db.order_of_payment(tenant_id, pi).await?,
+        (None, None, None) => None,
     };
     let Some(order_id) = known.as_deref() else {
         return Ok(format!("{}: names no Ferrocast order", event.kind));

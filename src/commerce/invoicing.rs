@@ -6,7 +6,7 @@
 
 use super::money;
 use crate::clock::now_ms;
-use crate::db::{self, Db, DbResult, Invoice, InvoiceLine};
+use crate::db::{self, Db, DbError, DbResult, Invoice, InvoiceLine, Issued};
 
 fn draft(order: &db::Order, customer: Option<&db::Customer>, kind: &str) -> Invoice {
     Invoice {
@@ -104,41 +104,54 @@ pub fn credit_note(
 }
 
 /// Issues what an order's state calls for and is not issued yet: its invoice once paid, and
-/// a credit note for what was refunded since the last one. Safe to call again at any time.
+/// a credit note for what was refunded since the last one. Safe to call again at any time,
+/// and at the same time: a credit note drafted against credits that changed meanwhile is
+/// drafted again from the order as it is then.
 pub async fn settle(db: &Db, tenant_id: &str, order_id: &str) -> DbResult<Vec<Invoice>> {
-    let order = db.get_order(tenant_id, order_id).await?;
     let mut issued = Vec::new();
-    if order.paid_at.is_none() || order.status == "pending" {
-        return Ok(issued);
-    }
-    let existing = db.order_invoices(&order.id).await?;
-    let lines = db.order_lines(&order.id).await?;
-    let customer = db.get_customer(tenant_id, &order.customer_id).await.ok();
-    // Paid, even if refunded since (or before its paid event came): the money moved, so an
-    // invoice and a credit note say so.
-    if !existing.iter().any(|i| i.kind == "invoice") {
-        issued.push(
-            db.issue_invoice(invoice(&order, &lines, customer.as_ref()))
-                .await?,
+    for _ in 0..5 {
+        let order = db.get_order(tenant_id, order_id).await?;
+        if order.paid_at.is_none() || order.status == "pending" {
+            return Ok(issued);
+        }
+        let existing = db.order_invoices(&order.id).await?;
+        let lines = db.order_lines(&order.id).await?;
+        let customer = db.get_customer(tenant_id, &order.customer_id).await.ok();
+        // Paid, even if refunded since (or before its paid event came): the money moved, so
+        // an invoice and a credit note say so.
+        if !existing.iter().any(|i| i.kind == "invoice")
+            && let Issued::New(i) = db
+                .issue_invoice(invoice(&order, &lines, customer.as_ref()), 0)
+                .await?
+        {
+            issued.push(i);
+        }
+        let credited = existing
+            .iter()
+            .filter(|i| i.kind == "credit_note")
+            .map(|i| i.covers)
+            .max()
+            .unwrap_or(0);
+        if order.refunded <= credited {
+            return Ok(issued);
+        }
+        let note = credit_note(
+            &order,
+            &lines,
+            customer.as_ref(),
+            order.refunded - credited,
+            order.refunded,
         );
+        match db.issue_invoice(note, credited).await? {
+            Issued::New(i) => {
+                issued.push(i);
+                return Ok(issued);
+            }
+            Issued::Existing(_) => return Ok(issued),
+            Issued::Stale => continue,
+        }
     }
-    let credited = existing
-        .iter()
-        .filter(|i| i.kind == "credit_note")
-        .map(|i| i.covers)
-        .max()
-        .unwrap_or(0);
-    if order.refunded > credited {
-        issued.push(
-            db.issue_invoice(credit_note(
-                &order,
-                &lines,
-                customer.as_ref(),
-                order.refunded - credited,
-                order.refunded,
-            ))
-            .await?,
-        );
-    }
-    Ok(issued)
+    Err(DbError::Conflict(
+        "the order's credit notes kept changing; try again".into(),
+    ))
 }

@@ -124,6 +124,12 @@ impl Event {
             .filter(|s| !s.is_empty() && s.len() <= 64)
     }
 
+    /// The payment intent an event names (`pi_…`): a charge's or a dispute's.
+    pub fn payment_intent(&self) -> Option<&str> {
+        self.str("payment_intent")
+            .filter(|s| s.starts_with("pi_") && s.len() <= 255)
+    }
+
     /// The subscription an event is about (`sub_…`).
     pub fn subscription_ref(&self) -> Option<&str> {
         let o = &self.object;

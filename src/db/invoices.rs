@@ -46,13 +46,25 @@ pub struct Invoice {
     pub issued_at: i64,
 }
 
+/// What [`Db::issue_invoice`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Issued {
+    New(Invoice),
+    /// The same document was issued before.
+    Existing(Invoice),
+    /// Credits changed since the draft: draft again.
+    Stale,
+}
+
 const INVOICE_COLUMNS: &str = "id, tenant_id, kind, number, order_id, customer_id, \
      customer_email, country, currency, lines, subtotal, discount, tax, total, covers, issued_at";
 
 impl Db {
     /// Issues `draft` with the tenant's next number of its kind; if the order already has
     /// this document (same kind and `covers`), returns that one instead.
-    pub async fn issue_invoice(&self, draft: Invoice) -> DbResult<Invoice> {
+    /// A credit note is drafted against `credited`, the order's credits when it was drafted:
+    /// if another was issued meanwhile, nothing is issued and `Stale` says to draft again.
+    pub async fn issue_invoice(&self, draft: Invoice, credited: i64) -> DbResult<Issued> {
         let mut tx = self.write_tx().await?;
         let (next,): (i64,) = sqlx::query_as(
             "INSERT INTO invoice_counters (tenant_id, kind, last) VALUES ($1, $2, 1) \
@@ -63,6 +75,19 @@ impl Db {
         .bind(&draft.kind)
         .fetch_one(&mut *tx)
         .await?;
+        if draft.kind == "credit_note" {
+            // The counter row above is now locked for this tenant's credit notes.
+            let (now_credited,): (i64,) = sqlx::query_as(
+                "SELECT COALESCE(MAX(covers), 0) FROM invoices \
+                 WHERE order_id = $1 AND kind = 'credit_note'",
+            )
+            .bind(&draft.order_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if now_credited != credited {
+                return Ok(Issued::Stale);
+            }
+        }
         let prefix = if draft.kind == "credit_note" {
             "CN"
         } else {
@@ -98,13 +123,14 @@ impl Db {
         match stored {
             Ok(_) => {
                 tx.commit().await?;
-                Ok(invoice)
+                Ok(Issued::New(invoice))
             }
             Err(e) if is_unique_violation(&e) => {
                 // Issued already: the number taken above goes back with the rollback.
                 drop(tx);
                 self.find_invoice(&invoice.order_id, &invoice.kind, invoice.covers)
                     .await?
+                    .map(Issued::Existing)
                     .ok_or(DbError::NotFound("invoice"))
             }
             Err(e) => Err(e.into()),

@@ -28,7 +28,7 @@ pub use commerce::{
     PublishableKey, TaxRate,
 };
 pub use concurrency::Peak;
-pub use invoices::{Invoice, InvoiceLine};
+pub use invoices::{Invoice, InvoiceLine, Issued};
 pub use live::{
     Asset, LiveState, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, ScopeRules,
     StoredContentKey, TargetCache,

@@ -105,6 +105,22 @@ impl Db {
             .await
     }
 
+    /// The order paid by payment intent `payment_ref`, for events that name only it.
+    pub async fn order_of_payment(
+        &self,
+        tenant_id: &str,
+        payment_ref: &str,
+    ) -> DbResult<Option<String>> {
+        Ok(sqlx::query_as::<_, (String,)>(
+            "SELECT id FROM orders WHERE tenant_id = $1 AND payment_ref = $2",
+        )
+        .bind(tenant_id)
+        .bind(payment_ref)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|(o,)| o))
+    }
+
     /// The order of a provider's subscription, for events that name only the subscription.
     pub async fn order_of_subscription(
         &self,

@@ -234,7 +234,16 @@ class Fake:
         pi = STATE["payment_intents"].get(payment_intent)
         if not pi:
             return error(404, "no such payment_intent")
-        return 200, {"events": [event(kind, STATE["charges"][pi["latest_charge"]])]}
+        charge = STATE["charges"][pi["latest_charge"]]
+        if kind.startswith("charge.dispute."):
+            # A dispute is its own object: it names the charge and payment intent, and carries
+            # no metadata of theirs.
+            charge["disputed"] = True
+            dispute = {"id": new_id("dp"), "object": "dispute", "amount": charge["amount"],
+                       "charge": charge["id"], "payment_intent": payment_intent, "currency": charge["currency"],
+                       "reason": "fraudulent", "status": "needs_response", "metadata": {}, "livemode": False}
+            return 200, {"events": [event(kind, dispute)]}
+        return 200, {"events": [event(kind, charge)]}
 
 
 def public(obj):
