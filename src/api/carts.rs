@@ -246,8 +246,8 @@ pub async fn set_item(
         }
         // Subscriptions are bought on their own: a subscription's end ends its order's
         // access, which must not take a one-time purchase with it.
-        for item in db.cart_items(&cart.id).await? {
-            let other = db.get_price(&caller.tenant_id, &item.price_id).await?;
+        for held in db.cart_prices(&caller.tenant_id, &cart.id).await? {
+            let other = held.price;
             if other.id == price.id {
                 continue;
             }
@@ -306,12 +306,13 @@ pub async fn apply_code(
         current.tax_rate,
         crate::clock::now_ms(),
     );
-    if let Some(refusal) = trial.code_refusal {
+    if let Some(refusal) = &trial.code_refusal {
         return Err(ApiError::invalid(refusal.to_string()));
     }
     db.set_cart_code(&caller.tenant_id, &cart.id, Some(&code.id))
         .await?;
-    Ok(Json(priced(&state, &caller.tenant_id, &id).await?))
+    // The cart as stored now is the one just priced.
+    Ok(Json(trial.into()))
 }
 
 /// Take the discount code off a cart.

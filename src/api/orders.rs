@@ -11,7 +11,6 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{Shop, Tenant};
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::commerce::cart::{self, CodeFacts, check_code};
-use crate::commerce::money::Currency;
 use crate::commerce::stripe;
 use crate::db;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -278,12 +277,11 @@ pub async fn checkout(
         let used = db
             .code_uses_by_customer(tenant, &code.id, &customer_id)
             .await?;
-        let currency = Currency::parse(&priced.cart.currency).unwrap_or(priced.currency);
         if let Err(refusal) = check_code(
             code,
             &CodeFacts {
                 now_ms: now,
-                currency,
+                currency: priced.currency,
                 subtotal: priced.totals.subtotal,
                 customer_redemptions: used,
                 products: &products,

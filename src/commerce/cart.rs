@@ -112,18 +112,19 @@ pub struct PricedCart {
 /// Reads and prices cart `id` of `tenant_id` at `now_ms`.
 pub async fn load(db: &Db, tenant_id: &str, id: &str, now_ms: i64) -> DbResult<PricedCart> {
     let cart = db.get_cart(tenant_id, id).await?;
+    // Stored carts hold only currencies checked when the cart was made.
     let currency = Currency::parse(&cart.currency)
-        .ok_or_else(|| unknown_currency(format!("cart {id} has an unknown currency")))?;
-    let mut lines = Vec::new();
-    for item in db.cart_items(&cart.id).await? {
-        let price = db.get_price(tenant_id, &item.price_id).await?;
-        let product = db.get_product(tenant_id, &price.product_id).await?;
-        lines.push(CartLine {
-            price,
-            product_name: product.name,
-            quantity: item.quantity,
-        });
-    }
+        .ok_or_else(|| db::DbError::Conflict(format!("cart {id} has an unknown currency")))?;
+    let lines = db
+        .cart_prices(tenant_id, &cart.id)
+        .await?
+        .into_iter()
+        .map(|p| CartLine {
+            price: p.price,
+            product_name: p.product_name,
+            quantity: p.quantity,
+        })
+        .collect();
     let tax_rate = match &cart.country {
         Some(country) => {
             db.tax_rate_for(tenant_id, country, cart.region.as_deref().unwrap_or(""))
@@ -136,10 +137,6 @@ pub async fn load(db: &Db, tenant_id: &str, id: &str, now_ms: i64) -> DbResult<P
         None => None,
     };
     Ok(price_cart(cart, currency, lines, code, tax_rate, now_ms))
-}
-
-fn unknown_currency(message: String) -> db::DbError {
-    db::DbError::Conflict(message)
 }
 
 /// Prices a cart's lines (pure: everything comes in).

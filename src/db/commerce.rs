@@ -132,12 +132,13 @@ pub struct Cart {
     pub updated_at: i64,
 }
 
+/// A price in a cart, with its product's name and the quantity held.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
-pub struct CartItem {
-    pub cart_id: String,
-    pub price_id: String,
+pub struct CartPrice {
+    #[sqlx(flatten)]
+    pub price: Price,
+    pub product_name: String,
     pub quantity: i64,
-    pub added_at: i64,
 }
 
 const PRODUCT_COLUMNS: &str = "id, tenant_id, name, all_content, created_at";
@@ -579,11 +580,21 @@ impl Db {
             .await
     }
 
-    pub async fn cart_items(&self, cart_id: &str) -> DbResult<Vec<CartItem>> {
-        Ok(sqlx::query_as(
-            "SELECT cart_id, price_id, quantity, added_at FROM cart_items WHERE cart_id = $1 \
-             ORDER BY added_at, price_id",
-        )
+    /// A cart's prices with their product's name and quantity, in the order they were put
+    /// in: one query for what pricing the cart needs.
+    pub async fn cart_prices(&self, tenant_id: &str, cart_id: &str) -> DbResult<Vec<CartPrice>> {
+        let columns = PRICE_COLUMNS
+            .split(',')
+            .map(|c| format!("p.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(sqlx::query_as(&format!(
+            "SELECT {columns}, r.name AS product_name, i.quantity FROM cart_items i \
+             JOIN prices p ON p.id = i.price_id AND p.tenant_id = $1 \
+             JOIN products r ON r.id = p.product_id \
+             WHERE i.cart_id = $2 ORDER BY i.added_at, i.price_id"
+        ))
+        .bind(tenant_id)
         .bind(cart_id)
         .fetch_all(&self.pool)
         .await?)

@@ -24,7 +24,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use analytics::{FILTER_COLUMNS, RollupGroup, StartupSample, StoredView};
 pub use commerce::{
-    Cart, CartItem, Customer, DiscountCode, MAX_CART_ITEMS, NewPrice, Price, Product,
+    Cart, CartPrice, Customer, DiscountCode, MAX_CART_ITEMS, NewPrice, Price, Product,
     PublishableKey, TaxRate,
 };
 pub use concurrency::Peak;
