@@ -187,7 +187,7 @@ async fn serve_object(
             text = limit_master(&text, max);
             if !text.contains("#EXT-X-STREAM-INF:") && path == "master.m3u8" {
                 return Err(ApiError::Forbidden(format!(
-                    "no rendition of this video is within the token's max_resolution ({max}p)"
+                    "no rendition of this video is within what this viewer may watch ({max}p)"
                 )));
             }
         }
@@ -213,6 +213,36 @@ async fn serve_object(
         HeaderValue::from_static("*"),
     );
     Ok(response)
+}
+
+/// The most lines this viewer may watch: the token's `max_resolution`, and for media that
+/// needs an entitlement, the best tier the viewer bought (an SD price plays SD).
+async fn viewer_max_lines(
+    state: &AppState,
+    target: &PlaybackTarget,
+    playback_id: &str,
+    claims: Option<&PlaybackClaims>,
+) -> ApiResult<Option<u32>> {
+    let token = claims.and_then(PlaybackClaims::max_lines);
+    let bought = match claims.and_then(|c| c.viewer.as_deref()) {
+        Some(viewer) if target.requires_entitlement => {
+            state
+                .jobs
+                .db
+                .entitlement_max_lines(
+                    &target.tenant_id,
+                    playback_id,
+                    target.prefix.as_deref(),
+                    viewer,
+                )
+                .await?
+        }
+        _ => None,
+    };
+    Ok(match (token, bought) {
+        (Some(t), Some(b)) => Some(t.min(b)),
+        (t, b) => t.or(b),
+    })
 }
 
 /// `GET /hls/{playback_id}/master.m3u8`
@@ -243,7 +273,7 @@ pub async fn master_playlist(
         ip.as_deref(),
     );
     let private = target.policy == PlaybackPolicy::Signed;
-    let max_lines = claims.as_ref().and_then(PlaybackClaims::max_lines);
+    let max_lines = viewer_max_lines(&state, &target, &playback_id, claims.as_ref()).await?;
     // Only a token that verified is carried into the playlist (public media verify none).
     let carried = claims.as_ref().and(token.as_deref());
     serve_object(&state, &target, private, "master.m3u8", carried, max_lines).await
@@ -282,14 +312,15 @@ pub async fn rendition_file(
         &headers,
         ip.as_deref(),
     );
-    if let Some(max) = claims.as_ref().and_then(PlaybackClaims::max_lines)
+    if let Some(max) = viewer_max_lines(&state, &target, &playback_id, claims.as_ref()).await?
         && let Some(prefix) = target.prefix.as_deref()
         && rendition_lines(&state, prefix, &rendition)
             .await?
             .is_some_and(|l| l > max)
     {
         return Err(ApiError::Forbidden(format!(
-            "rendition {rendition} is above the token's max_resolution ({max}p)"
+            "rendition {rendition} is above what this viewer may watch ({max}p: the token's \
+             max_resolution, or the tier bought)"
         )));
     }
     let private = target.policy == PlaybackPolicy::Signed;

@@ -11,18 +11,24 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{Shop, Tenant};
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::commerce::cart::{self, CodeFacts, check_code};
-use crate::commerce::stripe;
+use crate::commerce::provider::{self, PaymentProvider, ProviderError};
 use crate::db;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutProvider {
-    /// The provider's secret API key (`sk_live_…`). Stored sealed under the master key.
+    /// Stripe: the secret API key (`sk_live_…`); PayPal: the REST app's client secret;
+    /// Coinbase Commerce: the API key. Stored sealed under the master key.
     pub secret_key: String,
-    /// The secret webhook deliveries are signed with (`whsec_…`).
+    /// Stripe: the webhook signing secret (`whsec_…`); PayPal: the webhook's id (deliveries
+    /// are verified with PayPal against it); Coinbase Commerce: the webhook shared secret.
     pub webhook_secret: String,
-    /// The provider's API (default `https://api.stripe.com`).
+    /// PayPal only: the REST app's client id.
+    pub client_id: Option<String>,
+    /// The provider's API: `https://api.stripe.com`, `https://api-m.paypal.com` (or
+    /// PayPal's sandbox, `https://api-m.sandbox.paypal.com`),
+    /// `https://api.commerce.coinbase.com`. The first is the default.
     pub base_url: Option<String>,
 }
 
@@ -56,52 +62,74 @@ fn secret_aad(tenant_id: &str, provider: &str, which: &str) -> String {
     format!("payment-provider/{tenant_id}/{provider}/{which}")
 }
 
-/// Set a payment provider's keys for this tenant (only `stripe` so far).
+/// Set a payment provider's keys for this tenant: `stripe`, `paypal` or `coinbase`.
 #[utoipa::path(put, path = "/v1/payment-providers/{provider}", tag = "commerce",
-    request_body(content = PutProvider, example = json!({"secret_key": "sk_live_…", "webhook_secret": "whsec_…"})),
+    request_body(content = PutProvider, examples(
+        ("stripe" = (value = json!({"secret_key": "sk_live_…", "webhook_secret": "whsec_…"}))),
+        ("paypal" = (value = json!({"client_id": "AYSq3RDGsmBLJE-otTkBtM-jBRd1TCQwFf9RGfwddNXWz0uFU9ztymylOhRS",
+            "secret_key": "EGnHDxD_qRPdaLdZz8iCr8N7_MzF-YHPTkjs6NKYQvQSBngp4PTTVWkPZRbL", "webhook_secret": "8PT597110X687430LKGECATA"}))),
+        ("coinbase" = (value = json!({"secret_key": "a3b5…", "webhook_secret": "6f2c…"}))))),
     security(("api_key" = [])),
-    responses((status = 200, body = ProviderView), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = ProviderView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn put_provider(
     State(state): State<AppState>,
     caller: Tenant,
     Path(provider): Path<String>,
     Json(body): Json<PutProvider>,
 ) -> ApiResult<Json<ProviderView>> {
-    if provider != "stripe" {
+    if !provider::NAMES.contains(&provider.as_str()) {
         return Err(ApiError::NotFound(
-            "providers: stripe (PayPal and Coinbase Commerce are not built yet)".into(),
+            "providers: stripe, paypal, coinbase".into(),
         ));
     }
-    for (what, v) in [
-        ("secret_key", &body.secret_key),
-        ("webhook_secret", &body.webhook_secret),
-    ] {
+    let printable = |what: &str, v: &str| {
         if v.is_empty() || v.len() > 512 || !v.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ApiError::invalid(format!(
                 "{what} must be 1 to 512 printable ASCII characters"
             )));
         }
-    }
+        Ok(())
+    };
+    printable("secret_key", &body.secret_key)?;
+    printable("webhook_secret", &body.webhook_secret)?;
+    // PayPal signs in with client id and secret: kept together, sealed.
+    let secret = match (provider.as_str(), &body.client_id) {
+        ("paypal", Some(id)) => {
+            printable("client_id", id)?;
+            if id.contains(':') {
+                return Err(ApiError::invalid("client_id cannot contain ':'"));
+            }
+            format!("{id}:{}", body.secret_key)
+        }
+        ("paypal", None) => return Err(ApiError::invalid("PayPal needs client_id")),
+        (_, Some(_)) => return Err(ApiError::invalid("client_id is PayPal's only")),
+        (_, None) => body.secret_key.clone(),
+    };
+    let official = provider::official_base_urls(&provider);
     let base_url = body
         .base_url
-        .unwrap_or_else(|| "https://api.stripe.com".into());
+        .unwrap_or_else(|| official[0].into())
+        .trim_end_matches('/')
+        .to_string();
     let parsed = url::Url::parse(&base_url)
         .map_err(|_| ApiError::invalid("base_url must be an absolute URL"))?;
-    // Stripe's own API only: a tenant must not make this server call hosts of its choice
-    // (an internal address). Tests' local fakes are let in by a setting that is never on in
-    // production.
+    // The provider's own API only: a tenant must not make this server call hosts of its
+    // choice (an internal address). Tests' local fakes are let in by a setting that is never
+    // on in production.
     let any_host = state.jobs.config.commerce.allow_plain_http_providers;
-    let stripes = parsed.scheme() == "https"
-        && parsed.host_str() == Some("api.stripe.com")
-        && parsed.port().is_none();
-    if !(stripes || any_host && parsed.host().is_some() && base_url.len() <= 500) {
-        return Err(ApiError::invalid("base_url must be https://api.stripe.com"));
+    if !(official.contains(&base_url.as_str())
+        || any_host && parsed.host().is_some() && base_url.len() <= 500)
+    {
+        return Err(ApiError::invalid(format!(
+            "base_url must be one of {}",
+            official.join(", ")
+        )));
     }
     let keys = &state.jobs.content_keys;
     let tenant = &caller.tenant_id;
     let (kek_id, secret_key) = keys.seal_secret(
         &secret_aad(tenant, &provider, "secret_key"),
-        body.secret_key.as_bytes(),
+        secret.as_bytes(),
     );
     let (_, webhook_secret) = keys.seal_secret(
         &secret_aad(tenant, &provider, "webhook_secret"),
@@ -139,17 +167,18 @@ pub async fn list_providers(
     }))
 }
 
-/// A tenant's provider settings with their secrets opened: (client, webhook secret).
-pub(super) async fn stripe_of(
+/// The client for a tenant's account at `name`, its secrets opened.
+pub(super) async fn provider_of(
     state: &AppState,
     tenant_id: &str,
-) -> ApiResult<(stripe::Client, String)> {
-    let p = match state.jobs.db.get_provider(tenant_id, "stripe").await {
+    name: &str,
+) -> ApiResult<Box<dyn PaymentProvider>> {
+    let p = match state.jobs.db.get_provider(tenant_id, name).await {
         Ok(p) => p,
         Err(db::DbError::NotFound(_)) => {
-            return Err(ApiError::Conflict(
-                "Stripe is not set up: PUT /v1/payment-providers/stripe".into(),
-            ));
+            return Err(ApiError::Conflict(format!(
+                "{name} is not set up: PUT /v1/payment-providers/{name}"
+            )));
         }
         Err(e) => return Err(e.into()),
     };
@@ -157,21 +186,40 @@ pub(super) async fn stripe_of(
         let bytes = state
             .jobs
             .content_keys
-            .open_secret(&p.kek_id, &secret_aad(tenant_id, "stripe", which), sealed)
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("opening the Stripe {which}: {e}")))?;
+            .open_secret(&p.kek_id, &secret_aad(tenant_id, name, which), sealed)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("opening the {name} {which}: {e}")))?;
         String::from_utf8(bytes)
-            .map_err(|_| ApiError::Internal(anyhow::anyhow!("the Stripe {which} is not text")))
+            .map_err(|_| ApiError::Internal(anyhow::anyhow!("the {name} {which} is not text")))
     };
-    Ok((
-        stripe::Client::new(&p.base_url, &open("secret_key", &p.secret_key)?),
-        open("webhook_secret", &p.webhook_secret)?,
-    ))
+    let secret_key = open("secret_key", &p.secret_key)?;
+    let webhook_secret = open("webhook_secret", &p.webhook_secret)?;
+    provider::open(&provider::Credentials {
+        provider: name,
+        base_url: &p.base_url,
+        secret_key: &secret_key,
+        webhook_secret: &webhook_secret,
+    })
+    .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the {name} settings do not open")))
+}
+
+/// A provider's failure as an answer: down is 503 (try again), a refusal 422, an
+/// operation it does not have 409.
+pub(super) fn provider_error(e: ProviderError) -> ApiError {
+    match e {
+        ProviderError::Unreachable { .. } => {
+            ApiError::Unavailable(format!("the payment provider is unavailable: {e}"))
+        }
+        ProviderError::Refused { .. } => {
+            ApiError::Unprocessable(format!("the payment provider refused: {e}"))
+        }
+        ProviderError::Unsupported(m) => ApiError::Conflict(m),
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Checkout {
-    /// `stripe`.
+    /// `stripe`, `paypal` or `coinbase` (crypto). Subscriptions are sold through Stripe.
     pub provider: String,
     /// Where the provider sends the buyer after paying.
     pub success_url: String,
@@ -221,9 +269,9 @@ pub async fn checkout(
             "a publishable key cannot name a customer: give the buyer's email".into(),
         ));
     }
-    if body.provider != "stripe" {
+    if !provider::NAMES.contains(&body.provider.as_str()) {
         return Err(ApiError::invalid(
-            "provider must be stripe (PayPal and Coinbase Commerce are not built yet)",
+            "provider must be stripe, paypal or coinbase",
         ));
     }
     web_url("success_url", &body.success_url)?;
@@ -292,7 +340,7 @@ pub async fn checkout(
             )));
         }
     }
-    let (client, _) = stripe_of(&state, tenant).await?;
+    let client = provider_of(&state, tenant, &body.provider).await?;
     let order_id = crate::ids::new_id();
     let rate = priced.tax_rate.as_ref().map_or(0, |t| t.rate);
     let lines: Vec<db::OrderLine> = priced
@@ -323,6 +371,12 @@ pub async fn checkout(
         })
         .collect();
     let subscription = lines.iter().any(|l| l.r#type == "recurring");
+    if subscription && !client.sells_subscriptions() {
+        return Err(ApiError::invalid(format!(
+            "subscriptions are sold through Stripe, not {}",
+            body.provider
+        )));
+    }
     let order = db::Order {
         id: order_id.clone(),
         tenant_id: tenant.clone(),
@@ -342,7 +396,7 @@ pub async fn checkout(
             "payment"
         }
         .into(),
-        provider: "stripe".into(),
+        provider: client.name().into(),
         provider_session: None,
         payment_ref: None,
         status: "pending".into(),
@@ -354,21 +408,15 @@ pub async fn checkout(
     };
     db.create_order(&order, &lines).await?;
     let session = match client
-        .create_checkout_session(&order, &lines, &body.success_url, &body.cancel_url)
+        .checkout(&order, &lines, &body.success_url, &body.cancel_url)
         .await
     {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(order = %order.id, error = %e, "Stripe checkout failed; the cart is open again");
+            tracing::warn!(order = %order.id, provider = client.name(), error = %e,
+                "checkout failed; the cart is open again");
             db.abandon_order(&order).await?;
-            return Err(match e {
-                stripe::StripeError::Unreachable(_) => {
-                    ApiError::Unavailable(format!("the payment provider is unavailable: {e}"))
-                }
-                stripe::StripeError::Refused { .. } => {
-                    ApiError::Unprocessable(format!("the payment provider refused: {e}"))
-                }
-            });
+            return Err(provider_error(e));
         }
     };
     db.set_order_session(&order.id, &session.id).await?;
@@ -616,18 +664,18 @@ pub async fn refund(
             "amount must be 1 to {left} (what is not refunded yet)"
         )));
     }
-    let Some(payment) = order.payment_ref.clone() else {
+    if order.payment_ref.is_none() {
         return Err(ApiError::Conflict(
             "the order has no payment to refund".into(),
         ));
-    };
-    let (client, _) = stripe_of(&state, &caller.tenant_id).await?;
+    }
+    let client = provider_of(&state, &caller.tenant_id, &order.provider).await?;
     // Refunded so far + this: a retried request is the same refund.
     let key = format!("ferrocast-refund-{}-{}-{amount}", order.id, order.refunded);
     client
-        .refund(&payment, body.amount, &key)
+        .refund(&order, amount, &key)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("the payment provider: {e}")))?;
+        .map_err(provider_error)?;
     let result = db
         .record_refund(&caller.tenant_id, &order.id, order.refunded + amount)
         .await?;

@@ -1,8 +1,11 @@
-//! Payment provider events in: `POST /v1/webhooks/stripe/{tenant_id}`. Every delivery is
-//! stored raw with its verification result; a verified event is processed once by its id
-//! (a second copy, concurrent or late, is answered 200 and changes nothing), and events may
-//! come in any order (commerce/fulfil.rs). A failed processing answers 500 so the provider
-//! retries, and the retry takes the event over. Stored events can be listed and replayed.
+//! Payment provider events in: `POST /v1/webhooks/{provider}/{tenant_id}` for Stripe
+//! (`Stripe-Signature`), PayPal (verified with PayPal) and Coinbase Commerce
+//! (`X-CC-Webhook-Signature`). Every delivery is stored raw with its verification result; a
+//! verified event is processed once by its id (a second copy, concurrent or late, is
+//! answered 200 and changes nothing), and events may come in any order
+//! (commerce/fulfil.rs). A failed processing answers 500 (or 503 when a provider call it
+//! needs failed) so the provider retries, and the retry takes the event over. Stored events
+//! can be listed and replayed.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,13 +14,14 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::Tenant;
-use super::orders::stripe_of;
+use super::orders::{provider_error, provider_of};
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
-use crate::commerce::{fulfil, stripe};
+use crate::commerce::fulfil::{self, FulfilError};
+use crate::commerce::provider::{NAMES, PaymentProvider, ProviderEvent, VerifyError};
 use crate::db;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
-/// The largest delivery taken (Stripe's events are a few KiB).
+/// The largest delivery taken (providers' events are a few KiB).
 pub const MAX_BYTES: usize = 256 * 1024;
 /// What is kept of a delivery that failed verification.
 const UNVERIFIED_KEEP: usize = 16 * 1024;
@@ -31,50 +35,65 @@ pub struct Received {
     pub result: Option<String>,
 }
 
-/// Stripe's events for a tenant, signed with its webhook secret (`Stripe-Signature`).
-#[utoipa::path(post, path = "/v1/webhooks/stripe/{tenant_id}", tag = "commerce",
-    request_body(content = String, description = "A Stripe event, as Stripe sends it"),
-    responses((status = 200, body = Received), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn stripe_in(
+/// A provider's events for a tenant: `stripe`, `paypal` or `coinbase`, each verified by
+/// its own scheme against the tenant's settings.
+#[utoipa::path(post, path = "/v1/webhooks/{provider}/{tenant_id}", tag = "commerce",
+    request_body(content = String, description = "An event, as the provider sends it"),
+    responses((status = 200, body = Received), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn receive(
     State(state): State<AppState>,
-    Path(tenant_id): Path<String>,
+    Path((provider, tenant_id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Received>> {
     let db = &state.jobs.db;
-    let secret = match stripe_of(&state, &tenant_id).await {
-        Ok((_, secret)) => secret,
+    if !NAMES.contains(&provider.as_str()) {
+        return Err(ApiError::NotFound("no such payment provider".into()));
+    }
+    let client = match provider_of(&state, &tenant_id, &provider).await {
+        Ok(c) => c,
         Err(ApiError::Conflict(_)) => {
-            return Err(ApiError::NotFound(
-                "no Stripe account is set up here".into(),
-            ));
+            return Err(ApiError::NotFound(format!(
+                "no {provider} account is set up here"
+            )));
         }
         Err(e) => return Err(e),
     };
+    let name = client.name();
     let text = String::from_utf8_lossy(&body);
-    let signature = headers
-        .get("stripe-signature")
-        .and_then(|v| v.to_str().ok());
     let now_s = crate::clock::now_ms() / 1000;
-    if let Err(e) = stripe::verify_signature(signature, &body, &secret, now_s) {
+    let refuse = async |error: &str| -> ApiResult<()> {
         let kept: String = text.chars().take(UNVERIFIED_KEEP).collect();
-        db.store_unverified_event(&tenant_id, "stripe", &kept, &e.to_string())
+        db.store_unverified_event(&tenant_id, name, &kept, error)
             .await?;
-        metrics::counter!("ferrocast_webhooks_in_total", "provider" => "stripe", "result" => "unverified")
+        metrics::counter!("ferrocast_webhooks_in_total", "provider" => name, "result" => "unverified")
             .increment(1);
-        return Err(ApiError::invalid(format!("signature: {e}")));
+        Ok(())
+    };
+    match client.verify(&headers, &body, now_s).await {
+        Ok(()) => {}
+        Err(VerifyError::Invalid(e)) => {
+            refuse(&e).await?;
+            return Err(ApiError::invalid(format!("signature: {e}")));
+        }
+        Err(VerifyError::Unavailable(e)) => {
+            tracing::warn!(provider = name, error = %e, "webhook verification unavailable; the provider retries");
+            return Err(ApiError::Unavailable(format!(
+                "the delivery could not be verified now: {e}"
+            )));
+        }
     }
-    let Some(event) = stripe::Event::parse(&body) else {
-        db.store_unverified_event(&tenant_id, "stripe", &text, "not a Stripe event")
-            .await?;
-        return Err(ApiError::invalid("the body is not a Stripe event"));
+    let Some(event) = client.parse(&body) else {
+        refuse(&format!("not a {name} event")).await?;
+        return Err(ApiError::invalid(format!("the body is not a {name} event")));
     };
     let claim = db
-        .claim_event(&tenant_id, "stripe", &event.id, &event.kind, &text)
+        .claim_event(&tenant_id, name, &event.id, &event.kind, &text)
         .await?;
     let id = match claim {
         db::Inbox::Duplicate => {
-            metrics::counter!("ferrocast_webhooks_in_total", "provider" => "stripe", "result" => "duplicate")
+            metrics::counter!("ferrocast_webhooks_in_total", "provider" => name, "result" => "duplicate")
                 .increment(1);
             return Ok(Json(Received {
                 received: true,
@@ -84,7 +103,7 @@ pub async fn stripe_in(
         }
         db::Inbox::Claimed(id) | db::Inbox::Reclaimed(id) => id,
     };
-    process(&state, &tenant_id, &id, &event)
+    process(&state, client.as_ref(), &tenant_id, &id, &event)
         .await
         .map(|result| {
             Json(Received {
@@ -98,11 +117,13 @@ pub async fn stripe_in(
 /// Applies a claimed event and records the outcome; an error leaves it to be claimed again.
 async fn process(
     state: &AppState,
+    provider: &dyn PaymentProvider,
     tenant_id: &str,
     id: &str,
-    event: &stripe::Event,
+    event: &ProviderEvent,
 ) -> ApiResult<String> {
     let db = &state.jobs.db;
+    let name = provider.name();
     let grace_ms = state
         .jobs
         .config
@@ -110,21 +131,24 @@ async fn process(
         .subscription_grace_s
         .min(365 * 86400) as i64
         * 1000;
-    match fulfil::apply_stripe(db, tenant_id, event, grace_ms).await {
+    match fulfil::apply(db, provider, tenant_id, event, grace_ms).await {
         Ok(result) => {
             db.finish_event(id, true, &result).await?;
-            tracing::info!(event = %event.id, kind = %event.kind, %result, "Stripe event processed");
-            metrics::counter!("ferrocast_webhooks_in_total", "provider" => "stripe", "result" => "processed")
+            tracing::info!(provider = name, event = %event.id, kind = %event.kind, %result, "provider event processed");
+            metrics::counter!("ferrocast_webhooks_in_total", "provider" => name, "result" => "processed")
                 .increment(1);
             Ok(result)
         }
         Err(e) => {
             let message = format!("failed: {e}");
             let _ = db.finish_event(id, false, &message).await;
-            tracing::warn!(event = %event.id, error = %e, "Stripe event failed; the retry takes it");
-            metrics::counter!("ferrocast_webhooks_in_total", "provider" => "stripe", "result" => "failed")
+            tracing::warn!(provider = name, event = %event.id, error = %e, "provider event failed; the retry takes it");
+            metrics::counter!("ferrocast_webhooks_in_total", "provider" => name, "result" => "failed")
                 .increment(1);
-            Err(e.into())
+            Err(match e {
+                FulfilError::Db(e) => e.into(),
+                FulfilError::Provider(e) => provider_error(e),
+            })
         }
     }
 }
@@ -189,13 +213,14 @@ pub async fn replay(
 ) -> ApiResult<(StatusCode, Json<WebhookEventView>)> {
     let db = &state.jobs.db;
     let stored = db.claim_for_replay(&caller.tenant_id, &id).await?;
-    let Some(event) = stripe::Event::parse(stored.body.as_bytes()) else {
-        db.finish_event(&id, true, "not a Stripe event").await?;
+    let client = provider_of(&state, &caller.tenant_id, &stored.provider).await?;
+    let Some(event) = client.parse(stored.body.as_bytes()) else {
+        db.finish_event(&id, true, "not an event of its provider").await?;
         return Err(ApiError::Conflict(
-            "the stored body is not a Stripe event".into(),
+            "the stored body is not an event of its provider".into(),
         ));
     };
-    process(&state, &caller.tenant_id, &id, &event).await?;
+    process(&state, client.as_ref(), &caller.tenant_id, &id, &event).await?;
     Ok((
         StatusCode::OK,
         Json(db.get_webhook_event(&caller.tenant_id, &id).await?.into()),

@@ -131,8 +131,8 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(orders::put_provider),
         )
         .route(
-            "/v1/webhooks/stripe/{tenant_id}",
-            post(provider_webhooks::stripe_in)
+            "/v1/webhooks/{provider}/{tenant_id}",
+            post(provider_webhooks::receive)
                 .layer(DefaultBodyLimit::max(provider_webhooks::MAX_BYTES)),
         )
         .route("/v1/webhook-events", get(provider_webhooks::list_events))

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Tenant;
-use super::orders::stripe_of;
+use super::orders::{provider_error, provider_of};
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::db;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SubscriptionView {
@@ -99,11 +99,11 @@ pub async fn cancel(
 ) -> ApiResult<Json<SubscriptionView>> {
     let db = &state.jobs.db;
     let sub = db.get_subscription(&caller.tenant_id, &id).await?;
-    let (client, _) = stripe_of(&state, &caller.tenant_id).await?;
+    let client = provider_of(&state, &caller.tenant_id, &sub.provider).await?;
     let (status, at_end) = client
         .cancel_subscription(&sub.provider_ref, body.at_period_end.unwrap_or(true))
         .await
-        .map_err(|e| ApiError::Unavailable(format!("the payment provider: {e}")))?;
+        .map_err(provider_error)?;
     db.set_subscription_cancel(&sub.id, &status, at_end).await?;
     let sub = db.get_subscription(&caller.tenant_id, &id).await?;
     if sub.status == "canceled" {

@@ -1,26 +1,38 @@
-//! What a verified provider event does to its order: paid (entitlements granted), refunded
-//! (revoked when in full), disputed (revoked), failed or expired. Every step is idempotent
-//! and order-free (db/orders.rs), so duplicates and late events change nothing more.
+//! What a verified provider event, whoever sent it, does to its order: paid (entitlements
+//! granted), refunded (revoked when in full), disputed (revoked), failed or expired. Every
+//! step is idempotent and order-free (db/orders.rs), so duplicates and late events change
+//! nothing more.
 
-use super::stripe::{Action, Event};
-use crate::db::{Db, DbError, DbResult, SubscriptionState};
+use super::provider::{Action, PaymentProvider, ProviderError, ProviderEvent};
+use crate::db::{Db, DbError, SubscriptionState};
 
-/// Applies a Stripe event to the order it names; returns what it did, in words. A
+/// Why an event could not be applied (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum FulfilError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A call the event needs (PayPal's capture) failed.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+/// Applies a provider's event to the order it names; returns what it did, in words. A
 /// subscription's access lasts `grace_ms` past the end of the period paid.
-pub async fn apply_stripe(
+pub async fn apply(
     db: &Db,
+    provider: &dyn PaymentProvider,
     tenant_id: &str,
-    event: &Event,
+    event: &ProviderEvent,
     grace_ms: i64,
-) -> DbResult<String> {
-    let action = event.action();
+) -> Result<String, FulfilError> {
+    let mut action = event.action.clone();
     if action == Action::Ignore {
         return Ok(format!("{}: not acted on", event.kind));
     }
     let known = match (
-        event.order_id(),
-        event.subscription_ref(),
-        event.payment_intent(),
+        event.order_id.as_deref(),
+        event.subscription_ref.as_deref(),
+        event.payment_ref.as_deref(),
     ) {
         (Some(o), _, _) => Some(o.to_string()),
         (None, Some(r), _) => db.order_of_subscription(tenant_id, r).await?,
@@ -31,6 +43,21 @@ pub async fn apply_stripe(
     let Some(order_id) = known.as_deref() else {
         return Ok(format!("{}: names no Ferrocast order", event.kind));
     };
+    // An approved payment is taken now; what the capture says is what happened.
+    if let Action::Capture { provider_order } = &action {
+        match db.get_order(tenant_id, order_id).await {
+            Ok(o) if o.provider_session.as_deref() == Some(provider_order.as_str()) => {
+                if o.status != "pending" {
+                    return Ok(format!("{}: the order is {} already", event.kind, o.status));
+                }
+                action = provider.capture(provider_order, order_id).await?;
+            }
+            Ok(_) | Err(DbError::NotFound(_)) => {
+                return Ok(format!("{}: no such order here", event.kind));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let result = match action {
         Action::Paid { payment_ref } => {
             db.mark_order_paid(tenant_id, order_id, payment_ref.as_deref(), grace_ms)
@@ -58,7 +85,7 @@ pub async fn apply_stripe(
         Action::Expired => db.end_pending_order(tenant_id, order_id, "canceled").await,
         Action::Refunded { total } => db.record_refund(tenant_id, order_id, total).await,
         Action::Disputed => db.record_dispute(tenant_id, order_id).await,
-        Action::Ignore => Ok(format!("{}: not acted on", event.kind)),
+        Action::Ignore | Action::Capture { .. } => Ok(format!("{}: not acted on", event.kind)),
     };
     match result {
         // An order of another tenant, or none: nothing to do, and nothing to retry.
@@ -69,6 +96,6 @@ pub async fn apply_stripe(
             super::invoicing::settle(db, tenant_id, order_id).await?;
             Ok(done)
         }
-        other => other,
+        Err(e) => Err(e.into()),
     }
 }

@@ -5,8 +5,11 @@
 #![deny(clippy::float_arithmetic)]
 
 pub mod cart;
+pub mod coinbase;
 pub mod fulfil;
 pub mod invoicing;
 pub mod money;
+pub mod paypal;
+pub mod provider;
 pub mod revenue;
 pub mod stripe;

@@ -97,6 +97,30 @@ impl Currency {
     }
 }
 
+impl Currency {
+    /// A decimal string in major units as minor units, the inverse of [`Currency::format`]:
+    /// `"19.99"` EUR → `1999`, `"500"` JPY → `500`. No sign, at most the currency's
+    /// decimals, at most [`MAX_AMOUNT`] × 10; anything else is none.
+    pub fn parse_amount(&self, s: &str) -> Option<i64> {
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty()
+            || whole.len() > 13
+            || !digits(whole)
+            || !digits(frac)
+            || frac.len() > usize::from(self.exponent)
+            || (s.contains('.') && frac.is_empty())
+        {
+            return None;
+        }
+        let unit = 10i64.pow(self.exponent.into());
+        let padded = format!("{frac:0<width$}", width = usize::from(self.exponent));
+        let minor = if padded.is_empty() { 0 } else { padded.parse::<i64>().ok()? };
+        let amount = whole.parse::<i64>().ok()?.checked_mul(unit)?.checked_add(minor)?;
+        (amount <= MAX_AMOUNT * 10).then_some(amount)
+    }
+}
+
 impl fmt::Display for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())
@@ -631,8 +655,31 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn provider_amounts_read_back_in_minor_units() {
+        let eur = Currency::parse("EUR").unwrap();
+        let jpy = Currency::parse("JPY").unwrap();
+        let kwd = Currency::parse("KWD").unwrap();
+        assert_eq!(eur.parse_amount("19.99"), Some(1999));
+        assert_eq!(eur.parse_amount("19.9"), Some(1990));
+        assert_eq!(eur.parse_amount("19"), Some(1900));
+        assert_eq!(eur.parse_amount("0.05"), Some(5));
+        assert_eq!(jpy.parse_amount("500"), Some(500));
+        assert_eq!(kwd.parse_amount("1.005"), Some(1005));
+        for bad in ["", ".5", "1.", "1.999", "-1", "+1", "1e3", "1,00", " 1", "99999999999999"] {
+            assert_eq!(eur.parse_amount(bad), None, "{bad:?}");
+        }
+        assert_eq!(jpy.parse_amount("5.0"), None);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn a_formatted_amount_reads_back(amount in 0i64..=MAX_AMOUNT, code in prop::sample::select(vec!["EUR", "JPY", "KWD"])) {
+            let c = Currency::parse(code).unwrap();
+            prop_assert_eq!(c.parse_amount(&c.format(amount)), Some(amount));
+        }
 
         #[test]
         fn totals_add_up_and_nothing_goes_negative(

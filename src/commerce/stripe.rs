@@ -6,12 +6,15 @@
 //! amounts: one line item per order line, its amount the line's total (discount taken off,
 //! tax in), so Stripe's `amount_total` is the order's total to the minor unit.
 
-use std::time::Duration;
-
+use async_trait::async_trait;
 use hmac::{Hmac, Mac};
+use http::HeaderMap;
 use serde_json::Value;
 use sha2::Sha256;
 
+use super::provider::{
+    Action, PaymentProvider, ProviderError, ProviderEvent, Session, VerifyError, http_calls,
+};
 use crate::db;
 
 /// How old a signed delivery may be (Stripe's default tolerance).
@@ -184,6 +187,18 @@ impl Event {
         self.object.get(field).and_then(Value::as_i64)
     }
 
+    /// The event as every provider's reads.
+    pub fn into_provider_event(self) -> ProviderEvent {
+        ProviderEvent {
+            order_id: self.order_id().map(Into::into),
+            subscription_ref: self.subscription_ref().map(Into::into),
+            payment_ref: self.payment_intent().map(Into::into),
+            action: self.action(),
+            id: self.id,
+            kind: self.kind,
+        }
+    }
+
     /// What the event means for an order.
     pub fn action(&self) -> Action {
         match self.kind.as_str() {
@@ -245,147 +260,79 @@ impl Event {
     }
 }
 
-/// What an event does to its order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    Paid {
-        payment_ref: Option<String>,
-    },
-    /// Paid later, or not: nothing yet.
-    Wait,
-    Failed,
-    Expired,
-    /// `total` refunded so far.
-    Refunded {
-        total: i64,
-    },
-    Disputed,
-    /// What the provider says of the order's subscription now.
-    Subscription {
-        provider_ref: String,
-        status: String,
-        period_end_ms: Option<i64>,
-        cancel_at_period_end: Option<bool>,
-    },
-    /// A type Ferrocast does not act on (stored, answered 200).
-    Ignore,
-}
-
-/// Why a call to Stripe failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StripeError {
-    #[error("Stripe could not be reached: {0}")]
-    Unreachable(String),
-    /// Stripe answered with an error object.
-    #[error("Stripe said {status}: {message}")]
-    Refused { status: u16, message: String },
-}
-
-/// A Checkout Session, as Ferrocast needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    pub id: String,
-    pub url: String,
-}
-
 /// Calls to one tenant's Stripe account.
 #[derive(Debug, Clone)]
 pub struct Client {
     base_url: String,
     secret_key: String,
+    webhook_secret: String,
     http: reqwest::Client,
 }
 
-/// Attempts per call; each waits longer (0.2 s, 0.4 s) and reuses the idempotency key.
-const ATTEMPTS: u32 = 3;
-
 impl Client {
-    pub fn new(base_url: &str, secret_key: &str) -> Self {
+    pub fn new(base_url: &str, secret_key: &str, webhook_secret: &str) -> Self {
         Self {
             base_url: base_url.trim_end_matches('/').to_string(),
             secret_key: secret_key.to_string(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .expect("HTTP client"),
+            webhook_secret: webhook_secret.to_string(),
+            http: http_calls::client(),
         }
     }
 
-    /// POSTs `form` to `path` with `key` as Idempotency-Key; retries network failures and
+    /// Sends `form` to `path` with `key` as Idempotency-Key; retries network failures and
     /// 5xx/429 answers, never a 4xx.
-    async fn post(
-        &self,
-        path: &str,
-        key: &str,
-        form: &[(String, String)],
-    ) -> Result<Value, StripeError> {
-        self.send(reqwest::Method::POST, path, key, form).await
-    }
-
     async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         key: &str,
         form: &[(String, String)],
-    ) -> Result<Value, StripeError> {
-        let mut last = None;
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 << (attempt - 1))).await;
-            }
-            let sent = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.base_url))
-                .bearer_auth(&self.secret_key)
-                .header("Idempotency-Key", key)
-                .header("Stripe-Version", "2024-06-20")
-                .form(form)
-                .send()
-                .await;
-            let resp = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    last = Some(StripeError::Unreachable(e.to_string()));
-                    continue;
-                }
-            };
-            let status = resp.status().as_u16();
-            let body: Value = match resp.json().await {
-                Ok(b) => b,
-                Err(e) => {
-                    last = Some(StripeError::Unreachable(format!("unreadable answer: {e}")));
-                    continue;
-                }
-            };
-            if (200..300).contains(&status) {
-                return Ok(body);
-            }
-            let message = body["error"]["message"]
-                .as_str()
-                .unwrap_or("no message")
-                .chars()
-                .take(300)
-                .collect();
-            let err = StripeError::Refused { status, message };
-            if status == 429 || status >= 500 {
-                last = Some(err);
-                continue;
-            }
-            return Err(err);
-        }
-        Err(last.expect("at least one attempt"))
+    ) -> Result<Value, ProviderError> {
+        let url = format!("{}{path}", self.base_url);
+        http_calls::send(
+            "Stripe",
+            || {
+                self.http
+                    .request(method.clone(), &url)
+                    .bearer_auth(&self.secret_key)
+                    .header("Idempotency-Key", key)
+                    .header("Stripe-Version", "2024-06-20")
+                    .form(form)
+            },
+            |body| body["error"]["message"].as_str().map(Into::into),
+        )
+        .await
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        key: &str,
+        form: &[(String, String)],
+    ) -> Result<Value, ProviderError> {
+        self.send(reqwest::Method::POST, path, key, form).await
+    }
+
+}
+
+#[async_trait]
+impl PaymentProvider for Client {
+    fn name(&self) -> &'static str {
+        "stripe"
+    }
+
+    fn sells_subscriptions(&self) -> bool {
+        true
     }
 
     /// A Checkout Session for `order` (payment, or subscription when it has recurring lines).
-    pub async fn create_checkout_session(
+    async fn checkout(
         &self,
         order: &db::Order,
         lines: &[db::OrderLine],
         success_url: &str,
         cancel_url: &str,
-    ) -> Result<Session, StripeError> {
+    ) -> Result<Session, ProviderError> {
         let currency = order.currency.to_ascii_lowercase();
         let mut form: Vec<(String, String)> = vec![
             ("mode".into(), order.mode.clone()),
@@ -443,7 +390,8 @@ impl Client {
                 id: id.into(),
                 url: url.into(),
             }),
-            _ => Err(StripeError::Refused {
+            _ => Err(ProviderError::Refused {
+                provider: "Stripe",
                 status: 200,
                 message: "the Checkout Session has no id or url".into(),
             }),
@@ -452,11 +400,11 @@ impl Client {
 
     /// Cancels subscription `provider_ref` at the end of its period (the customer keeps
     /// what they paid for), or at once. Returns (its status, whether it ends at period end).
-    pub async fn cancel_subscription(
+    async fn cancel_subscription(
         &self,
         provider_ref: &str,
         at_period_end: bool,
-    ) -> Result<(String, bool), StripeError> {
+    ) -> Result<(String, bool), ProviderError> {
         let path = format!("/v1/subscriptions/{provider_ref}");
         let body = if at_period_end {
             self.post(
@@ -485,26 +433,52 @@ impl Client {
         ))
     }
 
-    /// Refunds `amount` (all that is left, if none) of payment intent `payment_intent`;
-    /// `key` makes a retried request the same refund. Returns the refund's id.
-    pub async fn refund(
+    /// Refunds `amount` of the order's payment intent; `key` makes a retried request the
+    /// same refund. Returns the refund's id.
+    async fn refund(
         &self,
-        payment_intent: &str,
-        amount: Option<i64>,
+        order: &db::Order,
+        amount: i64,
         key: &str,
-    ) -> Result<String, StripeError> {
-        let mut form = vec![("payment_intent".to_string(), payment_intent.to_string())];
-        if let Some(a) = amount {
-            form.push(("amount".into(), a.to_string()));
-        }
+    ) -> Result<String, ProviderError> {
+        let Some(payment_intent) = order.payment_ref.as_deref().filter(|p| p.starts_with("pi_"))
+        else {
+            return Err(ProviderError::Unsupported(
+                "the order has no Stripe payment to refund (a subscription's charges are \
+                 refunded in Stripe's dashboard)"
+                    .into(),
+            ));
+        };
+        let form = vec![
+            ("payment_intent".to_string(), payment_intent.to_string()),
+            ("amount".into(), amount.to_string()),
+        ];
         let body = self.post("/v1/refunds", key, &form).await?;
         body["id"]
             .as_str()
             .map(Into::into)
-            .ok_or(StripeError::Refused {
+            .ok_or(ProviderError::Refused {
+                provider: "Stripe",
                 status: 200,
                 message: "the refund has no id".into(),
             })
+    }
+
+    async fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_s: i64,
+    ) -> Result<(), VerifyError> {
+        let signature = headers
+            .get("stripe-signature")
+            .and_then(|v| v.to_str().ok());
+        verify_signature(signature, body, &self.webhook_secret, now_s)
+            .map_err(|e| VerifyError::Invalid(e.to_string()))
+    }
+
+    fn parse(&self, body: &[u8]) -> Option<ProviderEvent> {
+        Event::parse(body).map(Event::into_provider_event)
     }
 }
 

@@ -397,11 +397,16 @@ impl Db {
                 }
                 (None, _) => (None, None),
             };
+            // A tier ("720p") caps what the entitlement plays; none plays everything.
+            let max_lines = line
+                .tier
+                .strip_suffix('p')
+                .and_then(|l| l.parse::<i64>().ok());
             for playback_id in ids {
                 sqlx::query(
                     "INSERT INTO entitlements (id, tenant_id, playback_id, viewer, expires_at, \
-                     created_at, revoked_at, order_id, play_window_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)",
+                     created_at, revoked_at, order_id, play_window_ms, max_lines) \
+                     VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9)",
                 )
                 .bind(new_id())
                 .bind(tenant_id)
@@ -411,6 +416,7 @@ impl Db {
                 .bind(now)
                 .bind(order_id)
                 .bind(play_window)
+                .bind(max_lines)
                 .execute(&mut *tx)
                 .await?;
                 granted += 1;

@@ -51,6 +51,14 @@ pub struct Entitlement {
 const SIGNING_KEY_COLUMNS: &str = "id, tenant_id, algorithm, public_key, created_at, revoked_at";
 const AUDIT_COLUMNS: &str =
     "id, tenant_id, type, playback_id, key_id, viewer, client_ip, result, reason, at";
+/// A viewer's ($1) live entitlements of tenant $2 at time $3 to playback id $4 or to any
+/// id playing the same media (under prefix $5); `*` is an order for a product of all the
+/// tenant's content.
+const ENTITLED: &str = "viewer = $1 AND tenant_id = $2 \
+     AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3) \
+     AND (playback_id = $4 OR playback_id = '*' OR playback_id IN ( \
+         SELECT playback_id FROM live_streams WHERE current_prefix = $5 \
+         UNION SELECT playback_id FROM assets WHERE storage_prefix = $5))";
 const ENTITLEMENT_COLUMNS: &str =
     "id, tenant_id, playback_id, viewer, expires_at, created_at, revoked_at";
 
@@ -251,6 +259,32 @@ impl Db {
         }
         self.get_entitlement(tenant_id, id).await
     }
+    /// The most lines `viewer`'s live entitlements to this media let them watch: none when
+    /// one of them has no tier (or they hold none: keys refuse those), else the best tier.
+    pub async fn entitlement_max_lines(
+        &self,
+        tenant_id: &str,
+        playback_id: &str,
+        prefix: Option<&str>,
+        viewer: &str,
+    ) -> DbResult<Option<u32>> {
+        let (n, capped, best): (i64, i64, Option<i64>) = sqlx::query_as(&format!(
+            "SELECT COUNT(*), COUNT(max_lines), MAX(max_lines) FROM entitlements WHERE {ENTITLED}"
+        ))
+        .bind(viewer)
+        .bind(tenant_id)
+        .bind(now_ms())
+        .bind(playback_id)
+        .bind(prefix.unwrap_or(""))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if n > 0 && capped == n {
+            best.and_then(|b| u32::try_from(b).ok())
+        } else {
+            None
+        })
+    }
+
     /// Whether `viewer` holds a live entitlement to `playback_id` or to any other id that
     /// plays the same media (under `prefix`: a broadcast and its recording).
     pub async fn has_entitlement_to_media(
@@ -260,16 +294,11 @@ impl Db {
         prefix: Option<&str>,
         viewer: &str,
     ) -> DbResult<bool> {
-        // `*`: an order for a product of all the tenant's content. A rental counted from
-        // the first play has its clock started by this, its first key request.
-        const MATCH: &str = "viewer = $1 AND tenant_id = $2 \
-             AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3) \
-             AND (playback_id = $4 OR playback_id = '*' OR playback_id IN ( \
-                 SELECT playback_id FROM live_streams WHERE current_prefix = $5 \
-                 UNION SELECT playback_id FROM assets WHERE storage_prefix = $5))";
+        // A rental counted from the first play has its clock started by this, its first
+        // key request.
         let now = now_ms();
         let (n, unstarted): (i64, i64) = sqlx::query_as(&format!(
-            "SELECT COUNT(*), COUNT(play_window_ms) FROM entitlements WHERE {MATCH}"
+            "SELECT COUNT(*), COUNT(play_window_ms) FROM entitlements WHERE {ENTITLED}"
         ))
         .bind(viewer)
         .bind(tenant_id)
@@ -281,7 +310,7 @@ impl Db {
         if unstarted > 0 {
             sqlx::query(&format!(
                 "UPDATE entitlements SET expires_at = $3 + play_window_ms, play_window_ms = NULL \
-                 WHERE play_window_ms IS NOT NULL AND {MATCH}"
+                 WHERE play_window_ms IS NOT NULL AND {ENTITLED}"
             ))
             .bind(viewer)
             .bind(tenant_id)
