@@ -4,26 +4,12 @@
 
 mod common;
 
-use common::paid::{Media, get_key, media_with};
+use common::paid::{Media, media_with};
+use common::shop::{order, post, refused, viewer_key};
 use common::stripe::FakeStripe;
 use common::{PgDatabase, TestServer};
 use ferrocast::config::DatabaseUrl;
 use serde_json::{Value, json};
-
-async fn post(server: &TestServer, key: &str, path: &str, body: Value) -> Value {
-    let (status, v) = server.call("POST", path, Some(key), Some(body)).await;
-    assert!(status == 201 || status == 200, "POST {path}: {status} {v}");
-    v
-}
-
-async fn refused(server: &TestServer, key: &str, path: &str, body: Value) -> (u16, String) {
-    let (status, v) = server.call("POST", path, Some(key), Some(body)).await;
-    assert!(status >= 400, "POST {path} should be refused: {status} {v}");
-    (
-        status,
-        v["error"]["message"].as_str().unwrap_or("").to_string(),
-    )
-}
 
 /// The creator's catalogue: (product, EUR price, code id).
 async fn catalogue(server: &TestServer, key: &str) -> (String, String, String) {
@@ -706,31 +692,6 @@ async fn try_checkout(
     (status, out)
 }
 
-async fn viewer_key(server: &TestServer, key: &str, media: &Media, viewer: &str) -> u16 {
-    let (status, t) = server
-        .call(
-            "POST",
-            "/v1/playback-tokens",
-            Some(key),
-            Some(json!({"playback_id": media.playback_id, "viewer": viewer})),
-        )
-        .await;
-    assert_eq!(status, 201, "{t}");
-    let (status, bytes) = get_key(server, media, t["token"].as_str().unwrap()).await;
-    if status == 200 {
-        assert_eq!(bytes, media.key);
-    }
-    status
-}
-
-async fn order(server: &TestServer, key: &str, id: &str) -> Value {
-    let (status, o) = server
-        .call("GET", &format!("/v1/orders/{id}"), Some(key), None)
-        .await;
-    assert_eq!(status, 200, "{o}");
-    o
-}
-
 async fn paying_gets_the_key_and_a_full_refund_takes_it_away(server: &TestServer) {
     let stripe = FakeStripe::start();
     let (key, media, price_id, hook) = paid_setup(server, &stripe).await;
@@ -1218,19 +1179,8 @@ async fn a_checkout_stripe_cannot_take_leaves_the_cart_open() {
 /// models, idempotency and errors behave as Stripe's do, and its signatures verify.
 #[test]
 fn the_stripe_fake_speaks_stripes_wire_format() {
-    let out = common::output_within(
-        std::process::Command::new(common::stripe::python())
-            .arg(common::stripe::script())
-            .arg("--selftest"),
-        std::time::Duration::from_secs(60),
-        "python3 with stripe (make py-deps)",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"selftest\": \"ok\""));
+    let out = common::fakes::FakeProcess::selftest("stripe_fake.py");
+    assert_eq!(out["selftest"], "ok", "{out}");
 }
 
 /// A pass to everything the creator has, rented for 48 hours from the first play; the
@@ -1427,8 +1377,28 @@ async fn a_subscription_renews_and_ends_at_its_period_end() {
 /// request is denied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_buys_in_chromium_plays_with_hls_js_and_a_refund_takes_the_key_away() {
+    buys_in_chromium("stripe").await;
+}
+
+/// The same story paid with PayPal: its approval page, the approval's webhook verified
+/// with PayPal, the capture Ferrocast makes, and the refund through PayPal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_buys_with_paypal_in_chromium_plays_and_a_refund_takes_the_key_away() {
+    buys_in_chromium("paypal").await;
+}
+
+/// The provider's fake behind the whole story.
+enum Fake {
+    Stripe(FakeStripe),
+    PayPal(common::fakes::FakeProcess),
+}
+
+async fn buys_in_chromium(provider_name: &str) {
     let server = TestServer::start_with(|c| c.commerce.allow_plain_http_providers = true).await;
-    let stripe = FakeStripe::start();
+    let fake = match provider_name {
+        "stripe" => Fake::Stripe(FakeStripe::start()),
+        _ => Fake::PayPal(common::fakes::FakeProcess::start("paypal_fake.py", &[])),
+    };
     let (tenant_id, key) = server.create_tenant("Creator").await;
     let (status, stream) = server
         .call(
@@ -1449,18 +1419,31 @@ async fn a_viewer_buys_in_chromium_plays_with_hls_js_and_a_refund_takes_the_key_
         )
         .await;
     assert_eq!(status, 200);
-    let (_, provider) = server
+    let settings = match &fake {
+        Fake::Stripe(stripe) => json!({"secret_key": common::stripe::SECRET_KEY,
+            "webhook_secret": common::stripe::WEBHOOK_SECRET, "base_url": stripe.base_url}),
+        Fake::PayPal(paypal) => json!({"client_id": common::fakes::paypal::CLIENT_ID,
+            "secret_key": common::fakes::paypal::CLIENT_SECRET,
+            "webhook_secret": common::fakes::paypal::WEBHOOK_ID, "base_url": paypal.base_url}),
+    };
+    let (status, provider) = server
         .call(
             "PUT",
-            "/v1/payment-providers/stripe",
+            &format!("/v1/payment-providers/{provider_name}"),
             Some(&key),
-            Some(json!({"secret_key": common::stripe::SECRET_KEY,
-                "webhook_secret": common::stripe::WEBHOOK_SECRET, "base_url": stripe.base_url})),
+            Some(settings),
         )
         .await;
-    stripe
-        .send_events_to(provider["webhook_url"].as_str().unwrap())
-        .await;
+    assert_eq!(status, 200, "{provider}");
+    let webhook_url = provider["webhook_url"].as_str().unwrap();
+    match &fake {
+        Fake::Stripe(stripe) => stripe.send_events_to(webhook_url).await,
+        Fake::PayPal(paypal) => {
+            paypal
+                .control("config", json!({"webhook_url": webhook_url}))
+                .await;
+        }
+    }
     assert!(
         provider["webhook_url"]
             .as_str()
@@ -1542,6 +1525,7 @@ async fn a_viewer_buys_in_chromium_plays_with_hls_js_and_a_refund_takes_the_key_
             price["id"].as_str().unwrap().to_string(),
             "final20".into(),
             "fan@example.com".into(),
+            provider_name.into(),
         ],
         90,
     )
@@ -1552,8 +1536,12 @@ async fn a_viewer_buys_in_chromium_plays_with_hls_js_and_a_refund_takes_the_key_
         (&bought["cart"]["discount"], &bought["cart"]["total"]),
         (&json!(200), &json!(951))
     );
+    let amount = match fake {
+        Fake::Stripe(_) => "951 eur",
+        Fake::PayPal(_) => "9.51 EUR with PayPal",
+    };
     assert!(
-        bought["hosted"].as_str().unwrap().contains("951 eur"),
+        bought["hosted"].as_str().unwrap().contains(amount),
         "{bought}"
     );
     assert!(
@@ -1637,7 +1625,9 @@ async fn a_viewer_buys_in_chromium_plays_with_hls_js_and_a_refund_takes_the_key_
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["type"] == "payment_intent.succeeded")
+        .find(|e| {
+            e["type"] == "payment_intent.succeeded" || e["type"] == "CHECKOUT.ORDER.APPROVED"
+        })
         .expect("the payment's events arrived");
     assert_eq!(payment["verified"], true);
     let (status, o) = server

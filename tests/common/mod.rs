@@ -2,9 +2,11 @@
 //! real S3-compatible server (s3s-fs). Everything started here stops itself on drop.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod fakes;
 pub mod media;
 pub mod paid;
 pub mod process;
+pub mod shop;
 pub mod stripe;
 
 pub use process::output_within;

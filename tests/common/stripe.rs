@@ -2,73 +2,29 @@
 //! 127.0.0.1, driven by the tests to pay sessions and deliver signed events. Stops with the
 //! test (its stdin closes) or after ten minutes.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use serde_json::{Value, json};
+
+use super::fakes::FakeProcess;
 
 pub const SECRET_KEY: &str = "sk_test_ferrocast_fake";
 pub const WEBHOOK_SECRET: &str = "whsec_ferrocast_fake";
 
-/// The Python with the official `stripe` package (`make py-deps`).
-pub fn python() -> String {
-    std::env::var("TEST_FAKES_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/ferrocast/venv/bin/python",
-            std::env::var("HOME").unwrap()
-        )
-    })
-}
-
-pub fn script() -> String {
-    format!("{}/tests/fakes/stripe_fake.py", env!("CARGO_MANIFEST_DIR"))
-}
-
 pub struct FakeStripe {
-    child: Child,
+    fake: FakeProcess,
     pub base_url: String,
-    client: reqwest::Client,
 }
 
 impl FakeStripe {
     pub fn start() -> Self {
-        let mut child = Command::new(python())
-            .arg(script())
-            .args(["--secret-key", SECRET_KEY, "--lifetime", "600"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "the Stripe fake needs {} with stripe installed (make py-deps): {e}",
-                    python()
-                )
-            });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = serde_json::from_str::<Value>(&line)
-            .unwrap_or_else(|_| panic!("the Stripe fake did not start: {line:?}"))["port"]
-            .as_u64()
-            .unwrap();
+        let fake = FakeProcess::start("stripe_fake.py", &["--secret-key", SECRET_KEY]);
         Self {
-            child,
-            base_url: format!("http://127.0.0.1:{port}"),
-            client: super::http_client(),
+            base_url: fake.base_url.clone(),
+            fake,
         }
     }
 
     async fn control(&self, path: &str, body: Value) -> Value {
-        let resp = self
-            .client
-            .post(format!("{}/_fake/{path}", self.base_url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "fake {path}: {}", resp.status());
-        resp.json().await.unwrap()
+        self.fake.control(path, body).await
     }
 
     /// The customer pays checkout session `id`; returns the events Stripe would send.
@@ -138,6 +94,7 @@ impl FakeStripe {
     /// Refunds through Stripe's API itself (as the creator's dashboard would), not Ferrocast.
     pub async fn refund(&self, payment_intent: &str, amount: i64) {
         let resp = self
+            .fake
             .client
             .post(format!("{}/v1/refunds", self.base_url))
             .bearer_auth(SECRET_KEY)
@@ -168,12 +125,5 @@ impl FakeStripe {
             .iter()
             .map(|k| k.as_str().unwrap().to_string())
             .collect()
-    }
-}
-
-impl Drop for FakeStripe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
