@@ -1625,9 +1625,7 @@ async fn buys_in_chromium(provider_name: &str) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| {
-            e["type"] == "payment_intent.succeeded" || e["type"] == "CHECKOUT.ORDER.APPROVED"
-        })
+        .find(|e| e["type"] == "payment_intent.succeeded" || e["type"] == "CHECKOUT.ORDER.APPROVED")
         .expect("the payment's events arrived");
     assert_eq!(payment["verified"], true);
     let (status, o) = server

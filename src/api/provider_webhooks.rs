@@ -215,7 +215,8 @@ pub async fn replay(
     let stored = db.claim_for_replay(&caller.tenant_id, &id).await?;
     let client = provider_of(&state, &caller.tenant_id, &stored.provider).await?;
     let Some(event) = client.parse(stored.body.as_bytes()) else {
-        db.finish_event(&id, true, "not an event of its provider").await?;
+        db.finish_event(&id, true, "not an event of its provider")
+            .await?;
         return Err(ApiError::Conflict(
             "the stored body is not an event of its provider".into(),
         ));

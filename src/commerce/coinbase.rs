@@ -45,9 +45,7 @@ impl Client {
 /// Checks `signature` (hex) against the HMAC-SHA256 of `body` under `secret`, in constant
 /// time.
 pub fn verify_signature(signature: Option<&str>, body: &[u8], secret: &str) -> Result<(), String> {
-    let given = signature
-        .ok_or("no X-CC-Webhook-Signature header")?
-        .trim();
+    let given = signature.ok_or("no X-CC-Webhook-Signature header")?.trim();
     let given = hex::decode(given).map_err(|_| "X-CC-Webhook-Signature is not hex")?;
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(body);
@@ -101,7 +99,8 @@ impl PaymentProvider for Client {
         let data = &created["data"];
         match (data["id"].as_str(), data["hosted_url"].as_str()) {
             (Some(id), Some(url))
-                if id.len() <= 64 && (url.starts_with("https://") || url.starts_with("http://")) =>
+                if id.len() <= 64
+                    && (url.starts_with("https://") || url.starts_with("http://")) =>
             {
                 Ok(Session {
                     id: id.into(),

@@ -115,8 +115,16 @@ impl Currency {
         }
         let unit = 10i64.pow(self.exponent.into());
         let padded = format!("{frac:0<width$}", width = usize::from(self.exponent));
-        let minor = if padded.is_empty() { 0 } else { padded.parse::<i64>().ok()? };
-        let amount = whole.parse::<i64>().ok()?.checked_mul(unit)?.checked_add(minor)?;
+        let minor = if padded.is_empty() {
+            0
+        } else {
+            padded.parse::<i64>().ok()?
+        };
+        let amount = whole
+            .parse::<i64>()
+            .ok()?
+            .checked_mul(unit)?
+            .checked_add(minor)?;
         (amount <= MAX_AMOUNT * 10).then_some(amount)
     }
 }
@@ -666,7 +674,18 @@ mod tests {
         assert_eq!(eur.parse_amount("0.05"), Some(5));
         assert_eq!(jpy.parse_amount("500"), Some(500));
         assert_eq!(kwd.parse_amount("1.005"), Some(1005));
-        for bad in ["", ".5", "1.", "1.999", "-1", "+1", "1e3", "1,00", " 1", "99999999999999"] {
+        for bad in [
+            "",
+            ".5",
+            "1.",
+            "1.999",
+            "-1",
+            "+1",
+            "1e3",
+            "1,00",
+            " 1",
+            "99999999999999",
+        ] {
             assert_eq!(eur.parse_amount(bad), None, "{bad:?}");
         }
         assert_eq!(jpy.parse_amount("5.0"), None);

@@ -312,7 +312,8 @@ impl PaymentProvider for Client {
         };
         let currency = Currency::parse(&order.currency)
             .ok_or_else(|| ProviderError::Unsupported("the order's currency is unknown".into()))?;
-        let body = json!({"amount": {"currency_code": currency.code(), "value": currency.format(amount)}});
+        let body =
+            json!({"amount": {"currency_code": currency.code(), "value": currency.format(amount)}});
         let refunded = self
             .call(
                 reqwest::Method::POST,
@@ -382,7 +383,10 @@ impl PaymentProvider for Client {
             .token()
             .await
             .map_err(|e| VerifyError::Unavailable(e.to_string()))?;
-        let url = format!("{}/v1/notifications/verify-webhook-signature", self.base_url);
+        let url = format!(
+            "{}/v1/notifications/verify-webhook-signature",
+            self.base_url
+        );
         let answer = http_calls::send(
             "PayPal",
             || {
@@ -540,7 +544,11 @@ mod tests {
             json!({"dispute_id": "PP-D-1", "disputed_transactions": [{"seller_transaction_id": "3C679366HH908993F"}]}),
         );
         assert_eq!(
-            (dispute.action, dispute.order_id, dispute.payment_ref.as_deref()),
+            (
+                dispute.action,
+                dispute.order_id,
+                dispute.payment_ref.as_deref()
+            ),
             (Action::Disputed, None, Some("3C679366HH908993F"))
         );
         assert_eq!(

@@ -58,16 +58,22 @@ pub struct Session {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Paid: `payment_ref` is what a refund names (payment intent, capture, charge).
-    Paid { payment_ref: Option<String> },
+    Paid {
+        payment_ref: Option<String>,
+    },
     /// The buyer approved a payment that Ferrocast must now take (PayPal's approved
     /// order, captured by [`PaymentProvider::capture`]).
-    Capture { provider_order: String },
+    Capture {
+        provider_order: String,
+    },
     /// Paid later, or not: nothing yet.
     Wait,
     Failed,
     Expired,
     /// `total` refunded so far.
-    Refunded { total: i64 },
+    Refunded {
+        total: i64,
+    },
     Disputed,
     /// What the provider says of the order's subscription now.
     Subscription {
@@ -166,7 +172,12 @@ pub fn open(c: &Credentials<'_>) -> Option<Box<dyn PaymentProvider>> {
         )),
         "paypal" => {
             let (id, secret) = c.secret_key.split_once(':')?;
-            Box::new(paypal::Client::new(c.base_url, id, secret, c.webhook_secret))
+            Box::new(paypal::Client::new(
+                c.base_url,
+                id,
+                secret,
+                c.webhook_secret,
+            ))
         }
         "coinbase" => Box::new(coinbase::Client::new(
             c.base_url,
@@ -182,7 +193,10 @@ pub fn open(c: &Credentials<'_>) -> Option<Box<dyn PaymentProvider>> {
 pub fn official_base_urls(provider: &str) -> &'static [&'static str] {
     match provider {
         "stripe" => &["https://api.stripe.com"],
-        "paypal" => &["https://api-m.paypal.com", "https://api-m.sandbox.paypal.com"],
+        "paypal" => &[
+            "https://api-m.paypal.com",
+            "https://api-m.sandbox.paypal.com",
+        ],
         "coinbase" => &["https://api.commerce.coinbase.com"],
         _ => &[],
     }

@@ -312,7 +312,6 @@ impl Client {
     ) -> Result<Value, ProviderError> {
         self.send(reqwest::Method::POST, path, key, form).await
     }
-
 }
 
 #[async_trait]
@@ -441,7 +440,10 @@ impl PaymentProvider for Client {
         amount: i64,
         key: &str,
     ) -> Result<String, ProviderError> {
-        let Some(payment_intent) = order.payment_ref.as_deref().filter(|p| p.starts_with("pi_"))
+        let Some(payment_intent) = order
+            .payment_ref
+            .as_deref()
+            .filter(|p| p.starts_with("pi_"))
         else {
             return Err(ProviderError::Unsupported(
                 "the order has no Stripe payment to refund (a subscription's charges are \

@@ -22,8 +22,12 @@ pub async fn refused(server: &TestServer, key: &str, path: &str, body: Value) ->
 }
 
 /// A tenant's signed medium that needs an entitlement, with its provider `name` set up
-/// (`settings` is the PUT body): (tenant key, media, webhook URL).
-pub async fn paid_media(server: &TestServer, name: &str, settings: Value) -> (String, Media, String) {
+/// (`settings` is the PUT body) and German VAT (19 %): (tenant key, media, webhook URL).
+pub async fn paid_media(
+    server: &TestServer,
+    name: &str,
+    settings: Value,
+) -> (String, Media, String) {
     let (tenant_id, key) = server.create_tenant("Creator").await;
     let media = media_with(server, &tenant_id, &key, "signed").await;
     let (status, rules) = server
@@ -46,6 +50,13 @@ pub async fn paid_media(server: &TestServer, name: &str, settings: Value) -> (St
     assert_eq!(status, 200, "{provider}");
     let webhook_url = provider["webhook_url"].as_str().unwrap().to_string();
     assert!(webhook_url.ends_with(&format!("/v1/webhooks/{name}/{tenant_id}")));
+    post(
+        server,
+        &key,
+        "/v1/tax-rates",
+        json!({"country": "DE", "percentage": "19"}),
+    )
+    .await;
     (key, media, webhook_url)
 }
 
