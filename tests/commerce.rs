@@ -985,6 +985,32 @@ async fn webhooks_are_verified_and_processed_once_in_any_order(server: &TestServ
             .contains("300 s")
     );
     assert_eq!(order(server, &key, &order2).await["status"], "pending");
+    // A completion signed by Stripe but of another Checkout Session that names this order
+    // (a Payment Link's client_reference_id is the buyer's to set), or of this one for
+    // another amount, pays nothing.
+    let mut other = done2[0].clone();
+    other["id"] = json!("evt_test_other_session");
+    other["data"]["object"]["id"] = json!("cs_test_payment_link");
+    other["data"]["object"]["amount_total"] = json!(100);
+    let mut short = done2[0].clone();
+    short["id"] = json!("evt_test_short");
+    short["data"]["object"]["amount_total"] = json!(100);
+    let answers = stripe.deliver(&hook, &[other, short], 1, 1, 0, false).await;
+    assert!(
+        answers[0].1["result"]
+            .as_str()
+            .unwrap()
+            .contains("not from the order's checkout"),
+        "{answers:?}"
+    );
+    assert!(
+        answers[1].1["result"]
+            .as_str()
+            .unwrap()
+            .contains("100 EUR paid for an order of 951"),
+        "{answers:?}"
+    );
+    assert_eq!(order(server, &key, &order2).await["status"], "pending");
     // A type Ferrocast does not act on: 200, stored.
     let mut unknown = events2[0].clone();
     unknown["id"] = json!("evt_test_unknown");

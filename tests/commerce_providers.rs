@@ -124,7 +124,7 @@ async fn paypal_orders_are_captured_on_approval_verified_with_paypal_and_refunde
     );
     assert_eq!(
         ids.iter()
-            .filter(|i| **i == format!("ferrocast-capture-{order_id}"))
+            .filter(|i| i.starts_with(&format!("ferrocast-capture-{order_id}-")))
             .count(),
         1,
         "{ids:?}"
@@ -191,7 +191,10 @@ async fn paypal_orders_are_captured_on_approval_verified_with_paypal_and_refunde
         "{invoices}"
     );
 
-    // A second buyer's payment is disputed: access ends at the next key request.
+    // A second buyer's card is declined at capture: the order waits (answered 200, so PayPal
+    // does not deliver the approval again), the buyer approves again, and that capture
+    // pays. Then the payment is disputed: access ends at the next key request.
+    fake.control("decline", json!({"times": 1})).await;
     let (_, out) = checkout_with(&server, &key, &price, "paypal", "pp2@example.com").await;
     let second = out["order_id"].as_str().unwrap().to_string();
     let buyer = out["customer_id"].as_str().unwrap().to_string();
@@ -202,6 +205,11 @@ async fn paypal_orders_are_captured_on_approval_verified_with_paypal_and_refunde
         .next()
         .unwrap()
         .to_string();
+    let approved = fake.events(&format!("approve/{paypal_order}")).await;
+    let answers = fake.deliver(&webhook_url, &approved, 1, 1, false).await;
+    assert_eq!(answers[0].0, 200, "{answers:?}");
+    assert_eq!(order(&server, &key, &second).await["status"], "pending");
+    assert_eq!(viewer_key(&server, &key, &media, &buyer).await, 403);
     let approved = fake.events(&format!("approve/{paypal_order}")).await;
     fake.deliver(&webhook_url, &approved, 1, 1, false).await;
     assert_eq!(viewer_key(&server, &key, &media, &buyer).await, 200);
@@ -307,6 +315,36 @@ async fn coinbase_charges_are_paid_by_signed_webhook_and_refunds_say_why_not() {
     );
     assert_eq!(order(&server, &key, &order_id).await["status"], "paid");
     assert_eq!(viewer_key(&server, &key, &media, &customer).await, 200);
+    // A charge made outside Ferrocast that names this buyer's next order in its metadata,
+    // for a cent, pays nothing: only the order's own charge does.
+    let (_, out) = checkout_with(&server, &key, &price, "coinbase", "c@example.com").await;
+    let target = out["order_id"].as_str().unwrap().to_string();
+    let forged: Value = fake
+        .client
+        .post(format!("{}/charges", fake.base_url))
+        .header("X-CC-Api-Key", coinbase::API_KEY)
+        .header("X-CC-Version", "2018-03-22")
+        .json(&json!({"name": "tip", "pricing_type": "fixed_price",
+            "local_price": {"amount": "0.01", "currency": "EUR"}, "metadata": {"order_id": target}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = fake
+        .events(&format!("pay/{}", forged["data"]["code"].as_str().unwrap()))
+        .await;
+    let answers = fake.deliver(&webhook_url, &events, 1, 1, false).await;
+    assert!(
+        answers[1].1["result"]
+            .as_str()
+            .unwrap()
+            .contains("not from the order's checkout"),
+        "{answers:?}"
+    );
+    assert_eq!(order(&server, &key, &target).await["status"], "pending");
+
     // No refund API: refused, saying where to refund; access is unchanged.
     let (status, message) = refused(
         &server,
@@ -332,6 +370,15 @@ async fn coinbase_charges_are_paid_by_signed_webhook_and_refunds_say_why_not() {
     let events = fake.events(&format!("expire/{code}")).await;
     fake.deliver(&webhook_url, &events, 1, 1, false).await;
     assert_eq!(order(&server, &key, &late).await["status"], "failed");
+    // Paid late after all, and resolved by the merchant in Coinbase: the order is paid.
+    let events = fake.events(&format!("resolve/{code}")).await;
+    fake.deliver(&webhook_url, &events, 1, 1, false).await;
+    let o = order(&server, &key, &late).await;
+    assert_eq!(o["status"], "paid", "{o}");
+    assert_eq!(
+        viewer_key(&server, &key, &media, o["customer_id"].as_str().unwrap()).await,
+        200
+    );
     server.stop().await;
 }
 

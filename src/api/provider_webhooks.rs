@@ -148,6 +148,7 @@ async fn process(
             Err(match e {
                 FulfilError::Db(e) => e.into(),
                 FulfilError::Provider(e) => provider_error(e),
+                FulfilError::NotYet(m) => ApiError::Unavailable(m),
             })
         }
     }

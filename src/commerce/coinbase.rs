@@ -84,7 +84,9 @@ impl PaymentProvider for Client {
             "cancel_url": cancel_url,
         });
         let url = format!("{}/charges", self.base_url);
-        let created = http_calls::send(
+        // No idempotency key here: a request that may have reached Coinbase is not sent
+        // again (a second charge for the order), only one that could not connect.
+        let created = http_calls::send_with(
             "Coinbase Commerce",
             || {
                 self.http
@@ -94,6 +96,7 @@ impl PaymentProvider for Client {
                     .json(&body)
             },
             |b| b["error"]["message"].as_str().map(Into::into),
+            false,
         )
         .await?;
         let data = &created["data"];
@@ -182,9 +185,23 @@ pub fn parse_event(body: &[u8]) -> Option<ProviderEvent> {
         "charge:pending" | "charge:delayed" => Action::Wait,
         _ => Action::Ignore,
     };
+    let price = if charge["pricing"]["local"].is_object() {
+        &charge["pricing"]["local"]
+    } else {
+        &charge["local_price"]
+    };
+    let amount = (|| {
+        let currency = Currency::parse(price["currency"].as_str()?)?;
+        Some((
+            currency.code().to_string(),
+            currency.parse_amount(price["amount"].as_str()?)?,
+        ))
+    })();
     Some(ProviderEvent {
         id: id.into(),
         kind: kind.into(),
+        session_ref: charge_id.clone(),
+        amount,
         order_id: charge["metadata"]["order_id"]
             .as_str()
             .filter(|s| !s.is_empty() && s.len() <= 64)

@@ -14,6 +14,9 @@ pub enum FulfilError {
     /// A call the event needs (PayPal's capture) failed.
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// The order is not ready for it yet (its checkout is still being opened).
+    #[error("{0}")]
+    NotYet(String),
 }
 
 /// Applies a provider's event to the order it names; returns what it did, in words. A
@@ -35,28 +38,70 @@ pub async fn apply(
         event.payment_ref.as_deref(),
     ) {
         (Some(o), _, _) => Some(o.to_string()),
-        (None, Some(r), _) => db.order_of_subscription(tenant_id, r).await?,
+        (None, Some(r), _) => {
+            db.order_of_subscription(tenant_id, provider.name(), r)
+                .await?
+        }
         // A dispute names only its charge and payment intent.
-        (None, None, Some(pi)) => db.order_of_payment(tenant_id, pi).await?,
+        (None, None, Some(pi)) => db.order_of_payment(tenant_id, provider.name(), pi).await?,
         (None, None, None) => None,
     };
     let Some(order_id) = known.as_deref() else {
         return Ok(format!("{}: names no Ferrocast order", event.kind));
     };
+    let order = match db.get_order(tenant_id, order_id).await {
+        Ok(o) => o,
+        Err(DbError::NotFound(_)) => return Ok(format!("{}: no such order here", event.kind)),
+        Err(e) => return Err(e.into()),
+    };
+    // An event names an order by ids anyone can put on a payment (a Payment Link's
+    // client_reference_id, a PayPal custom_id): it is believed only from the order's own
+    // provider, and a payment only from the order's own checkout, for the order's amount.
+    if order.provider != provider.name() {
+        return Ok(format!(
+            "{}: the order is paid through {}: ignored",
+            event.kind, order.provider
+        ));
+    }
+    let settles = matches!(
+        action,
+        Action::Paid { .. } | Action::Capture { .. } | Action::Failed | Action::Expired
+    );
+    if settles {
+        let Some(session) = order.provider_session.as_deref() else {
+            return Err(FulfilError::NotYet(
+                "the order's checkout is still being opened".into(),
+            ));
+        };
+        if event.session_ref.as_deref() != Some(session) {
+            tracing::warn!(order = order_id, event = %event.id, "a payment event from another checkout than the order's");
+            return Ok(format!(
+                "{}: not from the order's checkout: ignored",
+                event.kind
+            ));
+        }
+    }
+    if let (Action::Paid { .. }, Some((currency, paid)), "payment") =
+        (&action, &event.amount, order.mode.as_str())
+        && (!currency.eq_ignore_ascii_case(&order.currency) || *paid != order.total)
+    {
+        tracing::warn!(order = order_id, event = %event.id, paid, %currency, "a payment of another amount than the order's");
+        return Ok(format!(
+            "{}: {paid} {currency} paid for an order of {} {}: nothing granted",
+            event.kind, order.total, order.currency
+        ));
+    }
     // An approved payment is taken now; what the capture says is what happened.
     if let Action::Capture { provider_order } = &action {
-        match db.get_order(tenant_id, order_id).await {
-            Ok(o) if o.provider_session.as_deref() == Some(provider_order.as_str()) => {
-                if o.status != "pending" {
-                    return Ok(format!("{}: the order is {} already", event.kind, o.status));
-                }
-                action = provider.capture(provider_order, order_id).await?;
-            }
-            Ok(_) | Err(DbError::NotFound(_)) => {
-                return Ok(format!("{}: no such order here", event.kind));
-            }
-            Err(e) => return Err(e.into()),
+        if order.status != "pending" {
+            return Ok(format!(
+                "{}: the order is {} already",
+                event.kind, order.status
+            ));
         }
+        action = provider
+            .capture(provider_order, order_id, &event.id)
+            .await?;
     }
     let result = match action {
         Action::Paid { payment_ref } => {

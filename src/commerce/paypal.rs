@@ -60,6 +60,10 @@ fn message(body: &Value) -> Option<String> {
     }
 }
 
+fn forget_token(app: &str) {
+    TOKENS.lock().expect("tokens").remove(app);
+}
+
 impl Client {
     pub fn new(base_url: &str, client_id: &str, client_secret: &str, webhook_id: &str) -> Self {
         Self {
@@ -125,7 +129,24 @@ impl Client {
     }
 
     /// Sends JSON `body` with the bearer token; `request_id` goes as `PayPal-Request-Id`.
+    /// A token PayPal no longer takes (401) is forgotten and a new one tried, once.
     async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        request_id: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Value, ProviderError> {
+        match self.call_once(method.clone(), path, request_id, body).await {
+            Err(ProviderError::Refused { status: 401, .. }) => {
+                forget_token(&self.app());
+                self.call_once(method, path, request_id, body).await
+            }
+            other => other,
+        }
+    }
+
+    async fn call_once(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -171,9 +192,34 @@ fn capture_action(paypal_order: &Value) -> Action {
     }
 }
 
-/// A PayPal amount object (`{"currency_code": "EUR", "value": "9.51"}`) in minor units.
-fn amount(v: &Value) -> Option<i64> {
-    Currency::parse(v["currency_code"].as_str()?)?.parse_amount(v["value"].as_str()?)
+/// A PayPal amount object (`{"currency_code": "EUR", "value": "9.51"}`) as (currency,
+/// minor units).
+fn amount(v: &Value) -> Option<(String, i64)> {
+    let currency = Currency::parse(v["currency_code"].as_str()?)?;
+    Some((
+        currency.code().to_string(),
+        currency.parse_amount(v["value"].as_str()?)?,
+    ))
+}
+
+/// `minor` units as PayPal writes the amount: ISO's decimals, except HUF and TWD, which
+/// PayPal takes in whole units only (none if the amount has a fraction of one).
+fn value(currency: Currency, minor: i64) -> Option<String> {
+    match currency.code() {
+        "HUF" | "TWD" => (minor % 100 == 0).then(|| (minor / 100).to_string()),
+        _ => Some(currency.format(minor)),
+    }
+}
+
+/// An amount object, or why PayPal cannot take it.
+fn money(currency: Currency, minor: i64) -> Result<Value, ProviderError> {
+    let value = value(currency, minor).ok_or_else(|| {
+        ProviderError::Unsupported(format!(
+            "PayPal takes {currency} in whole units only, and {} is not",
+            currency.format(minor)
+        ))
+    })?;
+    Ok(json!({"currency_code": currency.code(), "value": value}))
 }
 
 #[async_trait]
@@ -198,8 +244,7 @@ impl PaymentProvider for Client {
     ) -> Result<Session, ProviderError> {
         let currency = Currency::parse(&order.currency)
             .ok_or_else(|| ProviderError::Unsupported("the order's currency is unknown".into()))?;
-        let money = |a: i64| json!({"currency_code": currency.code(), "value": currency.format(a)});
-        let items: Vec<Value> = lines
+        let items = lines
             .iter()
             .map(|l| {
                 let name = if l.quantity > 1 {
@@ -207,15 +252,16 @@ impl PaymentProvider for Client {
                 } else {
                     l.product_name.clone()
                 };
-                json!({
+                Ok(json!({
                     "name": name.chars().take(127).collect::<String>(),
                     "quantity": "1",
-                    "unit_amount": money(l.total),
+                    "unit_amount": money(currency, l.total)?,
                     "sku": l.product_id,
                     "category": "DIGITAL_GOODS",
-                })
+                }))
             })
-            .collect();
+            .collect::<Result<Vec<Value>, ProviderError>>()?;
+        let total = money(currency, order.total)?;
         let body = json!({
             "intent": "CAPTURE",
             "purchase_units": [{
@@ -223,8 +269,8 @@ impl PaymentProvider for Client {
                 "custom_id": order.id,
                 "amount": {
                     "currency_code": currency.code(),
-                    "value": currency.format(order.total),
-                    "breakdown": {"item_total": money(order.total)},
+                    "value": total["value"],
+                    "breakdown": {"item_total": total},
                 },
                 "items": items,
             }],
@@ -264,37 +310,54 @@ impl PaymentProvider for Client {
         }
     }
 
-    async fn capture(&self, provider_order: &str, order_id: &str) -> Result<Action, ProviderError> {
+    async fn capture(
+        &self,
+        provider_order: &str,
+        order_id: &str,
+        attempt: &str,
+    ) -> Result<Action, ProviderError> {
         if !is_paypal_id(provider_order) {
             return Ok(Action::Ignore);
         }
+        // One request id per approval: a redelivery is the same capture, while a buyer who
+        // approves again after a decline gets a new one (PayPal keeps a request id's answer).
+        let approval = &hex::encode(Sha256::digest(attempt))[..16];
         let path = format!("/v2/checkout/orders/{provider_order}/capture");
         let captured = self
             .call(
                 reqwest::Method::POST,
                 &path,
-                Some(&format!("ferrocast-capture-{order_id}")),
+                Some(&format!("ferrocast-capture-{order_id}-{approval}")),
                 Some(&json!({})),
             )
             .await;
         match captured {
             Ok(o) => Ok(capture_action(&o)),
-            // Captured before (by another request id, or PayPal forgot ours): read it back.
             Err(ProviderError::Refused {
-                status: 422,
-                message,
-                ..
-            }) if message.contains("ORDER_ALREADY_CAPTURED") => {
-                let o = self
-                    .call(
-                        reqwest::Method::GET,
-                        &format!("/v2/checkout/orders/{provider_order}"),
-                        None,
-                        None,
-                    )
-                    .await?;
-                Ok(capture_action(&o))
-            }
+                status, message, ..
+            }) if (400..500).contains(&status) => Ok(
+                // Captured before (by another request id): read it back.
+                if message.contains("ORDER_ALREADY_CAPTURED") {
+                    let o = self
+                        .call(
+                            reqwest::Method::GET,
+                            &format!("/v2/checkout/orders/{provider_order}"),
+                            None,
+                            None,
+                        )
+                        .await?;
+                    capture_action(&o)
+                } else if message.contains("INSTRUMENT_DECLINED")
+                    || message.contains("PAYER_ACTION_REQUIRED")
+                {
+                    // PayPal sends the buyer back to choose another way to pay; their next
+                    // approval is captured then.
+                    Action::Wait
+                } else {
+                    tracing::warn!(order = order_id, %message, "PayPal refused the capture");
+                    Action::Failed
+                },
+            ),
             Err(e) => Err(e),
         }
     }
@@ -312,8 +375,7 @@ impl PaymentProvider for Client {
         };
         let currency = Currency::parse(&order.currency)
             .ok_or_else(|| ProviderError::Unsupported("the order's currency is unknown".into()))?;
-        let body =
-            json!({"amount": {"currency_code": currency.code(), "value": currency.format(amount)}});
+        let body = json!({"amount": money(currency, amount)?});
         let refunded = self
             .call(
                 reqwest::Method::POST,
@@ -322,14 +384,15 @@ impl PaymentProvider for Client {
                 Some(&body),
             )
             .await?;
-        refunded["id"]
-            .as_str()
-            .map(Into::into)
-            .ok_or(ProviderError::Refused {
+        // A refund PayPal failed or canceled is no refund; a pending one is on its way.
+        match (refunded["id"].as_str(), refunded["status"].as_str()) {
+            (Some(id), Some("COMPLETED" | "PENDING")) => Ok(id.into()),
+            (_, status) => Err(ProviderError::Refused {
                 provider: "PayPal",
                 status: 200,
-                message: "the refund has no id".into(),
-            })
+                message: format!("the refund is {}", status.unwrap_or("without a status")),
+            }),
+        }
     }
 
     async fn cancel_subscription(
@@ -360,6 +423,24 @@ impl PaymentProvider for Client {
         let transmission_sig = header("paypal-transmission-sig")?;
         let cert_url = header("paypal-cert-url")?;
         let auth_algo = header("paypal-auth-algo")?;
+        // What PayPal never sends is refused here, without asking PayPal.
+        if auth_algo != "SHA256withRSA" {
+            return Err(VerifyError::Invalid(format!(
+                "PAYPAL-AUTH-ALGO {auth_algo:?} is not PayPal's"
+            )));
+        }
+        let cert_host = url::Url::parse(cert_url)
+            .ok()
+            .filter(|u| u.scheme() == "https" || self.base_url.starts_with("http://"))
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        let api_host = url::Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        if !cert_host.is_some_and(|h| h.ends_with(".paypal.com") || Some(&h) == api_host.as_ref()) {
+            return Err(VerifyError::Invalid(
+                "PAYPAL-CERT-URL is not PayPal's".into(),
+            ));
+        }
         // The event goes back exactly as it came: re-encoding it would change what was
         // signed.
         let text = std::str::from_utf8(body)
@@ -400,6 +481,14 @@ impl PaymentProvider for Client {
         )
         .await
         .map_err(|e| match e {
+            // Our credentials or PayPal's limits, not the delivery: PayPal retries it.
+            ProviderError::Refused {
+                status: 401 | 403 | 429,
+                ..
+            } => {
+                forget_token(&self.app());
+                VerifyError::Unavailable(e.to_string())
+            }
             ProviderError::Refused { status, .. } if (400..500).contains(&status) => {
                 VerifyError::Invalid(e.to_string())
             }
@@ -446,6 +535,19 @@ pub fn parse_event(body: &[u8]) -> Option<ProviderEvent> {
             .filter(|id| is_paypal_id(id))
     };
     let own_id = || r["id"].as_str().filter(|i| is_paypal_id(i));
+    let captures = &unit["payments"]["captures"][0];
+    // The PayPal order (Ferrocast's checkout) the event comes from, and what was paid.
+    let (session_ref, paid) = match kind {
+        "CHECKOUT.ORDER.APPROVED" | "CHECKOUT.ORDER.COMPLETED" => {
+            (own_id(), amount(&captures["amount"]))
+        }
+        _ => (
+            r["supplementary_data"]["related_ids"]["order_id"]
+                .as_str()
+                .filter(|i| is_paypal_id(i)),
+            amount(&r["amount"]),
+        ),
+    };
     let (payment_ref, action) = match kind {
         "CHECKOUT.ORDER.APPROVED" => match own_id() {
             Some(o) => (
@@ -469,7 +571,7 @@ pub fn parse_event(body: &[u8]) -> Option<ProviderEvent> {
         }
         "PAYMENT.CAPTURE.REFUNDED" => {
             match amount(&r["seller_payable_breakdown"]["total_refunded_amount"]) {
-                Some(total) => (captured().map(String::from), Action::Refunded { total }),
+                Some((_, total)) => (captured().map(String::from), Action::Refunded { total }),
                 None => (captured().map(String::from), Action::Ignore),
             }
         }
@@ -490,6 +592,8 @@ pub fn parse_event(body: &[u8]) -> Option<ProviderEvent> {
         order_id,
         subscription_ref: None,
         payment_ref,
+        session_ref: session_ref.map(Into::into),
+        amount: paid,
         action,
     })
 }

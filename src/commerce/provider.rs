@@ -98,6 +98,11 @@ pub struct ProviderEvent {
     pub subscription_ref: Option<String>,
     /// Else the payment (a dispute names only that).
     pub payment_ref: Option<String>,
+    /// The checkout it comes from (a Checkout Session, a PayPal order, a charge): a payment
+    /// pays only the order whose checkout it is, never one it merely names.
+    pub session_ref: Option<String>,
+    /// What was paid: (ISO currency, minor units), where the event says.
+    pub amount: Option<(String, i64)>,
     pub action: Action,
 }
 
@@ -144,10 +149,16 @@ pub trait PaymentProvider: Send + Sync {
     /// Reads a verified delivery; none if it is not one of the provider's events.
     fn parse(&self, body: &[u8]) -> Option<ProviderEvent>;
 
-    /// Takes an approved payment ([`Action::Capture`]) for `order_id`; returns what that
+    /// Takes an approved payment ([`Action::Capture`]) for `order_id`; `attempt` names
+    /// this approval (a retried delivery of it is the same capture). Returns what that
     /// makes of the order. Providers that need no capture have nothing to take.
-    async fn capture(&self, provider_order: &str, order_id: &str) -> Result<Action, ProviderError> {
-        let _ = (provider_order, order_id);
+    async fn capture(
+        &self,
+        provider_order: &str,
+        order_id: &str,
+        attempt: &str,
+    ) -> Result<Action, ProviderError> {
+        let _ = (provider_order, order_id, attempt);
         Ok(Action::Wait)
     }
 }
@@ -228,6 +239,18 @@ pub(super) mod http_calls {
         build: impl Fn() -> reqwest::RequestBuilder,
         message: impl Fn(&Value) -> Option<String>,
     ) -> Result<Value, ProviderError> {
+        send_with(provider, build, message, true).await
+    }
+
+    /// [`send`], retrying a request that may have reached the provider only when
+    /// `idempotent`: a call without an idempotency key is retried only when it could not
+    /// connect.
+    pub async fn send_with(
+        provider: &'static str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        message: impl Fn(&Value) -> Option<String>,
+        idempotent: bool,
+    ) -> Result<Value, ProviderError> {
         let unreachable = |message: String| ProviderError::Unreachable { provider, message };
         let mut last = None;
         for attempt in 0..ATTEMPTS {
@@ -236,10 +259,11 @@ pub(super) mod http_calls {
             }
             let resp = match build().send().await {
                 Ok(r) => r,
-                Err(e) => {
+                Err(e) if idempotent || e.is_connect() => {
                     last = Some(unreachable(e.to_string()));
                     continue;
                 }
+                Err(e) => return Err(unreachable(e.to_string())),
             };
             let status = resp.status().as_u16();
             let body: Value = match resp.bytes().await {
@@ -269,7 +293,7 @@ pub(super) mod http_calls {
                     .take(300)
                     .collect(),
             };
-            if status == 429 || status >= 500 {
+            if (status == 429 || status >= 500) && idempotent {
                 last = Some(err);
                 continue;
             }

@@ -189,7 +189,18 @@ impl Event {
 
     /// The event as every provider's reads.
     pub fn into_provider_event(self) -> ProviderEvent {
+        let session = self.object.get("object").and_then(Value::as_str) == Some("checkout.session");
+        let amount = match (self.str("currency"), self.int("amount_total")) {
+            (Some(c), Some(a)) if session => Some((c.to_ascii_uppercase(), a)),
+            _ => None,
+        };
         ProviderEvent {
+            session_ref: self
+                .str("id")
+                .filter(|_| session)
+                .filter(|s| s.len() <= 255)
+                .map(Into::into),
+            amount,
             order_id: self.order_id().map(Into::into),
             subscription_ref: self.subscription_ref().map(Into::into),
             payment_ref: self.payment_intent().map(Into::into),
@@ -215,9 +226,9 @@ impl Event {
             "checkout.session.async_payment_succeeded" => Action::Paid {
                 payment_ref: self.str("payment_intent").map(Into::into),
             },
-            "checkout.session.async_payment_failed" | "payment_intent.payment_failed" => {
-                Action::Failed
-            }
+            // A declined card inside Checkout is retried there: only the session's own
+            // outcome ends the order.
+            "checkout.session.async_payment_failed" => Action::Failed,
             "checkout.session.expired" => Action::Expired,
             "charge.refunded" => match self.int("amount_refunded") {
                 Some(total) if total >= 0 => Action::Refunded { total },

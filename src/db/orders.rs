@@ -311,11 +311,12 @@ impl Db {
         Ok(n)
     }
 
-    /// The order is paid: a pending order becomes `paid` and its customer is entitled to what
-    /// its lines' products grant (rentals for their hours, from now or from the first play;
-    /// subscriptions to the end of the period paid, as far as known, plus `grace_ms`);
-    /// one refunded in full before this becomes `refunded` and grants nothing. Says what it
-    /// did; anything but a pending order is left as it is.
+    /// The order is paid: a pending order (or a failed or given-up one that was paid after
+    /// all, such as a crypto payment resolved after its charge expired) becomes `paid` and
+    /// its customer is entitled to what its lines' products grant (rentals for their hours,
+    /// from now or from the first play; subscriptions to the end of the period paid, as far
+    /// as known, plus `grace_ms`); one refunded in full before this becomes `refunded` and
+    /// grants nothing. Says what it did; a paid or refunded order is left as it is.
     pub async fn mark_order_paid(
         &self,
         tenant_id: &str,
@@ -331,7 +332,7 @@ impl Db {
             "UPDATE orders SET status = CASE WHEN refunded >= total AND total > 0 \
              THEN 'refunded' ELSE 'paid' END, paid_at = $1, updated_at = $1, \
              payment_ref = COALESCE($2, payment_ref) \
-             WHERE id = $3 AND tenant_id = $4 AND status = 'pending'",
+             WHERE id = $3 AND tenant_id = $4 AND status IN ('pending', 'failed', 'canceled')",
         )
         .bind(now)
         .bind(payment_ref)
@@ -652,9 +653,14 @@ impl Db {
     /// be claimed again at once).
     pub async fn finish_event(&self, id: &str, ok: bool, result: &str) -> DbResult<()> {
         let now = now_ms();
-        sqlx::query(
-            "UPDATE webhook_events SET processed_at = $1, claimed_at = $2, result = $3 WHERE id = $4",
-        )
+        // A failure never overwrites a success: another claim (a redelivery, after this one
+        // lapsed) may have processed the event meanwhile.
+        sqlx::query(if ok {
+            "UPDATE webhook_events SET processed_at = $1, claimed_at = $2, result = $3 WHERE id = $4"
+        } else {
+            "UPDATE webhook_events SET processed_at = $1, claimed_at = $2, result = $3 \
+             WHERE id = $4 AND processed_at IS NULL"
+        })
         .bind(ok.then_some(now))
         // A failed claim lapses at once: the provider's retry takes it.
         .bind(if ok { now } else { 0 })

@@ -109,12 +109,14 @@ impl Db {
     pub async fn order_of_payment(
         &self,
         tenant_id: &str,
+        provider: &str,
         payment_ref: &str,
     ) -> DbResult<Option<String>> {
         Ok(sqlx::query_as::<_, (String,)>(
-            "SELECT id FROM orders WHERE tenant_id = $1 AND payment_ref = $2",
+            "SELECT id FROM orders WHERE tenant_id = $1 AND provider = $2 AND payment_ref = $3",
         )
         .bind(tenant_id)
+        .bind(provider)
         .bind(payment_ref)
         .fetch_optional(&self.pool)
         .await?
@@ -125,12 +127,15 @@ impl Db {
     pub async fn order_of_subscription(
         &self,
         tenant_id: &str,
+        provider: &str,
         provider_ref: &str,
     ) -> DbResult<Option<String>> {
         Ok(sqlx::query_as::<_, (String,)>(
-            "SELECT order_id FROM subscriptions WHERE tenant_id = $1 AND provider_ref = $2",
+            "SELECT order_id FROM subscriptions WHERE tenant_id = $1 AND provider = $2 \
+             AND provider_ref = $3",
         )
         .bind(tenant_id)
+        .bind(provider)
         .bind(provider_ref)
         .fetch_optional(&self.pool)
         .await?

@@ -94,6 +94,14 @@ class Fake:
         confirmed = event("charge:confirmed", charge)
         return 200, {"events": [pending, confirmed]}
 
+    def resolve(self, code):
+        """Paid after all (late or short, and the merchant accepted it): charge:resolved."""
+        charge = self.find(code)
+        if not charge:
+            return error(404, "not_found", "Not found")
+        charge["timeline"].append({"time": now_iso(), "status": "RESOLVED", "context": "DELAYED"})
+        return 200, {"events": [event("charge:resolved", charge)]}
+
     def expire(self, code):
         charge = self.find(code)
         if not charge:
@@ -173,6 +181,8 @@ def make_handler():
                     return self.reply(*fake.pay(path[len("/_fake/pay/"):]))
                 if path.startswith("/_fake/expire/"):
                     return self.reply(*fake.expire(path[len("/_fake/expire/"):]))
+                if path.startswith("/_fake/resolve/"):
+                    return self.reply(*fake.resolve(path[len("/_fake/resolve/"):]))
                 if path == "/_fake/config":
                     STATE["config"].update(p)
                     return self.reply(200, {"ok": True})

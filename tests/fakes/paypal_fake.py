@@ -12,7 +12,8 @@ over `transmission_id|transmission_time|webhook_id|crc32(event as sent)`.
     python paypal_fake.py [--lifetime 600]   prints {"port": N}
     python paypal_fake.py --selftest         PayPal's official SDK (paypal-server-sdk) against it
 
-Tests drive the buyer and PayPal's side through /_fake/ endpoints.
+Tests drive the buyer and PayPal's side through /_fake/ endpoints: approve an order, dispute a
+capture, fail a path with 503 or decline the next captures (INSTRUMENT_DECLINED), deliver events.
 """
 
 import base64
@@ -35,7 +36,8 @@ WEBHOOK_ID = "8PT597110X687430LKGECATA"
 SIGNING_KEY = secrets.token_bytes(32)
 EXPONENT = {"JPY": 0, "HUF": 0, "TWD": 0}
 STATE = {"tokens": set(), "orders": {}, "captures": {}, "refunds": {}, "request_ids": {},
-         "config": {"webhook_url": None, "webhook_id": WEBHOOK_ID}, "failures": {}, "seen_request_ids": []}
+         "config": {"webhook_url": None, "webhook_id": WEBHOOK_ID}, "failures": {}, "seen_request_ids": [],
+         "declines": 0}
 
 
 def now_iso():
@@ -190,6 +192,12 @@ class Fake:
             return unprocessable("ORDER_ALREADY_CAPTURED", None)
         if order["status"] != "APPROVED":
             return unprocessable("ORDER_NOT_APPROVED", None)
+        if STATE["declines"] > 0:
+            # The buyer's card or bank says no: PayPal wants the buyer to approve again.
+            STATE["declines"] -= 1
+            order["status"] = "PAYER_ACTION_REQUIRED"
+            return unprocessable("INSTRUMENT_DECLINED", "The instrument presented was either declined by the "
+                                                        "processor or bank, or it can't be used for this payment.")
         b = base(self.port)
         events = []
         for unit in order["purchase_units"]:
@@ -424,6 +432,9 @@ def make_handler():
                     return self.reply(200, {"ok": True})
                 if path == "/_fake/fail":
                     STATE["failures"][p["path"]] = p["times"]
+                    return self.reply(200, {"ok": True})
+                if path == "/_fake/decline":
+                    STATE["declines"] = p["times"]
                     return self.reply(200, {"ok": True})
                 if path == "/_fake/requests":
                     return self.reply(200, {"request_ids": STATE["seen_request_ids"],
