@@ -1353,6 +1353,28 @@ async fn a_subscription_renews_and_ends_at_its_period_end() {
         second_end + 3600
     );
 
+    // A payment fails and Stripe marks the subscription unpaid: access ends. The renewal's
+    // older update arriving after it does not bring access back; a newer paid invoice does.
+    let now = ferrocast::clock::unix_now() as i64;
+    let mut unpaid = renewal[1].clone();
+    assert_eq!(unpaid["type"], "customer.subscription.updated");
+    unpaid["id"] = json!("evt_test_unpaid");
+    unpaid["created"] = json!(now + 5);
+    unpaid["data"]["object"]["status"] = json!("unpaid");
+    let mut older = renewal[1].clone();
+    older["id"] = json!("evt_test_older_update");
+    older["created"] = json!(now - 60);
+    let mut paid_again = renewal[0].clone();
+    assert_eq!(paid_again["type"], "invoice.paid");
+    paid_again["id"] = json!("evt_test_paid_again");
+    paid_again["created"] = json!(now + 10);
+    stripe.deliver(&hook, &[unpaid], 1, 1, 0, false).await;
+    assert_eq!(viewer_key(&server, &key, &media, customer).await, 403);
+    stripe.deliver(&hook, &[older], 1, 1, 0, false).await;
+    assert_eq!(viewer_key(&server, &key, &media, customer).await, 403);
+    stripe.deliver(&hook, &[paid_again], 1, 1, 0, false).await;
+    assert_eq!(viewer_key(&server, &key, &media, customer).await, 200);
+
     // Canceled at the period's end: still playing until then.
     let (status, canceled) = server
         .call(
@@ -1403,14 +1425,21 @@ async fn a_subscription_renews_and_ends_at_its_period_end() {
 /// request is denied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_buys_in_chromium_plays_with_hls_js_and_a_refund_takes_the_key_away() {
-    buys_in_chromium("stripe").await;
+    buys_in_chromium("stripe", false).await;
+}
+
+/// The same story as a monthly subscription: a renewal extends the access, a cancel keeps
+/// it to the period's end, and Stripe's deletion then ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_subscribes_in_chromium_plays_and_the_subscription_ends_at_its_period_end() {
+    buys_in_chromium("stripe", true).await;
 }
 
 /// The same story paid with PayPal: its approval page, the approval's webhook verified
 /// with PayPal, the capture Ferrocast makes, and the refund through PayPal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_buys_with_paypal_in_chromium_plays_and_a_refund_takes_the_key_away() {
-    buys_in_chromium("paypal").await;
+    buys_in_chromium("paypal", false).await;
 }
 
 /// The provider's fake behind the whole story.
@@ -1419,7 +1448,7 @@ enum Fake {
     PayPal(common::fakes::FakeProcess),
 }
 
-async fn buys_in_chromium(provider_name: &str) {
+async fn buys_in_chromium(provider_name: &str, subscription: bool) {
     let server = TestServer::start_with(|c| c.commerce.allow_plain_http_providers = true).await;
     let fake = match provider_name {
         "stripe" => Fake::Stripe(FakeStripe::start()),
@@ -1487,7 +1516,12 @@ async fn buys_in_chromium(provider_name: &str) {
         &server,
         &key,
         "/v1/prices",
-        json!({"product_id": product["id"], "type": "one_time", "unit_amount": 999, "currency": "eur"}),
+        if subscription {
+            json!({"product_id": product["id"], "type": "recurring", "interval": "month",
+                "unit_amount": 999, "currency": "eur"})
+        } else {
+            json!({"product_id": product["id"], "type": "one_time", "unit_amount": 999, "currency": "eur"})
+        },
     )
     .await;
     post(
@@ -1639,7 +1673,48 @@ async fn buys_in_chromium(provider_name: &str) {
     let other_uri = key_uri.replace(&token, other["token"].as_str().unwrap());
     assert_eq!(key_status(other_uri).await, 403);
 
-    // A full refund, from Stripe: the next key request is denied.
+    if subscription {
+        // Renewed, then canceled at the period's end: still playing; Stripe deletes it when
+        // the period ends, and the next key request is denied.
+        let (_, subs) = server
+            .call(
+                "GET",
+                &format!("/v1/subscriptions?customer_id={customer}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        let sub = &subs["data"][0];
+        assert_eq!(sub["status"], "active", "{subs}");
+        let Fake::Stripe(stripe) = &fake else {
+            unreachable!("subscriptions are Stripe's")
+        };
+        let provider_sub = sub["provider_subscription"].as_str().unwrap();
+        let renewal = stripe.renew(provider_sub).await;
+        let answers = stripe.deliver(webhook_url, &renewal, 1, 1, 0, false).await;
+        assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+        let (status, canceled) = server
+            .call(
+                "POST",
+                &format!("/v1/subscriptions/{}/cancel", sub["id"].as_str().unwrap()),
+                Some(&key),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(
+            (status, &canceled["cancel_at_period_end"]),
+            (200, &json!(true)),
+            "{canceled}"
+        );
+        assert_eq!(key_status(key_uri.clone()).await, 200);
+        let ended = stripe.end(provider_sub).await;
+        stripe.deliver(webhook_url, &ended, 1, 1, 0, false).await;
+        assert_eq!(key_status(key_uri).await, 403);
+        server.stop().await;
+        return;
+    }
+
+    // A full refund, from the provider: the next key request is denied.
     let (_, o) = server
         .call("GET", &format!("/v1/orders/{order_id}"), Some(&key), None)
         .await;

@@ -113,12 +113,14 @@ pub async fn apply(
             status,
             period_end_ms,
             cancel_at_period_end,
+            at_ms,
         } => {
             let state = SubscriptionState {
                 provider_ref: &provider_ref,
                 status: &status,
                 current_period_end: period_end_ms,
                 cancel_at_period_end,
+                at_ms,
             };
             match db.note_subscription(tenant_id, order_id, &state).await {
                 Ok(sub) => db.apply_subscription_access(&sub, grace_ms).await,

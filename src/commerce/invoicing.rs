@@ -37,30 +37,50 @@ fn description(l: &db::OrderLine) -> String {
     }
 }
 
-/// The invoice of a paid order: its stored lines and totals.
+/// The invoice of a paid order: its stored lines and totals. A subscription that starts
+/// with a free trial was charged nothing yet: its invoice shows the price, all of it taken
+/// off as the trial, and a total of zero (the periods after it are charged and invoiced by
+/// the provider).
 pub fn invoice(
     order: &db::Order,
     lines: &[db::OrderLine],
     customer: Option<&db::Customer>,
 ) -> Invoice {
+    let trial = order.mode == "subscription" && lines.iter().any(|l| l.trial_days > Some(0));
     let items: Vec<InvoiceLine> = lines
         .iter()
-        .map(|l| InvoiceLine {
-            description: description(l),
-            quantity: l.quantity,
-            unit_amount: l.unit_amount,
-            discount: l.discount,
-            tax: l.tax,
-            tax_rate: l.tax_rate,
-            total: l.total,
+        .map(|l| match l.trial_days.filter(|d| trial && *d > 0) {
+            Some(days) => InvoiceLine {
+                description: format!("{} (free trial, {days} days)", description(l)),
+                quantity: l.quantity,
+                unit_amount: l.unit_amount,
+                discount: l.subtotal,
+                tax: 0,
+                tax_rate: l.tax_rate,
+                total: 0,
+            },
+            None => InvoiceLine {
+                description: description(l),
+                quantity: l.quantity,
+                unit_amount: l.unit_amount,
+                discount: l.discount,
+                tax: l.tax,
+                tax_rate: l.tax_rate,
+                total: l.total,
+            },
         })
         .collect();
+    let (discount, tax, total) = if trial {
+        (order.subtotal, 0, 0)
+    } else {
+        (order.discount, order.tax, order.total)
+    };
     Invoice {
         lines: serde_json::to_string(&items).expect("lines serialise"),
         subtotal: order.subtotal,
-        discount: order.discount,
-        tax: order.tax,
-        total: order.total,
+        discount,
+        tax,
+        total,
         ..draft(order, customer, "invoice")
     }
 }
@@ -154,4 +174,78 @@ pub async fn settle(db: &Db, tenant_id: &str, order_id: &str) -> DbResult<Vec<In
     Err(DbError::Conflict(
         "the order's credit notes kept changing; try again".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(mode: &str) -> db::Order {
+        db::Order {
+            id: "ord".into(),
+            tenant_id: "t".into(),
+            cart_id: "c".into(),
+            customer_id: "cus".into(),
+            currency: "EUR".into(),
+            country: Some("DE".into()),
+            region: None,
+            discount_code_id: None,
+            subtotal: 999,
+            discount: 0,
+            tax: 190,
+            total: 1189,
+            mode: mode.into(),
+            provider: "stripe".into(),
+            provider_session: None,
+            payment_ref: None,
+            status: "paid".into(),
+            refunded: 0,
+            disputed: 0,
+            created_at: 0,
+            paid_at: Some(0),
+            updated_at: 0,
+        }
+    }
+
+    fn line(r#type: &str, trial_days: Option<i64>) -> db::OrderLine {
+        db::OrderLine {
+            order_id: "ord".into(),
+            line_no: 0,
+            price_id: "p".into(),
+            product_id: "prod".into(),
+            product_name: "Monthly".into(),
+            r#type: r#type.into(),
+            quantity: 1,
+            unit_amount: 999,
+            subtotal: 999,
+            discount: 0,
+            tax: 190,
+            total: 1189,
+            tax_rate: 190_000,
+            tax_behavior: "exclusive".into(),
+            rental_hours: None,
+            rental_starts: None,
+            billing_interval: (r#type == "recurring").then(|| "month".into()),
+            trial_days,
+            tier: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_free_trial_is_invoiced_at_nothing_and_a_paid_order_as_frozen() {
+        let trial = invoice(&order("subscription"), &[line("recurring", Some(7))], None);
+        assert_eq!(
+            (trial.subtotal, trial.discount, trial.tax, trial.total),
+            (999, 999, 0, 0)
+        );
+        assert!(
+            trial.lines.contains("free trial, 7 days"),
+            "{}",
+            trial.lines
+        );
+        let paid = invoice(&order("subscription"), &[line("recurring", None)], None);
+        assert_eq!((paid.tax, paid.total), (190, 1189));
+        let once = invoice(&order("payment"), &[line("one_time", Some(7))], None);
+        assert_eq!(once.total, 1189);
+    }
 }

@@ -81,6 +81,8 @@ pub enum Action {
         status: String,
         period_end_ms: Option<i64>,
         cancel_at_period_end: Option<bool>,
+        /// When the provider said so (milliseconds), to order late events.
+        at_ms: Option<i64>,
     },
     /// A type Ferrocast does not act on (stored, answered 200).
     Ignore,

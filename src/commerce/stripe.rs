@@ -84,6 +84,8 @@ pub fn verify_signature(
 pub struct Event {
     pub id: String,
     pub kind: String,
+    /// When Stripe made the event (Unix seconds).
+    pub created: Option<i64>,
     pub object: Value,
 }
 
@@ -99,6 +101,7 @@ impl Event {
         Some(Self {
             id: id.into(),
             kind: kind.into(),
+            created: v.get("created").and_then(Value::as_i64),
             object: v.get("data")?.get("object")?.clone(),
         })
     }
@@ -179,6 +182,12 @@ impl Event {
             .then(|| seconds * 1000)
     }
 
+    fn created_ms(&self) -> Option<i64> {
+        self.created
+            .filter(|s| (0..=253_402_300_799).contains(s))
+            .map(|s| s * 1000)
+    }
+
     fn str(&self, field: &str) -> Option<&str> {
         self.object.get(field).and_then(Value::as_str)
     }
@@ -226,9 +235,10 @@ impl Event {
             "checkout.session.async_payment_succeeded" => Action::Paid {
                 payment_ref: self.str("payment_intent").map(Into::into),
             },
-            // A declined card inside Checkout is retried there: only the session's own
-            // outcome ends the order.
             "checkout.session.async_payment_failed" => Action::Failed,
+            // A declined attempt inside Checkout: the buyer may try again there, so only the
+            // session's own outcome (completed, async failed, expired) settles the order.
+            "payment_intent.payment_failed" => Action::Wait,
             "checkout.session.expired" => Action::Expired,
             "charge.refunded" => match self.int("amount_refunded") {
                 Some(total) if total >= 0 => Action::Refunded { total },
@@ -253,6 +263,7 @@ impl Event {
                         .object
                         .get("cancel_at_period_end")
                         .and_then(Value::as_bool),
+                    at_ms: self.created_ms(),
                 },
                 None => Action::Ignore,
             },
@@ -263,6 +274,7 @@ impl Event {
                     status: "active".into(),
                     period_end_ms: self.period_end_ms(),
                     cancel_at_period_end: None,
+                    at_ms: self.created_ms(),
                 },
                 None => Action::Ignore,
             },

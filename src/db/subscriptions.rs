@@ -1,7 +1,7 @@
 //! Subscriptions bought by orders, as their provider last described them, and the access
 //! they keep: the order's entitlements last until the paid period's end plus a grace. Events
-//! may come late or twice: a period end only moves forward, and a canceled subscription stays
-//! canceled.
+//! may come late or twice: a period end only moves forward, a canceled subscription stays
+//! canceled, and a status older than the one stored (by its event's time) is not taken.
 
 use sqlx::FromRow;
 
@@ -30,6 +30,9 @@ pub struct SubscriptionState<'a> {
     /// Milliseconds.
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: Option<bool>,
+    /// When the provider said so (its event's time, milliseconds): an older statement
+    /// arriving later leaves a newer status as it is.
+    pub at_ms: Option<i64>,
 }
 
 const COLUMNS: &str = "id, tenant_id, order_id, customer_id, provider, provider_ref, status, \
@@ -56,11 +59,15 @@ impl Db {
                 .await?
                 .ok_or(DbError::NotFound("order"))?;
         sqlx::query(&format!(
-            "INSERT INTO subscriptions ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, 'stripe', $5, $6, $7, COALESCE($8, 0), $9, $9) \
+            "INSERT INTO subscriptions ({COLUMNS}, status_at) \
+             VALUES ($1, $2, $3, $4, 'stripe', $5, $6, $7, COALESCE($8, 0), $9, $9, $10) \
              ON CONFLICT (tenant_id, provider, provider_ref) DO UPDATE SET \
              status = CASE WHEN subscriptions.status IN ('canceled', 'incomplete_expired') \
-                 THEN subscriptions.status ELSE $6 END, \
+                 THEN subscriptions.status \
+                 WHEN $6 IN ('canceled', 'incomplete_expired') THEN $6 \
+                 WHEN $10 < subscriptions.status_at THEN subscriptions.status ELSE $6 END, \
+             status_at = CASE WHEN subscriptions.status_at IS NULL \
+                 OR $10 > subscriptions.status_at THEN $10 ELSE subscriptions.status_at END, \
              current_period_end = CASE WHEN subscriptions.current_period_end IS NULL \
                  OR $7 > subscriptions.current_period_end THEN $7 \
                  ELSE subscriptions.current_period_end END, \
@@ -76,6 +83,7 @@ impl Db {
         .bind(state.current_period_end)
         .bind(state.cancel_at_period_end.map(i64::from))
         .bind(now)
+        .bind(state.at_ms)
         .execute(&mut *tx)
         .await?;
         let sub: Subscription = sqlx::query_as(&format!(
