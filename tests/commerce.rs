@@ -1272,6 +1272,15 @@ async fn an_all_content_rental_starts_at_the_first_play_and_codes_count_per_cust
             .contains("used the code as often"),
         "{err}"
     );
+    // Nor can the same buyer come back by email (as a publishable key's checkout does).
+    let (status, err) = try_checkout(
+        &server,
+        &key,
+        &price_id,
+        json!({ "email": "PASS@example.com" }),
+    )
+    .await;
+    assert_eq!(status, 409, "{err}");
     server.stop().await;
 }
 

@@ -345,6 +345,20 @@ async fn coinbase_charges_are_paid_by_signed_webhook_and_refunds_say_why_not() {
     );
     assert_eq!(order(&server, &key, &target).await["status"], "pending");
 
+    // A flood of forged deliveries is refused, and only a burst of it is kept on record.
+    let answers = fake.deliver(&webhook_url, &events[1..], 60, 6, true).await;
+    assert!(answers.iter().all(|(s, _)| *s == 400), "{answers:?}");
+    let (_, inbox) = server
+        .call("GET", "/v1/webhook-events?limit=100", Some(&key), None)
+        .await;
+    let kept = inbox["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["verified"] == false)
+        .count();
+    assert!((30..=35).contains(&kept), "{kept} unverified deliveries kept");
+
     // No refund API: refused, saying where to refund; access is unchanged.
     let (status, message) = refused(
         &server,

@@ -19,6 +19,7 @@ pub mod openapi;
 mod orders;
 mod player;
 mod provider_webhooks;
+pub use provider_webhooks::unverified_webhook_limiter;
 mod revenue;
 mod router;
 mod security;
@@ -96,6 +97,9 @@ pub struct Shared {
     pub renders: Arc<stills::RenderLimits>,
     /// The view aggregator beacons are queued to.
     pub analytics: crate::analytics::Analytics,
+    /// Payment provider deliveries that fail verification, kept for the record at this
+    /// rate per tenant and provider (past it they are refused and not stored).
+    pub unverified_webhooks: RateLimiter,
 }
 
 /// Rate limits of the key endpoint.

@@ -227,7 +227,7 @@ pub struct Checkout {
     pub cancel_url: String,
     /// The buyer, if the cart has none yet (an anonymous cart becomes theirs here).
     pub customer_id: Option<String>,
-    /// Or the buyer's email: a customer is created for it.
+    /// Or the buyer's email: the tenant's customer with it, or a new one.
     pub email: Option<String>,
 }
 
@@ -300,9 +300,15 @@ pub async fn checkout(
             if email.len() > 254 || !email.contains('@') || email.contains(char::is_whitespace) {
                 return Err(ApiError::invalid("email must be an address"));
             }
-            db.create_customer(tenant, Some(email), None, priced.cart.country.as_deref())
-                .await?
-                .id
+            // The same buyer again (whose uses of a code count together), or a new one.
+            match db.customer_by_email(tenant, email).await? {
+                Some(c) => c.id,
+                None => {
+                    db.create_customer(tenant, Some(email), None, priced.cart.country.as_deref())
+                        .await?
+                        .id
+                }
+            }
         }
         (None, None, None) => {
             return Err(ApiError::invalid(

@@ -521,6 +521,22 @@ impl Db {
         Ok(c)
     }
 
+    /// The tenant's first customer with `email` (in any case), if any.
+    pub async fn customer_by_email(
+        &self,
+        tenant_id: &str,
+        email: &str,
+    ) -> DbResult<Option<Customer>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 \
+             AND lower(email) = lower($2) ORDER BY created_at, id LIMIT 1"
+        ))
+        .bind(tenant_id)
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     pub async fn get_customer(&self, tenant_id: &str, id: &str) -> DbResult<Customer> {
         self.tenant_row("customers", CUSTOMER_COLUMNS, tenant_id, id, "customer")
             .await

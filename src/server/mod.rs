@@ -204,6 +204,7 @@ pub async fn build(
         whip: Default::default(),
         whep: Default::default(),
         delivery_cache,
+        unverified_webhooks: api::unverified_webhook_limiter(),
     });
     Ok((state, startup))
 }
