@@ -357,7 +357,10 @@ async fn coinbase_charges_are_paid_by_signed_webhook_and_refunds_say_why_not() {
         .iter()
         .filter(|e| e["verified"] == false)
         .count();
-    assert!((30..=35).contains(&kept), "{kept} unverified deliveries kept");
+    assert!(
+        (30..=35).contains(&kept),
+        "{kept} unverified deliveries kept"
+    );
 
     // No refund API: refused, saying where to refund; access is unchanged.
     let (status, message) = refused(
