@@ -362,6 +362,48 @@ async fn coinbase_charges_are_paid_by_signed_webhook_and_refunds_say_why_not() {
         "{kept} unverified deliveries kept"
     );
 
+    // The billing address given at checkout sets the tax: Austria has no rate here.
+    let cart = post(
+        &server,
+        &key,
+        "/v1/carts",
+        json!({"currency": "eur", "country": "DE"}),
+    )
+    .await;
+    let id = cart["id"].as_str().unwrap();
+    post(
+        &server,
+        &key,
+        &format!("/v1/carts/{id}/items"),
+        json!({"price_id": price, "quantity": 1}),
+    )
+    .await;
+    let (status, _) = server
+        .call(
+            "POST",
+            &format!("/v1/carts/{id}/checkout"),
+            Some(&key),
+            Some(
+                json!({"provider": "coinbase", "email": "at@example.com", "country": "Austria",
+                "success_url": "https://example.com/ok", "cancel_url": "https://example.com/no"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let out = post(
+        &server,
+        &key,
+        &format!("/v1/carts/{id}/checkout"),
+        json!({"provider": "coinbase", "email": "at@example.com", "country": "at",
+            "success_url": "https://example.com/ok", "cancel_url": "https://example.com/no"}),
+    )
+    .await;
+    assert_eq!(out["total"], 999, "{out}");
+    assert_eq!(
+        order(&server, &key, out["order_id"].as_str().unwrap()).await["country"],
+        "AT"
+    );
+
     // No refund API: refused, saying where to refund; access is unchanged.
     let (status, message) = refused(
         &server,

@@ -849,13 +849,21 @@ async fn a_storage_outage_mid_broadcast_is_retried_and_loses_no_segment() {
         (media.matches("#EXTINF").count() >= 2).then_some(())
     })
     .await;
-    // S3 goes away for 8 s (longer than the SDK's own retries) while segments keep coming:
-    // the queue fills to its bound and stays there (the metric shows it), never beyond.
+    // S3 goes away for 8 s while segments keep coming, and for as long after that as the
+    // SDK's own retries (4 attempts with jittered backoff, slower on a loaded machine) take
+    // to give up and hand the write back to the uploader's retry, up to 20 s: the queue
+    // fills to its bound and stays there (the metric shows it), never beyond.
     s3.kill();
     let outage = std::time::Instant::now();
     let mut deepest = 0.0f64;
-    while outage.elapsed() < Duration::from_secs(8) {
+    let mut retried = false;
+    while outage.elapsed() < Duration::from_secs(8)
+        || !retried && outage.elapsed() < Duration::from_secs(20)
+    {
         let (_, metrics) = server.get_text("/metrics").await;
+        retried = metrics
+            .lines()
+            .any(|l| l.starts_with("ferrocast_storage_write_retries_total "));
         for depth in metrics
             .lines()
             .filter(|l| l.starts_with("ferrocast_live_upload_queue_depth{"))

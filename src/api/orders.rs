@@ -229,6 +229,11 @@ pub struct Checkout {
     pub customer_id: Option<String>,
     /// Or the buyer's email: the tenant's customer with it, or a new one.
     pub email: Option<String>,
+    /// The buyer's billing address: its country (ISO 3166-1 alpha-2) and, where tax differs
+    /// by region, its region. It sets the tax as the cart's does, and the order is priced
+    /// with it.
+    pub country: Option<String>,
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -254,7 +259,7 @@ fn web_url(what: &str, u: &str) -> ApiResult<()> {
 /// and the buyer is sent to the provider's hosted checkout.
 #[utoipa::path(post, path = "/v1/carts/{id}/checkout", tag = "commerce",
     request_body(content = Checkout, example = json!({"provider": "stripe", "email": "viewer@example.com",
-        "success_url": "https://example.com/thanks", "cancel_url": "https://example.com/cart"})),
+        "country": "DE", "success_url": "https://example.com/thanks", "cancel_url": "https://example.com/cart"})),
     security(("api_key" = [])),
     responses((status = 201, body = CheckoutView), (status = 400, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -279,6 +284,24 @@ pub async fn checkout(
     let db = &state.jobs.db;
     let tenant = &caller.tenant_id;
     let now = crate::clock::now_ms();
+    match (&body.country, &body.region) {
+        (Some(country), region) => {
+            let country = super::catalogue::country_code(country)?;
+            let region = region
+                .as_deref()
+                .map(super::catalogue::region_code)
+                .transpose()?;
+            match db.get_cart(tenant, &id).await?.status.as_str() {
+                "open" => {
+                    db.set_cart_place(tenant, &id, &country, region.as_deref())
+                        .await?
+                }
+                _ => return Err(ApiError::Conflict("the cart is already checked out".into())),
+            }
+        }
+        (None, Some(_)) => return Err(ApiError::invalid("a region needs its country")),
+        (None, None) => {}
+    }
     let priced = cart::load(db, tenant, &id, now).await?;
     if priced.cart.status != "open" {
         return Err(ApiError::Conflict("the cart is already checked out".into()));

@@ -591,6 +591,33 @@ impl Db {
         Ok(c)
     }
 
+    /// Sets an open cart's billing country and region (its tax place).
+    pub async fn set_cart_place(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        country: &str,
+        region: Option<&str>,
+    ) -> DbResult<()> {
+        let done = sqlx::query(
+            "UPDATE carts SET country = $1, region = $2, updated_at = $3 \
+             WHERE id = $4 AND tenant_id = $5 AND status = 'open'",
+        )
+        .bind(country)
+        .bind(region)
+        .bind(now_ms())
+        .bind(id)
+        .bind(tenant_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::Conflict(
+                "no such open cart: it is checked out already, or not this tenant's".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub async fn get_cart(&self, tenant_id: &str, id: &str) -> DbResult<Cart> {
         self.tenant_row("carts", CART_COLUMNS, tenant_id, id, "cart")
             .await
