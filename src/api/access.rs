@@ -44,6 +44,17 @@ pub(super) fn token_from(query: &TokenQuery, headers: &HeaderMap) -> Option<Stri
         })
 }
 
+/// Whether the request's token is the `Authorization` header's: a player that sends it so
+/// sends it with every request, and it is not written into the URIs of the playlists served.
+pub(super) fn token_in_header(query: &TokenQuery, headers: &HeaderMap) -> bool {
+    query.token.as_deref().is_none_or(str::is_empty)
+        && headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::auth::bearer)
+            .is_some()
+}
+
 /// The client's address: the configured proxy header's first entry, else the TCP peer.
 pub struct ClientIp(pub Option<String>);
 

@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::access::{ClientIp, KeyRefusal, Shown, TokenQuery, authorize, key_access, token_from};
+use super::access::{
+    ClientIp, KeyRefusal, Shown, TokenQuery, authorize, key_access, token_from, token_in_header,
+};
 use super::delivery_cache::CachedObject;
 use super::{AppState, Path, Query};
 use crate::db::{PlaybackPolicy, PlaybackTarget};
@@ -274,8 +276,12 @@ pub async fn master_playlist(
     );
     let private = target.policy == PlaybackPolicy::Signed;
     let max_lines = viewer_max_lines(&state, &target, &playback_id, claims.as_ref()).await?;
-    // Only a token that verified is carried into the playlist (public media verify none).
-    let carried = claims.as_ref().and(token.as_deref());
+    // Only a token that verified is carried into the playlist (public media verify none),
+    // and not one the player sends in a header anyway.
+    let carried = claims
+        .as_ref()
+        .and(token.as_deref())
+        .filter(|_| !token_in_header(&q, &headers));
     serve_object(&state, &target, private, "master.m3u8", carried, max_lines).await
 }
 
@@ -324,8 +330,12 @@ pub async fn rendition_file(
         )));
     }
     let private = target.policy == PlaybackPolicy::Signed;
-    // Only a token that verified is carried into the playlist (public media verify none).
-    let carried = claims.as_ref().and(token.as_deref());
+    // Only a token that verified is carried into the playlist (public media verify none),
+    // and not one the player sends in a header anyway.
+    let carried = claims
+        .as_ref()
+        .and(token.as_deref())
+        .filter(|_| !token_in_header(&q, &headers));
     let response = serve_object(
         &state,
         &target,

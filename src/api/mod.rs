@@ -9,6 +9,7 @@ pub mod auth;
 mod carts;
 mod catalogue;
 mod cmcd_reports;
+mod cors;
 mod delivery;
 pub mod delivery_cache;
 mod health;

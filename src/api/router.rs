@@ -14,7 +14,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use super::{
-    AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, delivery, health,
+    AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, cors, delivery, health,
     invoices, live, objects, openapi, orders, player, provider_webhooks, revenue, security, stills,
     subscriptions, telemetry, tenants, uploads, whep, whip,
 };
@@ -259,6 +259,9 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this route".into())
         })
+        // Every route answers preflights and cross-origin requests (api/cors.rs), also for
+        // methods it does not take.
+        .layer(middleware::from_fn(cors::cors))
         .layer(middleware::from_fn_with_state(state.clone(), telemetry::track))
         .layer(DefaultBodyLimit::max(state.jobs.config.http.max_body_bytes))
         .layer(

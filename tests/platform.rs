@@ -1,0 +1,253 @@
+//! The platform around the media: cross-origin use from creators' own pages (preflights on
+//! every playback and API route, the headers players read exposed, access still decided by
+//! the token).
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use common::media::{browser_script, eventually, ffmpeg_publish};
+use serde_json::json;
+
+/// A preflight as a browser sends it: (status, headers).
+async fn preflight(
+    server: &TestServer,
+    path: &str,
+    method: &str,
+    headers: &str,
+) -> (u16, reqwest::header::HeaderMap) {
+    let resp = server
+        .client
+        .request(reqwest::Method::OPTIONS, server.url(path))
+        .header("Origin", "http://creator.example")
+        .header("Access-Control-Request-Method", method)
+        .header("Access-Control-Request-Headers", headers)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.headers().clone())
+}
+
+fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// Preflights are answered on playback and API routes (only allow-listed headers allowed),
+/// protocol routes keep their own answers, and cross-origin answers expose what players read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_playback_and_api_route_answers_preflights() {
+    let server = TestServer::start().await;
+    for path in [
+        "/hls/abc/master.m3u8",
+        "/hls/abc/720p/3.ts",
+        "/keys/k1",
+        "/thumbnails/abc.jpg",
+        "/storyboards/abc.vtt",
+    ] {
+        let (status, h) = preflight(&server, path, "GET", "authorization, x-evil").await;
+        assert_eq!(status, 204, "{path}");
+        assert_eq!(header(&h, "access-control-allow-origin"), "*", "{path}");
+        assert_eq!(header(&h, "access-control-allow-headers"), "authorization");
+        assert_eq!(
+            header(&h, "access-control-allow-methods"),
+            "GET, HEAD, OPTIONS"
+        );
+        assert_eq!(header(&h, "access-control-max-age"), "86400");
+    }
+    for path in ["/v1/carts", "/v1/carts/c1/checkout", "/v1/live-streams"] {
+        let (status, h) = preflight(
+            &server,
+            path,
+            "POST",
+            "authorization, content-type, idempotency-key",
+        )
+        .await;
+        assert_eq!(status, 204, "{path}");
+        assert_eq!(
+            header(&h, "access-control-allow-headers"),
+            "authorization, content-type, idempotency-key"
+        );
+        assert!(header(&h, "access-control-allow-methods").contains("POST"));
+    }
+    // tus from a browser: its headers are allowed, and the capability OPTIONS is tus's own.
+    let (status, h) = preflight(
+        &server,
+        "/v1/uploads",
+        "POST",
+        "tus-resumable, upload-length, upload-metadata",
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        header(&h, "access-control-allow-headers"),
+        "tus-resumable, upload-length, upload-metadata"
+    );
+    let resp = server
+        .client
+        .request(reqwest::Method::OPTIONS, server.url("/v1/uploads"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(resp.headers(), "tus-version"), "1.0.0");
+    // WHIP answers its own (its protocol's headers).
+    let (status, h) = preflight(&server, "/whip", "POST", "authorization, content-type").await;
+    assert!(status == 204 || status == 200, "{status}");
+    assert!(
+        header(&h, "access-control-expose-headers")
+            .to_ascii_lowercase()
+            .contains("location"),
+        "{h:?}"
+    );
+    // An OPTIONS that is not a preflight is routed as before (no such method here).
+    let status = server
+        .client
+        .request(reqwest::Method::OPTIONS, server.url("/keys/k1"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 405);
+    // A cross-origin answer, even a refusal, can be read: it allows any origin and exposes
+    // sizes, ranges and the date.
+    let resp = server
+        .client
+        .get(server.url("/hls/abc/master.m3u8"))
+        .header("Origin", "http://creator.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let h = resp.headers();
+    assert_eq!(header(h, "access-control-allow-origin"), "*");
+    for exposed in ["Content-Length", "Content-Range", "Date"] {
+        assert!(
+            header(h, "access-control-expose-headers").contains(exposed),
+            "{h:?}"
+        );
+    }
+    server.stop().await;
+}
+
+/// A page on another origin plays a signed broadcast with hls.js, its token only in an
+/// `Authorization` header: every request is preflighted, and the token never shows in a URL.
+/// Without the token the same page gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_another_origin_plays_a_signed_stream_with_a_header_token() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Creator").await;
+    let (status, stream) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(&key),
+            Some(json!({"playback_policy": "signed", "ladder": "passthrough", "record": false})),
+        )
+        .await;
+    assert_eq!(status, 201, "{stream}");
+    let playback_id = stream["playback_id"].as_str().unwrap().to_string();
+    let publish_url = format!(
+        "{}/{}",
+        stream["rtmp_url"].as_str().unwrap(),
+        stream["stream_key"].as_str().unwrap()
+    );
+    let _ffmpeg = ffmpeg_publish(&publish_url, 640, 360, 60);
+    let (_, t) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(&key),
+            Some(json!({"playback_id": playback_id, "expires_in": 600})),
+        )
+        .await;
+    let token = t["token"].as_str().unwrap().to_string();
+    let master = server.url(&format!("/hls/{playback_id}/master.m3u8"));
+    eventually("the master playlist", Duration::from_secs(30), || async {
+        let resp = server
+            .client
+            .get(&master)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == 200).then_some(())
+    })
+    .await;
+    // A header token is not written into the playlist's URIs: the player sends it anyway.
+    let text = server
+        .client
+        .get(&master)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("token="), "{text}");
+
+    let played = browser_script(
+        "cross_origin.cjs",
+        vec![
+            server.url(""),
+            playback_id.clone(),
+            token.clone(),
+            "4".into(),
+            "45".into(),
+        ],
+        60,
+    )
+    .await;
+    eprintln!("cross-origin play: {played}");
+    assert_eq!(played["fatal"], serde_json::Value::Null, "{played}");
+    assert_eq!(played["keyLoaded"], true, "{played}");
+    assert!(played["frames"].as_u64().unwrap() >= 40, "{played}");
+    assert!(
+        !played["origin"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", server.url("").rsplit(':').next().unwrap()))
+    );
+    let requests = played["requests"].as_array().unwrap();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r["url"].as_str().unwrap().starts_with("/keys/")),
+        "{played}"
+    );
+    for r in requests {
+        assert_eq!(r["authorization"], true, "{r}");
+        assert!(!r["url"].as_str().unwrap().contains("token="), "{r}");
+        assert_eq!(r["status"], 200, "{r}");
+    }
+    // The browser asked before each kind of request (the server counted the preflights).
+    let (_, metrics) = server.get_text("/metrics").await;
+    for route in ["/hls/{playback_id}/master.m3u8", "/keys/{key_id}"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("ferrocast_http_requests_total")
+                    && l.contains("method=\"OPTIONS\"")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains("status=\"204\"")),
+            "no preflight counted on {route}: {metrics}"
+        );
+    }
+
+    // The same page without the token: refused, whatever CORS allows.
+    let refused = browser_script(
+        "cross_origin.cjs",
+        vec![
+            server.url(""),
+            playback_id,
+            "not-a-token".into(),
+            "1".into(),
+            "10".into(),
+        ],
+        30,
+    )
+    .await;
+    assert_ne!(refused["fatal"], serde_json::Value::Null, "{refused}");
+    assert_eq!(refused["frames"], 0, "{refused}");
+    server.stop().await;
+}
