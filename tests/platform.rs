@@ -251,3 +251,111 @@ async fn a_page_on_another_origin_plays_a_signed_stream_with_a_header_token() {
     assert_eq!(refused["frames"], 0, "{refused}");
     server.stop().await;
 }
+
+/// `Idempotency-Key` on creates: the same request again gets the first answer (marked as a
+/// replay), another request under the key is 409, concurrent copies make one object, a
+/// failed request keeps nothing, and keys belong to their credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_with_an_idempotency_key_happens_once_sqlite() {
+    let server = TestServer::start().await;
+    a_create_with_an_idempotency_key_happens_once(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_with_an_idempotency_key_happens_once_postgres() {
+    let pg = common::PgDatabase::create().await;
+    let url = pg.url.clone();
+    let server = TestServer::start_with(|c| {
+        c.database.url = ferrocast::config::DatabaseUrl::new(url);
+    })
+    .await;
+    a_create_with_an_idempotency_key_happens_once(&server).await;
+    server.stop().await;
+}
+
+async fn a_create_with_an_idempotency_key_happens_once(server: &TestServer) {
+    let (_, key) = server.create_tenant("Creator").await;
+    let (_, other_key) = server.create_tenant("Other").await;
+    let create = |api_key: String, idem: String, body: serde_json::Value| {
+        let client = server.client.clone();
+        let url = server.url("/v1/live-streams");
+        async move {
+            let resp = client
+                .post(url)
+                .bearer_auth(api_key)
+                .header("Idempotency-Key", idem)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let replayed = resp.headers().contains_key("idempotent-replayed");
+            let v: serde_json::Value = resp.json().await.unwrap();
+            (status, replayed, v)
+        }
+    };
+    let body = json!({"playback_policy": "signed"});
+    let (status, replayed, first) = create(key.clone(), "k-1".into(), body.clone()).await;
+    assert_eq!((status, replayed), (201, false), "{first}");
+    let (status, replayed, again) = create(key.clone(), "k-1".into(), body.clone()).await;
+    assert_eq!((status, replayed), (201, true), "{again}");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["stream_key"], first["stream_key"]);
+    let (status, _, err) = create(
+        key.clone(),
+        "k-1".into(),
+        json!({"playback_policy": "public"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another request")
+    );
+    // Another credential's key of the same name is its own.
+    let (status, replayed, theirs) = create(other_key.clone(), "k-1".into(), body.clone()).await;
+    assert_eq!((status, replayed), (201, false));
+    assert_ne!(theirs["id"], first["id"]);
+    // A refused request keeps nothing: the key works once the body is right.
+    let (status, _, _) = create(
+        key.clone(),
+        "k-2".into(),
+        json!({"playback_policy": "secret"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, replayed, _) = create(key.clone(), "k-2".into(), body.clone()).await;
+    assert_eq!((status, replayed), (201, false));
+    // Ten copies at once: one stream made; the others replay it or are told to wait.
+    let copies: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(create(key.clone(), "k-3".into(), body.clone())))
+        .collect();
+    let mut made = std::collections::HashSet::new();
+    for c in copies {
+        let (status, _, v) = c.await.unwrap();
+        match status {
+            201 => {
+                made.insert(v["id"].as_str().unwrap().to_string());
+            }
+            409 => assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("still running"),
+                "{v}"
+            ),
+            s => panic!("{s}: {v}"),
+        }
+    }
+    assert_eq!(made.len(), 1, "{made:?}");
+    let (_, list) = server
+        .call("GET", "/v1/live-streams?limit=100", Some(&key), None)
+        .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 3, "{list}");
+    // A key that is no key.
+    let (status, _, _) = create(key.clone(), "a b".into(), body.clone()).await;
+    assert_eq!(status, 400);
+}

@@ -13,6 +13,7 @@ mod cors;
 mod delivery;
 pub mod delivery_cache;
 mod health;
+mod idempotency;
 mod invoices;
 pub mod live;
 mod objects;

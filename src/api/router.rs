@@ -15,8 +15,8 @@ use tower_http::trace::TraceLayer;
 
 use super::{
     AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, cors, delivery, health,
-    invoices, live, objects, openapi, orders, player, provider_webhooks, revenue, security, stills,
-    subscriptions, telemetry, tenants, uploads, whep, whip,
+    idempotency, invoices, live, objects, openapi, orders, player, provider_webhooks, revenue,
+    security, stills, subscriptions, telemetry, tenants, uploads, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -261,6 +261,10 @@ pub fn router(state: AppState) -> Router {
         })
         // Every route answers preflights and cross-origin requests (api/cors.rs), also for
         // methods it does not take.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotent,
+        ))
         .layer(middleware::from_fn(cors::cors))
         .layer(middleware::from_fn_with_state(state.clone(), telemetry::track))
         .layer(DefaultBodyLimit::max(state.jobs.config.http.max_body_bytes))

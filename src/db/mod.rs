@@ -7,6 +7,7 @@
 mod analytics;
 mod commerce;
 mod concurrency;
+mod idempotency;
 mod invoices;
 mod live;
 mod orders;
@@ -28,6 +29,7 @@ pub use commerce::{
     PublishableKey, TaxRate,
 };
 pub use concurrency::Peak;
+pub use idempotency::{IdempotencyClaim, StoredResponse};
 pub use invoices::{Invoice, InvoiceLine, Issued};
 pub use live::{
     Asset, LiveState, LiveStream, NewLiveStream, PlaybackPolicy, PlaybackTarget, ScopeRules,

@@ -1,0 +1,154 @@
+//! `Idempotency-Key` on `POST /v1/…`, as Stripe's API has it: the first successful answer to
+//! a key is kept for 24 hours (db/idempotency.rs) and the same request under the key gets
+//! it again (`Idempotent-Replayed: true`) without running twice; the key with another
+//! request is `409`, and so is a second request while the first is still running. Keys
+//! belong to the credential that sent them. A request that fails (4xx, 5xx) keeps nothing:
+//! it may be sent again with its key.
+//!
+//! Multipart uploads (`POST /v1/assets`) are not covered: their bodies are too large to
+//! hash and keep here; tus uploads resume by their own protocol.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use crate::db::{IdempotencyClaim, StoredResponse};
+use crate::error::ApiError;
+
+/// The largest answer kept for replay (creates answer with one object).
+const MAX_KEPT: usize = 1024 * 1024;
+
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST || !req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let Some(key) = req.headers().get("idempotency-key") else {
+        return next.run(req).await;
+    };
+    let key = match key.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            k.to_string()
+        }
+        _ => {
+            return ApiError::invalid(
+                "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            )
+            .into_response();
+        }
+    };
+    let credential = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(super::auth::bearer)
+        .map(|c| sha256_hex(&[c.as_bytes()]));
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("multipart/"));
+    // Unauthenticated POSTs (provider webhooks, beacons) have their own once-only rules.
+    let Some(scope) = credential.filter(|_| !multipart) else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    let limit = state.jobs.config.http.max_body_bytes;
+    let bytes = match to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::PayloadTooLarge(format!("the body is over {limit} bytes"))
+                .into_response();
+        }
+    };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("", |p| p.as_str())
+        .as_bytes();
+    let request_hash = sha256_hex(&[parts.method.as_str().as_bytes(), target, &bytes]);
+    let db = &state.jobs.db;
+    match db.claim_idempotency_key(&scope, &key, &request_hash).await {
+        Err(e) => return ApiError::from(e).into_response(),
+        Ok(IdempotencyClaim::Mismatch) => {
+            return ApiError::Conflict(
+                "this Idempotency-Key was used with another request: use a new key".into(),
+            )
+            .into_response();
+        }
+        Ok(IdempotencyClaim::InFlight) => {
+            return ApiError::Conflict(
+                "a request with this Idempotency-Key is still running: retry once it has answered"
+                    .into(),
+            )
+            .into_response();
+        }
+        Ok(IdempotencyClaim::Replay(stored)) => return replay(stored),
+        Ok(IdempotencyClaim::New) => {}
+    }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if !response.status().is_success() {
+        if let Err(e) = db.release_idempotency_key(&scope, &key).await {
+            tracing::warn!(error = %e, "an idempotency key could not be released");
+        }
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match to_bytes(body, MAX_KEPT).await {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = db.release_idempotency_key(&scope, &key).await;
+            return ApiError::Internal(anyhow::anyhow!("an answer over {MAX_KEPT} bytes: {e}"))
+                .into_response();
+        }
+    };
+    let header_text = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(String::from)
+    };
+    let stored = StoredResponse {
+        status: parts.status.as_u16(),
+        content_type: header_text(header::CONTENT_TYPE),
+        location: header_text(header::LOCATION),
+        body: bytes.to_vec(),
+    };
+    if let Err(e) = db.complete_idempotency_key(&scope, &key, &stored).await {
+        tracing::warn!(error = %e, "an idempotent answer could not be kept; the key is freed");
+        let _ = db.release_idempotency_key(&scope, &key).await;
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The kept answer, marked as a replay.
+fn replay(stored: StoredResponse) -> Response {
+    let mut response = Response::new(Body::from(stored.body));
+    *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let h = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, stored.content_type),
+        (header::LOCATION, stored.location),
+    ] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            h.insert(name, v);
+        }
+    }
+    h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
