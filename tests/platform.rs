@@ -359,3 +359,99 @@ async fn a_create_with_an_idempotency_key_happens_once(server: &TestServer) {
     let (status, _, _) = create(key.clone(), "a b".into(), body.clone()).await;
     assert_eq!(status, 400);
 }
+
+/// Sets `tenant_id`'s tier as the admin.
+async fn set_tier(server: &TestServer, tenant_id: &str, tier: &str) {
+    let (status, v) = server
+        .call(
+            "PUT",
+            &format!("/v1/tenants/{tenant_id}/tier"),
+            Some(&server.admin_key()),
+            Some(json!({ "tier": tier })),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+}
+
+/// A GET with `key`: (status, RateLimit-Policy, RateLimit, Retry-After).
+async fn limited_get(server: &TestServer, key: &str) -> (u16, String, String, String) {
+    let resp = server
+        .client
+        .get(server.url("/v1/live-streams"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let h = resp.headers();
+    (
+        resp.status().as_u16(),
+        header(h, "ratelimit-policy").to_string(),
+        header(h, "ratelimit").to_string(),
+        header(h, "retry-after").to_string(),
+    )
+}
+
+/// The free tier's 60 a minute: the 61st request at once is 429 with `Retry-After` and the
+/// IETF headers; another key of another tenant is unaffected; a higher tier lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_tier_gets_429_with_the_rate_limit_headers_and_others_do_not() {
+    let server = TestServer::start().await;
+    let (tenant, key) = server.create_tenant("Small").await;
+    let (_, other) = server.create_tenant("Other").await;
+    set_tier(&server, &tenant, "free").await;
+    let (status, policy, now, _) = limited_get(&server, &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(policy, "\"free\";q=60;w=60");
+    assert!(now.starts_with("\"free\";r=59;t="), "{now}");
+    for _ in 0..59 {
+        assert_eq!(limited_get(&server, &key).await.0, 200);
+    }
+    let (status, policy, now, retry) = limited_get(&server, &key).await;
+    assert_eq!(status, 429);
+    assert_eq!(policy, "\"free\";q=60;w=60");
+    assert!(now.starts_with("\"free\";r=0;t="), "{now}");
+    assert_eq!(retry, "1");
+    // Another tenant's key (the default tier, pro) is untouched.
+    let (status, policy, _, _) = limited_get(&server, &other).await;
+    assert_eq!((status, policy.as_str()), (200, "\"pro\";q=1000;w=60"));
+    // Enterprise lifts it at once on this node.
+    set_tier(&server, &tenant, "enterprise").await;
+    let (status, policy, _, _) = limited_get(&server, &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(policy, "\"enterprise\";q=5000;w=60");
+    let (status, v) = server
+        .call(
+            "PUT",
+            &format!("/v1/tenants/{tenant}/tier"),
+            Some(&server.admin_key()),
+            Some(json!({"tier": "platinum"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    server.stop().await;
+}
+
+/// With PostgreSQL the bucket is shared: two servers on one database share a key's 60.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_two_nodes_share_a_keys_limit() {
+    let pg = common::PgDatabase::create().await;
+    let url = pg.url.clone();
+    let a = TestServer::start_with(|c| {
+        c.database.url = ferrocast::config::DatabaseUrl::new(url.clone());
+    })
+    .await;
+    let b = TestServer::start_with(|c| {
+        c.database.url = ferrocast::config::DatabaseUrl::new(url);
+    })
+    .await;
+    let (tenant, key) = a.create_tenant("Shared").await;
+    set_tier(&a, &tenant, "free").await;
+    for i in 0..60 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(limited_get(node, &key).await.0, 200, "request {i}");
+    }
+    assert_eq!(limited_get(&a, &key).await.0, 429);
+    assert_eq!(limited_get(&b, &key).await.0, 429);
+    a.stop().await;
+    b.stop().await;
+}

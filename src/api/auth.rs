@@ -113,10 +113,30 @@ impl FromRequestParts<AppState> for Caller {
             tracing::warn!(error = %e, key_id = %key.id, "could not record API key use");
         }
         Ok(match (key.role, key.tenant_id) {
-            (Role::Tenant, Some(tenant_id)) => Caller::Tenant {
-                tenant_id,
-                key_id: key.id,
-            },
+            (Role::Tenant, Some(tenant_id)) => {
+                // The tenant's tier: one request of this key (api/limits.rs).
+                let quota = state
+                    .api_limits
+                    .take(
+                        &state.jobs.db,
+                        &state.jobs.config.rate_limits,
+                        &tenant_id,
+                        &key.id,
+                    )
+                    .await?;
+                if let Some(slot) = parts.extensions.get::<super::limits::QuotaSlot>() {
+                    let _ = slot.0.set(quota.clone());
+                }
+                if !quota.allowed {
+                    metrics::counter!("ferrocast_api_rate_limited_total", "tier" => quota.tier.clone())
+                        .increment(1);
+                    return Err(ApiError::TooManyRequests(quota.retry_after_s));
+                }
+                Caller::Tenant {
+                    tenant_id,
+                    key_id: key.id,
+                }
+            }
             _ => Caller::Admin,
         })
     }

@@ -15,6 +15,7 @@ pub mod delivery_cache;
 mod health;
 mod idempotency;
 mod invoices;
+mod limits;
 pub mod live;
 mod objects;
 pub mod openapi;
@@ -102,6 +103,8 @@ pub struct Shared {
     /// Payment provider deliveries that fail verification, kept for the record at this
     /// rate per tenant and provider (past it they are refused and not stored).
     pub unverified_webhooks: RateLimiter,
+    /// API requests per key, by the tenant's tier (api/limits.rs).
+    pub api_limits: limits::ApiLimits,
 }
 
 /// Rate limits of the key endpoint.

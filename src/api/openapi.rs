@@ -35,7 +35,7 @@ use super::{
         catalogue::create_customer, catalogue::get_customer, catalogue::list_customers,
         carts::create_cart, carts::get_cart, carts::set_item, carts::apply_code, carts::remove_code,
         orders::put_provider, orders::list_providers, orders::checkout, orders::get_order,
-        orders::list_orders, orders::refund, provider_webhooks::receive,
+        orders::list_orders, orders::refund, provider_webhooks::receive, tenants::put_tier,
         provider_webhooks::list_events, provider_webhooks::replay,
         subscriptions::list, subscriptions::cancel, orders::create_publishable_key,
         orders::list_publishable_keys, orders::revoke_publishable_key, invoices::list, invoices::get,

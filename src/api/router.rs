@@ -15,8 +15,8 @@ use tower_http::trace::TraceLayer;
 
 use super::{
     AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, cors, delivery, health,
-    idempotency, invoices, live, objects, openapi, orders, player, provider_webhooks, revenue,
-    security, stills, subscriptions, telemetry, tenants, uploads, whep, whip,
+    idempotency, invoices, limits, live, objects, openapi, orders, player, provider_webhooks,
+    revenue, security, stills, subscriptions, telemetry, tenants, uploads, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -33,6 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/tenants/{id}/api-keys",
             post(tenants::create_tenant_api_key),
+        )
+        .route(
+            "/v1/tenants/{id}/tier",
+            axum::routing::put(tenants::put_tier),
         )
         .route("/v1/tenant", get(tenants::current_tenant))
         .route(
@@ -265,6 +269,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             idempotency::idempotent,
         ))
+        .layer(middleware::from_fn(limits::headers))
         .layer(middleware::from_fn(cors::cors))
         .layer(middleware::from_fn_with_state(state.clone(), telemetry::track))
         .layer(DefaultBodyLimit::max(state.jobs.config.http.max_body_bytes))

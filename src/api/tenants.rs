@@ -111,6 +111,63 @@ fn valid_name(name: &str, what: &str) -> ApiResult<String> {
     Ok(name.to_string())
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutTier {
+    /// `free`, `starter`, `pro` or `enterprise`; null: the configured default
+    /// (`rate_limits.default_tier`).
+    pub tier: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TierView {
+    pub tenant_id: String,
+    /// The tier in force.
+    pub tier: String,
+    /// API requests a minute per API key of the tenant.
+    pub per_min: u32,
+    /// The tier is the configured default, not one set for the tenant.
+    pub default: bool,
+}
+
+/// Set a tenant's rate-limit tier (admin). It holds on this node at once and on others
+/// within 30 s.
+#[utoipa::path(put, path = "/v1/tenants/{id}/tier", tag = "tenants",
+    request_body(content = PutTier, example = json!({"tier": "starter"})),
+    security(("admin_key" = [])),
+    responses((status = 200, body = TierView), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn put_tier(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    Json(body): Json<PutTier>,
+) -> ApiResult<Json<TierView>> {
+    let limits = &state.jobs.config.rate_limits;
+    if let Some(t) = &body.tier
+        && limits.per_min(t).is_none()
+    {
+        return Err(ApiError::invalid(format!(
+            "tier must be one of {}",
+            crate::config::TIERS.join(", ")
+        )));
+    }
+    state
+        .jobs
+        .db
+        .set_tenant_tier(&id, body.tier.as_deref())
+        .await?;
+    state.api_limits.forget_tier(&id);
+    let default = body.tier.is_none();
+    let tier = body.tier.unwrap_or_else(|| limits.default_tier.clone());
+    Ok(Json(TierView {
+        tenant_id: id,
+        per_min: limits.per_min(&tier).unwrap_or(limits.pro_per_min),
+        default,
+        tier,
+    }))
+}
+
 /// Create a tenant and its first API key.
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
     security(("admin_key" = [])),

@@ -36,6 +36,7 @@ pub struct Config {
     pub playback: PlaybackConfig,
     pub analytics: AnalyticsConfig,
     pub commerce: CommerceConfig,
+    pub rate_limits: RateLimitsConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub keys: KeysConfig,
@@ -87,6 +88,34 @@ pub struct CommerceConfig {
     /// A subscription's access lasts this long past the end of the period paid (a renewal
     /// that is late, or retried by the bank).
     pub subscription_grace_s: u64,
+}
+
+/// API requests per minute for each tier of tenant (per API key, token bucket).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// The tier of a tenant made without one.
+    pub default_tier: String,
+    pub free_per_min: u32,
+    pub starter_per_min: u32,
+    pub pro_per_min: u32,
+    pub enterprise_per_min: u32,
+}
+
+/// The tiers, by name.
+pub const TIERS: [&str; 4] = ["free", "starter", "pro", "enterprise"];
+
+impl RateLimitsConfig {
+    /// Requests a minute for `tier`; none for a name that is no tier.
+    pub fn per_min(&self, tier: &str) -> Option<u32> {
+        Some(match tier {
+            "free" => self.free_per_min,
+            "starter" => self.starter_per_min,
+            "pro" => self.pro_per_min,
+            "enterprise" => self.enterprise_per_min,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -418,6 +447,24 @@ impl Config {
                 at("database.url"),
                 "must start with sqlite:, postgres:// or postgresql://",
             ));
+        }
+        if self
+            .rate_limits
+            .per_min(&self.rate_limits.default_tier)
+            .is_none()
+        {
+            return Err(ConfigError::invalid(
+                at("rate_limits.default_tier"),
+                format!("must be one of {}", TIERS.join(", ")),
+            ));
+        }
+        for tier in TIERS {
+            if self.rate_limits.per_min(tier) == Some(0) {
+                return Err(ConfigError::invalid(
+                    at(&format!("rate_limits.{tier}_per_min")),
+                    "must be at least 1",
+                ));
+            }
         }
         if self.database.max_connections == 0 {
             return Err(ConfigError::invalid(

@@ -9,6 +9,7 @@ mod commerce;
 mod concurrency;
 mod idempotency;
 mod invoices;
+mod limits;
 mod live;
 mod orders;
 pub mod rollup;

@@ -205,6 +205,7 @@ pub async fn build(
         whep: Default::default(),
         delivery_cache,
         unverified_webhooks: api::unverified_webhook_limiter(),
+        api_limits: Default::default(),
     });
     Ok((state, startup))
 }

@@ -25,3 +25,17 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (scope, key)
 );
 CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+
+-- A tenant's API rate-limit tier (free, starter, pro, enterprise); NULL: the configured
+-- default (rate_limits.default_tier).
+ALTER TABLE tenants ADD COLUMN tier TEXT;
+
+-- API rate-limit token buckets shared by every node, used with PostgreSQL (with SQLite each
+-- node counts in memory).
+CREATE TABLE rate_buckets (
+    key         TEXT PRIMARY KEY,
+    tokens      DOUBLE PRECISION NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    -- Whether the last request took a token (1) or was refused (0).
+    last_ok     BIGINT NOT NULL
+);
