@@ -35,6 +35,8 @@ ALTER TABLE tenants ADD COLUMN tier TEXT;
 CREATE TABLE rate_buckets (
     key         TEXT PRIMARY KEY,
     tokens      DOUBLE PRECISION NOT NULL,
+    -- The bucket's size when last used: a larger tier credits the difference at once.
+    capacity    DOUBLE PRECISION NOT NULL,
     updated_at  BIGINT NOT NULL,
     -- Whether the last request took a token (1) or was refused (0).
     last_ok     BIGINT NOT NULL

@@ -403,10 +403,22 @@ async fn a_key_over_its_tier_gets_429_with_the_rate_limit_headers_and_others_do_
     assert_eq!(status, 200);
     assert_eq!(policy, "\"free\";q=60;w=60");
     assert!(now.starts_with("\"free\";r=59;t="), "{now}");
-    for _ in 0..59 {
-        assert_eq!(limited_get(&server, &key).await.0, 200);
-    }
-    let (status, policy, now, retry) = limited_get(&server, &key).await;
+    // Requests until the first refusal: the minute's 60, plus one a second that refills
+    // while they run (a loaded machine is slow).
+    let started = std::time::Instant::now();
+    let mut ok = 1;
+    let (status, policy, now, retry) = loop {
+        let answer = limited_get(&server, &key).await;
+        if answer.0 != 200 || ok == 200 {
+            break answer;
+        }
+        ok += 1;
+    };
+    let refilled = started.elapsed().as_secs_f64().ceil() as usize;
+    assert!(
+        (60..=60 + refilled).contains(&ok),
+        "{ok} requests passed in {refilled} s"
+    );
     assert_eq!(status, 429);
     assert_eq!(policy, "\"free\";q=60;w=60");
     assert!(now.starts_with("\"free\";r=0;t="), "{now}");
@@ -446,12 +458,26 @@ async fn with_postgres_two_nodes_share_a_keys_limit() {
     .await;
     let (tenant, key) = a.create_tenant("Shared").await;
     set_tier(&a, &tenant, "free").await;
-    for i in 0..60 {
-        let node = if i % 2 == 0 { &a } else { &b };
-        assert_eq!(limited_get(node, &key).await.0, 200, "request {i}");
+    // Alternating nodes until the first refusal: the minute's 60 between them (plus one a
+    // second refilled while they run), not 60 each.
+    let started = std::time::Instant::now();
+    let mut ok = 0;
+    while ok < 200 {
+        let node = if ok % 2 == 0 { &a } else { &b };
+        if limited_get(node, &key).await.0 != 200 {
+            break;
+        }
+        ok += 1;
     }
-    assert_eq!(limited_get(&a, &key).await.0, 429);
-    assert_eq!(limited_get(&b, &key).await.0, 429);
+    let refilled = started.elapsed().as_secs_f64().ceil() as usize;
+    assert!(
+        (60..=60 + refilled).contains(&ok),
+        "{ok} requests passed in {refilled} s"
+    );
+    // A raised tier is there at once (on the node that set it; others read it within 30 s).
+    set_tier(&a, &tenant, "starter").await;
+    let (status, policy, _, _) = limited_get(&a, &key).await;
+    assert_eq!((status, policy.as_str()), (200, "\"starter\";q=300;w=60"));
     a.stop().await;
     b.stop().await;
 }

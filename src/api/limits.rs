@@ -54,7 +54,8 @@ impl Quota {
 
 #[derive(Default)]
 pub struct ApiLimits {
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Tokens, the bucket's size when last used, and when.
+    buckets: Mutex<HashMap<String, (f64, f64, Instant)>>,
     tiers: Mutex<HashMap<String, (Option<String>, Instant)>>,
 }
 
@@ -86,15 +87,22 @@ impl ApiLimits {
         let per_s = capacity / 60.0;
         let mut buckets = self.buckets.lock().expect("buckets");
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
-            buckets
-                .retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f64() * per_s < capacity);
+            buckets.retain(|_, (t, _, at)| {
+                *t + now.duration_since(*at).as_secs_f64() * per_s < capacity
+            });
             if buckets.len() >= MAX_BUCKETS {
                 buckets.clear();
             }
         }
-        let (tokens, at) = buckets.entry(key.to_string()).or_insert((capacity, now));
-        let refilled = (*tokens + now.duration_since(*at).as_secs_f64() * per_s).min(capacity);
+        let (tokens, size, at) = buckets
+            .entry(key.to_string())
+            .or_insert((capacity, capacity, now));
+        // A tier raised since: the difference is there at once.
+        let credit = (capacity - *size).max(0.0);
+        let refilled =
+            (*tokens + credit + now.duration_since(*at).as_secs_f64() * per_s).min(capacity);
         *at = now;
+        *size = capacity;
         if refilled >= 1.0 {
             *tokens = refilled - 1.0;
             (true, *tokens)
@@ -172,6 +180,12 @@ mod tests {
                 .0
         );
         assert!(limits.take_local("other", 60.0, t0).0);
+        // Raised to 300 a minute: the 240 more are there at once.
+        let t1 = t0 + Duration::from_millis(1000);
+        for i in 0..240 {
+            assert!(limits.take_local("k", 300.0, t1).0, "request {i}");
+        }
+        assert!(!limits.take_local("k", 300.0, t1).0);
         let q = Quota::of("free", 60, false, 0.25);
         assert_eq!((q.remaining, q.retry_after_s, q.reset_s), (0, 1, 60));
         let q = Quota::of("pro", 1000, true, 999.0);

@@ -4,21 +4,24 @@ use super::{Db, DbResult, now_ms};
 
 impl Db {
     /// Takes a token from the shared bucket `key` (holding at most `capacity`, refilled by
-    /// `per_ms` a millisecond) in one statement; returns (taken, tokens left).
+    /// `per_ms` a millisecond; a bucket made larger since its last use gets the difference)
+    /// in one statement; returns (taken, tokens left).
     pub async fn take_shared_token(
         &self,
         key: &str,
         capacity: f64,
         per_ms: f64,
     ) -> DbResult<(bool, f64)> {
-        const REFILLED: &str =
-            "LEAST($2, rate_buckets.tokens + (($4 - rate_buckets.updated_at) * $3))";
+        const REFILLED: &str = "LEAST($2, rate_buckets.tokens \
+             + GREATEST(0, $2 - rate_buckets.capacity) \
+             + (($4 - rate_buckets.updated_at) * $3))";
         let (tokens, ok): (f64, i64) = sqlx::query_as(&format!(
-            "INSERT INTO rate_buckets (key, tokens, updated_at, last_ok) VALUES ($1, $2 - 1, $4, 1) \
+            "INSERT INTO rate_buckets (key, tokens, capacity, updated_at, last_ok) \
+             VALUES ($1, $2 - 1, $2, $4, 1) \
              ON CONFLICT (key) DO UPDATE SET \
              tokens = CASE WHEN {REFILLED} >= 1 THEN {REFILLED} - 1 ELSE {REFILLED} END, \
              last_ok = CASE WHEN {REFILLED} >= 1 THEN 1 ELSE 0 END, \
-             updated_at = $4 \
+             capacity = $2, updated_at = $4 \
              RETURNING tokens, last_ok"
         ))
         .bind(key)
