@@ -481,3 +481,36 @@ async fn with_postgres_two_nodes_share_a_keys_limit() {
     a.stop().await;
     b.stop().await;
 }
+
+/// `/docs` is Swagger UI served by Ferrocast (no CDN): it lists every route of the spec, and
+/// a developer authorizes with an API key and tries a call from the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_explorer_renders_the_spec_and_tries_a_call_with_a_key() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Developer").await;
+    let (status, spec) = server.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    let operations: usize = spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    let resp = server.client.get(server.url("/docs")).send().await.unwrap();
+    assert!(
+        header(resp.headers(), "content-security-policy").starts_with("default-src 'self'"),
+        "{:?}",
+        resp.headers()
+    );
+    let seen = browser_script("docs.cjs", vec![server.url(""), key.clone()], 60).await;
+    eprintln!("docs: {seen}");
+    assert_eq!(seen["error"], serde_json::Value::Null, "{seen}");
+    assert_eq!(seen["operations"], operations, "{seen}");
+    assert_eq!(seen["foreign"], json!([]), "{seen}");
+    assert_eq!(seen["status"], "200", "{seen}");
+    assert!(
+        seen["body"].as_str().unwrap().contains("Developer"),
+        "{seen}"
+    );
+    server.stop().await;
+}

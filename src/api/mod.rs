@@ -89,6 +89,8 @@ pub struct Shared {
     pub rtmp_url: String,
     /// hls.js for the player page, when installed.
     pub hlsjs: Option<bytes::Bytes>,
+    /// Swagger UI for /docs, when installed.
+    pub docs_ui: Option<openapi::DocsUi>,
     pub upload_locks: uploads::UploadLocks,
     /// WHIP publishes in progress on this server.
     pub whip: crate::ingest::whip::WhipSessions,

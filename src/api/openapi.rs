@@ -1,12 +1,16 @@
 //! The OpenAPI 3 document, generated from the handlers' annotations, and the `/docs` page.
 
-use axum::response::Html;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::error::ApiError;
+
 use super::{
-    Json, analytics, assets, audience, carts, catalogue, cmcd_reports, health, invoices, live,
-    orders, provider_webhooks, revenue, security, subscriptions, tenants,
+    AppState, Json, Path, analytics, assets, audience, carts, catalogue, cmcd_reports, health,
+    invoices, live, orders, provider_webhooks, revenue, security, subscriptions, tenants,
 };
 
 #[derive(OpenApi)]
@@ -82,7 +86,81 @@ pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 
 /// A readable page of every operation, rendered here so it works offline; the interactive
 /// Redoc viewer replaces it when the browser can load it.
-pub async fn docs() -> Html<String> {
+/// Swagger UI's files (npm `swagger-ui-dist`), served by Ferrocast itself: no CDN.
+#[derive(Clone)]
+pub struct DocsUi {
+    pub bundle: bytes::Bytes,
+    pub css: bytes::Bytes,
+}
+
+/// What /docs may load and run: its own files, and calls to this server.
+const DOCS_CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+     connect-src 'self'; frame-ancestors 'none'";
+
+/// `GET /docs`: the interactive explorer (Swagger UI over `/openapi.json`: every route with
+/// its schemas and examples, and "Try it out" with an API key), or, where Swagger UI is not
+/// installed, a plain list of the routes.
+pub async fn docs(State(state): State<AppState>) -> Response {
+    let page = if state.docs_ui.is_some() {
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Ferrocast API</title>
+<link rel="stylesheet" href="/docs/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/docs/swagger-ui-bundle.js"></script>
+<script src="/docs/init.js"></script>
+</body></html>"#
+            .to_string()
+    } else {
+        route_list()
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, DOCS_CSP),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+/// `GET /docs/{file}`: Swagger UI's bundle and stylesheet, and the page's start script.
+pub async fn docs_file(State(state): State<AppState>, Path(file): Path<String>) -> Response {
+    let Some(ui) = &state.docs_ui else {
+        return ApiError::NotFound("Swagger UI is not installed on this server".into())
+            .into_response();
+    };
+    let (content_type, body) = match file.as_str() {
+        "swagger-ui-bundle.js" => ("text/javascript", ui.bundle.clone()),
+        "swagger-ui.css" => ("text/css", ui.css.clone()),
+        "init.js" => (
+            "text/javascript",
+            bytes::Bytes::from_static(INIT_JS.as_bytes()),
+        ),
+        _ => return ApiError::NotFound("no such file".into()).into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+const INIT_JS: &str = r##"window.ui = SwaggerUIBundle({
+  url: "/openapi.json",
+  dom_id: "#ui",
+  deepLinking: true,
+  displayRequestDuration: true,
+  showExtensions: true,
+  tryItOutEnabled: false,
+  validatorUrl: null,
+});
+"##;
+
+/// The routes as a plain table, when Swagger UI is not installed.
+fn route_list() -> String {
     let spec = ApiDoc::openapi();
     let mut rows = String::new();
     for (path, item) in &spec.paths.paths {
@@ -104,20 +182,18 @@ pub async fn docs() -> Html<String> {
             }
         }
     }
-    Html(format!(
+    format!(
         r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>Ferrocast API</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem}}td{{padding:.2rem .8rem}}</style></head>
 <body>
-<redoc spec-url="/openapi.json">
 <h1>Ferrocast API</h1>
 <p>Machine-readable spec: <a href="/openapi.json">/openapi.json</a>. Authenticate with
-<code>Authorization: Bearer &lt;key&gt;</code>.</p>
+<code>Authorization: Bearer &lt;key&gt;</code>. The interactive explorer needs Swagger UI:
+run <code>make</code> (it installs swagger-ui-dist from npm).</p>
 <table>{rows}</table>
-</redoc>
-<script src="https://cdn.redoc.ly/redoc/v2.1.5/bundles/redoc.standalone.js"></script>
 </body></html>"#
-    ))
+    )
 }
 
 fn escape(s: &str) -> String {

@@ -256,7 +256,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
-        .route("/docs", get(openapi::docs));
+        .route("/docs", get(openapi::docs))
+        .route("/docs/{file}", get(openapi::docs_file));
 
     let request_id = HeaderName::from_static("x-request-id");
     api.fallback(|| async { ApiError::NotFound("no such route".into()) })

@@ -152,6 +152,7 @@ pub struct DeliveryConfig {
     pub redirect_expiry_s: u64,
     pub cache_mib: u64,
     pub hlsjs_path: String,
+    pub swagger_ui_dir: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

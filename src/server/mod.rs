@@ -169,6 +169,7 @@ pub async fn build(
         cleanup_wakeup: Default::default(),
     });
     let hlsjs = load_hlsjs(&config.delivery.hlsjs_path);
+    let docs_ui = load_docs_ui(&config.delivery.swagger_ui_dir);
     let geoip = match config.playback.geoip_mmdb.as_str() {
         "" => None,
         path => Some(Arc::new(
@@ -200,6 +201,7 @@ pub async fn build(
         live,
         rtmp_url: rtmp_url.to_string(),
         hlsjs,
+        docs_ui,
         upload_locks: Default::default(),
         whip: Default::default(),
         whep: Default::default(),
@@ -262,6 +264,25 @@ pub async fn create_demo(state: &AppState) -> anyhow::Result<Demo> {
         stream_key: stream.stream_key,
         playback_id: stream.playback_id,
     })
+}
+
+/// Swagger UI for /docs from where `make` installs it (npm), unless
+/// `delivery.swagger_ui_dir` says otherwise.
+fn load_docs_ui(configured: &str) -> Option<crate::api::openapi::DocsUi> {
+    let dir = if configured.is_empty() {
+        std::path::PathBuf::from(std::env::var_os("HOME")?)
+            .join(".cache/ferrocast/npm/node_modules/swagger-ui-dist")
+    } else {
+        std::path::PathBuf::from(configured)
+    };
+    let read = |name: &str| std::fs::read(dir.join(name)).map(bytes::Bytes::from);
+    match (read("swagger-ui-bundle.js"), read("swagger-ui.css")) {
+        (Ok(bundle), Ok(css)) => Some(crate::api::openapi::DocsUi { bundle, css }),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "Swagger UI not found: /docs lists the routes only (run make)");
+            None
+        }
+    }
 }
 
 /// The default place `make` installs hls.js (npm), unless `delivery.hlsjs_path` says otherwise.
