@@ -667,7 +667,20 @@ async fn openapi_spec_and_docs_page_describe_every_v1_route() {
     let docs = server.client.get(server.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
     let html = docs.text().await.unwrap();
-    assert!(html.contains("/openapi.json") && html.contains("/v1/api-keys/{id}"));
+    // Swagger UI (installed by make) over the spec; its own files come from this server.
+    assert!(html.contains("/docs/swagger-ui-bundle.js"), "{html}");
+    for (file, kind) in [
+        ("/docs/swagger-ui-bundle.js", "text/javascript"),
+        ("/docs/swagger-ui.css", "text/css"),
+        ("/docs/init.js", "text/javascript"),
+    ] {
+        let resp = server.client.get(server.url(file)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{file}");
+        assert_eq!(resp.headers()["content-type"], kind, "{file}");
+    }
+    let init = server.get_text("/docs/init.js").await.1;
+    assert!(init.contains("\"/openapi.json\""), "{init}");
+    assert_eq!(server.get_text("/docs/other.js").await.0, 404);
     server.stop().await;
 }
 
