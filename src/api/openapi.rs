@@ -44,7 +44,7 @@ use super::{
         subscriptions::list, subscriptions::cancel, orders::create_publishable_key,
         orders::list_publishable_keys, orders::revoke_publishable_key, invoices::list, invoices::get,
     ),
-    modifiers(&BearerKeys),
+    modifiers(&BearerKeys, &EveryOperation),
     tags(
         (name = "tenants", description = "Tenants, managed with the admin key"),
         (name = "api-keys", description = "A tenant's own API keys"),
@@ -57,6 +57,95 @@ use super::{
     )
 )]
 pub struct ApiDoc;
+
+/// What every operation shares, written once instead of on each: its path parameters (as
+/// strings, required), and the error answers any of them can give: a malformed request (400),
+/// a missing resource (404), a server fault (500) or a dependency down (503); with a
+/// credential also 401, 403 and 429 (the tier's rate limit); with a body also 413 and 415.
+/// An operation's own description of a status wins.
+struct EveryOperation;
+
+impl Modify for EveryOperation {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
+
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let names: Vec<String> = path
+                .split('{')
+                .skip(1)
+                .filter_map(|p| p.split_once('}').map(|(n, _)| n.to_string()))
+                .collect();
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+            ];
+            for op in ops.into_iter().flatten() {
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                for name in &names {
+                    let declared = params
+                        .iter()
+                        .any(|p| &p.name == name && p.parameter_in == ParameterIn::Path);
+                    if !declared {
+                        params.push(
+                            ParameterBuilder::new()
+                                .name(name)
+                                .parameter_in(ParameterIn::Path)
+                                .required(Required::True)
+                                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                                .build(),
+                        );
+                    }
+                }
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut codes = vec![
+                    ("400", "A malformed request: what is wrong"),
+                    ("404", "No such resource (also another tenant's)"),
+                    ("500", "A fault of the server: the log has the request id"),
+                    ("503", "A dependency (database, storage) is down: try again"),
+                ];
+                if secured {
+                    codes.extend([
+                        ("401", "No credential, or one that proves nothing"),
+                        ("403", "A valid credential that does not allow this"),
+                        (
+                            "429",
+                            "Over the rate limit: Retry-After says when to try again",
+                        ),
+                    ]);
+                }
+                if op.request_body.is_some() {
+                    codes.extend([
+                        ("413", "The body is over the limit"),
+                        ("415", "The body is not of the type this takes"),
+                    ]);
+                }
+                for (code, description) in codes {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
+    }
+}
 
 struct BearerKeys;
 
