@@ -260,6 +260,7 @@ async fn take_beacons(
 pub struct ViewFilter {
     pub playback_id: Option<String>,
     pub viewer: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }

@@ -344,6 +344,7 @@ pub async fn get_price(
 #[into_params(parameter_in = Query)]
 pub struct PriceFilter {
     pub product_id: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }

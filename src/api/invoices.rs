@@ -83,6 +83,7 @@ impl From<db::Invoice> for InvoiceView {
 #[into_params(parameter_in = Query)]
 pub struct InvoiceFilter {
     pub order_id: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }

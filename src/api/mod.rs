@@ -151,6 +151,7 @@ pub struct Query<T>(pub T);
 #[into_params(parameter_in = Query)]
 pub struct Page {
     /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -625,6 +625,7 @@ pub async fn get_order(
 #[into_params(parameter_in = Query)]
 pub struct OrderFilter {
     pub customer_id: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }

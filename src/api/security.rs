@@ -259,6 +259,7 @@ pub async fn create_entitlement(
 pub struct EntitlementFilter {
     pub playback_id: Option<String>,
     pub viewer: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -315,6 +316,7 @@ pub struct AuditFilter {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub kind: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }

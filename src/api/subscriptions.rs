@@ -48,6 +48,7 @@ impl From<db::Subscription> for SubscriptionView {
 #[into_params(parameter_in = Query)]
 pub struct SubscriptionFilter {
     pub customer_id: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
