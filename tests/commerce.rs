@@ -913,12 +913,7 @@ async fn paying_gets_the_key_and_a_full_refund_takes_it_away_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paying_gets_the_key_and_a_full_refund_takes_it_away_postgres() {
     let pg = PgDatabase::create().await;
-    let url = pg.url.clone();
-    let server = TestServer::start_with(|c| {
-        c.database.url = DatabaseUrl::new(url);
-        c.commerce.allow_plain_http_providers = true;
-    })
-    .await;
+    let server = TestServer::start_on(&pg, |c| c.commerce.allow_plain_http_providers = true).await;
     paying_gets_the_key_and_a_full_refund_takes_it_away(&server).await;
     server.stop().await;
 }
@@ -1089,12 +1084,7 @@ async fn webhooks_are_verified_and_processed_once_in_any_order_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_verified_and_processed_once_in_any_order_postgres() {
     let pg = PgDatabase::create().await;
-    let url = pg.url.clone();
-    let server = TestServer::start_with(|c| {
-        c.database.url = DatabaseUrl::new(url);
-        c.commerce.allow_plain_http_providers = true;
-    })
-    .await;
+    let server = TestServer::start_on(&pg, |c| c.commerce.allow_plain_http_providers = true).await;
     webhooks_are_verified_and_processed_once_in_any_order(&server).await;
     server.stop().await;
 }

@@ -8,7 +8,6 @@ mod common;
 use common::fakes::{FakeProcess, coinbase, paypal};
 use common::shop::{checkout_with, order, paid_media, post, price_for, refused, viewer_key};
 use common::{PgDatabase, TestServer};
-use ferrocast::config::DatabaseUrl;
 use serde_json::{Value, json};
 
 /// POSTs `body` to `url` with no headers of a provider's: the status.
@@ -454,12 +453,7 @@ async fn a_price_tier_caps_the_renditions_its_buyer_plays_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_price_tier_caps_the_renditions_its_buyer_plays_postgres() {
     let pg = PgDatabase::create().await;
-    let url = pg.url.clone();
-    let server = TestServer::start_with(|c| {
-        c.database.url = DatabaseUrl::new(url);
-        c.commerce.allow_plain_http_providers = true;
-    })
-    .await;
+    let server = TestServer::start_on(&pg, |c| c.commerce.allow_plain_http_providers = true).await;
     a_price_tier_caps_the_renditions_its_buyer_plays(&server).await;
     server.stop().await;
 }

@@ -265,11 +265,7 @@ async fn a_create_with_an_idempotency_key_happens_once_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_with_an_idempotency_key_happens_once_postgres() {
     let pg = common::PgDatabase::create().await;
-    let url = pg.url.clone();
-    let server = TestServer::start_with(|c| {
-        c.database.url = ferrocast::config::DatabaseUrl::new(url);
-    })
-    .await;
+    let server = TestServer::start_on(&pg, |_| {}).await;
     a_create_with_an_idempotency_key_happens_once(&server).await;
     server.stop().await;
 }
@@ -447,15 +443,8 @@ async fn a_key_over_its_tier_gets_429_with_the_rate_limit_headers_and_others_do_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_postgres_two_nodes_share_a_keys_limit() {
     let pg = common::PgDatabase::create().await;
-    let url = pg.url.clone();
-    let a = TestServer::start_with(|c| {
-        c.database.url = ferrocast::config::DatabaseUrl::new(url.clone());
-    })
-    .await;
-    let b = TestServer::start_with(|c| {
-        c.database.url = ferrocast::config::DatabaseUrl::new(url);
-    })
-    .await;
+    let a = TestServer::start_on(&pg, |_| {}).await;
+    let b = TestServer::start_on(&pg, |_| {}).await;
     let (tenant, key) = a.create_tenant("Shared").await;
     set_tier(&a, &tenant, "free").await;
     // Alternating nodes until the first refusal: the minute's 60 between them (plus one a

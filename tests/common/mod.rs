@@ -64,6 +64,16 @@ impl TestServer {
         server
     }
 
+    /// A server on PostgreSQL database `pg`, with `tweak` applied after.
+    pub async fn start_on(pg: &PgDatabase, tweak: impl FnOnce(&mut Config)) -> Self {
+        let url = pg.url.clone();
+        Self::start_with(|c| {
+            c.database.url = ferrocast::config::DatabaseUrl::new(url);
+            tweak(c);
+        })
+        .await
+    }
+
     /// A server on exactly this configuration (the caller owns its folders).
     pub async fn start_config(config: Config) -> Self {
         // Server logs show with the failing test's output (RUST_LOG overrides the level).
