@@ -99,6 +99,10 @@ async fn every_playback_and_api_route_answers_preflights() {
             .contains("location"),
         "{h:?}"
     );
+    // The operator's routes are not for other origins' pages.
+    let (status, h) = preflight(&server, "/metrics", "GET", "authorization").await;
+    assert_eq!(status, 405);
+    assert_eq!(header(&h, "access-control-allow-origin"), "");
     // An OPTIONS that is not a preflight is routed as before (no such method here).
     let status = server
         .client
@@ -354,6 +358,46 @@ async fn a_create_with_an_idempotency_key_happens_once(server: &TestServer) {
     // A key that is no key.
     let (status, _, _) = create(key.clone(), "a b".into(), body.clone()).await;
     assert_eq!(status, 400);
+    // A credential that proves nothing claims nothing: its request is answered 401, and the
+    // same request with a good key then runs.
+    let (status, _, _) = create("fck_not_a_key".into(), "k-4".into(), body.clone()).await;
+    assert_eq!(status, 401);
+    // A revoked key replays nothing.
+    let resp = server
+        .client
+        .post(server.url("/v1/api-keys"))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "k-key")
+        .json(&json!({"name": "short-lived"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let made: serde_json::Value = resp.json().await.unwrap();
+    let short = made["api_key"].as_str().unwrap().to_string();
+    // The new key's secret is in the kept answer, sealed: with SQLite the database file
+    // never holds it in clear (API keys themselves are kept as hashes).
+    for file in ["ferrocast.db", "ferrocast.db-wal"] {
+        if let Ok(bytes) = std::fs::read(server.data_dir.join(file)) {
+            assert!(
+                !bytes.windows(short.len()).any(|w| w == short.as_bytes()),
+                "the new API key is in {file} in clear"
+            );
+        }
+    }
+    let (status, _, _) = create(short.clone(), "k-5".into(), body.clone()).await;
+    assert_eq!(status, 201);
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/api-keys/{}", made["id"].as_str().unwrap()),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, replayed, _) = create(short, "k-5".into(), body.clone()).await;
+    assert_eq!((status, replayed), (401, false));
 }
 
 /// Sets `tenant_id`'s tier as the admin.

@@ -142,6 +142,22 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Whether `secret` is the configured admin key or an active API key (no use recorded).
+pub(super) async fn is_active_api_key(state: &AppState, secret: &str) -> Result<bool, ApiError> {
+    let digest = hash(secret);
+    if let Some(admin) = &state.configured_admin_key
+        && bool::from(admin.ct_eq(&digest))
+    {
+        return Ok(true);
+    }
+    Ok(state
+        .jobs
+        .db
+        .find_active_key_by_hash(&hex::encode(digest))
+        .await?
+        .is_some())
+}
+
 /// The caller holds an admin key.
 #[derive(Debug)]
 pub struct Admin;

@@ -44,11 +44,20 @@ const EXPOSED: &str = "Content-Length, Content-Range, Accept-Ranges, Date, ETag,
      Upload-Offset, Upload-Length, Upload-Expires, Upload-Metadata, Tus-Resumable, Tus-Version, \
      Tus-Extension, Tus-Max-Size";
 
-/// Routes with their own preflight answers.
+/// Routes with their own preflight answers, and the operator's (health, readiness, metrics:
+/// no page of another origin reads those).
 fn answers_its_own(path: &str) -> bool {
-    ["/whip", "/whep", "/v1/beacons", "/v1/cmcd"]
-        .iter()
-        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    [
+        "/whip",
+        "/whep",
+        "/v1/beacons",
+        "/v1/cmcd",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ]
+    .iter()
+    .any(|p| path == *p || path.starts_with(&format!("{p}/")))
 }
 
 /// The methods a route's family takes: playback is read only.

@@ -57,6 +57,10 @@ pub struct ApiLimits {
     /// Tokens, the bucket's size when last used, and when.
     buckets: Mutex<HashMap<String, (f64, f64, Instant)>>,
     tiers: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    /// With PostgreSQL: keys refused until then at that bucket size, answered here without
+    /// a database write (a client that ignores Retry-After costs nothing more); a tier
+    /// changed since asks the database again.
+    refused: Mutex<HashMap<String, (Instant, f64)>>,
 }
 
 impl ApiLimits {
@@ -75,8 +79,33 @@ impl ApiLimits {
         let per_min = config.per_min(&tier).unwrap_or(config.pro_per_min);
         let capacity = f64::from(per_min);
         let (allowed, tokens) = if db.backend() == Backend::Postgres {
-            db.take_shared_token(&format!("api-key/{key_id}"), capacity, capacity / 60_000.0)
-                .await?
+            let now = Instant::now();
+            if self
+                .refused
+                .lock()
+                .expect("refused")
+                .get(key_id)
+                .is_some_and(|(until, size)| *until > now && *size == capacity)
+            {
+                return Ok(Quota::of(&tier, per_min, false, 0.0));
+            }
+            let (allowed, tokens) = db
+                .take_shared_token(&format!("api-key/{key_id}"), capacity, capacity / 60_000.0)
+                .await?;
+            let mut refused = self.refused.lock().expect("refused");
+            if allowed {
+                refused.remove(key_id);
+            } else {
+                if refused.len() >= MAX_BUCKETS {
+                    refused.retain(|_, (until, _)| *until > now);
+                }
+                let wait = (1.0 - tokens).max(0.0) / (capacity / 60.0);
+                refused.insert(
+                    key_id.to_string(),
+                    (now + Duration::from_secs_f64(wait), capacity),
+                );
+            }
+            (allowed, tokens)
         } else {
             self.take_local(key_id, capacity, Instant::now())
         };

@@ -61,8 +61,9 @@ pub struct ApiDoc;
 /// What every operation shares, written once instead of on each: its path parameters (as
 /// strings, required), and the error answers any of them can give: a malformed request (400),
 /// a missing resource (404), a server fault (500) or a dependency down (503); with a
-/// credential also 401, 403 and 429 (the tier's rate limit); with a body also 413 and 415.
-/// An operation's own description of a status wins.
+/// credential also 401 and 403, and with a tenant key 429 (the tier's rate limit); with a
+/// body also 413 and 415; an authenticated `POST` also takes `Idempotency-Key` (and may
+/// answer 409 for it). An operation's own description of a status wins.
 struct EveryOperation;
 
 impl Modify for EveryOperation {
@@ -89,14 +90,15 @@ impl Modify for EveryOperation {
                 .filter_map(|p| p.split_once('}').map(|(n, _)| n.to_string()))
                 .collect();
             let ops = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-                &mut item.head,
+                (false, &mut item.get),
+                (false, &mut item.put),
+                (true, &mut item.post),
+                (false, &mut item.delete),
+                (false, &mut item.patch),
+                (false, &mut item.head),
             ];
-            for op in ops.into_iter().flatten() {
+            for (post, op) in ops {
+                let Some(op) = op else { continue };
                 let params = op.parameters.get_or_insert_with(Vec::new);
                 for name in &names {
                     let declared = params
@@ -114,6 +116,32 @@ impl Modify for EveryOperation {
                     }
                 }
                 let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let tenant_key = op
+                    .security
+                    .iter()
+                    .flatten()
+                    .any(|r| serde_json::to_value(r).is_ok_and(|v| v.get("api_key").is_some()));
+                if post && secured {
+                    let params = op.parameters.get_or_insert_with(Vec::new);
+                    params.push(
+                        ParameterBuilder::new()
+                            .name("Idempotency-Key")
+                            .parameter_in(ParameterIn::Header)
+                            .required(Required::False)
+                            .description(Some(
+                                "Makes a retried request the same one: its first successful \
+                                 answer is kept 24 h and given again (1 to 255 printable \
+                                 characters)",
+                            ))
+                            .schema(Some(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::String)
+                                    .min_length(Some(1))
+                                    .max_length(Some(255)),
+                            ))
+                            .build(),
+                    );
+                }
                 let mut codes = vec![
                     ("400", "A malformed request: what is wrong"),
                     ("404", "No such resource (also another tenant's)"),
@@ -124,11 +152,20 @@ impl Modify for EveryOperation {
                     codes.extend([
                         ("401", "No credential, or one that proves nothing"),
                         ("403", "A valid credential that does not allow this"),
-                        (
-                            "429",
-                            "Over the rate limit: Retry-After says when to try again",
-                        ),
                     ]);
+                }
+                if tenant_key {
+                    codes.push((
+                        "429",
+                        "Over the tier's rate limit: Retry-After says when to try again",
+                    ));
+                }
+                if post && secured {
+                    codes.push((
+                        "409",
+                        "A conflict: for one, the Idempotency-Key was used with another \
+                         request, or its first request is still running",
+                    ));
                 }
                 if op.request_body.is_some() {
                     codes.extend([

@@ -38,14 +38,26 @@ type Row = (
 );
 
 impl Db {
-    /// Claims `key` of credential `scope` for a request hashing to `request_hash`.
+    /// Claims `key` of credential `scope` for a request hashing to `request_hash`. A claim
+    /// older than `lease_ms` that never answered (its request was cut off: a timeout, a
+    /// client gone, a crash) is given up and may be claimed again.
     pub async fn claim_idempotency_key(
         &self,
         scope: &str,
         key: &str,
         request_hash: &str,
+        lease_ms: i64,
     ) -> DbResult<IdempotencyClaim> {
         let now = now_ms();
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 \
+             AND response_status IS NULL AND created_at < $3",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(now - lease_ms)
+        .execute(&self.pool)
+        .await?;
         // Keys past their day are gone: this one now, all of them now and then.
         let cutoff = now - KEPT_MS;
         if rand::random::<u8>() == 0 {
