@@ -12,7 +12,8 @@
 //!
 //! Not covered: publishable keys (every viewer of a shop shares one, so their keys would
 //! collide), unauthenticated routes (beacons, provider webhooks: once-only rules of their
-//! own), and multipart uploads (`POST /v1/assets`: too large to hash and keep; tus resumes).
+//! own), multipart uploads (`POST /v1/assets`: too large to hash and keep) and tus uploads
+//! (`/v1/uploads`: described by headers; tus resumes by its own protocol).
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -67,7 +68,11 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
 }
 
 pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST || !req.uri().path().starts_with("/v1/") {
+    // tus creates (`/v1/uploads`) are described by headers, not a body, and resume by their
+    // own protocol.
+    let path = req.uri().path();
+    if req.method() != Method::POST || !path.starts_with("/v1/") || path.starts_with("/v1/uploads")
+    {
         return next.run(req).await;
     }
     let Some(key) = req.headers().get("idempotency-key") else {
