@@ -13,6 +13,10 @@
 //! 4. tax per line on what is left, rounded half-up: exclusive prices add
 //!    `round(amount × rate)`; inclusive prices hold `amount − round(amount ÷ (1 + rate))`;
 //! 5. the order's tax is the sum of the lines' taxes.
+//!
+//! Why one file (about 800 lines, 350 of them tests): currencies, rates and the pricing
+//! function are one set of rules about minor units, and their property tests exercise
+//! them together (a formatted amount reads back, allocations add up under every rate).
 
 use std::fmt;
 
