@@ -94,18 +94,11 @@ impl FromRequestParts<AppState> for Caller {
             header.to_str().ok().and_then(bearer).ok_or_else(|| {
                 ApiError::Unauthorized("Authorization must be: Bearer <key>".into())
             })?;
-        let digest = hash(secret);
-        if let Some(admin) = &state.configured_admin_key
-            && bool::from(admin.ct_eq(&digest))
-        {
-            return Ok(Caller::Admin);
-        }
-        let key = state
-            .jobs
-            .db
-            .find_active_key_by_hash(&hex::encode(digest))
-            .await?
-            .ok_or_else(|| ApiError::Unauthorized("invalid or revoked API key".into()))?;
+        let key = match find_key(state, secret).await? {
+            Some(Found::ConfiguredAdmin) => return Ok(Caller::Admin),
+            Some(Found::Key(key)) => key,
+            None => return Err(ApiError::Unauthorized("invalid or revoked API key".into())),
+        };
         let now = now_ms();
         if key.last_used_at.is_none_or(|t| t < now - 60_000)
             && let Err(e) = state.jobs.db.touch_api_key(&key.id, now).await
@@ -142,20 +135,32 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Whether `secret` is the configured admin key or an active API key (no use recorded).
-pub(super) async fn is_active_api_key(state: &AppState, secret: &str) -> Result<bool, ApiError> {
+/// What an API key secret is.
+enum Found {
+    /// `admin.key` from the configuration.
+    ConfiguredAdmin,
+    /// A stored, unrevoked key.
+    Key(crate::db::ApiKey),
+}
+
+async fn find_key(state: &AppState, secret: &str) -> Result<Option<Found>, ApiError> {
     let digest = hash(secret);
     if let Some(admin) = &state.configured_admin_key
         && bool::from(admin.ct_eq(&digest))
     {
-        return Ok(true);
+        return Ok(Some(Found::ConfiguredAdmin));
     }
     Ok(state
         .jobs
         .db
         .find_active_key_by_hash(&hex::encode(digest))
         .await?
-        .is_some())
+        .map(Found::Key))
+}
+
+/// Whether `secret` is the configured admin key or an active API key (no use recorded).
+pub(super) async fn is_active_api_key(state: &AppState, secret: &str) -> Result<bool, ApiError> {
+    Ok(find_key(state, secret).await?.is_some())
 }
 
 /// The caller holds an admin key.

@@ -57,7 +57,10 @@ fn answers_its_own(path: &str) -> bool {
         "/metrics",
     ]
     .iter()
-    .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    .any(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
 }
 
 /// The methods a route's family takes: playback is read only.

@@ -3,6 +3,9 @@
 //! the token is carried into every URI of the playlists served, so players need nothing else.
 //! Who may have what is decided in `drm::access`, with facts gathered by `api::access`.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -219,24 +222,20 @@ async fn serve_object(
 
 /// The most lines this viewer may watch: the token's `max_resolution`, and for media that
 /// needs an entitlement, the best tier the viewer bought (an SD price plays SD).
+/// `playlist`: asked for a playlist, which looks the tier up afresh.
 async fn viewer_max_lines(
     state: &AppState,
     target: &PlaybackTarget,
     playback_id: &str,
     claims: Option<&PlaybackClaims>,
+    playlist: bool,
 ) -> ApiResult<Option<u32>> {
     let token = claims.and_then(PlaybackClaims::max_lines);
     let bought = match claims.and_then(|c| c.viewer.as_deref()) {
         Some(viewer) if target.requires_entitlement => {
             state
-                .jobs
-                .db
-                .entitlement_max_lines(
-                    &target.tenant_id,
-                    playback_id,
-                    target.prefix.as_deref(),
-                    viewer,
-                )
+                .bought_caps
+                .get(state, target, playback_id, viewer, playlist)
                 .await?
         }
         _ => None,
@@ -245,6 +244,59 @@ async fn viewer_max_lines(
         (Some(t), Some(b)) => Some(t.min(b)),
         (t, b) => t.or(b),
     })
+}
+
+/// The tiers viewers bought, by (playback id, viewer). Playlists look them up afresh (and
+/// leave them here); segments, which come several times as often, take what a playlist
+/// left if it is at most a few seconds old, which keeps them off the database. Keys are
+/// still decided on the entitlements as they are (access.rs).
+#[derive(Default)]
+pub struct BoughtCaps(std::sync::Mutex<HashMap<ViewerOf, (Option<u32>, Instant)>>);
+
+/// (playback id, viewer).
+type ViewerOf = (String, String);
+
+/// How long a looked-up tier is trusted.
+const BOUGHT_CAP_TTL: Duration = Duration::from_secs(10);
+/// The most (playback id, viewer) pairs kept.
+const BOUGHT_CAPS_MAX: usize = 100_000;
+
+impl BoughtCaps {
+    async fn get(
+        &self,
+        state: &AppState,
+        target: &PlaybackTarget,
+        playback_id: &str,
+        viewer: &str,
+        fresh: bool,
+    ) -> ApiResult<Option<u32>> {
+        let key = (playback_id.to_string(), viewer.to_string());
+        if !fresh
+            && let Some((cap, at)) = self.0.lock().expect("caps").get(&key)
+            && at.elapsed() < BOUGHT_CAP_TTL
+        {
+            return Ok(*cap);
+        }
+        let cap = state
+            .jobs
+            .db
+            .entitlement_max_lines(
+                &target.tenant_id,
+                playback_id,
+                target.prefix.as_deref(),
+                viewer,
+            )
+            .await?;
+        let mut caps = self.0.lock().expect("caps");
+        if caps.len() >= BOUGHT_CAPS_MAX {
+            caps.retain(|_, (_, at)| at.elapsed() < BOUGHT_CAP_TTL);
+            if caps.len() >= BOUGHT_CAPS_MAX {
+                caps.clear();
+            }
+        }
+        caps.insert(key, (cap, Instant::now()));
+        Ok(cap)
+    }
 }
 
 /// `GET /hls/{playback_id}/master.m3u8`
@@ -275,7 +327,7 @@ pub async fn master_playlist(
         ip.as_deref(),
     );
     let private = target.policy == PlaybackPolicy::Signed;
-    let max_lines = viewer_max_lines(&state, &target, &playback_id, claims.as_ref()).await?;
+    let max_lines = viewer_max_lines(&state, &target, &playback_id, claims.as_ref(), true).await?;
     // Only a token that verified is carried into the playlist (public media verify none),
     // and not one the player sends in a header anyway.
     let carried = claims
@@ -318,7 +370,14 @@ pub async fn rendition_file(
         &headers,
         ip.as_deref(),
     );
-    if let Some(max) = viewer_max_lines(&state, &target, &playback_id, claims.as_ref()).await?
+    if let Some(max) = viewer_max_lines(
+        &state,
+        &target,
+        &playback_id,
+        claims.as_ref(),
+        kind == Some("m3u8"),
+    )
+    .await?
         && let Some(prefix) = target.prefix.as_deref()
         && rendition_lines(&state, prefix, &rendition)
             .await?

@@ -107,6 +107,8 @@ pub struct Shared {
     pub unverified_webhooks: RateLimiter,
     /// API requests per key, by the tenant's tier (api/limits.rs).
     pub api_limits: limits::ApiLimits,
+    /// Tiers viewers bought, looked up for segment requests (api/delivery.rs).
+    pub bought_caps: delivery::BoughtCaps,
 }
 
 /// Rate limits of the key endpoint.

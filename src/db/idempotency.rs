@@ -49,31 +49,24 @@ impl Db {
         lease_ms: i64,
     ) -> DbResult<IdempotencyClaim> {
         let now = now_ms();
+        let cutoff = now - KEPT_MS;
+        // This key, if past its day or a claim whose request was cut off, is gone first.
         sqlx::query(
             "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 \
-             AND response_status IS NULL AND created_at < $3",
+             AND (created_at < $3 OR (response_status IS NULL AND created_at < $4))",
         )
         .bind(scope)
         .bind(key)
+        .bind(cutoff)
         .bind(now - lease_ms)
         .execute(&self.pool)
         .await?;
-        // Keys past their day are gone: this one now, all of them now and then.
-        let cutoff = now - KEPT_MS;
+        // Every key past its day, now and then.
         if rand::random::<u8>() == 0 {
             sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
                 .bind(cutoff)
                 .execute(&self.pool)
                 .await?;
-        } else {
-            sqlx::query(
-                "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at < $3",
-            )
-            .bind(scope)
-            .bind(key)
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await?;
         }
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) \

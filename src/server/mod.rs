@@ -208,6 +208,7 @@ pub async fn build(
         delivery_cache,
         unverified_webhooks: api::unverified_webhook_limiter(),
         api_limits: Default::default(),
+        bought_caps: Default::default(),
     });
     Ok((state, startup))
 }
