@@ -21,11 +21,12 @@ pub mod error;
 // -- ingest protocols: RTMP and WHIP publishers in
 pub mod ingest;
 
-// -- services: live broadcasts, VOD jobs, viewer analytics, commerce
+// -- services: live broadcasts, VOD jobs, viewer analytics, commerce, webhooks out
 pub mod analytics;
 pub mod commerce;
 pub mod live;
 pub mod vod;
+pub mod webhooks;
 
 // -- media engines: GStreamer pipelines and the HLS packager
 pub mod packager;

@@ -8,27 +8,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::TestServer;
-use common::media::{Encrypted, browser_play, browser_play_with_headers, eventually, ffprobe};
+use common::media::{
+    Encrypted, browser_play, browser_play_with_headers, eventually, ffprobe, make_media, tus_upload,
+};
 use serde_json::Value;
-
-/// A 10 s test file made by ffmpeg with the given output arguments.
-fn make_media(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let path = dir.join(name);
-    let out = common::output_within(
-        Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-y"])
-            .args(args)
-            .arg(&path),
-        Duration::from_secs(120),
-        "ffmpeg (Debian package ffmpeg)",
-    );
-    assert!(
-        out.status.success(),
-        "ffmpeg could not make {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
-}
 
 fn mp4_720p(dir: &Path) -> PathBuf {
     make_media(
@@ -55,46 +38,6 @@ fn mp4_720p(dir: &Path) -> PathBuf {
             "aac",
         ],
     )
-}
-
-/// Runs tus-js-client; returns its JSON report.
-fn tus_upload(file: &Path, endpoint: &str, key: &str, stop_after: u64, resume_url: &str) -> Value {
-    let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/ferrocast/npm/node_modules",
-            std::env::var("HOME").unwrap()
-        )
-    });
-    assert!(
-        Path::new(&node_modules).join("tus-js-client").exists(),
-        "tus-js-client is missing from {node_modules}: run make node-deps (make test does)"
-    );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/tus_upload.cjs");
-    let out = common::output_within(
-        Command::new("node")
-            .env("NODE_PATH", &node_modules)
-            .arg(script)
-            .arg(file)
-            .args([endpoint, key, &stop_after.to_string(), resume_url]),
-        Duration::from_secs(120),
-        "node tus_upload.cjs (Debian packages nodejs npm)",
-    );
-    if stop_after > 0 {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(
-            out.status.signal(),
-            Some(9),
-            "the tus client was to SIGKILL itself: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "tus client printed no JSON: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 async fn only_asset(server: &TestServer, key: &str) -> Value {

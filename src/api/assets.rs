@@ -51,7 +51,12 @@ async fn view(state: &AppState, a: db::Asset) -> ApiResult<AssetView> {
     } else {
         (None, None)
     };
-    Ok(AssetView {
+    Ok(asset_view(a, progress, eta_s))
+}
+
+/// `a` as the API shows it, with its progress and ETA if processing.
+pub(super) fn asset_view(a: db::Asset, progress: Option<f64>, eta_s: Option<f64>) -> AssetView {
+    AssetView {
         playback_policy: if a.playback_policy == "public" {
             PlaybackPolicy::Public
         } else {
@@ -70,7 +75,7 @@ async fn view(state: &AppState, a: db::Asset) -> ApiResult<AssetView> {
         eta_s,
         error: a.error,
         created_at: rfc3339(a.created_at),
-    })
+    }
 }
 
 /// Get an asset, with progress and an ETA while it is processing.

@@ -50,7 +50,7 @@ pub struct LiveStreamView {
 }
 
 impl LiveStreamView {
-    fn new(s: db::LiveStream, rtmp_url: &str) -> Self {
+    pub(super) fn new(s: db::LiveStream, rtmp_url: &str) -> Self {
         Self {
             id: s.id,
             stream_key: s.stream_key,

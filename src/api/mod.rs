@@ -31,6 +31,7 @@ mod subscriptions;
 mod telemetry;
 mod tenants;
 pub mod uploads;
+pub mod webhook_endpoints;
 pub mod whep;
 pub mod whip;
 
@@ -190,13 +191,4 @@ impl<T> List<T> {
     }
 }
 
-/// A stored Unix-millisecond time as RFC 3339 (`2026-11-23T02:25:50.123Z`).
-pub fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
+pub use crate::clock::rfc3339;

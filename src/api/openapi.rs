@@ -11,6 +11,7 @@ use crate::error::ApiError;
 use super::{
     AppState, Json, Path, analytics, assets, audience, carts, catalogue, cmcd_reports, health,
     invoices, live, orders, provider_webhooks, revenue, security, subscriptions, tenants,
+    webhook_endpoints,
 };
 
 #[derive(OpenApi)]
@@ -43,6 +44,9 @@ use super::{
         provider_webhooks::list_events, provider_webhooks::replay,
         subscriptions::list, subscriptions::cancel, orders::create_publishable_key,
         orders::list_publishable_keys, orders::revoke_publishable_key, invoices::list, invoices::get,
+        webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::get,
+        webhook_endpoints::update, webhook_endpoints::delete, webhook_endpoints::rotate_secret,
+        webhook_endpoints::deliveries, webhook_endpoints::delivery, webhook_endpoints::retry,
     ),
     modifiers(&BearerKeys, &EveryOperation),
     tags(
@@ -53,6 +57,7 @@ use super::{
         (name = "security", description = "Signing keys, playback rules, entitlements, key audit log"),
         (name = "analytics", description = "Player beacons in; views and their metrics out"),
         (name = "commerce", description = "Products, prices, tax rates, discount codes, customers and carts"),
+        (name = "webhooks", description = "Webhook endpoints: signed events out, delivery logs, retries"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -573,9 +573,13 @@ pub struct OrderView {
 }
 
 async fn order_view(db: &db::Db, o: db::Order) -> ApiResult<OrderView> {
-    let lines = db
-        .order_lines(&o.id)
-        .await?
+    let lines = db.order_lines(&o.id).await?;
+    Ok(order_view_of(o, lines))
+}
+
+/// Order `o` with its `lines` as the API shows it.
+pub(super) fn order_view_of(o: db::Order, lines: Vec<db::OrderLine>) -> OrderView {
+    let lines = lines
         .into_iter()
         .map(|l| OrderLineView {
             price_id: l.price_id,
@@ -590,7 +594,7 @@ async fn order_view(db: &db::Db, o: db::Order) -> ApiResult<OrderView> {
             total: l.total,
         })
         .collect();
-    Ok(OrderView {
+    OrderView {
         id: o.id,
         status: o.status,
         customer_id: o.customer_id,
@@ -607,7 +611,7 @@ async fn order_view(db: &db::Db, o: db::Order) -> ApiResult<OrderView> {
         lines,
         created_at: rfc3339(o.created_at),
         paid_at: o.paid_at.map(rfc3339),
-    })
+    }
 }
 
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "commerce", security(("api_key" = [])),

@@ -16,7 +16,8 @@ use tower_http::trace::TraceLayer;
 use super::{
     AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, cors, delivery, health,
     idempotency, invoices, limits, live, objects, openapi, orders, player, provider_webhooks,
-    revenue, security, stills, subscriptions, telemetry, tenants, uploads, whep, whip,
+    revenue, security, stills, subscriptions, telemetry, tenants, uploads, webhook_endpoints, whep,
+    whip,
 };
 use crate::error::ApiError;
 
@@ -127,6 +128,32 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/invoices", get(invoices::list))
         .route("/v1/invoices/{id}", get(invoices::get))
+        .route(
+            "/v1/webhook-endpoints",
+            post(webhook_endpoints::create).get(webhook_endpoints::list),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            get(webhook_endpoints::get)
+                .patch(webhook_endpoints::update)
+                .delete(webhook_endpoints::delete),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/rotate-secret",
+            post(webhook_endpoints::rotate_secret),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries",
+            get(webhook_endpoints::deliveries),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries/{delivery_id}",
+            get(webhook_endpoints::delivery),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry",
+            post(webhook_endpoints::retry),
+        )
         .route("/v1/subscriptions", get(subscriptions::list))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
         .route("/v1/payment-providers", get(orders::list_providers))

@@ -38,6 +38,7 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     pub commerce: CommerceConfig,
     pub rate_limits: RateLimitsConfig,
+    pub webhooks: WebhooksConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub keys: KeysConfig,
@@ -101,6 +102,29 @@ pub struct RateLimitsConfig {
     pub starter_per_min: u32,
     pub pro_per_min: u32,
     pub enterprise_per_min: u32,
+}
+
+/// Webhooks out: how deliveries are sent, retried and given up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Endpoints may be on loopback, private, link-local or metadata addresses (tests and
+    /// on-premise receivers). Off, such URLs are refused, also after DNS and on redirects.
+    pub allow_private_targets: bool,
+    /// The first retry's delay in milliseconds; each next one is three times longer
+    /// (with jitter), up to `retry_max_s`.
+    pub retry_base_ms: u64,
+    pub retry_max_s: u64,
+    /// A delivery is retried for this long after its event before it is given up.
+    pub retry_for_s: u64,
+    /// An endpoint whose every attempt failed for this long is disabled.
+    pub disable_after_s: u64,
+    /// An attempt that takes longer fails.
+    pub timeout_s: u64,
+    /// Deliveries in flight at once, per node.
+    pub concurrency: usize,
+    /// Events and deliveries are kept this long once over.
+    pub retention_days: u64,
 }
 
 /// The tiers, by name.
@@ -466,6 +490,15 @@ impl Config {
                     at(&format!("rate_limits.{tier}_per_min")),
                     "must be at least 1",
                 ));
+            }
+        }
+        for (key, value) in [
+            ("webhooks.retry_base_ms", self.webhooks.retry_base_ms),
+            ("webhooks.timeout_s", self.webhooks.timeout_s),
+            ("webhooks.concurrency", self.webhooks.concurrency as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(at(key), "must be at least 1"));
             }
         }
         if self.database.max_connections == 0 {

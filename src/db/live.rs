@@ -2,6 +2,7 @@
 
 use sqlx::FromRow;
 
+use super::webhooks::{EventObject, record_event};
 use super::{AssetStatus, Db, DbError, DbResult, LiveStatus, is_unique_violation, new_id, now_ms};
 
 /// Who may play: anyone with the URL, or only holders of a signed playback token.
@@ -31,7 +32,7 @@ impl PlaybackPolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LiveStream {
     pub id: String,
     pub tenant_id: String,
@@ -104,7 +105,7 @@ pub struct NewLiveStream<'a> {
     pub record: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize, serde::Deserialize)]
 pub struct Asset {
     pub id: String,
     pub tenant_id: String,
@@ -226,10 +227,58 @@ pub struct StoredContentKey {
     pub created_at: i64,
 }
 
+/// Live stream `id`, read in the caller's transaction.
+async fn live_stream_in(conn: &mut sqlx::AnyConnection, id: &str) -> DbResult<LiveStream> {
+    sqlx::query_as::<_, LiveStreamRow>(&format!(
+        "SELECT {LIVE_COLUMNS} FROM live_streams WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .map(LiveStream::from)
+    .ok_or(DbError::NotFound("live stream"))
+}
+
+/// Asset `id`, read in the caller's transaction.
+pub(super) async fn asset_in(conn: &mut sqlx::AnyConnection, id: &str) -> DbResult<Asset> {
+    sqlx::query_as::<_, Asset>(&format!("SELECT {ASSET_COLUMNS} FROM assets WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(DbError::NotFound("asset"))
+}
+
+/// The event of asset `id` reaching `status`, if it tells one: `asset.ready` (and, for a
+/// recording, `live_stream.recording.ready`) or `asset.errored`.
+pub(super) async fn record_asset_status(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    status: AssetStatus,
+) -> DbResult<()> {
+    let event = match status {
+        AssetStatus::Ready => "asset.ready",
+        AssetStatus::Errored => "asset.errored",
+        _ => return Ok(()),
+    };
+    let asset = asset_in(&mut *conn, id).await?;
+    let recording = asset.live_stream_id.is_some() && status == AssetStatus::Ready;
+    record_event(&mut *conn, event, &EventObject::Asset(asset.clone())).await?;
+    if recording {
+        record_event(
+            conn,
+            "live_stream.recording.ready",
+            &EventObject::Asset(asset),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 impl Db {
     pub async fn create_live_stream(&self, new: &NewLiveStream<'_>) -> DbResult<LiveStream> {
         let now = now_ms();
         let id = new_id();
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO live_streams (id, tenant_id, stream_key, playback_id, ladder, playback_policy, \
              reconnect_window_s, record, status, created_at, updated_at) \
@@ -244,7 +293,7 @@ impl Db {
         .bind(new.reconnect_window_s)
         .bind(i64::from(new.record))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
@@ -253,7 +302,15 @@ impl Db {
                 e.into()
             }
         })?;
-        self.get_live_stream(new.tenant_id, &id).await
+        let stream = live_stream_in(&mut tx, &id).await?;
+        record_event(
+            &mut tx,
+            "live_stream.created",
+            &EventObject::LiveStream(stream.clone()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(stream)
     }
 
     pub async fn get_live_stream(&self, tenant_id: &str, id: &str) -> DbResult<LiveStream> {
@@ -297,15 +354,25 @@ impl Db {
     }
 
     pub async fn delete_live_stream(&self, tenant_id: &str, id: &str) -> DbResult<()> {
-        let done = sqlx::query("DELETE FROM live_streams WHERE tenant_id = $1 AND id = $2")
+        let mut tx = self.write_tx().await?;
+        let stream = live_stream_in(&mut tx, id)
+            .await
+            .ok()
+            .filter(|s| s.tenant_id == tenant_id)
+            .ok_or(DbError::NotFound("live stream"))?;
+        sqlx::query("DELETE FROM live_streams WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        record_event(
+            &mut tx,
+            "live_stream.deleted",
+            &EventObject::LiveStream(stream),
+        )
+        .await?;
+        tx.commit().await?;
         self.targets.clear();
-        if done.rows_affected() == 0 {
-            return Err(DbError::NotFound("live stream"));
-        }
         Ok(())
     }
 
@@ -332,7 +399,9 @@ impl Db {
 
     /// Marks a stream active with its output prefix, unless it already is (one publisher per
     /// stream). Returns whether this call made it active.
+    /// (`live_stream.connected`: a publisher is in.)
     pub async fn try_activate_live_stream(&self, id: &str, prefix: &str) -> DbResult<bool> {
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE live_streams SET status = 'active', current_prefix = $1, last_error = NULL, \
              ingest = NULL, updated_at = $2 WHERE id = $3 AND status = 'idle'",
@@ -340,46 +409,126 @@ impl Db {
         .bind(prefix)
         .bind(now_ms())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let activated = done.rows_affected() == 1;
+        if activated {
+            let stream = live_stream_in(&mut tx, id).await?;
+            record_event(
+                &mut tx,
+                "live_stream.connected",
+                &EventObject::LiveStream(stream),
+            )
+            .await?;
+        }
+        tx.commit().await?;
         self.targets.clear();
-        Ok(done.rows_affected() == 1)
+        Ok(activated)
     }
 
-    /// Records what the publisher is sending (JSON), for `GET /v1/live-streams/{id}`.
+    /// Records what the publisher is sending (JSON), for `GET /v1/live-streams/{id}`. The
+    /// first time in a publish, media is flowing: `live_stream.active`.
     pub async fn set_live_ingest(&self, id: &str, ingest_json: &str) -> DbResult<()> {
-        sqlx::query("UPDATE live_streams SET ingest = $1, updated_at = $2 WHERE id = $3")
-            .bind(ingest_json)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
+        let mut tx = self.write_tx().await?;
+        let first = sqlx::query(
+            "UPDATE live_streams SET ingest = $1, updated_at = $2 \
+             WHERE id = $3 AND ingest IS NULL AND status = 'active'",
+        )
+        .bind(ingest_json)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if first {
+            let stream = live_stream_in(&mut tx, id).await?;
+            record_event(
+                &mut tx,
+                "live_stream.active",
+                &EventObject::LiveStream(stream),
+            )
             .await?;
+        } else {
+            sqlx::query("UPDATE live_streams SET ingest = $1, updated_at = $2 WHERE id = $3")
+                .bind(ingest_json)
+                .bind(now_ms())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Back to idle, with the error that ended the broadcast if any.
+    /// Back to idle, with the error that ended the broadcast if any: the publisher is gone
+    /// (`live_stream.disconnected`), and may come back within the reconnect window.
     pub async fn set_live_idle(&self, id: &str, error: Option<&str>) -> DbResult<()> {
-        sqlx::query(
-            "UPDATE live_streams SET status = 'idle', last_error = $1, updated_at = $2 WHERE id = $3",
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE live_streams SET status = 'idle', last_error = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'active'",
         )
         .bind(error)
         .bind(now_ms())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            let stream = live_stream_in(&mut tx, id).await?;
+            record_event(
+                &mut tx,
+                "live_stream.disconnected",
+                &EventObject::LiveStream(stream),
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// At start-up nothing is publishing: streams left active by a crash go back to idle.
+    /// The broadcast is over (its reconnect window passed): `live_stream.idle`.
+    pub async fn end_broadcast(&self, id: &str) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
+        match live_stream_in(&mut tx, id).await {
+            Ok(stream) => {
+                record_event(
+                    &mut tx,
+                    "live_stream.idle",
+                    &EventObject::LiveStream(stream),
+                )
+                .await?
+            }
+            Err(DbError::NotFound(_)) => return Ok(()), // deleted meanwhile
+            Err(e) => return Err(e),
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// At start-up nothing is publishing: streams left active by a crash go back to idle
+    /// (disconnected, and over).
     pub async fn reset_active_live_streams(&self) -> DbResult<u64> {
-        let done = sqlx::query(
+        let mut tx = self.write_tx().await?;
+        let active: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM live_streams WHERE status = 'active'")
+                .fetch_all(&mut *tx)
+                .await?;
+        sqlx::query(
             "UPDATE live_streams SET status = 'idle', last_error = 'server restarted during the broadcast', \
              updated_at = $1 WHERE status = 'active'",
         )
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected())
+        for (id,) in &active {
+            let stream = live_stream_in(&mut tx, id).await?;
+            for event in ["live_stream.disconnected", "live_stream.idle"] {
+                record_event(&mut tx, event, &EventObject::LiveStream(stream.clone())).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(active.len() as u64)
     }
 
     /// Records, as a broadcast that is not recorded starts, that what it stores under
@@ -491,6 +640,7 @@ impl Db {
             || format!("tenants/{tenant_id}/assets/{id}/"),
             str::to_string,
         );
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO assets (id, tenant_id, source, live_stream_id, playback_id, playback_policy, \
              status, storage_prefix, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
@@ -504,9 +654,12 @@ impl Db {
         .bind(status.as_str())
         .bind(&storage_prefix)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        self.get_asset(tenant_id, &id).await
+        let asset = asset_in(&mut tx, &id).await?;
+        record_event(&mut tx, "asset.created", &EventObject::Asset(asset.clone())).await?;
+        tx.commit().await?;
+        Ok(asset)
     }
 
     pub async fn get_asset(&self, tenant_id: &str, id: &str) -> DbResult<Asset> {
@@ -553,6 +706,7 @@ impl Db {
         duration_ms: Option<i64>,
         error: Option<&str>,
     ) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "UPDATE assets SET status = $1, duration_ms = $2, error = $3, updated_at = $4 WHERE id = $5",
         )
@@ -561,18 +715,27 @@ impl Db {
         .bind(error)
         .bind(now_ms())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        record_asset_status(&mut tx, id, status).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn delete_asset(&self, tenant_id: &str, id: &str) -> DbResult<Asset> {
-        let asset = self.get_asset(tenant_id, id).await?;
+        let mut tx = self.write_tx().await?;
+        let asset = asset_in(&mut tx, id)
+            .await
+            .ok()
+            .filter(|a| a.tenant_id == tenant_id)
+            .ok_or(DbError::NotFound("asset"))?;
         sqlx::query("DELETE FROM assets WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        record_event(&mut tx, "asset.deleted", &EventObject::Asset(asset.clone())).await?;
+        tx.commit().await?;
         self.targets.clear();
         Ok(asset)
     }

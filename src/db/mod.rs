@@ -18,6 +18,7 @@ mod status;
 mod subscriptions;
 mod tenants;
 mod vod;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -42,6 +43,10 @@ pub use status::{AssetStatus, JobStatus, LiveStatus};
 pub use subscriptions::{Subscription, SubscriptionState};
 pub use tenants::{ApiKey, NewApiKey, Role, Tenant};
 pub use vod::{JOBS_CHANNEL, Job, Upload};
+pub use webhooks::{
+    AfterFailure, Attempt, Delivery, DeliveryJob, EVENT_TYPES, EndpointChanges, EventObject,
+    MAX_ENDPOINTS, OutboxEvent, WebhookEndpoint,
+};
 
 /// The database backend behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +235,15 @@ impl Db {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// A transaction that writes: on SQLite it takes the write lock first, so two changes to
+    /// one row are serialised (PostgreSQL locks the row at the first UPDATE).
+    async fn write_tx(&self) -> DbResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     pub async fn close(&self) {

@@ -5,7 +5,8 @@
 
 use sqlx::FromRow;
 
-use super::{Db, DbError, DbResult, is_unique_violation, new_id, now_ms};
+use super::webhooks::{EventObject, record_event};
+use super::{Db, DbError, DbResult, Entitlement, is_unique_violation, new_id, now_ms};
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct ProviderSettings {
@@ -19,7 +20,7 @@ pub struct ProviderSettings {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize, serde::Deserialize)]
 pub struct Order {
     pub id: String,
     pub tenant_id: String,
@@ -45,7 +46,7 @@ pub struct Order {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize, serde::Deserialize)]
 pub struct OrderLine {
     pub order_id: String,
     pub line_no: i64,
@@ -109,16 +110,73 @@ const EVENT_COLUMNS: &str = "id, tenant_id, provider, event_id, type, body, veri
 /// A claim on an event that was never finished lapses after this long (the claimant died).
 const CLAIM_LAPSE_MS: i64 = 60_000;
 
-impl Db {
-    /// A transaction that writes: on SQLite it takes the write lock first, so two changes to
-    /// one order are serialised (PostgreSQL locks the row at the first UPDATE).
-    pub(super) async fn write_tx(&self) -> DbResult<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.backend {
-            super::Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            super::Backend::Postgres => self.pool.begin().await?,
-        })
-    }
+/// Order `id` with its lines, read in the caller's transaction, as an event tells it.
+pub(super) async fn order_in(conn: &mut sqlx::AnyConnection, id: &str) -> DbResult<EventObject> {
+    let order: Order = sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(DbError::NotFound("order"))?;
+    let lines: Vec<OrderLine> = sqlx::query_as(&format!(
+        "SELECT {LINE_COLUMNS} FROM order_lines WHERE order_id = $1 ORDER BY line_no"
+    ))
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    Ok(EventObject::Order { order, lines })
+}
 
+/// Revokes at `now` what order `order_id` granted and is not revoked yet, each with its
+/// `entitlement.revoked` event, in the caller's transaction. Returns how many.
+pub(super) async fn revoke_order_entitlements(
+    conn: &mut sqlx::AnyConnection,
+    order_id: &str,
+    now: i64,
+) -> DbResult<u64> {
+    end_order_entitlements(conn, order_id, now, true).await
+}
+
+/// Ends what order `order_id` granted at `now`: revoked (`revoke`), or expired now (a
+/// subscription that ended), each with its `entitlement.revoked` event.
+pub(super) async fn end_order_entitlements(
+    conn: &mut sqlx::AnyConnection,
+    order_id: &str,
+    now: i64,
+    revoke: bool,
+) -> DbResult<u64> {
+    let live: Vec<Entitlement> = sqlx::query_as(
+        "SELECT id, tenant_id, playback_id, viewer, expires_at, created_at, revoked_at \
+         FROM entitlements WHERE order_id = $1 AND revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $2)",
+    )
+    .bind(order_id)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    for mut e in live.iter().cloned() {
+        let sql = if revoke {
+            e.revoked_at = Some(now);
+            "UPDATE entitlements SET revoked_at = $1 WHERE id = $2"
+        } else {
+            e.expires_at = Some(now);
+            "UPDATE entitlements SET expires_at = $1 WHERE id = $2"
+        };
+        sqlx::query(sql)
+            .bind(now)
+            .bind(&e.id)
+            .execute(&mut *conn)
+            .await?;
+        record_event(
+            &mut *conn,
+            "entitlement.revoked",
+            &EventObject::Entitlement(e),
+        )
+        .await?;
+    }
+    Ok(live.len() as u64)
+}
+
+impl Db {
     pub async fn put_provider(&self, s: &ProviderSettings) -> DbResult<()> {
         sqlx::query(&format!(
             "INSERT INTO payment_providers ({PROVIDER_COLUMNS}) \
@@ -404,15 +462,24 @@ impl Db {
                 .strip_suffix('p')
                 .and_then(|l| l.parse::<i64>().ok());
             for playback_id in ids {
+                let e = Entitlement {
+                    id: new_id(),
+                    tenant_id: tenant_id.to_string(),
+                    playback_id,
+                    viewer: order.customer_id.clone(),
+                    expires_at,
+                    created_at: now,
+                    revoked_at: None,
+                };
                 sqlx::query(
                     "INSERT INTO entitlements (id, tenant_id, playback_id, viewer, expires_at, \
                      created_at, revoked_at, order_id, play_window_ms, max_lines) \
                      VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8, $9)",
                 )
-                .bind(new_id())
+                .bind(&e.id)
                 .bind(tenant_id)
-                .bind(&playback_id)
-                .bind(&order.customer_id)
+                .bind(&e.playback_id)
+                .bind(&e.viewer)
                 .bind(expires_at)
                 .bind(now)
                 .bind(order_id)
@@ -420,6 +487,7 @@ impl Db {
                 .bind(max_lines)
                 .execute(&mut *tx)
                 .await?;
+                record_event(&mut tx, "entitlement.granted", &EventObject::Entitlement(e)).await?;
                 granted += 1;
             }
         }
@@ -429,6 +497,15 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         }
+        record_event(
+            &mut tx,
+            "order.paid",
+            &EventObject::Order {
+                order: order.clone(),
+                lines,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(format!("paid: {granted} entitlements granted"))
     }
@@ -444,6 +521,12 @@ impl Db {
     ) -> DbResult<String> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
+        let before: Option<(i64,)> =
+            sqlx::query_as("SELECT refunded FROM orders WHERE id = $1 AND tenant_id = $2")
+                .bind(order_id)
+                .bind(tenant_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         // A pending order keeps its status: the paid event that follows sees the refund.
         let done = sqlx::query(
             "UPDATE orders SET \
@@ -470,14 +553,11 @@ impl Db {
         let full = refunded >= total && total > 0;
         let mut revoked = 0;
         if full {
-            revoked = sqlx::query(
-                "UPDATE entitlements SET revoked_at = $1 WHERE order_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(order_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            revoked = revoke_order_entitlements(&mut tx, order_id, now).await?;
+        }
+        if before.is_some_and(|(b,)| refunded > b) {
+            let order = order_in(&mut tx, order_id).await?;
+            record_event(&mut tx, "order.refunded", &order).await?;
         }
         tx.commit().await?;
         Ok(if full {

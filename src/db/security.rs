@@ -3,6 +3,7 @@
 
 use sqlx::FromRow;
 
+use super::webhooks::{EventObject, record_event};
 use super::{Db, DbError, DbResult, PlaybackPolicy, StoredContentKey, new_id, now_ms};
 
 /// A tenant's token signing key: only the public key is kept.
@@ -37,7 +38,7 @@ pub struct AuditEvent {
 }
 
 /// A viewer's right to play one playback id, until `expires_at` (if set) or revocation.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize, serde::Deserialize)]
 pub struct Entitlement {
     pub id: String,
     pub tenant_id: String,
@@ -196,6 +197,7 @@ impl Db {
             created_at: now_ms(),
             revoked_at: None,
         };
+        let mut tx = self.write_tx().await?;
         sqlx::query(&format!(
             "INSERT INTO entitlements ({ENTITLEMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         ))
@@ -206,8 +208,11 @@ impl Db {
         .bind(e.expires_at)
         .bind(e.created_at)
         .bind(e.revoked_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let event = EventObject::Entitlement(e.clone());
+        record_event(&mut tx, "entitlement.granted", &event).await?;
+        tx.commit().await?;
         Ok(e)
     }
 
@@ -245,6 +250,7 @@ impl Db {
     }
 
     pub async fn revoke_entitlement(&self, tenant_id: &str, id: &str) -> DbResult<Entitlement> {
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE entitlements SET revoked_at = $1 \
              WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL",
@@ -252,12 +258,21 @@ impl Db {
         .bind(now_ms())
         .bind(id)
         .bind(tenant_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound("entitlement"));
         }
-        self.get_entitlement(tenant_id, id).await
+        let e: Entitlement = sqlx::query_as(&format!(
+            "SELECT {ENTITLEMENT_COLUMNS} FROM entitlements WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let event = EventObject::Entitlement(e.clone());
+        record_event(&mut tx, "entitlement.revoked", &event).await?;
+        tx.commit().await?;
+        Ok(e)
     }
     /// The most lines `viewer`'s live entitlements to this media let them watch: none when
     /// one of them has no tier (or they hold none: keys refuse those), else the best tier.

@@ -5,9 +5,10 @@
 
 use sqlx::FromRow;
 
+use super::webhooks::{EventObject, record_event};
 use super::{Db, DbError, DbResult, new_id, now_ms};
 
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize, serde::Deserialize)]
 pub struct Subscription {
     pub id: String,
     pub tenant_id: String,
@@ -50,7 +51,15 @@ impl Db {
         state: &SubscriptionState<'_>,
     ) -> DbResult<Subscription> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
+        let before: Option<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT status, current_period_end FROM subscriptions WHERE tenant_id = $1 \
+             AND provider = 'stripe' AND provider_ref = $2",
+        )
+        .bind(tenant_id)
+        .bind(state.provider_ref)
+        .fetch_optional(&mut *tx)
+        .await?;
         let (customer,): (String,) =
             sqlx::query_as("SELECT customer_id FROM orders WHERE id = $1 AND tenant_id = $2")
                 .bind(order_id)
@@ -94,6 +103,20 @@ impl Db {
         .bind(state.provider_ref)
         .fetch_one(&mut *tx)
         .await?;
+        let canceled =
+            sub.status == "canceled" && before.as_ref().is_none_or(|(s, _)| s != "canceled");
+        let renewed = matches!(
+            (&before, sub.current_period_end),
+            (Some((_, Some(was))), Some(now)) if now > *was
+        ) && !ENDED.contains(&sub.status.as_str());
+        if renewed {
+            let event = EventObject::Subscription(sub.clone());
+            record_event(&mut tx, "subscription.renewed", &event).await?;
+        }
+        if canceled {
+            let event = EventObject::Subscription(sub.clone());
+            record_event(&mut tx, "subscription.canceled", &event).await?;
+        }
         tx.commit().await?;
         Ok(sub)
     }
@@ -172,15 +195,10 @@ impl Db {
     ) -> DbResult<String> {
         let now = now_ms();
         if ENDED.contains(&sub.status.as_str()) {
-            let n = sqlx::query(
-                "UPDATE entitlements SET expires_at = $1 WHERE order_id = $2 \
-                 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)",
-            )
-            .bind(now)
-            .bind(&sub.order_id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+            let mut tx = self.write_tx().await?;
+            let n =
+                super::orders::end_order_entitlements(&mut tx, &sub.order_id, now, false).await?;
+            tx.commit().await?;
             return Ok(format!(
                 "subscription {}: {n} entitlements ended",
                 sub.status
@@ -212,6 +230,12 @@ impl Db {
         status: &str,
         cancel_at_period_end: bool,
     ) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
+        let was: Option<(String,)> =
+            sqlx::query_as("SELECT status FROM subscriptions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query(
             "UPDATE subscriptions SET status = CASE WHEN status = 'canceled' THEN status \
              ELSE $1 END, cancel_at_period_end = $2, updated_at = $3 WHERE id = $4",
@@ -220,8 +244,19 @@ impl Db {
         .bind(i64::from(cancel_at_period_end))
         .bind(now_ms())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if status == "canceled" && was.is_some_and(|(s,)| s != "canceled") {
+            let sub: Subscription = sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM subscriptions WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let event = EventObject::Subscription(sub);
+            record_event(&mut tx, "subscription.canceled", &event).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -3,13 +3,14 @@
 
 use sqlx::FromRow;
 
+use super::webhooks::{EventObject, record_event};
 use super::{AssetStatus, Backend, Db, DbError, DbResult, JobStatus, new_id, now_ms};
 
 /// The PostgreSQL channel that `enqueue_job` notifies, so idle workers in other processes
 /// wake for a new job.
 pub const JOBS_CHANNEL: &str = "ferrocast_jobs";
 
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize, serde::Deserialize)]
 pub struct Upload {
     pub id: String,
     pub tenant_id: String,
@@ -96,12 +97,26 @@ impl Db {
         Ok(done.rows_affected() > 0)
     }
 
+    /// The upload has all its bytes: `upload.completed`.
     pub async fn complete_upload(&self, id: &str) -> DbResult<()> {
-        sqlx::query("UPDATE uploads SET completed_at = $1 WHERE id = $2")
-            .bind(now_ms())
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE uploads SET completed_at = $1 WHERE id = $2 AND completed_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            let upload: Upload = sqlx::query_as(&format!(
+                "SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1"
+            ))
             .bind(id)
-            .execute(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
+            record_event(&mut tx, "upload.completed", &EventObject::Upload(upload)).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -166,13 +181,16 @@ impl Db {
         status: AssetStatus,
         error: Option<&str>,
     ) -> DbResult<()> {
+        let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE assets SET status = $1, error = $2, updated_at = $3 WHERE id = $4")
             .bind(status.as_str())
             .bind(error)
             .bind(now_ms())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        super::live::record_asset_status(&mut tx, id, status).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -119,6 +119,9 @@ pub(super) async fn run(
         }
     }
     deps.taps.lock().unwrap().remove(&stream.id);
+    if let Err(e) = deps.db.end_broadcast(&stream.id).await {
+        tracing::error!(error = %e, "recording the end of the broadcast");
+    }
     // Its WHEP fan-out (if viewers came) stops with it: pipelines block while they stop.
     tokio::task::spawn_blocking(move || drop(tap));
     finalize(&deps, &stream, &prefix, &mut packager, &uploader).await;

@@ -399,6 +399,18 @@ pub async fn serve(
         stop_rx.clone(),
     );
     tokio::spawn(janitor(state.clone(), stop_rx.clone()));
+    let render = Arc::new(api::webhook_endpoints::ApiRender {
+        rtmp_url: state.rtmp_url.clone(),
+    });
+    tokio::spawn(
+        crate::webhooks::Dispatcher::new(
+            db.clone(),
+            state.jobs.content_keys.clone(),
+            app_config.webhooks.clone(),
+            render,
+        )
+        .run(stop_rx.clone()),
+    );
     tokio::spawn(crate::live::cleanup::run(
         state.jobs.db.clone(),
         state.jobs.store.clone(),

@@ -2,6 +2,7 @@
 //! Chromium playing the /play page. Each names the Debian package when it is missing.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -409,4 +410,70 @@ where
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Makes a media file `name` in `dir` with ffmpeg `args`.
+pub fn make_media(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let out = super::output_within(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(args)
+            .arg(&path),
+        Duration::from_secs(120),
+        "ffmpeg (Debian package ffmpeg)",
+    );
+    assert!(
+        out.status.success(),
+        "ffmpeg could not make {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+/// Uploads `file` with tus-js-client (tests/browser/tus_upload.cjs), which SIGKILLs itself
+/// after `stop_after` bytes if not 0, or resumes `resume_url` if not empty; what it printed.
+pub fn tus_upload(
+    file: &Path,
+    endpoint: &str,
+    key: &str,
+    stop_after: u64,
+    resume_url: &str,
+) -> Value {
+    let node_modules = std::env::var("BROWSER_TEST_NODE_MODULES").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/ferrocast/npm/node_modules",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    assert!(
+        Path::new(&node_modules).join("tus-js-client").exists(),
+        "tus-js-client is missing from {node_modules}: run make node-deps (make test does)"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/tus_upload.cjs");
+    let out = super::output_within(
+        Command::new("node")
+            .env("NODE_PATH", &node_modules)
+            .arg(script)
+            .arg(file)
+            .args([endpoint, key, &stop_after.to_string(), resume_url]),
+        Duration::from_secs(120),
+        "node tus_upload.cjs (Debian packages nodejs npm)",
+    );
+    if stop_after > 0 {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "the tus client was to SIGKILL itself: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "tus client printed no JSON: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
