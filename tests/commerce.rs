@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::hooks::{at_least, hooked, types, types_for};
 use common::paid::{Media, media_with};
 use common::shop::{order, post, refused, viewer_key};
 use common::stripe::FakeStripe;
@@ -695,6 +696,17 @@ async fn try_checkout(
 async fn paying_gets_the_key_and_a_full_refund_takes_it_away(server: &TestServer) {
     let stripe = FakeStripe::start();
     let (key, media, price_id, hook) = paid_setup(server, &stripe).await;
+    let receiver = hooked(
+        server,
+        &key,
+        json!([
+            "order.paid",
+            "order.refunded",
+            "entitlement.granted",
+            "entitlement.revoked"
+        ]),
+    )
+    .await;
     let (order_id, session, customer) = checkout(server, &key, &price_id, "fan@example.com").await;
     let o = order(server, &key, &order_id).await;
     assert_eq!(
@@ -901,11 +913,49 @@ async fn paying_gets_the_key_and_a_full_refund_takes_it_away(server: &TestServer
         .call("GET", "/v1/discount-codes", Some(&key), None)
         .await;
     assert_eq!(codes["data"][0]["times_redeemed"], 1);
+
+    // The tenant's webhooks told the story, in order for each object (objects are sent
+    // side by side): paid, refunded in part, then in full; the entitlement granted, then
+    // revoked. Stripe's own charge.refunded events told nothing.
+    let got = at_least(&receiver, 5).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(common::hooks::received(&receiver).await.len(), 5);
+    let orders: Vec<&Value> = got
+        .iter()
+        .filter(|e| e["body"]["data"]["id"] == order_id.as_str())
+        .collect();
+    assert_eq!(
+        types_for(&got, &order_id),
+        ["order.paid", "order.refunded", "order.refunded"],
+        "{got:#?}"
+    );
+    assert_eq!(orders[0]["body"]["data"]["status"], "paid");
+    assert_eq!(orders[1]["body"]["data"]["amount_refunded"], 500);
+    assert_eq!(orders[2]["body"]["data"]["status"], "refunded");
+    let granted = got
+        .iter()
+        .find(|e| e["body"]["type"] == "entitlement.granted")
+        .unwrap();
+    assert_eq!(granted["body"]["data"]["viewer"], customer.as_str());
+    let entitlement = granted["body"]["data"]["id"].as_str().unwrap();
+    assert_eq!(
+        types_for(&got, entitlement),
+        ["entitlement.granted", "entitlement.revoked"]
+    );
+    assert!(
+        got.iter()
+            .any(|e| e["body"]["type"] == "entitlement.revoked"
+                && e["body"]["data"]["revoked_at"].is_string())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paying_gets_the_key_and_a_full_refund_takes_it_away_sqlite() {
-    let server = TestServer::start_with(|c| c.commerce.allow_plain_http_providers = true).await;
+    let server = TestServer::start_with(|c| {
+        c.commerce.allow_plain_http_providers = true;
+        c.webhooks.allow_private_targets = true;
+    })
+    .await;
     paying_gets_the_key_and_a_full_refund_takes_it_away(&server).await;
     server.stop().await;
 }
@@ -913,7 +963,11 @@ async fn paying_gets_the_key_and_a_full_refund_takes_it_away_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paying_gets_the_key_and_a_full_refund_takes_it_away_postgres() {
     let pg = PgDatabase::create().await;
-    let server = TestServer::start_on(&pg, |c| c.commerce.allow_plain_http_providers = true).await;
+    let server = TestServer::start_on(&pg, |c| {
+        c.commerce.allow_plain_http_providers = true;
+        c.webhooks.allow_private_targets = true;
+    })
+    .await;
     paying_gets_the_key_and_a_full_refund_takes_it_away(&server).await;
     server.stop().await;
 }
@@ -1282,10 +1336,12 @@ async fn a_subscription_renews_and_ends_at_its_period_end() {
     let server = TestServer::start_with(|c| {
         c.commerce.allow_plain_http_providers = true;
         c.commerce.subscription_grace_s = 3600;
+        c.webhooks.allow_private_targets = true;
     })
     .await;
     let stripe = FakeStripe::start();
     let (key, media, _, hook) = paid_setup(&server, &stripe).await;
+    let receiver = hooked(&server, &key, json!(["*"])).await;
     let (_, products) = server.call("GET", "/v1/products", Some(&key), None).await;
     let monthly = post(
         &server,
@@ -1414,6 +1470,48 @@ async fn a_subscription_renews_and_ends_at_its_period_end() {
         )
         .await;
     assert_eq!(subs["data"][0]["status"], "canceled");
+
+    // Its webhooks, in order for each object: the order paid; the subscription renewed
+    // and canceled; its access granted, ended when unpaid, granted again when paid, and
+    // ended at the cancel. The late renewal events told nothing.
+    let got = at_least(&receiver, 7).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let got_now = common::hooks::received(&receiver).await;
+    assert_eq!(got_now.len(), got.len(), "{got_now:#?}");
+    let mut all = types(&got);
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            "entitlement.granted",
+            "entitlement.granted",
+            "entitlement.revoked",
+            "entitlement.revoked",
+            "order.paid",
+            "subscription.canceled",
+            "subscription.renewed",
+        ],
+        "{got:#?}"
+    );
+    let sub_id = sub["id"].as_str().unwrap();
+    assert_eq!(
+        types_for(&got, sub_id),
+        ["subscription.renewed", "subscription.canceled"]
+    );
+    let granted = got
+        .iter()
+        .find(|e| e["body"]["type"] == "entitlement.granted")
+        .unwrap();
+    assert_eq!(granted["body"]["data"]["viewer"], customer);
+    assert_eq!(
+        types_for(&got, granted["body"]["data"]["id"].as_str().unwrap()),
+        [
+            "entitlement.granted",
+            "entitlement.revoked",
+            "entitlement.granted",
+            "entitlement.revoked"
+        ]
+    );
     server.stop().await;
 }
 

@@ -10,41 +10,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::TestServer;
-use common::fakes::FakeProcess;
+use common::hooks::{endpoint, received, receiver, types_for};
 use common::media::{eventually, ffmpeg_publish, make_media, tus_upload};
 use serde_json::{Value, json};
-
-/// A receiver on `port` (0: any).
-fn receiver(port: u16) -> FakeProcess {
-    FakeProcess::start("webhook_receiver.py", &["--port", &port.to_string()])
-}
-
-/// What the receiver got so far.
-async fn received(r: &FakeProcess) -> Vec<Value> {
-    r.events("received").await
-}
-
-/// Adds an endpoint at the receiver's `/name` for `events`; returns (id, secret).
-async fn endpoint(
-    server: &TestServer,
-    key: &str,
-    r_url: &str,
-    name: &str,
-    events: Value,
-) -> (String, String) {
-    let (status, e) = server
-        .call(
-            "POST",
-            "/v1/webhook-endpoints",
-            Some(key),
-            Some(json!({"url": format!("{r_url}/{name}"), "events": events})),
-        )
-        .await;
-    assert_eq!(status, 201, "{e}");
-    let secret = e["secret"].as_str().unwrap().to_string();
-    assert!(secret.starts_with("whsec_"), "{e}");
-    (e["id"].as_str().unwrap().to_string(), secret)
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -52,15 +20,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// The types received for `object_id`, in arrival order.
-fn types_for(events: &[Value], object_id: &str) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e["body"]["data"]["id"] == object_id)
-        .map(|e| e["body"]["type"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// Each event id once.
@@ -734,4 +693,58 @@ async fn private_targets_and_bad_endpoints_are_refused() {
         .await;
     assert_eq!(status, 204);
     server.stop().await;
+}
+
+/// Two nodes on one PostgreSQL database: every event is sent once (a lease keeps the
+/// other node off a delivery in flight), and an object's events arrive in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_postgres_send_each_event_once_and_in_order() {
+    let pg = common::PgDatabase::create().await;
+    let tweak = |c: &mut ferrocast::config::Config| {
+        c.webhooks.allow_private_targets = true;
+        c.webhooks.retry_base_ms = 200;
+    };
+    let a = TestServer::start_on(&pg, tweak).await;
+    let b = TestServer::start_on(&pg, tweak).await;
+    let (_, key) = a.create_tenant("Busy").await;
+    let r = receiver(0);
+    let (_, secret) = endpoint(&a, &key, &r.base_url, "pg", json!(["*"])).await;
+    r.control("secrets", json!({"pg": [secret]})).await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (status, s) = node
+            .call("POST", "/v1/live-streams", Some(&key), Some(json!({})))
+            .await;
+        assert_eq!(status, 201, "{s}");
+        let id = s["id"].as_str().unwrap().to_string();
+        let other = if i % 2 == 0 { &b } else { &a };
+        let (status, _) = other
+            .call(
+                "DELETE",
+                &format!("/v1/live-streams/{id}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+        ids.push(id);
+    }
+    eventually("every event", Duration::from_secs(30), || async {
+        (received(&r).await.len() >= 24).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = received(&r).await;
+    assert_eq!(got.len(), 24, "{got:#?}");
+    assert_once_each(&got);
+    for id in &ids {
+        assert_eq!(
+            types_for(&got, id),
+            ["live_stream.created", "live_stream.deleted"]
+        );
+    }
+    assert!(got.iter().all(|e| e["verified"] == json!([0])));
+    a.stop().await;
+    b.stop().await;
 }

@@ -6,7 +6,7 @@
 use sqlx::FromRow;
 
 use super::webhooks::{EventObject, record_event};
-use super::{Db, DbError, DbResult, new_id, now_ms};
+use super::{Db, DbError, DbResult, Entitlement, new_id, now_ms};
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize, serde::Deserialize)]
 pub struct Subscription {
@@ -208,15 +208,32 @@ impl Db {
             return Ok(format!("subscription {}: no period yet", sub.status));
         };
         let until = end + grace_ms;
+        let mut tx = self.write_tx().await?;
+        // Access that had ended (an unpaid subscription paid again) is granted anew.
+        let ended: Vec<Entitlement> = sqlx::query_as(
+            "SELECT id, tenant_id, playback_id, viewer, expires_at, created_at, revoked_at \
+             FROM entitlements WHERE order_id = $1 AND revoked_at IS NULL \
+             AND expires_at IS NOT NULL AND expires_at <= $2 AND expires_at < $3",
+        )
+        .bind(&sub.order_id)
+        .bind(now)
+        .bind(until)
+        .fetch_all(&mut *tx)
+        .await?;
         let n = sqlx::query(
             "UPDATE entitlements SET expires_at = $1 WHERE order_id = $2 \
              AND revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at < $1",
         )
         .bind(until)
         .bind(&sub.order_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        for mut e in ended {
+            e.expires_at = Some(until);
+            record_event(&mut tx, "entitlement.granted", &EventObject::Entitlement(e)).await?;
+        }
+        tx.commit().await?;
         Ok(format!(
             "subscription {}: {n} entitlements extended to the period end",
             sub.status

@@ -180,6 +180,7 @@ pub struct OutboxEvent {
     pub id: String,
     pub tenant_id: String,
     pub r#type: String,
+    pub created_at: i64,
 }
 
 /// A delivery claimed for sending, with what it sends and where.
@@ -359,23 +360,26 @@ impl Db {
     /// Events not fanned out yet, oldest first.
     pub async fn unfanned_events(&self, limit: i64) -> DbResult<Vec<OutboxEvent>> {
         Ok(sqlx::query_as(
-            "SELECT id, tenant_id, type FROM outbox_events WHERE fanned_out = 0 ORDER BY id LIMIT $1",
+            "SELECT id, tenant_id, type, created_at FROM outbox_events WHERE fanned_out = 0 \
+             ORDER BY id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
     }
 
-    /// Makes one delivery of `event` per enabled endpoint of its tenant that wants it, once
-    /// (another node fanning the same event out adds nothing); an event nobody wants is
-    /// deleted. Returns the deliveries made.
+    /// Makes one delivery of `event` per enabled endpoint of its tenant that wants it and
+    /// existed when it was committed, once (another node fanning the same event out adds
+    /// nothing); an event nobody wants is deleted. Returns the deliveries made.
     pub async fn fan_out_event(&self, event: &OutboxEvent) -> DbResult<u64> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         let endpoints: Vec<WebhookEndpoint> = sqlx::query_as(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1 AND enabled = 1"
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1 AND enabled = 1 \
+             AND created_at <= $2"
         ))
         .bind(&event.tenant_id)
+        .bind(event.created_at)
         .fetch_all(&mut *tx)
         .await?;
         let mut made = 0;

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod fakes;
+pub mod hooks;
 pub mod media;
 pub mod paid;
 pub mod process;
