@@ -26,11 +26,14 @@ CREATE TABLE webhook_endpoints (
 CREATE INDEX webhook_endpoints_by_tenant ON webhook_endpoints (tenant_id, id);
 
 CREATE TABLE outbox_events (
-    -- Time-ordered (UUIDv7): the order of a tenant's events for one object.
+    -- UUIDv7; ties of `seq` go by it.
     id          TEXT PRIMARY KEY,
     tenant_id   TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     type        TEXT NOT NULL,
     object_id   TEXT NOT NULL,
+    -- The event's place among its object's events, taken in the transaction of the change
+    -- (which holds the object's row): the order deliveries keep, whatever the nodes' clocks.
+    seq         BIGINT NOT NULL,
     -- The object as it was in the transaction (JSON); rendered as the API shows it.
     data        TEXT NOT NULL,
     created_at  BIGINT NOT NULL,
@@ -38,6 +41,7 @@ CREATE TABLE outbox_events (
     fanned_out  BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX outbox_events_to_fan_out ON outbox_events (fanned_out, id);
+CREATE INDEX outbox_events_by_object ON outbox_events (object_id, seq);
 
 CREATE TABLE webhook_deliveries (
     id               TEXT PRIMARY KEY,
@@ -45,12 +49,14 @@ CREATE TABLE webhook_deliveries (
     event_id         TEXT NOT NULL REFERENCES outbox_events (id) ON DELETE CASCADE,
     tenant_id        TEXT NOT NULL,
     object_id        TEXT NOT NULL,
+    event_seq        BIGINT NOT NULL,
     -- pending, delivered or failed (given up; a retry makes it pending again).
     status           TEXT NOT NULL,
     attempts         BIGINT NOT NULL DEFAULT 0,
     next_attempt_at  BIGINT NOT NULL,
-    -- A node is sending it until then.
+    -- A node is sending it until then; its outcome is recorded only under the same token.
     lease_until      BIGINT,
+    lease_token      TEXT,
     last_attempt_at  BIGINT,
     last_status      BIGINT,
     last_latency_ms  BIGINT,
@@ -61,6 +67,6 @@ CREATE TABLE webhook_deliveries (
     UNIQUE (endpoint_id, event_id)
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
-CREATE INDEX webhook_deliveries_by_object ON webhook_deliveries (endpoint_id, object_id, status, event_id);
+CREATE INDEX webhook_deliveries_by_object ON webhook_deliveries (endpoint_id, object_id, status, event_seq);
 CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, id);

@@ -132,6 +132,12 @@ async fn a_receiver_gets_a_broadcasts_and_an_uploads_events_in_order_signed_to_t
         .unwrap();
     assert_eq!(active["body"]["data"]["status"], "active");
     assert!(active["body"]["data"]["ingest"].is_object(), "{active}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["body"]["data"].get("stream_key").is_none()),
+        "a stream key is never sent"
+    );
     assert_eq!(active["body"]["data"]["rtmp_url"], s["rtmp_url"]);
 
     // The recording and the upload: created, then ready, each as GET /v1/assets/{id} shows.
@@ -703,9 +709,21 @@ async fn two_nodes_on_postgres_send_each_event_once_and_in_order() {
     let tweak = |c: &mut ferrocast::config::Config| {
         c.webhooks.allow_private_targets = true;
         c.webhooks.retry_base_ms = 200;
+        c.webhooks.retry_max_s = 1;
     };
-    let a = TestServer::start_on(&pg, tweak).await;
-    let b = TestServer::start_on(&pg, tweak).await;
+    // Nodes share the master key, as they must: each opens the secrets the other sealed.
+    let keys = tempfile::tempdir().unwrap();
+    let keys_dir = keys.path().to_path_buf();
+    let a = TestServer::start_on(&pg, |c| {
+        tweak(c);
+        c.keys.dir = keys_dir.clone();
+    })
+    .await;
+    let b = TestServer::start_on(&pg, |c| {
+        tweak(c);
+        c.keys.dir = keys_dir.clone();
+    })
+    .await;
     let (_, key) = a.create_tenant("Busy").await;
     let r = receiver(0);
     let (_, secret) = endpoint(&a, &key, &r.base_url, "pg", json!(["*"])).await;
@@ -738,6 +756,30 @@ async fn two_nodes_on_postgres_send_each_event_once_and_in_order() {
     let got = received(&r).await;
     assert_eq!(got.len(), 24, "{got:#?}");
     assert_once_each(&got);
+    // Each answered at its first attempt, by whichever node took it.
+    assert!(got.iter().all(|e| e["status"] == 200));
+    for node in [&a, &b] {
+        let (_, log) = node
+            .call("GET", "/v1/webhook-endpoints", Some(&key), None)
+            .await;
+        let id = log["data"][0]["id"].as_str().unwrap();
+        let (_, deliveries) = node
+            .call(
+                "GET",
+                &format!("/v1/webhook-endpoints/{id}/deliveries?limit=100"),
+                Some(&key),
+                None,
+            )
+            .await;
+        let deliveries = deliveries["data"].as_array().unwrap();
+        assert_eq!(deliveries.len(), 24);
+        assert!(
+            deliveries
+                .iter()
+                .all(|d| d["attempts"] == 1 && d["status"] == "delivered"),
+            "{deliveries:#?}"
+        );
+    }
     for id in &ids {
         assert_eq!(
             types_for(&got, id),

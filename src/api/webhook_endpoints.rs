@@ -369,6 +369,7 @@ pub async fn rotate_secret(
 #[into_params(parameter_in = Query)]
 pub struct DeliveryFilter {
     /// Only deliveries with this status.
+    #[param(inline)]
     pub status: Option<DeliveryStatus>,
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
@@ -455,8 +456,17 @@ impl webhooks::Render for ApiRender {
     fn data(&self, object: &EventObject) -> serde_json::Value {
         let value = match object.clone() {
             EventObject::Asset(a) => serde_json::to_value(super::assets::asset_view(a, None, None)),
+            // Without its stream key: a secret that lets anyone broadcast has no place in a
+            // message sent to another server and kept in its logs.
             EventObject::LiveStream(s) => {
-                serde_json::to_value(super::live::LiveStreamView::new(s, &self.rtmp_url))
+                serde_json::to_value(super::live::LiveStreamView::new(s, &self.rtmp_url)).map(
+                    |mut v| {
+                        if let Some(o) = v.as_object_mut() {
+                            o.remove("stream_key");
+                        }
+                        v
+                    },
+                )
             }
             EventObject::Upload(u) => serde_json::to_value(UploadView {
                 id: u.id,

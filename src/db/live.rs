@@ -248,11 +248,32 @@ pub(super) async fn asset_in(conn: &mut sqlx::AnyConnection, id: &str) -> DbResu
         .ok_or(DbError::NotFound("asset"))
 }
 
-/// The event of asset `id` reaching `status`, if it tells one: `asset.ready` (and, for a
-/// recording, `live_stream.recording.ready`) or `asset.errored`.
+/// Asset `id`'s status, its row held for the rest of the caller's transaction; `None`
+/// when there is no such asset (deleted meanwhile).
+pub(super) async fn asset_status_before(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> DbResult<Option<String>> {
+    sqlx::query("UPDATE assets SET updated_at = updated_at WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(
+        sqlx::query_as::<_, (String,)>("SELECT status FROM assets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+            .map(|(s,)| s),
+    )
+}
+
+/// The event of asset `id` reaching `status` from `before`, if it tells one: `asset.ready`
+/// (and, for a recording, `live_stream.recording.ready`) or `asset.errored`; nothing when
+/// the status did not change or the asset is gone.
 pub(super) async fn record_asset_status(
     conn: &mut sqlx::AnyConnection,
     id: &str,
+    before: Option<String>,
     status: AssetStatus,
 ) -> DbResult<()> {
     let event = match status {
@@ -260,6 +281,9 @@ pub(super) async fn record_asset_status(
         AssetStatus::Errored => "asset.errored",
         _ => return Ok(()),
     };
+    if before.is_none_or(|b| b == status.as_str()) {
+        return Ok(());
+    }
     let asset = asset_in(&mut *conn, id).await?;
     let recording = asset.live_stream_id.is_some() && status == AssetStatus::Ready;
     record_event(&mut *conn, event, &EventObject::Asset(asset.clone())).await?;
@@ -707,6 +731,7 @@ impl Db {
         error: Option<&str>,
     ) -> DbResult<()> {
         let mut tx = self.write_tx().await?;
+        let before = asset_status_before(&mut tx, id).await?;
         sqlx::query(
             "UPDATE assets SET status = $1, duration_ms = $2, error = $3, updated_at = $4 WHERE id = $5",
         )
@@ -717,7 +742,7 @@ impl Db {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        record_asset_status(&mut tx, id, status).await?;
+        record_asset_status(&mut tx, id, before, status).await?;
         tx.commit().await?;
         Ok(())
     }

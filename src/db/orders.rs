@@ -110,6 +110,16 @@ const EVENT_COLUMNS: &str = "id, tenant_id, provider, event_id, type, body, veri
 /// A claim on an event that was never finished lapses after this long (the claimant died).
 const CLAIM_LAPSE_MS: i64 = 60_000;
 
+/// Holds order `id`'s row for the rest of the caller's transaction (a write that changes
+/// nothing: SQLite's write transactions are serialised anyway; PostgreSQL locks the row).
+pub(super) async fn lock_order(conn: &mut sqlx::AnyConnection, id: &str) -> DbResult<()> {
+    sqlx::query("UPDATE orders SET updated_at = updated_at WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Order `id` with its lines, read in the caller's transaction, as an event tells it.
 pub(super) async fn order_in(conn: &mut sqlx::AnyConnection, id: &str) -> DbResult<EventObject> {
     let order: Order = sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
@@ -153,27 +163,33 @@ pub(super) async fn end_order_entitlements(
     .bind(now)
     .fetch_all(&mut *conn)
     .await?;
-    for mut e in live.iter().cloned() {
+    let mut ended = 0;
+    for mut e in live {
+        // Each row again under its guard: one another transaction ended first tells nothing.
         let sql = if revoke {
             e.revoked_at = Some(now);
-            "UPDATE entitlements SET revoked_at = $1 WHERE id = $2"
+            "UPDATE entitlements SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
         } else {
             e.expires_at = Some(now);
-            "UPDATE entitlements SET expires_at = $1 WHERE id = $2"
+            "UPDATE entitlements SET expires_at = $1 WHERE id = $2 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $1)"
         };
-        sqlx::query(sql)
+        let done = sqlx::query(sql)
             .bind(now)
             .bind(&e.id)
             .execute(&mut *conn)
             .await?;
-        record_event(
-            &mut *conn,
-            "entitlement.revoked",
-            &EventObject::Entitlement(e),
-        )
-        .await?;
+        if done.rows_affected() == 1 {
+            ended += 1;
+            record_event(
+                &mut *conn,
+                "entitlement.revoked",
+                &EventObject::Entitlement(e),
+            )
+            .await?;
+        }
     }
-    Ok(live.len() as u64)
+    Ok(ended)
 }
 
 impl Db {
@@ -521,6 +537,9 @@ impl Db {
     ) -> DbResult<String> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
+        // The row is held first (PostgreSQL locks it at this UPDATE), so what it held before
+        // is not another refund's view of it.
+        lock_order(&mut tx, order_id).await?;
         let before: Option<(i64,)> =
             sqlx::query_as("SELECT refunded FROM orders WHERE id = $1 AND tenant_id = $2")
                 .bind(order_id)
@@ -582,14 +601,7 @@ impl Db {
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound("order"));
         }
-        let revoked = sqlx::query(
-            "UPDATE entitlements SET revoked_at = $1 WHERE order_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let revoked = revoke_order_entitlements(&mut tx, order_id, now).await?;
         tx.commit().await?;
         Ok(format!("disputed: {revoked} entitlements revoked"))
     }

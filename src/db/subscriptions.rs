@@ -52,6 +52,15 @@ impl Db {
     ) -> DbResult<Subscription> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
+        // Held first, so the status before is not a concurrent event's view of it.
+        sqlx::query(
+            "UPDATE subscriptions SET updated_at = updated_at WHERE tenant_id = $1 \
+             AND provider = 'stripe' AND provider_ref = $2",
+        )
+        .bind(tenant_id)
+        .bind(state.provider_ref)
+        .execute(&mut *tx)
+        .await?;
         let before: Option<(String, Option<i64>)> = sqlx::query_as(
             "SELECT status, current_period_end FROM subscriptions WHERE tenant_id = $1 \
              AND provider = 'stripe' AND provider_ref = $2",
@@ -248,6 +257,10 @@ impl Db {
         cancel_at_period_end: bool,
     ) -> DbResult<()> {
         let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE subscriptions SET updated_at = updated_at WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let was: Option<(String,)> =
             sqlx::query_as("SELECT status FROM subscriptions WHERE id = $1")
                 .bind(id)

@@ -182,6 +182,7 @@ impl Db {
         error: Option<&str>,
     ) -> DbResult<()> {
         let mut tx = self.write_tx().await?;
+        let before = super::live::asset_status_before(&mut tx, id).await?;
         sqlx::query("UPDATE assets SET status = $1, error = $2, updated_at = $3 WHERE id = $4")
             .bind(status.as_str())
             .bind(error)
@@ -189,7 +190,7 @@ impl Db {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        super::live::record_asset_status(&mut tx, id, status).await?;
+        super::live::record_asset_status(&mut tx, id, before, status).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -84,9 +84,12 @@ pub(super) async fn record_event(
 ) -> DbResult<()> {
     debug_assert!(EVENT_TYPES.contains(&event_type), "{event_type}");
     let data = serde_json::to_string(object).expect("rows serialize");
+    // The object's row is held by this transaction's change, so its events are numbered
+    // one after another whatever node commits them.
     sqlx::query(
-        "INSERT INTO outbox_events (id, tenant_id, type, object_id, data, created_at, fanned_out) \
-         VALUES ($1, $2, $3, $4, $5, $6, 0)",
+        "INSERT INTO outbox_events (id, tenant_id, type, object_id, seq, data, created_at, \
+         fanned_out) VALUES ($1, $2, $3, $4, \
+         COALESCE((SELECT MAX(seq) FROM outbox_events WHERE object_id = $4), 0) + 1, $5, $6, 0)",
     )
     .bind(new_id())
     .bind(object.tenant_id())
@@ -187,6 +190,8 @@ pub struct OutboxEvent {
 #[derive(Debug, Clone, FromRow)]
 pub struct DeliveryJob {
     pub id: String,
+    /// The claim's token: the outcome is recorded only under it.
+    pub lease_token: Option<String>,
     pub endpoint_id: String,
     pub event_id: String,
     pub event_type: String,
@@ -221,9 +226,27 @@ pub enum AfterFailure {
     GiveUp,
 }
 
+/// Fails an endpoint's pending deliveries (it was disabled), in the caller's transaction.
+async fn fail_pending(conn: &mut AnyConnection, endpoint_id: &str) -> DbResult<()> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET status = 'failed', lease_until = NULL, lease_token = NULL, \
+         last_error = COALESCE(last_error, 'the endpoint was disabled') \
+         WHERE endpoint_id = $1 AND status = 'pending'",
+    )
+    .bind(endpoint_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl Db {
     pub async fn create_webhook_endpoint(&self, e: &WebhookEndpoint) -> DbResult<()> {
         let mut tx = self.write_tx().await?;
+        // Holds the tenant's row, so two creates count one after the other.
+        sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
+            .bind(&e.tenant_id)
+            .execute(&mut *tx)
+            .await?;
         let (n,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM webhook_endpoints WHERE tenant_id = $1")
                 .bind(&e.tenant_id)
@@ -285,13 +308,15 @@ impl Db {
         .await
     }
 
-    /// Applies `c`; enabling an endpoint forgets its failures.
+    /// Applies `c`; enabling an endpoint forgets its failures, disabling it fails what
+    /// was still to be sent.
     pub async fn update_webhook_endpoint(
         &self,
         tenant_id: &str,
         id: &str,
         c: &EndpointChanges<'_>,
     ) -> DbResult<WebhookEndpoint> {
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE webhook_endpoints SET url = COALESCE($1, url), events = COALESCE($2, events), \
              description = CASE WHEN $3 = 1 THEN $4 ELSE description END, \
@@ -309,11 +334,15 @@ impl Db {
         .bind(now_ms())
         .bind(id)
         .bind(tenant_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(DbError::NotFound("webhook endpoint"));
         }
+        if c.enabled == Some(false) {
+            fail_pending(&mut tx, id).await?;
+        }
+        tx.commit().await?;
         self.get_webhook_endpoint(tenant_id, id).await
     }
 
@@ -386,8 +415,8 @@ impl Db {
         for endpoint in endpoints.iter().filter(|e| e.wants(&event.r#type)) {
             made += sqlx::query(
                 "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, tenant_id, object_id, \
-                 status, attempts, next_attempt_at, created_at) \
-                 SELECT $1, $2, id, tenant_id, object_id, 'pending', 0, $3, $3 \
+                 event_seq, status, attempts, next_attempt_at, created_at) \
+                 SELECT $1, $2, id, tenant_id, object_id, seq, 'pending', 0, $3, $3 \
                  FROM outbox_events WHERE id = $4 \
                  ON CONFLICT (endpoint_id, event_id) DO NOTHING",
             )
@@ -419,14 +448,21 @@ impl Db {
         Ok(made)
     }
 
-    /// Deliveries due at `now` that no node is sending, each the oldest pending one of its
-    /// object for its endpoint (so an object's events arrive in order).
+    /// Deliveries to enabled endpoints due at `now` that no node is sending, each the
+    /// first pending one of its object for its endpoint, and none while an earlier event of
+    /// its object is still being fanned out (so an object's events arrive in order).
     pub async fn due_deliveries(&self, now: i64, limit: i64) -> DbResult<Vec<String>> {
         Ok(sqlx::query_as::<_, (String,)>(
-            "SELECT d.id FROM webhook_deliveries d WHERE d.status = 'pending' \
+            "SELECT d.id FROM webhook_deliveries d \
+             JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.enabled = 1 \
+             WHERE d.status = 'pending' \
              AND d.next_attempt_at <= $1 AND (d.lease_until IS NULL OR d.lease_until < $1) \
              AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.endpoint_id = d.endpoint_id \
-                 AND p.object_id = d.object_id AND p.status = 'pending' AND p.event_id < d.event_id) \
+                 AND p.object_id = d.object_id AND p.status = 'pending' \
+                 AND (p.event_seq < d.event_seq \
+                     OR (p.event_seq = d.event_seq AND p.event_id < d.event_id))) \
+             AND NOT EXISTS (SELECT 1 FROM outbox_events o WHERE o.object_id = d.object_id \
+                 AND o.fanned_out = 0 AND o.seq < d.event_seq) \
              ORDER BY d.next_attempt_at, d.event_id LIMIT $2",
         )
         .bind(now)
@@ -438,18 +474,23 @@ impl Db {
         .collect())
     }
 
-    /// Takes delivery `id` for sending until `lease_until`, unless another node has it.
+    /// Takes delivery `id` for sending until `lease_until` under `token`, unless another
+    /// node has it or its endpoint is disabled.
     pub async fn claim_delivery(
         &self,
         id: &str,
         now: i64,
         lease_until: i64,
+        token: &str,
     ) -> DbResult<Option<DeliveryJob>> {
         let done = sqlx::query(
-            "UPDATE webhook_deliveries SET lease_until = $1 WHERE id = $2 AND status = 'pending' \
-             AND (lease_until IS NULL OR lease_until < $3)",
+            "UPDATE webhook_deliveries SET lease_until = $1, lease_token = $2 \
+             WHERE id = $3 AND status = 'pending' AND (lease_until IS NULL OR lease_until < $4) \
+             AND EXISTS (SELECT 1 FROM webhook_endpoints w \
+                 WHERE w.id = webhook_deliveries.endpoint_id AND w.enabled = 1)",
         )
         .bind(lease_until)
+        .bind(token)
         .bind(id)
         .bind(now)
         .execute(&self.pool)
@@ -458,37 +499,42 @@ impl Db {
             return Ok(None);
         }
         Ok(sqlx::query_as(
-            "SELECT d.id, d.endpoint_id, d.event_id, e.type AS event_type, e.tenant_id, e.data, \
-             e.created_at AS event_created_at, d.attempts, w.url, w.kek_id, w.secret, \
+            "SELECT d.id, d.lease_token, d.endpoint_id, d.event_id, e.type AS event_type, \
+             e.tenant_id, e.data, e.created_at AS event_created_at, d.attempts, w.url, w.kek_id, w.secret, \
              w.previous_kek_id, w.previous_secret, w.previous_until \
              FROM webhook_deliveries d JOIN outbox_events e ON e.id = d.event_id \
-             JOIN webhook_endpoints w ON w.id = d.endpoint_id WHERE d.id = $1",
+             JOIN webhook_endpoints w ON w.id = d.endpoint_id WHERE d.id = $1 AND d.lease_token = $2",
         )
         .bind(id)
+        .bind(token)
         .fetch_optional(&self.pool)
         .await?)
     }
 
-    /// The endpoint took delivery `id`.
-    pub async fn delivery_succeeded(
-        &self,
-        id: &str,
-        endpoint_id: &str,
-        a: &Attempt<'_>,
-    ) -> DbResult<()> {
+    /// The endpoint took `job`. Nothing is recorded if the claim is no longer `job`'s (its
+    /// lease ran out and another node took it, or it was retried by hand meanwhile).
+    pub async fn delivery_succeeded(&self, job: &DeliveryJob, a: &Attempt<'_>) -> DbResult<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
+        let mine = sqlx::query(
             "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, \
-             lease_until = NULL, last_attempt_at = $1, last_status = $2, last_latency_ms = $3, \
-             last_response = $4, last_error = NULL, delivered_at = $1 WHERE id = $5",
+             lease_until = NULL, lease_token = NULL, last_attempt_at = $1, last_status = $2, \
+             last_latency_ms = $3, last_response = $4, last_error = NULL, delivered_at = $1 \
+             WHERE id = $5 AND lease_token = $6 AND status = 'pending'",
         )
         .bind(a.at)
         .bind(a.status)
         .bind(a.latency_ms)
         .bind(a.response)
-        .bind(id)
+        .bind(&job.id)
+        .bind(&job.lease_token)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
+        if !mine {
+            return Ok(());
+        }
+        let endpoint_id = &job.endpoint_id;
         sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1")
             .bind(endpoint_id)
             .execute(&mut *tx)
@@ -497,13 +543,13 @@ impl Db {
         Ok(())
     }
 
-    /// An attempt at delivery `id` failed. An endpoint failing since before
-    /// `disable_failing_since` is disabled: its pending deliveries fail and the tenant is
-    /// told by a `webhook_endpoint.disabled` event. Returns whether it was disabled.
+    /// An attempt at `job` failed (recorded only while the claim is `job`'s). An endpoint
+    /// failing since before `disable_failing_since` is disabled: its pending deliveries fail
+    /// and the tenant is told by a `webhook_endpoint.disabled` event. Returns whether it was
+    /// disabled.
     pub async fn delivery_failed(
         &self,
-        id: &str,
-        endpoint_id: &str,
+        job: &DeliveryJob,
         a: &Attempt<'_>,
         then: AfterFailure,
         disable_failing_since: i64,
@@ -513,10 +559,11 @@ impl Db {
             AfterFailure::RetryAt(at) => ("pending", at),
             AfterFailure::GiveUp => ("failed", a.at),
         };
-        sqlx::query(
+        let mine = sqlx::query(
             "UPDATE webhook_deliveries SET status = $1, next_attempt_at = $2, \
-             attempts = attempts + 1, lease_until = NULL, last_attempt_at = $3, last_status = $4, \
-             last_latency_ms = $5, last_response = $6, last_error = $7 WHERE id = $8",
+             attempts = attempts + 1, lease_until = NULL, lease_token = NULL, last_attempt_at = $3, \
+             last_status = $4, last_latency_ms = $5, last_response = $6, last_error = $7 \
+             WHERE id = $8 AND lease_token = $9 AND status = 'pending'",
         )
         .bind(status)
         .bind(next)
@@ -525,9 +572,16 @@ impl Db {
         .bind(a.latency_ms)
         .bind(a.response)
         .bind(a.error)
-        .bind(id)
+        .bind(&job.id)
+        .bind(&job.lease_token)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
+        if !mine {
+            return Ok(false);
+        }
+        let endpoint_id = &job.endpoint_id;
         sqlx::query(
             "UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2",
         )
@@ -548,14 +602,7 @@ impl Db {
         .rows_affected()
             == 1;
         if disabled {
-            sqlx::query(
-                "UPDATE webhook_deliveries SET status = 'failed', lease_until = NULL, \
-                 last_error = COALESCE(last_error, 'the endpoint was disabled') \
-                 WHERE endpoint_id = $1 AND status = 'pending'",
-            )
-            .bind(endpoint_id)
-            .execute(&mut *tx)
-            .await?;
+            fail_pending(&mut tx, endpoint_id).await?;
             let endpoint: WebhookEndpoint = sqlx::query_as(&format!(
                 "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"
             ))
@@ -608,19 +655,23 @@ impl Db {
     }
 
     /// Sends delivery `id` again now (delivered, failed or pending alike), with the same
-    /// event and `webhook-id`.
+    /// event and `webhook-id`; not while a node is sending it.
     pub async fn retry_delivery(&self, endpoint_id: &str, id: &str) -> DbResult<Delivery> {
+        let now = now_ms();
         let done = sqlx::query(
-            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1, \
-             lease_until = NULL WHERE endpoint_id = $2 AND id = $3",
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1 \
+             WHERE endpoint_id = $2 AND id = $3 AND (lease_until IS NULL OR lease_until < $1)",
         )
-        .bind(now_ms())
+        .bind(now)
         .bind(endpoint_id)
         .bind(id)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(DbError::NotFound("delivery"));
+            self.get_delivery(endpoint_id, id).await?;
+            return Err(DbError::Conflict(
+                "the delivery is being sent now; retry it once this attempt is over".into(),
+            ));
         }
         self.get_delivery(endpoint_id, id).await
     }

@@ -123,7 +123,8 @@ impl Dispatcher {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 break;
             };
-            if let Some(job) = self.db.claim_delivery(&id, now, lease).await? {
+            let token = crate::ids::random_secret(16);
+            if let Some(job) = self.db.claim_delivery(&id, now, lease, &token).await? {
                 let me = self.clone();
                 tokio::spawn(async move {
                     me.deliver(job).await;
@@ -189,7 +190,12 @@ impl Dispatcher {
         let timestamp = unix_now();
         let started = Instant::now();
         let at = now_ms();
-        let sent = match self.signatures(&job, timestamp, &body) {
+        // The URL is checked again: one stored while private targets were allowed may name
+        // an address (the resolver never sees those) that is refused now.
+        let allowed = target::check_url(&job.url, self.config.allow_private_targets)
+            .map(|_| ())
+            .map_err(|e| format!("refused target: {e}"));
+        let sent = match allowed.and_then(|()| self.signatures(&job, timestamp, &body)) {
             Ok(signature) => self
                 .client
                 .post(&job.url)
@@ -229,7 +235,7 @@ impl Dispatcher {
         };
         let result = if error.is_none() {
             self.db
-                .delivery_succeeded(&job.id, &job.endpoint_id, &attempt)
+                .delivery_succeeded(&job, &attempt)
                 .await
                 .map(|()| false)
         } else {
@@ -244,7 +250,7 @@ impl Dispatcher {
                 "webhook delivery failed"
             );
             self.db
-                .delivery_failed(&job.id, &job.endpoint_id, &attempt, then, disable_before)
+                .delivery_failed(&job, &attempt, then, disable_before)
                 .await
         };
         match result {
@@ -269,11 +275,16 @@ impl Dispatcher {
             rand::thread_rng().gen_range(0.8..1.2),
         );
         let deadline = job.event_created_at + self.config.retry_for_s as i64 * 1000;
-        if now + delay > deadline {
-            AfterFailure::GiveUp
-        } else {
-            AfterFailure::RetryAt(now + delay)
-        }
+        next_attempt(now, delay, deadline)
+    }
+}
+
+/// The next attempt `delay` after `now`, the last one at `deadline`, none past it.
+fn next_attempt(now: i64, delay: i64, deadline: i64) -> AfterFailure {
+    if now >= deadline {
+        AfterFailure::GiveUp
+    } else {
+        AfterFailure::RetryAt((now + delay).min(deadline))
     }
 }
 
@@ -320,14 +331,32 @@ mod tests {
         assert_eq!(&delays[..4], &[10_000, 30_000, 90_000, 270_000]);
         assert!(delays.windows(2).all(|w| w[1] >= w[0]));
         assert_eq!(delays[12], 14_400_000);
-        // The default schedule: 14 attempts over more than 24 h (retry_for_s is 26 h).
-        let total: i64 = delays.iter().sum();
-        assert!(total > 24 * 3_600_000, "{total}");
         assert_eq!(backoff_ms(10_000, 14_400_000, 1, 1.2), 12_000);
         assert_eq!(
             backoff_ms(1, 0, 5, 1.0),
             1,
             "a max below the base is the base"
         );
+    }
+
+    #[test]
+    fn the_last_attempt_is_at_the_deadline_and_none_after() {
+        // With the defaults, retries go on until 26 h after the event, the last at 26 h.
+        let deadline = 93_600_000;
+        let mut now = 0;
+        let mut attempts = vec![now];
+        for n in 1.. {
+            match next_attempt(now, backoff_ms(10_000, 14_400_000, n, 1.0), deadline) {
+                AfterFailure::RetryAt(at) => {
+                    assert!(at > now && at <= deadline);
+                    now = at;
+                    attempts.push(at);
+                }
+                AfterFailure::GiveUp => break,
+            }
+        }
+        assert_eq!(*attempts.last().unwrap(), deadline);
+        assert!(attempts.len() >= 14, "{attempts:?}");
+        assert!(matches!(next_attempt(5, 10, 5), AfterFailure::GiveUp));
     }
 }

@@ -21,8 +21,12 @@ pub fn forbidden_ip(ip: IpAddr) -> bool {
                 return forbidden_v4(v4);
             }
             let s = v6.segments();
-            // NAT64 (64:ff9b::/96) and IPv4-compatible (::/96) carry an IPv4 address.
-            if (s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4]) || s[0..6] == [0; 6] {
+            // NAT64 (64:ff9b::/96), IPv4-compatible (::/96) and IPv4-translated
+            // (::ffff:0:0/96) addresses carry an IPv4 address.
+            if (s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4])
+                || s[0..6] == [0; 6]
+                || (s[0..4] == [0; 4] && s[4] == 0xffff && s[5] == 0)
+            {
                 let [a, b] = s[6].to_be_bytes();
                 let [c, d] = s[7].to_be_bytes();
                 return forbidden_v4(Ipv4Addr::new(a, b, c, d));
@@ -34,6 +38,7 @@ pub fn forbidden_ip(ip: IpAddr) -> bool {
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
                 || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 (RFC 8215)
                 || (s[0] == 0x2001 && s[1] < 0x0200) // IETF protocol assignments (Teredo…)
                 || s[0] == 0x2002 // 6to4: an IPv4 address of any kind inside
         }
@@ -212,6 +217,8 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "::ffff:0:7f00:1",
             "::127.0.0.1",
             "2002:7f00:1::1",
             "ff02::1",
