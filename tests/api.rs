@@ -663,6 +663,55 @@ async fn openapi_spec_and_docs_page_describe_every_v1_route() {
             "{method} {path} is in the spec but not served"
         );
     }
+    // Every route of the router is in the spec, and every path of the spec is a route.
+    let router =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/api/router.rs")).unwrap();
+    let routes: std::collections::BTreeSet<String> = router
+        .split(".route(")
+        .skip(1)
+        .filter_map(|r| r.split('"').nth(1))
+        .map(|r| r.replace("{*", "{"))
+        .collect();
+    assert!(routes.len() > 80, "{routes:?}");
+    let documented: std::collections::BTreeSet<String> = paths.keys().cloned().collect();
+    assert_eq!(
+        routes.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "routes missing from the spec"
+    );
+    assert_eq!(
+        documented.difference(&routes).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "spec paths that are no route"
+    );
+    // Every JSON answer and every body has an example.
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            for (code, response) in op["responses"].as_object().unwrap() {
+                if let Some(json) = response["content"].get("application/json")
+                    && code.starts_with('2')
+                {
+                    assert!(
+                        json.get("example").is_some_and(|e| !e.is_null()),
+                        "{method} {path} {code}: no example"
+                    );
+                }
+            }
+            if let Some(body) = op.get("requestBody") {
+                for (media, c) in body["content"].as_object().unwrap() {
+                    let schema_example = c["schema"]["$ref"].as_str().and_then(|r| {
+                        spec["components"]["schemas"][r.rsplit('/').next().unwrap()].get("example")
+                    });
+                    assert!(
+                        c.get("example").is_some()
+                            || c.get("examples").is_some()
+                            || schema_example.is_some(),
+                        "{method} {path} {media}: the body has no example"
+                    );
+                }
+            }
+        }
+    }
     assert!(spec["components"]["securitySchemes"]["api_key"].is_object());
     let docs = server.client.get(server.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);

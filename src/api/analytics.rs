@@ -31,7 +31,8 @@ pub struct Accepted {
 /// batch of up to 300 events and 500 KB, as JSON (`text/plain` too, so no preflight).
 /// Public: the playback id must exist. 202 once queued; 503 when the queue is full.
 #[utoipa::path(post, path = "/v1/beacons", tag = "analytics",
-    request_body(content = String, description = "The batch as JSON: {view_id, viewer_id?, playback_id, player?, events}", content_type = "text/plain"),
+    request_body(content = String, description = "The batch as JSON: {view_id, viewer_id?, playback_id, player?, events}", content_type = "text/plain",
+        example = json!("{\"view_id\":\"9b1d2c3e-0000-4000-8000-000000000001\",\"playback_id\":\"8f2c1d0e4b6a49f3a1c2d3e4f5a6b7c8\",\"events\":[{\"type\":\"playing\",\"at\":1796632000000,\"playhead_ms\":0}]}")),
     responses((status = 202, body = Accepted), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 503, body = ErrorBody)))]

@@ -115,8 +115,21 @@ pub async fn list_assets(
     }))
 }
 
+/// One Server-Sent Event of `GET /v1/assets/{id}/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssetEvent {
+    /// `asset`.
+    pub event: String,
+    /// The asset as JSON, as `GET /v1/assets/{id}` answers it.
+    pub data: String,
+}
+
 /// Progress as Server-Sent Events: an `asset` event with the asset (status, progress, ETA)
 /// whenever it changes, ending once it is `ready` or `errored`.
+#[utoipa::path(get, path = "/v1/assets/{id}/events", tag = "assets", security(("api_key" = [])),
+    responses((status = 200, content_type = "text/event-stream", body = AssetEvent,
+            description = "`event: asset` with the asset as `GET /v1/assets/{id}` shows it, at each change"),
+        (status = 404, body = ErrorBody)))]
 pub async fn asset_events(
     State(state): State<AppState>,
     caller: Tenant,
@@ -184,7 +197,8 @@ pub struct SubtitleTrack {
 
 /// Add (or replace) a subtitle track: SRT or WebVTT, stored as WebVTT and offered by the
 /// master playlist as a SUBTITLES group. A bad file is refused with the line at fault.
-#[utoipa::path(post, path = "/v1/assets/{id}/subtitles", tag = "assets", request_body = AddSubtitles,
+#[utoipa::path(post, path = "/v1/assets/{id}/subtitles", tag = "assets", request_body(content = AddSubtitles,
+        example = json!({"language": "en", "name": "English", "content": "WEBVTT\n\n00:00.000 --> 00:02.000\nHello\n"})),
     security(("api_key" = [])),
     responses((status = 201, body = SubtitleTrack), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn add_subtitles(

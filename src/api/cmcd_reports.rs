@@ -17,7 +17,8 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 /// the playback id must exist. 204 once queued; 503 when the queue is full (a reporter
 /// retries).
 #[utoipa::path(post, path = "/v1/cmcd", tag = "analytics",
-    request_body(content = String, description = "CMCD event lines", content_type = "application/cmcd"),
+    request_body(content = String, description = "CMCD event lines", content_type = "application/cmcd",
+        example = json!("e=ps,sta=p,ts=1796632000000,sid=\"6e2fb550-c457-11e9-bb97-0800200c9a66\",cid=\"8f2c1d0e4b6a49f3a1c2d3e4f5a6b7c8\"")),
     responses((status = 204, description = "Queued"), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 503, body = ErrorBody)))]

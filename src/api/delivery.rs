@@ -20,7 +20,7 @@ use crate::db::{PlaybackPolicy, PlaybackTarget};
 use crate::drm::access::DenialKind;
 use crate::drm::audit::Decision;
 use crate::drm::{AUD_VIDEO, PlaybackClaims};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::storage::ObjectKey;
 
 /// Lines of a `RESOLUTION=WxH` attribute: the short side.
@@ -300,6 +300,11 @@ impl BoughtCaps {
 }
 
 /// `GET /hls/{playback_id}/master.m3u8`
+#[utoipa::path(get, path = "/hls/{playback_id}/master.m3u8", tag = "playback",
+    params(("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media"), ("CMCD" = Option<String>, Query, description = "CMCD data (query mode), for analytics")),
+    responses((status = 200, description = "The master playlist; a token in the query is carried into its URIs",
+            content_type = "application/vnd.apple.mpegurl", body = String),
+        (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)"), (status = 429, body = ErrorBody)))]
 pub async fn master_playlist(
     State(state): State<AppState>,
     Path(playback_id): Path<String>,
@@ -338,6 +343,12 @@ pub async fn master_playlist(
 }
 
 /// `GET /hls/{playback_id}/{rendition}/{file}`: media playlists and segments.
+#[utoipa::path(get, path = "/hls/{playback_id}/{rendition}/{file}", tag = "playback",
+    params(("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media"), ("CMCD" = Option<String>, Query, description = "CMCD data (query mode), for analytics")),
+    responses((status = 200, description = "A media playlist (`index.m3u8`) or an encrypted segment",
+            content((String = "application/vnd.apple.mpegurl"), (String = "video/mp2t"))),
+        (status = 302, description = "The segment at a presigned storage URL (`delivery.redirect_segments`)"),
+        (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)"), (status = 429, body = ErrorBody)))]
 pub async fn rendition_file(
     State(state): State<AppState>,
     Path((playback_id, rendition, file)): Path<(String, String, String)>,
@@ -426,6 +437,10 @@ pub async fn rendition_file(
 /// `GET /keys/{key_id}`: the 16-byte content key, to a valid token for media it encrypts
 /// (or to anyone, when that media is public and needs no entitlement). Rate-limited per
 /// client address and per viewer; every decision on an existing key is audited.
+#[utoipa::path(get, path = "/keys/{key_id}", tag = "playback", params(("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media")),
+    responses((status = 200, description = "The 16-byte AES-128 key", content_type = "application/octet-stream",
+            body = String),
+        (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)"), (status = 429, body = ErrorBody, description = "Too many key requests; `Retry-After`")))]
 pub async fn content_key(
     State(state): State<AppState>,
     Path(key_id): Path<String>,

@@ -69,7 +69,8 @@ impl LiveStreamView {
 }
 
 /// Create a live stream.
-#[utoipa::path(post, path = "/v1/live-streams", tag = "live", request_body = CreateLiveStream,
+#[utoipa::path(post, path = "/v1/live-streams", tag = "live", request_body(content = CreateLiveStream,
+        example = json!({"playback_policy": "signed", "ladder": "default", "reconnect_window_s": 60, "record": true})),
     security(("api_key" = [])),
     responses((status = 201, body = LiveStreamView), (status = 400, body = ErrorBody)))]
 pub async fn create_live_stream(
@@ -212,7 +213,8 @@ pub struct PlaybackToken {
 }
 
 /// Mint a signed playback token for one of the tenant's playback ids.
-#[utoipa::path(post, path = "/v1/playback-tokens", tag = "live", request_body = CreatePlaybackToken,
+#[utoipa::path(post, path = "/v1/playback-tokens", tag = "live", request_body(content = CreatePlaybackToken,
+        example = json!({"playback_id": "8f2c1d0e4b6a49f3a1c2d3e4f5a6b7c8", "expires_in": 3600, "viewer": "cus_42", "referrer": ["example.com"], "country": ["FR", "DE"]})),
     security(("api_key" = [])),
     responses((status = 201, body = PlaybackToken), (status = 404, body = ErrorBody)))]
 pub async fn create_playback_token(

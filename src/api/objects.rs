@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{AppState, Path, Query};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::storage::{ByteRange, ObjectKey, StorageError};
 
 #[derive(Debug, Deserialize)]
@@ -17,6 +17,18 @@ pub struct Signed {
     signature: String,
 }
 
+/// `GET /objects/{key}?expires=…&signature=…`: a stored object at a URL the server signed
+/// (local storage's answer to S3's presigned URLs), with byte ranges.
+#[utoipa::path(get, path = "/objects/{key}", tag = "playback",
+    params(("key" = String, Path, description = "The object's key"),
+        ("expires" = u64, Query, description = "Unix seconds the URL is valid until"),
+        ("signature" = String, Query, description = "The server's signature of key and expiry"),
+        ("Range" = Option<String>, Header, description = "`bytes=START-END`")),
+    responses((status = 200, content_type = "application/octet-stream", body = String),
+        (status = 206, content_type = "application/octet-stream", body = String,
+            headers(("Content-Range" = String))),
+        (status = 403, body = ErrorBody, description = "A wrong or expired signature"),
+        (status = 416, description = "A range outside the object; `Content-Range: bytes */SIZE`")))]
 pub async fn get_object(
     State(state): State<AppState>,
     Path(key): Path<String>,

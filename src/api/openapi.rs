@@ -6,12 +6,12 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 use super::{
-    AppState, Json, Path, analytics, assets, audience, carts, catalogue, cmcd_reports, health,
-    invoices, live, orders, provider_webhooks, revenue, security, subscriptions, tenants,
-    webhook_endpoints,
+    AppState, Json, Path, analytics, assets, audience, carts, catalogue, cmcd_reports, delivery,
+    health, invoices, live, objects, orders, player, provider_webhooks, revenue, security, stills,
+    subscriptions, tenants, uploads, webhook_endpoints, whep, whip,
 };
 
 #[derive(OpenApi)]
@@ -47,6 +47,13 @@ use super::{
         webhook_endpoints::create, webhook_endpoints::list, webhook_endpoints::get,
         webhook_endpoints::update, webhook_endpoints::delete, webhook_endpoints::rotate_secret,
         webhook_endpoints::deliveries, webhook_endpoints::delivery, webhook_endpoints::retry,
+        uploads::multipart_upload, uploads::options, uploads::create, uploads::head, uploads::patch,
+        uploads::terminate, uploads::create_direct, uploads::complete_direct, assets::asset_events,
+        delivery::master_playlist, delivery::rendition_file, delivery::content_key,
+        stills::thumbnail, stills::storyboard, player::player_page, player::hls_js, player::data_js,
+        objects::get_object, whip::publish_with_bearer, whip::publish_with_key, whip::end_session,
+        whip::patch_session, whep::play, whep::end_session, whep::patch_session,
+        openapi_json, docs, docs_file,
     ),
     modifiers(&BearerKeys, &EveryOperation),
     tags(
@@ -57,6 +64,7 @@ use super::{
         (name = "security", description = "Signing keys, playback rules, entitlements, key audit log"),
         (name = "analytics", description = "Player beacons in; views and their metrics out"),
         (name = "commerce", description = "Products, prices, tax rates, discount codes, customers and carts"),
+        (name = "playback", description = "What players and viewers fetch: playlists, segments, keys, stills, WHEP, the player page"),
         (name = "webhooks", description = "Webhook endpoints: signed events out, delivery logs, retries"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
@@ -211,12 +219,176 @@ impl Modify for BearerKeys {
     }
 }
 
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
+pub async fn openapi_json() -> Json<serde_json::Value> {
+    Json(spec().clone())
 }
 
-/// A readable page of every operation, rendered here so it works offline; the interactive
-/// Redoc viewer replaces it when the browser can load it.
+/// The document as served: [`ApiDoc`], each JSON answer with an example (made once).
+pub fn spec() -> &'static serde_json::Value {
+    static SPEC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    SPEC.get_or_init(|| {
+        let mut spec = serde_json::to_value(ApiDoc::openapi()).expect("the spec serializes");
+        add_response_examples(&mut spec);
+        spec
+    })
+}
+
+/// Gives every JSON answer that has no example one made from its schema: each field's own
+/// example or first allowed value if it has one, else a value of its type and format that
+/// its name suggests (`…_at` a time, `…id` an id, `…url` a URL). Swagger UI and client
+/// generators show them; each fits its schema.
+fn add_response_examples(spec: &mut serde_json::Value) {
+    let schemas = spec["components"]["schemas"].clone();
+    let Some(paths) = spec["paths"].as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for op in item.values_mut() {
+            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else {
+                continue;
+            };
+            for (code, response) in responses.iter_mut() {
+                if !code.starts_with('2') {
+                    continue;
+                }
+                let Some(content) = response.get_mut("content").and_then(|c| c.as_object_mut())
+                else {
+                    continue;
+                };
+                for (media, c) in content.iter_mut() {
+                    if media != "application/json"
+                        || c.get("example").is_some()
+                        || c.get("examples").is_some()
+                    {
+                        continue;
+                    }
+                    let Some(schema) = c.get("schema") else {
+                        continue;
+                    };
+                    let example = example_of(schema, &schemas, "", 0);
+                    c["example"] = example;
+                }
+            }
+        }
+    }
+}
+
+/// An example value of `schema` (`name`: the field it is for).
+fn example_of(
+    schema: &serde_json::Value,
+    schemas: &serde_json::Value,
+    name: &str,
+    depth: usize,
+) -> serde_json::Value {
+    use serde_json::{Value, json};
+    if depth > 8 {
+        return Value::Null;
+    }
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let target = &schemas[r.rsplit('/').next().unwrap_or_default()];
+        return example_of(target, schemas, name, depth + 1);
+    }
+    if let Some(e) = schema.get("example") {
+        return e.clone();
+    }
+    if let Some(e) = schema.get("examples").and_then(|e| e.get(0)) {
+        return e.clone();
+    }
+    if let Some(e) = schema.get("enum").and_then(|e| e.get(0)) {
+        return e.clone();
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(alts) = schema.get(key).and_then(Value::as_array) {
+            let alt = alts
+                .iter()
+                .find(|a| a.get("type") != Some(&json!("null")))
+                .or(alts.first());
+            return alt.map_or(Value::Null, |a| example_of(a, schemas, name, depth + 1));
+        }
+    }
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        let mut merged = serde_json::Map::new();
+        for part in all {
+            if let Value::Object(o) = example_of(part, schemas, name, depth + 1) {
+                merged.extend(o);
+            }
+        }
+        return Value::Object(merged);
+    }
+    let kind = match schema.get("type") {
+        Some(Value::Array(kinds)) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|k| *k != "null")
+            .unwrap_or("null"),
+        Some(Value::String(k)) => k.as_str(),
+        _ if schema.get("properties").is_some() => "object",
+        _ => return Value::Null,
+    };
+    match kind {
+        "object" => {
+            let mut out = serde_json::Map::new();
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (field, s) in props {
+                    out.insert(field.clone(), example_of(s, schemas, field, depth + 1));
+                }
+            }
+            Value::Object(out)
+        }
+        "array" => {
+            let item = schema.get("items").cloned().unwrap_or(Value::Null);
+            Value::Array(vec![example_of(&item, schemas, name, depth + 1)])
+        }
+        "integer" => json!(if name.ends_with("bytes") {
+            1_048_576
+        } else {
+            1
+        }),
+        "number" => json!(1.5),
+        "boolean" => json!(true),
+        "string" => json!(example_string(schema, name)),
+        _ => Value::Null,
+    }
+}
+
+/// A string for a field called `name` of `schema`'s format.
+fn example_string(schema: &serde_json::Value, name: &str) -> String {
+    let format = schema.get("format").and_then(|f| f.as_str()).unwrap_or("");
+    let n = name.to_ascii_lowercase();
+    let s = if format == "date-time" || n.ends_with("_at") || n.ends_with("_end") {
+        "2026-12-07T09:30:00.000Z"
+    } else if n == "playback_id" || n.ends_with("playback_id") {
+        "8f2c1d0e4b6a49f3a1c2d3e4f5a6b7c8"
+    } else if n == "id" || n.ends_with("_id") || n == "kid" {
+        "01a24fc2-ec60-72dd-b240-8899426865e6"
+    } else if n == "url" || n.ends_with("_url") {
+        "https://video.example.com/v1/example"
+    } else if n == "currency" {
+        "eur"
+    } else if n == "country" {
+        "FR"
+    } else if n.contains("email") {
+        "fan@example.com"
+    } else if n == "secret" {
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    } else if n.contains("token") {
+        "eyJhbGciOiJFUzI1NiIsImtpZCI6IjAxYTI0In0.eyJzdWIiOiI4ZjJjIn0.c2lnbmF0dXJl"
+    } else if n.contains("key") {
+        "fck_mZnSJ0RSK9q4w_hrnX237d6p1n-_aYu4hAunmfTn"
+    } else if n == "name" {
+        "Example"
+    } else {
+        "text"
+    };
+    s.to_string()
+}
+
 /// Swagger UI's files (npm `swagger-ui-dist`), served by Ferrocast itself: no CDN.
 #[derive(Clone)]
 pub struct DocsUi {
@@ -231,6 +403,8 @@ const DOCS_CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'sel
 /// `GET /docs`: the interactive explorer (Swagger UI over `/openapi.json`: every route with
 /// its schemas and examples, and "Try it out" with an API key), or, where Swagger UI is not
 /// installed, a plain list of the routes.
+#[utoipa::path(get, path = "/docs", tag = "operations",
+    responses((status = 200, content_type = "text/html", body = String)))]
 pub async fn docs(State(state): State<AppState>) -> Response {
     let page = if state.docs_ui.is_some() {
         r#"<!doctype html>
@@ -255,6 +429,9 @@ pub async fn docs(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /docs/{file}`: Swagger UI's bundle and stylesheet, and the page's start script.
+#[utoipa::path(get, path = "/docs/{file}", tag = "operations",
+    responses((status = 200, content((String = "text/javascript"), (String = "text/css"))),
+        (status = 404, body = ErrorBody)))]
 pub async fn docs_file(State(state): State<AppState>, Path(file): Path<String>) -> Response {
     let Some(ui) = &state.docs_ui else {
         return ApiError::NotFound("Swagger UI is not installed on this server".into())

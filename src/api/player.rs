@@ -9,12 +9,14 @@ use super::access::{ClientIp, Shown, TokenQuery, authorize};
 use super::{AppState, Path, Query};
 use crate::db::LiveState;
 use crate::drm::AUD_VIDEO;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// `GET /play/{playback_id}`: a minimal hls.js player for the stream. For a live stream it
 /// says whether the broadcast is live, ended (its final playlists are still there) or offline
 /// (nothing to play; it starts playing when the broadcaster goes live); of a signed stream
 /// only to a viewer whose token would play it.
+#[utoipa::path(get, path = "/play/{playback_id}", tag = "playback", params(("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media")),
+    responses((status = 200, content_type = "text/html", body = String), (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)")))]
 pub async fn player_page(
     State(state): State<AppState>,
     Path(playback_id): Path<String>,
@@ -135,6 +137,8 @@ if (window.player.state === "offline") setTimeout(waitForBroadcast, 5000); else 
 
 /// `GET /player/ferrocast-data.js`: the analytics script players embed (no build step): it
 /// reports a view's events to `POST /v1/beacons`.
+#[utoipa::path(get, path = "/player/ferrocast-data.js", tag = "playback",
+    responses((status = 200, content_type = "text/javascript", body = String)))]
 pub async fn data_js() -> Response {
     (
         [
@@ -148,6 +152,9 @@ pub async fn data_js() -> Response {
 }
 
 /// `GET /play/hls.min.js`: hls.js as installed from npm by `make` (not vendored here).
+#[utoipa::path(get, path = "/play/hls.min.js", tag = "playback",
+    responses((status = 200, content_type = "text/javascript", body = String),
+        (status = 404, body = ErrorBody, description = "hls.js is not installed on this server")))]
 pub async fn hls_js(State(state): State<AppState>) -> Response {
     match &state.hlsjs {
         Some(js) => (

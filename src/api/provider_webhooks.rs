@@ -44,7 +44,8 @@ pub struct Received {
 /// A provider's events for a tenant: `stripe`, `paypal` or `coinbase`, each verified by
 /// its own scheme against the tenant's settings.
 #[utoipa::path(post, path = "/v1/webhooks/{provider}/{tenant_id}", tag = "commerce",
-    request_body(content = String, description = "An event, as the provider sends it"),
+    request_body(content = String, description = "An event, as the provider sends it",
+        example = json!("{\"id\":\"evt_1\",\"type\":\"checkout.session.completed\",\"data\":{\"object\":{}}}")),
     responses((status = 200, body = Received), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn receive(

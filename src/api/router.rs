@@ -264,7 +264,7 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/whep/sessions/{id}",
             axum::routing::delete(whep::end_session)
-                .patch(whip::patch_session)
+                .patch(whep::patch_session)
                 .options(whip::options),
         )
         .route(

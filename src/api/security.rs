@@ -52,7 +52,7 @@ impl From<db::SigningKey> for SigningKeyView {
 }
 
 /// Create a signing key for playback tokens; its private key is shown once.
-#[utoipa::path(post, path = "/v1/signing-keys", tag = "security", request_body = CreateSigningKey,
+#[utoipa::path(post, path = "/v1/signing-keys", tag = "security", request_body(content = CreateSigningKey, example = json!({"algorithm": "ES256"})),
     security(("api_key" = [])),
     responses((status = 201, body = CreatedSigningKey), (status = 400, body = ErrorBody)))]
 pub async fn create_signing_key(
@@ -151,7 +151,8 @@ pub struct PlaybackRulesView {
 
 /// Change the playback rules of one of the tenant's playback ids (live stream or asset).
 #[utoipa::path(patch, path = "/v1/playback-ids/{playback_id}", tag = "security",
-    request_body = PlaybackRules, security(("api_key" = [])),
+    request_body(content = PlaybackRules,
+        example = json!({"policy": "signed", "requires_entitlement": true})), security(("api_key" = [])),
     responses((status = 200, body = PlaybackRulesView), (status = 404, body = ErrorBody)))]
 pub async fn update_playback_rules(
     State(state): State<AppState>,
@@ -216,7 +217,8 @@ impl From<db::Entitlement> for EntitlementView {
 }
 
 /// Grant a viewer the right to play a playback id that requires an entitlement.
-#[utoipa::path(post, path = "/v1/entitlements", tag = "security", request_body = CreateEntitlement,
+#[utoipa::path(post, path = "/v1/entitlements", tag = "security", request_body(content = CreateEntitlement,
+        example = json!({"playback_id": "8f2c1d0e4b6a49f3a1c2d3e4f5a6b7c8", "viewer": "cus_42", "expires_in": 172800})),
     security(("api_key" = [])),
     responses((status = 201, body = EntitlementView), (status = 404, body = ErrorBody)))]
 pub async fn create_entitlement(

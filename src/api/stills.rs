@@ -13,7 +13,7 @@ use super::access::{ClientIp, Shown, TokenQuery, authorize, token_from};
 use super::{AppState, Path, Query};
 use crate::db::{PlaybackPolicy, PlaybackTarget};
 use crate::drm::{AUD_STORYBOARD, AUD_THUMBNAIL};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::storage::ObjectKey;
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +99,12 @@ fn source_width(asset: &crate::db::Asset) -> Option<u32> {
 /// `GET /thumbnails/{playback_id}.jpg?time=12.5&width=320`: a frame of an asset, rendered on
 /// first request from the original and kept in storage for the next. Times snap to the grid
 /// and widths to [`WIDTHS`] ([`snap`]).
+#[utoipa::path(get, path = "/thumbnails/{file}", tag = "playback",
+    params(("file" = String, Path, description = "`{playback_id}.jpg`"), ("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media"),
+        ("time" = Option<f64>, Query, description = "Seconds into the media; none: the poster"),
+        ("width" = Option<u32>, Query, description = "Pixels wide, 16 to 1920 (default 640)")),
+    responses((status = 200, content_type = "image/jpeg", body = String),
+        (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)"), (status = 429, body = ErrorBody)))]
 pub async fn thumbnail(
     State(state): State<AppState>,
     Path(file): Path<String>,
@@ -242,6 +248,11 @@ fn still_response(
 
 /// `GET /storyboards/{playback_id}.vtt` and `.jpg`: scrubbing previews of an asset, a WebVTT
 /// whose cues point into one sprite image (`#xywh=`); a query token is carried into them.
+#[utoipa::path(get, path = "/storyboards/{file}", tag = "playback",
+    params(("file" = String, Path, description = "`{playback_id}.vtt` or `{playback_id}.jpg`"), ("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media")),
+    responses((status = 200, description = "WebVTT cues into the sprite, or the sprite",
+            content((String = "text/vtt"), (String = "image/jpeg"))),
+        (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)"), (status = 429, body = ErrorBody)))]
 pub async fn storyboard(
     State(state): State<AppState>,
     Path(file): Path<String>,

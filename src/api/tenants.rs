@@ -169,7 +169,7 @@ pub async fn put_tier(
 }
 
 /// Create a tenant and its first API key.
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body(content = CreateTenant, example = json!({"name": "Acme TV"})),
     security(("admin_key" = [])),
     responses((status = 201, body = CreatedTenant), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -278,7 +278,8 @@ pub async fn delete_tenant(
 }
 
 /// Create an API key for a tenant (for an admin recovering a tenant's access).
-#[utoipa::path(post, path = "/v1/tenants/{id}/api-keys", tag = "tenants", request_body = CreateApiKey,
+#[utoipa::path(post, path = "/v1/tenants/{id}/api-keys", tag = "tenants",
+    request_body(content = CreateApiKey, example = json!({"name": "ci deploys"})),
     security(("admin_key" = [])),
     responses((status = 201, body = CreatedApiKey), (status = 404, body = ErrorBody)))]
 pub async fn create_tenant_api_key(
@@ -331,7 +332,8 @@ pub async fn current_tenant(
 }
 
 /// Create an API key for the calling tenant.
-#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateApiKey,
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys",
+    request_body(content = CreateApiKey, example = json!({"name": "web backend"})),
     security(("api_key" = [])),
     responses((status = 201, body = CreatedApiKey), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody)))]
@@ -385,7 +387,7 @@ pub async fn get_api_key(
 }
 
 /// Rename one of the calling tenant's API keys.
-#[utoipa::path(patch, path = "/v1/api-keys/{id}", tag = "api-keys", request_body = UpdateApiKey,
+#[utoipa::path(patch, path = "/v1/api-keys/{id}", tag = "api-keys", request_body(content = UpdateApiKey, example = json!({"name": "web backend (old)"})),
     security(("api_key" = [])),
     responses((status = 200, body = ApiKeyView), (status = 404, body = ErrorBody)))]
 pub async fn update_api_key(

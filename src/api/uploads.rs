@@ -18,7 +18,7 @@ use super::auth::Tenant;
 use super::{AppState, Json, Path};
 use crate::clock::now_ms;
 use crate::db::{AssetStatus, PlaybackPolicy, Upload};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::ids::new_playback_id;
 use crate::storage::ObjectKey;
 
@@ -146,6 +146,9 @@ fn http_date(ms: i64) -> String {
 }
 
 /// `OPTIONS /v1/uploads`: what this tus server supports.
+#[utoipa::path(options, path = "/v1/uploads", tag = "assets",
+    responses((status = 204, description = "`Tus-Version`, `Tus-Extension` and `Tus-Max-Size` say \
+        what this tus server supports")))]
 pub async fn options(State(state): State<AppState>) -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
     let h = r.headers_mut();
@@ -160,6 +163,14 @@ pub async fn options(State(state): State<AppState>) -> Response {
 
 /// `POST /v1/uploads` (tus creation): `Upload-Length`, optional `Upload-Metadata` with
 /// `filename` and `playback_policy`. Answers `Location` and the asset the upload becomes.
+#[utoipa::path(post, path = "/v1/uploads", tag = "assets", security(("api_key" = [])),
+    params(("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+        ("Upload-Length" = u64, Header, description = "The file's size in bytes"),
+        ("Upload-Metadata" = Option<String>, Header,
+            description = "tus metadata: `filename`, `playback_policy` (`public` or `signed`), `ladder`")),
+    responses((status = 201, body = UploadCreated, description = "`Location` is the upload's URL",
+            headers(("Location" = String), ("Upload-Expires" = String))),
+        (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Tenant,
@@ -240,6 +251,12 @@ async fn live_upload(state: &AppState, tenant_id: &str, id: &str) -> ApiResult<U
 }
 
 /// `HEAD /v1/uploads/{id}`: how many bytes the server has.
+#[utoipa::path(head, path = "/v1/uploads/{id}", tag = "assets", security(("api_key" = [])),
+    params(("Tus-Resumable" = String, Header, description = "`1.0.0`")),
+    responses((status = 200, description = "`Upload-Offset`: the bytes received",
+            headers(("Upload-Offset" = u64), ("Upload-Length" = u64), ("Upload-Expires" = String))),
+        (status = 410, description = "The upload expired"),
+        (status = 412, description = "Not `Tus-Resumable: 1.0.0`")))]
 pub async fn head(
     State(state): State<AppState>,
     caller: Tenant,
@@ -260,6 +277,17 @@ pub async fn head(
 }
 
 /// `PATCH /v1/uploads/{id}`: appends bytes at `Upload-Offset`.
+#[utoipa::path(patch, path = "/v1/uploads/{id}", tag = "assets", security(("api_key" = [])),
+    params(("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+        ("Upload-Offset" = u64, Header, description = "Where these bytes go: the bytes received so far"),
+        ("Upload-Checksum" = Option<String>, Header, description = "`sha1 <base64>` of these bytes")),
+    request_body(content = String, content_type = "application/offset+octet-stream",
+        description = "The next bytes of the file", example = json!("(up to 64 MiB of the file)")),
+    responses((status = 204, description = "Appended; `Upload-Offset` is the new total",
+            headers(("Upload-Offset" = u64))),
+        (status = 409, body = ErrorBody, description = "`Upload-Offset` is not the bytes received"),
+        (status = 410, body = ErrorBody), (status = 412, body = ErrorBody),
+        (status = 460, body = ErrorBody, description = "The bytes do not match `Upload-Checksum`")))]
 pub async fn patch(
     State(state): State<AppState>,
     caller: Tenant,
@@ -385,6 +413,11 @@ pub async fn patch(
 
 /// `POST /v1/assets` with `multipart/form-data`: a small file in one request (field `file`,
 /// optional field `playback_policy`). Answers the asset, already queued.
+#[utoipa::path(post, path = "/v1/assets", tag = "assets", security(("api_key" = [])),
+    request_body(content = UploadForm, content_type = "multipart/form-data",
+        example = json!({"file": "(the file's bytes)", "playback_policy": "public", "ladder": "default"})),
+    responses((status = 201, body = AssetQueued),
+        (status = 422, body = ErrorBody, description = "Not playable media")))]
 pub async fn multipart_upload(
     State(state): State<AppState>,
     caller: Tenant,
@@ -499,7 +532,58 @@ async fn small_text(field: &mut axum::extract::multipart::Field<'_>) -> ApiResul
         .map_err(|_| ApiError::invalid(format!("the form field {name} is not UTF-8 text")))
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// The answer to a tus creation.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct UploadCreated {
+    pub upload_id: String,
+    pub asset_id: String,
+    pub playback_id: String,
+}
+
+/// An asset whose file is in, queued for transcoding.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AssetQueued {
+    pub asset_id: String,
+    /// Absent when completing a direct upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub playback_id: Option<String>,
+    /// `queued`.
+    pub status: String,
+}
+
+/// A file in one `multipart/form-data` request.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct UploadForm {
+    /// The media file (up to `uploads.max_size_bytes`).
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+    /// `public` or `signed` (default).
+    pub playback_policy: Option<PlaybackPolicy>,
+    /// A ladder preset (default `default`).
+    pub ladder: Option<String>,
+}
+
+/// One part's presigned URL.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DirectPart {
+    pub part_number: i64,
+    /// PUT the part's bytes here; keep the answer's `ETag`.
+    pub url: String,
+}
+
+/// A direct upload: PUT each part to its URL, then POST the parts' ETags to `complete_url`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DirectUpload {
+    pub upload_id: String,
+    pub asset_id: String,
+    pub playback_id: String,
+    pub part_size: u64,
+    pub parts: Vec<DirectPart>,
+    pub complete_url: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDirectUpload {
     pub size: u64,
@@ -552,6 +636,11 @@ async fn check_size(state: &AppState, tenant_id: &str, length: u64) -> ApiResult
 
 /// `POST /v1/direct-uploads` `{size, filename?, playback_policy?}`: the client uploads straight
 /// to S3 with presigned part URLs (Mux-style direct upload), then calls `complete_url`.
+#[utoipa::path(post, path = "/v1/direct-uploads", tag = "assets", security(("api_key" = [])),
+    request_body(content = CreateDirectUpload,
+        example = json!({"size": 104857600, "filename": "talk.mp4", "playback_policy": "signed"})),
+    responses((status = 201, body = DirectUpload),
+        (status = 409, body = ErrorBody, description = "Storage is not S3: use tus")))]
 pub async fn create_direct(
     State(state): State<AppState>,
     caller: Tenant,
@@ -630,13 +719,13 @@ pub async fn create_direct(
     ))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 pub struct CompletedPart {
     pub part_number: i32,
     pub etag: String,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteDirectUpload {
     pub parts: Vec<CompletedPart>,
@@ -644,6 +733,12 @@ pub struct CompleteDirectUpload {
 
 /// `POST /v1/direct-uploads/{id}/complete` `{parts: [{part_number, etag}]}`: the client has
 /// sent every part; the upload is assembled in S3 and the transcode queued.
+#[utoipa::path(post, path = "/v1/direct-uploads/{id}/complete", tag = "assets",
+    security(("api_key" = [])),
+    request_body(content = CompleteDirectUpload,
+        example = json!({"parts": [{"part_number": 1, "etag": "\"9b2cf535f27731c974343645a3985328\""}]})),
+    responses((status = 200, body = AssetQueued), (status = 409, body = ErrorBody),
+        (status = 410, body = ErrorBody)))]
 pub async fn complete_direct(
     State(state): State<AppState>,
     caller: Tenant,
@@ -780,6 +875,11 @@ async fn complete(state: &AppState, upload: &Upload, path: &std::path::Path) -> 
 }
 
 /// `DELETE /v1/uploads/{id}` (tus termination): drops an unfinished upload and its asset.
+#[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "assets", security(("api_key" = [])),
+    params(("Tus-Resumable" = String, Header, description = "`1.0.0`")),
+    responses((status = 204, description = "Dropped"),
+        (status = 409, body = ErrorBody, description = "Complete: delete the asset instead"),
+        (status = 412, body = ErrorBody)))]
 pub async fn terminate(
     State(state): State<AppState>,
     caller: Tenant,

@@ -15,7 +15,7 @@ use super::access::{ClientIp, Shown, TokenQuery, authorize, token_from};
 use super::whip::{check_sdp_content_type, with_cors};
 use super::{AppState, Path, Query};
 use crate::drm::AUD_VIDEO;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::media::sdp::{OfferError, WHEP_VIDEO, prepare_offer};
 use crate::pipeline::webrtc::IceSettings;
 use crate::pipeline::whep::WhepFanout;
@@ -24,6 +24,12 @@ use crate::pipeline::whep::WhepFanout;
 pub type WhepViewers = Arc<Mutex<HashMap<String, Weak<WhepFanout>>>>;
 
 /// `POST /whep/{playback_id}`: an SDP offer in, `201` with the answer out.
+#[utoipa::path(post, path = "/whep/{playback_id}", tag = "playback", request_body(content = String, content_type = "application/sdp",
+    description = "The SDP offer, with all its candidates", example = json!("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtpmap:96 H264/90000\r\n")), params(("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media")),
+    responses((status = 201, content_type = "application/sdp", body = String, description = "The SDP answer; `Location` is the session, `ETag` its tag", headers(("Location" = String), ("ETag" = String))),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "The stream is not live"),
+        (status = 422, body = ErrorBody, description = "An offer the server cannot answer")))]
 pub async fn play(
     State(state): State<AppState>,
     Path(playback_id): Path<String>,
@@ -123,6 +129,8 @@ async fn play_inner(
 }
 
 /// `DELETE /whep/sessions/{id}`: the viewer is done.
+#[utoipa::path(delete, path = "/whep/sessions/{id}", tag = "playback",
+    responses((status = 200, description = "The viewer is dropped")))]
 pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let fanout = forget(&state.whep, &id);
     with_cors(match fanout {
@@ -142,4 +150,11 @@ fn forget(viewers: &WhepViewers, id: &str) -> Option<Weak<WhepFanout>> {
     let fanout = registry.remove(id);
     metrics::gauge!("ferrocast_whep_viewers").set(registry.len() as f64);
     fanout
+}
+
+/// `PATCH /whep/sessions/{id}`: trickle ICE is not supported, as for WHIP.
+#[utoipa::path(patch, path = "/whep/sessions/{id}", tag = "playback",
+    responses((status = 405, body = ErrorBody, description = "Trickle ICE is not supported")))]
+pub async fn patch_session() -> Response {
+    super::whip::patch_session().await
 }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{AppState, Path};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::ingest::whip::{self, Started, WhipError};
 use crate::live::PublishRefusal;
 use crate::media::sdp::{OfferError, WHIP_VIDEO, prepare_offer};
@@ -83,6 +83,12 @@ pub async fn options(State(state): State<AppState>) -> Response {
 }
 
 /// `POST /whip/{stream_key}`: publish with an SDP offer; answers 201 with the SDP answer.
+#[utoipa::path(post, path = "/whip/{stream_key}", tag = "live", request_body(content = String, content_type = "application/sdp",
+    description = "The SDP offer, with all its candidates", example = json!("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtpmap:96 H264/90000\r\n")),
+    responses((status = 201, content_type = "application/sdp", body = String, description = "The SDP answer; `Location` is the session, `ETag` its tag", headers(("Location" = String), ("ETag" = String))),
+        (status = 401, body = ErrorBody, description = "An unknown stream key"),
+        (status = 409, body = ErrorBody, description = "The stream is already live"),
+        (status = 422, body = ErrorBody, description = "Codecs the server does not take")))]
 pub async fn publish_with_key(
     State(state): State<AppState>,
     Path(stream_key): Path<String>,
@@ -93,6 +99,13 @@ pub async fn publish_with_key(
 }
 
 /// `POST /whip` with `Authorization: Bearer <stream key>`.
+#[utoipa::path(post, path = "/whip", tag = "live", request_body(content = String, content_type = "application/sdp",
+    description = "The SDP offer, with all its candidates", example = json!("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\na=rtpmap:96 H264/90000\r\n")),
+    params(("Authorization" = String, Header, description = "`Bearer <stream key>`")),
+    responses((status = 201, content_type = "application/sdp", body = String, description = "The SDP answer; `Location` is the session, `ETag` its tag", headers(("Location" = String), ("ETag" = String))),
+        (status = 401, body = ErrorBody, description = "No or an unknown stream key"),
+        (status = 409, body = ErrorBody, description = "The stream is already live"),
+        (status = 422, body = ErrorBody, description = "Codecs the server does not take")))]
 pub async fn publish_with_bearer(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -180,6 +193,8 @@ async fn publish(
 }
 
 /// `DELETE /whip/sessions/{id}`: the publisher is done.
+#[utoipa::path(delete, path = "/whip/sessions/{id}", tag = "live",
+    responses((status = 200, description = "The broadcast ends (or waits out its reconnect window)")))]
 pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let stop = state.whip.lock().unwrap().remove(&id);
     with_cors(match stop {
@@ -192,6 +207,8 @@ pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) 
 }
 
 /// `PATCH /whip/sessions/{id}`: trickle ICE is not supported (RFC 9725 allows 405).
+#[utoipa::path(patch, path = "/whip/sessions/{id}", tag = "live",
+    responses((status = 405, body = ErrorBody, description = "Trickle ICE is not supported")))]
 pub async fn patch_session() -> Response {
     let mut r = ApiError::MethodNotAllowed(
         "trickle ICE is not supported: send an offer with all candidates".into(),
