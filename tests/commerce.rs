@@ -258,7 +258,8 @@ async fn discount_codes_are_refused_with_their_reasons() {
         .as_secs() as i64;
     for body in [
         json!({"code": "LATER", "percent_off": "10", "starts_at": now + 3600}),
-        json!({"code": "GONE", "percent_off": "10", "ends_at": now - 1}),
+        // Times as RFC 3339 or as Unix seconds.
+        json!({"code": "GONE", "percent_off": "10", "ends_at": "2026-01-01T00:00:00Z"}),
         json!({"code": "FIVEUSD", "amount_off": 500, "currency": "usd"}),
         json!({"code": "BIGSPEND", "amount_off": 500, "currency": "eur", "min_subtotal": 5000}),
         json!({"code": "PASSONLY", "percent_off": "50", "product_ids": [other["id"]]}),
@@ -329,6 +330,14 @@ async fn discount_codes_are_refused_with_their_reasons() {
         (
             json!({"code": "X", "percent_off": "5", "starts_at": 10, "ends_at": 5}),
             "after",
+        ),
+        (
+            json!({"code": "X", "percent_off": "5", "starts_at": "2027-01-01T00:00:00Z", "ends_at": "2026-12-31T23:00:00+00:00"}),
+            "after",
+        ),
+        (
+            json!({"code": "X", "percent_off": "5", "ends_at": "next tuesday"}),
+            "RFC 3339",
         ),
     ] {
         let (_, message) = refused(&server, &key, "/v1/discount-codes", body.clone()).await;

@@ -12,6 +12,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::storage::Prefix;
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01a24fc3-9a88-71ec-b9e8-97db0e87782c", "status": "ready", "source": "upload", "live_stream_id": null, "playback_id": "0a7b59a23c8ab62419f88b50adf92c5e", "playback_policy": "signed", "duration_s": 63.4, "size_bytes": 48213990, "filename": "keynote.mp4", "media_info": {"duration_s": 63.4, "video": {"codec": "h264", "width": 1920, "height": 1080, "fps": 30.0}, "audio": {"codec": "aac", "channels": 2, "sample_rate": 48000}}, "progress": null, "eta_s": null, "error": null, "created_at": "2026-12-07T09:08:26.199Z"}))]
 pub struct AssetView {
     pub id: String,
     /// `uploading`, `queued`, `processing`, `ready` or `errored`.

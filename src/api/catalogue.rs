@@ -459,16 +459,28 @@ pub async fn create_tax_rate(
 }
 
 #[utoipa::path(get, path = "/v1/tax-rates", tag = "commerce", security(("api_key" = [])),
-    responses((status = 200, body = List<TaxRateView>)))]
+    params(Page), responses((status = 200, body = List<TaxRateView>)))]
 pub async fn list_tax_rates(
     State(state): State<AppState>,
     caller: Tenant,
+    Query(page): Query<Page>,
 ) -> ApiResult<Json<List<TaxRateView>>> {
-    let items = state.jobs.db.list_tax_rates(&caller.tenant_id).await?;
-    Ok(Json(List {
-        data: items.into_iter().map(Into::into).collect(),
-        next_cursor: None,
-    }))
+    let limit = page.limit()?;
+    let items = state
+        .jobs
+        .db
+        .list_tax_rates(&caller.tenant_id, page.cursor.as_deref(), limit)
+        .await?;
+    let views: Vec<TaxRateView> = items.into_iter().map(Into::into).collect();
+    Ok(Json(List::new(views, limit, |t| &t.id)))
+}
+
+/// A time given to the API: RFC 3339, or Unix seconds.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Instant {
+    Rfc3339(String),
+    Seconds(i64),
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -483,10 +495,10 @@ pub struct CreateDiscountCode {
     /// The code's currency: needed with `amount_off` or `min_subtotal`; carts in another
     /// currency cannot use it.
     pub currency: Option<String>,
-    /// Unix seconds from which the code works.
-    pub starts_at: Option<i64>,
-    /// Unix seconds at which the code stops working.
-    pub ends_at: Option<i64>,
+    /// From when the code works: RFC 3339 (`2027-01-01T00:00:00Z`) or Unix seconds.
+    pub starts_at: Option<Instant>,
+    /// When the code stops working: RFC 3339 or Unix seconds.
+    pub ends_at: Option<Instant>,
     /// Paid orders that may use the code, in all.
     pub max_redemptions: Option<i64>,
     /// Paid orders one customer may use it on.
@@ -548,7 +560,7 @@ pub(super) fn normalise_code(code: &str) -> Option<String> {
 
 /// Create a discount code. A cart holds one code at a time: applying another replaces it.
 #[utoipa::path(post, path = "/v1/discount-codes", tag = "commerce", request_body(content = CreateDiscountCode,
-    example = json!({"code": "FINAL20", "percent_off": "20", "ends_at": 1767225600, "max_redemptions": 500, "max_per_customer": 1})),
+    example = json!({"code": "FINAL20", "percent_off": "20", "ends_at": "2027-01-01T00:00:00Z", "max_redemptions": 500, "max_per_customer": 1})),
     security(("api_key" = [])),
     responses((status = 201, body = DiscountCodeView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create_discount_code(
@@ -600,12 +612,26 @@ pub async fn create_discount_code(
     {
         return Err(ApiError::invalid("min_subtotal is out of range"));
     }
-    let seconds = |s: Option<i64>, what: &str| -> ApiResult<Option<i64>> {
-        match s {
-            None => Ok(None),
-            Some(s) if (0..=253_402_300_799).contains(&s) => Ok(Some(s * 1000)),
-            Some(_) => Err(ApiError::invalid(format!("{what} must be Unix seconds"))),
-        }
+    let seconds = |s: Option<Instant>, what: &str| -> ApiResult<Option<i64>> {
+        let ms = match s {
+            None => return Ok(None),
+            Some(Instant::Seconds(s)) if (0..=253_402_300_799).contains(&s) => s * 1000,
+            Some(Instant::Rfc3339(t)) => {
+                time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                    .ok()
+                    .filter(|t| (0..=9999).contains(&t.year()))
+                    .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "{what} must be an RFC 3339 time (2027-01-01T00:00:00Z) or Unix seconds"
+                        ))
+                    })?
+            }
+            Some(Instant::Seconds(_)) => {
+                return Err(ApiError::invalid(format!("{what} is out of range")));
+            }
+        };
+        Ok(Some(ms))
     };
     let (starts_at, ends_at) = (
         seconds(body.starts_at, "starts_at")?,

@@ -28,6 +28,7 @@ pub struct CreateLiveStream {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01a24fb6-f5e7-7729-ac9b-5ec24db101cb", "stream_key": "mZnSJ0RSK9q4w_hrnX237d6p1n-_aYu4", "playback_id": "8f2c1d0e4b6a49f3a1c2d3e4f5a6b7c8", "rtmp_url": "rtmp://127.0.0.1:1935/live", "status": "active", "ladder": "default", "playback_policy": "signed", "reconnect_window_s": 60, "record": true, "ingest": {"video_codec": "h264", "audio_codec": "aac", "width": 1280, "height": 720, "fps": 30, "renditions": ["720p", "480p", "360p"]}, "last_error": null, "created_at": "2026-12-07T08:55:20.312Z"}))]
 pub struct LiveStreamView {
     pub id: String,
     /// The RTMP stream name to publish with. A secret: anyone holding it can broadcast.
@@ -207,6 +208,7 @@ pub struct CreatePlaybackToken {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"token": "eyJhbGciOiJFUzI1NiIsImtpZCI6IjAxYTI0In0.eyJzdWIiOiI4ZjJjIn0.c2lnbmF0dXJl", "expires_at": "2026-12-07T10:21:27Z"}))]
 pub struct PlaybackToken {
     pub token: String,
     pub expires_at: String,

@@ -504,20 +504,20 @@ pub async fn create_publishable_key(
 }
 
 #[utoipa::path(get, path = "/v1/publishable-keys", tag = "commerce", security(("api_key" = [])),
-    responses((status = 200, body = List<PublishableKeyView>)))]
+    params(Page), responses((status = 200, body = List<PublishableKeyView>)))]
 pub async fn list_publishable_keys(
     State(state): State<AppState>,
     caller: Tenant,
+    Query(page): Query<Page>,
 ) -> ApiResult<Json<List<PublishableKeyView>>> {
+    let limit = page.limit()?;
     let keys = state
         .jobs
         .db
-        .list_publishable_keys(&caller.tenant_id)
+        .list_publishable_keys(&caller.tenant_id, page.cursor.as_deref(), limit)
         .await?;
-    Ok(Json(List {
-        data: keys.into_iter().map(Into::into).collect(),
-        next_cursor: None,
-    }))
+    let views: Vec<PublishableKeyView> = keys.into_iter().map(Into::into).collect();
+    Ok(Json(List::new(views, limit, |k| &k.id)))
 }
 
 #[utoipa::path(delete, path = "/v1/publishable-keys/{id}", tag = "commerce", security(("api_key" = [])),

@@ -194,6 +194,7 @@ pub struct CreateEntitlement {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01a24fa8-d6c0-713d-97dc-230d6e5d3b99", "playback_id": "461e5a5ce379bf8b0189c8811fe87cc5", "viewer": "cus_42", "expires_at": "2027-01-06T09:39:54Z", "created_at": "2026-12-07T08:39:54.814Z", "revoked_at": null}))]
 pub struct EntitlementView {
     pub id: String,
     pub playback_id: String,

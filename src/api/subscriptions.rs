@@ -13,6 +13,7 @@ use crate::db;
 use crate::error::{ApiResult, ErrorBody};
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01a24fa8-d6c0-7000-8000-230d6e5d3b99", "order_id": "01a24fa8-19c9-71b3-8de8-068bc561d804", "customer_id": "01a24fa8-d69c-7735-8a8d-432404f0ec3b", "provider": "stripe", "provider_subscription": "sub_1QxYz2", "status": "active", "current_period_end": "2027-01-06T08:40:33Z", "cancel_at_period_end": false, "created_at": "2026-12-07T08:39:54.814Z"}))]
 pub struct SubscriptionView {
     pub id: String,
     pub order_id: String,

@@ -60,6 +60,7 @@ pub struct RotateSecret {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01a24fc2-f063-779f-8bd1-4622f568ed9a", "url": "https://example.com/ferrocast/webhooks", "description": "production receiver", "events": ["asset.ready", "live_stream.active"], "enabled": true, "disabled_reason": null, "failing_since": null, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "previous_secret_expires_at": null, "created_at": "2026-12-07T09:08:25.316Z", "updated_at": "2026-12-07T09:08:25.316Z"}))]
 pub struct WebhookEndpointView {
     pub id: String,
     pub url: String,
@@ -99,6 +100,7 @@ fn endpoint_view(e: db::WebhookEndpoint, secret: Option<String>) -> WebhookEndpo
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01a24fc3-0925-7539-916d-ea9d81044f3a", "event_id": "01a24fc3-0921-7000-8000-5ec24db101cb", "event_type": "asset.ready", "object_id": "01a24fc3-9a88-71ec-b9e8-97db0e87782c", "status": "pending", "attempts": 2, "next_attempt_at": "2026-12-07T09:10:31.000Z", "last_attempt_at": "2026-12-07T09:10:01.000Z", "last_status": 503, "last_latency_ms": 84, "last_response": "{\"error\":\"maintenance\"}", "last_error": "answered 503 Service Unavailable", "delivered_at": null, "created_at": "2026-12-07T09:09:51.000Z"}))]
 pub struct DeliveryView {
     pub id: String,
     /// The event's id: the `webhook-id` of every attempt.

@@ -338,14 +338,14 @@ impl Db {
         Ok(t)
     }
 
-    pub async fn list_tax_rates(&self, tenant_id: &str) -> DbResult<Vec<TaxRate>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {TAX_RATE_COLUMNS} FROM tax_rates WHERE tenant_id = $1 \
-             ORDER BY country, region LIMIT 1000"
-        ))
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await?)
+    pub async fn list_tax_rates(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> DbResult<Vec<TaxRate>> {
+        self.tenant_page("tax_rates", TAX_RATE_COLUMNS, tenant_id, None, after, limit)
+            .await
     }
 
     /// The rate for `region` of `country`, else the country's own, else none.
@@ -779,14 +779,21 @@ impl Db {
         .map(|(t,)| t))
     }
 
-    pub async fn list_publishable_keys(&self, tenant_id: &str) -> DbResult<Vec<PublishableKey>> {
-        Ok(sqlx::query_as(
-            "SELECT id, tenant_id, prefix, created_at, revoked_at FROM publishable_keys \
-             WHERE tenant_id = $1 ORDER BY id LIMIT 1000",
+    pub async fn list_publishable_keys(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> DbResult<Vec<PublishableKey>> {
+        self.tenant_page(
+            "publishable_keys",
+            "id, tenant_id, prefix, created_at, revoked_at",
+            tenant_id,
+            None,
+            after,
+            limit,
         )
-        .bind(tenant_id)
-        .fetch_all(&self.pool)
-        .await?)
+        .await
     }
 
     pub async fn revoke_publishable_key(&self, tenant_id: &str, id: &str) -> DbResult<()> {
