@@ -122,6 +122,20 @@ pub async fn cors(req: Request, next: Next) -> Response {
         );
         return response;
     }
+    allow_cross_origin(req, next).await
+}
+
+/// The cross-origin headers on an answer to a request from another origin, if it has none
+/// yet. Alone, outermost, it covers the answers made around [`cors`]: the request
+/// deadline's 503 and a caught panic's 500.
+pub async fn answers(req: Request, next: Next) -> Response {
+    if answers_its_own(req.uri().path()) || req.extensions().get::<MatchedPath>().is_none() {
+        return next.run(req).await;
+    }
+    allow_cross_origin(req, next).await
+}
+
+async fn allow_cross_origin(req: Request, next: Next) -> Response {
     let cross_origin = req.headers().contains_key(header::ORIGIN);
     let mut response = next.run(req).await;
     if cross_origin {

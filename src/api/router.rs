@@ -291,13 +291,13 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this route".into())
         })
-        // Every route answers preflights and cross-origin requests (api/cors.rs), also for
-        // methods it does not take.
         .layer(middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotent,
         ))
         .layer(middleware::from_fn(limits::headers))
+        // Every route answers preflights and cross-origin requests (api/cors.rs), also for
+        // methods it does not take; preflights are counted in the metrics like any request.
         .layer(middleware::from_fn(cors::cors))
         .layer(middleware::from_fn_with_state(state.clone(), telemetry::track))
         .layer(DefaultBodyLimit::max(state.jobs.config.http.max_body_bytes))
@@ -318,6 +318,9 @@ pub fn router(state: AppState) -> Router {
                     ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
                 })),
         )
+        // Outermost: the answers made around `cors` (the deadline's 503, a panic's 500)
+        // carry the cross-origin headers too.
+        .layer(middleware::from_fn(cors::answers))
         .with_state(state)
 }
 
