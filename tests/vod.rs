@@ -1134,7 +1134,7 @@ async fn a_separate_worker_process_shares_postgres_and_s3_with_the_api_node() {
     // environment, with its own data folder and the same master key (a shared secret).
     let worker_dir = tempfile::tempdir().unwrap();
     let worker_log = worker_dir.path().join("worker.log");
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_ferrocast"))
+    let worker = std::process::Command::new(env!("CARGO_BIN_EXE_ferrocast"))
         .arg("worker")
         .env("FERROCAST_DATA_DIR", worker_dir.path().join("data"))
         .env("FERROCAST_KEYS_DIR", dir.path().join("keys"))
@@ -1162,14 +1162,7 @@ async fn a_separate_worker_process_shares_postgres_and_s3_with_the_api_node() {
         )
     };
     // Killed by the guard if the test fails before it stops the worker itself.
-    struct KillOnDrop<'a>(&'a mut std::process::Child);
-    impl Drop for KillOnDrop<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let worker = KillOnDrop(&mut worker);
+    let mut worker = common::process::KillOnDrop(worker);
     eventually("the worker to start", Duration::from_secs(20), || async {
         worker_output()
             .contains("running job workers only")

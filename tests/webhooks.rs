@@ -288,13 +288,6 @@ async fn deliveries_wait_out_a_receiver_that_is_down_and_survive_a_sigkill() {
             .spawn()
             .expect("ferrocast serve starts")
     };
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let base = format!("http://127.0.0.1:{http_port}");
     let client = common::http_client();
     let call = |method: &'static str, path: String, key: String, body: Value| {
@@ -319,7 +312,7 @@ async fn deliveries_wait_out_a_receiver_that_is_down_and_survive_a_sigkill() {
         })
         .await
     };
-    let mut first = KillOnDrop(spawn());
+    let mut first = common::process::KillOnDrop(spawn());
     ready().await;
     let (status, t) = call(
         "POST",
@@ -364,7 +357,7 @@ async fn deliveries_wait_out_a_receiver_that_is_down_and_survive_a_sigkill() {
     let _ = first.0.wait();
     let r = receiver(port);
     r.control("secrets", json!({"killed": [secret]})).await;
-    let _second = KillOnDrop(spawn());
+    let _second = common::process::KillOnDrop(spawn());
     ready().await;
     eventually(
         "delivery after the restart",

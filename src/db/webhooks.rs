@@ -226,6 +226,36 @@ pub enum AfterFailure {
     GiveUp,
 }
 
+/// Records attempt `a` at `job`, which leaves it `status` (next due at `next`), if the
+/// claim is still `job`'s; says whether it was.
+async fn record_attempt(
+    conn: &mut AnyConnection,
+    job: &DeliveryJob,
+    a: &Attempt<'_>,
+    status: &str,
+    next: i64,
+) -> DbResult<bool> {
+    let done = sqlx::query(
+        "UPDATE webhook_deliveries SET status = $1, next_attempt_at = $2, \
+         attempts = attempts + 1, lease_until = NULL, lease_token = NULL, last_attempt_at = $3, \
+         last_status = $4, last_latency_ms = $5, last_response = $6, last_error = $7, \
+         delivered_at = CASE WHEN $1 = 'delivered' THEN $3 ELSE delivered_at END \
+         WHERE id = $8 AND lease_token = $9 AND status = 'pending'",
+    )
+    .bind(status)
+    .bind(next)
+    .bind(a.at)
+    .bind(a.status)
+    .bind(a.latency_ms)
+    .bind(a.response)
+    .bind(a.error)
+    .bind(&job.id)
+    .bind(&job.lease_token)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Fails an endpoint's pending deliveries (it was disabled), in the caller's transaction.
 async fn fail_pending(conn: &mut AnyConnection, endpoint_id: &str) -> DbResult<()> {
     sqlx::query(
@@ -515,28 +545,11 @@ impl Db {
     /// lease ran out and another node took it, or it was retried by hand meanwhile).
     pub async fn delivery_succeeded(&self, job: &DeliveryJob, a: &Attempt<'_>) -> DbResult<()> {
         let mut tx = self.write_tx().await?;
-        let mine = sqlx::query(
-            "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, \
-             lease_until = NULL, lease_token = NULL, last_attempt_at = $1, last_status = $2, \
-             last_latency_ms = $3, last_response = $4, last_error = NULL, delivered_at = $1 \
-             WHERE id = $5 AND lease_token = $6 AND status = 'pending'",
-        )
-        .bind(a.at)
-        .bind(a.status)
-        .bind(a.latency_ms)
-        .bind(a.response)
-        .bind(&job.id)
-        .bind(&job.lease_token)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !mine {
+        if !record_attempt(&mut tx, job, a, "delivered", a.at).await? {
             return Ok(());
         }
-        let endpoint_id = &job.endpoint_id;
         sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1")
-            .bind(endpoint_id)
+            .bind(&job.endpoint_id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -559,26 +572,7 @@ impl Db {
             AfterFailure::RetryAt(at) => ("pending", at),
             AfterFailure::GiveUp => ("failed", a.at),
         };
-        let mine = sqlx::query(
-            "UPDATE webhook_deliveries SET status = $1, next_attempt_at = $2, \
-             attempts = attempts + 1, lease_until = NULL, lease_token = NULL, last_attempt_at = $3, \
-             last_status = $4, last_latency_ms = $5, last_response = $6, last_error = $7 \
-             WHERE id = $8 AND lease_token = $9 AND status = 'pending'",
-        )
-        .bind(status)
-        .bind(next)
-        .bind(a.at)
-        .bind(a.status)
-        .bind(a.latency_ms)
-        .bind(a.response)
-        .bind(a.error)
-        .bind(&job.id)
-        .bind(&job.lease_token)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !mine {
+        if !record_attempt(&mut tx, job, a, status, next).await? {
             return Ok(false);
         }
         let endpoint_id = &job.endpoint_id;

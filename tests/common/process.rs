@@ -69,3 +69,14 @@ pub fn output_within(cmd: &mut Command, limit: Duration, what: &str) -> Output {
         stderr: collect(stderr),
     }
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped: a test that fails before it
+/// stops its child leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -89,8 +89,10 @@ class JsonHandler(BaseHTTPRequestHandler):
         return self.rfile.read(n)
 
 
-def serve(handler, announce=True):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def serve(handler, announce=True, port=0):
+    # Many requests may come at once: the default backlog of 5 would refuse some.
+    ThreadingHTTPServer.request_queue_size = 128
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
@@ -99,16 +101,17 @@ def serve(handler, announce=True):
     return server, port
 
 
-def main(make_handler, selftest):
+def main(make_handler, selftest=None):
     """`--selftest` runs the provider's official client against the fake; else the fake
-    serves until stdin closes or --lifetime passes."""
+    serves (on --port, or any) until stdin closes or --lifetime passes."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--lifetime", type=float, default=600)
+    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--selftest", action="store_true")
     args = parser.parse_args()
-    if args.selftest:
+    if args.selftest and selftest:
         return selftest()
-    serve(make_handler())
+    serve(make_handler(), port=args.port)
     deadline = time.time() + args.lifetime
     watcher = threading.Thread(target=lambda: sys.stdin.read(), daemon=True)
     watcher.start()

@@ -8,15 +8,14 @@ Controls: POST /_fake/secrets {"NAME": ["whsec_…", …]}, POST /_fake/status {
 POST /_fake/received → {"events": [...]}, each {endpoint, webhook_id, verified: [the
 indexes of the secrets that verify it], body, status, at}."""
 
-import argparse
 import json
-import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
+
+from fake_server import JsonHandler, main
 
 LOCK = threading.Lock()
 SECRETS = {}
@@ -24,25 +23,11 @@ STATUS = {}
 RECEIVED = []
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
+class Handler(JsonHandler):
     def do_POST(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        if n > 1 << 20:
+        body = self.raw_body()
+        if body is None:
             return self.reply(413, {"error": "too large"})
-        body = self.rfile.read(n)
         path = self.path.split("?")[0]
         if path == "/_fake/secrets":
             with LOCK:
@@ -83,23 +68,5 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(status, {"received": status < 300, "note": "answered by the test receiver"})
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--lifetime", type=float, default=600)
-    args = parser.parse_args()
-    # Many deliveries come at once (16 per node): the default backlog of 5 would refuse some.
-    ThreadingHTTPServer.request_queue_size = 128
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(json.dumps({"port": server.server_address[1]}), flush=True)
-    deadline = time.time() + args.lifetime
-    watcher = threading.Thread(target=lambda: sys.stdin.read(), daemon=True)
-    watcher.start()
-    while time.time() < deadline and watcher.is_alive():
-        time.sleep(0.2)
-
-
 if __name__ == "__main__":
-    main()
+    main(lambda: Handler)
