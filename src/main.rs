@@ -218,6 +218,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     println!();
     println!("Ferrocast {} is serving", env!("CARGO_PKG_VERSION"));
     println!("  API         {public_url}/v1");
+    println!("  Dashboard   {public_url}/  (sign in with a tenant API key)");
     println!("  API docs    {public_url}/docs  (spec: {public_url}/openapi.json)");
     println!("  Health      {public_url}/healthz  {public_url}/readyz");
     println!("  Metrics     {public_url}/metrics");

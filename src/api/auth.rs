@@ -87,17 +87,27 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::Unauthorized("missing API key: send Authorization: Bearer <key>".into())
-        })?;
-        let secret =
-            header.to_str().ok().and_then(bearer).ok_or_else(|| {
-                ApiError::Unauthorized("Authorization must be: Bearer <key>".into())
-            })?;
-        let key = match find_key(state, secret).await? {
-            Some(Found::ConfiguredAdmin) => return Ok(Caller::Admin),
-            Some(Found::Key(key)) => key,
-            None => return Err(ApiError::Unauthorized("invalid or revoked API key".into())),
+        let key = match parts.headers.get(AUTHORIZATION) {
+            Some(header) => {
+                let secret = header.to_str().ok().and_then(bearer).ok_or_else(|| {
+                    ApiError::Unauthorized("Authorization must be: Bearer <key>".into())
+                })?;
+                match find_key(state, secret).await? {
+                    Some(Found::ConfiguredAdmin) => return Ok(Caller::Admin),
+                    Some(Found::Key(key)) => key,
+                    None => {
+                        return Err(ApiError::Unauthorized("invalid or revoked API key".into()));
+                    }
+                }
+            }
+            None => match cookie(&parts.headers, SESSION_COOKIE) {
+                Some(secret) => session_key(state, parts, secret).await?,
+                None => {
+                    return Err(ApiError::Unauthorized(
+                        "missing API key: send Authorization: Bearer <key>".into(),
+                    ));
+                }
+            },
         };
         let now = now_ms();
         if key.last_used_at.is_none_or(|t| t < now - 60_000)
@@ -133,6 +143,57 @@ impl FromRequestParts<AppState> for Caller {
             _ => Caller::Admin,
         })
     }
+}
+
+/// The dashboard's session cookie: the pages call this same API with it.
+pub const SESSION_COOKIE: &str = "ferrocast_session";
+
+/// The header a page sends its session's CSRF token in, with every request that changes
+/// something.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The value of cookie `name`, if the request has it.
+pub(super) fn cookie<'h>(headers: &'h axum::http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+/// The API key behind a dashboard session cookie. A request that changes something must
+/// also carry the session's CSRF token (`X-CSRF-Token`): another site can make a browser
+/// send the cookie, never read the token.
+async fn session_key(
+    state: &AppState,
+    parts: &Parts,
+    secret: &str,
+) -> Result<crate::db::ApiKey, ApiError> {
+    let Some((key, csrf)) = state.jobs.db.find_session(&hash_hex(secret)).await? else {
+        return Err(ApiError::Unauthorized(
+            "the dashboard session is over (signed out, expired or its key revoked): sign in again"
+                .into(),
+        ));
+    };
+    let safe = matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let sent = parts
+        .headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !safe && !bool::from(sent.as_bytes().ct_eq(csrf.as_bytes())) {
+        return Err(ApiError::Forbidden(
+            "a change made with the dashboard's session needs its X-CSRF-Token".into(),
+        ));
+    }
+    Ok(key)
 }
 
 /// What an API key secret is.

@@ -10,6 +10,7 @@ mod carts;
 mod catalogue;
 mod cmcd_reports;
 mod cors;
+mod dashboard;
 mod delivery;
 pub mod delivery_cache;
 mod health;

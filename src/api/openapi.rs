@@ -9,9 +9,9 @@ use utoipa::{Modify, OpenApi};
 use crate::error::{ApiError, ErrorBody};
 
 use super::{
-    AppState, Json, Path, analytics, assets, audience, carts, catalogue, cmcd_reports, delivery,
-    health, invoices, live, objects, orders, player, provider_webhooks, revenue, security, stills,
-    subscriptions, tenants, uploads, webhook_endpoints, whep, whip,
+    AppState, Json, Path, analytics, assets, audience, carts, catalogue, cmcd_reports, dashboard,
+    delivery, health, invoices, live, objects, orders, player, provider_webhooks, revenue,
+    security, stills, subscriptions, tenants, uploads, webhook_endpoints, whep, whip,
 };
 
 #[derive(OpenApi)]
@@ -53,7 +53,8 @@ use super::{
         stills::thumbnail, stills::storyboard, player::player_page, player::hls_js, player::data_js,
         objects::get_object, whip::publish_with_bearer, whip::publish_with_key, whip::end_session,
         whip::patch_session, whep::play, whep::end_session, whep::patch_session,
-        openapi_json, docs, docs_file,
+        openapi_json, docs, docs_file, dashboard::root, dashboard::page, dashboard::sign_in_post,
+        dashboard::sign_out, dashboard::asset,
     ),
     modifiers(&BearerKeys, &EveryOperation),
     tags(
@@ -66,6 +67,7 @@ use super::{
         (name = "commerce", description = "Products, prices, tax rates, discount codes, customers and carts"),
         (name = "playback", description = "What players and viewers fetch: playlists, segments, keys, stills, WHEP, the player page"),
         (name = "webhooks", description = "Webhook endpoints: signed events out, delivery logs, retries"),
+        (name = "dashboard", description = "The creator dashboard's pages and sign-in (it calls this API with its session)"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -16,16 +16,31 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 /// (nothing to play; it starts playing when the broadcaster goes live); of a signed stream
 /// only to a viewer whose token would play it.
 #[utoipa::path(get, path = "/play/{playback_id}", tag = "playback", params(("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media")),
-    responses((status = 200, content_type = "text/html", body = String), (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)")))]
+    responses((status = 200, content_type = "text/html", body = String),
+        (status = 404, content_type = "text/html", body = String, description = "No such playback id: a page that says so"), (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)")))]
 pub async fn player_page(
     State(state): State<AppState>,
     Path(playback_id): Path<String>,
     Query(q): Query<TokenQuery>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-) -> ApiResult<Html<String>> {
-    if !playback_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(ApiError::NotFound("playback id not found".into()));
+) -> ApiResult<Response> {
+    // An id that plays nothing says so, in a page, not a black player.
+    if !playback_id.chars().all(|c| c.is_ascii_alphanumeric())
+        || playback_id.len() > 64
+        || state.jobs.db.playback_target(&playback_id).await?.is_none()
+    {
+        return Ok((
+            StatusCode::NOT_FOUND,
+            Html(
+                "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not found · Ferrocast</title>\n\
+                 <style>body{margin:0;min-height:100vh;display:grid;place-items:center;background:#0f1115;color:#e6e8ee;\
+                 font:16px system-ui,sans-serif}p{color:#8b93a7}</style></head>\n\
+                 <body><main><h1 id=\"not-found\">This video does not exist</h1>\
+                 <p>The link may be mistyped, or the video was deleted.</p></main></body></html>\n",
+            ),
+        )
+            .into_response());
     }
     let token = q.token.unwrap_or_default();
     if !token
@@ -132,7 +147,8 @@ video.addEventListener("ended", () => {{ window.player.ended = true; show("ended
 if (window.player.state === "offline") setTimeout(waitForBroadcast, 5000); else start();
 </script>
 </body></html>"#
-    )))
+    ))
+    .into_response())
 }
 
 /// `GET /player/ferrocast-data.js`: the analytics script players embed (no build step): it

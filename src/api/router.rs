@@ -14,10 +14,10 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use super::{
-    AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, cors, delivery, health,
-    idempotency, invoices, limits, live, objects, openapi, orders, player, provider_webhooks,
-    revenue, security, stills, subscriptions, telemetry, tenants, uploads, webhook_endpoints, whep,
-    whip,
+    AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, cors, dashboard,
+    delivery, health, idempotency, invoices, limits, live, objects, openapi, orders, player,
+    provider_webhooks, revenue, security, stills, subscriptions, telemetry, tenants, uploads,
+    webhook_endpoints, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -279,6 +279,11 @@ pub fn router(state: AppState) -> Router {
         .route("/player/ferrocast-data.js", get(player::data_js))
         .route("/play/{playback_id}", get(player::player_page))
         .route("/objects/{*key}", get(objects::get_object))
+        .route("/", get(dashboard::root))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/session", post(dashboard::sign_in_post))
+        .route("/dashboard/logout", post(dashboard::sign_out))
+        .route("/dashboard/{file}", get(dashboard::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

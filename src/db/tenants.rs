@@ -155,6 +155,64 @@ impl Db {
         insert_key(&self.pool, key).await
     }
 
+    /// A dashboard session for key `api_key_id` until `expires_at`.
+    pub async fn create_session(
+        &self,
+        id_hash: &str,
+        api_key_id: &str,
+        csrf: &str,
+        expires_at: i64,
+    ) -> DbResult<()> {
+        let now = now_ms();
+        // Sessions past their time are dropped as new ones are made.
+        sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO dashboard_sessions (id_hash, api_key_id, csrf, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id_hash)
+        .bind(api_key_id)
+        .bind(csrf)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The live session with this hash: its key (still active) and CSRF token.
+    pub async fn find_session(&self, id_hash: &str) -> DbResult<Option<(ApiKey, String)>> {
+        let row = sqlx::query_as::<_, (String,)>(
+            "SELECT s.csrf FROM dashboard_sessions s WHERE s.id_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(id_hash)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((csrf,)) = row else {
+            return Ok(None);
+        };
+        let key = sqlx::query_as::<_, ApiKeyRow>(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL AND id = \
+             (SELECT api_key_id FROM dashboard_sessions WHERE id_hash = $1)"
+        ))
+        .bind(id_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(key.map(|k| (ApiKey::from(k), csrf)))
+    }
+
+    pub async fn delete_session(&self, id_hash: &str) -> DbResult<()> {
+        sqlx::query("DELETE FROM dashboard_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The live (not revoked) key with this secret hash, with its tenant.
     pub async fn find_active_key_by_hash(&self, secret_hash: &str) -> DbResult<Option<ApiKey>> {
         let row = sqlx::query_as::<_, ApiKeyRow>(&format!(
