@@ -21,8 +21,9 @@ pub mod error;
 // -- ingest protocols: RTMP and WHIP publishers in
 pub mod ingest;
 
-// -- services: live broadcasts, VOD jobs, viewer analytics, commerce, webhooks out
+// -- services: live broadcasts, VOD jobs, viewer analytics, commerce, webhooks out, chat
 pub mod analytics;
+pub mod chat;
 pub mod commerce;
 pub mod live;
 pub mod vod;

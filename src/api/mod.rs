@@ -8,6 +8,7 @@ mod audience;
 pub mod auth;
 mod carts;
 mod catalogue;
+mod chat;
 mod cmcd_reports;
 mod cors;
 mod dashboard;
@@ -87,6 +88,8 @@ pub struct Shared {
     /// Country of a client address (`playback.geoip_mmdb`), when configured.
     pub geoip: Option<Arc<maxminddb::Reader<Vec<u8>>>>,
     pub live: LiveHub,
+    /// Live chat rooms on this server.
+    pub chat: Arc<crate::chat::ChatHub>,
     /// Where publishers push, without the stream key (`rtmp://host:port/live`).
     pub rtmp_url: String,
     /// hls.js for the player page, when installed.

@@ -9,9 +9,9 @@ use utoipa::{Modify, OpenApi};
 use crate::error::{ApiError, ErrorBody};
 
 use super::{
-    AppState, Json, Path, analytics, assets, audience, carts, catalogue, cmcd_reports, dashboard,
-    delivery, health, invoices, live, objects, orders, player, provider_webhooks, revenue,
-    security, stills, subscriptions, tenants, uploads, webhook_endpoints, whep, whip,
+    AppState, Json, Path, analytics, assets, audience, carts, catalogue, chat, cmcd_reports,
+    dashboard, delivery, health, invoices, live, objects, orders, player, provider_webhooks,
+    revenue, security, stills, subscriptions, tenants, uploads, webhook_endpoints, whep, whip,
 };
 
 #[derive(OpenApi)]
@@ -54,7 +54,7 @@ use super::{
         objects::get_object, whip::publish_with_bearer, whip::publish_with_key, whip::end_session,
         whip::patch_session, whep::play, whep::end_session, whep::patch_session,
         openapi_json, docs, docs_file, dashboard::root, dashboard::page, dashboard::sign_in_post,
-        dashboard::sign_out, dashboard::asset,
+        dashboard::sign_out, dashboard::asset, chat::connect, chat::list, chat::hide,
     ),
     modifiers(&BearerKeys, &EveryOperation),
     tags(
@@ -67,6 +67,11 @@ use super::{
         (name = "commerce", description = "Products, prices, tax rates, discount codes, customers and carts"),
         (name = "playback", description = "What players and viewers fetch: playlists, segments, keys, stills, WHEP, the player page"),
         (name = "webhooks", description = "Webhook endpoints: signed events out, delivery logs, retries"),
+        (name = "chat", description = "Live chat: `GET /chat/{playback_id}` is a WebSocket of JSON text frames. \
+The client sends `{\"type\": \"send\", \"text\"}` (1 to 500 characters; 3 in 2 s, then 10 s of silence). \
+The server sends `welcome` `{name, color}`, `history` `{messages}` (the last 50 visible), `message` (a ChatMessageView), \
+`hidden` `{id}` and `error` `{code: invalid | slow_down | unavailable, message, retry_after_s?}`; it pings every 20 s. \
+A reader that falls 256 messages behind is closed (1008) rather than slowing the room."),
         (name = "dashboard", description = "The creator dashboard's pages and sign-in (it calls this API with its session)"),
         (name = "operations", description = "Health, readiness and metrics"),
     )

@@ -14,7 +14,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use super::{
-    AppState, analytics, assets, audience, carts, catalogue, cmcd_reports, cors, dashboard,
+    AppState, analytics, assets, audience, carts, catalogue, chat, cmcd_reports, cors, dashboard,
     delivery, health, idempotency, invoices, limits, live, objects, openapi, orders, player,
     provider_webhooks, revenue, security, stills, subscriptions, telemetry, tenants, uploads,
     webhook_endpoints, whep, whip,
@@ -153,6 +153,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry",
             post(webhook_endpoints::retry),
+        )
+        .route("/chat/{playback_id}", get(chat::connect))
+        .route("/v1/live-streams/{id}/chat/messages", get(chat::list))
+        .route(
+            "/v1/live-streams/{id}/chat/messages/{message_id}/hide",
+            post(chat::hide),
         )
         .route("/v1/subscriptions", get(subscriptions::list))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))

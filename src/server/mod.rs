@@ -199,6 +199,7 @@ pub async fn build(
         analytics: crate::analytics::Analytics::start(db.clone(), config.analytics.clone()),
         geoip,
         live,
+        chat: Default::default(),
         rtmp_url: rtmp_url.to_string(),
         hlsjs,
         docs_ui,

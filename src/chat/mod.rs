@@ -1,0 +1,295 @@
+//! Live chat rooms: one per live stream, fanning each message out to its members.
+//!
+//! A member is a bounded queue of serialized messages. Fan-out never waits: a member whose
+//! queue is full (a reader slower than the room) is dropped, and its connection closed, so
+//! it never slows the others. Flood control, names and colours live here too; the
+//! WebSocket itself is `api::chat`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+/// Messages one member may have waiting before it is dropped.
+pub const QUEUE: usize = 256;
+/// Members one room may have.
+pub const MAX_PER_ROOM: usize = 5000;
+/// Connections one address may hold, all rooms together.
+pub const MAX_PER_ADDRESS: usize = 20;
+/// Characters one message may have.
+pub const MAX_TEXT: usize = 500;
+/// Visible messages sent on joining.
+pub const HISTORY: i64 = 50;
+
+/// Flood control: `BURST` messages in `WINDOW`, then silence for `TIMEOUT`.
+const BURST: usize = 3;
+const WINDOW: Duration = Duration::from_secs(2);
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every room on this server.
+#[derive(Default)]
+pub struct ChatHub {
+    rooms: Mutex<HashMap<String, Arc<Room>>>,
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+    next_id: AtomicU64,
+}
+
+/// One live stream's room.
+#[derive(Default)]
+pub struct Room {
+    members: Mutex<HashMap<u64, mpsc::Sender<Arc<str>>>>,
+}
+
+/// Why a connection may not join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefusal {
+    RoomFull,
+    TooManyFromAddress,
+}
+
+/// A member's place in a room: leaves it (and frees its address's slot) when dropped.
+pub struct Membership {
+    hub: Arc<ChatHub>,
+    room_key: String,
+    room: Arc<Room>,
+    id: u64,
+    address: Option<IpAddr>,
+}
+
+impl ChatHub {
+    /// Joins the room of `live_stream_id`; the receiver gets every message sent to it.
+    pub fn join(
+        self: &Arc<Self>,
+        live_stream_id: &str,
+        address: Option<IpAddr>,
+    ) -> Result<(Membership, mpsc::Receiver<Arc<str>>), JoinRefusal> {
+        if let Some(ip) = address {
+            let mut counts = self.per_address.lock().unwrap();
+            let n = counts.entry(ip).or_default();
+            if *n >= MAX_PER_ADDRESS {
+                return Err(JoinRefusal::TooManyFromAddress);
+            }
+            *n += 1;
+        }
+        let room = self
+            .rooms
+            .lock()
+            .unwrap()
+            .entry(live_stream_id.to_string())
+            .or_default()
+            .clone();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let membership = Membership {
+            hub: self.clone(),
+            room_key: live_stream_id.to_string(),
+            room: room.clone(),
+            id,
+            address,
+        };
+        let mut members = room.members.lock().unwrap();
+        if members.len() >= MAX_PER_ROOM {
+            drop(members);
+            return Err(JoinRefusal::RoomFull); // the membership's drop frees the address
+        }
+        members.insert(id, tx);
+        drop(members);
+        Ok((membership, rx))
+    }
+
+    /// Sends `message` (serialized) to every member of the room of `live_stream_id`.
+    pub fn send(&self, live_stream_id: &str, message: &serde_json::Value) {
+        let room = self.rooms.lock().unwrap().get(live_stream_id).cloned();
+        if let Some(room) = room {
+            room.send(Arc::from(message.to_string()));
+        }
+    }
+
+    /// Members of the room of `live_stream_id` now.
+    pub fn members(&self, live_stream_id: &str) -> usize {
+        self.rooms
+            .lock()
+            .unwrap()
+            .get(live_stream_id)
+            .map_or(0, |r| r.members.lock().unwrap().len())
+    }
+}
+
+impl Room {
+    /// Fan-out without waiting: a member that cannot take the message now is dropped.
+    fn send(&self, message: Arc<str>) {
+        let mut members = self.members.lock().unwrap();
+        members.retain(|_, tx| tx.try_send(message.clone()).is_ok());
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let empty = {
+            let mut members = self.room.members.lock().unwrap();
+            members.remove(&self.id);
+            members.is_empty()
+        };
+        if empty {
+            let mut rooms = self.hub.rooms.lock().unwrap();
+            if rooms
+                .get(&self.room_key)
+                .is_some_and(|r| Arc::ptr_eq(r, &self.room) && r.members.lock().unwrap().is_empty())
+            {
+                rooms.remove(&self.room_key);
+            }
+        }
+        if let Some(ip) = self.address {
+            let mut counts = self.hub.per_address.lock().unwrap();
+            if let Some(n) = counts.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// One member's flood control.
+#[derive(Debug, Default)]
+pub struct Flood {
+    sent: VecDeque<Instant>,
+    silent_until: Option<Instant>,
+}
+
+impl Flood {
+    /// Whether a message may be sent at `now`; else how long until one may.
+    pub fn allow(&mut self, now: Instant) -> Result<(), Duration> {
+        if let Some(until) = self.silent_until {
+            if now < until {
+                return Err(until - now);
+            }
+            self.silent_until = None;
+            self.sent.clear();
+        }
+        while self.sent.front().is_some_and(|t| now - *t >= WINDOW) {
+            self.sent.pop_front();
+        }
+        if self.sent.len() >= BURST {
+            self.silent_until = Some(now + TIMEOUT);
+            return Err(TIMEOUT);
+        }
+        self.sent.push_back(now);
+        Ok(())
+    }
+}
+
+/// A message's text as kept: control characters removed (line breaks become spaces),
+/// trimmed; `None` if nothing is left or it is longer than [`MAX_TEXT`].
+pub fn clean_text(raw: &str) -> Option<String> {
+    let text: String = raw
+        .chars()
+        .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
+        .filter(|c| !c.is_control())
+        .collect();
+    let text = text.trim();
+    (!text.is_empty() && text.chars().count() <= MAX_TEXT).then(|| text.to_string())
+}
+
+/// A display name from a token's viewer (printable, at most 32 characters).
+pub fn display_name(viewer: &str) -> String {
+    let name: String = viewer
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(32)
+        .collect();
+    let name = name.trim();
+    if name.is_empty() {
+        "viewer".into()
+    } else {
+        name.to_string()
+    }
+}
+
+/// A colour for `viewer`, always the same one.
+pub fn color(viewer: &str) -> &'static str {
+    const PALETTE: [&str; 10] = [
+        "#ff7a59", "#ffb020", "#3ecf8e", "#38bdf8", "#a78bfa", "#f472b6", "#facc15", "#34d399",
+        "#60a5fa", "#fb7185",
+    ];
+    let h = viewer
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    PALETTE[h as usize % PALETTE.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_messages_in_two_seconds_then_ten_seconds_of_silence() {
+        let mut f = Flood::default();
+        let t = Instant::now();
+        assert!(f.allow(t).is_ok());
+        assert!(f.allow(t + Duration::from_millis(100)).is_ok());
+        assert!(f.allow(t + Duration::from_millis(200)).is_ok());
+        assert_eq!(f.allow(t + Duration::from_millis(300)), Err(TIMEOUT));
+        assert!(f.allow(t + Duration::from_secs(5)).is_err());
+        assert!(f.allow(t + Duration::from_millis(10_301)).is_ok());
+        // At a calm pace nothing is refused.
+        let mut f = Flood::default();
+        for i in 0..20 {
+            assert!(f.allow(t + Duration::from_millis(700 * i)).is_ok(), "{i}");
+        }
+    }
+
+    #[test]
+    fn texts_names_and_colours() {
+        assert_eq!(clean_text("  hi\nthere\u{0007} "), Some("hi there".into()));
+        assert_eq!(clean_text(" \n "), None);
+        assert_eq!(clean_text(&"a".repeat(MAX_TEXT + 1)), None);
+        assert_eq!(
+            clean_text("<script>alert(1)</script>").unwrap(),
+            "<script>alert(1)</script>"
+        );
+        assert_eq!(display_name(&"x".repeat(50)).len(), 32);
+        assert_eq!(color("ana"), color("ana"));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_its_member_and_not_the_others() {
+        let hub = Arc::new(ChatHub::default());
+        let (_slow, mut slow_rx) = hub.join("s", None).unwrap();
+        let (_fast, mut fast_rx) = hub.join("s", None).unwrap();
+        for i in 0..QUEUE + 10 {
+            hub.send("s", &serde_json::json!({ "n": i }));
+            fast_rx.recv().await.unwrap(); // the fast member keeps up
+        }
+        assert_eq!(hub.members("s"), 1, "the slow member was dropped");
+        let mut got = 0;
+        while slow_rx.recv().await.is_some() {
+            got += 1;
+        }
+        assert_eq!(
+            got, QUEUE,
+            "its queue held what it could, then it was closed"
+        );
+    }
+
+    #[test]
+    fn an_address_holds_at_most_its_share_and_leaving_frees_it() {
+        let hub = Arc::new(ChatHub::default());
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let held: Vec<_> = (0..MAX_PER_ADDRESS)
+            .map(|_| hub.join("s", Some(ip)).unwrap())
+            .collect();
+        assert_eq!(
+            hub.join("s", Some(ip)).err(),
+            Some(JoinRefusal::TooManyFromAddress)
+        );
+        drop(held);
+        let again = hub.join("s", Some(ip));
+        assert!(again.is_ok());
+        assert_eq!(hub.members("s"), 1);
+    }
+}
