@@ -51,6 +51,7 @@ use super::{
         uploads::terminate, uploads::create_direct, uploads::complete_direct, assets::asset_events,
         delivery::master_playlist, delivery::rendition_file, delivery::content_key,
         stills::thumbnail, stills::storyboard, player::player_page, player::hls_js, player::data_js,
+        player::chat_js,
         objects::get_object, whip::publish_with_bearer, whip::publish_with_key, whip::end_session,
         whip::patch_session, whep::play, whep::end_session, whep::patch_session,
         openapi_json, docs, docs_file, dashboard::root, dashboard::page, dashboard::sign_in_post,

@@ -76,13 +76,32 @@ pub async fn player_page(
         Some(LiveState::Offline) => ("offline", "offline: starts when the broadcaster goes live"),
         None => ("video", "loading"),
     };
+    // A live stream's page has its chat beside the video.
+    let chat = if live.is_some() {
+        format!(
+            r#"<aside id="chat" data-playback-id="{playback_id}" data-query="{query}">
+<ol id="chat-messages" aria-live="polite"></ol>
+<p id="chat-status" role="status"></p>
+<form id="chat-form"><input id="chat-text" maxlength="500" autocomplete="off" placeholder="Chat"><button type="submit">Send</button></form>
+</aside>
+<script src="/player/ferrocast-chat.js"></script>"#
+        )
+    } else {
+        String::new()
+    };
     Ok(Html(format!(
         r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>Ferrocast player</title>
-<style>body{{margin:0;background:#000}}video{{width:100vw;height:100vh}}#status{{position:fixed;top:4px;left:6px;color:#ccc;font:12px monospace}}</style>
+<style>body{{margin:0;background:#000;display:flex;height:100vh;overflow:hidden}}video{{flex:1;min-width:0;height:100vh}}#status{{position:fixed;top:4px;left:6px;color:#ccc;font:12px monospace}}
+#chat{{width:320px;display:flex;flex-direction:column;background:#0f1115;color:#e6e8ee;font:14px/1.4 system-ui,sans-serif;border-left:1px solid #262b36}}
+#chat-messages{{flex:1;overflow-y:auto;margin:0;padding:10px 12px;list-style:none}}#chat-messages li{{margin:0 0 6px;word-wrap:break-word}}
+#chat-messages .name{{font-weight:600}}#chat-status{{margin:0;padding:0 12px;color:#ffb020;font-size:12px;min-height:16px}}
+#chat-form{{display:flex;gap:6px;padding:10px 12px;border-top:1px solid #262b36}}#chat-text{{flex:1;background:#171a21;color:#e6e8ee;border:1px solid #262b36;border-radius:6px;padding:8px}}
+#chat-form button{{background:#ff5a36;color:#fff;border:0;border-radius:6px;padding:8px 12px}}</style>
 </head><body>
 <video id="video" controls muted playsinline></video>
 <div id="status" data-state="{page_state}">{label}</div>
+{chat}
 <script src="/play/hls.min.js"></script>
 <script src="/player/ferrocast-data.js"></script>
 <script>
@@ -163,6 +182,20 @@ pub async fn data_js() -> Response {
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
         include_str!("ferrocast-data.js"),
+    )
+        .into_response()
+}
+
+/// `GET /player/ferrocast-chat.js`: the chat beside the player of a live stream.
+#[utoipa::path(get, path = "/player/ferrocast-chat.js", tag = "playback",
+    responses((status = 200, content_type = "text/javascript", body = String)))]
+pub async fn chat_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("ferrocast-chat.js"),
     )
         .into_response()
 }

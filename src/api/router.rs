@@ -283,6 +283,7 @@ pub fn router(state: AppState) -> Router {
         .route("/storyboards/{file}", get(stills::storyboard))
         .route("/play/hls.min.js", get(player::hls_js))
         .route("/player/ferrocast-data.js", get(player::data_js))
+        .route("/player/ferrocast-chat.js", get(player::chat_js))
         .route("/play/{playback_id}", get(player::player_page))
         .route("/objects/{*key}", get(objects::get_object))
         .route("/", get(dashboard::root))
