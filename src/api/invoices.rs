@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Tenant;
-use super::{AppState, Json, List, Page, Path, Query, rfc3339};
+use super::{AppState, Json, List, Page, Path, Query, escape_html, rfc3339};
 use crate::commerce::money::{Currency, Rate};
 use crate::db::{self, InvoiceLine};
 use crate::error::{ApiResult, ErrorBody};
@@ -140,23 +140,7 @@ pub async fn get(
     Ok(Html(page(&invoice, &tenant.name)).into_response())
 }
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The printable page; every value from outside goes through [`escape`].
+/// The printable page; every value from outside goes through [`escape_html`].
 fn page(i: &InvoiceView, seller: &str) -> String {
     let currency = Currency::parse(&i.currency);
     let money = |v: i64| match currency {
@@ -172,11 +156,11 @@ fn page(i: &InvoiceView, seller: &str) -> String {
     for l in &i.lines {
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} %</td><td>{}</td><td>{}</td></tr>\n",
-            escape(&l.description),
+            escape_html(&l.description),
             l.quantity,
             money(l.unit_amount),
             money(l.discount),
-            escape(&l.tax_rate),
+            escape_html(&l.tax_rate),
             money(l.tax),
             money(l.total)
         ));
@@ -193,15 +177,15 @@ fn page(i: &InvoiceView, seller: &str) -> String {
 {rows}</table>
 <p>Subtotal {subtotal}<br>Discount {discount}<br>Tax {tax}<br><strong>Total {total}</strong></p>
 </body></html>"#,
-        number = escape(&i.number),
-        seller = escape(seller),
-        issued = escape(&i.issued_at),
-        order = escape(&i.order_id),
-        customer = escape(i.customer_email.as_deref().unwrap_or(&i.customer_id)),
+        number = escape_html(&i.number),
+        seller = escape_html(seller),
+        issued = escape_html(&i.issued_at),
+        order = escape_html(&i.order_id),
+        customer = escape_html(i.customer_email.as_deref().unwrap_or(&i.customer_id)),
         country = i
             .country
             .as_deref()
-            .map(|c| format!(", {}", escape(c)))
+            .map(|c| format!(", {}", escape_html(c)))
             .unwrap_or_default(),
         subtotal = money(i.subtotal),
         discount = money(i.discount),

@@ -10,8 +10,9 @@ use crate::error::{ApiError, ErrorBody};
 
 use super::{
     AppState, Json, Path, analytics, assets, audience, carts, catalogue, chat, cmcd_reports,
-    dashboard, delivery, health, invoices, live, objects, orders, player, provider_webhooks,
-    revenue, security, stills, subscriptions, tenants, uploads, webhook_endpoints, whep, whip,
+    dashboard, delivery, escape_html, health, invoices, live, objects, orders, player,
+    provider_webhooks, revenue, security, stills, subscriptions, tenants, uploads,
+    webhook_endpoints, whep, whip,
 };
 
 #[derive(OpenApi)]
@@ -492,8 +493,8 @@ fn route_list() -> String {
                 let summary = op.summary.clone().unwrap_or_default();
                 rows.push_str(&format!(
                     "<tr><td><code>{method}</code></td><td><code>{}</code></td><td>{}</td></tr>\n",
-                    escape(path),
-                    escape(&summary)
+                    escape_html(path),
+                    escape_html(&summary)
                 ));
             }
         }
@@ -510,10 +511,4 @@ run <code>make</code> (it installs swagger-ui-dist from npm).</p>
 <table>{rows}</table>
 </body></html>"#
     )
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

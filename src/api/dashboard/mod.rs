@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::AppState;
 use super::auth::{SESSION_COOKIE, cookie, hash_hex};
+use super::{AppState, escape_html};
 use crate::db::Role;
 use crate::error::{ApiError, ErrorBody};
 
@@ -153,13 +153,7 @@ pub async fn sign_in_post(
         "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         SESSION_MS / 1000
     );
-    let mut r = Redirect::to("/dashboard").into_response();
-    *r.status_mut() = StatusCode::SEE_OTHER;
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("ascii"),
-    );
-    r
+    to_dashboard(&cookie)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -202,14 +196,18 @@ pub async fn sign_out(
             Err(e) => return ApiError::from(e).into_response(),
         }
     }
+    to_dashboard(&format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+    ))
+}
+
+/// `303` to the dashboard, setting `cookie`.
+fn to_dashboard(cookie: &str) -> Response {
     let mut r = Redirect::to("/dashboard").into_response();
     *r.status_mut() = StatusCode::SEE_OTHER;
     r.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&format!(
-            "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
-        ))
-        .expect("ascii"),
+        HeaderValue::from_str(cookie).expect("ascii"),
     );
     r
 }
@@ -269,22 +267,6 @@ fn html(status: StatusCode, body: &str) -> Response {
         .into_response()
 }
 
-/// `s` safe in HTML text and attribute values.
-pub(super) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn frame(title: &str, body: &str, head: &str) -> String {
     format!(
         r#"<!doctype html>
@@ -296,7 +278,7 @@ fn frame(title: &str, body: &str, head: &str) -> String {
 
 fn sign_in(error: Option<&str>) -> String {
     let error = error
-        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape(e)))
+        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, escape_html(e)))
         .unwrap_or_default();
     frame(
         "Sign in",
@@ -319,8 +301,8 @@ fn sign_in(error: Option<&str>) -> String {
 }
 
 fn dashboard(tenant: &str, csrf: &str) -> String {
-    let tenant = escape(tenant);
-    let csrf = escape(csrf);
+    let tenant = escape_html(tenant);
+    let csrf = escape_html(csrf);
     frame(
         "Dashboard",
         &format!(
