@@ -158,6 +158,23 @@ async fn a_session_cookie_calls_the_api_and_nothing_else_can_use_it() {
     );
     let (status, s) = api(&server, "POST", "/v1/live-streams", &cookie, Some(&csrf)).await;
     assert_eq!(status, 201, "{s}");
+    // A second session cookie (planted by a sibling site) makes neither count.
+    let planted = format!("{cookie}; ferrocast_session=planted");
+    assert_eq!(
+        api(&server, "GET", "/v1/live-streams", &planted, None)
+            .await
+            .0,
+        401
+    );
+    // A browser saying the form comes from another site is refused.
+    let r = raw_client()
+        .post(server.url("/dashboard/session"))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("api_key", key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     // Admin routes stay closed to a tenant's session.
     assert_eq!(
         api(&server, "GET", "/v1/tenants", &cookie, None).await.0,

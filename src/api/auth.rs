@@ -152,17 +152,19 @@ pub const SESSION_COOKIE: &str = "ferrocast_session";
 /// something.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// The value of cookie `name`, if the request has it.
+/// The value of cookie `name`, if the request has it once. Twice is none: another site
+/// under the same domain may have planted a second (a narrower path comes first).
 pub(super) fn cookie<'h>(headers: &'h axum::http::HeaderMap, name: &str) -> Option<&'h str> {
-    headers
+    let mut values = headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| v);
+    let first = values.next()?;
+    (values.next().is_none() && !first.is_empty()).then_some(first)
 }
 
 /// The API key behind a dashboard session cookie. A request that changes something must

@@ -17,11 +17,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::access::ClientIp;
+use axum::http::HeaderMap;
+
+use super::access::{ClientIp, Shown, authorize};
 use super::auth::Tenant;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::chat::{self, Flood, JoinRefusal, Membership};
-use crate::db::{ChatMessage, PlaybackPolicy};
+use crate::db::ChatMessage;
 use crate::drm::AUD_VIDEO;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
@@ -89,42 +91,43 @@ pub async fn connect(
     Path(playback_id): Path<String>,
     Query(q): Query<ChatQuery>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let db = &state.jobs.db;
-    let target = db
-        .playback_target(&playback_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("playback id not found".into()))?;
     let live_stream_id = db
         .live_stream_id_for_playback(&playback_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("chat is for live streams".into()))?;
-    let viewer = match q.token.as_deref() {
-        Some(token) => {
-            let verified = state
-                .tokens
-                .verify(token, Some(&playback_id), AUD_VIDEO)
-                .await
-                .map_err(|e| ApiError::Unauthorized(format!("the token does not verify: {e}")))?;
-            if verified
-                .signed_by_tenant
-                .as_ref()
-                .is_some_and(|t| *t != target.tenant_id)
-            {
-                return Err(ApiError::Unauthorized(
-                    "the token is not this stream's".into(),
-                ));
-            }
-            verified.claims.viewer
-        }
-        None if target.policy == PlaybackPolicy::Signed => {
-            return Err(ApiError::Unauthorized(
-                "this stream's chat needs its playback token (?token=)".into(),
-            ));
-        }
-        None => None,
+    // Who may watch may chat: the stream's rules (token, referrer, country) decide.
+    let token = q.token.as_deref();
+    let (target, claims) = authorize(
+        &state,
+        &playback_id,
+        token,
+        AUD_VIDEO,
+        Shown::Protected,
+        &headers,
+        ip.as_deref(),
+    )
+    .await?;
+    // On a public stream the token is not needed, but names the viewer when it verifies.
+    let claims = match (claims, token) {
+        (Some(c), _) => Some(c),
+        (None, Some(t)) => state
+            .tokens
+            .verify(t, Some(&playback_id), AUD_VIDEO)
+            .await
+            .ok()
+            .filter(|v| {
+                v.signed_by_tenant
+                    .as_ref()
+                    .is_none_or(|s| *s == target.tenant_id)
+            })
+            .map(|v| v.claims),
+        (None, None) => None,
     };
+    let viewer = claims.and_then(|c| c.viewer);
     let ws = ws.map_err(|_| {
         ApiError::invalid("this is a WebSocket endpoint: connect with Upgrade: websocket")
     })?;
@@ -140,7 +143,11 @@ pub async fn connect(
             (format!("anon:{id}"), format!("viewer-{short}"))
         }
     };
-    let address = ip.and_then(|a| a.parse::<IpAddr>().ok());
+    // An address that does not read as one counts in one shared bucket, never in none.
+    let address = Some(
+        ip.and_then(|a| a.parse::<IpAddr>().ok())
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+    );
     let (membership, rx) = state
         .chat
         .join(&live_stream_id, address)
@@ -208,10 +215,11 @@ async fn run(
                 Some(text) => if !send(&mut socket, text.to_string()).await { break },
                 None => {
                     // Dropped by the room: this reader could not keep up.
-                    let _ = socket.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    let close = Message::Close(Some(axum::extract::ws::CloseFrame {
                         code: 1008,
                         reason: "too slow to keep up with the chat".into(),
-                    }))).await;
+                    }));
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(close)).await;
                     break;
                 }
             },
@@ -233,7 +241,8 @@ async fn run(
             },
             _ = ping.tick() => {
                 if heard.elapsed() > SILENCE { break }
-                if socket.send(Message::Ping(Default::default())).await.is_err() { break }
+                let ping = socket.send(Message::Ping(Default::default()));
+                if !matches!(tokio::time::timeout(SEND_TIMEOUT, ping).await, Ok(Ok(()))) { break }
             }
         }
     }

@@ -66,6 +66,14 @@ impl ChatHub {
         live_stream_id: &str,
         address: Option<IpAddr>,
     ) -> Result<(Membership, mpsc::Receiver<Arc<str>>), JoinRefusal> {
+        // IPv6 addresses count per /64 (what one subscriber gets).
+        let address = address.map(|ip| match ip {
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            v4 => v4,
+        });
         if let Some(ip) = address {
             let mut counts = self.per_address.lock().unwrap();
             let n = counts.entry(ip).or_default();
@@ -74,29 +82,29 @@ impl ChatHub {
             }
             *n += 1;
         }
-        let room = self
-            .rooms
-            .lock()
-            .unwrap()
-            .entry(live_stream_id.to_string())
-            .or_default()
-            .clone();
         let (tx, rx) = mpsc::channel(QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Rooms, then members (as leaving locks them): a room being emptied and removed
+        // now cannot take this member.
+        let mut rooms = self.rooms.lock().unwrap();
+        let room = rooms.entry(live_stream_id.to_string()).or_default().clone();
+        let mut members = room.members.lock().unwrap();
+        let full = members.len() >= MAX_PER_ROOM;
+        if !full {
+            members.insert(id, tx);
+        }
+        drop(members);
+        drop(rooms);
         let membership = Membership {
             hub: self.clone(),
             room_key: live_stream_id.to_string(),
-            room: room.clone(),
+            room,
             id,
             address,
         };
-        let mut members = room.members.lock().unwrap();
-        if members.len() >= MAX_PER_ROOM {
-            drop(members);
+        if full {
             return Err(JoinRefusal::RoomFull); // the membership's drop frees the address
         }
-        members.insert(id, tx);
-        drop(members);
         Ok((membership, rx))
     }
 
@@ -128,17 +136,16 @@ impl Room {
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        let empty = {
+        {
+            let mut rooms = self.hub.rooms.lock().unwrap();
             let mut members = self.room.members.lock().unwrap();
             members.remove(&self.id);
-            members.is_empty()
-        };
-        if empty {
-            let mut rooms = self.hub.rooms.lock().unwrap();
-            if rooms
-                .get(&self.room_key)
-                .is_some_and(|r| Arc::ptr_eq(r, &self.room) && r.members.lock().unwrap().is_empty())
+            if members.is_empty()
+                && rooms
+                    .get(&self.room_key)
+                    .is_some_and(|r| Arc::ptr_eq(r, &self.room))
             {
+                drop(members);
                 rooms.remove(&self.room_key);
             }
         }

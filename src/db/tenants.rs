@@ -185,24 +185,27 @@ impl Db {
 
     /// The live session with this hash: its key (still active) and CSRF token.
     pub async fn find_session(&self, id_hash: &str) -> DbResult<Option<(ApiKey, String)>> {
-        let row = sqlx::query_as::<_, (String,)>(
-            "SELECT s.csrf FROM dashboard_sessions s WHERE s.id_hash = $1 AND s.expires_at > $2",
-        )
+        #[derive(FromRow)]
+        struct Found {
+            #[sqlx(flatten)]
+            key: ApiKeyRow,
+            csrf: String,
+        }
+        let columns = KEY_COLUMNS
+            .split(", ")
+            .map(|c| format!("k.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let found = sqlx::query_as::<_, Found>(&format!(
+            "SELECT {columns}, s.csrf FROM dashboard_sessions s \
+             JOIN api_keys k ON k.id = s.api_key_id \
+             WHERE s.id_hash = $1 AND s.expires_at > $2 AND k.revoked_at IS NULL"
+        ))
         .bind(id_hash)
         .bind(now_ms())
         .fetch_optional(&self.pool)
         .await?;
-        let Some((csrf,)) = row else {
-            return Ok(None);
-        };
-        let key = sqlx::query_as::<_, ApiKeyRow>(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL AND id = \
-             (SELECT api_key_id FROM dashboard_sessions WHERE id_hash = $1)"
-        ))
-        .bind(id_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(key.map(|k| (ApiKey::from(k), csrf)))
+        Ok(found.map(|f| (ApiKey::from(f.key), f.csrf)))
     }
 
     pub async fn delete_session(&self, id_hash: &str) -> DbResult<()> {

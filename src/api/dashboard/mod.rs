@@ -12,6 +12,7 @@ use axum::extract::{Form, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
 use super::auth::{SESSION_COOKIE, cookie, hash_hex};
 use super::{AppState, escape_html};
@@ -184,7 +185,7 @@ pub async fn sign_out(
     if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
         let hash = hash_hex(secret);
         match state.jobs.db.find_session(&hash).await {
-            Ok(Some((_, csrf))) if csrf == form.csrf => {
+            Ok(Some((_, csrf))) if bool::from(csrf.as_bytes().ct_eq(form.csrf.as_bytes())) => {
                 if let Err(e) = state.jobs.db.delete_session(&hash).await {
                     return ApiError::from(e).into_response();
                 }
@@ -215,6 +216,14 @@ fn to_dashboard(cookie: &str) -> Response {
 /// A form from another site is refused: its `Origin`, when the browser sends one, must be
 /// this server as the browser reached it (`Host`).
 fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    // Browsers that send Fetch Metadata say where a request comes from outright.
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && site != "same-origin"
+    {
+        return Err(ApiError::Forbidden(
+            "this form can only be sent from the dashboard itself".into(),
+        ));
+    }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
