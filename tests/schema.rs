@@ -31,9 +31,13 @@ async fn schemathesis_finds_nothing_the_openapi_document_does_not_allow() {
     let schemathesis = std::path::Path::new(&python).with_file_name("schemathesis");
     let schema = server.url("/openapi.json");
     let used_seed = seed.clone();
+    // Schemathesis keeps a cache where it runs: a folder of its own, not the checkout.
+    let workdir = tempfile::tempdir().unwrap();
+    let cwd = workdir.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         common::output_within(
             Command::new(&schemathesis)
+                .current_dir(&cwd)
                 .env(
                     "PYTHONPATH",
                     concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fakes"),
