@@ -408,23 +408,23 @@ async fn live_suite(db: &Db, a: &str, b: &str) {
     );
     let prefix = Some("tenants/a/live/x/1/");
     assert!(
-        !db.has_entitlement_to_media(a, "pb-rec", prefix, "ann")
+        !db.has_entitlement_to_media(a, "pb-rec", prefix, "ann", true)
             .await
             .unwrap()
     );
     db.create_entitlement(a, "pb-a", "ann", None).await.unwrap();
     assert!(
-        db.has_entitlement_to_media(a, "pb-rec", prefix, "ann")
+        db.has_entitlement_to_media(a, "pb-rec", prefix, "ann", true)
             .await
             .unwrap()
     );
     assert!(
-        !db.has_entitlement_to_media(b, "pb-rec", prefix, "ann")
+        !db.has_entitlement_to_media(b, "pb-rec", prefix, "ann", true)
             .await
             .unwrap()
     );
     assert!(
-        !db.has_entitlement_to_media(a, "pb-rec", None, "ann")
+        !db.has_entitlement_to_media(a, "pb-rec", None, "ann", true)
             .await
             .unwrap()
     );

@@ -1078,10 +1078,15 @@ async fn master_key_rotation_rewraps_every_key_while_serving_and_recordings_stil
         15,
     )
     .await;
+    // The page says a purchase is needed instead of starting a player, and the key itself
+    // is refused to that token whatever page asks for it.
+    assert_eq!(denied.state, "purchase_required", "{denied:?}");
     assert!(
-        denied.current_time == 0.0 && !denied.key_loaded && denied.key_failures > 0,
+        denied.current_time == 0.0 && !denied.key_loaded,
         "{denied:?}"
     );
+    let r = server.client.get(&key_uri).send().await.unwrap();
+    assert_eq!(r.status(), 403, "{key_uri}");
 
     // No content key is in clear anywhere on disk, before or after the rotation.
     server.assert_nowhere_on_disk(&before).await;

@@ -141,6 +141,41 @@ pub(super) async fn authorize(
         .playback_target(playback_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("playback id not found".into()))?;
+    Ok(judge(
+        state,
+        playback_id,
+        target,
+        token,
+        audience,
+        shown,
+        headers,
+        client_ip,
+        Rental::Start,
+    )
+    .await??)
+}
+
+/// Whether looking at an entitlement starts a rental's clock: a play does, a page that only
+/// says what the viewer could do does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rental {
+    Start,
+    Look,
+}
+
+/// [`authorize`]'s decision for a known target: the denial itself, for a page that explains it.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn judge(
+    state: &AppState,
+    playback_id: &str,
+    target: PlaybackTarget,
+    token: Option<&str>,
+    audience: &str,
+    shown: Shown,
+    headers: &HeaderMap,
+    client_ip: Option<&str>,
+    rental: Rental,
+) -> ApiResult<Result<(PlaybackTarget, Option<PlaybackClaims>), Denial>> {
     let public = target.policy != PlaybackPolicy::Signed;
     let requires_entitlement = target.requires_entitlement && shown == Shown::Clear;
     let token = match token {
@@ -154,10 +189,13 @@ pub(super) async fn authorize(
     };
     let host = || page_host(headers);
     let country = || viewer_country(state, headers, client_ip);
-    let grant = decide(Facts {
+    let grant = match decide(Facts {
         requires_entitlement,
         ..Facts::media(&target.tenant_id, public, token, &host, &country)
-    })?;
+    }) {
+        Ok(grant) => grant,
+        Err(denial) => return Ok(Err(denial)),
+    };
     let grant = match &grant.entitlement_of {
         Some(viewer) => {
             let holds = state
@@ -168,13 +206,17 @@ pub(super) async fn authorize(
                     playback_id,
                     target.prefix.as_deref(),
                     viewer,
+                    rental == Rental::Start,
                 )
                 .await?;
-            grant.entitled(holds)?
+            match grant.entitled(holds) {
+                Ok(grant) => grant,
+                Err(denial) => return Ok(Err(denial)),
+            }
         }
         None => grant,
     };
-    Ok((target, grant.claims))
+    Ok(Ok((target, grant.claims)))
 }
 
 /// Why a key request got no key: a denial (audited), or a failure on the way.
@@ -261,6 +303,7 @@ pub(super) async fn key_access(
                 &playback_id,
                 target.prefix.as_deref(),
                 viewer,
+                true,
             )
             .await?;
         grant.entitled(holds)?;

@@ -1,13 +1,20 @@
 //! Audience over time: the peak of concurrent viewers per minute (hour, day), and a VOD
-//! asset's audience retention curve.
+//! asset's audience retention curve; and the viewers of one stream now, for its player.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::access::{ClientIp, Shown, TokenQuery, authorize, token_from};
 use super::analytics::{Timeframe, granularity, timeframe};
 use super::auth::Tenant;
 use super::{AppState, Json, Path, Query, rfc3339};
+use crate::drm::AUD_VIDEO;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -164,5 +171,77 @@ pub async fn retention(
             from: rfc3339(from),
             to: rfc3339(to),
         },
+    }))
+}
+
+/// Concurrent viewers of one playback id, as its player page shows them.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"playback_id": "8f3a9c2e41d04b7f", "concurrent_viewers": 1284}))]
+pub struct Watching {
+    pub playback_id: String,
+    pub concurrent_viewers: u64,
+}
+
+/// A tenant's realtime counts, kept a few seconds: every viewer's page asks, and one answer
+/// serves them all.
+#[derive(Default)]
+pub struct ViewerCounts(std::sync::Mutex<HashMap<String, (Instant, Counts)>>);
+
+/// Viewers now, by playback id.
+type Counts = Arc<BTreeMap<String, u64>>;
+
+const COUNTS_TTL: Duration = Duration::from_secs(5);
+/// Tenants whose counts are kept at once; past it, expired ones are forgotten.
+const COUNTS_KEPT: usize = 10_000;
+
+impl ViewerCounts {
+    async fn of(&self, state: &AppState, tenant_id: &str) -> Counts {
+        if let Some((at, counts)) = self.0.lock().unwrap().get(tenant_id)
+            && at.elapsed() < COUNTS_TTL
+        {
+            return counts.clone();
+        }
+        let counts = Arc::new(state.analytics.realtime(tenant_id).await);
+        let mut kept = self.0.lock().unwrap();
+        if kept.len() >= COUNTS_KEPT {
+            kept.retain(|_, (at, _)| at.elapsed() < COUNTS_TTL);
+        }
+        if kept.len() < COUNTS_KEPT {
+            kept.insert(tenant_id.to_string(), (Instant::now(), counts.clone()));
+        }
+        counts
+    }
+}
+
+/// Viewers of one stream or asset now (as `/v1/analytics/realtime` counts them, at most
+/// 5 s old), for its player: allowed to whoever may open its page (a token for signed media).
+#[utoipa::path(get, path = "/v1/analytics/realtime/{playback_id}", tag = "analytics",
+    params(("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media")),
+    responses((status = 200, body = Watching), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn realtime_one(
+    State(state): State<AppState>,
+    Path(playback_id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> ApiResult<Json<Watching>> {
+    if !super::player::plausible_id(&playback_id) {
+        return Err(ApiError::NotFound("playback id not found".into()));
+    }
+    let token = token_from(&q, &headers);
+    let (target, _) = authorize(
+        &state,
+        &playback_id,
+        token.as_deref(),
+        AUD_VIDEO,
+        Shown::Protected,
+        &headers,
+        ip.as_deref(),
+    )
+    .await?;
+    let counts = state.viewer_counts.of(&state, &target.tenant_id).await;
+    Ok(Json(Watching {
+        concurrent_viewers: counts.get(&playback_id).copied().unwrap_or(0),
+        playback_id,
     }))
 }

@@ -6,6 +6,7 @@ mod analytics;
 mod assets;
 mod audience;
 pub mod auth;
+mod branding;
 mod carts;
 mod catalogue;
 mod chat;
@@ -14,6 +15,7 @@ mod cors;
 mod dashboard;
 mod delivery;
 pub mod delivery_cache;
+mod embed;
 mod health;
 mod idempotency;
 mod invoices;
@@ -27,6 +29,7 @@ mod provider_webhooks;
 pub use provider_webhooks::unverified_webhook_limiter;
 mod revenue;
 mod router;
+mod safe_css;
 mod security;
 pub mod stills;
 mod subscriptions;
@@ -114,6 +117,8 @@ pub struct Shared {
     pub api_limits: limits::ApiLimits,
     /// Tiers viewers bought, looked up for segment requests (api/delivery.rs).
     pub bought_caps: delivery::BoughtCaps,
+    /// Realtime viewer counts the player pages ask for, kept a few seconds.
+    pub viewer_counts: audience::ViewerCounts,
 }
 
 /// Rate limits of the key endpoint.

@@ -9,9 +9,9 @@ use utoipa::{Modify, OpenApi};
 use crate::error::{ApiError, ErrorBody};
 
 use super::{
-    AppState, Json, Path, analytics, assets, audience, carts, catalogue, chat, cmcd_reports,
-    dashboard, delivery, escape_html, health, invoices, live, objects, orders, player,
-    provider_webhooks, revenue, security, stills, subscriptions, tenants, uploads,
+    AppState, Json, Path, analytics, assets, audience, branding, carts, catalogue, chat,
+    cmcd_reports, dashboard, delivery, embed, escape_html, health, invoices, live, objects, orders,
+    player, provider_webhooks, revenue, security, stills, subscriptions, tenants, uploads,
     webhook_endpoints, whep, whip,
 };
 
@@ -52,7 +52,9 @@ use super::{
         uploads::terminate, uploads::create_direct, uploads::complete_direct, assets::asset_events,
         delivery::master_playlist, delivery::rendition_file, delivery::content_key,
         stills::thumbnail, stills::storyboard, player::player_page, player::hls_js, player::data_js,
-        player::chat_js,
+        player::chat_js, player::player_js, player::player_css, player::embed_page,
+        embed::snippet, embed::oembed, branding::get_branding, branding::set_branding,
+        audience::realtime_one,
         objects::get_object, whip::publish_with_bearer, whip::publish_with_key, whip::end_session,
         whip::patch_session, whep::play, whep::end_session, whep::patch_session,
         openapi_json, docs, docs_file, dashboard::root, dashboard::page, dashboard::sign_in_post,

@@ -229,6 +229,9 @@ pub struct Checkout {
     pub customer_id: Option<String>,
     /// Or the buyer's email: the tenant's customer with it, or a new one.
     pub email: Option<String>,
+    /// Or a playback token (of this tenant) whose `viewer` is a customer id: how a viewer's
+    /// page, holding only a publishable key, buys for the viewer it plays for.
+    pub playback_token: Option<String>,
     /// The buyer's billing address: its country (ISO 3166-1 alpha-2) and, where tax differs
     /// by region, its region. It sets the tax as the cart's does, and the order is priced
     /// with it.
@@ -244,6 +247,38 @@ pub struct CheckoutView {
     pub customer_id: String,
     pub total: i64,
     pub currency: String,
+}
+
+/// The customer a playback token names: verified, of `tenant` (signed by its key, or by
+/// the server's for one of its playback ids), with a `viewer` that is one of its customers.
+async fn token_viewer(state: &AppState, tenant: &str, token: &str) -> ApiResult<String> {
+    let refused = |why: &str| ApiError::Forbidden(format!("playback_token: {why}"));
+    let verified = state
+        .tokens
+        .verify(token, None, crate::drm::AUD_VIDEO)
+        .await
+        .map_err(|e| refused(&e.to_string()))?;
+    let owner = match verified.signed_by_tenant {
+        Some(t) => Some(t),
+        None => state
+            .jobs
+            .db
+            .playback_target(&verified.claims.sub)
+            .await?
+            .map(|t| t.tenant_id),
+    };
+    if owner.as_deref() != Some(tenant) {
+        return Err(refused("not a token of this tenant"));
+    }
+    let viewer = verified
+        .claims
+        .viewer
+        .ok_or_else(|| refused("the token names no viewer"))?;
+    match state.jobs.db.get_customer(tenant, &viewer).await {
+        Ok(c) => Ok(c.id),
+        Err(crate::db::DbError::NotFound(_)) => Err(refused("its viewer is not a customer")),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn web_url(what: &str, u: &str) -> ApiResult<()> {
@@ -316,7 +351,12 @@ pub async fn checkout(
         )));
     }
     // The buyer.
-    let customer_id = match (&priced.cart.customer_id, &body.customer_id, &body.email) {
+    let viewer = match &body.playback_token {
+        Some(token) => Some(token_viewer(&state, tenant, token).await?),
+        None => None,
+    };
+    let named = body.customer_id.as_ref().or(viewer.as_ref());
+    let customer_id = match (&priced.cart.customer_id, named, &body.email) {
         (Some(c), _, _) => c.clone(),
         (None, Some(c), _) => db.get_customer(tenant, c).await?.id,
         (None, None, Some(email)) => {

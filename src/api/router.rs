@@ -14,10 +14,10 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use super::{
-    AppState, analytics, assets, audience, carts, catalogue, chat, cmcd_reports, cors, dashboard,
-    delivery, health, idempotency, invoices, limits, live, objects, openapi, orders, player,
-    provider_webhooks, revenue, security, stills, subscriptions, telemetry, tenants, uploads,
-    webhook_endpoints, whep, whip,
+    AppState, analytics, assets, audience, branding, carts, catalogue, chat, cmcd_reports, cors,
+    dashboard, delivery, embed, health, idempotency, invoices, limits, live, objects, openapi,
+    orders, player, provider_webhooks, revenue, security, stills, subscriptions, telemetry,
+    tenants, uploads, webhook_endpoints, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -196,6 +196,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/analytics/views", get(analytics::list_views))
         .route("/v1/analytics/views/{id}", get(analytics::get_view))
         .route("/v1/analytics/realtime", get(analytics::realtime))
+        .route(
+            "/v1/analytics/realtime/{playback_id}",
+            get(audience::realtime_one),
+        )
         .route("/v1/analytics/concurrency", get(audience::concurrency))
         .route("/v1/analytics/revenue", get(revenue::revenue))
         .route(
@@ -284,7 +288,16 @@ pub fn router(state: AppState) -> Router {
         .route("/play/hls.min.js", get(player::hls_js))
         .route("/player/ferrocast-data.js", get(player::data_js))
         .route("/player/ferrocast-chat.js", get(player::chat_js))
+        .route("/player/ferrocast-player.js", get(player::player_js))
+        .route("/player/ferrocast-player.css", get(player::player_css))
         .route("/play/{playback_id}", get(player::player_page))
+        .route("/embed/{playback_id}", get(player::embed_page))
+        .route("/oembed", get(embed::oembed))
+        .route("/v1/playback-ids/{playback_id}/embed", get(embed::snippet))
+        .route(
+            "/v1/branding",
+            get(branding::get_branding).put(branding::set_branding),
+        )
         .route("/objects/{*key}", get(objects::get_object))
         .route("/", get(dashboard::root))
         .route("/dashboard", get(dashboard::page))

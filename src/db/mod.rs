@@ -5,6 +5,7 @@
 //! BIGINT Unix-millisecond times), so handlers never branch on the backend.
 
 mod analytics;
+mod branding;
 mod chat;
 mod commerce;
 mod concurrency;
@@ -27,6 +28,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use analytics::{FILTER_COLUMNS, RollupGroup, StartupSample, StoredView};
+pub use branding::{Branding, Offer};
 pub use chat::ChatMessage;
 pub use commerce::{
     Cart, CartPrice, Customer, DiscountCode, MAX_CART_ITEMS, NewPrice, Price, Product,

@@ -308,9 +308,10 @@ impl Db {
         playback_id: &str,
         prefix: Option<&str>,
         viewer: &str,
+        start_rental: bool,
     ) -> DbResult<bool> {
         // A rental counted from the first play has its clock started by this, its first
-        // key request.
+        // key request (not by a page that only looks).
         let now = now_ms();
         let (n, unstarted): (i64, i64) = sqlx::query_as(&format!(
             "SELECT COUNT(*), COUNT(play_window_ms) FROM entitlements WHERE {ENTITLED}"
@@ -322,7 +323,7 @@ impl Db {
         .bind(prefix.unwrap_or(""))
         .fetch_one(&self.pool)
         .await?;
-        if unstarted > 0 {
+        if unstarted > 0 && start_rental {
             sqlx::query(&format!(
                 "UPDATE entitlements SET expires_at = $3 + play_window_ms, play_window_ms = NULL \
                  WHERE play_window_ms IS NOT NULL AND {ENTITLED}"

@@ -210,6 +210,7 @@ pub async fn build(
         unverified_webhooks: api::unverified_webhook_limiter(),
         api_limits: Default::default(),
         bought_caps: Default::default(),
+        viewer_counts: Default::default(),
     });
     Ok((state, startup))
 }

@@ -45,6 +45,8 @@ try {
   while (Date.now() < deadline) {
     const state = await page.evaluate(() => {
       const video = document.getElementById("video");
+      // A page that cannot play shows a notice instead of a player: its state says why.
+      if (!video) return { noPlayer: true, state: window.player ? window.player.state : null };
       const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
       return {
         currentTime: video.currentTime,
@@ -60,6 +62,7 @@ try {
         startupMs: window.player.startupMs,
       };
     });
+    if (state.noPlayer) { result.state = state.state; break; }
     const now = Date.now();
     if (state.frames > 0 && result.firstFrameTime === null) result.firstFrameTime = state.currentTime;
     if (state.frames > lastFrames) {
@@ -79,7 +82,7 @@ try {
     await new Promise((r) => setTimeout(r, 250));
   }
   // Leave the page as a viewer would: its analytics end the view on pagehide.
-  result.watchMs = await page.evaluate(() => window.player.playAt === null ? null : Date.now() - window.player.playAt);
+  result.watchMs = await page.evaluate(() => !window.player || window.player.playAt == null ? null : Date.now() - window.player.playAt);
   await page.goto("about:blank", { timeout: 5000 }).catch(() => {});
   await new Promise((r) => setTimeout(r, 500));
 } finally {
