@@ -64,6 +64,30 @@ async fn say(socket: &mut Socket, text: &str) {
         .unwrap();
 }
 
+/// The next message whose text is `text`, skipping others.
+async fn until_text(socket: &mut Socket, text: &str) -> Value {
+    loop {
+        let m = next_of(socket, "message").await;
+        if m["text"] == text {
+            return m;
+        }
+    }
+}
+
+/// A token naming `viewer` (on a public stream it only names them).
+async fn viewer_token(server: &TestServer, key: &str, playback_id: &str, viewer: &str) -> String {
+    let (status, t) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(key),
+            Some(json!({"playback_id": playback_id, "viewer": viewer})),
+        )
+        .await;
+    assert_eq!(status, 201, "{t}");
+    t["token"].as_str().unwrap().to_string()
+}
+
 async fn public_stream(server: &TestServer, key: &str) -> (String, String) {
     let (status, s) = server
         .call(
@@ -86,14 +110,15 @@ async fn viewers_chat_in_real_time_with_history_flood_control_and_moderation() {
     let (_, key) = server.create_tenant("Chatty").await;
     let (stream_id, playback_id) = public_stream(&server, &key).await;
 
-    let mut ana = join(&server, &playback_id, None).await;
+    // Two viewers whose tokens name them (flood control counts each viewer, and anonymous
+    // viewers by address: these two share one).
+    let t = viewer_token(&server, &key, &playback_id, "ana").await;
+    let mut ana = join(&server, &playback_id, Some(&t)).await;
     let welcome = next_of(&mut ana, "welcome").await;
-    assert!(
-        welcome["name"].as_str().unwrap().starts_with("viewer-"),
-        "{welcome}"
-    );
+    assert_eq!(welcome["name"], "ana");
     assert_eq!(next_of(&mut ana, "history").await["messages"], json!([]));
-    let mut bob = join(&server, &playback_id, None).await;
+    let t = viewer_token(&server, &key, &playback_id, "bob").await;
+    let mut bob = join(&server, &playback_id, Some(&t)).await;
     next_of(&mut bob, "history").await;
 
     // Each sees the other's message within a second, as text.
@@ -150,6 +175,11 @@ async fn viewers_chat_in_real_time_with_history_flood_control_and_moderation() {
 
     // A viewer joining now gets the visible history, oldest first.
     let mut cy = join(&server, &playback_id, None).await;
+    let welcome = next_of(&mut cy, "welcome").await;
+    assert!(
+        welcome["name"].as_str().unwrap().starts_with("viewer-"),
+        "an anonymous name: {welcome}"
+    );
     let history = next_of(&mut cy, "history").await;
     let texts: Vec<&str> = history["messages"]
         .as_array()
@@ -231,8 +261,9 @@ async fn a_reader_that_stops_reading_never_delays_the_others_and_an_address_has_
     // Talkers (each within its flood allowance) fill the stalled viewer's queues: as many
     // as one address may hold, 20 connections with the two above.
     let mut talkers = Vec::new();
-    for _ in 0..18 {
-        let mut t = join(&server, &playback_id, None).await;
+    for i in 0..18 {
+        let token = viewer_token(&server, &key, &playback_id, &format!("talker-{i}")).await;
+        let mut t = join(&server, &playback_id, Some(&token)).await;
         next_of(&mut t, "history").await;
         talkers.push(t);
     }
@@ -329,6 +360,277 @@ async fn two_viewers_chat_beside_the_player_in_chromium_and_a_hidden_message_van
     println!(
         "a message reached the other viewer's page in {} ms",
         seen["latencyMs"]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderators_time_out_and_ban_and_slow_and_entitled_only_modes_hold_with_badges() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Moderated").await;
+    let (stream_id, playback_id) = public_stream(&server, &key).await;
+    let rules = format!("/v1/live-streams/{stream_id}/chat/rules");
+    let (status, r) = server
+        .call(
+            "PUT",
+            &rules,
+            Some(&key),
+            Some(json!({"slow_mode_s": 0, "entitled_only": false, "moderators": ["mia", "mia"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["moderators"], json!(["mia"]));
+    for bad in [
+        json!({"slow_mode_s": -1, "entitled_only": false, "moderators": []}),
+        json!({"slow_mode_s": 3601, "entitled_only": false, "moderators": []}),
+        json!({"slow_mode_s": 0, "entitled_only": false, "moderators": [""]}),
+    ] {
+        assert_eq!(
+            server.call("PUT", &rules, Some(&key), Some(bad)).await.0,
+            400
+        );
+    }
+    // Ann bought access: a supporter.
+    let (status, e) = server
+        .call(
+            "POST",
+            "/v1/entitlements",
+            Some(&key),
+            Some(json!({"playback_id": playback_id, "viewer": "ann"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{e}");
+    let socket = |viewer: &'static str| {
+        let server = &server;
+        let key = key.clone();
+        let playback_id = playback_id.clone();
+        async move {
+            let t = viewer_token(server, &key, &playback_id, viewer).await;
+            let mut s = join(server, &playback_id, Some(&t)).await;
+            let welcome = next_of(&mut s, "welcome").await;
+            next_of(&mut s, "history").await;
+            (s, welcome)
+        }
+    };
+    let (mut mia, w) = socket("mia").await;
+    assert_eq!(
+        (w["moderator"].clone(), w["supporter"].clone()),
+        (json!(true), json!(false))
+    );
+    let (mut ann, w) = socket("ann").await;
+    assert_eq!(
+        (w["moderator"].clone(), w["supporter"].clone()),
+        (json!(false), json!(true))
+    );
+    let (mut bob, _) = socket("bob").await;
+
+    // Badges travel with the messages.
+    say(&mut ann, "hi all").await;
+    assert_eq!(
+        until_text(&mut mia, "hi all").await["badges"],
+        json!(["supporter"])
+    );
+    say(&mut mia, "welcome").await;
+    assert_eq!(
+        until_text(&mut bob, "welcome").await["badges"],
+        json!(["moderator"])
+    );
+
+    // A viewer cannot moderate; a moderator times Bob out: his messages vanish, the room is
+    // told, and he cannot write until it ends (or the creator lifts it).
+    say(&mut bob, "buy cheap followers").await;
+    let spam = until_text(&mut mia, "buy cheap followers").await;
+    bob.send(Message::Text(
+        json!({"type": "hide", "id": spam["id"]}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_of(&mut bob, "error").await["code"], "forbidden");
+    mia.send(Message::Text(
+        json!({"type": "timeout", "id": spam["id"], "duration_s": 60})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_of(&mut ann, "hidden").await["id"], spam["id"]);
+    let told = next_of(&mut ann, "moderation").await;
+    assert_eq!(
+        (&told["action"], &told["name"]),
+        (&json!("timeout"), &json!("bob"))
+    );
+    say(&mut bob, "again").await;
+    let refused = next_of(&mut bob, "error").await;
+    assert_eq!(refused["code"], "banned", "{refused}");
+    assert!(refused["retry_after_s"].as_i64().unwrap() > 50, "{refused}");
+    let bans = format!("/v1/live-streams/{stream_id}/chat/bans");
+    let (_, list) = server.call("GET", &bans, Some(&key), None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["name"], "bob");
+    let lift = format!("{bans}/{}", list[0]["id"].as_str().unwrap());
+    assert_eq!(server.call("DELETE", &lift, Some(&key), None).await.0, 204);
+    assert_eq!(server.call("DELETE", &lift, Some(&key), None).await.0, 404);
+    say(&mut bob, "sorry").await;
+    until_text(&mut ann, "sorry").await;
+
+    // An anonymous viewer is banned by the creator: a new connection from the same address
+    // is still banned (anonymous viewers count by address).
+    let mut anon = join(&server, &playback_id, None).await;
+    next_of(&mut anon, "history").await;
+    say(&mut anon, "trolling").await;
+    let troll = until_text(&mut ann, "trolling").await;
+    let (status, ban) = server
+        .call(
+            "POST",
+            &bans,
+            Some(&key),
+            Some(json!({"message_id": troll["id"], "reason": "trolling"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{ban}");
+    assert_eq!(ban["until"], Value::Null);
+    drop(anon);
+    let mut again = join(&server, &playback_id, None).await;
+    next_of(&mut again, "history").await;
+    say(&mut again, "I am back").await;
+    assert_eq!(next_of(&mut again, "error").await["code"], "banned");
+    // A moderator cannot ban a moderator.
+    say(&mut mia, "mod message").await;
+    let own = until_text(&mut ann, "mod message").await;
+    mia.send(Message::Text(
+        json!({"type": "ban", "id": own["id"]}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_of(&mut mia, "error").await["code"], "invalid");
+
+    // Slow mode: everyone is told; one message per 2 s, moderators exempt.
+    let (status, _) = server
+        .call(
+            "PUT",
+            &rules,
+            Some(&key),
+            Some(json!({"slow_mode_s": 2, "entitled_only": false, "moderators": ["mia"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(next_of(&mut ann, "rules").await["slow_mode_s"], 2);
+    // Past Ann's last message by the slow mode's 2 s (and her flood window).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    say(&mut ann, "one").await;
+    until_text(&mut bob, "one").await;
+    say(&mut ann, "two").await;
+    let slow = next_of(&mut ann, "error").await;
+    assert_eq!(slow["code"], "slow_mode", "{slow}");
+    assert_eq!(slow["retry_after_s"], 2.0);
+    for i in 0..4 {
+        say(&mut mia, &format!("mod {i}")).await;
+    }
+    for i in 0..4 {
+        until_text(&mut bob, &format!("mod {i}")).await;
+    }
+
+    // Entitled-only: Bob (no entitlement) may not write, Ann may.
+    let (status, _) = server
+        .call(
+            "PUT",
+            &rules,
+            Some(&key),
+            Some(json!({"slow_mode_s": 0, "entitled_only": true, "moderators": ["mia"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(next_of(&mut bob, "rules").await["entitled_only"], true);
+    say(&mut bob, "can I?").await;
+    assert_eq!(next_of(&mut bob, "error").await["code"], "entitled_only");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    say(&mut ann, "supporters here").await;
+    until_text(&mut bob, "supporters here").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_replays_its_chat_at_the_moments_it_was_sent_in_chromium() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Replay").await;
+    let (status, s) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(&key),
+            Some(
+                json!({"playback_policy": "public", "ladder": "passthrough", "record": true,
+                "reconnect_window_s": 0}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    let playback_id = s["playback_id"].as_str().unwrap().to_string();
+    let publish = format!(
+        "{}/{}",
+        s["rtmp_url"].as_str().unwrap(),
+        s["stream_key"].as_str().unwrap()
+    );
+    let mut ffmpeg = common::media::ffmpeg_publish(&publish, 640, 360, 20);
+    let master = format!("/hls/{playback_id}/master.m3u8");
+    common::media::eventually("the live playlist", Duration::from_secs(30), || async {
+        (server.get_text(&master).await.0 == 200).then_some(())
+    })
+    .await;
+    // Two messages six seconds apart during the broadcast.
+    let t = viewer_token(&server, &key, &playback_id, "ana").await;
+    let mut ana = join(&server, &playback_id, Some(&t)).await;
+    next_of(&mut ana, "history").await;
+    say(&mut ana, "kick-off").await;
+    let first = until_text(&mut ana, "kick-off").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    say(&mut ana, "what a goal").await;
+    let second = until_text(&mut ana, "what a goal").await;
+    drop(ana);
+    assert!(ffmpeg.wait(Duration::from_secs(40)).await, "ffmpeg failed");
+    let recording = common::media::eventually("the recording", Duration::from_secs(60), || async {
+        server
+            .state
+            .jobs
+            .db
+            .list_assets(&tenant_id, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.status == ferrocast::db::AssetStatus::Ready)
+    })
+    .await;
+    let shots = concat!(env!("CARGO_TARGET_TMPDIR"), "/screenshots");
+    std::fs::create_dir_all(shots).unwrap();
+    let seen = common::media::browser_script(
+        "chat_replay.cjs",
+        vec![
+            server.url(&format!("/play/{}", recording.playback_id)),
+            shots.into(),
+            "60".into(),
+        ],
+        90,
+    )
+    .await;
+    assert_eq!(seen["error"], Value::Null, "{seen}");
+    assert_eq!(seen["problems"], json!([]), "{seen}");
+    assert_eq!(seen["messages"], 2, "{seen}");
+    let shown = seen["shown"].as_array().unwrap();
+    assert_eq!(shown.len(), 2, "{seen}");
+    for (s, sent) in shown.iter().zip([&first, &second]) {
+        assert_eq!(s["id"], sent["id"]);
+        // Shown once the video reached the moment it was sent, within a second (the page
+        // looks at each timeupdate).
+        let late = s["shownAt"].as_f64().unwrap() - sent["at_ms"].as_f64().unwrap();
+        assert!((0.0..1000.0).contains(&late), "{late} ms late: {seen}");
+    }
+    // Six seconds apart on the video too.
+    let apart = shown[1]["videoTime"].as_f64().unwrap() - shown[0]["videoTime"].as_f64().unwrap();
+    assert!((5.0..7.5).contains(&apart), "{apart} s apart: {seen}");
+    println!(
+        "replayed chat: shown {:.0} and {:.0} ms after the video reached their times, {apart:.2} s apart",
+        shown[0]["shownAt"].as_f64().unwrap() - first["at_ms"].as_f64().unwrap(),
+        shown[1]["shownAt"].as_f64().unwrap() - second["at_ms"].as_f64().unwrap()
     );
     server.stop().await;
 }

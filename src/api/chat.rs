@@ -1,10 +1,10 @@
-//! Live chat: a WebSocket per live stream at `/chat/{playback_id}`, and the REST side a
-//! creator moderates with (history, hiding a message).
+//! Live chat: a WebSocket per live stream at `/chat/{playback_id}`. The REST side a creator
+//! moderates with is [`chat_moderation`](super::chat_moderation).
 //!
-//! Messages are JSON text frames. The client sends `{"type": "send", "text": "…"}`; the
-//! server sends `welcome` (the viewer's name and colour), `history` (the last 50 visible
-//! messages), `message`, `hidden` (a message to remove) and `error` (`invalid`,
-//! `slow_down` with `retry_after_s`). Texts are plain text: clients show them as text.
+//! Messages are JSON text frames (the `chat` tag of the OpenAPI document lists them). Texts
+//! are plain text: clients show them as text. Moderators (viewers the creator names) send
+//! `hide`, `timeout` and `ban` over the same socket, and are exempt from flood control,
+//! slow mode and entitled-only mode.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -20,9 +20,8 @@ use utoipa::{IntoParams, ToSchema};
 use axum::http::HeaderMap;
 
 use super::access::{ClientIp, Shown, authorize};
-use super::auth::Tenant;
-use super::{AppState, Json, List, Page, Path, Query, rfc3339};
-use crate::chat::{self, Flood, JoinRefusal, Membership};
+use super::{AppState, Path, Query, rfc3339};
+use crate::chat::{self, JoinRefusal, Membership};
 use crate::db::ChatMessage;
 use crate::drm::AUD_VIDEO;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -44,7 +43,8 @@ pub struct ChatQuery {
 /// A chat message as the API and the WebSocket show it.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"id": "01a24fd0-6f1e-7d2a-9c41-0b2f6c8e1a11", "name": "ana", "color": "#3ecf8e",
-    "text": "what a goal!", "at": "2026-12-07T09:55:12.345Z", "at_ms": 1796637312345_i64, "hidden": false}))]
+    "text": "what a goal!", "at": "2026-12-07T09:55:12.345Z", "at_ms": 1796637312345_i64, "hidden": false,
+    "badges": ["supporter"]}))]
 pub struct ChatMessageView {
     pub id: String,
     pub name: String,
@@ -55,6 +55,8 @@ pub struct ChatMessageView {
     pub at_ms: i64,
     /// Hidden by moderation (listed to the creator only).
     pub hidden: bool,
+    /// `moderator`, `supporter` (the sender holds an entitlement to the stream).
+    pub badges: Vec<String>,
 }
 
 impl From<&ChatMessage> for ChatMessageView {
@@ -67,17 +69,45 @@ impl From<&ChatMessage> for ChatMessageView {
             at: rfc3339(m.at),
             at_ms: m.at,
             hidden: m.hidden_at.is_some(),
+            badges: m
+                .badges
+                .split(',')
+                .filter(|b| !b.is_empty())
+                .map(str::to_string)
+                .collect(),
         }
     }
 }
 
 /// Who is chatting on one connection.
-struct Chatter {
-    tenant_id: String,
-    live_stream_id: String,
+pub(super) struct Chatter {
+    pub(super) tenant_id: String,
+    pub(super) live_stream_id: String,
+    playback_id: String,
+    prefix: Option<String>,
     viewer: String,
+    /// Whom flood control, slow mode and bans count: `viewer:<id>` for a token's viewer,
+    /// `address:<hash>` for an anonymous one.
+    sender: String,
     name: String,
     color: &'static str,
+    /// Named by the creator in the stream's chat rules.
+    moderator: bool,
+    /// Holds an entitlement to the stream (bought it).
+    supporter: bool,
+}
+
+impl Chatter {
+    fn badges(&self) -> String {
+        let mut b = Vec::new();
+        if self.moderator {
+            b.push("moderator");
+        }
+        if self.supporter {
+            b.push("supporter");
+        }
+        b.join(",")
+    }
 }
 
 /// Join a live stream's chat (WebSocket).
@@ -131,8 +161,14 @@ pub async fn connect(
     let ws = ws.map_err(|_| {
         ApiError::invalid("this is a WebSocket endpoint: connect with Upgrade: websocket")
     })?;
-    let (viewer, name) = match viewer {
-        Some(v) => (v.clone(), chat::display_name(&v)),
+    // An address that does not read as one counts in one shared bucket, never in none.
+    let address = chat::bucket(
+        ip.and_then(|a| a.parse::<IpAddr>().ok())
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+    );
+    let signed_in = viewer.is_some();
+    let (viewer, name, sender) = match viewer {
+        Some(v) => (v.clone(), chat::display_name(&v), format!("viewer:{v}")),
         None => {
             let id = crate::ids::random_secret(9);
             let short: String = id
@@ -140,17 +176,30 @@ pub async fn connect(
                 .filter(char::is_ascii_alphanumeric)
                 .take(4)
                 .collect();
-            (format!("anon:{id}"), format!("viewer-{short}"))
+            // The address itself is not kept: a hash of it with the stream.
+            let hash = crate::api::auth::hash_hex(&format!("{live_stream_id}|{address}"));
+            (
+                format!("anon:{id}"),
+                format!("viewer-{short}"),
+                format!("address:{}", &hash[..32]),
+            )
         }
     };
-    // An address that does not read as one counts in one shared bucket, never in none.
-    let address = Some(
-        ip.and_then(|a| a.parse::<IpAddr>().ok())
-            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-    );
+    let rules = db.chat_rules(&live_stream_id).await?;
+    let moderator = signed_in && rules.moderators.contains(&viewer);
+    let supporter = signed_in
+        && db
+            .has_entitlement_to_media(
+                &target.tenant_id,
+                &playback_id,
+                target.prefix.as_deref(),
+                &viewer,
+                false,
+            )
+            .await?;
     let (membership, rx) = state
         .chat
-        .join(&live_stream_id, address)
+        .join(&live_stream_id, Some(address))
         .map_err(|refusal| match refusal {
             JoinRefusal::TooManyFromAddress => ApiError::TooManyRequests(10),
             JoinRefusal::RoomFull => ApiError::Unavailable("this chat is full".into()),
@@ -158,9 +207,14 @@ pub async fn connect(
     let chatter = Chatter {
         tenant_id: target.tenant_id,
         live_stream_id,
+        playback_id,
+        prefix: target.prefix,
         color: chat::color(&viewer),
         viewer,
+        sender,
         name,
+        moderator,
+        supporter,
     };
     Ok(ws
         .max_message_size(8 * 1024)
@@ -179,8 +233,8 @@ async fn send(socket: &mut WebSocket, text: String) -> bool {
 async fn run(
     state: AppState,
     mut socket: WebSocket,
-    chatter: Chatter,
-    _membership: Membership,
+    mut chatter: Chatter,
+    membership: Membership,
     mut rx: tokio::sync::mpsc::Receiver<std::sync::Arc<str>>,
 ) {
     let history = match state
@@ -196,7 +250,15 @@ async fn run(
         }
     };
     let views: Vec<ChatMessageView> = history.iter().map(ChatMessageView::from).collect();
-    let hello = json!({"type": "welcome", "name": chatter.name, "color": chatter.color});
+    let rules = state
+        .jobs
+        .db
+        .chat_rules(&chatter.live_stream_id)
+        .await
+        .unwrap_or_default();
+    let hello = json!({"type": "welcome", "name": chatter.name, "color": chatter.color,
+        "moderator": chatter.moderator, "supporter": chatter.supporter,
+        "rules": {"slow_mode_s": rules.slow_mode_s, "entitled_only": rules.entitled_only}});
     if !send(&mut socket, hello.to_string()).await
         || !send(
             &mut socket,
@@ -206,7 +268,6 @@ async fn run(
     {
         return;
     }
-    let mut flood = Flood::default();
     let mut ping = tokio::time::interval(PING);
     let mut heard = Instant::now();
     loop {
@@ -226,7 +287,7 @@ async fn run(
             frame = socket.recv() => match frame {
                 Some(Ok(Message::Text(text))) => {
                     heard = Instant::now();
-                    if let Some(answer) = receive(&state, &chatter, &mut flood, &text).await
+                    if let Some(answer) = receive(&state, &mut chatter, &membership, &text).await
                         && !send(&mut socket, answer.to_string()).await
                     {
                         break;
@@ -252,31 +313,150 @@ async fn run(
 struct Incoming {
     r#type: String,
     text: Option<String>,
+    /// A message's id (`hide`, `timeout`, `ban`).
+    id: Option<String>,
+    /// `timeout`: seconds (default 600).
+    duration_s: Option<i64>,
+}
+
+fn error(code: &str, message: &str) -> serde_json::Value {
+    json!({"type": "error", "code": code, "message": message})
 }
 
 /// What the sender is told, if anything, about frame `text`.
 async fn receive(
     state: &AppState,
-    chatter: &Chatter,
-    flood: &mut Flood,
+    chatter: &mut Chatter,
+    membership: &Membership,
     text: &str,
 ) -> Option<serde_json::Value> {
-    let invalid =
-        |message: &str| Some(json!({"type": "error", "code": "invalid", "message": message}));
     let Ok(incoming) = serde_json::from_str::<Incoming>(text) else {
-        return invalid("send {\"type\": \"send\", \"text\": \"…\"}");
+        return Some(error(
+            "invalid",
+            "send {\"type\": \"send\", \"text\": \"…\"}",
+        ));
     };
-    if incoming.r#type != "send" {
-        return invalid("unknown message type");
+    match incoming.r#type.as_str() {
+        "send" => send_message(state, chatter, membership, incoming.text.as_deref()).await,
+        "hide" | "timeout" | "ban" => {
+            if !chatter.moderator {
+                return Some(error("forbidden", "only moderators may do that"));
+            }
+            let Some(id) = incoming.id.as_deref() else {
+                return Some(error("invalid", "name the message: id"));
+            };
+            let done = match incoming.r#type.as_str() {
+                "hide" => super::chat_moderation::hide_message(
+                    state,
+                    &chatter.tenant_id,
+                    &chatter.live_stream_id,
+                    id,
+                )
+                .await
+                .map(|_| ()),
+                kind => {
+                    let until = (kind == "timeout").then(|| incoming.duration_s.unwrap_or(600));
+                    super::chat_moderation::ban_by_message(
+                        state,
+                        &chatter.tenant_id,
+                        &chatter.live_stream_id,
+                        id,
+                        until,
+                        None,
+                        true,
+                    )
+                    .await
+                    .map(|_| ())
+                }
+            };
+            match done {
+                Ok(()) => None,
+                Err(e) => Some(error("invalid", &e.to_string())),
+            }
+        }
+        _ => Some(error("invalid", "unknown message type")),
     }
-    let Some(text) = incoming.text.as_deref().and_then(chat::clean_text) else {
-        return invalid(&format!("a message has 1 to {} characters", chat::MAX_TEXT));
+}
+
+async fn send_message(
+    state: &AppState,
+    chatter: &mut Chatter,
+    membership: &Membership,
+    text: Option<&str>,
+) -> Option<serde_json::Value> {
+    let Some(text) = text.and_then(chat::clean_text) else {
+        return Some(error(
+            "invalid",
+            &format!("a message has 1 to {} characters", chat::MAX_TEXT),
+        ));
     };
-    if let Err(wait) = flood.allow(Instant::now()) {
-        return Some(json!({"type": "error", "code": "slow_down",
-            "message": "too many messages: wait a moment", "retry_after_s": wait.as_secs_f64().ceil()}));
-    }
     let db = &state.jobs.db;
+    let unavailable = || {
+        Some(error(
+            "unavailable",
+            "the message could not be kept; send it again",
+        ))
+    };
+    match db
+        .chat_ban_of(&chatter.live_stream_id, &chatter.sender)
+        .await
+    {
+        Ok(None) => {}
+        Ok(Some(ban)) => {
+            let mut e = error(
+                "banned",
+                if ban.until.is_some() {
+                    "you are timed out of this chat"
+                } else {
+                    "you are banned from this chat"
+                },
+            );
+            if let Some(until) = ban.until {
+                e["until"] = json!(rfc3339(until));
+                e["retry_after_s"] = json!(((until - crate::clock::now_ms()).max(0) + 999) / 1000);
+            }
+            return Some(e);
+        }
+        Err(_) => return unavailable(),
+    }
+    let Ok(rules) = db.chat_rules(&chatter.live_stream_id).await else {
+        return unavailable();
+    };
+    if !chatter.moderator {
+        if rules.entitled_only && !chatter.supporter {
+            // Bought since joining?
+            chatter.supporter = !chatter.viewer.starts_with("anon:")
+                && db
+                    .has_entitlement_to_media(
+                        &chatter.tenant_id,
+                        &chatter.playback_id,
+                        chatter.prefix.as_deref(),
+                        &chatter.viewer,
+                        false,
+                    )
+                    .await
+                    .unwrap_or(false);
+            if !chatter.supporter {
+                return Some(error(
+                    "entitled_only",
+                    "only viewers who bought access may write in this chat",
+                ));
+            }
+        }
+        let slow = std::time::Duration::from_secs(rules.slow_mode_s.max(0).unsigned_abs());
+        match membership.pace(&chatter.sender, slow, Instant::now()) {
+            Ok(()) => {}
+            Err(chat::Wait::Flood(wait)) => {
+                return Some(json!({"type": "error", "code": "slow_down",
+                    "message": "too many messages: wait a moment", "retry_after_s": wait.as_secs_f64().ceil()}));
+            }
+            Err(chat::Wait::SlowMode(wait)) => {
+                return Some(json!({"type": "error", "code": "slow_mode",
+                    "message": format!("slow mode: one message every {} s", rules.slow_mode_s),
+                    "retry_after_s": wait.as_secs_f64().ceil()}));
+            }
+        }
+    }
     let broadcast = db
         .get_live_stream(&chatter.tenant_id, &chatter.live_stream_id)
         .await
@@ -293,57 +473,15 @@ async fn receive(
         text,
         at: crate::clock::now_ms(),
         hidden_at: None,
+        sender: chatter.sender.clone(),
+        badges: chatter.badges(),
     };
     if let Err(e) = db.insert_chat_message(&message).await {
         tracing::warn!(error = %e, "storing a chat message");
-        return Some(
-            json!({"type": "error", "code": "unavailable", "message": "the message could not be kept; send it again"}),
-        );
+        return unavailable();
     }
     let mut out = serde_json::to_value(ChatMessageView::from(&message)).expect("serializes");
     out["type"] = json!("message");
     state.chat.send(&chatter.live_stream_id, &out);
     None
-}
-
-/// A live stream's chat, hidden messages included, oldest first.
-#[utoipa::path(get, path = "/v1/live-streams/{id}/chat/messages", tag = "chat", params(Page),
-    security(("api_key" = [])),
-    responses((status = 200, body = List<ChatMessageView>), (status = 404, body = ErrorBody)))]
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Tenant,
-    Path(id): Path<String>,
-    Query(page): Query<Page>,
-) -> ApiResult<Json<List<ChatMessageView>>> {
-    let limit = page.limit()?;
-    let db = &state.jobs.db;
-    db.get_live_stream(&caller.tenant_id, &id).await?;
-    let items = db
-        .list_chat(&caller.tenant_id, &id, page.cursor.as_deref(), limit)
-        .await?;
-    let views = items.iter().map(ChatMessageView::from).collect();
-    Ok(Json(List::new(views, limit, |m| &m.id)))
-}
-
-/// Hide a message: it disappears for everyone in the chat at once, and from its history.
-#[utoipa::path(post, path = "/v1/live-streams/{id}/chat/messages/{message_id}/hide", tag = "chat",
-    security(("api_key" = [])),
-    responses((status = 200, body = ChatMessageView), (status = 404, body = ErrorBody)))]
-pub async fn hide(
-    State(state): State<AppState>,
-    caller: Tenant,
-    Path((id, message_id)): Path<(String, String)>,
-) -> ApiResult<Json<ChatMessageView>> {
-    let message = state
-        .jobs
-        .db
-        .hide_chat_message(&caller.tenant_id, &id, &message_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("chat message not found".into()))?;
-    state
-        .chat
-        .send(&id, &json!({"type": "hidden", "id": message.id}));
-    tracing::info!(live_stream = %id, message = %message.id, "chat message hidden");
-    Ok(Json(ChatMessageView::from(&message)))
 }

@@ -10,6 +10,7 @@ mod branding;
 mod carts;
 mod catalogue;
 mod chat;
+mod chat_moderation;
 mod cmcd_reports;
 mod cors;
 mod dashboard;

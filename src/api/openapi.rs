@@ -10,9 +10,9 @@ use crate::error::{ApiError, ErrorBody};
 
 use super::{
     AppState, Json, Path, analytics, assets, audience, branding, carts, catalogue, chat,
-    cmcd_reports, dashboard, delivery, embed, escape_html, health, invoices, live, objects, orders,
-    player, provider_webhooks, revenue, security, stills, subscriptions, tenants, uploads,
-    webhook_endpoints, whep, whip,
+    chat_moderation, cmcd_reports, dashboard, delivery, embed, escape_html, health, invoices, live,
+    objects, orders, player, provider_webhooks, revenue, security, stills, subscriptions, tenants,
+    uploads, webhook_endpoints, whep, whip,
 };
 
 #[derive(OpenApi)]
@@ -58,7 +58,9 @@ use super::{
         objects::get_object, whip::publish_with_bearer, whip::publish_with_key, whip::end_session,
         whip::patch_session, whep::play, whep::end_session, whep::patch_session,
         openapi_json, docs, docs_file, dashboard::root, dashboard::page, dashboard::sign_in_post,
-        dashboard::sign_out, dashboard::asset, chat::connect, chat::list, chat::hide,
+        dashboard::sign_out, dashboard::asset, chat::connect, chat_moderation::list, chat_moderation::hide,
+        chat_moderation::create_ban, chat_moderation::list_bans, chat_moderation::lift_ban,
+        chat_moderation::get_rules, chat_moderation::put_rules, chat_moderation::replay,
     ),
     modifiers(&BearerKeys, &EveryOperation),
     tags(
@@ -72,9 +74,13 @@ use super::{
         (name = "playback", description = "What players and viewers fetch: playlists, segments, keys, stills, WHEP, the player page"),
         (name = "webhooks", description = "Webhook endpoints: signed events out, delivery logs, retries"),
         (name = "chat", description = "Live chat: `GET /chat/{playback_id}` is a WebSocket of JSON text frames. \
-The client sends `{\"type\": \"send\", \"text\"}` (1 to 500 characters; 3 in 2 s, then 10 s of silence). \
-The server sends `welcome` `{name, color}`, `history` `{messages}` (the last 50 visible), `message` (a ChatMessageView), \
-`hidden` `{id}` and `error` `{code: invalid | slow_down | unavailable, message, retry_after_s?}`; it pings every 20 s. \
+The client sends `{\"type\": \"send\", \"text\"}` (1 to 500 characters; 3 in 2 s, then 10 s of silence; the stream's slow mode; \
+only entitled viewers in entitled-only mode). A moderator also sends `{\"type\": \"hide\", \"id\"}`, \
+`{\"type\": \"timeout\", \"id\", \"duration_s\"}` and `{\"type\": \"ban\", \"id\"}` (the id of the sender's message). \
+The server sends `welcome` `{name, color, moderator, supporter, rules: {slow_mode_s, entitled_only}}`, `history` `{messages}` \
+(the last 50 visible), `message` (a ChatMessageView), `hidden` `{id}`, `rules` `{slow_mode_s, entitled_only}`, \
+`moderation` `{action: timeout | ban, name, until}` and `error` `{code: invalid | slow_down | slow_mode | banned | \
+entitled_only | forbidden | unavailable, message, retry_after_s?, until?}`; it pings every 20 s. \
 A reader that falls 256 messages behind is closed (1008) rather than slowing the room."),
         (name = "dashboard", description = "The creator dashboard's pages and sign-in (it calls this API with its session)"),
         (name = "operations", description = "Health, readiness and metrics"),

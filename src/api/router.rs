@@ -5,7 +5,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{get, head, patch, post};
+use axum::routing::{delete, get, head, patch, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -14,10 +14,10 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use super::{
-    AppState, analytics, assets, audience, branding, carts, catalogue, chat, cmcd_reports, cors,
-    dashboard, delivery, embed, health, idempotency, invoices, limits, live, objects, openapi,
-    orders, player, provider_webhooks, revenue, security, stills, subscriptions, telemetry,
-    tenants, uploads, webhook_endpoints, whep, whip,
+    AppState, analytics, assets, audience, branding, carts, catalogue, chat, chat_moderation,
+    cmcd_reports, cors, dashboard, delivery, embed, health, idempotency, invoices, limits, live,
+    objects, openapi, orders, player, provider_webhooks, revenue, security, stills, subscriptions,
+    telemetry, tenants, uploads, webhook_endpoints, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -155,10 +155,26 @@ pub fn router(state: AppState) -> Router {
             post(webhook_endpoints::retry),
         )
         .route("/chat/{playback_id}", get(chat::connect))
-        .route("/v1/live-streams/{id}/chat/messages", get(chat::list))
+        .route("/chat/{playback_id}/replay", get(chat_moderation::replay))
+        .route(
+            "/v1/live-streams/{id}/chat/messages",
+            get(chat_moderation::list),
+        )
         .route(
             "/v1/live-streams/{id}/chat/messages/{message_id}/hide",
-            post(chat::hide),
+            post(chat_moderation::hide),
+        )
+        .route(
+            "/v1/live-streams/{id}/chat/bans",
+            get(chat_moderation::list_bans).post(chat_moderation::create_ban),
+        )
+        .route(
+            "/v1/live-streams/{id}/chat/bans/{ban_id}",
+            delete(chat_moderation::lift_ban),
+        )
+        .route(
+            "/v1/live-streams/{id}/chat/rules",
+            get(chat_moderation::get_rules).put(chat_moderation::put_rules),
         )
         .route("/v1/subscriptions", get(subscriptions::list))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))

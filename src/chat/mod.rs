@@ -41,7 +41,29 @@ pub struct ChatHub {
 #[derive(Default)]
 pub struct Room {
     members: Mutex<HashMap<u64, mpsc::Sender<Arc<str>>>>,
+    /// Flood control and slow mode by sender (a viewer, or an anonymous viewer's address),
+    /// whatever connections they send from.
+    senders: Mutex<HashMap<String, Pace>>,
 }
+
+/// One sender's pace in a room.
+#[derive(Debug, Default)]
+struct Pace {
+    flood: Flood,
+    last: Option<Instant>,
+}
+
+/// Why a message may not be sent now, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Flood control: too many at once.
+    Flood(Duration),
+    /// Slow mode: one message per so many seconds.
+    SlowMode(Duration),
+}
+
+/// Senders whose pace a room keeps before it forgets the idle ones.
+const SENDERS_KEPT: usize = 10_000;
 
 /// Why a connection may not join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +81,17 @@ pub struct Membership {
     address: Option<IpAddr>,
 }
 
+/// The address an address counts as: IPv6 per /64 (what one subscriber gets).
+pub fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 impl ChatHub {
     /// Joins the room of `live_stream_id`; the receiver gets every message sent to it.
     pub fn join(
@@ -66,14 +99,7 @@ impl ChatHub {
         live_stream_id: &str,
         address: Option<IpAddr>,
     ) -> Result<(Membership, mpsc::Receiver<Arc<str>>), JoinRefusal> {
-        // IPv6 addresses count per /64 (what one subscriber gets).
-        let address = address.map(|ip| match ip {
-            IpAddr::V6(v6) => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-            v4 => v4,
-        });
+        let address = address.map(bucket);
         if let Some(ip) = address {
             let mut counts = self.per_address.lock().unwrap();
             let n = counts.entry(ip).or_default();
@@ -131,6 +157,27 @@ impl Room {
     fn send(&self, message: Arc<str>) {
         let mut members = self.members.lock().unwrap();
         members.retain(|_, tx| tx.try_send(message.clone()).is_ok());
+    }
+}
+
+impl Membership {
+    /// Whether `sender` may send now, with `slow` between messages (zero: off); counts the
+    /// message if so.
+    pub fn pace(&self, sender: &str, slow: Duration, now: Instant) -> Result<(), Wait> {
+        let mut senders = self.room.senders.lock().unwrap();
+        if senders.len() >= SENDERS_KEPT && !senders.contains_key(sender) {
+            let keep = slow.max(TIMEOUT).max(WINDOW);
+            senders.retain(|_, p| p.last.is_some_and(|t| now - t < keep));
+        }
+        let pace = senders.entry(sender.to_string()).or_default();
+        if let Some(last) = pace.last
+            && now - last < slow
+        {
+            return Err(Wait::SlowMode(slow - (now - last)));
+        }
+        pace.flood.allow(now).map_err(Wait::Flood)?;
+        pace.last = Some(now);
+        Ok(())
     }
 }
 
@@ -248,6 +295,33 @@ mod tests {
         for i in 0..20 {
             assert!(f.allow(t + Duration::from_millis(700 * i)).is_ok(), "{i}");
         }
+    }
+
+    #[test]
+    fn a_sender_is_paced_across_connections_and_slow_mode_spaces_messages() {
+        let hub = Arc::new(ChatHub::default());
+        let (a, _ra) = hub.join("s", None).unwrap();
+        let (b, _rb) = hub.join("s", None).unwrap();
+        let t = Instant::now();
+        let off = Duration::ZERO;
+        // One sender on two connections: one flood allowance.
+        assert!(a.pace("viewer:ann", off, t).is_ok());
+        assert!(b.pace("viewer:ann", off, t).is_ok());
+        assert!(a.pace("viewer:ann", off, t).is_ok());
+        assert_eq!(b.pace("viewer:ann", off, t), Err(Wait::Flood(TIMEOUT)));
+        // Another sender is not held back by it.
+        assert!(a.pace("viewer:bob", off, t).is_ok());
+        // Slow mode: 5 s between messages.
+        let slow = Duration::from_secs(5);
+        assert!(a.pace("viewer:cy", slow, t).is_ok());
+        assert_eq!(
+            b.pace("viewer:cy", slow, t + Duration::from_secs(2)),
+            Err(Wait::SlowMode(Duration::from_secs(3)))
+        );
+        assert!(
+            a.pace("viewer:cy", slow, t + Duration::from_secs(5))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use analytics::{FILTER_COLUMNS, RollupGroup, StartupSample, StoredView};
 pub use branding::{Branding, Offer};
-pub use chat::ChatMessage;
+pub use chat::{ChatBan, ChatMessage, ChatRules};
 pub use commerce::{
     Cart, CartPrice, Customer, DiscountCode, MAX_CART_ITEMS, NewPrice, Price, Product,
     PublishableKey, TaxRate,

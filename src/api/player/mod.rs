@@ -202,7 +202,7 @@ async fn viewer_page(
         "embed": chrome == Chrome::Embed,
     });
     let (status, page_state, label, body) = match decision {
-        Ok(_) => {
+        Ok((target, _)) => {
             let live = state.jobs.db.live_state_for_playback(playback_id).await?;
             let (page_state, label) = match live {
                 Some(LiveState::Live) => ("live", "loading"),
@@ -215,7 +215,18 @@ async fn viewer_page(
                 config["poster"] = json!(format!("/thumbnails/{playback_id}.jpg{query}"));
                 config["storyboard"] = json!(format!("/storyboards/{playback_id}.vtt{query}"));
             }
-            let chat = live.is_some() && chrome == Chrome::Page;
+            // A live stream chats; an ended broadcast or a recording replays its chat.
+            let chat = match (live, chrome, &target.prefix) {
+                (_, Chrome::Embed, _) => None,
+                (Some(LiveState::Live | LiveState::Offline), _, _) => Some(ChatMode::Live),
+                (Some(LiveState::Ended) | None, _, Some(prefix))
+                    if state.jobs.db.has_broadcast_chat(prefix).await? =>
+                {
+                    Some(ChatMode::Replay)
+                }
+                (Some(LiveState::Ended), _, _) => Some(ChatMode::Live),
+                (None, _, _) => None,
+            };
             (
                 StatusCode::OK,
                 page_state,
@@ -260,8 +271,21 @@ async fn viewer_page(
     ))
 }
 
-/// The video, its controls and (for a live page) the chat.
-fn player_markup(playback_id: &str, query: &str, live: Option<LiveState>, chat: bool) -> String {
+/// How the chat beside the video runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChatMode {
+    Live,
+    /// A recording's: the broadcast's messages, each shown when the video reaches it.
+    Replay,
+}
+
+/// The video, its controls and (for a live page, or a recording with chat) the chat.
+fn player_markup(
+    playback_id: &str,
+    query: &str,
+    live: Option<LiveState>,
+    chat: Option<ChatMode>,
+) -> String {
     let offline = matches!(live, Some(LiveState::Offline));
     let mut out = format!(
         r#"<div class="fc-stage" id="stage">
@@ -281,15 +305,24 @@ fn player_markup(playback_id: &str, query: &str, live: Option<LiveState>, chat: 
 </div>"#,
         hidden = if offline { "" } else { " hidden" },
     );
-    if chat {
-        out.push_str(&format!(
-            r#"<aside id="chat" data-playback-id="{playback_id}" data-query="{query}">
-<h2 class="fc-chat-title">Live chat</h2>
+    match chat {
+        Some(ChatMode::Live) => out.push_str(&format!(
+            r#"<aside id="chat" data-playback-id="{playback_id}" data-query="{query}" data-mode="live">
+<h2 class="fc-chat-title">Live chat <span id="chat-rules" class="fc-chat-rules"></span></h2>
 <ol id="chat-messages" aria-live="polite"></ol>
 <p id="chat-status" role="status"></p>
 <form id="chat-form"><input id="chat-text" maxlength="500" autocomplete="off" placeholder="Chat"><button type="submit">Send</button></form>
 </aside>"#
-        ));
+        )),
+        Some(ChatMode::Replay) => out.push_str(&format!(
+            r#"<aside id="chat" data-playback-id="{playback_id}" data-query="{query}" data-mode="replay">
+<h2 class="fc-chat-title">Chat replay</h2>
+<ol id="chat-messages" aria-live="polite"></ol>
+<p id="chat-status" role="status"></p>
+<form id="chat-form" hidden><input id="chat-text"></form>
+</aside>"#
+        )),
+        None => {}
     }
     out
 }
