@@ -61,6 +61,7 @@ bench: apt-deps bench-deps node-deps py-deps rust-toolchain
 	cargo bench --locked --bench webrtc
 	TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$(.ci/postgres-url)}" cargo bench --locked --bench analytics
 	cargo bench --locked --bench commerce
+	cargo bench --locked --bench chat
 
 # The benchmarks' peers, and perf (CPU time of a process to the nanosecond). Debian's nginx
 # package starts its default site on port 80 where services start on install;
@@ -102,7 +103,7 @@ node-deps: $(NPM_DIR)/node_modules/.installed
 $(NPM_DIR)/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
 	@command -v npm >/dev/null || { echo "==> installing Node.js and npm"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }
-	@echo "==> installing hls.js, swagger-ui-dist and playwright-core into $(NPM_DIR)"
+	@echo "==> installing hls.js, swagger-ui-dist, tus-js-client, uPlot and playwright-core into $(NPM_DIR)"
 	mkdir -p $(NPM_DIR)
 	cp tests/browser/package.json tests/browser/package-lock.json $(NPM_DIR)/
 	# SCARF_ANALYTICS=false: swagger-ui-dist's install-time analytics stay off.

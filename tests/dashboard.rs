@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::TestServer;
 use common::media::browser_script;
 use serde_json::{Value, json};
@@ -255,7 +257,53 @@ async fn a_creator_signs_in_and_makes_a_live_stream_in_chromium() {
     let shots = concat!(env!("CARGO_TARGET_TMPDIR"), "/screenshots");
     std::fs::create_dir_all(shots).unwrap();
     let base = server.url("").trim_end_matches('/').to_string();
-    let seen = browser_script("dashboard.cjs", vec![base, key.clone(), shots.into()], 120).await;
+    let media = tempfile::tempdir().unwrap();
+    let file = common::media::make_media(
+        media.path(),
+        "clip.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-t",
+            "6",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ],
+    );
+    let control = tempfile::tempdir().unwrap();
+    let script = tokio::spawn(browser_script(
+        "dashboard.cjs",
+        vec![
+            base,
+            key.clone(),
+            shots.into(),
+            file.to_str().unwrap().into(),
+            control.path().to_str().unwrap().into(),
+        ],
+        300,
+    ));
+    // Once a viewer watched the upload, its view is written out (as the aggregator does
+    // every few seconds) before the page opens Analytics.
+    common::media::eventually(
+        "the page to play the upload",
+        Duration::from_secs(240),
+        || async { control.path().join("played").exists().then_some(()) },
+    )
+    .await;
+    server.state.analytics.flush().await;
+    std::fs::write(control.path().join("flushed"), "").unwrap();
+    let seen = script.await.unwrap();
     assert_eq!(seen["error"], Value::Null, "{seen}");
     assert_eq!(seen["landing"], "/dashboard", "{seen}");
     assert!(seen["docsLinks"].as_u64().unwrap() >= 1);
@@ -277,6 +325,40 @@ async fn a_creator_signs_in_and_makes_a_live_stream_in_chromium() {
         "the page's scripts cannot read the session"
     );
     assert_eq!(seen["rows"], 1);
+    // The upload's progress rose to 100 % and the asset became ready.
+    let progress: Vec<f64> = seen["progress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert_eq!(progress.last(), Some(&100.0), "{progress:?}");
+    let (_, assets) = server.call("GET", "/v1/assets", Some(&key), None).await;
+    assert_eq!(assets["data"][0]["playback_id"], seen["ready"]);
+    assert_eq!(assets["data"][0]["filename"], "clip.mp4");
+    assert_eq!(seen["played"], "playing", "{seen}");
+    // Analytics charted the view.
+    assert!(seen["chartPoints"].as_u64().unwrap() >= 1, "{seen}");
+    assert!(
+        seen["cards"].as_str().unwrap().contains("1\nviews"),
+        "{seen}"
+    );
+    // The product is the API's, for the asset, at 4.99 EUR.
+    assert!(
+        seen["product"].as_str().unwrap().contains("Director's cut"),
+        "{seen}"
+    );
+    let (_, prices) = server.call("GET", "/v1/prices", Some(&key), None).await;
+    assert_eq!(
+        (
+            &prices["data"][0]["unit_amount"],
+            &prices["data"][0]["currency"]
+        ),
+        (&json!(499), &json!("eur")),
+        "{prices}"
+    );
+    assert!(seen["settings"].as_u64().unwrap() >= 1, "{seen}");
     assert_eq!(seen["problems"], json!([]), "{seen}");
     assert!(seen["signedOut"].as_bool().unwrap());
     assert_eq!(seen["notFound"], "This video does not exist");
@@ -286,7 +368,15 @@ async fn a_creator_signs_in_and_makes_a_live_stream_in_chromium() {
         .await;
     assert_eq!(list["data"][0]["stream_key"], seen["streamKey"]);
     assert_eq!(list["data"][0]["rtmp_url"], seen["rtmp"]);
-    for shot in ["sign-in.png", "dashboard.png", "play-not-found.png"] {
+    for shot in [
+        "sign-in.png",
+        "dashboard.png",
+        "dashboard-uploads.png",
+        "dashboard-analytics.png",
+        "dashboard-commerce.png",
+        "dashboard-settings.png",
+        "play-not-found.png",
+    ] {
         let len = std::fs::metadata(format!("{shots}/{shot}")).unwrap().len();
         assert!(len > 5_000, "{shot} is {len} bytes");
     }

@@ -385,7 +385,7 @@ pub fn ratio(a: f64, b: f64) -> String {
 }
 
 /// The benchmarks, in the table's order: each is `cargo bench --bench NAME`.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "ladder",
     "ingest",
     "vod",
@@ -394,6 +394,7 @@ pub const SECTIONS: [&str; 8] = [
     "webrtc",
     "analytics",
     "commerce",
+    "chat",
 ];
 
 /// Stores `rows` as `section`'s lines in `benches/results.json` (the other sections keep

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use axum::http::HeaderMap;
 
-use super::access::{ClientIp, Shown, authorize};
+use super::access::{ClientIp, Shown, TokenQuery, authorize, token_from};
 use super::{AppState, Path, Query, rfc3339};
 use crate::chat::{self, JoinRefusal, Membership};
 use crate::db::ChatMessage;
@@ -35,8 +35,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ChatQuery {
-    /// The stream's playback token: needed for a signed stream; its `viewer` is the name
-    /// shown. Without one, an anonymous name.
+    /// The stream's playback token (or the `ferrocast_token` cookie): needed for a signed
+    /// stream; its `viewer` is the name shown. Without one, an anonymous name.
     pub token: Option<String>,
 }
 
@@ -129,8 +129,16 @@ pub async fn connect(
         .live_stream_id_for_playback(&playback_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("chat is for live streams".into()))?;
-    // Who may watch may chat: the stream's rules (token, referrer, country) decide.
-    let token = q.token.as_deref();
+    // Who may watch may chat: the stream's rules (token, referrer, country) decide. The
+    // token as a player sends it: query, bearer or cookie.
+    let token = token_from(
+        &TokenQuery {
+            token: q.token.clone(),
+            cmcd: None,
+        },
+        &headers,
+    );
+    let token = token.as_deref();
     let (target, claims) = authorize(
         &state,
         &playback_id,

@@ -109,7 +109,13 @@ pub(super) async fn ban_by_message(
         .await?
         .filter(|m| !m.sender.is_empty())
         .ok_or_else(|| ApiError::NotFound("chat message not found".into()))?;
-    if by_moderator && message.badges.split(',').any(|b| b == "moderator") {
+    let moderates = |rules: &ChatRules| {
+        message
+            .sender
+            .strip_prefix("viewer:")
+            .is_some_and(|v| rules.moderators.iter().any(|m| m == v))
+    };
+    if by_moderator && moderates(&db.chat_rules(live_stream_id).await?) {
         return Err(ApiError::Forbidden(
             "moderators cannot ban moderators: the creator can".into(),
         ));

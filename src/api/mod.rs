@@ -76,6 +76,14 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// The dashboard's libraries from npm (served at `/dashboard/lib/…`).
+#[derive(Default)]
+pub struct DashboardLibs {
+    pub tus: Option<bytes::Bytes>,
+    pub uplot: Option<bytes::Bytes>,
+    pub uplot_css: Option<bytes::Bytes>,
+}
+
 /// The state behind [`AppState`].
 pub struct Shared {
     /// Configuration, database, storage, presets, content keys and the public URL: what job
@@ -100,6 +108,8 @@ pub struct Shared {
     pub hlsjs: Option<bytes::Bytes>,
     /// Swagger UI for /docs, when installed.
     pub docs_ui: Option<openapi::DocsUi>,
+    /// The dashboard's npm libraries, when installed.
+    pub dashboard_libs: DashboardLibs,
     pub upload_locks: uploads::UploadLocks,
     /// WHIP publishes in progress on this server.
     pub whip: crate::ingest::whip::WhipSessions,

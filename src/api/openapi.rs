@@ -58,7 +58,7 @@ use super::{
         objects::get_object, whip::publish_with_bearer, whip::publish_with_key, whip::end_session,
         whip::patch_session, whep::play, whep::end_session, whep::patch_session,
         openapi_json, docs, docs_file, dashboard::root, dashboard::page, dashboard::sign_in_post,
-        dashboard::sign_out, dashboard::asset, chat::connect, chat_moderation::list, chat_moderation::hide,
+        dashboard::sign_out, dashboard::asset, dashboard::lib, chat::connect, chat_moderation::list, chat_moderation::hide,
         chat_moderation::create_ban, chat_moderation::list_bans, chat_moderation::lift_ban,
         chat_moderation::get_rules, chat_moderation::put_rules, chat_moderation::replay,
     ),

@@ -320,6 +320,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dashboard/session", post(dashboard::sign_in_post))
         .route("/dashboard/logout", post(dashboard::sign_out))
         .route("/dashboard/{file}", get(dashboard::asset))
+        .route("/dashboard/lib/{file}", get(dashboard::lib))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -178,6 +178,7 @@ pub struct DeliveryConfig {
     pub cache_mib: u64,
     pub hlsjs_path: String,
     pub swagger_ui_dir: String,
+    pub node_modules_dir: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -170,6 +170,7 @@ pub async fn build(
     });
     let hlsjs = load_hlsjs(&config.delivery.hlsjs_path);
     let docs_ui = load_docs_ui(&config.delivery.swagger_ui_dir);
+    let dashboard_libs = load_dashboard_libs(&config.delivery.node_modules_dir);
     let geoip = match config.playback.geoip_mmdb.as_str() {
         "" => None,
         path => Some(Arc::new(
@@ -203,6 +204,7 @@ pub async fn build(
         rtmp_url: rtmp_url.to_string(),
         hlsjs,
         docs_ui,
+        dashboard_libs,
         upload_locks: Default::default(),
         whip: Default::default(),
         whep: Default::default(),
@@ -285,6 +287,31 @@ fn load_docs_ui(configured: &str) -> Option<crate::api::openapi::DocsUi> {
             tracing::warn!(dir = %dir.display(), error = %e, "Swagger UI not found: /docs lists the routes only (run make)");
             None
         }
+    }
+}
+
+/// The dashboard's libraries from the node_modules folder `make` installs (npm), unless
+/// `delivery.node_modules_dir` says otherwise; each one missing is left out.
+fn load_dashboard_libs(configured: &str) -> crate::api::DashboardLibs {
+    let dir = if configured.is_empty() {
+        match std::env::var_os("HOME") {
+            Some(home) => std::path::PathBuf::from(home).join(".cache/ferrocast/npm/node_modules"),
+            None => return Default::default(),
+        }
+    } else {
+        std::path::PathBuf::from(configured)
+    };
+    let read = |name: &str| match std::fs::read(dir.join(name)) {
+        Ok(b) => Some(bytes::Bytes::from(b)),
+        Err(e) => {
+            tracing::warn!(file = %dir.join(name).display(), error = %e, "a dashboard library is missing (run make)");
+            None
+        }
+    };
+    crate::api::DashboardLibs {
+        tus: read("tus-js-client/dist/tus.min.js"),
+        uplot: read("uplot/dist/uPlot.iife.min.js"),
+        uplot_css: read("uplot/dist/uPlot.min.css"),
     }
 }
 

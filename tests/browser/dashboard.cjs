@@ -1,17 +1,31 @@
 // A creator opens the server's root in headless Chromium: lands on the sign-in page (with a
 // link to /docs), is refused with a wrong key, signs in with a tenant API key, makes a live
-// stream and sees it listed with its RTMP URL and stream key, signs out, and finds that an
-// unknown player link says so.
-// Usage: node dashboard.cjs BASE_URL API_KEY SCREENSHOT_DIR
+// stream and sees it listed with its RTMP URL and stream key; uploads FILE through the
+// Uploads tab (tus in the page: its progress events are reported) and waits for the asset to
+// be ready; watches it for a few seconds on its player page, writes CONTROL_DIR/played and
+// waits for CONTROL_DIR/flushed (the test writes the analytics out); opens Analytics and
+// reads the views chart; creates a product with a price for the asset in Commerce; opens
+// Settings; signs out, and finds that an unknown player link says so.
+// Usage: node dashboard.cjs BASE_URL API_KEY SCREENSHOT_DIR FILE CONTROL_DIR
 // Prints one JSON line with what the page showed.
 const { launch } = require("./chromium.cjs");
 
 (async () => {
-const [base, apiKey, shots] = process.argv.slice(2);
+const fs = require("fs");
+const [base, apiKey, shots, file, control] = process.argv.slice(2);
+async function waitFile(path, ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (fs.existsSync(path)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("no " + path);
+}
 const browser = await launch();
 const result = {
   landing: null, docsLinks: 0, refused: null, tenant: null, cookie: null, scriptCookies: null,
-  rows: 0, rtmp: null, streamKey: null, signedOut: false, notFound: null, problems: [], error: null,
+  rows: 0, rtmp: null, streamKey: null, progress: [], ready: null, played: null, chartPoints: null,
+  cards: null, product: null, settings: null, signedOut: false, notFound: null, problems: [], error: null,
 };
 try {
   const context = await browser.newContext();
@@ -42,6 +56,53 @@ try {
   result.rtmp = await page.locator("#streams tbody tr td:nth-child(3) code").first().textContent();
   result.streamKey = await page.locator("#streams tbody tr td:nth-child(4) code").first().textContent();
   await page.screenshot({ path: shots + "/dashboard.png", fullPage: true });
+
+  // Uploads: a file through the page, then processing until ready.
+  await page.click('nav.tabs a[data-tab="uploads"]');
+  await page.evaluate(() => window.dashboard.loaded.uploads);
+  await page.setInputFiles("#file", file);
+  await page.waitForFunction(() => window.dashboard.uploaded === 1, null, { timeout: 60000 });
+  result.progress = await page.evaluate(() => window.dashboard.progress);
+  const ready = page.locator('#assets tbody tr[data-status="ready"]');
+  await ready.waitFor({ timeout: 120000 });
+  result.ready = await ready.locator("td:nth-child(5) a").textContent();
+  await page.waitForFunction(() => { const i = document.querySelector("#assets img.thumb"); return i && i.complete && i.naturalWidth > 0; });
+  await page.screenshot({ path: shots + "/dashboard-uploads.png", fullPage: true });
+
+  // A viewer watches it for a few seconds.
+  const viewer = await context.newPage();
+  await viewer.goto(`${base}/play/${result.ready}`);
+  await viewer.waitForFunction(() => window.player && window.player.startupMs !== null, null, { timeout: 30000 });
+  await new Promise((r) => setTimeout(r, 3000));
+  result.played = await viewer.evaluate(() => window.player.state);
+  await viewer.goto("about:blank");
+  await viewer.close();
+  fs.writeFileSync(control + "/played", "");
+  await waitFile(control + "/flushed", 30000);
+
+  // Analytics: the view on the chart.
+  await page.click('nav.tabs a[data-tab="analytics"]');
+  await page.evaluate(() => window.dashboard.loaded.analytics);
+  await page.waitForSelector("#views-chart canvas");
+  result.chartPoints = Number(await page.locator("#views-chart").getAttribute("data-points"));
+  result.cards = await page.locator("#cards").innerText();
+  await page.screenshot({ path: shots + "/dashboard-analytics.png", fullPage: true });
+
+  // Commerce: a product with a price, for the asset.
+  await page.click('nav.tabs a[data-tab="commerce"]');
+  await page.evaluate(() => window.dashboard.loaded.commerce);
+  await page.fill("#product-name", "Director's cut");
+  await page.fill("#product-playback-ids", result.ready);
+  await page.fill("#product-amount", "4.99");
+  await page.click('#product-form button[type="submit"]');
+  await page.waitForSelector("#products tbody tr");
+  result.product = await page.locator("#products tbody tr").first().innerText();
+  await page.screenshot({ path: shots + "/dashboard-commerce.png", fullPage: true });
+
+  await page.click('nav.tabs a[data-tab="settings"]');
+  await page.evaluate(() => window.dashboard.loaded.settings);
+  result.settings = await page.locator("#keys tbody tr").count();
+  await page.screenshot({ path: shots + "/dashboard-settings.png", fullPage: true });
   await page.click("#logout");
   await page.waitForSelector("#api_key");
   result.signedOut = (await context.cookies()).every((c) => c.name !== "ferrocast_session");

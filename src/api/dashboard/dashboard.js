@@ -1,9 +1,11 @@
 // The dashboard's page script: calls the public /v1 API with the session cookie (sent by
 // the browser) and the session's CSRF token (from the page) on every change. Everything
-// shown is set as text, never as HTML.
+// shown is set as text, never as HTML. Sections: live streams, uploads (tus-js-client, with
+// progress and resuming), analytics (uPlot charts), commerce, settings.
 "use strict";
 
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const $ = (id) => document.getElementById(id);
 
 async function api(method, path, body) {
   const headers = { "Accept": "application/json" };
@@ -24,17 +26,36 @@ async function api(method, path, body) {
   return data;
 }
 
+/// Every item of a paged list (at most `max`).
+async function all(path, max = 1000) {
+  const items = [];
+  let cursor = null;
+  do {
+    const sep = path.includes("?") ? "&" : "?";
+    const page = await api("GET", path + sep + "limit=100" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+    items.push(...page.data);
+    cursor = page.next_cursor;
+  } while (cursor && items.length < max);
+  return items;
+}
+
 function showError(e) {
-  const p = document.getElementById("error");
+  const p = $("error");
   p.textContent = e ? String(e.message || e) : "";
   p.hidden = !e;
 }
 
 function cell(text, className) {
   const td = document.createElement("td");
-  td.textContent = text;
+  td.textContent = text == null ? "" : String(text);
   if (className) td.className = className;
   return td;
+}
+
+function row(...cells) {
+  const tr = document.createElement("tr");
+  tr.append(...cells);
+  return tr;
 }
 
 function copyCell(value, label) {
@@ -59,44 +80,313 @@ function copyCell(value, label) {
   return td;
 }
 
-async function loadStreams() {
-  const tbody = document.querySelector("#streams tbody");
-  const streams = [];
-  let cursor = null;
-  do {
-    const page = await api("GET", "/v1/live-streams?limit=100" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
-    streams.push(...page.data);
-    cursor = page.next_cursor;
-  } while (cursor && streams.length < 1000);
-  tbody.replaceChildren(...streams.map((s) => {
-    const tr = document.createElement("tr");
-    tr.dataset.id = s.id;
-    const play = document.createElement("td");
-    const link = document.createElement("a");
-    link.href = "/play/" + encodeURIComponent(s.playback_id);
-    link.textContent = s.playback_id;
-    play.append(link);
-    tr.append(
-      cell(s.status, "status " + s.status),
-      play,
-      copyCell(s.rtmp_url, "RTMP URL"),
-      copyCell(s.stream_key, "stream key"),
-      cell(s.ingest && s.ingest.video_codec ? `${s.ingest.video_codec} ${s.ingest.width || ""}×${s.ingest.height || ""}` : "", "muted"),
-    );
-    return tr;
-  }));
-  document.getElementById("live-empty").hidden = streams.length > 0;
-  document.getElementById("streams").hidden = streams.length === 0;
+function linkCell(href, text) {
+  const td = document.createElement("td");
+  const a = document.createElement("a");
+  a.href = href;
+  a.textContent = text;
+  td.append(a);
+  return td;
 }
 
-document.getElementById("create-stream").addEventListener("click", async () => {
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
+const duration = (s) => {
+  if (s == null) return "";
+  const m = Math.floor(s / 60), sec = Math.round(s % 60);
+  return `${m}:${String(sec).padStart(2, "0")}`;
+};
+// Minor units as the currency writes them: 999 EUR → €9.99.
+const money = (amount, currency) => {
+  const c = currency.toUpperCase();
+  const digits = new Intl.NumberFormat("en", { style: "currency", currency: c }).resolvedOptions().maximumFractionDigits;
+  return new Intl.NumberFormat(undefined, { style: "currency", currency: c }).format(amount / 10 ** digits);
+};
+
+// --- Sections: one shown at a time, named in the URL's fragment.
+const loaded = {};
+const loaders = {};
+function showTab() {
+  const name = (location.hash || "#live").slice(1);
+  const tab = loaders[name] ? name : "live";
+  document.querySelectorAll("section.tab").forEach((s) => { s.hidden = s.id !== tab; });
+  document.querySelectorAll("nav.tabs a").forEach((a) => a.classList.toggle("current", a.dataset.tab === tab));
+  showError(null);
+  loaded[tab] = loaders[tab]().then(() => true, (e) => { showError(e); return false; });
+  window.dashboard.loaded = loaded;
+  return loaded[tab];
+}
+window.addEventListener("hashchange", showTab);
+
+// --- Live streams.
+loaders.live = async () => {
+  const streams = await all("/v1/live-streams");
+  $("streams").querySelector("tbody").replaceChildren(...streams.map((s) => {
+    const i = s.ingest || {};
+    const ingest = [
+      i.video_codec, i.width && i.height ? `${i.width}×${i.height}` : null, i.fps ? `${Math.round(i.fps)} fps` : null,
+      i.video_bitrate_kbps ? `${Math.round(i.video_bitrate_kbps)} kb/s` : null,
+      Array.isArray(i.renditions) && i.renditions.length ? `${i.renditions.length} renditions` : null,
+    ].filter(Boolean).join(" · ");
+    const reset = document.createElement("button");
+    reset.type = "button";
+    reset.className = "copy";
+    reset.textContent = "Reset key";
+    reset.addEventListener("click", async () => {
+      if (!confirm("A new stream key disconnects the current publisher. Reset it?")) return;
+      try { await api("POST", `/v1/live-streams/${encodeURIComponent(s.id)}/reset-stream-key`); await loaders.live(); } catch (e) { showError(e); }
+    });
+    const actions = document.createElement("td");
+    actions.append(reset);
+    const tr = row(
+      cell(s.status, "status " + s.status),
+      linkCell("/play/" + encodeURIComponent(s.playback_id), s.playback_id),
+      copyCell(s.rtmp_url, "RTMP URL"),
+      copyCell(s.stream_key, "stream key"),
+      copyCell(`${location.origin}/whip/${s.stream_key}`, "WHIP URL"),
+      cell(ingest, "muted"),
+      actions,
+    );
+    tr.dataset.id = s.id;
+    return tr;
+  }));
+  $("live-empty").hidden = streams.length > 0;
+  $("streams").hidden = streams.length === 0;
+};
+
+$("create-stream").addEventListener("click", async () => {
   showError(null);
   try {
     await api("POST", "/v1/live-streams", {});
-    await loadStreams();
+    await loaders.live();
   } catch (e) {
     showError(e);
   }
 });
 
-window.dashboard = { ready: loadStreams().then(() => true, (e) => { showError(e); return false; }) };
+// --- Uploads: tus (resumable, resuming after a reload), progress, then the asset's own
+// processing progress over Server-Sent Events.
+const watching = new Map();
+function watchAsset(asset) {
+  if (watching.has(asset.id) || asset.status === "ready" || asset.status === "errored") return;
+  const events = new EventSource(`/v1/assets/${encodeURIComponent(asset.id)}/events`);
+  watching.set(asset.id, events);
+  events.addEventListener("asset", (e) => {
+    const a = JSON.parse(e.data);
+    const tr = document.querySelector(`#assets tr[data-id="${CSS.escape(a.id)}"]`);
+    if (tr) tr.replaceWith(assetRow(a));
+    if (a.status === "ready" || a.status === "errored") {
+      events.close();
+      watching.delete(a.id);
+      if (a.filename && $("upload-name").textContent === a.filename) $("upload-percent").textContent = `100 % · ${a.status}`;
+    }
+  });
+  events.addEventListener("error", () => { events.close(); watching.delete(asset.id); });
+}
+
+function assetRow(a) {
+  const thumb = document.createElement("td");
+  if (a.status === "ready" && a.playback_policy === "public") {
+    const img = document.createElement("img");
+    img.className = "thumb";
+    img.alt = "";
+    img.src = `/thumbnails/${encodeURIComponent(a.playback_id)}.jpg?width=160`;
+    thumb.append(img);
+  }
+  const status = a.status === "processing" && a.progress != null ? `processing ${Math.round(a.progress)} %` : a.status;
+  const tr = row(
+    thumb,
+    cell(status, "status " + a.status),
+    cell(a.filename || (a.source === "live" ? "recording" : "")),
+    cell(duration(a.duration_s)),
+    linkCell("/play/" + encodeURIComponent(a.playback_id), a.playback_id),
+    cell(when(a.created_at), "muted"),
+  );
+  tr.dataset.id = a.id;
+  tr.dataset.status = a.status;
+  return tr;
+}
+
+loaders.uploads = async () => {
+  const assets = await all("/v1/assets", 500);
+  $("assets").querySelector("tbody").replaceChildren(...assets.map(assetRow));
+  $("assets-empty").hidden = assets.length > 0;
+  assets.forEach(watchAsset);
+};
+
+async function upload(file) {
+  showError(null);
+  if (!window.tus) { showError("the upload library is not installed on this server (run make)"); return; }
+  const box = $("upload");
+  box.hidden = false;
+  $("upload-name").textContent = file.name;
+  const progress = $("upload-progress");
+  window.dashboard.progress = [];
+  const options = {
+    endpoint: "/v1/uploads",
+    chunkSize: 8 * 1024 * 1024,
+    retryDelays: [0, 1000, 3000, 5000, 10000],
+    metadata: { filename: file.name, filetype: file.type || "application/octet-stream", playback_policy: "public" },
+    headers: { "X-CSRF-Token": csrf },
+    storeFingerprintForResuming: true,
+    removeFingerprintOnSuccess: true,
+    onProgress(sent, total) {
+      const percent = total ? (sent / total) * 100 : 0;
+      progress.value = percent;
+      $("upload-percent").textContent = `${Math.floor(percent)} %`;
+      window.dashboard.progress.push(percent);
+    },
+    onError(e) { showError(e); },
+    async onSuccess() {
+      progress.value = 100;
+      $("upload-percent").textContent = "100 % · processing";
+      window.dashboard.uploaded = (window.dashboard.uploaded || 0) + 1;
+      await loaders.uploads().catch(showError);
+    },
+  };
+  const up = new tus.Upload(file, options);
+  // The same file again (after a reload): carry on where it stopped.
+  const previous = await up.findPreviousUploads();
+  if (previous.length) up.resumeFromPreviousUpload(previous[0]);
+  up.start();
+}
+
+$("file").addEventListener("change", (e) => { if (e.target.files[0]) upload(e.target.files[0]); });
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  if (e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]);
+});
+
+// --- Analytics.
+const charts = {};
+function chart(id, label, points, timeframe) {
+  const el = $(id);
+  if (charts[id]) { charts[id].destroy(); delete charts[id]; }
+  el.replaceChildren();
+  if (!points.length) {
+    const p = document.createElement("p");
+    p.className = "muted";
+    p.textContent = "No data in this timeframe yet.";
+    el.append(p);
+    return;
+  }
+  if (!window.uPlot) { el.textContent = "The chart library is not installed on this server (run make)."; return; }
+  const xs = points.map((p) => Date.parse(p.time) / 1000);
+  const ys = points.map((p) => p.value);
+  charts[id] = new uPlot({
+    width: Math.max(el.clientWidth, 320), height: 220,
+    // The whole timeframe on the axis, however few points have data.
+    scales: { x: { time: true, range: [Date.parse(timeframe.from) / 1000, Date.parse(timeframe.to) / 1000] }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.2)] } },
+    axes: [{ stroke: "#8b93a7", grid: { stroke: "#262b36" } }, { stroke: "#8b93a7", grid: { stroke: "#262b36" } }],
+    series: [{}, { label, stroke: "#ff5a36", fill: "rgba(255,90,54,.15)", width: 2, points: { show: true } }],
+  }, [xs, ys], el);
+  el.dataset.points = String(points.length);
+}
+
+function card(label, value) {
+  const div = document.createElement("div");
+  div.className = "card";
+  const v = document.createElement("strong");
+  v.textContent = value;
+  const l = document.createElement("span");
+  l.textContent = label;
+  div.append(v, l);
+  return div;
+}
+
+loaders.analytics = async () => {
+  const tf = $("timeframe").value;
+  const overall = (metric) => api("GET", `/v1/analytics/metrics/${metric}/overall?timeframe=${tf}`);
+  const [views, watch, p50, p95, rebuffer] = await Promise.all(
+    ["views", "watch_time", "video_startup_time", "video_startup_time_p95", "rebuffer_percentage"].map(overall));
+  const ms = (v) => (v.value == null ? "–" : `${Math.round(v.value)} ms`);
+  $("cards").replaceChildren(
+    card("views", String(views.views)),
+    card("watch time", watch.value == null ? "–" : watch.value >= 3600000 ? `${(watch.value / 3600000).toFixed(1)} h` : `${Math.round(watch.value / 60000)} min ${Math.round((watch.value % 60000) / 1000)} s`),
+    card("startup p50", ms(p50)),
+    card("startup p95", ms(p95)),
+    card("rebuffering", rebuffer.value == null ? "–" : `${(rebuffer.value * 100).toFixed(2)} %`),
+  );
+  const series = await api("GET", `/v1/analytics/metrics/views/timeseries?timeframe=${tf}&granularity=hour`);
+  chart("views-chart", "views", series.data.filter((p) => p.views > 0).map((p) => ({ time: p.time, value: p.views })), series.timeframe);
+  const peaks = await api("GET", `/v1/analytics/concurrency?timeframe=${tf}&granularity=hour`);
+  chart("concurrency-chart", "peak viewers", peaks.data.map((p) => ({ time: p.time, value: p.peak_concurrent_viewers })), peaks.timeframe);
+  for (const [dimension, table] of [["country", "countries"], ["device_type", "devices"]]) {
+    const b = await api("GET", `/v1/analytics/metrics/views/breakdown?timeframe=${tf}&group_by=${dimension}`);
+    $(table).querySelector("tbody").replaceChildren(...b.data.slice(0, 10).map((g) =>
+      row(cell(g.dimensions[dimension] || "unknown"), cell(g.views))));
+  }
+};
+$("timeframe").addEventListener("change", showTab);
+
+// --- Commerce.
+loaders.commerce = async () => {
+  const [products, prices, orders] = await Promise.all([all("/v1/products"), all("/v1/prices"), all("/v1/orders", 200)]);
+  $("products").querySelector("tbody").replaceChildren(...products.map((p) => row(
+    cell(p.name),
+    cell(p.all_content ? "all content" : p.playback_ids.join(", "), "muted"),
+    cell(prices.filter((x) => x.product_id === p.id).map((x) => money(x.unit_amount, x.currency) + (x.type === "one_time" ? "" : ` (${x.type})`)).join(", ")),
+    cell(p.id, "muted"),
+  )));
+  $("orders").querySelector("tbody").replaceChildren(...orders.map((o) => row(
+    cell(o.status), cell(money(o.total, o.currency)), cell(o.customer_id, "muted"), cell(when(o.created_at), "muted"))));
+  const paid = orders.filter((o) => o.status === "paid");
+  const byCurrency = {};
+  paid.forEach((o) => { byCurrency[o.currency] = (byCurrency[o.currency] || 0) + o.total; });
+  $("revenue").textContent = Object.keys(byCurrency).length
+    ? "Paid: " + Object.entries(byCurrency).map(([c, t]) => money(t, c)).join(" · ")
+    : "No paid order yet";
+};
+
+$("product-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  showError(null);
+  try {
+    const currency = $("product-currency").value.trim().toLowerCase();
+    const digits = new Intl.NumberFormat("en", { style: "currency", currency: currency.toUpperCase() }).resolvedOptions().maximumFractionDigits;
+    const amount = Math.round(Number($("product-amount").value.replace(",", ".")) * 10 ** digits);
+    if (!Number.isFinite(amount) || amount < 0) throw new Error("the price must be a number");
+    const ids = $("product-playback-ids").value.split(",").map((s) => s.trim()).filter(Boolean);
+    const product = await api("POST", "/v1/products", ids.length ? { name: $("product-name").value, playback_ids: ids } : { name: $("product-name").value, all_content: true });
+    await api("POST", "/v1/prices", { product_id: product.id, type: "one_time", unit_amount: amount, currency });
+    e.target.reset();
+    $("product-currency").value = currency;
+    await loaders.commerce();
+  } catch (err) {
+    showError(err);
+  }
+});
+
+// --- Settings.
+loaders.settings = async () => {
+  const [keys, hooks, branding] = await Promise.all([all("/v1/api-keys"), all("/v1/webhook-endpoints"), api("GET", "/v1/branding")]);
+  $("keys").querySelector("tbody").replaceChildren(...keys.filter((k) => !k.revoked_at).map((k) =>
+    row(cell(k.name), cell(k.prefix + "…", "muted"), cell(when(k.created_at), "muted"), cell(when(k.last_used_at), "muted"))));
+  $("webhooks").querySelector("tbody").replaceChildren(...hooks.map((h) =>
+    row(cell(h.url), cell(h.events.join(", "), "muted"), cell(h.enabled ? "yes" : "no"))));
+  $("brand-name").value = branding.name || "";
+  $("brand-accent").value = branding.accent || "#ff5a36";
+  $("brand-css").value = branding.custom_css || "";
+};
+
+$("branding-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  showError(null);
+  try {
+    const current = await api("GET", "/v1/branding");
+    const { dropped, ...kept } = current;
+    const body = { ...kept, name: $("brand-name").value.trim() || null, accent: $("brand-accent").value, custom_css: $("brand-css").value };
+    Object.keys(body).forEach((k) => { if (body[k] === null) delete body[k]; });
+    const saved = await api("PUT", "/v1/branding", body);
+    $("brand-css").value = saved.custom_css;
+    $("brand-result").textContent = saved.dropped.length ? "Saved. Dropped: " + saved.dropped.join("; ") : "Saved.";
+  } catch (err) {
+    showError(err);
+  }
+});
+
+window.dashboard = { loaded };
+window.dashboard.ready = showTab();

@@ -243,6 +243,36 @@ fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// `GET /dashboard/lib/{file}`: the dashboard's npm libraries as `make` installed them:
+/// `tus.min.js` (tus-js-client), `uplot.min.js` and `uplot.min.css` (uPlot).
+#[utoipa::path(get, path = "/dashboard/lib/{file}", tag = "dashboard",
+    responses((status = 200, content((String = "text/javascript"), (String = "text/css"))),
+        (status = 404, body = crate::error::ErrorBody, description = "Not one of the libraries, or not installed (run make)")))]
+pub async fn lib(
+    State(state): State<AppState>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Response {
+    let libs = &state.dashboard_libs;
+    let (content_type, body) = match file.as_str() {
+        "tus.min.js" => ("text/javascript; charset=utf-8", &libs.tus),
+        "uplot.min.js" => ("text/javascript; charset=utf-8", &libs.uplot),
+        "uplot.min.css" => ("text/css; charset=utf-8", &libs.uplot_css),
+        _ => return ApiError::NotFound("no such library".into()).into_response(),
+    };
+    match body {
+        Some(b) => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "public, max-age=86400"),
+            ],
+            b.clone(),
+        )
+            .into_response(),
+        None => ApiError::NotFound(format!("{file} is not installed on this server: run make"))
+            .into_response(),
+    }
+}
+
 /// `GET /dashboard/dashboard.css`, `/dashboard/dashboard.js`.
 #[utoipa::path(get, path = "/dashboard/{file}", tag = "dashboard",
     responses((status = 200, content((String = "text/css"), (String = "text/javascript")))))]
@@ -315,19 +345,61 @@ fn dashboard(tenant: &str, csrf: &str) -> String {
     frame(
         "Dashboard",
         &format!(
-            r#"<header><span class="brand">Ferrocast</span><span class="tenant" id="tenant">{tenant}</span>
+            r##"<header><span class="brand">Ferrocast</span><span class="tenant" id="tenant">{tenant}</span>
+<nav class="tabs" aria-label="Sections"><a href="#live" data-tab="live">Live</a><a href="#uploads" data-tab="uploads">Uploads</a><a href="#analytics" data-tab="analytics">Analytics</a><a href="#commerce" data-tab="commerce">Commerce</a><a href="#settings" data-tab="settings">Settings</a></nav>
 <nav><a href="/docs">API reference</a>
 <form method="post" action="/dashboard/logout" class="inline"><input type="hidden" name="csrf" value="{csrf}"><button type="submit" id="logout">Sign out</button></form></nav></header>
 <main>
-<section id="live">
+<p class="error" id="error" role="alert" hidden></p>
+<section id="live" class="tab">
 <div class="row"><h2>Live streams</h2><button id="create-stream" type="button">New live stream</button></div>
 <p class="muted" id="live-empty" hidden>No live stream yet: make one, then publish to its RTMP URL with its stream key.</p>
-<table id="streams"><thead><tr><th>Status</th><th>Playback id</th><th>RTMP URL</th><th>Stream key</th><th></th></tr></thead><tbody></tbody></table>
-<p class="error" id="error" role="alert" hidden></p>
+<table id="streams"><thead><tr><th>Status</th><th>Playback id</th><th>RTMP URL</th><th>Stream key</th><th>WHIP URL</th><th>Ingest</th><th></th></tr></thead><tbody></tbody></table>
+</section>
+<section id="uploads" class="tab" hidden>
+<div class="row"><h2>Uploads</h2></div>
+<div id="drop" class="drop"><p><strong>Drop a video or audio file here</strong> or <label class="file">choose one<input id="file" type="file" accept="video/*,audio/*"></label></p>
+<p class="muted">Uploads resume where they stopped, even after a reload (tus).</p></div>
+<div id="upload" class="upload" hidden><span id="upload-name"></span><progress id="upload-progress" max="100" value="0"></progress><span id="upload-percent">0 %</span></div>
+<table id="assets"><thead><tr><th></th><th>Status</th><th>File</th><th>Duration</th><th>Playback id</th><th>Added</th></tr></thead><tbody></tbody></table>
+<p class="muted" id="assets-empty" hidden>No upload yet.</p>
+</section>
+<section id="analytics" class="tab" hidden>
+<div class="row"><h2>Analytics</h2><label class="muted">Last <select id="timeframe"><option value="24h">24 hours</option><option value="7d">7 days</option><option value="30d">30 days</option></select></label></div>
+<div class="cards" id="cards"></div>
+<h3>Views</h3><div id="views-chart" class="chart"></div>
+<h3>Concurrent viewers (peak per hour)</h3><div id="concurrency-chart" class="chart"></div>
+<div class="split"><div><h3>Countries</h3><table id="countries"><thead><tr><th>Country</th><th>Views</th></tr></thead><tbody></tbody></table></div>
+<div><h3>Devices</h3><table id="devices"><thead><tr><th>Device</th><th>Views</th></tr></thead><tbody></tbody></table></div></div>
+</section>
+<section id="commerce" class="tab" hidden>
+<div class="row"><h2>Commerce</h2><span class="muted" id="revenue"></span></div>
+<form id="product-form" class="card-form"><h3>New product</h3>
+<label>Name <input id="product-name" required maxlength="200" placeholder="Cup final"></label>
+<label>Playback ids it grants (comma-separated; empty: all content) <input id="product-playback-ids" maxlength="2000"></label>
+<label>Price <input id="product-amount" required inputmode="decimal" placeholder="9.99" maxlength="20"></label>
+<label>Currency <input id="product-currency" required value="eur" maxlength="3"></label>
+<button type="submit">Create product</button></form>
+<h3>Products</h3><table id="products"><thead><tr><th>Name</th><th>Grants</th><th>Prices</th><th>Id</th></tr></thead><tbody></tbody></table>
+<h3>Orders</h3><table id="orders"><thead><tr><th>Status</th><th>Total</th><th>Customer</th><th>Created</th></tr></thead><tbody></tbody></table>
+</section>
+<section id="settings" class="tab" hidden>
+<h2>Settings</h2>
+<h3>API keys</h3><table id="keys"><thead><tr><th>Name</th><th>Prefix</th><th>Created</th><th>Last used</th></tr></thead><tbody></tbody></table>
+<h3>Webhook endpoints</h3><table id="webhooks"><thead><tr><th>URL</th><th>Events</th><th>Enabled</th></tr></thead><tbody></tbody></table>
+<form id="branding-form" class="card-form"><h3>Branding of the viewer pages</h3>
+<label>Name <input id="brand-name" maxlength="80"></label>
+<label>Accent colour <input id="brand-accent" type="color" value="#ff5a36"></label>
+<label>Custom CSS (a safe subset is kept) <textarea id="brand-css" rows="4" maxlength="16384"></textarea></label>
+<button type="submit">Save branding</button><p id="brand-result" class="muted" role="status"></p></form>
 </section>
 </main>
-<script src="/dashboard/dashboard.js"></script>"#
+<script src="/dashboard/lib/tus.min.js"></script>
+<script src="/dashboard/lib/uplot.min.js"></script>
+<script src="/dashboard/dashboard.js"></script>"##
         ),
-        &format!(r#"<meta name="csrf-token" content="{csrf}">"#),
+        &format!(
+            r#"<meta name="csrf-token" content="{csrf}"><link rel="stylesheet" href="/dashboard/lib/uplot.min.css">"#
+        ),
     )
 }
