@@ -359,6 +359,23 @@ async fn a_creator_signs_in_and_makes_a_live_stream_in_chromium() {
         "{prices}"
     );
     assert!(seen["settings"].as_u64().unwrap() >= 1, "{seen}");
+    assert!(
+        seen["code"].as_str().unwrap().contains("LAUNCH20"),
+        "{seen}"
+    );
+    assert_eq!(seen["signingKeyShown"], true, "{seen}");
+    assert_eq!(seen["signingKeys"], 1, "{seen}");
+    // The chat's slow mode as the page set it.
+    let stream_id = list_streams_first_id(&server, &key).await;
+    let (_, rules) = server
+        .call(
+            "GET",
+            &format!("/v1/live-streams/{stream_id}/chat/rules"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(rules["slow_mode_s"], 5, "{rules}");
     assert_eq!(seen["problems"], json!([]), "{seen}");
     assert!(seen["signedOut"].as_bool().unwrap());
     assert_eq!(seen["notFound"], "This video does not exist");
@@ -381,4 +398,11 @@ async fn a_creator_signs_in_and_makes_a_live_stream_in_chromium() {
         assert!(len > 5_000, "{shot} is {len} bytes");
     }
     server.stop().await;
+}
+
+async fn list_streams_first_id(server: &TestServer, key: &str) -> String {
+    let (_, list) = server
+        .call("GET", "/v1/live-streams", Some(key), None)
+        .await;
+    list["data"][0]["id"].as_str().unwrap().to_string()
 }

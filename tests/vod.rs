@@ -376,6 +376,31 @@ async fn a_tus_upload_survives_a_killed_client_and_a_server_restart_then_plays_e
         played.subtitle_tracks, 1,
         "hls.js does not offer the track: {played:?}"
     );
+    // The page's own controls: the captions menu turns the track on, the scrub bar previews
+    // the storyboard frame under the pointer.
+    let shots = concat!(env!("CARGO_TARGET_TMPDIR"), "/screenshots");
+    std::fs::create_dir_all(shots).unwrap();
+    let controls = common::media::browser_script(
+        "vod_player.cjs",
+        vec![server.url(&format!("/play/{playback}")), shots.into()],
+        90,
+    )
+    .await;
+    assert_eq!(controls["error"], serde_json::Value::Null, "{controls}");
+    assert_eq!(controls["problems"], serde_json::json!([]), "{controls}");
+    assert_eq!(
+        controls["captions"].as_array().unwrap().len(),
+        2,
+        "{controls}"
+    );
+    assert_eq!(controls["captionsOn"], 0, "{controls}");
+    assert!(
+        controls["preview"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/storyboards/{playback}.jpg")),
+        "{controls}"
+    );
 
     // Thumbnails: a frame on demand (then kept in storage), and the poster.
     let thumb = server

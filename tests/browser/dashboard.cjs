@@ -1,11 +1,12 @@
 // A creator opens the server's root in headless Chromium: lands on the sign-in page (with a
 // link to /docs), is refused with a wrong key, signs in with a tenant API key, makes a live
-// stream and sees it listed with its RTMP URL and stream key; uploads FILE through the
+// stream and sees it listed with its RTMP URL and stream key, and turns on its chat's slow
+// mode; uploads FILE through the
 // Uploads tab (tus in the page: its progress events are reported) and waits for the asset to
 // be ready; watches it for a few seconds on its player page, writes CONTROL_DIR/played and
 // waits for CONTROL_DIR/flushed (the test writes the analytics out); opens Analytics and
-// reads the views chart; creates a product with a price for the asset in Commerce; opens
-// Settings; signs out, and finds that an unknown player link says so.
+// reads the views chart; creates a product with a price for the asset and a discount code in
+// Commerce; makes a signing key in Settings (its private key is shown once); signs out, and finds that an unknown player link says so.
 // Usage: node dashboard.cjs BASE_URL API_KEY SCREENSHOT_DIR FILE CONTROL_DIR
 // Prints one JSON line with what the page showed.
 const { launch } = require("./chromium.cjs");
@@ -25,7 +26,7 @@ const browser = await launch();
 const result = {
   landing: null, docsLinks: 0, refused: null, tenant: null, cookie: null, scriptCookies: null,
   rows: 0, rtmp: null, streamKey: null, progress: [], ready: null, played: null, chartPoints: null,
-  cards: null, product: null, settings: null, signedOut: false, notFound: null, problems: [], error: null,
+  cards: null, product: null, code: null, settings: null, signingKeyShown: false, signingKeys: 0, signedOut: false, notFound: null, problems: [], error: null,
 };
 try {
   const context = await browser.newContext();
@@ -55,6 +56,14 @@ try {
   result.rows = await page.locator("#streams tbody tr").count();
   result.rtmp = await page.locator("#streams tbody tr td:nth-child(3) code").first().textContent();
   result.streamKey = await page.locator("#streams tbody tr td:nth-child(4) code").first().textContent();
+  // The stream's chat: slow mode on.
+  await page.click('#streams tbody tr button:has-text("Chat")');
+  await page.waitForSelector("#chat-panel:not([hidden])");
+  await page.fill("#chat-slow", "5");
+  await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith("/chat/rules") && r.request().method() === "PUT"),
+    page.click('#chat-rules-form button[type="submit"]'),
+  ]);
   await page.screenshot({ path: shots + "/dashboard.png", fullPage: true });
 
   // Uploads: a file through the page, then processing until ready.
@@ -97,11 +106,20 @@ try {
   await page.click('#product-form button[type="submit"]');
   await page.waitForSelector("#products tbody tr");
   result.product = await page.locator("#products tbody tr").first().innerText();
+  await page.fill("#code-code", "LAUNCH20");
+  await page.fill("#code-percent", "20");
+  await page.click('#code-form button[type="submit"]');
+  await page.waitForSelector("#codes tbody tr");
+  result.code = await page.locator("#codes tbody tr").first().innerText();
   await page.screenshot({ path: shots + "/dashboard-commerce.png", fullPage: true });
 
   await page.click('nav.tabs a[data-tab="settings"]');
   await page.evaluate(() => window.dashboard.loaded.settings);
   result.settings = await page.locator("#keys tbody tr").count();
+  await page.click("#create-signing-key");
+  await page.waitForSelector("#secret:not([hidden])");
+  result.signingKeyShown = (await page.locator("#secret-value").textContent()).includes("BEGIN PRIVATE KEY");
+  result.signingKeys = await page.locator("#signing-keys tbody tr").count();
   await page.screenshot({ path: shots + "/dashboard-settings.png", fullPage: true });
   await page.click("#logout");
   await page.waitForSelector("#api_key");

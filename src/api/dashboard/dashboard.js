@@ -80,6 +80,31 @@ function copyCell(value, label) {
   return td;
 }
 
+function button(label, onClick, className = "copy") {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = className;
+  b.textContent = label;
+  b.addEventListener("click", async () => {
+    showError(null);
+    try { await onClick(); } catch (e) { showError(e); }
+  });
+  return b;
+}
+
+function actions(...buttons) {
+  const td = document.createElement("td");
+  td.className = "actions";
+  td.append(...buttons);
+  return td;
+}
+
+function showSecret(label, value) {
+  $("secret-label").textContent = label;
+  $("secret-value").textContent = value;
+  $("secret").hidden = false;
+}
+
 function linkCell(href, text) {
   const td = document.createElement("td");
   const a = document.createElement("a");
@@ -135,8 +160,9 @@ loaders.live = async () => {
       if (!confirm("A new stream key disconnects the current publisher. Reset it?")) return;
       try { await api("POST", `/v1/live-streams/${encodeURIComponent(s.id)}/reset-stream-key`); await loaders.live(); } catch (e) { showError(e); }
     });
-    const actions = document.createElement("td");
-    actions.append(reset);
+    const cells = document.createElement("td");
+    cells.className = "actions";
+    cells.append(reset, " ", button("Chat", () => openChat(s)));
     const tr = row(
       cell(s.status, "status " + s.status),
       linkCell("/play/" + encodeURIComponent(s.playback_id), s.playback_id),
@@ -144,7 +170,7 @@ loaders.live = async () => {
       copyCell(s.stream_key, "stream key"),
       copyCell(`${location.origin}/whip/${s.stream_key}`, "WHIP URL"),
       cell(ingest, "muted"),
-      actions,
+      cells,
     );
     tr.dataset.id = s.id;
     return tr;
@@ -160,6 +186,59 @@ $("create-stream").addEventListener("click", async () => {
     await loaders.live();
   } catch (e) {
     showError(e);
+  }
+});
+
+// --- A stream's chat: its rules, its messages (hide, time out, ban), its bans.
+let chatStream = null;
+async function openChat(stream) {
+  chatStream = stream;
+  $("chat-title").textContent = `Chat of ${stream.playback_id}`;
+  $("chat-panel").hidden = false;
+  await loadChat();
+  $("chat-panel").scrollIntoView({ block: "start" });
+}
+
+async function loadChat() {
+  const id = encodeURIComponent(chatStream.id);
+  const [rules, messages, bans] = await Promise.all([
+    api("GET", `/v1/live-streams/${id}/chat/rules`),
+    all(`/v1/live-streams/${id}/chat/messages`, 500),
+    api("GET", `/v1/live-streams/${id}/chat/bans`),
+  ]);
+  $("chat-slow").value = rules.slow_mode_s;
+  $("chat-entitled").checked = rules.entitled_only;
+  $("chat-moderators").value = rules.moderators.join(", ");
+  const ban = (m, duration_s) => api("POST", `/v1/live-streams/${id}/chat/bans`, duration_s ? { message_id: m.id, duration_s } : { message_id: m.id }).then(loadChat);
+  $("chat-messages-table").querySelector("tbody").replaceChildren(...messages.slice(-100).reverse().map((m) => {
+    const tr = row(cell(when(m.at), "muted"), cell(m.name), cell(m.text, m.hidden ? "hidden-message" : ""),
+      m.hidden ? cell("hidden", "muted") : actions(
+        button("Hide", () => api("POST", `/v1/live-streams/${id}/chat/messages/${encodeURIComponent(m.id)}/hide`).then(loadChat)),
+        button("Time out 10 min", () => ban(m, 600)),
+        button("Ban", () => ban(m)),
+      ));
+    tr.dataset.id = m.id;
+    return tr;
+  }));
+  $("chat-bans").querySelector("tbody").replaceChildren(...bans.map((b) => row(
+    cell(b.name), cell(b.until ? when(b.until) : "banned"), cell(b.reason || "", "muted"),
+    actions(button("Lift", () => api("DELETE", `/v1/live-streams/${id}/chat/bans/${encodeURIComponent(b.id)}`).then(loadChat))),
+  )));
+}
+
+$("chat-close").addEventListener("click", () => { $("chat-panel").hidden = true; chatStream = null; });
+$("chat-rules-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  showError(null);
+  try {
+    await api("PUT", `/v1/live-streams/${encodeURIComponent(chatStream.id)}/chat/rules`, {
+      slow_mode_s: Number($("chat-slow").value) || 0,
+      entitled_only: $("chat-entitled").checked,
+      moderators: $("chat-moderators").value.split(",").map((m) => m.trim()).filter(Boolean),
+    });
+    await loadChat();
+  } catch (err) {
+    showError(err);
   }
 });
 
@@ -193,6 +272,7 @@ function assetRow(a) {
     thumb.append(img);
   }
   const status = a.status === "processing" && a.progress != null ? `processing ${Math.round(a.progress)} %` : a.status;
+  const subtitles = a.status === "ready" ? actions(button("Add subtitles", () => addSubtitles(a))) : cell("");
   const tr = row(
     thumb,
     cell(status, "status " + a.status),
@@ -200,6 +280,7 @@ function assetRow(a) {
     cell(duration(a.duration_s)),
     linkCell("/play/" + encodeURIComponent(a.playback_id), a.playback_id),
     cell(when(a.created_at), "muted"),
+    subtitles,
   );
   tr.dataset.id = a.id;
   tr.dataset.status = a.status;
@@ -212,6 +293,27 @@ loaders.uploads = async () => {
   $("assets-empty").hidden = assets.length > 0;
   assets.forEach(watchAsset);
 };
+
+/// A subtitle file (SRT or WebVTT) for asset `a`, in the language the creator names.
+function addSubtitles(a) {
+  const input = document.createElement("input");
+  input.type = "file";
+  input.accept = ".vtt,.srt,text/vtt";
+  input.addEventListener("change", async () => {
+    const file = input.files[0];
+    if (!file) return;
+    const language = (prompt("Language of these subtitles (BCP 47, e.g. en, fr, pt-BR)", "en") || "").trim();
+    if (!language) return;
+    try {
+      if (file.size > 2 * 1024 * 1024) throw new Error("a subtitle file is at most 2 MiB");
+      const track = await api("POST", `/v1/assets/${encodeURIComponent(a.id)}/subtitles`, { language, content: await file.text() });
+      $("upload-percent").textContent = `subtitles added: ${track.language || language}`;
+    } catch (e) {
+      showError(e);
+    }
+  });
+  input.click();
+}
 
 async function upload(file) {
   showError(null);
@@ -310,10 +412,10 @@ loaders.analytics = async () => {
     card("startup p95", ms(p95)),
     card("rebuffering", rebuffer.value == null ? "–" : `${(rebuffer.value * 100).toFixed(2)} %`),
   );
-  const series = await api("GET", `/v1/analytics/metrics/views/timeseries?timeframe=${tf}&granularity=hour`);
-  chart("views-chart", "views", series.data.filter((p) => p.views > 0).map((p) => ({ time: p.time, value: p.views })), series.timeframe);
+  await overTime();
   const peaks = await api("GET", `/v1/analytics/concurrency?timeframe=${tf}&granularity=hour`);
   chart("concurrency-chart", "peak viewers", peaks.data.map((p) => ({ time: p.time, value: p.peak_concurrent_viewers })), peaks.timeframe);
+  await retentionAssets();
   for (const [dimension, table] of [["country", "countries"], ["device_type", "devices"]]) {
     const b = await api("GET", `/v1/analytics/metrics/views/breakdown?timeframe=${tf}&group_by=${dimension}`);
     $(table).querySelector("tbody").replaceChildren(...b.data.slice(0, 10).map((g) =>
@@ -322,9 +424,50 @@ loaders.analytics = async () => {
 };
 $("timeframe").addEventListener("change", showTab);
 
+/// The chosen metric per hour (views: their count).
+async function overTime() {
+  const metric = $("metric").value;
+  const series = await api("GET", `/v1/analytics/metrics/${metric}/timeseries?timeframe=${$("timeframe").value}&granularity=hour`);
+  const points = series.data.filter((p) => p.views > 0 && (metric === "views" || p.value != null))
+    .map((p) => ({ time: p.time, value: metric === "views" ? p.views : p.value }));
+  chart("views-chart", $("metric").selectedOptions[0].textContent, points, series.timeframe);
+}
+$("metric").addEventListener("change", () => overTime().catch(showError));
+
+async function retentionAssets() {
+  const select = $("retention-asset");
+  const assets = (await all("/v1/assets", 200)).filter((a) => a.status === "ready");
+  const keep = select.value;
+  select.replaceChildren(...assets.map((a) => new Option(a.filename || a.playback_id, a.playback_id)));
+  if (keep && assets.some((a) => a.playback_id === keep)) select.value = keep;
+  await retention();
+}
+
+async function retention() {
+  const el = $("retention-chart");
+  const id = $("retention-asset").value;
+  if (charts["retention-chart"]) { charts["retention-chart"].destroy(); delete charts["retention-chart"]; }
+  el.replaceChildren();
+  if (!id) { el.textContent = "No ready asset yet."; return; }
+  const r = await api("GET", `/v1/analytics/retention/${encodeURIComponent(id)}?timeframe=${$("timeframe").value}`);
+  if (!r.data.length || !window.uPlot) { el.textContent = r.data.length ? "The chart library is not installed (run make)." : "No view of this asset in this timeframe yet."; return; }
+  charts["retention-chart"] = new uPlot({
+    width: Math.max(el.clientWidth, 320), height: 200,
+    scales: { x: { time: false, range: [0, 100] }, y: { range: [0, 1] } },
+    axes: [{ stroke: "#8b93a7", grid: { stroke: "#262b36" }, values: (u, v) => v.map((x) => x + " %") },
+      { stroke: "#8b93a7", grid: { stroke: "#262b36" }, values: (u, v) => v.map((x) => Math.round(x * 100) + " %") }],
+    series: [{ label: "position" }, { label: `still watching (of ${r.views})`, stroke: "#3ecf8e", fill: "rgba(62,207,142,.15)", width: 2 }],
+  }, [r.data.map((p) => p.percent), r.data.map((p) => p.share)], el);
+  el.dataset.points = String(r.data.length);
+}
+$("retention-asset").addEventListener("change", () => retention().catch(showError));
+
 // --- Commerce.
 loaders.commerce = async () => {
-  const [products, prices, orders] = await Promise.all([all("/v1/products"), all("/v1/prices"), all("/v1/orders", 200)]);
+  const [products, prices, orders, codes] = await Promise.all([all("/v1/products"), all("/v1/prices"), all("/v1/orders", 200), all("/v1/discount-codes", 200)]);
+  $("codes").querySelector("tbody").replaceChildren(...codes.map((c) => row(
+    cell(c.code), cell(c.percent_off ? `${c.percent_off} %` : c.amount_off != null ? money(c.amount_off, c.currency) : ""),
+    cell(c.times_redeemed), cell(c.ends_at ? when(c.ends_at) : "never", "muted"))));
   $("products").querySelector("tbody").replaceChildren(...products.map((p) => row(
     cell(p.name),
     cell(p.all_content ? "all content" : p.playback_ids.join(", "), "muted"),
@@ -332,7 +475,12 @@ loaders.commerce = async () => {
     cell(p.id, "muted"),
   )));
   $("orders").querySelector("tbody").replaceChildren(...orders.map((o) => row(
-    cell(o.status), cell(money(o.total, o.currency)), cell(o.customer_id, "muted"), cell(when(o.created_at), "muted"))));
+    cell(o.status), cell(money(o.total, o.currency)), cell(o.customer_id, "muted"), cell(when(o.created_at), "muted"),
+    o.status === "paid" ? actions(button("Refund", async () => {
+      if (!confirm(`Refund ${money(o.total, o.currency)} in full? The buyer loses access at once.`)) return;
+      await api("POST", `/v1/orders/${encodeURIComponent(o.id)}/refunds`, {});
+      await loaders.commerce();
+    })) : cell(""))));
   const paid = orders.filter((o) => o.status === "paid");
   const byCurrency = {};
   paid.forEach((o) => { byCurrency[o.currency] = (byCurrency[o.currency] || 0) + o.total; });
@@ -360,17 +508,85 @@ $("product-form").addEventListener("submit", async (e) => {
   }
 });
 
+$("code-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  showError(null);
+  try {
+    await api("POST", "/v1/discount-codes", { code: $("code-code").value.trim(), percent_off: $("code-percent").value.trim() });
+    e.target.reset();
+    await loaders.commerce();
+  } catch (err) {
+    showError(err);
+  }
+});
+
 // --- Settings.
 loaders.settings = async () => {
-  const [keys, hooks, branding] = await Promise.all([all("/v1/api-keys"), all("/v1/webhook-endpoints"), api("GET", "/v1/branding")]);
+  const [keys, signing, hooks, branding] = await Promise.all([all("/v1/api-keys"), api("GET", "/v1/signing-keys"),
+    all("/v1/webhook-endpoints"), api("GET", "/v1/branding")]);
   $("keys").querySelector("tbody").replaceChildren(...keys.filter((k) => !k.revoked_at).map((k) =>
-    row(cell(k.name), cell(k.prefix + "…", "muted"), cell(when(k.created_at), "muted"), cell(when(k.last_used_at), "muted"))));
+    row(cell(k.name), cell(k.prefix + "…", "muted"), cell(when(k.created_at), "muted"), cell(when(k.last_used_at), "muted"),
+      actions(button("Revoke", async () => {
+        if (!confirm(`Revoke ${k.name} (${k.prefix}…)? Whatever uses it stops working at once; revoking the key you signed in with signs you out.`)) return;
+        await api("DELETE", `/v1/api-keys/${encodeURIComponent(k.id)}`);
+        await loaders.settings();
+      })))));
+  const signingKeys = Array.isArray(signing) ? signing : signing.data || [];
+  $("signing-keys").querySelector("tbody").replaceChildren(...signingKeys.filter((k) => !k.revoked_at).map((k) =>
+    row(cell(k.id, "muted"), cell(k.algorithm), cell(when(k.created_at), "muted"),
+      actions(button("Revoke", async () => {
+        if (!confirm("Revoke this signing key? Tokens it signed stop working.")) return;
+        await api("DELETE", `/v1/signing-keys/${encodeURIComponent(k.id)}`);
+        await loaders.settings();
+      })))));
   $("webhooks").querySelector("tbody").replaceChildren(...hooks.map((h) =>
-    row(cell(h.url), cell(h.events.join(", "), "muted"), cell(h.enabled ? "yes" : "no"))));
+    row(cell(h.url), cell(h.events.join(", "), "muted"), cell(h.enabled ? "yes" : "no"),
+      actions(button("Delete", async () => {
+        if (!confirm(`Stop sending events to ${h.url}?`)) return;
+        await api("DELETE", `/v1/webhook-endpoints/${encodeURIComponent(h.id)}`);
+        await loaders.settings();
+      })))));
   $("brand-name").value = branding.name || "";
   $("brand-accent").value = branding.accent || "#ff5a36";
   $("brand-css").value = branding.custom_css || "";
 };
+
+$("create-key").addEventListener("click", async () => {
+  showError(null);
+  try {
+    const name = (prompt("A name for the new key", "server") || "").trim();
+    if (!name) return;
+    const created = await api("POST", "/v1/api-keys", { name });
+    showSecret(`API key "${name}":`, created.api_key);
+    await loaders.settings();
+  } catch (e) {
+    showError(e);
+  }
+});
+
+$("create-signing-key").addEventListener("click", async () => {
+  showError(null);
+  try {
+    const created = await api("POST", "/v1/signing-keys", { algorithm: "ES256" });
+    showSecret(`Private key ${created.id} (PKCS#8 PEM):`, created.private_key);
+    await loaders.settings();
+  } catch (e) {
+    showError(e);
+  }
+});
+
+$("webhook-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  showError(null);
+  try {
+    const created = await api("POST", "/v1/webhook-endpoints", { url: $("webhook-url").value.trim(), events: ["*"] });
+    showSecret("Signing secret of the endpoint:", created.secret);
+    e.target.reset();
+    await loaders.settings();
+  } catch (err) {
+    showError(err);
+  }
+});
 
 $("branding-form").addEventListener("submit", async (e) => {
   e.preventDefault();

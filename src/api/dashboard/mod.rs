@@ -355,20 +355,30 @@ fn dashboard(tenant: &str, csrf: &str) -> String {
 <div class="row"><h2>Live streams</h2><button id="create-stream" type="button">New live stream</button></div>
 <p class="muted" id="live-empty" hidden>No live stream yet: make one, then publish to its RTMP URL with its stream key.</p>
 <table id="streams"><thead><tr><th>Status</th><th>Playback id</th><th>RTMP URL</th><th>Stream key</th><th>WHIP URL</th><th>Ingest</th><th></th></tr></thead><tbody></tbody></table>
+<div id="chat-panel" hidden>
+<div class="row"><h3 id="chat-title">Chat</h3><button id="chat-close" type="button" class="copy">Close</button></div>
+<form id="chat-rules-form" class="card-form wide"><label>Slow mode (seconds between a viewer's messages, 0: off) <input id="chat-slow" type="number" min="0" max="3600" value="0"></label>
+<label class="check"><input id="chat-entitled" type="checkbox"> Only viewers who bought access may write</label>
+<label>Moderators (viewer ids, comma-separated) <input id="chat-moderators" maxlength="4000"></label>
+<button type="submit">Save chat rules</button></form>
+<table id="chat-messages-table"><thead><tr><th>Sent</th><th>Name</th><th>Message</th><th></th></tr></thead><tbody></tbody></table>
+<h3>Timeouts and bans</h3><table id="chat-bans"><thead><tr><th>Name</th><th>Until</th><th>Reason</th><th></th></tr></thead><tbody></tbody></table>
+</div>
 </section>
 <section id="uploads" class="tab" hidden>
 <div class="row"><h2>Uploads</h2></div>
 <div id="drop" class="drop"><p><strong>Drop a video or audio file here</strong> or <label class="file">choose one<input id="file" type="file" accept="video/*,audio/*"></label></p>
 <p class="muted">Uploads resume where they stopped, even after a reload (tus).</p></div>
 <div id="upload" class="upload" hidden><span id="upload-name"></span><progress id="upload-progress" max="100" value="0"></progress><span id="upload-percent">0 %</span></div>
-<table id="assets"><thead><tr><th></th><th>Status</th><th>File</th><th>Duration</th><th>Playback id</th><th>Added</th></tr></thead><tbody></tbody></table>
+<table id="assets"><thead><tr><th></th><th>Status</th><th>File</th><th>Duration</th><th>Playback id</th><th>Added</th><th></th></tr></thead><tbody></tbody></table>
 <p class="muted" id="assets-empty" hidden>No upload yet.</p>
 </section>
 <section id="analytics" class="tab" hidden>
 <div class="row"><h2>Analytics</h2><label class="muted">Last <select id="timeframe"><option value="24h">24 hours</option><option value="7d">7 days</option><option value="30d">30 days</option></select></label></div>
 <div class="cards" id="cards"></div>
-<h3>Views</h3><div id="views-chart" class="chart"></div>
+<div class="row"><h3>Over time</h3><select id="metric" aria-label="Metric"><option value="views">Views</option><option value="watch_time">Watch time (ms)</option><option value="video_startup_time">Startup time p50 (ms)</option><option value="video_startup_time_p95">Startup time p95 (ms)</option><option value="rebuffer_percentage">Rebuffering (share of watch time)</option></select></div><div id="views-chart" class="chart"></div>
 <h3>Concurrent viewers (peak per hour)</h3><div id="concurrency-chart" class="chart"></div>
+<div class="row"><h3>Audience retention</h3><select id="retention-asset" aria-label="Asset"></select></div><div id="retention-chart" class="chart"></div>
 <div class="split"><div><h3>Countries</h3><table id="countries"><thead><tr><th>Country</th><th>Views</th></tr></thead><tbody></tbody></table></div>
 <div><h3>Devices</h3><table id="devices"><thead><tr><th>Device</th><th>Views</th></tr></thead><tbody></tbody></table></div></div>
 </section>
@@ -381,12 +391,23 @@ fn dashboard(tenant: &str, csrf: &str) -> String {
 <label>Currency <input id="product-currency" required value="eur" maxlength="3"></label>
 <button type="submit">Create product</button></form>
 <h3>Products</h3><table id="products"><thead><tr><th>Name</th><th>Grants</th><th>Prices</th><th>Id</th></tr></thead><tbody></tbody></table>
-<h3>Orders</h3><table id="orders"><thead><tr><th>Status</th><th>Total</th><th>Customer</th><th>Created</th></tr></thead><tbody></tbody></table>
+<form id="code-form" class="card-form"><h3>New discount code</h3>
+<label>Code <input id="code-code" required maxlength="64" placeholder="LAUNCH20"></label>
+<label>Percent off <input id="code-percent" required inputmode="decimal" placeholder="20" maxlength="8"></label>
+<button type="submit">Create code</button></form>
+<h3>Discount codes</h3><table id="codes"><thead><tr><th>Code</th><th>Off</th><th>Redeemed</th><th>Ends</th></tr></thead><tbody></tbody></table>
+<h3>Orders</h3><table id="orders"><thead><tr><th>Status</th><th>Total</th><th>Customer</th><th>Created</th><th></th></tr></thead><tbody></tbody></table>
 </section>
 <section id="settings" class="tab" hidden>
 <h2>Settings</h2>
-<h3>API keys</h3><table id="keys"><thead><tr><th>Name</th><th>Prefix</th><th>Created</th><th>Last used</th></tr></thead><tbody></tbody></table>
-<h3>Webhook endpoints</h3><table id="webhooks"><thead><tr><th>URL</th><th>Events</th><th>Enabled</th></tr></thead><tbody></tbody></table>
+<div class="row"><h3>API keys</h3><button id="create-key" type="button" class="copy">New API key</button></div>
+<p id="secret" class="secret" hidden><span id="secret-label"></span> <code id="secret-value"></code> <span class="muted">Shown once: copy it now.</span></p>
+<table id="keys"><thead><tr><th>Name</th><th>Prefix</th><th>Created</th><th>Last used</th><th></th></tr></thead><tbody></tbody></table>
+<div class="row"><h3>Signing keys (for playback tokens your backend signs)</h3><button id="create-signing-key" type="button" class="copy">New ES256 key</button></div>
+<table id="signing-keys"><thead><tr><th>Id</th><th>Algorithm</th><th>Created</th><th></th></tr></thead><tbody></tbody></table>
+<div class="row"><h3>Webhook endpoints</h3></div>
+<form id="webhook-form" class="inline-form"><input id="webhook-url" type="url" required placeholder="https://example.com/hooks" maxlength="2048"><button type="submit">Add endpoint (all events)</button></form>
+<table id="webhooks"><thead><tr><th>URL</th><th>Events</th><th>Enabled</th><th></th></tr></thead><tbody></tbody></table>
 <form id="branding-form" class="card-form"><h3>Branding of the viewer pages</h3>
 <label>Name <input id="brand-name" maxlength="80"></label>
 <label>Accent colour <input id="brand-accent" type="color" value="#ff5a36"></label>

@@ -255,7 +255,8 @@
       const [a, b] = lines[timing].split("-->").map((s) => seconds(s.trim()));
       const m = lines[timing + 1].match(/^(.*)#xywh=(\d+),(\d+),(\d+),(\d+)$/);
       if (!m) continue;
-      const url = new URL(m[1], location.href);
+      // Cue URLs are relative to the WebVTT's own.
+      const url = new URL(m[1], new URL(config.storyboard, location.href));
       if (url.origin !== location.origin) continue;
       out.push({ from: a, to: b, url: url.href, x: +m[2], y: +m[3], w: +m[4], h: +m[5] });
     }
