@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use common::media::{browser_script, eventually, ffmpeg_publish};
-use common::paid::media_with;
-use common::shop::post;
+use common::shop::{paid_media, post};
 use common::stripe::FakeStripe;
 use serde_json::{Value, json};
 
@@ -51,29 +50,14 @@ async fn every_viewer_state_says_why_in_chromium_and_a_buyer_reaches_the_checkou
     })
     .await;
     let stripe = FakeStripe::start();
-    let (tenant_id, key) = server.create_tenant("Acme TV").await;
-
     // Paid media, on sale, and the branding whose buy button sells it.
-    let paid = media_with(&server, &tenant_id, &key, "signed").await;
-    let (status, _) = server
-        .call(
-            "PATCH",
-            &format!("/v1/playback-ids/{}", paid.playback_id),
-            Some(&key),
-            Some(json!({"requires_entitlement": true})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let (status, p) = server
-        .call(
-            "PUT",
-            "/v1/payment-providers/stripe",
-            Some(&key),
-            Some(json!({"secret_key": common::stripe::SECRET_KEY,
-                "webhook_secret": common::stripe::WEBHOOK_SECRET, "base_url": stripe.base_url})),
-        )
-        .await;
-    assert_eq!(status, 200, "{p}");
+    let (key, paid, _) = paid_media(
+        &server,
+        "stripe",
+        json!({"secret_key": common::stripe::SECRET_KEY,
+            "webhook_secret": common::stripe::WEBHOOK_SECRET, "base_url": stripe.base_url}),
+    )
+    .await;
     let product = post(
         &server,
         &key,

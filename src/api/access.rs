@@ -135,12 +135,7 @@ pub(super) async fn authorize(
     headers: &HeaderMap,
     client_ip: Option<&str>,
 ) -> ApiResult<(PlaybackTarget, Option<PlaybackClaims>)> {
-    let target = state
-        .jobs
-        .db
-        .playback_target(playback_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("playback id not found".into()))?;
+    let target = target_of(state, playback_id).await?;
     Ok(judge(
         state,
         playback_id,
@@ -153,6 +148,39 @@ pub(super) async fn authorize(
         Rental::Start,
     )
     .await??)
+}
+
+/// What `playback_id` plays; 404 for one that could not be an id or is no id of anything.
+pub(super) async fn target_of(state: &AppState, playback_id: &str) -> ApiResult<PlaybackTarget> {
+    let known = if super::player::plausible_id(playback_id) {
+        state.jobs.db.playback_target(playback_id).await?
+    } else {
+        None
+    };
+    known.ok_or_else(|| ApiError::NotFound("playback id not found".into()))
+}
+
+/// [`authorize`] for what a player fetches to play (playlists, segments, the chat, the
+/// viewer count): the token as the request carries it (query, bearer or cookie), judged as
+/// encrypted content is.
+pub(super) async fn authorize_playback(
+    state: &AppState,
+    playback_id: &str,
+    q: &TokenQuery,
+    headers: &HeaderMap,
+    client_ip: Option<&str>,
+) -> ApiResult<(PlaybackTarget, Option<PlaybackClaims>)> {
+    let token = token_from(q, headers);
+    authorize(
+        state,
+        playback_id,
+        token.as_deref(),
+        AUD_VIDEO,
+        Shown::Protected,
+        headers,
+        client_ip,
+    )
+    .await
 }
 
 /// Whether looking at an entitlement starts a rental's clock: a play does, a page that only

@@ -10,11 +10,10 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::access::{ClientIp, Shown, TokenQuery, authorize, token_from};
+use super::access::{ClientIp, TokenQuery, authorize_playback};
 use super::analytics::{Timeframe, granularity, timeframe};
 use super::auth::Tenant;
 use super::{AppState, Json, Path, Query, rfc3339};
-use crate::drm::AUD_VIDEO;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -225,20 +224,7 @@ pub async fn realtime_one(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> ApiResult<Json<Watching>> {
-    if !super::player::plausible_id(&playback_id) {
-        return Err(ApiError::NotFound("playback id not found".into()));
-    }
-    let token = token_from(&q, &headers);
-    let (target, _) = authorize(
-        &state,
-        &playback_id,
-        token.as_deref(),
-        AUD_VIDEO,
-        Shown::Protected,
-        &headers,
-        ip.as_deref(),
-    )
-    .await?;
+    let (target, _) = authorize_playback(&state, &playback_id, &q, &headers, ip.as_deref()).await?;
     let counts = state.viewer_counts.of(&state, &target.tenant_id).await;
     Ok(Json(Watching {
         concurrent_viewers: counts.get(&playback_id).copied().unwrap_or(0),

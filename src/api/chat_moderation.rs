@@ -9,12 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::access::{ClientIp, Shown, TokenQuery, authorize, token_from};
+use super::access::{ClientIp, TokenQuery, authorize_playback};
 use super::auth::Tenant;
 use super::chat::ChatMessageView;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::db::{ChatBan, ChatRules};
-use crate::drm::AUD_VIDEO;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// The longest slow mode: an hour between messages.
@@ -362,26 +361,12 @@ pub async fn replay(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> ApiResult<Json<Replay>> {
-    if !super::player::plausible_id(&playback_id) {
-        return Err(ApiError::NotFound("playback id not found".into()));
-    }
-    let token = token_from(
-        &TokenQuery {
-            token: q.token.clone(),
-            cmcd: None,
-        },
-        &headers,
-    );
-    let (target, _) = authorize(
-        &state,
-        &playback_id,
-        token.as_deref(),
-        AUD_VIDEO,
-        Shown::Protected,
-        &headers,
-        ip.as_deref(),
-    )
-    .await?;
+    let token = TokenQuery {
+        token: q.token.clone(),
+        cmcd: None,
+    };
+    let (target, _) =
+        authorize_playback(&state, &playback_id, &token, &headers, ip.as_deref()).await?;
     let messages = match &target.prefix {
         Some(prefix) => {
             state

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::access::target_of;
 use super::auth::Tenant;
-use super::player::plausible_id;
 use super::{AppState, Json, Path, Query, escape_html};
 use crate::db::PlaybackPolicy;
 use crate::drm::AUD_VIDEO;
@@ -85,13 +85,10 @@ pub async fn snippet(
     Query(q): Query<EmbedQuery>,
 ) -> ApiResult<Json<EmbedView>> {
     let (width, height) = size(q.width, q.height)?;
-    let target = if plausible_id(&playback_id) {
-        state.jobs.db.playback_target(&playback_id).await?
-    } else {
-        None
+    let target = target_of(&state, &playback_id).await?;
+    if target.tenant_id != caller.tenant_id {
+        return Err(ApiError::NotFound("playback id not found".into()));
     }
-    .filter(|t| t.tenant_id == caller.tenant_id)
-    .ok_or_else(|| ApiError::NotFound("playback id not found".into()))?;
     let base = &state.jobs.public_url;
     let url = format!("{base}/embed/{playback_id}");
     let title = state
@@ -185,15 +182,7 @@ pub async fn oembed(
     else {
         return Err(not_ours());
     };
-    if !plausible_id(playback_id) {
-        return Err(not_ours());
-    }
-    let target = state
-        .jobs
-        .db
-        .playback_target(playback_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("playback id not found".into()))?;
+    let target = target_of(&state, playback_id).await?;
     let mut src = format!("{base}/embed/{playback_id}");
     if target.policy == PlaybackPolicy::Signed {
         // Only a token that plays this id is carried into the snippet.
