@@ -19,8 +19,25 @@ try {
   });
   await page.goto(base + "/docs");
   await page.waitForSelector(".opblock", { timeout: 30000 });
-  result.operations = await page.locator(".opblock").count();
-  result.sections = await page.locator(".opblock-tag-section h3 .nostyle span").allTextContents();
+  // Swagger UI renders a large document's operations as they scroll into view: scroll
+  // through it, collecting each operation (method and path) and section once.
+  const seen = new Set();
+  const sections = new Set();
+  let last = -1;
+  for (let i = 0; i < 400; i++) {
+    for (const op of await page.$$eval(".opblock", (els) => els.map((e) => {
+      const path = e.querySelector("[data-path]");
+      return (e.className.match(/opblock-(get|post|put|patch|delete|head|options)/) || [])[1] + " " + (path ? path.dataset.path : "");
+    }))) seen.add(op);
+    for (const t of await page.locator(".opblock-tag-section h3 .nostyle span").allTextContents()) sections.add(t);
+    const y = await page.evaluate(() => { window.scrollBy(0, window.innerHeight / 2); return window.scrollY; });
+    if (y === last) break;
+    last = y;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  result.operations = seen.size;
+  result.sections = [...sections];
+  await page.evaluate(() => window.scrollTo(0, 0));
   // Authorize with the API key (the spec's bearer scheme).
   await page.click("button.authorize");
   const scheme = page.locator(".modal-ux .auth-container").filter({ hasText: "api_key" }).first();
@@ -29,6 +46,10 @@ try {
   await page.locator(".modal-ux button.close-modal").first().click();
   // GET /v1/tenant: open it, try it out, execute.
   const op = page.locator(".opblock-get").filter({ has: page.locator('[data-path="/v1/tenant"]') }).first();
+  for (let i = 0; i < 200 && (await op.count()) === 0; i++) {
+    await page.evaluate(() => window.scrollBy(0, window.innerHeight / 2));
+    await new Promise((r) => setTimeout(r, 50));
+  }
   await op.locator(".opblock-summary").first().click();
   await op.locator("button.try-out__btn").click();
   await op.locator("button.execute").click();
