@@ -538,6 +538,30 @@ async fn moderators_time_out_and_ban_and_slow_and_entitled_only_modes_hold_with_
     tokio::time::sleep(Duration::from_millis(2100)).await;
     say(&mut ann, "supporters here").await;
     until_text(&mut bob, "supporters here").await;
+
+    // Deleting the stream deletes its chat (none of it belongs to a recording): messages,
+    // bans and rules.
+    let db = &server.state.jobs.db;
+    let tenant = server.call("GET", "/v1/tenant", Some(&key), None).await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!db.chat_bans(&tenant, &stream_id).await.unwrap().is_empty());
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/live-streams/{stream_id}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert!(db.recent_chat(&stream_id, 50).await.unwrap().is_empty());
+    assert!(db.chat_bans(&tenant, &stream_id).await.unwrap().is_empty());
+    assert_eq!(
+        db.chat_rules(&stream_id).await.unwrap(),
+        ferrocast::db::ChatRules::default()
+    );
     server.stop().await;
 }
 
@@ -619,6 +643,27 @@ async fn a_recording_replays_its_chat_at_the_moments_it_was_sent_in_chromium() {
     // Six seconds apart on the video too.
     let apart = shown[1]["videoTime"].as_f64().unwrap() - shown[0]["videoTime"].as_f64().unwrap();
     assert!((5.0..7.5).contains(&apart), "{apart} s apart: {seen}");
+    // The stream deleted, its recording keeps the chat it replays.
+    let stream_id = s["id"].as_str().unwrap();
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/live-streams/{stream_id}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, kept) = server
+        .call(
+            "GET",
+            &format!("/chat/{}/replay", recording.playback_id),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["messages"].as_array().unwrap().len(), 2, "{kept}");
     println!(
         "replayed chat: shown {:.0} and {:.0} ms after the video reached their times, {apart:.2} s apart",
         shown[0]["shownAt"].as_f64().unwrap() - first["at_ms"].as_f64().unwrap(),

@@ -389,6 +389,16 @@ impl Db {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        // Its chat goes with it, but for the messages of broadcasts whose recordings remain
+        // (their players replay them).
+        for sql in [
+            "DELETE FROM chat_rules WHERE live_stream_id = $1",
+            "DELETE FROM chat_bans WHERE live_stream_id = $1",
+            "DELETE FROM chat_messages WHERE live_stream_id = $1 AND (broadcast IS NULL OR \
+             broadcast NOT IN (SELECT storage_prefix FROM assets WHERE storage_prefix IS NOT NULL))",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
         record_event(
             &mut tx,
             "live_stream.deleted",

@@ -264,11 +264,17 @@ function watchAsset(asset) {
 
 function assetRow(a) {
   const thumb = document.createElement("td");
-  if (a.status === "ready" && a.playback_policy === "public") {
+  if (a.status === "ready") {
     const img = document.createElement("img");
     img.className = "thumb";
     img.alt = "";
-    img.src = `/thumbnails/${encodeURIComponent(a.playback_id)}.jpg?width=160`;
+    const src = `/thumbnails/${encodeURIComponent(a.playback_id)}.jpg?width=160`;
+    if (a.playback_policy === "public") img.src = src;
+    else {
+      // A signed asset's thumbnail needs a token: a short one for thumbnails only.
+      api("POST", "/v1/playback-tokens", { playback_id: a.playback_id, audience: "t", expires_in: 600 })
+        .then((t) => { img.src = `${src}&token=${encodeURIComponent(t.token)}`; }, () => {});
+    }
     thumb.append(img);
   }
   const status = a.status === "processing" && a.progress != null ? `processing ${Math.round(a.progress)} %` : a.status;
