@@ -233,6 +233,36 @@ async fn a_signed_streams_chat_needs_its_token_and_names_its_viewer() {
     let mut ana = join(&server, playback_id, Some(t["token"].as_str().unwrap())).await;
     let welcome = next_of(&mut ana, "welcome").await;
     assert_eq!(welcome["name"], "ana");
+    // The token in the `ferrocast_token` cookie works from this server's pages, and not from
+    // another site's (which the browser would send the cookie from as well).
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let host = url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    for (origin, expected) in [
+        (format!("http://{host}"), 101),
+        ("https://evil.example".to_string(), 403),
+    ] {
+        let mut request = url.clone().into_client_request().unwrap();
+        let headers = request.headers_mut();
+        headers.insert(
+            "cookie",
+            format!("ferrocast_token={}", t["token"].as_str().unwrap())
+                .parse()
+                .unwrap(),
+        );
+        headers.insert("origin", origin.parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((_, r)) => assert_eq!(r.status().as_u16(), expected, "{origin}"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status().as_u16(), expected, "{origin}")
+            }
+            Err(e) => panic!("{origin}: {e}"),
+        }
+    }
     // Unknown ids and plain HTTP get clear answers.
     assert_eq!(
         server
@@ -455,6 +485,12 @@ async fn moderators_time_out_and_ban_and_slow_and_entitled_only_modes_hold_with_
     let refused = next_of(&mut bob, "error").await;
     assert_eq!(refused["code"], "banned", "{refused}");
     assert!(refused["retry_after_s"].as_i64().unwrap() > 50, "{refused}");
+    // Dropping his token does not get him round it: his address is timed out too.
+    let mut incognito = join(&server, &playback_id, None).await;
+    next_of(&mut incognito, "history").await;
+    say(&mut incognito, "it is not me").await;
+    assert_eq!(next_of(&mut incognito, "error").await["code"], "banned");
+    drop(incognito);
     let bans = format!("/v1/live-streams/{stream_id}/chat/bans");
     let (_, list) = server.call("GET", &bans, Some(&key), None).await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
@@ -486,6 +522,19 @@ async fn moderators_time_out_and_ban_and_slow_and_entitled_only_modes_hold_with_
     next_of(&mut again, "history").await;
     say(&mut again, "I am back").await;
     assert_eq!(next_of(&mut again, "error").await["code"], "banned");
+    // A moderator's timeout of the banned sender does not shorten the creator's ban.
+    mia.send(Message::Text(
+        json!({"type": "timeout", "id": troll["id"], "duration_s": 1})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    next_of(&mut ann, "moderation").await;
+    let (_, list) = server.call("GET", &bans, Some(&key), None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["id"], ban["id"], "the same ban: {list}");
+    assert_eq!(list[0]["until"], Value::Null, "still a ban: {list}");
     // A moderator cannot ban a moderator.
     say(&mut mia, "mod message").await;
     let own = until_text(&mut ann, "mod message").await;
@@ -538,6 +587,24 @@ async fn moderators_time_out_and_ban_and_slow_and_entitled_only_modes_hold_with_
     tokio::time::sleep(Duration::from_millis(2100)).await;
     say(&mut ann, "supporters here").await;
     until_text(&mut bob, "supporters here").await;
+
+    // A moderator the creator removes moderates no more, on the socket already open.
+    let (status, _) = server
+        .call(
+            "PUT",
+            &rules,
+            Some(&key),
+            Some(json!({"slow_mode_s": 0, "entitled_only": false, "moderators": []})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let last = until_text(&mut mia, "supporters here").await;
+    mia.send(Message::Text(
+        json!({"type": "hide", "id": last["id"]}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_of(&mut mia, "error").await["code"], "forbidden");
 
     // Deleting the stream deletes its chat (none of it belongs to a recording): messages,
     // bans and rules.

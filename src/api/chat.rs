@@ -89,6 +89,8 @@ pub(super) struct Chatter {
     /// Whom flood control, slow mode and bans count: `viewer:<id>` for a token's viewer,
     /// `address:<hash>` for an anonymous one.
     sender: String,
+    /// `address:<hash>` of this connection, whoever it is.
+    address: String,
     name: String,
     color: &'static str,
     /// Named by the creator in the stream's chat rules.
@@ -131,20 +133,29 @@ pub async fn connect(
         .ok_or_else(|| ApiError::NotFound("chat is for live streams".into()))?;
     // Who may watch may chat: the stream's rules (token, referrer, country) decide. The
     // token as a player sends it: query, bearer or cookie.
-    let token = token_from(
-        &TokenQuery {
-            token: q.token.clone(),
-            cmcd: None,
-        },
-        &headers,
-    );
+    let query = TokenQuery {
+        token: q.token.clone(),
+        cmcd: None,
+    };
+    let token = token_from(&query, &headers);
+    // A token the browser sent by itself (the cookie) speaks only for pages of this server:
+    // another site's page must not chat, or moderate, as the viewer.
+    let from_cookie = token.is_some()
+        && q.token.as_deref().is_none_or(str::is_empty)
+        && !super::access::token_in_header(&query, &headers);
+    if from_cookie && !same_origin(&headers) {
+        return Err(ApiError::Forbidden(
+            "the chat takes the cookie's token only from this server's pages".into(),
+        ));
+    }
     let token = token.as_deref();
     let (target, claims) = authorize(
         &state,
         &playback_id,
         token,
         AUD_VIDEO,
-        Shown::Protected,
+        // What paid media says in its chat is for those who bought it, as the media is.
+        Shown::Clear,
         &headers,
         ip.as_deref(),
     )
@@ -175,6 +186,11 @@ pub async fn connect(
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
     );
     let signed_in = viewer.is_some();
+    // The address itself is not kept: a hash of it with the stream.
+    let address_key = format!(
+        "address:{}",
+        &crate::api::auth::hash_hex(&format!("{live_stream_id}|{address}"))[..32]
+    );
     let (viewer, name, sender) = match viewer {
         Some(v) => (v.clone(), chat::display_name(&v), format!("viewer:{v}")),
         None => {
@@ -184,12 +200,10 @@ pub async fn connect(
                 .filter(char::is_ascii_alphanumeric)
                 .take(4)
                 .collect();
-            // The address itself is not kept: a hash of it with the stream.
-            let hash = crate::api::auth::hash_hex(&format!("{live_stream_id}|{address}"));
             (
                 format!("anon:{id}"),
                 format!("viewer-{short}"),
-                format!("address:{}", &hash[..32]),
+                address_key.clone(),
             )
         }
     };
@@ -220,6 +234,7 @@ pub async fn connect(
         color: chat::color(&viewer),
         viewer,
         sender,
+        address: address_key,
         name,
         moderator,
         supporter,
@@ -229,6 +244,26 @@ pub async fn connect(
         .max_frame_size(8 * 1024)
         .on_upgrade(move |socket| run(state, socket, chatter, membership, rx))
         .into_response())
+}
+
+/// Whether the request's `Origin` is this server (the `Host` it was sent to).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let origin = headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .and_then(|o| url::Url::parse(o).ok());
+    match (host, origin) {
+        (Some(host), Some(origin)) => {
+            let port = origin.port().map(|p| format!(":{p}")).unwrap_or_default();
+            origin.host_str().map(|h| format!("{h}{port}")).as_deref() == Some(host)
+        }
+        // Not a browser's request (a browser always sends Origin on a WebSocket).
+        (_, None) => true,
+        _ => false,
+    }
 }
 
 async fn send(socket: &mut WebSocket, text: String) -> bool {
@@ -347,6 +382,14 @@ async fn receive(
     match incoming.r#type.as_str() {
         "send" => send_message(state, chatter, membership, incoming.text.as_deref()).await,
         "hide" | "timeout" | "ban" => {
+            // Judged by the rules now: a moderator the creator removed moderates no more.
+            chatter.moderator = !chatter.viewer.starts_with("anon:")
+                && state
+                    .jobs
+                    .db
+                    .chat_rules(&chatter.live_stream_id)
+                    .await
+                    .is_ok_and(|r| r.moderators.contains(&chatter.viewer));
             if !chatter.moderator {
                 return Some(error("forbidden", "only moderators may do that"));
             }
@@ -430,6 +473,8 @@ async fn send_message(
     let Ok(rules) = db.chat_rules(&chatter.live_stream_id).await else {
         return unavailable();
     };
+    chatter.moderator =
+        !chatter.viewer.starts_with("anon:") && rules.moderators.contains(&chatter.viewer);
     if !chatter.moderator {
         if rules.entitled_only && !chatter.supporter {
             // Bought since joining?
@@ -482,6 +527,7 @@ async fn send_message(
         at: crate::clock::now_ms(),
         hidden_at: None,
         sender: chatter.sender.clone(),
+        address: chatter.address.clone(),
         badges: chatter.badges(),
     };
     if let Err(e) = db.insert_chat_message(&message).await {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::access::{ClientIp, TokenQuery, authorize_playback};
+use super::access::{ClientIp, Shown, TokenQuery, authorize, token_from};
 use super::auth::Tenant;
 use super::chat::ChatMessageView;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
@@ -125,9 +125,11 @@ pub(super) async fn ban_by_message(
             tenant_id,
             live_stream_id,
             &message.sender,
+            &message.address,
             &message.name,
             until,
             reason,
+            by_moderator,
         )
         .await?;
     let hidden = db
@@ -365,8 +367,18 @@ pub async fn replay(
         token: q.token.clone(),
         cmcd: None,
     };
-    let (target, _) =
-        authorize_playback(&state, &playback_id, &token, &headers, ip.as_deref()).await?;
+    // What paid media says in its chat is for those who bought it, as the media is.
+    let token = token_from(&token, &headers);
+    let (target, _) = authorize(
+        &state,
+        &playback_id,
+        token.as_deref(),
+        crate::drm::AUD_VIDEO,
+        Shown::Clear,
+        &headers,
+        ip.as_deref(),
+    )
+    .await?;
     let messages = match &target.prefix {
         Some(prefix) => {
             state

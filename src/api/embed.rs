@@ -191,11 +191,19 @@ pub async fn oembed(
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v.into_owned())
             .ok_or_else(|| ApiError::Unauthorized("this video needs a playback token".into()))?;
-        state
+        let verified = state
             .tokens
             .verify(&token, Some(playback_id), AUD_VIDEO)
             .await
             .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        if verified
+            .signed_by_tenant
+            .is_some_and(|t| t != target.tenant_id)
+        {
+            return Err(ApiError::Unauthorized(
+                "playback token is signed by another tenant's key".into(),
+            ));
+        }
         src.push_str(&format!("?token={}", encode(&token)));
     }
     let (mut width, mut height) = (DEFAULT_WIDTH, DEFAULT_WIDTH * 9 / 16);

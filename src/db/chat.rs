@@ -21,12 +21,14 @@ pub struct ChatMessage {
     pub hidden_at: Option<i64>,
     /// `viewer:<id>` or `address:<hash>`: whom a ban by this message bans.
     pub sender: String,
+    /// `address:<hash>` of the connection it came from.
+    pub address: String,
     /// Comma-separated: `moderator`, `supporter`.
     pub badges: String,
 }
 
 const COLUMNS: &str = "id, tenant_id, live_stream_id, broadcast, viewer, name, color, text, at, \
-                       hidden_at, sender, badges";
+                       hidden_at, sender, address, badges";
 
 /// A stream's chat rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,7 +56,7 @@ impl Db {
     pub async fn insert_chat_message(&self, m: &ChatMessage) -> DbResult<()> {
         sqlx::query(&format!(
             "INSERT INTO chat_messages ({COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12)"
         ))
         .bind(&m.id)
         .bind(&m.tenant_id)
@@ -66,6 +68,7 @@ impl Db {
         .bind(&m.text)
         .bind(m.at)
         .bind(&m.sender)
+        .bind(&m.address)
         .bind(&m.badges)
         .execute(&self.pool)
         .await?;
@@ -253,50 +256,60 @@ impl Db {
         Ok(())
     }
 
-    /// Bans (`until` None) or times out `sender`, replacing an earlier ban of theirs.
+    /// Bans (`until` None) or times out `sender` (and anonymous chatting from `address`),
+    /// replacing an earlier ban of theirs; a moderator's timeout (`by_moderator`) never
+    /// shortens a ban.
+    #[allow(clippy::too_many_arguments)]
     pub async fn ban_chat_sender(
         &self,
         tenant_id: &str,
         live_stream_id: &str,
         sender: &str,
+        address: &str,
         name: &str,
         until: Option<i64>,
         reason: Option<&str>,
+        by_moderator: bool,
     ) -> DbResult<ChatBan> {
-        let id = super::new_id();
         sqlx::query(
-            "INSERT INTO chat_bans (id, tenant_id, live_stream_id, sender, name, until, reason, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (live_stream_id, sender) DO UPDATE SET id = $1, name = $5, until = $6, \
-             reason = $7, created_at = $8",
+            "INSERT INTO chat_bans (id, tenant_id, live_stream_id, sender, address, name, until, \
+             reason, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (live_stream_id, sender) DO UPDATE SET address = $5, name = $6, \
+             until = CASE WHEN chat_bans.until IS NULL AND $10 = 1 THEN NULL ELSE $7 END, \
+             reason = $8, created_at = $9",
         )
-        .bind(&id)
+        .bind(super::new_id())
         .bind(tenant_id)
         .bind(live_stream_id)
         .bind(sender)
+        .bind(address)
         .bind(name)
         .bind(until)
         .bind(reason)
         .bind(super::now_ms())
+        .bind(i64::from(by_moderator))
         .execute(&self.pool)
         .await?;
         Ok(sqlx::query_as(&format!(
-            "SELECT {BAN_COLUMNS} FROM chat_bans WHERE id = $1"
+            "SELECT {BAN_COLUMNS} FROM chat_bans WHERE live_stream_id = $1 AND sender = $2"
         ))
-        .bind(&id)
+        .bind(live_stream_id)
+        .bind(sender)
         .fetch_one(&self.pool)
         .await?)
     }
 
-    /// The ban or timeout of `sender` in force now, if any.
+    /// The ban or timeout of `sender` in force now, if any: theirs, or (for an anonymous
+    /// sender) one that banned a signed-in viewer from their address.
     pub async fn chat_ban_of(
         &self,
         live_stream_id: &str,
         sender: &str,
     ) -> DbResult<Option<ChatBan>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {BAN_COLUMNS} FROM chat_bans WHERE live_stream_id = $1 AND sender = $2 \
-             AND (until IS NULL OR until > $3)"
+            "SELECT {BAN_COLUMNS} FROM chat_bans WHERE live_stream_id = $1 \
+             AND (sender = $2 OR address = $2) AND (until IS NULL OR until > $3) \
+             ORDER BY until IS NULL DESC, until DESC LIMIT 1"
         ))
         .bind(live_stream_id)
         .bind(sender)

@@ -14,6 +14,15 @@ const { launch } = require("./chromium.cjs");
 (async () => {
 const fs = require("fs");
 const [base, apiKey, shots, file, control] = process.argv.slice(2);
+// Opens a tab and waits for its data: the click changes the URL's fragment, and the page
+// loads the tab on the hashchange that follows.
+async function openTab(page, name) {
+  await page.click(`nav.tabs a[data-tab="${name}"]`);
+  await page.waitForFunction((n) => window.dashboard.loaded && window.dashboard.loaded[n], name);
+  const ok = await page.evaluate((n) => window.dashboard.loaded[n], name);
+  if (!ok) throw new Error(`the ${name} tab did not load: ` + await page.locator("#error").textContent());
+}
+
 async function waitFile(path, ms) {
   const end = Date.now() + ms;
   while (Date.now() < end) {
@@ -67,8 +76,7 @@ try {
   await page.screenshot({ path: shots + "/dashboard.png", fullPage: true });
 
   // Uploads: a file through the page, then processing until ready.
-  await page.click('nav.tabs a[data-tab="uploads"]');
-  await page.evaluate(() => window.dashboard.loaded.uploads);
+  await openTab(page, "uploads");
   await page.setInputFiles("#file", file);
   await page.waitForFunction(() => window.dashboard.uploaded === 1, null, { timeout: 60000 });
   result.progress = await page.evaluate(() => window.dashboard.progress);
@@ -90,16 +98,14 @@ try {
   await waitFile(control + "/flushed", 30000);
 
   // Analytics: the view on the chart.
-  await page.click('nav.tabs a[data-tab="analytics"]');
-  await page.evaluate(() => window.dashboard.loaded.analytics);
+  await openTab(page, "analytics");
   await page.waitForSelector("#views-chart canvas");
   result.chartPoints = Number(await page.locator("#views-chart").getAttribute("data-points"));
   result.cards = await page.locator("#cards").innerText();
   await page.screenshot({ path: shots + "/dashboard-analytics.png", fullPage: true });
 
   // Commerce: a product with a price, for the asset.
-  await page.click('nav.tabs a[data-tab="commerce"]');
-  await page.evaluate(() => window.dashboard.loaded.commerce);
+  await openTab(page, "commerce");
   await page.fill("#product-name", "Director's cut");
   await page.fill("#product-playback-ids", result.ready);
   await page.fill("#product-amount", "4.99");
@@ -113,8 +119,7 @@ try {
   result.code = await page.locator("#codes tbody tr").first().innerText();
   await page.screenshot({ path: shots + "/dashboard-commerce.png", fullPage: true });
 
-  await page.click('nav.tabs a[data-tab="settings"]');
-  await page.evaluate(() => window.dashboard.loaded.settings);
+  await openTab(page, "settings");
   result.settings = await page.locator("#keys tbody tr").count();
   await page.click("#create-signing-key");
   await page.waitForSelector("#secret:not([hidden])");

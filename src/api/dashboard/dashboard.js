@@ -203,7 +203,8 @@ async function loadChat() {
   const id = encodeURIComponent(chatStream.id);
   const [rules, messages, bans] = await Promise.all([
     api("GET", `/v1/live-streams/${id}/chat/rules`),
-    all(`/v1/live-streams/${id}/chat/messages`, 500),
+    // Oldest first: the newest 100 are the last of them (up to 5000).
+    all(`/v1/live-streams/${id}/chat/messages`, 5000),
     api("GET", `/v1/live-streams/${id}/chat/bans`),
   ]);
   $("chat-slow").value = rules.slow_mode_s;
@@ -244,9 +245,14 @@ $("chat-rules-form").addEventListener("submit", async (e) => {
 
 // --- Uploads: tus (resumable, resuming after a reload), progress, then the asset's own
 // processing progress over Server-Sent Events.
+// At most a few streams at once: a browser holds six connections to a server.
 const watching = new Map();
+const MAX_WATCHED = 3;
 function watchAsset(asset) {
-  if (watching.has(asset.id) || asset.status === "ready" || asset.status === "errored") return;
+  if (watching.has(asset.id) || watching.size >= MAX_WATCHED) return;
+  // An upload still arriving is followed only while recent: an abandoned one never ends.
+  const recent = Date.now() - Date.parse(asset.created_at) < 3600 * 1000;
+  if (!(asset.status === "queued" || asset.status === "processing" || (asset.status === "uploading" && recent))) return;
   const events = new EventSource(`/v1/assets/${encodeURIComponent(asset.id)}/events`);
   watching.set(asset.id, events);
   events.addEventListener("asset", (e) => {
@@ -257,6 +263,8 @@ function watchAsset(asset) {
       events.close();
       watching.delete(a.id);
       if (a.filename && $("upload-name").textContent === a.filename) $("upload-percent").textContent = `100 % · ${a.status}`;
+      // Others waiting their turn to be followed.
+      if (document.querySelector('#assets tr[data-status="queued"], #assets tr[data-status="processing"], #assets tr[data-status="uploading"]')) loaders.uploads().catch(showError);
     }
   });
   events.addEventListener("error", () => { events.close(); watching.delete(asset.id); });

@@ -201,8 +201,9 @@ async fn viewer_page(
         "query": query,
         "embed": chrome == Chrome::Embed,
     });
+    let mut retry_after = None;
     let (status, page_state, label, body) = match decision {
-        Ok((target, _)) => {
+        Ok((target, claims)) => {
             let live = state.jobs.db.live_state_for_playback(playback_id).await?;
             let (page_state, label) = match live {
                 Some(LiveState::Live) => ("live", "loading"),
@@ -212,8 +213,26 @@ async fn viewer_page(
             };
             config["live"] = json!(live.is_some());
             if live.is_none() {
-                config["poster"] = json!(format!("/thumbnails/{playback_id}.jpg{query}"));
-                config["storyboard"] = json!(format!("/storyboards/{playback_id}.vtt{query}"));
+                // Stills take tokens of their own audiences: the page's token, re-minted for
+                // them with the same claims (a viewer who may play may see them).
+                let still = |audience: &str| match &claims {
+                    Some(c) => format!(
+                        "?token={}",
+                        state.tokens.mint(&crate::drm::PlaybackClaims {
+                            aud: audience.to_string(),
+                            ..c.clone()
+                        })
+                    ),
+                    None => String::new(),
+                };
+                config["poster"] = json!(format!(
+                    "/thumbnails/{playback_id}.jpg{}",
+                    still(crate::drm::AUD_THUMBNAIL)
+                ));
+                config["storyboard"] = json!(format!(
+                    "/storyboards/{playback_id}.vtt{}",
+                    still(crate::drm::AUD_STORYBOARD)
+                ));
             }
             // A live stream chats; an ended broadcast or a recording replays its chat.
             let chat = match (live, chrome, &target.prefix) {
@@ -237,6 +256,9 @@ async fn viewer_page(
         Err(denial) => {
             let notice = Notice::of(&denial, &brand);
             let mut body = notice_markup(&notice);
+            if let Denial::RateLimited(wait) = denial {
+                retry_after = Some(wait);
+            }
             if notice.state == "purchase_required" {
                 let offers = state
                     .jobs
@@ -253,11 +275,12 @@ async fn viewer_page(
                     config["checkout"] = json!({"key": key, "provider": provider, "token": token});
                 }
             }
+            body.push_str("</div></div>");
             (notice.status, notice.state, notice.state, body)
         }
     };
     config["state"] = json!(page_state);
-    Ok(page(
+    let mut response = page(
         status,
         chrome,
         &branding,
@@ -266,9 +289,16 @@ async fn viewer_page(
         label,
         &body,
         &config,
-        playback_id,
+        Some(playback_id),
         &state.jobs.public_url,
-    ))
+        state.jobs.config.delivery.redirect_segments,
+    );
+    if let Some(wait) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    }
+    Ok(response)
 }
 
 /// How the chat beside the video runs.
@@ -384,7 +414,7 @@ fn offers_markup(
             escape_html(&per)
         ));
     }
-    out.push_str(r#"</ul><p id="buy-status" class="fc-buy-status" role="status"></p></div></div>"#);
+    out.push_str(r#"</ul><p id="buy-status" class="fc-buy-status" role="status"></p>"#);
     out
 }
 
@@ -399,8 +429,9 @@ fn page(
     label: &str,
     body: &str,
     config: &serde_json::Value,
-    playback_id: &str,
+    playback_id: Option<&str>,
     public_url: &str,
+    redirect_segments: bool,
 ) -> Response {
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let mut vars = String::new();
@@ -435,16 +466,23 @@ fn page(
         .replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026");
-    let oembed = format!(
-        "{public_url}/oembed?url={}",
-        url::form_urlencoded::byte_serialize(format!("{public_url}/play/{playback_id}").as_bytes())
-            .collect::<String>()
-    );
+    let oembed = match playback_id {
+        Some(id) => format!(
+            r#"<link rel="alternate" type="application/json+oembed" href="{}" title="{}">"#,
+            escape_html(&format!(
+                "{public_url}/oembed?url={}",
+                url::form_urlencoded::byte_serialize(format!("{public_url}/play/{id}").as_bytes())
+                    .collect::<String>()
+            )),
+            escape_html(brand)
+        ),
+        None => String::new(),
+    };
     let html = format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<link rel="alternate" type="application/json+oembed" href="{oembed}" title="{title}">
+{oembed}
 <link rel="stylesheet" href="/player/ferrocast-player.css">
 <style nonce="{nonce}">:root {{ {vars}}}
 {custom}</style>
@@ -461,7 +499,6 @@ fn page(
 </body></html>
 "#,
         title = escape_html(brand),
-        oembed = escape_html(&oembed),
         custom = branding.custom_css,
         embed_class = if chrome == Chrome::Embed {
             " fc-embed"
@@ -477,10 +514,16 @@ fn page(
         Chrome::Page => "'self'",
         Chrome::Embed => "*",
     };
+    // Segments redirected to presigned storage URLs come from storage's origin.
+    let storage = if redirect_segments {
+        " https: http:"
+    } else {
+        ""
+    };
     let csp = format!(
         "default-src 'none'; script-src 'self'; style-src 'self' 'nonce-{nonce}'; img-src {img}; \
-         media-src 'self' blob:; connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; \
-         form-action 'none'; frame-ancestors {ancestors}"
+         media-src 'self' blob:{storage}; connect-src 'self'{storage}; worker-src 'self' blob:; \
+         base-uri 'none'; form-action 'none'; frame-ancestors {ancestors}"
     );
     let mut response = (status, Html(html)).into_response();
     let h = response.headers_mut();
@@ -510,8 +553,9 @@ fn not_found(chrome: Chrome) -> Response {
         "not_found",
         r#"<div class="fc-stage fc-stage-notice"><div id="notice" class="fc-notice" data-state="not_found"><h1 id="not-found">This video does not exist</h1><p>The link may be mistyped, or the video was deleted.</p></div></div>"#,
         &json!({"state": "not_found"}),
+        None,
         "",
-        "",
+        false,
     )
 }
 

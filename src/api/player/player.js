@@ -35,21 +35,33 @@
       if (!r.ok) throw new Error((json.error && json.error.message) || ("HTTP " + r.status));
       return json;
     };
+    // Where the provider sends the buyer back: the page that linked or embedded this one,
+    // else this page without its token (a token is a credential: the provider never sees it).
+    const back = () => {
+      if (/^https?:/.test(document.referrer)) return document.referrer;
+      const u = new URL(location.href);
+      u.searchParams.delete("token");
+      return u.href;
+    };
     document.querySelectorAll(".fc-buy").forEach((button) => {
       button.addEventListener("click", async () => {
         document.querySelectorAll(".fc-buy").forEach((b) => { b.disabled = true; });
         buyStatus.textContent = "Opening the checkout…";
+        // In an iframe the provider's page cannot be framed: it opens in a window of its own,
+        // opened now, while the click still counts as the viewer's.
+        const win = config.embed ? window.open("about:blank", "_blank") : null;
         try {
           const cart = await call("/v1/carts", { currency: button.dataset.currency });
           await call(`/v1/carts/${encodeURIComponent(cart.id)}/items`, { price_id: button.dataset.price, quantity: 1 });
-          const back = location.href;
           const checkout = await call(`/v1/carts/${encodeURIComponent(cart.id)}/checkout`, {
             provider: config.checkout.provider, playback_token: config.checkout.token,
-            success_url: back, cancel_url: back,
+            success_url: back(), cancel_url: back(),
           });
           player.checkout = checkout.order_id;
-          location.assign(checkout.redirect_url);
+          if (win) { win.location.href = checkout.redirect_url; buyStatus.textContent = "The checkout opened in a new window."; }
+          else location.assign(checkout.redirect_url);
         } catch (e) {
+          if (win) win.close();
           buyStatus.textContent = "The checkout could not be opened: " + e.message;
           document.querySelectorAll(".fc-buy").forEach((b) => { b.disabled = false; });
         }
