@@ -64,6 +64,12 @@ async fn say(socket: &mut Socket, text: &str) {
         .unwrap();
 }
 
+/// Sets a stream's chat rules (`rules` is their path), which must be taken.
+async fn put_rules(server: &TestServer, rules: &str, key: &str, body: Value) {
+    let (status, r) = server.call("PUT", rules, Some(key), Some(body)).await;
+    assert_eq!(status, 200, "{r}");
+}
+
 /// The next message whose text is `text`, skipping others.
 async fn until_text(socket: &mut Socket, text: &str) -> Value {
     loop {
@@ -546,15 +552,13 @@ async fn moderators_time_out_and_ban_and_slow_and_entitled_only_modes_hold_with_
     assert_eq!(next_of(&mut mia, "error").await["code"], "invalid");
 
     // Slow mode: everyone is told; one message per 2 s, moderators exempt.
-    let (status, _) = server
-        .call(
-            "PUT",
-            &rules,
-            Some(&key),
-            Some(json!({"slow_mode_s": 2, "entitled_only": false, "moderators": ["mia"]})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    put_rules(
+        &server,
+        &rules,
+        &key,
+        json!({"slow_mode_s": 2, "entitled_only": false, "moderators": ["mia"]}),
+    )
+    .await;
     assert_eq!(next_of(&mut ann, "rules").await["slow_mode_s"], 2);
     // Past Ann's last message by the slow mode's 2 s (and her flood window).
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -572,15 +576,13 @@ async fn moderators_time_out_and_ban_and_slow_and_entitled_only_modes_hold_with_
     }
 
     // Entitled-only: Bob (no entitlement) may not write, Ann may.
-    let (status, _) = server
-        .call(
-            "PUT",
-            &rules,
-            Some(&key),
-            Some(json!({"slow_mode_s": 0, "entitled_only": true, "moderators": ["mia"]})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    put_rules(
+        &server,
+        &rules,
+        &key,
+        json!({"slow_mode_s": 0, "entitled_only": true, "moderators": ["mia"]}),
+    )
+    .await;
     assert_eq!(next_of(&mut bob, "rules").await["entitled_only"], true);
     say(&mut bob, "can I?").await;
     assert_eq!(next_of(&mut bob, "error").await["code"], "entitled_only");
@@ -589,15 +591,13 @@ async fn moderators_time_out_and_ban_and_slow_and_entitled_only_modes_hold_with_
     until_text(&mut bob, "supporters here").await;
 
     // A moderator the creator removes moderates no more, on the socket already open.
-    let (status, _) = server
-        .call(
-            "PUT",
-            &rules,
-            Some(&key),
-            Some(json!({"slow_mode_s": 0, "entitled_only": false, "moderators": []})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    put_rules(
+        &server,
+        &rules,
+        &key,
+        json!({"slow_mode_s": 0, "entitled_only": false, "moderators": []}),
+    )
+    .await;
     let last = until_text(&mut mia, "supporters here").await;
     mia.send(Message::Text(
         json!({"type": "hide", "id": last["id"]}).to_string().into(),
