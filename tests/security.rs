@@ -1134,3 +1134,164 @@ async fn without_a_country_header_the_geoip_database_says_where_the_viewer_is() 
     assert_eq!(get_key(&server, &m, &elsewhere).await.0, 403);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clearkey_licence_gives_keys_by_the_rules_of_keys_and_is_audited() {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Licensed").await;
+    let media = media_with(&server, &tenant_id, &key, "signed").await;
+    let other = media_with(&server, &tenant_id, &key, "signed").await;
+    let token = |playback_id: String, viewer: Option<&str>| {
+        let server = &server;
+        let key = key.clone();
+        let viewer = viewer.map(str::to_string);
+        async move {
+            let (status, t) = server
+                .call(
+                    "POST",
+                    "/v1/playback-tokens",
+                    Some(&key),
+                    Some(json!({"playback_id": playback_id, "viewer": viewer})),
+                )
+                .await;
+            assert_eq!(status, 201, "{t}");
+            t["token"].as_str().unwrap().to_string()
+        }
+    };
+    let license = |playback_id: String, token: Option<String>, body: Value| {
+        let server = &server;
+        async move {
+            let q = token.map(|t| format!("?token={t}")).unwrap_or_default();
+            let r = server
+                .client
+                .post(server.url(&format!("/licenses/clearkey/{playback_id}{q}")))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.headers()["cache-control"], "no-store, private");
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let asks = json!({"kids": [media.key_id], "type": "temporary"});
+    let pb = media.playback_id.clone();
+
+    // A token for the media: the key, as a JSON Web Key.
+    let t = token(pb.clone(), None).await;
+    let (status, l) = license(pb.clone(), Some(t.clone()), asks.clone()).await;
+    assert_eq!(status, 200, "{l}");
+    assert_eq!(l["type"], "temporary");
+    assert_eq!(l["keys"][0]["kty"], "oct");
+    assert_eq!(l["keys"][0]["kid"], media.key_id.as_str());
+    let k = URL_SAFE_NO_PAD
+        .decode(l["keys"][0]["k"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(k, media.key);
+
+    // No token; a token of other media; the key asked through another playback id.
+    assert_eq!(license(pb.clone(), None, asks.clone()).await.0, 401);
+    let other_token = token(other.playback_id.clone(), None).await;
+    assert_eq!(
+        license(pb.clone(), Some(other_token.clone()), asks.clone())
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        license(other.playback_id.clone(), Some(other_token), asks.clone())
+            .await
+            .0,
+        403
+    );
+    // Requests that are not licence requests.
+    for bad in [
+        json!({"kids": []}),
+        json!({"kids": ["not-a-key-id"]}),
+        json!({"kids": [media.key_id], "type": "persistent-license"}),
+        json!({"kids": vec![media.key_id.clone(); 17]}),
+    ] {
+        assert_eq!(license(pb.clone(), Some(t.clone()), bad).await.0, 400);
+    }
+    assert_eq!(
+        license(
+            pb.clone(),
+            Some(t.clone()),
+            json!({"kids": ["AAAAAAAAAAAAAAAAAAAAAA"]})
+        )
+        .await
+        .0,
+        404
+    );
+
+    // Paid: only a viewer holding the entitlement.
+    let (status, _) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{pb}"),
+            Some(&key),
+            Some(json!({"requires_entitlement": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let ann = token(pb.clone(), Some("ann")).await;
+    assert_eq!(
+        license(pb.clone(), Some(ann.clone()), asks.clone()).await.0,
+        403
+    );
+    let (status, _) = server
+        .call(
+            "POST",
+            "/v1/entitlements",
+            Some(&key),
+            Some(json!({"playback_id": pb, "viewer": "ann"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(license(pb.clone(), Some(ann), asks.clone()).await.0, 200);
+
+    // A player on another site asks across origins: the preflight lets it POST.
+    let r = server
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            server.url(&format!("/licenses/clearkey/{pb}")),
+        )
+        .header("origin", "https://player.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["access-control-allow-methods"], "POST, OPTIONS");
+
+    // Every decision is in the audit log, as for /keys.
+    server.state.audit.flush().await;
+    let (_, denials) = server
+        .call("GET", "/v1/audit?type=key_denial", Some(&key), None)
+        .await;
+    let reasons: Vec<&str> = denials["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["key_id"] == media.key_id.as_str())
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    for reason in ["no_token", "no_entitlement"] {
+        assert!(reasons.contains(&reason), "{reason} not in {reasons:?}");
+    }
+    let (_, grants) = server
+        .call("GET", "/v1/audit?type=key_grant", Some(&key), None)
+        .await;
+    assert!(
+        grants["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["key_id"] == media.key_id.as_str())
+            .count()
+            >= 2,
+        "{grants}"
+    );
+    server.stop().await;
+}

@@ -116,6 +116,7 @@ impl Chatter {
 #[utoipa::path(get, path = "/chat/{playback_id}", tag = "chat", params(ChatQuery),
     responses((status = 101, description = "The WebSocket: JSON text frames (see the tag's description)"),
         (status = 401, body = ErrorBody, description = "A signed stream without a valid token"),
+        (status = 403, body = ErrorBody, description = "A token that does not allow this (referrer, country, entitlement), or the cookie's token from another site's page"),
         (status = 429, body = ErrorBody, description = "Too many connections from this address"),
         (status = 503, body = ErrorBody, description = "The room is full")))]
 pub async fn connect(

@@ -63,10 +63,12 @@ fn answers_its_own(path: &str) -> bool {
     })
 }
 
-/// The methods a route's family takes: playback is read only.
+/// The methods a route's family takes: playback is read only, but for licence requests.
 fn methods(path: &str) -> &'static str {
     if path.starts_with("/v1/") {
         "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+    } else if path.starts_with("/licenses/") {
+        "POST, OPTIONS"
     } else {
         "GET, HEAD, OPTIONS"
     }
@@ -166,5 +168,6 @@ mod tests {
         assert!(!answers_its_own("/v1/beaconsx"));
         assert!(!answers_its_own("/hls/x/master.m3u8"));
         assert_eq!(methods("/keys/k"), "GET, HEAD, OPTIONS");
+        assert_eq!(methods("/licenses/clearkey/p"), "POST, OPTIONS");
     }
 }

@@ -467,6 +467,31 @@ async fn serve_key(
     client_ip: Option<String>,
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
+    let (_, key) = grant_key(state, key_id, q, client_ip, headers, None).await?;
+    let mut response = Response::new(Body::from(key.to_vec()));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    Ok(response)
+}
+
+/// Content key `key_id` for this request, if its rules allow (rate limits, token,
+/// entitlement), and, with `media`, only if the key encrypts that storage prefix. Every
+/// decision on an existing key is audited and counted, whatever asks: `/keys` or a licence.
+pub(super) async fn grant_key(
+    state: &AppState,
+    key_id: String,
+    q: &TokenQuery,
+    client_ip: Option<String>,
+    headers: &HeaderMap,
+    media: Option<&str>,
+) -> ApiResult<(crate::db::StoredContentKey, crate::drm::Key128)> {
     if let Some(ip) = &client_ip
         && let Err(wait) = state.key_limits.per_ip.check(ip)
     {
@@ -487,7 +512,12 @@ async fn serve_key(
         client_ip,
         ..Decision::default()
     };
-    let result = key_access(state, &stored, q, headers, &mut decision).await;
+    let result = match media {
+        Some(m) if m != stored.scope => {
+            Err(KeyRefusal::Denied(crate::drm::access::Denial::OtherMedia))
+        }
+        _ => key_access(state, &stored, q, headers, &mut decision).await,
+    };
     decision.denied = match &result {
         Ok(()) => None,
         Err(KeyRefusal::Denied(d)) => Some(d.reason().to_string()),
@@ -507,21 +537,10 @@ async fn serve_key(
         forbidden,
     );
     match result {
-        Ok(()) => {}
-        Err(KeyRefusal::Denied(d)) => return Err(d.into()),
-        Err(KeyRefusal::Failed(e)) => return Err(e),
+        Ok(()) => Ok((stored, key)),
+        Err(KeyRefusal::Denied(d)) => Err(d.into()),
+        Err(KeyRefusal::Failed(e)) => Err(e),
     }
-    let mut response = Response::new(Body::from(key.to_vec()));
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    Ok(response)
 }
 
 #[cfg(test)]

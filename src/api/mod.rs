@@ -20,6 +20,7 @@ mod embed;
 mod health;
 mod idempotency;
 mod invoices;
+mod licenses;
 mod limits;
 pub mod live;
 mod objects;

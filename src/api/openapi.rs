@@ -10,9 +10,9 @@ use crate::error::{ApiError, ErrorBody};
 
 use super::{
     AppState, Json, Path, analytics, assets, audience, branding, carts, catalogue, chat,
-    chat_moderation, cmcd_reports, dashboard, delivery, embed, escape_html, health, invoices, live,
-    objects, orders, player, provider_webhooks, revenue, security, stills, subscriptions, tenants,
-    uploads, webhook_endpoints, whep, whip,
+    chat_moderation, cmcd_reports, dashboard, delivery, embed, escape_html, health, invoices,
+    licenses, live, objects, orders, player, provider_webhooks, revenue, security, stills,
+    subscriptions, tenants, uploads, webhook_endpoints, whep, whip,
 };
 
 #[derive(OpenApi)]
@@ -51,6 +51,7 @@ use super::{
         uploads::multipart_upload, uploads::options, uploads::create, uploads::head, uploads::patch,
         uploads::terminate, uploads::create_direct, uploads::complete_direct, assets::asset_events,
         delivery::master_playlist, delivery::rendition_file, delivery::content_key,
+        licenses::clearkey,
         stills::thumbnail, stills::storyboard, player::player_page, player::hls_js, player::data_js,
         player::chat_js, player::player_js, player::player_css, player::embed_page,
         embed::snippet, embed::oembed, branding::get_branding, branding::set_branding,

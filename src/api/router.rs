@@ -15,9 +15,9 @@ use tower_http::trace::TraceLayer;
 
 use super::{
     AppState, analytics, assets, audience, branding, carts, catalogue, chat, chat_moderation,
-    cmcd_reports, cors, dashboard, delivery, embed, health, idempotency, invoices, limits, live,
-    objects, openapi, orders, player, provider_webhooks, revenue, security, stills, subscriptions,
-    telemetry, tenants, uploads, webhook_endpoints, whep, whip,
+    cmcd_reports, cors, dashboard, delivery, embed, health, idempotency, invoices, licenses,
+    limits, live, objects, openapi, orders, player, provider_webhooks, revenue, security, stills,
+    subscriptions, telemetry, tenants, uploads, webhook_endpoints, whep, whip,
 };
 use crate::error::ApiError;
 
@@ -275,6 +275,7 @@ pub fn router(state: AppState) -> Router {
             get(delivery::rendition_file),
         )
         .route("/keys/{key_id}", get(delivery::content_key))
+        .route("/licenses/clearkey/{playback_id}", post(licenses::clearkey))
         .route(
             "/whip",
             post(whip::publish_with_bearer).options(whip::options),
