@@ -34,6 +34,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ChatHub {
     rooms: Mutex<HashMap<String, Arc<Room>>>,
     per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// Flood control and slow mode by room and sender (a viewer, or an anonymous viewer's
+    /// address), whatever connections they send from, and kept when a room empties: leaving
+    /// and coming back does not reset them.
+    paces: Mutex<Paces>,
     next_id: AtomicU64,
 }
 
@@ -41,9 +45,13 @@ pub struct ChatHub {
 #[derive(Default)]
 pub struct Room {
     members: Mutex<HashMap<u64, mpsc::Sender<Arc<str>>>>,
-    /// Flood control and slow mode by sender (a viewer, or an anonymous viewer's address),
-    /// whatever connections they send from.
-    senders: Mutex<HashMap<String, Pace>>,
+}
+
+/// Senders' paces, by (room, sender), and when idle ones were last forgotten.
+#[derive(Default)]
+struct Paces {
+    by_sender: HashMap<(String, String), Pace>,
+    pruned: Option<Instant>,
 }
 
 /// One sender's pace in a room.
@@ -62,8 +70,10 @@ pub enum Wait {
     SlowMode(Duration),
 }
 
-/// Senders whose pace a room keeps before it forgets the idle ones.
-const SENDERS_KEPT: usize = 10_000;
+/// Senders whose pace is kept before the idle ones are forgotten (at most once a second).
+const SENDERS_KEPT: usize = 100_000;
+/// The longest slow mode: how long a sender's pace can matter.
+const LONGEST_SLOW: Duration = Duration::from_secs(3600);
 
 /// Why a connection may not join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,12 +174,23 @@ impl Membership {
     /// Whether `sender` may send now, with `slow` between messages (zero: off); counts the
     /// message if so.
     pub fn pace(&self, sender: &str, slow: Duration, now: Instant) -> Result<(), Wait> {
-        let mut senders = self.room.senders.lock().unwrap();
-        if senders.len() >= SENDERS_KEPT && !senders.contains_key(sender) {
-            let keep = slow.max(TIMEOUT).max(WINDOW);
-            senders.retain(|_, p| p.last.is_some_and(|t| now - t < keep));
+        let mut paces = self.hub.paces.lock().unwrap();
+        let key = (self.room_key.clone(), sender.to_string());
+        if paces.by_sender.len() >= SENDERS_KEPT
+            && !paces.by_sender.contains_key(&key)
+            && paces
+                .pruned
+                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
+            let keep = LONGEST_SLOW.max(TIMEOUT).max(WINDOW);
+            paces.by_sender.retain(|_, p| {
+                p.last
+                    .is_some_and(|t| now.saturating_duration_since(t) < keep)
+                    || p.flood.silent_until.is_some_and(|u| u > now)
+            });
+            paces.pruned = Some(now);
         }
-        let pace = senders.entry(sender.to_string()).or_default();
+        let pace = paces.by_sender.entry(key).or_default();
         if let Some(last) = pace.last
             && now - last < slow
         {
@@ -320,6 +341,19 @@ mod tests {
         );
         assert!(
             a.pace("viewer:cy", slow, t + Duration::from_secs(5))
+                .is_ok()
+        );
+        // Leaving (the room empties) and coming back does not reset slow mode.
+        drop((a, b));
+        let (c, _rc) = hub.join("s", None).unwrap();
+        assert_eq!(
+            c.pace("viewer:cy", slow, t + Duration::from_secs(6)),
+            Err(Wait::SlowMode(Duration::from_secs(4)))
+        );
+        // Another room keeps its own.
+        let (d, _rd) = hub.join("other", None).unwrap();
+        assert!(
+            d.pace("viewer:cy", slow, t + Duration::from_secs(6))
                 .is_ok()
         );
     }
