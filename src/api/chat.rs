@@ -144,7 +144,7 @@ pub async fn connect(
     let from_cookie = token.is_some()
         && q.token.as_deref().is_none_or(str::is_empty)
         && !super::access::token_in_header(&query, &headers);
-    if from_cookie && !same_origin(&headers) {
+    if from_cookie && !super::same_origin(&headers) {
         return Err(ApiError::Forbidden(
             "the chat takes the cookie's token only from this server's pages".into(),
         ));
@@ -245,26 +245,6 @@ pub async fn connect(
         .max_frame_size(8 * 1024)
         .on_upgrade(move |socket| run(state, socket, chatter, membership, rx))
         .into_response())
-}
-
-/// Whether the request's `Origin` is this server (the `Host` it was sent to).
-fn same_origin(headers: &HeaderMap) -> bool {
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok());
-    let origin = headers
-        .get(axum::http::header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .and_then(|o| url::Url::parse(o).ok());
-    match (host, origin) {
-        (Some(host), Some(origin)) => {
-            let port = origin.port().map(|p| format!(":{p}")).unwrap_or_default();
-            origin.host_str().map(|h| format!("{h}{port}")).as_deref() == Some(host)
-        }
-        // Not a browser's request (a browser always sends Origin on a WebSocket).
-        (_, None) => true,
-        _ => false,
-    }
 }
 
 async fn send(socket: &mut WebSocket, text: String) -> bool {

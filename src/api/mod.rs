@@ -214,6 +214,29 @@ impl<T> List<T> {
 
 pub use crate::clock::rfc3339;
 
+/// Whether a browser's request comes from a page of this server: Fetch Metadata says
+/// `same-origin` when the browser sends it, and `Origin`, when sent, is this server as the
+/// browser reached it (`Host`). A request with neither is not a browser's cross-site one.
+pub(crate) fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    use axum::http::header;
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && site != "same-origin"
+    {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|a| !host.is_empty() && a.eq_ignore_ascii_case(host))
+}
+
 /// `s` safe in HTML text and in quoted attribute values (control characters dropped).
 pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -213,28 +213,9 @@ fn to_dashboard(cookie: &str) -> Response {
     r
 }
 
-/// A form from another site is refused: its `Origin`, when the browser sends one, must be
-/// this server as the browser reached it (`Host`).
+/// A form from another site is refused ([`super::same_origin`]).
 fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
-    // Browsers that send Fetch Metadata say where a request comes from outright.
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && site != "same-origin"
-    {
-        return Err(ApiError::Forbidden(
-            "this form can only be sent from the dashboard itself".into(),
-        ));
-    }
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return Ok(());
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let authority = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    if authority.is_some_and(|a| !host.is_empty() && a.eq_ignore_ascii_case(host)) {
+    if super::same_origin(headers) {
         Ok(())
     } else {
         Err(ApiError::Forbidden(
