@@ -420,7 +420,9 @@ async fn every_viewer_state_says_why_in_chromium_and_a_buyer_reaches_the_checkou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_stream_plays_with_its_badge_viewers_and_renditions_and_embeds_in_another_site() {
-    let server = TestServer::start().await;
+    // A 36 s live window: with 6 segments of 2 s, hls.js holds 6 s back from the end and the
+    // viewer could never be more than 6 s behind it, too near the 5 s of "back to live".
+    let server = TestServer::start_with(|c| c.live.window_segments = 18).await;
     let (_, key) = server.create_tenant("Live").await;
     let (status, s) = server
         .call(

@@ -8,13 +8,18 @@
 //! - `webvtt`: WebVTT files (subtitles, storyboard previews).
 //! - `tsmux`, `segmenter`, `pool`: MPEG-TS written in Rust, cut at keyframes into segments
 //!   whose buffers are reused.
+//! - `tsdemux`, `fmp4`, `cmaf`: those segments read back and re-wrapped as CMAF (fragmented
+//!   MP4, one track per file) for HLS and DASH.
 
+pub mod cmaf;
 pub mod codec;
 pub mod flv;
+pub mod fmp4;
 pub mod isobmff;
 pub mod pool;
 pub mod sdp;
 pub mod segmenter;
+pub mod tsdemux;
 pub mod tsmux;
 pub mod webvtt;
 

@@ -2,8 +2,8 @@
 // on another origin embeds the same stream in an iframe.
 // Usage: node live_player.cjs BASE_URL PLAYBACK_ID SCREENSHOT_DIR
 // On /play: waits for frames, the live badge and a viewer count of at least 1; reads the
-// quality menu and picks its lowest rendition (hls.js must switch to it); steps back 12 s
-// ("back to live" appears) and clicks "back to live" (the player returns to the edge).
+// quality menu and picks its lowest rendition (hls.js must switch to it); steps back 10 s
+// behind the live edge ("back to live" appears) and clicks "back to live" (the player returns to the edge).
 // Then serves a page from 127.0.0.1 on another port with an <iframe> of /embed/ID and waits
 // for the video inside it to play. Screenshots: player-live.png, embed-iframe.png.
 // Prints one JSON line: {frames, badge, viewers, qualities, switchedTo, behindShown,
@@ -47,7 +47,9 @@ try {
   await page.selectOption("#quality", lowest);
   await page.waitForFunction((i) => window.hls.currentLevel === Number(i) && window.hls.levels[window.hls.currentLevel].height > 0, lowest);
   result.switchedTo = await page.evaluate(() => window.hls.levels[window.hls.currentLevel].height);
-  await page.evaluate(() => { const v = document.getElementById("video"); v.currentTime = Math.max(v.currentTime - 12, v.seekable.start(0) + 1); });
+  // Steps back 10 s behind the point hls.js holds, once the window has that much behind it.
+  await page.waitForFunction(() => { const v = document.getElementById("video"); return v.seekable.length && (window.hls.liveSyncPosition || v.seekable.end(0)) - v.seekable.start(0) > 13; }, null, { timeout: 45000 });
+  await page.evaluate(() => { const v = document.getElementById("video"); v.currentTime = (window.hls.liveSyncPosition || v.seekable.end(0)) - 10; });
   await page.waitForFunction(() => !document.getElementById("back-to-live").hidden, null, { timeout: 15000 });
   result.behindShown = true;
   await page.hover("#stage");
