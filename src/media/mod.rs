@@ -11,6 +11,7 @@
 //! - `tsdemux`, `fmp4`, `cmaf`: those segments read back and re-wrapped as CMAF (fragmented
 //!   MP4, one track per file) for HLS and DASH.
 
+pub mod cenc;
 pub mod cmaf;
 pub mod codec;
 pub mod flv;

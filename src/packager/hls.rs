@@ -220,8 +220,10 @@ impl HlsState {
             key: Some(KeyRef {
                 uri: format!("{}/keys/{key_id}", self.public_url),
                 iv,
+                cenc: None,
             }),
             discontinuity: self.discontinuity.remove(&name),
+            map: None,
         };
         let source_codecs = [self.video_codec.clone(), self.audio_codec.clone()];
         let out = self.outputs.get_mut(&name).expect("looked up above");

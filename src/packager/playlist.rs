@@ -13,6 +13,10 @@ use super::crypto::iv_hex;
 pub struct KeyRef {
     pub uri: String,
     pub iv: [u8; 16],
+    /// Common encryption (CMAF): `SAMPLE-AES` (cbcs) or `SAMPLE-AES-CTR` (cenc) for the
+    /// W3C ClearKey key system, the key id in a `data:` URI, no IV (it is in the init).
+    /// `None`: whole segments in AES-128.
+    pub cenc: Option<crate::media::cenc::Scheme>,
 }
 
 /// One segment as a playlist lists it.
@@ -27,6 +31,8 @@ pub struct SegmentEntry {
     /// Live: the wall-clock time of the segment's first frame (ms since the Unix epoch),
     /// written as `EXT-X-PROGRAM-DATE-TIME` so players can tell their latency.
     pub program_date_time_ms: Option<i64>,
+    /// CMAF: the init segment (`EXT-X-MAP`) this segment needs.
+    pub map: Option<String>,
 }
 
 /// How the playlist presents itself to players.
@@ -103,8 +109,12 @@ impl MediaPlaylist {
 
     pub fn render(&self, kind: PlaylistKind) -> String {
         m3u8_rs::WRITE_OPT_FLOAT_PRECISION.store(3, Ordering::Relaxed);
+        let cmaf = self.segments.iter().any(|s| s.map.is_some());
+        // EXT-X-MAP and KEY are written where they change (and on the first segment).
+        let (mut map, mut key) = (None, None);
         let playlist = m3u8_rs::MediaPlaylist {
-            version: Some(3),
+            // EXT-X-MAP in a media playlist without I-frames, and KEYFORMAT: version 6.
+            version: Some(if cmaf { 6 } else { 3 }),
             target_duration: self.target_duration,
             media_sequence: self
                 .segments
@@ -124,13 +134,19 @@ impl MediaPlaylist {
                     program_date_time: s.program_date_time_ms.and_then(|ms| {
                         chrono::DateTime::from_timestamp_millis(ms).map(|t| t.fixed_offset())
                     }),
-                    key: s.key.as_ref().map(|k| Key {
-                        method: KeyMethod::AES128,
-                        uri: Some(k.uri.clone()),
-                        iv: Some(iv_hex(&k.iv)),
-                        keyformat: None,
-                        keyformatversions: None,
-                    }),
+                    map: s
+                        .map
+                        .as_ref()
+                        .filter(|m| map.replace(*m) != Some(*m) || s.discontinuity)
+                        .map(|m| m3u8_rs::Map {
+                            uri: m.clone(),
+                            ..Default::default()
+                        }),
+                    key: s
+                        .key
+                        .as_ref()
+                        .filter(|k| k.cenc.is_none() || key.replace(*k) != Some(*k))
+                        .map(render_key),
                     ..Default::default()
                 })
                 .collect(),
@@ -143,6 +159,32 @@ impl MediaPlaylist {
         String::from_utf8(out).expect("m3u8-rs writes UTF-8")
     }
 }
+
+fn render_key(k: &KeyRef) -> Key {
+    use crate::media::cenc::Scheme;
+    match k.cenc {
+        None => Key {
+            method: KeyMethod::AES128,
+            uri: Some(k.uri.clone()),
+            iv: Some(iv_hex(&k.iv)),
+            keyformat: None,
+            keyformatversions: None,
+        },
+        Some(scheme) => Key {
+            method: match scheme {
+                Scheme::Cbcs => KeyMethod::SampleAES,
+                Scheme::Cenc => KeyMethod::Other("SAMPLE-AES-CTR".into()),
+            },
+            uri: Some(k.uri.clone()),
+            iv: None,
+            keyformat: Some(CLEARKEY_FORMAT.into()),
+            keyformatversions: Some("1".into()),
+        },
+    }
+}
+
+/// The W3C ClearKey key system's KEYFORMAT.
+pub const CLEARKEY_FORMAT: &str = "org.w3.clearkey";
 
 /// One rendition as the master playlist advertises it.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,9 +244,11 @@ mod tests {
             key: Some(KeyRef {
                 uri: format!("/keys/k{}", seq / 3),
                 iv: iv_for_sequence(seq),
+                cenc: None,
             }),
             discontinuity,
             program_date_time_ms: None,
+            map: None,
         }
     }
 
