@@ -82,6 +82,10 @@ pub fn with_token(playlist: &str, token: &str) -> String {
     // Percent-encoded: whatever the token holds stays inside its URI.
     let token: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
     let add = |uri: &str| {
+        if uri.starts_with("data:") {
+            // A key id in the URI itself (CMAF's ClearKey), fetched from nowhere.
+            return uri.to_string();
+        }
         let sep = if uri.contains('?') { '&' } else { '?' };
         format!("{uri}{sep}token={token}")
     };
@@ -108,11 +112,18 @@ pub fn with_token(playlist: &str, token: &str) -> String {
     out
 }
 
+/// A playlist that will not change: ENDLIST, or a static DASH manifest.
 fn has_endlist(playlist: &[u8]) -> bool {
     playlist.windows(14).any(|w| w == b"#EXT-X-ENDLIST")
+        || playlist.windows(15).any(|w| w == b"type=\"static\"")
 }
 
-async fn serve_object(
+/// A manifest to rewrite per viewer: an HLS playlist or the DASH manifest.
+fn is_manifest(path: &str) -> bool {
+    path.ends_with(".m3u8") || path.ends_with(".mpd")
+}
+
+pub(super) async fn serve_object(
     state: &AppState,
     target: &PlaybackTarget,
     policy_private: bool,
@@ -125,7 +136,7 @@ async fn serve_object(
         .as_deref()
         .ok_or_else(|| ApiError::NotFound("this stream is offline".into()))?;
     let key = ObjectKey::parse(&format!("{prefix}{path}"))?;
-    let is_playlist = path.ends_with(".m3u8");
+    let is_playlist = is_manifest(path);
     if !is_playlist && state.jobs.config.delivery.redirect_segments {
         let expiry = std::time::Duration::from_secs(state.jobs.config.delivery.redirect_expiry_s);
         let url = state.jobs.store.presign_get(&key, expiry).await?;
@@ -186,7 +197,8 @@ async fn serve_object(
         (false, true) => "private, max-age=86400, immutable".into(),
         (false, false) => "public, max-age=31536000, immutable".into(),
     };
-    let body = if is_playlist && (token.is_some() || max_lines.is_some()) {
+    // (The DASH manifest is rewritten by its own handler, `dash::manifest`.)
+    let body = if path.ends_with(".m3u8") && (token.is_some() || max_lines.is_some()) {
         let mut text = String::from_utf8_lossy(&object.body).into_owned();
         if let Some(max) = max_lines {
             text = limit_master(&text, max);
@@ -223,7 +235,7 @@ async fn serve_object(
 /// The most lines this viewer may watch: the token's `max_resolution`, and for media that
 /// needs an entitlement, the best tier the viewer bought (an SD price plays SD).
 /// `playlist`: asked for a playlist, which looks the tier up afresh.
-async fn viewer_max_lines(
+pub(super) async fn viewer_max_lines(
     state: &AppState,
     target: &PlaybackTarget,
     playback_id: &str,

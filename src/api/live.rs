@@ -11,6 +11,7 @@ use crate::db::{self, LiveStatus, NewLiveStream, PlaybackPolicy};
 use crate::drm::{AUD_STORYBOARD, AUD_THUMBNAIL, AUD_VIDEO, PlaybackClaims};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::ids::{new_playback_id, random_secret};
+use crate::media::Packaging;
 
 /// Longest a playback token may live, in seconds (7 days).
 
@@ -25,10 +26,15 @@ pub struct CreateLiveStream {
     pub reconnect_window_s: Option<i64>,
     /// Keep the broadcast as an on-demand asset when it ends (default true).
     pub record: Option<bool>,
+    /// `ts`: MPEG-TS segments with AES-128 (HLS, every player). `cmaf`: fragmented MP4 with
+    /// common encryption (cbcs), as HLS (`/hls/…`) and DASH (`/dash/{playback_id}/manifest.mpd`)
+    /// from the same files, keys through `/licenses/clearkey/{playback_id}`. Default: the
+    /// ladder preset's (`ts` for the shipped ones).
+    pub packaging: Option<Packaging>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"id": "01a24fb6-f5e7-7729-ac9b-5ec24db101cb", "stream_key": "mZnSJ0RSK9q4w_hrnX237d6p1n-_aYu4", "playback_id": "8f2c1d0e4b6a49f3a1c2d3e4f5a6b7c8", "rtmp_url": "rtmp://127.0.0.1:1935/live", "status": "active", "ladder": "default", "playback_policy": "signed", "reconnect_window_s": 60, "record": true, "ingest": {"video_codec": "h264", "audio_codec": "aac", "width": 1280, "height": 720, "fps": 30, "renditions": ["720p", "480p", "360p"]}, "last_error": null, "created_at": "2026-12-07T08:55:20.312Z"}))]
+#[schema(example = json!({"id": "01a24fb6-f5e7-7729-ac9b-5ec24db101cb", "stream_key": "mZnSJ0RSK9q4w_hrnX237d6p1n-_aYu4", "playback_id": "8f2c1d0e4b6a49f3a1c2d3e4f5a6b7c8", "rtmp_url": "rtmp://127.0.0.1:1935/live", "status": "active", "ladder": "default", "playback_policy": "signed", "reconnect_window_s": 60, "record": true, "packaging": "ts", "ingest": {"video_codec": "h264", "audio_codec": "aac", "width": 1280, "height": 720, "fps": 30, "renditions": ["720p", "480p", "360p"]}, "last_error": null, "created_at": "2026-12-07T08:55:20.312Z"}))]
 pub struct LiveStreamView {
     pub id: String,
     /// The RTMP stream name to publish with. A secret: anyone holding it can broadcast.
@@ -42,6 +48,7 @@ pub struct LiveStreamView {
     pub playback_policy: PlaybackPolicy,
     pub reconnect_window_s: i64,
     pub record: bool,
+    pub packaging: Packaging,
     /// What the publisher is sending while active: codecs, resolution, fps, bitrate, renditions.
     #[schema(value_type = Option<Object>)]
     pub ingest: Option<serde_json::Value>,
@@ -62,6 +69,7 @@ impl LiveStreamView {
             playback_policy: s.playback_policy,
             reconnect_window_s: s.reconnect_window_s,
             record: s.record,
+            packaging: s.packaging,
             ingest: s.ingest.and_then(|j| serde_json::from_str(&j).ok()),
             last_error: s.last_error,
             created_at: rfc3339(s.created_at),
@@ -80,13 +88,14 @@ pub async fn create_live_stream(
     Json(body): Json<CreateLiveStream>,
 ) -> ApiResult<(StatusCode, Json<LiveStreamView>)> {
     let ladder = body.ladder.unwrap_or_else(|| "default".into());
-    if state.jobs.presets.get(&ladder).is_none() {
+    let Some(preset) = state.jobs.presets.get(&ladder) else {
         let known: Vec<_> = state.jobs.presets.names().collect();
         return Err(ApiError::invalid(format!(
             "unknown ladder {ladder:?}; presets: {}",
             known.join(", ")
         )));
-    }
+    };
+    let packaging = body.packaging.unwrap_or(preset.packaging);
     let reconnect_window_s = body.reconnect_window_s.unwrap_or(60);
     if !(0..=1800).contains(&reconnect_window_s) {
         return Err(ApiError::invalid("reconnect_window_s must be 0 to 1800"));
@@ -102,6 +111,7 @@ pub async fn create_live_stream(
             playback_policy: body.playback_policy.unwrap_or(PlaybackPolicy::Signed),
             reconnect_window_s,
             record: body.record.unwrap_or(true),
+            packaging,
         })
         .await?;
     tracing::info!(live_stream = %stream.id, "live stream created");

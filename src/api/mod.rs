@@ -13,6 +13,7 @@ mod chat;
 mod chat_moderation;
 mod cmcd_reports;
 mod cors;
+mod dash;
 mod dashboard;
 mod delivery;
 pub mod delivery_cache;

@@ -10,7 +10,7 @@ use crate::error::{ApiError, ErrorBody};
 
 use super::{
     AppState, Json, Path, analytics, assets, audience, branding, carts, catalogue, chat,
-    chat_moderation, cmcd_reports, dashboard, delivery, embed, escape_html, health, invoices,
+    chat_moderation, cmcd_reports, dash, dashboard, delivery, embed, escape_html, health, invoices,
     licenses, live, objects, orders, player, provider_webhooks, revenue, security, stills,
     subscriptions, tenants, uploads, webhook_endpoints, whep, whip,
 };
@@ -51,6 +51,7 @@ use super::{
         uploads::multipart_upload, uploads::options, uploads::create, uploads::head, uploads::patch,
         uploads::terminate, uploads::create_direct, uploads::complete_direct, assets::asset_events,
         delivery::master_playlist, delivery::rendition_file, delivery::content_key,
+        dash::manifest, dash::fragment, dash::time,
         licenses::clearkey,
         stills::thumbnail, stills::storyboard, player::player_page, player::hls_js, player::data_js,
         player::chat_js, player::player_js, player::player_css, player::embed_page,

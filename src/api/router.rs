@@ -15,7 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use super::{
     AppState, analytics, assets, audience, branding, carts, catalogue, chat, chat_moderation,
-    cmcd_reports, cors, dashboard, delivery, embed, health, idempotency, invoices, licenses,
+    cmcd_reports, cors, dash, dashboard, delivery, embed, health, idempotency, invoices, licenses,
     limits, live, objects, openapi, orders, player, provider_webhooks, revenue, security, stills,
     subscriptions, telemetry, tenants, uploads, webhook_endpoints, whep, whip,
 };
@@ -274,6 +274,12 @@ pub fn router(state: AppState) -> Router {
             "/hls/{playback_id}/{rendition}/{file}",
             get(delivery::rendition_file),
         )
+        .route("/dash/{playback_id}/manifest.mpd", get(dash::manifest))
+        .route(
+            "/dash/{playback_id}/{rendition}/{file}",
+            get(dash::fragment),
+        )
+        .route("/time", get(dash::time))
         .route("/keys/{key_id}", get(delivery::content_key))
         .route("/licenses/clearkey/{playback_id}", post(licenses::clearkey))
         .route(

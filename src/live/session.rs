@@ -66,6 +66,7 @@ pub(super) async fn run(
         target_duration: preset.segment_duration_s,
         content_keys: deps.content_keys.clone(),
         program_date_time: true,
+        packaging: stream.packaging,
     });
     tracing::info!(%prefix, "broadcast started");
 

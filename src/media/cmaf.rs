@@ -333,24 +333,24 @@ fn aac_rate(asc: [u8; 2]) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::media::codec::AacConfig;
     use crate::media::tsmux::TsMuxer;
 
     // A real 320x240 baseline SPS and PPS (x264).
-    const SPS: [u8; 24] = [
+    pub(crate) const SPS: [u8; 24] = [
         0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10,
         0x00, 0x00, 0x03, 0x03, 0x20, 0xf1, 0x42, 0xa4, 0x80,
     ];
     const PPS: [u8; 5] = [0x68, 0xcb, 0x83, 0xcb, 0x20];
 
     /// 90 kHz ticks of one video frame (23.4 fps: two AAC frames of 48 kHz each).
-    const STEP: u64 = 3840;
+    pub(crate) const STEP: u64 = 3840;
     /// 25 frames.
-    const SEGMENT_S: f64 = (25 * STEP) as f64 / 90_000.0;
+    pub(crate) const SEGMENT_S: f64 = (25 * STEP) as f64 / 90_000.0;
 
-    fn segment(mux: &mut TsMuxer, start: u64, frames: u64, sps: &[u8]) -> Vec<u8> {
+    pub(crate) fn segment(mux: &mut TsMuxer, start: u64, frames: u64, sps: &[u8]) -> Vec<u8> {
         let mut ts = Vec::new();
         mux.tables(&mut ts);
         let cfg = AacConfig { object_type: 2, frequency_index: 3, channels: 2 };

@@ -43,6 +43,37 @@ impl From<&str> for Malformed {
     }
 }
 
+/// How an output is packaged for players.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Packaging {
+    /// MPEG-TS segments, each encrypted whole with AES-128: HLS for every player.
+    #[default]
+    Ts,
+    /// CMAF (fragmented MP4) with common encryption (cbcs), listed by HLS and DASH from the
+    /// same files; keys through the ClearKey licence.
+    Cmaf,
+}
+
+impl Packaging {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Packaging::Ts => "ts",
+            Packaging::Cmaf => "cmaf",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "ts" => Some(Packaging::Ts),
+            "cmaf" => Some(Packaging::Cmaf),
+            _ => None,
+        }
+    }
+}
+
 /// Name of the rendition that copies the source without re-encoding.
 pub const SOURCE_RENDITION: &str = "source";
 

@@ -29,7 +29,7 @@ pub enum Op {
 }
 
 impl Op {
-    fn playlist(name: String, text: String) -> Self {
+    pub(super) fn playlist(name: String, text: String) -> Self {
         Op::Put {
             name,
             body: Bytes::from(text),

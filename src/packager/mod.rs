@@ -3,7 +3,9 @@
 //! and `playlist`); `output` drives it, creating content keys and handing its objects to the
 //! bounded `uploader`. No GStreamer here.
 
+pub mod cmaf;
 pub mod crypto;
+pub mod dash;
 pub mod hls;
 pub mod output;
 pub mod playlist;

@@ -2,10 +2,12 @@
 //! pure [`HlsState`]. It creates each content key the state asks for (stored wrapped by
 //! `drm`), and hands the state's storage operations to the bounded [`Uploader`] in order.
 
+use super::cmaf::CmafState;
 use super::hls::{HlsState, Op};
 use super::uploader::Uploader;
 use crate::drm::ContentKeys;
-use crate::media::{RenditionOut, Segment};
+use crate::media::cenc::Scheme;
+use crate::media::{Packaging, RenditionOut, Segment};
 use crate::storage::ObjectKey;
 
 /// Why a segment could not be packaged.
@@ -20,7 +22,23 @@ pub struct HlsOutput {
     tenant_id: String,
     prefix: String,
     content_keys: ContentKeys,
-    state: HlsState,
+    state: State,
+}
+
+/// MPEG-TS with AES-128, or CMAF with common encryption (and DASH).
+enum State {
+    Ts(HlsState),
+    Cmaf(CmafState),
+}
+
+/// The same call on either state.
+macro_rules! both {
+    ($state:expr, $s:ident => $call:expr) => {
+        match $state {
+            State::Ts($s) => $call,
+            State::Cmaf($s) => $call,
+        }
+    };
 }
 
 /// Where and how an [`HlsOutput`] writes.
@@ -37,13 +55,22 @@ pub struct OutputParams {
     pub content_keys: ContentKeys,
     /// Live: every segment carries `EXT-X-PROGRAM-DATE-TIME` from the wall clock.
     pub program_date_time: bool,
+    pub packaging: Packaging,
 }
 
 impl HlsOutput {
     pub fn new(p: OutputParams) -> Self {
-        let mut state = HlsState::new(p.public_url, p.window, p.rotation, p.target_duration);
+        let mut state = match p.packaging {
+            Packaging::Ts => State::Ts(HlsState::new(
+                p.public_url,
+                p.window,
+                p.rotation,
+                p.target_duration,
+            )),
+            Packaging::Cmaf => State::Cmaf(CmafState::new(Scheme::Cbcs, p.window, p.target_duration)),
+        };
         if p.program_date_time {
-            state.stamp_program_date_time(crate::clock::now_ms);
+            both!(&mut state, s => s.stamp_program_date_time(crate::clock::now_ms));
         }
         Self {
             tenant_id: p.tenant_id,
@@ -55,22 +82,26 @@ impl HlsOutput {
 
     /// RFC 6381 codecs of the source's video, for renditions whose segments do not tell.
     pub fn set_video_codec(&mut self, codec: Option<String>) {
-        self.state.video_codec = codec;
+        if let State::Ts(s) = &mut self.state {
+            s.video_codec = codec;
+        }
     }
 
     /// RFC 6381 codecs of the source's audio.
     pub fn set_audio_codec(&mut self, codec: Option<String>) {
-        self.state.audio_codec = codec;
+        if let State::Ts(s) = &mut self.state {
+            s.audio_codec = codec;
+        }
     }
 
     /// The renditions of a (new) publish; existing playlists continue after a discontinuity.
     pub fn set_renditions(&mut self, list: Vec<RenditionOut>) {
-        self.state.set_renditions(list);
+        both!(&mut self.state, s => s.set_renditions(list));
     }
 
     /// After a reconnect every rendition's next segment starts a discontinuity.
     pub fn reopen(&mut self) {
-        self.state.reopen();
+        both!(&mut self.state, s => s.reopen());
     }
 
     pub async fn add_segment(
@@ -78,16 +109,16 @@ impl HlsOutput {
         segment: Segment,
         uploader: &Uploader,
     ) -> Result<(), PackagerError> {
-        if let Some(period) = self.state.key_needed(&segment.rendition) {
+        if let Some(period) = both!(&self.state, s => s.key_needed(&segment.rendition)) {
             let (id, key) = self
                 .content_keys
                 .create(&self.tenant_id, &self.prefix)
                 .await
                 .map_err(PackagerError::ContentKey)?;
-            self.state.add_key(period, id, key);
+            both!(&mut self.state, s => s.add_key(period, id, key));
         }
         let rendition = segment.rendition.clone();
-        match self.state.add_segment(segment) {
+        match both!(&mut self.state, s => s.add_segment(segment)) {
             Some(ops) => self.apply(ops, uploader).await,
             None => tracing::warn!(%rendition, "segment for an unknown rendition"),
         }
@@ -96,24 +127,24 @@ impl HlsOutput {
 
     /// The publisher stopped: every playlist gets EXT-X-ENDLIST.
     pub async fn end(&mut self, uploader: &Uploader) {
-        let ops = self.state.end();
+        let ops = both!(&mut self.state, s => s.end());
         self.apply(ops, uploader).await;
     }
 
     /// Rewrites every media playlist as a finished VOD playlist.
     pub async fn write_vod_playlists(&mut self, uploader: &Uploader) {
-        let ops = self.state.vod_playlists();
+        let ops = both!(&mut self.state, s => s.vod_playlists());
         self.apply(ops, uploader).await;
     }
 
     /// Whether any segment was written.
     pub fn has_media(&self) -> bool {
-        self.state.has_media()
+        both!(&self.state, s => s.has_media())
     }
 
     /// Media duration: the longest rendition's.
     pub fn duration_ms(&self) -> Option<i64> {
-        self.state.duration_ms()
+        both!(&self.state, s => s.duration_ms())
     }
 
     async fn apply(&self, ops: Vec<Op>, uploader: &Uploader) {

@@ -183,6 +183,8 @@ fn render_key(k: &KeyRef) -> Key {
     }
 }
 
+const AUDIO_GROUP: &str = "audio";
+
 /// The W3C ClearKey key system's KEYFORMAT.
 pub const CLEARKEY_FORMAT: &str = "org.w3.clearkey";
 
@@ -202,10 +204,15 @@ pub struct Variant {
 
 /// The master playlist: renditions from the highest bandwidth down.
 pub fn render_master(variants: &[Variant]) -> String {
+    render_master_with_audio(variants, None)
+}
+
+/// The master playlist; with `audio` (the URI of an audio-only media playlist), every
+/// variant plays its video with that audio (`EXT-X-MEDIA` group `audio`).
+pub fn render_master_with_audio(variants: &[Variant], audio: Option<&str>) -> String {
     let mut sorted = variants.to_vec();
     sorted.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
     let playlist = m3u8_rs::MasterPlaylist {
-        version: Some(3),
         independent_segments: true,
         variants: sorted
             .into_iter()
@@ -219,9 +226,23 @@ pub fn render_master(variants: &[Variant]) -> String {
                     height: u64::from(v.height),
                 }),
                 frame_rate: v.frame_rate,
+                audio: audio.map(|_| AUDIO_GROUP.to_string()),
                 ..Default::default()
             })
             .collect(),
+        alternatives: audio
+            .map(|uri| m3u8_rs::AlternativeMedia {
+                media_type: m3u8_rs::AlternativeMediaType::Audio,
+                uri: Some(uri.to_string()),
+                group_id: AUDIO_GROUP.into(),
+                name: "Audio".into(),
+                default: true,
+                autoselect: true,
+                ..Default::default()
+            })
+            .into_iter()
+            .collect(),
+        version: Some(if audio.is_some() { 6 } else { 3 }),
         ..Default::default()
     };
     let mut out = Vec::new();

@@ -26,6 +26,9 @@ pub struct Preset {
     /// A WebM (VP9/Opus) download for on-demand assets, when the preset asks for one.
     #[serde(default)]
     pub webm: Option<WebmSpec>,
+    /// How live streams of this preset are packaged unless they say (`ts` or `cmaf`).
+    #[serde(default)]
+    pub packaging: crate::media::Packaging,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -100,7 +103,8 @@ pub fn parse(text: &str) -> Result<Preset, String> {
     }
     let mut names = std::collections::HashSet::new();
     for r in &preset.renditions {
-        if !names.insert(&r.name) || r.name == "source" {
+        // "audio" is the CMAF output's audio track.
+        if !names.insert(&r.name) || r.name == "source" || r.name == "audio" {
             return Err(format!(
                 "rendition name {:?} is used twice or reserved",
                 r.name

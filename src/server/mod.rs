@@ -262,6 +262,7 @@ pub async fn create_demo(state: &AppState) -> anyhow::Result<Demo> {
             playback_policy: crate::db::PlaybackPolicy::Public,
             reconnect_window_s: 60,
             record: true,
+            packaging: crate::media::Packaging::Ts,
         })
         .await?;
     Ok(Demo {

@@ -337,6 +337,7 @@ async fn transcode_job(
         target_duration: preset.segment_duration_s,
         content_keys: deps.content_keys.clone(),
         program_date_time: false,
+        packaging: preset.packaging,
     });
     // Every VOD rendition's audio is the transcode's AAC-LC.
     output.set_audio_codec(Some("mp4a.40.2".into()));

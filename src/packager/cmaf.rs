@@ -1,0 +1,584 @@
+//! The CMAF output as a pure state machine, beside [`HlsState`](super::hls::HlsState): the
+//! same MPEG-TS segments in, but written as CMAF (`media::cmaf`), encrypted with common
+//! encryption (`media::cenc`), and listed twice from the same files: HLS media playlists
+//! with `EXT-X-MAP` and a master with an audio group, and a DASH manifest.
+//!
+//! Layout below the output's prefix:
+//! - `{rendition}/init.mp4`, `{rendition}/{n}.m4s`, `{rendition}/index.m3u8`: video only;
+//! - `audio/…`: the audio track, taken from one rendition (all carry the same audio);
+//! - `master.m3u8` and `manifest.mpd`.
+//!
+//! One content key encrypts every track of the output (no rotation: the key id is in each
+//! init segment's `tenc`); `cbcs` by default, with a constant IV derived from the key.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::dash::{self, Content, Live, Manifest, Representation};
+use super::hls::Op;
+use super::playlist::{
+    KeyRef, MediaPlaylist, PlaylistKind, SegmentEntry, Variant, render_master_with_audio,
+};
+use crate::drm::Key128;
+use crate::media::cenc::{self, InitInfo, Protection, Scheme};
+use crate::media::cmaf::{CmafRemuxer, TrackFragment};
+use crate::media::{RenditionOut, Segment};
+
+/// The directory of the audio track (a reserved rendition name).
+pub const AUDIO_TRACK: &str = "audio";
+const VIDEO_TYPE: &str = "video/mp4";
+const AUDIO_TYPE: &str = "audio/mp4";
+
+/// One track's output state (a video rendition, or the audio).
+struct Track {
+    /// The rendition; `None` for the audio track.
+    info: Option<RenditionOut>,
+    playlist: MediaPlaylist,
+    codec: Option<String>,
+    bitrate_bps: Option<u64>,
+    stale: VecDeque<SegmentEntry>,
+    total_s: f64,
+    /// The current init segment's name and what encrypting its fragments needs.
+    init: Option<(String, InitInfo)>,
+    inits: u32,
+    timescale: u32,
+    /// (sequence, decode time, duration) of the fragments in the playlist, for DASH.
+    timeline: VecDeque<(u64, u64, u64)>,
+    /// Media time of the first fragment ever.
+    origin: Option<u64>,
+    /// Distinguishes this track's `cenc` IVs from the other tracks' under the same key.
+    index: u64,
+}
+
+/// The state of one CMAF output (a broadcast or an asset).
+pub struct CmafState {
+    scheme: Scheme,
+    window: Option<usize>,
+    target_duration: u32,
+    tracks: BTreeMap<String, Track>,
+    remuxers: BTreeMap<String, CmafRemuxer>,
+    /// The rendition whose audio becomes the audio track, and whether its first segment
+    /// said if there is any.
+    audio_from: Option<String>,
+    audio_known: bool,
+    key: Option<(String, Protection)>,
+    discontinuity: HashSet<String>,
+    master_written: bool,
+    clock: Option<fn() -> i64>,
+    program_date_times: BTreeMap<u64, i64>,
+    /// Wall clock of the first fragment (DASH `availabilityStartTime`).
+    started_ms: Option<i64>,
+}
+
+impl CmafState {
+    pub fn new(scheme: Scheme, window: Option<usize>, target_duration: u32) -> Self {
+        Self {
+            scheme,
+            window,
+            target_duration,
+            tracks: BTreeMap::new(),
+            remuxers: BTreeMap::new(),
+            audio_from: None,
+            audio_known: false,
+            key: None,
+            discontinuity: HashSet::new(),
+            master_written: false,
+            clock: None,
+            program_date_times: BTreeMap::new(),
+            started_ms: None,
+        }
+    }
+
+    pub fn stamp_program_date_time(&mut self, clock: fn() -> i64) {
+        self.clock = Some(clock);
+    }
+
+    fn track(&mut self, name: &str, info: Option<RenditionOut>) -> &mut Track {
+        let index = self.tracks.len() as u64;
+        let (target, window) = (self.target_duration, self.window);
+        let track = self.tracks.entry(name.to_string()).or_insert_with(|| Track {
+            info: None,
+            playlist: MediaPlaylist::new(target, window),
+            codec: None,
+            bitrate_bps: None,
+            stale: VecDeque::new(),
+            total_s: 0.0,
+            init: None,
+            inits: 0,
+            timescale: 1,
+            timeline: VecDeque::new(),
+            origin: None,
+            index,
+        });
+        if info.is_some() {
+            track.info = info;
+        }
+        track
+    }
+
+    /// The renditions of a (new) publish; existing playlists continue after a discontinuity.
+    pub fn set_renditions(&mut self, list: Vec<RenditionOut>) {
+        if self.audio_from.is_none() {
+            self.audio_from = list.first().map(|r| r.name.clone());
+        }
+        for info in list {
+            let name = info.name.clone();
+            self.track(&name, Some(info));
+            let with_audio = self.audio_from.as_deref() == Some(name.as_str());
+            self.remuxers
+                .entry(name)
+                .or_insert_with(|| CmafRemuxer::new(with_audio));
+        }
+        self.master_written = false;
+    }
+
+    /// After a reconnect every track's next segment starts a discontinuity, and the new
+    /// encoder's timestamps go on from where the last one's stopped.
+    pub fn reopen(&mut self) {
+        self.discontinuity = self.tracks.keys().cloned().collect();
+        for r in self.remuxers.values_mut() {
+            r.reopen();
+        }
+    }
+
+    /// `Some(0)` until the output's one content key is given.
+    pub fn key_needed(&self, _rendition: &str) -> Option<u64> {
+        self.key.is_none().then_some(0)
+    }
+
+    /// The output's content key; `id` is its base64url key id (16 bytes).
+    pub fn add_key(&mut self, _period: u64, id: String, key: Key128) {
+        use base64::Engine;
+        let mut kid = [0u8; 16];
+        match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&id) {
+            Ok(raw) if raw.len() == 16 => kid.copy_from_slice(&raw),
+            // Not a 16-byte id (never made here): a key id derived from it.
+            _ => kid.copy_from_slice(&Sha256::digest(id.as_bytes())[..16]),
+        }
+        let digest = Sha256::new()
+            .chain_update(b"ferrocast cbcs constant iv")
+            .chain_update(key)
+            .finalize();
+        let mut constant_iv = [0u8; 16];
+        constant_iv.copy_from_slice(&digest[..16]);
+        let protection = Protection {
+            scheme: self.scheme,
+            kid,
+            key,
+            constant_iv,
+            pssh: vec![cenc::pssh_common(&[kid])],
+        };
+        self.key = Some((id, protection));
+    }
+
+    /// One MPEG-TS segment: re-wrapped, encrypted, listed. `None`: a segment of a rendition
+    /// this output does not have. Panics when the key was not given (see `key_needed`).
+    pub fn add_segment(&mut self, segment: Segment) -> Option<Vec<Op>> {
+        let remuxer = self.remuxers.get_mut(&segment.rendition)?;
+        let remuxed = match remuxer.remux(&segment.bytes, segment.duration_s) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(rendition = %segment.rendition, error = %e, "segment not re-wrapped as CMAF; skipped");
+                return Some(Vec::new());
+            }
+        };
+        let mut ops = Vec::new();
+        let pdt = self.program_date_time(&segment);
+        if let Some(video) = remuxed.video {
+            self.add_fragment(&segment.rendition, video, pdt, &mut ops);
+        }
+        if self.audio_from.as_deref() == Some(segment.rendition.as_str()) {
+            self.audio_known = true;
+            if let Some(audio) = remuxed.audio {
+                self.add_fragment(AUDIO_TRACK, audio, pdt, &mut ops);
+            }
+        }
+        let videos_ready = self
+            .tracks
+            .iter()
+            .filter(|(n, _)| *n != AUDIO_TRACK)
+            .all(|(_, t)| t.codec.is_some());
+        if !self.master_written && videos_ready && self.audio_known {
+            ops.push(self.master());
+        }
+        if self.master_written && !ops.is_empty() {
+            ops.push(self.manifest(true));
+        }
+        Some(ops)
+    }
+
+    /// Segment N of every rendition gets one program date-time (as `HlsState` does).
+    fn program_date_time(&mut self, segment: &Segment) -> Option<i64> {
+        let now = self.clock?;
+        let sequence = self.tracks.get(&segment.rendition)?.playlist.next_sequence();
+        let target_ms = i64::from(self.target_duration.max(1)) * 1000;
+        let fresh = now() - (segment.duration_s * 1000.0).round() as i64;
+        let at = match self.program_date_times.get(&sequence) {
+            Some(t) if (t - fresh).abs() <= target_ms => *t,
+            _ => {
+                self.program_date_times.insert(sequence, fresh);
+                fresh
+            }
+        };
+        while self.program_date_times.len() > 4096 {
+            self.program_date_times.pop_first();
+        }
+        self.started_ms.get_or_insert(at);
+        Some(at)
+    }
+
+    fn add_fragment(
+        &mut self,
+        name: &str,
+        fragment: TrackFragment,
+        program_date_time_ms: Option<i64>,
+        ops: &mut Vec<Op>,
+    ) {
+        let (_, protection) = self.key.clone().expect("the content key was given");
+        let scheme = self.scheme;
+        let discontinuity = self.discontinuity.remove(name);
+        let window = self.window;
+        let content_type = if name == AUDIO_TRACK { AUDIO_TYPE } else { VIDEO_TYPE };
+        let track = self.track(name, None);
+        if let Some(init) = fragment.init {
+            let init_name = match track.inits {
+                0 => "init.mp4".to_string(),
+                n => format!("init-{n}.mp4"),
+            };
+            match cenc::protect_init(&init, &protection) {
+                Ok((bytes, info)) => {
+                    track.inits += 1;
+                    track.init = Some((init_name.clone(), info));
+                    track.timescale = fragment.timescale;
+                    ops.push(Op::Put {
+                        name: format!("{name}/{init_name}"),
+                        body: Bytes::from(bytes),
+                        content_type,
+                    });
+                }
+                Err(e) => tracing::warn!(track = name, error = %e, "init segment not encrypted"),
+            }
+        }
+        let Some((init_name, info)) = track.init.clone() else {
+            tracing::warn!(track = name, "a fragment before any init segment; skipped");
+            return;
+        };
+        let sequence = track.playlist.next_sequence();
+        // cenc IVs: the track, the fragment and the sample never repeat under one key.
+        let seed = (track.index << 56) | ((sequence & 0xff_ffff_ffff) << 20);
+        let bytes = match cenc::protect_segment(&fragment.fragment, &info, &protection, seed) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(track = name, error = %e, "fragment not encrypted; skipped");
+                return;
+            }
+        };
+        let duration_s = fragment.duration as f64 / f64::from(fragment.timescale.max(1));
+        if track.codec.is_none() {
+            track.codec = Some(fragment.codec.clone());
+        }
+        if track.bitrate_bps.is_none() && duration_s > 0.5 {
+            track.bitrate_bps = Some((bytes.len() as f64 * 8.0 / duration_s) as u64);
+        }
+        track.total_s += duration_s;
+        track.origin.get_or_insert(fragment.base_time);
+        ops.push(Op::Put {
+            name: format!("{name}/{sequence}.m4s"),
+            body: Bytes::from(bytes),
+            content_type,
+        });
+        let kid_b64 = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(protection.kid)
+        };
+        let evicted = track.playlist.push(SegmentEntry {
+            sequence,
+            uri: format!("{sequence}.m4s"),
+            duration: duration_s,
+            key: Some(KeyRef {
+                uri: format!("data:text/plain;base64,{kid_b64}"),
+                iv: [0; 16],
+                cenc: Some(scheme),
+            }),
+            discontinuity,
+            program_date_time_ms,
+            map: Some(init_name),
+        });
+        track
+            .timeline
+            .push_back((sequence, fragment.base_time, fragment.duration));
+        let first = track.playlist.segments().next().map_or(0, |s| s.sequence);
+        while track.timeline.front().is_some_and(|t| t.0 < first) {
+            track.timeline.pop_front();
+        }
+        ops.push(Op::playlist(
+            format!("{name}/index.m3u8"),
+            track.playlist.render(PlaylistKind::Live),
+        ));
+        track.stale.extend(evicted);
+        while track.stale.len() > window.unwrap_or(usize::MAX) {
+            let old = track.stale.pop_front().expect("non-empty");
+            ops.push(Op::Delete {
+                name: format!("{name}/{}", old.uri),
+            });
+        }
+    }
+
+    fn master(&mut self) -> Op {
+        let audio = self
+            .tracks
+            .get(AUDIO_TRACK)
+            .and_then(|a| a.codec.clone().map(|c| (c, a.bitrate_bps.unwrap_or(128_000))));
+        let variants: Vec<Variant> = self
+            .tracks
+            .iter()
+            .filter_map(|(name, t)| Some((name, t, t.info.as_ref()?)))
+            .map(|(name, t, info)| {
+                let video = t
+                    .bitrate_bps
+                    .unwrap_or(u64::from(info.bitrate_kbps.unwrap_or(1000)) * 1000);
+                let measured = video + audio.as_ref().map_or(0, |a| a.1);
+                let codecs = [t.codec.clone(), audio.as_ref().map(|a| a.0.clone())];
+                Variant {
+                    uri: format!("{name}/index.m3u8"),
+                    bandwidth: measured * 5 / 4,
+                    average_bandwidth: Some(measured),
+                    width: info.width,
+                    height: info.height,
+                    frame_rate: info.frame_rate,
+                    codecs: codecs.into_iter().flatten().collect::<Vec<_>>().join(","),
+                }
+            })
+            .collect();
+        self.master_written = true;
+        let audio_uri = audio.map(|_| format!("{AUDIO_TRACK}/index.m3u8"));
+        Op::playlist(
+            "master.m3u8".into(),
+            render_master_with_audio(&variants, audio_uri.as_deref()),
+        )
+    }
+
+    fn manifest(&self, live: bool) -> Op {
+        let Some((_, protection)) = &self.key else {
+            return Op::Delete {
+                name: "manifest.mpd".into(),
+            };
+        };
+        let timelines: Vec<(&String, &Track, Vec<(u64, u64)>)> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.codec.is_some() && t.init.is_some())
+            .map(|(n, t)| (n, t, t.timeline.iter().map(|e| (e.1, e.2)).collect()))
+            .collect();
+        let representations = timelines
+            .iter()
+            .map(|(name, t, timeline)| Representation {
+                id: name.as_str(),
+                content: match &t.info {
+                    Some(i) => Content::Video {
+                        width: i.width,
+                        height: i.height,
+                        frame_rate: i.frame_rate,
+                    },
+                    None => Content::Audio,
+                },
+                codec: t.codec.as_deref().unwrap_or_default(),
+                bandwidth: t.bitrate_bps.unwrap_or(1_000_000),
+                timescale: t.timescale,
+                init: t.init.as_ref().map_or("init.mp4", |i| i.0.as_str()),
+                start_number: t.timeline.front().map_or(0, |e| e.0),
+                timeline: timeline.as_slice(),
+                presentation_time_offset: t.origin.unwrap_or(0),
+            })
+            .collect();
+        let live = (live && !self.tracks.values().any(|t| t.playlist.is_ended()))
+            .then_some(())
+            .and(self.started_ms.zip(self.clock))
+            .map(|(start, now)| Live {
+                availability_start_ms: start,
+                publish_ms: now(),
+                time_shift_buffer_s: self
+                    .window
+                    .map_or(3600.0, |w| (w as f64) * f64::from(self.target_duration)),
+            });
+        let mpd = dash::render(&Manifest {
+            live,
+            max_segment_s: f64::from(self.target_duration),
+            kid: protection.kid,
+            scheme: self.scheme,
+            representations,
+        });
+        Op::Put {
+            name: "manifest.mpd".into(),
+            body: Bytes::from(mpd),
+            content_type: dash::MPD_TYPE,
+        }
+    }
+
+    fn master_of_what_played(&mut self, ops: &mut Vec<Op>) {
+        if !self.master_written && self.tracks.values().any(|t| t.codec.is_some()) {
+            self.tracks.retain(|_, t| t.codec.is_some());
+            ops.push(self.master());
+        }
+    }
+
+    /// The publisher stopped: every playlist gets EXT-X-ENDLIST, the manifest turns static.
+    pub fn end(&mut self) -> Vec<Op> {
+        let mut ops = Vec::new();
+        self.master_of_what_played(&mut ops);
+        for (name, t) in &mut self.tracks {
+            t.playlist.end();
+            ops.push(Op::playlist(
+                format!("{name}/index.m3u8"),
+                t.playlist.render(PlaylistKind::Live),
+            ));
+        }
+        ops.push(self.manifest(false));
+        ops
+    }
+
+    /// Every playlist as a finished VOD playlist, and a static manifest.
+    pub fn vod_playlists(&mut self) -> Vec<Op> {
+        let mut ops = Vec::new();
+        self.master_of_what_played(&mut ops);
+        for (name, t) in &self.tracks {
+            ops.push(Op::playlist(
+                format!("{name}/index.m3u8"),
+                t.playlist.render(PlaylistKind::Vod),
+            ));
+        }
+        ops.push(self.manifest(false));
+        ops
+    }
+
+    pub fn has_media(&self) -> bool {
+        self.tracks
+            .values()
+            .any(|t| t.playlist.segments().next().is_some())
+    }
+
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.tracks
+            .values()
+            .map(|t| (t.total_s * 1000.0) as i64)
+            .max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::cmaf::tests::{SEGMENT_S, SPS, STEP, segment};
+    use crate::media::tsmux::TsMuxer;
+
+    fn rendition(name: &str, height: u32) -> RenditionOut {
+        RenditionOut {
+            name: name.into(),
+            width: height * 16 / 9,
+            height,
+            bitrate_kbps: Some(800),
+            frame_rate: Some(23.4),
+            passthrough: false,
+        }
+    }
+
+    fn text(ops: &[Op], wanted: &str) -> String {
+        ops.iter()
+            .rev()
+            .find_map(|op| match op {
+                Op::Put { name, body, .. } if name == wanted => {
+                    Some(String::from_utf8(body.to_vec()).unwrap())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no {wanted}"))
+    }
+
+    fn put(ops: &[Op], wanted: &str) -> Bytes {
+        ops.iter()
+            .find_map(|op| match op {
+                Op::Put { name, body, .. } if name == wanted => Some(body.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no {wanted}"))
+    }
+
+    #[test]
+    fn renditions_become_encrypted_cmaf_tracks_with_hls_and_dash_listings() {
+        static NOW: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1_765_000_000_000);
+        let mut state = CmafState::new(Scheme::Cbcs, Some(3), 2);
+        state.stamp_program_date_time(|| NOW.fetch_add(1000, std::sync::atomic::Ordering::SeqCst));
+        state.set_renditions(vec![rendition("480p", 480), rendition("360p", 360)]);
+        assert_eq!(state.key_needed("480p"), Some(0));
+        let kid = [7u8; 16];
+        use base64::Engine;
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kid);
+        state.add_key(0, id, [9; 16]);
+        assert_eq!(state.key_needed("360p"), None);
+        let (mut a, mut b) = (TsMuxer::new(true), TsMuxer::new(true));
+        let mut all = Vec::new();
+        for n in 0..7u64 {
+            for (name, mux) in [("480p", &mut a), ("360p", &mut b)] {
+                let ts = segment(mux, 900_000 + n * 25 * STEP, 25, &SPS);
+                let ops = state
+                    .add_segment(Segment { rendition: name.into(), duration_s: SEGMENT_S, bytes: ts.into() })
+                    .unwrap();
+                all.extend(ops);
+            }
+        }
+        let names: Vec<String> = all
+            .iter()
+            .map(|op| match op {
+                Op::Put { name, .. } => format!("put {name}"),
+                Op::Delete { name } => format!("delete {name}"),
+            })
+            .collect();
+        for want in ["put 480p/init.mp4", "put 480p/0.m4s", "put audio/init.mp4", "put audio/4.m4s", "put 360p/4.m4s", "delete 480p/0.m4s"] {
+            assert!(names.contains(&want.to_string()), "{want} in {names:?}");
+        }
+        // Audio comes from the first rendition only.
+        assert_eq!(names.iter().filter(|n| n.starts_with("put audio/") && n.ends_with(".m4s")).count(), 7);
+
+        let master = text(&all, "master.m3u8");
+        assert!(master.contains("#EXT-X-MEDIA:TYPE=AUDIO,URI=\"audio/index.m3u8\",GROUP-ID=\"audio\""), "{master}");
+        assert!(master.contains("CODECS=\"avc1.42c00d,mp4a.40.2\"") && master.contains("AUDIO=\"audio\""), "{master}");
+        let media = text(&all, "480p/index.m3u8");
+        assert!(media.contains("#EXT-X-VERSION:6") && media.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{media}");
+        let key_line = format!("#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"data:text/plain;base64,{}\",KEYFORMAT=\"org.w3.clearkey\",KEYFORMATVERSIONS=\"1\"",
+            base64::engine::general_purpose::STANDARD.encode(kid));
+        assert_eq!(media.matches("#EXT-X-KEY").count(), 1, "{media}");
+        assert!(media.contains(&key_line), "{media}");
+        assert!(media.contains("#EXT-X-MEDIA-SEQUENCE:4") && media.contains("6.m4s"), "{media}");
+
+        let mpd = text(&all, "manifest.mpd");
+        assert!(mpd.contains("type=\"dynamic\"") && mpd.contains("startNumber=\"4\""), "{mpd}");
+        assert!(mpd.contains(&format!("<S t=\"{}\" d=\"{}\" r=\"2\"/>", 900_000 + 4 * 25 * STEP, 25 * STEP)), "{mpd}");
+        assert!(mpd.contains("id=\"audio\"") && mpd.contains("cenc:default_KID=\"07070707-0707"), "{mpd}");
+
+        // The fragments are encrypted: the clear one comes back with the key.
+        let init = put(&all, "360p/init.mp4");
+        let protection = state.key.clone().unwrap().1;
+        let info = {
+            let clear_init = crate::media::cmaf::CmafRemuxer::new(false)
+                .remux(&segment(&mut TsMuxer::new(true), 0, 25, &SPS), SEGMENT_S)
+                .unwrap()
+                .video
+                .unwrap()
+                .init
+                .unwrap();
+            let (again, info) = cenc::protect_init(&clear_init, &protection).unwrap();
+            assert_eq!(again, init.to_vec(), "the init carries tenc and pssh");
+            info
+        };
+        let fragment = put(&all, "360p/1.m4s");
+        let clear = cenc::unprotect_segment(&fragment, &info, &protection).unwrap();
+        assert_ne!(clear, fragment.to_vec());
+        assert!(clear.windows(8).any(|w| w == [0, 0, 0, 4, 0x65, 0x88, 0, 0x10]), "an IDR slice in clear");
+
+        let end = state.end();
+        assert!(text(&end, "480p/index.m3u8").contains("#EXT-X-ENDLIST"));
+        assert!(text(&end, "manifest.mpd").contains("type=\"static\""));
+    }
+}
