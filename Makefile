@@ -105,7 +105,7 @@ node-deps: $(NPM_DIR)/node_modules/.installed
 $(NPM_DIR)/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
 	@command -v npm >/dev/null || { echo "==> installing Node.js and npm"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }
-	@echo "==> installing hls.js, swagger-ui-dist, tus-js-client, uPlot and playwright-core into $(NPM_DIR)"
+	@echo "==> installing hls.js, swagger-ui-dist, tus-js-client, uPlot, dash.js and playwright-core into $(NPM_DIR)"
 	mkdir -p $(NPM_DIR)
 	cp tests/browser/package.json tests/browser/package-lock.json $(NPM_DIR)/
 	# SCARF_ANALYTICS=false: swagger-ui-dist's install-time analytics stay off.

@@ -18,6 +18,8 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// Key ids one licence request may ask for.
 const MAX_KIDS: usize = 16;
+/// 16 key ids of 22 characters each take well under 1 KiB.
+const MAX_REQUEST_BYTES: usize = 8 << 10;
 
 /// A ClearKey licence request, as the CDM writes it.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -65,9 +67,21 @@ pub async fn clearkey(
     Query(q): Query<TokenQuery>,
     ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
-    Json(body): Json<ClearKeyRequest>,
+    body: axum::body::Bytes,
 ) -> Response {
-    let mut response = match license(&state, &playback_id, &q, client_ip, &headers, body).await {
+    // The CDM's message as the browser made it: players post it as it is (hls.js sends
+    // the bytes with no Content-Type), so the JSON is read whatever the header says.
+    let request = if body.len() > MAX_REQUEST_BYTES {
+        Err(ApiError::invalid("a ClearKey licence request is at most 8 KiB"))
+    } else {
+        serde_json::from_slice::<ClearKeyRequest>(&body)
+            .map_err(|e| ApiError::invalid(format!("not a ClearKey licence request: {e}")))
+    };
+    let outcome = match request {
+        Ok(body) => license(&state, &playback_id, &q, client_ip, &headers, body).await,
+        Err(e) => Err(e),
+    };
+    let mut response = match outcome {
         Ok(l) => Json(l).into_response(),
         Err(e) => e.into_response(),
     };

@@ -104,7 +104,13 @@
       // preflight). None under Do Not Track: then neither beacons nor CMCD.
       const viewId = window.FerrocastData ? FerrocastData.newViewId() : null;
       const cmcd = viewId ? { sessionId: viewId, contentId: config.playbackId, useHeaders: false } : undefined;
-      hls = new Hls({ lowLatencyMode: false, cmcd });
+      // CMAF streams are encrypted with common encryption: the W3C ClearKey licence of
+      // this playback id, with the page's token, gives the keys (EME). TS streams use /keys.
+      const licenseUrl = `/licenses/clearkey/${config.playbackId}${config.query}`;
+      hls = new Hls({
+        lowLatencyMode: false, cmcd, emeEnabled: true,
+        drmSystems: { "org.w3.clearkey": { licenseUrl } },
+      });
       hls.on(Hls.Events.KEY_LOADED, () => { player.keyLoaded = true; });
       hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => qualities(data.levels));
       hls.on(Hls.Events.LEVEL_SWITCHED, () => markQuality());
