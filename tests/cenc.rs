@@ -242,7 +242,10 @@ fn shaka_and_ffmpeg_oracle() {
         .map(PathBuf::from)
         .filter(|p| p.exists())
         .expect("SHAKA_PACKAGER names the Shaka Packager binary (make py-deps installs it)");
-    assert!(have("ffmpeg") && have("ffprobe"), "ffmpeg and ffprobe on PATH");
+    assert!(
+        have("ffmpeg") && have("ffprobe"),
+        "ffmpeg and ffprobe on PATH"
+    );
     let dir =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cenc-oracle-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -29,8 +29,16 @@ async fn token(server: &TestServer, key: &str, playback_id: &str, viewer: &str) 
 
 /// The attribute `name="…"` of the first line holding `marker`.
 fn attribute<'a>(text: &'a str, marker: &str, name: &str) -> &'a str {
-    let line = text.lines().find(|l| l.contains(marker)).unwrap_or_else(|| panic!("{marker} in {text}"));
-    line.split(&format!("{name}=\"")).nth(1).unwrap().split('"').next().unwrap()
+    let line = text
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("{marker} in {text}"));
+    line.split(&format!("{name}=\""))
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,65 +58,132 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
     let id = s["playback_id"].as_str().unwrap().to_string();
     // Paid: the key goes only to viewers with the entitlement.
     let (status, _) = server
-        .call("PATCH", &format!("/v1/playback-ids/{id}"), Some(&key), Some(json!({"requires_entitlement": true})))
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{id}"),
+            Some(&key),
+            Some(json!({"requires_entitlement": true})),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, _) = server
-        .call("POST", "/v1/entitlements", Some(&key), Some(json!({"playback_id": id, "viewer": "ann"})))
+        .call(
+            "POST",
+            "/v1/entitlements",
+            Some(&key),
+            Some(json!({"playback_id": id, "viewer": "ann"})),
+        )
         .await;
     assert_eq!(status, 201);
     let ann = token(&server, &key, &id, "ann").await;
     let bob = token(&server, &key, &id, "bob").await;
-    let url = format!("{}/{}", s["rtmp_url"].as_str().unwrap(), s["stream_key"].as_str().unwrap());
+    let url = format!(
+        "{}/{}",
+        s["rtmp_url"].as_str().unwrap(),
+        s["stream_key"].as_str().unwrap()
+    );
     let mut ffmpeg = ffmpeg_publish(&url, 854, 480, 120);
 
-    let master = eventually("the CMAF master playlist", Duration::from_secs(40), || async {
-        let (status, text) = server.get_text(&format!("/hls/{id}/master.m3u8?token={ann}")).await;
-        (status == 200).then_some(text)
-    })
+    let master = eventually(
+        "the CMAF master playlist",
+        Duration::from_secs(40),
+        || async {
+            let (status, text) = server
+                .get_text(&format!("/hls/{id}/master.m3u8?token={ann}"))
+                .await;
+            (status == 200).then_some(text)
+        },
+    )
     .await;
-    assert!(master.contains("#EXT-X-MEDIA:TYPE=AUDIO,URI=\"audio/index.m3u8?token="), "{master}");
-    assert!(master.contains(",mp4a.40.2\"") && master.contains("AUDIO=\"audio\""), "{master}");
+    assert!(
+        master.contains("#EXT-X-MEDIA:TYPE=AUDIO,URI=\"audio/index.m3u8?token="),
+        "{master}"
+    );
+    assert!(
+        master.contains(",mp4a.40.2\"") && master.contains("AUDIO=\"audio\""),
+        "{master}"
+    );
     let media = eventually("two fragments", Duration::from_secs(20), || async {
-        let (_, text) = server.get_text(&format!("/hls/{id}/360p/index.m3u8?token={ann}")).await;
+        let (_, text) = server
+            .get_text(&format!("/hls/{id}/360p/index.m3u8?token={ann}"))
+            .await;
         (text.matches(".m4s").count() >= 2).then_some(text)
     })
     .await;
-    assert!(media.contains("#EXT-X-MAP:URI=\"init.mp4?token="), "{media}");
-    let kid_b64 = attribute(&media, "#EXT-X-KEY", "URI").trim_start_matches("data:text/plain;base64,");
-    assert!(media.contains("METHOD=SAMPLE-AES,") && media.contains("KEYFORMAT=\"org.w3.clearkey\""), "{media}");
-    let kid = base64::engine::general_purpose::STANDARD.decode(kid_b64).unwrap();
+    assert!(
+        media.contains("#EXT-X-MAP:URI=\"init.mp4?token="),
+        "{media}"
+    );
+    let kid_b64 =
+        attribute(&media, "#EXT-X-KEY", "URI").trim_start_matches("data:text/plain;base64,");
+    assert!(
+        media.contains("METHOD=SAMPLE-AES,") && media.contains("KEYFORMAT=\"org.w3.clearkey\""),
+        "{media}"
+    );
+    let kid = base64::engine::general_purpose::STANDARD
+        .decode(kid_b64)
+        .unwrap();
 
     // The DASH manifest lists the same files, with this server's licence and clock.
-    let (status, mpd) = server.get_text(&format!("/dash/{id}/manifest.mpd?token={ann}")).await;
+    let (status, mpd) = server
+        .get_text(&format!("/dash/{id}/manifest.mpd?token={ann}"))
+        .await;
     assert_eq!(status, 200, "{mpd}");
     assert!(mpd.contains("type=\"dynamic\""), "{mpd}");
     assert_eq!(attribute(&mpd, "<UTCTiming", "value"), server.url("/time"));
-    assert!(mpd.contains(&format!("<dashif:Laurl>{}?token={ann}</dashif:Laurl>", server.url(&format!("/licenses/clearkey/{id}")))), "{mpd}");
-    assert!(mpd.contains("initialization=\"360p/init.mp4?token=") && mpd.contains("id=\"audio\""), "{mpd}");
+    assert!(
+        mpd.contains(&format!(
+            "<dashif:Laurl>{}?token={ann}</dashif:Laurl>",
+            server.url(&format!("/licenses/clearkey/{id}"))
+        )),
+        "{mpd}"
+    );
+    assert!(
+        mpd.contains("initialization=\"360p/init.mp4?token=") && mpd.contains("id=\"audio\""),
+        "{mpd}"
+    );
     let (status, time) = server.get_text("/time").await;
     assert_eq!(status, 200);
-    let at = chrono::DateTime::parse_from_rfc3339(&time).unwrap().timestamp_millis();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let at = chrono::DateTime::parse_from_rfc3339(&time)
+        .unwrap()
+        .timestamp_millis();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     assert!((at - now).abs() < 5000, "{time}");
-    assert_eq!(server.get_text(&format!("/dash/{id}/manifest.mpd")).await.0, 401);
+    assert_eq!(
+        server.get_text(&format!("/dash/{id}/manifest.mpd")).await.0,
+        401
+    );
 
     // The licence gives the key to ann, not to bob, and not without a token.
     let kids = json!({"kids": [URL_SAFE_NO_PAD.encode(&kid)], "type": "temporary"});
     let licence = |t: Option<&str>| {
         let q = t.map(|t| format!("?token={t}")).unwrap_or_default();
-        server.client.post(server.url(&format!("/licenses/clearkey/{id}{q}"))).json(&kids).send()
+        server
+            .client
+            .post(server.url(&format!("/licenses/clearkey/{id}{q}")))
+            .json(&kids)
+            .send()
     };
     assert_eq!(licence(None).await.unwrap().status(), 401);
     assert_eq!(licence(Some(&bob)).await.unwrap().status(), 403);
     let keys: Value = licence(Some(&ann)).await.unwrap().json().await.unwrap();
-    let content_key = URL_SAFE_NO_PAD.decode(keys["keys"][0]["k"].as_str().unwrap()).unwrap();
+    let content_key = URL_SAFE_NO_PAD
+        .decode(keys["keys"][0]["k"].as_str().unwrap())
+        .unwrap();
 
     // ffmpeg's own CENC reader decrypts a fragment with that key: every frame decodes.
     let dir = tempfile::tempdir().unwrap();
     let server_ref = &server;
     let fetch = |path: String| async move {
-        let r = server_ref.client.get(server_ref.url(&path)).send().await.unwrap();
+        let r = server_ref
+            .client
+            .get(server_ref.url(&path))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{path}");
         r.bytes().await.unwrap()
     };
@@ -129,32 +204,74 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
         if let Some(k) = key {
             cmd.args(["-decryption_key", &hex::encode(k)]);
         }
-        cmd.arg("-i").arg(&file).args(["-f", "framemd5", "-"]).output().unwrap()
+        cmd.arg("-i")
+            .arg(&file)
+            .args(["-f", "framemd5", "-"])
+            .output()
+            .unwrap()
     };
     let out = decode(Some(&content_key));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stderr.is_empty(), "decrypted frames decode cleanly: {}", String::from_utf8_lossy(&out.stderr));
-    let frames = String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with('#')).count();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "decrypted frames decode cleanly: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
     assert!(frames >= 50, "{frames} frames in a 2 s fragment at 30 fps");
     let garbled = decode(None);
-    assert!(!garbled.stderr.is_empty(), "without the key the frames do not decode");
+    assert!(
+        !garbled.stderr.is_empty(),
+        "without the key the frames do not decode"
+    );
 
     // Chromium: the /play page, and hls.js and dash.js on another site, play it with the
     // licence; bob's players (on the partner site: his /play page offers a purchase) play
     // nothing.
-    let seen = browser_script("cmaf_play.cjs", vec![server.url(""), id.clone(), ann.clone(), bob.clone()], 200).await;
+    let seen = browser_script(
+        "cmaf_play.cjs",
+        vec![server.url(""), id.clone(), ann.clone(), bob.clone()],
+        200,
+    )
+    .await;
     ffmpeg.kill();
     assert_eq!(seen["error"], Value::Null, "{seen}");
     for player in ["play", "hls", "dash"] {
         let run = &seen[player];
-        assert!(run["advanced"].as_f64().unwrap() >= 4.0, "{player} plays: {seen}");
-        assert!(run["licences"].as_array().unwrap().contains(&json!(200)), "{player}: {seen}");
+        assert!(
+            run["advanced"].as_f64().unwrap() >= 4.0,
+            "{player} plays: {seen}"
+        );
+        assert!(
+            run["licences"].as_array().unwrap().contains(&json!(200)),
+            "{player}: {seen}"
+        );
     }
     for player in ["hls", "dash"] {
         let denied = &seen[format!("{player}Denied")];
-        assert_eq!(denied["frames"], 0, "{player} without the entitlement: {seen}");
-        assert!(denied["licences"].as_array().unwrap().iter().all(|s| s == 403), "{seen}");
-        assert!(!denied["licences"].as_array().unwrap().is_empty(), "{player} asked: {seen}");
+        assert_eq!(
+            denied["frames"], 0,
+            "{player} without the entitlement: {seen}"
+        );
+        assert!(
+            denied["licences"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s == 403),
+            "{seen}"
+        );
+        assert!(
+            !denied["licences"].as_array().unwrap().is_empty(),
+            "{player} asked: {seen}"
+        );
     }
     server.stop().await;
 }

@@ -7,6 +7,7 @@ use ferrocast::db::{
     Backend, Db, DbError, LiveState, NewApiKey, NewLiveStream, PlaybackPolicy, Role,
     StoredContentKey,
 };
+use ferrocast::media::Packaging;
 
 async fn repository_suite(db: &Db) {
     db.ping().await.unwrap();
@@ -191,6 +192,7 @@ async fn cleanup_suite(db: &Db, tenant: &str) {
             playback_policy: PlaybackPolicy::Public,
             reconnect_window_s: 0,
             record: false,
+            packaging: Packaging::Ts,
         })
         .await
         .unwrap();
@@ -257,14 +259,20 @@ async fn live_suite(db: &Db, a: &str, b: &str) {
         playback_policy: PlaybackPolicy::Signed,
         reconnect_window_s: 60,
         record: true,
+        packaging: Packaging::Cmaf,
     };
     let s = db
         .create_live_stream(&new(a, "key-a", "pb-a"))
         .await
         .unwrap();
     assert_eq!(
-        (s.status.as_str(), s.record, s.reconnect_window_s),
-        ("idle", true, 60)
+        (
+            s.status.as_str(),
+            s.record,
+            s.reconnect_window_s,
+            s.packaging
+        ),
+        ("idle", true, 60, Packaging::Cmaf)
     );
     let dup = db.create_live_stream(&new(b, "key-a", "pb-b")).await;
     assert!(matches!(dup, Err(DbError::Conflict(_))), "{dup:?}");

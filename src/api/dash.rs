@@ -168,14 +168,8 @@ pub async fn fragment(
     if !(file.ends_with(".m4s") || file.ends_with(".mp4")) {
         return Err(ApiError::NotFound("not found".into()));
     }
-    super::delivery::rendition_file(
-        state,
-        Path((playback_id, rendition, file)),
-        q,
-        ip,
-        headers,
-    )
-    .await
+    super::delivery::rendition_file(state, Path((playback_id, rendition, file)), q, ip, headers)
+        .await
 }
 
 /// `GET /time`: this server's clock, ISO 8601 in UTC with milliseconds
@@ -190,9 +184,15 @@ pub async fn time() -> Response {
         .to_string();
     let mut response = Response::new(Body::from(now));
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     response
 }
 

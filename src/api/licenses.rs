@@ -72,7 +72,9 @@ pub async fn clearkey(
     // The CDM's message as the browser made it: players post it as it is (hls.js sends
     // the bytes with no Content-Type), so the JSON is read whatever the header says.
     let request = if body.len() > MAX_REQUEST_BYTES {
-        Err(ApiError::invalid("a ClearKey licence request is at most 8 KiB"))
+        Err(ApiError::invalid(
+            "a ClearKey licence request is at most 8 KiB",
+        ))
     } else {
         serde_json::from_slice::<ClearKeyRequest>(&body)
             .map_err(|e| ApiError::invalid(format!("not a ClearKey licence request: {e}")))

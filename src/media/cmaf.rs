@@ -61,7 +61,11 @@ impl Clock {
             None => raw as i64,
             Some((last_raw, last_value)) => {
                 let diff = (raw as i64 - last_raw as i64).rem_euclid(TS_WRAP);
-                let diff = if diff >= TS_WRAP / 2 { diff - TS_WRAP } else { diff };
+                let diff = if diff >= TS_WRAP / 2 {
+                    diff - TS_WRAP
+                } else {
+                    diff
+                };
                 last_value + diff
             }
         };
@@ -142,10 +146,15 @@ impl CmafRemuxer {
         }
         if self.rebase {
             self.rebase = false;
-            let first = video_aus.first().map(|a| a.0).or(audio_pes.first().map(|a| a.0));
-            let expected = self.video.next.or(self.audio.next.zip(self.audio.config).map(
-                |(n, c)| (n * TS_CLOCK / u64::from(aac_rate(c))) as i64,
-            ));
+            let first = video_aus
+                .first()
+                .map(|a| a.0)
+                .or(audio_pes.first().map(|a| a.0));
+            let expected = self.video.next.or(self
+                .audio
+                .next
+                .zip(self.audio.config)
+                .map(|(n, c)| (n * TS_CLOCK / u64::from(aac_rate(c))) as i64));
             if let (Some(first), Some(expected)) = (first, expected) {
                 self.offset = expected - first;
             }
@@ -256,7 +265,10 @@ impl CmafRemuxer {
         }))
     }
 
-    fn audio_fragment(&mut self, pes: &[(i64, Vec<u8>)]) -> Result<Option<TrackFragment>, Malformed> {
+    fn audio_fragment(
+        &mut self,
+        pes: &[(i64, Vec<u8>)],
+    ) -> Result<Option<TrackFragment>, Malformed> {
         let mut data = Vec::new();
         let mut count = 0usize;
         let mut first_pts = None;
@@ -353,12 +365,23 @@ pub(crate) mod tests {
     pub(crate) fn segment(mux: &mut TsMuxer, start: u64, frames: u64, sps: &[u8]) -> Vec<u8> {
         let mut ts = Vec::new();
         mux.tables(&mut ts);
-        let cfg = AacConfig { object_type: 2, frequency_index: 3, channels: 2 };
+        let cfg = AacConfig {
+            object_type: 2,
+            frequency_index: 3,
+            channels: 2,
+        };
         for i in 0..frames {
             let t = (start + i * STEP) & ((1 << 33) - 1);
             let slice = [if i == 0 { 0x65 } else { 0x41 }, 0x88, i as u8, 0x10];
             let au: Vec<&[u8]> = if i == 0 {
-                vec![&[0, 0, 0, 1], sps, &[0, 0, 0, 1], &PPS, &[0, 0, 0, 1], &slice]
+                vec![
+                    &[0, 0, 0, 1],
+                    sps,
+                    &[0, 0, 0, 1],
+                    &PPS,
+                    &[0, 0, 0, 1],
+                    &slice,
+                ]
             } else {
                 vec![&[0, 0, 0, 1], &slice]
             };
@@ -378,13 +401,24 @@ pub(crate) mod tests {
         let mut cmaf = CmafRemuxer::new(true);
         // Two segments of 25 frames; the second crosses the 33-bit wrap.
         let start = (1 << 33) - 25 * STEP - 1800;
-        let a = cmaf.remux(&segment(&mut mux, start, 25, &SPS), SEGMENT_S).unwrap();
-        let b = cmaf.remux(&segment(&mut mux, start + 25 * STEP, 25, &SPS), SEGMENT_S).unwrap();
+        let a = cmaf
+            .remux(&segment(&mut mux, start, 25, &SPS), SEGMENT_S)
+            .unwrap();
+        let b = cmaf
+            .remux(&segment(&mut mux, start + 25 * STEP, 25, &SPS), SEGMENT_S)
+            .unwrap();
         let (va, vb) = (a.video.unwrap(), b.video.unwrap());
-        assert!(va.init.is_some() && vb.init.is_none(), "one init while the SPS stays");
+        assert!(
+            va.init.is_some() && vb.init.is_none(),
+            "one init while the SPS stays"
+        );
         assert_eq!(va.codec, "avc1.42c00d");
         assert_eq!(va.duration, 25 * STEP);
-        assert_eq!(vb.base_time, va.base_time + va.duration, "past the 33-bit wrap");
+        assert_eq!(
+            vb.base_time,
+            va.base_time + va.duration,
+            "past the 33-bit wrap"
+        );
         let (aa, ab) = (a.audio.unwrap(), b.audio.unwrap());
         assert_eq!((aa.codec.as_str(), aa.timescale), ("mp4a.40.2", 48000));
         assert_eq!(aa.duration, 50 * 1024);
@@ -399,11 +433,17 @@ pub(crate) mod tests {
     fn a_reconnect_goes_on_where_the_last_encoder_stopped_and_a_new_sps_makes_a_new_init() {
         let mut mux = TsMuxer::new(true);
         let mut cmaf = CmafRemuxer::new(false);
-        let a = cmaf.remux(&segment(&mut mux, 900_000, 25, &SPS), SEGMENT_S).unwrap().video.unwrap();
+        let a = cmaf
+            .remux(&segment(&mut mux, 900_000, 25, &SPS), SEGMENT_S)
+            .unwrap()
+            .video
+            .unwrap();
         cmaf.reopen();
         let mut other = SPS;
         other[3] = 0x1e;
-        let b = cmaf.remux(&segment(&mut TsMuxer::new(true), 0, 25, &other), SEGMENT_S).unwrap();
+        let b = cmaf
+            .remux(&segment(&mut TsMuxer::new(true), 0, 25, &other), SEGMENT_S)
+            .unwrap();
         assert!(b.audio.is_none(), "audio only where asked");
         let b = b.video.unwrap();
         assert!(b.init.is_some());
@@ -433,7 +473,11 @@ pub(crate) mod tests {
             .args(["-map", stream, "-f", "framemd5", "-"])
             .output()
             .expect("ffmpeg runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -447,9 +491,25 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ts_path = dir.path().join("in.ts");
         let made = std::process::Command::new("ffmpeg")
-            .args(["-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "2"])
-            .args(["-c:v", "libx264", "-g", "50", "-bf", "2", "-c:a", "aac", "-f", "mpegts"])
+            .args([
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "2",
+            ])
+            .args([
+                "-c:v", "libx264", "-g", "50", "-bf", "2", "-c:a", "aac", "-f", "mpegts",
+            ])
             .arg(&ts_path)
             .status()
             .expect("ffmpeg runs");

@@ -130,7 +130,11 @@ fn trak(o: &mut Vec<u8>, track: &Track) {
             u32s(o, &[0]);
             o.extend(if video { b"vide" } else { b"soun" });
             u32s(o, &[0, 0, 0]);
-            o.extend(if video { &b"Video\0"[..] } else { &b"Audio\0"[..] });
+            o.extend(if video {
+                &b"Video\0"[..]
+            } else {
+                &b"Audio\0"[..]
+            });
         });
         write_box(o, b"minf", |o| {
             if video {
@@ -185,7 +189,14 @@ fn sample_entry(o: &mut Vec<u8>, kind: &TrackKind) {
             u32s(o, &[0, 0]);
             u16s(o, &[*channels, 16, 0, 0]);
             // 16.16 fixed point; rates above 65535 Hz keep the field's integer part at 0.
-            u32s(o, &[if *sample_rate <= 0xffff { sample_rate << 16 } else { 0 }]);
+            u32s(
+                o,
+                &[if *sample_rate <= 0xffff {
+                    sample_rate << 16
+                } else {
+                    0
+                }],
+            );
             write_full_box(o, b"esds", 0, 0, |o| esds(o, asc));
         }),
     }
@@ -224,7 +235,9 @@ pub fn fragment(sequence: u32, base_decode_time: u64, samples: &[Sample], data: 
         write_box(o, b"traf", |o| {
             // default-base-is-moof: data offsets count from the moof's first byte.
             write_full_box(o, b"tfhd", 0, 0x02_0000, |o| u32s(o, &[TRACK_ID]));
-            write_full_box(o, b"tfdt", 1, 0, |o| o.extend(base_decode_time.to_be_bytes()));
+            write_full_box(o, b"tfdt", 1, 0, |o| {
+                o.extend(base_decode_time.to_be_bytes())
+            });
             // data offset, duration, size, flags, composition offset (signed: version 1).
             write_full_box(o, b"trun", 1, 0x000f01, |o| {
                 u32s(o, &[u32::try_from(samples.len()).unwrap_or(u32::MAX)]);
@@ -256,7 +269,11 @@ mod tests {
         let mut out = Vec::new();
         while b.len() >= 8 {
             let size = u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
-            assert!(size >= 8 && size <= b.len(), "box size {size} of {}", b.len());
+            assert!(
+                size >= 8 && size <= b.len(),
+                "box size {size} of {}",
+                b.len()
+            );
             out.push((b[4..8].try_into().unwrap(), &b[8..size]));
             b = &b[size..];
         }
@@ -267,12 +284,25 @@ mod tests {
     #[test]
     fn a_fragment_points_its_samples_at_the_mdat() {
         let samples = [
-            Sample { duration: 3000, size: 3, sync: true, composition_offset: 3000 },
-            Sample { duration: 3000, size: 2, sync: false, composition_offset: 0 },
+            Sample {
+                duration: 3000,
+                size: 3,
+                sync: true,
+                composition_offset: 3000,
+            },
+            Sample {
+                duration: 3000,
+                size: 2,
+                sync: false,
+                composition_offset: 0,
+            },
         ];
         let f = fragment(7, 1 << 33, &samples, &[1, 2, 3, 4, 5]);
         let top = boxes(&f);
-        assert_eq!(top.iter().map(|b| &b.0).collect::<Vec<_>>(), [b"moof", b"mdat"]);
+        assert_eq!(
+            top.iter().map(|b| &b.0).collect::<Vec<_>>(),
+            [b"moof", b"mdat"]
+        );
         assert_eq!(top[1].1, [1, 2, 3, 4, 5]);
         let traf = boxes(top[0].1)[1].1;
         let inner = boxes(traf);
@@ -287,12 +317,22 @@ mod tests {
     fn an_init_segment_nests_its_boxes_with_their_sizes() {
         let init = init_segment(&Track {
             timescale: 48000,
-            kind: TrackKind::Aac { asc: vec![0x11, 0x90], sample_rate: 48000, channels: 2 },
+            kind: TrackKind::Aac {
+                asc: vec![0x11, 0x90],
+                sample_rate: 48000,
+                channels: 2,
+            },
         });
         let top = boxes(&init);
-        assert_eq!(top.iter().map(|b| &b.0).collect::<Vec<_>>(), [b"ftyp", b"moov"]);
+        assert_eq!(
+            top.iter().map(|b| &b.0).collect::<Vec<_>>(),
+            [b"ftyp", b"moov"]
+        );
         let moov = boxes(top[1].1);
-        assert_eq!(moov.iter().map(|b| &b.0).collect::<Vec<_>>(), [b"mvhd", b"trak", b"mvex"]);
+        assert_eq!(
+            moov.iter().map(|b| &b.0).collect::<Vec<_>>(),
+            [b"mvhd", b"trak", b"mvex"]
+        );
         // mvhd is 108 bytes, as ISO 14496-12 defines version 0.
         assert_eq!(moov[0].1.len() + 8, 108);
         let trak = boxes(moov[1].1);

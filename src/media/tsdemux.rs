@@ -216,7 +216,8 @@ pub fn adts_frames(mut bytes: &[u8]) -> Result<Vec<AdtsFrame<'_>>, Malformed> {
             return Err("ADTS frame without its sync word".into());
         }
         let header = if h[1] & 1 == 1 { 7 } else { 9 };
-        let len = (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+        let len =
+            (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
         let frequency_index = (h[2] >> 2) & 0x0f;
         if len <= header || frequency_index > 12 {
             return Err(Malformed(format!(
@@ -261,24 +262,42 @@ mod tests {
         let mut ts = Vec::new();
         mux.tables(&mut ts);
         let sps = [0x67, 0x42, 0xc0, 0x1e, 0xab];
-        let idr: Vec<u8> = std::iter::once(0x65).chain((0..400).map(|i| i as u8 | 1)).collect();
+        let idr: Vec<u8> = std::iter::once(0x65)
+            .chain((0..400).map(|i| i as u8 | 1))
+            .collect();
         let au: Vec<&[u8]> = vec![&[0, 0, 0, 1], &sps, &[0, 0, 0, 1], &idr];
         mux.video(&mut ts, &au, 90_000, 93_000, true);
         mux.audio(&mut ts, &cfg(), &[0x21; 300], 90_500);
-        mux.video(&mut ts, &[&[0, 0, 0, 1], &[0x41, 0x9a, 0x10]], 93_000, 96_000, false);
+        mux.video(
+            &mut ts,
+            &[&[0, 0, 0, 1], &[0x41, 0x9a, 0x10]],
+            93_000,
+            96_000,
+            false,
+        );
         let pes = demux(&ts).unwrap();
         assert_eq!(pes.len(), 3);
         let video: Vec<&Pes> = pes.iter().filter(|p| p.kind == StreamKind::H264).collect();
         assert_eq!((video[0].dts, video[0].pts), (Some(90_000), Some(93_000)));
         let nals: Vec<&[u8]> = annexb_nals(&video[0].data).collect();
-        assert!(nals.contains(&&sps[..]) && nals.contains(&&idr[..]), "{nals:?}");
+        assert!(
+            nals.contains(&&sps[..]) && nals.contains(&&idr[..]),
+            "{nals:?}"
+        );
         assert_eq!((video[1].dts, video[1].pts), (Some(93_000), Some(96_000)));
         let audio = pes.iter().find(|p| p.kind == StreamKind::AacAdts).unwrap();
         assert_eq!(audio.pts, Some(90_500));
         let frames = adts_frames(&audio.data).unwrap();
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].payload, &[0x21; 300][..]);
-        assert_eq!((frames[0].object_type, frames[0].frequency_index, frames[0].channels), (2, 4, 2));
+        assert_eq!(
+            (
+                frames[0].object_type,
+                frames[0].frequency_index,
+                frames[0].channels
+            ),
+            (2, 4, 2)
+        );
     }
 
     #[test]
@@ -295,8 +314,14 @@ mod tests {
         assert!(demux(&bad).is_err());
         let mut frame = adts_header(&cfg(), 10).to_vec();
         frame.extend([0; 4]);
-        assert!(adts_frames(&frame).is_err(), "a frame longer than its bytes");
+        assert!(
+            adts_frames(&frame).is_err(),
+            "a frame longer than its bytes"
+        );
         assert!(adts_frames(&[0xff, 0xf1, 0x50]).is_err());
-        assert_eq!(annexb_nals(&[0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x65, 1, 0]).collect::<Vec<_>>(), vec![&[0x09, 0xf0][..], &[0x65, 1][..]]);
+        assert_eq!(
+            annexb_nals(&[0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x65, 1, 0]).collect::<Vec<_>>(),
+            vec![&[0x09, 0xf0][..], &[0x65, 1][..]]
+        );
     }
 }

@@ -98,20 +98,23 @@ impl CmafState {
     fn track(&mut self, name: &str, info: Option<RenditionOut>) -> &mut Track {
         let index = self.tracks.len() as u64;
         let (target, window) = (self.target_duration, self.window);
-        let track = self.tracks.entry(name.to_string()).or_insert_with(|| Track {
-            info: None,
-            playlist: MediaPlaylist::new(target, window),
-            codec: None,
-            bitrate_bps: None,
-            stale: VecDeque::new(),
-            total_s: 0.0,
-            init: None,
-            inits: 0,
-            timescale: 1,
-            timeline: VecDeque::new(),
-            origin: None,
-            index,
-        });
+        let track = self
+            .tracks
+            .entry(name.to_string())
+            .or_insert_with(|| Track {
+                info: None,
+                playlist: MediaPlaylist::new(target, window),
+                codec: None,
+                bitrate_bps: None,
+                stale: VecDeque::new(),
+                total_s: 0.0,
+                init: None,
+                inits: 0,
+                timescale: 1,
+                timeline: VecDeque::new(),
+                origin: None,
+                index,
+            });
         if info.is_some() {
             track.info = info;
         }
@@ -212,7 +215,11 @@ impl CmafState {
     /// Segment N of every rendition gets one program date-time (as `HlsState` does).
     fn program_date_time(&mut self, segment: &Segment) -> Option<i64> {
         let now = self.clock?;
-        let sequence = self.tracks.get(&segment.rendition)?.playlist.next_sequence();
+        let sequence = self
+            .tracks
+            .get(&segment.rendition)?
+            .playlist
+            .next_sequence();
         let target_ms = i64::from(self.target_duration.max(1)) * 1000;
         let fresh = now() - (segment.duration_s * 1000.0).round() as i64;
         let at = match self.program_date_times.get(&sequence) {
@@ -240,7 +247,11 @@ impl CmafState {
         let scheme = self.scheme;
         let discontinuity = self.discontinuity.remove(name);
         let window = self.window;
-        let content_type = if name == AUDIO_TRACK { AUDIO_TYPE } else { VIDEO_TYPE };
+        let content_type = if name == AUDIO_TRACK {
+            AUDIO_TYPE
+        } else {
+            VIDEO_TYPE
+        };
         let track = self.track(name, None);
         if let Some(init) = fragment.init {
             let init_name = match track.inits {
@@ -327,10 +338,11 @@ impl CmafState {
     }
 
     fn master(&mut self) -> Op {
-        let audio = self
-            .tracks
-            .get(AUDIO_TRACK)
-            .and_then(|a| a.codec.clone().map(|c| (c, a.bitrate_bps.unwrap_or(128_000))));
+        let audio = self.tracks.get(AUDIO_TRACK).and_then(|a| {
+            a.codec
+                .clone()
+                .map(|c| (c, a.bitrate_bps.unwrap_or(128_000)))
+        });
         let variants: Vec<Variant> = self
             .tracks
             .iter()
@@ -366,15 +378,19 @@ impl CmafState {
                 name: "manifest.mpd".into(),
             };
         };
-        let timelines: Vec<(&String, &Track, Vec<(u64, u64)>)> = self
+        let listed: Vec<(&String, &Track)> = self
             .tracks
             .iter()
             .filter(|(_, t)| t.codec.is_some() && t.init.is_some())
-            .map(|(n, t)| (n, t, t.timeline.iter().map(|e| (e.1, e.2)).collect()))
             .collect();
-        let representations = timelines
+        let timelines: Vec<Vec<(u64, u64)>> = listed
             .iter()
-            .map(|(name, t, timeline)| Representation {
+            .map(|(_, t)| t.timeline.iter().map(|e| (e.1, e.2)).collect())
+            .collect();
+        let representations = listed
+            .iter()
+            .zip(&timelines)
+            .map(|((name, t), timeline)| Representation {
                 id: name.as_str(),
                 content: match &t.info {
                     Some(i) => Content::Video {
@@ -507,7 +523,8 @@ mod tests {
 
     #[test]
     fn renditions_become_encrypted_cmaf_tracks_with_hls_and_dash_listings() {
-        static NOW: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1_765_000_000_000);
+        static NOW: std::sync::atomic::AtomicI64 =
+            std::sync::atomic::AtomicI64::new(1_765_000_000_000);
         let mut state = CmafState::new(Scheme::Cbcs, Some(3), 2);
         state.stamp_program_date_time(|| NOW.fetch_add(1000, std::sync::atomic::Ordering::SeqCst));
         state.set_renditions(vec![rendition("480p", 480), rendition("360p", 360)]);
@@ -523,7 +540,11 @@ mod tests {
             for (name, mux) in [("480p", &mut a), ("360p", &mut b)] {
                 let ts = segment(mux, 900_000 + n * 25 * STEP, 25, &SPS);
                 let ops = state
-                    .add_segment(Segment { rendition: name.into(), duration_s: SEGMENT_S, bytes: ts.into() })
+                    .add_segment(Segment {
+                        rendition: name.into(),
+                        duration_s: SEGMENT_S,
+                        bytes: ts.into(),
+                    })
                     .unwrap();
                 all.extend(ops);
             }
@@ -535,27 +556,68 @@ mod tests {
                 Op::Delete { name } => format!("delete {name}"),
             })
             .collect();
-        for want in ["put 480p/init.mp4", "put 480p/0.m4s", "put audio/init.mp4", "put audio/4.m4s", "put 360p/4.m4s", "delete 480p/0.m4s"] {
+        for want in [
+            "put 480p/init.mp4",
+            "put 480p/0.m4s",
+            "put audio/init.mp4",
+            "put audio/4.m4s",
+            "put 360p/4.m4s",
+            "delete 480p/0.m4s",
+        ] {
             assert!(names.contains(&want.to_string()), "{want} in {names:?}");
         }
         // Audio comes from the first rendition only.
-        assert_eq!(names.iter().filter(|n| n.starts_with("put audio/") && n.ends_with(".m4s")).count(), 7);
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| n.starts_with("put audio/") && n.ends_with(".m4s"))
+                .count(),
+            7
+        );
 
         let master = text(&all, "master.m3u8");
-        assert!(master.contains("#EXT-X-MEDIA:TYPE=AUDIO,URI=\"audio/index.m3u8\",GROUP-ID=\"audio\""), "{master}");
-        assert!(master.contains("CODECS=\"avc1.42c00d,mp4a.40.2\"") && master.contains("AUDIO=\"audio\""), "{master}");
+        assert!(
+            master.contains("#EXT-X-MEDIA:TYPE=AUDIO,URI=\"audio/index.m3u8\",GROUP-ID=\"audio\""),
+            "{master}"
+        );
+        assert!(
+            master.contains("CODECS=\"avc1.42c00d,mp4a.40.2\"")
+                && master.contains("AUDIO=\"audio\""),
+            "{master}"
+        );
         let media = text(&all, "480p/index.m3u8");
-        assert!(media.contains("#EXT-X-VERSION:6") && media.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{media}");
-        let key_line = format!("#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"data:text/plain;base64,{}\",KEYFORMAT=\"org.w3.clearkey\",KEYFORMATVERSIONS=\"1\"",
-            base64::engine::general_purpose::STANDARD.encode(kid));
+        assert!(
+            media.contains("#EXT-X-VERSION:6") && media.contains("#EXT-X-MAP:URI=\"init.mp4\""),
+            "{media}"
+        );
+        let key_line = format!(
+            "#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"data:text/plain;base64,{}\",KEYFORMAT=\"org.w3.clearkey\",KEYFORMATVERSIONS=\"1\"",
+            base64::engine::general_purpose::STANDARD.encode(kid)
+        );
         assert_eq!(media.matches("#EXT-X-KEY").count(), 1, "{media}");
         assert!(media.contains(&key_line), "{media}");
-        assert!(media.contains("#EXT-X-MEDIA-SEQUENCE:4") && media.contains("6.m4s"), "{media}");
+        assert!(
+            media.contains("#EXT-X-MEDIA-SEQUENCE:4") && media.contains("6.m4s"),
+            "{media}"
+        );
 
         let mpd = text(&all, "manifest.mpd");
-        assert!(mpd.contains("type=\"dynamic\"") && mpd.contains("startNumber=\"4\""), "{mpd}");
-        assert!(mpd.contains(&format!("<S t=\"{}\" d=\"{}\" r=\"2\"/>", 900_000 + 4 * 25 * STEP, 25 * STEP)), "{mpd}");
-        assert!(mpd.contains("id=\"audio\"") && mpd.contains("cenc:default_KID=\"07070707-0707"), "{mpd}");
+        assert!(
+            mpd.contains("type=\"dynamic\"") && mpd.contains("startNumber=\"4\""),
+            "{mpd}"
+        );
+        assert!(
+            mpd.contains(&format!(
+                "<S t=\"{}\" d=\"{}\" r=\"2\"/>",
+                900_000 + 4 * 25 * STEP,
+                25 * STEP
+            )),
+            "{mpd}"
+        );
+        assert!(
+            mpd.contains("id=\"audio\"") && mpd.contains("cenc:default_KID=\"07070707-0707"),
+            "{mpd}"
+        );
 
         // The fragments are encrypted: the clear one comes back with the key.
         let init = put(&all, "360p/init.mp4");
@@ -575,7 +637,12 @@ mod tests {
         let fragment = put(&all, "360p/1.m4s");
         let clear = cenc::unprotect_segment(&fragment, &info, &protection).unwrap();
         assert_ne!(clear, fragment.to_vec());
-        assert!(clear.windows(8).any(|w| w == [0, 0, 0, 4, 0x65, 0x88, 0, 0x10]), "an IDR slice in clear");
+        assert!(
+            clear
+                .windows(8)
+                .any(|w| w == [0, 0, 0, 4, 0x65, 0x88, 0, 0x10]),
+            "an IDR slice in clear"
+        );
 
         let end = state.end();
         assert!(text(&end, "480p/index.m3u8").contains("#EXT-X-ENDLIST"));

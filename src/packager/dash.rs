@@ -85,7 +85,14 @@ fn duration(s: f64) -> String {
 /// A key id as the UUID `cenc:default_KID` takes.
 pub fn kid_uuid(kid: &[u8; 16]) -> String {
     let h = hex::encode(kid);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 pub fn render(m: &Manifest) -> String {
@@ -236,7 +243,11 @@ mod tests {
     use super::*;
 
     fn manifest(live: bool) -> String {
-        let video = [(900_000, 180_000), (1_080_000, 180_000), (1_260_000, 176_400)];
+        let video = [
+            (900_000, 180_000),
+            (1_080_000, 180_000),
+            (1_260_000, 176_400),
+        ];
         let audio = [(480_000, 96_256), (576_256, 96_256)];
         render(&Manifest {
             live: live.then_some(Live {
@@ -250,7 +261,11 @@ mod tests {
             representations: vec![
                 Representation {
                     id: "720p",
-                    content: Content::Video { width: 1280, height: 720, frame_rate: Some(29.97) },
+                    content: Content::Video {
+                        width: 1280,
+                        height: 720,
+                        frame_rate: Some(29.97),
+                    },
                     codec: "avc1.64001f",
                     bandwidth: 3_000_000,
                     timescale: 90_000,
@@ -299,7 +314,10 @@ mod tests {
     #[test]
     fn a_finished_manifest_is_static_with_its_duration() {
         let mpd = manifest(false);
-        assert!(mpd.contains("type=\"static\" mediaPresentationDuration=\"PT5.960S\""), "{mpd}");
+        assert!(
+            mpd.contains("type=\"static\" mediaPresentationDuration=\"PT5.960S\""),
+            "{mpd}"
+        );
         assert!(!mpd.contains("UTCTiming") && !mpd.contains("availabilityStartTime"));
     }
 

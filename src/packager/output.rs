@@ -67,7 +67,9 @@ impl HlsOutput {
                 p.rotation,
                 p.target_duration,
             )),
-            Packaging::Cmaf => State::Cmaf(CmafState::new(Scheme::Cbcs, p.window, p.target_duration)),
+            Packaging::Cmaf => {
+                State::Cmaf(CmafState::new(Scheme::Cbcs, p.window, p.target_duration))
+            }
         };
         if p.program_date_time {
             both!(&mut state, s => s.stamp_program_date_time(crate::clock::now_ms));
