@@ -16,7 +16,7 @@
 use super::Malformed;
 use super::codec::{aac_codec_from_config, avc_codec_from_config, parse_sps};
 use super::fmp4::{self, Sample, Track, TrackKind};
-use super::tsdemux::{AAC_RATES, StreamKind, adts_frames, annexb_nals, demux};
+use super::tsdemux::{AAC_RATES, Pes, StreamKind, TsReader, adts_frames, annexb_nals};
 
 const TS_CLOCK: u64 = 90_000;
 const TS_WRAP: i64 = 1 << 33;
@@ -74,11 +74,30 @@ impl Clock {
     }
 }
 
+/// One H.264 access unit, its NAL units length-prefixed.
+#[derive(Debug)]
+struct Au {
+    /// Unwrapped decode and presentation times (90 kHz), before the reconnect offset.
+    dts: i64,
+    pts: i64,
+    data: Vec<u8>,
+    sync: bool,
+    duration: u32,
+}
+
 #[derive(Debug, Default)]
 struct VideoState {
     clock: Clock,
     sps: Vec<u8>,
     pps: Vec<u8>,
+    /// The parameter sets changed: the next fragment carries a new init segment.
+    new_config: bool,
+    /// The last access unit, whose duration the next one's decode time gives.
+    held: Option<Au>,
+    /// Access units with their durations, for the next fragment.
+    ready: Vec<Au>,
+    /// Decode time (90 kHz, shifted) of the open segment's first access unit.
+    segment_start: Option<i64>,
     /// Decode time (90 kHz, shifted) the next fragment should start at.
     next: Option<i64>,
 }
@@ -87,13 +106,20 @@ struct VideoState {
 struct AudioState {
     clock: Clock,
     config: Option<[u8; 2]>,
+    new_config: bool,
+    /// Frames for the next fragment: (PTS, 90 kHz shifted; payload).
+    frames: Vec<(i64, Vec<u8>)>,
     /// Decode time (in samples) the next fragment should start at.
     next: Option<u64>,
 }
 
-/// One rendition's CMAF writer. Feed it that rendition's segments in order.
-#[derive(Debug, Default)]
+/// One rendition's CMAF writer. Feed it that rendition's transport stream in order, whole
+/// segments ([`remux`](Self::remux)) or pieces of one ([`feed`](Self::feed), then
+/// [`part`](Self::part) for a chunk of what is complete, and
+/// [`segment_end`](Self::segment_end) for the rest).
+#[derive(Default)]
 pub struct CmafRemuxer {
+    reader: TsReader,
     video: VideoState,
     audio: AudioState,
     sequence: u32,
@@ -116,118 +142,162 @@ impl CmafRemuxer {
     /// this one stopped.
     pub fn reopen(&mut self) {
         self.rebase = true;
+        self.reader = TsReader::default();
         self.video.clock = Clock::default();
         self.audio.clock = Clock::default();
     }
 
-    /// One MPEG-TS segment of `duration_s` as a fragment per track.
+    /// One whole MPEG-TS segment of `duration_s` as a fragment per track.
     pub fn remux(&mut self, ts: &[u8], duration_s: f64) -> Result<Remuxed, Malformed> {
-        let pes = demux(ts)?;
-        self.sequence = self.sequence.wrapping_add(1);
-        let mut video_aus = Vec::new();
-        let mut audio_pes = Vec::new();
+        self.feed(ts)?;
+        self.segment_end(duration_s)
+    }
+
+    /// Reads a piece of the open segment's transport stream.
+    pub fn feed(&mut self, ts: &[u8]) -> Result<(), Malformed> {
+        let pes = self.reader.feed(ts)?;
+        self.take(pes)
+    }
+
+    /// A chunk (a CMAF fragment) of what is complete so far: every access unit whose
+    /// successor has begun, and every audio frame.
+    pub fn part(&mut self) -> Result<Remuxed, Malformed> {
+        Ok(Remuxed {
+            video: self.video_fragment()?,
+            audio: self.audio_fragment()?,
+        })
+    }
+
+    /// The open segment ends `duration_s` after its first frame: the rest of it.
+    pub fn segment_end(&mut self, duration_s: f64) -> Result<Remuxed, Malformed> {
+        let pes = self.reader.flush()?;
+        self.take(pes)?;
+        if let Some(mut last) = self.video.held.take() {
+            let dts = last.dts + self.offset;
+            let start = self.video.segment_start.unwrap_or(dts);
+            let end = start + (duration_s * TS_CLOCK as f64).round() as i64;
+            // Until the segment's end; when that is not after it (a duration that does not
+            // match the timestamps), as long as the frame before it.
+            let before = self.video.ready.last().map_or(3000, |a| a.duration);
+            last.duration = match u32::try_from(end - dts) {
+                Ok(d) if d > 0 && d <= 10 * TS_CLOCK as u32 => d,
+                _ => before,
+            };
+            self.video.ready.push(last);
+        }
+        self.video.segment_start = None;
+        self.part()
+    }
+
+    fn take(&mut self, pes: Vec<Pes>) -> Result<(), Malformed> {
         for p in pes {
             match p.kind {
                 StreamKind::H264 => {
                     let pts = p.pts.ok_or("H.264 access unit without a timestamp")?;
-                    let dts = self.video.clock.unwrap(p.dts.unwrap_or(pts));
-                    let pts = dts + (pts as i64 - p.dts.unwrap_or(pts) as i64).rem_euclid(TS_WRAP);
-                    video_aus.push((dts, pts, p.data));
+                    let raw_dts = p.dts.unwrap_or(pts);
+                    let dts = self.video.clock.unwrap(raw_dts);
+                    let pts = dts + (pts as i64 - raw_dts as i64).rem_euclid(TS_WRAP);
+                    self.rebase_at(dts);
+                    self.video_au(dts, pts, &p.data)?;
                 }
                 StreamKind::AacAdts if self.with_audio => {
                     let Some(pts) = p.pts else { continue };
-                    audio_pes.push((self.audio.clock.unwrap(pts), p.data));
+                    let pts = self.audio.clock.unwrap(pts);
+                    self.rebase_at(pts);
+                    self.audio_frames(pts + self.offset, &p.data)?;
                 }
                 StreamKind::AacAdts => {}
             }
-            if video_aus.len() + audio_pes.len() > MAX_SAMPLES {
-                return Err("too many frames in one segment".into());
-            }
         }
-        if self.rebase {
-            self.rebase = false;
-            let first = video_aus
-                .first()
-                .map(|a| a.0)
-                .or(audio_pes.first().map(|a| a.0));
-            let expected = self.video.next.or(self
-                .audio
-                .next
-                .zip(self.audio.config)
-                .map(|(n, c)| (n * TS_CLOCK / u64::from(aac_rate(c))) as i64));
-            if let (Some(first), Some(expected)) = (first, expected) {
-                self.offset = expected - first;
-            }
+        if self.video.ready.len() + self.audio.frames.len() > MAX_SAMPLES {
+            return Err("too many frames in one fragment".into());
         }
-        let video = self.video_fragment(&video_aus, duration_s)?;
-        let audio = self.audio_fragment(&audio_pes)?;
-        Ok(Remuxed { video, audio })
+        Ok(())
     }
 
-    fn video_fragment(
-        &mut self,
-        aus: &[(i64, i64, Vec<u8>)],
-        duration_s: f64,
-    ) -> Result<Option<TrackFragment>, Malformed> {
-        if aus.is_empty() {
-            return Ok(None);
+    /// After a reconnect, the first timestamp of the new encoder goes where the last
+    /// encoder's media ended.
+    fn rebase_at(&mut self, first: i64) {
+        if !std::mem::take(&mut self.rebase) {
+            return;
         }
-        let mut data = Vec::with_capacity(aus.iter().map(|a| a.2.len() + 16).sum());
-        let mut samples = Vec::with_capacity(aus.len());
-        let (mut sps, mut pps) = (None, None);
-        for (_, _, au) in aus {
-            let start = data.len();
-            let mut sync = false;
-            for nal in annexb_nals(au) {
-                match nal[0] & 0x1f {
-                    7 => sps = sps.or(Some(nal)),
-                    8 => pps = pps.or(Some(nal)),
-                    9 => {}
-                    t => {
-                        sync |= t == 5;
-                        let len = u32::try_from(nal.len()).map_err(|_| "NAL unit over 4 GiB")?;
-                        data.extend(len.to_be_bytes());
-                        data.extend(nal);
-                    }
+        let expected = self.video.next.or(self
+            .audio
+            .next
+            .zip(self.audio.config)
+            .map(|(n, c)| (n * TS_CLOCK / u64::from(aac_rate(c))) as i64));
+        if let Some(expected) = expected {
+            self.offset = expected - first;
+        }
+    }
+
+    fn video_au(&mut self, dts: i64, pts: i64, annexb: &[u8]) -> Result<(), Malformed> {
+        let mut data = Vec::with_capacity(annexb.len() + 16);
+        let mut sync = false;
+        for nal in annexb_nals(annexb) {
+            match nal[0] & 0x1f {
+                7 if nal != self.video.sps.as_slice() => {
+                    self.video.sps = nal.to_vec();
+                    self.video.new_config = true;
+                }
+                8 if nal != self.video.pps.as_slice() => {
+                    self.video.pps = nal.to_vec();
+                    self.video.new_config = true;
+                }
+                7..=9 => {}
+                t => {
+                    sync |= t == 5;
+                    let len = u32::try_from(nal.len()).map_err(|_| "NAL unit over 4 GiB")?;
+                    data.extend(len.to_be_bytes());
+                    data.extend(nal);
                 }
             }
-            let size = u32::try_from(data.len() - start).map_err(|_| "frame over 4 GiB")?;
-            samples.push(Sample {
-                duration: 0,
-                size,
-                sync,
-                composition_offset: 0,
-            });
         }
-        let mut init = None;
-        if let (Some(sps), Some(pps)) = (sps, pps)
-            && (sps != self.video.sps || pps != self.video.pps)
-        {
-            self.video.sps = sps.to_vec();
-            self.video.pps = pps.to_vec();
-            init = Some(self.video_init()?);
-        }
-        if self.video.sps.is_empty() {
+        if self.video.sps.is_empty() || self.video.pps.is_empty() {
             return Err("H.264 without an SPS and PPS before its first frame".into());
         }
-        let shifted = |t: i64| t + self.offset;
-        let first = shifted(aus[0].0);
-        let end = first + (duration_s * TS_CLOCK as f64).round() as i64;
-        for (i, s) in samples.iter_mut().enumerate() {
-            let dts = shifted(aus[i].0);
-            let next = aus.get(i + 1).map_or(end, |a| shifted(a.0));
-            s.duration = u32::try_from(next - dts).unwrap_or(0);
-            s.composition_offset = i32::try_from(aus[i].1 - aus[i].0).unwrap_or(0);
+        if let Some(mut held) = self.video.held.take() {
+            held.duration = u32::try_from(dts - held.dts).unwrap_or(0);
+            self.video.ready.push(held);
         }
-        // The last frame lasts until the segment's end; when that is not after it (a
-        // duration that does not match the timestamps), as long as the frame before it.
-        let n = samples.len();
-        if samples[n - 1].duration == 0 || samples[n - 1].duration > 10 * TS_CLOCK as u32 {
-            samples[n - 1].duration = if n > 1 { samples[n - 2].duration } else { 3000 };
+        self.video.segment_start.get_or_insert(dts + self.offset);
+        self.video.held = Some(Au {
+            dts,
+            pts,
+            data,
+            sync,
+            duration: 0,
+        });
+        Ok(())
+    }
+
+    fn video_fragment(&mut self) -> Result<Option<TrackFragment>, Malformed> {
+        if self.video.ready.is_empty() {
+            return Ok(None);
         }
+        let init = if std::mem::take(&mut self.video.new_config) {
+            Some(self.video_init()?)
+        } else {
+            None
+        };
+        let aus = std::mem::take(&mut self.video.ready);
+        let mut data = Vec::with_capacity(aus.iter().map(|a| a.data.len()).sum());
+        let mut samples = Vec::with_capacity(aus.len());
+        for au in &aus {
+            data.extend(&au.data);
+            samples.push(Sample {
+                // A frame whose next one decodes no later (broken timestamps) lasts one tick.
+                duration: au.duration.max(1),
+                size: u32::try_from(au.data.len()).map_err(|_| "frame over 4 GiB")?,
+                sync: au.sync,
+                composition_offset: i32::try_from(au.pts - au.dts).unwrap_or(0),
+            });
+        }
+        let first = aus[0].dts + self.offset;
         let base_time = u64::try_from(first).unwrap_or(0);
         let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
         self.video.next = Some(first + duration as i64);
+        self.sequence = self.sequence.wrapping_add(1);
         Ok(Some(TrackFragment {
             init,
             fragment: fmp4::fragment(self.sequence, base_time, &samples, &data),
@@ -265,46 +335,43 @@ impl CmafRemuxer {
         }))
     }
 
-    fn audio_fragment(
-        &mut self,
-        pes: &[(i64, Vec<u8>)],
-    ) -> Result<Option<TrackFragment>, Malformed> {
-        let mut data = Vec::new();
-        let mut count = 0usize;
-        let mut first_pts = None;
-        let mut config = None;
-        for (pts, bytes) in pes {
-            for f in adts_frames(bytes)? {
-                let asc = [
-                    (f.object_type << 3) | (f.frequency_index >> 1),
-                    ((f.frequency_index & 1) << 7) | (f.channels << 3),
-                ];
-                if config.is_some_and(|c| c != asc) {
-                    return Err("AAC configuration changed within a segment".into());
+    fn audio_frames(&mut self, pts: i64, bytes: &[u8]) -> Result<(), Malformed> {
+        for f in adts_frames(bytes)? {
+            let asc = [
+                (f.object_type << 3) | (f.frequency_index >> 1),
+                ((f.frequency_index & 1) << 7) | (f.channels << 3),
+            ];
+            if self.audio.config != Some(asc) {
+                if !self.audio.frames.is_empty() {
+                    return Err("AAC configuration changed within a fragment".into());
                 }
-                config = Some(asc);
-                first_pts = first_pts.or(Some(*pts + self.offset));
-                data.extend(f.payload);
-                count += 1;
+                self.audio.config = Some(asc);
+                self.audio.new_config = true;
+                self.audio.next = None;
             }
+            self.audio.frames.push((pts, f.payload.to_vec()));
         }
-        let (Some(asc), Some(first_pts)) = (config, first_pts) else {
+        Ok(())
+    }
+
+    fn audio_fragment(&mut self) -> Result<Option<TrackFragment>, Malformed> {
+        let (Some(asc), Some(first_pts)) =
+            (self.audio.config, self.audio.frames.first().map(|f| f.0))
+        else {
             return Ok(None);
         };
+        let frames = std::mem::take(&mut self.audio.frames);
         let rate = aac_rate(asc);
-        let mut init = None;
-        if self.audio.config != Some(asc) {
-            self.audio.config = Some(asc);
-            self.audio.next = None;
-            init = Some(fmp4::init_segment(&Track {
+        let init = std::mem::take(&mut self.audio.new_config).then(|| {
+            fmp4::init_segment(&Track {
                 timescale: rate,
                 kind: TrackKind::Aac {
                     asc: asc.to_vec(),
                     sample_rate: rate,
                     channels: u16::from((asc[1] >> 3) & 0x0f),
                 },
-            }));
-        }
+            })
+        });
         // Frames follow each other exactly: a fragment that starts within half a frame of
         // where the last one ended continues it.
         let at = (u64::try_from(first_pts).unwrap_or(0)) * u64::from(rate) / TS_CLOCK;
@@ -312,22 +379,19 @@ impl CmafRemuxer {
             Some(next) if next.abs_diff(at) <= AAC_FRAME / 2 => next,
             _ => at,
         };
-        let mut samples = Vec::with_capacity(count);
-        let mut offset = 0usize;
-        for (_, bytes) in pes {
-            for f in adts_frames(bytes)? {
-                samples.push(Sample {
-                    duration: AAC_FRAME as u32,
-                    size: f.payload.len() as u32,
-                    sync: true,
-                    composition_offset: 0,
-                });
-                offset += f.payload.len();
-            }
-        }
-        debug_assert_eq!(offset, data.len());
-        let duration = count as u64 * AAC_FRAME;
+        let samples: Vec<Sample> = frames
+            .iter()
+            .map(|(_, f)| Sample {
+                duration: AAC_FRAME as u32,
+                size: f.len() as u32,
+                sync: true,
+                composition_offset: 0,
+            })
+            .collect();
+        let data: Vec<u8> = frames.iter().flat_map(|(_, f)| f.iter().copied()).collect();
+        let duration = frames.len() as u64 * AAC_FRAME;
         self.audio.next = Some(base_time + duration);
+        self.sequence = self.sequence.wrapping_add(1);
         Ok(Some(TrackFragment {
             init,
             fragment: fmp4::fragment(self.sequence, base_time, &samples, &data),
@@ -449,6 +513,63 @@ pub(crate) mod tests {
         assert!(b.init.is_some());
         assert_eq!(b.codec, "avc1.42c01e");
         assert_eq!(b.base_time, a.base_time + a.duration);
+    }
+
+    /// The mdat payload and the base time of each fragment in `bytes` (moof + mdat pairs).
+    fn payloads(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 8 <= bytes.len() {
+            let size = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            if &bytes[at + 4..at + 8] == b"mdat" {
+                out.extend(&bytes[at + 8..at + size]);
+            }
+            at += size;
+        }
+        out
+    }
+
+    #[test]
+    fn a_segment_fed_in_pieces_comes_out_as_chunks_of_the_same_samples() {
+        let ts = segment(&mut TsMuxer::new(true), 900_000, 25, &SPS);
+        let whole = CmafRemuxer::new(true).remux(&ts, SEGMENT_S).unwrap();
+        let mut cmaf = CmafRemuxer::new(true);
+        let (mut video, mut audio, mut chunks) = (Vec::new(), Vec::new(), 0);
+        let (mut video_time, mut audio_time) = (0, 0);
+        for piece in ts.chunks(188 * 9) {
+            cmaf.feed(piece).unwrap();
+            let r = cmaf.part().unwrap();
+            for (track, out, time) in [
+                (r.video, &mut video, &mut video_time),
+                (r.audio, &mut audio, &mut audio_time),
+            ] {
+                if let Some(t) = track {
+                    chunks += 1;
+                    if *time > 0 {
+                        assert_eq!(t.base_time, *time, "each chunk starts where the last ended");
+                    }
+                    *time = t.base_time + t.duration;
+                    out.extend(t.fragment);
+                }
+            }
+        }
+        let last = cmaf.segment_end(SEGMENT_S).unwrap();
+        // Audio frames are whole as they come (their PES packets have a length): none is left.
+        let v = last.video.unwrap();
+        assert_eq!(v.base_time, video_time);
+        video.extend(v.fragment);
+        if let Some(a) = last.audio {
+            audio.extend(a.fragment);
+        }
+        assert!(chunks > 10, "{chunks} chunks");
+        let (wv, wa) = (whole.video.unwrap(), whole.audio.unwrap());
+        assert_eq!(payloads(&video), payloads(&wv.fragment));
+        assert_eq!(payloads(&audio), payloads(&wa.fragment));
+        assert_eq!(
+            v.base_time + v.duration,
+            wv.base_time + wv.duration,
+            "the same end"
+        );
     }
 
     #[test]

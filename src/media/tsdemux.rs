@@ -124,49 +124,90 @@ fn parse_pes(kind: StreamKind, bytes: &[u8]) -> Result<Pes, Malformed> {
     })
 }
 
-/// The PES packets of a transport stream's H.264 and AAC streams, in the order they end.
-/// The tables must come before the streams' packets, as every segment here starts with
+/// Reads a transport stream fed in pieces (whole packets): the tables and the PES packet
+/// being gathered on each stream carry over from one piece to the next.
+#[derive(Default)]
+pub struct TsReader {
+    program: Program,
+    open: Vec<(u16, StreamKind, Vec<u8>)>,
+}
+
+/// Most bytes one PES packet may gather: far above any frame (a 4K keyframe is a few MB).
+const MAX_PES: usize = 32 << 20;
+
+impl TsReader {
+    /// The PES packets that ended in `ts` (a packet ends when the next one of its stream
+    /// starts, or when it has the length its header gives). A trailing partial packet is
+    /// ignored.
+    pub fn feed(&mut self, ts: &[u8]) -> Result<Vec<Pes>, Malformed> {
+        let mut out = Vec::new();
+        for (n, p) in ts.chunks_exact(TS_PACKET).enumerate() {
+            if p[0] != 0x47 {
+                return Err(Malformed(format!("no sync byte in TS packet {n}")));
+            }
+            let pid = pid(p);
+            let start = p[1] & 0x40 != 0;
+            if pid == PAT_PID {
+                if start {
+                    self.program.read_pat(p);
+                }
+                continue;
+            }
+            if Some(pid) == self.program.pmt {
+                if start {
+                    self.program.read_pmt(p);
+                }
+                continue;
+            }
+            let Some(&(_, kind)) = self.program.streams.iter().find(|(s, _)| *s == pid) else {
+                continue;
+            };
+            let Some(body) = payload(p) else { continue };
+            let slot = self.open.iter().position(|(s, _, _)| *s == pid);
+            if start {
+                if let Some(i) = slot {
+                    let (_, kind, bytes) = self.open.swap_remove(i);
+                    out.push(parse_pes(kind, &bytes)?);
+                }
+                self.open.push((pid, kind, body.to_vec()));
+            } else if let Some(i) = slot {
+                if self.open[i].2.len() + body.len() > MAX_PES {
+                    return Err("a PES packet over 32 MiB".into());
+                }
+                self.open[i].2.extend_from_slice(body);
+            }
+            // A PES packet with a length is whole once it has it (audio, here).
+            if let Some(i) = self.open.iter().position(|(s, _, _)| *s == pid) {
+                let b = &self.open[i].2;
+                let len = b
+                    .get(4..6)
+                    .map_or(0, |l| usize::from(u16::from_be_bytes([l[0], l[1]])));
+                if len > 0 && b.len() >= 6 + len {
+                    let (_, kind, mut bytes) = self.open.swap_remove(i);
+                    bytes.truncate(6 + len);
+                    out.push(parse_pes(kind, &bytes)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The PES packets still being gathered, as they are (the end of the stream).
+    pub fn flush(&mut self) -> Result<Vec<Pes>, Malformed> {
+        std::mem::take(&mut self.open)
+            .into_iter()
+            .map(|(_, kind, bytes)| parse_pes(kind, &bytes))
+            .collect()
+    }
+}
+
+/// The PES packets of a whole transport stream's H.264 and AAC streams, in the order they
+/// end. The tables must come before the streams' packets, as every segment here starts with
 /// them; packets of other PIDs and a trailing partial packet are ignored.
 pub fn demux(ts: &[u8]) -> Result<Vec<Pes>, Malformed> {
-    let mut program = Program::default();
-    let mut open: Vec<(u16, StreamKind, Vec<u8>)> = Vec::new();
-    let mut out = Vec::new();
-    for (n, p) in ts.chunks_exact(TS_PACKET).enumerate() {
-        if p[0] != 0x47 {
-            return Err(Malformed(format!("no sync byte in TS packet {n}")));
-        }
-        let pid = pid(p);
-        let start = p[1] & 0x40 != 0;
-        if pid == PAT_PID {
-            if start {
-                program.read_pat(p);
-            }
-            continue;
-        }
-        if Some(pid) == program.pmt {
-            if start {
-                program.read_pmt(p);
-            }
-            continue;
-        }
-        let Some(&(_, kind)) = program.streams.iter().find(|(s, _)| *s == pid) else {
-            continue;
-        };
-        let Some(body) = payload(p) else { continue };
-        let slot = open.iter().position(|(s, _, _)| *s == pid);
-        if start {
-            if let Some(i) = slot {
-                let (_, kind, bytes) = open.swap_remove(i);
-                out.push(parse_pes(kind, &bytes)?);
-            }
-            open.push((pid, kind, body.to_vec()));
-        } else if let Some(i) = slot {
-            open[i].2.extend_from_slice(body);
-        }
-    }
-    for (_, kind, bytes) in open {
-        out.push(parse_pes(kind, &bytes)?);
-    }
+    let mut reader = TsReader::default();
+    let mut out = reader.feed(ts)?;
+    out.extend(reader.flush()?);
     Ok(out)
 }
 
