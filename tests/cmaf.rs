@@ -50,7 +50,7 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
             "POST",
             "/v1/live-streams",
             Some(&key),
-            Some(json!({"playback_policy": "signed", "packaging": "cmaf", "record": false, "reconnect_window_s": 0})),
+            Some(json!({"playback_policy": "signed", "packaging": "cmaf", "record": true, "reconnect_window_s": 0})),
         )
         .await;
     assert_eq!(status, 201, "{s}");
@@ -232,6 +232,80 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
         "without the key the frames do not decode"
     );
 
+    // LL-HLS: parts, blocking reloads and their limits.
+    let path = |q: &str| format!("/hls/{id}/360p/index.m3u8?token={ann}{q}");
+    let (status, live) = server.get_text(&path("")).await;
+    assert_eq!(status, 200);
+    for tag in [
+        "#EXT-X-PART-INF:PART-TARGET=0.334",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.002,CAN-SKIP-UNTIL=12.0",
+        "#EXT-X-PART:DURATION=",
+        "#EXT-X-RENDITION-REPORT:URI=\"../480p/index.m3u8?token=",
+    ] {
+        assert!(live.contains(tag), "{tag} in {live}");
+    }
+    let hint = attribute(&live, "#EXT-X-PRELOAD-HINT", "URI");
+    let (msn, part) = hint
+        .split('?')
+        .next()
+        .unwrap()
+        .trim_end_matches(".m4s")
+        .split_once('.')
+        .unwrap();
+    let (msn, part): (u64, u64) = (msn.parse().unwrap(), part.parse().unwrap());
+    let asked = std::time::Instant::now();
+    let (status, blocked) = server
+        .get_text(&path(&format!("&_HLS_msn={msn}&_HLS_part={part}")))
+        .await;
+    let held = asked.elapsed();
+    assert_eq!(status, 200, "{blocked}");
+    assert!(
+        blocked.contains(&format!("URI=\"{msn}.{part}.m4s?token=")),
+        "{blocked}"
+    );
+    assert!(
+        held < Duration::from_millis(1500),
+        "answered once the part was cut: {held:?}"
+    );
+    let hinted = server
+        .client
+        .get(server.url(&format!(
+            "/hls/{id}/360p/{msn}.{}.m4s?token={ann}",
+            part + 1
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        hinted.status(),
+        200,
+        "the next part is held until it exists"
+    );
+    assert!(
+        hinted
+            .bytes()
+            .await
+            .unwrap()
+            .windows(4)
+            .any(|w| w == b"senc"),
+        "an encrypted chunk"
+    );
+    assert_eq!(server.get_text(&path("&_HLS_part=1")).await.0, 400);
+    assert_eq!(
+        server
+            .get_text(&path(&format!("&_HLS_msn={}", msn + 5)))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        server
+            .get_text(&path(&format!("&_HLS_msn={msn}&_HLS_part={}", part + 9)))
+            .await
+            .0,
+        400
+    );
+
     // Chromium: the /play page, and hls.js and dash.js on another site, play it with the
     // licence; bob's players (on the partner site: his /play page offers a purchase) play
     // nothing.
@@ -241,8 +315,22 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
         200,
     )
     .await;
-    ffmpeg.kill();
     assert_eq!(seen["error"], Value::Null, "{seen}");
+    assert_eq!(
+        seen["hls"]["lowLatency"], true,
+        "hls.js plays the parts: {seen}"
+    );
+    let latency = seen["hls"]["latency"].as_f64().unwrap();
+    eprintln!("hls.js plays the LL-HLS stream {latency:.2} s behind its live edge");
+    assert!(latency < 3.0, "hls.js {latency} s behind the live edge");
+    // The recording's playlists by now list more than CAN-SKIP-UNTIL (12 s): a delta
+    // update skips the oldest.
+    let (status, delta) = server.get_text(&path("&_HLS_skip=YES")).await;
+    assert_eq!(status, 200);
+    assert!(delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS="), "{delta}");
+    let full = server.get_text(&path("")).await.1;
+    assert!(delta.matches("#EXTINF").count() < full.matches("#EXTINF").count());
+    ffmpeg.kill();
     for player in ["play", "hls", "dash"] {
         let run = &seen[player];
         assert!(

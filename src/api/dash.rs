@@ -168,8 +168,15 @@ pub async fn fragment(
     if !(file.ends_with(".m4s") || file.ends_with(".mp4")) {
         return Err(ApiError::NotFound("not found".into()));
     }
-    super::delivery::rendition_file(state, Path((playback_id, rendition, file)), q, ip, headers)
-        .await
+    super::delivery::rendition_file(
+        state,
+        Path((playback_id, rendition, file)),
+        q,
+        Query(Default::default()),
+        ip,
+        headers,
+    )
+    .await
 }
 
 /// `GET /time`: this server's clock, ISO 8601 in UTC with milliseconds

@@ -356,15 +356,21 @@ pub async fn master_playlist(
 
 /// `GET /hls/{playback_id}/{rendition}/{file}`: media playlists and segments.
 #[utoipa::path(get, path = "/hls/{playback_id}/{rendition}/{file}", tag = "playback",
-    params(("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media"), ("CMCD" = Option<String>, Query, description = "CMCD data (query mode), for analytics")),
-    responses((status = 200, description = "A media playlist (`index.m3u8`) or an encrypted segment",
+    params(("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media"), ("CMCD" = Option<String>, Query, description = "CMCD data (query mode), for analytics"),
+        ("_HLS_msn" = Option<u64>, Query, description = "LL-HLS blocking reload: answer once the playlist holds this media sequence number"),
+        ("_HLS_part" = Option<u64>, Query, description = "LL-HLS blocking reload: and this part of it (needs `_HLS_msn`)"),
+        ("_HLS_skip" = Option<String>, Query, description = "LL-HLS delta update: `YES` skips the segments older than `CAN-SKIP-UNTIL`")),
+    responses((status = 200, description = "A media playlist (`index.m3u8`; for a live CMAF stream an LL-HLS playlist, `_HLS_msn`/`_HLS_part` holding the request until it has that part, `_HLS_skip=YES` its delta form) or an encrypted segment or part",
             content((String = "application/vnd.apple.mpegurl"), (String = "video/mp2t"))),
         (status = 302, description = "The segment at a presigned storage URL (`delivery.redirect_segments`)"),
-        (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)"), (status = 429, body = ErrorBody)))]
+        (status = 400, body = ErrorBody, description = "An LL-HLS blocking request that is malformed or too far ahead"),
+        (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)"), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "An LL-HLS blocking request not satisfied within three target durations")))]
 pub async fn rendition_file(
     State(state): State<AppState>,
     Path((playback_id, rendition, file)): Path<(String, String, String)>,
     Query(q): Query<TokenQuery>,
+    Query(ll): Query<super::llhls::LlQuery>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -418,15 +424,30 @@ pub async fn rendition_file(
         .as_ref()
         .and(token.as_deref())
         .filter(|_| !token_in_header(&q, &headers));
-    let response = serve_object(
-        &state,
-        &target,
-        private,
-        &format!("{rendition}/{file}"),
-        carried,
-        None,
-    )
-    .await?;
+    // A live low-latency (CMAF) track: its playlist and parts are in memory.
+    let live = target
+        .prefix
+        .as_deref()
+        .and_then(|prefix| state.live.low_latency().watch(prefix, &rendition));
+    let from_memory = match live {
+        Some(rx) if file == "index.m3u8" => super::llhls::playlist(rx, &ll, carried).await?,
+        Some(rx) if kind == Some("m4s") => super::llhls::part(rx, &file, private).await?,
+        _ => None,
+    };
+    let response = match from_memory {
+        Some(r) => r,
+        None => {
+            serve_object(
+                &state,
+                &target,
+                private,
+                &format!("{rendition}/{file}"),
+                carried,
+                None,
+            )
+            .await?
+        }
+    };
     // A segment served (or redirected to) without a view id counts toward a server view.
     if !named_a_view
         && matches!(kind, Some("ts" | "m4s" | "aac"))

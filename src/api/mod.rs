@@ -24,6 +24,7 @@ mod invoices;
 mod licenses;
 mod limits;
 pub mod live;
+mod llhls;
 mod objects;
 pub mod openapi;
 mod orders;

@@ -273,6 +273,8 @@ pub struct LiveDeps {
     pub taps: Taps,
     /// Wakes the clean-up of ended broadcasts (`cleanup::run`) when one is scheduled.
     pub cleanup_wakeup: Arc<tokio::sync::Notify>,
+    /// CMAF broadcasts' LL-HLS playlists and parts, shared with the delivery.
+    pub low_latency: crate::packager::llhls::Registry,
 }
 
 /// A broadcast in progress (publishing, or waiting for its publisher to come back).
@@ -301,6 +303,11 @@ impl LiveHub {
             deps,
             broadcasts: Arc::default(),
         }
+    }
+
+    /// CMAF broadcasts' live LL-HLS playlists and parts (for the delivery).
+    pub fn low_latency(&self) -> &crate::packager::llhls::Registry {
+        &self.deps.low_latency
     }
 
     /// Notified when a broadcast schedules a clean-up (for `cleanup::run`).

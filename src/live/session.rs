@@ -67,6 +67,7 @@ pub(super) async fn run(
         content_keys: deps.content_keys.clone(),
         program_date_time: true,
         packaging: stream.packaging,
+        low_latency: Some(deps.low_latency.clone()),
     });
     tracing::info!(%prefix, "broadcast started");
 
@@ -229,7 +230,7 @@ async fn publish_once(
                 };
                 tap.feed(kind, timestamp_ms, &body);
                 if pipeline.is_none() {
-                    match LivePipeline::start(preset, state.stall, events_tx.clone()) {
+                    match LivePipeline::start(preset, state.stall, packager.part_duration(), events_tx.clone()) {
                         Ok(p) => {
                             pipeline = Some(p);
                             state.deadline = Instant::now() + state.stall;
@@ -272,8 +273,14 @@ async fn publish_once(
         // Segments the pipeline finished while stopping still count.
         drop(p);
         while let Ok(event) = events.try_recv() {
-            if let PipelineEvent::Segment(segment) = event {
-                let _ = packager.add_segment(segment, uploader).await;
+            match event {
+                PipelineEvent::Part(part) => {
+                    let _ = packager.add_part(part, uploader).await;
+                }
+                PipelineEvent::Segment(segment) => {
+                    let _ = packager.add_segment(segment, uploader).await;
+                }
+                _ => {}
             }
         }
     }
@@ -339,6 +346,11 @@ impl PublishState {
                 }
                 if !self.draining {
                     self.deadline = Instant::now() + self.stall;
+                }
+            }
+            Some(PipelineEvent::Part(part)) => {
+                if let Err(e) = packager.add_part(part, uploader).await {
+                    return Some(Outcome::Failed(e.to_string()));
                 }
             }
             Some(PipelineEvent::Finished) => return Some(Outcome::Left),

@@ -40,6 +40,8 @@ pub struct TrackFragment {
     pub base_time: u64,
     /// Sum of the samples' durations, in `timescale` units.
     pub duration: u64,
+    /// It starts with a sync sample (a keyframe; any audio frame).
+    pub independent: bool,
 }
 
 /// What one MPEG-TS segment became.
@@ -294,6 +296,7 @@ impl CmafRemuxer {
             });
         }
         let first = aus[0].dts + self.offset;
+        let independent = aus[0].sync;
         let base_time = u64::try_from(first).unwrap_or(0);
         let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
         self.video.next = Some(first + duration as i64);
@@ -305,6 +308,7 @@ impl CmafRemuxer {
             timescale: TS_CLOCK as u32,
             base_time,
             duration,
+            independent,
         }))
     }
 
@@ -399,6 +403,7 @@ impl CmafRemuxer {
             timescale: rate,
             base_time,
             duration,
+            independent: true,
         }))
     }
 }

@@ -260,6 +260,35 @@ pub fn fragment(sequence: u32, base_decode_time: u64, samples: &[Sample], data: 
     out
 }
 
+/// A segment index (`sidx`, version 1) of the fragments that follow it: each one's size,
+/// duration and whether it starts with a sync sample. Players reading a segment of several
+/// fragments (ffmpeg's, with common encryption) need it.
+pub fn sidx(
+    timescale: u32,
+    earliest_presentation_time: u64,
+    fragments: &[(u32, u32, bool)],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + 12 * fragments.len());
+    write_full_box(&mut out, b"sidx", 1, 0, |o| {
+        u32s(o, &[TRACK_ID, timescale]);
+        o.extend(earliest_presentation_time.to_be_bytes());
+        o.extend(0u64.to_be_bytes()); // first_offset: the fragments follow at once
+        u16s(o, &[0, u16::try_from(fragments.len()).unwrap_or(u16::MAX)]);
+        for &(size, duration, sap) in fragments.iter().take(usize::from(u16::MAX)) {
+            // reference_type 0 (media), size; duration; starts_with_SAP, SAP type 1.
+            u32s(
+                o,
+                &[
+                    size & 0x7fff_ffff,
+                    duration,
+                    if sap { 0x9000_0000 } else { 0 },
+                ],
+            );
+        }
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,6 +110,16 @@ pub struct SourceSummary {
     pub gop_frames: u32,
 }
 
+/// A piece of one rendition's open segment (an LL-HLS part), in clear: the segment that
+/// follows is the concatenation of its parts.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub rendition: String,
+    pub bytes: Vec<u8>,
+    /// It starts with a keyframe.
+    pub independent: bool,
+}
+
 /// One finished MPEG-TS segment of one rendition, in clear.
 #[derive(Debug, Clone)]
 pub struct Segment {

@@ -50,6 +50,15 @@ fn pmt_pid_from_pat(p: &[u8]) -> Option<u16> {
     None
 }
 
+/// A piece of the open segment, cut about every part duration (LL-HLS parts): the
+/// segment's bytes are its parts' bytes, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TsPart {
+    pub bytes: Vec<u8>,
+    /// It starts with a keyframe.
+    pub independent: bool,
+}
+
 /// A finished segment.
 #[derive(Debug, PartialEq)]
 pub struct TsSegment {
@@ -75,6 +84,13 @@ pub struct TsSegmenter {
     partial: Vec<u8>,
     /// The open segment has no packet yet: it needs the tables before its first one.
     need_tables: bool,
+    /// Parts: their target length, where the open one starts in `cur`, its first
+    /// timestamp, whether it opened with a keyframe, and the parts cut and not yet taken.
+    part_ns: Option<u64>,
+    part_from: usize,
+    part_start: Option<u64>,
+    part_independent: bool,
+    parts: Vec<TsPart>,
 }
 
 impl TsSegmenter {
@@ -95,7 +111,43 @@ impl TsSegmenter {
             pmt_pid: None,
             partial: Vec::new(),
             need_tables: false,
+            part_ns: None,
+            part_from: 0,
+            part_start: None,
+            part_independent: false,
+            parts: Vec::new(),
         }
+    }
+
+    /// Also cuts the open segment into parts of about `part_ns` (see [`take_parts`]).
+    ///
+    /// [`take_parts`]: Self::take_parts
+    pub fn with_parts(mut self, part_ns: u64) -> Self {
+        self.part_ns = Some(part_ns.max(1));
+        self
+    }
+
+    /// The parts cut since the last call, in order. Take them after each `push`, `append`
+    /// or `finish`, before the segment it returned: a segment's last part comes with it.
+    pub fn take_parts(&mut self) -> Vec<TsPart> {
+        std::mem::take(&mut self.parts)
+    }
+
+    /// Closes the open part (if it holds anything) and opens one at the end of `cur`.
+    fn close_part(&mut self, next_start: Option<u64>, next_independent: bool) {
+        if self.part_ns.is_none() {
+            return;
+        }
+        let bytes = &self.cur[self.part_from.min(self.cur.len())..];
+        if !bytes.is_empty() && self.part_start.is_some() {
+            self.parts.push(TsPart {
+                bytes: bytes.to_vec(),
+                independent: self.part_independent,
+            });
+        }
+        self.part_from = self.cur.len();
+        self.part_start = next_start;
+        self.part_independent = next_independent;
     }
 
     /// Feeds one buffer; returns the segment it completed, if any. `keyframe` is the buffer's
@@ -107,6 +159,9 @@ impl TsSegmenter {
             (true, Some(pts)) => self.keyframe(pts),
             _ => None,
         };
+        if done.is_none() {
+            self.part_due(pts_ns, keyframe);
+        }
         let mut data = data;
         let joined;
         if !self.partial.is_empty() {
@@ -164,6 +219,9 @@ impl TsSegmenter {
         } else {
             None
         };
+        if done.is_none() {
+            self.part_due(Some(pts_ns), keyframe);
+        }
         // Segments open at keyframes, which the writer opens with the tables.
         self.need_tables = false;
         write(self.cur.vec_mut());
@@ -171,9 +229,22 @@ impl TsSegmenter {
         done
     }
 
+    /// A part ends before a buffer stamped a part duration after the part's start.
+    fn part_due(&mut self, pts_ns: Option<u64>, keyframe: bool) {
+        if let (Some(part_ns), Some(pts), Some(start)) = (self.part_ns, pts_ns, self.part_start)
+            && pts >= start + part_ns
+        {
+            self.close_part(Some(pts), keyframe);
+        }
+    }
+
     fn keyframe(&mut self, pts: u64) -> Option<TsSegment> {
         let Some(start) = self.start else {
             self.start = Some(pts);
+            // The first segment's first part holds what the segment holds.
+            self.part_from = 0;
+            self.part_start = Some(pts);
+            self.part_independent = true;
             return None;
         };
         let tolerance = self.target_ns / 20;
@@ -189,8 +260,11 @@ impl TsSegmenter {
         Some(self.cut(pts.saturating_sub(start), next))
     }
 
-    /// Hands out the open segment; `next` is the one that opens now.
+    /// Hands out the open segment (after its last part); `next` is the one that opens now.
     fn cut(&mut self, duration_ns: u64, next: SegmentBuf) -> TsSegment {
+        let next_start = self.start;
+        self.close_part(next_start, true);
+        self.part_from = 0;
         let bytes = std::mem::replace(&mut self.cur, next);
         self.need_tables = true;
         TsSegment {
@@ -275,6 +349,38 @@ mod tests {
         }
         out.extend(seg.finish());
         out
+    }
+
+    #[test]
+    fn parts_cut_each_segment_into_its_bytes_a_part_duration_apart() {
+        let mut seg = TsSegmenter::new(2 * S, S / 30).with_parts(S / 4);
+        // Parts as they are taken, and each segment with the parts taken before it.
+        let mut pending: Vec<TsPart> = Vec::new();
+        let mut segments = Vec::new();
+        let mut feed = |seg: &mut TsSegmenter, done: Option<TsSegment>| {
+            pending.extend(seg.take_parts());
+            if let Some(d) = done {
+                segments.push((d, std::mem::take(&mut pending)));
+            }
+        };
+        let d = seg.push(&pat(), Some(0), true);
+        feed(&mut seg, d);
+        for i in 0..(3 * 60) {
+            let pts = i * S / 30;
+            let d = seg.push(&packet(VIDEO, true, 2), Some(pts), i % 60 == 0 && i > 0);
+            feed(&mut seg, d);
+            let d = seg.push(&packet(AUDIO, true, 4), Some(pts), false);
+            feed(&mut seg, d);
+        }
+        let d = seg.finish();
+        feed(&mut seg, d);
+        assert_eq!(segments.len(), 3);
+        for (segment, parts) in &segments {
+            let joined: Vec<u8> = parts.iter().flat_map(|p| p.bytes.clone()).collect();
+            assert_eq!(joined, segment.bytes.to_vec(), "a segment is its parts");
+            assert_eq!(parts.len(), 8, "2 s in parts of 250 ms");
+            assert!(parts[0].independent && parts[1..].iter().all(|p| !p.independent));
+        }
     }
 
     #[test]

@@ -18,13 +18,15 @@ use sha2::{Digest, Sha256};
 
 use super::dash::{self, Content, Live, Manifest, Representation};
 use super::hls::Op;
+use super::llhls::{self, PartLine, SEGMENTS_WITH_PARTS, SegmentLine, Snapshot};
 use super::playlist::{
-    KeyRef, MediaPlaylist, PlaylistKind, SegmentEntry, Variant, render_master_with_audio,
+    CLEARKEY_FORMAT, KeyRef, MediaPlaylist, PlaylistKind, SegmentEntry, Variant,
+    render_master_with_audio,
 };
 use crate::drm::Key128;
 use crate::media::cenc::{self, InitInfo, Protection, Scheme};
 use crate::media::cmaf::{CmafRemuxer, TrackFragment};
-use crate::media::{RenditionOut, Segment};
+use crate::media::{Part, RenditionOut, Segment};
 
 /// The directory of the audio track (a reserved rendition name).
 pub const AUDIO_TRACK: &str = "audio";
@@ -50,6 +52,21 @@ struct Track {
     origin: Option<u64>,
     /// Distinguishes this track's `cenc` IVs from the other tracks' under the same key.
     index: u64,
+    /// The open segment's chunks (its parts), encrypted, in order.
+    open: Vec<Chunk>,
+    /// Parts of the last segments, for the LL-HLS playlist and for serving: (msn, parts).
+    history: VecDeque<(u64, Vec<Chunk>)>,
+}
+
+/// One encrypted CMAF chunk: a part of its segment.
+#[derive(Clone)]
+struct Chunk {
+    line: PartLine,
+    bytes: Bytes,
+    base_time: u64,
+    duration: u64,
+    codec: String,
+    timescale: u32,
 }
 
 /// The state of one CMAF output (a broadcast or an asset).
@@ -70,6 +87,10 @@ pub struct CmafState {
     program_date_times: BTreeMap<u64, i64>,
     /// Wall clock of the first fragment (DASH `availabilityStartTime`).
     started_ms: Option<i64>,
+    /// LL-HLS: parts are listed and published as they come.
+    low_latency: bool,
+    /// Bytes of each rendition's open segment already read from its parts.
+    fed: BTreeMap<String, usize>,
 }
 
 impl CmafState {
@@ -88,7 +109,14 @@ impl CmafState {
             clock: None,
             program_date_times: BTreeMap::new(),
             started_ms: None,
+            low_latency: false,
+            fed: BTreeMap::new(),
         }
+    }
+
+    /// Lists parts (LL-HLS) and publishes each track's live playlist as parts come.
+    pub fn low_latency(&mut self) {
+        self.low_latency = true;
     }
 
     pub fn stamp_program_date_time(&mut self, clock: fn() -> i64) {
@@ -114,6 +142,8 @@ impl CmafState {
                 timeline: VecDeque::new(),
                 origin: None,
                 index,
+                open: Vec::new(),
+                history: VecDeque::new(),
             });
         if info.is_some() {
             track.info = info;
@@ -176,27 +206,69 @@ impl CmafState {
         self.key = Some((id, protection));
     }
 
-    /// One MPEG-TS segment: re-wrapped, encrypted, listed. `None`: a segment of a rendition
-    /// this output does not have. Panics when the key was not given (see `key_needed`).
+    /// A part of a rendition's open segment: its complete frames re-wrapped as chunks,
+    /// encrypted, and (LL-HLS) listed at once.
+    pub fn add_part(&mut self, part: Part) -> Option<Vec<Op>> {
+        let remuxer = self.remuxers.get_mut(&part.rendition)?;
+        *self.fed.entry(part.rendition.clone()).or_default() += part.bytes.len();
+        let remuxed = match remuxer.feed(&part.bytes).and_then(|()| remuxer.part()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(rendition = %part.rendition, error = %e, "part not re-wrapped as CMAF");
+                return Some(Vec::new());
+            }
+        };
+        let mut ops = Vec::new();
+        if let Some(video) = remuxed.video {
+            self.add_chunk(&part.rendition, video, &mut ops);
+            ops.extend(self.live(&part.rendition));
+        }
+        if self.audio_from.as_deref() == Some(part.rendition.as_str())
+            && let Some(audio) = remuxed.audio
+        {
+            self.add_chunk(AUDIO_TRACK, audio, &mut ops);
+            ops.extend(self.live(AUDIO_TRACK));
+        }
+        Some(ops)
+    }
+
+    /// One MPEG-TS segment (whose parts, if any, came before): the rest of it re-wrapped,
+    /// and the segment, its chunks together, stored and listed. `None`: a segment of a
+    /// rendition this output does not have. Panics when the key was not given (see
+    /// `key_needed`).
     pub fn add_segment(&mut self, segment: Segment) -> Option<Vec<Op>> {
         let remuxer = self.remuxers.get_mut(&segment.rendition)?;
-        let remuxed = match remuxer.remux(&segment.bytes, segment.duration_s) {
+        // Parts are the segment's first bytes, in order: what they did not hold is read now.
+        let fed = self.fed.remove(&segment.rendition).unwrap_or(0);
+        let rest = segment.bytes.get(fed..).unwrap_or_default();
+        let remuxed = match remuxer
+            .feed(rest)
+            .and_then(|()| remuxer.segment_end(segment.duration_s))
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(rendition = %segment.rendition, error = %e, "segment not re-wrapped as CMAF; skipped");
+                if let Some(t) = self.tracks.get_mut(&segment.rendition) {
+                    t.open.clear();
+                }
                 return Some(Vec::new());
             }
         };
         let mut ops = Vec::new();
         let pdt = self.program_date_time(&segment);
+        let name = segment.rendition.as_str();
         if let Some(video) = remuxed.video {
-            self.add_fragment(&segment.rendition, video, pdt, &mut ops);
+            self.add_chunk(name, video, &mut ops);
         }
-        if self.audio_from.as_deref() == Some(segment.rendition.as_str()) {
+        self.close_segment(name, pdt, &mut ops);
+        ops.extend(self.live(name));
+        if self.audio_from.as_deref() == Some(name) {
             self.audio_known = true;
             if let Some(audio) = remuxed.audio {
-                self.add_fragment(AUDIO_TRACK, audio, pdt, &mut ops);
+                self.add_chunk(AUDIO_TRACK, audio, &mut ops);
             }
+            self.close_segment(AUDIO_TRACK, pdt, &mut ops);
+            ops.extend(self.live(AUDIO_TRACK));
         }
         let videos_ready = self
             .tracks
@@ -236,17 +308,9 @@ impl CmafState {
         Some(at)
     }
 
-    fn add_fragment(
-        &mut self,
-        name: &str,
-        fragment: TrackFragment,
-        program_date_time_ms: Option<i64>,
-        ops: &mut Vec<Op>,
-    ) {
+    /// One chunk of a track's open segment: its init (when new) stored, the chunk encrypted.
+    fn add_chunk(&mut self, name: &str, fragment: TrackFragment, ops: &mut Vec<Op>) {
         let (_, protection) = self.key.clone().expect("the content key was given");
-        let scheme = self.scheme;
-        let discontinuity = self.discontinuity.remove(name);
-        let window = self.window;
         let content_type = if name == AUDIO_TRACK {
             AUDIO_TYPE
         } else {
@@ -272,29 +336,82 @@ impl CmafState {
                 Err(e) => tracing::warn!(track = name, error = %e, "init segment not encrypted"),
             }
         }
-        let Some((init_name, info)) = track.init.clone() else {
+        let Some((_, info)) = &track.init else {
             tracing::warn!(track = name, "a fragment before any init segment; skipped");
             return;
         };
         let sequence = track.playlist.next_sequence();
-        // cenc IVs: the track, the fragment and the sample never repeat under one key.
-        let seed = (track.index << 56) | ((sequence & 0xff_ffff_ffff) << 20);
-        let bytes = match cenc::protect_segment(&fragment.fragment, &info, &protection, seed) {
+        // cenc IVs never repeat under one key: 8 bits of track, 36 of segment, 8 of part
+        // and 12 of sample (a whole segment's chunk has 20 bits of samples).
+        let part = track.open.len() as u64;
+        let seed = (track.index << 56) | ((sequence & 0xf_ffff_ffff) << 20) | ((part & 0xff) << 12);
+        let bytes = match cenc::protect_segment(&fragment.fragment, info, &protection, seed) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(track = name, error = %e, "fragment not encrypted; skipped");
                 return;
             }
         };
-        let duration_s = fragment.duration as f64 / f64::from(fragment.timescale.max(1));
+        track.open.push(Chunk {
+            line: PartLine {
+                duration_s: fragment.duration as f64 / f64::from(fragment.timescale.max(1)),
+                independent: fragment.independent,
+            },
+            bytes: Bytes::from(bytes),
+            base_time: fragment.base_time,
+            duration: fragment.duration,
+            codec: fragment.codec,
+            timescale: fragment.timescale,
+        });
+    }
+
+    /// The track's open segment is complete: its chunks, together, are the segment.
+    fn close_segment(&mut self, name: &str, program_date_time_ms: Option<i64>, ops: &mut Vec<Op>) {
+        let (_, protection) = self.key.clone().expect("the content key was given");
+        let scheme = self.scheme;
+        let discontinuity = self.discontinuity.remove(name);
+        let (window, low_latency) = (self.window, self.low_latency);
+        let content_type = if name == AUDIO_TRACK {
+            AUDIO_TYPE
+        } else {
+            VIDEO_TYPE
+        };
+        let track = self.track(name, None);
+        if track.open.is_empty() {
+            return;
+        }
+        let Some((init_name, _)) = track.init.clone() else {
+            return;
+        };
+        let chunks = std::mem::take(&mut track.open);
+        let first = &chunks[0];
+        let (base_time, timescale) = (first.base_time, first.timescale);
+        let duration: u64 = chunks.iter().map(|c| c.duration).sum();
+        // Several chunks: a `sidx` first, which players that read the segment alone need.
+        let mut bytes = if chunks.len() > 1 {
+            let refs: Vec<(u32, u32, bool)> = chunks
+                .iter()
+                .map(|c| {
+                    let size = u32::try_from(c.bytes.len()).unwrap_or(u32::MAX);
+                    let duration = u32::try_from(c.duration).unwrap_or(u32::MAX);
+                    (size, duration, c.line.independent)
+                })
+                .collect();
+            crate::media::fmp4::sidx(timescale, base_time, &refs)
+        } else {
+            Vec::new()
+        };
+        bytes.extend(chunks.iter().flat_map(|c| c.bytes.iter().copied()));
+        let sequence = track.playlist.next_sequence();
+        let duration_s = duration as f64 / f64::from(timescale.max(1));
         if track.codec.is_none() {
-            track.codec = Some(fragment.codec.clone());
+            track.codec = Some(first.codec.clone());
         }
         if track.bitrate_bps.is_none() && duration_s > 0.5 {
             track.bitrate_bps = Some((bytes.len() as f64 * 8.0 / duration_s) as u64);
         }
         track.total_s += duration_s;
-        track.origin.get_or_insert(fragment.base_time);
+        track.origin.get_or_insert(base_time);
         ops.push(Op::Put {
             name: format!("{name}/{sequence}.m4s"),
             body: Bytes::from(bytes),
@@ -317,12 +434,16 @@ impl CmafState {
             program_date_time_ms,
             map: Some(init_name),
         });
-        track
-            .timeline
-            .push_back((sequence, fragment.base_time, fragment.duration));
+        track.timeline.push_back((sequence, base_time, duration));
         let first = track.playlist.segments().next().map_or(0, |s| s.sequence);
         while track.timeline.front().is_some_and(|t| t.0 < first) {
             track.timeline.pop_front();
+        }
+        if low_latency {
+            track.history.push_back((sequence, chunks));
+            while track.history.len() as u64 > SEGMENTS_WITH_PARTS {
+                track.history.pop_front();
+            }
         }
         ops.push(Op::playlist(
             format!("{name}/index.m3u8"),
@@ -335,6 +456,94 @@ impl CmafState {
                 name: format!("{name}/{}", old.uri),
             });
         }
+    }
+
+    /// The track's live LL-HLS playlist and parts, for the delivery (LL outputs only).
+    fn live(&self, name: &str) -> Option<Op> {
+        if !self.low_latency {
+            return None;
+        }
+        let track = self.tracks.get(name)?;
+        let (init_name, _) = track.init.as_ref()?;
+        let (_, protection) = self.key.as_ref()?;
+        let kid_b64 = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(protection.kid)
+        };
+        let method = match self.scheme {
+            Scheme::Cbcs => "SAMPLE-AES",
+            Scheme::Cenc => "SAMPLE-AES-CTR",
+        };
+        let key_line = format!(
+            "#EXT-X-KEY:METHOD={method},URI=\"data:text/plain;base64,{kid_b64}\",\
+             KEYFORMAT=\"{CLEARKEY_FORMAT}\",KEYFORMATVERSIONS=\"1\""
+        );
+        let segments: Vec<SegmentLine> = track
+            .playlist
+            .segments()
+            .map(|s| SegmentLine {
+                msn: s.sequence,
+                duration_s: s.duration,
+                discontinuity: s.discontinuity,
+                program_date_time_ms: s.program_date_time_ms,
+                parts: track
+                    .history
+                    .iter()
+                    .find(|(msn, _)| *msn == s.sequence)
+                    .map(|(_, c)| c.iter().map(|c| c.line.clone()).collect())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let open_msn = track.playlist.next_sequence();
+        let open_parts: Vec<PartLine> = track.open.iter().map(|c| c.line.clone()).collect();
+        let reports: Vec<(String, u64, u64)> = self
+            .tracks
+            .iter()
+            .filter(|(n, _)| n.as_str() != name)
+            .filter_map(|(n, t)| {
+                let open = t.playlist.next_sequence();
+                match (t.open.len(), t.history.back()) {
+                    (0, Some((msn, c))) => {
+                        Some((n.clone(), *msn, c.len().saturating_sub(1) as u64))
+                    }
+                    (0, None) => None,
+                    (k, _) => Some((n.clone(), open, k as u64 - 1)),
+                }
+            })
+            .collect();
+        let (full, skip) = llhls::render(&llhls::Playlist {
+            target_duration: u64::from(self.target_duration.max(1)),
+            discontinuity_sequence: track.playlist.discontinuity_sequence(),
+            key_line: &key_line,
+            map_uri: init_name,
+            segments: &segments,
+            open_msn,
+            open_parts: &open_parts,
+            reports: &reports,
+        });
+        let parts = track
+            .history
+            .iter()
+            .chain(std::iter::once(&(open_msn, track.open.clone())))
+            .flat_map(|(msn, chunks)| {
+                chunks
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, c)| (format!("{msn}.{i}.m4s"), c.bytes.clone()))
+            })
+            .collect();
+        Some(Op::Live {
+            track: name.to_string(),
+            snapshot: Snapshot {
+                open_msn,
+                open_parts: track.open.len() as u64,
+                last_complete_parts: track.history.back().map_or(0, |h| h.1.len() as u64),
+                full,
+                skip,
+                parts,
+                ended: track.playlist.is_ended(),
+            },
+        })
     }
 
     fn master(&mut self) -> Op {
@@ -451,6 +660,8 @@ impl CmafState {
                 t.playlist.render(PlaylistKind::Live),
             ));
         }
+        let names: Vec<String> = self.tracks.keys().cloned().collect();
+        ops.extend(names.iter().filter_map(|n| self.live(n)));
         ops.push(self.manifest(false));
         ops
     }
@@ -554,6 +765,7 @@ mod tests {
             .map(|op| match op {
                 Op::Put { name, .. } => format!("put {name}"),
                 Op::Delete { name } => format!("delete {name}"),
+                Op::Live { track, .. } => format!("live {track}"),
             })
             .collect();
         for want in [
@@ -647,5 +859,96 @@ mod tests {
         let end = state.end();
         assert!(text(&end, "480p/index.m3u8").contains("#EXT-X-ENDLIST"));
         assert!(text(&end, "manifest.mpd").contains("type=\"static\""));
+    }
+
+    #[test]
+    fn parts_become_encrypted_chunks_listed_live_and_the_segment_is_their_sum() {
+        let mut state = CmafState::new(Scheme::Cbcs, Some(6), 2);
+        state.low_latency();
+        state.set_renditions(vec![rendition("360p", 360)]);
+        state.add_key(0, "AAAAAAAAAAAAAAAAAAAAAA".into(), [3; 16]);
+        let mut segmenter = crate::media::segmenter::TsSegmenter::new(2_000_000_000, 40_000_000)
+            .with_parts(250_000_000);
+        let ts = segment(&mut TsMuxer::new(true), 0, 25, &SPS);
+        let next = segment(&mut TsMuxer::new(true), 25 * STEP, 1, &SPS);
+        let mut ops = Vec::new();
+        let mut done = None;
+        // The segment's packets, stamped across 2.2 s; the next segment's first one cuts it.
+        let n = (ts.len() / 188) as u64;
+        for (i, packet) in ts.chunks(188).chain(next.chunks(188)).enumerate() {
+            let i = i as u64;
+            let pts = i * 2_200_000_000 / n;
+            let cut = segmenter.push(packet, Some(pts), i == 0 || i == n);
+            for part in segmenter.take_parts() {
+                let part = Part {
+                    rendition: "360p".into(),
+                    bytes: part.bytes,
+                    independent: part.independent,
+                };
+                ops.extend(state.add_part(part).unwrap());
+            }
+            if cut.is_some() && done.is_none() {
+                done = cut;
+            }
+        }
+        let seg = done.expect("the next keyframe cut the segment");
+        let lives: Vec<&Snapshot> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Live { track, snapshot } if track == "360p" => Some(snapshot),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            lives.len() >= 3,
+            "a live playlist per part: {}",
+            lives.len()
+        );
+        let last = lives.last().unwrap();
+        assert!(
+            last.full.contains("#EXT-X-PART:DURATION=")
+                && last.full.contains("URI=\"0.0.m4s\",INDEPENDENT=YES"),
+            "{}",
+            last.full
+        );
+        assert!(last.parts.contains_key("0.0.m4s"));
+        let parts_before: Vec<Bytes> = (0..last.open_parts)
+            .map(|i| last.parts[&format!("0.{i}.m4s")].clone())
+            .collect();
+        let ops = state
+            .add_segment(Segment {
+                rendition: "360p".into(),
+                duration_s: seg.duration_s,
+                bytes: seg.bytes,
+            })
+            .unwrap();
+        let stored = put(&ops, "360p/0.m4s");
+        assert_eq!(
+            &stored[4..8],
+            b"sidx",
+            "several chunks: a segment index first"
+        );
+        let joined: Vec<u8> = parts_before
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .collect();
+        assert!(
+            stored.windows(joined.len()).any(|w| w == joined.as_slice()),
+            "the segment holds the parts as served"
+        );
+        let after = ops.iter().find_map(|op| match op {
+            Op::Live { track, snapshot } if track == "360p" => Some(snapshot),
+            _ => None,
+        });
+        let after = after.unwrap();
+        assert_eq!((after.open_msn, after.open_parts), (1, 0));
+        assert!(
+            after.full.contains("#EXTINF:")
+                && after
+                    .full
+                    .contains("PRELOAD-HINT:TYPE=PART,URI=\"1.0.m4s\""),
+            "{}",
+            after.full
+        );
     }
 }

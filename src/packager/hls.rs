@@ -26,6 +26,11 @@ pub enum Op {
     Delete {
         name: String,
     },
+    /// A low-latency track's live playlist and parts, for the delivery (not storage).
+    Live {
+        track: String,
+        snapshot: super::llhls::Snapshot,
+    },
 }
 
 impl Op {
@@ -396,6 +401,7 @@ mod tests {
             .map(|op| match op {
                 Op::Put { name, .. } => format!("put {name}"),
                 Op::Delete { name } => format!("delete {name}"),
+                Op::Live { track, .. } => format!("live {track}"),
             })
             .collect()
     }

@@ -7,6 +7,7 @@ pub mod cmaf;
 pub mod crypto;
 pub mod dash;
 pub mod hls;
+pub mod llhls;
 pub mod output;
 pub mod playlist;
 pub mod subtitles;

@@ -4,10 +4,11 @@
 
 use super::cmaf::CmafState;
 use super::hls::{HlsState, Op};
+use super::llhls::Registry;
 use super::uploader::Uploader;
 use crate::drm::ContentKeys;
 use crate::media::cenc::Scheme;
-use crate::media::{Packaging, RenditionOut, Segment};
+use crate::media::{Packaging, Part, RenditionOut, Segment};
 use crate::storage::ObjectKey;
 
 /// Why a segment could not be packaged.
@@ -23,6 +24,7 @@ pub struct HlsOutput {
     prefix: String,
     content_keys: ContentKeys,
     state: State,
+    low_latency: Option<Registry>,
 }
 
 /// MPEG-TS with AES-128, or CMAF with common encryption (and DASH).
@@ -56,6 +58,8 @@ pub struct OutputParams {
     /// Live: every segment carries `EXT-X-PROGRAM-DATE-TIME` from the wall clock.
     pub program_date_time: bool,
     pub packaging: Packaging,
+    /// Live CMAF: parts and LL-HLS playlists, published here for the delivery.
+    pub low_latency: Option<Registry>,
 }
 
 impl HlsOutput {
@@ -68,9 +72,14 @@ impl HlsOutput {
                 p.target_duration,
             )),
             Packaging::Cmaf => {
-                State::Cmaf(CmafState::new(Scheme::Cbcs, p.window, p.target_duration))
+                let mut cmaf = CmafState::new(Scheme::Cbcs, p.window, p.target_duration);
+                if p.low_latency.is_some() {
+                    cmaf.low_latency();
+                }
+                State::Cmaf(cmaf)
             }
         };
+        let low_latency = p.low_latency.filter(|_| p.packaging == Packaging::Cmaf);
         if p.program_date_time {
             both!(&mut state, s => s.stamp_program_date_time(crate::clock::now_ms));
         }
@@ -79,6 +88,7 @@ impl HlsOutput {
             prefix: p.prefix,
             content_keys: p.content_keys,
             state,
+            low_latency,
         }
     }
 
@@ -127,6 +137,32 @@ impl HlsOutput {
         Ok(())
     }
 
+    /// How long the pipeline's parts should be: `Some` for a low-latency output.
+    pub fn part_duration(&self) -> Option<std::time::Duration> {
+        self.low_latency
+            .as_ref()
+            .map(|_| std::time::Duration::from_millis(super::llhls::PART_CUT_MS))
+    }
+
+    /// A part of a rendition's open segment (low-latency outputs; others ignore it).
+    pub async fn add_part(&mut self, part: Part, uploader: &Uploader) -> Result<(), PackagerError> {
+        let State::Cmaf(state) = &mut self.state else {
+            return Ok(());
+        };
+        if let Some(period) = state.key_needed(&part.rendition) {
+            let (id, key) = self
+                .content_keys
+                .create(&self.tenant_id, &self.prefix)
+                .await
+                .map_err(PackagerError::ContentKey)?;
+            state.add_key(period, id, key);
+        }
+        if let Some(ops) = state.add_part(part) {
+            self.apply(ops, uploader).await;
+        }
+        Ok(())
+    }
+
     /// The publisher stopped: every playlist gets EXT-X-ENDLIST.
     pub async fn end(&mut self, uploader: &Uploader) {
         let ops = both!(&mut self.state, s => s.end());
@@ -162,6 +198,11 @@ impl HlsOutput {
                     content_type,
                 } => uploader.put(key(&name), body, content_type).await,
                 Op::Delete { name } => uploader.delete(key(&name)).await,
+                Op::Live { track, snapshot } => {
+                    if let Some(registry) = &self.low_latency {
+                        registry.publish(&self.prefix, &track, snapshot);
+                    }
+                }
             }
         }
     }

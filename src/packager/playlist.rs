@@ -68,6 +68,11 @@ impl MediaPlaylist {
         }
     }
 
+    /// Segments with a discontinuity that left the window (`EXT-X-DISCONTINUITY-SEQUENCE`).
+    pub fn discontinuity_sequence(&self) -> u64 {
+        self.discontinuity_sequence
+    }
+
     /// The media sequence number the next segment gets.
     pub fn next_sequence(&self) -> u64 {
         self.next_sequence

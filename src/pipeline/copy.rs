@@ -16,6 +16,8 @@ use crate::media::{Malformed, RenditionOut, SOURCE_RENDITION, Segment, SourceSum
 /// FLV tags to segments: pure and synchronous, so it is tested without a runtime.
 pub(crate) struct Muxing {
     segment_duration_s: u32,
+    /// Parts of about this many ns too (LL-HLS).
+    part_ns: Option<u64>,
     avc: Option<AvcConfig>,
     aac: Option<AacConfig>,
     /// What the audio is, as the ladder reports it ("aac", "mp3", …); None = none seen yet.
@@ -28,9 +30,10 @@ pub(crate) struct Muxing {
 }
 
 impl Muxing {
-    pub(crate) fn new(segment_duration_s: u32) -> Self {
+    pub(crate) fn new(segment_duration_s: u32, part_ns: Option<u64>) -> Self {
         Self {
             segment_duration_s,
+            part_ns,
             avc: None,
             aac: None,
             audio_codec: None,
@@ -56,8 +59,10 @@ impl Muxing {
 
     /// End of input: the open segment, if it has a keyframe.
     pub(crate) fn finish(&mut self, events: &mut Vec<PipelineEvent>) {
-        if let Some(seg) = self.segmenter.as_mut().and_then(TsSegmenter::finish) {
-            events.push(segment(seg));
+        if let Some(segmenter) = self.segmenter.as_mut() {
+            let seg = segmenter.finish();
+            events.extend(parts(segmenter));
+            events.extend(seg.map(segment));
         }
         if self.bad_frames > 0 {
             tracing::warn!(
@@ -122,9 +127,8 @@ impl Muxing {
             }
             mux.video(out, &au, dts, pts, keyframe);
         });
-        if let Some(seg) = done {
-            events.push(segment(seg));
-        }
+        events.extend(parts(segmenter));
+        events.extend(done.map(segment));
         Ok(())
     }
 
@@ -186,10 +190,14 @@ impl Muxing {
             passthrough: true,
         }]));
         self.mux = Some(TsMuxer::new(self.aac.is_some()));
-        self.segmenter = Some(TsSegmenter::new(
+        let segmenter = TsSegmenter::new(
             u64::from(self.segment_duration_s) * 1_000_000_000,
             (1e9 / fps) as u64,
-        ));
+        );
+        self.segmenter = Some(match self.part_ns {
+            Some(ns) => segmenter.with_parts(ns),
+            None => segmenter,
+        });
         Ok(())
     }
 }
@@ -198,6 +206,16 @@ fn parse_avc_config_checked(record: &[u8]) -> Result<AvcConfig, Malformed> {
     let cfg = codec::parse_avc_config(record)?;
     codec::parse_sps(&cfg.sps[0]).ok_or("cannot read the H.264 sequence parameter set")?;
     Ok(cfg)
+}
+
+fn parts(segmenter: &mut TsSegmenter) -> impl Iterator<Item = PipelineEvent> {
+    segmenter.take_parts().into_iter().map(|p| {
+        PipelineEvent::Part(crate::media::Part {
+            rendition: SOURCE_RENDITION.into(),
+            bytes: p.bytes,
+            independent: p.independent,
+        })
+    })
 }
 
 fn segment(seg: crate::media::segmenter::TsSegment) -> PipelineEvent {
@@ -276,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_broadcast_becomes_keyframe_aligned_segments_of_the_target_length() {
-        let mut m = Muxing::new(2);
+        let mut m = Muxing::new(2, None);
         let mut events = Vec::new();
         feed(&mut m, &broadcast(9), &mut events).unwrap();
         m.finish(&mut events);
@@ -316,7 +334,7 @@ mod tests {
 
     #[test]
     fn frames_before_the_first_keyframe_are_skipped_and_bad_input_is_reported() {
-        let mut m = Muxing::new(2);
+        let mut m = Muxing::new(2, None);
         let mut events = Vec::new();
         let mut flv = header().to_vec();
         flv.extend_from_slice(&video(0, false, 0, &[0x41, 1])); // no configuration yet
@@ -332,12 +350,12 @@ mod tests {
         m.push(TagKind::Video, 66, &broken, &mut events).unwrap();
         assert_eq!(m.bad_frames, 1);
 
-        let mut vp6 = Muxing::new(2);
+        let mut vp6 = Muxing::new(2, None);
         let mut flv = header().to_vec();
         flv.extend_from_slice(&tag(TagKind::Video, 0, &[0x14, 0]));
         let err = feed(&mut vp6, &flv, &mut Vec::new()).unwrap_err();
         assert!(err.0.contains("VP6"), "{err}");
-        let mut bad_config = Muxing::new(2);
+        let mut bad_config = Muxing::new(2, None);
         let mut flv = header().to_vec();
         flv.extend_from_slice(&tag(TagKind::Video, 0, &[0x17, 0, 0, 0, 0, 1, 2]));
         assert!(feed(&mut bad_config, &flv, &mut Vec::new()).is_err());

@@ -42,7 +42,7 @@ use super::gst::{
     queue_time,
 };
 use crate::media::segmenter::TsSegmenter;
-use crate::media::{RenditionOut, SOURCE_RENDITION, Segment, SourceSummary};
+use crate::media::{Part, RenditionOut, SOURCE_RENDITION, Segment, SourceSummary};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rendition {
@@ -113,6 +113,8 @@ pub struct LadderSpec {
     pub max_buffered_input_bytes: u64,
     /// No segment for this long while input flows is reported as a stall.
     pub stall_timeout: Duration,
+    /// Also hand out parts of each segment about this often (LL-HLS).
+    pub part_ns: Option<u64>,
     pub tuning: Tuning,
 }
 
@@ -125,6 +127,7 @@ impl LadderSpec {
             fps_hint: None,
             max_buffered_input_bytes: 8 << 20,
             stall_timeout: Duration::from_secs(3 * u64::from(segment_duration_s)),
+            part_ns: None,
             tuning: Tuning::default(),
         }
     }
@@ -316,8 +319,9 @@ struct Shared {
     spec: LadderSpec,
     build: Mutex<BuildState>,
     source_info: Mutex<Option<SourceInfo>>,
-    /// Finished segments, oldest first; one `ladder-segment` bus message was posted for each.
-    segments: Mutex<VecDeque<Segment>>,
+    /// Finished segments and parts, oldest first; one `ladder-segment` bus message was
+    /// posted for each.
+    segments: Mutex<VecDeque<PipelineEvent>>,
     failed: AtomicBool,
     finishing: AtomicBool,
     epoch: Instant,
@@ -691,22 +695,49 @@ fn make_output(
         .buffer_list(true)
         .build();
     let target_ns = u64::from(sh.spec.segment_duration_s) * 1_000_000_000;
-    let segmenter = Arc::new(Mutex::new(TsSegmenter::new(target_ns, frame_ns)));
+    let mut segmenter = TsSegmenter::new(target_ns, frame_ns);
+    if let Some(part_ns) = sh.spec.part_ns {
+        segmenter = segmenter.with_parts(part_ns);
+    }
+    let segmenter = Arc::new(Mutex::new(segmenter));
+    // Hands out the parts cut so far, then the segment (if one was finished).
     let hand_out = {
         let (sh, pw, name) = (sh.clone(), p.downgrade(), name.to_string());
-        move |seg: crate::media::segmenter::TsSegment| {
-            tracing::debug!(rendition = %name, duration_s = seg.duration_s, "segment cut");
-            sh.segments.lock().unwrap().push_back(Segment {
-                rendition: name.clone(),
-                duration_s: seg.duration_s,
-                bytes: seg.bytes,
-            });
+        move |parts: Vec<crate::media::segmenter::TsPart>,
+              seg: Option<crate::media::segmenter::TsSegment>| {
+            let mut events: Vec<PipelineEvent> = parts
+                .into_iter()
+                .map(|part| {
+                    PipelineEvent::Part(Part {
+                        rendition: name.clone(),
+                        bytes: part.bytes,
+                        independent: part.independent,
+                    })
+                })
+                .collect();
+            if let Some(seg) = seg {
+                tracing::debug!(rendition = %name, duration_s = seg.duration_s, "segment cut");
+                events.push(PipelineEvent::Segment(Segment {
+                    rendition: name.clone(),
+                    duration_s: seg.duration_s,
+                    bytes: seg.bytes,
+                }));
+            }
+            if events.is_empty() {
+                return;
+            }
+            let count = events.len();
+            sh.segments.lock().unwrap().extend(events);
             if let Some(p) = pw.upgrade() {
-                let _ = p.post_message(
-                    gst::message::Application::builder(gst::Structure::new_empty("ladder-segment"))
+                for _ in 0..count {
+                    let _ = p.post_message(
+                        gst::message::Application::builder(gst::Structure::new_empty(
+                            "ladder-segment",
+                        ))
                         .src(&p)
                         .build(),
-                );
+                    );
+                }
             }
         }
     };
@@ -721,8 +752,10 @@ fn make_output(
                     let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
                     let key = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
                     let pts = buf.pts().map(|t| t.nseconds());
-                    if let Some(seg) = segmenter.push(&map, pts, key) {
-                        out_a(seg);
+                    let seg = segmenter.push(&map, pts, key);
+                    let parts = segmenter.take_parts();
+                    if seg.is_some() || !parts.is_empty() {
+                        out_a(parts, seg);
                     }
                     Ok(())
                 };
@@ -736,9 +769,9 @@ fn make_output(
                 Ok(gst::FlowSuccess::Ok)
             })
             .eos(move |_| {
-                if let Some(seg) = segmenter.lock().unwrap().finish() {
-                    hand_out(seg);
-                }
+                let mut segmenter = segmenter.lock().unwrap();
+                let seg = segmenter.finish();
+                hand_out(segmenter.take_parts(), seg);
             })
             .build(),
     );
@@ -988,12 +1021,14 @@ fn bus_loop(
                 M::Application(a)
                     if a.structure().map(|s| s.name() == "ladder-segment") == Some(true) =>
                 {
-                    let Some(seg) = sh.segments.lock().unwrap().pop_front() else {
+                    let Some(event) = sh.segments.lock().unwrap().pop_front() else {
                         continue;
                     };
-                    last_segment_ms = sh.now_ms();
-                    stall_reported = false;
-                    send(PipelineEvent::Segment(seg));
+                    if matches!(event, PipelineEvent::Segment(_)) {
+                        last_segment_ms = sh.now_ms();
+                        stall_reported = false;
+                    }
+                    send(event);
                 }
                 M::Application(a)
                     if a.structure().map(|s| s.name() == "ladder-source-info") == Some(true) =>

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::media::flv::{self, TagKind};
-use crate::media::{Malformed, RenditionOut, Segment, SourceSummary};
+use crate::media::{Malformed, Part, RenditionOut, Segment, SourceSummary};
 use preset::Preset;
 
 /// Initialises GStreamer once per process.
@@ -37,6 +37,9 @@ pub enum PipelineEvent {
     /// What the pipeline found in the source (for logs).
     Source(SourceSummary),
     Segment(Segment),
+    /// A piece of a rendition's open segment (only when parts were asked for); its segment
+    /// follows its last part.
+    Part(Part),
     /// All input was processed after `finish`.
     Finished,
     Failed(String),
@@ -92,13 +95,16 @@ impl LivePipeline {
     /// Starts a pipeline for `preset`. A GStreamer ladder sends its events to `events`; a
     /// copying one returns them from `push` and `finish`.
     /// `stall_timeout`: no segment for this long while input flows fails the pipeline.
+    /// `part`: also hand out parts of about this length (LL-HLS).
     pub fn start(
         preset: &Preset,
         stall_timeout: Duration,
+        part: Option<Duration>,
         events: mpsc::Sender<PipelineEvent>,
     ) -> anyhow::Result<Self> {
+        let part_ns = part.map(|p| p.as_nanos() as u64);
         if preset.passthrough && preset.renditions.is_empty() {
-            let muxing = copy::Muxing::new(preset.segment_duration_s);
+            let muxing = copy::Muxing::new(preset.segment_duration_s, part_ns);
             return Ok(Self {
                 inner: Mutex::new(Some(Engine::Copy(Box::new(muxing)))),
             });
@@ -107,6 +113,7 @@ impl LivePipeline {
         let mut spec =
             ladder::LadderSpec::new(preset.passthrough, renditions, preset.segment_duration_s);
         spec.stall_timeout = stall_timeout;
+        spec.part_ns = part_ns;
         let inner =
             ladder::LivePipeline::start(spec, events).map_err(|e| anyhow::anyhow!("{e}"))?;
         // flvdemux reads a byte stream: the header first, then one FLV tag per push.

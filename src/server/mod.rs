@@ -167,6 +167,7 @@ pub async fn build(
         public_url: public_url.to_string(),
         taps: Default::default(),
         cleanup_wakeup: Default::default(),
+        low_latency: Default::default(),
     });
     let hlsjs = load_hlsjs(&config.delivery.hlsjs_path);
     let docs_ui = load_docs_ui(&config.delivery.swagger_ui_dir);

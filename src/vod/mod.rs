@@ -338,6 +338,7 @@ async fn transcode_job(
         content_keys: deps.content_keys.clone(),
         program_date_time: false,
         packaging: preset.packaging,
+        low_latency: None,
     });
     // Every VOD rendition's audio is the transcode's AAC-LC.
     output.set_audio_codec(Some("mp4a.40.2".into()));

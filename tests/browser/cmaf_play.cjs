@@ -5,8 +5,10 @@
 // play nothing with one whose viewer does not (the licence says 403).
 // Usage: node cmaf_play.cjs BASE_URL PLAYBACK_ID ENTITLED_TOKEN UNENTITLED_TOKEN
 // Prints one JSON line: {play, hls, dash, hlsDenied, dashDenied: RUN, error}, where
-// RUN = {frames, advanced, licences: [status...], errors: [...]}: `advanced` is how far the
-// playhead moved after its first decoded frame.
+// RUN = {frames, advanced, licences: [status...], errors: [...], latency, lowLatency}:
+// `advanced` is how far the playhead moved after its first decoded frame; for hls.js,
+// `latency` is its distance from the live edge (s) and `lowLatency` whether the playlist
+// it plays lists parts.
 const http = require("http");
 const fs = require("fs");
 const path = require("path");
@@ -42,6 +44,7 @@ const partner = http.createServer((req, res) => {
   } else {
     const hls = new Hls({ emeEnabled: true, drmSystems: { "org.w3.clearkey": { licenseUrl: q.get("licence") } } });
     hls.on(Hls.Events.ERROR, (_, d) => window.errors.push(d.details));
+    window.hls = hls;
     hls.loadSource(q.get("hls"));
     hls.attachMedia(video);
     video.play().catch(() => {});
@@ -61,9 +64,14 @@ async function watch(page, url, seconds) {
       const v = document.getElementById("video");
       if (!v) return { frames: 0, t: 0, errors: [] };
       const errors = (window.player && window.player.errors) || window.errors || [];
-      return { frames: v.getVideoPlaybackQuality().totalVideoFrames, t: v.currentTime, errors };
+      const h = window.hls;
+      return { frames: v.getVideoPlaybackQuality().totalVideoFrames, t: v.currentTime, errors,
+        latency: h && Number.isFinite(h.latency) ? h.latency : null,
+        parts: h && h.levels && h.currentLevel >= 0 && h.levels[h.currentLevel].details ? Boolean(h.levels[h.currentLevel].details.partList) : null };
     });
     run.frames = s.frames;
+    run.latency = s.latency;
+    run.lowLatency = s.parts;
     run.errors = run.errors.filter((e) => !e.startsWith("player: ")).concat(s.errors.map((e) => "player: " + e));
     if (s.frames > 0 && firstAt === null) firstAt = s.t;
     if (firstAt !== null) run.advanced = s.t - firstAt;
