@@ -321,7 +321,11 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
         "hls.js plays the parts: {seen}"
     );
     let latency = seen["hls"]["latency"].as_f64().unwrap();
-    eprintln!("hls.js plays the LL-HLS stream {latency:.2} s behind its live edge");
+    let behind = seen["hls"]["behindIngest"].as_f64().unwrap();
+    eprintln!(
+        "hls.js plays the LL-HLS stream {latency:.2} s behind its live edge, \
+         {behind:.2} s after the server received the frame"
+    );
     assert!(latency < 3.0, "hls.js {latency} s behind the live edge");
     // The recording's playlists by now list more than CAN-SKIP-UNTIL (12 s): a delta
     // update skips the oldest.

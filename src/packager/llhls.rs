@@ -66,10 +66,13 @@ impl Snapshot {
     }
 }
 
+/// A track's snapshots, by (storage prefix, track name).
+type Tracks = HashMap<(String, String), watch::Sender<Arc<Snapshot>>>;
+
 /// The live tracks of every CMAF broadcast, by storage prefix and track name.
 #[derive(Default, Clone)]
 pub struct Registry {
-    tracks: Arc<Mutex<HashMap<(String, String), watch::Sender<Arc<Snapshot>>>>>,
+    tracks: Arc<Mutex<Tracks>>,
 }
 
 impl Registry {

@@ -7,8 +7,9 @@
 // Prints one JSON line: {play, hls, dash, hlsDenied, dashDenied: RUN, error}, where
 // RUN = {frames, advanced, licences: [status...], errors: [...], latency, lowLatency}:
 // `advanced` is how far the playhead moved after its first decoded frame; for hls.js,
-// `latency` is its distance from the live edge (s) and `lowLatency` whether the playlist
-// it plays lists parts.
+// `latency` is its distance from the live edge (s), `behindIngest` how long ago (s) the
+// server received the frame on screen (its program date-time), and `lowLatency` whether
+// the playlist it plays lists parts.
 const http = require("http");
 const fs = require("fs");
 const path = require("path");
@@ -67,10 +68,12 @@ async function watch(page, url, seconds) {
       const h = window.hls;
       return { frames: v.getVideoPlaybackQuality().totalVideoFrames, t: v.currentTime, errors,
         latency: h && Number.isFinite(h.latency) ? h.latency : null,
+        behindIngest: h && h.playingDate ? (Date.now() - h.playingDate.getTime()) / 1000 : null,
         parts: h && h.levels && h.currentLevel >= 0 && h.levels[h.currentLevel].details ? Boolean(h.levels[h.currentLevel].details.partList) : null };
     });
     run.frames = s.frames;
     run.latency = s.latency;
+    run.behindIngest = s.behindIngest;
     run.lowLatency = s.parts;
     run.errors = run.errors.filter((e) => !e.startsWith("player: ")).concat(s.errors.map((e) => "player: " + e));
     if (s.frames > 0 && firstAt === null) firstAt = s.t;

@@ -107,8 +107,9 @@
       // CMAF streams are encrypted with common encryption: the W3C ClearKey licence of
       // this playback id, with the page's token, gives the keys (EME). TS streams use /keys.
       const licenseUrl = `/licenses/clearkey/${config.playbackId}${config.query}`;
+      // Low-latency mode plays CMAF streams' LL-HLS parts; other playlists have none.
       hls = new Hls({
-        lowLatencyMode: false, cmcd, emeEnabled: true,
+        lowLatencyMode: true, cmcd, emeEnabled: true,
         drmSystems: { "org.w3.clearkey": { licenseUrl } },
       });
       hls.on(Hls.Events.KEY_LOADED, () => { player.keyLoaded = true; });
