@@ -1295,3 +1295,192 @@ async fn a_clearkey_licence_gives_keys_by_the_rules_of_keys_and_is_audited() {
     );
     server.stop().await;
 }
+
+/// A DRM vendor's licence server: records what it gets, answers with a canned licence.
+async fn fake_vendor() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(HeaderMapLite, Vec<u8>)>>>,
+) {
+    use axum::routing::post;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/wv",
+        post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let log = log.clone();
+                async move {
+                    let lite: HeaderMapLite = headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                        .collect();
+                    log.lock().unwrap().push((lite, body.to_vec()));
+                    (
+                        [("content-type", "application/octet-stream")],
+                        b"LICENCE-FOR-THE-CDM".to_vec(),
+                    )
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/wv", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(120), axum::serve(listener, app)).await;
+    });
+    (url, seen)
+}
+
+type HeaderMapLite = std::collections::HashMap<String, String>;
+
+#[tokio::test]
+async fn the_licence_proxy_forwards_a_challenge_only_for_an_entitled_viewer() {
+    let (vendor, seen) = fake_vendor().await;
+    // A port nothing listens on: the FairPlay vendor is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = TestServer::start_with(|c| {
+        c.licences.widevine_url = vendor.clone();
+        c.licences.fairplay_url = format!("http://{closed}/fps");
+        c.licences.auth_header = ferrocast::config::Secret::new("X-Vendor-Key: s3cret");
+    })
+    .await;
+    let (tenant_id, key) = server.create_tenant("Studio").await;
+    let media = media_with(&server, &tenant_id, &key, "signed").await;
+    let pb = media.playback_id.clone();
+    let token = |viewer: &str| {
+        let (server, key, pb, viewer) = (&server, key.clone(), pb.clone(), viewer.to_string());
+        async move {
+            let (status, t) = server
+                .call(
+                    "POST",
+                    "/v1/playback-tokens",
+                    Some(&key),
+                    Some(json!({"playback_id": pb, "viewer": viewer})),
+                )
+                .await;
+            assert_eq!(status, 201, "{t}");
+            t["token"].as_str().unwrap().to_string()
+        }
+    };
+    let challenge = b"\x08\x04CHALLENGE-FROM-THE-CDM".to_vec();
+    let ask = |system: &str, token: Option<String>, body: Vec<u8>| {
+        let q = token.map(|t| format!("?token={t}")).unwrap_or_default();
+        server
+            .client
+            .post(server.url(&format!("/licenses/{system}/{pb}{q}")))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+    };
+    let (status, _) = server
+        .call(
+            "PATCH",
+            &format!("/v1/playback-ids/{pb}"),
+            Some(&key),
+            Some(json!({"requires_entitlement": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ask("widevine", None, challenge.clone())
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        ask("widevine", Some(token("bob").await), challenge.clone())
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the vendor for refused viewers"
+    );
+
+    let (status, _) = server
+        .call(
+            "POST",
+            "/v1/entitlements",
+            Some(&key),
+            Some(json!({"playback_id": pb, "viewer": "ann"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let ann = token("ann").await;
+    let r = ask("widevine", Some(ann.clone()), challenge.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store, private");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"LICENCE-FOR-THE-CDM");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        let (headers, body) = &seen[0];
+        assert_eq!(body, &challenge, "the challenge as the CDM made it");
+        assert_eq!(headers["x-vendor-key"], "s3cret");
+        assert_eq!(headers["x-ferrocast-viewer"], "ann");
+        assert_eq!(headers["x-ferrocast-playback-id"], pb);
+    }
+    // Not configured, unknown, empty, and a vendor that is down.
+    assert_eq!(
+        ask("playready", Some(ann.clone()), challenge.clone())
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        ask("betamax", Some(ann.clone()), challenge.clone())
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        ask("widevine", Some(ann.clone()), Vec::new())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        ask("widevine", Some(ann.clone()), vec![0; 70 << 10])
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        ask("fairplay", Some(ann.clone()), challenge.clone())
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+
+    server.state.audit.flush().await;
+    let (_, denials) = server
+        .call("GET", "/v1/audit?type=key_denial", Some(&key), None)
+        .await;
+    let reasons: Vec<&str> = denials["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    for reason in [
+        "widevine: no_token",
+        "widevine: no_entitlement",
+        "fairplay: licence server unreachable",
+    ] {
+        assert!(reasons.contains(&reason), "{reason} not in {reasons:?}");
+    }
+    server.stop().await;
+}

@@ -2,6 +2,11 @@
 //! Extensions ClearKey licence, the keys a browser's ClearKey CDM asks for by key id, given
 //! by exactly the rules of `/keys` (token, referrer, country, entitlement, rate limits) and
 //! audited the same way. Key ids are the content-key store's (16 random bytes, base64url).
+//!
+//! `POST /licenses/{widevine|playready|fairplay}/{playback_id}`: the licence proxy. The
+//! player's challenge goes to the DRM vendor's licence server (`[licences]`) only for a
+//! viewer the playback rules allow (token, referrer, country, entitlement, rate limits),
+//! and the vendor's answer comes back as it is; every decision is audited.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -147,4 +152,160 @@ async fn license(
         keys,
         kind: "temporary",
     })
+}
+
+/// Most bytes of a licence challenge (Widevine's are about 2 KiB, FairPlay's SPC ~10 KiB).
+const MAX_CHALLENGE_BYTES: usize = 64 << 10;
+/// How long the vendor's licence server may take.
+const VENDOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn vendor_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(VENDOR_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a client with a timeout builds")
+    })
+}
+
+/// A Widevine, PlayReady or FairPlay licence, from the vendor's licence server, for a
+/// viewer the playback rules allow.
+#[utoipa::path(post, path = "/licenses/{system}/{playback_id}", tag = "playback",
+    params(("system" = String, Path, description = "`widevine`, `playready` or `fairplay`"),
+        ("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media")),
+    request_body(content = String, content_type = "application/octet-stream",
+        description = "The CDM's licence challenge, forwarded as it is (at most 64 KiB)", example = json!("(the CDM's challenge bytes)")),
+    responses((status = 200, description = "The vendor's licence, as it answered", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, body = ErrorBody, description = "An empty or oversized challenge"),
+        (status = 401, body = ErrorBody, description = "No token, or one that does not verify"),
+        (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement)"),
+        (status = 404, body = ErrorBody, description = "Unknown playback id, or no licence server configured for that system"),
+        (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "The vendor's licence server did not answer")))]
+pub async fn proxy(
+    State(state): State<AppState>,
+    Path((system, playback_id)): Path<(String, String)>,
+    Query(q): Query<TokenQuery>,
+    ClientIp(client_ip): ClientIp,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut response =
+        match forward(&state, &system, &playback_id, &q, client_ip, &headers, body).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, private"),
+    );
+    response
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    state: &AppState,
+    system: &str,
+    playback_id: &str,
+    q: &TokenQuery,
+    client_ip: Option<String>,
+    headers: &HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let config = &state.jobs.config.licences;
+    let url = match system {
+        "widevine" => &config.widevine_url,
+        "playready" => &config.playready_url,
+        "fairplay" => &config.fairplay_url,
+        _ => return Err(ApiError::NotFound(format!("no licence system {system:?}"))),
+    };
+    if url.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no {system} licence server is configured ([licences] {system}_url)"
+        )));
+    }
+    if body.is_empty() || body.len() > MAX_CHALLENGE_BYTES {
+        return Err(ApiError::invalid("a licence challenge is 1 byte to 64 KiB"));
+    }
+    if let Some(ip) = &client_ip
+        && let Err(wait) = state.key_limits.per_ip.check(ip)
+    {
+        return Err(ApiError::TooManyRequests(
+            (wait.as_secs_f64().ceil() as u64).max(1),
+        ));
+    }
+    let target = target_of(state, playback_id).await?;
+    let mut decision = crate::drm::audit::Decision {
+        tenant_id: target.tenant_id.clone(),
+        playback_id: Some(playback_id.to_string()),
+        client_ip: client_ip.clone(),
+        ..Default::default()
+    };
+    let token = super::access::token_from(q, headers);
+    let judged = super::access::judge(
+        state,
+        playback_id,
+        target,
+        token.as_deref(),
+        crate::drm::AUD_VIDEO,
+        super::access::Shown::Clear,
+        headers,
+        client_ip.as_deref(),
+        super::access::Rental::Start,
+    )
+    .await?;
+    let claims = match judged {
+        Ok((_, claims)) => claims,
+        Err(denial) => {
+            decision.denied = Some(format!("{system}: {}", denial.reason()));
+            state.audit.key(decision).await;
+            return Err(denial.into());
+        }
+    };
+    decision.viewer = claims.as_ref().and_then(|c| c.viewer.clone());
+    let mut request = vendor_client()
+        .post(url)
+        .header("x-ferrocast-playback-id", playback_id)
+        .body(body);
+    if let Some(kind) = headers.get(header::CONTENT_TYPE) {
+        request = request.header(header::CONTENT_TYPE, kind);
+    }
+    if let Some(viewer) = &decision.viewer {
+        request = request.header("x-ferrocast-viewer", viewer);
+    }
+    if let Some((name, value)) = config.auth_header.expose().split_once(':') {
+        request = request.header(name.trim(), value.trim());
+    }
+    let answer = async {
+        let r = request.send().await?;
+        let status = r.status();
+        let kind = r.headers().get(header::CONTENT_TYPE).cloned();
+        let bytes = r.bytes().await?;
+        Ok::<_, reqwest::Error>((status, kind, bytes))
+    }
+    .await;
+    let (status, kind, bytes) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            decision.denied = Some(format!("{system}: licence server unreachable"));
+            state.audit.key(decision).await;
+            tracing::warn!(%system, error = %e, "licence server did not answer");
+            return Err(ApiError::Unavailable(format!(
+                "the {system} licence server did not answer; try again"
+            )));
+        }
+    };
+    decision.denied = (!status.is_success()).then(|| format!("{system}: vendor answered {status}"));
+    state.audit.key(decision).await;
+    let mut response = Response::new(axum::body::Body::from(bytes));
+    *response.status_mut() = axum::http::StatusCode::from_u16(status.as_u16())
+        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        kind.and_then(|k| HeaderValue::from_bytes(k.as_bytes()).ok())
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    Ok(response)
 }

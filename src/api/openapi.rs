@@ -52,7 +52,7 @@ use super::{
         uploads::terminate, uploads::create_direct, uploads::complete_direct, assets::asset_events,
         delivery::master_playlist, delivery::rendition_file, delivery::content_key,
         dash::manifest, dash::fragment, dash::time,
-        licenses::clearkey,
+        licenses::clearkey, licenses::proxy,
         stills::thumbnail, stills::storyboard, player::player_page, player::hls_js, player::data_js,
         player::chat_js, player::player_js, player::player_css, player::embed_page,
         embed::snippet, embed::oembed, branding::get_branding, branding::set_branding,

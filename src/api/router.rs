@@ -282,6 +282,7 @@ pub fn router(state: AppState) -> Router {
         .route("/time", get(dash::time))
         .route("/keys/{key_id}", get(delivery::content_key))
         .route("/licenses/clearkey/{playback_id}", post(licenses::clearkey))
+        .route("/licenses/{system}/{playback_id}", post(licenses::proxy))
         .route(
             "/whip",
             post(whip::publish_with_bearer).options(whip::options),

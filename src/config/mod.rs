@@ -3,7 +3,7 @@
 //!
 //! Loading is a pure function of the file text and the environment, so every rule is unit-tested.
 //!
-//! Why one file (1,045 lines, 220 of them tests): one struct per `[section]` of the
+//! Why one file (1,094 lines, 228 of them tests): one struct per `[section]` of the
 //! TOML file, in the file's order, with the overlay and check rules they share; split by
 //! section, each part would need the shared overlay and `validate` anyway.
 
@@ -35,6 +35,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub delivery: DeliveryConfig,
     pub playback: PlaybackConfig,
+    pub licences: LicencesConfig,
     pub analytics: AnalyticsConfig,
     pub commerce: CommerceConfig,
     pub rate_limits: RateLimitsConfig,
@@ -267,6 +268,18 @@ pub struct PlaybackConfig {
     pub key_burst_per_viewer: u32,
     pub thumbnail_renders_per_ip: f64,
     pub thumbnail_render_burst_per_ip: u32,
+}
+
+/// Licence servers of DRM vendors that `POST /licenses/{system}/{playback_id}` forwards
+/// entitled viewers' challenges to (empty: that system is not served).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicencesConfig {
+    pub widevine_url: String,
+    pub playready_url: String,
+    pub fairplay_url: String,
+    /// `Name: value`, sent with every forwarded challenge (the vendor's credential).
+    pub auth_header: Secret,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -608,6 +621,32 @@ impl Config {
                     format!("{bad:?} is not an IP address"),
                 ));
             }
+        }
+        for (name, value) in [
+            ("licences.widevine_url", &self.licences.widevine_url),
+            ("licences.playready_url", &self.licences.playready_url),
+            ("licences.fairplay_url", &self.licences.fairplay_url),
+        ] {
+            let ok = value.is_empty()
+                || url::Url::parse(value).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                return Err(ConfigError::invalid(
+                    at(name),
+                    "must be an http(s) URL or empty",
+                ));
+            }
+        }
+        let auth = self.licences.auth_header.expose();
+        if !auth.is_empty()
+            && !auth.split_once(':').is_some_and(|(name, _)| {
+                !name.trim().is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+        {
+            return Err(ConfigError::invalid(
+                at("licences.auth_header"),
+                "must be \"Name: value\" or empty",
+            ));
         }
         if self.playback.max_token_lifetime_s == 0 {
             return Err(ConfigError::invalid(
@@ -961,6 +1000,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("config file f.toml: "), "{e}");
+
+        for (name, value, says) in [
+            ("FERROCAST_LICENCES_WIDEVINE_URL", "ftp://wv", "http(s) URL"),
+            ("FERROCAST_LICENCES_AUTH_HEADER", "no colon", "Name: value"),
+        ] {
+            let e = Config::from_sources(None, env(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(name) && e.contains(says), "{e}");
+        }
     }
 
     /// The compose file configures Ferrocast only through environment variables; every one

@@ -1,3 +1,7 @@
+//! Why one file (958 lines, 258 of them tests): one state machine whose tracks,
+//! chunks, playlists and manifest share private state; split, each part would reach into
+//! the others' tracks.
+//!
 //! The CMAF output as a pure state machine, beside [`HlsState`](super::hls::HlsState): the
 //! same MPEG-TS segments in, but written as CMAF (`media::cmaf`), encrypted with common
 //! encryption (`media::cenc`), and listed twice from the same files: HLS media playlists
