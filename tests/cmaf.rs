@@ -367,3 +367,219 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
     }
     server.stop().await;
 }
+
+/// A DRM vendor's SPEKE v2 key server: answers each CPIX request with its key and, for each
+/// DRM system asked, a `pssh` box naming the key id (and a Widevine HLS line). Counts requests.
+async fn fake_key_server(
+    key: [u8; 16],
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::routing::post;
+    use base64::engine::general_purpose::STANDARD;
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = asked.clone();
+    let app = axum::Router::new().route(
+        "/speke",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let count = count.clone();
+            async move {
+                assert_eq!(headers["x-speke-version"], "2.0");
+                assert_eq!(headers["x-api-key"], "k1");
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let doc = roxmltree::Document::parse(&body).unwrap();
+                let kid = doc
+                    .descendants()
+                    .find(|n| n.tag_name().name() == "ContentKey")
+                    .and_then(|n| n.attribute("kid"))
+                    .unwrap()
+                    .to_string();
+                let kid_bytes = *uuid::Uuid::parse_str(&kid).unwrap().as_bytes();
+                let mut systems = String::new();
+                for n in doc.descendants().filter(|n| n.tag_name().name() == "DRMSystem") {
+                    let system = n.attribute("systemId").unwrap();
+                    let id = *uuid::Uuid::parse_str(system).unwrap().as_bytes();
+                    let mut pssh = vec![0, 0, 0, 0];
+                    pssh.extend(b"pssh");
+                    pssh.extend([1, 0, 0, 0]);
+                    pssh.extend(id);
+                    pssh.extend(1u32.to_be_bytes());
+                    pssh.extend(kid_bytes);
+                    pssh.extend(6u32.to_be_bytes());
+                    pssh.extend(b"VENDOR");
+                    let len = pssh.len() as u32;
+                    pssh[..4].copy_from_slice(&len.to_be_bytes());
+                    let hls = if system.starts_with("edef8ba9") {
+                        STANDARD.encode(format!(
+                            "#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"data:text/plain;base64,{}\",KEYID=0x{},KEYFORMAT=\"urn:uuid:{system}\",KEYFORMATVERSIONS=\"1\"",
+                            STANDARD.encode(&pssh),
+                            hex::encode(kid_bytes)
+                        ))
+                    } else {
+                        String::new()
+                    };
+                    systems.push_str(&format!(
+                        "<cpix:DRMSystem kid=\"{kid}\" systemId=\"{system}\"><cpix:PSSH>{}</cpix:PSSH>\
+                         <cpix:HLSSignalingData playlist=\"media\">{hls}</cpix:HLSSignalingData></cpix:DRMSystem>",
+                        STANDARD.encode(&pssh)
+                    ));
+                }
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><cpix:CPIX xmlns:cpix=\"urn:dashif:org:cpix\" \
+                     xmlns:pskc=\"urn:ietf:params:xml:ns:keyprov:pskc\"><cpix:ContentKeyList><cpix:ContentKey kid=\"{kid}\">\
+                     <cpix:Data><pskc:Secret><pskc:PlainValue>{}</pskc:PlainValue></pskc:Secret></cpix:Data>\
+                     </cpix:ContentKey></cpix:ContentKeyList><cpix:DRMSystemList>{systems}</cpix:DRMSystemList></cpix:CPIX>",
+                    STANDARD.encode(key)
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/speke", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(120), axum::serve(listener, app)).await;
+    });
+    (url, asked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_server_over_speke_gives_a_cmaf_stream_its_key_and_its_drm_systems_signalling() {
+    let vendor_key = [0x5a; 16];
+    let (speke, asked) = fake_key_server(vendor_key).await;
+    let server = TestServer::start_with(|c| {
+        c.licences.speke_url = speke.clone();
+        c.licences.speke_auth_header = ferrocast::config::Secret::new("X-Api-Key: k1");
+        c.licences.speke_systems = "widevine,playready".into();
+    })
+    .await;
+    let (_, key) = server.create_tenant("Vendor keys").await;
+    let (status, s) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(&key),
+            Some(json!({"playback_policy": "public", "packaging": "cmaf", "record": false, "reconnect_window_s": 0})),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    let id = s["playback_id"].as_str().unwrap().to_string();
+    let url = format!(
+        "{}/{}",
+        s["rtmp_url"].as_str().unwrap(),
+        s["stream_key"].as_str().unwrap()
+    );
+    let mut ffmpeg = ffmpeg_publish(&url, 640, 360, 30);
+    let media = eventually("a fragment listed", Duration::from_secs(40), || async {
+        let (status, text) = server.get_text(&format!("/hls/{id}/360p/index.m3u8")).await;
+        (status == 200 && text.contains("#EXTINF")).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one key per broadcast"
+    );
+    // The ClearKey line, the vendor's Widevine line, and a PlayReady line with its pssh.
+    assert!(media.contains("KEYFORMAT=\"org.w3.clearkey\""), "{media}");
+    assert!(
+        media.contains("KEYFORMAT=\"urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed\""),
+        "{media}"
+    );
+    assert!(
+        media.contains("KEYFORMAT=\"urn:uuid:9a04f079-9840-4286-ab92-e65be0885f95\""),
+        "{media}"
+    );
+    let kid_b64 = attribute(&media, "KEYFORMAT=\"org.w3.clearkey\"", "URI")
+        .trim_start_matches("data:text/plain;base64,");
+    let kid = base64::engine::general_purpose::STANDARD
+        .decode(kid_b64)
+        .unwrap();
+
+    // The init segment carries both vendor pssh boxes, and the manifest names them.
+    let init = server
+        .client
+        .get(server.url(&format!("/hls/{id}/360p/init.mp4")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    for system in [
+        ferrocast::drm::speke::WIDEVINE,
+        ferrocast::drm::speke::PLAYREADY,
+    ] {
+        let at = init
+            .windows(16)
+            .position(|w| w == system)
+            .unwrap_or_else(|| panic!("pssh of {system:?}"));
+        assert_eq!(&init[at - 8..at - 4], b"pssh");
+        assert!(init[at..].windows(6).any(|w| w == b"VENDOR"));
+    }
+    let (_, mpd) = server.get_text(&format!("/dash/{id}/manifest.mpd")).await;
+    assert!(mpd.contains("<ContentProtection schemeIdUri=\"urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed\"><cenc:pssh>"), "{mpd}");
+    assert!(
+        mpd.contains("urn:uuid:9a04f079-9840-4286-ab92-e65be0885f95"),
+        "{mpd}"
+    );
+
+    // The key is the vendor's: the ClearKey licence of the stored key gives it back.
+    let keys: Value = server
+        .client
+        .post(server.url(&format!("/licenses/clearkey/{id}")))
+        .json(&json!({"kids": [URL_SAFE_NO_PAD.encode(&kid)]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        URL_SAFE_NO_PAD
+            .decode(keys["keys"][0]["k"].as_str().unwrap())
+            .unwrap(),
+        vendor_key
+    );
+    ffmpeg.kill();
+    server.stop().await;
+
+    // A key server that does not answer ends the broadcast with the reason.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server =
+        TestServer::start_with(|c| c.licences.speke_url = format!("http://{closed}/speke")).await;
+    let (_, key) = server.create_tenant("Down").await;
+    let (_, s) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(&key),
+            Some(json!({"packaging": "cmaf", "record": false, "reconnect_window_s": 0})),
+        )
+        .await;
+    let stream = s["id"].as_str().unwrap().to_string();
+    let url = format!(
+        "{}/{}",
+        s["rtmp_url"].as_str().unwrap(),
+        s["stream_key"].as_str().unwrap()
+    );
+    let mut ffmpeg = ffmpeg_publish(&url, 640, 360, 20);
+    let error = eventually("the broadcast failed", Duration::from_secs(30), || async {
+        let (_, v) = server
+            .call(
+                "GET",
+                &format!("/v1/live-streams/{stream}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        v["last_error"].as_str().map(str::to_string)
+    })
+    .await;
+    assert!(
+        error.contains("SPEKE key server") && error.contains("3 tries"),
+        "{error}"
+    );
+    ffmpeg.kill();
+    server.stop().await;
+}

@@ -3,7 +3,7 @@
 //!
 //! Loading is a pure function of the file text and the environment, so every rule is unit-tested.
 //!
-//! Why one file (1,094 lines, 228 of them tests): one struct per `[section]` of the
+//! Why one file (1,100 lines, 228 of them tests): one struct per `[section]` of the
 //! TOML file, in the file's order, with the overlay and check rules they share; split by
 //! section, each part would need the shared overlay and `validate` anyway.
 
@@ -280,6 +280,11 @@ pub struct LicencesConfig {
     pub fairplay_url: String,
     /// `Name: value`, sent with every forwarded challenge (the vendor's credential).
     pub auth_header: Secret,
+    /// A SPEKE v2 key server CMAF outputs take their keys (and `pssh`) from; empty: none.
+    pub speke_url: String,
+    pub speke_auth_header: Secret,
+    /// DRM systems asked of the key server: `widevine`, `playready`, `fairplay`.
+    pub speke_systems: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -626,6 +631,7 @@ impl Config {
             ("licences.widevine_url", &self.licences.widevine_url),
             ("licences.playready_url", &self.licences.playready_url),
             ("licences.fairplay_url", &self.licences.fairplay_url),
+            ("licences.speke_url", &self.licences.speke_url),
         ] {
             let ok = value.is_empty()
                 || url::Url::parse(value).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));

@@ -244,6 +244,20 @@ impl ContentKeys {
         rand::rngs::OsRng.fill_bytes(&mut raw_id);
         let id = URL_SAFE_NO_PAD.encode(raw_id);
         let key = generate_key();
+        self.insert(tenant_id, scope, &id, key).await?;
+        Ok((id, key))
+    }
+
+    /// Stores a key made elsewhere (a DRM vendor's, over SPEKE) under `id`, wrapped like
+    /// the others, so the licence and the audit log know it.
+    pub async fn insert(
+        &self,
+        tenant_id: &str,
+        scope: &str,
+        id: &str,
+        key: Key128,
+    ) -> DbResult<()> {
+        let id = id.to_string();
         let wrappers = self.wrappers.read().unwrap().clone();
         self.db
             .insert_content_key(&StoredContentKey {
@@ -254,8 +268,7 @@ impl ContentKeys {
                 kek_id: wrappers.current.kek_id.clone(),
                 created_at: now_ms(),
             })
-            .await?;
-        Ok((id, key))
+            .await
     }
 
     /// The wrapper for `kek_id`, reading the keyring again (at most once a second) when this

@@ -6,6 +6,7 @@ pub mod audit;
 mod content_keys;
 pub mod ratelimit;
 pub mod signing;
+pub mod speke;
 mod token;
 
 pub use content_keys::{ContentKeys, Key128, KeyWrapper, RewrapReport, UnwrapError, generate_key};

@@ -275,6 +275,8 @@ pub struct LiveDeps {
     pub cleanup_wakeup: Arc<tokio::sync::Notify>,
     /// CMAF broadcasts' LL-HLS playlists and parts, shared with the delivery.
     pub low_latency: crate::packager::llhls::Registry,
+    /// The key server CMAF broadcasts take their keys from (`[licences] speke_url`).
+    pub key_provider: Option<Arc<dyn crate::drm::speke::ContentKeyProvider>>,
 }
 
 /// A broadcast in progress (publishing, or waiting for its publisher to come back).

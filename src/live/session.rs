@@ -68,6 +68,7 @@ pub(super) async fn run(
         program_date_time: true,
         packaging: stream.packaging,
         low_latency: Some(deps.low_latency.clone()),
+        key_provider: deps.key_provider.clone(),
     });
     tracing::info!(%prefix, "broadcast started");
 

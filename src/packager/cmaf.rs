@@ -1,4 +1,4 @@
-//! Why one file (958 lines, 258 of them tests): one state machine whose tracks,
+//! Why one file (1,012 lines, 258 of them tests): one state machine whose tracks,
 //! chunks, playlists and manifest share private state; split, each part would reach into
 //! the others' tracks.
 //!
@@ -28,6 +28,7 @@ use super::playlist::{
     render_master_with_audio,
 };
 use crate::drm::Key128;
+use crate::drm::speke::{DrmSystem, ProvidedKey};
 use crate::media::cenc::{self, InitInfo, Protection, Scheme};
 use crate::media::cmaf::{CmafRemuxer, TrackFragment};
 use crate::media::{Part, RenditionOut, Segment};
@@ -85,6 +86,8 @@ pub struct CmafState {
     audio_from: Option<String>,
     audio_known: bool,
     key: Option<(String, Protection)>,
+    /// DRM systems' signalling for the key (from a key server), beside ClearKey.
+    systems: Vec<DrmSystem>,
     discontinuity: HashSet<String>,
     master_written: bool,
     clock: Option<fn() -> i64>,
@@ -108,6 +111,7 @@ impl CmafState {
             audio_from: None,
             audio_known: false,
             key: None,
+            systems: Vec::new(),
             discontinuity: HashSet::new(),
             master_written: false,
             clock: None,
@@ -187,7 +191,18 @@ impl CmafState {
 
     /// The output's content key; `id` is its base64url key id (16 bytes).
     pub fn add_key(&mut self, _period: u64, id: String, key: Key128) {
+        self.set_key(ProvidedKey {
+            id,
+            key,
+            systems: Vec::new(),
+        });
+    }
+
+    /// The output's content key with the DRM systems' `pssh` boxes and HLS lines a key
+    /// server gave for it (written beside the W3C common `pssh` and ClearKey signalling).
+    pub fn set_key(&mut self, provided: ProvidedKey) {
         use base64::Engine;
+        let ProvidedKey { id, key, systems } = provided;
         let mut kid = [0u8; 16];
         match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&id) {
             Ok(raw) if raw.len() == 16 => kid.copy_from_slice(&raw),
@@ -200,14 +215,42 @@ impl CmafState {
             .finalize();
         let mut constant_iv = [0u8; 16];
         constant_iv.copy_from_slice(&digest[..16]);
+        let mut pssh = vec![cenc::pssh_common(&[kid])];
+        pssh.extend(systems.iter().map(|s| s.pssh.clone()));
         let protection = Protection {
             scheme: self.scheme,
             kid,
             key,
             constant_iv,
-            pssh: vec![cenc::pssh_common(&[kid])],
+            pssh,
         };
         self.key = Some((id, protection));
+        self.systems = systems;
+    }
+
+    /// `#EXT-X-KEY` lines of the other DRM systems: the key server's own, or (Widevine,
+    /// PlayReady) the `pssh` in a `data:` URI as Shaka Packager writes it.
+    fn system_key_lines(&self) -> Vec<String> {
+        use base64::Engine;
+        let method = match self.scheme {
+            Scheme::Cbcs => "SAMPLE-AES",
+            Scheme::Cenc => "SAMPLE-AES-CTR",
+        };
+        self.systems
+            .iter()
+            .filter_map(|s| {
+                s.hls_key.clone().or_else(|| {
+                    (s.system_id != crate::drm::speke::FAIRPLAY).then(|| {
+                        format!(
+                            "#EXT-X-KEY:METHOD={method},URI=\"data:text/plain;base64,{}\",\
+                             KEYFORMAT=\"urn:uuid:{}\",KEYFORMATVERSIONS=\"1\"",
+                            base64::engine::general_purpose::STANDARD.encode(&s.pssh),
+                            crate::drm::speke::uuid(&s.system_id)
+                        )
+                    })
+                })
+            })
+            .collect()
     }
 
     /// A part of a rendition's open segment: its complete frames re-wrapped as chunks,
@@ -373,6 +416,7 @@ impl CmafState {
     fn close_segment(&mut self, name: &str, program_date_time_ms: Option<i64>, ops: &mut Vec<Op>) {
         let (_, protection) = self.key.clone().expect("the content key was given");
         let scheme = self.scheme;
+        let extra_keys = self.system_key_lines();
         let discontinuity = self.discontinuity.remove(name);
         let (window, low_latency) = (self.window, self.low_latency);
         let content_type = if name == AUDIO_TRACK {
@@ -433,6 +477,7 @@ impl CmafState {
                 uri: format!("data:text/plain;base64,{kid_b64}"),
                 iv: [0; 16],
                 cenc: Some(scheme),
+                extra: extra_keys,
             }),
             discontinuity,
             program_date_time_ms,
@@ -478,10 +523,14 @@ impl CmafState {
             Scheme::Cbcs => "SAMPLE-AES",
             Scheme::Cenc => "SAMPLE-AES-CTR",
         };
-        let key_line = format!(
+        let mut key_line = format!(
             "#EXT-X-KEY:METHOD={method},URI=\"data:text/plain;base64,{kid_b64}\",\
              KEYFORMAT=\"{CLEARKEY_FORMAT}\",KEYFORMATVERSIONS=\"1\""
         );
+        for line in self.system_key_lines() {
+            key_line.push('\n');
+            key_line.push_str(&line);
+        }
         let segments: Vec<SegmentLine> = track
             .playlist
             .segments()
@@ -637,6 +686,11 @@ impl CmafState {
             max_segment_s: f64::from(self.target_duration),
             kid: protection.kid,
             scheme: self.scheme,
+            systems: self
+                .systems
+                .iter()
+                .map(|s| (crate::drm::speke::uuid(&s.system_id), s.pssh.clone()))
+                .collect(),
             representations,
         });
         Op::Put {

@@ -61,6 +61,8 @@ pub struct Manifest<'a> {
     pub max_segment_s: f64,
     pub kid: [u8; 16],
     pub scheme: Scheme,
+    /// Other DRM systems (Widevine, PlayReady, FairPlay): system id (UUID) and `pssh` box.
+    pub systems: Vec<(String, Vec<u8>)>,
     pub representations: Vec<Representation<'a>>,
 }
 
@@ -167,6 +169,15 @@ pub fn render(m: &Manifest) -> String {
             "      <ContentProtection schemeIdUri=\"urn:uuid:e2719d58-a985-b3c9-781a-b030af78d30e\" \
              value=\"ClearKey1.0\"><dashif:Laurl>{LICENCE_URL}</dashif:Laurl></ContentProtection>"
         );
+        for (system, pssh) in &m.systems {
+            use base64::Engine;
+            let _ = writeln!(
+                o,
+                "      <ContentProtection schemeIdUri=\"urn:uuid:{}\"><cenc:pssh>{}</cenc:pssh></ContentProtection>",
+                escape(system),
+                base64::engine::general_purpose::STANDARD.encode(pssh)
+            );
+        }
         for r in reps {
             representation(&mut o, r);
         }
@@ -258,6 +269,10 @@ mod tests {
             max_segment_s: 2.0,
             kid: [0xab; 16],
             scheme: Scheme::Cbcs,
+            systems: vec![(
+                "edef8ba9-79d6-4ace-a3c8-27dcd51d21ed".into(),
+                b"PSSH".to_vec(),
+            )],
             representations: vec![
                 Representation {
                     id: "720p",
@@ -303,6 +318,7 @@ mod tests {
             "<S t=\"480000\" d=\"96256\" r=\"1\"/>",
             "frameRate=\"29970/1000\"",
             "audioSamplingRate=\"48000\"",
+            "<ContentProtection schemeIdUri=\"urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed\"><cenc:pssh>UFNTSA==</cenc:pssh></ContentProtection>",
         ] {
             assert!(mpd.contains(part), "{part} in {mpd}");
         }

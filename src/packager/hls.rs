@@ -226,6 +226,7 @@ impl HlsState {
                 uri: format!("{}/keys/{key_id}", self.public_url),
                 iv,
                 cenc: None,
+                extra: Vec::new(),
             }),
             discontinuity: self.discontinuity.remove(&name),
             map: None,

@@ -6,7 +6,10 @@ use super::cmaf::CmafState;
 use super::hls::{HlsState, Op};
 use super::llhls::Registry;
 use super::uploader::Uploader;
+use std::sync::Arc;
+
 use crate::drm::ContentKeys;
+use crate::drm::speke::ContentKeyProvider;
 use crate::media::cenc::Scheme;
 use crate::media::{Packaging, Part, RenditionOut, Segment};
 use crate::storage::ObjectKey;
@@ -16,6 +19,8 @@ use crate::storage::ObjectKey;
 pub enum PackagerError {
     #[error("could not create a content key: {0}")]
     ContentKey(#[source] crate::db::DbError),
+    #[error("could not get a content key: {0:#}")]
+    KeyServer(anyhow::Error),
 }
 
 /// One HLS output (a broadcast or an asset).
@@ -23,6 +28,8 @@ pub struct HlsOutput {
     tenant_id: String,
     prefix: String,
     content_keys: ContentKeys,
+    /// Where a CMAF output's key comes from, when not `content_keys` (a key server).
+    key_provider: Option<Arc<dyn ContentKeyProvider>>,
     state: State,
     low_latency: Option<Registry>,
 }
@@ -60,6 +67,8 @@ pub struct OutputParams {
     pub packaging: Packaging,
     /// Live CMAF: parts and LL-HLS playlists, published here for the delivery.
     pub low_latency: Option<Registry>,
+    /// CMAF: the key server that gives the content key (SPEKE), instead of `content_keys`.
+    pub key_provider: Option<Arc<dyn ContentKeyProvider>>,
 }
 
 impl HlsOutput {
@@ -87,6 +96,7 @@ impl HlsOutput {
             tenant_id: p.tenant_id,
             prefix: p.prefix,
             content_keys: p.content_keys,
+            key_provider: p.key_provider,
             state,
             low_latency,
         }
@@ -121,18 +131,41 @@ impl HlsOutput {
         segment: Segment,
         uploader: &Uploader,
     ) -> Result<(), PackagerError> {
-        if let Some(period) = both!(&self.state, s => s.key_needed(&segment.rendition)) {
-            let (id, key) = self
-                .content_keys
-                .create(&self.tenant_id, &self.prefix)
-                .await
-                .map_err(PackagerError::ContentKey)?;
-            both!(&mut self.state, s => s.add_key(period, id, key));
-        }
+        self.key_for(&segment.rendition).await?;
         let rendition = segment.rendition.clone();
         match both!(&mut self.state, s => s.add_segment(segment)) {
             Some(ops) => self.apply(ops, uploader).await,
             None => tracing::warn!(%rendition, "segment for an unknown rendition"),
+        }
+        Ok(())
+    }
+
+    /// Creates the content key the next segment of `rendition` needs, if it is not known
+    /// yet: from the store, or for CMAF from the key server when there is one.
+    async fn key_for(&mut self, rendition: &str) -> Result<(), PackagerError> {
+        let Some(period) = both!(&self.state, s => s.key_needed(rendition)) else {
+            return Ok(());
+        };
+        match &mut self.state {
+            State::Cmaf(state) => {
+                let provider: &dyn ContentKeyProvider = match &self.key_provider {
+                    Some(p) => p.as_ref(),
+                    None => &self.content_keys,
+                };
+                let provided = provider
+                    .content_key(&self.tenant_id, &self.prefix)
+                    .await
+                    .map_err(PackagerError::KeyServer)?;
+                state.set_key(provided);
+            }
+            State::Ts(state) => {
+                let (id, key) = self
+                    .content_keys
+                    .create(&self.tenant_id, &self.prefix)
+                    .await
+                    .map_err(PackagerError::ContentKey)?;
+                state.add_key(period, id, key);
+            }
         }
         Ok(())
     }
@@ -146,17 +179,13 @@ impl HlsOutput {
 
     /// A part of a rendition's open segment (low-latency outputs; others ignore it).
     pub async fn add_part(&mut self, part: Part, uploader: &Uploader) -> Result<(), PackagerError> {
+        if !matches!(self.state, State::Cmaf(_)) {
+            return Ok(());
+        }
+        self.key_for(&part.rendition).await?;
         let State::Cmaf(state) = &mut self.state else {
             return Ok(());
         };
-        if let Some(period) = state.key_needed(&part.rendition) {
-            let (id, key) = self
-                .content_keys
-                .create(&self.tenant_id, &self.prefix)
-                .await
-                .map_err(PackagerError::ContentKey)?;
-            state.add_key(period, id, key);
-        }
         if let Some(ops) = state.add_part(part) {
             self.apply(ops, uploader).await;
         }

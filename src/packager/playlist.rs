@@ -17,6 +17,9 @@ pub struct KeyRef {
     /// W3C ClearKey key system, the key id in a `data:` URI, no IV (it is in the init).
     /// `None`: whole segments in AES-128.
     pub cenc: Option<crate::media::cenc::Scheme>,
+    /// More `#EXT-X-KEY` lines for the same key, one per other DRM system (Widevine,
+    /// PlayReady, FairPlay signalling from a key server).
+    pub extra: Vec<String>,
 }
 
 /// One segment as a playlist lists it.
@@ -132,7 +135,15 @@ impl MediaPlaylist {
             segments: self
                 .segments
                 .iter()
-                .map(|s| MediaSegment {
+                .map(|s| {
+                    (
+                        s,
+                        s.key
+                            .as_ref()
+                            .filter(|k| k.cenc.is_none() || key.replace(*k) != Some(*k)),
+                    )
+                })
+                .map(|(s, written_key)| MediaSegment {
                     uri: s.uri.clone(),
                     duration: s.duration as f32,
                     discontinuity: s.discontinuity,
@@ -147,11 +158,10 @@ impl MediaPlaylist {
                             uri: m.clone(),
                             ..Default::default()
                         }),
-                    key: s
-                        .key
-                        .as_ref()
-                        .filter(|k| k.cenc.is_none() || key.replace(*k) != Some(*k))
-                        .map(render_key),
+                    key: written_key.map(render_key),
+                    unknown_tags: written_key
+                        .map(|k| k.extra.iter().filter_map(|l| ext_tag(l)).collect())
+                        .unwrap_or_default(),
                     ..Default::default()
                 })
                 .collect(),
@@ -163,6 +173,15 @@ impl MediaPlaylist {
             .expect("writing to a Vec cannot fail");
         String::from_utf8(out).expect("m3u8-rs writes UTF-8")
     }
+}
+
+/// `#EXT-X-KEY:…` as the tag m3u8-rs writes back as it is.
+fn ext_tag(line: &str) -> Option<m3u8_rs::ExtTag> {
+    let (tag, rest) = line.strip_prefix("#EXT-")?.split_once(':')?;
+    Some(m3u8_rs::ExtTag {
+        tag: tag.to_string(),
+        rest: Some(rest.to_string()),
+    })
 }
 
 fn render_key(k: &KeyRef) -> Key {
@@ -271,6 +290,7 @@ mod tests {
                 uri: format!("/keys/k{}", seq / 3),
                 iv: iv_for_sequence(seq),
                 cenc: None,
+                extra: Vec::new(),
             }),
             discontinuity,
             program_date_time_ms: None,

@@ -168,6 +168,7 @@ pub async fn build(
         taps: Default::default(),
         cleanup_wakeup: Default::default(),
         low_latency: Default::default(),
+        key_provider: crate::drm::speke::from_config(&config.licences, content_keys.clone()),
     });
     let hlsjs = load_hlsjs(&config.delivery.hlsjs_path);
     let docs_ui = load_docs_ui(&config.delivery.swagger_ui_dir);

@@ -339,6 +339,10 @@ async fn transcode_job(
         program_date_time: false,
         packaging: preset.packaging,
         low_latency: None,
+        key_provider: crate::drm::speke::from_config(
+            &deps.config.licences,
+            deps.content_keys.clone(),
+        ),
     });
     // Every VOD rendition's audio is the transcode's AAC-LC.
     output.set_audio_codec(Some("mp4a.40.2".into()));
