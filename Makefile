@@ -61,6 +61,7 @@ bench: apt-deps bench-deps node-deps py-deps rust-toolchain
 	cargo bench --locked --bench delivery
 	cargo bench --locked --bench keys
 	cargo bench --locked --bench webrtc
+	cargo bench --locked --bench cmaf
 	TEST_DATABASE_URL="$${TEST_DATABASE_URL:-$$(.ci/postgres-url)}" cargo bench --locked --bench analytics
 	cargo bench --locked --bench commerce
 	cargo bench --locked --bench chat

@@ -12,20 +12,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::TestServer;
 use common::media::{browser_script, eventually, ffmpeg_publish};
+use common::paid::playback_token;
 use serde_json::{Value, json};
-
-async fn token(server: &TestServer, key: &str, playback_id: &str, viewer: &str) -> String {
-    let (status, t) = server
-        .call(
-            "POST",
-            "/v1/playback-tokens",
-            Some(key),
-            Some(json!({"playback_id": playback_id, "viewer": viewer})),
-        )
-        .await;
-    assert_eq!(status, 201, "{t}");
-    t["token"].as_str().unwrap().to_string()
-}
 
 /// The attribute `name="…"` of the first line holding `marker`.
 fn attribute<'a>(text: &'a str, marker: &str, name: &str) -> &'a str {
@@ -75,8 +63,8 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
         )
         .await;
     assert_eq!(status, 201);
-    let ann = token(&server, &key, &id, "ann").await;
-    let bob = token(&server, &key, &id, "bob").await;
+    let ann = playback_token(&server, &key, &id, Some("ann")).await;
+    let bob = playback_token(&server, &key, &id, Some("bob")).await;
     let url = format!(
         "{}/{}",
         s["rtmp_url"].as_str().unwrap(),
@@ -397,16 +385,7 @@ async fn fake_key_server(
                 for n in doc.descendants().filter(|n| n.tag_name().name() == "DRMSystem") {
                     let system = n.attribute("systemId").unwrap();
                     let id = *uuid::Uuid::parse_str(system).unwrap().as_bytes();
-                    let mut pssh = vec![0, 0, 0, 0];
-                    pssh.extend(b"pssh");
-                    pssh.extend([1, 0, 0, 0]);
-                    pssh.extend(id);
-                    pssh.extend(1u32.to_be_bytes());
-                    pssh.extend(kid_bytes);
-                    pssh.extend(6u32.to_be_bytes());
-                    pssh.extend(b"VENDOR");
-                    let len = pssh.len() as u32;
-                    pssh[..4].copy_from_slice(&len.to_be_bytes());
+                    let pssh = ferrocast::media::cenc::pssh_box(id, Some(&[kid_bytes]), b"VENDOR");
                     let hls = if system.starts_with("edef8ba9") {
                         STANDARD.encode(format!(
                             "#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"data:text/plain;base64,{}\",KEYID=0x{},KEYFORMAT=\"urn:uuid:{system}\",KEYFORMATVERSIONS=\"1\"",

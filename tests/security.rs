@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::media::{Encrypted, browser_play, eventually, ffmpeg_publish, ffprobe};
-use common::paid::{MASTER, Media, get_key, media_with};
+use common::paid::{MASTER, Media, get_key, media_with, playback_token};
 use common::{PgDatabase, TestServer};
 use ferrocast::config::{Config, DatabaseUrl};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -1141,22 +1141,9 @@ async fn a_clearkey_licence_gives_keys_by_the_rules_of_keys_and_is_audited() {
     let (tenant_id, key) = server.create_tenant("Licensed").await;
     let media = media_with(&server, &tenant_id, &key, "signed").await;
     let other = media_with(&server, &tenant_id, &key, "signed").await;
-    let token = |playback_id: String, viewer: Option<&str>| {
-        let server = &server;
-        let key = key.clone();
-        let viewer = viewer.map(str::to_string);
-        async move {
-            let (status, t) = server
-                .call(
-                    "POST",
-                    "/v1/playback-tokens",
-                    Some(&key),
-                    Some(json!({"playback_id": playback_id, "viewer": viewer})),
-                )
-                .await;
-            assert_eq!(status, 201, "{t}");
-            t["token"].as_str().unwrap().to_string()
-        }
+    let token = |playback_id: String, viewer: Option<&'static str>| {
+        let (server, key) = (&server, key.clone());
+        async move { playback_token(server, &key, &playback_id, viewer).await }
     };
     let license = |playback_id: String, token: Option<String>, body: Value| {
         let server = &server;
@@ -1350,21 +1337,7 @@ async fn the_licence_proxy_forwards_a_challenge_only_for_an_entitled_viewer() {
     let (tenant_id, key) = server.create_tenant("Studio").await;
     let media = media_with(&server, &tenant_id, &key, "signed").await;
     let pb = media.playback_id.clone();
-    let token = |viewer: &str| {
-        let (server, key, pb, viewer) = (&server, key.clone(), pb.clone(), viewer.to_string());
-        async move {
-            let (status, t) = server
-                .call(
-                    "POST",
-                    "/v1/playback-tokens",
-                    Some(&key),
-                    Some(json!({"playback_id": pb, "viewer": viewer})),
-                )
-                .await;
-            assert_eq!(status, 201, "{t}");
-            t["token"].as_str().unwrap().to_string()
-        }
-    };
+    let token = |viewer: &'static str| playback_token(&server, &key, &pb, Some(viewer));
     let challenge = b"\x08\x04CHALLENGE-FROM-THE-CDM".to_vec();
     let ask = |system: &str, token: Option<String>, body: Vec<u8>| {
         let q = token.map(|t| format!("?token={t}")).unwrap_or_default();

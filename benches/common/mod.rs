@@ -385,13 +385,14 @@ pub fn ratio(a: f64, b: f64) -> String {
 }
 
 /// The benchmarks, in the table's order: each is `cargo bench --bench NAME`.
-pub const SECTIONS: [&str; 9] = [
+pub const SECTIONS: [&str; 10] = [
     "ladder",
     "ingest",
     "vod",
     "delivery",
     "keys",
     "webrtc",
+    "cmaf",
     "analytics",
     "commerce",
     "chat",

@@ -9,11 +9,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 
-use super::access::{ClientIp, Shown, TokenQuery, authorize, token_from, token_in_header};
-use super::delivery::{serve_object, viewer_max_lines};
+use super::access::{ClientIp, TokenQuery};
+use super::delivery::{manifest_viewer, serve_object};
 use super::{AppState, Path, Query};
-use crate::db::PlaybackPolicy;
-use crate::drm::AUD_VIDEO;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::packager::dash::{LICENCE_URL, TIME_URL};
 
@@ -96,32 +94,9 @@ pub async fn manifest(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let token = token_from(&q, &headers);
-    let (target, claims) = authorize(
-        &state,
-        &playback_id,
-        token.as_deref(),
-        AUD_VIDEO,
-        Shown::Protected,
-        &headers,
-        ip.as_deref(),
-    )
-    .await?;
-    super::analytics::observe_cmcd(
-        &state,
-        &target.tenant_id,
-        &playback_id,
-        q.cmcd.as_deref(),
-        &headers,
-        ip.as_deref(),
-    );
-    let private = target.policy == PlaybackPolicy::Signed;
-    let max_lines = viewer_max_lines(&state, &target, &playback_id, claims.as_ref(), true).await?;
-    let carried = claims
-        .as_ref()
-        .and(token.as_deref())
-        .filter(|_| !token_in_header(&q, &headers));
-    let stored = serve_object(&state, &target, private, "manifest.mpd", None, None)
+    let v = manifest_viewer(&state, &playback_id, &q, ip.as_deref(), &headers).await?;
+    let (target, private, max_lines) = (&v.target, v.private, v.max_lines);
+    let stored = serve_object(&state, target, private, "manifest.mpd", None, None)
         .await
         .map_err(|e| match e {
             ApiError::NotFound(_) => {
@@ -137,7 +112,7 @@ pub async fn manifest(
         &String::from_utf8_lossy(&bytes),
         state.jobs.public_url.trim_end_matches('/'),
         &playback_id,
-        carried,
+        v.carried.as_deref(),
         max_lines,
     );
     if max_lines.is_some() && !text.contains("<Representation ") {

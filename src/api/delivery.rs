@@ -324,34 +324,69 @@ pub async fn master_playlist(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let token = token_from(&q, &headers);
-    let (target, claims) = authorize(
+    let v = manifest_viewer(&state, &playback_id, &q, ip.as_deref(), &headers).await?;
+    let carried = v.carried.as_deref();
+    serve_object(
         &state,
-        &playback_id,
+        &v.target,
+        v.private,
+        "master.m3u8",
+        carried,
+        v.max_lines,
+    )
+    .await
+}
+
+/// Who asks for a top manifest (the HLS master playlist, the DASH manifest), as its
+/// answer needs to know.
+pub(super) struct ManifestViewer {
+    pub target: PlaybackTarget,
+    pub private: bool,
+    /// The most lines this viewer may watch (see [`viewer_max_lines`]).
+    pub max_lines: Option<u32>,
+    /// The token to carry into the manifest's URIs: only one that verified (public media
+    /// verify none), and not one the player sends in a header anyway.
+    pub carried: Option<String>,
+}
+
+/// Authorizes a top manifest request and notes its CMCD.
+pub(super) async fn manifest_viewer(
+    state: &AppState,
+    playback_id: &str,
+    q: &TokenQuery,
+    ip: Option<&str>,
+    headers: &HeaderMap,
+) -> ApiResult<ManifestViewer> {
+    let token = token_from(q, headers);
+    let (target, claims) = authorize(
+        state,
+        playback_id,
         token.as_deref(),
         AUD_VIDEO,
         Shown::Protected,
-        &headers,
-        ip.as_deref(),
+        headers,
+        ip,
     )
     .await?;
     super::analytics::observe_cmcd(
-        &state,
+        state,
         &target.tenant_id,
-        &playback_id,
+        playback_id,
         q.cmcd.as_deref(),
-        &headers,
-        ip.as_deref(),
+        headers,
+        ip,
     );
-    let private = target.policy == PlaybackPolicy::Signed;
-    let max_lines = viewer_max_lines(&state, &target, &playback_id, claims.as_ref(), true).await?;
-    // Only a token that verified is carried into the playlist (public media verify none),
-    // and not one the player sends in a header anyway.
+    let max_lines = viewer_max_lines(state, &target, playback_id, claims.as_ref(), true).await?;
     let carried = claims
         .as_ref()
-        .and(token.as_deref())
-        .filter(|_| !token_in_header(&q, &headers));
-    serve_object(&state, &target, private, "master.m3u8", carried, max_lines).await
+        .and(token)
+        .filter(|_| !token_in_header(q, headers));
+    Ok(ManifestViewer {
+        private: target.policy == PlaybackPolicy::Signed,
+        target,
+        max_lines,
+        carried,
+    })
 }
 
 /// `GET /hls/{playback_id}/{rendition}/{file}`: media playlists and segments.
@@ -517,6 +552,19 @@ async fn serve_key(
 /// Content key `key_id` for this request, if its rules allow (rate limits, token,
 /// entitlement), and, with `media`, only if the key encrypts that storage prefix. Every
 /// decision on an existing key is audited and counted, whatever asks: `/keys` or a licence.
+/// The key endpoints' limit per client address (keys and licences): 429 past it.
+pub(super) fn per_ip_key_limit(state: &AppState, client_ip: Option<&str>) -> ApiResult<()> {
+    if let Some(ip) = client_ip
+        && let Err(wait) = state.key_limits.per_ip.check(ip)
+    {
+        metrics::counter!("ferrocast_key_rate_limited_total", "by" => "ip").increment(1);
+        return Err(ApiError::TooManyRequests(
+            (wait.as_secs_f64().ceil() as u64).max(1),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) async fn grant_key(
     state: &AppState,
     key_id: String,
@@ -525,14 +573,7 @@ pub(super) async fn grant_key(
     headers: &HeaderMap,
     media: Option<&str>,
 ) -> ApiResult<(crate::db::StoredContentKey, crate::drm::Key128)> {
-    if let Some(ip) = &client_ip
-        && let Err(wait) = state.key_limits.per_ip.check(ip)
-    {
-        metrics::counter!("ferrocast_key_rate_limited_total", "by" => "ip").increment(1);
-        return Err(ApiError::TooManyRequests(
-            (wait.as_secs_f64().ceil() as u64).max(1),
-        ));
-    }
+    per_ip_key_limit(state, client_ip.as_deref())?;
     let (stored, key) = state
         .jobs
         .content_keys

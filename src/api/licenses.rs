@@ -229,13 +229,7 @@ async fn forward(
     if body.is_empty() || body.len() > MAX_CHALLENGE_BYTES {
         return Err(ApiError::invalid("a licence challenge is 1 byte to 64 KiB"));
     }
-    if let Some(ip) = &client_ip
-        && let Err(wait) = state.key_limits.per_ip.check(ip)
-    {
-        return Err(ApiError::TooManyRequests(
-            (wait.as_secs_f64().ceil() as u64).max(1),
-        ));
-    }
+    super::delivery::per_ip_key_limit(state, client_ip.as_deref())?;
     let target = target_of(state, playback_id).await?;
     let mut decision = crate::drm::audit::Decision {
         tenant_id: target.tenant_id.clone(),

@@ -344,17 +344,7 @@ mod tests {
     use super::*;
 
     fn pssh(system: &[u8; 16], kid: &[u8; 16]) -> Vec<u8> {
-        let mut b = vec![0, 0, 0, 0];
-        b.extend(b"pssh");
-        b.extend([1, 0, 0, 0]);
-        b.extend(system);
-        b.extend(1u32.to_be_bytes());
-        b.extend(kid);
-        b.extend(4u32.to_be_bytes());
-        b.extend(b"data");
-        let len = b.len() as u32;
-        b[..4].copy_from_slice(&len.to_be_bytes());
-        b
+        crate::media::cenc::pssh_box(*system, Some(&[*kid]), b"data")
     }
 
     fn answer(kid: &[u8; 16], key: &str, pssh_box: &[u8], hls: &str) -> String {

@@ -6,7 +6,8 @@
 // Usage: node cmaf_play.cjs BASE_URL PLAYBACK_ID ENTITLED_TOKEN UNENTITLED_TOKEN
 // Prints one JSON line: {play, hls, dash, hlsDenied, dashDenied: RUN, error}, where
 // RUN = {frames, advanced, licences: [status...], errors: [...], latency, lowLatency}:
-// `advanced` is how far the playhead moved after its first decoded frame; for hls.js,
+// `advanced` is how far the playhead moved after its first decoded frame (the partner's
+// hls.js also plays until it is within 2.5 s of its live edge, up to 60 s); for hls.js,
 // `latency` is its distance from the live edge (s), `behindIngest` how long ago (s) the
 // server received the frame on screen (its program date-time), and `lowLatency` whether
 // the playlist it plays lists parts.
@@ -43,7 +44,9 @@ const partner = http.createServer((req, res) => {
     player.on(dashjs.MediaPlayer.events.ERROR, (e) => window.errors.push(JSON.stringify(e.error && (e.error.message || e.error.code) || e)));
     player.initialize(video, q.get("mpd"), true);
   } else {
-    const hls = new Hls({ emeEnabled: true, drmSystems: { "org.w3.clearkey": { licenseUrl: q.get("licence") } } });
+    // As the /play page configures hls.js: low latency, catching up at up to 1.5×.
+    const hls = new Hls({ emeEnabled: true, maxLiveSyncPlaybackRate: 1.5,
+      drmSystems: { "org.w3.clearkey": { licenseUrl: q.get("licence") } } });
     hls.on(Hls.Events.ERROR, (_, d) => window.errors.push(d.details));
     window.hls = hls;
     hls.loadSource(q.get("hls"));
@@ -53,7 +56,7 @@ const partner = http.createServer((req, res) => {
 </script></body></html>`);
 });
 
-async function watch(page, url, seconds) {
+async function watch(page, url, seconds, settle = false) {
   const run = { frames: 0, advanced: 0, licences: [], errors: [] };
   page.on("response", (r) => { if (r.url().includes("/licenses/clearkey/")) run.licences.push(r.status()); });
   page.on("pageerror", (e) => run.errors.push(String(e)));
@@ -78,7 +81,9 @@ async function watch(page, url, seconds) {
     run.errors = run.errors.filter((e) => !e.startsWith("player: ")).concat(s.errors.map((e) => "player: " + e));
     if (s.frames > 0 && firstAt === null) firstAt = s.t;
     if (firstAt !== null) run.advanced = s.t - firstAt;
-    if (run.advanced >= 4) break;
+    // Played 4 s; hls.js, once it has settled near its live edge (it may start further
+    // back and catch up), or when the time is up.
+    if (run.advanced >= 4 && (!settle || (s.latency !== null && s.latency < 2.5))) break;
     await new Promise((r) => setTimeout(r, 250));
   }
   return run;
@@ -95,13 +100,13 @@ async function watch(page, url, seconds) {
       `&licence=${encodeURIComponent(`${base}/licenses/clearkey/${playbackId}?token=${t}`)}`;
     const play = (t) => `${base}/play/${playbackId}?token=${t}`;
     for (const [name, url, seconds] of [
-      ["play", play(goodToken), 45], ["hls", hls(goodToken), 45], ["dash", mpd(goodToken), 45],
+      ["play", play(goodToken), 45], ["hls", hls(goodToken), 60], ["dash", mpd(goodToken), 45],
       ["hlsDenied", hls(badToken), 12], ["dashDenied", mpd(badToken), 12],
     ]) {
       const context = await browser.newContext();
       const page = await context.newPage();
       page.setDefaultTimeout(20000);
-      result[name] = await watch(page, url, seconds);
+      result[name] = await watch(page, url, seconds, name === "hls");
       await context.close();
     }
   } catch (e) {

@@ -124,6 +124,8 @@ try {
   await page.click("#create-signing-key");
   await page.waitForSelector("#secret:not([hidden])");
   result.signingKeyShown = (await page.locator("#secret-value").textContent()).includes("BEGIN PRIVATE KEY");
+  // The list is read again after the secret shows.
+  await page.waitForSelector("#signing-keys tbody tr");
   result.signingKeys = await page.locator("#signing-keys tbody tr").count();
   await page.screenshot({ path: shots + "/dashboard-settings.png", fullPage: true });
   await page.click("#logout");

@@ -89,3 +89,22 @@ pub async fn get_key(server: &TestServer, m: &Media, token: &str) -> (u16, Vec<u
         .unwrap();
     (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
 }
+
+/// A playback token (`POST /v1/playback-tokens`) for `playback_id`, naming `viewer`.
+pub async fn playback_token(
+    server: &TestServer,
+    tenant_key: &str,
+    playback_id: &str,
+    viewer: Option<&str>,
+) -> String {
+    let (status, t) = server
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            Some(tenant_key),
+            Some(json!({"playback_id": playback_id, "viewer": viewer})),
+        )
+        .await;
+    assert_eq!(status, 201, "{t}");
+    t["token"].as_str().unwrap().to_string()
+}

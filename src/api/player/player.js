@@ -108,8 +108,9 @@
       // this playback id, with the page's token, gives the keys (EME). TS streams use /keys.
       const licenseUrl = `/licenses/clearkey/${config.playbackId}${config.query}`;
       // Low-latency mode plays CMAF streams' LL-HLS parts; other playlists have none.
+      // hls.js may start a few segments behind a low-latency edge; up to 1.5× it catches up.
       hls = new Hls({
-        lowLatencyMode: true, cmcd, emeEnabled: true,
+        lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, cmcd, emeEnabled: true,
         drmSystems: { "org.w3.clearkey": { licenseUrl } },
       });
       hls.on(Hls.Events.KEY_LOADED, () => { player.keyLoaded = true; });
