@@ -82,8 +82,15 @@ pub fn with_token(playlist: &str, token: &str) -> String {
     // Percent-encoded: whatever the token holds stays inside its URI.
     let token: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
     let add = |uri: &str| {
-        if uri.starts_with("data:") {
-            // A key id in the URI itself (CMAF's ClearKey), fetched from nowhere.
+        // A URI of another scheme is not fetched from here: a key id in a `data:` URI
+        // (CMAF's ClearKey, Widevine's pssh), FairPlay's `skd:` content id.
+        let scheme = uri
+            .split_once(':')
+            .map(|(s, _)| s)
+            .filter(|s| !s.contains('/'));
+        if scheme
+            .is_some_and(|s| !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https"))
+        {
             return uri.to_string();
         }
         let sep = if uri.contains('?') { '&' } else { '?' };
@@ -649,6 +656,14 @@ mod tests {
         assert!(out.contains("\n0.ts?token=T\n"));
         assert!(out.contains("\n1.ts?x=1&token=T\n"));
         assert!(out.contains("#EXT-X-TARGETDURATION:2\n"));
+        let keys = "#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"data:text/plain;base64,AAAA\"\n\
+                    #EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"skd://key42\"\n\
+                    #EXT-X-MAP:URI=\"https://cdn.example/init.mp4\"\n";
+        assert_eq!(
+            with_token(keys, "T"),
+            keys.replace("init.mp4", "init.mp4?token=T"),
+            "data: and skd: URIs are left as they are"
+        );
         let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n720p/index.m3u8\n";
         assert!(with_token(master, "T").ends_with("720p/index.m3u8?token=T\n"));
         // A JWT is carried as it is; anything else cannot leave its URI.
