@@ -1401,42 +1401,17 @@ async fn the_licence_proxy_forwards_a_challenge_only_for_an_entitled_viewer() {
         assert_eq!(headers["x-ferrocast-viewer"], "ann");
         assert_eq!(headers["x-ferrocast-playback-id"], pb);
     }
-    // Not configured, unknown, empty, and a vendor that is down.
-    assert_eq!(
-        ask("playready", Some(ann.clone()), challenge.clone())
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        ask("betamax", Some(ann.clone()), challenge.clone())
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
-    assert_eq!(
-        ask("widevine", Some(ann.clone()), Vec::new())
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    assert_eq!(
-        ask("widevine", Some(ann.clone()), vec![0; 70 << 10])
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    assert_eq!(
-        ask("fairplay", Some(ann.clone()), challenge.clone())
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    // Not configured, unknown, empty, too big, and a vendor that is down.
+    for (system, body, status) in [
+        ("playready", challenge.clone(), 404),
+        ("betamax", challenge.clone(), 404),
+        ("widevine", Vec::new(), 400),
+        ("widevine", vec![0; 70 << 10], 400),
+        ("fairplay", challenge.clone(), 503),
+    ] {
+        let got = ask(system, Some(ann.clone()), body).await.unwrap().status();
+        assert_eq!(got, status, "{system}");
+    }
 
     server.state.audit.flush().await;
     let (_, denials) = server
