@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::media::{Encrypted, browser_play, eventually, ffmpeg_publish, ffprobe};
-use common::paid::{MASTER, Media, get_key, media_with, playback_token};
+use common::paid::{MASTER, Media, audit_entries, get_key, media_with, playback_token};
 use common::{PgDatabase, TestServer};
 use ferrocast::config::{Config, DatabaseUrl};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -1253,13 +1253,8 @@ async fn a_clearkey_licence_gives_keys_by_the_rules_of_keys_and_is_audited() {
     assert_eq!(r.headers()["access-control-allow-methods"], "POST, OPTIONS");
 
     // Every decision is in the audit log, as for /keys.
-    server.state.audit.flush().await;
-    let (_, denials) = server
-        .call("GET", "/v1/audit?type=key_denial", Some(&key), None)
-        .await;
-    let reasons: Vec<&str> = denials["data"]
-        .as_array()
-        .unwrap()
+    let denials = audit_entries(&server, &key, "key_denial").await;
+    let reasons: Vec<&str> = denials
         .iter()
         .filter(|e| e["key_id"] == media.key_id.as_str())
         .filter_map(|e| e["reason"].as_str())
@@ -1267,19 +1262,11 @@ async fn a_clearkey_licence_gives_keys_by_the_rules_of_keys_and_is_audited() {
     for reason in ["no_token", "no_entitlement"] {
         assert!(reasons.contains(&reason), "{reason} not in {reasons:?}");
     }
-    let (_, grants) = server
-        .call("GET", "/v1/audit?type=key_grant", Some(&key), None)
-        .await;
-    assert!(
-        grants["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["key_id"] == media.key_id.as_str())
-            .count()
-            >= 2,
-        "{grants}"
-    );
+    let grants = audit_entries(&server, &key, "key_grant").await;
+    let ours = grants
+        .iter()
+        .filter(|e| e["key_id"] == media.key_id.as_str());
+    assert!(ours.count() >= 2, "{grants:?}");
     server.stop().await;
 }
 
@@ -1413,13 +1400,8 @@ async fn the_licence_proxy_forwards_a_challenge_only_for_an_entitled_viewer() {
         assert_eq!(got, status, "{system}");
     }
 
-    server.state.audit.flush().await;
-    let (_, denials) = server
-        .call("GET", "/v1/audit?type=key_denial", Some(&key), None)
-        .await;
-    let reasons: Vec<&str> = denials["data"]
-        .as_array()
-        .unwrap()
+    let denials = audit_entries(&server, &key, "key_denial").await;
+    let reasons: Vec<&str> = denials
         .iter()
         .filter_map(|e| e["reason"].as_str())
         .collect();

@@ -523,11 +523,12 @@ pub async fn content_key(
     ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
 ) -> Response {
-    let mut response = match serve_key(&state, key_id, &q, client_ip, &headers).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    // Neither keys nor refusals may be kept by a cache.
+    no_store(serve_key(&state, key_id, &q, client_ip, &headers).await)
+}
+
+/// A key or licence answer, or its refusal: neither may be kept by a cache.
+pub(super) fn no_store(outcome: ApiResult<Response>) -> Response {
+    let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-store, private"),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::access::{ClientIp, TokenQuery, target_of};
-use super::delivery::grant_key;
+use super::delivery::{grant_key, no_store};
 use super::{AppState, Json, Path, Query};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
@@ -88,16 +88,7 @@ pub async fn clearkey(
         Ok(body) => license(&state, &playback_id, &q, client_ip, &headers, body).await,
         Err(e) => Err(e),
     };
-    let mut response = match outcome {
-        Ok(l) => Json(l).into_response(),
-        Err(e) => e.into_response(),
-    };
-    // Neither keys nor refusals may be kept by a cache.
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store, private"),
-    );
-    response
+    no_store(outcome.map(|l| Json(l).into_response()))
 }
 
 async fn license(
@@ -192,16 +183,7 @@ pub async fn proxy(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let mut response =
-        match forward(&state, &system, &playback_id, &q, client_ip, &headers, body).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        };
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store, private"),
-    );
-    response
+    no_store(forward(&state, &system, &playback_id, &q, client_ip, &headers, body).await)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -7,7 +7,6 @@
 //! rendition route checks the token before it comes here).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
@@ -17,9 +16,6 @@ use tokio::sync::watch;
 
 use crate::error::{ApiError, ApiResult};
 use crate::packager::llhls::Snapshot;
-
-/// What a blocking request may wait: three target durations (of 2 s segments) at most.
-const HOLD: Duration = Duration::from_secs(6);
 
 /// The LL-HLS query parameters (the token and CMCD are read elsewhere).
 #[derive(Debug, Default, Deserialize)]
@@ -47,7 +43,8 @@ async fn wait_for(
     rx: &mut watch::Receiver<Arc<Snapshot>>,
     ready: impl Fn(&Snapshot) -> bool,
 ) -> ApiResult<Option<Arc<Snapshot>>> {
-    let waited = tokio::time::timeout(HOLD, async {
+    let hold = rx.borrow().hold;
+    let waited = tokio::time::timeout(hold, async {
         loop {
             let now = rx.borrow_and_update().clone();
             if ready(&now) || now.ended {

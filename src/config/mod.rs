@@ -1,11 +1,11 @@
+//! Why one file (1,100 lines, 228 of them tests): one struct per `[section]` of the
+//! TOML file, in the file's order, with the overlay and check rules they share; split by
+//! section, each part would need the shared overlay and `validate` anyway.
+//!
 //! Configuration: the embedded, documented defaults (`ferrocast.toml` beside this file),
 //! overlaid by the user's TOML file, overlaid by `FERROCAST_*` environment variables.
 //!
 //! Loading is a pure function of the file text and the environment, so every rule is unit-tested.
-//!
-//! Why one file (1,100 lines, 228 of them tests): one struct per `[section]` of the
-//! TOML file, in the file's order, with the overlay and check rules they share; split by
-//! section, each part would need the shared overlay and `validate` anyway.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -129,7 +129,7 @@ pub struct CmafRemuxer {
     offset: i64,
     rebase: bool,
     /// Audio is written only when asked (one rendition carries the audio of all).
-    pub with_audio: bool,
+    with_audio: bool,
 }
 
 impl CmafRemuxer {

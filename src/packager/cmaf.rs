@@ -590,7 +590,7 @@ impl CmafState {
             snapshot: Snapshot {
                 open_msn,
                 open_parts: track.open.len() as u64,
-                last_complete_parts: track.history.back().map_or(0, |h| h.1.len() as u64),
+                hold: std::time::Duration::from_secs(3 * u64::from(self.target_duration.max(1))),
                 full,
                 skip,
                 parts,

@@ -32,8 +32,8 @@ pub struct Snapshot {
     pub open_msn: u64,
     /// Parts of the open segment so far.
     pub open_parts: u64,
-    /// Parts of the segment before the open one (for requests that name it).
-    pub last_complete_parts: u64,
+    /// How long a blocking request may wait: three target durations (RFC 8216bis).
+    pub hold: std::time::Duration,
     /// The playlist, and its delta form (`EXT-X-SKIP`) when it has segments to skip.
     pub full: String,
     pub skip: Option<String>,

@@ -1,4 +1,4 @@
-//! Why one file (1,120 lines, 80 of them tests): it is one pipeline, built in the two steps
+//! Why one file (1,155 lines, 82 of them tests): it is one pipeline, built in the two steps
 //! below, whose pad callbacks, branch builder and bus loop share `Shared` and its locks;
 //! split by job, each part would reach into the others' state. Its pure part (`plan`,
 //! `validate`) is unit-tested at the end; what it shares with the other pipelines is in

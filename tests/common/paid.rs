@@ -108,3 +108,23 @@ pub async fn playback_token(
     assert_eq!(status, 201, "{t}");
     t["token"].as_str().unwrap().to_string()
 }
+
+/// The tenant's audit entries of `kind` (`key_grant`, `key_denial`), once every decision
+/// made so far is written.
+pub async fn audit_entries(
+    server: &TestServer,
+    tenant_key: &str,
+    kind: &str,
+) -> Vec<serde_json::Value> {
+    server.state.audit.flush().await;
+    let (status, page) = server
+        .call(
+            "GET",
+            &format!("/v1/audit?type={kind}"),
+            Some(tenant_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["data"].as_array().unwrap().clone()
+}
