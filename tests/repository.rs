@@ -193,6 +193,7 @@ async fn cleanup_suite(db: &Db, tenant: &str) {
             reconnect_window_s: 0,
             record: false,
             packaging: Packaging::Ts,
+            cenc_scheme: Default::default(),
         })
         .await
         .unwrap();
@@ -260,6 +261,7 @@ async fn live_suite(db: &Db, a: &str, b: &str) {
         reconnect_window_s: 60,
         record: true,
         packaging: Packaging::Cmaf,
+        cenc_scheme: Default::default(),
     };
     let s = db
         .create_live_stream(&new(a, "key-a", "pb-a"))

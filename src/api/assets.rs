@@ -9,10 +9,12 @@ use super::auth::Tenant;
 use super::{AppState, Json, List, Page, Path, Query, rfc3339};
 use crate::db::{self, AssetStatus, JobStatus, PlaybackPolicy};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::media::Packaging;
+use crate::media::cenc::Scheme;
 use crate::storage::Prefix;
 
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"id": "01a24fc3-9a88-71ec-b9e8-97db0e87782c", "status": "ready", "source": "upload", "live_stream_id": null, "playback_id": "0a7b59a23c8ab62419f88b50adf92c5e", "playback_policy": "signed", "duration_s": 63.4, "size_bytes": 48213990, "filename": "keynote.mp4", "media_info": {"duration_s": 63.4, "video": {"codec": "h264", "width": 1920, "height": 1080, "fps": 30.0}, "audio": {"codec": "aac", "channels": 2, "sample_rate": 48000}}, "progress": null, "eta_s": null, "error": null, "created_at": "2026-12-07T09:08:26.199Z"}))]
+#[schema(example = json!({"id": "01a24fc3-9a88-71ec-b9e8-97db0e87782c", "status": "ready", "source": "upload", "live_stream_id": null, "playback_id": "0a7b59a23c8ab62419f88b50adf92c5e", "playback_policy": "signed", "duration_s": 63.4, "size_bytes": 48213990, "filename": "keynote.mp4", "ladder": "default", "packaging": "both", "cenc_scheme": null, "media_info": {"duration_s": 63.4, "video": {"codec": "h264", "width": 1920, "height": 1080, "fps": 30.0}, "audio": {"codec": "aac", "channels": 2, "sample_rate": 48000}}, "progress": null, "eta_s": null, "error": null, "created_at": "2026-12-07T09:08:26.199Z"}))]
 pub struct AssetView {
     pub id: String,
     /// `uploading`, `queued`, `processing`, `ready` or `errored`.
@@ -25,6 +27,13 @@ pub struct AssetView {
     pub duration_s: Option<f64>,
     pub size_bytes: Option<i64>,
     pub filename: Option<String>,
+    /// The ladder preset it was (or will be) transcoded with; none for a recording.
+    pub ladder: Option<String>,
+    /// `ts`, `cmaf` or `both`, as asked at upload, or the broadcast's for a recording; `null`:
+    /// the ladder preset's.
+    pub packaging: Option<Packaging>,
+    /// `cbcs` or `cenc` for CMAF, as asked; `null`: the ladder preset's.
+    pub cenc_scheme: Option<Scheme>,
     /// What probing found: duration, streams, codecs, resolution.
     #[schema(value_type = Option<Object>)]
     pub media_info: Option<serde_json::Value>,
@@ -71,6 +80,9 @@ pub(super) fn asset_view(a: db::Asset, progress: Option<f64>, eta_s: Option<f64>
         duration_s: a.duration_ms.map(|ms| ms as f64 / 1000.0),
         size_bytes: a.size_bytes,
         filename: a.filename,
+        ladder: a.ladder,
+        packaging: a.packaging.as_deref().and_then(Packaging::parse),
+        cenc_scheme: a.cenc_scheme.as_deref().and_then(Scheme::parse),
         media_info: a.media_info.and_then(|j| serde_json::from_str(&j).ok()),
         progress,
         eta_s,

@@ -140,12 +140,49 @@ pub async fn fragment(
     ip: ClientIp,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    fragment_in(state, "", playback_id, rendition, file, q, ip, headers).await
+}
+
+/// `GET /dash/{playback_id}/cmaf/{rendition}/{file}`: for media packaged as `both`, whose
+/// manifest points into its CMAF set with `<BaseURL>cmaf/</BaseURL>`.
+#[utoipa::path(get, path = "/dash/{playback_id}/cmaf/{rendition}/{file}", tag = "playback",
+    params(("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media"), ("CMCD" = Option<String>, Query, description = "CMCD data (query mode), for analytics")),
+    responses((status = 200, description = "An encrypted CMAF init segment (`init.mp4`) or fragment (`N.m4s`) of the CMAF set of media packaged as `both`",
+            content((String = "video/mp4"), (String = "audio/mp4"))),
+        (status = 302, description = "The fragment at a presigned storage URL (`delivery.redirect_segments`)"),
+        (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)"),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn cmaf_fragment(
+    state: State<AppState>,
+    Path((playback_id, rendition, file)): Path<(String, String, String)>,
+    q: Query<TokenQuery>,
+    ip: ClientIp,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let set = crate::packager::output::CMAF_BESIDE;
+    fragment_in(state, set, playback_id, rendition, file, q, ip, headers).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fragment_in(
+    state: State<AppState>,
+    set: &str,
+    playback_id: String,
+    rendition: String,
+    file: String,
+    q: Query<TokenQuery>,
+    ip: ClientIp,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     if !(file.ends_with(".m4s") || file.ends_with(".mp4")) {
         return Err(ApiError::NotFound("not found".into()));
     }
-    super::delivery::rendition_file(
+    super::delivery::serve_rendition_file(
         state,
-        Path((playback_id, rendition, file)),
+        set,
+        playback_id,
+        rendition,
+        file,
         q,
         Query(Default::default()),
         ip,

@@ -21,6 +21,7 @@ use crate::drm::access::DenialKind;
 use crate::drm::audit::Decision;
 use crate::drm::{AUD_VIDEO, PlaybackClaims};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::packager::output::CMAF_BESIDE;
 use crate::storage::ObjectKey;
 
 /// Lines of a `RESOLUTION=WxH` attribute: the short side.
@@ -180,7 +181,8 @@ pub(super) async fn serve_object(
             // Segments never change once written. Playlists may (a publisher back within
             // the reconnect window, subtitles added), so they are kept only briefly, and a
             // live media playlist, which changes with every segment, not at all.
-            let live_media = is_playlist && path != "master.m3u8" && !has_endlist(&object.body);
+            let live_media =
+                is_playlist && !path.ends_with("master.m3u8") && !has_endlist(&object.body);
             let object = CachedObject {
                 body: object.body,
                 content_type: object.meta.content_type,
@@ -209,7 +211,7 @@ pub(super) async fn serve_object(
         let mut text = String::from_utf8_lossy(&object.body).into_owned();
         if let Some(max) = max_lines {
             text = limit_master(&text, max);
-            if !text.contains("#EXT-X-STREAM-INF:") && path == "master.m3u8" {
+            if !text.contains("#EXT-X-STREAM-INF:") && path.ends_with("master.m3u8") {
                 return Err(ApiError::Forbidden(format!(
                     "no rendition of this video is within what this viewer may watch ({max}p)"
                 )));
@@ -344,6 +346,33 @@ pub async fn master_playlist(
     .await
 }
 
+/// `GET /hls/{playback_id}/cmaf/master.m3u8`: the CMAF set of media packaged as `both`.
+#[utoipa::path(get, path = "/hls/{playback_id}/cmaf/master.m3u8", tag = "playback",
+    params(("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media"), ("CMCD" = Option<String>, Query, description = "CMCD data (query mode), for analytics")),
+    responses((status = 200, description = "The master playlist of the CMAF set (fMP4, SAMPLE-AES ClearKey, LL-HLS while live) of media packaged as `both`, whose MPEG-TS set is at `/hls/{playback_id}/master.m3u8`; a token in the query is carried into its URIs",
+            content_type = "application/vnd.apple.mpegurl", body = String),
+        (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)"),
+        (status = 404, body = ErrorBody, description = "No such playback id, offline, or not packaged as `both`"), (status = 429, body = ErrorBody)))]
+pub async fn cmaf_master_playlist(
+    State(state): State<AppState>,
+    Path(playback_id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let v = manifest_viewer(&state, &playback_id, &q, ip.as_deref(), &headers).await?;
+    let path = format!("{CMAF_BESIDE}master.m3u8");
+    serve_object(
+        &state,
+        &v.target,
+        v.private,
+        &path,
+        v.carried.as_deref(),
+        v.max_lines,
+    )
+    .await
+}
+
 /// Who asks for a top manifest (the HLS master playlist, the DASH manifest), as its
 /// answer needs to know.
 pub(super) struct ManifestViewer {
@@ -409,8 +438,63 @@ pub(super) async fn manifest_viewer(
         (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)"), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
         (status = 503, body = ErrorBody, description = "An LL-HLS blocking request not satisfied within three target durations")))]
 pub async fn rendition_file(
-    State(state): State<AppState>,
+    state: State<AppState>,
     Path((playback_id, rendition, file)): Path<(String, String, String)>,
+    q: Query<TokenQuery>,
+    ll: Query<super::llhls::LlQuery>,
+    ip: ClientIp,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    serve_rendition_file(state, "", playback_id, rendition, file, q, ll, ip, headers).await
+}
+
+/// `GET /hls/{playback_id}/cmaf/{rendition}/{file}`: the CMAF set's media playlists and
+/// fragments, for media packaged as `both`.
+#[utoipa::path(get, path = "/hls/{playback_id}/cmaf/{rendition}/{file}", tag = "playback",
+    params(("token" = Option<String>, Query, description = "The playback token (or `Authorization: Bearer`, or the `ferrocast_token` cookie); none for public media"), ("CMCD" = Option<String>, Query, description = "CMCD data (query mode), for analytics"),
+        ("_HLS_msn" = Option<u64>, Query, description = "LL-HLS blocking reload: answer once the playlist holds this media sequence number"),
+        ("_HLS_part" = Option<u64>, Query, description = "LL-HLS blocking reload: and this part of it (needs `_HLS_msn`)"),
+        ("_HLS_skip" = Option<String>, Query, description = "LL-HLS delta update: `YES` skips the segments older than `CAN-SKIP-UNTIL`")),
+    responses((status = 200, description = "A media playlist of the CMAF set (LL-HLS while live), an init segment, a fragment or a part",
+            content((String = "application/vnd.apple.mpegurl"), (String = "video/mp4"), (String = "audio/mp4"))),
+        (status = 302, description = "The fragment at a presigned storage URL (`delivery.redirect_segments`)"),
+        (status = 400, body = ErrorBody, description = "An LL-HLS blocking request that is malformed or too far ahead"),
+        (status = 401, body = ErrorBody, description = "No token, or one that does not verify"), (status = 403, body = ErrorBody, description = "A token that does not allow this (audience, referrer, country, entitlement, tier)"), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "An LL-HLS blocking request not satisfied within three target durations")))]
+pub async fn cmaf_rendition_file(
+    state: State<AppState>,
+    Path((playback_id, rendition, file)): Path<(String, String, String)>,
+    q: Query<TokenQuery>,
+    ll: Query<super::llhls::LlQuery>,
+    ip: ClientIp,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    if !matches!(file.rsplit_once('.'), Some((_, "m3u8" | "m4s" | "mp4"))) {
+        return Err(ApiError::NotFound("not found".into()));
+    }
+    serve_rendition_file(
+        state,
+        CMAF_BESIDE,
+        playback_id,
+        rendition,
+        file,
+        q,
+        ll,
+        ip,
+        headers,
+    )
+    .await
+}
+
+/// A file of one rendition, in the output's main set (`set` empty) or the CMAF set beside
+/// it (`set` = [`CMAF_BESIDE`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn serve_rendition_file(
+    State(state): State<AppState>,
+    set: &str,
+    playback_id: String,
+    rendition: String,
+    file: String,
     Query(q): Query<TokenQuery>,
     Query(ll): Query<super::llhls::LlQuery>,
     ClientIp(ip): ClientIp,
@@ -467,10 +551,12 @@ pub async fn rendition_file(
         .and(token.as_deref())
         .filter(|_| !token_in_header(&q, &headers));
     // A live low-latency (CMAF) track: its playlist and parts are in memory.
-    let live = target
-        .prefix
-        .as_deref()
-        .and_then(|prefix| state.live.low_latency().watch(prefix, &rendition));
+    let live = target.prefix.as_deref().and_then(|prefix| {
+        state
+            .live
+            .low_latency()
+            .watch(&format!("{prefix}{set}"), &rendition)
+    });
     let from_memory = match live {
         Some(rx) if file == "index.m3u8" => super::llhls::playlist(rx, &ll, carried).await?,
         Some(rx) if kind == Some("m4s") => super::llhls::part(rx, &file, private).await?,
@@ -483,7 +569,7 @@ pub async fn rendition_file(
                 &state,
                 &target,
                 private,
-                &format!("{rendition}/{file}"),
+                &format!("{set}{rendition}/{file}"),
                 carried,
                 None,
             )
@@ -494,7 +580,7 @@ pub async fn rendition_file(
     if !named_a_view
         && matches!(kind, Some("ts" | "m4s" | "aac"))
         && let Some(prefix) = target.prefix.as_deref()
-        && let Ok(playlist) = ObjectKey::parse(&format!("{prefix}{rendition}/index.m3u8"))
+        && let Ok(playlist) = ObjectKey::parse(&format!("{prefix}{set}{rendition}/index.m3u8"))
     {
         super::analytics::observe_server(
             &state,

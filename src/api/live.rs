@@ -12,6 +12,7 @@ use crate::drm::{AUD_STORYBOARD, AUD_THUMBNAIL, AUD_VIDEO, PlaybackClaims};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::ids::{new_playback_id, random_secret};
 use crate::media::Packaging;
+use crate::media::cenc::Scheme;
 
 /// Longest a playback token may live, in seconds (7 days).
 
@@ -27,14 +28,19 @@ pub struct CreateLiveStream {
     /// Keep the broadcast as an on-demand asset when it ends (default true).
     pub record: Option<bool>,
     /// `ts`: MPEG-TS segments with AES-128 (HLS, every player). `cmaf`: fragmented MP4 with
-    /// common encryption (cbcs), as HLS (`/hls/…`) and DASH (`/dash/{playback_id}/manifest.mpd`)
-    /// from the same files, keys through `/licenses/clearkey/{playback_id}`. Default: the
-    /// ladder preset's (`ts` for the shipped ones).
+    /// common encryption, as HLS (`/hls/…`, LL-HLS while live) and DASH
+    /// (`/dash/{playback_id}/manifest.mpd`) from the same files, keys through
+    /// `/licenses/clearkey/{playback_id}`. `both`: the two from one encode, MPEG-TS at
+    /// `/hls/{playback_id}/master.m3u8` and CMAF at `/hls/{playback_id}/cmaf/master.m3u8` (and
+    /// the DASH manifest). Default: the ladder preset's (`ts` for the shipped ones).
     pub packaging: Option<Packaging>,
+    /// The common-encryption scheme of CMAF output: `cbcs` (default; what Apple devices and
+    /// every current DRM take) or `cenc` (AES-CTR). Default: the ladder preset's.
+    pub cenc_scheme: Option<Scheme>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"id": "01a24fb6-f5e7-7729-ac9b-5ec24db101cb", "stream_key": "mZnSJ0RSK9q4w_hrnX237d6p1n-_aYu4", "playback_id": "8f2c1d0e4b6a49f3a1c2d3e4f5a6b7c8", "rtmp_url": "rtmp://127.0.0.1:1935/live", "status": "active", "ladder": "default", "playback_policy": "signed", "reconnect_window_s": 60, "record": true, "packaging": "ts", "ingest": {"video_codec": "h264", "audio_codec": "aac", "width": 1280, "height": 720, "fps": 30, "renditions": ["720p", "480p", "360p"]}, "last_error": null, "created_at": "2026-12-07T08:55:20.312Z"}))]
+#[schema(example = json!({"id": "01a24fb6-f5e7-7729-ac9b-5ec24db101cb", "stream_key": "mZnSJ0RSK9q4w_hrnX237d6p1n-_aYu4", "playback_id": "8f2c1d0e4b6a49f3a1c2d3e4f5a6b7c8", "rtmp_url": "rtmp://127.0.0.1:1935/live", "status": "active", "ladder": "default", "playback_policy": "signed", "reconnect_window_s": 60, "record": true, "packaging": "ts", "cenc_scheme": "cbcs", "ingest": {"video_codec": "h264", "audio_codec": "aac", "width": 1280, "height": 720, "fps": 30, "renditions": ["720p", "480p", "360p"]}, "last_error": null, "created_at": "2026-12-07T08:55:20.312Z"}))]
 pub struct LiveStreamView {
     pub id: String,
     /// The RTMP stream name to publish with. A secret: anyone holding it can broadcast.
@@ -49,6 +55,7 @@ pub struct LiveStreamView {
     pub reconnect_window_s: i64,
     pub record: bool,
     pub packaging: Packaging,
+    pub cenc_scheme: Scheme,
     /// What the publisher is sending while active: codecs, resolution, fps, bitrate, renditions.
     #[schema(value_type = Option<Object>)]
     pub ingest: Option<serde_json::Value>,
@@ -70,6 +77,7 @@ impl LiveStreamView {
             reconnect_window_s: s.reconnect_window_s,
             record: s.record,
             packaging: s.packaging,
+            cenc_scheme: s.cenc_scheme,
             ingest: s.ingest.and_then(|j| serde_json::from_str(&j).ok()),
             last_error: s.last_error,
             created_at: rfc3339(s.created_at),
@@ -96,6 +104,7 @@ pub async fn create_live_stream(
         )));
     };
     let packaging = body.packaging.unwrap_or(preset.packaging);
+    let cenc_scheme = body.cenc_scheme.unwrap_or(preset.cenc_scheme);
     let reconnect_window_s = body.reconnect_window_s.unwrap_or(60);
     if !(0..=1800).contains(&reconnect_window_s) {
         return Err(ApiError::invalid("reconnect_window_s must be 0 to 1800"));
@@ -112,6 +121,7 @@ pub async fn create_live_stream(
             reconnect_window_s,
             record: body.record.unwrap_or(true),
             packaging,
+            cenc_scheme,
         })
         .await?;
     tracing::info!(live_stream = %stream.id, "live stream created");

@@ -274,10 +274,22 @@ pub fn router(state: AppState) -> Router {
             "/hls/{playback_id}/{rendition}/{file}",
             get(delivery::rendition_file),
         )
+        .route(
+            "/hls/{playback_id}/cmaf/master.m3u8",
+            get(delivery::cmaf_master_playlist),
+        )
+        .route(
+            "/hls/{playback_id}/cmaf/{rendition}/{file}",
+            get(delivery::cmaf_rendition_file),
+        )
         .route("/dash/{playback_id}/manifest.mpd", get(dash::manifest))
         .route(
             "/dash/{playback_id}/{rendition}/{file}",
             get(dash::fragment),
+        )
+        .route(
+            "/dash/{playback_id}/cmaf/{rendition}/{file}",
+            get(dash::cmaf_fragment),
         )
         .route("/time", get(dash::time))
         .route("/keys/{key_id}", get(delivery::content_key))

@@ -17,9 +17,11 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use super::auth::Tenant;
 use super::{AppState, Json, Path};
 use crate::clock::now_ms;
-use crate::db::{AssetStatus, PlaybackPolicy, Upload};
+use crate::db::{AssetStatus, OutputChoice, PlaybackPolicy, Upload};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::ids::new_playback_id;
+use crate::media::Packaging;
+use crate::media::cenc::Scheme;
 use crate::storage::ObjectKey;
 
 const TUS_VERSION: &str = "1.0.0";
@@ -167,7 +169,7 @@ pub async fn options(State(state): State<AppState>) -> Response {
     params(("Tus-Resumable" = String, Header, description = "`1.0.0`"),
         ("Upload-Length" = u64, Header, description = "The file's size in bytes"),
         ("Upload-Metadata" = Option<String>, Header,
-            description = "tus metadata: `filename`, `playback_policy` (`public` or `signed`), `ladder`")),
+            description = "tus metadata: `filename`, `playback_policy` (`public` or `signed`), `ladder`, `packaging` (`ts`, `cmaf` or `both`), `cenc_scheme` (`cbcs` or `cenc`)")),
     responses((status = 201, body = UploadCreated, description = "`Location` is the upload's URL",
             headers(("Location" = String), ("Upload-Expires" = String))),
         (status = 409, body = ErrorBody), (status = 412, body = ErrorBody)))]
@@ -195,10 +197,16 @@ pub async fn create(
             )));
         }
     };
-    let ladder = ladder_name(&state, metadata.get("ladder").and_then(|v| v.as_str()))?;
-    let filename = metadata.get("filename").and_then(|v| v.as_str());
+    let text = |name: &str| metadata.get(name).and_then(|v| v.as_str());
+    let choice = output_choice(
+        &state,
+        text("ladder"),
+        text("packaging"),
+        text("cenc_scheme"),
+    )?;
+    let filename = text("filename");
     let asset =
-        new_upload_asset(&state, &caller.tenant_id, policy, length, filename, &ladder).await?;
+        new_upload_asset(&state, &caller.tenant_id, policy, length, filename, &choice).await?;
     let expires_at = now_ms() + state.jobs.config.uploads.expiry_hours as i64 * 3_600_000;
     let upload = state
         .jobs
@@ -446,7 +454,7 @@ async fn receive_form(
         |e: std::io::Error| ApiError::Internal(anyhow::Error::new(e).context("writing an upload"));
     let limit = state.jobs.config.uploads.max_size_bytes;
     let mut policy = PlaybackPolicy::Signed;
-    let mut ladder = None;
+    let (mut ladder, mut packaging, mut cenc_scheme) = (None, None, None);
     let mut file: Option<(Option<String>, u64)> = None;
     while let Some(mut field) = form.next_field().await.map_err(bad)? {
         match field.name() {
@@ -462,6 +470,8 @@ async fn receive_form(
                 }
             }
             Some("ladder") => ladder = Some(small_text(&mut field).await?),
+            Some("packaging") => packaging = Some(small_text(&mut field).await?),
+            Some("cenc_scheme") => cenc_scheme = Some(small_text(&mut field).await?),
             Some("file") => {
                 let filename = field.file_name().map(str::to_string);
                 let mut out = tokio::fs::File::create(temp).await.map_err(io)?;
@@ -482,7 +492,12 @@ async fn receive_form(
         }
     }
     let (filename, size) = file.ok_or_else(|| ApiError::invalid("the form has no `file` field"))?;
-    let ladder = ladder_name(state, ladder.as_deref())?;
+    let choice = output_choice(
+        state,
+        ladder.as_deref(),
+        packaging.as_deref(),
+        cenc_scheme.as_deref(),
+    )?;
     let quota = state.jobs.config.uploads.tenant_quota_bytes;
     if quota > 0 && state.jobs.db.tenant_upload_bytes(tenant_id).await?.max(0) as u64 + size > quota
     {
@@ -491,7 +506,7 @@ async fn receive_form(
         ));
     }
     let asset =
-        new_upload_asset(state, tenant_id, policy, size, filename.as_deref(), &ladder).await?;
+        new_upload_asset(state, tenant_id, policy, size, filename.as_deref(), &choice).await?;
     let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
     state
         .jobs
@@ -561,6 +576,10 @@ pub struct UploadForm {
     pub playback_policy: Option<PlaybackPolicy>,
     /// A ladder preset (default `default`).
     pub ladder: Option<String>,
+    /// `ts`, `cmaf` or `both`; default: the ladder preset's.
+    pub packaging: Option<String>,
+    /// For CMAF: `cbcs` (default) or `cenc`.
+    pub cenc_scheme: Option<String>,
 }
 
 /// One part's presigned URL.
@@ -590,6 +609,40 @@ pub struct CreateDirectUpload {
     pub filename: Option<String>,
     pub playback_policy: Option<PlaybackPolicy>,
     pub ladder: Option<String>,
+    /// `ts`, `cmaf` or `both`; default: the ladder preset's (`ts` for the shipped ones).
+    pub packaging: Option<Packaging>,
+    /// For CMAF: `cbcs` (default) or `cenc`.
+    pub cenc_scheme: Option<Scheme>,
+}
+
+/// How an upload asks to be transcoded and packaged: a ladder preset that exists (default
+/// `default`), and optionally a packaging and a common-encryption scheme.
+fn output_choice(
+    state: &AppState,
+    ladder: Option<&str>,
+    packaging: Option<&str>,
+    cenc_scheme: Option<&str>,
+) -> ApiResult<OutputChoice> {
+    let shown = |text: &str| text.chars().take(64).collect::<String>();
+    let packaging = packaging
+        .map(|p| {
+            Packaging::parse(p).ok_or_else(|| {
+                ApiError::invalid(format!("packaging {:?} must be ts, cmaf or both", shown(p)))
+            })
+        })
+        .transpose()?;
+    let cenc_scheme = cenc_scheme
+        .map(|s| {
+            Scheme::parse(s).ok_or_else(|| {
+                ApiError::invalid(format!("cenc_scheme {:?} must be cbcs or cenc", shown(s)))
+            })
+        })
+        .transpose()?;
+    Ok(OutputChoice {
+        ladder: ladder_name(state, ladder)?,
+        packaging,
+        cenc_scheme,
+    })
 }
 
 /// The ladder preset an upload asks for (default `default`), if it exists.
@@ -650,7 +703,9 @@ pub async fn create_direct(
         return Err(ApiError::invalid("size must be at least 1 byte"));
     }
     check_size(&state, &caller.tenant_id, body.size).await?;
-    let ladder = ladder_name(&state, body.ladder.as_deref())?;
+    let mut choice = output_choice(&state, body.ladder.as_deref(), None, None)?;
+    choice.packaging = body.packaging;
+    choice.cenc_scheme = body.cenc_scheme;
     let policy = body.playback_policy.unwrap_or(PlaybackPolicy::Signed);
     let asset = new_upload_asset(
         &state,
@@ -658,7 +713,7 @@ pub async fn create_direct(
         policy,
         body.size,
         body.filename.as_deref(),
-        &ladder,
+        &choice,
     )
     .await?;
     let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
@@ -796,7 +851,7 @@ async fn new_upload_asset(
     policy: PlaybackPolicy,
     size: u64,
     filename: Option<&str>,
-    ladder: &str,
+    choice: &OutputChoice,
 ) -> ApiResult<crate::db::Asset> {
     let asset = state
         .jobs
@@ -813,7 +868,7 @@ async fn new_upload_asset(
     state
         .jobs
         .db
-        .set_asset_upload_info(&asset.id, size as i64, filename, ladder)
+        .set_asset_upload_info(&asset.id, size as i64, filename, choice)
         .await?;
     Ok(asset)
 }

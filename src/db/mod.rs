@@ -46,7 +46,7 @@ pub use security::{AuditEvent, Entitlement, SigningKey};
 pub use status::{AssetStatus, JobStatus, LiveStatus};
 pub use subscriptions::{Subscription, SubscriptionState};
 pub use tenants::{ApiKey, NewApiKey, Role, Tenant};
-pub use vod::{JOBS_CHANNEL, Job, Upload};
+pub use vod::{JOBS_CHANNEL, Job, OutputChoice, Upload};
 pub use webhooks::{
     AfterFailure, Attempt, Delivery, DeliveryJob, EVENT_TYPES, EndpointChanges, EventObject,
     MAX_ENDPOINTS, OutboxEvent, WebhookEndpoint,

@@ -340,7 +340,8 @@ impl Db {
     }
 
     /// A recording takes its broadcast's playback rules (policy and entitlement), so that it
-    /// stays as locked as the broadcast once the next broadcast moves the stream on.
+    /// stays as locked as the broadcast once the next broadcast moves the stream on, and the
+    /// packaging its files were written with.
     pub async fn copy_rules_to_recording(
         &self,
         live_stream_id: &str,
@@ -349,7 +350,9 @@ impl Db {
         sqlx::query(
             "UPDATE assets SET \
              playback_policy = (SELECT playback_policy FROM live_streams WHERE id = $1), \
-             requires_entitlement = (SELECT requires_entitlement FROM live_streams WHERE id = $1) \
+             requires_entitlement = (SELECT requires_entitlement FROM live_streams WHERE id = $1), \
+             packaging = (SELECT packaging FROM live_streams WHERE id = $1), \
+             cenc_scheme = (SELECT cenc_scheme FROM live_streams WHERE id = $1) \
              WHERE id = $2",
         )
         .bind(live_stream_id)

@@ -49,6 +49,17 @@ pub struct Job {
 const JOB_COLUMNS: &str = "id, tenant_id, asset_id, kind, status, attempts, max_attempts, run_after, \
     lease_owner, lease_expires_at, started_at, progress_permille, error, created_at, updated_at";
 
+/// How an upload asks to be transcoded and packaged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputChoice {
+    /// The ladder preset.
+    pub ladder: String,
+    /// `None`: the preset's.
+    pub packaging: Option<crate::media::Packaging>,
+    /// `None`: the preset's.
+    pub cenc_scheme: Option<crate::media::cenc::Scheme>,
+}
+
 impl Db {
     pub async fn create_upload(
         &self,
@@ -160,14 +171,17 @@ impl Db {
         id: &str,
         size_bytes: i64,
         filename: Option<&str>,
-        ladder: &str,
+        choice: &OutputChoice,
     ) -> DbResult<()> {
         sqlx::query(
-            "UPDATE assets SET size_bytes = $1, filename = $2, ladder = $3, updated_at = $4 WHERE id = $5",
+            "UPDATE assets SET size_bytes = $1, filename = $2, ladder = $3, packaging = $4, \
+             cenc_scheme = $5, updated_at = $6 WHERE id = $7",
         )
         .bind(size_bytes)
         .bind(filename)
-        .bind(ladder)
+        .bind(&choice.ladder)
+        .bind(choice.packaging.map(|p| p.as_str()))
+        .bind(choice.cenc_scheme.map(|s| s.as_str()))
         .bind(now_ms())
         .bind(id)
         .execute(&self.pool)

@@ -67,6 +67,7 @@ pub(super) async fn run(
         content_keys: deps.content_keys.clone(),
         program_date_time: true,
         packaging: stream.packaging,
+        cenc_scheme: stream.cenc_scheme,
         low_latency: Some(deps.low_latency.clone()),
         key_provider: deps.key_provider.clone(),
     });

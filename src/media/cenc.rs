@@ -74,9 +74,22 @@ pub const SLICE_HEADER_GUARD: usize = 32;
 const MAX_SUBSAMPLE_ENTRIES: usize = 40; // keeps the per-sample info size within saiz's u8
 
 /// Protection scheme (the `schm` scheme_type).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// `cbcs`: AES-CBC, 1:9 pattern for video, whole blocks for audio, constant 16-byte IV.
+    /// What Apple devices need, and what every current DRM takes.
+    #[default]
     Cbcs,
     /// `cenc`: AES-CTR, per-sample 8-byte IVs.
     Cenc,
@@ -88,6 +101,21 @@ impl Scheme {
         match self {
             Scheme::Cbcs => *b"cbcs",
             Scheme::Cenc => *b"cenc",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Cbcs => "cbcs",
+            Scheme::Cenc => "cenc",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "cbcs" => Some(Scheme::Cbcs),
+            "cenc" => Some(Scheme::Cenc),
+            _ => None,
         }
     }
 }

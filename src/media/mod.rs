@@ -63,13 +63,22 @@ pub enum Packaging {
     /// CMAF (fragmented MP4) with common encryption (cbcs), listed by HLS and DASH from the
     /// same files; keys through the ClearKey licence.
     Cmaf,
+    /// Both from one encode: MPEG-TS at the usual URLs, for every player, and CMAF beside
+    /// it (`/hls/{playback_id}/cmaf/master.m3u8`, and the DASH manifest).
+    Both,
 }
 
 impl Packaging {
+    /// Whether a CMAF set is written (`cmaf` or `both`).
+    pub fn cmaf(self) -> bool {
+        self != Packaging::Ts
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Packaging::Ts => "ts",
             Packaging::Cmaf => "cmaf",
+            Packaging::Both => "both",
         }
     }
 
@@ -77,6 +86,7 @@ impl Packaging {
         match text {
             "ts" => Some(Packaging::Ts),
             "cmaf" => Some(Packaging::Cmaf),
+            "both" => Some(Packaging::Both),
             _ => None,
         }
     }

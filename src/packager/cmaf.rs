@@ -98,6 +98,8 @@ pub struct CmafState {
     low_latency: bool,
     /// Bytes of each rendition's open segment already read from its parts.
     fed: BTreeMap<String, usize>,
+    /// The DASH manifest's `BaseURL`, when it is not beside the segments.
+    dash_base: Option<&'static str>,
 }
 
 impl CmafState {
@@ -119,7 +121,13 @@ impl CmafState {
             started_ms: None,
             low_latency: false,
             fed: BTreeMap::new(),
+            dash_base: None,
         }
+    }
+
+    /// The DASH manifest is stored above the segments: its `BaseURL` is `base`.
+    pub fn dash_base_url(&mut self, base: &'static str) {
+        self.dash_base = Some(base);
     }
 
     /// Lists parts (LL-HLS) and publishes each track's live playlist as parts come.
@@ -637,7 +645,7 @@ impl CmafState {
     fn manifest(&self, live: bool) -> Op {
         let Some((_, protection)) = &self.key else {
             return Op::Delete {
-                name: "manifest.mpd".into(),
+                name: dash::MANIFEST.into(),
             };
         };
         let listed: Vec<(&String, &Track)> = self
@@ -692,9 +700,10 @@ impl CmafState {
                 .map(|s| (crate::drm::speke::uuid(&s.system_id), s.pssh.clone()))
                 .collect(),
             representations,
+            base_url: self.dash_base,
         });
         Op::Put {
-            name: "manifest.mpd".into(),
+            name: dash::MANIFEST.into(),
             body: Bytes::from(mpd),
             content_type: dash::MPD_TYPE,
         }

@@ -16,6 +16,8 @@ pub const LICENCE_URL: &str = "ferrocast:clearkey-licence";
 /// Placeholder the delivery replaces with the absolute URL of `/time`.
 pub const TIME_URL: &str = "ferrocast:time";
 pub const MPD_TYPE: &str = "application/dash+xml";
+/// The manifest's name, at the top of the output's prefix.
+pub const MANIFEST: &str = "manifest.mpd";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Content {
@@ -64,6 +66,8 @@ pub struct Manifest<'a> {
     /// Other DRM systems (Widevine, PlayReady, FairPlay): system id (UUID) and `pssh` box.
     pub systems: Vec<(String, Vec<u8>)>,
     pub representations: Vec<Representation<'a>>,
+    /// Where the segments are, relative to the manifest (`cmaf/` beside a TS set).
+    pub base_url: Option<&'a str>,
 }
 
 fn escape(text: &str) -> String {
@@ -142,6 +146,9 @@ pub fn render(m: &Manifest) -> String {
         duration(2.0 * max_segment),
         duration(max_segment)
     );
+    if let Some(base) = m.base_url {
+        let _ = writeln!(o, "  <BaseURL>{}</BaseURL>", escape(base));
+    }
     o.push_str("  <Period id=\"0\" start=\"PT0S\">\n");
     for (i, content) in ["video", "audio"].into_iter().enumerate() {
         let reps: Vec<&Representation> = m
@@ -301,6 +308,9 @@ mod tests {
                     presentation_time_offset: 480_000,
                 },
             ],
+            // A finished presentation here stands for a `both` output's, whose manifest
+            // lies above its segments.
+            base_url: (!live).then_some("cmaf/"),
         })
     }
 
@@ -335,6 +345,11 @@ mod tests {
             "{mpd}"
         );
         assert!(!mpd.contains("UTCTiming") && !mpd.contains("availabilityStartTime"));
+        assert!(
+            mpd.contains("  <BaseURL>cmaf/</BaseURL>\n  <Period "),
+            "{mpd}"
+        );
+        assert!(!manifest(true).contains("BaseURL"));
     }
 
     /// Opening tags minus closing tags (self-closing count as both): 0 when balanced.

@@ -34,17 +34,50 @@ pub struct HlsOutput {
     low_latency: Option<Registry>,
 }
 
-/// MPEG-TS with AES-128, or CMAF with common encryption (and DASH).
+/// MPEG-TS with AES-128, or CMAF with common encryption (and DASH), or both from the same
+/// segments: then the CMAF set is written under [`CMAF_BESIDE`], except its DASH manifest,
+/// which stays at the top (there is no TS DASH) and points into it with a `BaseURL`.
+// One per output, for the output's life: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum State {
     Ts(HlsState),
     Cmaf(CmafState),
+    Both(HlsState, CmafState),
 }
 
-/// The same call on either state.
-macro_rules! both {
+/// Where a `both` output's CMAF set lies, under the output's prefix.
+pub const CMAF_BESIDE: &str = "cmaf/";
+
+/// Which set of files a state's operations are for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Set {
+    /// The output's only set, or its TS set.
+    Main,
+    /// A `both` output's CMAF set.
+    Beside,
+}
+
+/// The same call on every state the output has, with the set each one writes.
+macro_rules! each {
     ($state:expr, $s:ident => $call:expr) => {
         match $state {
-            State::Ts($s) => $call,
+            State::Ts($s) => vec![(Set::Main, $call)],
+            State::Cmaf($s) => vec![(Set::Main, $call)],
+            State::Both(ts, cmaf) => {
+                let $s = ts;
+                let first = $call;
+                let $s = cmaf;
+                vec![(Set::Main, first), (Set::Beside, $call)]
+            }
+        }
+    };
+}
+
+/// A call on the state whose files are the main set (the TS one of a `both` output).
+macro_rules! main {
+    ($state:expr, $s:ident => $call:expr) => {
+        match $state {
+            State::Ts($s) | State::Both($s, _) => $call,
             State::Cmaf($s) => $call,
         }
     };
@@ -65,6 +98,8 @@ pub struct OutputParams {
     /// Live: every segment carries `EXT-X-PROGRAM-DATE-TIME` from the wall clock.
     pub program_date_time: bool,
     pub packaging: Packaging,
+    /// The common-encryption scheme of CMAF output.
+    pub cenc_scheme: Scheme,
     /// Live CMAF: parts and LL-HLS playlists, published here for the delivery.
     pub low_latency: Option<Registry>,
     /// CMAF: the key server that gives the content key (SPEKE), instead of `content_keys`.
@@ -73,24 +108,32 @@ pub struct OutputParams {
 
 impl HlsOutput {
     pub fn new(p: OutputParams) -> Self {
-        let mut state = match p.packaging {
-            Packaging::Ts => State::Ts(HlsState::new(
-                p.public_url,
+        let ts = || {
+            HlsState::new(
+                p.public_url.clone(),
                 p.window,
                 p.rotation,
                 p.target_duration,
-            )),
-            Packaging::Cmaf => {
-                let mut cmaf = CmafState::new(Scheme::Cbcs, p.window, p.target_duration);
-                if p.low_latency.is_some() {
-                    cmaf.low_latency();
-                }
-                State::Cmaf(cmaf)
-            }
+            )
         };
-        let low_latency = p.low_latency.filter(|_| p.packaging == Packaging::Cmaf);
+        let cmaf = |beside: bool| {
+            let mut cmaf = CmafState::new(p.cenc_scheme, p.window, p.target_duration);
+            if p.low_latency.is_some() {
+                cmaf.low_latency();
+            }
+            if beside {
+                cmaf.dash_base_url(CMAF_BESIDE);
+            }
+            cmaf
+        };
+        let mut state = match p.packaging {
+            Packaging::Ts => State::Ts(ts()),
+            Packaging::Cmaf => State::Cmaf(cmaf(false)),
+            Packaging::Both => State::Both(ts(), cmaf(true)),
+        };
+        let low_latency = p.low_latency.filter(|_| p.packaging.cmaf());
         if p.program_date_time {
-            both!(&mut state, s => s.stamp_program_date_time(crate::clock::now_ms));
+            each!(&mut state, s => s.stamp_program_date_time(crate::clock::now_ms));
         }
         Self {
             tenant_id: p.tenant_id,
@@ -104,26 +147,26 @@ impl HlsOutput {
 
     /// RFC 6381 codecs of the source's video, for renditions whose segments do not tell.
     pub fn set_video_codec(&mut self, codec: Option<String>) {
-        if let State::Ts(s) = &mut self.state {
+        if let State::Ts(s) | State::Both(s, _) = &mut self.state {
             s.video_codec = codec;
         }
     }
 
     /// RFC 6381 codecs of the source's audio.
     pub fn set_audio_codec(&mut self, codec: Option<String>) {
-        if let State::Ts(s) = &mut self.state {
+        if let State::Ts(s) | State::Both(s, _) = &mut self.state {
             s.audio_codec = codec;
         }
     }
 
     /// The renditions of a (new) publish; existing playlists continue after a discontinuity.
     pub fn set_renditions(&mut self, list: Vec<RenditionOut>) {
-        both!(&mut self.state, s => s.set_renditions(list));
+        each!(&mut self.state, s => s.set_renditions(list.clone()));
     }
 
     /// After a reconnect every rendition's next segment starts a discontinuity.
     pub fn reopen(&mut self) {
-        both!(&mut self.state, s => s.reopen());
+        each!(&mut self.state, s => s.reopen());
     }
 
     pub async fn add_segment(
@@ -131,41 +174,55 @@ impl HlsOutput {
         segment: Segment,
         uploader: &Uploader,
     ) -> Result<(), PackagerError> {
-        self.key_for(&segment.rendition).await?;
+        self.keys_for(&segment.rendition).await?;
         let rendition = segment.rendition.clone();
-        match both!(&mut self.state, s => s.add_segment(segment)) {
-            Some(ops) => self.apply(ops, uploader).await,
-            None => tracing::warn!(%rendition, "segment for an unknown rendition"),
+        let done = match &mut self.state {
+            State::Ts(s) => vec![(Set::Main, s.add_segment(segment))],
+            State::Cmaf(s) => vec![(Set::Main, s.add_segment(segment))],
+            State::Both(ts, cmaf) => vec![
+                (Set::Main, ts.add_segment(segment.clone())),
+                (Set::Beside, cmaf.add_segment(segment)),
+            ],
+        };
+        for (set, ops) in done {
+            match ops {
+                Some(ops) => self.apply(set, ops, uploader).await,
+                None => tracing::warn!(%rendition, "segment for an unknown rendition"),
+            }
         }
         Ok(())
     }
 
-    /// Creates the content key the next segment of `rendition` needs, if it is not known
-    /// yet: from the store, or for CMAF from the key server when there is one.
-    async fn key_for(&mut self, rendition: &str) -> Result<(), PackagerError> {
-        let Some(period) = both!(&self.state, s => s.key_needed(rendition)) else {
-            return Ok(());
+    /// Creates the content keys the next segment of `rendition` needs, if they are not
+    /// known yet: from the store, or for CMAF from the key server when there is one.
+    async fn keys_for(&mut self, rendition: &str) -> Result<(), PackagerError> {
+        let (ts, cmaf) = match &mut self.state {
+            State::Ts(ts) => (Some(ts), None),
+            State::Cmaf(cmaf) => (None, Some(cmaf)),
+            State::Both(ts, cmaf) => (Some(ts), Some(cmaf)),
         };
-        match &mut self.state {
-            State::Cmaf(state) => {
-                let provider: &dyn ContentKeyProvider = match &self.key_provider {
-                    Some(p) => p.as_ref(),
-                    None => &self.content_keys,
-                };
-                let provided = provider
-                    .content_key(&self.tenant_id, &self.prefix)
-                    .await
-                    .map_err(PackagerError::KeyServer)?;
-                state.set_key(provided);
-            }
-            State::Ts(state) => {
-                let (id, key) = self
-                    .content_keys
-                    .create(&self.tenant_id, &self.prefix)
-                    .await
-                    .map_err(PackagerError::ContentKey)?;
-                state.add_key(period, id, key);
-            }
+        if let Some(state) = ts
+            && let Some(period) = state.key_needed(rendition)
+        {
+            let (id, key) = self
+                .content_keys
+                .create(&self.tenant_id, &self.prefix)
+                .await
+                .map_err(PackagerError::ContentKey)?;
+            state.add_key(period, id, key);
+        }
+        if let Some(state) = cmaf
+            && state.key_needed(rendition).is_some()
+        {
+            let provider: &dyn ContentKeyProvider = match &self.key_provider {
+                Some(p) => p.as_ref(),
+                None => &self.content_keys,
+            };
+            let provided = provider
+                .content_key(&self.tenant_id, &self.prefix)
+                .await
+                .map_err(PackagerError::KeyServer)?;
+            state.set_key(provided);
         }
         Ok(())
     }
@@ -179,44 +236,58 @@ impl HlsOutput {
 
     /// A part of a rendition's open segment (low-latency outputs; others ignore it).
     pub async fn add_part(&mut self, part: Part, uploader: &Uploader) -> Result<(), PackagerError> {
-        if !matches!(self.state, State::Cmaf(_)) {
+        if matches!(self.state, State::Ts(_)) {
             return Ok(());
         }
-        self.key_for(&part.rendition).await?;
-        let State::Cmaf(state) = &mut self.state else {
-            return Ok(());
+        self.keys_for(&part.rendition).await?;
+        let (set, ops) = match &mut self.state {
+            State::Cmaf(state) => (Set::Main, state.add_part(part)),
+            State::Both(_, state) => (Set::Beside, state.add_part(part)),
+            State::Ts(_) => return Ok(()),
         };
-        if let Some(ops) = state.add_part(part) {
-            self.apply(ops, uploader).await;
+        if let Some(ops) = ops {
+            self.apply(set, ops, uploader).await;
         }
         Ok(())
     }
 
     /// The publisher stopped: every playlist gets EXT-X-ENDLIST.
     pub async fn end(&mut self, uploader: &Uploader) {
-        let ops = both!(&mut self.state, s => s.end());
-        self.apply(ops, uploader).await;
+        for (set, ops) in each!(&mut self.state, s => s.end()) {
+            self.apply(set, ops, uploader).await;
+        }
     }
 
     /// Rewrites every media playlist as a finished VOD playlist.
     pub async fn write_vod_playlists(&mut self, uploader: &Uploader) {
-        let ops = both!(&mut self.state, s => s.vod_playlists());
-        self.apply(ops, uploader).await;
+        for (set, ops) in each!(&mut self.state, s => s.vod_playlists()) {
+            self.apply(set, ops, uploader).await;
+        }
     }
 
     /// Whether any segment was written.
     pub fn has_media(&self) -> bool {
-        both!(&self.state, s => s.has_media())
+        main!(&self.state, s => s.has_media())
     }
 
     /// Media duration: the longest rendition's.
     pub fn duration_ms(&self) -> Option<i64> {
-        both!(&self.state, s => s.duration_ms())
+        main!(&self.state, s => s.duration_ms())
     }
 
-    async fn apply(&self, ops: Vec<Op>, uploader: &Uploader) {
+    async fn apply(&self, set: Set, ops: Vec<Op>, uploader: &Uploader) {
+        let beside = match set {
+            Set::Main => "",
+            Set::Beside => CMAF_BESIDE,
+        };
         let key = |name: &str| {
-            ObjectKey::parse(&format!("{}{name}", self.prefix))
+            // A `both` output's DASH manifest is at the top, beside the TS master playlist.
+            let beside = if name == super::dash::MANIFEST {
+                ""
+            } else {
+                beside
+            };
+            ObjectKey::parse(&format!("{}{beside}{name}", self.prefix))
                 .expect("prefix and names are validated")
         };
         for op in ops {
@@ -229,7 +300,7 @@ impl HlsOutput {
                 Op::Delete { name } => uploader.delete(key(&name)).await,
                 Op::Live { track, snapshot } => {
                     if let Some(registry) = &self.low_latency {
-                        registry.publish(&self.prefix, &track, snapshot);
+                        registry.publish(&format!("{}{beside}", self.prefix), &track, snapshot);
                     }
                 }
             }

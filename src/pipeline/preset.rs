@@ -26,9 +26,13 @@ pub struct Preset {
     /// A WebM (VP9/Opus) download for on-demand assets, when the preset asks for one.
     #[serde(default)]
     pub webm: Option<WebmSpec>,
-    /// How live streams of this preset are packaged unless they say (`ts` or `cmaf`).
+    /// How live streams and uploads of this preset are packaged unless they say (`ts`,
+    /// `cmaf` or `both`).
     #[serde(default)]
     pub packaging: crate::media::Packaging,
+    /// The common-encryption scheme of CMAF output (`cbcs` or `cenc`).
+    #[serde(default)]
+    pub cenc_scheme: crate::media::cenc::Scheme,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -265,6 +265,7 @@ pub async fn create_demo(state: &AppState) -> anyhow::Result<Demo> {
             reconnect_window_s: 60,
             record: true,
             packaging: crate::media::Packaging::Ts,
+            cenc_scheme: crate::media::cenc::Scheme::Cbcs,
         })
         .await?;
     Ok(Demo {

@@ -337,7 +337,16 @@ async fn transcode_job(
         target_duration: preset.segment_duration_s,
         content_keys: deps.content_keys.clone(),
         program_date_time: false,
-        packaging: preset.packaging,
+        packaging: asset
+            .packaging
+            .as_deref()
+            .and_then(crate::media::Packaging::parse)
+            .unwrap_or(preset.packaging),
+        cenc_scheme: asset
+            .cenc_scheme
+            .as_deref()
+            .and_then(crate::media::cenc::Scheme::parse)
+            .unwrap_or(preset.cenc_scheme),
         low_latency: None,
         key_provider: crate::drm::speke::from_config(
             &deps.config.licences,
