@@ -1,12 +1,15 @@
 // Glass-to-glass latency of a live HLS stream in headless Chromium with hls.js: the publisher
 // draws the wall clock (ms since the epoch) into every frame as a bar code (BITS blocks of
-// BLOCK px in the frame's top rows, white = 1, most significant first, drawn twice: the
-// two rows must agree); each frame the page presents is copied to a canvas, the bar code read
-// back and compared with the time it is shown (requestVideoFrameCallback's expected display
-// time, on the same machine's clock).
+// BLOCK px in the frame's top rows, white = 1, most significant first, drawn twice: the two
+// rows must agree). The page shows the video at 1280x720 in its top-left corner; screenshots
+// of the bar code's rows, taken back to back, are read back and compared with when they were
+// taken (the middle of the screenshot call, on the same machine's clock). Screenshots, not
+// a canvas copy of the video element: Chromium gives a canvas black frames for video
+// decrypted by EME (CMAF), and the comparison must be the same for both streams.
 // Usage: node glass-to-glass.cjs PLAYLIST_URL WARMUP_S SECONDS [LOW_LATENCY=1]
-// Prints one JSON line: {samples: [ms...], unread, latencyS, errors}: one sample per frame
-// read after WARMUP_S of playing; `unread` counts frames whose bar code did not read;
+// Prints one JSON line: {samples: [ms...], unread, spreadMs, latencyS, errors}: one sample
+// per screenshot read after WARMUP_S of playing; `unread` counts those whose bar code did not
+// read; `spreadMs` is the median time a screenshot took (the samples' uncertainty);
 // `latencyS` is hls.js's own distance from its live edge at the end.
 const http = require("http");
 const fs = require("fs");
@@ -20,45 +23,56 @@ const hlsJs = fs.readFileSync(path.join(modules, "hls.js/dist/hls.min.js"));
 // Must match the publisher in benches/cmaf.rs.
 const BITS = 44, BLOCK = 24, ROWS = 2;
 
-const page = `<!doctype html><html><body><video id="video" muted playsinline width="1280" height="720"></video>
-<canvas id="c" width="1280" height="${BLOCK * ROWS}"></canvas>
+const page = `<!doctype html><html><body style="margin:0;background:#000">
+<video id="video" muted playsinline style="position:absolute;left:0;top:0;width:1280px;height:720px"></video>
+<canvas id="c" width="${BITS * BLOCK}" height="${BLOCK * ROWS}" style="display:none"></canvas>
 <script src="/hls.js"></script>
 <script>
-  window.errors = []; window.samples = []; window.unread = 0; window.measuring = false;
+  window.errors = [];
   const video = document.getElementById("video");
   const ctx = document.getElementById("c").getContext("2d", { willReadFrequently: true });
-  // As the /play page configures hls.js (low latency, catching up at up to 1.5×), or its
-  // defaults for a stream without parts.
+  // As the /play page configures hls.js (low latency, catching up at up to 1.5×, the
+  // ClearKey licence of the playback id), or its defaults for a stream without parts.
+  const source = ${JSON.stringify(url)};
   const hls = new Hls(${lowLatency === "1"} ? { lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5,
-    emeEnabled: true, drmSystems: { "org.w3.clearkey": { licenseUrl: ${JSON.stringify(url)}.replace(/\\/hls\\/([^/]+)\\/.*/, "/licenses/clearkey/$1") } } } : {});
+    emeEnabled: true, drmSystems: { "org.w3.clearkey": {
+      licenseUrl: source.replace(/\\/hls\\/([^/]+)\\/.*/, "/licenses/clearkey/$1") } } } : {});
   hls.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) window.errors.push(d.details); });
   window.hls = hls;
-  hls.loadSource(${JSON.stringify(url)});
+  // As the /play page does: hls.js speeds up only within a target duration of its target
+  // latency, so a start further back (waiting for the licence, the first parts) would stay
+  // there; two seconds into playing, such a start jumps to the live edge, once.
+  video.addEventListener("playing", () => setTimeout(() => {
+    if (hls.latency > hls.targetLatency + 3 && hls.liveSyncPosition) video.currentTime = hls.liveSyncPosition;
+  }, 2000), { once: true });
+  hls.loadSource(source);
   hls.attachMedia(video);
   video.play().catch((e) => window.errors.push(String(e)));
-  function read(row) {
-    const px = ctx.getImageData(0, row * ${BLOCK}, ${BITS * BLOCK}, 1).data;
-    let ms = 0;
-    for (let i = 0; i < ${BITS}; i++) {
-      const x = i * ${BLOCK} + ${BLOCK / 2};
-      ms = ms * 2 + (px[x * 4] > 128 ? 1 : 0);
+  // The bar code in a screenshot (PNG, base64): the mean red of the middle third of each
+  // block, for each row of blocks.
+  window.readShot = async (b64) => {
+    const img = new Image();
+    img.src = "data:image/png;base64," + b64;
+    await img.decode();
+    ctx.drawImage(img, 0, 0);
+    const px = ctx.getImageData(0, 0, ${BITS * BLOCK}, ${BLOCK * ROWS}).data;
+    const third = ${BLOCK / 3};
+    const rows = [];
+    for (let row = 0; row < ${ROWS}; row++) {
+      let ms = 0;
+      for (let i = 0; i < ${BITS}; i++) {
+        let sum = 0, n = 0;
+        for (let y = row * ${BLOCK} + third; y < row * ${BLOCK} + 2 * third; y++) {
+          for (let x = i * ${BLOCK} + third; x < i * ${BLOCK} + 2 * third; x++) {
+            sum += px[(y * ${BITS * BLOCK} + x) * 4]; n++;
+          }
+        }
+        ms = ms * 2 + (sum / n > 128 ? 1 : 0);
+      }
+      rows.push(ms);
     }
-    return ms;
-  }
-  function onFrame(now, meta) {
-    if (window.measuring) {
-      const shown = performance.timeOrigin + meta.expectedDisplayTime;
-      // The bar code, scaled from the rendition's size to 1280 wide.
-      ctx.drawImage(video, 0, 0, video.videoWidth, video.videoWidth * ${BLOCK * ROWS} / 1280,
-        0, 0, 1280, ${BLOCK * ROWS});
-      const a = read(0), b = read(1);
-      const latency = shown - a;
-      if (a === b && latency > -1000 && latency < 60000) window.samples.push(Math.round(latency));
-      else window.unread++;
-    }
-    video.requestVideoFrameCallback(onFrame);
-  }
-  video.requestVideoFrameCallback(onFrame);
+    return rows;
+  };
 </script></body></html>`;
 
 const server = http.createServer((req, res) => {
@@ -73,18 +87,34 @@ const server = http.createServer((req, res) => {
 (async () => {
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   const browser = await launch();
-  const result = { samples: [], unread: 0, latencyS: null, errors: [] };
+  const result = { samples: [], unread: 0, spreadMs: null, latencyS: null, errors: [] };
   try {
-    const p = await browser.newPage();
+    const p = await browser.newPage({ viewport: { width: 1280, height: 720 } });
     p.on("pageerror", (e) => result.errors.push(String(e)));
     await p.goto(`http://127.0.0.1:${server.address().port}/`, { timeout: 30000 });
     await p.waitForFunction(() => document.getElementById("video").currentTime > 0, null, { timeout: 60000 });
     await p.waitForTimeout(Number(warmup) * 1000);
-    await p.evaluate(() => { window.measuring = true; });
-    await p.waitForTimeout(Number(seconds) * 1000);
-    const s = await p.evaluate(() => ({ samples: window.samples, unread: window.unread, errors: window.errors,
+    const spreads = [];
+    const end = Date.now() + Number(seconds) * 1000;
+    while (Date.now() < end) {
+      const before = Date.now();
+      const png = await p.screenshot({ clip: { x: 0, y: 0, width: BITS * BLOCK, height: BLOCK * ROWS }, timeout: 5000 });
+      const after = Date.now();
+      const [a, b] = await p.evaluate((b64) => window.readShot(b64), png.toString("base64"));
+      const latency = (before + after) / 2 - a;
+      if (a === b && latency > -1000 && latency < 60000) {
+        result.samples.push(Math.round(latency));
+        spreads.push(after - before);
+      } else {
+        result.unread++;
+      }
+    }
+    spreads.sort((x, y) => x - y);
+    result.spreadMs = spreads.length ? spreads[spreads.length >> 1] : null;
+    const s = await p.evaluate(() => ({ errors: window.errors,
       latencyS: Number.isFinite(window.hls.latency) ? window.hls.latency : null }));
-    Object.assign(result, s);
+    result.errors.push(...s.errors);
+    result.latencyS = s.latencyS;
   } catch (e) {
     result.errors.push(String(e));
   } finally {

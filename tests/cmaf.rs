@@ -11,23 +11,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::TestServer;
-use common::media::{browser_script, eventually, ffmpeg_publish};
+use common::media::{attribute, browser_script, decrypted_frames, eventually, ffmpeg_publish};
 use common::paid::playback_token;
 use serde_json::{Value, json};
-
-/// The attribute `name="…"` of the first line holding `marker`.
-fn attribute<'a>(text: &'a str, marker: &str, name: &str) -> &'a str {
-    let line = text
-        .lines()
-        .find(|l| l.contains(marker))
-        .unwrap_or_else(|| panic!("{marker} in {text}"));
-    line.split(&format!("{name}=\""))
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clearkey_licence() {
@@ -163,7 +149,6 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
         .unwrap();
 
     // ffmpeg's own CENC reader decrypts a fragment with that key: every frame decodes.
-    let dir = tempfile::tempdir().unwrap();
     let server_ref = &server;
     let fetch = |path: String| async move {
         let r = server_ref
@@ -179,46 +164,13 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
         .lines()
         .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
         .map_or(0, |n| n.parse().unwrap());
-    let file = dir.path().join("360p.mp4");
-    let bytes = [
-        fetch(format!("/dash/{id}/360p/init.mp4?token={ann}")).await,
-        fetch(format!("/dash/{id}/360p/{sequence}.m4s?token={ann}")).await,
-    ]
-    .concat();
-    std::fs::write(&file, &bytes).unwrap();
-    let decode = |key: Option<&[u8]>| {
-        let mut cmd = std::process::Command::new("ffmpeg");
-        cmd.args(["-hide_banner", "-loglevel", "error"]);
-        if let Some(k) = key {
-            cmd.args(["-decryption_key", &hex::encode(k)]);
-        }
-        cmd.arg("-i")
-            .arg(&file)
-            .args(["-f", "framemd5", "-"])
-            .output()
-            .unwrap()
-    };
-    let out = decode(Some(&content_key));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (frames, garbled) = decrypted_frames(
+        &fetch(format!("/dash/{id}/360p/init.mp4?token={ann}")).await,
+        &fetch(format!("/dash/{id}/360p/{sequence}.m4s?token={ann}")).await,
+        &content_key,
     );
-    assert!(
-        out.stderr.is_empty(),
-        "decrypted frames decode cleanly: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let frames = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .count();
     assert!(frames >= 50, "{frames} frames in a 2 s fragment at 30 fps");
-    let garbled = decode(None);
-    assert!(
-        !garbled.stderr.is_empty(),
-        "without the key the frames do not decode"
-    );
+    assert!(garbled, "without the key the frames do not decode");
 
     // LL-HLS: parts, blocking reloads and their limits.
     let path = |q: &str| format!("/hls/{id}/360p/index.m3u8?token={ann}{q}");

@@ -11,22 +11,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::TestServer;
-use common::media::{eventually, ffmpeg_publish, ffprobe, make_media};
+use common::media::{attribute, decrypted_frames, eventually, ffmpeg_publish, ffprobe, make_media};
 use serde_json::{Value, json};
-
-/// The attribute `name="…"` of the first line holding `marker`.
-fn attribute<'a>(text: &'a str, marker: &str, name: &str) -> &'a str {
-    let line = text
-        .lines()
-        .find(|l| l.contains(marker))
-        .unwrap_or_else(|| panic!("{marker} in {text}"));
-    line.split(&format!("{name}=\""))
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-}
 
 async fn fetch(server: &TestServer, path: &str) -> Vec<u8> {
     let r = server.client.get(server.url(path)).send().await.unwrap();
@@ -53,37 +39,6 @@ async fn clearkey(server: &TestServer, id: &str, media: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD
         .decode(keys["keys"][0]["k"].as_str().unwrap())
         .unwrap()
-}
-
-/// Frames ffmpeg decodes from `init` + `fragment` with `key` (stderr must stay silent), and
-/// whether it complains without the key.
-fn decrypted_frames(init: &[u8], fragment: &[u8], key: &[u8]) -> (usize, bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("fragment.mp4");
-    std::fs::write(&file, [init, fragment].concat()).unwrap();
-    let decode = |key: Option<&[u8]>| {
-        let mut cmd = std::process::Command::new("ffmpeg");
-        cmd.args(["-hide_banner", "-loglevel", "error"]);
-        if let Some(k) = key {
-            cmd.args(["-decryption_key", &hex::encode(k)]);
-        }
-        cmd.arg("-i")
-            .arg(&file)
-            .args(["-f", "framemd5", "-"])
-            .output()
-            .unwrap()
-    };
-    let out = decode(Some(key));
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "decrypted frames decode cleanly: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let frames = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .count();
-    (frames, !decode(None).stderr.is_empty())
 }
 
 /// The first fragment of a CMAF media playlist.

@@ -1,4 +1,4 @@
-//! Why one file (2,345 lines, 732 of them tests). The
+//! Why one file (2,373 lines, 732 of them tests). The
 //! transform is one pipeline (box walk -> NAL/slice-header split -> AES -> box rewrite) whose
 //! parts share private types; splitting it would only widen their visibility.
 //!

@@ -1,4 +1,4 @@
-//! Why one file (1,012 lines, 258 of them tests): one state machine whose tracks,
+//! Why one file (1,021 lines, 258 of them tests): one state machine whose tracks,
 //! chunks, playlists and manifest share private state; split, each part would reach into
 //! the others' tracks.
 //!

@@ -477,3 +477,48 @@ pub fn tus_upload(
         )
     })
 }
+
+/// The attribute `name="…"` of the first line holding `marker`.
+pub fn attribute<'a>(text: &'a str, marker: &str, name: &str) -> &'a str {
+    let line = text
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("{marker} in {text}"));
+    line.split(&format!("{name}=\""))
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+}
+
+/// Frames ffmpeg decodes from `init` + `fragment` with `key` (stderr must stay silent), and
+/// whether it complains without the key.
+pub fn decrypted_frames(init: &[u8], fragment: &[u8], key: &[u8]) -> (usize, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fragment.mp4");
+    std::fs::write(&file, [init, fragment].concat()).unwrap();
+    let decode = |key: Option<&[u8]>| {
+        let mut cmd = std::process::Command::new("ffmpeg");
+        cmd.args(["-hide_banner", "-loglevel", "error"]);
+        if let Some(k) = key {
+            cmd.args(["-decryption_key", &hex::encode(k)]);
+        }
+        cmd.arg("-i")
+            .arg(&file)
+            .args(["-f", "framemd5", "-"])
+            .output()
+            .unwrap()
+    };
+    let out = decode(Some(key));
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "decrypted frames decode cleanly: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    (frames, !decode(None).stderr.is_empty())
+}

@@ -113,6 +113,15 @@
         lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, cmcd, emeEnabled: true,
         drmSystems: { "org.w3.clearkey": { licenseUrl } },
       });
+      // It speeds up only within a target duration of its target latency, so a start further
+      // back (waiting for the licence, the first parts) would stay there: two seconds into
+      // playing, such a start jumps to the live edge, once.
+      const liveHls = hls;
+      video.addEventListener("playing", () => setTimeout(() => {
+        if (liveHls.latency > liveHls.targetLatency + 3 && liveHls.liveSyncPosition) {
+          video.currentTime = liveHls.liveSyncPosition;
+        }
+      }, 2000), { once: true });
       hls.on(Hls.Events.KEY_LOADED, () => { player.keyLoaded = true; });
       hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => qualities(data.levels));
       hls.on(Hls.Events.LEVEL_SWITCHED, () => markQuality());
