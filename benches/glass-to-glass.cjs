@@ -2,15 +2,18 @@
 // draws the wall clock (ms since the epoch) into every frame as a bar code (BITS blocks of
 // BLOCK px in the frame's top rows, white = 1, most significant first, drawn twice: the two
 // rows must agree). The page shows the video at 1280x720 in its top-left corner; screenshots
-// of the bar code's rows, taken back to back, are read back and compared with when they were
-// taken (the middle of the screenshot call, on the same machine's clock). Screenshots, not
+// of the bar code's rows, five a second (so that the instrument does not load the machine it
+// measures), are read back and compared with when they were taken (the middle of the
+// screenshot call, on the same machine's clock). Screenshots, not
 // a canvas copy of the video element: Chromium gives a canvas black frames for video
 // decrypted by EME (CMAF), and the comparison must be the same for both streams.
 // Usage: node glass-to-glass.cjs PLAYLIST_URL WARMUP_S SECONDS [LOW_LATENCY=1]
-// Prints one JSON line: {samples: [ms...], unread, spreadMs, latencyS, errors}: one sample
-// per screenshot read after WARMUP_S of playing; `unread` counts those whose bar code did not
-// read; `spreadMs` is the median time a screenshot took (the samples' uncertainty);
-// `latencyS` is hls.js's own distance from its live edge at the end.
+// Prints one JSON line: {samples: [ms...], unread, spreadMs, latencyS, targetLatencyS,
+// height, errors}: one sample per screenshot read after WARMUP_S of playing; `unread` counts
+// those whose bar code did not read; `spreadMs` is the median time a screenshot took (the
+// samples' uncertainty); at the end, hls.js's own distance from its live edge, the distance
+// it aims at (which grows by a second per stall, up to a target duration), and the
+// rendition's height.
 const http = require("http");
 const fs = require("fs");
 const path = require("path");
@@ -43,7 +46,10 @@ const page = `<!doctype html><html><body style="margin:0;background:#000">
   // latency, so a start further back (waiting for the licence, the first parts) would stay
   // there; two seconds into playing, such a start jumps to the live edge, once.
   video.addEventListener("playing", () => setTimeout(() => {
-    if (hls.latency > hls.targetLatency + 3 && hls.liveSyncPosition) video.currentTime = hls.liveSyncPosition;
+    const details = hls.levels[hls.currentLevel] && hls.levels[hls.currentLevel].details;
+    if (details && details.live && hls.latency > hls.targetLatency + 3 && hls.liveSyncPosition) {
+      video.currentTime = hls.liveSyncPosition;
+    }
   }, 2000), { once: true });
   hls.loadSource(source);
   hls.attachMedia(video);
@@ -87,7 +93,7 @@ const server = http.createServer((req, res) => {
 (async () => {
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   const browser = await launch();
-  const result = { samples: [], unread: 0, spreadMs: null, latencyS: null, errors: [] };
+  const result = { samples: [], unread: 0, spreadMs: null, latencyS: null, targetLatencyS: null, height: null, errors: [] };
   try {
     const p = await browser.newPage({ viewport: { width: 1280, height: 720 } });
     p.on("pageerror", (e) => result.errors.push(String(e)));
@@ -108,13 +114,15 @@ const server = http.createServer((req, res) => {
       } else {
         result.unread++;
       }
+      await p.waitForTimeout(Math.max(0, 200 - (Date.now() - before)));
     }
     spreads.sort((x, y) => x - y);
     result.spreadMs = spreads.length ? spreads[spreads.length >> 1] : null;
     const s = await p.evaluate(() => ({ errors: window.errors,
-      latencyS: Number.isFinite(window.hls.latency) ? window.hls.latency : null }));
+      latencyS: Number.isFinite(window.hls.latency) ? window.hls.latency : null,
+      targetLatencyS: window.hls.targetLatency, height: document.getElementById("video").videoHeight }));
     result.errors.push(...s.errors);
-    result.latencyS = s.latencyS;
+    Object.assign(result, { latencyS: s.latencyS, targetLatencyS: s.targetLatencyS, height: s.height });
   } catch (e) {
     result.errors.push(String(e));
   } finally {

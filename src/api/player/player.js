@@ -113,12 +113,13 @@
         lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, cmcd, emeEnabled: true,
         drmSystems: { "org.w3.clearkey": { licenseUrl } },
       });
-      // It speeds up only within a target duration of its target latency, so a start further
-      // back (waiting for the licence, the first parts) would stay there: two seconds into
-      // playing, such a start jumps to the live edge, once.
+      // It speeds up only within a target duration of its target latency, so a live start
+      // further back (waiting for the licence, the first parts) would stay there: two seconds
+      // into playing, such a start jumps to the live edge, once. (Not a finished recording:
+      // hls.js measures its "latency" from the end of that too.)
       const liveHls = hls;
       video.addEventListener("playing", () => setTimeout(() => {
-        if (liveHls.latency > liveHls.targetLatency + 3 && liveHls.liveSyncPosition) {
+        if (player.live && liveHls.latency > liveHls.targetLatency + 3 && liveHls.liveSyncPosition) {
           video.currentTime = liveHls.liveSyncPosition;
         }
       }, 2000), { once: true });
