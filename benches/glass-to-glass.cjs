@@ -13,7 +13,7 @@
 // those whose bar code did not read; `spreadMs` is the median time a screenshot took (the
 // samples' uncertainty); at the end, hls.js's own distance from its live edge, the distance
 // it aims at (which grows by a second per stall, up to a target duration), and the
-// rendition's height.
+// rendition's height; `liveJumps`, how often the page jumped back to the live edge.
 const http = require("http");
 const fs = require("fs");
 const path = require("path");
@@ -43,14 +43,17 @@ const page = `<!doctype html><html><body style="margin:0;background:#000">
   hls.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) window.errors.push(d.details); });
   window.hls = hls;
   // As the /play page does: hls.js speeds up only within a target duration of its target
-  // latency, so a start further back (waiting for the licence, the first parts) would stay
-  // there; two seconds into playing, such a start jumps to the live edge, once.
-  video.addEventListener("playing", () => setTimeout(() => {
-    const details = hls.levels[hls.currentLevel] && hls.levels[hls.currentLevel].details;
-    if (details && details.live && hls.latency > hls.targetLatency + 3 && hls.liveSyncPosition) {
+  // latency, so a low-latency stream that drifts further back (a late start, a stall) jumps
+  // back to the live edge (checked each second).
+  window.liveJumps = 0;
+  setInterval(() => {
+    const level = hls.levels[hls.currentLevel];
+    const lowLatency = level && level.details && level.details.live && level.details.partList;
+    if (lowLatency && !video.paused && hls.liveSyncPosition && hls.latency > hls.targetLatency + 3) {
+      window.liveJumps++;
       video.currentTime = hls.liveSyncPosition;
     }
-  }, 2000), { once: true });
+  }, 1000);
   hls.loadSource(source);
   hls.attachMedia(video);
   video.play().catch((e) => window.errors.push(String(e)));
@@ -93,7 +96,8 @@ const server = http.createServer((req, res) => {
 (async () => {
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   const browser = await launch();
-  const result = { samples: [], unread: 0, spreadMs: null, latencyS: null, targetLatencyS: null, height: null, errors: [] };
+  const result = { samples: [], unread: 0, spreadMs: null, latencyS: null, targetLatencyS: null, height: null,
+    liveJumps: 0, errors: [] };
   try {
     const p = await browser.newPage({ viewport: { width: 1280, height: 720 } });
     p.on("pageerror", (e) => result.errors.push(String(e)));
@@ -120,9 +124,11 @@ const server = http.createServer((req, res) => {
     result.spreadMs = spreads.length ? spreads[spreads.length >> 1] : null;
     const s = await p.evaluate(() => ({ errors: window.errors,
       latencyS: Number.isFinite(window.hls.latency) ? window.hls.latency : null,
-      targetLatencyS: window.hls.targetLatency, height: document.getElementById("video").videoHeight }));
+      targetLatencyS: window.hls.targetLatency, height: document.getElementById("video").videoHeight,
+      liveJumps: window.liveJumps }));
     result.errors.push(...s.errors);
-    Object.assign(result, { latencyS: s.latencyS, targetLatencyS: s.targetLatencyS, height: s.height });
+    Object.assign(result, { latencyS: s.latencyS, targetLatencyS: s.targetLatencyS, height: s.height,
+      liveJumps: s.liveJumps });
   } catch (e) {
     result.errors.push(String(e));
   } finally {

@@ -14,14 +14,6 @@ use common::hooks::{endpoint, received, receiver, types_for};
 use common::media::{eventually, ffmpeg_publish, make_media, tus_upload};
 use serde_json::{Value, json};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Each event id once.
 fn assert_once_each(events: &[Value]) {
     let mut seen = HashMap::new();
@@ -217,7 +209,7 @@ async fn deliveries_wait_out_a_receiver_that_is_down_and_survive_a_sigkill() {
     })
     .await;
     let (_, key) = server.create_tenant("Patient").await;
-    let port = free_port();
+    let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let (endpoint_id, secret) = endpoint(&server, &key, &url, "down", json!(["*"])).await;
     let mut ids = Vec::new();
@@ -269,7 +261,7 @@ async fn deliveries_wait_out_a_receiver_that_is_down_and_survive_a_sigkill() {
 
     // A server SIGKILLed with events committed and not delivered sends them after restart.
     let dir = tempfile::tempdir().unwrap();
-    let http_port = free_port();
+    let http_port = common::free_port();
     let admin = "fc_admin_webhooks_test_0123456789abcdef0123456789";
     let spawn = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_ferrocast"))
@@ -323,7 +315,7 @@ async fn deliveries_wait_out_a_receiver_that_is_down_and_survive_a_sigkill() {
     .await;
     assert_eq!(status, 201, "{t}");
     let key = t["api_key"].as_str().unwrap().to_string();
-    let port = free_port();
+    let port = common::free_port();
     let (status, e) = call(
         "POST",
         "/v1/webhook-endpoints".into(),

@@ -344,7 +344,8 @@ fn s3s_fs_binary() -> PathBuf {
     cached.unwrap_or_else(|| PathBuf::from("s3s-fs"))
 }
 
-fn free_port() -> u16 {
+/// A port free on 127.0.0.1 now.
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -11,6 +11,7 @@
   const player = (window.player = {
     state: config.state, errors: [], keyLoaded: false, fatal: null, subtitleTracks: 0, ended: false,
     viewId: null, playAt: null, startupMs: null, levels: [], viewers: null, atLiveEdge: null, live: null,
+    followingLive: true, liveJumps: 0,
   });
   const $ = (id) => document.getElementById(id);
 
@@ -113,16 +114,22 @@
         lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5, cmcd, emeEnabled: true,
         drmSystems: { "org.w3.clearkey": { licenseUrl } },
       });
-      // It speeds up only within a target duration of its target latency, so a live start
-      // further back (waiting for the licence, the first parts) would stay there: two seconds
-      // into playing, such a start jumps to the live edge, once. (Not a finished recording:
-      // hls.js measures its "latency" from the end of that too.)
+      // It speeds up only within a target duration of its target latency: a start further
+      // back (waiting for the licence, the first parts), or a stall that drops it further,
+      // would stay there. On a low-latency stream, until the viewer pauses or moves the
+      // playhead with the controls, such a drift jumps back to the live edge (checked each
+      // second). Only live playlists: hls.js measures a finished recording's "latency" from
+      // its end too.
       const liveHls = hls;
-      video.addEventListener("playing", () => setTimeout(() => {
-        if (player.live && liveHls.latency > liveHls.targetLatency + 3 && liveHls.liveSyncPosition) {
+      setInterval(() => {
+        const level = liveHls.levels[liveHls.currentLevel];
+        const lowLatency = level && level.details && level.details.live && level.details.partList;
+        if (lowLatency && player.followingLive && !video.paused && liveHls.liveSyncPosition &&
+            liveHls.latency > liveHls.targetLatency + 3) {
+          player.liveJumps++;
           video.currentTime = liveHls.liveSyncPosition;
         }
-      }, 2000), { once: true });
+      }, 1000);
       hls.on(Hls.Events.KEY_LOADED, () => { player.keyLoaded = true; });
       hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => qualities(data.levels));
       hls.on(Hls.Events.LEVEL_SWITCHED, () => markQuality());
@@ -198,7 +205,10 @@
 
   // --- Play, mute, full screen, time.
   const playToggle = $("play-toggle");
-  playToggle.addEventListener("click", () => { if (video.paused) video.play().catch(() => {}); else video.pause(); });
+  playToggle.addEventListener("click", () => {
+    if (video.paused) video.play().catch(() => {});
+    else { player.followingLive = false; video.pause(); }
+  });
   video.addEventListener("click", () => playToggle.click());
   const paint = () => {
     playToggle.classList.toggle("fc-paused", video.paused);
@@ -249,6 +259,7 @@
   ["timeupdate", "durationchange", "progress", "seeked"].forEach((e) => video.addEventListener(e, tick));
   setInterval(tick, 1000);
   $("back-to-live").addEventListener("click", () => {
+    player.followingLive = true;
     const edge = liveEdge();
     if (edge) video.currentTime = edge;
     video.play().catch(() => {});
@@ -262,10 +273,12 @@
     const [from, to] = range();
     return from + f * (to - from);
   };
-  seek.addEventListener("click", (e) => { if (range()[1] > 0) video.currentTime = at(e); });
+  seek.addEventListener("click", (e) => {
+    if (range()[1] > 0) { player.followingLive = false; video.currentTime = at(e); }
+  });
   seek.addEventListener("keydown", (e) => {
-    if (e.key === "ArrowRight") video.currentTime += 5;
-    else if (e.key === "ArrowLeft") video.currentTime -= 5;
+    if (e.key === "ArrowRight") { player.followingLive = false; video.currentTime += 5; }
+    else if (e.key === "ArrowLeft") { player.followingLive = false; video.currentTime -= 5; }
   });
   let cues = [];
   if (config.storyboard) {
