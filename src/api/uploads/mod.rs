@@ -1,6 +1,8 @@
 //! Resumable uploads, speaking tus 1.0 (core, creation, termination, expiration). Bytes land
 //! in a file under `DATA_DIR/uploads` and the stored offset survives restarts; a finished
-//! upload moves into object storage and queues the asset's transcode job.
+//! upload moves into object storage and queues the asset's transcode job. The two other ways
+//! in, a small file in one form post (`form`) and a direct upload to S3 (`direct`), share
+//! this module's checks (size and quota, ladder and packaging) and its asset and job steps.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -23,6 +25,12 @@ use crate::ids::new_playback_id;
 use crate::media::Packaging;
 use crate::media::cenc::Scheme;
 use crate::storage::ObjectKey;
+
+mod direct;
+mod form;
+
+pub use direct::*;
+pub use form::*;
 
 const TUS_VERSION: &str = "1.0.0";
 const TUS_EXTENSIONS: &str = "creation,termination,expiration,checksum";
@@ -419,134 +427,6 @@ pub async fn patch(
     Ok(tus(r))
 }
 
-/// `POST /v1/assets` with `multipart/form-data`: a small file in one request (field `file`,
-/// optional field `playback_policy`). Answers the asset, already queued.
-#[utoipa::path(post, path = "/v1/assets", tag = "assets", security(("api_key" = [])),
-    request_body(content = UploadForm, content_type = "multipart/form-data",
-        example = json!({"file": "(the file's bytes)", "playback_policy": "public", "ladder": "default"})),
-    responses((status = 201, body = AssetQueued),
-        (status = 422, body = ErrorBody, description = "Not playable media")))]
-pub async fn multipart_upload(
-    State(state): State<AppState>,
-    caller: Tenant,
-    mut form: axum::extract::Multipart,
-) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
-    let dir = state.jobs.config.data_dir.join("uploads");
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| {
-        ApiError::Internal(anyhow::Error::new(e).context("creating the uploads folder"))
-    })?;
-    let temp = dir.join(format!("{}.form", uuid::Uuid::new_v4()));
-    let result = receive_form(&state, &caller.tenant_id, &mut form, &temp).await;
-    let _ = tokio::fs::remove_file(&temp).await;
-    result
-}
-
-async fn receive_form(
-    state: &AppState,
-    tenant_id: &str,
-    form: &mut axum::extract::Multipart,
-    temp: &std::path::Path,
-) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::invalid(format!("multipart body: {}", e.body_text()))
-    };
-    let io =
-        |e: std::io::Error| ApiError::Internal(anyhow::Error::new(e).context("writing an upload"));
-    let limit = state.jobs.config.uploads.max_size_bytes;
-    let mut policy = PlaybackPolicy::Signed;
-    let (mut ladder, mut packaging, mut cenc_scheme) = (None, None, None);
-    let mut file: Option<(Option<String>, u64)> = None;
-    while let Some(mut field) = form.next_field().await.map_err(bad)? {
-        match field.name() {
-            Some("playback_policy") => {
-                policy = match small_text(&mut field).await?.as_str() {
-                    "public" => PlaybackPolicy::Public,
-                    "signed" => PlaybackPolicy::Signed,
-                    other => {
-                        return Err(ApiError::invalid(format!(
-                            "playback_policy {other:?} must be public or signed"
-                        )));
-                    }
-                }
-            }
-            Some("ladder") => ladder = Some(small_text(&mut field).await?),
-            Some("packaging") => packaging = Some(small_text(&mut field).await?),
-            Some("cenc_scheme") => cenc_scheme = Some(small_text(&mut field).await?),
-            Some("file") => {
-                let filename = field.file_name().map(str::to_string);
-                let mut out = tokio::fs::File::create(temp).await.map_err(io)?;
-                let mut size = 0u64;
-                while let Some(chunk) = field.chunk().await.map_err(bad)? {
-                    size += chunk.len() as u64;
-                    if size > limit {
-                        return Err(ApiError::PayloadTooLarge(format!(
-                            "the file is larger than the limit of {limit} bytes"
-                        )));
-                    }
-                    out.write_all(&chunk).await.map_err(io)?;
-                }
-                out.sync_data().await.map_err(io)?;
-                file = Some((filename, size));
-            }
-            _ => {}
-        }
-    }
-    let (filename, size) = file.ok_or_else(|| ApiError::invalid("the form has no `file` field"))?;
-    let choice = output_choice(
-        state,
-        ladder.as_deref(),
-        packaging.as_deref(),
-        cenc_scheme.as_deref(),
-    )?;
-    let quota = state.jobs.config.uploads.tenant_quota_bytes;
-    if quota > 0 && state.jobs.db.tenant_upload_bytes(tenant_id).await?.max(0) as u64 + size > quota
-    {
-        return Err(ApiError::PayloadTooLarge(
-            "this upload would exceed the tenant's quota".into(),
-        ));
-    }
-    let asset =
-        new_upload_asset(state, tenant_id, policy, size, filename.as_deref(), &choice).await?;
-    let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
-    state
-        .jobs
-        .store
-        .put_file(&key, temp, "application/octet-stream")
-        .await?;
-    queue_transcode(state, tenant_id, &asset.id).await?;
-    tracing::info!(asset = %asset.id, bytes = size, "form upload stored; transcode queued");
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(
-            serde_json::json!({"asset_id": asset.id, "playback_id": asset.playback_id, "status": "queued"}),
-        ),
-    ))
-}
-
-/// Bytes a form's text field (not the file) may hold.
-const FORM_TEXT_MAX: usize = 4 * 1024;
-
-/// A text field of a form, read up to [`FORM_TEXT_MAX`] bytes: a longer one is refused as
-/// soon as it passes the limit, never buffered whole.
-async fn small_text(field: &mut axum::extract::multipart::Field<'_>) -> ApiResult<String> {
-    let name = field.name().unwrap_or_default().to_string();
-    let mut text = Vec::new();
-    while let Some(chunk) = field
-        .chunk()
-        .await
-        .map_err(|e| ApiError::invalid(format!("multipart body: {}", e.body_text())))?
-    {
-        if text.len() + chunk.len() > FORM_TEXT_MAX {
-            return Err(ApiError::invalid(format!(
-                "the form field {name} is longer than {FORM_TEXT_MAX} bytes"
-            )));
-        }
-        text.extend_from_slice(&chunk);
-    }
-    String::from_utf8(text)
-        .map_err(|_| ApiError::invalid(format!("the form field {name} is not UTF-8 text")))
-}
-
 /// The answer to a tus creation.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct UploadCreated {
@@ -564,55 +444,6 @@ pub struct AssetQueued {
     pub playback_id: Option<String>,
     /// `queued`.
     pub status: String,
-}
-
-/// A file in one `multipart/form-data` request.
-#[derive(Debug, utoipa::ToSchema)]
-pub struct UploadForm {
-    /// The media file (up to `uploads.max_size_bytes`).
-    #[schema(value_type = String, format = Binary)]
-    pub file: Vec<u8>,
-    /// `public` or `signed` (default).
-    pub playback_policy: Option<PlaybackPolicy>,
-    /// A ladder preset (default `default`).
-    pub ladder: Option<String>,
-    /// `ts`, `cmaf` or `both`; default: the ladder preset's.
-    pub packaging: Option<String>,
-    /// For CMAF: `cbcs` (default) or `cenc`.
-    pub cenc_scheme: Option<String>,
-}
-
-/// One part's presigned URL.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct DirectPart {
-    pub part_number: i64,
-    /// PUT the part's bytes here; keep the answer's `ETag`.
-    pub url: String,
-}
-
-/// A direct upload: PUT each part to its URL, then POST the parts' ETags to `complete_url`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct DirectUpload {
-    pub upload_id: String,
-    pub asset_id: String,
-    pub playback_id: String,
-    pub part_size: u64,
-    pub parts: Vec<DirectPart>,
-    pub complete_url: String,
-    pub expires_at: String,
-}
-
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateDirectUpload {
-    pub size: u64,
-    pub filename: Option<String>,
-    pub playback_policy: Option<PlaybackPolicy>,
-    pub ladder: Option<String>,
-    /// `ts`, `cmaf` or `both`; default: the ladder preset's (`ts` for the shipped ones).
-    pub packaging: Option<Packaging>,
-    /// For CMAF: `cbcs` (default) or `cenc`.
-    pub cenc_scheme: Option<Scheme>,
 }
 
 /// How an upload asks to be transcoded and packaged: a ladder preset that exists (default
@@ -685,163 +516,6 @@ async fn check_size(state: &AppState, tenant_id: &str, length: u64) -> ApiResult
         }
     }
     Ok(())
-}
-
-/// `POST /v1/direct-uploads` `{size, filename?, playback_policy?}`: the client uploads straight
-/// to S3 with presigned part URLs (Mux-style direct upload), then calls `complete_url`.
-#[utoipa::path(post, path = "/v1/direct-uploads", tag = "assets", security(("api_key" = [])),
-    request_body(content = CreateDirectUpload,
-        example = json!({"size": 104857600, "filename": "talk.mp4", "playback_policy": "signed"})),
-    responses((status = 201, body = DirectUpload),
-        (status = 409, body = ErrorBody, description = "Storage is not S3: use tus")))]
-pub async fn create_direct(
-    State(state): State<AppState>,
-    caller: Tenant,
-    Json(body): Json<CreateDirectUpload>,
-) -> ApiResult<(StatusCode, axum::Json<serde_json::Value>)> {
-    if body.size == 0 {
-        return Err(ApiError::invalid("size must be at least 1 byte"));
-    }
-    check_size(&state, &caller.tenant_id, body.size).await?;
-    let mut choice = output_choice(&state, body.ladder.as_deref(), None, None)?;
-    choice.packaging = body.packaging;
-    choice.cenc_scheme = body.cenc_scheme;
-    let policy = body.playback_policy.unwrap_or(PlaybackPolicy::Signed);
-    let asset = new_upload_asset(
-        &state,
-        &caller.tenant_id,
-        policy,
-        body.size,
-        body.filename.as_deref(),
-        &choice,
-    )
-    .await?;
-    let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
-    // S3 allows 10 000 parts of at least 5 MiB.
-    let part_size = (8u64 << 20).max(body.size.div_ceil(10_000));
-    let expires_ms = state.jobs.config.uploads.expiry_hours as i64 * 3_600_000;
-    let direct = match state
-        .jobs
-        .store
-        .create_direct_upload(
-            &key,
-            body.size,
-            part_size,
-            std::time::Duration::from_millis(expires_ms as u64),
-        )
-        .await
-    {
-        Ok(d) => d,
-        Err(e) => {
-            state
-                .jobs
-                .db
-                .delete_asset(&caller.tenant_id, &asset.id)
-                .await?;
-            return Err(e.into());
-        }
-    };
-    let metadata =
-        serde_json::json!({"filename": body.filename, "direct_upload_id": direct.upload_id});
-    let upload = state
-        .jobs
-        .db
-        .create_upload(
-            &caller.tenant_id,
-            &asset.id,
-            body.size as i64,
-            &metadata.to_string(),
-            now_ms() + expires_ms,
-        )
-        .await?;
-    let parts: Vec<_> = direct
-        .part_urls
-        .iter()
-        .enumerate()
-        .map(|(i, url)| serde_json::json!({"part_number": i + 1, "url": url}))
-        .collect();
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(serde_json::json!({
-            "upload_id": upload.id,
-            "asset_id": asset.id,
-            "playback_id": asset.playback_id,
-            "part_size": direct.part_size,
-            "parts": parts,
-            "complete_url": format!("{}/v1/direct-uploads/{}/complete", state.jobs.public_url, upload.id),
-            "expires_at": super::rfc3339(upload.expires_at),
-        })),
-    ))
-}
-
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
-pub struct CompletedPart {
-    pub part_number: i32,
-    pub etag: String,
-}
-
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CompleteDirectUpload {
-    pub parts: Vec<CompletedPart>,
-}
-
-/// `POST /v1/direct-uploads/{id}/complete` `{parts: [{part_number, etag}]}`: the client has
-/// sent every part; the upload is assembled in S3 and the transcode queued.
-#[utoipa::path(post, path = "/v1/direct-uploads/{id}/complete", tag = "assets",
-    security(("api_key" = [])),
-    request_body(content = CompleteDirectUpload,
-        example = json!({"parts": [{"part_number": 1, "etag": "\"9b2cf535f27731c974343645a3985328\""}]})),
-    responses((status = 200, body = AssetQueued), (status = 409, body = ErrorBody),
-        (status = 410, body = ErrorBody)))]
-pub async fn complete_direct(
-    State(state): State<AppState>,
-    caller: Tenant,
-    Path(id): Path<String>,
-    Json(body): Json<CompleteDirectUpload>,
-) -> ApiResult<axum::Json<serde_json::Value>> {
-    let upload = live_upload(&state, &caller.tenant_id, &id).await?;
-    if upload.completed_at.is_some() {
-        return Err(ApiError::Conflict("this upload is already complete".into()));
-    }
-    let meta: serde_json::Value = serde_json::from_str(&upload.metadata).unwrap_or_default();
-    let s3_id = meta["direct_upload_id"].as_str().ok_or_else(|| {
-        ApiError::Conflict("this is a tus upload; send its bytes with PATCH".into())
-    })?;
-    let asset = state
-        .jobs
-        .db
-        .get_asset(&upload.tenant_id, &upload.asset_id)
-        .await?;
-    let key = ObjectKey::parse(&format!("{}original", asset.storage_prefix))?;
-    let parts: Vec<(i32, String)> = body
-        .parts
-        .into_iter()
-        .map(|p| (p.part_number, p.etag))
-        .collect();
-    state
-        .jobs
-        .store
-        .complete_direct_upload(&key, s3_id, &parts)
-        .await?;
-    let size = state.jobs.store.head(&key).await?.size;
-    if size != upload.length as u64 {
-        state.jobs.store.delete(&key).await?;
-        return Err(ApiError::invalid(format!(
-            "the parts hold {size} bytes, not the {} announced",
-            upload.length
-        )));
-    }
-    state
-        .jobs
-        .db
-        .set_upload_received(&upload.id, upload.length)
-        .await?;
-    state.jobs.db.complete_upload(&upload.id).await?;
-    queue_transcode(&state, &upload.tenant_id, &asset.id).await?;
-    Ok(axum::Json(
-        serde_json::json!({"asset_id": asset.id, "status": "queued"}),
-    ))
 }
 
 /// A new asset that an upload of `size` bytes will fill.
