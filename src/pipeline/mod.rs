@@ -6,7 +6,7 @@
 //! source into MPEG-TS in Rust (`media::tsmux`) as each tag is pushed, and hands its events straight
 //! back to the caller.
 
-mod copy;
+pub(crate) mod copy;
 pub mod gst;
 mod ladder;
 pub mod preset;

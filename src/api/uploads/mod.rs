@@ -78,15 +78,16 @@ fn require_tus(headers: &HeaderMap) -> ApiResult<()> {
 fn header_u64(headers: &HeaderMap, name: &str) -> ApiResult<Option<u64>> {
     headers
         .get(name)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .map(str::trim)
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| ApiError::invalid(format!("{name} must be a non-negative integer")))
-        })
+        .map(|v| parse_u64_header(name, v.to_str().unwrap_or("-")))
         .transpose()
+}
+
+/// The value of the tus header `name` (see [`header_u64`]).
+pub fn parse_u64_header(name: &str, value: &str) -> ApiResult<u64> {
+    Some(value.trim())
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::invalid(format!("{name} must be a non-negative integer")))
 }
 
 /// Bytes of `Upload-Metadata` accepted (names, types and policies fit in far less).
@@ -97,7 +98,9 @@ const METADATA_PAIRS_MAX: usize = 32;
 /// `Upload-Metadata: key base64,key2 base64` as a JSON object. Keys are ASCII without
 /// spaces or commas (tus), unique; values are UTF-8 text without NUL, line breaks or other
 /// control characters, so they can be stored, listed and logged as they are.
-fn parse_metadata(value: Option<&str>) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
+pub fn parse_metadata(
+    value: Option<&str>,
+) -> ApiResult<serde_json::Map<String, serde_json::Value>> {
     let value = value.unwrap_or("");
     if value.len() > METADATA_MAX {
         return Err(ApiError::invalid(format!(
