@@ -108,10 +108,15 @@ async fn a_stream_packaged_as_both_serves_ts_and_cenc_cmaf_from_one_encode_and_s
     ] {
         assert!(cmaf.contains(tag), "{tag} in {cmaf}");
     }
-    let (status, cmaf_master) = server
-        .get_text(&format!("/hls/{id}/cmaf/master.m3u8"))
-        .await;
-    assert_eq!(status, 200);
+    // The master is written once every rendition's codecs are known, which may lag one
+    // rendition's playlist.
+    let cmaf_master = eventually("the CMAF master", Duration::from_secs(20), || async {
+        let (status, text) = server
+            .get_text(&format!("/hls/{id}/cmaf/master.m3u8"))
+            .await;
+        (status == 200).then_some(text)
+    })
+    .await;
     assert!(
         cmaf_master.contains("URI=\"audio/index.m3u8\"") && cmaf_master.contains("360p/index.m3u8"),
         "{cmaf_master}"
