@@ -30,15 +30,20 @@ one() {
   hangs=$(awk -F' *: *' '$1=="saved_hangs"{print $2}' "$stats")
   run_s=$(awk -F' *: *' '$1=="run_time"{print $2}' "$stats")
   # The corpus grows by what the queue found, minimised.
-  mkdir -p "$dir/all" && cp "corpus/$t"/* "$dir/default/queue"/id:* "$dir/all"/ 2>/dev/null || true
+  # The seeds (real captures) and earlier findings stay under their names; afl's copies of
+  # them in its queue (orig:NAME) are left out.
+  mkdir -p "$dir/all" && cp "corpus/$t"/* "$dir/all"/
+  for f in "$dir/default/queue"/id:*; do
+    case $f in *orig:*) ;; *) cp "$f" "$dir/all/$(sha1sum "$f" | cut -c1-16)";; esac
+  done
   if cargo afl cmin -i "$dir/all" -o "$dir/min" -- "$bin" "$t" >"$dir/cmin.log" 2>&1; then
     rm -rf "corpus/$t" && mkdir -p "corpus/$t"
-    local n=0
-    for f in "$dir/min"/*; do
-      case $(basename "$f") in seed-*) cp "$f" "corpus/$t/";; *) cp "$f" "corpus/$t/$(sha1sum "$f" | cut -c1-16)";; esac
-      n=$((n + 1))
+    cp "$dir/min"/* "corpus/$t"/
+    for f in "$dir/all"/seed-* "$dir/all"/crash-*; do
+      [ -e "$f" ] && cp "$f" "corpus/$t"/
     done
   fi
+  # A finding goes to crashes/TARGET; once fixed, it belongs in the corpus as crash-HASH.
   if [ "${crashes:-0}" != 0 ] || [ "${hangs:-0}" != 0 ]; then
     mkdir -p "crashes/$t" && cp "$dir/default/crashes"/id:* "$dir/default/hangs"/id:* "crashes/$t"/ 2>/dev/null || true
   fi

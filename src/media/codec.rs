@@ -117,6 +117,9 @@ fn rbsp(nal: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Macroblocks a side of a picture may have at most (see [`parse_sps`]).
+const MAX_SIDE_MBS: u32 = 1056;
+
 /// Parses an SPS NAL unit (header byte included) for its display size and frame rate.
 pub fn parse_sps(nal: &[u8]) -> Option<SpsInfo> {
     if nal.first()? & 0x1f != 7 {
@@ -150,7 +153,9 @@ pub fn parse_sps(nal: &[u8]) -> Option<SpsInfo> {
                     let (mut last, mut next) = (8i32, 8i32);
                     for _ in 0..size {
                         if next != 0 {
-                            next = (last + r.se()? + 256) % 256;
+                            // delta_scale is -128..=127 (H.264 7.4.2.1.1.1).
+                            let delta = r.se().filter(|d| (-128..=127).contains(d))?;
+                            next = (last + delta + 256) % 256;
                         }
                         if next != 0 {
                             last = next;
@@ -183,6 +188,11 @@ pub fn parse_sps(nal: &[u8]) -> Option<SpsInfo> {
     r.bit()?; // gaps_in_frame_num_value_allowed_flag
     let width_mbs = r.ue()? + 1;
     let height_units = r.ue()? + 1;
+    // No H.264 level allows a side beyond sqrt(8 × MaxFS) = 1,055 macroblocks (level 6.2),
+    // so larger values are refused before they are multiplied (a publisher sends them).
+    if width_mbs > MAX_SIDE_MBS || height_units > MAX_SIDE_MBS {
+        return None;
+    }
     let frame_mbs_only = r.bit()?;
     if frame_mbs_only == 0 {
         r.bit()?; // mb_adaptive_frame_field_flag
@@ -197,8 +207,10 @@ pub fn parse_sps(nal: &[u8]) -> Option<SpsInfo> {
             2 => (2, 1),
             _ => (1, 1),
         };
-        crop_x = sub_w * (left + right);
-        crop_y = sub_h * (2 - frame_mbs_only) * (top + bottom);
+        crop_x = left.checked_add(right)?.checked_mul(sub_w)?;
+        crop_y = top
+            .checked_add(bottom)?
+            .checked_mul(sub_h * (2 - frame_mbs_only))?;
     }
     let width = (width_mbs * 16).checked_sub(crop_x)?;
     let height = ((2 - frame_mbs_only) * height_units * 16).checked_sub(crop_y)?;

@@ -19,6 +19,9 @@ fn err(line: usize, message: impl Into<String>) -> SubtitleError {
     }
 }
 
+/// Hours a cue time may have at most.
+const MAX_HOURS: u64 = 1000;
+
 /// `HH:MM:SS,mmm` (SRT) or `[HH:]MM:SS.mmm` (WebVTT) in milliseconds.
 fn parse_time(s: &str, line: usize) -> Result<u64, SubtitleError> {
     let bad = || err(line, format!("{s:?} is not a timestamp like 00:01:02.500"));
@@ -38,6 +41,11 @@ fn parse_time(s: &str, line: usize) -> Result<u64, SubtitleError> {
     };
     if m > 59 || sec > 59 {
         return Err(bad());
+    }
+    // Hours are digits of any length in both formats: far beyond any video is refused
+    // rather than overflowing.
+    if h > MAX_HOURS {
+        return Err(err(line, format!("{s:?} is more than {MAX_HOURS} hours")));
     }
     Ok(((h * 60 + m) * 60 + sec) * 1000 + millis.parse::<u64>().map_err(|_| bad())?)
 }
@@ -244,6 +252,15 @@ mod tests {
             (cues[0].start_ms, cues[0].end_ms, cues[0].text.as_str()),
             (62_000, 63_000, "Hi")
         );
+    }
+
+    #[test]
+    fn an_hour_count_beyond_any_video_is_refused_not_overflowed() {
+        let huge = "1\n99999999999999999:00:00,000 --> 99999999999999999:00:01,000\nHi\n";
+        let e = parse(huge).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("more than 1000 hours"), "{e}");
+        assert!(parse("1\n999:00:00,000 --> 999:00:01,000\nHi\n").is_ok());
     }
 
     #[test]
