@@ -1337,6 +1337,129 @@ async fn an_all_content_rental_starts_at_the_first_play_and_codes_count_per_cust
     server.stop().await;
 }
 
+/// A cart of `price_id` with `code`, checked out with Stripe by `email`.
+async fn checkout_with_code(
+    server: &TestServer,
+    key: &str,
+    price_id: &str,
+    code: &str,
+    email: &str,
+) -> (u16, Value) {
+    let cart = post(
+        server,
+        key,
+        "/v1/carts",
+        json!({"currency": "eur", "country": "DE"}),
+    )
+    .await;
+    let id = cart["id"].as_str().unwrap();
+    post(
+        server,
+        key,
+        &format!("/v1/carts/{id}/items"),
+        json!({"price_id": price_id, "quantity": 1}),
+    )
+    .await;
+    let (status, applied) = server
+        .call(
+            "POST",
+            &format!("/v1/carts/{id}/discount"),
+            Some(key),
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(status, 200, "{applied}");
+    server
+        .call(
+            "POST",
+            &format!("/v1/carts/{id}/checkout"),
+            Some(key),
+            Some(json!({"provider": "stripe", "email": email,
+                "success_url": "https://example.com/thanks", "cancel_url": "https://example.com/cart"})),
+        )
+        .await
+}
+
+/// A code's limits hold at checkout, before anyone pays: checkouts not yet paid for hold a
+/// use each, however many run at once; an expired checkout gives its use back.
+async fn a_codes_limits_hold_for_checkouts_not_yet_paid(server: &TestServer) {
+    let stripe = FakeStripe::start();
+    let (key, _, price_id, hook) = paid_setup(server, &stripe).await;
+    post(
+        server,
+        &key,
+        "/v1/discount-codes",
+        json!({"code": "TWICE", "percent_off": "10", "max_redemptions": 2}),
+    )
+    .await;
+    // Six buyers at once: two get the code.
+    let tries = (0..6).map(|i| {
+        let (key, price_id) = (&key, &price_id);
+        async move {
+            checkout_with_code(server, key, price_id, "TWICE", &format!("b{i}@example.com")).await
+        }
+    });
+    let answers = futures::future::join_all(tries).await;
+    let won: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, o)| o)
+        .collect();
+    assert_eq!(won.len(), 2, "{answers:?}");
+    for (status, out) in answers.iter().filter(|(s, _)| *s != 201) {
+        assert_eq!(*status, 409, "{out}");
+        assert!(
+            out["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("used up"),
+            "{out}"
+        );
+    }
+    // One checkout expires unpaid: its use is free again, and taken by the next buyer.
+    let session = won[0]["redirect_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let expired = json!({"id": "evt_test_expired", "object": "event", "type": "checkout.session.expired",
+        "created": ferrocast::clock::unix_now(), "livemode": false,
+        "data": {"object": {"id": session, "object": "checkout.session", "status": "expired",
+            "payment_status": "unpaid", "client_reference_id": won[0]["order_id"]}}});
+    let results = stripe.deliver(&hook, &[expired], 1, 1, 0, false).await;
+    assert_eq!(results[0].0, 200, "{results:?}");
+    let (status, out) =
+        checkout_with_code(server, &key, &price_id, "TWICE", "late@example.com").await;
+    assert_eq!(status, 201, "{out}");
+    let (status, out) =
+        checkout_with_code(server, &key, &price_id, "TWICE", "later@example.com").await;
+    assert_eq!(status, 409, "{out}");
+
+    // Once per customer: a second checkout not yet paid for is refused too.
+    let (status, out) =
+        checkout_with_code(server, &key, &price_id, "FINAL20", "one@example.com").await;
+    assert_eq!(status, 201, "{out}");
+    let (status, out) =
+        checkout_with_code(server, &key, &price_id, "FINAL20", "one@example.com").await;
+    assert_eq!(status, 409, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_codes_limits_hold_for_checkouts_not_yet_paid_sqlite() {
+    let server = TestServer::start_with(|c| c.commerce.allow_plain_http_providers = true).await;
+    a_codes_limits_hold_for_checkouts_not_yet_paid(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_codes_limits_hold_for_checkouts_not_yet_paid_postgres() {
+    let pg = PgDatabase::create().await;
+    let server = TestServer::start_on(&pg, |c| c.commerce.allow_plain_http_providers = true).await;
+    a_codes_limits_hold_for_checkouts_not_yet_paid(&server).await;
+    server.stop().await;
+}
+
 /// A monthly subscription: paid, its access runs to the period's end plus the grace; a
 /// renewal extends it; canceled at period end it keeps playing until Stripe deletes it at
 /// that end, and then the key is refused; a late renewal event changes nothing.
@@ -1521,6 +1644,296 @@ async fn a_subscription_renews_and_ends_at_its_period_end() {
             "entitlement.revoked"
         ]
     );
+    server.stop().await;
+}
+
+/// A subscription is charged each period: each charge has its own payment intent (which
+/// carries none of Ferrocast's metadata), its own invoice and its place in revenue. A refund
+/// of a period's charge, made in Stripe's dashboard or through the API, finds its order by
+/// that payment: in part it keeps access, in full it ends access until a later period is paid;
+/// a dispute of a charge revokes it.
+async fn a_subscriptions_periods_are_invoiced_refunded_and_disputed(server: &TestServer) {
+    let stripe = FakeStripe::start();
+    let (key, media, _, hook) = paid_setup(server, &stripe).await;
+    let (_, products) = server.call("GET", "/v1/products", Some(&key), None).await;
+    let monthly = post(
+        server,
+        &key,
+        "/v1/prices",
+        json!({"product_id": products["data"][0]["id"], "type": "recurring", "unit_amount": 1189,
+            "currency": "eur", "tax_behavior": "inclusive", "interval": "month"}),
+    )
+    .await;
+    let (status, out) = try_checkout(
+        server,
+        &key,
+        monthly["id"].as_str().unwrap(),
+        json!({"email": "periods@example.com"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    let order_id = out["order_id"].as_str().unwrap().to_string();
+    let customer = out["customer_id"].as_str().unwrap().to_string();
+    let session = out["redirect_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let delivered = |events: Vec<Value>| {
+        let (stripe, hook) = (&stripe, &hook);
+        async move {
+            let answers = stripe.deliver(hook, &events, 1, 1, 0, false).await;
+            assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+            answers
+                .iter()
+                .map(|(_, b)| b["result"].as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    delivered(stripe.pay(session).await).await;
+    assert_eq!(viewer_key(server, &key, &media, &customer).await, 200);
+    let (_, order) = server
+        .call("GET", &format!("/v1/orders/{order_id}"), Some(&key), None)
+        .await;
+    let charged = order["total"].as_i64().unwrap();
+    assert_eq!(order["status"], "paid", "{order}");
+    let (_, subs) = server
+        .call(
+            "GET",
+            &format!("/v1/subscriptions?customer_id={customer}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    let provider_sub = subs["data"][0]["provider_subscription"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let documents = || async {
+        let (_, docs) = server
+            .call(
+                "GET",
+                &format!("/v1/invoices?order_id={order_id}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        docs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap().to_string(),
+                    d["total"].as_i64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let revenue = || async {
+        let (status, rev) = server
+            .call(
+                "GET",
+                "/v1/analytics/revenue?group_by=product&timeframe=24h",
+                Some(&key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{rev}");
+        let row = &rev["data"][0];
+        (
+            row["gross"].as_i64().unwrap(),
+            row["refunded"].as_i64().unwrap(),
+            row["orders"].as_i64().unwrap(),
+        )
+    };
+    let invoice = |kind: &str, total: i64| (kind.to_string(), total);
+
+    // A renewal: its own charge and invoice, and a second purchase in revenue.
+    let renewal = stripe.renew(&provider_sub).await;
+    let second_pi = renewal[0]["data"]["object"]["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        renewal[0]["data"]["object"]["subscription_details"]["metadata"]["order_id"]
+            == json!(order_id)
+    );
+    delivered(renewal.clone()).await;
+    assert_eq!(
+        documents().await,
+        [invoice("invoice", charged), invoice("invoice", charged)]
+    );
+    assert_eq!(revenue().await, (2 * charged, 0, 2));
+
+    // Part of the renewal refunded in Stripe's dashboard: the charge names only its payment
+    // intent, and the order is found by it; access is kept, and a credit note issued.
+    stripe.refund(&second_pi, 100).await;
+    let results = delivered(stripe.charge_event("charge.refunded", &second_pi).await).await;
+    assert_eq!(
+        results,
+        [format!("period 1: 100 of {charged} refunded: access kept")]
+    );
+    assert_eq!(viewer_key(server, &key, &media, &customer).await, 200);
+
+    // The rest through Ferrocast's API, which refunds the latest period's charge: access
+    // ends now. Stripe's event of it changes nothing more.
+    let (status, refunded) = server
+        .call(
+            "POST",
+            &format!("/v1/orders/{order_id}/refunds"),
+            Some(&key),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{refunded}");
+    assert_eq!(refunded["amount_refunded"], charged, "{refunded}");
+    assert_eq!(viewer_key(server, &key, &media, &customer).await, 403);
+    delivered(stripe.charge_event("charge.refunded", &second_pi).await).await;
+    let (status, again) = server
+        .call(
+            "POST",
+            &format!("/v1/orders/{order_id}/refunds"),
+            Some(&key),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 409, "{again}");
+    // The refunded renewal's events again (Stripe retries): no access for a refunded period.
+    let mut late = renewal.clone();
+    for e in &mut late {
+        e["id"] = json!(format!("{}_retried", e["id"].as_str().unwrap()));
+    }
+    delivered(late).await;
+    assert_eq!(viewer_key(server, &key, &media, &customer).await, 403);
+    assert_eq!(
+        documents().await,
+        [
+            invoice("invoice", charged),
+            invoice("invoice", charged),
+            invoice("credit_note", 100),
+            invoice("credit_note", charged - 100),
+        ]
+    );
+
+    // The next period paid brings access back; a dispute of its charge takes it away.
+    let third = stripe.renew(&provider_sub).await;
+    let third_pi = third[0]["data"]["object"]["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    delivered(third).await;
+    assert_eq!(viewer_key(server, &key, &media, &customer).await, 200);
+    assert_eq!(revenue().await, (3 * charged, charged, 3));
+    delivered(
+        stripe
+            .charge_event("charge.dispute.created", &third_pi)
+            .await,
+    )
+    .await;
+    assert_eq!(viewer_key(server, &key, &media, &customer).await, 403);
+    assert_eq!(documents().await.len(), 5);
+    rivals_see_none_of_it(server, &key, &order_id).await;
+}
+
+/// Another tenant's key, on every commerce object `key`'s tenant holds around `order_id`
+/// (paid, refunded, invoiced, with a subscription, provider events and a publishable key):
+/// 404 on each, and none of them in any list.
+async fn rivals_see_none_of_it(server: &TestServer, key: &str, order_id: &str) {
+    let get = |path: String| async move {
+        let (status, body) = server.call("GET", &path, Some(key), None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    };
+    let first_id = |v: &Value| v["data"][0]["id"].as_str().unwrap().to_string();
+    let order = get(format!("/v1/orders/{order_id}")).await;
+    let customer = order["customer_id"].as_str().unwrap().to_string();
+    let invoice = first_id(&get(format!("/v1/invoices?order_id={order_id}")).await);
+    let subscription = first_id(&get(format!("/v1/subscriptions?customer_id={customer}")).await);
+    let event = first_id(&get("/v1/webhook-events".into()).await);
+    let publishable = post(server, key, "/v1/publishable-keys", json!({})).await;
+    let publishable = publishable["id"].as_str().unwrap();
+    let entitlements = get(format!("/v1/entitlements?viewer={customer}")).await;
+    assert!(!entitlements["data"].as_array().unwrap().is_empty());
+
+    let (_, rival) = server.create_tenant("Rival").await;
+    for (method, path, body) in [
+        ("GET", format!("/v1/orders/{order_id}"), None),
+        (
+            "POST",
+            format!("/v1/orders/{order_id}/refunds"),
+            Some(json!({})),
+        ),
+        ("GET", format!("/v1/customers/{customer}"), None),
+        ("GET", format!("/v1/invoices/{invoice}"), None),
+        ("GET", format!("/v1/invoices/{invoice}.html"), None),
+        (
+            "POST",
+            format!("/v1/subscriptions/{subscription}/cancel"),
+            Some(json!({})),
+        ),
+        ("POST", format!("/v1/webhook-events/{event}/replay"), None),
+        (
+            "DELETE",
+            format!("/v1/publishable-keys/{publishable}"),
+            None,
+        ),
+    ] {
+        let (status, out) = server.call(method, &path, Some(&rival), body).await;
+        assert_eq!(status, 404, "{method} {path}: {out}");
+    }
+    for path in [
+        "/v1/orders".to_string(),
+        format!("/v1/orders?customer_id={customer}"),
+        "/v1/customers".into(),
+        "/v1/invoices".into(),
+        format!("/v1/invoices?order_id={order_id}"),
+        "/v1/subscriptions".into(),
+        format!("/v1/subscriptions?customer_id={customer}"),
+        "/v1/webhook-events".into(),
+        "/v1/payment-providers".into(),
+        "/v1/publishable-keys".into(),
+        format!("/v1/entitlements?viewer={customer}"),
+        "/v1/analytics/revenue?group_by=product&timeframe=24h".into(),
+    ] {
+        let (status, out) = server.call("GET", &path, Some(&rival), None).await;
+        assert_eq!(status, 200, "{path}: {out}");
+        assert_eq!(out["data"], json!([]), "{path}: {out}");
+    }
+    // And the owner still has it all.
+    get(format!("/v1/orders/{order_id}")).await;
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &format!("/v1/publishable-keys/{publishable}"),
+            Some(key),
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriptions_periods_are_invoiced_refunded_and_disputed_sqlite() {
+    let server = TestServer::start_with(|c| {
+        c.commerce.allow_plain_http_providers = true;
+        c.webhooks.allow_private_targets = true;
+    })
+    .await;
+    a_subscriptions_periods_are_invoiced_refunded_and_disputed(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriptions_periods_are_invoiced_refunded_and_disputed_postgres() {
+    let pg = PgDatabase::create().await;
+    let server = TestServer::start_on(&pg, |c| {
+        c.commerce.allow_plain_http_providers = true;
+        c.webhooks.allow_private_targets = true;
+    })
+    .await;
+    a_subscriptions_periods_are_invoiced_refunded_and_disputed(&server).await;
     server.stop().await;
 }
 

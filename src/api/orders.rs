@@ -707,11 +707,14 @@ pub async fn list_orders(
 #[serde(deny_unknown_fields)]
 pub struct CreateRefund {
     /// Minor units; none: all that is not refunded yet. A refund of the whole order ends
-    /// the customer's access at their next key request; a partial one keeps it.
+    /// the customer's access at their next key request; a partial one keeps it. A
+    /// subscription's order refunds its latest paid period's charge: in full, access ends
+    /// until a later period is paid.
     pub amount: Option<i64>,
 }
 
-/// Refund a paid order, in full or in part, through its provider.
+/// Refund a paid order, in full or in part, through its provider (a subscription: its
+/// latest paid period).
 #[utoipa::path(post, path = "/v1/orders/{id}/refunds", tag = "commerce",
     request_body(content = CreateRefund, example = json!({"amount": 500})),
     security(("api_key" = [])),
@@ -730,6 +733,9 @@ pub async fn refund(
             "only a paid order can be refunded; this one is {}",
             order.status
         )));
+    }
+    if order.mode == "subscription" {
+        return refund_period(&state, &caller.tenant_id, order, body.amount).await;
     }
     let left = order.total - order.refunded;
     let amount = body.amount.unwrap_or(left);
@@ -756,5 +762,59 @@ pub async fn refund(
     crate::commerce::invoicing::settle(db, &caller.tenant_id, &order.id).await?;
     tracing::info!(order = %order.id, amount, %result, "refund");
     let o = db.get_order(&caller.tenant_id, &id).await?;
+    Ok(Json(order_view(db, o).await?))
+}
+
+/// Refunds `amount` (none: all that is left) of the latest paid period of subscription
+/// `order`.
+async fn refund_period(
+    state: &AppState,
+    tenant_id: &str,
+    order: db::Order,
+    amount: Option<i64>,
+) -> ApiResult<Json<OrderView>> {
+    let db = &state.jobs.db;
+    let Some(paid) = db.period_payments(&order.id).await?.pop() else {
+        return Err(ApiError::Conflict(
+            "the subscription has no paid period to refund (a free trial charged nothing)".into(),
+        ));
+    };
+    let left = paid.amount - paid.refunded;
+    let amount = amount.unwrap_or(left);
+    if left < 1 {
+        return Err(ApiError::Conflict(format!(
+            "the latest paid period ({}) is refunded already",
+            paid.period + 1
+        )));
+    }
+    if amount < 1 || amount > left {
+        return Err(ApiError::invalid(format!(
+            "amount must be 1 to {left} (what is not refunded yet of the latest period)"
+        )));
+    }
+    let client = provider_of(state, tenant_id, &order.provider).await?;
+    let key = format!(
+        "ferrocast-refund-{}-{}-{}-{amount}",
+        order.id, paid.payment_ref, paid.refunded
+    );
+    let charge = db::Order {
+        payment_ref: Some(paid.payment_ref.clone()),
+        ..order.clone()
+    };
+    client
+        .refund(&charge, amount, &key)
+        .await
+        .map_err(provider_error)?;
+    let result = db
+        .record_period_refund(
+            tenant_id,
+            &order.provider,
+            &paid.payment_ref,
+            paid.refunded + amount,
+        )
+        .await?;
+    crate::commerce::invoicing::settle(db, tenant_id, &order.id).await?;
+    tracing::info!(order = %order.id, amount, %result, "refund of a period");
+    let o = db.get_order(tenant_id, &order.id).await?;
     Ok(Json(order_view(db, o).await?))
 }

@@ -114,7 +114,22 @@ pub async fn apply(
             period_end_ms,
             cancel_at_period_end,
             at_ms,
+            payment,
         } => {
+            // The period's charge first: a refund of it may already be on its way.
+            if let Some(p) = &payment {
+                db.record_period_payment(
+                    tenant_id,
+                    provider.name(),
+                    order_id,
+                    &p.payment_ref,
+                    p.invoice_ref.as_deref(),
+                    p.first,
+                    (p.amount, &p.currency),
+                    p.period_end_ms,
+                )
+                .await?;
+            }
             let state = SubscriptionState {
                 provider_ref: &provider_ref,
                 status: &status,
@@ -130,7 +145,19 @@ pub async fn apply(
         Action::Wait => Ok("payment not settled yet: waiting".into()),
         Action::Failed => db.end_pending_order(tenant_id, order_id, "failed").await,
         Action::Expired => db.end_pending_order(tenant_id, order_id, "canceled").await,
-        Action::Refunded { total } => db.record_refund(tenant_id, order_id, total).await,
+        // A subscription's charge is one period's: refunded as that period.
+        Action::Refunded { total } => match event.payment_ref.as_deref() {
+            Some(pi)
+                if db
+                    .period_payment(tenant_id, provider.name(), pi)
+                    .await?
+                    .is_some() =>
+            {
+                db.record_period_refund(tenant_id, provider.name(), pi, total)
+                    .await
+            }
+            _ => db.record_refund(tenant_id, order_id, total).await,
+        },
         Action::Disputed => db.record_dispute(tenant_id, order_id).await,
         Action::Ignore | Action::Capture { .. } => Ok(format!("{}: not acted on", event.kind)),
     };

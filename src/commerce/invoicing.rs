@@ -85,6 +85,61 @@ pub fn invoice(
     }
 }
 
+/// `amount` spread over lines in proportion to `totals` (largest remainder, ties by line),
+/// also when it is more than their sum (a period charged more than the order).
+fn spread(amount: i64, lines: &[db::OrderLine]) -> Vec<i64> {
+    let totals: Vec<i64> = lines.iter().map(|l| l.total.max(0)).collect();
+    let ids: Vec<String> = lines.iter().map(|l| format!("{:06}", l.line_no)).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let whole: i64 = totals.iter().sum();
+    if whole <= 0 || amount <= 0 {
+        // Nothing to weigh by: all of it on the first line.
+        return (0..lines.len())
+            .map(|i| if i == 0 { amount.max(0) } else { 0 })
+            .collect();
+    }
+    let times = amount / whole;
+    money::allocate(amount - times * whole, &totals, &ids)
+        .into_iter()
+        .zip(&totals)
+        .map(|(s, t)| s + times * t)
+        .collect()
+}
+
+/// The invoice of a subscription's renewal: `paid` (period 1, 2, …) charged for the order's
+/// lines, spread over them as their totals are, each line's tax its own stored proportion.
+/// `covers` holds the period, so each period is invoiced once.
+pub fn renewal_invoice(
+    order: &db::Order,
+    lines: &[db::OrderLine],
+    customer: Option<&db::Customer>,
+    paid: &db::PeriodPaid,
+) -> Invoice {
+    let items: Vec<InvoiceLine> = lines
+        .iter()
+        .zip(spread(paid.amount, lines))
+        .map(|(l, s)| InvoiceLine {
+            description: format!("{} (period {})", description(l), paid.period + 1),
+            quantity: l.quantity,
+            unit_amount: l.unit_amount,
+            discount: money::share(s, l.discount, l.total),
+            tax: money::share(s, l.tax, l.total),
+            tax_rate: l.tax_rate,
+            total: s,
+        })
+        .collect();
+    let discount = items.iter().map(|i| i.discount).sum();
+    Invoice {
+        lines: serde_json::to_string(&items).expect("lines serialise"),
+        subtotal: money::share(paid.amount, order.subtotal, order.total),
+        discount,
+        tax: items.iter().map(|i| i.tax).sum(),
+        total: paid.amount,
+        covers: paid.period,
+        ..draft(order, customer, "invoice")
+    }
+}
+
 /// A credit note for `amount` more refunded of `order`, bringing its credits to `covers`.
 pub fn credit_note(
     order: &db::Order,
@@ -93,10 +148,7 @@ pub fn credit_note(
     amount: i64,
     covers: i64,
 ) -> Invoice {
-    let totals: Vec<i64> = lines.iter().map(|l| l.total).collect();
-    let ids: Vec<String> = lines.iter().map(|l| format!("{:06}", l.line_no)).collect();
-    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let shares = money::allocate(amount, &totals, &ids);
+    let shares = spread(amount, lines);
     let items: Vec<InvoiceLine> = lines
         .iter()
         .zip(&shares)
@@ -145,6 +197,21 @@ pub async fn settle(db: &Db, tenant_id: &str, order_id: &str) -> DbResult<Vec<In
                 .await?
         {
             issued.push(i);
+        }
+        // Each renewal paid, invoiced once (period 0 is the order's own invoice).
+        if order.mode == "subscription" {
+            for paid in db.period_payments(&order.id).await? {
+                if paid.period > 0
+                    && !existing
+                        .iter()
+                        .any(|i| i.kind == "invoice" && i.covers == paid.period)
+                    && let Issued::New(i) = db
+                        .issue_invoice(renewal_invoice(&order, &lines, customer.as_ref(), &paid), 0)
+                        .await?
+                {
+                    issued.push(i);
+                }
+            }
         }
         let credited = existing
             .iter()

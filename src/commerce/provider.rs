@@ -83,9 +83,28 @@ pub enum Action {
         cancel_at_period_end: Option<bool>,
         /// When the provider said so (milliseconds), to order late events.
         at_ms: Option<i64>,
+        /// The charge of a period paid (Stripe's `invoice.paid`): what a refund or
+        /// dispute of that period names.
+        payment: Option<PeriodPayment>,
     },
     /// A type Ferrocast does not act on (stored, answered 200).
     Ignore,
+}
+
+/// One period of a subscription, paid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeriodPayment {
+    /// What a refund names (Stripe's payment intent).
+    pub payment_ref: String,
+    /// The provider's invoice for the period.
+    pub invoice_ref: Option<String>,
+    /// Minor units of `currency` (ISO 4217, upper case).
+    pub amount: i64,
+    pub currency: String,
+    /// The subscription's first charge (the order's own), not a renewal.
+    pub first: bool,
+    /// The end of the period paid (milliseconds).
+    pub period_end_ms: Option<i64>,
 }
 
 /// A verified event, as every provider's reads.

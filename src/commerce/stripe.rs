@@ -13,7 +13,8 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use super::provider::{
-    Action, PaymentProvider, ProviderError, ProviderEvent, Session, VerifyError, http_calls,
+    Action, PaymentProvider, PeriodPayment, ProviderError, ProviderEvent, Session, VerifyError,
+    http_calls,
 };
 use crate::db;
 
@@ -196,6 +197,39 @@ impl Event {
         self.object.get(field).and_then(Value::as_i64)
     }
 
+    /// The charge of a paid subscription invoice: its payment intent (`payment_intent` up
+    /// to API 2025-03-31, then under `payments`), `amount_paid` and the period it pays. None
+    /// for an invoice that charged nothing (a trial's).
+    fn period_payment(&self) -> Option<PeriodPayment> {
+        let o = &self.object;
+        let later = || {
+            o.get("payments")?
+                .get("data")?
+                .as_array()?
+                .iter()
+                .find_map(|p| p.get("payment")?.get("payment_intent")?.as_str())
+        };
+        let payment_ref = self
+            .str("payment_intent")
+            .or_else(later)
+            .filter(|s| s.starts_with("pi_") && s.len() <= 255)?;
+        let amount = self.int("amount_paid").filter(|a| *a > 0)?;
+        let currency = self
+            .str("currency")
+            .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()))?;
+        Some(PeriodPayment {
+            payment_ref: payment_ref.into(),
+            invoice_ref: self
+                .str("id")
+                .filter(|s| s.starts_with("in_") && s.len() <= 255)
+                .map(Into::into),
+            amount,
+            currency: currency.to_ascii_uppercase(),
+            first: self.str("billing_reason") == Some("subscription_create"),
+            period_end_ms: self.period_end_ms(),
+        })
+    }
+
     /// The event as every provider's reads.
     pub fn into_provider_event(self) -> ProviderEvent {
         let session = self.object.get("object").and_then(Value::as_str) == Some("checkout.session");
@@ -264,6 +298,7 @@ impl Event {
                         .get("cancel_at_period_end")
                         .and_then(Value::as_bool),
                     at_ms: self.created_ms(),
+                    payment: None,
                 },
                 None => Action::Ignore,
             },
@@ -275,6 +310,7 @@ impl Event {
                     period_end_ms: self.period_end_ms(),
                     cancel_at_period_end: None,
                     at_ms: self.created_ms(),
+                    payment: self.period_payment(),
                 },
                 None => Action::Ignore,
             },
@@ -469,9 +505,7 @@ impl PaymentProvider for Client {
             .filter(|p| p.starts_with("pi_"))
         else {
             return Err(ProviderError::Unsupported(
-                "the order has no Stripe payment to refund (a subscription's charges are \
-                 refunded in Stripe's dashboard)"
-                    .into(),
+                "the order has no Stripe payment to refund".into(),
             ));
         };
         let form = vec![

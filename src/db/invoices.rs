@@ -1,8 +1,8 @@
 //! Invoices and credit notes, as `commerce::invoicing` drafts them: numbered per tenant and
 //! per kind in one sequence with no gaps (`INV-000001`, `CN-000001`: the number is taken and
 //! the document stored in one transaction, or neither), and never changed once issued. One
-//! invoice per order, and one credit note per refunded total of an order, so issuing again
-//! (a retried event) finds the document already there.
+//! invoice per order and per renewal of its subscription, and one credit note per refunded
+//! total of an order, so issuing again (a retried event) finds the document already there.
 
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
@@ -40,8 +40,9 @@ pub struct Invoice {
     pub discount: i64,
     pub tax: i64,
     pub total: i64,
-    /// Credit notes: the order's refunded total this note brings the credits to (0 for an
-    /// invoice).
+    /// Credit notes: the order's refunded total this note brings the credits to. Invoices:
+    /// the subscription period invoiced (0 for the order's own invoice, n for its nth
+    /// renewal).
     pub covers: i64,
     pub issued_at: i64,
 }

@@ -44,7 +44,7 @@ pub use live::{
 pub use orders::{Inbox, Order, OrderLine, ProviderSettings, RevenueLine, WebhookEvent};
 pub use security::{AuditEvent, Entitlement, SigningKey};
 pub use status::{AssetStatus, JobStatus, LiveStatus};
-pub use subscriptions::{Subscription, SubscriptionState};
+pub use subscriptions::{PeriodPaid, Subscription, SubscriptionState};
 pub use tenants::{ApiKey, NewApiKey, Role, Tenant};
 pub use vod::{JOBS_CHANNEL, Job, OutputChoice, Upload};
 pub use webhooks::{

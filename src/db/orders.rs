@@ -110,6 +110,84 @@ const EVENT_COLUMNS: &str = "id, tenant_id, provider, event_id, type, body, veri
 /// A claim on an event that was never finished lapses after this long (the claimant died).
 const CLAIM_LAPSE_MS: i64 = 60_000;
 
+/// How long a checkout not yet paid for holds a use of its discount code (Stripe's Checkout
+/// Sessions expire after 24 h, and their expiry releases it sooner).
+pub const CODE_HOLD_MS: i64 = 24 * 3_600_000;
+
+/// The uses of code `code_id` by `customer_id`, as [`Db::code_uses_by_customer`] counts.
+async fn customer_code_uses(
+    conn: &mut sqlx::AnyConnection,
+    tenant_id: &str,
+    code_id: &str,
+    customer_id: &str,
+    now: i64,
+) -> DbResult<i64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM orders WHERE tenant_id = $1 AND discount_code_id = $2 \
+         AND customer_id = $3 AND (status IN ('paid', 'refunded') \
+             OR (status = 'pending' AND created_at > $4))",
+    )
+    .bind(tenant_id)
+    .bind(code_id)
+    .bind(customer_id)
+    .bind(now - CODE_HOLD_MS)
+    .fetch_one(conn)
+    .await?;
+    Ok(n)
+}
+
+/// Reserves a use of code `code_id` for `order`, in the caller's transaction, or says the
+/// code is used up. The code's row is held first (PostgreSQL locks it; SQLite's writer holds
+/// the database), so concurrent checkouts count each other.
+async fn reserve_code(
+    conn: &mut sqlx::AnyConnection,
+    order: &Order,
+    code_id: &str,
+) -> DbResult<()> {
+    let Some((max, max_per_customer, redeemed)) =
+        sqlx::query_as::<_, (Option<i64>, Option<i64>, i64)>(
+            "UPDATE discount_codes SET redemptions = redemptions WHERE id = $1 AND tenant_id = $2 \
+             RETURNING max_redemptions, max_per_customer, redemptions",
+        )
+        .bind(code_id)
+        .bind(&order.tenant_id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Err(DbError::Conflict(
+            "the discount code no longer exists".into(),
+        ));
+    };
+    let now = order.created_at;
+    if let Some(max) = max {
+        let (held,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM orders WHERE discount_code_id = $1 AND status = 'pending' \
+             AND created_at > $2",
+        )
+        .bind(code_id)
+        .bind(now - CODE_HOLD_MS)
+        .fetch_one(&mut *conn)
+        .await?;
+        if redeemed + held >= max {
+            return Err(DbError::Conflict(format!(
+                "the discount code is used up: {redeemed} of {max} redeemed and {held} in \
+                 checkouts not yet paid"
+            )));
+        }
+    }
+    if let Some(max) = max_per_customer {
+        let used =
+            customer_code_uses(conn, &order.tenant_id, code_id, &order.customer_id, now).await?;
+        if used >= max {
+            return Err(DbError::Conflict(format!(
+                "the discount code can be used {max} times per customer, and this customer has \
+                 used it {used} times (paid or in a checkout not yet paid)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Holds order `id`'s row for the rest of the caller's transaction (a write that changes
 /// nothing: SQLite's write transactions are serialised anyway; PostgreSQL locks the row).
 pub(super) async fn lock_order(conn: &mut sqlx::AnyConnection, id: &str) -> DbResult<()> {
@@ -238,7 +316,10 @@ impl Db {
     }
 
     /// Stores a new order and its lines and closes its cart, in one transaction; a cart
-    /// already checked out is a conflict.
+    /// already checked out is a conflict. The order's discount code is reserved in the same
+    /// transaction: its uses (paid orders, and checkouts not yet paid for up to
+    /// [`CODE_HOLD_MS`]) stay within its total and per-customer limits however many buyers
+    /// check out at once; otherwise the code is used up (a conflict).
     pub async fn create_order(&self, order: &Order, lines: &[OrderLine]) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
         let closed = sqlx::query(
@@ -253,6 +334,9 @@ impl Db {
         .await?;
         if closed.rows_affected() == 0 {
             return Err(DbError::Conflict("the cart is already checked out".into()));
+        }
+        if let Some(code) = &order.discount_code_id {
+            reserve_code(&mut tx, order, code).await?;
         }
         sqlx::query(&format!(
             "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
@@ -367,22 +451,16 @@ impl Db {
     }
 
     /// Paid orders of `customer_id` that used code `code_id`.
+    /// How many times `customer_id` has used code `code_id`: paid orders (refunded since or
+    /// not) and checkouts not yet paid for, up to [`CODE_HOLD_MS`] old.
     pub async fn code_uses_by_customer(
         &self,
         tenant_id: &str,
         code_id: &str,
         customer_id: &str,
     ) -> DbResult<i64> {
-        let (n,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM orders WHERE tenant_id = $1 AND discount_code_id = $2 \
-             AND customer_id = $3 AND status = 'paid'",
-        )
-        .bind(tenant_id)
-        .bind(code_id)
-        .bind(customer_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n)
+        let mut conn = self.pool.acquire().await?;
+        customer_code_uses(&mut conn, tenant_id, code_id, customer_id, now_ms()).await
     }
 
     /// The order is paid: a pending order (or a failed or given-up one that was paid after
@@ -792,6 +870,15 @@ impl Db {
     }
 }
 
+/// A renewal's order line, for [`Db::revenue_lines`].
+#[derive(FromRow)]
+struct RenewalLine {
+    #[sqlx(flatten)]
+    line: RevenueLine,
+    period: i64,
+    amount: i64,
+}
+
 /// One paid order line, for revenue figures.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct RevenueLine {
@@ -808,17 +895,27 @@ pub struct RevenueLine {
 }
 
 impl Db {
-    /// The lines of `tenant_id`'s orders paid in `[from, to)` (refunded since or not).
+    /// The lines of `tenant_id`'s orders paid in `[from, to)` (refunded since or not), and
+    /// of the subscription renewals paid then: each renewal is a purchase of its own
+    /// (`order_id` `ord…#n`), its charge spread over the order's lines as their totals are.
+    /// A subscription's first period counts what it charged (nothing in a free trial) and
+    /// its own refunds.
     pub async fn revenue_lines(
         &self,
         tenant_id: &str,
         from: i64,
         to: i64,
     ) -> DbResult<Vec<RevenueLine>> {
-        Ok(sqlx::query_as(
+        let mut lines: Vec<RevenueLine> = sqlx::query_as(
             "SELECT o.id AS order_id, o.customer_id, l.line_no, l.product_id, l.product_name, \
-             o.currency, l.total, o.total AS order_total, o.refunded AS order_refunded, \
+             o.currency, CASE WHEN t.order_id IS NULL THEN l.total ELSE 0 END AS total, \
+             CASE WHEN t.order_id IS NULL THEN o.total ELSE 0 END AS order_total, \
+             CASE WHEN o.mode = 'subscription' THEN COALESCE(p.refunded, 0) \
+                 ELSE o.refunded END AS order_refunded, \
              o.paid_at FROM orders o JOIN order_lines l ON l.order_id = o.id \
+             LEFT JOIN (SELECT DISTINCT order_id FROM order_lines WHERE trial_days > 0) t \
+                 ON t.order_id = o.id AND o.mode = 'subscription' \
+             LEFT JOIN subscription_payments p ON p.order_id = o.id AND p.period = 0 \
              WHERE o.tenant_id = $1 AND o.paid_at >= $2 AND o.paid_at < $3 \
              AND o.status IN ('paid', 'refunded') ORDER BY o.paid_at, o.id, l.line_no \
              LIMIT 1000000",
@@ -827,7 +924,48 @@ impl Db {
         .bind(from)
         .bind(to)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        let renewals: Vec<RenewalLine> = sqlx::query_as(
+            "SELECT o.id AS order_id, o.customer_id, l.line_no, l.product_id, l.product_name, \
+             o.currency, l.total, o.total AS order_total, p.refunded AS order_refunded, \
+             p.paid_at, p.period, p.amount FROM subscription_payments p \
+             JOIN orders o ON o.id = p.order_id JOIN order_lines l ON l.order_id = o.id \
+             WHERE p.tenant_id = $1 AND p.paid_at >= $2 AND p.paid_at < $3 AND p.period > 0 \
+             ORDER BY p.paid_at, o.id, p.period, l.line_no LIMIT 1000000",
+        )
+        .bind(tenant_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        for group in
+            renewals.chunk_by(|a, b| a.line.order_id == b.line.order_id && a.period == b.period)
+        {
+            let amount = group[0].amount;
+            let whole: i64 = group.iter().map(|r| r.line.total.max(0)).sum();
+            let mut left = amount;
+            for (n, r) in group.iter().enumerate() {
+                // In proportion to the line's total; the last line takes what rounding left.
+                let share = if n + 1 == group.len() {
+                    left
+                } else if whole > 0 {
+                    i64::try_from(
+                        i128::from(amount) * i128::from(r.line.total.max(0)) / i128::from(whole),
+                    )
+                    .unwrap_or(0)
+                } else {
+                    amount / group.len() as i64
+                };
+                left -= share;
+                lines.push(RevenueLine {
+                    order_id: format!("{}#{}", r.line.order_id, r.period),
+                    total: share,
+                    order_total: amount,
+                    ..r.line.clone()
+                });
+            }
+        }
+        Ok(lines)
     }
 
     /// (product id, playback id) of every product of the tenant that names playback ids.

@@ -36,6 +36,33 @@ pub struct SubscriptionState<'a> {
     pub at_ms: Option<i64>,
 }
 
+/// One period of a subscription paid (its charge), as the provider reported it.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct PeriodPaid {
+    pub tenant_id: String,
+    pub provider: String,
+    /// What a refund names (Stripe's payment intent).
+    pub payment_ref: String,
+    pub order_id: String,
+    pub invoice_ref: Option<String>,
+    /// 0: the order's first charge; 1, 2, …: renewals, in the order they were reported.
+    pub period: i64,
+    pub amount: i64,
+    pub currency: String,
+    /// That charge's refunded total.
+    pub refunded: i64,
+    /// Milliseconds.
+    pub period_end: Option<i64>,
+    pub paid_at: i64,
+}
+
+const PERIOD_COLUMNS: &str = "tenant_id, provider, payment_ref, order_id, invoice_ref, period, \
+     amount, currency, refunded, period_end, paid_at";
+
+/// A period's `period_end` may differ from its subscription's by this much and still be the
+/// same period.
+const SAME_PERIOD_MS: i64 = 3_600_000;
+
 const COLUMNS: &str = "id, tenant_id, order_id, customer_id, provider, provider_ref, status, \
      current_period_end, cancel_at_period_end, created_at, updated_at";
 
@@ -153,7 +180,9 @@ impl Db {
         payment_ref: &str,
     ) -> DbResult<Option<String>> {
         Ok(sqlx::query_as::<_, (String,)>(
-            "SELECT id FROM orders WHERE tenant_id = $1 AND provider = $2 AND payment_ref = $3",
+            "SELECT id FROM orders WHERE tenant_id = $1 AND provider = $2 AND payment_ref = $3 \
+             UNION SELECT order_id FROM subscription_payments WHERE tenant_id = $1 \
+             AND provider = $2 AND payment_ref = $3",
         )
         .bind(tenant_id)
         .bind(provider)
@@ -161,6 +190,197 @@ impl Db {
         .fetch_optional(&self.pool)
         .await?
         .map(|(o,)| o))
+    }
+
+    /// Records a period of `order_id`'s subscription as paid (`first`: its first charge).
+    /// Returns false when that payment was recorded already.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_period_payment(
+        &self,
+        tenant_id: &str,
+        provider: &str,
+        order_id: &str,
+        payment_ref: &str,
+        invoice_ref: Option<&str>,
+        first: bool,
+        (amount, currency): (i64, &str),
+        period_end: Option<i64>,
+    ) -> DbResult<bool> {
+        let mut tx = self.write_tx().await?;
+        // The order's row is held, so two renewals reported at once take two numbers.
+        let held = sqlx::query(
+            "UPDATE orders SET updated_at = updated_at WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(order_id)
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        if held.rows_affected() == 0 {
+            return Err(DbError::NotFound("order"));
+        }
+        let known: Option<(i64,)> = sqlx::query_as(
+            "SELECT period FROM subscription_payments WHERE tenant_id = $1 AND provider = $2 \
+             AND payment_ref = $3",
+        )
+        .bind(tenant_id)
+        .bind(provider)
+        .bind(payment_ref)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if known.is_some() {
+            return Ok(false);
+        }
+        let period = if first {
+            0
+        } else {
+            let (last,): (i64,) = sqlx::query_as(
+                "SELECT COALESCE(MAX(period), 0) FROM subscription_payments WHERE order_id = $1",
+            )
+            .bind(order_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            last + 1
+        };
+        sqlx::query(&format!(
+            "INSERT INTO subscription_payments ({PERIOD_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10)"
+        ))
+        .bind(tenant_id)
+        .bind(provider)
+        .bind(payment_ref)
+        .bind(order_id)
+        .bind(invoice_ref)
+        .bind(period)
+        .bind(amount)
+        .bind(currency)
+        .bind(period_end)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The paid period whose charge is `payment_ref`, if it is one.
+    pub async fn period_payment(
+        &self,
+        tenant_id: &str,
+        provider: &str,
+        payment_ref: &str,
+    ) -> DbResult<Option<PeriodPaid>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PERIOD_COLUMNS} FROM subscription_payments WHERE tenant_id = $1 \
+             AND provider = $2 AND payment_ref = $3"
+        ))
+        .bind(tenant_id)
+        .bind(provider)
+        .bind(payment_ref)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The paid periods of `order_id`, first first.
+    pub async fn period_payments(&self, order_id: &str) -> DbResult<Vec<PeriodPaid>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {PERIOD_COLUMNS} FROM subscription_payments WHERE order_id = $1 \
+             ORDER BY period"
+        ))
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A refund of a paid period's charge, `refunded_total` in all: the order's refunded
+    /// total becomes the sum over its periods (its credit notes follow it). A period refunded
+    /// in full that is the latest paid ends the access now; it comes back only with a period
+    /// paid after it. A partial refund keeps access.
+    pub async fn record_period_refund(
+        &self,
+        tenant_id: &str,
+        provider: &str,
+        payment_ref: &str,
+        refunded_total: i64,
+    ) -> DbResult<String> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let Some(paid) = sqlx::query_as::<_, PeriodPaid>(&format!(
+            "SELECT {PERIOD_COLUMNS} FROM subscription_payments WHERE tenant_id = $1 \
+             AND provider = $2 AND payment_ref = $3"
+        ))
+        .bind(tenant_id)
+        .bind(provider)
+        .bind(payment_ref)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Err(DbError::NotFound("payment"));
+        };
+        super::orders::lock_order(&mut tx, &paid.order_id).await?;
+        sqlx::query(
+            "UPDATE subscription_payments SET refunded = CASE WHEN refunded > $1 THEN refunded \
+             WHEN $1 > amount THEN amount ELSE $1 END \
+             WHERE tenant_id = $2 AND provider = $3 AND payment_ref = $4",
+        )
+        .bind(refunded_total)
+        .bind(tenant_id)
+        .bind(provider)
+        .bind(payment_ref)
+        .execute(&mut *tx)
+        .await?;
+        let (before,): (i64,) = sqlx::query_as("SELECT refunded FROM orders WHERE id = $1")
+            .bind(&paid.order_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (sum,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(refunded), 0) AS BIGINT) FROM subscription_payments \
+             WHERE order_id = $1",
+        )
+        .bind(&paid.order_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE orders SET refunded = $1, updated_at = $2 WHERE id = $3 AND refunded < $1",
+        )
+        .bind(sum)
+        .bind(now)
+        .bind(&paid.order_id)
+        .execute(&mut *tx)
+        .await?;
+        let (refunded, latest): (i64, i64) = sqlx::query_as(
+            "SELECT p.refunded, (SELECT MAX(period) FROM subscription_payments q \
+             WHERE q.order_id = p.order_id) FROM subscription_payments p \
+             WHERE p.tenant_id = $1 AND p.provider = $2 AND p.payment_ref = $3",
+        )
+        .bind(tenant_id)
+        .bind(provider)
+        .bind(payment_ref)
+        .fetch_one(&mut *tx)
+        .await?;
+        let full = refunded >= paid.amount;
+        let mut ended = 0;
+        if full && paid.period == latest {
+            ended =
+                super::orders::end_order_entitlements(&mut tx, &paid.order_id, now, false).await?;
+        }
+        if sum > before {
+            let order = super::orders::order_in(&mut tx, &paid.order_id).await?;
+            record_event(&mut tx, "order.refunded", &order).await?;
+        }
+        tx.commit().await?;
+        Ok(match (full, paid.period == latest) {
+            (true, true) => format!(
+                "period {} refunded in full: {ended} entitlements ended",
+                paid.period
+            ),
+            (true, false) => format!(
+                "period {} refunded in full; a later period is paid: access kept",
+                paid.period
+            ),
+            _ => format!(
+                "period {}: {refunded} of {} refunded: access kept",
+                paid.period, paid.amount
+            ),
+        })
     }
 
     /// The order of a provider's subscription, for events that name only the subscription.
@@ -218,6 +438,22 @@ impl Db {
         };
         let until = end + grace_ms;
         let mut tx = self.write_tx().await?;
+        // The period paid was refunded in full: no access for it (a later one paid brings
+        // it back).
+        let (refunded,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM subscription_payments WHERE order_id = $1 \
+             AND refunded >= amount AND period_end >= $2",
+        )
+        .bind(&sub.order_id)
+        .bind(end - SAME_PERIOD_MS)
+        .fetch_one(&mut *tx)
+        .await?;
+        if refunded > 0 {
+            return Ok(format!(
+                "subscription {}: the period to {end} was refunded: access not extended",
+                sub.status
+            ));
+        }
         // Access that had ended (an unpaid subscription paid again) is granted anew.
         let ended: Vec<Entitlement> = sqlx::query_as(
             "SELECT id, tenant_id, playback_id, viewer, expires_at, created_at, revoked_at \

@@ -179,18 +179,33 @@ class Fake:
                                                      "current_period_start": now, "current_period_end": end}]},
                "_interval": s["_interval"], "_amount": s["amount_total"]}
         STATE["subscriptions"][sub["id"]] = sub
-        invoice = self.invoice(sub, 0 if trial else s["amount_total"], now, end)
+        invoice = self.invoice(sub, 0 if trial else s["amount_total"], now, end, "subscription_create")
         s.update(status="complete", payment_status="no_payment_required" if trial else "paid",
                  subscription=sub["id"], customer=sub["customer"])
         return 200, {"events": [event("customer.subscription.created", sub), event("invoice.paid", invoice),
                                 event("checkout.session.completed", public(s))]}
 
-    def invoice(self, sub, amount, start, end):
+    def invoice(self, sub, amount, start, end, billing_reason):
         inv = {"id": new_id("in"), "object": "invoice", "status": "paid", "subscription": sub["id"],
                "customer": sub["customer"], "amount_paid": amount, "currency": sub["currency"],
+               "billing_reason": billing_reason, "payment_intent": None, "charge": None,
                "subscription_details": {"metadata": sub["metadata"]}, "livemode": False,
                "lines": {"object": "list", "data": [{"id": new_id("il"), "object": "line_item", "amount": amount,
                                                      "period": {"start": start, "end": end}}]}}
+        if amount > 0:
+            # The invoice's own payment intent and charge: they carry none of the
+            # subscription's metadata, so a refund or dispute of them names only the payment.
+            pi = {"id": new_id("pi"), "object": "payment_intent", "amount": amount, "currency": sub["currency"],
+                  "status": "succeeded", "metadata": {}, "latest_charge": None, "livemode": False,
+                  "invoice": inv["id"]}
+            charge = {"id": new_id("ch"), "object": "charge", "amount": amount, "amount_refunded": 0,
+                      "refunded": False, "currency": sub["currency"], "payment_intent": pi["id"], "paid": True,
+                      "status": "succeeded", "metadata": {}, "livemode": False, "disputed": False,
+                      "invoice": inv["id"]}
+            pi["latest_charge"] = charge["id"]
+            STATE["payment_intents"][pi["id"]] = pi
+            STATE["charges"][charge["id"]] = charge
+            inv.update(payment_intent=pi["id"], charge=charge["id"])
         STATE["invoices"][inv["id"]] = inv
         return inv
 
@@ -203,7 +218,7 @@ class Fake:
         end = start + 86400 * DAYS[sub["_interval"]]
         sub.update(status="active", current_period_start=start, current_period_end=end)
         sub["items"]["data"][0].update(current_period_start=start, current_period_end=end)
-        invoice = self.invoice(sub, sub["_amount"], start, end)
+        invoice = self.invoice(sub, sub["_amount"], start, end, "subscription_cycle")
         return 200, {"events": [event("invoice.paid", invoice), event("customer.subscription.updated", sub)]}
 
     def update_subscription(self, sub_id, p):
