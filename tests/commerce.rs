@@ -906,6 +906,42 @@ async fn paying_gets_the_key_and_a_full_refund_takes_it_away(server: &TestServer
         (&rev["data"][0]["views"], &rev["data"][0]["purchases"]),
         (&json!(0), &json!(1))
     );
+    // Four views of it (players' beacons): one purchase per four views.
+    let now = ferrocast::clock::now_ms();
+    for i in 0..4 {
+        let batch = json!({"view_id": format!("view-conversion-{i}"), "playback_id": media.playback_id,
+            "player": {"name": "test", "version": "1"},
+            "events": [{"seq": 1, "type": "viewinit", "t": now - 9000}, {"seq": 2, "type": "play", "t": now - 8000},
+                {"seq": 3, "type": "playing", "t": now - 7000}, {"seq": 4, "type": "viewend", "t": now - 1000}]});
+        let status = server
+            .client
+            .post(server.url("/v1/beacons"))
+            .header("content-type", "application/json")
+            .body(batch.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 202);
+    }
+    server.state.analytics.flush().await;
+    let (_, rev) = server
+        .call(
+            "GET",
+            "/v1/analytics/revenue?group_by=playback_id",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            &rev["data"][0]["views"],
+            &rev["data"][0]["purchases"],
+            &rev["data"][0]["conversion"]
+        ),
+        (&json!(4), &json!(1), &json!(0.25)),
+        "{rev}"
+    );
     let (status, _) = server
         .call(
             "GET",
@@ -1457,6 +1493,189 @@ async fn a_codes_limits_hold_for_checkouts_not_yet_paid_postgres() {
     let pg = PgDatabase::create().await;
     let server = TestServer::start_on(&pg, |c| c.commerce.allow_plain_http_providers = true).await;
     a_codes_limits_hold_for_checkouts_not_yet_paid(&server).await;
+    server.stop().await;
+}
+
+/// A Checkout Session event as Stripe sends it, for order `order_id`'s session.
+fn session_event(id: &str, kind: &str, session: &str, order_id: &str, extra: Value) -> Value {
+    let mut object = json!({"id": session, "object": "checkout.session", "mode": "payment",
+        "client_reference_id": order_id, "metadata": {"order_id": order_id},
+        "currency": "eur", "amount_total": 951});
+    for (k, v) in extra.as_object().unwrap() {
+        object[k] = v.clone();
+    }
+    json!({"id": id, "object": "event", "type": kind, "api_version": "2024-06-20",
+        "created": ferrocast::clock::unix_now(), "livemode": false, "data": {"object": object}})
+}
+
+/// A delayed payment method (a bank debit): Checkout completes unpaid, and only the
+/// session's own outcome settles the order; a declined attempt inside Checkout does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_payment_waits_for_its_outcome() {
+    let server = TestServer::start_with(|c| c.commerce.allow_plain_http_providers = true).await;
+    let stripe = FakeStripe::start();
+    let (key, media, price_id, hook) = paid_setup(&server, &stripe).await;
+    let send = |events: Vec<Value>| {
+        let (stripe, hook) = (&stripe, &hook);
+        async move {
+            let answers = stripe.deliver(hook, &events, 1, 1, 0, false).await;
+            assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+            answers[0].1["result"].as_str().unwrap().to_string()
+        }
+    };
+
+    // Succeeds days later.
+    let (order_id, session, customer) =
+        checkout(&server, &key, &price_id, "debit@example.com").await;
+    let unpaid = json!({"payment_status": "unpaid", "status": "complete", "payment_intent": "pi_test_debit"});
+    assert_eq!(
+        send(vec![session_event(
+            "evt_t_completed",
+            "checkout.session.completed",
+            &session,
+            &order_id,
+            unpaid
+        )])
+        .await,
+        "payment not settled yet: waiting"
+    );
+    assert_eq!(order(&server, &key, &order_id).await["status"], "pending");
+    assert_eq!(viewer_key(&server, &key, &media, &customer).await, 403);
+    let paid =
+        json!({"payment_status": "paid", "status": "complete", "payment_intent": "pi_test_debit"});
+    assert_eq!(
+        send(vec![session_event(
+            "evt_t_async_ok",
+            "checkout.session.async_payment_succeeded",
+            &session,
+            &order_id,
+            paid
+        )])
+        .await,
+        "paid: 1 entitlements granted"
+    );
+    assert_eq!(order(&server, &key, &order_id).await["status"], "paid");
+    assert_eq!(viewer_key(&server, &key, &media, &customer).await, 200);
+
+    // Declined once inside Checkout (the buyer may try again there), then failed for good.
+    let (order_id, session, customer) =
+        checkout(&server, &key, &price_id, "bounce@example.com").await;
+    let unpaid = json!({"payment_status": "unpaid", "status": "complete"});
+    send(vec![session_event(
+        "evt_t_completed2",
+        "checkout.session.completed",
+        &session,
+        &order_id,
+        unpaid.clone(),
+    )])
+    .await;
+    let declined = json!({"id": "evt_t_declined", "object": "event", "type": "payment_intent.payment_failed",
+        "created": ferrocast::clock::unix_now(), "livemode": false,
+        "data": {"object": {"id": "pi_test_bounce", "object": "payment_intent", "status": "requires_payment_method",
+            "metadata": {"order_id": order_id}}}});
+    assert_eq!(
+        send(vec![declined]).await,
+        "payment not settled yet: waiting"
+    );
+    assert_eq!(order(&server, &key, &order_id).await["status"], "pending");
+    send(vec![session_event(
+        "evt_t_async_failed",
+        "checkout.session.async_payment_failed",
+        &session,
+        &order_id,
+        unpaid,
+    )])
+    .await;
+    assert_eq!(order(&server, &key, &order_id).await["status"], "failed");
+    assert_eq!(viewer_key(&server, &key, &media, &customer).await, 403);
+    server.stop().await;
+}
+
+/// A subscription with a free trial: Checkout asks Stripe for the trial, access starts at
+/// once, the first invoice is for nothing and counts nothing in revenue; the first charge
+/// after the trial is invoiced and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_trial_plays_at_once_and_is_charged_after() {
+    let server = TestServer::start_with(|c| c.commerce.allow_plain_http_providers = true).await;
+    let stripe = FakeStripe::start();
+    let (key, media, _, hook) = paid_setup(&server, &stripe).await;
+    let (_, products) = server.call("GET", "/v1/products", Some(&key), None).await;
+    let monthly = post(
+        &server,
+        &key,
+        "/v1/prices",
+        json!({"product_id": products["data"][0]["id"], "type": "recurring", "unit_amount": 1189,
+            "currency": "eur", "tax_behavior": "inclusive", "interval": "month", "trial_days": 7}),
+    )
+    .await;
+    let (status, out) = try_checkout(
+        &server,
+        &key,
+        monthly["id"].as_str().unwrap(),
+        json!({"email": "trial@example.com"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{out}");
+    let order_id = out["order_id"].as_str().unwrap();
+    let customer = out["customer_id"].as_str().unwrap();
+    let session = out["redirect_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let events = stripe.pay(session).await;
+    let sub = &events[0]["data"]["object"];
+    assert_eq!(
+        sub["status"], "trialing",
+        "Stripe was asked for the trial: {sub}"
+    );
+    let days = (sub["current_period_end"].as_i64().unwrap()
+        - sub["current_period_start"].as_i64().unwrap())
+        / 86400;
+    assert_eq!(days, 7);
+    assert_eq!(events[1]["data"]["object"]["amount_paid"], 0);
+    let answers = stripe.deliver(&hook, &events, 1, 1, 0, false).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(viewer_key(&server, &key, &media, customer).await, 200);
+    let srv = &server;
+    let invoices = || async {
+        let url = format!("/v1/invoices?order_id={order_id}");
+        let (_, docs) = srv.call("GET", &url, Some(&key), None).await;
+        docs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["total"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(invoices().await, [0]);
+    let gross = || async {
+        let (_, rev) = srv
+            .call(
+                "GET",
+                "/v1/analytics/revenue?group_by=product&timeframe=24h",
+                Some(&key),
+                None,
+            )
+            .await;
+        (
+            rev["data"][0]["gross"].as_i64().unwrap(),
+            rev["data"][0]["orders"].as_i64().unwrap(),
+        )
+    };
+    assert_eq!(gross().await, (0, 1));
+    // The trial ends: the first charge.
+    let charged = stripe.renew(sub["id"].as_str().unwrap()).await;
+    let amount = charged[0]["data"]["object"]["amount_paid"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(amount, out["total"].as_i64().unwrap());
+    let answers = stripe.deliver(&hook, &charged, 1, 1, 0, false).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(invoices().await, [0, amount]);
+    assert_eq!(gross().await, (amount, 2));
+    assert_eq!(viewer_key(&server, &key, &media, customer).await, 200);
     server.stop().await;
 }
 
@@ -2209,9 +2428,25 @@ async fn buys_in_chromium(provider_name: &str, subscription: bool) {
             unreachable!("subscriptions are Stripe's")
         };
         let provider_sub = sub["provider_subscription"].as_str().unwrap();
+        let access_end = || async {
+            let (_, e) = server
+                .call(
+                    "GET",
+                    &format!("/v1/entitlements?viewer={customer}"),
+                    Some(&key),
+                    None,
+                )
+                .await;
+            chrono::DateTime::parse_from_rfc3339(e["data"][0]["expires_at"].as_str().unwrap())
+                .unwrap()
+                .timestamp()
+        };
+        let first_end = access_end().await;
         let renewal = stripe.renew(provider_sub).await;
         let answers = stripe.deliver(webhook_url, &renewal, 1, 1, 0, false).await;
         assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+        // The renewal extends access by the month paid.
+        assert_eq!(access_end().await, first_end + 30 * 86400);
         let (status, canceled) = server
             .call(
                 "POST",
@@ -2248,15 +2483,28 @@ async fn buys_in_chromium(provider_name: &str, subscription: bool) {
         .find(|e| e["type"] == "payment_intent.succeeded" || e["type"] == "CHECKOUT.ORDER.APPROVED")
         .expect("the payment's events arrived");
     assert_eq!(payment["verified"], true);
-    let (status, o) = server
-        .call(
-            "POST",
-            &format!("/v1/orders/{order_id}/refunds"),
-            Some(&key),
-            Some(json!({})),
-        )
+    // The creator refunds in the provider's dashboard; its signed webhook follows.
+    let answers = match &fake {
+        Fake::Stripe(stripe) => {
+            let intents = stripe.payment_intents().await;
+            assert_eq!(intents.len(), 1, "{intents:?}");
+            let pi = &intents[0];
+            stripe.refund(pi, o["total"].as_i64().unwrap()).await;
+            let events = stripe.charge_event("charge.refunded", pi).await;
+            stripe.deliver(webhook_url, &events, 1, 1, 0, false).await
+        }
+        Fake::PayPal(paypal) => {
+            let seen = paypal.control("requests", json!({})).await;
+            let capture = seen["captures"][0].as_str().unwrap().to_string();
+            let events = paypal.events(&format!("refund/{capture}")).await;
+            paypal.deliver(webhook_url, &events, 1, 1, false).await
+        }
+    };
+    assert_eq!(answers[0].0, 200, "{answers:?}");
+    let (_, o) = server
+        .call("GET", &format!("/v1/orders/{order_id}"), Some(&key), None)
         .await;
-    assert_eq!((status, &o["status"]), (200, &json!("refunded")), "{o}");
+    assert_eq!(o["status"], "refunded", "{o}");
     assert_eq!(key_status(key_uri).await, 403);
     server.stop().await;
 }

@@ -117,6 +117,16 @@ impl FakeStripe {
         .await;
     }
 
+    /// The payment intents made so far (by payments on the hosted page and invoices).
+    pub async fn payment_intents(&self) -> Vec<String> {
+        self.control("requests", json!({})).await["payment_intents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// The idempotency keys Ferrocast's requests carried.
     pub async fn idempotency_keys(&self) -> Vec<String> {
         self.control("requests", json!({})).await["idempotency_keys"]

@@ -425,6 +425,9 @@ def make_handler():
             with LOCK:
                 if path.startswith("/_fake/approve/"):
                     return self.reply(*fake.approve(path[len("/_fake/approve/"):]))
+                if path.startswith("/_fake/refund/"):
+                    # The seller refunds the whole capture in PayPal's dashboard.
+                    return self.reply(*fake.refund(path[len("/_fake/refund/"):], {}))
                 if path.startswith("/_fake/dispute/"):
                     return self.reply(*fake.dispute(path[len("/_fake/dispute/"):]))
                 if path == "/_fake/config":

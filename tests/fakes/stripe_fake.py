@@ -427,7 +427,8 @@ def make_handler(fake):
                     WEBHOOK.update(url=p["webhook_url"], secret=p["webhook_secret"])
                     return self.reply(200, {"ok": True})
                 if path == "/_fake/requests":
-                    return self.reply(200, {"idempotency_keys": sorted(STATE["idempotency"])})
+                    return self.reply(200, {"idempotency_keys": sorted(STATE["idempotency"]),
+                                            "payment_intents": sorted(STATE["payment_intents"])})
             if path == "/_fake/deliver":
                 results = deliver(p["url"], p["secret"], p["events"], p.get("copies", 1),
                                   p.get("concurrency", 1), p.get("age_s", 0), p.get("bad_signature", False))
