@@ -553,6 +553,75 @@ async fn bad_catalogue_requests_are_refused_and_tenants_see_only_their_own() {
     )
     .await;
     assert_eq!(status, 404);
+    let (status, _) = refused(
+        &server,
+        &rival,
+        &format!("/v1/prices/{price_id}"),
+        json!({"active": false}),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // The price is no longer sold: a cart refuses it, and one holding it cannot check out;
+    // sold again, it checks out. Its amounts cannot be changed.
+    let held = post(
+        &server,
+        &key,
+        "/v1/carts",
+        json!({"currency": "eur", "country": "DE"}),
+    )
+    .await;
+    let held_id = held["id"].as_str().unwrap();
+    post(
+        &server,
+        &key,
+        &format!("/v1/carts/{held_id}/items"),
+        json!({"price_id": price_id, "quantity": 1}),
+    )
+    .await;
+    let retired = post(
+        &server,
+        &key,
+        &format!("/v1/prices/{price_id}"),
+        json!({"active": false}),
+    )
+    .await;
+    assert_eq!(retired["active"], false, "{retired}");
+    let (status, err) = refused(
+        &server,
+        &key,
+        &format!("/v1/carts/{held_id}/items"),
+        json!({"price_id": price_id, "quantity": 2}),
+    )
+    .await;
+    assert_eq!(status, 409, "{err}");
+    let checkout = json!({"provider": "stripe", "email": "late@example.com",
+        "success_url": "https://example.com/ok", "cancel_url": "https://example.com/cart"});
+    let (status, err) = refused(
+        &server,
+        &key,
+        &format!("/v1/carts/{held_id}/checkout"),
+        checkout,
+    )
+    .await;
+    assert_eq!(status, 409, "{err}");
+    assert!(err.contains("no longer sold"), "{err}");
+    let (status, err) = refused(
+        &server,
+        &key,
+        &format!("/v1/prices/{price_id}"),
+        json!({"active": true, "unit_amount": 1}),
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    let again = post(
+        &server,
+        &key,
+        &format!("/v1/prices/{price_id}"),
+        json!({"active": true}),
+    )
+    .await;
+    assert_eq!(again["active"], true, "{again}");
     server.stop().await;
 }
 

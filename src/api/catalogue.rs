@@ -340,6 +340,35 @@ pub async fn get_price(
     ))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePrice {
+    /// False: no longer sold (carts refuse it, and carts holding it cannot be checked out);
+    /// true: sold again. A price's amounts never change: make a new price for new amounts.
+    pub active: bool,
+}
+
+/// Stop or resume selling a price (Stripe's `POST /v1/prices/{id}`: only `active` changes).
+#[utoipa::path(post, path = "/v1/prices/{id}", tag = "commerce", security(("api_key" = [])),
+    request_body(content = UpdatePrice, example = json!({"active": false})),
+    responses((status = 200, body = PriceView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn update_price(
+    State(state): State<AppState>,
+    caller: Tenant,
+    Path(id): Path<String>,
+    Json(body): Json<UpdatePrice>,
+) -> ApiResult<Json<PriceView>> {
+    Ok(Json(
+        state
+            .jobs
+            .db
+            .set_price_active(&caller.tenant_id, &id, body.active)
+            .await?
+            .into(),
+    ))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PriceFilter {

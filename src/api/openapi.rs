@@ -35,7 +35,7 @@ use super::{
         analytics::overall, analytics::breakdown, analytics::timeseries, analytics::realtime,
         audience::concurrency, audience::retention, revenue::revenue,
         catalogue::create_product, catalogue::get_product, catalogue::list_products,
-        catalogue::create_price, catalogue::get_price, catalogue::list_prices,
+        catalogue::create_price, catalogue::get_price, catalogue::update_price, catalogue::list_prices,
         catalogue::create_tax_rate, catalogue::list_tax_rates,
         catalogue::create_discount_code, catalogue::list_discount_codes,
         catalogue::create_customer, catalogue::get_customer, catalogue::list_customers,

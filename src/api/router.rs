@@ -93,7 +93,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/prices",
             post(catalogue::create_price).get(catalogue::list_prices),
         )
-        .route("/v1/prices/{id}", get(catalogue::get_price))
+        .route(
+            "/v1/prices/{id}",
+            get(catalogue::get_price).post(catalogue::update_price),
+        )
         .route(
             "/v1/tax-rates",
             post(catalogue::create_tax_rate).get(catalogue::list_tax_rates),

@@ -282,6 +282,26 @@ impl Db {
             .await
     }
 
+    /// Stops (or starts again) selling price `id`: carts refuse it, and a cart holding it
+    /// cannot be checked out. What was bought with it is not changed.
+    pub async fn set_price_active(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        active: bool,
+    ) -> DbResult<Price> {
+        let done = sqlx::query("UPDATE prices SET active = $1 WHERE id = $2 AND tenant_id = $3")
+            .bind(i64::from(active))
+            .bind(id)
+            .bind(tenant_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound("price"));
+        }
+        self.get_price(tenant_id, id).await
+    }
+
     pub async fn list_prices(
         &self,
         tenant_id: &str,
