@@ -50,7 +50,8 @@ fn main() {
             ("FERROCAST_HTTP_MAX_PENDING_PER_IP", "1024"),
         ],
     );
-    let result = rt.block_on(run(&base, &fake_url));
+    let pids = [server.id(), fake.id(), std::process::id()];
+    let result = rt.block_on(run(&base, &fake_url, pids));
     kill_child(server, "ferrocast serve");
     kill_child(fake, "stripe_fake.py");
     let pct = |v: &mut Vec<f64>| (percentile(v, 0.50), percentile(v, 0.95));
@@ -108,6 +109,30 @@ fn main() {
             "one entitlement and one invoice per order",
         ),
     ];
+    // Where the cores went in the closed loop's purchases, and what that allows at best.
+    let [server_ms, clients_ms, fake_ms] = result.cpu_per_purchase_ms;
+    rows.push(row(
+        &format!(
+            "Closed loop, CPU per purchase (4 requests to Ferrocast, 1 to the fake), {CLIENTS} clients: Ferrocast / clients / Stripe fake; both cores busy"
+        ),
+        format!(
+            "{server_ms:.2} / {clients_ms:.2} / {fake_ms:.2} ms; {:.0} %",
+            result.cores_busy * 100.0
+        ),
+        "",
+    ));
+    // With both cores for Ferrocast alone, 2 ÷ its CPU per purchase is the most purchases a
+    // second; 200 clients in a closed loop then wait 200 ÷ that per purchase (Little's law),
+    // a quarter of it per request on average.
+    let best_per_s = 2000.0 / server_ms;
+    rows.push(row(
+        "Closed loop bound: the most purchases a second with both cores for Ferrocast alone; the mean time per request that leaves 200 clients",
+        format!(
+            "{best_per_s:.0}/s; {:.0} ms",
+            CLIENTS as f64 / best_per_s / 4.0 * 1000.0
+        ),
+        "p95 < 100 ms needs a mean under 100 ms",
+    ));
     rows.extend(open_rows);
     for (rate, mut ms) in result.open_hooks {
         let (w50, w95) = pct(&mut ms);
@@ -133,6 +158,11 @@ struct OpenRun {
 
 struct Outcome {
     latencies: (Vec<f64>, Vec<f64>, Vec<f64>),
+    /// The closed loop's purchases: CPU ms per purchase of Ferrocast, the clients (this
+    /// process) and the Stripe fake.
+    cpu_per_purchase_ms: [f64; 3],
+    /// Their CPU over the wall time of both cores.
+    cores_busy: f64,
     /// Open loop, per arrival rate.
     open: Vec<OpenRun>,
     /// Open loop, per delivery rate: webhook processing.
@@ -194,7 +224,12 @@ async fn call(
     v
 }
 
-async fn run(base: &str, fake: &str) -> Outcome {
+/// CPU seconds so far of each of `pids`.
+fn cpu_of(pids: [u32; 3]) -> [f64; 3] {
+    pids.map(process_cpu)
+}
+
+async fn run(base: &str, fake: &str, pids: [u32; 3]) -> Outcome {
     let client = http();
     let (key, _) = tenant_and_stream(base, json!({"playback_policy": "signed"})).await;
     let key = Arc::new(key);
@@ -236,6 +271,7 @@ async fn run(base: &str, fake: &str) -> Outcome {
     let price_id = Arc::new(price["id"].as_str().unwrap().to_string());
 
     // Buyers.
+    let (cpu_before, wall) = (cpu_of(pids), Instant::now());
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         let (client, base, key, price_id) = (
@@ -269,6 +305,12 @@ async fn run(base: &str, fake: &str) -> Outcome {
             sessions.push(s);
         }
     }
+    let cpu_after = cpu_of(pids);
+    let wall = wall.elapsed().as_secs_f64();
+    let used: Vec<f64> = (0..3).map(|i| cpu_after[i] - cpu_before[i]).collect();
+    let purchases = sessions.len() as f64;
+    let cpu_per_purchase_ms = [0, 1, 2].map(|i| used[i] / purchases * 1000.0);
+    let cores_busy = used.iter().sum::<f64>() / (2.0 * wall);
 
     // Stripe's side: every session paid; its completion event signed, twice.
     let mut deliveries = Vec::new();
@@ -427,6 +469,8 @@ async fn run(base: &str, fake: &str) -> Outcome {
     }
     Outcome {
         latencies: (add, checkout, hooks),
+        cpu_per_purchase_ms,
+        cores_busy,
         open,
         open_hooks,
         processed_per_s: processed as f64 / elapsed,

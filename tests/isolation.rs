@@ -424,7 +424,7 @@ async fn another_tenant_gets_404_on_every_object_of_every_route_and_lists_show_n
         format!("/v1/analytics/metrics/views/overall?playback_id={pb}"),
         format!("/v1/analytics/metrics/views/breakdown?group_by=country&playback_id={pb}"),
         format!("/v1/analytics/metrics/views/timeseries?playback_id={pb}"),
-        format!("/v1/entitlements?viewer=buyer%40example.com"),
+        "/v1/entitlements?viewer=buyer%40example.com".to_string(),
     ]);
     for path in &lists {
         let resp = server
