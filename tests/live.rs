@@ -1211,6 +1211,83 @@ async fn every_rendition_ends_cleanly(record: bool) {
     server.stop().await;
 }
 
+/// A publisher SIGKILLed in the middle of a GOP (no RTMP goodbye, a frame cut anywhere):
+/// ENDLIST follows at once (no reconnect window), and the recording holds every whole
+/// segment up to the kill and decodes without an error to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_killed_mid_gop_ends_the_broadcast_and_its_recording_plays_to_the_last_whole_segment()
+ {
+    let server = TestServer::start().await;
+    let (tenant_id, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 0, "record": true}),
+    )
+    .await;
+    let mut ffmpeg = ffmpeg_publish(&stream.publish_url, 640, 360, 60);
+    let master = format!("/hls/{}/master.m3u8", stream.playback_id);
+    let master = until_served(&server, &master, Duration::from_secs(40)).await;
+    let rendition = master
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    let media = format!("/hls/{}/{rendition}", stream.playback_id);
+    until_served(&server, &media, Duration::from_secs(10)).await;
+    // 7.3 s in: 1.3 s into the fourth 2 s GOP.
+    tokio::time::sleep(Duration::from_millis(7300)).await;
+    let live = server.get_text(&media).await.1;
+    ffmpeg.kill();
+    let killed = std::time::Instant::now();
+    let ended = eventually(
+        "EXT-X-ENDLIST after the publisher was killed",
+        Duration::from_secs(5),
+        || async {
+            let (_, body) = server.get_text(&media).await;
+            body.contains("#EXT-X-ENDLIST").then_some(body)
+        },
+    )
+    .await;
+    eprintln!("ENDLIST {:?} after SIGKILL", killed.elapsed());
+    let segments = |p: &str| p.lines().filter(|l| l.starts_with("#EXTINF")).count();
+    assert!(
+        segments(&ended) >= segments(&live),
+        "segments were lost at the end: {live} then {ended}"
+    );
+    let asset = ready_asset(&server, &tenant_id, Duration::from_secs(30)).await;
+    let recorded = asset.duration_ms.unwrap() as f64 / 1000.0;
+    // The segments made before the kill, at least 3 of 2 s (the last may be the cut GOP's
+    // frames up to the kill, itself whole frames only).
+    assert!((6.0..=10.0).contains(&recorded), "recorded {recorded} s");
+    let master = server.url(&format!("/hls/{}/master.m3u8", asset.playback_id));
+    let decode = common::process::output_within(
+        std::process::Command::new("ffmpeg").args([
+            "-hide_banner",
+            "-v",
+            "error",
+            "-i",
+            &master,
+            "-f",
+            "null",
+            "-",
+        ]),
+        Duration::from_secs(60),
+        "ffmpeg decoding the recording",
+    );
+    assert!(decode.status.success(), "{decode:?}");
+    let errors = String::from_utf8_lossy(&decode.stderr);
+    assert!(
+        errors.trim().is_empty(),
+        "the recording decodes with errors: {errors}"
+    );
+    let s = stream_json(&server, &key, &stream.id).await;
+    assert_eq!(s["status"], "idle", "{s}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_that_is_not_recorded_ends_cleanly_on_every_rendition() {
     every_rendition_ends_cleanly(false).await;

@@ -253,6 +253,11 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Closed by [`Db::close`] (the end of a shutdown).
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
 }
 
 use crate::clock::now_ms;
