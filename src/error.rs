@@ -142,6 +142,9 @@ impl IntoResponse for ApiError {
         };
         let retry_after = match &self {
             Self::TooManyRequests(s) => Some(*s),
+            // A dependency away for a moment (a restart): clients (tus, players) wait this
+            // long before they try again.
+            Self::Unavailable(_) => Some(2),
             _ => None,
         };
         let mut response = (status, axum::Json(body)).into_response();
@@ -164,6 +167,10 @@ impl From<DbError> for ApiError {
         match e {
             DbError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             DbError::Conflict(what) => Self::Conflict(what),
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "database unavailable");
+                Self::Unavailable("the database is unavailable; retry shortly".into())
+            }
             other => Self::Internal(other.into()),
         }
     }

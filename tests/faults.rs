@@ -1,15 +1,19 @@
-//! Faults injected into a running `ferrocast serve` binary (#27): SIGKILLed in the middle of
-//! a tus upload and in the middle of the transcode that follows. Each finishes after a
-//! restart, once: the client resumes from the offset the server kept, the file is whole, and
-//! the transcode is taken again when its lease lapses and ends `ready` with a single
-//! `asset.ready`.
+//! Faults injected into a running server (#27):
+//! - the `ferrocast serve` binary SIGKILLed in the middle of a tus upload and in the middle of
+//!   the transcode that follows: each finishes after a restart, once (the client resumes from
+//!   the offset the server kept, the file is whole, the transcode is taken again when its
+//!   lease lapses and ends `ready` with a single `asset.ready`);
+//! - its PostgreSQL (a private instance, so that no other test sees it go) restarted in the
+//!   middle of a recorded broadcast and of an upload: the broadcast goes on and ends whole,
+//!   the upload finishes, and nothing is there twice.
 
 mod common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::media::{eventually, make_media, tus_upload};
+use common::TestServer;
+use common::media::{eventually, ffmpeg_publish, make_media, tus_upload};
 use common::process::KillOnDrop;
 use serde_json::{Value, json};
 
@@ -296,4 +300,291 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A PostgreSQL server of its own (initdb in a temp folder, trust auth, 127.0.0.1 only), that
+/// a test may stop and start.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+    process: Option<KillOnDrop>,
+}
+
+impl PrivatePostgres {
+    /// As the `postgres` user when this runs as root (PostgreSQL refuses root).
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if rustix::process::getuid().is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server binaries (Debian package postgresql; .ci/postgres-url installs it)")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql");
+        let dir = tempfile::tempdir().unwrap();
+        let mut pg = Self {
+            dir,
+            bin,
+            port: common::free_port(),
+            process: None,
+        };
+        if rustix::process::getuid().is_root() {
+            let done = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(pg.dir.path())
+                .status()
+                .unwrap();
+            assert!(done.success());
+        }
+        let out = common::process::output_within(
+            pg.command("initdb")
+                .args(["-A", "trust", "-U", "postgres", "-D"])
+                .arg(pg.data()),
+            Duration::from_secs(60),
+            "initdb (Debian package postgresql)",
+        );
+        assert!(out.status.success(), "{out:?}");
+        pg.run();
+        pg
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn run(&mut self) {
+        let log = self.dir.path().join("postgres.log");
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ])
+            .arg("-k")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("postgres starts");
+        self.process = Some(KillOnDrop(child));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "postgres did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it as an operator's restart does (fast shutdown: sessions are cut), stays down
+    /// for `down`, and starts it again.
+    async fn restart(&mut self, down: Duration) {
+        let out = common::process::output_within(
+            self.command("pg_ctl")
+                .args(["stop", "-m", "fast", "-D"])
+                .arg(self.data()),
+            Duration::from_secs(30),
+            "pg_ctl stop",
+        );
+        assert!(out.status.success(), "{out:?}");
+        if let Some(mut p) = self.process.take() {
+            common::process::wait_within(&mut p.0, Duration::from_secs(30), "postgres stopping");
+        }
+        tokio::time::sleep(down).await;
+        self.run();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_broadcast_and_mid_upload_loses_and_repeats_nothing() {
+    let mut pg = PrivatePostgres::start();
+    let server = TestServer::start_with(|c| {
+        c.database.url = ferrocast::config::DatabaseUrl::new(pg.url());
+    })
+    .await;
+    let (tenant_id, key) = server.create_tenant("Restarted").await;
+    let (status, stream) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(&key),
+            Some(json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 10, "record": true})),
+        )
+        .await;
+    assert_eq!(status, 201, "{stream}");
+    let playback_id = stream["playback_id"].as_str().unwrap().to_string();
+    let publish = format!(
+        "{}/{}",
+        stream["rtmp_url"].as_str().unwrap(),
+        stream["stream_key"].as_str().unwrap()
+    );
+    let mut ffmpeg = ffmpeg_publish(&publish, 640, 360, 24);
+    let master = format!("/hls/{playback_id}/master.m3u8");
+    let master = eventually("the master playlist", Duration::from_secs(40), || async {
+        let (status, body) = server.get_text(&master).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    let rendition = master
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let media_path = format!("/hls/{playback_id}/{rendition}");
+
+    // An upload under way at the same time.
+    let files = tempfile::tempdir().unwrap();
+    let file = make_media(
+        files.path(),
+        "clip.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            "8",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-qp",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    );
+    let size = std::fs::metadata(&file).unwrap().len();
+    let (endpoint, upload_file, upload_key) =
+        (server.url("/v1/uploads"), file.clone(), key.clone());
+    let upload = tokio::task::spawn_blocking(move || {
+        tus_upload(&upload_file, &endpoint, &upload_key, 0, "")
+    });
+    let parts = server.data_dir.join("uploads");
+    let stored = || {
+        walk(&parts)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "part"))
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+    };
+    eventually(
+        "part of the upload stored",
+        Duration::from_secs(30),
+        || async { (stored() > size / 5).then_some(()) },
+    )
+    .await;
+    let at_restart = stored();
+    assert!(at_restart < size, "the upload ended before the restart");
+
+    // PostgreSQL goes away for 3 s, mid-broadcast and mid-upload.
+    let before = server.get_text(&media_path).await.1;
+    pg.restart(Duration::from_secs(3)).await;
+    let report = upload.await.unwrap();
+    eprintln!("the upload, {at_restart} of {size} bytes stored at the restart: {report}");
+    let report = if report["finished"] == true {
+        report
+    } else {
+        // Its retries ran out while the database was down: it resumes, as a client does.
+        let url = report["url"]
+            .as_str()
+            .expect("the upload's URL")
+            .to_string();
+        let (file, key, endpoint) = (file.clone(), key.clone(), server.url("/v1/uploads"));
+        let resumed =
+            tokio::task::spawn_blocking(move || tus_upload(&file, &endpoint, &key, 0, &url))
+                .await
+                .unwrap();
+        assert_eq!(resumed["url"], report["url"], "{resumed}");
+        resumed
+    };
+    assert_eq!(report["finished"], true, "{report}");
+
+    // The broadcast went on through it: the playlist grew, and ends whole.
+    assert!(ffmpeg.wait(Duration::from_secs(60)).await, "ffmpeg failed");
+    let ended = eventually("ENDLIST", Duration::from_secs(30), || async {
+        let (_, body) = server.get_text(&media_path).await;
+        body.contains("#EXT-X-ENDLIST").then_some(body)
+    })
+    .await;
+    let uris = |p: &str| -> Vec<String> {
+        p.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let (early, all) = (uris(&before), uris(&ended));
+    assert!(
+        early.iter().all(|u| all.contains(u)),
+        "segments from before the restart are gone: {before}\n{ended}"
+    );
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "a segment is listed twice: {ended}"
+    );
+    assert!(
+        !ended.contains("#EXT-X-DISCONTINUITY"),
+        "the broadcast was cut: {ended}"
+    );
+
+    // Two assets, each once: the recording of all 24 s, and the upload.
+    let assets = eventually("both assets ready", Duration::from_secs(180), || async {
+        let list = server
+            .state
+            .jobs
+            .db
+            .list_assets(&tenant_id, None, 10)
+            .await
+            .ok()?;
+        (list.len() == 2
+            && list
+                .iter()
+                .all(|a| a.status == ferrocast::db::AssetStatus::Ready))
+        .then_some(list)
+    })
+    .await;
+    let mut durations: Vec<f64> = assets
+        .iter()
+        .map(|a| a.duration_ms.unwrap() as f64 / 1000.0)
+        .collect();
+    durations.sort_by(f64::total_cmp);
+    assert!((7.0..=9.0).contains(&durations[0]), "{durations:?}");
+    assert!((22.0..=26.0).contains(&durations[1]), "{durations:?}");
+    server.stop().await;
 }

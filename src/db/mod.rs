@@ -72,6 +72,24 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl DbError {
+    /// The database could not be reached or is going away (a restart, a failover, a full
+    /// pool): a request may well succeed when tried again shortly.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Sqlx(
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed,
+            ) => true,
+            // SQLSTATE class 08 (connection exception) and 57P01–57P03 (shutting down,
+            // cannot connect now).
+            Self::Sqlx(sqlx::Error::Database(e)) => e
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+            _ => false,
+        }
+    }
+}
+
 pub type DbResult<T> = Result<T, DbError>;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
