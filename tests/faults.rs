@@ -5,10 +5,14 @@
 //!   lease lapses and ends `ready` with a single `asset.ready`);
 //! - its PostgreSQL (a private instance, so that no other test sees it go) restarted in the
 //!   middle of a recorded broadcast and of an upload: the broadcast goes on and ends whole,
-//!   the upload finishes, and nothing is there twice.
+//!   the upload finishes, and nothing is there twice;
+//! - the object store's disk full (a tmpfs of its own, filled) during a recorded broadcast:
+//!   writes wait with the reason in the log, and when space returns the broadcast goes on and
+//!   its recording is whole, every object readable.
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -58,7 +62,7 @@ impl Node {
             .env("FERROCAST_JOBS_LEASE_S", "5")
             .env("FERROCAST_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("ferrocast serve starts");
@@ -587,4 +591,238 @@ async fn postgres_restarted_mid_broadcast_and_mid_upload_loses_and_repeats_nothi
     assert!((7.0..=9.0).contains(&durations[0]), "{durations:?}");
     assert!((22.0..=26.0).contains(&durations[1]), "{durations:?}");
     server.stop().await;
+}
+
+/// `ferrocast serve` with its object store on a small tmpfs of its own (a mount namespace
+/// made with `unshare`, so no root is needed), filled up before it starts; touching
+/// `free` in the control folder deletes the filler.
+struct FullDisk {
+    dir: tempfile::TempDir,
+    port: u16,
+    rtmp_port: u16,
+    group: Option<rustix::process::Pid>,
+}
+
+impl FullDisk {
+    const ADMIN: &str = "fc_admin_full_disk_test_0123456789abcdef0123456789";
+
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, rtmp_port) = (common::free_port(), common::free_port());
+        let disk = dir.path().join("disk");
+        std::fs::create_dir_all(&disk).unwrap();
+        let script = r#"
+            set -e
+            mount -t tmpfs -o size=16m tmpfs "$DISK"
+            mkdir -p "$DISK/objects"
+            dd if=/dev/zero of="$DISK/filler" bs=64k 2>/dev/null || true
+            "$FERROCAST" serve &
+            server=$!
+            while [ ! -e "$CONTROL/free" ]; do sleep 0.1; done
+            rm -f "$DISK/filler"
+            touch "$CONTROL/freed"
+            wait $server
+        "#;
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new("unshare")
+            .args(["--user", "--map-root-user", "--mount", "sh", "-c", script])
+            .env("DISK", &disk)
+            .env("CONTROL", dir.path())
+            .env("FERROCAST", env!("CARGO_BIN_EXE_ferrocast"))
+            .env("FERROCAST_DATA_DIR", dir.path().join("data"))
+            .env("FERROCAST_KEYS_DIR", dir.path().join("keys"))
+            .env("FERROCAST_STORAGE_LOCAL_DIR", disk.join("objects"))
+            .env("FERROCAST_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FERROCAST_RTMP_LISTEN", format!("127.0.0.1:{rtmp_port}"))
+            .env("FERROCAST_ADMIN_KEY", Self::ADMIN)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("unshare (util-linux) starts");
+        let group = rustix::process::Pid::from_raw(child.id() as i32);
+        // The group is killed on drop; the child handle itself is not needed.
+        std::mem::forget(child);
+        Self {
+            dir,
+            port,
+            rtmp_port,
+            group,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn free_space(&self) {
+        std::fs::write(self.dir.path().join("free"), b"").unwrap();
+        let freed = self.dir.path().join("freed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !freed.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the filler was not removed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        if let Some(group) = self.group.take() {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_object_store_disk_holds_the_broadcast_until_space_returns_and_loses_nothing() {
+    let node = FullDisk::start();
+    let client = common::http_client();
+    eventually("the server to serve", Duration::from_secs(30), || async {
+        let r = client.get(node.url("/healthz")).send().await;
+        r.is_ok_and(|r| r.status().is_success()).then_some(())
+    })
+    .await;
+    let call = |method: &str, path: &str, key: &str, body: Value| {
+        client
+            .request(method.parse().unwrap(), node.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    let t: Value = call(
+        "POST",
+        "/v1/tenants",
+        FullDisk::ADMIN,
+        json!({"name": "Full"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let key = t["api_key"].as_str().unwrap().to_string();
+    let stream: Value = call(
+        "POST",
+        "/v1/live-streams",
+        &key,
+        json!({"ladder": "passthrough", "playback_policy": "public", "reconnect_window_s": 0, "record": true}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let publish = format!(
+        "rtmp://127.0.0.1:{}/live/{}",
+        node.rtmp_port,
+        stream["stream_key"].as_str().unwrap()
+    );
+    let mut ffmpeg = ffmpeg_publish(&publish, 640, 360, 14);
+    // No space: the first writes fail, are retried, and say why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !node
+        .log()
+        .contains("no space left on the object store's disk")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write was refused for space in 30 s: {}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Space returns: everything waiting is written, and the broadcast goes on.
+    node.free_space();
+    assert!(ffmpeg.wait(Duration::from_secs(60)).await, "ffmpeg failed");
+    let pb = stream["playback_id"].as_str().unwrap();
+    let ended = eventually("ENDLIST", Duration::from_secs(60), || async {
+        let r = client
+            .get(node.url(&format!("/hls/{pb}/master.m3u8")))
+            .send()
+            .await
+            .ok()?;
+        let master = r.text().await.ok()?;
+        let rendition = master
+            .lines()
+            .find(|l| !l.starts_with('#') && !l.trim().is_empty())?
+            .split('?')
+            .next()?
+            .to_string();
+        let r = client
+            .get(node.url(&format!("/hls/{pb}/{rendition}")))
+            .send()
+            .await
+            .ok()?;
+        let media = r.text().await.ok()?;
+        media.contains("#EXT-X-ENDLIST").then_some(media)
+    })
+    .await;
+    let listed: f64 = ended
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|d| d.trim_end_matches(',').parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        (13.0..=15.0).contains(&listed),
+        "{listed} s listed of 14: {ended}"
+    );
+    // The recording: whole, and every object of it reads and decodes.
+    let asset = eventually("the recording", Duration::from_secs(60), || async {
+        let list: Value = call("GET", "/v1/assets", &key, Value::Null)
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        list["data"]
+            .as_array()?
+            .iter()
+            .find(|a| a["status"] == "ready")
+            .cloned()
+    })
+    .await;
+    let duration = asset["duration_s"].as_f64().unwrap();
+    assert!(
+        (13.0..=15.0).contains(&duration),
+        "recorded {duration} s of 14"
+    );
+    let master = node.url(&format!(
+        "/hls/{}/master.m3u8",
+        asset["playback_id"].as_str().unwrap()
+    ));
+    let decode = common::process::output_within(
+        Command::new("ffmpeg").args([
+            "-hide_banner",
+            "-v",
+            "error",
+            "-i",
+            &master,
+            "-f",
+            "null",
+            "-",
+        ]),
+        Duration::from_secs(60),
+        "ffmpeg decoding the recording",
+    );
+    assert!(decode.status.success(), "{decode:?}");
+    assert!(
+        String::from_utf8_lossy(&decode.stderr).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&decode.stderr)
+    );
+    assert!(
+        !node.log().contains("storage write lost"),
+        "a write was given up: {}",
+        node.log()
+    );
 }

@@ -125,6 +125,22 @@ impl LocalStore {
     }
 }
 
+/// A failed write: a full disk (or quota) is the store being unavailable until space
+/// returns (writers retry, the API answers 503); anything else is an error of its own.
+fn write_error(key: &ObjectKey, e: std::io::Error, what: &str) -> StorageError {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    if e.kind() == std::io::ErrorKind::StorageFull
+        || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
+    {
+        StorageError::Unavailable(format!(
+            "no space left on the object store's disk ({what} {key})"
+        ))
+    } else {
+        StorageError::Other(anyhow::Error::new(e).context(format!("{what} {key}")))
+    }
+}
+
 fn not_found_or(key: &ObjectKey, e: std::io::Error, what: &str) -> StorageError {
     if e.kind() == std::io::ErrorKind::NotFound {
         StorageError::NotFound(key.clone())
@@ -164,9 +180,7 @@ impl ObjectStore for LocalStore {
         .await
         .map_err(std::io::Error::other)
         .and_then(|r| r);
-        result.map_err(|e| {
-            StorageError::Other(anyhow::Error::new(e).context(format!("writing {key}")))
-        })
+        result.map_err(|e| write_error(key, e, "writing"))
     }
 
     async fn get(&self, key: &ObjectKey, range: Option<ByteRange>) -> StorageResult<Object> {
@@ -313,9 +327,7 @@ impl ObjectStore for LocalStore {
             Ok(())
         }
         .await;
-        result.map_err(|e| {
-            StorageError::Other(anyhow::Error::new(e).context(format!("storing {key}")))
-        })
+        result.map_err(|e| write_error(key, e, "storing"))
     }
 
     async fn get_to_file(&self, key: &ObjectKey, path: &Path) -> StorageResult<u64> {
