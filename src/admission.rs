@@ -357,3 +357,108 @@ mod tests {
         assert!(!is_dropped(&mut busy).await);
     }
 }
+
+/// Wrong keys a client may send in a minute (API keys, publishable keys, stream keys) before
+/// its keys are refused unread for the rest of that minute.
+pub const BAD_KEYS_PER_MINUTE: u32 = 20;
+
+/// Clients remembered at once; past it, those whose minute is over are forgotten first.
+const BAD_KEY_CLIENTS: usize = 100_000;
+
+/// Wrong keys per client (an IPv4 address, or an IPv6 /64), counted per minute: past
+/// [`BAD_KEYS_PER_MINUTE`], that client's keys are refused without being looked up until the
+/// minute is over, so guessing a key goes no faster than that however fast the guesser is.
+/// Each wrong key is counted in `/metrics`; a client that reaches the limit is logged once a
+/// minute, with what it sent.
+#[derive(Debug)]
+pub struct BadKeys {
+    limit: u32,
+    epoch: Instant,
+    /// Client → (start of its minute in ms after `epoch`, wrong keys in it).
+    clients: Mutex<HashMap<IpAddr, (u64, u32)>>,
+}
+
+impl BadKeys {
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit: limit.max(1),
+            epoch: Instant::now(),
+            clients: Mutex::default(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Ok, or the seconds until `ip`'s keys are looked at again.
+    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        let now = self.now_ms();
+        let clients = self.clients.lock().expect("bad keys");
+        match clients.get(&client_of(ip)) {
+            Some((start, n)) if *n >= self.limit && now < start + 60_000 => {
+                Err((start + 60_000 - now).div_ceil(1000).max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `ip` sent a wrong key (`kind`: what it was). True when this one reached the limit.
+    pub fn failed(&self, ip: IpAddr, kind: &'static str) -> bool {
+        metrics::counter!("ferrocast_wrong_keys_total", "kind" => kind).increment(1);
+        let now = self.now_ms();
+        let client = client_of(ip);
+        let mut clients = self.clients.lock().expect("bad keys");
+        if clients.len() >= BAD_KEY_CLIENTS && !clients.contains_key(&client) {
+            clients.retain(|_, (start, _)| now < *start + 60_000);
+            if clients.len() >= BAD_KEY_CLIENTS {
+                clients.clear();
+            }
+        }
+        let entry = clients.entry(client).or_insert((now, 0));
+        if now >= entry.0 + 60_000 {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        let reached = entry.1 == self.limit;
+        drop(clients);
+        if reached {
+            metrics::counter!("ferrocast_wrong_keys_blocked_total", "kind" => kind).increment(1);
+            tracing::warn!(client = %client, kind, limit = self.limit, "wrong keys: this client's keys are refused unread for the rest of the minute");
+        }
+        reached
+    }
+}
+
+#[cfg(test)]
+mod bad_keys_tests {
+    use super::*;
+
+    #[test]
+    fn a_client_past_its_wrong_keys_is_refused_for_the_minute_and_others_are_not() {
+        let keys = BadKeys::new(3);
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8::ffff".parse().unwrap();
+        let other: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(!keys.failed(a, "api key"));
+        assert!(!keys.failed(same_64, "api key"));
+        assert!(keys.check(a).is_ok());
+        assert!(keys.failed(a, "stream key"), "the third reaches the limit");
+        let wait = keys.check(same_64).unwrap_err();
+        assert!((59..=60).contains(&wait), "{wait}");
+        assert!(keys.check(other).is_ok());
+        // A minute later the client starts afresh.
+        keys.clients
+            .lock()
+            .unwrap()
+            .get_mut(&client_of(a))
+            .unwrap()
+            .0 = 0;
+        let later = BadKeys {
+            limit: 3,
+            epoch: keys.epoch - std::time::Duration::from_secs(61),
+            clients: Mutex::new(keys.clients.lock().unwrap().clone()),
+        };
+        assert!(later.check(a).is_ok());
+    }
+}

@@ -1414,3 +1414,91 @@ async fn the_licence_proxy_forwards_a_challenge_only_for_an_entitled_viewer() {
     }
     server.stop().await;
 }
+
+/// Guessing keys: past 20 wrong ones in a minute, an address's keys are refused unread (429
+/// with the seconds left), whatever it sends (API keys, publishable keys, WHIP stream keys),
+/// while other addresses go on as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_guessing_keys_is_refused_unread_for_the_minute_and_others_are_not() {
+    let server =
+        TestServer::start_with(|c| c.playback.client_ip_header = "x-forwarded-for".into()).await;
+    let (_, key) = server.create_tenant("Guessed").await;
+    let from = |ip: &'static str, bearer: String| {
+        server
+            .client
+            .get(server.url("/v1/live-streams"))
+            .header("x-forwarded-for", ip)
+            .bearer_auth(bearer)
+            .send()
+    };
+    for i in 0..20 {
+        let r = from("203.0.113.9", format!("fc_guess_{i:040}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "guess {i}");
+    }
+    // The 21st, and even the right key from that address: refused unread.
+    for bearer in ["fc_guess_21".to_string(), key.clone()] {
+        let r = from("203.0.113.9", bearer).await.unwrap();
+        assert_eq!(r.status(), 429);
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+    }
+    // Another address is not held up, and its right key works.
+    assert_eq!(
+        from("198.51.100.4", key.clone()).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        from("198.51.100.4", "fc_one_wrong".into())
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    // Stream keys over WHIP count the same way, from their own address.
+    let offer = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/webrtc/chromium_offer.sdp"
+    ))
+    .unwrap();
+    let whip = |stream_key: String| {
+        server
+            .client
+            .post(server.url(&format!("/whip/{stream_key}")))
+            .header("x-forwarded-for", "2001:db8:7::1")
+            .header("content-type", "application/sdp")
+            .body(offer.clone())
+            .send()
+    };
+    for i in 0..20 {
+        assert_eq!(
+            whip(format!("wrong-key-{i}")).await.unwrap().status(),
+            401,
+            "guess {i}"
+        );
+    }
+    assert_eq!(whip("wrong-key-21".into()).await.unwrap().status(), 429);
+    // The same /64 is the same client.
+    let r = server
+        .client
+        .get(server.url("/v1/live-streams"))
+        .header("x-forwarded-for", "2001:db8:7::beef")
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let (_, metrics) = server.get_text("/metrics").await;
+    assert!(
+        metrics.contains("ferrocast_wrong_keys_total{kind=\"stream key\"} 20")
+            && metrics.contains("ferrocast_wrong_keys_blocked_total{kind=\"API key\"} 1"),
+        "{metrics}"
+    );
+    server.stop().await;
+}

@@ -87,15 +87,20 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = match parts.headers.get(AUTHORIZATION) {
+        let authorization = parts.headers.get(AUTHORIZATION).cloned();
+        let key = match authorization {
             Some(header) => {
                 let secret = header.to_str().ok().and_then(bearer).ok_or_else(|| {
                     ApiError::Unauthorized("Authorization must be: Bearer <key>".into())
                 })?;
+                let client = unless_too_many_wrong_keys(parts, state).await?;
                 match find_key(state, secret).await? {
                     Some(Found::ConfiguredAdmin) => return Ok(Caller::Admin),
                     Some(Found::Key(key)) => key,
                     None => {
+                        if let Some(ip) = client {
+                            state.bad_keys.failed(ip, "API key");
+                        }
                         return Err(ApiError::Unauthorized("invalid or revoked API key".into()));
                     }
                 }
@@ -143,6 +148,23 @@ impl FromRequestParts<AppState> for Caller {
             _ => Caller::Admin,
         })
     }
+}
+
+/// The client's address, unless it sent too many wrong keys this minute (then 429 with the
+/// seconds left, and its key is not looked up).
+async fn unless_too_many_wrong_keys(
+    parts: &mut Parts,
+    state: &AppState,
+) -> Result<Option<std::net::IpAddr>, ApiError> {
+    let Ok(super::access::ClientIp(ip)) =
+        super::access::ClientIp::from_request_parts(parts, state).await;
+    let ip = ip.and_then(|ip| ip.parse().ok());
+    if let Some(ip) = ip
+        && let Err(wait) = state.bad_keys.check(ip)
+    {
+        return Err(ApiError::TooManyRequests(wait));
+    }
+    Ok(ip)
 }
 
 /// The dashboard's session cookie: the pages call this same API with it.
@@ -301,14 +323,21 @@ impl FromRequestParts<AppState> for Shop {
             .and_then(bearer)
             .filter(|s| s.starts_with("fcp_"));
         if let Some(secret) = publishable {
-            let tenant_id = state
+            let secret = secret.to_string();
+            let client = unless_too_many_wrong_keys(parts, state).await?;
+            let Some(tenant_id) = state
                 .jobs
                 .db
-                .publishable_key_tenant(&hash_hex(secret))
+                .publishable_key_tenant(&hash_hex(&secret))
                 .await?
-                .ok_or_else(|| {
-                    ApiError::Unauthorized("invalid or revoked publishable key".into())
-                })?;
+            else {
+                if let Some(ip) = client {
+                    state.bad_keys.failed(ip, "publishable key");
+                }
+                return Err(ApiError::Unauthorized(
+                    "invalid or revoked publishable key".into(),
+                ));
+            };
             tracing::Span::current().record("tenant", tenant_id.as_str());
             return Ok(Shop {
                 tenant_id,

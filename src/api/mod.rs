@@ -100,6 +100,8 @@ pub struct Shared {
     pub tokens: PlaybackTokens,
     pub audit: AuditLog,
     pub key_limits: Arc<KeyLimits>,
+    /// Wrong keys per client (API, publishable and stream keys), shared with ingest.
+    pub bad_keys: Arc<crate::admission::BadKeys>,
     /// Country of a client address (`playback.geoip_mmdb`), when configured.
     pub geoip: Option<Arc<maxminddb::Reader<Vec<u8>>>>,
     pub live: LiveHub,

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::access::ClientIp;
 use super::{AppState, Path};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::ingest::whip::{self, Started, WhipError};
@@ -88,14 +89,16 @@ pub async fn options(State(state): State<AppState>) -> Response {
     responses((status = 201, content_type = "application/sdp", body = String, description = "The SDP answer; `Location` is the session, `ETag` its tag", headers(("Location" = String), ("ETag" = String))),
         (status = 401, body = ErrorBody, description = "An unknown stream key"),
         (status = 409, body = ErrorBody, description = "The stream is already live"),
-        (status = 422, body = ErrorBody, description = "Codecs the server does not take")))]
+        (status = 422, body = ErrorBody, description = "Codecs the server does not take"),
+        (status = 429, body = ErrorBody, description = "Too many wrong stream keys from this address this minute; `Retry-After`")))]
 pub async fn publish_with_key(
     State(state): State<AppState>,
     Path(stream_key): Path<String>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    with_cors(publish(state, stream_key, headers, body).await)
+    with_cors(publish(state, stream_key, ip, headers, body).await)
 }
 
 /// `POST /whip` with `Authorization: Bearer <stream key>`.
@@ -105,9 +108,11 @@ pub async fn publish_with_key(
     responses((status = 201, content_type = "application/sdp", body = String, description = "The SDP answer; `Location` is the session, `ETag` its tag", headers(("Location" = String), ("ETag" = String))),
         (status = 401, body = ErrorBody, description = "No or an unknown stream key"),
         (status = 409, body = ErrorBody, description = "The stream is already live"),
-        (status = 422, body = ErrorBody, description = "Codecs the server does not take")))]
+        (status = 422, body = ErrorBody, description = "Codecs the server does not take"),
+        (status = 429, body = ErrorBody, description = "Too many wrong stream keys from this address this minute; `Retry-After`")))]
 pub async fn publish_with_bearer(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -117,7 +122,7 @@ pub async fn publish_with_bearer(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
     match key {
-        Some(key) => with_cors(publish(state, key, headers, body).await),
+        Some(key) => with_cors(publish(state, key, ip, headers, body).await),
         None => with_cors(Err(ApiError::Unauthorized(
             "send the stream key as Authorization: Bearer, or POST /whip/{stream_key}".into(),
         ))),
@@ -147,6 +152,7 @@ pub(super) fn with_cors(r: ApiResult<Response>) -> Response {
 async fn publish(
     state: AppState,
     stream_key: String,
+    client: Option<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -158,21 +164,26 @@ async fn publish(
         OfferError::Unsupported(_) => ApiError::Unprocessable(e.to_string()),
     })?;
     let ice = IceSettings::from_config(&state.jobs.config.webrtc);
-    let Started { id, answer } = whip::publish(&state.live, &state.whip, &stream_key, offer, ice)
-        .await
-        .map_err(|e| match e {
-            WhipError::Refused(r @ PublishRefusal::UnknownKey) => {
-                ApiError::Unauthorized(r.to_string())
-            }
-            WhipError::Refused(r @ PublishRefusal::AlreadyLive) => {
-                ApiError::Conflict(r.to_string())
-            }
-            WhipError::Refused(
-                r @ (PublishRefusal::PreviousClosing | PublishRefusal::Unavailable),
-            ) => ApiError::Unavailable(r.to_string()),
-            WhipError::Offer(_) => ApiError::invalid(e.to_string()),
-            WhipError::Internal(e) => ApiError::Internal(anyhow::anyhow!(e)),
-        })?;
+    let client = client.and_then(|c| c.parse().ok());
+    let Started { id, answer } =
+        whip::publish(&state.live, &state.whip, &stream_key, offer, ice, client)
+            .await
+            .map_err(|e| match e {
+                WhipError::Refused(r @ PublishRefusal::UnknownKey) => {
+                    ApiError::Unauthorized(r.to_string())
+                }
+                WhipError::Refused(r @ PublishRefusal::AlreadyLive) => {
+                    ApiError::Conflict(r.to_string())
+                }
+                WhipError::Refused(
+                    r @ (PublishRefusal::PreviousClosing | PublishRefusal::Unavailable),
+                ) => ApiError::Unavailable(r.to_string()),
+                WhipError::Refused(PublishRefusal::TooManyWrongKeys) => {
+                    ApiError::TooManyRequests(60)
+                }
+                WhipError::Offer(_) => ApiError::invalid(e.to_string()),
+                WhipError::Internal(e) => ApiError::Internal(anyhow::anyhow!(e)),
+            })?;
     let mut response = Response::new(Body::from(answer));
     *response.status_mut() = StatusCode::CREATED;
     let h = response.headers_mut();

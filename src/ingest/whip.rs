@@ -48,11 +48,12 @@ pub async fn publish(
     stream_key: &str,
     offer: Offer,
     ice: IceSettings,
+    client: Option<std::net::IpAddr>,
 ) -> Result<Started, WhipError> {
     // Started outside the request's span, in its own (as RTMP publishes are in their
     // connection's).
     let publisher = live
-        .publish(stream_key, &raw_supplies(&offer))
+        .publish(stream_key, &raw_supplies(&offer), client)
         .instrument(tracing::info_span!(parent: None, "whip"))
         .await?;
     let (events_tx, events) = mpsc::channel(256);

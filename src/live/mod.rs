@@ -47,6 +47,9 @@ pub enum PublishRefusal {
     PreviousClosing,
     #[error("the server cannot accept streams right now")]
     Unavailable,
+    /// Too many wrong stream keys from this client this minute.
+    #[error("too many wrong stream keys from this address; try again in a minute")]
+    TooManyWrongKeys,
 }
 
 /// A publisher's end of a broadcast. Dropping it (or `finish`) ends the publish.
@@ -277,6 +280,8 @@ pub struct LiveDeps {
     pub low_latency: crate::packager::llhls::Registry,
     /// The key server CMAF broadcasts take their keys from (`[licences] speke_url`).
     pub key_provider: Option<Arc<dyn crate::drm::speke::ContentKeyProvider>>,
+    /// Wrong keys per client, shared with the API's key checks.
+    pub bad_keys: Arc<crate::admission::BadKeys>,
 }
 
 /// A broadcast in progress (publishing, or waiting for its publisher to come back).
@@ -325,14 +330,25 @@ impl LiveHub {
     /// Authenticates a stream key and starts (or resumes, within the reconnect window) the
     /// stream's broadcast. `supplies` is what the publisher sends of its own besides FLV tags
     /// (a WebRTC publisher's Opus and VP8, for WHEP viewers).
+    /// A client (`client`: its address) that sent too many wrong keys this minute is refused
+    /// before its key is looked up.
     pub async fn publish(
         &self,
         stream_key: &str,
         supplies: &[RawCodec],
+        client: Option<std::net::IpAddr>,
     ) -> Result<Publisher, PublishRefusal> {
+        if let Some(ip) = client
+            && self.deps.bad_keys.check(ip).is_err()
+        {
+            return Err(PublishRefusal::TooManyWrongKeys);
+        }
         let stream = match self.deps.db.find_live_stream_by_key(stream_key).await {
             Ok(Some(s)) => s,
             Ok(None) => {
+                if let Some(ip) = client {
+                    self.deps.bad_keys.failed(ip, "stream key");
+                }
                 return Err(PublishRefusal::UnknownKey);
             }
             Err(e) => {

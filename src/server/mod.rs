@@ -158,6 +158,9 @@ pub async fn build(
         content_keys,
         ..
     } = jobs.clone();
+    let bad_keys = Arc::new(crate::admission::BadKeys::new(
+        crate::admission::BAD_KEYS_PER_MINUTE,
+    ));
     let live = LiveHub::new(LiveDeps {
         db: db.clone(),
         store: store.clone(),
@@ -169,6 +172,7 @@ pub async fn build(
         cleanup_wakeup: Default::default(),
         low_latency: Default::default(),
         key_provider: crate::drm::speke::from_config(&config.licences, content_keys.clone()),
+        bad_keys: bad_keys.clone(),
     });
     let hlsjs = load_hlsjs(&config.delivery.hlsjs_path);
     let docs_ui = load_docs_ui(&config.delivery.swagger_ui_dir);
@@ -198,6 +202,7 @@ pub async fn build(
         tokens,
         audit,
         key_limits,
+        bad_keys,
         renders: Arc::new(crate::api::stills::RenderLimits::new(&config.playback)),
         analytics: crate::analytics::Analytics::start(db.clone(), config.analytics.clone()),
         geoip,

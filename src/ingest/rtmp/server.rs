@@ -186,7 +186,7 @@ async fn connection(
                         // A client that got this far proved itself: it is not dropped for
                         // room while its publish is decided (refused, it closes anyway).
                         admitted.established();
-                        match hub.publish(&key, &[]).await {
+                        match hub.publish(&key, &[], Some(peer.ip())).await {
                             Ok(p) => {
                                 tracing::info!(live_stream = %p.live_stream_id, tenant = %p.tenant_id, %peer, "publishing");
                                 stopped = Some(Box::pin(p.stopped()));
@@ -312,7 +312,9 @@ fn amf_to_json(v: Amf0Value) -> serde_json::Value {
 fn netstream_code(refusal: PublishRefusal) -> &'static str {
     match refusal {
         PublishRefusal::UnknownKey | PublishRefusal::AlreadyLive => "NetStream.Publish.BadName",
-        PublishRefusal::PreviousClosing | PublishRefusal::Unavailable => "NetStream.Publish.Failed",
+        PublishRefusal::PreviousClosing
+        | PublishRefusal::Unavailable
+        | PublishRefusal::TooManyWrongKeys => "NetStream.Publish.Failed",
     }
 }
 
