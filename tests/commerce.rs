@@ -1450,39 +1450,7 @@ async fn checkout_with_code(
     code: &str,
     email: &str,
 ) -> (u16, Value) {
-    let cart = post(
-        server,
-        key,
-        "/v1/carts",
-        json!({"currency": "eur", "country": "DE"}),
-    )
-    .await;
-    let id = cart["id"].as_str().unwrap();
-    post(
-        server,
-        key,
-        &format!("/v1/carts/{id}/items"),
-        json!({"price_id": price_id, "quantity": 1}),
-    )
-    .await;
-    let (status, applied) = server
-        .call(
-            "POST",
-            &format!("/v1/carts/{id}/discount"),
-            Some(key),
-            Some(json!({ "code": code })),
-        )
-        .await;
-    assert_eq!(status, 200, "{applied}");
-    server
-        .call(
-            "POST",
-            &format!("/v1/carts/{id}/checkout"),
-            Some(key),
-            Some(json!({"provider": "stripe", "email": email,
-                "success_url": "https://example.com/thanks", "cancel_url": "https://example.com/cart"})),
-        )
-        .await
+    common::shop::checkout_with_code(server, key, price_id, "stripe", Some(code), email).await
 }
 
 /// A code's limits hold at checkout, before anyone pays: checkouts not yet paid for hold a

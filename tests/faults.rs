@@ -246,26 +246,7 @@ async fn a_server_sigkilled_mid_upload_and_mid_transcode_finishes_each_once_afte
         ready["playback_id"].as_str().unwrap(),
         token["token"].as_str().unwrap_or_default()
     ));
-    let decode = common::process::output_within(
-        Command::new("ffmpeg").args([
-            "-hide_banner",
-            "-v",
-            "error",
-            "-i",
-            &master,
-            "-f",
-            "null",
-            "-",
-        ]),
-        Duration::from_secs(120),
-        "ffmpeg decoding the asset",
-    );
-    assert!(decode.status.success(), "{decode:?}");
-    assert!(
-        String::from_utf8_lossy(&decode.stderr).trim().is_empty(),
-        "{}",
-        String::from_utf8_lossy(&decode.stderr)
-    );
+    common::media::assert_decodes_cleanly(&master, Duration::from_secs(120));
     // Once: one upload.completed and one asset.ready in the outbox.
     let deliveries = format!(
         "/v1/webhook-endpoints/{}/deliveries",
@@ -800,26 +781,7 @@ async fn a_full_object_store_disk_holds_the_broadcast_until_space_returns_and_lo
         "/hls/{}/master.m3u8",
         asset["playback_id"].as_str().unwrap()
     ));
-    let decode = common::process::output_within(
-        Command::new("ffmpeg").args([
-            "-hide_banner",
-            "-v",
-            "error",
-            "-i",
-            &master,
-            "-f",
-            "null",
-            "-",
-        ]),
-        Duration::from_secs(60),
-        "ffmpeg decoding the recording",
-    );
-    assert!(decode.status.success(), "{decode:?}");
-    assert!(
-        String::from_utf8_lossy(&decode.stderr).trim().is_empty(),
-        "{}",
-        String::from_utf8_lossy(&decode.stderr)
-    );
+    common::media::assert_decodes_cleanly(&master, Duration::from_secs(60));
     assert!(
         !node.log().contains("storage write lost"),
         "a write was given up: {}",

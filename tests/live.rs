@@ -1263,26 +1263,7 @@ async fn a_publisher_killed_mid_gop_ends_the_broadcast_and_its_recording_plays_t
     // frames up to the kill, itself whole frames only).
     assert!((6.0..=10.0).contains(&recorded), "recorded {recorded} s");
     let master = server.url(&format!("/hls/{}/master.m3u8", asset.playback_id));
-    let decode = common::process::output_within(
-        std::process::Command::new("ffmpeg").args([
-            "-hide_banner",
-            "-v",
-            "error",
-            "-i",
-            &master,
-            "-f",
-            "null",
-            "-",
-        ]),
-        Duration::from_secs(60),
-        "ffmpeg decoding the recording",
-    );
-    assert!(decode.status.success(), "{decode:?}");
-    let errors = String::from_utf8_lossy(&decode.stderr);
-    assert!(
-        errors.trim().is_empty(),
-        "the recording decodes with errors: {errors}"
-    );
+    common::media::assert_decodes_cleanly(&master, Duration::from_secs(60));
     let s = stream_json(&server, &key, &stream.id).await;
     assert_eq!(s["status"], "idle", "{s}");
     server.stop().await;

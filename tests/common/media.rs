@@ -522,3 +522,19 @@ pub fn decrypted_frames(init: &[u8], fragment: &[u8], key: &[u8]) -> (usize, boo
         .count();
     (frames, !decode(None).stderr.is_empty())
 }
+
+/// Decodes all of `url` (a playlist or a file) with ffmpeg, within `limit`; fails the test
+/// if ffmpeg fails or reports any error (a corrupt or missing segment, a broken frame).
+pub fn assert_decodes_cleanly(url: &str, limit: Duration) {
+    let decode = super::output_within(
+        Command::new("ffmpeg").args(["-hide_banner", "-v", "error", "-i", url, "-f", "null", "-"]),
+        limit,
+        "ffmpeg decoding (Debian package ffmpeg)",
+    );
+    let errors = String::from_utf8_lossy(&decode.stderr);
+    assert!(decode.status.success(), "{url}: {decode:?}");
+    assert!(
+        errors.trim().is_empty(),
+        "{url} decodes with errors: {errors}"
+    );
+}

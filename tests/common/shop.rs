@@ -89,6 +89,18 @@ pub async fn checkout_with(
     provider: &str,
     email: &str,
 ) -> (u16, Value) {
+    checkout_with_code(server, key, price_id, provider, None, email).await
+}
+
+/// [`checkout_with`], with discount code `code` applied to the cart first (it must apply).
+pub async fn checkout_with_code(
+    server: &TestServer,
+    key: &str,
+    price_id: &str,
+    provider: &str,
+    code: Option<&str>,
+    email: &str,
+) -> (u16, Value) {
     let cart = post(
         server,
         key,
@@ -104,6 +116,15 @@ pub async fn checkout_with(
         json!({"price_id": price_id, "quantity": 1}),
     )
     .await;
+    if let Some(code) = code {
+        post(
+            server,
+            key,
+            &format!("/v1/carts/{id}/discount"),
+            json!({ "code": code }),
+        )
+        .await;
+    }
     server
         .call(
             "POST",
