@@ -976,24 +976,9 @@ async fn paying_gets_the_key_and_a_full_refund_takes_it_away(server: &TestServer
         (&json!(0), &json!(1))
     );
     // Four views of it (players' beacons): one purchase per four views.
-    let now = ferrocast::clock::now_ms();
     for i in 0..4 {
-        let batch = json!({"view_id": format!("view-conversion-{i}"), "playback_id": media.playback_id,
-            "player": {"name": "test", "version": "1"},
-            "events": [{"seq": 1, "type": "viewinit", "t": now - 9000}, {"seq": 2, "type": "play", "t": now - 8000},
-                {"seq": 3, "type": "playing", "t": now - 7000}, {"seq": 4, "type": "viewend", "t": now - 1000}]});
-        let status = server
-            .client
-            .post(server.url("/v1/beacons"))
-            .header("content-type", "application/json")
-            .body(batch.to_string())
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 202);
+        common::paid::watched(server, &media.playback_id, &format!("view-conversion-{i}")).await;
     }
-    server.state.analytics.flush().await;
     let (_, rev) = server
         .call(
             "GET",

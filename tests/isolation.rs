@@ -184,21 +184,7 @@ async fn tenant_a(server: &TestServer, stripe: &FakeStripe) -> (String, Holdings
     );
 
     // A view of its media.
-    let now = ferrocast::clock::now_ms();
-    let beacon = json!({"view_id": "view-of-tenant-a", "playback_id": media.playback_id,
-        "player": {"name": "test", "version": "1"},
-        "events": [{"seq": 1, "type": "viewinit", "t": now - 9000}, {"seq": 2, "type": "play", "t": now - 8000},
-            {"seq": 3, "type": "playing", "t": now - 7000}, {"seq": 4, "type": "viewend", "t": now - 1000}]});
-    let sent = server
-        .client
-        .post(server.url("/v1/beacons"))
-        .header("content-type", "application/json")
-        .body(beacon.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sent.status(), 202);
-    server.state.analytics.flush().await;
+    common::paid::watched(server, &media.playback_id, "view-of-tenant-a").await;
     by_prefix.insert("/v1/analytics/views/", "view-of-tenant-a".into());
 
     // Keys and endpoints.

@@ -128,3 +128,23 @@ pub async fn audit_entries(
     assert_eq!(status, 200, "{page}");
     page["data"].as_array().unwrap().clone()
 }
+
+/// One finished view of `playback_id` (viewinit, play, playing, viewend: 8 s of watching),
+/// sent as a player's beacon batch and written (the aggregator flushed).
+pub async fn watched(server: &TestServer, playback_id: &str, view_id: &str) {
+    let now = ferrocast::clock::now_ms();
+    let batch = serde_json::json!({"view_id": view_id, "playback_id": playback_id,
+        "player": {"name": "test", "version": "1"},
+        "events": [{"seq": 1, "type": "viewinit", "t": now - 9000}, {"seq": 2, "type": "play", "t": now - 8000},
+            {"seq": 3, "type": "playing", "t": now - 7000}, {"seq": 4, "type": "viewend", "t": now - 1000}]});
+    let sent = server
+        .client
+        .post(server.url("/v1/beacons"))
+        .header("content-type", "application/json")
+        .body(batch.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    server.state.analytics.flush().await;
+}
