@@ -852,17 +852,17 @@ async fn a_storage_outage_mid_broadcast_is_retried_and_loses_no_segment() {
         (media.matches("#EXTINF").count() >= 2).then_some(())
     })
     .await;
-    // S3 goes away for 8 s while segments keep coming, and for as long after that as the
-    // SDK's own retries (4 attempts with jittered backoff, slower on a loaded machine) take
-    // to give up and hand the write back to the uploader's retry, up to 20 s: the queue
-    // fills to its bound and stays there (the metric shows it), never beyond.
+    // S3 goes away for 30 s while segments keep coming and a viewer keeps asking for the
+    // playlist (the outage): the queue fills to its bound and stays there (the
+    // metric shows it), never beyond, and the viewer gets 200 or 503, never anything else.
     s3.kill();
     let outage = std::time::Instant::now();
     let mut deepest = 0.0f64;
     let mut retried = false;
-    while outage.elapsed() < Duration::from_secs(8)
-        || !retried && outage.elapsed() < Duration::from_secs(20)
-    {
+    let mut viewer = std::collections::BTreeMap::<u16, usize>::new();
+    while outage.elapsed() < Duration::from_secs(30) {
+        let (status, _) = server.get_text(&media_url).await;
+        *viewer.entry(status).or_default() += 1;
         let (_, metrics) = server.get_text("/metrics").await;
         retried = metrics
             .lines()
@@ -881,11 +881,33 @@ async fn a_storage_outage_mid_broadcast_is_retried_and_loses_no_segment() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     s3.restart();
+    assert!(retried, "no write was retried in the outage");
     assert_eq!(
         deepest, 2.0,
         "the upload queue never filled during the outage"
     );
-    assert!(ffmpeg.wait(Duration::from_secs(40)).await, "ffmpeg failed");
+    assert!(
+        viewer.keys().all(|s| [200, 503].contains(s)),
+        "the viewer's playlist answers in the outage: {viewer:?}"
+    );
+    eprintln!("the viewer's playlist answers in the 30 s outage: {viewer:?}");
+    // The viewer recovers: the playlist grows again.
+    let before = server
+        .get_text(&media_url)
+        .await
+        .1
+        .matches("#EXTINF")
+        .count();
+    eventually(
+        "the playlist to grow after the outage",
+        Duration::from_secs(40),
+        || async {
+            let (status, media) = server.get_text(&media_url).await;
+            (status == 200 && media.matches("#EXTINF").count() > before).then_some(())
+        },
+    )
+    .await;
+    assert!(ffmpeg.wait(Duration::from_secs(60)).await, "ffmpeg failed");
     let asset = ready_asset(&server, &tenant_id, Duration::from_secs(40)).await;
     // Every segment made it: the recording is as long as the broadcast, without gaps, and
     // each listed segment is in the bucket.
