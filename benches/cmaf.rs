@@ -232,7 +232,14 @@ fn glass_to_glass(work: &std::path::Path) -> GlassToGlass {
     let (key, _) = rt.block_on(tenant_and_stream(&base, body("ts", "default")));
     // Each run is a new stream: a stream's next broadcast has new playlists, which a player
     // that loaded the last one's would not find at once.
-    let measure = |packaging: &str, ladder: &str| {
+    // `G2G_TRACE_DIR`: each run's hls.js trace (glass-to-glass.cjs), for finding a stall.
+    let traces = std::env::var("G2G_TRACE_DIR").ok();
+    let mut count = 0;
+    let mut measure = |packaging: &str, ladder: &str| {
+        count += 1;
+        let trace = traces
+            .as_ref()
+            .map(|dir| format!("{dir}/{count}-{packaging}-{ladder}.jsonl"));
         let stream: serde_json::Value = rt.block_on(async {
             let r = http()
                 .post(format!("{base}/v1/live-streams"))
@@ -261,13 +268,19 @@ fn glass_to_glass(work: &std::path::Path) -> GlassToGlass {
         }
         let report = node_script(
             "benches/glass-to-glass.cjs",
-            &[&master, "10", "30", if low_latency { "1" } else { "0" }],
+            &[
+                &master,
+                "10",
+                "30",
+                if low_latency { "1" } else { "0" },
+                trace.as_deref().unwrap_or(""),
+            ],
             Duration::from_secs(180),
         );
         drop(publisher);
         std::thread::sleep(Duration::from_secs(3));
         eprintln!(
-            "glass to glass ({}, {ladder} ladder): {} screenshots read ({} ms each), {} unread; hls.js at the end: {} s from its live edge (aiming at {} s), playing {}p; {} jumps to the live edge; errors {}",
+            "glass to glass ({}, {ladder} ladder): {} screenshots read ({} ms each), {} unread; hls.js at the end: {} s from its live edge (aiming at {} s), playing {}p; {} stalls, {} jumps to the live edge; errors {}",
             stream["packaging"],
             report["samples"].as_array().map_or(0, Vec::len),
             report["spreadMs"],
@@ -275,6 +288,7 @@ fn glass_to_glass(work: &std::path::Path) -> GlassToGlass {
             report["latencyS"],
             report["targetLatencyS"],
             report["height"],
+            report["stalls"],
             report["liveJumps"],
             report["errors"]
         );

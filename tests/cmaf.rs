@@ -207,19 +207,19 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
         held < Duration::from_millis(1500),
         "answered once the part was cut: {held:?}"
     );
+    // The part the answer hints at next (the segment's next part, or the next segment's
+    // first) is held until it is cut.
+    let next = attribute(&blocked, "#EXT-X-PRELOAD-HINT", "URI");
     let hinted = server
         .client
-        .get(server.url(&format!(
-            "/hls/{id}/360p/{msn}.{}.m4s?token={ann}",
-            part + 1
-        )))
+        .get(server.url(&format!("/hls/{id}/360p/{next}")))
         .send()
         .await
         .unwrap();
     assert_eq!(
         hinted.status(),
         200,
-        "the next part is held until it exists"
+        "the next part {next} is held until it exists"
     );
     assert!(
         hinted
@@ -229,6 +229,17 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
             .windows(4)
             .any(|w| w == b"senc"),
         "an encrypted chunk"
+    );
+    // A segment's last part comes with the segment, so it is never a lone frame (hls.js
+    // stopped loading at such a part and stalled).
+    let durations: Vec<f64> = blocked
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:DURATION="))
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        durations.len() > 8 && durations.iter().all(|d| *d > 1.5 / 30.0 && *d <= 0.334),
+        "parts between two frames and PART-TARGET: {durations:?}"
     );
     assert_eq!(server.get_text(&path("&_HLS_part=1")).await.0, 400);
     assert_eq!(

@@ -124,8 +124,10 @@ pub fn part_name(file: &str) -> Option<(u64, u64)> {
     Some((msn.parse().ok()?, rest.parse().ok()?))
 }
 
-/// A part from memory; one not there yet but due next (the preload hint) is waited for.
-/// `None`: not a part this track holds (the stored segment, if any, answers).
+/// A part from memory; one not there yet but due next (the preload hint) is waited for,
+/// until it exists or its segment closed without it (then 404 at once, as RFC 8216bis
+/// asks of a hint that will not be fulfilled). `None`: not a part this track holds (the
+/// stored segment, if any, answers).
 pub async fn part(
     mut rx: watch::Receiver<Arc<Snapshot>>,
     file: &str,
@@ -139,7 +141,7 @@ pub async fn part(
     let bytes = match found(&now) {
         Some(b) => Some(b),
         None if !now.too_far(msn, Some(index)) && !now.has(msn, Some(index)) => {
-            wait_for(&mut rx, |s| s.parts.contains_key(file))
+            wait_for(&mut rx, |s| s.parts.contains_key(file) || msn < s.open_msn)
                 .await?
                 .and_then(|s| found(&s))
         }
@@ -161,6 +163,42 @@ pub async fn part(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn snapshot(open_msn: u64, parts: &[&str]) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            open_msn,
+            open_parts: parts
+                .iter()
+                .filter(|p| p.starts_with(&format!("{open_msn}.")))
+                .count() as u64,
+            hold: std::time::Duration::from_secs(6),
+            parts: parts
+                .iter()
+                .map(|p| (p.to_string(), bytes::Bytes::from_static(b"chunk")))
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_hinted_part_is_held_until_it_is_cut_or_its_segment_closes_without_it() {
+        let (tx, rx) = watch::channel(snapshot(5, &["5.0.m4s", "5.1.m4s"]));
+        let waiting = tokio::spawn(part(rx.clone(), "5.2.m4s", false));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "held while it is due");
+        tx.send_replace(snapshot(5, &["5.0.m4s", "5.1.m4s", "5.2.m4s"]));
+        let r = waiting.await.unwrap().unwrap().unwrap();
+        assert_eq!(r.status(), 200);
+
+        // The segment closes with three parts: a request for a fourth is answered at once.
+        let waiting = tokio::spawn(part(rx, "5.3.m4s", false));
+        tokio::task::yield_now().await;
+        let started = std::time::Instant::now();
+        tx.send_replace(snapshot(6, &["5.0.m4s", "5.1.m4s", "5.2.m4s"]));
+        let r = waiting.await.unwrap();
+        assert!(matches!(r, Err(ApiError::NotFound(_))), "{r:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
 
     #[test]
     fn part_names_are_read() {
