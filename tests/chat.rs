@@ -285,6 +285,111 @@ async fn a_signed_streams_chat_needs_its_token_and_names_its_viewer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_flood_is_dropped_unread_then_closed_and_the_others_chat_on() {
+    let server = TestServer::start().await;
+    let (_, key) = server.create_tenant("Flooded").await;
+    let (stream_id, playback_id) = public_stream(&server, &key).await;
+    let mut reader = join(&server, &playback_id, None).await;
+    next_of(&mut reader, "history").await;
+    let calm_token = viewer_token(&server, &key, &playback_id, "calm").await;
+    let mut calm = join(&server, &playback_id, Some(&calm_token)).await;
+    next_of(&mut calm, "history").await;
+    let flood_token = viewer_token(&server, &key, &playback_id, "flooder").await;
+    let mut flooder = join(&server, &playback_id, Some(&flood_token)).await;
+    next_of(&mut flooder, "history").await;
+    let (mut out, mut inbox) = flooder.split();
+    // Messages, moderation requests (which would read the database), binary frames and
+    // broken JSON, as fast as the socket takes them, never reading.
+    let flood = tokio::spawn(async move {
+        let frames = [
+            Message::Text(json!({"type": "send", "text": "flood"}).to_string().into()),
+            Message::Text(json!({"type": "hide", "id": "x"}).to_string().into()),
+            Message::Binary(vec![7u8; 1000].into()),
+            Message::Text("{not json".into()),
+        ];
+        let started = Instant::now();
+        let mut sent = 0usize;
+        while started.elapsed() < Duration::from_secs(20) {
+            if out.send(frames[sent % frames.len()].clone()).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        (sent, started.elapsed())
+    });
+    // The flooder is told once, then closed with 1008 (policy violation).
+    let mut told = 0;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), inbox.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["code"] == "flooding" {
+                    told += 1;
+                }
+            }
+            Ok(Some(Ok(Message::Close(c)))) => break c,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the flooder is closed with a reason: {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert_eq!(told, 1, "told once that frames are dropped");
+    let (sent, took) = flood.await.unwrap();
+    println!("a flood of {sent} frames was closed within {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // Meanwhile and after, another viewer chats as before, in real time.
+    for i in 0..3 {
+        let started = Instant::now();
+        say(&mut calm, &format!("calm {i}")).await;
+        until_text(&mut reader, &format!("calm {i}")).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    // Of the flood, the others saw only what flood control lets one viewer say.
+    let (status, list) = server
+        .call(
+            "GET",
+            &format!("/v1/live-streams/{stream_id}/chat/messages"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let flooded = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["text"] == "flood")
+        .count();
+    assert!(
+        (1..=3).contains(&flooded),
+        "{flooded} flood messages kept: {list}"
+    );
+
+    // A frame over 8 KiB closes the socket at once.
+    let mut big = join(&server, &playback_id, None).await;
+    next_of(&mut big, "history").await;
+    let _ = big.send(Message::Text("x".repeat(64 * 1024).into())).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match big.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "an oversized frame ends the connection");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_reading_never_delays_the_others_and_an_address_has_its_share() {
     let server = TestServer::start().await;
     let (_, key) = server.create_tenant("Busy").await;

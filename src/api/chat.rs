@@ -294,6 +294,7 @@ async fn run(
     }
     let mut ping = tokio::time::interval(PING);
     let mut heard = Instant::now();
+    let mut budget = chat::FrameBudget::new(heard);
     loop {
         tokio::select! {
             out = rx.recv() => match out {
@@ -308,21 +309,45 @@ async fn run(
                     break;
                 }
             },
-            frame = socket.recv() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    heard = Instant::now();
-                    if let Some(answer) = receive(&state, &mut chatter, &membership, &text).await
-                        && !send(&mut socket, answer.to_string()).await
-                    {
+            frame = socket.recv() => {
+                let Some(Ok(frame)) = frame else { break };
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+                heard = Instant::now();
+                // Every frame counts against the socket's budget first: a flood is dropped
+                // unread, then closed.
+                match budget.take(heard) {
+                    chat::FrameVerdict::Read => {}
+                    chat::FrameVerdict::Dropped { first } => {
+                        let e = error("flooding", "too many frames: those past ten a second are dropped unread");
+                        if first && !send(&mut socket, e.to_string()).await { break }
+                        continue;
+                    }
+                    chat::FrameVerdict::Close => {
+                        tracing::warn!(sender = ?chatter.sender, address = ?chatter.address, "chat socket closed: a flood of frames");
+                        let close = Message::Close(Some(axum::extract::ws::CloseFrame {
+                            code: 1008,
+                            reason: "flooding: too many frames".into(),
+                        }));
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(close)).await;
                         break;
                     }
                 }
-                Some(Ok(Message::Binary(_))) => {
-                    let e = json!({"type": "error", "code": "invalid", "message": "send JSON text frames"});
-                    if !send(&mut socket, e.to_string()).await { break }
+                match frame {
+                    Message::Text(text) => {
+                        if let Some(answer) = receive(&state, &mut chatter, &membership, &text).await
+                            && !send(&mut socket, answer.to_string()).await
+                        {
+                            break;
+                        }
+                    }
+                    Message::Binary(_) => {
+                        let e = json!({"type": "error", "code": "invalid", "message": "send JSON text frames"});
+                        if !send(&mut socket, e.to_string()).await { break }
+                    }
+                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => heard = Instant::now(),
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
             },
             _ = ping.tick() => {
                 if heard.elapsed() > SILENCE { break }

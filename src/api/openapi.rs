@@ -82,8 +82,10 @@ only entitled viewers in entitled-only mode). A moderator also sends `{\"type\":
 The server sends `welcome` `{name, color, moderator, supporter, rules: {slow_mode_s, entitled_only}}`, `history` `{messages}` \
 (the last 50 visible), `message` (a ChatMessageView), `hidden` `{id}`, `rules` `{slow_mode_s, entitled_only}`, \
 `moderation` `{action: timeout | ban, name, until}` and `error` `{code: invalid | slow_down | slow_mode | banned | \
-entitled_only | forbidden | unavailable, message, retry_after_s?, until?}`; it pings every 20 s. \
-A reader that falls 256 messages behind is closed (1008) rather than slowing the room."),
+entitled_only | forbidden | unavailable | flooding, message, retry_after_s?, until?}`; it pings every 20 s. \
+A reader that falls 256 messages behind is closed (1008) rather than slowing the room. A connection may send frames \
+of any kind in a burst of 20, then 10 a second: the rest are dropped unread (told once, `flooding`), and after 200 dropped \
+it is closed (1008); a frame over 8 KiB closes it."),
         (name = "dashboard", description = "The creator dashboard's pages and sign-in (it calls this API with its session)"),
         (name = "operations", description = "Health, readiness and metrics"),
     )

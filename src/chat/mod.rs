@@ -24,6 +24,64 @@ pub const MAX_TEXT: usize = 500;
 /// Visible messages sent on joining.
 pub const HISTORY: i64 = 50;
 
+/// Frames of any kind (text, binary, ping) one socket may send: a burst of this many,
+/// refilled at [`FRAMES_PER_S`]. Frames past it are dropped unread, so that a flood costs
+/// no parsing, no database and no answer; a socket that has had [`FLOOD_CLOSE`] dropped is
+/// closed. (Messages have their own, stricter, flood control below.)
+pub const FRAME_BURST: f64 = 20.0;
+pub const FRAMES_PER_S: f64 = 10.0;
+pub const FLOOD_CLOSE: u32 = 200;
+
+/// What to do with a socket's next frame (see [`FrameBudget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameVerdict {
+    Read,
+    /// Dropped unread; `first`: the first of a run (the sender is told once).
+    Dropped {
+        first: bool,
+    },
+    /// Too many dropped: close the socket.
+    Close,
+}
+
+/// One socket's frame budget (a token bucket).
+#[derive(Debug)]
+pub struct FrameBudget {
+    tokens: f64,
+    at: Instant,
+    dropped: u32,
+    in_run: bool,
+}
+
+impl FrameBudget {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            tokens: FRAME_BURST,
+            at: now,
+            dropped: 0,
+            in_run: false,
+        }
+    }
+
+    pub fn take(&mut self, now: Instant) -> FrameVerdict {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * FRAMES_PER_S;
+        self.tokens = (self.tokens + refill).min(FRAME_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.in_run = false;
+            return FrameVerdict::Read;
+        }
+        self.dropped += 1;
+        if self.dropped >= FLOOD_CLOSE {
+            return FrameVerdict::Close;
+        }
+        let first = !self.in_run;
+        self.in_run = true;
+        FrameVerdict::Dropped { first }
+    }
+}
+
 /// Flood control: `BURST` messages in `WINDOW`, then silence for `TIMEOUT`.
 const BURST: usize = 3;
 const WINDOW: Duration = Duration::from_secs(2);
@@ -363,6 +421,35 @@ mod tests {
         assert_eq!(clean_text("  hi\nthere\u{0007} "), Some("hi there".into()));
         assert_eq!(clean_text(" \n "), None);
         assert_eq!(clean_text(&"a".repeat(MAX_TEXT + 1)), None);
+    }
+
+    #[test]
+    fn a_socket_has_a_burst_of_frames_then_ten_a_second_and_a_flood_is_closed() {
+        let t0 = Instant::now();
+        let mut b = FrameBudget::new(t0);
+        for _ in 0..20 {
+            assert_eq!(b.take(t0), FrameVerdict::Read);
+        }
+        assert_eq!(b.take(t0), FrameVerdict::Dropped { first: true });
+        assert_eq!(b.take(t0), FrameVerdict::Dropped { first: false });
+        // A tenth of a second later one more is read, and the next drop starts a new run.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(b.take(t1), FrameVerdict::Read);
+        assert_eq!(b.take(t1), FrameVerdict::Dropped { first: true });
+        // A client at ten frames a second is never dropped.
+        let mut steady = FrameBudget::new(t0);
+        for i in 0..1000 {
+            let at = t0 + Duration::from_millis(100 * i);
+            assert_eq!(steady.take(at), FrameVerdict::Read, "frame {i}");
+        }
+        // A flood: closed once FLOOD_CLOSE frames were dropped.
+        let verdicts: Vec<FrameVerdict> = (0..400).map(|_| b.take(t1)).collect();
+        let closed_at = verdicts.iter().position(|v| *v == FrameVerdict::Close);
+        assert_eq!(
+            closed_at,
+            Some((FLOOD_CLOSE - 4) as usize),
+            "three were dropped before"
+        );
         assert_eq!(
             clean_text("<script>alert(1)</script>").unwrap(),
             "<script>alert(1)</script>"
