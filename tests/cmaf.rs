@@ -533,3 +533,139 @@ async fn a_key_server_over_speke_gives_a_cmaf_stream_its_key_and_its_drm_systems
     ffmpeg.kill();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cmaf_stream_rotates_its_key_and_hls_js_and_dash_js_play_across_the_changes() {
+    let server = TestServer::start_with(|c| c.live.key_rotation_segments = 2).await;
+    let (_, key) = server.create_tenant("Rotating").await;
+    let (status, s) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(&key),
+            Some(json!({"playback_policy": "public", "packaging": "cmaf", "record": false, "reconnect_window_s": 0})),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    let id = s["playback_id"].as_str().unwrap().to_string();
+    let url = format!(
+        "{}/{}",
+        s["rtmp_url"].as_str().unwrap(),
+        s["stream_key"].as_str().unwrap()
+    );
+    let mut ffmpeg = ffmpeg_publish(&url, 640, 360, 180);
+    // Three key periods of two segments each: three key ids, each with its init segment.
+    let media = eventually("three keys listed", Duration::from_secs(60), || async {
+        let (status, text) = server.get_text(&format!("/hls/{id}/360p/index.m3u8")).await;
+        (status == 200 && text.matches("#EXT-X-KEY").count() >= 3).then_some(text)
+    })
+    .await;
+    let kids: Vec<Vec<u8>> = media
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-KEY"))
+        .map(|l| {
+            let uri = attribute(l, "#EXT-X-KEY", "URI");
+            base64::engine::general_purpose::STANDARD
+                .decode(uri.trim_start_matches("data:text/plain;base64,"))
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        kids.windows(2).all(|w| w[0] != w[1]),
+        "a new key id each period: {media}"
+    );
+    assert!(media.contains("#EXT-X-MAP:URI=\"init-1.mp4\""), "{media}");
+    let (_, mpd) = server.get_text(&format!("/dash/{id}/manifest.mpd")).await;
+    assert!(
+        mpd.matches("<Period ").count() >= 2 && mpd.contains("initialization=\"360p/init-1.mp4"),
+        "a period per key: {mpd}"
+    );
+    // Each period's fragments decrypt with its own key from the licence (ffmpeg).
+    let mut segment_of_period = Vec::new();
+    let mut init = String::from("init.mp4");
+    let mut kid_index = 0;
+    for line in media.lines() {
+        if line.starts_with("#EXT-X-KEY") && !segment_of_period.is_empty() {
+            kid_index += 1;
+        } else if let Some(rest) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+            init = rest.trim_end_matches('"').to_string();
+        } else if line.ends_with(".m4s") && segment_of_period.len() == kid_index {
+            segment_of_period.push((line.to_string(), init.clone()));
+        }
+    }
+    assert!(segment_of_period.len() >= 2, "{media}");
+    let licence: Value = server
+        .client
+        .post(server.url(&format!("/licenses/clearkey/{id}")))
+        .json(&json!({"kids": kids.iter().map(|k| URL_SAFE_NO_PAD.encode(k)).collect::<Vec<_>>(), "type": "temporary"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key_of = |kid: &[u8]| {
+        let k = licence["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == URL_SAFE_NO_PAD.encode(kid))
+            .unwrap_or_else(|| panic!("every key in the licence: {licence}"));
+        URL_SAFE_NO_PAD.decode(k["k"].as_str().unwrap()).unwrap()
+    };
+    let server_ref = &server;
+    let get = |name: String| async move {
+        let r = server_ref
+            .client
+            .get(server_ref.url(&name))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+        r.bytes().await.unwrap()
+    };
+    for (period, (segment, init)) in segment_of_period.iter().enumerate().take(2) {
+        let init = get(format!("/hls/{id}/360p/{init}")).await;
+        let fragment = get(format!("/hls/{id}/360p/{segment}")).await;
+        let (frames, garbled) = decrypted_frames(&init, &fragment, &key_of(&kids[period]));
+        assert!(frames >= 50 && garbled, "period {period}: {frames} frames");
+    }
+    assert_ne!(
+        key_of(&kids[0]),
+        key_of(&kids[1]),
+        "each period has a key of its own"
+    );
+    // hls.js and dash.js play 12 s, across key changes, asking the licence for each key.
+    let token = playback_token(&server, &key, &id, None).await;
+    let seen = browser_script(
+        "cmaf_play.cjs",
+        vec![
+            server.url(""),
+            id.clone(),
+            token.clone(),
+            token,
+            "12".into(),
+            "hls,dash".into(),
+        ],
+        180,
+    )
+    .await;
+    ffmpeg.kill();
+    eprintln!("played with key rotation: {seen}");
+    assert_eq!(seen["error"], Value::Null, "{seen}");
+    for player in ["hls", "dash"] {
+        let run = &seen[player];
+        assert!(
+            run["advanced"].as_f64().unwrap() >= 12.0,
+            "{player} plays across key changes: {seen}"
+        );
+        let granted = run["licences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| **s == json!(200))
+            .count();
+        assert!(granted >= 2, "{player} asked for each new key: {seen}");
+    }
+    server.stop().await;
+}

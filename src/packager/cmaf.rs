@@ -1,4 +1,4 @@
-//! Why one file (1,021 lines, 258 of them tests): one state machine whose tracks,
+//! Why one file (1,308 lines, 374 of them tests): one state machine whose tracks,
 //! chunks, playlists and manifest share private state; split, each part would reach into
 //! the others' tracks.
 //!
@@ -12,8 +12,11 @@
 //! - `audio/…`: the audio track, taken from one rendition (all carry the same audio);
 //! - `master.m3u8` and `manifest.mpd`.
 //!
-//! One content key encrypts every track of the output (no rotation: the key id is in each
-//! init segment's `tenc`); `cbcs` by default, with a constant IV derived from the key.
+//! One content key encrypts every track of the output, or one per rotation period of
+//! `rotate_keys_every` segments (`live.key_rotation_segments`): the key id is in each init
+//! segment's `tenc`, so a new key brings a new init segment per track, written where it
+//! changes in the HLS playlists (`EXT-X-KEY`, `EXT-X-MAP`) and as a new `Period` of the DASH
+//! manifest. `cbcs` by default, with a constant IV derived from the key.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
@@ -50,9 +53,13 @@ struct Track {
     /// The current init segment's name and what encrypting its fragments needs.
     init: Option<(String, InitInfo)>,
     inits: u32,
+    /// The encoder's init segment in clear, and the key period the current one is for: a
+    /// new period protects it again with the period's key.
+    clear_init: Option<Vec<u8>>,
+    init_period: Option<u64>,
     timescale: u32,
-    /// (sequence, decode time, duration) of the fragments in the playlist, for DASH.
-    timeline: VecDeque<(u64, u64, u64)>,
+    /// The fragments in the playlist, for DASH.
+    timeline: VecDeque<Listed>,
     /// Media time of the first fragment ever.
     origin: Option<u64>,
     /// Distinguishes this track's `cenc` IVs from the other tracks' under the same key.
@@ -74,6 +81,35 @@ struct Chunk {
     timescale: u32,
 }
 
+/// A key id as the HLS ClearKey `EXT-X-KEY` names it: a `data:` URI of its bytes.
+fn kid_uri(kid: &[u8; 16]) -> String {
+    use base64::Engine;
+    format!(
+        "data:text/plain;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(kid)
+    )
+}
+
+/// A fragment as the DASH manifest lists it: (sequence, decode time, duration, the number
+/// of its init segment).
+type Listed = (u64, u64, u64, u32);
+
+/// The name of a track's `n`th init segment.
+fn init_name(n: u32) -> String {
+    match n {
+        0 => "init.mp4".to_string(),
+        n => format!("init-{n}.mp4"),
+    }
+}
+
+/// One rotation period's content key.
+#[derive(Clone)]
+struct PeriodKey {
+    protection: Protection,
+    /// DRM systems' signalling for the key (from a key server), beside ClearKey.
+    systems: Vec<DrmSystem>,
+}
+
 /// The state of one CMAF output (a broadcast or an asset).
 pub struct CmafState {
     scheme: Scheme,
@@ -85,9 +121,10 @@ pub struct CmafState {
     /// said if there is any.
     audio_from: Option<String>,
     audio_known: bool,
-    key: Option<(String, Protection)>,
-    /// DRM systems' signalling for the key (from a key server), beside ClearKey.
-    systems: Vec<DrmSystem>,
+    /// Segments per key period (0: one key).
+    rotation: u64,
+    /// The content key of each period still listed.
+    keys: BTreeMap<u64, PeriodKey>,
     discontinuity: HashSet<String>,
     master_written: bool,
     clock: Option<fn() -> i64>,
@@ -112,8 +149,8 @@ impl CmafState {
             remuxers: BTreeMap::new(),
             audio_from: None,
             audio_known: false,
-            key: None,
-            systems: Vec::new(),
+            rotation: 0,
+            keys: BTreeMap::new(),
             discontinuity: HashSet::new(),
             master_written: false,
             clock: None,
@@ -154,6 +191,8 @@ impl CmafState {
                 total_s: 0.0,
                 init: None,
                 inits: 0,
+                clear_init: None,
+                init_period: None,
                 timescale: 1,
                 timeline: VecDeque::new(),
                 origin: None,
@@ -192,23 +231,42 @@ impl CmafState {
         }
     }
 
-    /// `Some(0)` until the output's one content key is given.
-    pub fn key_needed(&self, _rendition: &str) -> Option<u64> {
-        self.key.is_none().then_some(0)
+    /// A new content key every `segments` segments (0: one for the whole output).
+    pub fn rotate_keys_every(&mut self, segments: u64) {
+        self.rotation = segments;
     }
 
-    /// The output's content key; `id` is its base64url key id (16 bytes).
-    pub fn add_key(&mut self, _period: u64, id: String, key: Key128) {
-        self.set_key(ProvidedKey {
-            id,
-            key,
-            systems: Vec::new(),
-        });
+    fn period(&self, sequence: u64) -> u64 {
+        sequence.checked_div(self.rotation).unwrap_or(0)
     }
 
-    /// The output's content key with the DRM systems' `pssh` boxes and HLS lines a key
+    /// The key period whose key the next segment of `rendition` needs, while it is not
+    /// given (give it with [`set_key`](Self::set_key) before the segment).
+    pub fn key_needed(&self, rendition: &str) -> Option<u64> {
+        let sequence = self
+            .tracks
+            .get(rendition)
+            .map_or(0, |t| t.playlist.next_sequence());
+        let period = self.period(sequence);
+        (!self.keys.contains_key(&period)).then_some(period)
+    }
+
+    /// A period's content key; `id` is its base64url key id (16 bytes).
+    pub fn add_key(&mut self, period: u64, id: String, key: Key128) {
+        self.set_key(
+            period,
+            ProvidedKey {
+                id,
+                key,
+                systems: Vec::new(),
+            },
+        );
+    }
+
+    /// A period's content key with the DRM systems' `pssh` boxes and HLS lines a key
     /// server gave for it (written beside the W3C common `pssh` and ClearKey signalling).
-    pub fn set_key(&mut self, provided: ProvidedKey) {
+    /// Keys of periods no track lists any more are forgotten.
+    pub fn set_key(&mut self, period: u64, provided: ProvidedKey) {
         use base64::Engine;
         let ProvidedKey { id, key, systems } = provided;
         let mut kid = [0u8; 16];
@@ -232,19 +290,41 @@ impl CmafState {
             constant_iv,
             pssh,
         };
-        self.key = Some((id, protection));
-        self.systems = systems;
+        self.keys.insert(
+            period,
+            PeriodKey {
+                protection,
+                systems,
+            },
+        );
+        let oldest = self
+            .tracks
+            .values()
+            .filter_map(|t| t.playlist.segments().next().map(|s| s.sequence))
+            .min();
+        if let Some(oldest) = oldest {
+            let keep = self.period(oldest);
+            self.keys.retain(|p, _| *p >= keep || *p == period);
+        }
+    }
+
+    /// The key of the period of segment `sequence`: that period's, or (never expected: a
+    /// segment whose key was not asked for) the latest.
+    fn key_for(&self, sequence: u64) -> Option<&PeriodKey> {
+        self.keys
+            .get(&self.period(sequence))
+            .or_else(|| self.keys.values().next_back())
     }
 
     /// `#EXT-X-KEY` lines of the other DRM systems: the key server's own, or (Widevine,
     /// PlayReady) the `pssh` in a `data:` URI as Shaka Packager writes it.
-    fn system_key_lines(&self) -> Vec<String> {
+    fn system_key_lines(&self, key: &PeriodKey) -> Vec<String> {
         use base64::Engine;
         let method = match self.scheme {
             Scheme::Cbcs => "SAMPLE-AES",
             Scheme::Cenc => "SAMPLE-AES-CTR",
         };
-        self.systems
+        key.systems
             .iter()
             .filter_map(|s| {
                 s.hls_key.clone().or_else(|| {
@@ -365,7 +445,16 @@ impl CmafState {
 
     /// One chunk of a track's open segment: its init (when new) stored, the chunk encrypted.
     fn add_chunk(&mut self, name: &str, fragment: TrackFragment, ops: &mut Vec<Op>) {
-        let (_, protection) = self.key.clone().expect("the content key was given");
+        let sequence = self
+            .tracks
+            .get(name)
+            .map_or(0, |t| t.playlist.next_sequence());
+        let period = self.period(sequence);
+        let protection = self
+            .key_for(sequence)
+            .expect("the content key was given")
+            .protection
+            .clone();
         let content_type = if name == AUDIO_TRACK {
             AUDIO_TYPE
         } else {
@@ -373,15 +462,21 @@ impl CmafState {
         };
         let track = self.track(name, None);
         if let Some(init) = fragment.init {
-            let init_name = match track.inits {
-                0 => "init.mp4".to_string(),
-                n => format!("init-{n}.mp4"),
-            };
-            match cenc::protect_init(&init, &protection) {
+            track.clear_init = Some(init);
+            track.init_period = None;
+            track.timescale = fragment.timescale;
+        }
+        // A new encoder's init segment, or a new key period: the init, protected with the
+        // period's key, under a new name.
+        if track.init_period != Some(period)
+            && let Some(clear) = &track.clear_init
+        {
+            let init_name = init_name(track.inits);
+            match cenc::protect_init(clear, &protection) {
                 Ok((bytes, info)) => {
                     track.inits += 1;
                     track.init = Some((init_name.clone(), info));
-                    track.timescale = fragment.timescale;
+                    track.init_period = Some(period);
                     ops.push(Op::Put {
                         name: format!("{name}/{init_name}"),
                         body: Bytes::from(bytes),
@@ -395,7 +490,6 @@ impl CmafState {
             tracing::warn!(track = name, "a fragment before any init segment; skipped");
             return;
         };
-        let sequence = track.playlist.next_sequence();
         // cenc IVs never repeat under one key: 8 bits of track, 36 of segment, 8 of part
         // and 12 of sample (a whole segment's chunk has 20 bits of samples).
         let part = track.open.len() as u64;
@@ -422,9 +516,17 @@ impl CmafState {
 
     /// The track's open segment is complete: its chunks, together, are the segment.
     fn close_segment(&mut self, name: &str, program_date_time_ms: Option<i64>, ops: &mut Vec<Op>) {
-        let (_, protection) = self.key.clone().expect("the content key was given");
+        let sequence = self
+            .tracks
+            .get(name)
+            .map_or(0, |t| t.playlist.next_sequence());
+        let key = self
+            .key_for(sequence)
+            .expect("the content key was given")
+            .clone();
+        let protection = key.protection.clone();
         let scheme = self.scheme;
-        let extra_keys = self.system_key_lines();
+        let extra_keys = self.system_key_lines(&key);
         let discontinuity = self.discontinuity.remove(name);
         let (window, low_latency) = (self.window, self.low_latency);
         let content_type = if name == AUDIO_TRACK {
@@ -473,16 +575,12 @@ impl CmafState {
             body: Bytes::from(bytes),
             content_type,
         });
-        let kid_b64 = {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(protection.kid)
-        };
         let evicted = track.playlist.push(SegmentEntry {
             sequence,
             uri: format!("{sequence}.m4s"),
             duration: duration_s,
             key: Some(KeyRef {
-                uri: format!("data:text/plain;base64,{kid_b64}"),
+                uri: kid_uri(&protection.kid),
                 iv: [0; 16],
                 cenc: Some(scheme),
                 extra: extra_keys,
@@ -491,7 +589,10 @@ impl CmafState {
             program_date_time_ms,
             map: Some(init_name),
         });
-        track.timeline.push_back((sequence, base_time, duration));
+        let init_number = track.inits.saturating_sub(1);
+        track
+            .timeline
+            .push_back((sequence, base_time, duration, init_number));
         let first = track.playlist.segments().next().map_or(0, |s| s.sequence);
         while track.timeline.front().is_some_and(|t| t.0 < first) {
             track.timeline.pop_front();
@@ -522,23 +623,27 @@ impl CmafState {
         }
         let track = self.tracks.get(name)?;
         let (init_name, _) = track.init.as_ref()?;
-        let (_, protection) = self.key.as_ref()?;
-        let kid_b64 = {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(protection.kid)
-        };
         let method = match self.scheme {
             Scheme::Cbcs => "SAMPLE-AES",
             Scheme::Cenc => "SAMPLE-AES-CTR",
         };
-        let mut key_line = format!(
-            "#EXT-X-KEY:METHOD={method},URI=\"data:text/plain;base64,{kid_b64}\",\
-             KEYFORMAT=\"{CLEARKEY_FORMAT}\",KEYFORMATVERSIONS=\"1\""
-        );
-        for line in self.system_key_lines() {
-            key_line.push('\n');
-            key_line.push_str(&line);
-        }
+        // The ClearKey line of a key (its id in a `data:` URI), then the other systems'.
+        let key_lines = |uri: &str, extra: &[String]| {
+            let mut lines = format!(
+                "#EXT-X-KEY:METHOD={method},URI=\"{uri}\",\
+                 KEYFORMAT=\"{CLEARKEY_FORMAT}\",KEYFORMATVERSIONS=\"1\""
+            );
+            for line in extra {
+                lines.push('\n');
+                lines.push_str(line);
+            }
+            lines
+        };
+        let open_msn = track.playlist.next_sequence();
+        let open_key_lines = {
+            let key = self.key_for(open_msn)?;
+            key_lines(&kid_uri(&key.protection.kid), &self.system_key_lines(key))
+        };
         let segments: Vec<SegmentLine> = track
             .playlist
             .segments()
@@ -553,9 +658,14 @@ impl CmafState {
                     .find(|(msn, _)| *msn == s.sequence)
                     .map(|(_, c)| c.iter().map(|c| c.line.clone()).collect())
                     .unwrap_or_default(),
+                key_lines: s
+                    .key
+                    .as_ref()
+                    .map(|k| key_lines(&k.uri, &k.extra))
+                    .unwrap_or_default(),
+                map_uri: s.map.clone().unwrap_or_else(|| init_name.clone()),
             })
             .collect();
-        let open_msn = track.playlist.next_sequence();
         let open_parts: Vec<PartLine> = track.open.iter().map(|c| c.line.clone()).collect();
         let reports: Vec<(String, u64, u64)> = self
             .tracks
@@ -575,11 +685,11 @@ impl CmafState {
         let (full, skip) = llhls::render(&llhls::Playlist {
             target_duration: u64::from(self.target_duration.max(1)),
             discontinuity_sequence: track.playlist.discontinuity_sequence(),
-            key_line: &key_line,
-            map_uri: init_name,
             segments: &segments,
             open_msn,
             open_parts: &open_parts,
+            open_key_lines: &open_key_lines,
+            open_map_uri: init_name,
             reports: &reports,
         });
         let parts = track
@@ -643,7 +753,7 @@ impl CmafState {
     }
 
     fn manifest(&self, live: bool) -> Op {
-        let Some((_, protection)) = &self.key else {
+        let Some(latest) = self.keys.values().next_back() else {
             return Op::Delete {
                 name: dash::MANIFEST.into(),
             };
@@ -653,30 +763,97 @@ impl CmafState {
             .iter()
             .filter(|(_, t)| t.codec.is_some() && t.init.is_some())
             .collect();
-        let timelines: Vec<Vec<(u64, u64)>> = listed
+        // One period per key (one for all without rotation), over the fragments listed.
+        let rotating = self.rotation > 0;
+        let mut periods: Vec<u64> = listed
             .iter()
-            .map(|(_, t)| t.timeline.iter().map(|e| (e.1, e.2)).collect())
+            .flat_map(|(_, t)| t.timeline.iter().map(|e| self.period(e.0)))
             .collect();
-        let representations = listed
+        periods.sort_unstable();
+        periods.dedup();
+        if !rotating || periods.is_empty() {
+            periods = vec![periods.first().copied().unwrap_or(0)];
+        }
+        let in_period = |t: &Track, p: u64| -> Vec<Listed> {
+            t.timeline
+                .iter()
+                .filter(|e| !rotating || self.period(e.0) == p)
+                .copied()
+                .collect()
+        };
+        // Each period's entries per track; then its start on the presentation timeline
+        // (media time from the track's first fragment ever), read from a video track.
+        let entries: Vec<Vec<Vec<Listed>>> = periods
             .iter()
-            .zip(&timelines)
-            .map(|((name, t), timeline)| Representation {
-                id: name.as_str(),
-                content: match &t.info {
-                    Some(i) => Content::Video {
-                        width: i.width,
-                        height: i.height,
-                        frame_rate: i.frame_rate,
-                    },
-                    None => Content::Audio,
-                },
-                codec: t.codec.as_deref().unwrap_or_default(),
-                bandwidth: t.bitrate_bps.unwrap_or(1_000_000),
-                timescale: t.timescale,
-                init: t.init.as_ref().map_or("init.mp4", |i| i.0.as_str()),
-                start_number: t.timeline.front().map_or(0, |e| e.0),
-                timeline: timeline.as_slice(),
-                presentation_time_offset: t.origin.unwrap_or(0),
+            .map(|&p| listed.iter().map(|(_, t)| in_period(t, p)).collect())
+            .collect();
+        let timelines: Vec<Vec<Vec<(u64, u64)>>> = entries
+            .iter()
+            .map(|tracks| {
+                tracks
+                    .iter()
+                    .map(|e| e.iter().map(|e| (e.1, e.2)).collect())
+                    .collect()
+            })
+            .collect();
+        let manifest_periods = periods
+            .iter()
+            .zip(entries.iter().zip(&timelines))
+            .map(|(&p, (entries, timelines))| {
+                let key = self.keys.get(&p).unwrap_or(latest);
+                let start_s = if rotating {
+                    listed
+                        .iter()
+                        .zip(entries)
+                        .find(|((_, t), e)| t.info.is_some() && !e.is_empty())
+                        .map_or(0.0, |((_, t), e)| {
+                            e[0].1.saturating_sub(t.origin.unwrap_or(0)) as f64
+                                / f64::from(t.timescale.max(1))
+                        })
+                } else {
+                    0.0
+                };
+                let representations = listed
+                    .iter()
+                    .zip(entries.iter().zip(timelines))
+                    .filter(|(_, (e, _))| !rotating || !e.is_empty())
+                    .map(|((name, t), (e, timeline))| Representation {
+                        id: name.as_str(),
+                        content: match &t.info {
+                            Some(i) => Content::Video {
+                                width: i.width,
+                                height: i.height,
+                                frame_rate: i.frame_rate,
+                            },
+                            None => Content::Audio,
+                        },
+                        codec: t.codec.as_deref().unwrap_or_default(),
+                        bandwidth: t.bitrate_bps.unwrap_or(1_000_000),
+                        timescale: t.timescale,
+                        init: match (rotating, e.last()) {
+                            (true, Some(last)) => init_name(last.3),
+                            _ => t
+                                .init
+                                .as_ref()
+                                .map_or_else(|| init_name(0), |i| i.0.clone()),
+                        },
+                        start_number: e.first().map_or(0, |e| e.0),
+                        timeline: timeline.as_slice(),
+                        presentation_time_offset: t.origin.unwrap_or(0)
+                            + (start_s * f64::from(t.timescale)).round() as u64,
+                    })
+                    .collect();
+                dash::Period {
+                    id: p,
+                    start_s,
+                    kid: key.protection.kid,
+                    systems: key
+                        .systems
+                        .iter()
+                        .map(|s| (crate::drm::speke::uuid(&s.system_id), s.pssh.clone()))
+                        .collect(),
+                    representations,
+                }
             })
             .collect();
         let live = (live && !self.tracks.values().any(|t| t.playlist.is_ended()))
@@ -692,14 +869,8 @@ impl CmafState {
         let mpd = dash::render(&Manifest {
             live,
             max_segment_s: f64::from(self.target_duration),
-            kid: protection.kid,
             scheme: self.scheme,
-            systems: self
-                .systems
-                .iter()
-                .map(|s| (crate::drm::speke::uuid(&s.system_id), s.pssh.clone()))
-                .collect(),
-            representations,
+            periods: manifest_periods,
             base_url: self.dash_base,
         });
         Op::Put {
@@ -900,7 +1071,7 @@ mod tests {
 
         // The fragments are encrypted: the clear one comes back with the key.
         let init = put(&all, "360p/init.mp4");
-        let protection = state.key.clone().unwrap().1;
+        let protection = state.keys[&0].protection.clone();
         let info = {
             let clear_init = crate::media::cmaf::CmafRemuxer::new(false)
                 .remux(&segment(&mut TsMuxer::new(true), 0, 25, &SPS), SEGMENT_S)
@@ -926,6 +1097,122 @@ mod tests {
         let end = state.end();
         assert!(text(&end, "480p/index.m3u8").contains("#EXT-X-ENDLIST"));
         assert!(text(&end, "manifest.mpd").contains("type=\"static\""));
+    }
+
+    #[test]
+    fn keys_rotate_every_period_with_new_init_segments_key_lines_and_dash_periods() {
+        static NOW: std::sync::atomic::AtomicI64 =
+            std::sync::atomic::AtomicI64::new(1_765_000_000_000);
+        let mut state = CmafState::new(Scheme::Cbcs, None, 2);
+        state.rotate_keys_every(2);
+        state.low_latency();
+        state.stamp_program_date_time(|| NOW.fetch_add(1000, std::sync::atomic::Ordering::SeqCst));
+        state.set_renditions(vec![rendition("360p", 360)]);
+        let mut mux = TsMuxer::new(true);
+        let mut all = Vec::new();
+        let mut asked = Vec::new();
+        let kid = |period: u64| [period as u8 + 1; 16];
+        for n in 0..5u64 {
+            if let Some(period) = state.key_needed("360p") {
+                use base64::Engine;
+                asked.push(period);
+                let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kid(period));
+                state.add_key(period, id, [period as u8 + 10; 16]);
+            }
+            let ts = segment(&mut mux, 900_000 + n * 25 * STEP, 25, &SPS);
+            all.extend(
+                state
+                    .add_segment(Segment {
+                        rendition: "360p".into(),
+                        duration_s: SEGMENT_S,
+                        bytes: ts.into(),
+                    })
+                    .unwrap(),
+            );
+        }
+        assert_eq!(asked, [0, 1, 2], "one key per two segments");
+        for track in ["360p", "audio"] {
+            for init in ["init.mp4", "init-1.mp4", "init-2.mp4"] {
+                put(&all, &format!("{track}/{init}"));
+            }
+        }
+        // HLS: the key and the init change where the period does.
+        let media = text(&all, "360p/index.m3u8");
+        let uri = |period: u64| {
+            use base64::Engine;
+            format!(
+                "URI=\"data:text/plain;base64,{}\"",
+                base64::engine::general_purpose::STANDARD.encode(kid(period))
+            )
+        };
+        assert_eq!(media.matches("#EXT-X-KEY").count(), 3, "{media}");
+        let at = |needle: &str| {
+            media
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {media}"))
+        };
+        assert!(at(&uri(0)) < at("\n0.m4s") && at("\n1.m4s") < at(&uri(1)));
+        let map = at("#EXT-X-MAP:URI=\"init-1.mp4\"");
+        assert!(at("\n1.m4s") < map && map < at("\n2.m4s"), "{media}");
+        assert!(at(&uri(1)) < at("\n2.m4s"), "{media}");
+        assert!(at("\n3.m4s") < at(&uri(2)) && at(&uri(2)) < at("\n4.m4s"));
+        // The LL-HLS playlist too.
+        let live = all
+            .iter()
+            .filter_map(|op| match op {
+                Op::Live { track, snapshot } if track == "360p" => Some(snapshot),
+                _ => None,
+            })
+            .next_back()
+            .unwrap();
+        assert_eq!(live.full.matches("#EXT-X-KEY").count(), 3, "{}", live.full);
+        assert!(
+            live.full.contains("#EXT-X-MAP:URI=\"init-2.mp4\""),
+            "{}",
+            live.full
+        );
+        // DASH: a period per key, each with its key id and init segment.
+        let mpd = text(&all, "manifest.mpd");
+        for (period, init) in [(0, "init.mp4"), (1, "init-1.mp4"), (2, "init-2.mp4")] {
+            assert!(mpd.contains(&format!("<Period id=\"{period}\"")), "{mpd}");
+            assert!(
+                mpd.contains(&format!(
+                    "cenc:default_KID=\"{}",
+                    dash::kid_uuid(&kid(period))
+                )),
+                "{mpd}"
+            );
+            assert!(
+                mpd.contains(&format!("initialization=\"360p/{init}\"")),
+                "{mpd}"
+            );
+        }
+        assert!(
+            mpd.contains("start=\"PT0.000S\"") && mpd.contains("startNumber=\"2\""),
+            "{mpd}"
+        );
+        // Segment 2 decrypts with period 1's key and its init segment's track information.
+        let protection = state.keys[&1].protection.clone();
+        assert_eq!(protection.kid, kid(1));
+        let (_, info) = cenc::protect_init(
+            state.tracks["360p"].clear_init.as_ref().unwrap(),
+            &protection,
+        )
+        .unwrap();
+        let fragment = put(&all, "360p/2.m4s");
+        let clear = cenc::unprotect_segment(&fragment, &info, &protection).unwrap();
+        assert!(
+            clear
+                .windows(8)
+                .any(|w| w == [0, 0, 0, 4, 0x65, 0x88, 0, 0x10]),
+            "an IDR slice in clear"
+        );
+        // (These test samples are too short for cbcs to encrypt any block: the key id is
+        // what tells the periods apart, in each init's `tenc` and `pssh`.)
+        let init_1 = put(&all, "360p/init-1.mp4");
+        let names = |bytes: &[u8], kid: [u8; 16]| bytes.windows(16).any(|w| w == kid);
+        assert!(names(&init_1, kid(1)) && !names(&init_1, kid(0)));
+        assert!(names(&put(&all, "360p/init.mp4"), kid(0)));
     }
 
     #[test]

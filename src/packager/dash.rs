@@ -4,7 +4,8 @@
 //! wall-clock time of the first fragment (media time `presentationTimeOffset`), with
 //! `UTCTiming` at Ferrocast's `/time`; finished: a static one. Content protection is signalled
 //! for CENC (`cenc:default_KID`) and the W3C ClearKey system with its licence URL, which the
-//! delivery fills in per playback id ([`LICENCE_URL`]).
+//! delivery fills in per playback id ([`LICENCE_URL`]). A key rotation starts a new `Period`
+//! (each with its key id and its init segments), as DASH-IF's guidelines have it.
 
 use std::fmt::Write;
 
@@ -37,8 +38,8 @@ pub struct Representation<'a> {
     pub codec: &'a str,
     pub bandwidth: u64,
     pub timescale: u32,
-    /// Init segment, relative to the manifest's base.
-    pub init: &'a str,
+    /// Init segment, under `{id}/`.
+    pub init: String,
     /// Number of the first fragment in `timeline`.
     pub start_number: u64,
     /// Decode time and duration of each fragment, in `timescale` units.
@@ -56,16 +57,25 @@ pub struct Live {
     pub time_shift_buffer_s: f64,
 }
 
+/// One key's stretch of the presentation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Period<'a> {
+    pub id: u64,
+    /// Presentation time of its start (0 for the first of a presentation without rotation).
+    pub start_s: f64,
+    pub kid: [u8; 16],
+    /// Other DRM systems (Widevine, PlayReady, FairPlay): system id (UUID) and `pssh` box.
+    pub systems: Vec<(String, Vec<u8>)>,
+    pub representations: Vec<Representation<'a>>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest<'a> {
     /// `None`: a static (finished) presentation.
     pub live: Option<Live>,
     pub max_segment_s: f64,
-    pub kid: [u8; 16],
     pub scheme: Scheme,
-    /// Other DRM systems (Widevine, PlayReady, FairPlay): system id (UUID) and `pssh` box.
-    pub systems: Vec<(String, Vec<u8>)>,
-    pub representations: Vec<Representation<'a>>,
+    pub periods: Vec<Period<'a>>,
     /// Where the segments are, relative to the manifest (`cmaf/` beside a TS set).
     pub base_url: Option<&'a str>,
 }
@@ -125,14 +135,17 @@ pub fn render(m: &Manifest) -> String {
             );
         }
         None => {
-            let total = m
-                .representations
-                .iter()
-                .map(|r| {
-                    r.timeline.iter().map(|t| t.1).sum::<u64>() as f64
-                        / f64::from(r.timescale.max(1))
-                })
-                .fold(0.0, f64::max);
+            // The last period's start and its longest representation.
+            let total = m.periods.last().map_or(0.0, |p| {
+                p.start_s
+                    + p.representations
+                        .iter()
+                        .map(|r| {
+                            r.timeline.iter().map(|t| t.1).sum::<u64>() as f64
+                                / f64::from(r.timescale.max(1))
+                        })
+                        .fold(0.0, f64::max)
+            });
             let _ = write!(
                 o,
                 " type=\"static\" mediaPresentationDuration=\"{}\"",
@@ -149,7 +162,26 @@ pub fn render(m: &Manifest) -> String {
     if let Some(base) = m.base_url {
         let _ = writeln!(o, "  <BaseURL>{}</BaseURL>", escape(base));
     }
-    o.push_str("  <Period id=\"0\" start=\"PT0S\">\n");
+    for p in &m.periods {
+        period(&mut o, m.scheme, p);
+    }
+    if m.live.is_some() {
+        let _ = writeln!(
+            o,
+            "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"{TIME_URL}\"/>"
+        );
+    }
+    o.push_str("</MPD>\n");
+    o
+}
+
+fn period(o: &mut String, scheme: Scheme, m: &Period) {
+    let _ = writeln!(
+        o,
+        "  <Period id=\"{}\" start=\"{}\">",
+        m.id,
+        duration(m.start_s)
+    );
     for (i, content) in ["video", "audio"].into_iter().enumerate() {
         let reps: Vec<&Representation> = m
             .representations
@@ -168,7 +200,7 @@ pub fn render(m: &Manifest) -> String {
             o,
             "      <ContentProtection schemeIdUri=\"urn:mpeg:dash:mp4protection:2011\" \
              value=\"{}\" cenc:default_KID=\"{}\"/>",
-            String::from_utf8_lossy(&m.scheme.fourcc()),
+            String::from_utf8_lossy(&scheme.fourcc()),
             kid_uuid(&m.kid)
         );
         let _ = writeln!(
@@ -186,19 +218,11 @@ pub fn render(m: &Manifest) -> String {
             );
         }
         for r in reps {
-            representation(&mut o, r);
+            representation(o, r);
         }
         o.push_str("    </AdaptationSet>\n");
     }
     o.push_str("  </Period>\n");
-    if m.live.is_some() {
-        let _ = writeln!(
-            o,
-            "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"{TIME_URL}\"/>"
-        );
-    }
-    o.push_str("</MPD>\n");
-    o
 }
 
 fn representation(o: &mut String, r: &Representation) {
@@ -231,7 +255,7 @@ fn representation(o: &mut String, r: &Representation) {
          initialization=\"{id}/{}\" media=\"{id}/$Number$.m4s\" startNumber=\"{}\">",
         r.timescale,
         r.presentation_time_offset,
-        escape(r.init),
+        escape(&r.init),
         r.start_number
     );
     o.push_str("          <SegmentTimeline>");
@@ -274,40 +298,44 @@ mod tests {
                 time_shift_buffer_s: 12.0,
             }),
             max_segment_s: 2.0,
-            kid: [0xab; 16],
             scheme: Scheme::Cbcs,
-            systems: vec![(
-                "edef8ba9-79d6-4ace-a3c8-27dcd51d21ed".into(),
-                b"PSSH".to_vec(),
-            )],
-            representations: vec![
-                Representation {
-                    id: "720p",
-                    content: Content::Video {
-                        width: 1280,
-                        height: 720,
-                        frame_rate: Some(29.97),
+            periods: vec![Period {
+                id: 0,
+                start_s: 0.0,
+                kid: [0xab; 16],
+                systems: vec![(
+                    "edef8ba9-79d6-4ace-a3c8-27dcd51d21ed".into(),
+                    b"PSSH".to_vec(),
+                )],
+                representations: vec![
+                    Representation {
+                        id: "720p",
+                        content: Content::Video {
+                            width: 1280,
+                            height: 720,
+                            frame_rate: Some(29.97),
+                        },
+                        codec: "avc1.64001f",
+                        bandwidth: 3_000_000,
+                        timescale: 90_000,
+                        init: "init.mp4".into(),
+                        start_number: 5,
+                        timeline: &video,
+                        presentation_time_offset: 900_000,
                     },
-                    codec: "avc1.64001f",
-                    bandwidth: 3_000_000,
-                    timescale: 90_000,
-                    init: "init.mp4",
-                    start_number: 5,
-                    timeline: &video,
-                    presentation_time_offset: 900_000,
-                },
-                Representation {
-                    id: "audio",
-                    content: Content::Audio,
-                    codec: "mp4a.40.2",
-                    bandwidth: 128_000,
-                    timescale: 48_000,
-                    init: "init.mp4",
-                    start_number: 5,
-                    timeline: &audio,
-                    presentation_time_offset: 480_000,
-                },
-            ],
+                    Representation {
+                        id: "audio",
+                        content: Content::Audio,
+                        codec: "mp4a.40.2",
+                        bandwidth: 128_000,
+                        timescale: 48_000,
+                        init: "init.mp4".into(),
+                        start_number: 5,
+                        timeline: &audio,
+                        presentation_time_offset: 480_000,
+                    },
+                ],
+            }],
             // A finished presentation here stands for a `both` output's, whose manifest
             // lies above its segments.
             base_url: (!live).then_some("cmaf/"),
@@ -350,6 +378,60 @@ mod tests {
             "{mpd}"
         );
         assert!(!manifest(true).contains("BaseURL"));
+    }
+
+    #[test]
+    fn a_key_rotation_is_a_new_period_with_its_key_id_and_init_segments() {
+        let first = [(900_000u64, 180_000u64), (1_080_000, 180_000)];
+        let second = [(1_260_000u64, 180_000u64)];
+        let rep = |init: &str, start_number, timeline, pto| Representation {
+            id: "720p",
+            content: Content::Video {
+                width: 1280,
+                height: 720,
+                frame_rate: None,
+            },
+            codec: "avc1.64001f",
+            bandwidth: 3_000_000,
+            timescale: 90_000,
+            init: init.into(),
+            start_number,
+            timeline,
+            presentation_time_offset: pto,
+        };
+        let mpd = render(&Manifest {
+            live: None,
+            max_segment_s: 2.0,
+            scheme: Scheme::Cbcs,
+            periods: vec![
+                Period {
+                    id: 0,
+                    start_s: 0.0,
+                    kid: [1; 16],
+                    systems: vec![],
+                    representations: vec![rep("init.mp4", 0, &first[..], 900_000)],
+                },
+                Period {
+                    id: 1,
+                    start_s: 4.0,
+                    kid: [2; 16],
+                    systems: vec![],
+                    representations: vec![rep("init-1.mp4", 2, &second[..], 1_260_000)],
+                },
+            ],
+            base_url: None,
+        });
+        for part in [
+            "<Period id=\"0\" start=\"PT0.000S\">",
+            "cenc:default_KID=\"01010101-0101-0101-0101-010101010101\"",
+            "<Period id=\"1\" start=\"PT4.000S\">",
+            "cenc:default_KID=\"02020202-0202-0202-0202-020202020202\"",
+            "presentationTimeOffset=\"1260000\" initialization=\"720p/init-1.mp4\" media=\"720p/$Number$.m4s\" startNumber=\"2\"",
+            "mediaPresentationDuration=\"PT6.000S\"",
+        ] {
+            assert!(mpd.contains(part), "{part} in {mpd}");
+        }
+        assert_eq!(quick_xml_free_check(&mpd), 0, "{mpd}");
     }
 
     /// Opening tags minus closing tags (self-closing count as both): 0 when balanced.

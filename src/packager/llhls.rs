@@ -120,6 +120,10 @@ pub struct SegmentLine {
     pub program_date_time_ms: Option<i64>,
     /// Listed only for the last few segments.
     pub parts: Vec<PartLine>,
+    /// Its `#EXT-X-KEY` lines and init segment, written where they change (a key rotation,
+    /// a new encoder) and before the first segment listed.
+    pub key_lines: String,
+    pub map_uri: String,
 }
 
 /// What a track's LL playlist says.
@@ -127,12 +131,12 @@ pub struct SegmentLine {
 pub struct Playlist<'a> {
     pub target_duration: u64,
     pub discontinuity_sequence: u64,
-    /// `#EXT-X-KEY` and `#EXT-X-MAP` lines, written before the first segment listed.
-    pub key_line: &'a str,
-    pub map_uri: &'a str,
     pub segments: &'a [SegmentLine],
     pub open_msn: u64,
     pub open_parts: &'a [PartLine],
+    /// The open segment's key lines and init segment (see [`SegmentLine`]).
+    pub open_key_lines: &'a str,
+    pub open_map_uri: &'a str,
     /// (track, last msn, last part) of the other tracks.
     pub reports: &'a [(String, u64, u64)],
 }
@@ -156,6 +160,22 @@ fn parts(o: &mut String, msn: u64, parts: &[PartLine]) {
         }
         o.push('\n');
     }
+}
+
+/// The key lines and `#EXT-X-MAP` of the next segment, where they differ from `current`.
+fn key_and_map<'s>(
+    o: &mut String,
+    current: &mut Option<(&'s str, &'s str)>,
+    key: &'s str,
+    map: &'s str,
+) {
+    if current.is_none_or(|(k, _)| k != key) {
+        let _ = writeln!(o, "{key}");
+    }
+    if current.is_none_or(|(_, m)| m != map) {
+        let _ = writeln!(o, "#EXT-X-MAP:URI=\"{map}\"");
+    }
+    *current = Some((key, map));
 }
 
 /// The playlist, and its delta form when segments older than `CAN-SKIP-UNTIL` (six target
@@ -196,16 +216,21 @@ pub fn render(p: &Playlist) -> (String, Option<String>) {
         if skipped > 0 {
             let _ = writeln!(o, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
         }
-        let _ = writeln!(o, "{}\n#EXT-X-MAP:URI=\"{}\"", p.key_line, p.map_uri);
+        // The key and the init segment in force, written where they change.
+        let mut current = None;
         for s in &p.segments[skipped..] {
             if s.discontinuity {
                 o.push_str("#EXT-X-DISCONTINUITY\n");
             }
+            key_and_map(&mut o, &mut current, &s.key_lines, &s.map_uri);
             if let Some(ms) = s.program_date_time_ms {
                 let _ = writeln!(o, "#EXT-X-PROGRAM-DATE-TIME:{}", time(ms));
             }
             parts(&mut o, s.msn, &s.parts);
             let _ = writeln!(o, "#EXTINF:{:.3},\n{}.m4s", s.duration_s, s.msn);
+        }
+        if !p.open_parts.is_empty() || p.segments.len() == skipped {
+            key_and_map(&mut o, &mut current, p.open_key_lines, p.open_map_uri);
         }
         parts(&mut o, p.open_msn, p.open_parts);
         let _ = writeln!(
@@ -251,6 +276,12 @@ mod tests {
                 } else {
                     vec![]
                 },
+                // The key rotates at segment 19, with a new init segment.
+                key_lines: format!(
+                    "#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"data:text/plain;base64,{}\",KEYFORMAT=\"org.w3.clearkey\"",
+                    if msn >= 19 { "AQ==" } else { "AA==" }
+                ),
+                map_uri: if msn >= 19 { "init-1.mp4" } else { "init.mp4" }.into(),
             })
             .collect();
         let open = [part(true)];
@@ -258,11 +289,11 @@ mod tests {
         let (full, skip) = render(&Playlist {
             target_duration: 2,
             discontinuity_sequence: 0,
-            key_line: "#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"data:text/plain;base64,AA==\",KEYFORMAT=\"org.w3.clearkey\"",
-            map_uri: "init.mp4",
             segments: &segments,
             open_msn: 20,
             open_parts: &open,
+            open_key_lines: &segments[9].key_lines,
+            open_map_uri: "init-1.mp4",
             reports: &reports,
         });
         for line in [
@@ -272,9 +303,17 @@ mod tests {
             "#EXT-X-PART:DURATION=0.250,URI=\"19.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.250,URI=\"19.1.m4s\"\n",
             "#EXTINF:2.000,\n19.m4s\n#EXT-X-PART:DURATION=0.250,URI=\"20.0.m4s\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"20.1.m4s\"\n",
             "#EXT-X-RENDITION-REPORT:URI=\"../360p/index.m3u8\",LAST-MSN=20,LAST-PART=0",
+            "#EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"data:text/plain;base64,AA==\",KEYFORMAT=\"org.w3.clearkey\"\n#EXT-X-MAP:URI=\"init.mp4\"\n",
+            "18.m4s\n#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"data:text/plain;base64,AQ==\",KEYFORMAT=\"org.w3.clearkey\"\n#EXT-X-MAP:URI=\"init-1.mp4\"\n#EXT-X-PROGRAM-DATE-TIME",
         ] {
             assert!(full.contains(line), "{line} in {full}");
         }
+        assert_eq!(
+            full.matches("#EXT-X-KEY").count(),
+            2,
+            "written where it changes: {full}"
+        );
+        assert_eq!(full.matches("#EXT-X-MAP").count(), 2, "{full}");
         // 20 s listed, 12 s may not be skipped: the first 4 segments are.
         let skip = skip.unwrap();
         assert!(

@@ -118,6 +118,7 @@ impl HlsOutput {
         };
         let cmaf = |beside: bool| {
             let mut cmaf = CmafState::new(p.cenc_scheme, p.window, p.target_duration);
+            cmaf.rotate_keys_every(p.rotation);
             if p.low_latency.is_some() {
                 cmaf.low_latency();
             }
@@ -212,7 +213,7 @@ impl HlsOutput {
             state.add_key(period, id, key);
         }
         if let Some(state) = cmaf
-            && state.key_needed(rendition).is_some()
+            && let Some(period) = state.key_needed(rendition)
         {
             let provider: &dyn ContentKeyProvider = match &self.key_provider {
                 Some(p) => p.as_ref(),
@@ -222,7 +223,7 @@ impl HlsOutput {
                 .content_key(&self.tenant_id, &self.prefix)
                 .await
                 .map_err(PackagerError::KeyServer)?;
-            state.set_key(provided);
+            state.set_key(period, provided);
         }
         Ok(())
     }

@@ -3,7 +3,9 @@
 // site of another origin (playlists, manifest, fragments, licence and clock fetched across
 // origins). The partner's players play with a token whose viewer holds the entitlement, and
 // play nothing with one whose viewer does not (the licence says 403).
-// Usage: node cmaf_play.cjs BASE_URL PLAYBACK_ID ENTITLED_TOKEN UNENTITLED_TOKEN
+// Usage: node cmaf_play.cjs BASE_URL PLAYBACK_ID ENTITLED_TOKEN UNENTITLED_TOKEN [PLAY_S RUNS]
+// PLAY_S: how far each player must play (4 s by default); RUNS: which of the runs below, by
+// name, comma-separated (all by default).
 // Prints one JSON line: {play, hls, dash, hlsDenied, dashDenied: RUN, error}, where
 // RUN = {frames, advanced, licences: [status...], errors: [...], latency, lowLatency}:
 // `advanced` is how far the playhead moved after its first decoded frame (the partner's
@@ -16,7 +18,8 @@ const fs = require("fs");
 const path = require("path");
 const { launch } = require("./chromium.cjs");
 
-const [base, playbackId, goodToken, badToken] = process.argv.slice(2);
+const [base, playbackId, goodToken, badToken, playS = "4", only = ""] = process.argv.slice(2);
+const wanted = Number(playS);
 const modules = process.env.NODE_PATH.split(":")[0];
 const scripts = {
   "/dash.js": fs.readFileSync(path.join(modules, "dashjs/dist/modern/umd/dash.all.min.js")),
@@ -81,9 +84,9 @@ async function watch(page, url, seconds, settle = false) {
     run.errors = run.errors.filter((e) => !e.startsWith("player: ")).concat(s.errors.map((e) => "player: " + e));
     if (s.frames > 0 && firstAt === null) firstAt = s.t;
     if (firstAt !== null) run.advanced = s.t - firstAt;
-    // Played 4 s; hls.js, once it has settled near its live edge (it may start further
+    // Played PLAY_S; hls.js, once it has settled near its live edge (it may start further
     // back and catch up), or when the time is up.
-    if (run.advanced >= 4 && (!settle || (s.latency !== null && s.latency < 2.5))) break;
+    if (run.advanced >= wanted && (!settle || (s.latency !== null && s.latency < 2.5))) break;
     await new Promise((r) => setTimeout(r, 250));
   }
   return run;
@@ -102,11 +105,11 @@ async function watch(page, url, seconds, settle = false) {
     for (const [name, url, seconds] of [
       ["play", play(goodToken), 45], ["hls", hls(goodToken), 60], ["dash", mpd(goodToken), 45],
       ["hlsDenied", hls(badToken), 12], ["dashDenied", mpd(badToken), 12],
-    ]) {
+    ].filter(([name]) => !only || only.split(",").includes(name))) {
       const context = await browser.newContext();
       const page = await context.newPage();
       page.setDefaultTimeout(20000);
-      result[name] = await watch(page, url, seconds, name === "hls");
+      result[name] = await watch(page, url, seconds + wanted, name === "hls");
       await context.close();
     }
   } catch (e) {
