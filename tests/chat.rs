@@ -317,7 +317,7 @@ async fn a_frame_flood_is_dropped_unread_then_closed_and_the_others_chat_on() {
         }
         (sent, started.elapsed())
     });
-    // The flooder is told once, then closed with 1008 (policy violation).
+    // The flooder is told, then closed with 1008 (policy violation).
     let mut told = 0;
     let close = loop {
         match tokio::time::timeout(Duration::from_secs(10), inbox.next()).await {
@@ -334,7 +334,12 @@ async fn a_frame_flood_is_dropped_unread_then_closed_and_the_others_chat_on() {
     };
     let close = close.expect("a close frame with a code");
     assert_eq!(u16::from(close.code), 1008, "{close:?}");
-    assert_eq!(told, 1, "told once that frames are dropped");
+    // Told once per run of dropped frames (a frame the budget refilled for ends a run): on
+    // a loaded machine the flood may be read in a few runs, never answered frame by frame.
+    assert!(
+        (1..=5).contains(&told),
+        "told {told} times that frames are dropped"
+    );
     let (sent, took) = flood.await.unwrap();
     println!("a flood of {sent} frames was closed within {took:?}");
     assert!(took < Duration::from_secs(10), "{took:?}");

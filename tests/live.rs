@@ -521,6 +521,91 @@ async fn stalled_rtmp_connections_cannot_lock_a_broadcaster_out_or_cut_one_off()
     server.stop().await;
 }
 
+/// A real RTMP handshake (C0+C1, S0+S1+S2 read, C2 the echo of S1) from `from`.
+async fn rtmp_handshaken(addr: std::net::SocketAddr, from: [u8; 4]) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    let mut c0c1 = vec![3u8];
+    c0c1.extend((0..1536u32).map(|i| (i * 7) as u8));
+    s.write_all(&c0c1).await.unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 2 * 1536];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut s0s1s2))
+        .await
+        .expect("the server answers the handshake")
+        .unwrap();
+    assert_eq!(s0s1s2[0], 3, "RTMP version 3");
+    s.write_all(&s0s1s2[1..1537]).await.unwrap();
+    s
+}
+
+/// Slowloris past the handshake: connections that complete it, then trickle a chunk stream
+/// (a `connect` command declared 4,000 bytes long, one byte every 100 ms, never finished)
+/// are cut at the publish deadline however steadily they send, and the server goes on
+/// taking broadcasters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_connections_trickling_a_chunk_stream_are_cut_at_the_publish_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|c| {
+        c.rtmp.max_pending_per_ip = 8;
+        c.rtmp.handshake_timeout_s = 3;
+    })
+    .await;
+    let (_, key) = server.create_tenant("Acme").await;
+    let stream = create_stream(
+        &server,
+        &key,
+        json!({"ladder": "passthrough", "playback_policy": "public"}),
+    )
+    .await;
+    let addr: std::net::SocketAddr = server
+        .rtmp_url
+        .trim_start_matches("rtmp://")
+        .trim_end_matches("/live")
+        .parse()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut tricklers = Vec::new();
+    for _ in 0..8 {
+        let mut s = rtmp_handshaken(addr, [127, 0, 0, 2]).await;
+        tricklers.push(tokio::spawn(async move {
+            // Chunk basic header (fmt 0, chunk stream 3), then the message header: time 0,
+            // length 4,000, type 20 (AMF0 command), message stream 0.
+            let header = [0x03, 0, 0, 0, 0x00, 0x0f, 0xa0, 20, 0, 0, 0, 0];
+            if s.write_all(&header).await.is_err() {
+                return started.elapsed();
+            }
+            let mut buf = [0u8; 4096];
+            for _ in 0..200 {
+                if s.write_all(&[0x02]).await.is_err() {
+                    break;
+                }
+                match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+                    Ok(Ok(0) | Err(_)) => break,
+                    _ => {}
+                }
+            }
+            started.elapsed()
+        }));
+    }
+    for t in tricklers {
+        let cut = t.await.unwrap();
+        assert!(
+            cut >= Duration::from_millis(2500) && cut < Duration::from_secs(6),
+            "a trickling connection was cut {cut:?} after it opened (deadline 3 s)"
+        );
+    }
+    // A broadcaster from that same address gets in and goes live.
+    let mut publisher = ffmpeg_publish(&stream.publish_url, 320, 240, 4);
+    eventually("the stream to go live", Duration::from_secs(20), || async {
+        (stream_json(&server, &key, &stream.id).await["status"] == "active").then_some(())
+    })
+    .await;
+    assert!(publisher.wait(Duration::from_secs(20)).await);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_publishers_are_refused_and_the_server_keeps_serving_others() {
     let server = TestServer::start_with(|c| c.rtmp.handshake_timeout_s = 2).await;
