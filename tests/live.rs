@@ -581,9 +581,9 @@ async fn rtmp_connections_trickling_a_chunk_stream_are_cut_at_the_publish_deadli
                 if s.write_all(&[0x02]).await.is_err() {
                     break;
                 }
-                match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
-                    Ok(Ok(0) | Err(_)) => break,
-                    _ => {}
+                let read = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf));
+                if let Ok(Ok(0) | Err(_)) = read.await {
+                    break;
                 }
             }
             started.elapsed()
