@@ -23,7 +23,7 @@ APT_PACKAGES := build-essential pkg-config git ca-certificates curl jq openssl p
 	libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-nice \
-	libnice-dev ffmpeg wrk python3-venv
+	libnice-dev ffmpeg wrk python3-venv faketime
 
 NPM_DIR := $(CACHE_DIR)/npm
 export BROWSER_TEST_NODE_MODULES := $(NPM_DIR)/node_modules

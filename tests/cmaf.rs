@@ -385,6 +385,25 @@ async fn fake_key_server(
     (url, asked)
 }
 
+/// A public live stream packaged `cmaf`, unrecorded: its playback id and publish URL.
+async fn public_cmaf_stream(server: &TestServer, key: &str) -> (String, String) {
+    let (status, s) = server
+        .call(
+            "POST",
+            "/v1/live-streams",
+            Some(key),
+            Some(json!({"playback_policy": "public", "packaging": "cmaf", "record": false, "reconnect_window_s": 0})),
+        )
+        .await;
+    assert_eq!(status, 201, "{s}");
+    let url = format!(
+        "{}/{}",
+        s["rtmp_url"].as_str().unwrap(),
+        s["stream_key"].as_str().unwrap()
+    );
+    (s["playback_id"].as_str().unwrap().to_string(), url)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_server_over_speke_gives_a_cmaf_stream_its_key_and_its_drm_systems_signalling() {
     let vendor_key = [0x5a; 16];
@@ -396,21 +415,7 @@ async fn a_key_server_over_speke_gives_a_cmaf_stream_its_key_and_its_drm_systems
     })
     .await;
     let (_, key) = server.create_tenant("Vendor keys").await;
-    let (status, s) = server
-        .call(
-            "POST",
-            "/v1/live-streams",
-            Some(&key),
-            Some(json!({"playback_policy": "public", "packaging": "cmaf", "record": false, "reconnect_window_s": 0})),
-        )
-        .await;
-    assert_eq!(status, 201, "{s}");
-    let id = s["playback_id"].as_str().unwrap().to_string();
-    let url = format!(
-        "{}/{}",
-        s["rtmp_url"].as_str().unwrap(),
-        s["stream_key"].as_str().unwrap()
-    );
+    let (id, url) = public_cmaf_stream(&server, &key).await;
     let mut ffmpeg = ffmpeg_publish(&url, 640, 360, 30);
     let media = eventually("a fragment listed", Duration::from_secs(40), || async {
         let (status, text) = server.get_text(&format!("/hls/{id}/360p/index.m3u8")).await;
@@ -538,21 +543,7 @@ async fn a_key_server_over_speke_gives_a_cmaf_stream_its_key_and_its_drm_systems
 async fn a_cmaf_stream_rotates_its_key_and_hls_js_and_dash_js_play_across_the_changes() {
     let server = TestServer::start_with(|c| c.live.key_rotation_segments = 2).await;
     let (_, key) = server.create_tenant("Rotating").await;
-    let (status, s) = server
-        .call(
-            "POST",
-            "/v1/live-streams",
-            Some(&key),
-            Some(json!({"playback_policy": "public", "packaging": "cmaf", "record": false, "reconnect_window_s": 0})),
-        )
-        .await;
-    assert_eq!(status, 201, "{s}");
-    let id = s["playback_id"].as_str().unwrap().to_string();
-    let url = format!(
-        "{}/{}",
-        s["rtmp_url"].as_str().unwrap(),
-        s["stream_key"].as_str().unwrap()
-    );
+    let (id, url) = public_cmaf_stream(&server, &key).await;
     let mut ffmpeg = ffmpeg_publish(&url, 640, 360, 180);
     // Three key periods of two segments each: three key ids, each with its init segment.
     let media = eventually("three keys listed", Duration::from_secs(60), || async {

@@ -8,7 +8,10 @@
 //!   the upload finishes, and nothing is there twice;
 //! - the object store's disk full (a tmpfs of its own, filled) during a recorded broadcast:
 //!   writes wait with the reason in the log, and when space returns the broadcast goes on and
-//!   its recording is whole, every object readable.
+//!   its recording is whole, every object readable;
+//! - one node's wall clock jumping an hour forward and back (libfaketime) beside a node
+//!   whose clock is right, on one PostgreSQL: leases and shared rate limits keep to the
+//!   database's clock, tokens to each node's own.
 
 mod common;
 
@@ -28,6 +31,7 @@ struct Node {
     admin: &'static str,
     process: Option<KillOnDrop>,
     client: reqwest::Client,
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -38,7 +42,14 @@ impl Node {
             admin: "fc_admin_faults_test_0123456789abcdef0123456789ab",
             process: None,
             client: common::http_client(),
+            env: Vec::new(),
         }
+    }
+
+    /// Also sets `key` in the process's environment.
+    fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     fn url(&self, path: &str) -> String {
@@ -61,6 +72,7 @@ impl Node {
             .env("FERROCAST_ADMIN_KEY", self.admin)
             .env("FERROCAST_JOBS_LEASE_S", "5")
             .env("FERROCAST_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -787,4 +799,241 @@ async fn a_full_object_store_disk_holds_the_broadcast_until_space_returns_and_lo
         "a write was given up: {}",
         node.log()
     );
+}
+
+/// Debian's `faketime` (installed by `make`): a process started with it reads its wall clock
+/// as the real one plus the offset in a file, read again at each call; its monotonic clock
+/// stays real, as a wall-clock jump leaves it.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// One node's wall clock jumps an hour forward, then back, beside a node whose clock is
+/// right, both on one PostgreSQL:
+/// - a transcode the right node holds is not taken from it by the node an hour ahead (job
+///   leases are judged by the database's clock), and finishes once;
+/// - an API key's shared rate limit counts requests alternating between the nodes as one
+///   bucket, with either jump: neither node refills it at once nor empties it;
+/// - a playback token is judged by each node's own clock, as the README says: one with half
+///   an hour left is refused by the node an hour ahead, taken by the one an hour behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_wall_clock_jumps_an_hour_keeps_to_the_shared_leases_and_limits() {
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} (Debian package faketime; `make test` installs it)"
+    );
+    let pg = common::PgDatabase::create().await;
+    let clock = tempfile::tempdir().unwrap();
+    let offset = clock.path().join("offset");
+    let jump = |seconds: i64| std::fs::write(&offset, format!("{seconds:+}")).unwrap();
+    jump(0);
+    let shared = |node: Node| {
+        // One database and one master key, as nodes of one deployment have.
+        node.env("FERROCAST_DATABASE_URL", &pg.url)
+            .env(
+                "FERROCAST_KEYS_DIR",
+                clock.path().join("keys").to_str().unwrap(),
+            )
+            .env("FERROCAST_RATE_LIMITS_FREE_PER_MIN", "60")
+    };
+    let mut right = shared(Node::new());
+    right.start().await;
+    // A tenant, on the `free` tier (60 requests a minute) if `free`.
+    let tenant = |name: &'static str, free: bool| {
+        let right = &right;
+        async move {
+            let (status, t) = right
+                .call(
+                    "POST",
+                    "/v1/tenants",
+                    right.admin,
+                    Some(json!({"name": name})),
+                )
+                .await;
+            assert_eq!(status, 201, "{t}");
+            if free {
+                let path = format!("/v1/tenants/{}/tier", t["id"].as_str().unwrap());
+                let (status, r) = right
+                    .call("PUT", &path, right.admin, Some(json!({"tier": "free"})))
+                    .await;
+                assert_eq!(status, 200, "{r}");
+            }
+            t["api_key"].as_str().unwrap().to_string()
+        }
+    };
+
+    // A transcode on the right node, running.
+    let media = tempfile::tempdir().unwrap();
+    let file = make_media(
+        media.path(),
+        "clip.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            "90",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    );
+    let key = tenant("Clock", false).await;
+    let (endpoint, client_key) = (right.url("/v1/uploads"), key.clone());
+    let upload =
+        tokio::task::spawn_blocking(move || tus_upload(&file, &endpoint, &client_key, 0, ""))
+            .await
+            .unwrap();
+    assert_eq!(upload["finished"], true, "{upload}");
+    let db = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let job = || async {
+        sqlx::query_as::<_, (String, String, i64, Option<String>)>(
+            "SELECT asset_id, status, attempts, lease_owner FROM jobs",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap()
+    };
+    let (asset, _, _, owner) = eventually(
+        "the right node to run the transcode",
+        Duration::from_secs(60),
+        || async {
+            let j = job().await;
+            (j.1 == "running").then_some(j)
+        },
+    )
+    .await;
+    // Now a node an hour ahead joins, its workers looking for jobs.
+    jump(3600);
+    let mut ahead = shared(Node::new())
+        .env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME_TIMESTAMP_FILE", offset.to_str().unwrap())
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    ahead.start().await;
+    let shown = ahead
+        .client
+        .get(ahead.url("/time"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = chrono::DateTime::parse_from_rfc3339(&shown)
+        .unwrap()
+        .timestamp();
+    assert!(
+        (at - real - 3600).abs() < 60,
+        "its clock is an hour ahead: {shown}"
+    );
+    let looked = std::time::Instant::now();
+    let deadline = looked + Duration::from_secs(8);
+    while std::time::Instant::now() < deadline {
+        let (_, status, attempts, lease_owner) = job().await;
+        assert!(
+            status != "done" || looked.elapsed() > Duration::from_secs(6),
+            "the transcode ended before the node ahead had looked long enough (longer clip?)"
+        );
+        if status == "done" {
+            break;
+        }
+        assert_eq!(
+            (attempts, &lease_owner),
+            (1, &owner),
+            "the transcode stays with the node that holds its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (_, status, attempts, _) = eventually(
+        "the transcode to finish",
+        Duration::from_secs(120),
+        || async {
+            let j = job().await;
+            (j.1 == "done").then_some(j)
+        },
+    )
+    .await;
+    assert_eq!((status.as_str(), attempts), ("done", 1), "transcoded once");
+    let (_, a) = right
+        .call("GET", &format!("/v1/assets/{asset}"), &key, None)
+        .await;
+    assert_eq!(a["status"], "ready", "{a}");
+
+    // Rate limits: one bucket of 60 a minute, whichever node takes the request and whatever
+    // its clock says.
+    for (seconds, name) in [(-3600, "Behind"), (3600, "Ahead")] {
+        jump(seconds);
+        let key = tenant(name, true).await;
+        let mut taken = 0;
+        for i in 0..100 {
+            let node = if i % 2 == 0 { &right } else { &ahead };
+            let (status, body) = node.call("GET", "/v1/live-streams", &key, None).await;
+            match status {
+                200 => taken += 1,
+                429 => assert!(i >= 20, "request {i} refused at {seconds:+} s: {body}"),
+                other => panic!("request {i}: {other} {body}"),
+            }
+        }
+        println!("clock {seconds:+} s: {taken} of 100 requests taken (a bucket of 60)");
+        assert!(
+            (60..=70).contains(&taken),
+            "60 and what the seconds refilled, at {seconds:+} s: {taken}"
+        );
+    }
+
+    // Tokens: each node's own clock.
+    let (status, stream) = right
+        .call(
+            "POST",
+            "/v1/live-streams",
+            &key,
+            Some(json!({"playback_policy": "signed"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{stream}");
+    let playback_id = stream["playback_id"].as_str().unwrap();
+    let (status, token) = right
+        .call(
+            "POST",
+            "/v1/playback-tokens",
+            &key,
+            Some(json!({"playback_id": playback_id, "expires_in": 1800})),
+        )
+        .await;
+    assert_eq!(status, 201, "{token}");
+    let master = format!(
+        "/hls/{playback_id}/master.m3u8?token={}",
+        token["token"].as_str().unwrap()
+    );
+    let status_on = |node: &Node| {
+        let url = node.url(&master);
+        let client = node.client.clone();
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            r.status().as_u16()
+        }
+    };
+    let on_right = status_on(&right).await;
+    assert!(
+        on_right != 401 && on_right != 403,
+        "the token is good: {on_right}"
+    );
+    jump(3600);
+    assert_eq!(status_on(&ahead).await, 403, "expired an hour ahead");
+    jump(-3600);
+    assert_eq!(status_on(&ahead).await, on_right, "good an hour behind");
+    drop((right, ahead));
 }

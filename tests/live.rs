@@ -468,12 +468,7 @@ async fn stalled_rtmp_connections_cannot_lock_a_broadcaster_out_or_cut_one_off()
         json!({"ladder": "passthrough", "playback_policy": "public"}),
     )
     .await;
-    let addr: std::net::SocketAddr = server
-        .rtmp_url
-        .trim_start_matches("rtmp://")
-        .trim_end_matches("/live")
-        .parse()
-        .unwrap();
+    let addr = rtmp_addr(&server);
 
     // 300 from one address: 8 are let in, the rest closed at once.
     let mut one = common::stalled_connections(addr, [127, 0, 0, 2], 300, &[3]).await;
@@ -521,6 +516,16 @@ async fn stalled_rtmp_connections_cannot_lock_a_broadcaster_out_or_cut_one_off()
     server.stop().await;
 }
 
+/// The server's RTMP listening address.
+fn rtmp_addr(server: &TestServer) -> std::net::SocketAddr {
+    server
+        .rtmp_url
+        .trim_start_matches("rtmp://")
+        .trim_end_matches("/live")
+        .parse()
+        .unwrap()
+}
+
 /// A real RTMP handshake (C0+C1, S0+S1+S2 read, C2 the echo of S1) from `from`.
 async fn rtmp_handshaken(addr: std::net::SocketAddr, from: [u8; 4]) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -559,12 +564,7 @@ async fn rtmp_connections_trickling_a_chunk_stream_are_cut_at_the_publish_deadli
         json!({"ladder": "passthrough", "playback_policy": "public"}),
     )
     .await;
-    let addr: std::net::SocketAddr = server
-        .rtmp_url
-        .trim_start_matches("rtmp://")
-        .trim_end_matches("/live")
-        .parse()
-        .unwrap();
+    let addr = rtmp_addr(&server);
     let started = std::time::Instant::now();
     let mut tricklers = Vec::new();
     for _ in 0..8 {
@@ -616,11 +616,7 @@ async fn bad_publishers_are_refused_and_the_server_keeps_serving_others() {
         json!({"ladder": "passthrough", "playback_policy": "public"}),
     )
     .await;
-    let rtmp_addr = server
-        .rtmp_url
-        .trim_start_matches("rtmp://")
-        .trim_end_matches("/live")
-        .to_string();
+    let rtmp_addr = rtmp_addr(&server);
 
     // A client that stops mid-handshake, and one that sends garbage.
     let mut stalled = tokio::net::TcpStream::connect(&rtmp_addr).await.unwrap();

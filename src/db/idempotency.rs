@@ -2,7 +2,7 @@
 //! and replayed for the same request; another request under the key, or one while the first
 //! is still running, is told so.
 
-use super::{Db, DbResult, now_ms};
+use super::{Db, DbResult};
 
 /// How long a key and its answer are kept.
 pub const KEPT_MS: i64 = 24 * 3600 * 1000;
@@ -48,7 +48,7 @@ impl Db {
         request_hash: &str,
         lease_ms: i64,
     ) -> DbResult<IdempotencyClaim> {
-        let now = now_ms();
+        let now = self.shared_now_ms().await?;
         let cutoff = now - KEPT_MS;
         // This key, if past its day or a claim whose request was cut off, is gone first.
         sqlx::query(

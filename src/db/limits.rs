@@ -1,6 +1,6 @@
 //! API rate-limit state that every node shares (with PostgreSQL), and tenants' tiers.
 
-use super::{Db, DbResult, now_ms};
+use super::{Db, DbResult, PG_NOW_MS};
 
 impl Db {
     /// Takes a token from the shared bucket `key` (holding at most `capacity`, refilled by
@@ -12,22 +12,24 @@ impl Db {
         capacity: f64,
         per_ms: f64,
     ) -> DbResult<(bool, f64)> {
-        const REFILLED: &str = "LEAST($2, rate_buckets.tokens \
-             + GREATEST(0, $2 - rate_buckets.capacity) \
-             + (($4 - rate_buckets.updated_at) * $3))";
+        // Refilled by the time since the bucket was last touched, on the database's clock
+        // (every node's, whatever its own says), and never by a negative time.
+        let refilled = format!(
+            "LEAST($2, rate_buckets.tokens + GREATEST(0, $2 - rate_buckets.capacity) \
+             + (GREATEST(0, {PG_NOW_MS} - rate_buckets.updated_at) * $3))"
+        );
         let (tokens, ok): (f64, i64) = sqlx::query_as(&format!(
             "INSERT INTO rate_buckets (key, tokens, capacity, updated_at, last_ok) \
-             VALUES ($1, $2 - 1, $2, $4, 1) \
+             VALUES ($1, $2 - 1, $2, {PG_NOW_MS}, 1) \
              ON CONFLICT (key) DO UPDATE SET \
-             tokens = CASE WHEN {REFILLED} >= 1 THEN {REFILLED} - 1 ELSE {REFILLED} END, \
-             last_ok = CASE WHEN {REFILLED} >= 1 THEN 1 ELSE 0 END, \
-             capacity = $2, updated_at = $4 \
+             tokens = CASE WHEN {refilled} >= 1 THEN {refilled} - 1 ELSE {refilled} END, \
+             last_ok = CASE WHEN {refilled} >= 1 THEN 1 ELSE 0 END, \
+             capacity = $2, updated_at = {PG_NOW_MS} \
              RETURNING tokens, last_ok"
         ))
         .bind(key)
         .bind(capacity)
         .bind(per_ms)
-        .bind(now_ms())
         .fetch_one(&self.pool)
         .await?;
         Ok((ok == 1, tokens))

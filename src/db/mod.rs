@@ -196,6 +196,19 @@ impl Db {
         Ok(db)
     }
 
+    /// The time that leases, due times and shared rate buckets are judged by: with
+    /// PostgreSQL, the database's clock, which every node shares (their own clocks may be
+    /// apart, or jump); with SQLite (one node), this process's.
+    pub async fn shared_now_ms(&self) -> DbResult<i64> {
+        match self.backend {
+            Backend::Postgres => Ok(sqlx::query_as::<_, (i64,)>(&format!("SELECT {PG_NOW_MS}"))
+                .fetch_one(&self.pool)
+                .await?
+                .0),
+            Backend::Sqlite => Ok(now_ms()),
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -279,6 +292,9 @@ impl Db {
 }
 
 use crate::clock::now_ms;
+
+/// PostgreSQL's wall clock in Unix milliseconds, as SQL (see [`Db::shared_now_ms`]).
+pub(crate) const PG_NOW_MS: &str = "(EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::BIGINT";
 use crate::ids::new_id;
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {

@@ -235,7 +235,7 @@ impl Db {
         max_attempts: i64,
     ) -> DbResult<Job> {
         let id = new_id();
-        let now = now_ms();
+        let now = self.shared_now_ms().await?;
         sqlx::query(
             "INSERT INTO jobs (id, tenant_id, asset_id, kind, status, attempts, max_attempts, run_after, \
              progress_permille, created_at, updated_at) VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, 0, $6, $6)",
@@ -300,7 +300,7 @@ impl Db {
     /// Claims the oldest runnable job: queued and due, or running with an expired lease
     /// (its worker died). PostgreSQL skips rows other workers are claiming.
     pub async fn claim_job(&self, worker: &str, lease_ms: i64) -> DbResult<Option<Job>> {
-        let now = now_ms();
+        let now = self.shared_now_ms().await?;
         let pick = match self.backend {
             Backend::Postgres => {
                 "SELECT id FROM jobs WHERE (status = 'queued' AND run_after <= $3) \
@@ -331,7 +331,7 @@ impl Db {
         lease_ms: i64,
         progress_permille: i64,
     ) -> DbResult<bool> {
-        let now = now_ms();
+        let now = self.shared_now_ms().await?;
         let done = sqlx::query(
             "UPDATE jobs SET lease_expires_at = $1, progress_permille = $2, updated_at = $3 \
              WHERE id = $4 AND lease_owner = $5 AND status = 'running'",
@@ -370,7 +370,7 @@ impl Db {
     ) -> DbResult<bool> {
         let job = self.get_job(id).await?;
         let retry = job.attempts < job.max_attempts;
-        let now = now_ms();
+        let now = self.shared_now_ms().await?;
         sqlx::query(
             "UPDATE jobs SET status = $1, error = $2, run_after = $3, lease_owner = NULL, \
              lease_expires_at = NULL, updated_at = $4 WHERE id = $5 AND lease_owner = $6",

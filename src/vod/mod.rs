@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::clock::now_ms;
 use crate::config::Config;
 use crate::db::{AssetStatus, Db};
 use crate::db::{Backend, JOBS_CHANNEL, Job};
@@ -108,13 +107,18 @@ async fn worker_loop(
                 tracing::Instrument::instrument(run_job(&deps, &worker, job), span).await;
             }
             Ok(None) => {
-                let wait = match deps.db.next_job_due().await {
+                let due = match deps.db.next_job_due().await {
+                    Ok(Some(due)) => deps.db.shared_now_ms().await.map(|now| Some((due, now))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                let wait = match due {
                     // Claiming needs the lease to be past, not at, its expiry: one more ms. Work
                     // due already (a row another worker held as we looked) is looked at again
-                    // shortly, not at once.
-                    Ok(Some(due)) => {
-                        Duration::from_millis((due - now_ms()).max(0) as u64 + 1).max(AGAIN_SOON)
-                    }
+                    // shortly, not at once; and never longer than `recheck` (due times are on
+                    // the database's clock, which may be apart from this one's).
+                    Ok(Some((due, now))) => Duration::from_millis((due - now).max(0) as u64 + 1)
+                        .clamp(AGAIN_SOON, recheck.max(AGAIN_SOON)),
                     Ok(None) => recheck,
                     Err(e) => {
                         tracing::warn!(error = %e, "reading when the next job is due failed");

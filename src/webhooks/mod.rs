@@ -117,7 +117,7 @@ impl Dispatcher {
         if free == 0 {
             return Ok(());
         }
-        let now = now_ms();
+        let now = self.db.shared_now_ms().await?;
         let lease = now + (self.config.timeout_s as i64 + 30) * 1000;
         for id in self.db.due_deliveries(now, free as i64).await? {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
@@ -239,8 +239,10 @@ impl Dispatcher {
                 .await
                 .map(|()| false)
         } else {
-            let then = self.after_failure(&job, now_ms());
-            let disable_before = now_ms() - self.config.disable_after_s as i64 * 1000;
+            // When to try again, on the clock the due times are read by (the database's).
+            let now = self.db.shared_now_ms().await.unwrap_or_else(|_| now_ms());
+            let then = self.after_failure(&job, now);
+            let disable_before = now - self.config.disable_after_s as i64 * 1000;
             tracing::info!(
                 endpoint = %job.endpoint_id,
                 event = %job.event_id,
