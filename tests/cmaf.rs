@@ -149,17 +149,7 @@ async fn a_cmaf_live_stream_plays_encrypted_in_hls_js_and_dash_js_with_the_clear
         .unwrap();
 
     // ffmpeg's own CENC reader decrypts a fragment with that key: every frame decodes.
-    let server_ref = &server;
-    let fetch = |path: String| async move {
-        let r = server_ref
-            .client
-            .get(server_ref.url(&path))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{path}");
-        r.bytes().await.unwrap()
-    };
+    let fetch = |path: String| fetch_ok(&server, path);
     let sequence: u64 = media
         .lines()
         .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
@@ -385,6 +375,13 @@ async fn fake_key_server(
     (url, asked)
 }
 
+/// `path`'s body, which must be there (200).
+async fn fetch_ok(server: &TestServer, path: String) -> bytes::Bytes {
+    let r = server.client.get(server.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.bytes().await.unwrap()
+}
+
 /// A public live stream packaged `cmaf`, unrecorded: its playback id and publish URL.
 async fn public_cmaf_stream(server: &TestServer, key: &str) -> (String, String) {
     let (status, s) = server
@@ -604,17 +601,7 @@ async fn a_cmaf_stream_rotates_its_key_and_hls_js_and_dash_js_play_across_the_ch
             .unwrap_or_else(|| panic!("every key in the licence: {licence}"));
         URL_SAFE_NO_PAD.decode(k["k"].as_str().unwrap()).unwrap()
     };
-    let server_ref = &server;
-    let get = |name: String| async move {
-        let r = server_ref
-            .client
-            .get(server_ref.url(&name))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{name}");
-        r.bytes().await.unwrap()
-    };
+    let get = |path: String| fetch_ok(&server, path);
     for (period, (segment, init)) in segment_of_period.iter().enumerate().take(2) {
         let init = get(format!("/hls/{id}/360p/{init}")).await;
         let fragment = get(format!("/hls/{id}/360p/{segment}")).await;

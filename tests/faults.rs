@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::TestServer;
-use common::media::{eventually, ffmpeg_publish, make_media, tus_upload};
+use common::media::{clip_720p, eventually, ffmpeg_publish, make_media, tus_upload};
 use common::process::KillOnDrop;
 use serde_json::{Value, json};
 
@@ -117,30 +117,7 @@ impl Node {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_sigkilled_mid_upload_and_mid_transcode_finishes_each_once_after_restart() {
     let media = tempfile::tempdir().unwrap();
-    let file = make_media(
-        media.path(),
-        "long.mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440",
-            "-t",
-            "20",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-        ],
-    );
+    let file = clip_720p(media.path(), "long.mp4", 20);
     let size = std::fs::metadata(&file).unwrap().len();
     let mut node = Node::new();
     node.start().await;
@@ -862,30 +839,7 @@ async fn a_node_whose_wall_clock_jumps_an_hour_keeps_to_the_shared_leases_and_li
 
     // A transcode on the right node, running.
     let media = tempfile::tempdir().unwrap();
-    let file = make_media(
-        media.path(),
-        "clip.mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440",
-            "-t",
-            "90",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-        ],
-    );
+    let file = clip_720p(media.path(), "clip.mp4", 90);
     let key = tenant("Clock", false).await;
     let (endpoint, client_key) = (right.url("/v1/uploads"), key.clone());
     let upload =

@@ -412,6 +412,36 @@ where
     }
 }
 
+/// `seconds` of 720p30 test pattern with a 440 Hz tone (H.264 ultrafast, AAC) as `name`.
+#[allow(dead_code)] // not every test binary uploads one
+pub fn clip_720p(dir: &Path, name: &str, seconds: u32) -> PathBuf {
+    let seconds = seconds.to_string();
+    make_media(
+        dir,
+        name,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            &seconds,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ],
+    )
+}
+
 /// Makes a media file `name` in `dir` with ffmpeg `args`.
 pub fn make_media(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
     let path = dir.join(name);
