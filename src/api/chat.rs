@@ -319,9 +319,11 @@ async fn run(
                 // unread, then closed.
                 match budget.take(heard) {
                     chat::FrameVerdict::Read => {}
-                    chat::FrameVerdict::Dropped { first } => {
+                    // A dropped frame costs nothing more; the first of a run is answered.
+                    chat::FrameVerdict::Dropped { first: false } => continue,
+                    chat::FrameVerdict::Dropped { first: true } => {
                         let e = error("flooding", "too many frames: those past ten a second are dropped unread");
-                        if first && !send(&mut socket, e.to_string()).await { break }
+                        if !send(&mut socket, e.to_string()).await { break }
                         continue;
                     }
                     chat::FrameVerdict::Close => {
